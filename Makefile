@@ -1,0 +1,80 @@
+# Millions — one machine, the whole system.
+#
+#   make up     install what is missing, build, start the system
+#   make test   install what is missing, run the whole test suite
+#
+# Other targets: setup, build, down, status, bench, clean.
+
+CARGO ?= cargo
+MILLIONS := ./target/release/millions
+
+# rustup installs into ~/.cargo/bin, which a fresh shell may not have on PATH.
+ifeq ($(shell command -v $(CARGO)),)
+ifneq ($(wildcard $(HOME)/.cargo/bin/cargo),)
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+endif
+endif
+
+# --locked only once Cargo.lock exists (a checkout without it must still build).
+LOCKED := $(if $(wildcard Cargo.lock),--locked,)
+
+# CI: plain logs, no incremental cache (a fresh checkout every run), backtraces.
+ifeq ($(CI),true)
+export CARGO_TERM_COLOR := never
+export CARGO_INCREMENTAL := 0
+export RUST_BACKTRACE := 1
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-test build up down status test bench clean
+
+# Print the two commands that matter.
+help:
+	@echo "make up     install what is missing, build, and start Millions (then open the printed address)"
+	@echo "make test   install what is missing, then fmt check, clippy and the whole test suite"
+	@echo "            (also: make down | status | build | setup | bench | clean)"
+
+# Install missing Debian packages (PostgreSQL, Redis, cmake, ...) and check Rust.
+setup:
+	@bash scripts/setup.sh
+
+# Setup, plus the rustfmt and clippy components that the checks need.
+setup-test:
+	@bash scripts/setup.sh test
+
+# Build the one binary, optimized.
+build: setup
+	$(CARGO) build --release $(LOCKED) -p millions
+
+# Build, then start the whole topology; it prints where to open the app.
+up: build
+	$(MILLIONS) up
+
+# Stop everything `make up` started.
+down:
+	@if [ -x $(MILLIONS) ]; then $(MILLIONS) down; else echo "make: $(MILLIONS) not built; nothing to stop"; fi
+
+# Show what is running.
+status:
+	@if [ -x $(MILLIONS) ]; then $(MILLIONS) status; else echo "make: $(MILLIONS) not built; nothing running"; fi
+
+# Formatting, lints (warnings are errors), then every test (debug profile).
+# One cargo test process runs each test binary, whose tests share one PostgreSQL
+# and one Redis: that is why this is cargo test, not nextest.
+test: setup-test
+	@echo "make: cargo fmt --check"
+	@$(CARGO) fmt --all -- --check
+	@echo "make: cargo clippy"
+	@$(CARGO) clippy --quiet --workspace --all-targets $(LOCKED) -- -D warnings
+	@echo "make: cargo test"
+	@$(CARGO) test --quiet --workspace $(LOCKED)
+	@echo "make: all checks passed"
+
+# Load the web tier with wrk (the release build must be up to date).
+bench: build
+	@test -f scripts/bench-web.sh || { echo "make: scripts/bench-web.sh not written yet" >&2; exit 1; }
+	bash scripts/bench-web.sh
+
+# Remove build output (the running system's state in .millions/ is kept).
+clean:
+	$(CARGO) clean

@@ -1,0 +1,121 @@
+//! Spreading invalidations to every process's L1 through Redis pub/sub.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use crate::Redis;
+
+/// Something holding entries in this process that an invalidation must reach.
+pub(crate) trait LocalEvict: Send + Sync {
+    /// Drop one key.
+    fn evict<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
+    /// Drop everything (after missing messages while disconnected).
+    fn clear(&self);
+}
+
+/// Publishes invalidations and knows this process's L1 caches by name.
+#[derive(Clone)]
+pub struct Invalidator {
+    /// Where messages go.
+    redis: Redis,
+    /// Local caches by name, for the listener to evict from.
+    locals: Arc<RwLock<HashMap<&'static str, Arc<dyn LocalEvict>>>>,
+}
+
+impl std::fmt::Debug for Invalidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Invalidator")
+    }
+}
+
+impl Invalidator {
+    /// An invalidator publishing on this deployment's channel.
+    pub fn new(redis: Redis) -> Invalidator {
+        Invalidator { redis, locals: Arc::default() }
+    }
+
+    fn channel(&self) -> String {
+        self.redis.key("invalidate")
+    }
+
+    pub(crate) fn register(&self, name: &'static str, local: Box<dyn LocalEvict>) {
+        self.locals.write().expect("invalidator lock poisoned").insert(name, Arc::from(local));
+    }
+
+    pub(crate) async fn publish(&self, name: &str, key: &str) {
+        let mut conn = self.redis.conn();
+        let message = format!("{name}\n{key}");
+        if let Err(e) = conn.publish::<_, _, ()>(self.channel(), message).await {
+            tracing::warn!(cache = name, error = %e, "publishing an invalidation failed; L1 entries elsewhere expire by TTL");
+        }
+    }
+
+    async fn evict_local(&self, message: &str) {
+        let Some((name, key)) = message.split_once('\n') else {
+            tracing::warn!(message, "malformed invalidation message");
+            return;
+        };
+        let local = self.locals.read().expect("invalidator lock poisoned").get(name).cloned();
+        if let Some(local) = local {
+            local.evict(key).await;
+        }
+    }
+
+    fn clear_all_local(&self) {
+        for local in self.locals.read().expect("invalidator lock poisoned").values() {
+            local.clear();
+        }
+    }
+}
+
+/// Listen for invalidations until `shutdown`, reconnecting with backoff. After every
+/// (re)subscription all L1 entries are dropped, since messages may have been missed.
+/// `subscribed` is notified each time the subscription is in place.
+pub fn spawn_listener(
+    invalidator: Invalidator,
+    shutdown: CancellationToken,
+    subscribed: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                let mut pubsub = invalidator.redis.client().get_async_pubsub().await?;
+                pubsub.subscribe(invalidator.channel()).await?;
+                invalidator.clear_all_local();
+                subscribed.notify_waiters();
+                tracing::info!("listening for cache invalidations");
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    match msg.get_payload::<String>() {
+                        Ok(payload) => invalidator.evict_local(&payload).await,
+                        Err(e) => tracing::warn!(error = %e, "undecodable invalidation"),
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = attempt => match result {
+                    Ok(()) => {
+                        tracing::warn!("invalidation subscription ended; reconnecting");
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "invalidation subscription failed; reconnecting"),
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                // A real backoff between reconnection attempts, not synchronization.
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}

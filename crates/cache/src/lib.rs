@@ -1,0 +1,21 @@
+//! The cache tier.
+//!
+//! - [`ReadThrough`]: a typed read-through cache, L1 in process (moka, TinyLFU
+//!   eviction) over L2 in Redis, with TTL jitter and one load per key at a time.
+//! - [`Invalidator`]: a write deletes the Redis entry and publishes the key; every
+//!   process's listener evicts it from its L1.
+//! - [`Timelines`]: home timelines as capped sorted sets in Redis.
+//!
+//! Redis is a cache here, not a store of record: when it fails, reads fall through
+//! to the loader and the error is counted and logged.
+#![forbid(unsafe_code)]
+
+mod invalidation;
+mod read_through;
+mod redis_handle;
+mod timeline;
+
+pub use invalidation::{Invalidator, spawn_listener};
+pub use read_through::{CacheConfig, CacheMetrics, ReadThrough};
+pub use redis_handle::{Redis, RedisError};
+pub use timeline::Timelines;

@@ -1,0 +1,147 @@
+//! Home timelines: capped sets of post ids per user in Redis.
+//!
+//! A timeline is a sorted set whose members are post ids written as 19-digit,
+//! zero-padded decimals, all with score 0, so Redis orders them lexically — which
+//! is numerically, which (ids being time-ordered) is by time. Scores are not used
+//! because a double cannot hold a 63-bit id exactly.
+//!
+//! A second key, the *marker*, says the set is complete (built from the database).
+//! Fan-out always adds to the set, whether or not it is complete, so a post made
+//! while a timeline is being rebuilt is not lost; a read without the marker treats
+//! the timeline as cold and rebuilds it, merging.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::{Redis, RedisError};
+
+/// Timeline operations.
+#[derive(Clone)]
+pub struct Timelines {
+    /// Where timelines live.
+    redis: Redis,
+    /// Most post ids kept per timeline.
+    cap: usize,
+    /// Lifetime of a timeline since its last write or read; a lapsed one is rebuilt.
+    ttl: Duration,
+    /// Adds one post to many timelines.
+    push: Script,
+    /// Merges a rebuilt list into a timeline and marks it complete.
+    fill: Script,
+}
+
+impl std::fmt::Debug for Timelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timelines").field("cap", &self.cap).finish()
+    }
+}
+
+/// Most keys passed to one script call.
+const BATCH: usize = 256;
+
+fn member(post_id: i64) -> String {
+    format!("{post_id:019}")
+}
+
+impl Timelines {
+    /// Timelines of at most `cap` posts, each living `ttl` since last touched.
+    pub fn new(redis: Redis, cap: usize, ttl: Duration) -> Timelines {
+        let push = Script::new(
+            r"
+            local cap = tonumber(ARGV[2])
+            local ttl = tonumber(ARGV[3])
+            for i, k in ipairs(KEYS) do
+              redis.call('ZADD', k, 0, ARGV[1])
+              redis.call('ZREMRANGEBYRANK', k, 0, -(cap + 1))
+              redis.call('EXPIRE', k, ttl)
+            end
+            return #KEYS",
+        );
+        let fill = Script::new(
+            r"
+            local cap = tonumber(ARGV[1])
+            local ttl = tonumber(ARGV[2])
+            for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
+            redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
+            if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
+            redis.call('SET', KEYS[2], '1', 'EX', ttl)
+            return 1",
+        );
+        Timelines { redis, cap, ttl, push, fill }
+    }
+
+    /// Most ids a timeline holds.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    fn key(&self, user: i64) -> String {
+        self.redis.key(&format!("tl:{user}"))
+    }
+
+    fn marker(&self, user: i64) -> String {
+        self.redis.key(&format!("tlok:{user}"))
+    }
+
+    /// Add `post_id` to the timelines of `owners`.
+    pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), RedisError> {
+        let mut conn = self.redis.conn();
+        let m = member(post_id);
+        for chunk in owners.chunks(BATCH) {
+            let mut inv = self.push.prepare_invoke();
+            for owner in chunk {
+                inv.key(self.key(*owner));
+            }
+            inv.arg(&m).arg(self.cap).arg(self.ttl.as_secs().max(1));
+            inv.invoke_async::<i64>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
+    /// if the timeline is cold (never built, or lapsed) and must be rebuilt.
+    pub async fn page(
+        &self,
+        user: i64,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Option<Vec<i64>>, RedisError> {
+        let mut conn = self.redis.conn();
+        let max = before.map_or_else(|| "+".to_owned(), |b| format!("({}", member(b)));
+        let (complete, ids): (Option<String>, Vec<String>) = redis::pipe()
+            .get(self.marker(user))
+            .cmd("ZREVRANGEBYLEX")
+            .arg(self.key(user))
+            .arg(max)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        if complete.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(ids.iter().filter_map(|s| s.parse().ok()).collect()))
+    }
+
+    /// Merge `ids` (rebuilt from the database) into `user`'s timeline and mark it complete.
+    pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
+        let mut conn = self.redis.conn();
+        let mut inv = self.fill.prepare_invoke();
+        inv.key(self.key(user)).key(self.marker(user)).arg(self.cap).arg(self.ttl.as_secs().max(1));
+        for id in ids.iter().take(self.cap) {
+            inv.arg(member(*id));
+        }
+        inv.invoke_async::<i64>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Forget `user`'s timeline (it will be rebuilt on next read).
+    pub async fn drop_timeline(&self, user: i64) -> Result<(), RedisError> {
+        let mut conn = self.redis.conn();
+        redis::cmd("DEL").arg(self.key(user)).arg(self.marker(user)).query_async::<i64>(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The data layer's one error type.
+
+use sharding::ShardId;
+
+/// Why a data operation failed.
+///
+/// [`DataError::is_retryable`] tells a caller whether the same call may succeed
+/// later (a shard restarting, a pool exhausted) or never will (a conflict).
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The row the operation is about does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken (for example a username already taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// No connection to the shard could be had in time.
+    #[error("{shard} is unavailable: {source}")]
+    Unavailable {
+        /// The shard that could not be reached.
+        shard: ShardId,
+        /// What the pool said.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    /// The database answered with an error.
+    #[error("{shard}: {source}")]
+    Db {
+        /// The shard that answered.
+        shard: ShardId,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Migrating a shard's schema failed.
+    #[error("migrating {shard}: {message}")]
+    Migration {
+        /// The shard being migrated.
+        shard: ShardId,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl DataError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            DataError::NotFound | DataError::Conflict(_) | DataError::Migration { .. } => false,
+            DataError::Unavailable { .. } => true,
+            DataError::Db { source, .. } => match source.code() {
+                None => true, // connection-level: closed, reset, timed out
+                Some(code) => {
+                    code == &SqlState::T_R_SERIALIZATION_FAILURE
+                        || code == &SqlState::T_R_DEADLOCK_DETECTED
+                        || code == &SqlState::ADMIN_SHUTDOWN
+                        || code == &SqlState::CANNOT_CONNECT_NOW
+                        || code == &SqlState::READ_ONLY_SQL_TRANSACTION
+                        || code == &SqlState::TOO_MANY_CONNECTIONS
+                }
+            },
+        }
+    }
+
+    pub(crate) fn db(shard: ShardId) -> impl FnOnce(tokio_postgres::Error) -> DataError {
+        move |source| DataError::Db { shard, source }
+    }
+
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(self, DataError::Db { source, .. }
+            if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}

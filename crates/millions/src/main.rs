@@ -1,0 +1,103 @@
+//! `millions`: every role of the system, and the commands that run it.
+//!
+//! The binary is thin: roles live in their crates (`web::Application`, ...), the
+//! local stack in [`local`].
+#![forbid(unsafe_code)]
+
+mod local;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "millions", version, about = "Scale from zero to millions of users, for real.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the local system detached (PostgreSQL, Redis, a web server) and print where to open it.
+    Up(local::UpArgs),
+    /// Stop everything `up` started.
+    Down(local::HomeArgs),
+    /// Show every node with its pid and health.
+    Status(local::StatusArgs),
+    /// Print a node's log.
+    Logs(local::LogsArgs),
+    /// Run a web server (the stateless web tier).
+    Web {
+        /// The web server's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bring the schema of every shard named in a web configuration up to date.
+    Migrate {
+        /// A web server's TOML configuration (its `database.shards` are migrated).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => local::up(args).await,
+        Command::Down(args) => local::down(args).await,
+        Command::Status(args) => local::status(args).await,
+        Command::Logs(args) => local::logs(args).await,
+        Command::Web { config } => {
+            // Validate before anything is bound or logged.
+            let config = web::WebConfig::load(&config)?;
+            telemetry::init_logging("web");
+            let app = web::Application::build(config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await
+        }
+        Command::Migrate { config } => {
+            let config = web::WebConfig::load(&config)?;
+            data::migrate(&config.database.shards).await?;
+            println!("migrated {} shard(s)", config.database.shards.len());
+            Ok(())
+        }
+    }
+}
+
+/// Cancel `token` on SIGTERM or SIGINT.
+async fn stop_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}

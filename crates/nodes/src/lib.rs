@@ -1,0 +1,20 @@
+#![forbid(unsafe_code)]
+//! Start and stop real PostgreSQL and Redis server processes.
+//!
+//! Used by the test harness (`testkit`) and by `millions up`, which starts a
+//! local stack detached. Servers started here run in their own process group
+//! and outlive the process that started them: stop them explicitly
+//! ([`stop_postgres`], [`stop_pid`]).
+
+mod error;
+mod postgres;
+mod process;
+mod redis;
+
+pub use error::{Error, LogTail};
+pub use postgres::{
+    Durability, PostgresSpec, StopMode, init_postgres, pg_bin, postgres_running, postgres_url,
+    postmaster_pid, start_postgres, stop_postgres,
+};
+pub use process::{free_port, log_tail, pid_alive, random_secret, stop_pid, wait_tcp};
+pub use redis::{RedisSpec, redis_command, redis_ping, redis_server_bin, start_redis};

@@ -1,0 +1,157 @@
+//! Real PostgreSQL servers: start, authenticate with SCRAM, stop, and the ways that fails.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nodes::{
+    Durability, Error, PostgresSpec, StopMode, init_postgres, pg_bin, pid_alive, postgres_running,
+    postmaster_pid, start_postgres, stop_postgres,
+};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A temporary directory for one server; stops the server (if any) before the
+/// directory is removed, also when the test panics.
+struct PgGuard {
+    spec: PostgresSpec,
+    _dir: tempfile::TempDir,
+}
+
+impl PgGuard {
+    fn new(port: u16) -> PgGuard {
+        let dir = tempfile::Builder::new().prefix("nodes-pg-").tempdir().expect("create a temp dir");
+        // The postgres OS user (when we are root) must be able to enter it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = PostgresSpec::new(dir.path(), LOCALHOST, port, "millions", nodes::random_secret(24));
+        spec.durability = Durability::Fast;
+        PgGuard { spec, _dir: dir }
+    }
+}
+
+impl Drop for PgGuard {
+    fn drop(&mut self) {
+        if let Err(e) = stop_postgres(&self.spec.data_dir, StopMode::Immediate) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn free_port() -> u16 {
+    nodes::free_port(LOCALHOST).unwrap()
+}
+
+fn assert_gone(data_dir: &Path, pid: u32) {
+    assert!(!postgres_running(data_dir), "pg_ctl still sees a server in {}", data_dir.display());
+    assert!(!pid_alive(pid), "postmaster {pid} still alive");
+}
+
+#[tokio::test]
+async fn starts_with_scram_and_stops_cleanly() {
+    let pg = PgGuard::new(free_port());
+    init_postgres(&pg.spec).unwrap();
+    // A second init on an existing cluster is a no-op.
+    init_postgres(&pg.spec).unwrap();
+    start_postgres(&pg.spec).unwrap();
+    assert!(postgres_running(&pg.spec.data_dir));
+    let pid = postmaster_pid(&pg.spec.data_dir).expect("postmaster.pid");
+
+    let client = connect(&pg.spec.url("postgres")).await.unwrap();
+    let row = client.query_one("SHOW password_encryption", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "scram-sha-256");
+    let row = client.query_one("SHOW fsync", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "off");
+    let row =
+        client.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'millions'", &[]).await.unwrap();
+    assert!(row.get::<_, String>(0).starts_with("SCRAM-SHA-256$"));
+    drop(client);
+
+    let wrong = nodes::postgres_url("127.0.0.1", pg.spec.port, "millions", "wrong-password", "postgres");
+    let err = connect(&wrong).await.expect_err("a wrong password must be refused");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD), "{err}");
+
+    // Starting twice is refused clearly.
+    let err = start_postgres(&pg.spec).expect_err("already running");
+    assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
+
+    stop_postgres(&pg.spec.data_dir, StopMode::Fast).unwrap();
+    assert_gone(&pg.spec.data_dir, pid);
+    // Stopping a stopped server is fine.
+    stop_postgres(&pg.spec.data_dir, StopMode::Fast).unwrap();
+}
+
+#[tokio::test]
+async fn restarts_after_immediate_stop_and_after_sigkill() {
+    let mut pg = PgGuard::new(free_port());
+    // Fast durability acknowledges commits before they reach the WAL file, so
+    // an immediate stop could lose them; this test wants them kept.
+    pg.spec.extra_conf.push(("synchronous_commit".into(), "on".into()));
+    init_postgres(&pg.spec).unwrap();
+    start_postgres(&pg.spec).unwrap();
+    let client = connect(&pg.spec.url("postgres")).await.unwrap();
+    let row = client.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "on", "extra_conf overrides the durability settings");
+    client.batch_execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)").await.unwrap();
+    drop(client);
+
+    let pid = postmaster_pid(&pg.spec.data_dir).unwrap();
+    stop_postgres(&pg.spec.data_dir, StopMode::Immediate).unwrap();
+    assert_gone(&pg.spec.data_dir, pid);
+
+    start_postgres(&pg.spec).unwrap();
+    let client = connect(&pg.spec.url("postgres")).await.unwrap();
+    let row = client.query_one("SELECT v FROM kept", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    drop(client);
+
+    // A crash: the lock file stays behind, naming a dead (or zombie) pid.
+    let pid = postmaster_pid(&pg.spec.data_dir).unwrap();
+    nodes::stop_pid(pid, Duration::ZERO).unwrap();
+    assert!(!postgres_running(&pg.spec.data_dir));
+    start_postgres(&pg.spec).unwrap();
+    let client = connect(&pg.spec.url("postgres")).await.unwrap();
+    let row = client.query_one("SELECT v FROM kept", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+}
+
+#[test]
+fn port_in_use_is_reported_with_the_log() {
+    let taken = TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let pg = PgGuard::new(port);
+    init_postgres(&pg.spec).unwrap();
+    let err = start_postgres(&pg.spec).expect_err("the port is taken");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains(&pg.spec.log_file.display().to_string()), "{msg}");
+    assert!(msg.contains("Address already in use"), "{msg}");
+    assert!(!postgres_running(&pg.spec.data_dir));
+}
+
+#[test]
+fn missing_binary_is_named() {
+    let err = pg_bin("no-such-binary").expect_err("does not exist");
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-binary") && msg.contains("postgresql"), "{msg}");
+    assert!(pg_bin("initdb").is_ok());
+}
+
+#[test]
+fn closed_directory_is_reported_when_root() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // Only root hands directories to the postgres user.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let spec = PostgresSpec::new(dir.path(), LOCALHOST, free_port(), "millions", "pw");
+    let err = init_postgres(&spec).expect_err("postgres cannot enter a 0700 root directory");
+    assert!(matches!(err, Error::NotReachable { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+}

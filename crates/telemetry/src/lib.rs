@@ -1,0 +1,132 @@
+//! What every process shares to be observable: JSON log lines and a Prometheus
+//! registry rendered at `/metrics`.
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+
+pub use prometheus_client;
+
+/// Install the process-wide JSON logger. `RUST_LOG` filters (default `info`).
+///
+/// Each line is one JSON object with the span fields (for a request: its
+/// `request_id`, method and path), so a request can be followed across tiers.
+pub fn init_logging(service: &'static str) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .flatten_event(true)
+        .try_init();
+    tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+}
+
+/// A process's metrics registry, cheap to clone and shared by its components.
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// The registry; a mutex because components register while the process starts.
+    inner: Arc<Mutex<prometheus_client::registry::Registry>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+impl Registry {
+    /// Register a metric under `name` (no `millions_` prefix: it is added).
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        let mut r = self.inner.lock().expect("metrics registry poisoned");
+        r.register(format!("millions_{name}"), help, metric);
+    }
+
+    /// Register a metric whose value is computed when scraped.
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.inner.lock().expect("metrics registry poisoned").register_collector(collector);
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.inner.lock().expect("metrics registry poisoned");
+        prometheus_client::encoding::text::encode(&mut out, &r).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Labels of one HTTP request for the request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route template (`/api/v1/users/{username}`), never the raw path, so the
+    /// label set stays small.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Request count and latency by route, method and status.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Requests served.
+    requests: Family<HttpLabels, Counter>,
+    /// Time from request to response head, in seconds.
+    latency: Family<HttpLabels, Histogram>,
+}
+
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpMetrics")
+    }
+}
+
+/// Histogram buckets for latencies, 100 µs to ~13 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18)
+}
+
+impl HttpMetrics {
+    /// Create and register the HTTP metrics.
+    pub fn new(registry: &Registry) -> HttpMetrics {
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency =
+            Family::<HttpLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
+        HttpMetrics { requests, latency }
+    }
+
+    /// Record one request.
+    pub fn observe(&self, labels: HttpLabels, seconds: f64) {
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_metrics_render() {
+        let r = Registry::default();
+        let m = HttpMetrics::new(&r);
+        m.observe(HttpLabels { route: "/x".into(), method: "GET".into(), status: 200 }, 0.002);
+        let text = r.render();
+        assert!(
+            text.contains(r#"millions_http_requests_total{route="/x",method="GET",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("millions_http_request_duration_seconds_bucket"), "{text}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Spawning the web app against real servers.
+
+use std::net::SocketAddr;
+
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use web::{AppState, Application, WebConfig};
+
+/// Shards every test deployment has, so cross-shard paths always run.
+pub const TEST_SHARDS: usize = 2;
+
+/// A test deployment: its own shard databases (migrated) and its own Redis key
+/// prefix, on the binary's shared PostgreSQL and Redis. Web servers spawned from
+/// one `TestEnv` share all state, like a real web tier.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// One URL per shard database.
+    pub shards: Vec<String>,
+    /// The shared Redis.
+    pub redis_url: String,
+    /// This deployment's key prefix.
+    pub prefix: String,
+}
+
+/// One running web server.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub base: String,
+    /// Its state: counters, data layer, caches.
+    pub state: AppState,
+    /// The deployment it belongs to.
+    pub env: TestEnv,
+    /// Stops it (also on drop).
+    shutdown: CancellationToken,
+    /// The server task, to wait for a clean stop.
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The migrated template every shard database is copied from.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let pg = crate::postgres();
+            let name = pg.create_database(None).await;
+            data::migrate(&[pg.url(&name)]).await.unwrap_or_else(|e| panic!("migrating the template: {e}"));
+            name
+        })
+        .await
+}
+
+impl TestEnv {
+    /// A fresh deployment.
+    pub async fn new() -> TestEnv {
+        let pg = crate::postgres();
+        let template = template().await;
+        let mut shards = Vec::new();
+        for _ in 0..TEST_SHARDS {
+            shards.push(pg.url(&pg.create_database(Some(template)).await));
+        }
+        TestEnv { shards, redis_url: crate::redis().url(), prefix: format!("t{}:", nodes::random_secret(10)) }
+    }
+
+    /// A web configuration for this deployment, on a free port, with cheap password
+    /// hashing (still argon2id) so tests stay fast.
+    pub fn config(&self) -> WebConfig {
+        let text = format!(
+            r#"
+listen = "127.0.0.1:0"
+[database]
+shards = {shards:?}
+pool_size = 4
+[redis]
+url = "{redis}"
+prefix = "{prefix}"
+[passwords]
+memory_kib = 256
+iterations = 1
+parallelism = 1
+[http]
+shutdown_grace_secs = 5
+"#,
+            shards = self.shards,
+            redis = self.redis_url,
+            prefix = self.prefix,
+        );
+        WebConfig::parse(&text, "test config").expect("the test config is valid")
+    }
+
+    /// Start a web server on this deployment.
+    pub async fn spawn(&self) -> TestApp {
+        self.spawn_with(|_| {}).await
+    }
+
+    /// Start a web server with an adjusted configuration.
+    pub async fn spawn_with(&self, adjust: impl FnOnce(&mut WebConfig)) -> TestApp {
+        let mut config = self.config();
+        adjust(&mut config);
+        let app = Application::build(config).await.unwrap_or_else(|e| panic!("building the app: {e:#}"));
+        let addr = app.local_addr();
+        let state = app.state();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        TestApp { addr, base: format!("http://{addr}"), state, env: self.clone(), shutdown, task: Some(task) }
+    }
+}
+
+/// A web server on a fresh deployment.
+pub async fn spawn_app() -> TestApp {
+    TestEnv::new().await.spawn().await
+}
+
+impl TestApp {
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client that keeps cookies, like a browser, and does not follow redirects.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("building a client")
+    }
+
+    /// Stop the server and wait until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

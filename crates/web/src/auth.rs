@@ -1,0 +1,292 @@
+//! Passwords, sessions and CSRF tokens.
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cache::Redis;
+use rand::RngCore;
+use redis::AsyncCommands;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "sid";
+/// Name of the CSRF cookie and form field.
+pub const CSRF_COOKIE: &str = "csrf";
+
+/// A fresh random 256-bit token, URL-safe base64 (43 characters).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` has the shape of a token we issue; anything else is refused unseen.
+fn token_shaped(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// argon2id hashing with the configured cost.
+#[derive(Clone)]
+pub struct Passwords {
+    /// Cost parameters.
+    params: Params,
+    /// A hash of a random password, verified against when the user does not exist,
+    /// so a login for an unknown name takes as long as one with a wrong password.
+    dummy: String,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passwords")
+    }
+}
+
+impl Passwords {
+    /// Hashing with this cost (already validated by the config).
+    pub fn new(config: &crate::config::PasswordConfig) -> Result<Passwords, argon2::Error> {
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)?;
+        let dummy = hash_with(&params, &random_token()).map_err(|_| argon2::Error::AlgorithmInvalid)?;
+        Ok(Passwords { params, dummy })
+    }
+
+    /// Hash a password (on a blocking thread: it takes tens of milliseconds).
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || hash_with(&params, &password))
+            .await
+            .map_err(|e| ApiError::Internal { reason: e.to_string() })?
+            .map_err(|e| ApiError::Internal { reason: format!("hashing: {e}") })
+    }
+
+    /// Whether `password` matches `hash`; with no hash, spend the same time and say no.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+        let (hash, real) = match hash {
+            Some(h) => (h, true),
+            None => (self.dummy.clone(), false),
+        };
+        let params = self.params.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        ok && real
+    }
+}
+
+fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password_hash::Error> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Sessions in Redis: `sess:<sha256(token)>` → user id, with a TTL. Only the hash is
+/// stored, so a copy of Redis does not hand out live tokens.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    /// Where sessions live.
+    redis: Redis,
+    /// How long a session lives.
+    ttl: Duration,
+}
+
+impl Sessions {
+    /// A session store.
+    pub fn new(redis: Redis, ttl: Duration) -> Sessions {
+        Sessions { redis, ttl }
+    }
+
+    fn key(&self, token: &str) -> String {
+        let digest = Sha256::digest(token.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.redis.key(&format!("sess:{hex}"))
+    }
+
+    /// Start a session for `user_id`; returns its token.
+    pub async fn create(&self, user_id: i64) -> Result<String, ApiError> {
+        let token = random_token();
+        let mut conn = self.redis.conn();
+        conn.set_ex::<_, _, ()>(self.key(&token), user_id, self.ttl.as_secs()).await?;
+        Ok(token)
+    }
+
+    /// The user a token belongs to, if it is a live session.
+    pub async fn lookup(&self, token: &str) -> Result<Option<i64>, ApiError> {
+        if !token_shaped(token) {
+            return Ok(None);
+        }
+        let mut conn = self.redis.conn();
+        Ok(conn.get::<_, Option<i64>>(self.key(token)).await?)
+    }
+
+    /// End a session.
+    pub async fn destroy(&self, token: &str) -> Result<(), ApiError> {
+        let mut conn = self.redis.conn();
+        conn.del::<_, ()>(self.key(token)).await?;
+        Ok(())
+    }
+
+    /// Seconds a session lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// A cookie's value from the request headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// The logged-in user of a request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub user_id: i64,
+    /// The token that proved it (to log out).
+    pub token: String,
+}
+
+/// The request's session, if any: a bearer token wins over the `sid` cookie.
+/// A presented but unknown or expired token is treated as no session.
+#[derive(Debug, Clone)]
+pub struct Viewer(pub Option<Session>);
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer(&parts.headers).or_else(|| cookie(&parts.headers, SESSION_COOKIE)) else {
+            return Ok(Viewer(None));
+        };
+        let user_id = state.sessions().lookup(&token).await?;
+        Ok(Viewer(user_id.map(|user_id| Session { user_id, token })))
+    }
+}
+
+/// A request that must be logged in (401 otherwise).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Session);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Viewer::from_request_parts(parts, state).await? {
+            Viewer(Some(s)) => Ok(Authenticated(s)),
+            Viewer(None) => Err(ApiError::Unauthenticated),
+        }
+    }
+}
+
+/// `Set-Cookie` value starting a session.
+pub fn session_cookie(token: &str, ttl: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}", ttl.as_secs())
+}
+
+/// `Set-Cookie` value ending a session.
+pub fn clear_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0")
+}
+
+/// The request's CSRF token (double-submit cookie): the one in its cookie, or a new
+/// one that the response must set.
+#[derive(Debug, Clone)]
+pub struct CsrfToken {
+    /// The token to embed in forms.
+    pub token: String,
+    /// Whether the response must set the cookie.
+    pub fresh: bool,
+}
+
+impl CsrfToken {
+    /// `Set-Cookie` value for a fresh token.
+    pub fn set_cookie(&self) -> Option<String> {
+        self.fresh.then(|| format!("{CSRF_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", self.token))
+    }
+
+    /// Check a submitted form token against the cookie of the same request.
+    pub fn verify(headers: &HeaderMap, submitted: &str) -> Result<(), ApiError> {
+        let Some(expected) = cookie(headers, CSRF_COOKIE).filter(|c| token_shaped(c)) else {
+            return Err(ApiError::Csrf);
+        };
+        if bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) { Ok(()) } else { Err(ApiError::Csrf) }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(match cookie(&parts.headers, CSRF_COOKIE).filter(|c| token_shaped(c)) {
+            Some(token) => CsrfToken { token, fresh: false },
+            None => CsrfToken { token: random_token(), fresh: true },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_256_bit_and_shaped() {
+        let a = random_token();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
+        assert!(token_shaped(&a));
+        assert_ne!(a, random_token());
+        assert!(!token_shaped("short"));
+        assert!(!token_shaped(&format!("{}!", &a[..42])));
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let p =
+            Passwords::new(&crate::config::PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1 })
+                .unwrap();
+        let h = p.hash("correct horse".into()).await.unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(p.verify("correct horse".into(), Some(h.clone())).await);
+        assert!(!p.verify("wrong".into(), Some(h)).await);
+        assert!(!p.verify("correct horse".into(), None).await);
+    }
+
+    #[test]
+    fn csrf_needs_matching_cookie() {
+        let t = random_token();
+        let mut h = HeaderMap::new();
+        assert!(CsrfToken::verify(&h, &t).is_err());
+        h.insert(header::COOKIE, format!("a=b; csrf={t}").parse().unwrap());
+        assert!(CsrfToken::verify(&h, &t).is_ok());
+        assert!(CsrfToken::verify(&h, &random_token()).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! Server-rendered HTML pages (maud), working with plain HTML forms and no JavaScript.
+//!
+//! Pages: `/`, `/signup`, `/login`, `/logout` (POST), `/u/{username}`,
+//! `/u/{username}/follow` (POST), `/p/{id}`, `/p/{id}/like` (POST), `/upload`.
+//!
+//! Every state-changing form carries the double-submit CSRF token ([`CsrfToken`]);
+//! [`CsrfForm`] checks it before the form is even deserialized, so a forged form
+//! changes nothing. Failures render as HTML pages with the status of the
+//! [`ApiError`] behind them.
+
+mod account;
+mod layout;
+mod pages;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::html;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{CsrfToken, Viewer};
+use crate::error::ApiError;
+use crate::service;
+use crate::state::AppState;
+
+pub(crate) use layout::Me;
+
+/// Routes of the HTML pages.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/signup", get(account::signup_page).post(account::signup))
+        .route("/login", get(account::login_page).post(account::login))
+        .route("/logout", post(account::logout))
+        .route("/u/{username}", get(pages::profile))
+        .route("/u/{username}/follow", post(pages::follow))
+        .route("/p/{id}", get(pages::post))
+        .route("/p/{id}/like", post(pages::like))
+        .route("/upload", get(pages::upload_page).post(pages::upload))
+        .method_not_allowed_fallback(|| async { HtmlError(ApiError::MethodNotAllowed) })
+        .fallback(|| async { HtmlError(ApiError::NotFound("there is no page at this address")) })
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers every HTML response carries: pages are per-viewer (never cached by a
+/// shared cache), may not be framed, and run no script at all.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' https: http: data:; style-src 'unsafe-inline'; \
+             script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
+}
+
+/// A failure rendered as an HTML error page with the error's status.
+#[derive(Debug)]
+pub(crate) struct HtmlError(pub ApiError);
+
+impl From<ApiError> for HtmlError {
+    fn from(e: ApiError) -> HtmlError {
+        HtmlError(e)
+    }
+}
+
+impl IntoResponse for HtmlError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.0.status_and_code();
+        match &self.0 {
+            ApiError::Internal { reason } => tracing::error!(%reason, "page failed"),
+            ApiError::Unavailable { reason } => tracing::warn!(%reason, "dependency unavailable"),
+            _ => tracing::debug!(code, "page refused"),
+        }
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let message = self.0.to_string();
+        let body = html! {
+            div.card.error-page {
+                h1 { (status.as_u16()) " · " (reason) }
+                p { (message) }
+                div.actions {
+                    a.btn href="/" { "Go to the home page" }
+                    @if status == StatusCode::FORBIDDEN {
+                        span.muted.small { "Reload the page you came from and submit it again." }
+                    }
+                }
+            }
+        };
+        let mut response = (status, layout::page(None, None, reason, body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// What every page handler knows about the request: who is looking (if anyone)
+/// and the CSRF token its forms must carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    /// The logged-in viewer.
+    pub me: Option<Me>,
+    /// The token for forms; `csrf.fresh` means the response must set its cookie.
+    pub csrf: CsrfToken,
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = HtmlError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Viewer(session) = Viewer::from_request_parts(parts, state).await?;
+        let csrf = match CsrfToken::from_request_parts(parts, state).await {
+            Ok(t) => t,
+            Err(never) => match never {},
+        };
+        let me = match session {
+            Some(s) => match service::profile_by_id(state, s.user_id).await {
+                Ok(u) => Some(Me {
+                    id: u.user_id,
+                    username: u.username.clone(),
+                    display_name: u.display_name.clone(),
+                    token: s.token,
+                }),
+                // A session whose user is gone is no session.
+                Err(ApiError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        Ok(Ctx { me, csrf })
+    }
+}
+
+impl Ctx {
+    /// A full page with this viewer's top bar, setting the CSRF cookie if the token
+    /// is new (every page may show the log-out form).
+    pub fn render(&self, status: StatusCode, title: &str, body: maud::Markup) -> Response {
+        let markup = layout::page(self.me.as_ref(), Some(&self.csrf.token), title, body);
+        let mut response = (status, markup).into_response();
+        if let Some(cookie) = self.csrf.set_cookie().and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+/// A request from a logged-in viewer; anyone else is sent (303) to `/login` before
+/// anything else about the request is looked at.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedIn {
+    /// The viewer.
+    pub me: Me,
+    /// The page context (for re-rendering forms).
+    pub ctx: Ctx,
+}
+
+impl FromRequestParts<AppState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        match ctx.me.clone() {
+            Some(me) => Ok(LoggedIn { me, ctx }),
+            None => Err(Redirect::to("/login").into_response()),
+        }
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body whose `csrf` field matches the CSRF
+/// cookie. The token is checked before the form is deserialized into `T` (which
+/// must declare the `csrf` field too, as forms deny unknown fields): a forged or
+/// stale form is a 403 whatever else it holds; a malformed one a 400.
+#[derive(Debug)]
+pub(crate) struct CsrfForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for CsrfForm<T> {
+    type Rejection = HtmlError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        if !is_urlencoded_form(&headers) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a form body (application/x-www-form-urlencoded)".into(),
+            )
+            .into());
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::bad_request("invalid_form", "the form could not be read")
+            }
+        })?;
+        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(form_request(body.clone()), state)
+            .await
+            .map_err(form_rejection)?;
+        let mut tokens = pairs.iter().filter(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+        let submitted = tokens.next().unwrap_or_default();
+        if tokens.next().is_some() {
+            return Err(ApiError::Csrf.into());
+        }
+        CsrfToken::verify(&headers, submitted)?;
+        let Form(value) = Form::<T>::from_request(form_request(body), state).await.map_err(form_rejection)?;
+        Ok(CsrfForm(value))
+    }
+}
+
+fn is_urlencoded_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+/// A bare POST request carrying an already read form body, to deserialize it again.
+fn form_request(body: Bytes) -> Request {
+    let mut req = Request::new(Body::from(body));
+    *req.method_mut() = Method::POST;
+    req.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    req
+}
+
+fn form_rejection(r: FormRejection) -> ApiError {
+    match r {
+        FormRejection::FailedToDeserializeForm(e) => ApiError::bad_request("invalid_form", e.body_text()),
+        FormRejection::FailedToDeserializeFormBody(e) => ApiError::bad_request("invalid_form", e.body_text()),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+        _ => ApiError::bad_request("invalid_form", "the form could not be read"),
+    }
+}
+
+fn query_rejection(r: QueryRejection) -> HtmlError {
+    HtmlError(ApiError::bad_request("invalid_query", r.body_text()))
+}
+
+fn path_rejection(r: PathRejection) -> HtmlError {
+    HtmlError(ApiError::bad_request("invalid_path", r.body_text()))
+}
+
+/// `Set-Cookie` values for a new session: the session itself, and a new CSRF token
+/// (a token planted before login is not carried into the session).
+fn login_cookies(state: &AppState, token: &str) -> [(header::HeaderName, String); 2] {
+    let session =
+        crate::auth::session_cookie(token, state.sessions().ttl(), state.config().sessions.secure_cookies);
+    let csrf = CsrfToken { token: crate::auth::random_token(), fresh: true };
+    [(header::SET_COOKIE, session), (header::SET_COOKIE, csrf.set_cookie().unwrap_or_default())]
+}
+
+/// A `next` target, if it is a path on this site (no scheme, no host, no `//`).
+fn local_path(next: Option<&str>) -> Option<&str> {
+    let n = next?;
+    let ok = n.starts_with('/')
+        && !n.starts_with("//")
+        && n.len() <= 512
+        && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    ok.then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_only_a_local_path() {
+        assert_eq!(local_path(Some("/p/12")), Some("/p/12"));
+        assert_eq!(local_path(Some("/u/a?cursor=x")), Some("/u/a?cursor=x"));
+        for bad in ["", "p/1", "//evil.example", "/\\evil.example", "https://evil.example", "/a b", "/\u{e9}"]
+        {
+            assert_eq!(local_path(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(local_path(None), None);
+    }
+
+    #[test]
+    fn form_content_type_is_checked() {
+        let mut h = HeaderMap::new();
+        assert!(!is_urlencoded_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        assert!(is_urlencoded_form(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_urlencoded_form(&h));
+    }
+}

@@ -1,0 +1,76 @@
+//! Health, readiness, metrics, request ids and request logging.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::state::AppState;
+
+/// The request id header, taken from the client (or load balancer) or made here.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Routes every process serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Ready when not draining and both the shards and Redis answer within a second.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let checks = async {
+        tokio::try_join!(async { state.data().ping().await.map_err(|e| e.to_string()) }, async {
+            state.redis().ping().await.map_err(|e| format!("redis: {e}"))
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(1), checks).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "dependencies did not answer in time").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.data().refresh_pool_metrics();
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.registry().render(),
+    )
+}
+
+/// Makes request ids: 16 random bytes in hex.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let id: u128 = rand::random();
+        HeaderValue::from_str(&format!("{id:032x}")).ok().map(RequestId::new)
+    }
+}
+
+/// Record each request's route, status and latency, and log it as one JSON line.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.http_metrics().observe(
+        telemetry::HttpLabels { route: route.clone(), method: method.clone(), status },
+        elapsed.as_secs_f64(),
+    );
+    tracing::info!(route, method, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    response
+}

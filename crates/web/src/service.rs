@@ -1,0 +1,575 @@
+//! What the app does, shared by the JSON API and the HTML pages: validation, the
+//! data layer, cache reads and invalidations, fan-out and feeds.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use data::{Change, DataError, PostId, PostRecord, UserRecord};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest caption, in characters (Instagram's limit).
+pub const MAX_CAPTION: usize = 2200;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME: usize = 50;
+/// Password length bounds, in characters.
+pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=128;
+/// Username length bounds.
+pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=30;
+/// Page size bounds and default.
+pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: usize = 20;
+/// How many of a celebrity's newest posts are kept for read-time merging.
+const CELEBRITY_RECENT: i64 = 200;
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    /// Id, as a string (64-bit ids do not fit JavaScript numbers).
+    pub id: String,
+    /// Unique, lowercase name.
+    pub username: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Followers.
+    pub followers_count: i64,
+    /// Followees.
+    pub following_count: i64,
+    /// Posts.
+    pub posts_count: i64,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Whether the viewer follows this user (absent when not logged in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub followed_by_me: Option<bool>,
+}
+
+/// A post's author, as embedded in a post.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthorView {
+    /// Author's id.
+    pub id: String,
+    /// Author's name.
+    pub username: String,
+    /// Author's shown name.
+    pub display_name: String,
+}
+
+/// A post as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostView {
+    /// Id, as a string.
+    pub id: String,
+    /// Who wrote it.
+    pub author: AuthorView,
+    /// Caption text.
+    pub caption: String,
+    /// Likes.
+    pub like_count: i64,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Processing state; text posts are `ready` at once.
+    pub status: &'static str,
+    /// Whether the viewer likes it (only on single-post reads by a logged-in viewer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liked_by_me: Option<bool>,
+}
+
+/// One page of posts.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostPage {
+    /// Newest first.
+    pub posts: Vec<PostView>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Result of a follow or unfollow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowView {
+    /// Whether the viewer now follows the user.
+    pub following: bool,
+    /// The followed user, with fresh counters.
+    pub user: UserView,
+}
+
+/// Result of a like or unlike.
+#[derive(Debug, Clone, Serialize)]
+pub struct LikeView {
+    /// Whether the viewer now likes the post.
+    pub liked: bool,
+    /// The post's like count.
+    pub like_count: i64,
+}
+
+fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserView {
+    UserView {
+        id: u.user_id.to_string(),
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        followers_count: u.followers_count,
+        following_count: u.following_count,
+        posts_count: u.posts_count,
+        created_at: rfc3339(u.created_ms),
+        followed_by_me,
+    }
+}
+
+fn post_view(p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
+    PostView {
+        id: p.post_id.to_string(),
+        author: AuthorView {
+            id: author.user_id.to_string(),
+            username: author.username.clone(),
+            display_name: author.display_name.clone(),
+        },
+        caption: p.caption.clone(),
+        like_count: p.like_count,
+        created_at: rfc3339(p.created_ms),
+        status: "ready",
+        liked_by_me,
+    }
+}
+
+fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
+    s.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
+}
+
+/// Lowercase and check a username: 3–30 of `a-z`, `0-9`, `_`.
+pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim().to_ascii_lowercase();
+    if !USERNAME_LEN.contains(&name.len()) {
+        return Err(ApiError::invalid("invalid_username", "usernames are 3 to 30 characters long"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(ApiError::invalid(
+            "invalid_username",
+            "usernames use only letters a-z, digits and underscores",
+        ));
+    }
+    Ok(name)
+}
+
+fn check_password(p: &str) -> Result<(), ApiError> {
+    if !PASSWORD_LEN.contains(&p.chars().count()) {
+        return Err(ApiError::invalid("invalid_password", "passwords are 8 to 128 characters long"));
+    }
+    Ok(())
+}
+
+fn check_display_name(d: &str) -> Result<String, ApiError> {
+    let d = d.trim();
+    if d.is_empty() || d.chars().count() > MAX_DISPLAY_NAME || has_control_chars(d, false) {
+        return Err(ApiError::invalid(
+            "invalid_display_name",
+            format!("display names are 1 to {MAX_DISPLAY_NAME} printable characters"),
+        ));
+    }
+    Ok(d.to_owned())
+}
+
+fn check_caption(c: &str) -> Result<String, ApiError> {
+    let c = c.trim();
+    if c.is_empty() {
+        return Err(ApiError::invalid("invalid_caption", "a caption cannot be empty"));
+    }
+    if c.chars().count() > MAX_CAPTION {
+        return Err(ApiError::invalid(
+            "invalid_caption",
+            format!("captions are at most {MAX_CAPTION} characters"),
+        ));
+    }
+    if has_control_chars(c, true) {
+        return Err(ApiError::invalid("invalid_caption", "captions cannot contain control characters"));
+    }
+    Ok(c.to_owned())
+}
+
+/// Parse a `limit` query value.
+pub fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(DEFAULT_LIMIT) };
+    match raw.parse::<usize>() {
+        Ok(n) if LIMIT_RANGE.contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request("invalid_limit", "limit must be a whole number from 1 to 100")),
+    }
+}
+
+/// Parse an opaque `cursor` query value.
+pub fn parse_cursor(raw: Option<&str>) -> Result<Option<PostId>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| bad())?;
+    PostId::from_i64(i64::from_be_bytes(bytes)).map(Some).map_err(|_| bad())
+}
+
+fn encode_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(id.to_be_bytes())
+}
+
+/// Parse a post id from a path.
+pub fn parse_post_id(raw: &str) -> Result<PostId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|n| PostId::from_i64(n).ok())
+        .ok_or_else(|| ApiError::bad_request("invalid_post_id", "post ids are positive whole numbers"))
+}
+
+/// Create an account.
+pub async fn signup(
+    state: &AppState,
+    username: &str,
+    password: String,
+    display_name: Option<&str>,
+) -> Result<UserView, ApiError> {
+    let username = normalize_username(username)?;
+    check_password(&password)?;
+    let display_name = match display_name {
+        Some(d) => check_display_name(d)?,
+        None => username.clone(),
+    };
+    let hash = state.passwords().hash(password).await?;
+    let user = state.data().create_user(&username, &display_name, &hash).await.map_err(|e| match e {
+        DataError::Conflict(_) => ApiError::Conflict {
+            code: "username_taken",
+            message: format!("the username {username} is taken"),
+        },
+        e => e.into(),
+    })?;
+    tracing::info!(user_id = user.user_id, "signup");
+    Ok(user_view(&user, None))
+}
+
+/// Check credentials and start a session; returns the token and the user.
+pub async fn login(
+    state: &AppState,
+    username: &str,
+    password: String,
+) -> Result<(String, UserView), ApiError> {
+    // An impossible name still costs a hash verification, like a wrong password.
+    let creds = match normalize_username(username) {
+        Ok(name) => state.data().credentials(&name).await?,
+        Err(_) => None,
+    };
+    let (user_id, hash) = match creds {
+        Some(c) => (Some(c.user_id), Some(c.password_hash)),
+        None => (None, None),
+    };
+    if !state.passwords().verify(password, hash).await {
+        return Err(ApiError::BadCredentials);
+    }
+    let user_id = user_id.ok_or(ApiError::BadCredentials)?;
+    let profile = profile_by_id(state, user_id).await?;
+    let token = state.sessions().create(user_id).await?;
+    tracing::info!(user_id, "login");
+    Ok((token, user_view(&profile, None)))
+}
+
+/// End a session.
+pub async fn logout(state: &AppState, token: &str) -> Result<(), ApiError> {
+    state.sessions().destroy(token).await
+}
+
+/// The id of a user, by name (404 if none).
+pub async fn user_id_of(state: &AppState, username: &str) -> Result<i64, ApiError> {
+    let not_found = ApiError::NotFound("no such user");
+    let Ok(name) = normalize_username(username) else { return Err(not_found) };
+    let data = state.data().clone();
+    let found = state
+        .caches()
+        .user_ids
+        .get_or_load(&name, || {
+            let name = name.clone();
+            async move { data.user_id_by_username(&name).await }
+        })
+        .await?;
+    found.map(|id| *id).ok_or(not_found)
+}
+
+/// A profile by id, through the cache (404 if none).
+pub async fn profile_by_id(state: &AppState, user_id: i64) -> Result<Arc<UserRecord>, ApiError> {
+    let data = state.data().clone();
+    state
+        .caches()
+        .profiles
+        .get_or_load(&user_id.to_string(), || async move { data.profile(user_id).await })
+        .await?
+        .ok_or(ApiError::NotFound("no such user"))
+}
+
+/// Whom a user follows, through the cache.
+pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+    let data = state.data().clone();
+    Ok(state
+        .caches()
+        .followees
+        .get_or_load(&user_id.to_string(), || async move { data.followees(user_id).await.map(Some) })
+        .await?
+        .unwrap_or_default())
+}
+
+/// A user's profile as seen by `viewer`.
+pub async fn profile(state: &AppState, username: &str, viewer: Option<i64>) -> Result<UserView, ApiError> {
+    let user_id = user_id_of(state, username).await?;
+    let user = profile_by_id(state, user_id).await?;
+    let followed = match viewer {
+        Some(v) if v != user_id => Some(followees_of(state, v).await?.contains(&user_id)),
+        Some(_) => Some(false),
+        None => None,
+    };
+    Ok(user_view(&user, followed))
+}
+
+/// Follow (`on`) or unfollow a user; idempotent.
+pub async fn set_follow(
+    state: &AppState,
+    viewer: i64,
+    username: &str,
+    on: bool,
+) -> Result<FollowView, ApiError> {
+    let target = user_id_of(state, username).await?;
+    if target == viewer {
+        return Err(ApiError::invalid("cannot_follow_self", "you cannot follow yourself"));
+    }
+    let data = state.data();
+    let change = if on { data.follow(viewer, target).await } else { data.unfollow(viewer, target).await }
+        .map_err(|e| match e {
+            DataError::NotFound => ApiError::NotFound("no such user"),
+            e => e.into(),
+        })?;
+    if change == Change::Changed {
+        let caches = state.caches();
+        caches.profiles.invalidate(&viewer.to_string()).await;
+        caches.profiles.invalidate(&target.to_string()).await;
+        caches.followees.invalidate(&viewer.to_string()).await;
+        // The viewer's feed gains or loses this user's posts: rebuild it on next read.
+        if let Err(e) = state.timelines().drop_timeline(viewer).await {
+            tracing::warn!(error = %e, "could not drop a timeline after a follow change");
+        }
+    }
+    let user = profile_by_id(state, target).await?;
+    if change == Change::Changed {
+        let threshold = state.config().feed.celebrity_threshold;
+        let crossed = if on { threshold } else { threshold - 1 };
+        if user.followers_count == crossed {
+            state.caches().celebrities.invalidate("all").await;
+        }
+    }
+    Ok(FollowView { following: on, user: user_view(&user, Some(on)) })
+}
+
+/// Publish a text post and fan it out.
+pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result<PostView, ApiError> {
+    let caption = check_caption(caption)?;
+    let post = state.data().create_post(author, &caption).await?;
+    state.caches().profiles.invalidate(&author.to_string()).await;
+    let profile = profile_by_id(state, author).await?;
+    fan_out(state, &post, &profile).await;
+    Ok(post_view(&post, &profile, Some(false)))
+}
+
+/// Put a new post into its readers' cached timelines. Celebrities' posts go only
+/// to their own timeline; followers merge them in at read time.
+async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord) {
+    let celebrity = author.followers_count >= state.config().feed.celebrity_threshold;
+    let mut owners = vec![author.user_id];
+    if celebrity {
+        state.caches().celebrity_posts.invalidate(&author.user_id.to_string()).await;
+    } else {
+        match state.data().followers(author.user_id).await {
+            Ok(followers) => owners.extend(followers),
+            Err(e) => {
+                tracing::warn!(error = %e, "fan-out: could not list followers; their feeds rebuild later")
+            }
+        }
+    }
+    if let Err(e) = state.timelines().push(post.post_id, &owners).await {
+        tracing::warn!(error = %e, readers = owners.len(), "fan-out to timelines failed");
+    }
+}
+
+/// One post as seen by `viewer`.
+pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<PostView, ApiError> {
+    let data = state.data().clone();
+    let post = state
+        .caches()
+        .posts
+        .get_or_load(&id.get().to_string(), || async move { data.post(id).await })
+        .await?
+        .ok_or(ApiError::NotFound("no such post"))?;
+    let author = profile_by_id(state, post.user_id).await?;
+    let liked = match viewer {
+        Some(v) => Some(state.data().likes(id, v).await?),
+        None => None,
+    };
+    Ok(post_view(&post, &author, liked))
+}
+
+/// Like (`on`) or unlike a post; idempotent.
+pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Result<LikeView, ApiError> {
+    let data = state.data();
+    let (change, like_count) = if on { data.like(id, viewer).await } else { data.unlike(id, viewer).await }
+        .map_err(|e| match e {
+        DataError::NotFound => ApiError::NotFound("no such post"),
+        e => e.into(),
+    })?;
+    if change == Change::Changed {
+        state.caches().posts.invalidate(&id.get().to_string()).await;
+    }
+    Ok(LikeView { liked: on, like_count })
+}
+
+/// Posts by ids, newest first, through the cache; missing ones are skipped.
+async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<PostView>, ApiError> {
+    let lookups = ids.iter().map(|&id| async move {
+        let Ok(pid) = PostId::from_i64(id) else { return Ok(None) };
+        let data = state.data().clone();
+        let Some(post) =
+            state.caches().posts.get_or_load(&id.to_string(), || async move { data.post(pid).await }).await?
+        else {
+            return Ok(None);
+        };
+        let author = profile_by_id(state, post.user_id).await?;
+        Ok::<_, ApiError>(Some(post_view(&post, &author, None)))
+    });
+    Ok(futures::future::try_join_all(lookups).await?.into_iter().flatten().collect())
+}
+
+fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
+    let next = (ids.len() > limit).then(|| encode_cursor(ids[limit - 1]));
+    ids.truncate(limit);
+    (ids, next)
+}
+
+/// A user's own posts.
+pub async fn user_posts(
+    state: &AppState,
+    username: &str,
+    cursor: Option<PostId>,
+    limit: usize,
+) -> Result<PostPage, ApiError> {
+    let user_id = user_id_of(state, username).await?;
+    let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
+    let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
+    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
+}
+
+/// The viewer's home feed: the cached timeline (rebuilt from the database when cold)
+/// merged with the newest posts of the celebrities the viewer follows.
+pub async fn home_feed(
+    state: &AppState,
+    viewer: i64,
+    cursor: Option<PostId>,
+    limit: usize,
+) -> Result<PostPage, ApiError> {
+    let before = cursor.map(PostId::get);
+    let timelines = state.timelines();
+    let mut ids = match timelines.page(viewer, before, limit + 1).await? {
+        Some(ids) => ids,
+        None => {
+            rebuild_timeline(state, viewer).await?;
+            timelines.page(viewer, before, limit + 1).await?.unwrap_or_default()
+        }
+    };
+    let followees = followees_of(state, viewer).await?;
+    if !followees.is_empty() {
+        let celebrities = celebrities(state).await?;
+        for celeb in followees.iter().filter(|f| celebrities.contains(f)) {
+            let recent = celebrity_recent(state, *celeb).await?;
+            ids.extend(recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1));
+        }
+    }
+    let merged: BTreeSet<i64> = ids.into_iter().collect();
+    let ids: Vec<i64> = merged.into_iter().rev().take(limit + 1).collect();
+    let (ids, next_cursor) = page_of(ids, limit);
+    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
+}
+
+async fn rebuild_timeline(state: &AppState, viewer: i64) -> Result<(), ApiError> {
+    let mut authors = followees_of(state, viewer).await?.as_ref().clone();
+    authors.push(viewer);
+    let cap = state.timelines().cap() as i64;
+    let ids: Vec<i64> =
+        state.data().recent_post_ids(&authors, cap).await?.into_iter().map(PostId::get).collect();
+    state.timelines().fill(viewer, &ids).await?;
+    tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt");
+    Ok(())
+}
+
+async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
+    let data = state.data().clone();
+    let threshold = state.config().feed.celebrity_threshold;
+    Ok(state
+        .caches()
+        .celebrities
+        .get_or_load("all", || async move { data.celebrities(threshold).await.map(Some) })
+        .await?
+        .unwrap_or_default())
+}
+
+async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+    let data = state.data().clone();
+    Ok(state
+        .caches()
+        .celebrity_posts
+        .get_or_load(&user_id.to_string(), || async move {
+            let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT).await?;
+            Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
+        })
+        .await?
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalized_and_checked() {
+        assert_eq!(normalize_username(" Alice_1 ").unwrap(), "alice_1");
+        for bad in ["ab", "a-b-c", "ünïcode", &"x".repeat(31), "with space"] {
+            assert!(normalize_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = PostId::from_i64(123_456_789).unwrap();
+        assert_eq!(parse_cursor(Some(&encode_cursor(id.get()))).unwrap(), Some(id));
+        for bad in ["", "!!", "AAAA", &encode_cursor(0), &encode_cursor(-5)] {
+            assert!(parse_cursor(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(parse_limit(Some("100")).unwrap(), 100);
+        for bad in ["0", "101", "-1", "ten", ""] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn captions_are_checked() {
+        assert_eq!(check_caption("  hi  ").unwrap(), "hi");
+        assert!(check_caption("   ").is_err());
+        assert!(check_caption(&"x".repeat(MAX_CAPTION + 1)).is_err());
+        assert!(check_caption("bell\u{7}").is_err());
+        assert!(check_caption("two\nlines").is_ok());
+    }
+}

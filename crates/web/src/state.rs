@@ -1,0 +1,173 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cache::{CacheConfig, Invalidator, ReadThrough, Redis, Timelines};
+use data::{Data, PostRecord, UserRecord};
+
+use crate::auth::{Passwords, Sessions};
+use crate::config::WebConfig;
+
+/// The caches the web tier reads through.
+#[derive(Debug)]
+pub struct Caches {
+    /// Profiles by user id.
+    pub profiles: Arc<ReadThrough<UserRecord>>,
+    /// User ids by username (names never change hands, so entries never go stale).
+    pub user_ids: Arc<ReadThrough<i64>>,
+    /// Posts by id.
+    pub posts: Arc<ReadThrough<PostRecord>>,
+    /// Whom each user follows, by user id: feeds and "following" flags read it.
+    pub followees: Arc<ReadThrough<Vec<i64>>>,
+    /// The set of celebrities (one entry, key `all`).
+    pub celebrities: Arc<ReadThrough<Vec<i64>>>,
+    /// Each celebrity's newest post ids, merged into followers' feeds at read time.
+    pub celebrity_posts: Arc<ReadThrough<Vec<i64>>>,
+    /// Lookup counters.
+    pub metrics: cache::CacheMetrics,
+    /// Spreads invalidations to every web server's L1.
+    pub invalidator: Invalidator,
+}
+
+impl Caches {
+    fn new(redis: &Redis, config: CacheConfig, registry: &telemetry::Registry) -> Caches {
+        let invalidator = Invalidator::new(redis.clone());
+        let metrics = cache::CacheMetrics::new(registry);
+        let with =
+            |name, config: CacheConfig| (name, redis.clone(), config, metrics.clone(), invalidator.clone());
+        // A user crossing the celebrity threshold shows up within seconds.
+        let mut short = config.clone();
+        short.l1_ttl = short.l1_ttl.min(Duration::from_secs(5));
+        short.l2_ttl = short.l2_ttl.min(Duration::from_secs(30));
+        Caches {
+            profiles: build(with("profile", config.clone())),
+            user_ids: build(with("uid", config.clone())),
+            posts: build(with("post", config.clone())),
+            followees: build(with("followees", config.clone())),
+            celebrities: build(with("celebrities", short)),
+            celebrity_posts: build(with("celeb_posts", config)),
+            metrics,
+            invalidator,
+        }
+    }
+}
+
+type Parts = (&'static str, Redis, CacheConfig, cache::CacheMetrics, Invalidator);
+
+fn build<T>((name, redis, config, metrics, invalidator): Parts) -> Arc<ReadThrough<T>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    ReadThrough::new(name, redis, config, metrics, invalidator)
+}
+
+/// Shared state of one web server; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The configuration the server started with.
+    config: WebConfig,
+    /// The shards.
+    data: Data,
+    /// The shared Redis.
+    redis: Redis,
+    /// Read-through caches.
+    caches: Caches,
+    /// Cached home timelines.
+    timelines: Timelines,
+    /// Login sessions.
+    sessions: Sessions,
+    /// Password hashing.
+    passwords: Passwords,
+    /// This process's metrics.
+    registry: telemetry::Registry,
+    /// HTTP request metrics.
+    http_metrics: telemetry::HttpMetrics,
+    /// Set when shutdown begins, so `/readyz` fails and load balancers stop sending.
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// Assemble the state from connected components.
+    pub fn new(
+        config: WebConfig,
+        data: Data,
+        redis: Redis,
+        registry: telemetry::Registry,
+    ) -> Result<AppState, anyhow::Error> {
+        let caches = Caches::new(&redis, config.cache_config(), &registry);
+        let timelines = Timelines::new(
+            redis.clone(),
+            config.feed.timeline_cap,
+            Duration::from_secs(config.feed.timeline_ttl_secs),
+        );
+        let sessions = Sessions::new(redis.clone(), Duration::from_secs(config.sessions.ttl_secs));
+        let passwords = Passwords::new(&config.passwords)?;
+        let http_metrics = telemetry::HttpMetrics::new(&registry);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                data,
+                redis,
+                caches,
+                timelines,
+                sessions,
+                passwords,
+                registry,
+                http_metrics,
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WebConfig {
+        &self.inner.config
+    }
+    /// The data layer.
+    pub fn data(&self) -> &Data {
+        &self.inner.data
+    }
+    /// The shared Redis.
+    pub fn redis(&self) -> &Redis {
+        &self.inner.redis
+    }
+    /// The read-through caches.
+    pub fn caches(&self) -> &Caches {
+        &self.inner.caches
+    }
+    /// Cached timelines.
+    pub fn timelines(&self) -> &Timelines {
+        &self.inner.timelines
+    }
+    /// Sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+    /// Password hashing.
+    pub fn passwords(&self) -> &Passwords {
+        &self.inner.passwords
+    }
+    /// The metrics registry.
+    pub fn registry(&self) -> &telemetry::Registry {
+        &self.inner.registry
+    }
+    /// HTTP metrics.
+    pub fn http_metrics(&self) -> &telemetry::HttpMetrics {
+        &self.inner.http_metrics
+    }
+    /// Whether shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+    /// Mark shutdown as begun.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,146 @@
+//! Helpers shared by the web tier's integration tests.
+#![allow(dead_code)]
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use testkit::TestApp;
+
+/// A signed-up, logged-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: String,
+    pub id: i64,
+    pub token: String,
+}
+
+pub async fn signup(app: &TestApp, username: &str) -> User {
+    let client = Client::new();
+    let r = client
+        .post(app.url("/api/v1/users"))
+        .json(&json!({"username": username, "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "signup {username}: {}", r.text().await.unwrap());
+    login(app, username).await
+}
+
+pub async fn login(app: &TestApp, username: &str) -> User {
+    let r = Client::new()
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({"username": username, "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    User {
+        username: username.to_owned(),
+        id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+        token: body["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    user: Option<&User>,
+    body: Option<Value>,
+) -> Response {
+    let client = Client::new();
+    let mut req = client.request(method.parse().unwrap(), app.url(path));
+    if let Some(u) = user {
+        req = req.bearer_auth(&u.token);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+/// Send and expect `status`; returns the JSON body (or Null).
+pub async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    user: Option<&User>,
+    body: Option<Value>,
+    status: StatusCode,
+) -> Value {
+    let r = send(app, method, path, user, body).await;
+    let got = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The error code of a JSON error body, checking its shape.
+pub fn error_code(body: &Value) -> &str {
+    assert!(body["error"]["message"].is_string(), "error body without message: {body}");
+    body["error"]["code"].as_str().expect("error body has a code")
+}
+
+pub async fn post_text(app: &TestApp, user: &User, caption: &str) -> i64 {
+    let body = call(
+        app,
+        "POST",
+        "/api/v1/posts",
+        Some(user),
+        Some(json!({"caption": caption})),
+        StatusCode::CREATED,
+    )
+    .await;
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
+pub async fn feed_ids(app: &TestApp, user: &User, query: &str) -> (Vec<i64>, Option<String>) {
+    let body = call(app, "GET", &format!("/api/v1/feed{query}"), Some(user), None, StatusCode::OK).await;
+    page_ids(&body)
+}
+
+pub fn page_ids(body: &Value) -> (Vec<i64>, Option<String>) {
+    let ids = body["posts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    (ids, body["next_cursor"].as_str().map(str::to_owned))
+}
+
+/// Row counts of every table, summed over the deployment's shards.
+pub async fn row_counts(app: &TestApp) -> Vec<(String, i64)> {
+    let mut totals = vec![];
+    for table in ["users", "follows_out", "follows_in", "posts", "likes"] {
+        let mut n = 0;
+        for url in &app.env.shards {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            let row = client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap();
+            n += row.get::<_, i64>(0);
+            drop(client);
+            let _ = conn.await;
+        }
+        totals.push((table.to_owned(), n));
+    }
+    totals
+}
+
+/// Poll `check` until it returns true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut wait = std::time::Duration::from_millis(5);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_millis(200));
+    }
+}
