@@ -49,9 +49,11 @@ impl Invalidator {
     }
 
     pub(crate) async fn publish(&self, name: &str, key: &str) {
-        let mut conn = self.redis.conn();
         let message = format!("{name}\n{key}");
-        if let Err(e) = conn.publish::<_, _, ()>(self.channel(), message).await {
+        let channel = self.channel();
+        let published =
+            self.redis.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await;
+        if let Err(e) = published {
             tracing::warn!(cache = name, error = %e, "publishing an invalidation failed; L1 entries elsewhere expire by TTL");
         }
     }

@@ -147,8 +147,11 @@ where
             .l1
             .try_get_with(key.to_owned(), async {
                 let rkey = self.redis_key(key);
-                let mut conn = self.redis.conn();
-                match conn.get::<_, Option<Vec<u8>>>(&rkey).await {
+                let read = {
+                    let rkey = rkey.clone();
+                    self.redis.run(|mut c| async move { c.get::<_, Option<Vec<u8>>>(rkey).await }).await
+                };
+                match read {
                     Ok(Some(bytes)) => match serde_json::from_slice::<T>(&bytes) {
                         Ok(v) => {
                             self.metrics.count(self.name, "l2_hit");
@@ -170,7 +173,10 @@ where
                 };
                 match serde_json::to_vec(&value) {
                     Ok(bytes) => {
-                        if let Err(e) = conn.set_ex::<_, _, ()>(&rkey, bytes, self.l2_ttl()).await {
+                        let ttl = self.l2_ttl();
+                        let write =
+                            self.redis.run(|mut c| async move { c.set_ex::<_, _, ()>(rkey, bytes, ttl).await }).await;
+                        if let Err(e) = write {
                             self.metrics.count(self.name, "error");
                             tracing::warn!(cache = self.name, error = %e, "redis write failed");
                         }
@@ -194,8 +200,8 @@ where
     /// other process's L1. Call it after the write to the store has committed.
     pub async fn invalidate(&self, key: &str) {
         self.l1.invalidate(key).await;
-        let mut conn = self.redis.conn();
-        if let Err(e) = conn.del::<_, ()>(self.redis_key(key)).await {
+        let rkey = self.redis_key(key);
+        if let Err(e) = self.redis.run(|mut c| async move { c.del::<_, ()>(rkey).await }).await {
             self.metrics.count(self.name, "error");
             tracing::warn!(cache = self.name, error = %e, "redis delete failed");
         }

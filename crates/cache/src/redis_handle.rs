@@ -1,22 +1,36 @@
-//! One shared, self-reconnecting Redis connection per process.
+//! One shared Redis connection per process, replaced when it breaks.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 
 /// A Redis error (connection, protocol or command).
 pub type RedisError = redis::RedisError;
 
-/// A handle to the shared Redis: a multiplexed connection that reconnects by itself,
-/// and the key prefix that keeps this deployment's keys apart from others'.
+/// A handle to the shared Redis: one multiplexed connection (pipelining every
+/// request of the process over one socket), reconnected on the next command after it
+/// breaks, with every command bounded by a timeout; and the key prefix that keeps
+/// this deployment's keys apart from others'.
+///
+/// redis-rs's own `ConnectionManager` was tried first: after the server was killed
+/// and restarted it kept failing every command (see ADR 0003), so reconnection is
+/// done here, simply: drop the connection on a connection error, dial on next use.
 #[derive(Clone)]
 pub struct Redis {
-    /// Multiplexed, auto-reconnecting connection for commands.
-    conn: ConnectionManager,
-    /// The client, kept to open pub/sub connections.
+    /// The live connection, if any; `None` after it broke.
+    current: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// Held while dialing, so a burst of requests after an outage dials once.
+    dialing: Arc<tokio::sync::Mutex<()>>,
+    /// The client, to dial command and pub/sub connections.
     client: redis::Client,
     /// Prepended to every key and channel.
     prefix: String,
+    /// Longest any dial or command may take: a dead or unreachable Redis must make
+    /// requests fail fast (or fall through to the database), never hang them.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Redis {
@@ -25,21 +39,48 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+fn timed_out(what: &str, timeout: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("redis did not {what} within {timeout:?}"),
+    ))
+}
+
 impl Redis {
-    /// Connect to `url` (`redis://:password@host:port/`).
+    /// Connect to `url` (`redis://:password@host:port/`). Fails if Redis cannot be
+    /// reached now, so a misconfigured process stops at start-up.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Redis, RedisError> {
         let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(Redis { conn, client, prefix: prefix.to_owned() })
+        let redis = Redis {
+            current: Arc::default(),
+            dialing: Arc::default(),
+            client,
+            prefix: prefix.to_owned(),
+            timeout,
+        };
+        redis.conn().await?;
+        Ok(redis)
     }
 
-    /// A connection for commands (cheap clone of the multiplexed one).
-    pub fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// The shared connection (a cheap clone), dialing a new one if the last broke.
+    pub async fn conn(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(c) = self.current.lock().expect("redis slot poisoned").clone() {
+            return Ok(c);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(c) = self.current.lock().expect("redis slot poisoned").clone() {
+            return Ok(c);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        let dial = self.client.get_multiplexed_async_connection_with_config(&config);
+        let conn = match tokio::time::timeout(self.timeout, dial).await {
+            Ok(result) => result?,
+            Err(_) => return Err(timed_out("accept a connection", self.timeout)),
+        };
+        *self.current.lock().expect("redis slot poisoned") = Some(conn.clone());
+        Ok(conn)
     }
 
     /// The client, to open dedicated connections (pub/sub).
@@ -52,9 +93,32 @@ impl Redis {
         format!("{}{key}", self.prefix)
     }
 
+    /// Run a command on the shared connection within the timeout. A connection-level
+    /// failure (reset, refused, timed out) drops the connection so the next command
+    /// dials again.
+    pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let result = match self.conn().await {
+            Ok(conn) => match tokio::time::timeout(self.timeout, command(conn)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out("answer", self.timeout)),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout())
+        {
+            self.current.lock().expect("redis slot poisoned").take();
+        }
+        result
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        let mut c = self.conn();
-        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) })
+            .await
     }
 }

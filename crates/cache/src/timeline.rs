@@ -86,7 +86,6 @@ impl Timelines {
 
     /// Add `post_id` to the timelines of `owners`.
     pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), RedisError> {
-        let mut conn = self.redis.conn();
         let m = member(post_id);
         for chunk in owners.chunks(BATCH) {
             let mut inv = self.push.prepare_invoke();
@@ -94,7 +93,7 @@ impl Timelines {
                 inv.key(self.key(*owner));
             }
             inv.arg(&m).arg(self.cap).arg(self.ttl.as_secs().max(1));
-            inv.invoke_async::<i64>(&mut conn).await?;
+            self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         }
         Ok(())
     }
@@ -107,19 +106,18 @@ impl Timelines {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<i64>>, RedisError> {
-        let mut conn = self.redis.conn();
         let max = before.map_or_else(|| "+".to_owned(), |b| format!("({}", member(b)));
-        let (complete, ids): (Option<String>, Vec<String>) = redis::pipe()
-            .get(self.marker(user))
+        let mut pipe = redis::pipe();
+        pipe.get(self.marker(user))
             .cmd("ZREVRANGEBYLEX")
             .arg(self.key(user))
             .arg(max)
             .arg("-")
             .arg("LIMIT")
             .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await?;
+            .arg(limit);
+        let (complete, ids): (Option<String>, Vec<String>) =
+            self.redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         if complete.is_none() {
             return Ok(None);
         }
@@ -128,20 +126,20 @@ impl Timelines {
 
     /// Merge `ids` (rebuilt from the database) into `user`'s timeline and mark it complete.
     pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
-        let mut conn = self.redis.conn();
         let mut inv = self.fill.prepare_invoke();
         inv.key(self.key(user)).key(self.marker(user)).arg(self.cap).arg(self.ttl.as_secs().max(1));
         for id in ids.iter().take(self.cap) {
             inv.arg(member(*id));
         }
-        inv.invoke_async::<i64>(&mut conn).await?;
+        self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
     /// Forget `user`'s timeline (it will be rebuilt on next read).
     pub async fn drop_timeline(&self, user: i64) -> Result<(), RedisError> {
-        let mut conn = self.redis.conn();
-        redis::cmd("DEL").arg(self.key(user)).arg(self.marker(user)).query_async::<i64>(&mut conn).await?;
+        let mut del = redis::cmd("DEL");
+        del.arg(self.key(user)).arg(self.marker(user));
+        self.redis.run(|mut c| async move { del.query_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 }

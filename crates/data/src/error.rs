@@ -24,7 +24,7 @@ pub enum DataError {
         source: deadpool_postgres::PoolError,
     },
     /// The database answered with an error.
-    #[error("{shard}: {source}")]
+    #[error("{shard}: {}", describe(source))]
     Db {
         /// The shard that answered.
         shard: ShardId,
@@ -40,6 +40,18 @@ pub enum DataError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// The driver's error with the server's message and SQLSTATE, which its own
+/// `Display` leaves out.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}: {})", e, db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(inner) => format!("{e}: {inner}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl DataError {

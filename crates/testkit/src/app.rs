@@ -64,6 +64,27 @@ impl TestEnv {
         TestEnv { shards, redis_url: crate::redis().url(), prefix: format!("t{}:", nodes::random_secret(10)) }
     }
 
+    /// A deployment on servers of its own (to crash them): migrated shard databases
+    /// on `pg`, and the Redis at `redis_url`.
+    pub async fn on_servers(pg: &crate::OwnedPostgres, redis_url: String) -> TestEnv {
+        let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL: {e}"));
+        let conn = tokio::spawn(conn);
+        let mut shards = Vec::new();
+        for i in 0..TEST_SHARDS {
+            client
+                .batch_execute(&format!("CREATE DATABASE shard_{i}"))
+                .await
+                .expect("creating a shard database");
+            shards.push(pg.url(&format!("shard_{i}")));
+        }
+        drop(client);
+        let _ = conn.await;
+        data::migrate(&shards).await.unwrap_or_else(|e| panic!("migrating: {e}"));
+        TestEnv { shards, redis_url, prefix: format!("t{}:", nodes::random_secret(10)) }
+    }
+
     /// A web configuration for this deployment, on a free port, with cheap password
     /// hashing (still argon2id) so tests stay fast.
     pub fn config(&self) -> WebConfig {

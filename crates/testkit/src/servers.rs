@@ -243,6 +243,63 @@ impl Drop for OwnedRedis {
     }
 }
 
+/// A PostgreSQL server of its own for one test, which the test may crash and
+/// restart; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct OwnedPostgres {
+    spec: PostgresSpec,
+    dir: PathBuf,
+    watchdog: Option<Watchdog>,
+}
+
+/// Starts a PostgreSQL server for one test (free port, random password), with
+/// full durability: a test that crashes it expects every commit to survive.
+/// Panics, with the server log, if it cannot start.
+pub fn fresh_postgres() -> OwnedPostgres {
+    let start = || -> Result<OwnedPostgres, nodes::Error> {
+        let dir = server_dir("pg")?;
+        let watchdog = Watchdog::spawn(&dir, &[("QUIT", dir.join("data/postmaster.pid"))])?;
+        let mut spec = PostgresSpec::new(&dir, LOCALHOST, 0, "millions", nodes::random_secret(24));
+        nodes::init_postgres(&spec)?;
+        retry_ports(|port| {
+            spec.port = port;
+            nodes::start_postgres(&spec)
+        })?;
+        Ok(OwnedPostgres { spec, dir, watchdog: Some(watchdog) })
+    };
+    start().unwrap_or_else(|e| panic!("fresh test PostgreSQL: {e}"))
+}
+
+impl OwnedPostgres {
+    /// A `postgres://` URL for database `dbname` as the superuser.
+    pub fn url(&self, dbname: &str) -> String {
+        self.spec.url(dbname)
+    }
+
+    /// Crashes the server (an immediate stop: no checkpoint, clients cut off).
+    pub fn kill(&mut self) {
+        nodes::stop_postgres(&self.spec.data_dir, nodes::StopMode::Immediate)
+            .unwrap_or_else(|e| panic!("crash test PostgreSQL: {e}"));
+    }
+
+    /// Starts the server again on the same port; it recovers from its WAL.
+    pub fn restart(&mut self) {
+        nodes::start_postgres(&self.spec).unwrap_or_else(|e| panic!("restart test PostgreSQL: {e}"));
+    }
+}
+
+impl Drop for OwnedPostgres {
+    fn drop(&mut self) {
+        if let Err(e) = nodes::stop_postgres(&self.spec.data_dir, nodes::StopMode::Immediate) {
+            eprintln!("testkit: stopping PostgreSQL: {e}");
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
+        }
+    }
+}
+
 fn start_redis_in_new_dir() -> Result<(RedisSpec, u32, Watchdog), nodes::Error> {
     let dir = server_dir("redis")?;
     let mut spec = RedisSpec::new(&dir, LOCALHOST, 0, nodes::random_secret(24));

@@ -121,8 +121,8 @@ impl Sessions {
     /// Start a session for `user_id`; returns its token.
     pub async fn create(&self, user_id: i64) -> Result<String, ApiError> {
         let token = random_token();
-        let mut conn = self.redis.conn();
-        conn.set_ex::<_, _, ()>(self.key(&token), user_id, self.ttl.as_secs()).await?;
+        let (key, ttl) = (self.key(&token), self.ttl.as_secs());
+        self.redis.run(|mut c| async move { c.set_ex::<_, _, ()>(key, user_id, ttl).await }).await?;
         Ok(token)
     }
 
@@ -131,14 +131,14 @@ impl Sessions {
         if !token_shaped(token) {
             return Ok(None);
         }
-        let mut conn = self.redis.conn();
-        Ok(conn.get::<_, Option<i64>>(self.key(token)).await?)
+        let key = self.key(token);
+        Ok(self.redis.run(|mut c| async move { c.get::<_, Option<i64>>(key).await }).await?)
     }
 
     /// End a session.
     pub async fn destroy(&self, token: &str) -> Result<(), ApiError> {
-        let mut conn = self.redis.conn();
-        conn.del::<_, ()>(self.key(token)).await?;
+        let key = self.key(token);
+        self.redis.run(|mut c| async move { c.del::<_, ()>(key).await }).await?;
         Ok(())
     }
 

@@ -127,9 +127,12 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(observe::REQUEST_ID.clone(), observe::RandomRequestId))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+                    error::ApiError::Unavailable { reason: "request timed out".into() }
+                }))
+                .timeout(timeout),
+        )
         .with_state(state)
 }

@@ -551,7 +551,7 @@ async fn an_expired_session_is_refused() {
     let a = signup(&app, "mortal").await;
     call(&app, "GET", "/api/v1/feed", Some(&a), None, StatusCode::OK).await;
     // Expire the session in Redis, as its TTL would.
-    let mut conn = app.state.redis().conn();
+    let mut conn = app.state.redis().conn().await.unwrap();
     let keys: Vec<String> = redis_keys(&mut conn, &app.state.redis().key("sess:*")).await;
     assert_eq!(keys.len(), 1);
     let ttl: i64 = ::redis::cmd("TTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
@@ -563,12 +563,8 @@ async fn an_expired_session_is_refused() {
     .await;
 }
 
-async fn redis_keys(conn: &mut cache_conn::Conn, pattern: &str) -> Vec<String> {
+async fn redis_keys(conn: &mut ::redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
     ::redis::cmd("KEYS").arg(pattern).query_async(conn).await.unwrap()
-}
-
-mod cache_conn {
-    pub type Conn = ::redis::aio::ConnectionManager;
 }
 
 #[tokio::test]

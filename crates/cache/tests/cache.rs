@@ -1,0 +1,150 @@
+//! The cache tier against a real Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cache::{CacheConfig, CacheMetrics, Invalidator, ReadThrough, Redis, Timelines};
+use tokio_util::sync::CancellationToken;
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        l1_capacity: 1000,
+        l1_ttl: Duration::from_secs(60),
+        l2_ttl: Duration::from_secs(100),
+        jitter: 0.2,
+    }
+}
+
+async fn redis(prefix: &str) -> Redis {
+    Redis::connect(&testkit::redis().url(), prefix, Duration::from_secs(1)).await.unwrap()
+}
+
+fn cache(redis: &Redis, name: &'static str) -> (Arc<ReadThrough<String>>, CacheMetrics, Invalidator) {
+    let metrics = CacheMetrics::new(&telemetry::Registry::default());
+    let inv = Invalidator::new(redis.clone());
+    (ReadThrough::new(name, redis.clone(), config(), metrics.clone(), inv.clone()), metrics, inv)
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_load_and_later_reads_hit() {
+    let r = redis("stampede:").await;
+    let (c, metrics, _) = cache(&r, "s");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let reads = (0..100).map(|_| {
+        let (c, loads) = (c.clone(), loads.clone());
+        async move {
+            c.get_or_load("k", || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok::<_, String>(Some("v".to_owned()))
+            })
+            .await
+            .unwrap()
+        }
+    });
+    let values = futures::future::join_all(reads).await;
+    assert!(values.iter().all(|v| v.as_deref().map(String::as_str) == Some("v")));
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(metrics.get("s", "miss"), 1);
+    // Another process (its own L1) finds it in Redis.
+    let (other, other_metrics, _) = cache(&r, "s");
+    let v = other.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("v"));
+    assert_eq!(other_metrics.get("s", "l2_hit"), 1);
+}
+
+#[tokio::test]
+async fn l2_entries_carry_a_jittered_ttl_and_missing_values_are_not_cached() {
+    let r = redis("ttl:").await;
+    let (c, _, _) = cache(&r, "t");
+    let mut ttls = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        c.get_or_load(&key, || async { Ok::<_, ()>(Some("x".to_owned())) }).await.unwrap();
+        let mut conn = r.conn().await.unwrap();
+        let ttl: i64 =
+            redis::cmd("TTL").arg(r.key(&format!("c:t:{key}"))).query_async(&mut conn).await.unwrap();
+        assert!((80..=120).contains(&ttl), "ttl {ttl} within 100 s ± 20%");
+        ttls.insert(ttl);
+    }
+    assert!(ttls.len() > 1, "jitter spreads expiries: {ttls:?}");
+    let none = c.get_or_load("absent", || async { Ok::<Option<String>, ()>(None) }).await.unwrap();
+    assert!(none.is_none());
+    let found = c.get_or_load("absent", || async { Ok::<_, ()>(Some("now".to_owned())) }).await.unwrap();
+    assert_eq!(found.as_deref().map(String::as_str), Some("now"), "a miss was not remembered");
+    let err = c.get_or_load("broken", || async { Err::<Option<String>, _>("db down") }).await.unwrap_err();
+    assert_eq!(*err, "db down");
+}
+
+#[tokio::test]
+async fn invalidation_reaches_another_process_l1() {
+    let r = redis("inval:").await;
+    let (writer, _, _) = cache(&r, "p");
+    let (reader, _, reader_inv) = cache(&r, "p");
+    let shutdown = CancellationToken::new();
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let listening = subscribed.notified();
+    let task = cache::spawn_listener(reader_inv, shutdown.clone(), subscribed.clone());
+    listening.await;
+
+    let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("old".to_owned())) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("old"));
+    writer.invalidate("k").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("new".to_owned())) }).await.unwrap();
+        if v.as_deref().map(String::as_str) == Some("new") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the reader's L1 was never invalidated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
+    let r = redis("tl:").await;
+    let t = Timelines::new(r.clone(), 3, Duration::from_secs(60));
+    assert_eq!(t.page(1, None, 10).await.unwrap(), None, "never built");
+    t.push(100, &[1, 2]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), None, "fan-out alone does not make it complete");
+    t.fill(1, &[90, 80]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![100, 90, 80]), "merged, newest first");
+    t.push(110, &[1]).await.unwrap();
+    t.push(9_000_000_000_000_000_000, &[1]).await.unwrap();
+    assert_eq!(
+        t.page(1, None, 10).await.unwrap(),
+        Some(vec![9_000_000_000_000_000_000, 110, 100]),
+        "capped at 3, oldest dropped; 63-bit ids keep their order"
+    );
+    assert_eq!(t.page(1, Some(110), 10).await.unwrap(), Some(vec![100]), "older than the cursor");
+    t.drop_timeline(1).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_crashed_redis_fails_fast_and_is_reconnected_after_restart() {
+    let mut server = testkit::fresh_redis();
+    let r = Redis::connect(&server.url(), "crash:", Duration::from_secs(1)).await.unwrap();
+    let (c, metrics, _) = cache(&r, "c");
+    r.ping().await.unwrap();
+    server.kill();
+    assert!(r.ping().await.is_err());
+    // Reads fall through to the loader while Redis is down.
+    let v = c.get_or_load("k", || async { Ok::<_, ()>(Some("from db".to_owned())) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("from db"));
+    assert!(metrics.get("c", "error") >= 1, "the failure is counted");
+    server.restart();
+    // The first command after the restart dials a new connection.
+    r.ping().await.expect("reconnected");
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_fails_quickly() {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let err = Redis::connect(&format!("redis://:x@127.0.0.1:{port}/"), "x:", Duration::from_secs(1)).await;
+    assert!(err.is_err());
+}

@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# Benchmark the web tier's cached reads against a bare axum handler, in one run.
+#
+#   make bench                      # builds the release binary, then runs this
+#   bash scripts/bench-web.sh       # after: cargo build --release -p millions -p web --example bare
+#
+# It starts its own stack (`millions up` in a fresh temporary run directory, on a
+# free port, so a running `make up` is never touched), seeds it through the JSON
+# API, warms the caches, and loads three targets with wrk, one after the other:
+#
+#   bare     the `bare` example of the web crate: one axum handler, a fixed JSON body
+#            shaped like a profile, no middleware, no logging, no state (the anchor)
+#   profile  GET /api/v1/users/{author}   cached profile read (L1 hits), public
+#   feed     GET /api/v1/feed?limit=20    home feed: session + timeline from Redis,
+#                                         posts and authors from the caches (Bearer)
+#
+# The targets run in BENCH_ROUNDS interleaved rounds; each round's numbers are
+# divided by the same round's bare numbers, and the table shows medians. Absolute
+# numbers depend on the machine and on whatever else runs on it; the ratios are
+# what docs/BENCHMARKS.md records. The real web server keeps its production
+# logging (one JSON line per request, info level) -- that cost is part of the
+# system and is reported as log bytes per request.
+#
+# Environment (all optional):
+#   BENCH_DURATION=10s     wrk -d, per target per round
+#   BENCH_CONNECTIONS=32   wrk -c
+#   BENCH_THREADS=2        wrk -t
+#   BENCH_ROUNDS=3         interleaved rounds (median reported)
+#   BENCH_WARMUP=3s        untimed wrk run per target before the first round
+#   BENCH_BUILD=1          0: do not run `cargo build` (use the binaries as they are)
+#   BENCH_KEEP=0           1: keep the run directory (logs) after the run
+#   MILLIONS=target/release/millions   BARE=target/release/examples/bare
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${BENCH_DURATION:-10s}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+WARMUP="${BENCH_WARMUP:-3s}"
+MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
+BARE="${BARE:-$ROOT/target/release/examples/bare}"
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+for tool in wrk curl python3 awk; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk)"
+done
+
+if [ "${BENCH_BUILD:-1}" = 1 ]; then
+    locked=()
+    [ -f Cargo.lock ] && locked=(--locked)
+    say "cargo build --release ${locked[*]} -p millions -p web --example bare (a no-op when up to date)"
+    cargo build --quiet --release "${locked[@]}" -p millions -p web --example bare
+fi
+[ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
+[ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench.XXXXXX")"
+export MILLIONS_HOME="$RUN/home"
+WEB_ADDR="127.0.0.1:$(free_port)"
+BASE="http://$WEB_ADDR"
+BARE_PID=""
+STACK_UP=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$BARE_PID" ]; then
+        kill "$BARE_PID" 2>/dev/null
+        wait "$BARE_PID" 2>/dev/null
+    fi
+    if [ "$STACK_UP" = 1 ] || [ -f "$MILLIONS_HOME/state.json" ]; then
+        "$MILLIONS" down --home "$MILLIONS_HOME" >/dev/null 2>&1 ||
+            say "warning: millions down failed; see $RUN"
+    fi
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
+        say "run directory kept: $RUN"
+    else
+        rm -rf "$RUN"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- start ----
+
+say "starting the stack in $MILLIONS_HOME, web on $WEB_ADDR"
+"$MILLIONS" up --home "$MILLIONS_HOME" --web "$WEB_ADDR" >"$RUN/up.log" 2>&1 || {
+    cat "$RUN/up.log" >&2
+    die "millions up failed"
+}
+STACK_UP=1
+
+# Pids of the nodes, from the state file `up` wrote.
+node_pid() {
+    python3 -c 'import json, sys
+for n in json.load(open(sys.argv[1]))["nodes"]:
+    if n["role"] == sys.argv[2]:
+        print(n["pid"]); break' "$MILLIONS_HOME/state.json" "$1"
+}
+WEB_PID="$(node_pid web)"
+REDIS_PID="$(node_pid redis)"
+PG_PID="$(node_pid postgres)"
+WEB_LOG="$MILLIONS_HOME/logs/web-1.log"
+
+"$BARE" 127.0.0.1:0 >"$RUN/bare.out" 2>&1 &
+BARE_PID=$!
+for _ in $(seq 100); do
+    [ -s "$RUN/bare.out" ] && break
+    sleep 0.05
+done
+BARE_ADDR="$(head -n1 "$RUN/bare.out")"
+[ -n "$BARE_ADDR" ] || die "the bare server printed no address"
+
+# ----------------------------------------------------------------- seed ----
+
+# api METHOD PATH BODY TOKEN EXPECTED_STATUS -> response body on stdout
+api() {
+    local method="$1" path="$2" body="$3" token="$4" want="$5" out code
+    out="$RUN/response"
+    local args=(-sS -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json')
+    [ -n "$token" ] && args+=(-H "Authorization: Bearer $token")
+    [ -n "$body" ] && args+=(--data "$body")
+    code="$(curl "${args[@]}" "$BASE$path")"
+    [ "$code" = "$want" ] || die "$method $path: HTTP $code (expected $want): $(head -c 300 "$out")"
+    cat "$out"
+}
+
+PASSWORD="bench-password-1"
+signup_login() { # name -> token
+    api POST /api/v1/users "{\"username\":\"$1\",\"password\":\"$PASSWORD\"}" "" 201 >/dev/null
+    api POST /api/v1/sessions "{\"username\":\"$1\",\"password\":\"$PASSWORD\"}" "" 201 |
+        sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
+}
+
+AUTHOR="bench_author"
+READER="bench_reader"
+AUTHOR_POSTS=50
+OTHERS=19
+OTHER_POSTS=5
+caption() { # author n
+    printf 'Golden hour over the harbour, shot %d by %s. #photo #millions #bench' "$2" "$1"
+}
+
+seed_started=$SECONDS
+say "seeding: $AUTHOR with $AUTHOR_POSTS posts, $OTHERS more authors with $OTHER_POSTS each, $READER following all $((OTHERS + 1))"
+READER_TOKEN="$(signup_login "$READER")"
+[ -n "$READER_TOKEN" ] || die "no session token for $READER"
+authors=("$AUTHOR")
+for i in $(seq -w 1 "$OTHERS"); do authors+=("bench_a$i"); done
+for a in "${authors[@]}"; do
+    token="$(signup_login "$a")"
+    api PUT "/api/v1/users/$a/follow" "" "$READER_TOKEN" 200 >/dev/null
+    n=$OTHER_POSTS
+    [ "$a" = "$AUTHOR" ] && n=$AUTHOR_POSTS
+    for j in $(seq "$n"); do
+        api POST /api/v1/posts "{\"caption\":\"$(caption "$a" "$j")\"}" "$token" 201 >/dev/null
+    done
+done
+say "seeded in $((SECONDS - seed_started)) s"
+
+PROFILE_PATH="/api/v1/users/$AUTHOR"
+FEED_PATH="/api/v1/feed?limit=20"
+
+# Warm the caches and check the answers.
+for _ in 1 2 3; do
+    api GET "$PROFILE_PATH" "" "" 200 >"$RUN/profile.json"
+    api GET "$FEED_PATH" "" "$READER_TOKEN" 200 >"$RUN/feed.json"
+done
+grep -q "\"username\":\"$AUTHOR\"" "$RUN/profile.json" || die "unexpected profile: $(cat "$RUN/profile.json")"
+feed_posts="$(grep -o '"caption":' "$RUN/feed.json" | wc -l)"
+[ "$feed_posts" -eq 20 ] || die "the feed has $feed_posts posts, expected 20"
+curl -sS -o "$RUN/bare.json" "http://$BARE_ADDR/"
+body_bytes() { wc -c <"$1" | tr -d ' '; }
+declare -A BODY=([bare]="$(body_bytes "$RUN/bare.json")" [profile]="$(body_bytes "$RUN/profile.json")"
+    [feed]="$(body_bytes "$RUN/feed.json")")
+
+# ------------------------------------------------------------------ load ----
+
+TARGETS=(bare profile feed)
+declare -A URL=([bare]="http://$BARE_ADDR/" [profile]="$BASE$PROFILE_PATH" [feed]="$BASE$FEED_PATH")
+declare -A SERVER_PID=([bare]="$BARE_PID" [profile]="$WEB_PID" [feed]="$WEB_PID")
+
+wrk_args() { # target -> wrk arguments after -d
+    printf '%s\n' -t"$THREADS" -c"$CONNECTIONS" --latency
+    [ "$1" = feed ] && printf '%s\n' -H "Authorization: Bearer $READER_TOKEN"
+    printf '%s\n' "${URL[$1]}"
+}
+
+# CPU time (clock ticks, user + system) of a process and, with "tree", its children.
+cpu_ticks() {
+    local pid="$1" total=0 p
+    local pids=("$pid")
+    [ "${2:-}" = tree ] && mapfile -t -O 1 pids < <(pgrep -P "$pid" || true)
+    for p in "${pids[@]}"; do
+        [ -r "/proc/$p/stat" ] || continue
+        # Fields 14 and 15 after the ")" that ends the command name.
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+HZ="$(getconf CLK_TCK)"
+log_bytes() { stat -c %s "$WEB_LOG"; }
+
+# Latency as wrk prints it (e.g. 812.00us, 1.52ms, 2.01s) -> microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /m$/) m = 60e6; else if (v ~ /s$/) m = 1e6
+        printf "%.1f", n * m }'
+}
+
+# run_wrk target round -> appends "target round rps p50 p99 reqs server_us pg_us redis_us log_b" to RESULTS
+RESULTS="$RUN/results.txt"
+: >"$RESULTS"
+run_wrk() {
+    local target="$1" round="$2" out="$RUN/wrk-$1-$2.txt" args
+    mapfile -t args < <(wrk_args "$target")
+    local s0 p0 r0 l0 s1 p1 r1 l1
+    s0="$(cpu_ticks "${SERVER_PID[$target]}")"
+    p0="$(cpu_ticks "$PG_PID" tree)"
+    r0="$(cpu_ticks "$REDIS_PID")"
+    l0="$(log_bytes)"
+    wrk -d"$DURATION" "${args[@]}" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed on $target"; }
+    s1="$(cpu_ticks "${SERVER_PID[$target]}")"
+    p1="$(cpu_ticks "$PG_PID" tree)"
+    r1="$(cpu_ticks "$REDIS_PID")"
+    l1="$(log_bytes)"
+    if grep -q 'Non-2xx or 3xx responses' "$out"; then
+        cat "$out" >&2
+        die "$target answered non-2xx responses; the numbers would be meaningless"
+    fi
+    if grep -q 'Socket errors' "$out"; then
+        cat "$out" >&2
+        die "$target had socket errors"
+    fi
+    local rps p50 p99 reqs
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+    p50="$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")"
+    p99="$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")"
+    reqs="$(awk '/requests in/ {print $1}' "$out")"
+    [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { cat "$out" >&2; die "could not parse wrk's output"; }
+    # Server, PostgreSQL and Redis CPU per request (us); log bytes per request.
+    local log_b=$((l1 - l0))
+    if [ "$target" = bare ]; then log_b=0; fi
+    awk -v t="$target" -v r="$round" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$reqs" -v hz="$HZ" \
+        -v s=$((s1 - s0)) -v p=$((p1 - p0)) -v rd=$((r1 - r0)) -v lb="$log_b" \
+        'BEGIN { f = 1e6 / hz / n; printf "%s %s %s %s %s %s %.1f %.1f %.1f %.0f\n", t, r, rps, p50, p99, n, s * f, p * f, rd * f, lb / n }' \
+        >>"$RESULTS"
+    say "$(printf 'round %s %-8s %10.0f req/s  p50 %8.0f us  p99 %8.0f us' "$round" "$target" "$rps" "$p50" "$p99")"
+}
+
+if [ "$WARMUP" != 0 ] && [ "$WARMUP" != 0s ]; then
+    say "warm-up: $WARMUP per target (not recorded)"
+    for t in "${TARGETS[@]}"; do
+        mapfile -t args < <(wrk_args "$t")
+        wrk -d"$WARMUP" "${args[@]}" >"$RUN/warmup-$t.txt" 2>&1 || die "wrk warm-up failed on $t"
+        if grep -q 'Non-2xx or 3xx responses' "$RUN/warmup-$t.txt"; then
+            die "$t answered non-2xx during warm-up"
+        fi
+    done
+fi
+
+say "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s) of ${TARGETS[*]}"
+for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        run_wrk "$t" "$round"
+    done
+done
+
+# --------------------------------------------------------------- report ----
+
+cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+[ -n "$cpu_model" ] || cpu_model="$(uname -m)"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit (with local changes)"; fi
+
+report() {
+    echo "### Run of $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- command: \`BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNECTIONS BENCH_THREADS=$THREADS BENCH_ROUNDS=$ROUNDS bash scripts/bench-web.sh\`"
+    echo "- per target and round: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency URL\`" \
+        "(feed adds \`-H 'Authorization: Bearer TOKEN'\`); $ROUNDS interleaved round(s), medians shown"
+    echo "- machine: $(nproc) CPUs, $cpu_model; $(uname -sr); load average before the run: $LOADAVG"
+    echo "- build: release, commit $commit; $(rustc --version 2>/dev/null || echo 'rustc ?'); $(wrk --version 2>&1 | head -n1 | awk '{print $1, $2}')"
+    echo "- data: $AUTHOR with $AUTHOR_POSTS posts; $READER follows $((OTHERS + 1)) authors" \
+        "($((AUTHOR_POSTS + OTHERS * OTHER_POSTS)) posts in all); feed page = 20 posts"
+    echo
+    echo "| target | req/s | p50 | p99 | req/s ÷ bare | p99 ÷ bare | body | server CPU/req | PostgreSQL CPU/req | Redis CPU/req | log/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -v bp="${BODY[bare]}" -v pp="${BODY[profile]}" -v fp="${BODY[feed]}" -v prof="$PROFILE_PATH" -v feed="$FEED_PATH" '
+        function median(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function lat(us) { return us >= 1000 ? sprintf("%.2f ms", us / 1000) : sprintf("%.0f µs", us) }
+        { t = $1; r = $2; rps[t, r] = $3; p50[t, r] = $4; p99[t, r] = $5; cpu[t, r] = $7; pg[t, r] = $8; rd[t, r] = $9; lb[t, r] = $10
+          if (!(r in seen)) { seen[r] = 1; rounds++ } }
+        END {
+            name["bare"] = "bare axum handler (anchor)"; name["profile"] = "`GET " prof "` (cached profile)"; name["feed"] = "`GET " feed "` (home feed)"
+            body["bare"] = bp; body["profile"] = pp; body["feed"] = fp
+            split("bare profile feed", order, " ")
+            for (k = 1; k <= 3; k++) {
+                t = order[k]
+                for (r = 1; r <= rounds; r++) {
+                    a1[r] = rps[t, r]; a2[r] = p50[t, r]; a3[r] = p99[t, r]
+                    a4[r] = rps[t, r] / rps["bare", r]; a5[r] = p99[t, r] / p99["bare", r]
+                    a6[r] = cpu[t, r]; a7[r] = pg[t, r]; a8[r] = rd[t, r]; a9[r] = lb[t, r]
+                }
+                printf "| %s | %.0f | %s | %s | %.2f | %.1f | %d B | %.0f µs | %.0f µs | %.0f µs | %s |\n", name[t],
+                    median(a1, rounds), lat(median(a2, rounds)), lat(median(a3, rounds)),
+                    median(a4, rounds), median(a5, rounds), body[t],
+                    median(a6, rounds), median(a7, rounds), median(a8, rounds),
+                    (t == "bare") ? "–" : sprintf("%.0f B", median(a9, rounds))
+            }
+        }' "$RESULTS"
+    echo
+    echo "Per round (req/s, p99):"
+    echo
+    awk '{ printf "- round %s, %s: %.0f req/s, p99 %.0f µs\n", $2, $1, $3, $5 }' "$RESULTS"
+}
+
+echo
+report
