@@ -2,7 +2,7 @@
 # Benchmark the web tier's cached reads against a bare axum handler, in one run.
 #
 #   make bench                      # builds the release binary, then runs this
-#   bash scripts/bench-web.sh       # after: cargo build --release -p millions -p web --example bare
+#   bash scripts/bench-web.sh       # after: cargo build --release -p millions -p web --bin millions --example bare
 #
 # It starts its own stack (`millions up` in a fresh temporary run directory, on a
 # free port, so a running `make up` is never touched), seeds it through the JSON
@@ -53,8 +53,8 @@ done
 if [ "${BENCH_BUILD:-1}" = 1 ]; then
     locked=()
     [ -f Cargo.lock ] && locked=(--locked)
-    say "cargo build --release ${locked[*]} -p millions -p web --example bare (a no-op when up to date)"
-    cargo build --quiet --release "${locked[@]}" -p millions -p web --example bare
+    say "cargo build --release ${locked[*]} -p millions -p web --bin millions --example bare (a no-op when up to date)"
+    cargo build --quiet --release "${locked[@]}" -p millions -p web --bin millions --example bare
 fi
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"

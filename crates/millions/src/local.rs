@@ -336,8 +336,15 @@ pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let left: Vec<_> =
-        state.nodes.iter().filter(|n| nodes::pid_alive(n.pid)).map(|n| n.name.clone()).collect();
+    // A server may still be exiting for a moment after its stop command returned.
+    let alive =
+        || state.nodes.iter().filter(|n| nodes::pid_alive(n.pid)).map(|n| n.name.clone()).collect::<Vec<_>>();
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut left = alive();
+    while !left.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = alive();
+    }
     if !left.is_empty() || !failures.is_empty() {
         bail!("some nodes did not stop: {} {}", left.join(", "), failures.join("; "));
     }
