@@ -1,0 +1,138 @@
+//! The data layer against real PostgreSQL shards.
+
+use std::time::Duration;
+
+use data::{Change, Data, DataConfig, DataError, PostId};
+use tokio_postgres::NoTls;
+
+/// Two fresh, migrated shard databases.
+async fn shards() -> Vec<String> {
+    let pg = testkit::postgres();
+    let mut urls = vec![];
+    for _ in 0..2 {
+        urls.push(pg.url(&pg.create_database(None).await));
+    }
+    data::migrate(&urls).await.unwrap();
+    urls
+}
+
+fn data(urls: &[String]) -> Data {
+    let config = DataConfig { shards: urls.to_vec(), pool_size: 2, acquire_timeout: Duration::from_secs(2) };
+    Data::new(&config, &telemetry::Registry::default()).unwrap()
+}
+
+async fn query_i64(url: &str, sql: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let v = client.query_one(sql, &[]).await.unwrap().get(0);
+    drop(client);
+    let _ = conn.await;
+    v
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let urls = shards().await;
+    data::migrate(&urls).await.unwrap();
+    let applied = query_i64(&urls[0], "SELECT count(*) FROM refinery_schema_history").await;
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn rows_live_on_their_owners_shard() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let map = d.shard_map();
+    for name in ["ann", "bob", "cy", "dee", "eve", "fay"] {
+        let u = d.create_user(name, name, "hash").await.unwrap();
+        let shard = map.shard_of_user(u.user_id);
+        assert_eq!(shard, map.shard_of_username(name));
+        let p = d.create_post(u.user_id, "hi").await.unwrap();
+        let id = PostId::from_i64(p.post_id).unwrap();
+        assert_eq!(map.shard_of_post(id), shard, "a post id routes to its author's shard");
+        let here = &urls[shard.0 as usize];
+        let n = query_i64(here, &format!("SELECT count(*) FROM posts WHERE post_id = {}", p.post_id)).await;
+        assert_eq!(n, 1, "the post is stored on that shard");
+    }
+    assert!(matches!(d.create_user("ann", "again", "hash").await, Err(DataError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn a_half_done_follow_is_completed_by_retrying_it() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let map = d.shard_map();
+    // Two users on different shards.
+    let a = d.create_user("alpha", "a", "h").await.unwrap();
+    let mut b = None;
+    for i in 0.. {
+        let u = d.create_user(&format!("beta{i}"), "b", "h").await.unwrap();
+        if map.shard_of_user(u.user_id) != map.shard_of_user(a.user_id) {
+            b = Some(u);
+            break;
+        }
+    }
+    let b = b.unwrap();
+    // Only the follower's side got written (as if the process died in between).
+    let out = &urls[map.shard_of_user(a.user_id).0 as usize];
+    let (client, conn) = tokio_postgres::connect(out, NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    client
+        .execute("INSERT INTO follows_out (user_id, followee_id) VALUES ($1, $2)", &[&a.user_id, &b.user_id])
+        .await
+        .unwrap();
+    client.execute("UPDATE users SET following_count = 1 WHERE user_id = $1", &[&a.user_id]).await.unwrap();
+    drop(client);
+    let _ = conn.await;
+
+    assert_eq!(d.follow(a.user_id, b.user_id).await.unwrap(), Change::Unchanged);
+    let a2 = d.profile(a.user_id).await.unwrap().unwrap();
+    let b2 = d.profile(b.user_id).await.unwrap().unwrap();
+    assert_eq!(a2.following_count, 1, "not counted twice");
+    assert_eq!(b2.followers_count, 1, "the missing side was completed");
+    assert_eq!(d.followers(b.user_id).await.unwrap(), vec![a.user_id]);
+
+    assert!(matches!(d.follow(a.user_id, 424242).await, Err(DataError::NotFound)));
+    assert_eq!(d.followees(a.user_id).await.unwrap(), vec![b.user_id], "a failed follow wrote nothing");
+}
+
+#[tokio::test]
+async fn liking_a_missing_post_writes_nothing() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let u = d.create_user("liker", "l", "h").await.unwrap();
+    let ghost = PostId::from_i64(d.create_post(u.user_id, "x").await.unwrap().post_id + 1).unwrap();
+    assert!(matches!(d.like(ghost, u.user_id).await, Err(DataError::NotFound)));
+    let likes: i64 = {
+        let mut n = 0;
+        for url in &urls {
+            n += query_i64(url, "SELECT count(*) FROM likes").await;
+        }
+        n
+    };
+    assert_eq!(likes, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_shard_is_a_retryable_error() {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let url = format!("postgres://u:p@127.0.0.1:{port}/db");
+    let d = data(&[url]);
+    let err = d.profile(1).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(matches!(err, DataError::Unavailable { .. }));
+}
+
+#[test]
+fn bad_configs_are_refused_before_connecting() {
+    let reg = telemetry::Registry::default();
+    let mk = |shards: Vec<&str>, pool_size| DataConfig {
+        shards: shards.into_iter().map(String::from).collect(),
+        pool_size,
+        acquire_timeout: Duration::from_secs(1),
+    };
+    assert!(Data::new(&mk(vec![], 1), &reg).is_err());
+    assert!(Data::new(&mk(vec!["postgres://h/db"], 0), &reg).is_err());
+    let err = Data::new(&mk(vec!["postgres://h/db", "not a url at all ::"], 1), &reg).unwrap_err();
+    assert!(err.to_string().contains("shard 1"), "{err}");
+}
