@@ -65,6 +65,8 @@ free_port() {
 
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench.XXXXXX")"
+# PostgreSQL runs as its own OS user when started by root: it must enter this dir.
+chmod 755 "$RUN"
 export MILLIONS_HOME="$RUN/home"
 WEB_ADDR="127.0.0.1:$(free_port)"
 BASE="http://$WEB_ADDR"
@@ -296,14 +298,15 @@ report() {
     echo "- data: $AUTHOR with $AUTHOR_POSTS posts; $READER follows $((OTHERS + 1)) authors" \
         "($((AUTHOR_POSTS + OTHERS * OTHER_POSTS)) posts in all); feed page = 20 posts"
     echo
-    echo "| target | req/s | p50 | p99 | req/s ÷ bare | p99 ÷ bare | body | server CPU/req | PostgreSQL CPU/req | Redis CPU/req | log/req |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | ÷ bare | p50 | ÷ bare | p99 | ÷ bare | server CPU/req | ÷ bare | PostgreSQL CPU/req | Redis CPU/req | log/req | body |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -v bp="${BODY[bare]}" -v pp="${BODY[profile]}" -v fp="${BODY[feed]}" -v prof="$PROFILE_PATH" -v feed="$FEED_PATH" '
         function median(a, n,    i, j, t) {
             for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
             return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
         function lat(us) { return us >= 1000 ? sprintf("%.2f ms", us / 1000) : sprintf("%.0f µs", us) }
+        function ratio(x) { return x >= 10 ? sprintf("%.0f×", x) : sprintf("%.2f×", x) }
         { t = $1; r = $2; rps[t, r] = $3; p50[t, r] = $4; p99[t, r] = $5; cpu[t, r] = $7; pg[t, r] = $8; rd[t, r] = $9; lb[t, r] = $10
           if (!(r in seen)) { seen[r] = 1; rounds++ } }
         END {
@@ -313,21 +316,26 @@ report() {
             for (k = 1; k <= 3; k++) {
                 t = order[k]
                 for (r = 1; r <= rounds; r++) {
-                    a1[r] = rps[t, r]; a2[r] = p50[t, r]; a3[r] = p99[t, r]
-                    a4[r] = rps[t, r] / rps["bare", r]; a5[r] = p99[t, r] / p99["bare", r]
-                    a6[r] = cpu[t, r]; a7[r] = pg[t, r]; a8[r] = rd[t, r]; a9[r] = lb[t, r]
+                    # Each ratio divides by the bare numbers of the same round.
+                    a1[r] = rps[t, r]; a2[r] = rps[t, r] / rps["bare", r]
+                    a3[r] = p50[t, r]; a4[r] = p50[t, r] / p50["bare", r]
+                    a5[r] = p99[t, r]; a6[r] = p99[t, r] / p99["bare", r]
+                    a7[r] = cpu[t, r]; a8[r] = cpu[t, r] / (cpu["bare", r] > 0 ? cpu["bare", r] : 1)
+                    a9[r] = pg[t, r]; a10[r] = rd[t, r]; a11[r] = lb[t, r]
                 }
-                printf "| %s | %.0f | %s | %s | %.2f | %.1f | %d B | %.0f µs | %.0f µs | %.0f µs | %s |\n", name[t],
-                    median(a1, rounds), lat(median(a2, rounds)), lat(median(a3, rounds)),
-                    median(a4, rounds), median(a5, rounds), body[t],
-                    median(a6, rounds), median(a7, rounds), median(a8, rounds),
-                    (t == "bare") ? "–" : sprintf("%.0f B", median(a9, rounds))
+                printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f µs | %s | %.1f µs | %.1f µs | %s | %d B |\n", name[t],
+                    median(a1, rounds), ratio(median(a2, rounds)),
+                    lat(median(a3, rounds)), ratio(median(a4, rounds)),
+                    lat(median(a5, rounds)), ratio(median(a6, rounds)),
+                    median(a7, rounds), ratio(median(a8, rounds)),
+                    median(a9, rounds), median(a10, rounds),
+                    (t == "bare") ? "–" : sprintf("%.0f B", median(a11, rounds)), body[t]
             }
         }' "$RESULTS"
     echo
-    echo "Per round (req/s, p99):"
+    echo "Per round:"
     echo
-    awk '{ printf "- round %s, %s: %.0f req/s, p99 %.0f µs\n", $2, $1, $3, $5 }' "$RESULTS"
+    awk '{ printf "- round %s, %s: %.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.1f µs/req\n", $2, $1, $3, $4, $5, $7 }' "$RESULTS"
 }
 
 echo

@@ -5,10 +5,12 @@
 # dpkg-query) and calls apt-get when something is missing.
 #
 #   scripts/setup.sh          what `make up` needs
-#   scripts/setup.sh test     the same, plus rustfmt and clippy (what `make test` needs)
+#   scripts/setup.sh test     the same, plus rustfmt and clippy, and headless Chromium
+#                             with chromedriver for the browser test (what `make test` needs)
 #
 # Needs: PostgreSQL server 15+, redis-server, cmake, pkg-config, a C toolchain and
 # make (build-essential), curl, wrk (benchmarks), and a Rust toolchain (cargo).
+# Tests also need chromium and chromium-driver (crates/web/tests/browser.rs).
 # The Rust toolchain is only checked: rustup must be installed by hand.
 #
 # Environment (mostly for testing this script):
@@ -68,13 +70,20 @@ have pkg-config || need pkg-config
 { have cc && have c++ && have make; } || need build-essential
 have curl || need curl
 have wrk || need wrk
+if [ "$MODE" = test ]; then
+  # crates/web/tests/browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver.
+  [ -x /usr/bin/chromium ] || need chromium
+  [ -x /usr/bin/chromedriver ] || need chromium-driver
+fi
 for p in ${SETUP_REQUIRE_EXTRA:-}; do
   pkg_installed "$p" || need "$p"
 done
 
 installed_postgresql=0
 if [ "${#missing[@]}" -eq 0 ]; then
-  say "system packages: all present (PostgreSQL $pg_before, redis-server, cmake, pkg-config, cc, make, curl, wrk)"
+  present="PostgreSQL $pg_before, redis-server, cmake, pkg-config, cc, make, curl, wrk"
+  [ "$MODE" = test ] && present="$present, chromium, chromedriver"
+  say "system packages: all present ($present)"
 else
   say "missing Debian packages: ${missing[*]}"
   have apt-get || die "apt-get not found; install these packages by hand: ${missing[*]}"

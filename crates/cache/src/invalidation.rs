@@ -19,6 +19,11 @@ pub(crate) trait LocalEvict: Send + Sync {
     fn clear(&self);
 }
 
+/// The Redis key of entry `key` of cache `name`.
+pub(crate) fn l2_key(redis: &Redis, name: &str, key: &str) -> String {
+    redis.key(&format!("c:{name}:{key}"))
+}
+
 /// Publishes invalidations and knows this process's L1 caches by name.
 #[derive(Clone)]
 pub struct Invalidator {
@@ -48,14 +53,27 @@ impl Invalidator {
         self.locals.write().expect("invalidator lock poisoned").insert(name, Arc::from(local));
     }
 
-    pub(crate) async fn publish(&self, name: &str, key: &str) {
+    /// Forget `key` of the cache named `name` in Redis and in every process's L1 —
+    /// for processes that write but hold no such cache themselves (workers).
+    /// Returns false if Redis could not be told (entries then expire by TTL).
+    pub async fn invalidate(&self, name: &str, key: &str) -> bool {
+        let rkey = l2_key(&self.redis, name, key);
+        let deleted = self.redis.run(|mut c| async move { c.del::<_, ()>(rkey).await }).await;
+        if let Err(e) = &deleted {
+            tracing::warn!(cache = name, error = %e, "redis delete failed");
+        }
+        self.publish(name, key).await && deleted.is_ok()
+    }
+
+    async fn publish(&self, name: &str, key: &str) -> bool {
         let message = format!("{name}\n{key}");
         let channel = self.channel();
         let published =
             self.redis.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await;
-        if let Err(e) = published {
+        if let Err(e) = &published {
             tracing::warn!(cache = name, error = %e, "publishing an invalidation failed; L1 entries elsewhere expire by TTL");
         }
+        published.is_ok()
     }
 
     async fn evict_local(&self, message: &str) {

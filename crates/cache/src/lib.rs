@@ -17,5 +17,5 @@ mod timeline;
 
 pub use invalidation::{Invalidator, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, ReadThrough};
-pub use redis_handle::{Redis, RedisError};
+pub use redis_handle::{Redis, RedisConfig, RedisError};
 pub use timeline::Timelines;

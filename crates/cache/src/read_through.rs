@@ -120,7 +120,7 @@ where
     }
 
     fn redis_key(&self, key: &str) -> String {
-        self.redis.key(&format!("c:{}:{key}", self.name))
+        crate::invalidation::l2_key(&self.redis, self.name, key)
     }
 
     fn l2_ttl(&self) -> u64 {
@@ -200,12 +200,9 @@ where
     /// other process's L1. Call it after the write to the store has committed.
     pub async fn invalidate(&self, key: &str) {
         self.l1.invalidate(key).await;
-        let rkey = self.redis_key(key);
-        if let Err(e) = self.redis.run(|mut c| async move { c.del::<_, ()>(rkey).await }).await {
+        if !self.invalidator.invalidate(self.name, key).await {
             self.metrics.count(self.name, "error");
-            tracing::warn!(cache = self.name, error = %e, "redis delete failed");
         }
-        self.invalidator.publish(self.name, key).await;
     }
 }
 

@@ -7,6 +7,55 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+/// How to reach Redis (the `[redis]` section of a process's configuration).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://:password@host:port/`.
+    pub url: String,
+    /// Prefix of every key and channel, so deployments can share a Redis.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Connect and command timeout, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "m:".into()
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+impl RedisConfig {
+    /// Check the settings without connecting; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = &self.url;
+        let Some(rest) = url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) else {
+            return Err("redis.url must start with redis://".into());
+        };
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let hostport = host.split('/').next().unwrap_or("");
+        if hostport.is_empty() {
+            return Err("redis.url has no host".into());
+        }
+        if let Some((_, port)) = hostport.rsplit_once(':') {
+            port.parse::<u16>().map_err(|_| format!("redis.url has a bad port {port:?}"))?;
+        }
+        if self.timeout_ms == 0 {
+            return Err("redis.timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The command timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// A Redis error (connection, protocol or command).
 pub type RedisError = redis::RedisError;
 
@@ -60,6 +109,11 @@ impl Redis {
         };
         redis.conn().await?;
         Ok(redis)
+    }
+
+    /// Connect as `config` says.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Redis, RedisError> {
+        Redis::connect(&config.url, &config.prefix, config.timeout()).await
     }
 
     /// The shared connection (a cheap clone), dialing a new one if the last broke.

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod jobs;
 mod model;
 mod queries;
 
@@ -20,26 +21,39 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use sharding::{PostIdGenerator, ShardId, ShardMap};
+use sharding::{PostIdGenerator, ShardMap};
 use tokio_postgres::NoTls;
 
 pub use error::DataError;
-pub use model::{Change, Credentials, PostRecord, UserRecord};
-pub use sharding::PostId;
+pub use jobs::PHOTO_JOB;
+pub use model::{Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage, UserRecord};
+pub use sharding::{PostId, ShardId};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// How to reach the shards.
-#[derive(Debug, Clone)]
+/// How to reach the shards (the `[database]` section of a process's configuration).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// One PostgreSQL connection URL per shard, in shard order.
     pub shards: Vec<String>,
     /// Connections per shard pool.
+    #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// How long a query waits for a pooled connection (or a new one) before failing.
-    pub acquire_timeout: Duration,
+    /// How long a query waits for a pooled connection (or a new one) before
+    /// failing, in milliseconds.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_acquire_timeout_ms() -> u64 {
+    2000
 }
 
 /// Labels of one data-layer operation.
@@ -124,6 +138,11 @@ pub enum ConfigError {
 }
 
 impl DataConfig {
+    /// How long a query waits for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+
     /// Check the configuration without connecting anywhere.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shards.is_empty() {
@@ -131,6 +150,12 @@ impl DataConfig {
         }
         if self.pool_size == 0 {
             return Err(ConfigError::EmptyPool);
+        }
+        if self.acquire_timeout_ms == 0 {
+            return Err(ConfigError::Pool {
+                index: 0,
+                message: "acquire_timeout_ms must be positive".into(),
+            });
         }
         for (index, url) in self.shards.iter().enumerate() {
             tokio_postgres::Config::from_str(url)
@@ -151,7 +176,7 @@ impl Data {
             let mut pg = tokio_postgres::Config::from_str(url)
                 .map_err(|e| ConfigError::BadUrl { index, message: e.to_string() })?;
             if pg.get_connect_timeout().is_none() {
-                pg.connect_timeout(config.acquire_timeout);
+                pg.connect_timeout(config.acquire_timeout());
             }
             if pg.get_application_name().is_none() {
                 pg.application_name("millions");
@@ -161,9 +186,9 @@ impl Data {
             let pool = Pool::builder(manager)
                 .max_size(config.pool_size)
                 .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(config.acquire_timeout))
-                .create_timeout(Some(config.acquire_timeout))
-                .recycle_timeout(Some(config.acquire_timeout))
+                .wait_timeout(Some(config.acquire_timeout()))
+                .create_timeout(Some(config.acquire_timeout()))
+                .recycle_timeout(Some(config.acquire_timeout()))
                 .build()
                 .map_err(|e| ConfigError::Pool { index, message: e.to_string() })?;
             pools.push(pool);
@@ -227,6 +252,11 @@ impl Data {
             Ok::<(), DataError>(())
         });
         futures::future::try_join_all(checks).await.map(|_| ())
+    }
+
+    /// A fresh post id for a post by `author`.
+    fn next_post_id(&self, author: i64) -> i64 {
+        self.inner.post_ids.next(author).get()
     }
 
     /// A pooled connection to `shard`.

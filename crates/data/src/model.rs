@@ -43,6 +43,78 @@ pub struct PostRecord {
     pub like_count: i64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
+    /// `processing` (a photo not yet processed), `ready` or `failed`.
+    pub status: String,
+    /// The photo, for photo posts.
+    pub photo: Option<Photo>,
+}
+
+/// A post's photo: the normalized original and, once processed, its thumbnails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Photo {
+    /// The original (orientation applied, metadata stripped).
+    pub original: StoredImage,
+    /// Thumbnails, smallest first; empty until a worker has made them.
+    #[serde(default)]
+    pub thumbnails: Vec<StoredImage>,
+}
+
+/// One image in the object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredImage {
+    /// Content-addressed object key (`<sha256>.<ext>`).
+    pub key: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A job claimed from a shard's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The shard whose queue holds it.
+    pub shard: sharding::ShardId,
+    /// Id within that shard.
+    pub job_id: i64,
+    /// What to do (`photo`, ...).
+    pub kind: String,
+    /// The owner of what the job is about.
+    pub user_id: i64,
+    /// Kind-specific arguments.
+    pub payload: serde_json::Value,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: i32,
+}
+
+/// A shard queue's state, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Jobs waiting to run (due or scheduled for retry).
+    pub ready: i64,
+    /// Jobs claimed by a worker.
+    pub running: i64,
+    /// Dead letters.
+    pub dead: i64,
+    /// Age of the oldest waiting job, in seconds (0 if none).
+    pub oldest_ready_secs: f64,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadJob {
+    /// Id within its shard.
+    pub job_id: i64,
+    /// What it was to do.
+    pub kind: String,
+    /// Its arguments.
+    pub payload: serde_json::Value,
+    /// How often it ran.
+    pub attempts: i32,
+    /// Why it failed the last time.
+    pub last_error: Option<String>,
 }
 
 /// What a follow or like call did, so callers know whether to invalidate caches.

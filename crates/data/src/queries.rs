@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use sharding::{PostId, ShardId, new_user_id, username_bucket};
 use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
-use crate::{Change, Credentials, Data, DataError, PostRecord, UserRecord};
+use crate::{Change, Credentials, Data, DataError, Photo, PostRecord, UserRecord};
 
 const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms";
-const POST_COLUMNS: &str =
-    "post_id, user_id, caption, like_count, (extract(epoch from created_at) * 1000)::int8 AS created_ms";
+pub(crate) const POST_COLUMNS: &str = "post_id, user_id, caption, like_count, \
+     (extract(epoch from created_at) * 1000)::int8 AS created_ms, status, photo";
 
 fn user_from(row: &Row) -> UserRecord {
     UserRecord {
@@ -25,13 +26,15 @@ fn user_from(row: &Row) -> UserRecord {
     }
 }
 
-fn post_from(row: &Row) -> PostRecord {
+pub(crate) fn post_from(row: &Row) -> PostRecord {
     PostRecord {
         post_id: row.get("post_id"),
         user_id: row.get("user_id"),
         caption: row.get("caption"),
         like_count: row.get("like_count"),
         created_ms: row.get("created_ms"),
+        status: row.get("status"),
+        photo: row.get::<_, Option<Json<Photo>>>("photo").map(|Json(p)| p),
     }
 }
 
@@ -249,7 +252,7 @@ impl Data {
         // Another process may, very rarely, have made the same id in the same
         // millisecond: draw again.
         for _ in 0..4 {
-            let id = self.inner.post_ids.next(author).get();
+            let id = self.next_post_id(author);
             let started = Instant::now();
             let result =
                 client.query_opt(&stmt, &[&id, &author, &caption]).await.map_err(DataError::db(shard));

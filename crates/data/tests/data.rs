@@ -1,7 +1,5 @@
 //! The data layer against real PostgreSQL shards.
 
-use std::time::Duration;
-
 use data::{Change, Data, DataConfig, DataError, PostId};
 use tokio_postgres::NoTls;
 
@@ -17,7 +15,7 @@ async fn shards() -> Vec<String> {
 }
 
 fn data(urls: &[String]) -> Data {
-    let config = DataConfig { shards: urls.to_vec(), pool_size: 2, acquire_timeout: Duration::from_secs(2) };
+    let config = DataConfig { shards: urls.to_vec(), pool_size: 2, acquire_timeout_ms: 2000 };
     Data::new(&config, &telemetry::Registry::default()).unwrap()
 }
 
@@ -129,7 +127,7 @@ fn bad_configs_are_refused_before_connecting() {
     let mk = |shards: Vec<&str>, pool_size| DataConfig {
         shards: shards.into_iter().map(String::from).collect(),
         pool_size,
-        acquire_timeout: Duration::from_secs(1),
+        acquire_timeout_ms: 1000,
     };
     assert!(Data::new(&mk(vec![], 1), &reg).is_err());
     assert!(Data::new(&mk(vec!["postgres://h/db"], 0), &reg).is_err());

@@ -232,12 +232,15 @@ async fn start_stack(
     });
 
     // The web server.
+    let store = home.join("objects");
     let config_path = home.join("web-1.toml");
     let config = format!(
-        "listen = \"{listen}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n",
+        "listen = \"{listen}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n\n\
+         [media]\nstore_dir = {store:?}\n",
         listen = args.web,
         shards = shard_urls,
         redis = redis.url(),
+        store = store.display().to_string(),
     );
     write_private(&config_path, &config)?;
     web::WebConfig::load(&config_path).context("the generated web configuration is invalid")?;
@@ -253,6 +256,31 @@ async fn start_stack(
         dir: None,
     });
     wait_ready(args.web, pid, &log).await?;
+
+    // A worker: photo processing and fan-out.
+    let worker_addr = SocketAddr::new(LOCALHOST, nodes::free_port(LOCALHOST)?);
+    let config_path = home.join("worker-1.toml");
+    let config = format!(
+        "listen = \"{worker_addr}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n\n\
+         [media]\nstore_dir = {store:?}\n\n[worker]\nid = \"worker-1\"\n",
+        shards = shard_urls,
+        redis = redis.url(),
+        store = store.display().to_string(),
+    );
+    write_private(&config_path, &config)?;
+    worker::WorkerConfig::load(&config_path).context("the generated worker configuration is invalid")?;
+    let log = home.join("logs/worker-1.log");
+    println!("starting worker-1 (metrics on {worker_addr})");
+    let pid = spawn_detached(&["worker", "--config", &config_path.to_string_lossy()], &log)?;
+    started.nodes.push(NodeState {
+        name: "worker-1".into(),
+        role: "worker".into(),
+        addr: worker_addr,
+        pid,
+        log: log.clone(),
+        dir: None,
+    });
+    wait_ready(worker_addr, pid, &log).await?;
     Ok(StackState { app_url: format!("http://{}/", args.web), nodes: started.nodes.clone() })
 }
 
@@ -304,11 +332,11 @@ async fn wait_ready(addr: SocketAddr, pid: u32, log: &Path) -> anyhow::Result<()
             return Ok(());
         }
         if !nodes::pid_alive(pid) {
-            bail!("the web server exited during start-up:\n{}", nodes::log_tail(log));
+            bail!("the process exited during start-up:\n{}", nodes::log_tail(log));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("the web server was not ready within {READY_TIMEOUT:?}:\n{}", nodes::log_tail(log))
+    bail!("{addr} was not ready within {READY_TIMEOUT:?}:\n{}", nodes::log_tail(log))
 }
 
 fn stop_node(node: &NodeState) -> anyhow::Result<()> {
@@ -373,7 +401,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let running = nodes::pid_alive(n.pid);
         let healthy = running
             && match n.role.as_str() {
-                "web" => http_status(&format!("http://{}/readyz", n.addr)).await == Some(200),
+                "web" | "worker" => http_status(&format!("http://{}/readyz", n.addr)).await == Some(200),
                 "redis" => {
                     let password = secrets(&args.home.home)?.redis;
                     nodes::redis_ping(n.addr, &password, Duration::from_secs(1)).is_ok()

@@ -35,6 +35,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a worker (claims and runs jobs from every shard's queue).
+    Worker {
+        /// The worker's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Bring the schema of every shard named in a web configuration up to date.
     Migrate {
         /// A web server's TOML configuration (its `database.shards` are migrated).
@@ -75,6 +81,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await
+        }
+        Command::Worker { config } => {
+            let config = worker::WorkerConfig::load(&config)?;
+            telemetry::init_logging("worker");
+            let w = worker::Worker::build(config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            w.run_until_stopped(shutdown).await
         }
         Command::Migrate { config } => {
             let config = web::WebConfig::load(&config)?;

@@ -30,7 +30,10 @@ fn a_bad_config_exits_with_a_message_before_binding() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let cases = [
         ("not toml at all [", "web.toml"),
-        ("listen = \"TAKEN\"\n[database]\nshards = []\n[redis]\nurl = \"redis://x:1/\"\n", "database.shards"),
+        (
+            "listen = \"TAKEN\"\n[database]\nshards = []\n[redis]\nurl = \"redis://x:1/\"\n",
+            "at least one shard",
+        ),
         (
             "listen = \"TAKEN\"\n[database]\nshards = [\"postgres://u@h/d\"]\n[redis]\nurl = \"redis://x:1/\"\n[feed]\ntimeline_cap = 0\n",
             "feed.timeline_cap",
@@ -75,7 +78,7 @@ fn up_status_crash_and_down_leave_nothing_behind() {
     assert!(o.status.success(), "{}", text(&o));
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let nodes = status["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.len(), 4);
     assert!(nodes.iter().all(|n| n["healthy"] == true), "{status}");
     let pids: Vec<u32> = nodes.iter().map(|n| n["pid"].as_u64().unwrap() as u32).collect();
 
@@ -88,7 +91,7 @@ fn up_status_crash_and_down_leave_nothing_behind() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"request_id\""), "JSON logs with request ids");
     let o = millions(home, &["logs", "nope"]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("nodes: postgres, redis, web-1"), "{}", text(&o));
+    assert!(text(&o).contains("nodes: postgres, redis, web-1, worker-1"), "{}", text(&o));
 
     // A crashed web server shows as down.
     let web_pid = pids[2];

@@ -20,6 +20,9 @@ pub struct TestEnv {
     pub redis_url: String,
     /// This deployment's key prefix.
     pub prefix: String,
+    /// This deployment's object store folder (photos), shared by its web servers
+    /// and workers; removed when the last clone is dropped.
+    pub store: std::sync::Arc<tempfile::TempDir>,
 }
 
 /// One running web server.
@@ -61,7 +64,12 @@ impl TestEnv {
         for _ in 0..TEST_SHARDS {
             shards.push(pg.url(&pg.create_database(Some(template)).await));
         }
-        TestEnv { shards, redis_url: crate::redis().url(), prefix: format!("t{}:", nodes::random_secret(10)) }
+        TestEnv {
+            shards,
+            redis_url: crate::redis().url(),
+            prefix: format!("t{}:", nodes::random_secret(10)),
+            store: new_store(),
+        }
     }
 
     /// A deployment on servers of its own (to crash them): migrated shard databases
@@ -82,7 +90,7 @@ impl TestEnv {
         drop(client);
         let _ = conn.await;
         data::migrate(&shards).await.unwrap_or_else(|e| panic!("migrating: {e}"));
-        TestEnv { shards, redis_url, prefix: format!("t{}:", nodes::random_secret(10)) }
+        TestEnv { shards, redis_url, prefix: format!("t{}:", nodes::random_secret(10)), store: new_store() }
     }
 
     /// A web configuration for this deployment, on a free port, with cheap password
@@ -103,10 +111,13 @@ iterations = 1
 parallelism = 1
 [http]
 shutdown_grace_secs = 5
+[media]
+store_dir = "{store}"
 "#,
             shards = self.shards,
             redis = self.redis_url,
             prefix = self.prefix,
+            store = self.store.path().display(),
         );
         WebConfig::parse(&text, "test config").expect("the test config is valid")
     }
@@ -127,6 +138,10 @@ shutdown_grace_secs = 5
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp { addr, base: format!("http://{addr}"), state, env: self.clone(), shutdown, task: Some(task) }
     }
+}
+
+fn new_store() -> std::sync::Arc<tempfile::TempDir> {
+    std::sync::Arc::new(tempfile::tempdir().expect("creating an object store folder"))
 }
 
 /// A web server on a fresh deployment.

@@ -1,8 +1,8 @@
 //! The JSON API under `/api/v1`.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -17,8 +17,9 @@ use crate::state::AppState;
 /// The OpenAPI document describing this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Routes of the JSON API (to be nested under `/api/v1`).
-pub fn routes() -> Router<AppState> {
+/// Routes of the JSON API (to be nested under `/api/v1`); `upload_limit` bounds the
+/// body of `POST /posts` (photos), the server-wide limit every other body.
+pub fn routes(upload_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/users", post(signup))
@@ -27,7 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{username}/posts", get(user_posts))
         .route("/sessions", post(login))
         .route("/sessions/current", axum::routing::delete(logout))
-        .route("/posts", post(create_post))
+        .route("/posts", post(create_post).layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
         .route("/posts/{id}", get(get_post))
         .route("/posts/{id}/like", put(like).delete(unlike))
         .route("/feed", get(feed))
@@ -169,14 +170,144 @@ struct PostBody {
     caption: String,
 }
 
+/// Largest request body of `POST /posts`: a photo and a caption with room for the
+/// multipart framing.
+pub fn upload_body_limit(state: &AppState) -> usize {
+    state.config().media.max_upload_bytes + 64 * 1024
+}
+
+/// The declared length of a request body, if any.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// `POST /posts`: a JSON caption (201, ready at once), or multipart with a `photo`
+/// part and an optional `caption` (202, processed by a worker).
 async fn create_post(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
-    ApiJson(body): ApiJson<PostBody>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let post = service::create_post(&state, s.user_id, &body.caption).await?;
+    if !is_multipart(request.headers()) {
+        if content_length(request.headers()).is_some_and(|n| n > state.config().http.max_body_bytes as u64) {
+            return Err(ApiError::TooLarge);
+        }
+        let ApiJson(body) = ApiJson::<PostBody>::from_request(request, &state).await?;
+        let post = service::create_post(&state, s.user_id, &body.caption).await?;
+        let location = format!("/api/v1/posts/{}", post.id);
+        return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(post)).into_response());
+    }
+    // Refuse an oversized upload from its declared length, before reading it.
+    if content_length(request.headers()).is_some_and(|n| n > upload_body_limit(&state) as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let mut multipart = Multipart::from_request(request, &state).await.map_err(multipart_error)?;
+    let upload = read_upload(&mut multipart, state.config().media.max_upload_bytes).await?;
+    let Some(photo) = upload.photo else {
+        return Err(ApiError::bad_request("missing_photo", "a multipart post needs a `photo` part"));
+    };
+    let post = service::create_photo_post(&state, s.user_id, upload.caption.as_deref(), photo).await?;
     let location = format!("/api/v1/posts/{}", post.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(post)).into_response())
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(post)).into_response())
+}
+
+/// The parts of a photo upload.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// The photo's bytes.
+    pub photo: Option<Vec<u8>>,
+    /// The caption.
+    pub caption: Option<String>,
+    /// Any other text fields (the HTML form's `csrf`).
+    pub other: Vec<(String, String)>,
+}
+
+/// Read a multipart upload, refusing a photo over `max_photo` bytes as soon as it
+/// grows past it, and text fields over 16 KiB. `allowed_text` names the text fields
+/// besides `caption` that are accepted.
+pub async fn read_upload_with(
+    multipart: &mut Multipart,
+    max_photo: usize,
+    allowed_text: &[&str],
+) -> Result<Upload, ApiError> {
+    const MAX_TEXT: usize = 16 * 1024;
+    let mut upload = Upload::default();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let limit = match name.as_str() {
+            "photo" if upload.photo.is_none() => max_photo,
+            "caption" if upload.caption.is_none() => MAX_TEXT,
+            n if allowed_text.contains(&n) => MAX_TEXT,
+            "photo" | "caption" => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    format!("the part `{name}` appears twice"),
+                ));
+            }
+            _ => return Err(ApiError::bad_request("invalid_body", format!("unknown part `{name}`"))),
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(if name == "photo" {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::invalid("invalid_caption", format!("`{name}` is too long"))
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if name == "photo" {
+            upload.photo = Some(bytes);
+        } else {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ApiError::bad_request("invalid_body", format!("`{name}` is not UTF-8 text")))?;
+            if name == "caption" {
+                upload.caption = Some(text);
+            } else {
+                upload.other.push((name, text));
+            }
+        }
+    }
+    Ok(upload)
+}
+
+async fn read_upload(multipart: &mut Multipart, max_photo: usize) -> Result<Upload, ApiError> {
+    read_upload_with(multipart, max_photo, &[]).await
+}
+
+/// Map a multipart parsing failure.
+pub fn multipart_error(e: impl std::fmt::Display + MultipartStatus) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge
+    } else {
+        ApiError::bad_request("invalid_body", e.to_string())
+    }
+}
+
+/// The status axum assigns to a multipart failure.
+pub trait MultipartStatus {
+    /// That status.
+    fn status(&self) -> StatusCode;
+}
+
+impl MultipartStatus for axum::extract::multipart::MultipartError {
+    fn status(&self) -> StatusCode {
+        axum::extract::multipart::MultipartError::status(self)
+    }
+}
+
+impl MultipartStatus for axum::extract::multipart::MultipartRejection {
+    fn status(&self) -> StatusCode {
+        axum::extract::multipart::MultipartRejection::status(self)
+    }
 }
 
 async fn get_post(

@@ -13,9 +13,9 @@ pub struct WebConfig {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
     /// The shards.
-    pub database: DatabaseConfig,
+    pub database: data::DataConfig,
     /// The shared Redis (sessions, L2 cache, timelines, invalidations).
-    pub redis: RedisConfig,
+    pub redis: cache::RedisConfig,
     /// Cache sizes and lifetimes.
     #[serde(default)]
     pub cache: CacheSection,
@@ -31,34 +31,37 @@ pub struct WebConfig {
     /// HTTP limits and shutdown.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Photos: limits, storage, public URLs.
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
-/// How to reach PostgreSQL.
+/// Photo uploads.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// One connection URL per shard, in shard order.
-    pub shards: Vec<String>,
-    /// Connections per shard.
-    #[serde(default = "defaults::pool_size")]
-    pub pool_size: usize,
-    /// How long a request waits for a connection, in milliseconds.
-    #[serde(default = "defaults::acquire_timeout_ms")]
-    pub acquire_timeout_ms: u64,
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest photo upload, bytes.
+    pub max_upload_bytes: usize,
+    /// Largest photo, in pixels (decompression bombs declare more).
+    pub max_pixels: u64,
+    /// The object store's folder (shared with the workers).
+    pub store_dir: std::path::PathBuf,
+    /// Prefix of photo URLs: `/media/` (served by this origin) or a CDN's URL.
+    pub public_base: String,
+    /// Attempts a photo's processing job gets before it is a dead letter.
+    pub max_attempts: i32,
 }
 
-/// How to reach Redis.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://:password@host:port/`.
-    pub url: String,
-    /// Prefix of every key and channel, so deployments can share a Redis.
-    #[serde(default = "defaults::prefix")]
-    pub prefix: String,
-    /// Connect and response timeout, in milliseconds.
-    #[serde(default = "defaults::redis_timeout_ms")]
-    pub timeout_ms: u64,
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_upload_bytes: 10 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            store_dir: "objects".into(),
+            public_base: "/media/".into(),
+            max_attempts: 5,
+        }
+    }
 }
 
 /// Cache sizes and lifetimes.
@@ -152,21 +155,6 @@ impl Default for HttpConfig {
     }
 }
 
-mod defaults {
-    pub fn pool_size() -> usize {
-        16
-    }
-    pub fn acquire_timeout_ms() -> u64 {
-        2000
-    }
-    pub fn prefix() -> String {
-        "m:".into()
-    }
-    pub fn redis_timeout_ms() -> u64 {
-        1000
-    }
-}
-
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -218,14 +206,8 @@ impl WebConfig {
 
     /// Check every value without touching the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.data_config().validate().map_err(|e| invalid("database.shards", e.to_string()))?;
-        if self.database.acquire_timeout_ms == 0 {
-            return Err(invalid("database.acquire_timeout_ms", "must be positive"));
-        }
-        redis_url_ok(&self.redis.url).map_err(|m| invalid("redis.url", m))?;
-        if self.redis.timeout_ms == 0 {
-            return Err(invalid("redis.timeout_ms", "must be positive"));
-        }
+        self.database.validate().map_err(|e| invalid("database", e.to_string()))?;
+        self.redis.validate().map_err(|m| invalid("redis", m))?;
         if self.cache.l1_capacity == 0 {
             return Err(invalid("cache.l1_capacity", "must be positive"));
         }
@@ -253,19 +235,22 @@ impl WebConfig {
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        if self.media.max_upload_bytes < 1024 {
+            return Err(invalid("media.max_upload_bytes", "must be at least 1024"));
+        }
+        if self.media.max_pixels < 1 {
+            return Err(invalid("media.max_pixels", "must be positive"));
+        }
+        if !(1..=100).contains(&self.media.max_attempts) {
+            return Err(invalid("media.max_attempts", "must be between 1 and 100"));
+        }
+        if !self.media.public_base.ends_with('/') {
+            return Err(invalid("media.public_base", "must end with /"));
+        }
         if self.http.request_timeout_secs == 0 {
             return Err(invalid("http.request_timeout_secs", "must be positive"));
         }
         Ok(())
-    }
-
-    /// The data layer's part of the configuration.
-    pub fn data_config(&self) -> data::DataConfig {
-        data::DataConfig {
-            shards: self.database.shards.clone(),
-            pool_size: self.database.pool_size,
-            acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
-        }
     }
 
     /// The caches' part of the configuration.
@@ -277,23 +262,6 @@ impl WebConfig {
             jitter: self.cache.jitter,
         }
     }
-}
-
-fn redis_url_ok(url: &str) -> Result<(), String> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err("must start with redis://".into());
-    }
-    // The redis crate parses lazily on connect; check the shape here.
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let hostport = host.split('/').next().unwrap_or("");
-    if hostport.is_empty() {
-        return Err("has no host".into());
-    }
-    if let Some((_, port)) = hostport.rsplit_once(':') {
-        port.parse::<u16>().map_err(|_| format!("bad port {port:?}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod html;
+pub mod media;
 pub mod observe;
 pub mod service;
 pub mod state;
@@ -52,14 +53,8 @@ impl Application {
     pub async fn build(config: WebConfig) -> anyhow::Result<Application> {
         config.validate()?;
         let registry = telemetry::Registry::default();
-        let data = data::Data::new(&config.data_config(), &registry)?;
-        let redis = cache::Redis::connect(
-            &config.redis.url,
-            &config.redis.prefix,
-            Duration::from_millis(config.redis.timeout_ms),
-        )
-        .await
-        .context("connecting to redis")?;
+        let data = data::Data::new(&config.database, &registry)?;
+        let redis = cache::Redis::connect_with(&config.redis).await.context("connecting to redis")?;
         let listen = config.listen;
         let state = AppState::new(config, data, redis, registry)?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -112,11 +107,13 @@ impl Application {
 
 /// The whole HTTP surface of a web server.
 pub fn router(state: AppState) -> Router {
+    let upload_limit = api::upload_body_limit(&state);
     let http = &state.config().http;
     let body_limit = http.max_body_bytes;
     let timeout = Duration::from_secs(http.request_timeout_secs);
     Router::new()
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes(upload_limit))
+        .route("/media/{key}", axum::routing::get(media::serve))
         .merge(html::routes())
         .merge(observe::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))

@@ -75,11 +75,36 @@ pub struct PostView {
     pub like_count: i64,
     /// RFC 3339 creation time.
     pub created_at: String,
-    /// Processing state; text posts are `ready` at once.
-    pub status: &'static str,
+    /// `processing` (a photo being processed), `ready` or `failed`; text posts are
+    /// `ready` at once.
+    pub status: String,
+    /// The photo, on photo posts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photo: Option<PhotoView>,
     /// Whether the viewer likes it (only on single-post reads by a logged-in viewer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub liked_by_me: Option<bool>,
+}
+
+/// An image with its immutable, versioned URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageView {
+    /// Content-addressed URL: never changes, cacheable forever.
+    pub url: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A post's photo.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhotoView {
+    /// The normalized original (orientation applied, metadata stripped).
+    pub original: ImageView,
+    /// Thumbnails, smallest first (160, 640, 1280 px on the long side, never
+    /// upscaled); empty while processing.
+    pub thumbnails: Vec<ImageView>,
 }
 
 /// One page of posts.
@@ -129,7 +154,11 @@ fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserView {
     }
 }
 
-fn post_view(p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
+fn image_view(base: &str, image: &data::StoredImage) -> ImageView {
+    ImageView { url: format!("{base}{}", image.key), width: image.width, height: image.height }
+}
+
+fn post_view(base: &str, p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
     PostView {
         id: p.post_id.to_string(),
         author: AuthorView {
@@ -140,9 +169,18 @@ fn post_view(p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> 
         caption: p.caption.clone(),
         like_count: p.like_count,
         created_at: rfc3339(p.created_ms),
-        status: "ready",
+        status: p.status.clone(),
+        photo: p.photo.as_ref().map(|photo| PhotoView {
+            original: image_view(base, &photo.original),
+            thumbnails: photo.thumbnails.iter().map(|t| image_view(base, t)).collect(),
+        }),
         liked_by_me,
     }
+}
+
+/// Where photo URLs point: the origin's `/media/`, or a CDN.
+fn media_base(state: &AppState) -> &str {
+    &state.config().media.public_base
 }
 
 fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
@@ -379,27 +417,44 @@ pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile).await;
-    Ok(post_view(&post, &profile, Some(false)))
+    Ok(post_view(media_base(state), &post, &profile, Some(false)))
 }
 
-/// Put a new post into its readers' cached timelines. Celebrities' posts go only
-/// to their own timeline; followers merge them in at read time.
 async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord) {
-    let celebrity = author.followers_count >= state.config().feed.celebrity_threshold;
-    let mut owners = vec![author.user_id];
-    if celebrity {
-        state.caches().celebrity_posts.invalidate(&author.user_id.to_string()).await;
-    } else {
-        match state.data().followers(author.user_id).await {
-            Ok(followers) => owners.extend(followers),
-            Err(e) => {
-                tracing::warn!(error = %e, "fan-out: could not list followers; their feeds rebuild later")
-            }
-        }
-    }
-    if let Err(e) = state.timelines().push(post.post_id, &owners).await {
-        tracing::warn!(error = %e, readers = owners.len(), "fan-out to timelines failed");
-    }
+    let threshold = state.config().feed.celebrity_threshold;
+    let (data, timelines, invalidator) = (state.data(), state.timelines(), &state.caches().invalidator);
+    feed::fan_out(
+        data,
+        timelines,
+        invalidator,
+        threshold,
+        post.post_id,
+        author.user_id,
+        author.followers_count,
+    )
+    .await;
+}
+
+/// Publish a photo post: validate and store the photo, then write the post (state
+/// `processing`) and its processing job in one shard transaction. A worker makes the
+/// thumbnails, marks the post ready and fans it out.
+pub async fn create_photo_post(
+    state: &AppState,
+    author: i64,
+    caption: Option<&str>,
+    photo: Vec<u8>,
+) -> Result<PostView, ApiError> {
+    let caption = match caption.map(str::trim) {
+        None | Some("") => String::new(),
+        Some(c) => check_caption(c)?,
+    };
+    let original = crate::media::store_upload(state, photo).await?;
+    let max_attempts = state.config().media.max_attempts;
+    let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
+    state.caches().profiles.invalidate(&author.to_string()).await;
+    let profile = profile_by_id(state, author).await?;
+    tracing::info!(post_id = post.post_id, "photo post accepted");
+    Ok(post_view(media_base(state), &post, &profile, Some(false)))
 }
 
 /// One post as seen by `viewer`.
@@ -416,7 +471,7 @@ pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<P
         Some(v) => Some(state.data().likes(id, v).await?),
         None => None,
     };
-    Ok(post_view(&post, &author, liked))
+    Ok(post_view(media_base(state), &post, &author, liked))
 }
 
 /// Like (`on`) or unlike a post; idempotent.
@@ -444,7 +499,7 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<PostView>, ApiErro
             return Ok(None);
         };
         let author = profile_by_id(state, post.user_id).await?;
-        Ok::<_, ApiError>(Some(post_view(&post, &author, None)))
+        Ok::<_, ApiError>(Some(post_view(media_base(state), &post, &author, None)))
     });
     Ok(futures::future::try_join_all(lookups).await?.into_iter().flatten().collect())
 }

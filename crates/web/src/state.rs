@@ -44,10 +44,10 @@ impl Caches {
         Caches {
             profiles: build(with("profile", config.clone())),
             user_ids: build(with("uid", config.clone())),
-            posts: build(with("post", config.clone())),
+            posts: build(with(feed::POST_CACHE, config.clone())),
             followees: build(with("followees", config.clone())),
             celebrities: build(with("celebrities", short)),
-            celebrity_posts: build(with("celeb_posts", config)),
+            celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config)),
             metrics,
             invalidator,
         }
@@ -64,12 +64,17 @@ where
 }
 
 /// Shared state of one web server; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("listen", &self.inner.config.listen).finish()
+    }
+}
+
 struct Inner {
     /// The configuration the server started with.
     config: WebConfig,
@@ -85,6 +90,8 @@ struct Inner {
     sessions: Sessions,
     /// Password hashing.
     passwords: Passwords,
+    /// Where photos are stored (shared with the workers).
+    store: Arc<dyn media::ObjectStore>,
     /// This process's metrics.
     registry: telemetry::Registry,
     /// HTTP request metrics.
@@ -109,6 +116,7 @@ impl AppState {
         );
         let sessions = Sessions::new(redis.clone(), Duration::from_secs(config.sessions.ttl_secs));
         let passwords = Passwords::new(&config.passwords)?;
+        let store: Arc<dyn media::ObjectStore> = Arc::new(media::LocalStore::open(&config.media.store_dir)?);
         let http_metrics = telemetry::HttpMetrics::new(&registry);
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -119,6 +127,7 @@ impl AppState {
                 timelines,
                 sessions,
                 passwords,
+                store,
                 registry,
                 http_metrics,
                 draining: AtomicBool::new(false),
@@ -153,6 +162,10 @@ impl AppState {
     /// Password hashing.
     pub fn passwords(&self) -> &Passwords {
         &self.inner.passwords
+    }
+    /// The object store holding photos.
+    pub fn store(&self) -> &Arc<dyn media::ObjectStore> {
+        &self.inner.store
     }
     /// The metrics registry.
     pub fn registry(&self) -> &telemetry::Registry {

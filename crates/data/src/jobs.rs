@@ -1,0 +1,274 @@
+//! Photo posts and the durable job queue (one per shard).
+//!
+//! A job is written in the same transaction as the row it is about, on the owner's
+//! shard. Workers claim due jobs with `FOR UPDATE SKIP LOCKED`, so several workers
+//! never hold the same job at once; a claim is a lease (`locked_until`): a worker
+//! that dies leaves its job to be claimed again once the lease lapses. Every state
+//! change after the claim is fenced by the claimant's id, so a worker whose lease
+//! lapsed cannot complete or fail a job someone else now holds.
+
+use std::time::{Duration, Instant};
+
+use sharding::{PostId, ShardId};
+use tokio_postgres::types::Json;
+
+use crate::queries::{POST_COLUMNS, post_from};
+use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage};
+
+/// The job kind that makes a photo's thumbnails.
+pub const PHOTO_JOB: &str = "photo";
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Data {
+    /// Create a photo post in `processing` state together with its processing job,
+    /// in one transaction on the author's shard.
+    pub async fn create_photo_post(
+        &self,
+        author: i64,
+        caption: &str,
+        original: StoredImage,
+        max_attempts: i32,
+    ) -> Result<PostRecord, DataError> {
+        let shard = self.shard_map().shard_of_user(author);
+        let photo = Json(Photo { original, thumbnails: vec![] });
+        let sql = format!(
+            "WITH p AS (INSERT INTO posts (post_id, user_id, caption, status, photo) \
+                        SELECT $1, user_id, $3, 'processing', $4 FROM users WHERE user_id = $2 RETURNING *), \
+                  u AS (UPDATE users SET posts_count = posts_count + 1 \
+                        WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
+                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts) \
+                        SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5 FROM p) \
+             SELECT {POST_COLUMNS} FROM p"
+        );
+        let client = self.client(shard).await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
+        for _ in 0..4 {
+            let id = self.next_post_id(author);
+            let started = Instant::now();
+            let result = client
+                .query_opt(&stmt, &[&id, &author, &caption, &photo, &max_attempts])
+                .await
+                .map_err(DataError::db(shard));
+            self.record("create_photo_post", shard, started);
+            match result {
+                Ok(Some(row)) => return Ok(post_from(&row)),
+                Ok(None) => return Err(DataError::NotFound),
+                Err(e) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DataError::Conflict("could not draw a free post id"))
+    }
+
+    /// Record a processed photo's thumbnails and mark its post ready. Idempotent:
+    /// only the first call for a post changes it, so a job run twice records one set.
+    pub async fn finish_photo(&self, post: PostId, thumbnails: &[StoredImage]) -> Result<Change, DataError> {
+        let shard = self.shard_map().shard_of_post(post);
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE posts SET status = 'ready', photo = jsonb_set(photo, '{thumbnails}', $2) \
+                 WHERE post_id = $1 AND status = 'processing' RETURNING 1",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let thumbs = Json(thumbnails);
+        let row = client.query_opt(&stmt, &[&post.get(), &thumbs]).await.map_err(DataError::db(shard))?;
+        self.record("finish_photo", shard, started);
+        Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
+    }
+
+    /// Mark a photo post as failed (its job is dead).
+    pub async fn fail_photo(&self, post: PostId) -> Result<Change, DataError> {
+        let shard = self.shard_map().shard_of_post(post);
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE posts SET status = 'failed' WHERE post_id = $1 AND status = 'processing' RETURNING 1",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let row = client.query_opt(&stmt, &[&post.get()]).await.map_err(DataError::db(shard))?;
+        self.record("fail_photo", shard, started);
+        Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
+    }
+
+    /// Enqueue a job on the owner's shard (for jobs not tied to another write).
+    pub async fn enqueue(
+        &self,
+        kind: &str,
+        user_id: i64,
+        payload: serde_json::Value,
+        max_attempts: i32,
+    ) -> Result<i64, DataError> {
+        let shard = self.shard_map().shard_of_user(user_id);
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO jobs (kind, user_id, payload, max_attempts) VALUES ($1, $2, $3, $4) RETURNING job_id",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let row = client
+            .query_one(&stmt, &[&kind, &user_id, &Json(payload), &max_attempts])
+            .await
+            .map_err(DataError::db(shard))?;
+        self.record("enqueue", shard, started);
+        Ok(row.get(0))
+    }
+
+    /// Claim up to `limit` due jobs of `shard` for `worker`, leased for `lease`. Jobs
+    /// whose lease lapsed (their worker died) are due again.
+    pub async fn claim_jobs(
+        &self,
+        shard: ShardId,
+        worker: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>, DataError> {
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH due AS ( \
+                    SELECT job_id FROM jobs \
+                    WHERE (state = 'ready' AND run_at <= now()) OR (state = 'running' AND locked_until < now()) \
+                    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
+                    locked_until = now() + $2 * interval '1 millisecond' \
+                 FROM due WHERE j.job_id = due.job_id \
+                 RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let rows =
+            client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))?;
+        self.record("claim_jobs", shard, started);
+        Ok(rows
+            .iter()
+            .map(|r| Job {
+                shard,
+                job_id: r.get(0),
+                kind: r.get(1),
+                user_id: r.get(2),
+                payload: r.get::<_, Json<serde_json::Value>>(3).0,
+                attempts: r.get(4),
+                max_attempts: r.get(5),
+            })
+            .collect())
+    }
+
+    /// A finished job leaves the queue. False if `worker` no longer holds it.
+    pub async fn complete_job(&self, job: &Job, worker: &str) -> Result<bool, DataError> {
+        self.job_update(
+            job,
+            "DELETE FROM jobs WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
+            &[&job.job_id, &worker],
+            "complete_job",
+        )
+        .await
+    }
+
+    /// A failed attempt: run again after `backoff`, or, with no attempts left or when
+    /// `permanent`, become a dead letter with `error` as its reason. False if
+    /// `worker` no longer holds the job.
+    pub async fn fail_job(
+        &self,
+        job: &Job,
+        worker: &str,
+        error: &str,
+        backoff: Duration,
+        permanent: bool,
+    ) -> Result<bool, DataError> {
+        self.job_update(
+            job,
+            "UPDATE jobs SET \
+                state = CASE WHEN $5 OR attempts >= max_attempts THEN 'dead' ELSE 'ready' END, \
+                run_at = now() + $3 * interval '1 millisecond', last_error = $4, \
+                locked_by = NULL, locked_until = NULL \
+             WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
+            &[&job.job_id, &worker, &millis(backoff), &error, &permanent],
+            "fail_job",
+        )
+        .await
+    }
+
+    /// Give a claimed job back unstarted (graceful shutdown): due at once, and the
+    /// attempt is not counted.
+    pub async fn release_job(&self, job: &Job, worker: &str) -> Result<bool, DataError> {
+        self.job_update(
+            job,
+            "UPDATE jobs SET state = 'ready', run_at = now(), attempts = greatest(attempts - 1, 0), \
+                locked_by = NULL, locked_until = NULL \
+             WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
+            &[&job.job_id, &worker],
+            "release_job",
+        )
+        .await
+    }
+
+    async fn job_update(
+        &self,
+        job: &Job,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        op: &'static str,
+    ) -> Result<bool, DataError> {
+        let shard = job.shard;
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
+        let row = client.query_opt(&stmt, params).await.map_err(DataError::db(shard))?;
+        self.record(op, shard, started);
+        Ok(row.is_some())
+    }
+
+    /// Depth and age of a shard's queue.
+    pub async fn queue_stats(&self, shard: ShardId) -> Result<QueueStats, DataError> {
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FILTER (WHERE state = 'running'), \
+                        count(*) FILTER (WHERE state = 'dead'), \
+                        coalesce(extract(epoch from now() - min(created_at) FILTER (WHERE state = 'ready')), 0)::float8 \
+                 FROM jobs",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let r = client.query_one(&stmt, &[]).await.map_err(DataError::db(shard))?;
+        self.record("queue_stats", shard, started);
+        Ok(QueueStats { ready: r.get(0), running: r.get(1), dead: r.get(2), oldest_ready_secs: r.get(3) })
+    }
+
+    /// A shard's dead letters, newest first.
+    pub async fn dead_jobs(&self, shard: ShardId) -> Result<Vec<DeadJob>, DataError> {
+        let started = Instant::now();
+        let client = self.client(shard).await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT job_id, kind, payload, attempts, last_error FROM jobs WHERE state = 'dead' \
+                 ORDER BY job_id DESC LIMIT 1000",
+            )
+            .await
+            .map_err(DataError::db(shard))?;
+        let rows = client.query(&stmt, &[]).await.map_err(DataError::db(shard))?;
+        self.record("dead_jobs", shard, started);
+        Ok(rows
+            .iter()
+            .map(|r| DeadJob {
+                job_id: r.get(0),
+                kind: r.get(1),
+                payload: r.get::<_, Json<serde_json::Value>>(2).0,
+                attempts: r.get(3),
+                last_error: r.get(4),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,392 @@
+//! The HTML pages in a real browser: headless Chromium, driven over WebDriver
+//! (chromedriver + fantoccini), against a web server on real PostgreSQL and Redis.
+//!
+//! Where `html.rs` replays forms by hand, this test types into the inputs and clicks
+//! the buttons: it proves the pages, forms, cookies and redirects work as a browser
+//! sees them (CSP, SameSite cookies and all). Needs the Debian packages `chromium`
+//! and `chromium-driver` (`scripts/setup.sh test` installs them).
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use testkit::TestApp;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PASSWORD: &str = "correct horse battery";
+/// How long any one page condition may take to come true.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A chromedriver process (and every browser it starts: they share its process
+/// group), killed on drop.
+struct ChromeDriver {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    url: String,
+    /// Holds its log and the browsers' profiles (removed after they are killed).
+    dir: TempDir,
+    /// Browsers started so far.
+    browsers: AtomicUsize,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver on a free port and waits until it says it is ready.
+    async fn start() -> ChromeDriver {
+        assert!(
+            Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+            "{CHROMEDRIVER} or {CHROMIUM} is missing: install the Debian packages chromium and \
+             chromium-driver (scripts/setup.sh test does)"
+        );
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+            listener.local_addr().expect("its address").port()
+        };
+        let dir = tempfile::Builder::new().prefix("millions-chromedriver.").tempdir().expect("a temp dir");
+        let log = dir.path().join("chromedriver.log");
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so that drop takes the browsers down with it.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
+        let mut driver = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            browsers: AtomicUsize::new(0),
+        };
+        driver.wait_ready().await;
+        driver
+    }
+
+    /// Polls `/status` until it reports `ready`, the process dies, or time runs out.
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().expect("a client");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("chromedriver exited ({status}) before it was ready; log:\n{}", self.log());
+            }
+            let last = match http.get(format!("{}/status", self.url)).send().await {
+                Ok(r) => match r.json::<Value>().await {
+                    Ok(v) if v["value"]["ready"] == json!(true) => return,
+                    Ok(v) => v.to_string(),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver not ready after {PATIENCE:?} ({last}); log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A new browser: a new WebDriver session with a fresh profile (its own cookie jar).
+    async fn browser(&self, app: &TestApp) -> Browser {
+        let n = self.browsers.fetch_add(1, Ordering::Relaxed);
+        let profile = self.dir.path().join(format!("profile-{n}"));
+        std::fs::create_dir(&profile).expect("a profile directory");
+        let args = [
+            "--headless=new",
+            "--no-sandbox", // we may run as root
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1000,1000",
+            &format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "timeouts": { "pageLoad": 15_000, "script": 5_000 },
+        });
+        let Value::Object(caps) = caps else { unreachable!() };
+        // chromedriver speaks plain HTTP on loopback: no TLS connector needed.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("starting a Chromium session: {e}; chromedriver log:\n{}", self.log())
+            });
+        Browser { client, base: app.base.clone() }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The group id is chromedriver's pid (process_group(0)); Chromium and its
+        // helpers inherit it, so nothing outlives the test even after a panic.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser session, with helpers that fail with the page in the message.
+struct Browser {
+    client: Client,
+    base: String,
+}
+
+impl Browser {
+    /// Where the browser is and what it shows, for failure messages.
+    async fn describe(&self) -> String {
+        let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| e.to_string());
+        let text = match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_else(|e| e.to_string()),
+            Err(e) => e.to_string(),
+        };
+        format!("at {url}, the page reads:\n{text}")
+    }
+
+    async fn open(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    }
+
+    /// The path (and query) of the current page.
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("the current URL");
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    /// Waits (polling, up to [`PATIENCE`]) until an element matching `css` is on the page.
+    async fn wait_for(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .every(Duration::from_millis(50))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => panic!("waiting for `{css}`: {e}; {}", self.describe().await),
+        }
+    }
+
+    /// Waits until the browser is at `path` (on this site).
+    async fn wait_for_path(&self, path: &str) {
+        let here = self.client.current_url().await.expect("the current URL");
+        let url = here.join(path).unwrap_or_else(|e| panic!("{here} + {path}: {e}"));
+        if let Err(e) =
+            self.client.wait().at_most(PATIENCE).every(Duration::from_millis(50)).for_url(&url).await
+        {
+            panic!("waiting to be at {path}: {e}; {}", self.describe().await);
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait_for(css).await.text().await.unwrap_or_else(|e| panic!("text of `{css}`: {e}"))
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.client.find_all(Locator::Css(css)).await.unwrap_or_else(|e| panic!("finding `{css}`: {e}")).len()
+    }
+
+    /// Types `text` into the field matching `css`, key by key.
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.wait_for(css).await;
+        field.clear().await.unwrap_or_else(|e| panic!("clearing `{css}`: {e}"));
+        field.send_keys(text).await.unwrap_or_else(|e| panic!("typing into `{css}`: {e}"));
+    }
+
+    async fn click(&self, css: &str) {
+        let button = self.wait_for(css).await;
+        if let Err(e) = button.click().await {
+            panic!("clicking `{css}`: {e}; {}", self.describe().await);
+        }
+    }
+
+    /// Signs up through the form; lands on the home page, logged in.
+    async fn sign_up(&self, username: &str) {
+        self.open("/signup").await;
+        self.type_into("form[action='/signup'] input[name='username']", username).await;
+        self.type_into("form[action='/signup'] input[name='password']", PASSWORD).await;
+        self.click("form[action='/signup'] button[type='submit']").await;
+        self.wait_for_path("/").await;
+        let greeting = self.text("main h1").await;
+        assert_eq!(greeting, format!("Hi, {username}"), "{}", self.describe().await);
+        let me = self.text(&format!("header a[href='/u/{username}']")).await;
+        assert_eq!(me, format!("@{username}"));
+    }
+
+    /// Writes a post in the new-post form of the current page; returns its path (`/p/{id}`).
+    async fn publish(&self, caption: &str) -> String {
+        self.type_into("form[action='/upload'] textarea[name='caption']", caption).await;
+        self.click("form[action='/upload'] button[type='submit']").await;
+        // Only a post page has a like form.
+        self.wait_for("article.post.single form[action$='/like']").await;
+        let path = self.path().await;
+        let id = path.strip_prefix("/p/").unwrap_or_else(|| panic!("after posting, at {path}"));
+        assert!(id.parse::<i64>().is_ok_and(|id| id > 0), "after posting, at {path}");
+        path
+    }
+
+    /// The captions of the posts listed on the current page, top to bottom.
+    async fn captions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.client.find_all(Locator::Css("article.post .caption")).await.expect("finding captions")
+        {
+            out.push(p.text().await.expect("a caption's text"));
+        }
+        out
+    }
+
+    async fn close(self) {
+        self.client.close().await.expect("closing the browser session");
+    }
+}
+
+async fn posts_count(app: &TestApp, username: &str) -> i64 {
+    let r = reqwest::get(app.url(&format!("/api/v1/users/{username}"))).await.expect("GET a user");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    r.json::<Value>().await.expect("a user as JSON")["posts_count"].as_i64().expect("posts_count")
+}
+
+/// Where the screenshot of a logged-in home page goes (outside the repository).
+fn screenshot_path() -> PathBuf {
+    std::env::temp_dir().join("millions-browser-home.png")
+}
+
+#[tokio::test]
+async fn chromium_signs_up_posts_likes_follows_and_logs_out() {
+    let started = Instant::now();
+    let app = testkit::spawn_app().await;
+    let driver = ChromeDriver::start().await;
+
+    // Alice signs up through the form and lands on her home page, greeted by name.
+    let alice = driver.browser(&app).await;
+    alice.sign_up("alice").await;
+    assert_eq!(alice.client.title().await.unwrap(), "Home · Millions");
+    assert!(alice.text("main").await.contains("Nothing here yet"), "an empty feed says so");
+
+    // She posts from the home page's form; markup in a caption is shown as text.
+    let caption = "Hello from a real browser: <b>not bold</b> & more";
+    let post = alice.publish(caption).await;
+    assert_eq!(alice.text("article.post.single .caption").await, caption);
+    assert_eq!(alice.count("article.post .caption b").await, 0, "the caption's <b> is not an element");
+    let inner = alice.wait_for(".caption").await.html(true).await.unwrap();
+    assert!(inner.contains("&lt;b&gt;not bold&lt;/b&gt; &amp; more"), "{inner}");
+    assert_eq!(alice.text("article.post.single .likes").await, "0 likes");
+    assert_eq!(alice.text("button[aria-pressed='false']").await, "♡ Like");
+    assert_eq!(alice.client.title().await.unwrap(), "Post by @alice · Millions");
+
+    // Like: the count goes up and the button turns into Unlike.
+    alice.click("form[action$='/like'] button[type='submit']").await;
+    alice.wait_for_path(&post).await;
+    assert_eq!(alice.text("button[aria-pressed='true']").await, "♥ Unlike");
+    assert_eq!(alice.text("article.post.single .likes").await, "1 like");
+
+    // A second post from the new-post page in the top bar; both are in her feed.
+    alice.click("header a[href='/upload']").await;
+    alice.wait_for_path("/upload").await;
+    let second = alice.publish("Second post, typed key by key.\nWith a second line.").await;
+    assert_ne!(second, post);
+    alice.click("header a.brand").await;
+    alice.wait_for_path("/").await;
+    alice.wait_for(&format!("article.post a[href='{post}']")).await;
+    assert_eq!(
+        alice.captions().await,
+        ["Second post, typed key by key.\nWith a second line.", caption],
+        "newest first"
+    );
+    assert_eq!(alice.text(&format!("article.post:has(a[href='{post}']) .likes")).await, "1 like");
+    let png = alice.client.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    std::fs::write(screenshot_path(), &png).expect("writing the screenshot");
+    eprintln!("screenshot of the home page: {}", screenshot_path().display());
+
+    // Without the CSRF cookie (as a form posted from another site would be), the
+    // post form is refused with a 403 page and nothing is created.
+    alice.client.get_named_cookie("csrf").await.expect("the page set a csrf cookie");
+    alice.client.delete_cookie("csrf").await.expect("deleting the csrf cookie");
+    alice.type_into("form[action='/upload'] textarea[name='caption']", "forged: no csrf cookie").await;
+    alice.click("form[action='/upload'] button[type='submit']").await;
+    let error = alice.text(".error-page").await;
+    assert!(error.starts_with("403 · Forbidden"), "{error}");
+    assert!(error.contains("reload the page"), "{error}");
+    assert_eq!(alice.client.title().await.unwrap(), "Forbidden · Millions");
+    assert_eq!(posts_count(&app, "alice").await, 2, "the forged post was not created");
+    // Back home, the page hands out a new cookie and the feed is unchanged.
+    alice.click(".error-page a[href='/']").await;
+    alice.wait_for_path("/").await;
+    alice.wait_for("form[action='/logout']").await;
+    assert_eq!(alice.count("article.post").await, 2);
+    assert!(!alice.text("main").await.contains("forged"));
+
+    // Log out with the top-bar button: the welcome page, with ways back in.
+    alice.click("header form[action='/logout'] button[type='submit']").await;
+    alice.wait_for("section.hero").await;
+    assert_eq!(alice.path().await, "/");
+    assert_eq!(alice.client.title().await.unwrap(), "Welcome · Millions");
+    assert!(
+        alice.count("header a[href='/signup']").await == 1
+            && alice.count("header a[href='/login']").await == 1
+    );
+    assert_eq!(alice.count("form[action='/logout']").await, 0);
+    alice.close().await;
+
+    // Bob, in another browser (another cookie jar), follows Alice from her profile.
+    let bob = driver.browser(&app).await;
+    assert!(bob.client.get_all_cookies().await.unwrap().is_empty(), "a fresh cookie jar");
+    bob.sign_up("bob").await;
+    assert!(bob.captions().await.is_empty(), "not following anyone yet");
+    bob.open("/u/alice").await;
+    assert_eq!(bob.text(".profile-head h1").await, "alice");
+    assert_eq!(bob.text("ul.counts li:nth-child(1)").await.replace('\n', " "), "2 posts");
+    assert_eq!(bob.text("ul.counts li:nth-child(2)").await.replace('\n', " "), "0 followers");
+    bob.click("form[action='/u/alice/follow'] button[type='submit']").await;
+    bob.wait_for("form[action='/u/alice/follow'] input[name='action'][value='unfollow']").await;
+    assert_eq!(bob.path().await, "/u/alice");
+    assert_eq!(bob.text("ul.counts li:nth-child(2)").await.replace('\n', " "), "1 follower");
+    assert_eq!(bob.text("form[action='/u/alice/follow'] button").await, "Unfollow");
+
+    // Alice's posts are now in Bob's feed.
+    bob.click("header a[href='/']").await;
+    bob.wait_for_path("/").await;
+    bob.wait_for(&format!("article.post a[href='{post}']")).await;
+    assert_eq!(bob.captions().await.len(), 2);
+    assert!(bob.captions().await.contains(&caption.to_owned()));
+    bob.close().await;
+
+    drop(driver);
+    let took = started.elapsed();
+    eprintln!("browser test took {took:?}");
+    assert!(took < Duration::from_secs(60), "the browser test took {took:?}");
+}

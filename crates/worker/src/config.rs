@@ -1,0 +1,241 @@
+//! A worker's configuration: read from TOML, validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything a worker needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (port 0: any).
+    pub listen: SocketAddr,
+    /// The shards whose queues this worker serves.
+    pub database: data::DataConfig,
+    /// Redis (timelines and cache invalidations).
+    pub redis: cache::RedisConfig,
+    /// Photos.
+    #[serde(default)]
+    pub media: MediaSection,
+    /// Feeds.
+    #[serde(default)]
+    pub feed: FeedSection,
+    /// The queue loop.
+    #[serde(default)]
+    pub worker: QueueSection,
+    /// Fault injection, for tests and demonstrations. Off by default.
+    #[serde(default)]
+    pub chaos: ChaosSection,
+}
+
+/// Photos.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// The object store folder, shared with the web servers.
+    pub store_dir: PathBuf,
+    /// Largest photo in pixels (as the web tier accepted).
+    pub max_pixels: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection { store_dir: "objects".into(), max_pixels: 40_000_000 }
+    }
+}
+
+/// Feeds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSection {
+    /// Same meaning as the web tier's: authors with this many followers are not
+    /// fanned out.
+    pub celebrity_threshold: i64,
+}
+
+impl Default for FeedSection {
+    fn default() -> Self {
+        FeedSection { celebrity_threshold: 10_000 }
+    }
+}
+
+/// The queue loop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// This worker's name in job leases; default: host name and process id.
+    pub id: Option<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Seconds a claimed job stays leased; a worker that dies loses its jobs to
+    /// others after this long.
+    pub lease_secs: u64,
+    /// Milliseconds to wait before looking again at an empty queue.
+    pub poll_ms: u64,
+    /// First retry delay in milliseconds; it doubles with each attempt.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// On shutdown, seconds running jobs may take to finish before they are released.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            id: None,
+            concurrency: 2,
+            lease_secs: 60,
+            poll_ms: 250,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Fault injection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosSection {
+    /// Claim jobs, then never finish them (as a hung worker would). Lets tests kill a
+    /// worker in the middle of a job.
+    pub stall_after_claim: bool,
+    /// Job kinds whose every attempt fails, to exercise retries and dead letters.
+    pub fail_kinds: Vec<String>,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {field}: {message}")]
+    Invalid {
+        /// Dotted path of the setting.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+impl WorkerConfig {
+    /// Read and validate a TOML file.
+    pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        WorkerConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<WorkerConfig, ConfigError> {
+        let config: WorkerConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check every value without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate().map_err(|e| invalid("database", e.to_string()))?;
+        self.redis.validate().map_err(|m| invalid("redis", m))?;
+        let w = &self.worker;
+        if !(1..=1024).contains(&w.concurrency) {
+            return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
+        }
+        if w.lease_secs == 0 {
+            return Err(invalid("worker.lease_secs", "must be positive"));
+        }
+        if w.poll_ms == 0 {
+            return Err(invalid("worker.poll_ms", "must be positive"));
+        }
+        if w.backoff_base_ms == 0 || w.backoff_max_ms < w.backoff_base_ms {
+            return Err(invalid("worker.backoff_base_ms", "must be positive and at most backoff_max_ms"));
+        }
+        if self.feed.celebrity_threshold < 1 {
+            return Err(invalid("feed.celebrity_threshold", "must be at least 1"));
+        }
+        if self.media.max_pixels == 0 {
+            return Err(invalid("media.max_pixels", "must be positive"));
+        }
+        if let Some(id) = &w.id
+            && (id.is_empty() || id.len() > 100)
+        {
+            return Err(invalid("worker.id", "must be 1 to 100 characters"));
+        }
+        Ok(())
+    }
+
+    /// How long a claim lasts.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.worker.lease_secs)
+    }
+
+    /// Delay before attempt `attempts + 1`: exponential, capped, with ±20% jitter so
+    /// a burst of failures does not retry in lockstep.
+    pub fn backoff(&self, attempts: i32) -> Duration {
+        use rand::Rng;
+        let base = self.worker.backoff_base_ms as f64;
+        let exp = base * 2f64.powi(attempts.clamp(1, 30) - 1);
+        let capped = exp.min(self.worker.backoff_max_ms as f64);
+        Duration::from_millis((capped * rand::rng().random_range(0.8..=1.2)) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+[database]
+shards = ["postgres://u:p@127.0.0.1:5432/a"]
+[redis]
+url = "redis://:pw@127.0.0.1:6379/"
+"#;
+
+    #[test]
+    fn defaults_and_backoff() {
+        let c = WorkerConfig::parse(GOOD, "t").unwrap();
+        assert_eq!(c.worker.concurrency, 2);
+        let b1 = c.backoff(1).as_millis();
+        let b3 = c.backoff(3).as_millis();
+        assert!((800..=1200).contains(&b1), "{b1}");
+        assert!((3200..=4800).contains(&b3), "{b3}");
+        assert!(c.backoff(40).as_millis() <= 360_000, "capped");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (extra, field) in [
+            ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+            ("[worker]\nlease_secs = 0\n", "worker.lease_secs"),
+            ("[worker]\nbackoff_base_ms = 10\nbackoff_max_ms = 5\n", "worker.backoff_base_ms"),
+            ("[chaos]\nexplode = true\n", "unknown field"),
+        ] {
+            let err = WorkerConfig::parse(&format!("{GOOD}{extra}"), "t").unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

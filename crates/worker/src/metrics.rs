@@ -1,0 +1,126 @@
+//! The worker's `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    /// The job kind.
+    kind: String,
+    /// `done`, `retry` or `dead`.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    /// The shard.
+    shard: u16,
+    /// `ready`, `running` or `dead`.
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    /// The shard.
+    shard: u16,
+}
+
+/// Job counters and queue gauges.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    /// Attempts finished, by kind and outcome: throughput and failures.
+    jobs: Family<JobLabels, Counter>,
+    /// Attempt duration by kind and outcome.
+    duration: Family<JobLabels, Histogram>,
+    /// Jobs per queue state, per shard (refreshed when scraped).
+    depth: Family<QueueLabels, Gauge>,
+    /// Age of the oldest waiting job per shard, seconds (refreshed when scraped).
+    oldest: Family<ShardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Metrics {
+    pub(crate) fn new(registry: &telemetry::Registry) -> Metrics {
+        let m = Metrics {
+            jobs: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(telemetry::latency_buckets())),
+            depth: Family::default(),
+            oldest: Family::default(),
+        };
+        registry.register("jobs", "Job attempts finished, by kind and outcome", m.jobs.clone());
+        registry.register("job_duration_seconds", "Job attempt duration", m.duration.clone());
+        registry.register("queue_jobs", "Jobs in the queue, by shard and state", m.depth.clone());
+        registry.register("queue_oldest_ready_seconds", "Age of the oldest waiting job", m.oldest.clone());
+        m
+    }
+
+    pub(crate) fn finished(&self, kind: &str, outcome: &'static str, took: Duration) {
+        let labels = JobLabels { kind: kind.to_owned(), outcome };
+        self.jobs.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    async fn refresh(&self, ctx: &Context) {
+        for shard in ctx.data().shard_map().shards() {
+            match ctx.data().queue_stats(shard).await {
+                Ok(s) => {
+                    for (state, n) in [("ready", s.ready), ("running", s.running), ("dead", s.dead)] {
+                        self.depth.get_or_create(&QueueLabels { shard: shard.0, state }).set(n);
+                    }
+                    self.oldest.get_or_create(&ShardLabels { shard: shard.0 }).set(s.oldest_ready_secs);
+                }
+                Err(e) => tracing::warn!(%shard, error = %e, "reading queue stats failed"),
+            }
+        }
+    }
+}
+
+pub(crate) async fn serve(listener: TcpListener, ctx: Context, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ctx);
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "health server failed");
+    }
+}
+
+async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
+    if ctx.inner.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining".to_owned());
+    }
+    let checks = async {
+        ctx.data().ping().await.map_err(|e| e.to_string())?;
+        ctx.inner.redis.ping().await.map_err(|e| format!("redis: {e}"))
+    };
+    match tokio::time::timeout(Duration::from_secs(1), checks).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready".to_owned()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "dependencies did not answer in time".to_owned()),
+    }
+}
+
+async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
+    ctx.inner.metrics.refresh(&ctx).await;
+    ctx.data().refresh_pool_metrics();
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ctx.inner.registry.render(),
+    )
+}
