@@ -76,7 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Web { config } => {
             // Validate before anything is bound or logged.
             let config = web::WebConfig::load(&config)?;
-            telemetry::init_logging("web");
+            let _logs = telemetry::init_logging("web");
             let app = web::Application::build(config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -84,7 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { config } => {
             let config = worker::WorkerConfig::load(&config)?;
-            telemetry::init_logging("worker");
+            let _logs = telemetry::init_logging("worker");
             let w = worker::Worker::build(config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -48,6 +48,23 @@ fn a_bad_config_exits_with_a_message_before_binding() {
         assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
         assert!(!text(&o).contains("binding"), "{}", text(&o));
     }
+    let worker_cases = [
+        (
+            "listen = \"TAKEN\"\n[database]\nshards = [\"postgres://u@h/d\"]\n[redis]\nurl = \"redis://x:1/\"\n[worker]\nconcurrency = 0\n",
+            "worker.concurrency",
+        ),
+        (
+            "listen = \"TAKEN\"\n[database]\nshards = [\"postgres://u@h/d\"]\n[redis]\nurl = \"redis://x:1/\"\n[chaos]\nmeteor = true\n",
+            "unknown field",
+        ),
+    ];
+    for (config, expected) in worker_cases {
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, config.replace("TAKEN", &taken.local_addr().unwrap().to_string())).unwrap();
+        let o = millions(dir.path(), &["worker", "--config", &path.to_string_lossy()]);
+        assert!(!o.status.success());
+        assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
+    }
     let o = millions(dir.path(), &["web", "--config", "/nonexistent.toml"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("/nonexistent.toml"));

@@ -11,15 +11,30 @@ use prometheus_client::metrics::histogram::Histogram;
 
 pub use prometheus_client;
 
+/// Keeps the background log writer alive; dropping it flushes what is queued.
+#[must_use = "logs are lost when the guard is dropped"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
 /// Install the process-wide JSON logger. `RUST_LOG` filters (default `info`).
 ///
 /// Each line is one JSON object with the span fields (for a request: its
 /// `request_id`, method and path), so a request can be followed across tiers.
-pub fn init_logging(service: &'static str) {
+/// Lines are written to stdout by a background thread, so a request never waits
+/// on a `write(2)` (measured: the blocking writer was a third of a cached read's
+/// CPU); if the queue is full, lines are dropped rather than slowing requests.
+pub fn init_logging(service: &'static str) -> LogGuard {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let _ = fmt()
         .json()
+        .with_writer(writer)
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
@@ -27,6 +42,7 @@ pub fn init_logging(service: &'static str) {
         .flatten_event(true)
         .try_init();
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+    LogGuard(guard)
 }
 
 /// A process's metrics registry, cheap to clone and shared by its components.

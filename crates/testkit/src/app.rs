@@ -122,6 +122,57 @@ store_dir = "{store}"
         WebConfig::parse(&text, "test config").expect("the test config is valid")
     }
 
+    /// A worker configuration for this deployment: fast polling and retries.
+    pub fn worker_config(&self) -> worker::WorkerConfig {
+        worker::WorkerConfig::parse(&self.worker_config_toml(), "test worker config")
+            .expect("the test worker config is valid")
+    }
+
+    /// [`TestEnv::worker_config`] as TOML, to append settings to and hand to a
+    /// `millions worker` process.
+    pub fn worker_config_toml(&self) -> String {
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+[database]
+shards = {shards:?}
+pool_size = 4
+[redis]
+url = "{redis}"
+prefix = "{prefix}"
+[media]
+store_dir = "{store}"
+[worker]
+poll_ms = 20
+backoff_base_ms = 10
+backoff_max_ms = 100
+lease_secs = 30
+shutdown_grace_secs = 5
+"#,
+            shards = self.shards,
+            redis = self.redis_url,
+            prefix = self.prefix,
+            store = self.store.path().display(),
+        )
+    }
+
+    /// Start a worker on this deployment.
+    pub async fn spawn_worker(&self) -> TestWorker {
+        self.spawn_worker_with(|_| {}).await
+    }
+
+    /// Start a worker with an adjusted configuration.
+    pub async fn spawn_worker_with(&self, adjust: impl FnOnce(&mut worker::WorkerConfig)) -> TestWorker {
+        let mut config = self.worker_config();
+        adjust(&mut config);
+        let w = worker::Worker::build(config).await.unwrap_or_else(|e| panic!("building a worker: {e:#}"));
+        let ctx = w.context();
+        let addr = w.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(w.run_until_stopped(shutdown.clone()));
+        TestWorker { addr, ctx, shutdown, task: Some(task) }
+    }
+
     /// Start a web server on this deployment.
     pub async fn spawn(&self) -> TestApp {
         self.spawn_with(|_| {}).await
@@ -147,6 +198,35 @@ fn new_store() -> std::sync::Arc<tempfile::TempDir> {
 /// A web server on a fresh deployment.
 pub async fn spawn_app() -> TestApp {
     TestEnv::new().await.spawn().await
+}
+
+/// One running worker.
+#[derive(Debug)]
+pub struct TestWorker {
+    /// Its health and metrics address.
+    pub addr: SocketAddr,
+    /// Its context (data layer counters, id).
+    pub ctx: worker::Context,
+    /// Stops it (also on drop).
+    shutdown: CancellationToken,
+    /// The worker task.
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    /// Shut down gracefully and wait.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("worker task").expect("worker stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl TestApp {

@@ -4,5 +4,5 @@
 mod app;
 mod servers;
 
-pub use app::{TEST_SHARDS, TestApp, TestEnv, spawn_app};
+pub use app::{TEST_SHARDS, TestApp, TestEnv, TestWorker, spawn_app};
 pub use servers::*;

@@ -1,0 +1,118 @@
+//! A worker process killed with SIGKILL in the middle of a job: the job runs again
+//! on another worker, and exactly one set of thumbnails is recorded.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use testkit::TestEnv;
+
+/// A `millions worker` process, killed on drop.
+struct WorkerProcess(Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker(
+    env: &TestEnv,
+    dir: &std::path::Path,
+    name: &str,
+    extra: &str,
+    lease_secs: u64,
+) -> WorkerProcess {
+    let config = env
+        .worker_config_toml()
+        .replace("lease_secs = 30", &format!("lease_secs = {lease_secs}\nid = \"{name}\""))
+        + extra;
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_millions"))
+        .args(["worker", "--config", &path.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    WorkerProcess(child)
+}
+
+/// Rows of `sql` (a count) over every shard.
+async fn count(env: &TestEnv, sql: &str) -> i64 {
+    let mut n = 0;
+    for url in &env.shards {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        n += client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+        drop(client);
+        let _ = conn.await;
+    }
+    n
+}
+
+async fn poll(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|es| es.flatten().map(|e| if e.path().is_dir() { files_in(&e.path()) } else { 1 }).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = reqwest::Client::new();
+    let creds = json!({"username": "victim", "password": "password123"});
+    assert_eq!(
+        c.post(app.url("/api/v1/users")).json(&creds).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let session: Value =
+        c.post(app.url("/api/v1/sessions")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+
+    // Worker A claims the job and hangs in the middle of it.
+    let mut a = start_worker(&env, dir.path(), "worker-a", "[chaos]\nstall_after_claim = true\n", 2);
+    let img = image::RgbImage::from_fn(800, 600, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let form = Form::new().part("photo", Part::bytes(jpeg.into_inner()).file_name("x.jpg"));
+    let r = c.post(app.url("/api/v1/posts")).bearer_auth(&token).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    poll("worker-a to hold the job", async || {
+        count(&env, "SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by = 'worker-a'").await == 1
+    })
+    .await;
+
+    // kill -9.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.0.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    a.0.wait().unwrap();
+
+    // Worker B takes over once A's lease lapses.
+    let _b = start_worker(&env, dir.path(), "worker-b", "", 30);
+    poll("the post to become ready", async || {
+        let post: Value =
+            c.get(app.url(&format!("/api/v1/posts/{id}"))).send().await.unwrap().json().await.unwrap();
+        post["status"] == "ready"
+    })
+    .await;
+    let post: Value =
+        c.get(app.url(&format!("/api/v1/posts/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(post["photo"]["thumbnails"].as_array().unwrap().len(), 3, "one set of thumbnails");
+    assert_eq!(files_in(env.store.path()), 4, "the original and three thumbnails, nothing twice");
+    assert_eq!(count(&env, "SELECT count(*) FROM jobs").await, 0, "the job completed and left the queue");
+}
