@@ -199,11 +199,13 @@ pub(crate) fn jpeg_complete(data: &[u8]) -> Result<(), String> {
     let mut i = 2;
     loop {
         // At a marker: one or more 0xFF fill bytes, then the marker code.
+        // Stray bytes before a marker are skipped, as libjpeg does (with a
+        // warning); they occur in real-world files and do not hide truncation.
         if data.get(i) != Some(&0xFF) {
-            return match data.get(i) {
-                None => Err(TRUNCATED.to_owned()),
-                Some(b) => Err(format!("JPEG: expected a marker at byte {i}, found {b:#04x}")),
-            };
+            match data[i.min(data.len())..].iter().position(|&b| b == 0xFF) {
+                Some(offset) => i += offset,
+                None => return Err(TRUNCATED.to_owned()),
+            }
         }
         while data.get(i) == Some(&0xFF) {
             i += 1;
@@ -332,5 +334,12 @@ mod tests {
         // not count as the end of the image.
         let truncated = [0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x04, 0xFF, 0xD9, 0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12];
         assert!(jpeg_complete(&truncated).is_err());
+    }
+
+    #[test]
+    fn jpeg_scanner_skips_stray_bytes_between_segments() {
+        let ok = [0xFF, 0xD8, 0x00, 0x17, 0xFF, 0xE0, 0x00, 0x02, 0x42, 0xFF, 0xD9];
+        assert_eq!(jpeg_complete(&ok), Ok(()));
+        assert!(jpeg_complete(&ok[..9]).is_err());
     }
 }
