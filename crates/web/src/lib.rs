@@ -114,7 +114,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::routes(upload_limit))
         .route("/media/{key}", axum::routing::get(media::serve))
-        .merge(html::routes())
+        .merge(html::routes(&state))
         .merge(observe::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {

@@ -437,3 +437,375 @@ async fn feeds_and_profiles_page_with_older_posts_links() {
         assert!(!second.contains("post number 05") && !second.contains("?cursor="), "{second}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Photos through the HTML form.
+// ---------------------------------------------------------------------------
+
+/// A `width`×`height` JPEG (a colour gradient).
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encoding a JPEG");
+    out.into_inner()
+}
+
+/// One part of a multipart form.
+enum Part {
+    /// A text field.
+    Text(&'static str, String),
+    /// A file: field name, file name, content type, bytes.
+    File(&'static str, &'static str, &'static str, Vec<u8>),
+}
+
+fn text(name: &'static str, value: &str) -> Part {
+    Part::Text(name, value.to_owned())
+}
+
+fn photo(bytes: Vec<u8>) -> Part {
+    Part::File("photo", "photo.jpg", "image/jpeg", bytes)
+}
+
+/// POST a multipart form to `/upload`, its parts in the order given.
+async fn post_multipart(app: &TestApp, client: &Client, parts: Vec<Part>) -> Response {
+    let mut form = reqwest::multipart::Form::new();
+    for part in parts {
+        form = match part {
+            Part::Text(name, value) => form.text(name, value),
+            Part::File(name, file_name, mime, bytes) => form.part(
+                name,
+                reqwest::multipart::Part::bytes(bytes).file_name(file_name).mime_str(mime).unwrap(),
+            ),
+        };
+    }
+    client.post(app.url("/upload")).multipart(form).send().await.expect("POST multipart")
+}
+
+/// Files in the deployment's object store folder (at any depth).
+fn stored_files(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("reading the store folder") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(app.env.store.path(), &mut out);
+    out
+}
+
+async fn post_json(app: &TestApp, id: &str) -> serde_json::Value {
+    let r = reqwest::get(app.url(&format!("/api/v1/posts/{id}"))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+fn csp_of(r: &Response) -> String {
+    r.headers().get("content-security-policy").expect("a CSP header").to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_photo_posted_through_the_form_is_processed_and_shown() {
+    let app = testkit::spawn_app().await;
+    let alice = sign_up(&app, "alice").await;
+
+    // The form is multipart, with a file input, and its token comes before the photo.
+    let r = get(&app, &alice, "/upload").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = csp_of(&r);
+    assert!(csp.contains("img-src 'self' data:;") && csp.contains("script-src 'none'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains(r#"enctype="multipart/form-data""#), "{page}");
+    assert!(page.contains(r#"type="file" name="photo" accept="image/jpeg,image/png,image/webp""#), "{page}");
+    let form = &page[page.find(r#"action="/upload""#).expect("the upload form")..];
+    let (token_at, photo_at) = (form.find(r#"name="csrf""#).unwrap(), form.find(r#"name="photo""#).unwrap());
+    assert!(token_at < photo_at, "the csrf field comes first: {form}");
+    let home = get_page(&app, &alice, "/").await;
+    assert!(home.contains(r#"name="photo""#), "the home page's form takes a photo too");
+
+    let csrf = csrf_of(&page);
+    let r = post_multipart(
+        &app,
+        &alice,
+        vec![text("csrf", &csrf), text("caption", "My cat <3"), photo(jpeg(1600, 1200))],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
+    let post_path = location(&r);
+    let id = post_path.strip_prefix("/p/").expect("redirected to the post").to_owned();
+
+    // No worker yet: the post is processing, and its page says so and refreshes.
+    let page = get_page(&app, &alice, &post_path).await;
+    assert!(page.contains("Processing your photo…"), "{page}");
+    assert!(page.contains(r#"<meta http-equiv="refresh" content="3">"#), "{page}");
+    assert!(page.contains("My cat &lt;3") && !page.contains("<img"), "{page}");
+    let profile = get_page(&app, &alice, "/u/alice").await;
+    assert!(profile.contains("Processing your photo…"), "{profile}");
+    let seen_by_others = get_page(&app, &app.client(), &post_path).await;
+    assert!(seen_by_others.contains("Processing this photo…"), "{seen_by_others}");
+    assert_eq!(posts_count(&app, "alice").await, 1);
+
+    let post = post_json(&app, &id).await;
+    assert_eq!(post["status"], "processing", "{post}");
+    assert_eq!(post["caption"], "My cat <3");
+    assert_eq!(post["photo"]["original"]["width"], 1600, "{post}");
+    assert_eq!(post["photo"]["original"]["height"], 1200, "{post}");
+    assert_eq!(post["photo"]["thumbnails"], serde_json::json!([]), "{post}");
+    let original = post["photo"]["original"]["url"].as_str().unwrap().to_owned();
+    assert!(original.starts_with("/media/"), "{original}");
+
+    // The original is served at its URL, cacheable forever.
+    let r = reqwest::get(app.url(&original)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(r.headers()[CONTENT_TYPE], "image/jpeg");
+    assert!(r.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]), "a JPEG");
+
+    // A worker makes the thumbnails; the page then shows the photo.
+    let worker = app.env.spawn_worker().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let post = loop {
+        let post = post_json(&app, &id).await;
+        if post["status"] != "processing" {
+            break post;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still processing: {post}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    worker.stop().await;
+    assert_eq!(post["status"], "ready", "{post}");
+    let thumbs: Vec<(String, u64, u64)> = post["photo"]["thumbnails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["url"].as_str().unwrap().to_owned(),
+                t["width"].as_u64().unwrap(),
+                t["height"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(thumbs.iter().map(|t| t.1).collect::<Vec<_>>(), [160, 640, 1280], "{post}");
+    let srcset = thumbs.iter().map(|(url, w, _)| format!("{url} {w}w")).collect::<Vec<_>>().join(", ");
+    let (medium, w, h) = &thumbs[1];
+
+    let page = get_page(&app, &alice, &post_path).await;
+    assert!(!page.contains("Processing") && !page.contains("http-equiv"), "{page}");
+    let img = format!(r#"<img src="{medium}" srcset="{srcset}" sizes=""#);
+    assert!(page.contains(&img), "{img} in {page}");
+    assert!(page.contains(&format!(r#"width="{w}" height="{h}" alt="My cat &lt;3""#)), "{page}");
+    assert!(!page.contains(r#"loading="lazy""#), "the post's own page loads its photo at once");
+    assert!(page.contains(&format!(r#"href="{original}""#)), "a link to the original: {page}");
+
+    // Lists show the 640 thumbnail too, loaded lazily and linking to the post.
+    for list in ["/", "/u/alice"] {
+        let page = get_page(&app, &alice, list).await;
+        assert!(page.contains(&img) && page.contains(r#"loading="lazy""#), "{list}: {page}");
+        assert!(page.contains(&format!(r#"<a href="{post_path}" tabindex="-1"><img"#)), "{list}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn the_multipart_form_also_posts_text_alone() {
+    let app = testkit::spawn_app().await;
+    let bob = sign_up(&app, "bob").await;
+    let csrf = csrf_of(&get_page(&app, &bob, "/upload").await);
+
+    // A browser sends an empty, unnamed file part when no photo was chosen.
+    let no_file = Part::File("photo", "", "application/octet-stream", vec![]);
+    let r =
+        post_multipart(&app, &bob, vec![text("csrf", &csrf), text("caption", "just words"), no_file]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
+    let page = get_page(&app, &bob, &location(&r)).await;
+    assert!(page.contains("just words") && !page.contains("Processing") && !page.contains("<img"), "{page}");
+    let r = post_multipart(&app, &bob, vec![text("csrf", &csrf), text("caption", "no photo part")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(posts_count(&app, "bob").await, 2);
+
+    // Neither a caption nor a photo: the form again, with a message.
+    let no_file = Part::File("photo", "", "application/octet-stream", vec![]);
+    let r = post_multipart(&app, &bob, vec![text("csrf", &csrf), text("caption", "  "), no_file]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_html(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("write a caption or choose a photo") && page.contains("<textarea"), "{page}");
+
+    // A caption the rules refuse re-renders the form, keeping the text.
+    let long = "z".repeat(3000);
+    let r =
+        post_multipart(&app, &bob, vec![text("csrf", &csrf), text("caption", &long), photo(jpeg(40, 30))])
+            .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("captions are at most 2200 characters") && page.contains(&long), "{page}");
+
+    // Parts the form does not have, or twice, are a 400 page.
+    for parts in [
+        vec![text("csrf", &csrf), text("caption", "x"), text("extra", "1")],
+        vec![text("csrf", &csrf), text("caption", "x"), text("caption", "y")],
+        vec![text("csrf", &csrf), photo(jpeg(40, 30)), photo(jpeg(40, 30))],
+    ] {
+        let r = post_multipart(&app, &bob, parts).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_html(&r);
+    }
+    assert_eq!(posts_count(&app, "bob").await, 2);
+    assert!(stored_files(&app).is_empty(), "{:?}", stored_files(&app));
+}
+
+#[tokio::test]
+async fn photo_uploads_without_the_csrf_token_first_store_nothing() {
+    let app = testkit::spawn_app().await;
+    let alice = sign_up(&app, "alice").await;
+    let good = csrf_of(&get_page(&app, &alice, "/upload").await);
+    let wrong = "A".repeat(43);
+    let jpg = jpeg(64, 48);
+
+    for (what, parts) in [
+        ("no token", vec![text("caption", "forged"), photo(jpg.clone())]),
+        ("no token, no photo", vec![text("caption", "forged")]),
+        ("a wrong token", vec![text("csrf", &wrong), text("caption", "forged"), photo(jpg.clone())]),
+        ("an empty token", vec![text("csrf", ""), text("caption", "forged"), photo(jpg.clone())]),
+        ("the photo first", vec![photo(jpg.clone()), text("csrf", &good), text("caption", "forged")]),
+        ("the photo before the token", vec![text("caption", "f"), photo(jpg.clone()), text("csrf", &good)]),
+        ("two tokens", vec![text("csrf", &good), text("csrf", &wrong), photo(jpg.clone())]),
+        ("another part first", vec![text("extra", "1"), text("csrf", &good), photo(jpg.clone())]),
+    ] {
+        let r = post_multipart(&app, &alice, parts).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        assert_html(&r);
+        assert!(r.text().await.unwrap().contains("reload the page"), "{what}");
+    }
+
+    // The right token in the form but no cookie (another site's page cannot read it).
+    let alice_id = web::service::user_id_of(&app.state, "alice").await.unwrap();
+    let sid = app.state.sessions().create(alice_id).await.unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", good.clone())
+        .text("caption", "forged")
+        .part("photo", reqwest::multipart::Part::bytes(jpg.clone()).file_name("a.jpg"));
+    let r = reqwest::Client::new()
+        .post(app.url("/upload"))
+        .header("cookie", format!("sid={sid}"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Logged out: to the log-in page, whatever the form holds.
+    let visitor = app.client();
+    let r = post_multipart(&app, &visitor, vec![text("csrf", &good), photo(jpg.clone())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/login");
+
+    assert_eq!(posts_count(&app, "alice").await, 0);
+    assert!(stored_files(&app).is_empty(), "{:?}", stored_files(&app));
+
+    // With the token, a file that is no image is a 415 page with the form again.
+    let r = post_multipart(
+        &app,
+        &alice,
+        vec![
+            text("csrf", &good),
+            text("caption", "keep <me>"),
+            Part::File("photo", "notes.txt", "text/plain", b"just some text, no pixels".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_html(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("upload a JPEG, PNG or WebP"), "{page}");
+    assert!(page.contains("keep &lt;me&gt;</textarea>"), "the caption is kept: {page}");
+    assert!(page.contains(r#"name="photo""#), "the form is shown again");
+
+    // A damaged image: 422, the form again.
+    let mut damaged = jpeg(200, 150);
+    damaged.truncate(damaged.len() / 2);
+    let r = post_multipart(&app, &alice, vec![text("csrf", &good), text("caption", "half"), photo(damaged)])
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("the image is damaged or incomplete") && page.contains("half</textarea>"),
+        "{page}"
+    );
+
+    assert_eq!(posts_count(&app, "alice").await, 0);
+    assert!(stored_files(&app).is_empty(), "{:?}", stored_files(&app));
+}
+
+#[tokio::test]
+async fn oversized_uploads_and_huge_images_are_refused_with_the_form() {
+    let env = testkit::TestEnv::new().await;
+    let app = env
+        .spawn_with(|c| {
+            c.media.max_upload_bytes = 64 * 1024;
+            c.media.max_pixels = 100 * 100;
+            c.media.public_base = "https://cdn.example/media/".into();
+        })
+        .await;
+    let carol = sign_up(&app, "carol").await;
+    let r = get(&app, &carol, "/upload").await;
+    let csp = csp_of(&r);
+    assert!(csp.contains("img-src 'self' data: https://cdn.example;"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("up to 64 KB"), "{page}");
+    let csrf = csrf_of(&page);
+
+    // Over the photo limit, found while reading it: the form again, caption kept.
+    let big = vec![0xAB; 100 * 1024];
+    let r =
+        post_multipart(&app, &carol, vec![text("csrf", &csrf), text("caption", "too big"), photo(big)]).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_html(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("photos are at most 64 KB") && page.contains("too big</textarea>"), "{page}");
+
+    // Declared longer than any upload may be: refused before reading it.
+    let huge = vec![0xAB; 300 * 1024];
+    let r =
+        post_multipart(&app, &carol, vec![text("csrf", &csrf), text("caption", "huge"), photo(huge)]).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_html(&r);
+    assert!(r.text().await.unwrap().contains("photos are at most 64 KB"));
+
+    // A caption-only form keeps the usual body limit on this route.
+    let long = "w".repeat(200 * 1024);
+    let r = post_form(&app, &carol, "/upload", &[("csrf", &csrf), ("caption", &long)]).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_html(&r);
+
+    // Small in bytes, too many pixels.
+    let r = post_multipart(
+        &app,
+        &carol,
+        vec![text("csrf", &csrf), text("caption", "wide"), photo(jpeg(300, 200))],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("more than allowed") && page.contains("wide</textarea>"), "{page}");
+
+    assert_eq!(posts_count(&app, "carol").await, 0);
+    assert!(stored_files(&app).is_empty(), "{:?}", stored_files(&app));
+
+    // Within the limits, the photo's URLs point at the configured base.
+    let r = post_multipart(&app, &carol, vec![text("csrf", &csrf), photo(jpeg(80, 60))]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
+    let id = location(&r).strip_prefix("/p/").unwrap().to_owned();
+    let post = post_json(&app, &id).await;
+    let url = post["photo"]["original"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://cdn.example/media/"), "{post}");
+    assert_eq!(stored_files(&app).len(), 1);
+}

@@ -2,7 +2,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::service::{PostPage, PostView};
+use crate::service::{ImageView, PhotoView, PostPage, PostView};
 
 /// Who is looking at a page, as the top bar needs it.
 #[derive(Debug, Clone)]
@@ -67,12 +67,29 @@ textarea{min-height:6rem;resize:vertical}
 .hero h1{font-size:2.2rem;margin-bottom:.5rem}
 .hero .actions{justify-content:center}
 .error-page h1{font-size:2rem}
+.photo{margin:.75rem -1.1rem;background:var(--line)}
+.photo a{display:block}
+.photo img{display:block;width:100%;height:auto;max-height:85vh;object-fit:contain}
+.notice{border:1px dashed var(--line);border-radius:10px;padding:1.25rem .9rem;margin:.75rem 0;text-align:center;color:var(--muted)}
+.notice.failed{border-style:solid;border-color:var(--bad);background:var(--bad-bg);color:var(--bad)}
+input[type=file]{display:block;width:100%;font:inherit;font-size:.9rem;color:var(--muted)}
 footer.site{max-width:640px;margin:0 auto;padding:1rem 1rem 2rem;color:var(--muted);font-size:.8rem;text-align:center}
 "#;
 
 /// A full page: head, top bar and `body`. `csrf` is the token for the log-out form
 /// (absent on pages that show no forms, like error pages).
 pub(crate) fn page(me: Option<&Me>, csrf: Option<&str>, title: &str, body: Markup) -> Markup {
+    page_with_head(me, csrf, title, html! {}, body)
+}
+
+/// [`page`] with extra elements (`head`) at the end of its `<head>`.
+pub(crate) fn page_with_head(
+    me: Option<&Me>,
+    csrf: Option<&str>,
+    title: &str,
+    head: Markup,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -82,6 +99,7 @@ pub(crate) fn page(me: Option<&Me>, csrf: Option<&str>, title: &str, body: Marku
                 meta name="color-scheme" content="light dark";
                 title { (title) " · Millions" }
                 style { (PreEscaped(CSS)) }
+                (head)
             }
             body {
                 header.topbar {
@@ -137,21 +155,102 @@ pub(crate) fn likes_label(n: i64) -> String {
     if n == 1 { "1 like".to_owned() } else { format!("{n} likes") }
 }
 
-/// One post; `extra` goes at the end of its meta line (the like button on a post page).
-pub(crate) fn post_card(p: &PostView, single: bool, extra: Markup) -> Markup {
+/// How long a photo post's page waits before reloading itself while the photo is
+/// processed (no JavaScript needed).
+pub(crate) const PROCESSING_REFRESH_SECS: u32 = 3;
+
+/// `sizes` of a post's photo: it spans the card, which spans the page's column
+/// (640 px wide with 1 rem padding each side, less the card's 1 px borders).
+const PHOTO_SIZES: &str = "(max-width: 640px) calc(100vw - 2rem), 606px";
+
+/// The thumbnail pages show by default: the 640 px one (the first at least 640 px
+/// on its long side), else the largest there is, else the original.
+pub(crate) fn shown_image(photo: &PhotoView) -> &ImageView {
+    photo
+        .thumbnails
+        .iter()
+        .find(|t| t.width.max(t.height) >= 640)
+        .or(photo.thumbnails.last())
+        .unwrap_or(&photo.original)
+}
+
+/// The `srcset` of a photo: every thumbnail with its width (`url 640w, …`); `None`
+/// when there are none (the original alone is shown).
+pub(crate) fn srcset(photo: &PhotoView) -> Option<String> {
+    let entries: Vec<String> = photo.thumbnails.iter().map(|t| format!("{} {}w", t.url, t.width)).collect();
+    (!entries.is_empty()).then(|| entries.join(", "))
+}
+
+/// Whether the post is still being processed (its photo has no thumbnails yet).
+pub(crate) fn is_processing(p: &PostView) -> bool {
+    p.status == "processing"
+}
+
+/// A post's photo, or what stands in for it while it is processed or if that
+/// failed. On a post's own page (`single`) the image loads at once; in lists it
+/// loads lazily and links to the post.
+fn photo_block(p: &PostView, single: bool, own: bool) -> Markup {
+    match (p.status.as_str(), &p.photo) {
+        ("processing", _) => html! {
+            p.notice role="status" {
+                @if own { "Processing your photo…" } @else { "Processing this photo…" }
+                @if single {
+                    br;
+                    span.small { "This page refreshes by itself when it is ready." }
+                }
+            }
+        },
+        ("failed", _) => html! {
+            p.notice.failed role="note" { "This photo could not be processed." }
+        },
+        (_, Some(photo)) => {
+            let shown = shown_image(photo);
+            let srcset = srcset(photo);
+            let sizes = srcset.as_ref().map(|_| PHOTO_SIZES);
+            let alt = match p.caption.trim() {
+                "" => format!("Photo by @{}", p.author.username),
+                caption => caption.to_owned(),
+            };
+            let lazy = (!single).then_some("lazy");
+            let img = html! {
+                img src=(shown.url) srcset=[srcset] sizes=[sizes] width=(shown.width) height=(shown.height)
+                    alt=(alt) loading=[lazy] decoding="async";
+            };
+            html! {
+                figure.photo {
+                    @if single { (img) } @else { a href={ "/p/" (p.id) } tabindex="-1" { (img) } }
+                }
+            }
+        }
+        _ => html! {},
+    }
+}
+
+/// One post; `extra` goes at the end of its meta line (the like button on a post
+/// page). `viewer` is who is looking (to word the processing notice).
+pub(crate) fn post_card(p: &PostView, single: bool, viewer: Option<&Me>, extra: Markup) -> Markup {
+    let own = viewer.is_some_and(|me| me.id.to_string() == p.author.id);
+    let original = p.photo.as_ref().filter(|_| single && p.status == "ready").map(|ph| &ph.original);
     html! {
         article.card.post.single[single] {
             a.who href={ "/u/" (p.author.username) } {
                 strong { (p.author.display_name) }
                 span.muted { "@" (p.author.username) }
             }
-            p.caption { (p.caption) }
+            (photo_block(p, single, own))
+            @if !p.caption.is_empty() {
+                p.caption { (p.caption) }
+            }
             div.meta {
                 a href={ "/p/" (p.id) } {
                     time datetime=(p.created_at) { (readable_time(&p.created_at)) }
                 }
                 span aria-hidden="true" { "·" }
                 span.likes { (likes_label(p.like_count)) }
+                @if let Some(original) = original {
+                    span aria-hidden="true" { "·" }
+                    a.original href=(original.url) { "Original (" (original.width) "×" (original.height) ")" }
+                }
                 (extra)
             }
         }
@@ -159,13 +258,13 @@ pub(crate) fn post_card(p: &PostView, single: bool, extra: Markup) -> Markup {
 }
 
 /// A list of posts with an "Older posts" link to `base?cursor=…` when there are more.
-pub(crate) fn post_list(page: &PostPage, base: &str, empty: Markup) -> Markup {
+pub(crate) fn post_list(page: &PostPage, base: &str, viewer: Option<&Me>, empty: Markup) -> Markup {
     html! {
         @if page.posts.is_empty() {
             div.card.muted { (empty) }
         }
         @for p in &page.posts {
-            (post_card(p, false, html! {}))
+            (post_card(p, false, viewer, html! {}))
         }
         @if let Some(cursor) = &page.next_cursor {
             p.pager {
@@ -175,15 +274,41 @@ pub(crate) fn post_list(page: &PostPage, base: &str, empty: Markup) -> Markup {
     }
 }
 
-/// The caption form, posting to `/upload`.
-pub(crate) fn new_post_form(csrf: &str, caption: &str, error: Option<&str>, autofocus: bool) -> Markup {
+/// "10 MB", "512 KB", "900 bytes".
+pub(crate) fn size_label(bytes: usize) -> String {
+    const KB: usize = 1024;
+    const MB: usize = 1024 * KB;
+    if bytes >= MB {
+        let megabytes = format!("{:.1}", bytes as f64 / MB as f64);
+        format!("{} MB", megabytes.strip_suffix(".0").unwrap_or(&megabytes))
+    } else if bytes >= KB {
+        format!("{} KB", bytes / KB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// The new-post form, posting to `/upload`: a caption and an optional photo of at
+/// most `max_photo` bytes. The CSRF field comes first: browsers send fields in
+/// document order, and the server reads the token before it reads the photo.
+pub(crate) fn new_post_form(
+    csrf: &str,
+    caption: &str,
+    error: Option<&str>,
+    autofocus: bool,
+    max_photo: usize,
+) -> Markup {
     html! {
-        form.card method="post" action="/upload" {
+        form.card method="post" action="/upload" enctype="multipart/form-data" {
             (alert(error))
             (csrf_field(csrf))
             label for="caption" { "What's new?" }
-            textarea #caption name="caption" required maxlength=(crate::service::MAX_CAPTION)
+            textarea #caption name="caption" maxlength=(crate::service::MAX_CAPTION)
                 placeholder="Write a caption…" autofocus[autofocus] { (caption) }
+            label for="photo" {
+                "Photo " span.muted { "(optional; JPEG, PNG or WebP, up to " (size_label(max_photo)) ")" }
+            }
+            input #photo type="file" name="photo" accept="image/jpeg,image/png,image/webp";
             div.actions { button.btn type="submit" { "Post" } }
         }
     }
@@ -206,6 +331,80 @@ mod tests {
         assert_eq!(likes_label(0), "0 likes");
         assert_eq!(likes_label(1), "1 like");
         assert_eq!(likes_label(2), "2 likes");
+    }
+
+    fn image(side: u32) -> ImageView {
+        ImageView { url: format!("/media/{side}.jpg"), width: side, height: side * 3 / 4 }
+    }
+
+    fn photo_post(status: &str, thumbnails: Vec<ImageView>, caption: &str) -> PostView {
+        PostView {
+            id: "42".into(),
+            author: crate::service::AuthorView {
+                id: "7".into(),
+                username: "ann".into(),
+                display_name: "Ann".into(),
+            },
+            caption: caption.into(),
+            like_count: 0,
+            created_at: "2024-05-01T12:34:56Z".into(),
+            status: status.into(),
+            photo: Some(PhotoView { original: image(3000), thumbnails }),
+            liked_by_me: None,
+        }
+    }
+
+    fn ann() -> Me {
+        Me { id: 7, username: "ann".into(), display_name: "Ann".into(), token: String::new() }
+    }
+
+    #[test]
+    fn a_ready_photo_is_shown_with_its_thumbnails() {
+        let p = photo_post("ready", vec![image(160), image(640), image(1280)], "a <cat>");
+        let single = post_card(&p, true, None, html! {}).into_string();
+        assert!(
+            single.contains(
+                r#"<img src="/media/640.jpg" srcset="/media/160.jpg 160w, /media/640.jpg 640w, /media/1280.jpg 1280w" sizes="(max-width: 640px) calc(100vw - 2rem), 606px" width="640" height="480" alt="a &lt;cat&gt;" decoding="async">"#
+            ),
+            "{single}"
+        );
+        assert!(!single.contains("loading="), "the post's own page loads its photo at once");
+        assert!(single.contains(r#"href="/media/3000.jpg""#), "links to the original: {single}");
+        let listed = post_card(&p, false, None, html! {}).into_string();
+        assert!(listed.contains(r#"loading="lazy""#) && listed.contains(r#"<a href="/p/42""#), "{listed}");
+        assert!(!listed.contains(r#"href="/media/3000.jpg""#));
+    }
+
+    #[test]
+    fn the_shown_image_is_the_640_one_or_the_largest() {
+        let p = photo_post("ready", vec![image(160), image(500)], "");
+        let html = post_card(&p, false, None, html! {}).into_string();
+        assert!(html.contains(r#"src="/media/500.jpg""#) && html.contains(r#"width="500""#), "{html}");
+        assert!(html.contains(r#"alt="Photo by @ann""#), "{html}");
+        assert!(!html.contains("class=\"caption\""), "no empty caption: {html}");
+        let p = photo_post("ready", vec![], "");
+        let html = post_card(&p, false, None, html! {}).into_string();
+        assert!(html.contains(r#"src="/media/3000.jpg""#) && !html.contains("srcset"), "{html}");
+    }
+
+    #[test]
+    fn processing_and_failed_photos_say_so() {
+        let p = photo_post("processing", vec![], "soon");
+        let own = post_card(&p, true, Some(&ann()), html! {}).into_string();
+        assert!(own.contains("Processing your photo…") && !own.contains("<img"), "{own}");
+        let other = post_card(&p, false, None, html! {}).into_string();
+        assert!(other.contains("Processing this photo…"), "{other}");
+        let p = photo_post("failed", vec![], "oops");
+        let html = post_card(&p, true, Some(&ann()), html! {}).into_string();
+        assert!(html.contains("This photo could not be processed.") && !html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn sizes_are_in_words() {
+        assert_eq!(size_label(10 * 1024 * 1024), "10 MB");
+        assert_eq!(size_label(1536 * 1024), "1.5 MB");
+        assert_eq!(size_label(64 * 1024), "64 KB");
+        assert_eq!(size_label(900), "900 bytes");
     }
 
     #[test]

@@ -5,17 +5,20 @@
 //!
 //! Every state-changing form carries the double-submit CSRF token ([`CsrfToken`]);
 //! [`CsrfForm`] checks it before the form is even deserialized, so a forged form
-//! changes nothing. Failures render as HTML pages with the status of the
-//! [`ApiError`] behind them.
+//! changes nothing. The new-post form is multipart (it carries a photo): there the
+//! token must arrive before the photo and is checked before the photo is read (see
+//! `upload`). Failures render as HTML pages with the status of the [`ApiError`]
+//! behind them.
 
 mod account;
 mod layout;
 mod pages;
+mod upload;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,8 +33,13 @@ use crate::state::AppState;
 
 pub(crate) use layout::Me;
 
-/// Routes of the HTML pages.
-pub fn routes() -> Router<AppState> {
+/// Routes of the HTML pages. `state` gives the limits and the photo URLs'
+/// origin: `/upload` takes bodies up to [`crate::api::upload_body_limit`] (a photo),
+/// and the pages' Content-Security-Policy lets images load from `media.public_base`.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let upload_limit = crate::api::upload_body_limit(state);
+    let csp = content_security_policy(&state.config().media.public_base);
+    let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(FALLBACK_CSP));
     Router::new()
         .route("/", get(pages::home))
         .route("/signup", get(account::signup_page).post(account::signup))
@@ -41,24 +49,63 @@ pub fn routes() -> Router<AppState> {
         .route("/u/{username}/follow", post(pages::follow))
         .route("/p/{id}", get(pages::post))
         .route("/p/{id}/like", post(pages::like))
-        .route("/upload", get(pages::upload_page).post(pages::upload))
+        .route(
+            "/upload",
+            get(upload::upload_page).post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .method_not_allowed_fallback(|| async { HtmlError(ApiError::MethodNotAllowed) })
         .fallback(|| async { HtmlError(ApiError::NotFound("there is no page at this address")) })
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(csp, security_headers))
+}
+
+/// The policy used should the configured one not make a header value (it always
+/// does: [`media_source`] only lets plain host characters through).
+const FALLBACK_CSP: &str = "default-src 'self'; img-src 'self' https: http: data:; style-src 'unsafe-inline'; \
+     script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The pages' Content-Security-Policy: no script at all, styles inline only, and
+/// images from this site (photos under `/media/`) or from the photo URLs' origin
+/// when `public_base` points elsewhere (a CDN).
+fn content_security_policy(public_base: &str) -> String {
+    let media = media_source(public_base).map(|s| format!(" {s}")).unwrap_or_default();
+    format!(
+        "default-src 'self'; img-src 'self' data:{media}; style-src 'unsafe-inline'; script-src 'none'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The CSP source for photo URLs under `public_base`: `None` for a path on this
+/// site, the origin (`https://cdn.example:8443`) for an absolute URL, the host for a
+/// scheme-relative one (`//cdn.example/`). A host with anything but plain host
+/// characters falls back to its whole scheme.
+fn media_source(public_base: &str) -> Option<String> {
+    let lower = public_base.to_ascii_lowercase();
+    let (scheme, rest) = if let Some(rest) = lower.strip_prefix("https://") {
+        ("https:", rest)
+    } else if let Some(rest) = lower.strip_prefix("http://") {
+        ("http:", rest)
+    } else if let Some(rest) = lower.strip_prefix("//") {
+        ("", rest)
+    } else {
+        return None;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let plain = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    Some(match (plain, scheme) {
+        (true, "") => host.to_owned(),
+        (true, scheme) => format!("{scheme}//{host}"),
+        (false, "") => "https: http:".to_owned(),
+        (false, scheme) => scheme.to_owned(),
+    })
 }
 
 /// Headers every HTML response carries: pages are per-viewer (never cached by a
 /// shared cache), may not be framed, and run no script at all.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(csp): State<HeaderValue>, mut response: Response) -> Response {
     let h = response.headers_mut();
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private, no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' https: http: data:; style-src 'unsafe-inline'; \
-             script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -146,7 +193,18 @@ impl Ctx {
     /// A full page with this viewer's top bar, setting the CSRF cookie if the token
     /// is new (every page may show the log-out form).
     pub fn render(&self, status: StatusCode, title: &str, body: maud::Markup) -> Response {
-        let markup = layout::page(self.me.as_ref(), Some(&self.csrf.token), title, body);
+        self.render_with_head(status, title, html! {}, body)
+    }
+
+    /// [`Ctx::render`] with extra elements in the page's `<head>`.
+    pub fn render_with_head(
+        &self,
+        status: StatusCode,
+        title: &str,
+        head: maud::Markup,
+        body: maud::Markup,
+    ) -> Response {
+        let markup = layout::page_with_head(self.me.as_ref(), Some(&self.csrf.token), title, head, body);
         let mut response = (status, markup).into_response();
         if let Some(cookie) = self.csrf.set_cookie().and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -202,18 +260,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for CsrfForm<T> {
                 ApiError::bad_request("invalid_form", "the form could not be read")
             }
         })?;
-        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(form_request(body.clone()), state)
-            .await
-            .map_err(form_rejection)?;
-        let mut tokens = pairs.iter().filter(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
-        let submitted = tokens.next().unwrap_or_default();
-        if tokens.next().is_some() {
-            return Err(ApiError::Csrf.into());
-        }
-        CsrfToken::verify(&headers, submitted)?;
-        let Form(value) = Form::<T>::from_request(form_request(body), state).await.map_err(form_rejection)?;
-        Ok(CsrfForm(value))
+        Ok(CsrfForm(csrf_checked_form(&headers, body).await?))
     }
+}
+
+/// Deserialize an urlencoded form `body` into `T` once its single `csrf` field
+/// has been checked against the CSRF cookie in `headers`.
+async fn csrf_checked_form<T: DeserializeOwned>(headers: &HeaderMap, body: Bytes) -> Result<T, HtmlError> {
+    let Form(pairs) = Form::<Vec<(String, String)>>::from_request(form_request(body.clone()), &())
+        .await
+        .map_err(form_rejection)?;
+    let mut tokens = pairs.iter().filter(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+    let submitted = tokens.next().unwrap_or_default();
+    if tokens.next().is_some() {
+        return Err(ApiError::Csrf.into());
+    }
+    CsrfToken::verify(headers, submitted)?;
+    let Form(value) = Form::<T>::from_request(form_request(body), &()).await.map_err(form_rejection)?;
+    Ok(value)
 }
 
 fn is_urlencoded_form(headers: &HeaderMap) -> bool {
@@ -282,6 +346,22 @@ mod tests {
             assert_eq!(local_path(Some(bad)), None, "{bad:?}");
         }
         assert_eq!(local_path(None), None);
+    }
+
+    #[test]
+    fn images_may_come_from_the_media_origin_only() {
+        assert_eq!(media_source("/media/"), None);
+        assert_eq!(media_source("https://cdn.example/media/"), Some("https://cdn.example".into()));
+        assert_eq!(media_source("HTTP://127.0.0.1:8081/m/"), Some("http://127.0.0.1:8081".into()));
+        assert_eq!(media_source("//cdn.example/"), Some("cdn.example".into()));
+        assert_eq!(media_source("https://a;b/"), Some("https:".into()));
+        assert_eq!(media_source("https://x y/"), Some("https:".into()));
+        let csp = content_security_policy("/media/");
+        assert!(csp.contains("img-src 'self' data:;"), "{csp}");
+        assert!(csp.contains("script-src 'none'"), "{csp}");
+        let csp = content_security_policy("https://cdn.example/media/");
+        assert!(csp.contains("img-src 'self' data: https://cdn.example;"), "{csp}");
+        assert!(HeaderValue::from_str(&content_security_policy("https://cdn.example/\n")).is_ok());
     }
 
     #[test]

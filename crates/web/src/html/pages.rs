@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::{csrf_field, new_post_form, post_card, post_list};
+use super::layout::{
+    PROCESSING_REFRESH_SECS, csrf_field, is_processing, new_post_form, post_card, post_list,
+};
 use super::{CsrfForm, Ctx, HtmlError, LoggedIn, path_rejection, query_rejection};
-use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
 
@@ -48,12 +49,12 @@ pub(super) async fn home(
     let body = html! {
         @if cursor.is_none() {
             h1 { "Hi, " (me.display_name) }
-            (new_post_form(&ctx.csrf.token, "", None, false))
+            (new_post_form(&ctx.csrf.token, "", None, false, state.config().media.max_upload_bytes))
             h2 { "Your feed" }
         } @else {
             h1 { "Your feed" }
         }
-        (post_list(&feed, "/", html! {
+        (post_list(&feed, "/", Some(me), html! {
             "Nothing here yet. Write your first post above, or find people to follow."
         }))
     };
@@ -113,7 +114,7 @@ pub(super) async fn profile(
             }
         }
         h2 { "Posts" }
-        (post_list(&posts, &base, html! { "No posts yet." }))
+        (post_list(&posts, &base, me, html! { "No posts yet." }))
     };
     let title = format!("{} (@{})", user.display_name, user.username);
     Ok(ctx.render(StatusCode::OK, &title, body))
@@ -176,9 +177,15 @@ pub(super) async fn post(
             a.btn.secondary href={ "/login?next=/p/" (p.id) } { "Log in to like" }
         }
     };
-    let body = post_card(&p, true, like);
+    let body = post_card(&p, true, me, like);
     let title = format!("Post by @{}", p.author.username);
-    Ok(ctx.render(StatusCode::OK, &title, body))
+    // While the photo is processed, the page reloads itself until it is ready.
+    let head = html! {
+        @if is_processing(&p) {
+            meta http-equiv="refresh" content=(PROCESSING_REFRESH_SECS);
+        }
+    };
+    Ok(ctx.render_with_head(StatusCode::OK, &title, head, body))
 }
 
 /// Which way a like button goes.
@@ -211,41 +218,4 @@ pub(super) async fn like(
     let id = service::parse_post_id(&raw)?;
     service::set_like(&state, me.id, id, matches!(form.action, LikeAction::Like)).await?;
     Ok(Redirect::to(&format!("/p/{}", id.get())).into_response())
-}
-
-pub(super) async fn upload_page(LoggedIn { ctx, .. }: LoggedIn) -> Response {
-    let body = html! {
-        h1 { "New post" }
-        (new_post_form(&ctx.csrf.token, "", None, true))
-    };
-    ctx.render(StatusCode::OK, "New post", body)
-}
-
-/// The new-post form.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UploadForm {
-    /// Checked by [`CsrfForm`].
-    #[serde(rename = "csrf")]
-    _csrf: String,
-    caption: String,
-}
-
-pub(super) async fn upload(
-    State(state): State<AppState>,
-    LoggedIn { me, ctx }: LoggedIn,
-    CsrfForm(form): CsrfForm<UploadForm>,
-) -> Result<Response, HtmlError> {
-    match service::create_post(&state, me.id, &form.caption).await {
-        Ok(p) => Ok(Redirect::to(&format!("/p/{}", p.id)).into_response()),
-        Err(e @ ApiError::Invalid { .. }) => {
-            let (status, _) = e.status_and_code();
-            let body = html! {
-                h1 { "New post" }
-                (new_post_form(&ctx.csrf.token, &form.caption, Some(&e.to_string()), true))
-            };
-            Ok(ctx.render(status, "New post", body))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
