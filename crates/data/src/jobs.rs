@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sharding::{PostId, ShardId};
 use tokio_postgres::types::Json;
 
-use crate::queries::{POST_COLUMNS, post_from};
+use crate::queries::POST_COLUMNS;
 use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage};
 
 /// The job kind that makes a photo's thumbnails.
@@ -32,7 +32,6 @@ impl Data {
         original: StoredImage,
         max_attempts: i32,
     ) -> Result<PostRecord, DataError> {
-        let shard = self.shard_map().shard_of_user(author);
         let photo = Json(Photo { original, thumbnails: vec![] });
         let sql = format!(
             "WITH p AS (INSERT INTO posts (post_id, user_id, caption, status, photo) \
@@ -43,24 +42,7 @@ impl Data {
                         SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5 FROM p) \
              SELECT {POST_COLUMNS} FROM p"
         );
-        let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
-        for _ in 0..4 {
-            let id = self.next_post_id(author);
-            let started = Instant::now();
-            let result = client
-                .query_opt(&stmt, &[&id, &author, &caption, &photo, &max_attempts])
-                .await
-                .map_err(DataError::db(shard));
-            self.record("create_photo_post", shard, started);
-            match result {
-                Ok(Some(row)) => return Ok(post_from(&row)),
-                Ok(None) => return Err(DataError::NotFound),
-                Err(e) if e.is_unique_violation() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(DataError::Conflict("could not draw a free post id"))
+        self.insert_post(author, &sql, "create_photo_post", &[&author, &caption, &photo, &max_attempts]).await
     }
 
     /// Record a processed photo's thumbnails and mark its post ready. Idempotent:

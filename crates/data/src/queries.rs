@@ -26,7 +26,7 @@ fn user_from(row: &Row) -> UserRecord {
     }
 }
 
-pub(crate) fn post_from(row: &Row) -> PostRecord {
+fn post_from(row: &Row) -> PostRecord {
     PostRecord {
         post_id: row.get("post_id"),
         user_id: row.get("user_id"),
@@ -239,7 +239,6 @@ impl Data {
 
     /// Create a post by `author` and count it on the author's profile.
     pub async fn create_post(&self, author: i64, caption: &str) -> Result<PostRecord, DataError> {
-        let shard = self.shard_map().shard_of_user(author);
         let sql = format!(
             "WITH p AS (INSERT INTO posts (post_id, user_id, caption) \
                         SELECT $1, user_id, $3 FROM users WHERE user_id = $2 RETURNING *), \
@@ -247,16 +246,30 @@ impl Data {
                         WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)) \
              SELECT {POST_COLUMNS} FROM p"
         );
+        self.insert_post(author, &sql, "create_post", &[&author, &caption]).await
+    }
+
+    /// Run `sql`, an insert of a new post by `author` whose `$1` is the post id and
+    /// whose further parameters are `rest`, returning the post. Another process may,
+    /// very rarely, have made the same id in the same millisecond: then another id
+    /// is drawn.
+    pub(crate) async fn insert_post(
+        &self,
+        author: i64,
+        sql: &str,
+        op: &'static str,
+        rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<PostRecord, DataError> {
+        let shard = self.shard_map().shard_of_user(author);
         let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
-        // Another process may, very rarely, have made the same id in the same
-        // millisecond: draw again.
+        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
         for _ in 0..4 {
             let id = self.next_post_id(author);
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
+            params.extend_from_slice(rest);
             let started = Instant::now();
-            let result =
-                client.query_opt(&stmt, &[&id, &author, &caption]).await.map_err(DataError::db(shard));
-            self.record("create_post", shard, started);
+            let result = client.query_opt(&stmt, &params).await.map_err(DataError::db(shard));
+            self.record(op, shard, started);
             match result {
                 Ok(Some(row)) => return Ok(post_from(&row)),
                 Ok(None) => return Err(DataError::NotFound),

@@ -41,19 +41,6 @@ fn start_worker(
     WorkerProcess(child)
 }
 
-/// Rows of `sql` (a count) over every shard.
-async fn count(env: &TestEnv, sql: &str) -> i64 {
-    let mut n = 0;
-    for url in &env.shards {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-        let conn = tokio::spawn(conn);
-        n += client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
-        drop(client);
-        let _ = conn.await;
-    }
-    n
-}
-
 async fn poll(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !check().await {
@@ -93,7 +80,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     poll("worker-a to hold the job", async || {
-        count(&env, "SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by = 'worker-a'").await == 1
+        env.count("SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by = 'worker-a'").await == 1
     })
     .await;
 
@@ -114,5 +101,5 @@ async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
         c.get(app.url(&format!("/api/v1/posts/{id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(post["photo"]["thumbnails"].as_array().unwrap().len(), 3, "one set of thumbnails");
     assert_eq!(files_in(env.store.path()), 4, "the original and three thumbnails, nothing twice");
-    assert_eq!(count(&env, "SELECT count(*) FROM jobs").await, 0, "the job completed and left the queue");
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0, "the job completed and left the queue");
 }

@@ -122,6 +122,21 @@ store_dir = "{store}"
         WebConfig::parse(&text, "test config").expect("the test config is valid")
     }
 
+    /// The sum over every shard of `sql`, a query returning one `bigint` (a count).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let mut n = 0;
+        for url in &self.shards {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to a shard: {e}"));
+            let conn = tokio::spawn(conn);
+            n += client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get::<_, i64>(0);
+            drop(client);
+            let _ = conn.await;
+        }
+        n
+    }
+
     /// A worker configuration for this deployment: fast polling and retries.
     pub fn worker_config(&self) -> worker::WorkerConfig {
         worker::WorkerConfig::parse(&self.worker_config_toml(), "test worker config")

@@ -156,56 +156,25 @@ impl Default for HttpConfig {
 }
 
 /// A configuration that cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("invalid setting {field}: {message}")]
-    Invalid {
-        /// Dotted path of the setting.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub type ConfigError = settings::SettingsError;
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, message: message.into() }
-}
+use settings::invalid;
 
 impl WebConfig {
     /// Read and validate a TOML file.
     pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        WebConfig::parse(&text, &path.display().to_string())
+        settings::load(path)
     }
 
     /// Parse and validate TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<WebConfig, ConfigError> {
-        let config: WebConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
-        config.validate()?;
-        Ok(config)
+        settings::parse(text, origin)
     }
+}
 
+impl settings::Validate for WebConfig {
     /// Check every value without touching the network.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate().map_err(|e| invalid("database", e.to_string()))?;
         self.redis.validate().map_err(|m| invalid("redis", m))?;
         if self.cache.l1_capacity == 0 {
@@ -252,7 +221,9 @@ impl WebConfig {
         }
         Ok(())
     }
+}
 
+impl WebConfig {
     /// The caches' part of the configuration.
     pub fn cache_config(&self) -> cache::CacheConfig {
         cache::CacheConfig {

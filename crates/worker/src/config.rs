@@ -108,56 +108,25 @@ pub struct ChaosSection {
 }
 
 /// A configuration that cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The text is not valid for this schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("invalid setting {field}: {message}")]
-    Invalid {
-        /// Dotted path of the setting.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub type ConfigError = settings::SettingsError;
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, message: message.into() }
-}
+use settings::invalid;
 
 impl WorkerConfig {
     /// Read and validate a TOML file.
     pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        WorkerConfig::parse(&text, &path.display().to_string())
+        settings::load(path)
     }
 
     /// Parse and validate TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<WorkerConfig, ConfigError> {
-        let config: WorkerConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
-        config.validate()?;
-        Ok(config)
+        settings::parse(text, origin)
     }
+}
 
+impl settings::Validate for WorkerConfig {
     /// Check every value without touching the network.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate().map_err(|e| invalid("database", e.to_string()))?;
         self.redis.validate().map_err(|m| invalid("redis", m))?;
         let w = &self.worker;
@@ -186,7 +155,9 @@ impl WorkerConfig {
         }
         Ok(())
     }
+}
 
+impl WorkerConfig {
     /// How long a claim lasts.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.worker.lease_secs)

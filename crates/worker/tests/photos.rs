@@ -82,18 +82,6 @@ fn stored_files(env: &TestEnv) -> usize {
     walk(env.store.path())
 }
 
-async fn count(env: &TestEnv, sql: &str) -> i64 {
-    let mut n = 0;
-    for url in &env.shards {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-        let conn = tokio::spawn(conn);
-        n += client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
-        drop(client);
-        let _ = conn.await;
-    }
-    n
-}
-
 #[tokio::test]
 async fn an_upload_becomes_ready_with_three_thumbnails_and_reaches_followers() {
     let env = TestEnv::new().await;
@@ -138,7 +126,7 @@ async fn an_upload_becomes_ready_with_three_thumbnails_and_reaches_followers() {
     }
     let feed = get_json(&app, "/api/v1/feed", Some(&fan)).await;
     assert_eq!(feed["posts"][0]["id"], id.as_str(), "the worker fanned the ready post out");
-    assert_eq!(count(&env, "SELECT count(*) FROM jobs").await, 0, "the finished job left the queue");
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0, "the finished job left the queue");
     assert_eq!(author.id, post["author"]["id"].as_str().unwrap().parse::<i64>().unwrap());
 }
 
@@ -213,13 +201,13 @@ async fn a_stopping_worker_releases_the_job_it_could_not_finish() {
     let r = upload(&app, &user, jpeg(64, 48), "later").await;
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while count(&env, "SELECT count(*) FROM jobs WHERE state = 'running'").await != 1 {
+    while env.count("SELECT count(*) FROM jobs WHERE state = 'running'").await != 1 {
         assert!(tokio::time::Instant::now() < deadline, "never claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stalled.stop().await;
     assert_eq!(
-        count(&env, "SELECT count(*) FROM jobs WHERE state = 'ready' AND attempts = 0").await,
+        env.count("SELECT count(*) FROM jobs WHERE state = 'ready' AND attempts = 0").await,
         1,
         "released, attempt not counted"
     );
@@ -292,8 +280,8 @@ async fn bad_uploads_are_refused_and_store_nothing() {
     tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head)).await.unwrap().unwrap();
     assert_eq!(&head, b"HTTP/1.1 413", "answered 413 with 49.99 MB still unsent");
 
-    assert_eq!(count(&env, "SELECT count(*) FROM posts").await, 0, "no post row");
-    assert_eq!(count(&env, "SELECT count(*) FROM jobs").await, 0, "no job");
+    assert_eq!(env.count("SELECT count(*) FROM posts").await, 0, "no post row");
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0, "no job");
     assert_eq!(stored_files(&env), 0, "no object");
 }
 
