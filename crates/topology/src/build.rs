@@ -1,0 +1,381 @@
+//! From the file as written to a validated [`Topology`]: every check, each with a
+//! message naming the place (`dc[1] (dc2): …`, `shard 0: …`, `ports.web …`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use sharding::{BUCKETS, ShardId};
+
+use crate::raw::{RawDc, RawPorts, RawRole, RawTopology};
+use crate::{Cidr, Dc, Node, Ports, Role, Shard, ShardMember, Topology};
+
+/// Most nodes of one role one DC may have; far more than one machine can run, and a
+/// bound on what a typo (`count = 10000000`) can make us allocate.
+const MAX_COUNT: i64 = 1000;
+/// Longest DC or topology name: names are parts of node names, paths and
+/// PostgreSQL `application_name`s (at most 63 bytes).
+const MAX_NAME: usize = 32;
+
+/// A DC's nodes as far as the DC section alone decides them.
+struct DcPlan {
+    /// How the DC is described in messages: `dc[1] (dc2)`.
+    place: String,
+    /// The DC as the topology will hold it.
+    dc: Dc,
+    /// Addresses of the lb, web, worker and redis nodes, in that order.
+    addrs: [Vec<IpAddr>; 4],
+    /// `postgres.first`, as an offset in the range, if set.
+    postgres_first: Option<u128>,
+}
+
+/// The four roles a DC section lists (PostgreSQL nodes come from the shards).
+const DC_ROLES: [Role; 4] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis];
+
+pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
+    check_name(&raw.name).map_err(|m| format!("name \"{}\" {m}", raw.name))?;
+    let ports = ports(&raw.ports)?;
+
+    if raw.dc.is_empty() {
+        return Err("no data centers: add at least one [[dc]]".into());
+    }
+    let mut plans: Vec<DcPlan> = Vec::new();
+    for (i, raw_dc) in raw.dc.iter().enumerate() {
+        let plan = plan_dc(i, raw_dc, &plans)?;
+        plans.push(plan);
+    }
+    for (i, a) in plans.iter().enumerate() {
+        for b in &plans[i + 1..] {
+            if a.dc.cidr.overlaps(&b.dc.cidr) {
+                return Err(format!(
+                    "{} and {} have overlapping ranges {} and {}; every DC needs a range of its own",
+                    a.place, b.place, a.dc.cidr, b.dc.cidr
+                ));
+            }
+        }
+    }
+    for plan in &plans {
+        check_roles(plan)?;
+    }
+    let has = |role: Role| plans.iter().any(|p| !p.addrs[role_index(role)].is_empty());
+    if !has(Role::Web) {
+        return Err("no DC has web servers: at least one needs web.count of 1 or more".into());
+    }
+    if !has(Role::Worker) {
+        return Err(
+            "no DC has workers: at least one needs worker.count of 1 or more (workers process photo posts)"
+                .into(),
+        );
+    }
+
+    let shards = shards(&raw, &plans)?;
+    let postgres = postgres_addrs(&shards, &plans)?;
+
+    let mut nodes = Vec::new();
+    for (shard, member_addrs) in shards.iter().zip(&postgres) {
+        let dcs = std::iter::once(&shard.primary_dc).chain(&shard.replica_dcs);
+        for (k, ((name, dc), ip)) in shard.members.iter().zip(dcs).zip(member_addrs).enumerate() {
+            nodes.push(Node {
+                name: name.clone(),
+                role: Role::Postgres,
+                dc: dc.clone(),
+                addr: SocketAddr::new(*ip, ports.postgres),
+                shard: Some(ShardMember { shard: shard.id, initial_primary: k == 0 }),
+            });
+        }
+    }
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer] {
+        for plan in &plans {
+            for (k, ip) in plan.addrs[role_index(role)].iter().enumerate() {
+                nodes.push(Node {
+                    name: format!("{}-{}-{}", plan.dc.name, role.key(), k + 1),
+                    role,
+                    dc: plan.dc.name.clone(),
+                    addr: SocketAddr::new(*ip, ports.of(role)),
+                    shard: None,
+                });
+            }
+        }
+    }
+
+    let mut by_ip: HashMap<IpAddr, &str> = HashMap::new();
+    let mut names: HashSet<&str> = HashSet::new();
+    for node in &nodes {
+        if let Some(other) = by_ip.insert(node.addr.ip(), &node.name) {
+            return Err(format!(
+                "address {} is used by both {other} and {}; every node needs an address of its own",
+                node.addr.ip(),
+                node.name
+            ));
+        }
+        if !names.insert(&node.name) {
+            return Err(format!("two nodes are named {}", node.name));
+        }
+    }
+
+    Ok(Topology { name: raw.name, dcs: plans.into_iter().map(|p| p.dc).collect(), shards, ports, nodes })
+}
+
+fn role_index(role: Role) -> usize {
+    DC_ROLES.iter().position(|r| *r == role).expect("a role listed in DC sections")
+}
+
+/// Why `name` is not a usable DC or topology name, if it is not.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {MAX_NAME} lowercase letters, digits and '-', starting with a letter and \
+             not ending with '-' (it becomes part of node names)"
+        ))
+    }
+}
+
+fn ports(raw: &RawPorts) -> Result<Ports, String> {
+    let port = |role: Role, value: Option<i64>| -> Result<u16, String> {
+        match value {
+            None => Ok(role.default_port()),
+            Some(p) => u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("ports.{} = {p}: a port must be between 1 and 65535", role.key())),
+        }
+    };
+    Ok(Ports {
+        lb: port(Role::LoadBalancer, raw.lb)?,
+        web: port(Role::Web, raw.web)?,
+        worker: port(Role::Worker, raw.worker)?,
+        redis: port(Role::Redis, raw.redis)?,
+        postgres: port(Role::Postgres, raw.postgres)?,
+    })
+}
+
+fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> {
+    if let Err(m) = check_name(&raw.name) {
+        return Err(format!("dc[{i}]: name \"{}\" {m}", raw.name));
+    }
+    let place = format!("dc[{i}] ({})", raw.name);
+    if raw.name.strip_prefix("shard").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{place}: the name \"{}\" is reserved: PostgreSQL nodes are named shardN-pg-M",
+            raw.name
+        ));
+    }
+    if let Some(other) = earlier.iter().find(|p| p.dc.name == raw.name) {
+        return Err(format!(
+            "{place}: the name \"{}\" is already used by {}; DC names must be unique",
+            raw.name, other.place
+        ));
+    }
+    let cidr: Cidr = raw.cidr.parse().map_err(|e| format!("{place}: cidr: {e}"))?;
+
+    let lb = raw.lb.as_ref().map(|lb| lb.role());
+    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), raw.redis.as_ref()];
+    let mut addrs: [Vec<IpAddr>; 4] = Default::default();
+    for ((role, section), out) in DC_ROLES.into_iter().zip(sections).zip(&mut addrs) {
+        if let Some(section) = section {
+            *out = role_addrs(&place, &cidr, role, section)?;
+        }
+    }
+    let postgres_first = match raw.postgres.as_ref().and_then(|p| p.first.as_deref()) {
+        Some(text) => Some(address_in(&place, &cidr, "postgres.first", text)?.1),
+        None => None,
+    };
+    let lb_algorithm = raw.lb.as_ref().and_then(|lb| lb.algorithm).unwrap_or_default();
+    Ok(DcPlan { place, dc: Dc { name: raw.name.clone(), cidr, lb_algorithm }, addrs, postgres_first })
+}
+
+/// Parse `text` (the value of `what`) as an address of `cidr` a node may use; returns
+/// it and its offset in the range.
+fn address_in(place: &str, cidr: &Cidr, what: &str, text: &str) -> Result<(IpAddr, u128), String> {
+    let ip: IpAddr =
+        text.parse().map_err(|_| format!("{place}: {what} = \"{text}\" is not an IPv4 or IPv6 address"))?;
+    let offset = cidr
+        .offset_of(ip)
+        .ok_or_else(|| format!("{place}: {what} = {ip} is outside the DC's range {cidr}"))?;
+    if !cidr.usable_offsets().contains(&offset) {
+        return Err(format!(
+            "{place}: {what} = {ip} is the network or broadcast address of {cidr}; no node may use it"
+        ));
+    }
+    Ok((ip, offset))
+}
+
+/// The addresses of one role's nodes in one DC.
+fn role_addrs(place: &str, cidr: &Cidr, role: Role, raw: &RawRole) -> Result<Vec<IpAddr>, String> {
+    let key = role.key();
+    if let Some(count) = raw.count.filter(|c| !(0..=MAX_COUNT).contains(c)) {
+        return Err(format!("{place}: {key}.count = {count} must be between 0 and {MAX_COUNT}"));
+    }
+    if let Some(list) = &raw.addrs {
+        if raw.first.is_some() {
+            return Err(format!("{place}: {key}.first and {key}.addrs cannot both be set"));
+        }
+        if let Some(count) = raw.count.filter(|c| *c as usize != list.len()) {
+            return Err(format!(
+                "{place}: {key}.count = {count} but {key}.addrs lists {} addresses",
+                list.len()
+            ));
+        }
+        if list.len() as i64 > MAX_COUNT {
+            return Err(format!("{place}: {key}.addrs lists more than {MAX_COUNT} addresses"));
+        }
+        return list
+            .iter()
+            .enumerate()
+            .map(|(j, text)| address_in(place, cidr, &format!("{key}.addrs[{j}]"), text).map(|(ip, _)| ip))
+            .collect();
+    }
+    let count = raw.count.ok_or_else(|| format!("{place}: [{key}] needs a count (or a list of addrs)"))?;
+    let first = match &raw.first {
+        Some(text) => Some(address_in(place, cidr, &format!("{key}.first"), text)?.1),
+        None => None,
+    };
+    consecutive(place, cidr, role, first, count as u128)
+}
+
+/// `count` consecutive addresses from offset `first` (or the role's default block),
+/// all usable; refused with a message saying which range is too small.
+fn consecutive(
+    place: &str,
+    cidr: &Cidr,
+    role: Role,
+    first: Option<u128>,
+    count: u128,
+) -> Result<Vec<IpAddr>, String> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let key = role.key();
+    let (default_start, default_block) = role.default_block();
+    let start = first.unwrap_or(default_start);
+    let usable = cidr.usable_offsets();
+    let end = start.checked_add(count - 1).filter(|end| end <= usable.end());
+    let Some(end) = end else {
+        let from = cidr.host(start).map_or_else(|| format!("offset {start}"), |ip| ip.to_string());
+        let last = cidr.host(*usable.end()).expect("usable offsets are in the range");
+        return Err(format!(
+            "{place}: the range {cidr} is too small for its nodes: {key} needs {count} address{} from {from}, \
+             but the range's last usable address is {last}; use a larger range{}",
+            if count == 1 { "" } else { "es" },
+            if first.is_none() { format!(" or set {key}.first") } else { String::new() }
+        ));
+    };
+    if let Some(block) = default_block.filter(|block| first.is_none() && count > *block) {
+        let (a, b) = (cidr.host(start), cidr.host(start + block - 1));
+        let (a, b) = (a.expect("checked above"), b.expect("checked above"));
+        return Err(format!(
+            "{place}: {count} {key} nodes do not fit {key}'s default block {a}-{b} ({block} addresses); \
+             set {key}.first to place them elsewhere in the range"
+        ));
+    }
+    Ok((start..=end).map(|o| cidr.host(o).expect("checked above")).collect())
+}
+
+/// A DC with web servers needs a load balancer (its only entry) and Redis (their
+/// sessions and caches); a load balancer needs web servers; workers need Redis.
+fn check_roles(plan: &DcPlan) -> Result<(), String> {
+    let n = |role: Role| plan.addrs[role_index(role)].len();
+    let place = &plan.place;
+    if n(Role::LoadBalancer) > 0 && n(Role::Web) == 0 {
+        return Err(format!(
+            "{place}: web.count must be at least 1: the DC has a load balancer, which needs web servers"
+        ));
+    }
+    if n(Role::Web) > 0 && n(Role::LoadBalancer) == 0 {
+        return Err(format!(
+            "{place}: lb.count must be at least 1: the DC has web servers, and a load balancer is a DC's only entry"
+        ));
+    }
+    if n(Role::Web) > 0 && n(Role::Redis) == 0 {
+        return Err(format!(
+            "{place}: redis.count must be at least 1: the DC has web servers, which keep sessions and caches in \
+             their DC's Redis"
+        ));
+    }
+    if n(Role::Worker) > 0 && n(Role::Redis) == 0 {
+        return Err(format!(
+            "{place}: redis.count must be at least 1: the DC has workers, which fan posts out to Redis timelines"
+        ));
+    }
+    Ok(())
+}
+
+fn shards(raw: &RawTopology, plans: &[DcPlan]) -> Result<Vec<Shard>, String> {
+    if raw.shard.is_empty() {
+        return Err("no shards: add at least one [[shard]]".into());
+    }
+    if raw.shard.len() > usize::from(BUCKETS) {
+        return Err(format!("{} shards is more than the {BUCKETS} buckets", raw.shard.len()));
+    }
+    let names: Vec<&str> = plans.iter().map(|p| p.dc.name.as_str()).collect();
+    let defined = |what: String, dc: &str| -> Result<String, String> {
+        if names.contains(&dc) {
+            Ok(dc.to_owned())
+        } else {
+            Err(format!("{what} \"{dc}\" is not defined (the DCs are {})", names.join(", ")))
+        }
+    };
+    let mut shards = Vec::new();
+    for (i, s) in raw.shard.iter().enumerate() {
+        let primary_dc = defined(format!("shard {i}: primary DC"), &s.primary)?;
+        let replica_dcs = s
+            .replicas
+            .iter()
+            .map(|dc| defined(format!("shard {i}: replica DC"), dc))
+            .collect::<Result<Vec<_>, _>>()?;
+        if s.replication == crate::Replication::Sync && replica_dcs.is_empty() {
+            return Err(format!(
+                "shard {i}: replication = \"sync\" needs at least one replica (commits wait for one)"
+            ));
+        }
+        let members = (1..=1 + replica_dcs.len()).map(|k| format!("shard{i}-pg-{k}")).collect();
+        shards.push(Shard {
+            id: ShardId(i as u16),
+            replication: s.replication,
+            primary_dc,
+            replica_dcs,
+            members,
+        });
+    }
+    Ok(shards)
+}
+
+/// Each shard member's address: in each DC, the PostgreSQL nodes placed there (shard
+/// by shard, the primary before the replicas) take consecutive addresses from
+/// `postgres.first`.
+fn postgres_addrs(shards: &[Shard], plans: &[DcPlan]) -> Result<Vec<Vec<IpAddr>>, String> {
+    let mut per_dc: Vec<Vec<IpAddr>> = Vec::new();
+    for plan in plans {
+        let here = shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary_dc).chain(&s.replica_dcs))
+            .filter(|dc| **dc == plan.dc.name)
+            .count();
+        per_dc.push(consecutive(
+            &plan.place,
+            &plan.dc.cidr,
+            Role::Postgres,
+            plan.postgres_first,
+            here as u128,
+        )?);
+    }
+    let mut next = vec![0usize; plans.len()];
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut addrs = Vec::new();
+        for dc in std::iter::once(&shard.primary_dc).chain(&shard.replica_dcs) {
+            let d = plans.iter().position(|p| p.dc.name == *dc).expect("checked by shards()");
+            addrs.push(per_dc[d][next[d]]);
+            next[d] += 1;
+        }
+        out.push(addrs);
+    }
+    Ok(out)
+}

@@ -1,0 +1,379 @@
+//! The topology: which processes make up a deployment, in which data center each
+//! runs, and at which address.
+//!
+//! A topology file (TOML, see `docs/TOPOLOGY.md`) lists data centers, each with an
+//! address range (CIDR) and how many load balancers, web servers, workers and Redis
+//! servers it has, and the shards with the DC of their primary and of each replica.
+//! [`parse`] turns it into a validated [`Topology`] whose [`Topology::nodes`] is the
+//! list of processes to run, each with a unique, stable name and its own IP address.
+//! Presets ship inside the binary ([`preset`], [`PRESETS`]).
+//!
+//! Every node gets its own IP, drawn from its DC's range by a fixed rule (offsets
+//! `.10` load balancers, `.20` web, `.60` workers, `.80` Redis, `.100` PostgreSQL,
+//! each overridable), so all nodes of a role share one port and a node is found,
+//! killed or cut off by its address alone.
+//!
+//! ```
+//! let topology = topology::preset("default")?;
+//! // A runner would call `topology.check_ports_free()?` before starting anything.
+//! for node in topology.nodes() {
+//!     println!("{} ({}, {}) listens on {}", node.name, node.role, node.dc, node.addr);
+//! }
+//! # Ok::<(), topology::TopologyError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod build;
+mod cidr;
+mod error;
+mod raw;
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+pub use sharding::ShardId;
+
+pub use cidr::{Cidr, CidrError};
+pub use error::TopologyError;
+
+/// The presets that ship with the binary, by name.
+pub const PRESETS: &[&str] = &["single", "default", "test"];
+
+/// The TOML text of a preset, to show or to copy as a starting point.
+pub fn preset_text(name: &str) -> Option<&'static str> {
+    match name {
+        "single" => Some(include_str!("../presets/single.toml")),
+        "default" => Some(include_str!("../presets/default.toml")),
+        "test" => Some(include_str!("../presets/test.toml")),
+        _ => None,
+    }
+}
+
+/// A preset, parsed and validated; an unknown name is an error listing the presets.
+pub fn preset(name: &str) -> Result<Topology, TopologyError> {
+    let text = preset_text(name).ok_or_else(|| TopologyError::UnknownPreset { name: name.to_owned() })?;
+    parse(text, &format!("preset \"{name}\""))
+}
+
+/// Parse and validate a topology; `origin` (a path, a preset's name) starts every
+/// error message.
+pub fn parse(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+    let raw: raw::RawTopology = toml::from_str(text).map_err(|e| TopologyError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    build::build(raw).map_err(|message| TopologyError::Invalid { origin: origin.to_owned(), message })
+}
+
+/// Read, parse and validate a topology file.
+pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| TopologyError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// What a node does; each role is one kind of process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `millions lb`: the only public entry of its DC.
+    #[serde(rename = "lb")]
+    LoadBalancer,
+    /// `millions web`: a stateless application server.
+    Web,
+    /// `millions worker`: processes queued jobs.
+    Worker,
+    /// A Redis server: sessions, cache, timelines.
+    Redis,
+    /// A PostgreSQL server: one member (primary or replica) of one shard.
+    Postgres,
+}
+
+impl Role {
+    /// Every role, in the order of the file's keys.
+    pub const ALL: [Role; 5] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres];
+
+    /// The role's key in the file, in node names and on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::LoadBalancer => "lb",
+            Role::Web => "web",
+            Role::Worker => "worker",
+            Role::Redis => "redis",
+            Role::Postgres => "postgres",
+        }
+    }
+
+    /// The port the role listens on unless `[ports]` says otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Role::LoadBalancer => 8000,
+            Role::Web => 8080,
+            Role::Worker => 9100,
+            Role::Redis => 6379,
+            Role::Postgres => 5432,
+        }
+    }
+
+    /// Offset in the DC's range of the role's first address unless `first` says
+    /// otherwise, and how many addresses its default block holds (`None`: up to the
+    /// end of the range).
+    pub fn default_block(self) -> (u128, Option<u128>) {
+        match self {
+            Role::LoadBalancer => (10, Some(10)),
+            Role::Web => (20, Some(40)),
+            Role::Worker => (60, Some(20)),
+            Role::Redis => (80, Some(20)),
+            Role::Postgres => (100, None),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.key())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL.into_iter().find(|r| r.key() == s).ok_or_else(|| {
+            let keys: Vec<_> = Role::ALL.iter().map(|r| r.key()).collect();
+            format!("unknown role \"{s}\"; the roles are {}", keys.join(", "))
+        })
+    }
+}
+
+/// How a shard's primary waits for its replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// Commit without waiting for a replica: fastest, but a primary's crash may lose
+    /// its last acknowledged writes.
+    #[default]
+    Async,
+    /// Commit waits until at least one replica has the WAL on disk
+    /// (`synchronous_standby_names = 'ANY 1 (...)'`): no acknowledged write is lost
+    /// when the primary dies, and writes stall while no replica answers.
+    Sync,
+}
+
+impl fmt::Display for Replication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+        })
+    }
+}
+
+/// How a load balancer picks a web server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbAlgorithm {
+    /// Each healthy backend in turn.
+    #[default]
+    RoundRobin,
+    /// The less busy of two random healthy backends (power of two choices).
+    LeastRequest,
+}
+
+/// The port each role listens on. Every node has its own IP, so all nodes of a role
+/// share one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ports {
+    /// Load balancers' public HTTP port.
+    pub lb: u16,
+    /// Web servers' HTTP port (the app, `/healthz`, `/metrics`).
+    pub web: u16,
+    /// Workers' HTTP port (`/healthz`, `/readyz`, `/metrics`).
+    pub worker: u16,
+    /// Redis servers' port.
+    pub redis: u16,
+    /// PostgreSQL servers' port.
+    pub postgres: u16,
+}
+
+impl Ports {
+    /// The port of `role`.
+    pub fn of(&self, role: Role) -> u16 {
+        match role {
+            Role::LoadBalancer => self.lb,
+            Role::Web => self.web,
+            Role::Worker => self.worker,
+            Role::Redis => self.redis,
+            Role::Postgres => self.postgres,
+        }
+    }
+}
+
+/// A data center: a failure domain with its own address range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dc {
+    /// Unique name; prefixes its nodes' names, and is what `chaos dc-down` takes.
+    pub name: String,
+    /// The range every node of the DC has its address in. A loopback range on one
+    /// machine; a network namespace's or a site's subnet elsewhere.
+    pub cidr: Cidr,
+    /// How this DC's load balancers spread requests over its web servers.
+    pub lb_algorithm: LbAlgorithm,
+}
+
+/// One shard cluster: a primary and its replicas, placed in DCs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    /// Position in the file's list of shards; what the shard map routes buckets to.
+    pub id: ShardId,
+    /// Whether commits wait for a replica.
+    pub replication: Replication,
+    /// The DC of the initial primary.
+    pub primary_dc: String,
+    /// The DC of each replica, one entry per replica, in the file's order.
+    pub replica_dcs: Vec<String>,
+    /// The names of the shard's PostgreSQL nodes, the initial primary first; these
+    /// are also the servers' `application_name`s in replication.
+    pub members: Vec<String>,
+}
+
+impl Shard {
+    /// The `synchronous_standby_names` setting for this shard while `primary` (one of
+    /// [`Shard::members`]) is its primary: `ANY 1 ("shard0-pg-2", "shard0-pg-3")`
+    /// when synchronous, `None` when asynchronous.
+    pub fn synchronous_standby_names(&self, primary: &str) -> Option<String> {
+        if self.replication == Replication::Async {
+            return None;
+        }
+        let standbys: Vec<String> =
+            self.members.iter().filter(|m| *m != primary).map(|m| format!("\"{m}\"")).collect();
+        Some(format!("ANY 1 ({})", standbys.join(", ")))
+    }
+}
+
+/// Where a PostgreSQL node belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShardMember {
+    /// The shard whose data the node holds.
+    pub shard: ShardId,
+    /// Whether the node starts as the shard's primary (the others start as its
+    /// replicas; failover may change this later, the name stays).
+    pub initial_primary: bool,
+}
+
+/// One process of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Unique and stable (`dc1-web-2`, `shard0-pg-1`): names its directory, its log,
+    /// its metrics and the target of `chaos kill`.
+    pub name: String,
+    /// What the process is.
+    pub role: Role,
+    /// The DC it runs in (failure domain, and range its address is in).
+    pub dc: String,
+    /// Where it listens: its own IP in its DC's range, and its role's port.
+    pub addr: SocketAddr,
+    /// For PostgreSQL nodes: the shard and whether the node starts as its primary.
+    pub shard: Option<ShardMember>,
+}
+
+/// A validated topology: every name and address unique, every range large enough,
+/// every placement pointing at a defined DC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// Its name (`default`), for status output.
+    name: String,
+    /// The data centers, in the file's order.
+    dcs: Vec<Dc>,
+    /// The shards, in id order.
+    shards: Vec<Shard>,
+    /// Each role's port.
+    ports: Ports,
+    /// Every process, in start order.
+    nodes: Vec<Node>,
+}
+
+impl Topology {
+    /// The topology's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The data centers, in the file's order.
+    pub fn dcs(&self) -> &[Dc] {
+        &self.dcs
+    }
+
+    /// The DC of this name.
+    pub fn dc(&self, name: &str) -> Option<&Dc> {
+        self.dcs.iter().find(|d| d.name == name)
+    }
+
+    /// The shards, `shards()[i].id == ShardId(i)`.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Each role's port.
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// Every process to run, in an order that starts dependencies first: PostgreSQL
+    /// (each shard's primary before its replicas), then Redis, workers, web servers
+    /// and load balancers (each role DC by DC). Stop in the reverse order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node of this name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The nodes of one DC, in start order.
+    pub fn nodes_in<'a>(&'a self, dc: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |n| n.dc == dc)
+    }
+
+    /// The nodes of one role, in start order.
+    pub fn nodes_of(&self, role: Role) -> impl Iterator<Item = &Node> + '_ {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+
+    /// How many nodes of `role` run in `dc`.
+    pub fn count(&self, dc: &str, role: Role) -> usize {
+        self.nodes_in(dc).filter(|n| n.role == role).count()
+    }
+
+    /// The PostgreSQL nodes of a shard, the initial primary first.
+    pub fn shard_nodes(&self, shard: ShardId) -> impl Iterator<Item = &Node> + '_ {
+        self.nodes.iter().filter(move |n| n.shard.is_some_and(|m| m.shard == shard))
+    }
+
+    /// Check, before starting anything, that every node can listen on its address:
+    /// binds each one (and lets go at once). The first that cannot is reported by
+    /// name. Another process may still take a port between this check and the
+    /// node's start; this only catches the common case of a port already in use.
+    pub fn check_ports_free(&self) -> Result<(), TopologyError> {
+        for node in &self.nodes {
+            match TcpListener::bind(node.addr) {
+                Ok(listener) => drop(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(TopologyError::PortInUse { node: node.name.clone(), addr: node.addr });
+                }
+                Err(source) => {
+                    return Err(TopologyError::CannotBind {
+                        node: node.name.clone(),
+                        addr: node.addr,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

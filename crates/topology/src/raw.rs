@@ -1,0 +1,117 @@
+//! The file as written, before validation (`docs/TOPOLOGY.md` is the reference).
+//! Every table refuses unknown keys, so a misspelt key or an unknown role is an
+//! error with its line, not silently ignored.
+
+use serde::Deserialize;
+
+use crate::{LbAlgorithm, Replication};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTopology {
+    /// `name`: shown by status output.
+    pub name: String,
+    /// `[[dc]]`: the data centers.
+    #[serde(default)]
+    pub dc: Vec<RawDc>,
+    /// `[[shard]]`: the shards and their placement.
+    #[serde(default)]
+    pub shard: Vec<RawShard>,
+    /// `[ports]`: overrides of the roles' ports.
+    #[serde(default)]
+    pub ports: RawPorts,
+}
+
+/// One `[[dc]]`. An absent role section means none of that role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDc {
+    /// The DC's name, unique.
+    pub name: String,
+    /// The DC's address range.
+    pub cidr: String,
+    /// Load balancers.
+    pub lb: Option<RawLb>,
+    /// Web servers.
+    pub web: Option<RawRole>,
+    /// Workers.
+    pub worker: Option<RawRole>,
+    /// Redis servers.
+    pub redis: Option<RawRole>,
+    /// Where the DC's PostgreSQL nodes' addresses start.
+    pub postgres: Option<RawPostgres>,
+}
+
+/// How many nodes of a role a DC has, and where their addresses come from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRole {
+    /// How many (signed, so a negative count gets our message).
+    pub count: Option<i64>,
+    /// The first node's address, instead of the role's default offset.
+    pub first: Option<String>,
+    /// Every node's address, instead of consecutive ones.
+    pub addrs: Option<Vec<String>>,
+}
+
+/// `[dc.lb]`: a role section plus the balancing algorithm.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLb {
+    /// As [`RawRole::count`].
+    pub count: Option<i64>,
+    /// As [`RawRole::first`].
+    pub first: Option<String>,
+    /// As [`RawRole::addrs`].
+    pub addrs: Option<Vec<String>>,
+    /// How the DC's load balancers pick a web server.
+    pub algorithm: Option<LbAlgorithm>,
+}
+
+impl RawLb {
+    /// The section's node placement, as for any role.
+    pub fn role(&self) -> RawRole {
+        RawRole { count: self.count, first: self.first.clone(), addrs: self.addrs.clone() }
+    }
+}
+
+/// `[dc.postgres]`: PostgreSQL nodes come from the shards' placement; a DC only says
+/// where their addresses start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgres {
+    /// The first PostgreSQL node's address, instead of offset 100.
+    pub first: Option<String>,
+}
+
+/// One `[[shard]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShard {
+    /// `async` (the default) or `sync`.
+    #[serde(default)]
+    pub replication: Replication,
+    /// The DC of the initial primary.
+    pub primary: String,
+    /// The DC of each replica, one entry per replica.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+}
+
+/// `[ports]`, as signed integers so that `0` or `70000` get our message rather than
+/// the deserializer's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPorts {
+    /// Load balancers' port.
+    pub lb: Option<i64>,
+    /// Web servers' port.
+    pub web: Option<i64>,
+    /// Workers' port.
+    pub worker: Option<i64>,
+    /// Redis servers' port.
+    pub redis: Option<i64>,
+    /// PostgreSQL servers' port.
+    pub postgres: Option<i64>,
+}

@@ -1,0 +1,519 @@
+//! The topology format: presets, addresses, and one test per validation error.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use topology::{
+    LbAlgorithm, PRESETS, Replication, Role, ShardId, Topology, TopologyError, parse, preset, preset_text,
+};
+
+/// A small valid topology; tests replace parts of it to break it one way at a time.
+const BASE: &str = r#"
+name = "base"
+
+[[dc]]
+name = "dc1"
+cidr = "127.0.1.0/24"
+lb = { count = 1 }
+web = { count = 2 }
+worker = { count = 1 }
+redis = { count = 1 }
+
+[[dc]]
+name = "dc2"
+cidr = "127.0.2.0/24"
+lb = { count = 1 }
+web = { count = 1 }
+worker = { count = 1 }
+redis = { count = 1 }
+
+[[shard]]
+replication = "sync"
+primary = "dc1"
+replicas = ["dc1", "dc2"]
+"#;
+
+fn ok(text: &str) -> Topology {
+    parse(text, "test.toml").unwrap_or_else(|e| panic!("should parse: {e}\n{text}"))
+}
+
+/// The error message for `text`, which must not parse.
+fn err(text: &str) -> String {
+    match parse(text, "test.toml") {
+        Ok(_) => panic!("should be refused:\n{text}"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.starts_with("test.toml: "), "error names its origin: {message}");
+            message
+        }
+    }
+}
+
+/// `BASE` with `from` replaced by `to` (which must occur).
+fn base_with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+fn assert_contains(message: &str, expected: &str) {
+    assert!(message.contains(expected), "expected {expected:?} in:\n{message}");
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn addr(t: &Topology, node: &str) -> SocketAddr {
+    t.node(node).unwrap_or_else(|| panic!("no node {node}")).addr
+}
+
+/// Invariants every topology keeps.
+fn check_invariants(t: &Topology) {
+    let names: HashSet<_> = t.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names.len(), t.nodes().len(), "node names are unique");
+    let ips: HashSet<_> = t.nodes().iter().map(|n| n.addr.ip()).collect();
+    assert_eq!(ips.len(), t.nodes().len(), "node addresses are unique");
+    for node in t.nodes() {
+        let dc = t.dc(&node.dc).expect("a node's DC is defined");
+        assert!(dc.cidr.contains(node.addr.ip()), "{} is in its DC's range", node.name);
+        assert_eq!(node.addr.port(), t.ports().of(node.role));
+        assert_eq!(node.shard.is_some(), node.role == Role::Postgres);
+    }
+    for (i, shard) in t.shards().iter().enumerate() {
+        assert_eq!(shard.id, ShardId(i as u16));
+        let members: Vec<_> = t.shard_nodes(shard.id).map(|n| n.name.clone()).collect();
+        assert_eq!(members, shard.members);
+        let primaries: Vec<_> =
+            t.shard_nodes(shard.id).filter(|n| n.shard.unwrap().initial_primary).collect();
+        assert_eq!(primaries.len(), 1);
+        assert_eq!(primaries[0].dc, shard.primary_dc);
+    }
+    // Start order: PostgreSQL, Redis, workers, web servers, load balancers.
+    let order = [Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer];
+    let ranks: Vec<_> = t.nodes().iter().map(|n| order.iter().position(|r| *r == n.role).unwrap()).collect();
+    assert!(ranks.is_sorted(), "nodes are in start order");
+}
+
+#[test]
+fn every_preset_parses_and_keeps_the_invariants() {
+    for name in PRESETS {
+        assert!(preset_text(name).is_some());
+        let t = preset(name).unwrap_or_else(|e| panic!("preset {name}: {e}"));
+        assert_eq!(t.name(), *name);
+        check_invariants(&t);
+    }
+}
+
+#[test]
+fn an_unknown_preset_lists_the_presets() {
+    let e = preset("huge").unwrap_err();
+    assert!(matches!(e, TopologyError::UnknownPreset { .. }));
+    assert_eq!(e.to_string(), "unknown preset \"huge\"; the presets are: single, default, test");
+    assert!(preset_text("huge").is_none());
+}
+
+#[test]
+fn the_single_preset_has_one_of_everything() {
+    let t = preset("single").unwrap();
+    assert_eq!(t.dcs().len(), 1);
+    for role in Role::ALL {
+        assert_eq!(t.count("dc1", role), 1, "{role}");
+    }
+    assert_eq!(t.shards().len(), 1);
+    assert_eq!(t.shards()[0].replica_dcs, Vec::<String>::new());
+    assert_eq!(t.shards()[0].replication, Replication::Async);
+    assert_eq!(t.nodes().len(), 5);
+}
+
+#[test]
+fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
+    let t = preset("default").unwrap();
+    let dcs: Vec<_> = t.dcs().iter().map(|d| (d.name.as_str(), d.cidr.to_string())).collect();
+    assert_eq!(dcs, [("dc1", "127.0.1.0/24".to_owned()), ("dc2", "127.0.2.0/24".to_owned())]);
+    for dc in ["dc1", "dc2"] {
+        assert_eq!(t.count(dc, Role::LoadBalancer), 1);
+        assert_eq!(t.count(dc, Role::Web), 2);
+        assert_eq!(t.count(dc, Role::Worker), 1);
+        assert_eq!(t.count(dc, Role::Redis), 1);
+        assert_eq!(t.dc(dc).unwrap().lb_algorithm, LbAlgorithm::RoundRobin);
+    }
+    assert_eq!(t.shards().len(), 2);
+    for shard in t.shards() {
+        assert_eq!(shard.replication, Replication::Sync);
+        assert_eq!(shard.replica_dcs.len(), 2);
+        let same = shard.replica_dcs.iter().filter(|d| **d == shard.primary_dc).count();
+        assert_eq!(same, 1, "one replica next to the primary, one in the other DC");
+        assert_eq!(shard.members.len(), 3);
+    }
+    assert_ne!(t.shards()[0].primary_dc, t.shards()[1].primary_dc, "primaries are spread over the DCs");
+    assert_eq!(t.nodes().len(), 2 * 5 + 2 * 3);
+
+    // The documented addresses.
+    assert_eq!(addr(&t, "dc1-lb-1"), "127.0.1.10:8000".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-web-1"), "127.0.1.20:8080".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-web-2"), "127.0.1.21:8080".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-worker-1"), "127.0.1.60:9100".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-redis-1"), "127.0.1.80:6379".parse().unwrap());
+    assert_eq!(addr(&t, "shard0-pg-1"), "127.0.1.100:5432".parse().unwrap());
+    assert_eq!(addr(&t, "shard0-pg-2"), "127.0.1.101:5432".parse().unwrap());
+    assert_eq!(addr(&t, "shard1-pg-3"), "127.0.1.102:5432".parse().unwrap());
+    assert_eq!(addr(&t, "shard0-pg-3"), "127.0.2.100:5432".parse().unwrap());
+    assert_eq!(addr(&t, "shard1-pg-1"), "127.0.2.101:5432".parse().unwrap());
+    assert_eq!(addr(&t, "shard1-pg-2"), "127.0.2.102:5432".parse().unwrap());
+    assert_eq!(addr(&t, "dc2-web-2"), "127.0.2.21:8080".parse().unwrap());
+
+    let pg1 = t.node("shard1-pg-1").unwrap();
+    assert_eq!(pg1.dc, "dc2");
+    assert!(pg1.shard.unwrap().initial_primary);
+    assert_eq!(pg1.shard.unwrap().shard, ShardId(1));
+    assert!(!t.node("shard1-pg-3").unwrap().shard.unwrap().initial_primary);
+    assert_eq!(
+        t.shards()[0].synchronous_standby_names("shard0-pg-1").as_deref(),
+        Some(r#"ANY 1 ("shard0-pg-2", "shard0-pg-3")"#)
+    );
+    assert_eq!(
+        t.shards()[0].synchronous_standby_names("shard0-pg-3").as_deref(),
+        Some(r#"ANY 1 ("shard0-pg-1", "shard0-pg-2")"#),
+        "after a failover the new primary's standbys are the others"
+    );
+}
+
+#[test]
+fn the_test_preset_is_small_and_spans_two_dcs() {
+    let t = preset("test").unwrap();
+    assert_eq!(t.nodes().len(), 6);
+    assert_eq!(t.dcs().len(), 2);
+    let names: Vec<_> = t.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["shard0-pg-1", "shard0-pg-2", "dc1-redis-1", "dc1-worker-1", "dc1-web-1", "dc1-lb-1"]);
+    assert_eq!(addr(&t, "shard0-pg-2"), "127.0.202.100:5432".parse().unwrap());
+    assert_eq!(t.nodes_in("dc2").count(), 1);
+    assert_eq!(t.shards()[0].replication, Replication::Async);
+    assert_eq!(t.shards()[0].synchronous_standby_names("shard0-pg-1"), None);
+    // Its ranges are its own: a test stack never lands on a hand-started one.
+    for other in ["single", "default"] {
+        let other = preset(other).unwrap();
+        for dc in t.dcs() {
+            assert!(other.dcs().iter().all(|o| !o.cidr.overlaps(&dc.cidr)));
+        }
+    }
+}
+
+#[test]
+fn ports_first_and_addrs_place_nodes() {
+    let t = ok(&format!(
+        "{}\n[ports]\nweb = 9000\npostgres = 6543\n",
+        base_with("web = { count = 2 }", r#"web = { count = 2, first = "127.0.1.200" }"#)
+            .replacen("worker = { count = 1 }", r#"worker = { addrs = ["127.0.1.7", "127.0.1.3"] }"#, 1)
+            .replacen(
+                "redis = { count = 1 }",
+                "redis = { count = 1 }\npostgres = { first = \"127.0.1.150\" }",
+                1
+            )
+    ));
+    check_invariants(&t);
+    assert_eq!(addr(&t, "dc1-web-1"), "127.0.1.200:9000".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-web-2"), "127.0.1.201:9000".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-worker-1").ip(), ip("127.0.1.7"));
+    assert_eq!(addr(&t, "dc1-worker-2").ip(), ip("127.0.1.3"));
+    assert_eq!(addr(&t, "shard0-pg-1"), "127.0.1.150:6543".parse().unwrap());
+    assert_eq!(addr(&t, "shard0-pg-3"), "127.0.2.100:6543".parse().unwrap());
+    assert_eq!(addr(&t, "dc2-lb-1").port(), 8000, "unset ports keep their defaults");
+}
+
+#[test]
+fn a_dc_may_hold_only_replicas_and_the_lb_algorithm_is_chosen_per_dc() {
+    let t = ok(&format!(
+        "{}\n[[dc]]\nname = \"dr\"\ncidr = \"10.9.0.0/28\"\npostgres = {{ first = \"10.9.0.2\" }}\n[[shard]]\nprimary = \"dc2\"\nreplicas = [\"dr\"]\n",
+        base_with("lb = { count = 1 }", r#"lb = { count = 1, algorithm = "least_request" }"#)
+    ));
+    check_invariants(&t);
+    assert_eq!(t.dc("dc1").unwrap().lb_algorithm, LbAlgorithm::LeastRequest);
+    assert_eq!(t.dc("dc2").unwrap().lb_algorithm, LbAlgorithm::RoundRobin);
+    assert_eq!(t.shards()[1].replication, Replication::Async, "async unless said otherwise");
+    assert_eq!(addr(&t, "shard1-pg-2"), "10.9.0.2:5432".parse().unwrap());
+    assert_eq!(t.nodes_in("dr").count(), 1);
+    // A /28 has no .100: postgres.first must be set … or the error says so.
+    let e = err(&format!(
+        "{}\n[[dc]]\nname = \"dr\"\ncidr = \"10.9.0.0/28\"\n[[shard]]\nprimary = \"dc2\"\nreplicas = [\"dr\"]\n",
+        BASE
+    ));
+    assert_contains(
+        &e,
+        "dc[2] (dr): the range 10.9.0.0/28 is too small for its nodes: postgres needs 1 address from offset 100, \
+         but the range's last usable address is 10.9.0.14; use a larger range or set postgres.first",
+    );
+}
+
+#[test]
+fn ipv6_ranges_work() {
+    let t = ok(&base_with("127.0.2.0/24", "fd00:2::/64"));
+    check_invariants(&t);
+    assert_eq!(addr(&t, "dc2-web-1"), "[fd00:2::14]:8080".parse().unwrap());
+    assert_eq!(addr(&t, "shard0-pg-3").ip(), ip("fd00:2::64"));
+}
+
+#[test]
+fn malformed_toml_is_refused_with_its_line() {
+    let e = parse("name = \"x\"\n[[dc]\n", "bad.toml").unwrap_err();
+    assert!(matches!(e, TopologyError::Parse { .. }));
+    let message = e.to_string();
+    assert!(message.starts_with("bad.toml: "), "{message}");
+    assert_contains(&message, "line 2");
+}
+
+#[test]
+fn unknown_keys_and_roles_are_refused() {
+    assert_contains(&err(&base_with("replication = \"sync\"", "rol = \"sync\"")), "unknown field `rol`");
+    let e = err(&base_with("redis = { count = 1 }", "redis = { count = 1 }\ncache = { count = 1 }"));
+    assert_contains(&e, "unknown field `cache`, expected one of");
+    assert_contains(
+        &err(&base_with("web = { count = 2 }", "web = { count = 2, algorithm = \"x\" }")),
+        "unknown field `algorithm`",
+    );
+    assert_contains(&err(&format!("{BASE}\n[ports]\nhttp = 80\n")), "unknown field `http`");
+    assert_contains(&err(&format!("{BASE}\nextra = 1\n")), "unknown field `extra`");
+}
+
+#[test]
+fn bad_values_are_refused() {
+    assert_contains(
+        &err(&base_with("\"sync\"", "\"semi\"")),
+        "unknown variant `semi`, expected `async` or `sync`",
+    );
+    assert_contains(
+        &err(&base_with("lb = { count = 1 }", "lb = { count = 1, algorithm = \"random\" }")),
+        "unknown variant `random`",
+    );
+    assert_contains(&err(&BASE.replacen("name = \"base\"", "", 1)), "missing field `name`");
+    assert_contains(&err(&base_with("cidr = \"127.0.1.0/24\"\n", "\n")), "missing field `cidr`");
+    assert_contains(&err(&base_with("primary = \"dc1\"\n", "\n")), "missing field `primary`");
+    assert_contains(&err(&base_with("web = { count = 2 }", "web = { count = \"two\" }")), "invalid type");
+}
+
+#[test]
+fn counts_must_be_in_range_and_present() {
+    assert_contains(
+        &err(&base_with("web = { count = 2 }", "web = { count = -1 }")),
+        "dc[0] (dc1): web.count = -1 must be between 0 and 1000",
+    );
+    assert_contains(
+        &err(&base_with("web = { count = 2 }", "web = { first = \"127.0.1.20\" }")),
+        "dc[0] (dc1): [web] needs a count (or a list of addrs)",
+    );
+}
+
+#[test]
+fn a_load_balancer_needs_web_servers() {
+    let e = err(&BASE.replacen("web = { count = 1 }", "web = { count = 0 }", 1));
+    assert_contains(&e, "dc[1] (dc2): web.count must be at least 1");
+}
+
+#[test]
+fn web_servers_need_a_load_balancer_and_redis_and_workers_need_redis() {
+    let e = err(&base_with("lb = { count = 1 }", "lb = { count = 0 }"));
+    assert_contains(&e, "dc[0] (dc1): lb.count must be at least 1");
+    let e = err(&base_with("redis = { count = 1 }", "redis = { count = 0 }"));
+    assert_contains(&e, "dc[0] (dc1): redis.count must be at least 1: the DC has web servers");
+    let only_workers = base_with(
+        "lb = { count = 1 }\nweb = { count = 2 }\nworker = { count = 1 }\nredis = { count = 1 }",
+        "worker = { count = 1 }",
+    );
+    assert_contains(&err(&only_workers), "dc[0] (dc1): redis.count must be at least 1: the DC has workers");
+}
+
+#[test]
+fn the_topology_needs_web_servers_workers_dcs_and_shards() {
+    let no_web = "name = \"x\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.1.0/24\"\nworker = { count = 1 }\n\
+                  redis = { count = 1 }\n[[shard]]\nprimary = \"dc1\"\n";
+    assert_contains(&err(no_web), "no DC has web servers");
+    let no_workers = BASE.replace("worker = { count = 1 }", "worker = { count = 0 }");
+    assert_contains(&err(&no_workers), "no DC has workers");
+    assert_contains(&err("name = \"x\"\n"), "no data centers: add at least one [[dc]]");
+    let no_shards = &BASE[..BASE.find("[[shard]]").unwrap()];
+    assert_contains(&err(no_shards), "no shards: add at least one [[shard]]");
+}
+
+#[test]
+fn names_must_be_valid_and_dc_names_unique() {
+    assert_contains(&err(&base_with("name = \"base\"", "name = \"My Stack\"")), "name \"My Stack\" must be");
+    assert_contains(&err(&base_with("name = \"dc1\"", "name = \"DC 1\"")), "dc[0]: name \"DC 1\" must be");
+    assert_contains(&err(&base_with("name = \"dc1\"", "name = \"shard3\"")), "is reserved");
+    let e = err(&BASE.replacen("name = \"dc2\"", "name = \"dc1\"", 1));
+    assert_contains(
+        &e,
+        "dc[1] (dc1): the name \"dc1\" is already used by dc[0] (dc1); DC names must be unique",
+    );
+}
+
+#[test]
+fn ranges_must_be_valid_and_disjoint() {
+    assert_contains(
+        &err(&base_with("127.0.1.0/24", "127.0.1/24")),
+        "dc[0] (dc1): cidr: \"127.0.1\" in \"127.0.1/24\" is not an IPv4 or IPv6 address",
+    );
+    assert_contains(&err(&base_with("127.0.1.0/24", "127.0.1.0")), "expected ADDRESS/PREFIX");
+    assert_contains(&err(&base_with("127.0.1.0/24", "127.0.1.0/40")), "longer than the 32 bits");
+    assert_contains(&err(&base_with("127.0.1.0/24", "127.0.1.9/24")), "has host bits set");
+    let e = err(&base_with("127.0.2.0/24", "127.0.0.0/16"));
+    assert_contains(&e, "dc[0] (dc1) and dc[1] (dc2) have overlapping ranges 127.0.1.0/24 and 127.0.0.0/16");
+}
+
+#[test]
+fn a_range_too_small_for_its_nodes_is_refused() {
+    let e = err(&base_with("127.0.1.0/24", "127.0.1.0/28"));
+    assert_contains(
+        &e,
+        "dc[0] (dc1): the range 127.0.1.0/28 is too small for its nodes: web needs 2 addresses from offset 20, \
+         but the range's last usable address is 127.0.1.14; use a larger range or set web.first",
+    );
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 2, first = \"127.0.1.254\" }"));
+    assert_contains(
+        &e,
+        "web needs 2 addresses from 127.0.1.254, but the range's last usable address is 127.0.1.254",
+    );
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 41 }"));
+    assert_contains(
+        &e,
+        "dc[0] (dc1): 41 web nodes do not fit web's default block 127.0.1.20-127.0.1.59 (40 addresses); \
+         set web.first",
+    );
+}
+
+#[test]
+fn explicit_addresses_must_be_in_the_range_and_unique() {
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 2, first = \"127.0.1.10\" }"));
+    assert_contains(&e, "address 127.0.1.10 is used by both dc1-web-1 and dc1-lb-1");
+    let e = err(&base_with("web = { count = 2 }", r#"web = { addrs = ["127.0.1.5", "127.0.1.5"] }"#));
+    assert_contains(&e, "address 127.0.1.5 is used by both dc1-web-1 and dc1-web-2");
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 2, first = \"127.0.2.20\" }"));
+    assert_contains(&e, "dc[0] (dc1): web.first = 127.0.2.20 is outside the DC's range 127.0.1.0/24");
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 2, first = \"127.0.1.255\" }"));
+    assert_contains(&e, "web.first = 127.0.1.255 is the network or broadcast address of 127.0.1.0/24");
+    let e = err(&base_with("web = { count = 2 }", r#"web = { addrs = ["127.0.1.5", "nope"] }"#));
+    assert_contains(&e, "dc[0] (dc1): web.addrs[1] = \"nope\" is not an IPv4 or IPv6 address");
+    let e = err(&base_with("web = { count = 2 }", r#"web = { count = 3, addrs = ["127.0.1.5"] }"#));
+    assert_contains(&e, "web.count = 3 but web.addrs lists 1 addresses");
+    let e = err(&base_with("web = { count = 2 }", r#"web = { first = "127.0.1.5", addrs = ["127.0.1.5"] }"#));
+    assert_contains(&e, "web.first and web.addrs cannot both be set");
+    let e = err(&base_with(
+        "redis = { count = 1 }",
+        "redis = { count = 1 }\npostgres = { first = \"127.0.1.80\" }",
+    ));
+    assert_contains(&e, "address 127.0.1.80 is used by both shard0-pg-1 and dc1-redis-1");
+}
+
+#[test]
+fn shard_placements_must_name_defined_dcs() {
+    let e = err(&base_with("replicas = [\"dc1\", \"dc2\"]", "replicas = [\"dc1\", \"dc3\"]"));
+    assert_contains(&e, "shard 0: replica DC \"dc3\" is not defined (the DCs are dc1, dc2)");
+    let e = err(&base_with("primary = \"dc1\"", "primary = \"dc9\""));
+    assert_contains(&e, "shard 0: primary DC \"dc9\" is not defined");
+}
+
+#[test]
+fn a_synchronous_shard_needs_a_replica() {
+    let e = err(&base_with("replicas = [\"dc1\", \"dc2\"]", "replicas = []"));
+    assert_contains(&e, "shard 0: replication = \"sync\" needs at least one replica");
+    ok(&base_with(
+        "replication = \"sync\"\nprimary = \"dc1\"\nreplicas = [\"dc1\", \"dc2\"]",
+        "primary = \"dc1\"",
+    ));
+}
+
+#[test]
+fn ports_must_be_between_1_and_65535() {
+    assert_contains(
+        &err(&format!("{BASE}\n[ports]\nweb = 0\n")),
+        "ports.web = 0: a port must be between 1 and 65535",
+    );
+    assert_contains(&err(&format!("{BASE}\n[ports]\nredis = 70000\n")), "ports.redis = 70000");
+}
+
+#[test]
+fn roles_have_keys() {
+    for role in Role::ALL {
+        assert_eq!(role.key().parse::<Role>().unwrap(), role);
+        assert_eq!(role.to_string(), role.key());
+    }
+    assert_eq!(
+        "cache".parse::<Role>().unwrap_err(),
+        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres"
+    );
+}
+
+#[test]
+fn loading_a_missing_file_names_it() {
+    let e = topology::load(std::path::Path::new("/nonexistent/topology.toml")).unwrap_err();
+    assert_contains(&e.to_string(), "cannot read topology /nonexistent/topology.toml");
+}
+
+#[test]
+fn check_ports_free_names_the_node_whose_port_is_taken() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // Every role on the port we hold; only dc1-web-1 lands on 127.0.0.1 itself.
+    let text = format!(
+        r#"
+name = "ports"
+[[dc]]
+name = "dc1"
+cidr = "127.0.0.0/24"
+lb = {{ count = 1 }}
+web = {{ count = 2, first = "127.0.0.1" }}
+worker = {{ count = 1 }}
+redis = {{ count = 1 }}
+[[shard]]
+primary = "dc1"
+[ports]
+lb = {port}
+web = {port}
+worker = {port}
+redis = {port}
+postgres = {port}
+"#
+    );
+    let t = ok(&text);
+    assert_eq!(addr(&t, "dc1-web-1"), SocketAddr::from(([127, 0, 0, 1], port)));
+    let e = t.check_ports_free().unwrap_err();
+    assert!(matches!(&e, TopologyError::PortInUse { node, .. } if node == "dc1-web-1"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("dc1-web-1 cannot listen on 127.0.0.1:{port}: port {port} is already in use on 127.0.0.1")
+    );
+    drop(taken);
+    t.check_ports_free().expect("free once let go");
+}
+
+#[test]
+fn role_sections_may_be_sub_tables() {
+    let t = ok(r#"
+name = "tables"
+
+[[dc]]
+name = "dc1"
+cidr = "127.0.1.0/24"
+[dc.lb]
+count = 1
+algorithm = "least_request"
+[dc.web]
+count = 2
+[dc.worker]
+count = 1
+[dc.redis]
+count = 1
+
+[[dc]]
+name = "dc2"
+cidr = "127.0.2.0/24"
+[dc.postgres]
+first = "127.0.2.200"
+
+[[shard]]
+primary = "dc1"
+replicas = ["dc2"]
+"#);
+    check_invariants(&t);
+    assert_eq!(t.dc("dc1").unwrap().lb_algorithm, LbAlgorithm::LeastRequest);
+    assert_eq!(t.count("dc1", Role::Web), 2);
+    assert_eq!(addr(&t, "shard0-pg-2").ip(), ip("127.0.2.200"));
+}
