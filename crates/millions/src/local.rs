@@ -1,28 +1,25 @@
-//! The local stack: `millions up|down|status|logs` on one machine.
+//! Running a topology on this machine: `millions up|down|status|logs|chaos`.
 //!
-//! `up` starts a PostgreSQL server holding the shards (one database per shard), a
-//! Redis, and a web server, each detached and recorded in the run directory
-//! (`.millions/` or `$MILLIONS_HOME`), so later commands find them.
+//! `up` validates the topology, checks that every node's address is free, and
+//! starts `millions control` detached in the run directory (`.millions/` or
+//! `$MILLIONS_HOME`); the controller starts and supervises the nodes. The other
+//! commands talk to the controller's API, found through `control.json`.
 
-use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
+use control::NodeStatus;
+use serde::Deserialize;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Shards of the local stack: two, so cross-shard paths run from day one.
-const SHARDS: usize = 2;
-/// How long `up` waits for the web server to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a web server may drain on `down` before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long `up` waits for every node to be healthy.
+const UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `down` waits for the controller to stop everything.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Where the run directory is.
 #[derive(Debug, clap::Args)]
@@ -37,9 +34,29 @@ pub struct HomeArgs {
 pub struct UpArgs {
     #[command(flatten)]
     home: HomeArgs,
-    /// Address the web server listens on.
-    #[arg(long, env = "MILLIONS_WEB_ADDR", default_value = "127.0.0.1:8080")]
-    web: SocketAddr,
+    /// A preset topology: single, default or test.
+    #[arg(long, conflicts_with = "topology")]
+    preset: Option<String>,
+    /// A topology file (TOML; see docs/TOPOLOGY.md).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Run PostgreSQL without fsync: faster, and a machine crash loses data. For
+    /// throw-away stacks (tests) only.
+    #[arg(long)]
+    unsafe_fast_storage: bool,
+}
+
+/// `millions control` (started by `up`).
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// Where the control API listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    api: SocketAddr,
+    /// See `up --unsafe-fast-storage`.
+    #[arg(long)]
+    unsafe_fast_storage: bool,
 }
 
 /// `millions status`.
@@ -57,257 +74,167 @@ pub struct StatusArgs {
 pub struct LogsArgs {
     #[command(flatten)]
     home: HomeArgs,
-    /// The node (see `millions status`).
+    /// The node (see `millions status`), or `control`.
     node: String,
     /// Keep printing as the log grows.
     #[arg(short, long)]
     follow: bool,
 }
 
-/// What `up` started, saved in `state.json`.
-#[derive(Debug, Serialize, Deserialize)]
-struct StackState {
-    /// Where to open the app.
-    app_url: String,
-    /// Every node started.
-    nodes: Vec<NodeState>,
+/// `millions chaos`.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    #[command(subcommand)]
+    action: ChaosAction,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct NodeState {
-    /// Unique name (`postgres`, `redis`, `web-1`).
-    name: String,
-    /// `postgres`, `redis` or `web`.
-    role: String,
-    /// The address it serves on.
-    addr: SocketAddr,
-    /// Its process id.
-    pid: u32,
-    /// Its log file.
-    log: PathBuf,
-    /// Its data directory, where it has one.
-    dir: Option<PathBuf>,
+/// What to break.
+#[derive(Debug, clap::Subcommand)]
+enum ChaosAction {
+    /// Kill a node with SIGKILL, as a crash; the controller starts it again.
+    Kill {
+        /// The node.
+        node: String,
+    },
+    /// Stop a node gracefully and start it again.
+    Restart {
+        /// The node.
+        node: String,
+    },
 }
 
-/// Passwords of the local stack, generated once and kept (mode 0600).
-#[derive(Debug, Serialize, Deserialize)]
-struct Secrets {
-    /// The PostgreSQL superuser's password.
-    postgres: String,
-    /// Redis's `requirepass`.
-    redis: String,
+fn topology_path(home: &Path) -> PathBuf {
+    home.join("topology.toml")
 }
 
-fn state_path(home: &Path) -> PathBuf {
-    home.join("state.json")
+/// The running controller's API, or an error saying nothing runs.
+fn controller(home: &Path) -> anyhow::Result<control::ControlFile> {
+    control::running(home)
+        .with_context(|| format!("nothing is running (no live controller in {})", home.display()))
 }
 
-fn read_state(home: &Path) -> anyhow::Result<Option<StackState>> {
-    let path = state_path(home);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client")
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    Ok(())
+#[derive(Debug, Deserialize)]
+struct NodesReply {
+    topology: String,
+    nodes: Vec<NodeStatus>,
 }
 
-fn secrets(home: &Path) -> anyhow::Result<Secrets> {
-    let path = home.join("secrets.json");
-    if let Ok(text) = fs::read_to_string(&path) {
-        return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
-    }
-    let s = Secrets { postgres: nodes::random_secret(32), redis: nodes::random_secret(32) };
-    write_private(&path, &serde_json::to_string_pretty(&s)?)?;
-    Ok(s)
-}
-
-/// Undo list for a failed `up`: nothing is left half-started.
-#[derive(Default)]
-struct Started {
-    nodes: Vec<NodeState>,
-}
-
-impl Started {
-    fn stop_all(&mut self) {
-        for node in self.nodes.drain(..).rev() {
-            if let Err(e) = stop_node(&node) {
-                eprintln!("warning: stopping {}: {e:#}", node.name);
-            }
-        }
-    }
+async fn fetch_nodes(api: SocketAddr) -> anyhow::Result<NodesReply> {
+    let r = client().get(format!("http://{api}/api/nodes")).send().await.context("asking the controller")?;
+    Ok(r.error_for_status()?.json().await?)
 }
 
 /// `millions up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = &args.home.home;
-    fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;
+    std::fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;
     let home = home.canonicalize()?;
-    if let Some(state) = read_state(&home)? {
-        if state.nodes.iter().any(|n| nodes::pid_alive(n.pid)) {
-            bail!("already running (see `millions status`); run `millions down` first");
-        }
-        fs::remove_file(state_path(&home))?;
+    if control::running(&home).is_some() {
+        bail!("already running (see `millions status`); run `millions down` first");
     }
-    // Refuse a taken web address before starting anything.
-    drop(std::net::TcpListener::bind(args.web).with_context(|| {
-        format!("the web address {} is in use; pick another with --web or MILLIONS_WEB_ADDR", args.web)
-    })?);
+    let (text, origin) = match (&args.preset, &args.topology) {
+        (_, Some(path)) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (preset, None) => {
+            let name = preset.as_deref().unwrap_or("default");
+            let text = topology::preset_text(name).with_context(|| {
+                format!("no preset named {name:?}; presets: {}", topology::PRESETS.join(", "))
+            })?;
+            (text.to_owned(), format!("preset {name:?}"))
+        }
+    };
+    let topology = topology::parse(&text, &origin)?;
+    topology.check_ports_free()?;
+    std::fs::write(topology_path(&home), &text)?;
 
-    let secrets = secrets(&home)?;
-    let mut started = Started::default();
-    match start_stack(&home, &args, &secrets, &mut started).await {
-        Ok(state) => {
-            fs::write(state_path(&home), serde_json::to_string_pretty(&state)?)?;
-            println!();
-            println!("Millions is up.");
-            println!("  open the app:  {}", state.app_url);
-            println!(
-                "  JSON API:      {}api/v1  (OpenAPI: {}api/v1/openapi.json)",
-                state.app_url, state.app_url
-            );
-            println!("  metrics:       {}metrics", state.app_url);
-            println!("  status:        millions status    logs: millions logs web-1    stop: millions down");
-            Ok(())
+    let api =
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nodes::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?);
+    let log = control::log_path(&home, "control");
+    let mut cmd_args = vec!["control".to_owned(), "--home".into(), home.display().to_string()];
+    cmd_args.extend(["--api".to_owned(), api.to_string()]);
+    if args.unsafe_fast_storage {
+        cmd_args.push("--unsafe-fast-storage".into());
+    }
+    let pid = spawn_detached(&cmd_args, &log)?;
+    println!(
+        "starting topology {:?} ({} nodes); controller pid {pid}",
+        topology.name(),
+        topology.nodes().len()
+    );
+
+    let deadline = Instant::now() + UP_TIMEOUT;
+    let mut shown = 0;
+    loop {
+        if !nodes::pid_alive(pid) {
+            bail!("the controller stopped during start-up:\n{}", nodes::log_tail(&log));
         }
-        Err(e) => {
-            eprintln!("up failed; stopping what was started");
-            started.stop_all();
-            Err(e)
+        if let Ok(reply) = fetch_nodes(api).await {
+            let up = reply.nodes.iter().filter(|n| n.healthy).count();
+            if up != shown {
+                println!("  {up}/{} nodes healthy", reply.nodes.len());
+                shown = up;
+            }
+            if up == reply.nodes.len() {
+                print_summary(&topology, &reply.nodes);
+                return Ok(());
+            }
         }
+        if Instant::now() > deadline {
+            let _ = client().post(format!("http://{api}/api/shutdown")).send().await;
+            bail!("not every node was healthy within {UP_TIMEOUT:?}; stopping:\n{}", nodes::log_tail(&log));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-async fn start_stack(
-    home: &Path,
-    args: &UpArgs,
-    secrets: &Secrets,
-    started: &mut Started,
-) -> anyhow::Result<StackState> {
-    // PostgreSQL: one server, one database per shard.
-    let pg_port = nodes::free_port(LOCALHOST)?;
-    let pg =
-        nodes::PostgresSpec::new(&home.join("postgres"), LOCALHOST, pg_port, "millions", &secrets.postgres);
-    println!("starting PostgreSQL on {}", pg.addr());
-    nodes::init_postgres(&pg)?;
-    nodes::start_postgres(&pg)?;
-    let pid = nodes::postmaster_pid(&pg.data_dir).context("PostgreSQL started but wrote no pid")?;
-    started.nodes.push(NodeState {
-        name: "postgres".into(),
-        role: "postgres".into(),
-        addr: pg.addr(),
-        pid,
-        log: pg.log_file.clone(),
-        dir: Some(pg.data_dir.clone()),
-    });
-    let shard_urls = create_shard_databases(&pg).await?;
-    data::migrate(&shard_urls).await.context("migrating the shards")?;
-
-    // Redis.
-    let redis_port = nodes::free_port(LOCALHOST)?;
-    let redis = nodes::RedisSpec::new(&home.join("redis"), LOCALHOST, redis_port, &secrets.redis);
-    println!("starting Redis on {}", redis.addr());
-    let pid = nodes::start_redis(&redis)?;
-    started.nodes.push(NodeState {
-        name: "redis".into(),
-        role: "redis".into(),
-        addr: redis.addr(),
-        pid,
-        log: redis.log_file.clone(),
-        dir: Some(redis.dir.clone()),
-    });
-
-    // The web server.
-    let store = home.join("objects");
-    let config_path = home.join("web-1.toml");
-    let config = format!(
-        "listen = \"{listen}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n\n\
-         [media]\nstore_dir = {store:?}\n",
-        listen = args.web,
-        shards = shard_urls,
-        redis = redis.url(),
-        store = store.display().to_string(),
+fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
+    println!();
+    println!("Millions is up ({} topology).", topology.name());
+    for dc in topology.dcs() {
+        let webs: Vec<_> = nodes.iter().filter(|n| n.dc == dc.name && n.role == "web").collect();
+        if webs.is_empty() {
+            continue;
+        }
+        println!("  {}: open the app at any of its web servers (its load balancer comes later):", dc.name);
+        for w in webs {
+            println!("      http://{}/    ({})", w.addr, w.name);
+        }
+    }
+    println!(
+        "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), metrics at /metrics on every web server and worker"
     );
-    write_private(&config_path, &config)?;
-    web::WebConfig::load(&config_path).context("the generated web configuration is invalid")?;
-    let log = home.join("logs/web-1.log");
-    println!("starting web-1 on {}", args.web);
-    let pid = spawn_detached(&["web", "--config", &config_path.to_string_lossy()], &log)?;
-    started.nodes.push(NodeState {
-        name: "web-1".into(),
-        role: "web".into(),
-        addr: args.web,
-        pid,
-        log: log.clone(),
-        dir: None,
-    });
-    wait_ready(args.web, pid, &log).await?;
-
-    // A worker: photo processing and fan-out.
-    let worker_addr = SocketAddr::new(LOCALHOST, nodes::free_port(LOCALHOST)?);
-    let config_path = home.join("worker-1.toml");
-    let config = format!(
-        "listen = \"{worker_addr}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n\n\
-         [media]\nstore_dir = {store:?}\n\n[worker]\nid = \"worker-1\"\n",
-        shards = shard_urls,
-        redis = redis.url(),
-        store = store.display().to_string(),
+    println!(
+        "  status: millions status    logs: millions logs NODE -f    crash a node: millions chaos kill NODE"
     );
-    write_private(&config_path, &config)?;
-    worker::WorkerConfig::load(&config_path).context("the generated worker configuration is invalid")?;
-    let log = home.join("logs/worker-1.log");
-    println!("starting worker-1 (metrics on {worker_addr})");
-    let pid = spawn_detached(&["worker", "--config", &config_path.to_string_lossy()], &log)?;
-    started.nodes.push(NodeState {
-        name: "worker-1".into(),
-        role: "worker".into(),
-        addr: worker_addr,
-        pid,
-        log: log.clone(),
-        dir: None,
-    });
-    wait_ready(worker_addr, pid, &log).await?;
-    Ok(StackState { app_url: format!("http://{}/", args.web), nodes: started.nodes.clone() })
+    println!("  stop:   millions down");
 }
 
-async fn create_shard_databases(pg: &nodes::PostgresSpec) -> anyhow::Result<Vec<String>> {
-    let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let conn = tokio::spawn(conn);
-    let mut urls = vec![];
-    for i in 0..SHARDS {
-        let name = format!("millions_shard_{i}");
-        let exists =
-            client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
-        if !exists {
-            client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        }
-        urls.push(pg.url(&name));
-    }
-    drop(client);
-    let _ = conn.await;
-    Ok(urls)
+/// `millions control`: run the topology written by `up`.
+pub async fn control(args: ControlArgs, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let home = args.home.home.canonicalize()?;
+    let topology = topology::load(&topology_path(&home))?;
+    let opts = control::ControlOptions {
+        run_dir: home,
+        topology,
+        api: args.api,
+        exe: std::env::current_exe().context("locating this binary")?,
+        durability: if args.unsafe_fast_storage { nodes::Durability::Fast } else { nodes::Durability::Full },
+    };
+    control::Controller::build(opts, shutdown).await?.run().await
 }
 
 /// Start this binary with `args`, detached in its own process group, output to `log`.
-fn spawn_detached(args: &[&str], log: &Path) -> anyhow::Result<u32> {
+fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("locating this binary")?;
-    let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let child = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -315,138 +242,106 @@ fn spawn_detached(args: &[&str], log: &Path) -> anyhow::Result<u32> {
         .stderr(out)
         .process_group(0)
         .spawn()
-        .context("starting a node")?;
+        .context("starting the controller")?;
     Ok(child.id())
-}
-
-async fn http_status(url: &str) -> Option<u16> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
-    client.get(url).send().await.ok().map(|r| r.status().as_u16())
-}
-
-async fn wait_ready(addr: SocketAddr, pid: u32, log: &Path) -> anyhow::Result<()> {
-    let url = format!("http://{addr}/readyz");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        if http_status(&url).await == Some(200) {
-            return Ok(());
-        }
-        if !nodes::pid_alive(pid) {
-            bail!("the process exited during start-up:\n{}", nodes::log_tail(log));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{addr} was not ready within {READY_TIMEOUT:?}:\n{}", nodes::log_tail(log))
-}
-
-fn stop_node(node: &NodeState) -> anyhow::Result<()> {
-    match (node.role.as_str(), &node.dir) {
-        ("postgres", Some(dir)) => nodes::stop_postgres(dir, nodes::StopMode::Fast)?,
-        _ => nodes::stop_pid(node.pid, STOP_GRACE)?,
-    }
-    Ok(())
 }
 
 /// `millions down`.
 pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
-    let Some(state) = read_state(&args.home)? else {
-        bail!("nothing is running (no {})", state_path(&args.home).display());
+    let ctl = controller(&args.home)?;
+    let before = fetch_nodes(ctl.api).await.map(|r| r.nodes).unwrap_or_default();
+    client()
+        .post(format!("http://{}/api/shutdown", ctl.api))
+        .send()
+        .await
+        .context("asking the controller to stop")?;
+    println!("stopping {} nodes ...", before.len());
+    let deadline = Instant::now() + DOWN_TIMEOUT;
+    let left = || {
+        before
+            .iter()
+            .filter(|n| n.pid.is_some_and(nodes::pid_alive))
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
     };
-    // Web first (it drains), then the stores it uses.
-    let mut failures = vec![];
-    for node in state.nodes.iter().rev() {
-        print!("stopping {} ... ", node.name);
-        match stop_node(node) {
-            Ok(()) => println!("stopped"),
-            Err(e) => {
-                println!("failed");
-                failures.push(format!("{}: {e:#}", node.name));
-            }
+    while nodes::pid_alive(ctl.pid) || !left().is_empty() {
+        if Instant::now() > deadline {
+            bail!("still running after {DOWN_TIMEOUT:?}: controller {} and {}", ctl.pid, left().join(", "));
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A server may still be exiting for a moment after its stop command returned.
-    let alive =
-        || state.nodes.iter().filter(|n| nodes::pid_alive(n.pid)).map(|n| n.name.clone()).collect::<Vec<_>>();
-    let deadline = Instant::now() + STOP_GRACE;
-    let mut left = alive();
-    while !left.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = alive();
-    }
-    if !left.is_empty() || !failures.is_empty() {
-        bail!("some nodes did not stop: {} {}", left.join(", "), failures.join("; "));
-    }
-    fs::remove_file(state_path(&args.home))?;
     println!("all stopped");
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-struct NodeStatus {
-    name: String,
-    role: String,
-    addr: SocketAddr,
-    pid: u32,
-    running: bool,
-    healthy: bool,
-}
-
 /// `millions status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let Some(state) = read_state(&args.home.home)? else {
-        bail!("nothing is running (no {})", state_path(&args.home.home).display());
-    };
-    let mut rows = vec![];
-    for n in &state.nodes {
-        let running = nodes::pid_alive(n.pid);
-        let healthy = running
-            && match n.role.as_str() {
-                "web" | "worker" => http_status(&format!("http://{}/readyz", n.addr)).await == Some(200),
-                "redis" => {
-                    let password = secrets(&args.home.home)?.redis;
-                    nodes::redis_ping(n.addr, &password, Duration::from_secs(1)).is_ok()
-                }
-                _ => n.dir.as_deref().is_some_and(nodes::postgres_running),
-            };
-        rows.push(NodeStatus {
-            name: n.name.clone(),
-            role: n.role.clone(),
-            addr: n.addr,
-            pid: n.pid,
-            running,
-            healthy,
-        });
-    }
+    let ctl = controller(&args.home.home)?;
+    let reply = fetch_nodes(ctl.api).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"app_url": state.app_url, "nodes": rows}))?
-        );
-    } else {
-        println!("app: {}", state.app_url);
-        println!("{:<10} {:<9} {:<22} {:>8}  health", "NODE", "ROLE", "ADDRESS", "PID");
-        for r in rows {
-            let health = match (r.running, r.healthy) {
-                (false, _) => "down",
-                (true, false) => "unhealthy",
-                (true, true) => "healthy",
-            };
-            println!("{:<10} {:<9} {:<22} {:>8}  {health}", r.name, r.role, r.addr.to_string(), r.pid);
-        }
+        let json = serde_json::json!({"topology": reply.topology, "controller": ctl, "nodes": reply.nodes});
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
     }
+    println!("topology {}   controller pid {} api {}", reply.topology, ctl.pid, ctl.api);
+    println!(
+        "{:<16} {:<9} {:<5} {:<22} {:>8}  {:<9} {:>8}  postgres",
+        "NODE", "ROLE", "DC", "ADDRESS", "PID", "HEALTH", "RESTARTS"
+    );
+    for n in reply.nodes {
+        let health = match (n.running, n.healthy, n.stopped) {
+            (_, _, true) => "stopped",
+            (false, _, _) => "down",
+            (true, false, _) => "unhealthy",
+            (true, true, _) => "healthy",
+        };
+        let pg = n.pg.map_or(String::new(), |p| {
+            let mut s = format!("shard{} {}", p.shard, p.role);
+            if let Some(state) = p.replication {
+                s.push_str(&format!(" {state}"));
+            }
+            if let Some(lag) = p.lag_bytes {
+                s.push_str(&format!(" lag {lag} B"));
+            }
+            s
+        });
+        let pid = n.pid.map_or("-".to_owned(), |p| p.to_string());
+        println!(
+            "{:<16} {:<9} {:<5} {:<22} {:>8}  {:<9} {:>8}  {pg}",
+            n.name, n.role, n.dc, n.addr, pid, health, n.restarts
+        );
+    }
+    Ok(())
+}
+
+/// `millions chaos`.
+pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
+    let ctl = controller(&args.home.home)?;
+    let (verb, node) = match &args.action {
+        ChaosAction::Kill { node } => ("kill", node),
+        ChaosAction::Restart { node } => ("restart", node),
+    };
+    let r = client().post(format!("http://{}/api/nodes/{node}/{verb}", ctl.api)).send().await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+    }
+    println!("{verb}: {node} {body}");
     Ok(())
 }
 
 /// `millions logs`.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let Some(state) = read_state(&args.home.home)? else {
-        bail!("nothing is running (no {})", state_path(&args.home.home).display());
-    };
-    let Some(node) = state.nodes.iter().find(|n| n.name == args.node) else {
-        let names: Vec<_> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-        bail!("no node named {:?}; nodes: {}", args.node, names.join(", "));
-    };
-    let mut file = fs::File::open(&node.log).with_context(|| format!("opening {}", node.log.display()))?;
+    let home = &args.home.home;
+    controller(home)?;
+    let topology = topology::load(&topology_path(home))?;
+    if args.node != "control" && topology.node(&args.node).is_none() {
+        let names: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
+        bail!("no node named {:?}; nodes: control, {}", args.node, names.join(", "));
+    }
+    let path = control::log_path(home, &args.node);
+    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = std::io::stdout();
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;
@@ -461,7 +356,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        let len = fs::metadata(&node.log)?.len();
+        let len = std::fs::metadata(&path)?.len();
         if len < pos {
             pos = 0; // truncated or rotated
         }

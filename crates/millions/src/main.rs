@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the local system detached (PostgreSQL, Redis, a web server) and print where to open it.
+    /// Start a topology detached (every tier, supervised) and print where to open it.
     Up(local::UpArgs),
     /// Stop everything `up` started.
     Down(local::HomeArgs),
@@ -29,6 +29,10 @@ enum Command {
     Status(local::StatusArgs),
     /// Print a node's log.
     Logs(local::LogsArgs),
+    /// Break things on purpose: kill or restart a node.
+    Chaos(local::ChaosArgs),
+    /// Run a topology's controller (started by `up`).
+    Control(local::ControlArgs),
     /// Run a web server (the stateless web tier).
     Web {
         /// The web server's TOML configuration.
@@ -73,6 +77,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down(args) => local::down(args).await,
         Command::Status(args) => local::status(args).await,
         Command::Logs(args) => local::logs(args).await,
+        Command::Chaos(args) => local::chaos(args).await,
+        Command::Control(args) => {
+            let _logs = telemetry::init_logging("control");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            local::control(args, shutdown).await
+        }
         Command::Web { config } => {
             // Validate before anything is bound or logged.
             let config = web::WebConfig::load(&config)?;

@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+
 use std::time::{Duration, Instant};
 
 fn millions(home: &Path, args: &[&str]) -> Output {
@@ -15,11 +16,6 @@ fn millions(home: &Path, args: &[&str]) -> Output {
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 #[test]
@@ -73,7 +69,7 @@ fn a_bad_config_exits_with_a_message_before_binding() {
 #[test]
 fn commands_with_nothing_running_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["down"][..], &["status"], &["logs", "web-1"]] {
+    for args in [&["down"][..], &["status"], &["logs", "dc1-web-1"], &["chaos", "kill", "dc1-web-1"]] {
         let o = millions(dir.path(), args);
         assert!(!o.status.success(), "{args:?}");
         assert!(text(&o).contains("nothing is running"), "{args:?}: {}", text(&o));
@@ -82,67 +78,163 @@ fn commands_with_nothing_running_say_so() {
     assert!(!o.status.success(), "unknown commands are refused");
 }
 
-#[test]
-fn up_status_crash_and_down_leave_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path();
-    let web = free_addr();
-    let o = millions(home, &["up", "--web", &web]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains(&format!("http://{web}/")), "prints where to open the app: {}", text(&o));
+/// The `test` preset moved to address ranges of its own, so tests never collide
+/// with a stack started by hand or by another test.
+fn test_topology(dir: &Path) -> std::path::PathBuf {
+    let octet = 10 + (std::process::id() % 200) as u8 + (Instant::now().elapsed().subsec_nanos() % 40) as u8;
+    let text = topology::preset_text("test")
+        .unwrap()
+        .replace("127.0.201.", &format!("127.{octet}.201."))
+        .replace("127.0.202.", &format!("127.{octet}.202."));
+    let path = dir.join("topology.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
+fn status_json(home: &Path) -> serde_json::Value {
     let o = millions(home, &["status", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()
+}
+
+fn poll(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn psql(url: &str, sql: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.ok()?;
+        let conn = tokio::spawn(conn);
+        let rows = client.simple_query(sql).await.ok()?;
+        drop(client);
+        let _ = conn.await;
+        rows.into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+    })
+}
+
+#[test]
+fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let topo = test_topology(home);
+    let o = millions(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Millions is up"), "{}", text(&o));
+
+    let status = status_json(home);
     let nodes = status["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 4);
+    assert_eq!(nodes.len(), 5, "every node but the load balancer runs: {status}");
     assert!(nodes.iter().all(|n| n["healthy"] == true), "{status}");
     let pids: Vec<u32> = nodes.iter().map(|n| n["pid"].as_u64().unwrap() as u32).collect();
+    let primary = node(&status, "shard0-pg-1");
+    let replica = node(&status, "shard0-pg-2");
+    assert_eq!(primary["pg"]["role"], "primary");
+    assert_eq!(replica["pg"]["role"], "replica");
 
-    let o = millions(home, &["up", "--web", &free_addr()]);
+    // Streaming, as the primary reports it, and data written there is read on the replica.
+    let secrets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("secrets.json")).unwrap()).unwrap();
+    let pw = secrets["postgres"].as_str().unwrap();
+    let url =
+        |addr: &serde_json::Value| format!("postgres://millions:{pw}@{}/millions", addr.as_str().unwrap());
+    let (primary_url, replica_url) = (url(&primary["addr"]), url(&replica["addr"]));
+    let state =
+        psql(&primary_url, "SELECT state FROM pg_stat_replication WHERE application_name = 'shard0-pg-2'");
+    assert_eq!(state.as_deref(), Some("streaming"));
+    psql(&primary_url, "CREATE TABLE probe (v text); INSERT INTO probe VALUES ('written on the primary')");
+    poll("the write to reach the replica", || {
+        psql(&replica_url, "SELECT v FROM probe").as_deref() == Some("written on the primary")
+    });
+    assert_eq!(psql(&replica_url, "SELECT pg_is_in_recovery()::text").as_deref(), Some("true"));
+
+    let o = millions(home, &["up", "--topology", &topo.to_string_lossy()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("already running"), "{}", text(&o));
 
-    let o = millions(home, &["logs", "web-1"]);
+    let o = millions(home, &["logs", "dc1-web-1"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"request_id\""), "JSON logs with request ids");
     let o = millions(home, &["logs", "nope"]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("nodes: postgres, redis, web-1, worker-1"), "{}", text(&o));
+    assert!(text(&o).contains("nodes: control, shard0-pg-1"), "{}", text(&o));
 
-    // A crashed web server shows as down.
-    let web_pid = pids[2];
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(web_pid as i32), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = millions(home, &["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        if status["nodes"][2]["running"] == false {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the killed web server still shows as running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A crashed web server is started again.
+    let web_pid = node(&status, "dc1-web-1")["pid"].as_u64().unwrap();
+    let o = millions(home, &["chaos", "kill", "dc1-web-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("the killed web server to be restarted", || {
+        let s = status_json(home);
+        let w = node(&s, "dc1-web-1");
+        w["healthy"] == true && w["pid"].as_u64() != Some(web_pid) && w["restarts"] == 1
+    });
+    assert!(!nodes::pid_alive(web_pid as u32));
+    let o = millions(home, &["chaos", "kill", "dc9-web-7"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no node named"), "{}", text(&o));
 
+    let last = status_json(home);
     let o = millions(home, &["down"]);
     assert!(o.status.success(), "{}", text(&o));
-    for pid in pids {
+    let all: Vec<u32> = pids
+        .into_iter()
+        .chain(last["nodes"].as_array().unwrap().iter().map(|n| n["pid"].as_u64().unwrap() as u32))
+        .collect();
+    for pid in all {
         assert!(!nodes::pid_alive(pid), "process {pid} is left behind");
     }
-    assert!(!home.join("state.json").exists());
+    let controller = last["controller"]["pid"].as_u64().unwrap() as u32;
+    assert!(!nodes::pid_alive(controller), "the controller is left behind");
     let o = millions(home, &["down"]);
     assert!(!o.status.success(), "a second down has nothing to stop");
 }
 
 #[test]
-fn up_refuses_a_taken_web_address_and_starts_nothing() {
+fn up_refuses_bad_topologies_and_taken_addresses_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let good = std::fs::read_to_string(test_topology(home)).unwrap();
+    // dc1's range, as "127.N.201."
+    let cidr = good.lines().find(|l| l.starts_with("cidr")).unwrap().split('"').nth(1).unwrap();
+    let dc1 = cidr.trim_end_matches("0/24");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let o = millions(dir.path(), &["up", "--web", &addr]);
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        ("name = \"x\"\n[[dc]\n".to_owned(), "topology.toml"),
+        (good.replace("web = { count = 1 }", "webb = { count = 1 }"), "unknown field"),
+        (
+            good.replace("worker = { count = 1 }", &format!("worker = {{ count = 1, first = \"{dc1}20\" }}")),
+            "used by both",
+        ),
+        (good.replace("[[dc]]\nname = \"dc2\"", "[[dc]]\nname = \"dc1\""), "dc1"),
+        // The web server's address is taken.
+        (
+            format!(
+                "name = \"taken\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.0.0/24\"\nlb = {{ count = 1 }}\nweb = {{ count = 1, first = \"127.0.0.1\" }}\nworker = {{ count = 1 }}\nredis = {{ count = 1 }}\n[[shard]]\nprimary = \"dc1\"\n[ports]\nweb = {port}\n"
+            ),
+            "in use",
+        ),
+    ];
+    for (topology, expected) in cases {
+        let path = home.join("topology.toml");
+        std::fs::write(&path, topology).unwrap();
+        let o = millions(home, &["up", "--topology", &path.to_string_lossy()]);
+        assert!(!o.status.success(), "{expected}");
+        assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
+        assert!(!home.join("control.json").exists() && !home.join("nodes").exists(), "nothing was started");
+    }
+    let o = millions(home, &["up", "--preset", "gigantic"]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("in use"), "{}", text(&o));
-    assert!(!dir.path().join("postgres").exists(), "nothing was started");
-    assert!(!dir.path().join("state.json").exists());
+    assert!(text(&o).contains("presets: single, default, test"), "{}", text(&o));
 }

@@ -222,6 +222,43 @@ pub fn start_postgres(spec: &PostgresSpec) -> Result<(), Error> {
     run(cmd, &spec.what("start"), Some(&spec.log_file)).map(drop)
 }
 
+/// Makes `replica.data_dir` a copy of the running server `primary` with
+/// `pg_basebackup` (WAL streamed alongside, through the new physical replication
+/// slot `slot`), marked as a standby (`standby.signal`). The data directory must
+/// not exist or be empty. Start it with [`start_postgres`] and a spec whose
+/// `extra_conf` sets `primary_conninfo` (see [`standby_conf`]).
+pub fn base_backup(primary: &PostgresSpec, replica: &PostgresSpec, slot: &str) -> Result<(), Error> {
+    let user = pg_os_user()?;
+    prepare_dir(&replica.data_dir, user.as_ref(), 0o700)?;
+    let mut cmd = pg_command("pg_basebackup", user.as_ref())?;
+    cmd.arg("-d")
+        .arg(format!("host={} port={} user={}", primary.listen, primary.port, primary.superuser))
+        .env("PGPASSWORD", &primary.password)
+        .arg("-D")
+        .arg(&replica.data_dir)
+        .args(["-X", "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-password"]);
+    if replica.durability == Durability::Fast {
+        cmd.arg("--no-sync");
+    }
+    let what = format!("copy {} to {} (pg_basebackup)", primary.addr(), replica.data_dir.display());
+    run(cmd, &what, None)?;
+    write_owned(&replica.data_dir.join("standby.signal"), "", user.as_ref())
+}
+
+/// The settings that make a server a standby of `primary`, identified there as
+/// `application_name` (what `synchronous_standby_names` names), through `slot`.
+pub fn standby_conf(primary: &PostgresSpec, application_name: &str, slot: &str) -> Vec<(String, String)> {
+    let conninfo = format!(
+        "host={} port={} user={} password={} application_name={application_name}",
+        primary.listen, primary.port, primary.superuser, primary.password
+    );
+    vec![
+        ("primary_conninfo".into(), conninfo),
+        ("primary_slot_name".into(), slot.into()),
+        ("hot_standby".into(), "on".into()),
+    ]
+}
+
 /// A server killed with SIGKILL leaves its lock files behind (`postmaster.pid`,
 /// `.s.PGSQL.<port>.lock`). PostgreSQL ignores a lock naming a dead pid, but on
 /// machines whose init does not reap orphans the pid stays a zombie, which it

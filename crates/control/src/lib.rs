@@ -1,0 +1,270 @@
+//! `millions control`: runs a topology.
+//!
+//! The controller starts every node of a [`Topology`] in order — PostgreSQL
+//! primaries (initdb, scram, migrations), their replicas (pg_basebackup through a
+//! replication slot, then streaming), Redis, workers, web servers — each on its own
+//! address, then supervises them: a node that dies is started again with backoff,
+//! unless it was stopped on purpose. Its HTTP API (`/api/...`) is how `millions
+//! status`, `chaos` and `down` talk to it. Load balancers are not run yet (the load
+//! balancer is a later issue); clients use the web servers' addresses.
+#![forbid(unsafe_code)]
+
+mod api;
+mod launch;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use topology::{Node, Role, Topology};
+
+pub use status::{NodeStatus, PgStatus};
+
+/// How a controller runs.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// Where data, logs, configurations and state live.
+    pub run_dir: PathBuf,
+    /// What to run.
+    pub topology: Topology,
+    /// Where the control API listens (port 0: any).
+    pub api: SocketAddr,
+    /// The `millions` binary, to start web servers and workers.
+    pub exe: PathBuf,
+    /// PostgreSQL durability: `Fast` (no fsync) only for throw-away test stacks.
+    pub durability: nodes::Durability,
+}
+
+/// Written to `control.json` in the run directory once the API listens, so the CLI
+/// finds the controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlFile {
+    /// The controller's process id.
+    pub pid: u32,
+    /// Its API address.
+    pub api: SocketAddr,
+}
+
+/// Passwords of the deployment, generated once and kept in the run directory (0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    /// The PostgreSQL superuser's password (every server of every shard).
+    pub postgres: String,
+    /// Every Redis's `requirepass`.
+    pub redis: String,
+}
+
+/// The file naming the running controller.
+pub fn control_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("control.json")
+}
+
+/// The running controller of `run_dir`, if its process is alive.
+pub fn running(run_dir: &Path) -> Option<ControlFile> {
+    let text = std::fs::read_to_string(control_file(run_dir)).ok()?;
+    let file: ControlFile = serde_json::from_str(&text).ok()?;
+    nodes::pid_alive(file.pid).then_some(file)
+}
+
+/// The log file of node `name`.
+pub fn log_path(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join("logs").join(format!("{name}.log"))
+}
+
+/// One node under supervision.
+#[derive(Debug)]
+struct Managed {
+    /// What the topology says about it.
+    node: Node,
+    /// Its process id while it runs.
+    pid: Option<u32>,
+    /// Its process handle, for the processes started here directly (to reap them).
+    child: Option<std::process::Child>,
+    /// Stopped by an operator or by shutdown: not restarted.
+    stopped_on_purpose: bool,
+    /// Times the supervisor started it again after it died.
+    restarts: u32,
+    /// Wait before the next restart; doubles on each quick death, up to 30 s.
+    backoff: Duration,
+    /// When the supervisor may start it again.
+    restart_at: Option<Instant>,
+    /// When it was last started.
+    started_at: Option<Instant>,
+}
+
+impl Managed {
+    fn alive(&mut self) -> bool {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(_)) = child.try_wait()
+        {
+            self.child = None;
+            return false;
+        }
+        self.pid.is_some_and(nodes::pid_alive)
+    }
+}
+
+/// Shared state of a running controller.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    /// Options it was started with.
+    opts: Arc<ControlOptions>,
+    /// Passwords.
+    secrets: Arc<Secrets>,
+    /// Every node, in start order.
+    nodes: Arc<Mutex<Vec<Managed>>>,
+    /// Cancelled to stop the controller (by signal or `POST /api/shutdown`).
+    shutdown: CancellationToken,
+}
+
+/// A controller, bound, not yet started.
+pub struct Controller {
+    /// Shared state.
+    shared: Shared,
+    /// The API listener.
+    listener: tokio::net::TcpListener,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("run_dir", &self.shared.opts.run_dir).finish()
+    }
+}
+
+fn secrets(run_dir: &Path) -> anyhow::Result<Secrets> {
+    let path = run_dir.join("secrets.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
+    }
+    let s = Secrets { postgres: nodes::random_secret(32), redis: nodes::random_secret(32) };
+    launch::write_private(&path, &serde_json::to_string_pretty(&s)?)?;
+    Ok(s)
+}
+
+impl Controller {
+    /// Prepare the run directory and bind the API.
+    pub async fn build(opts: ControlOptions, shutdown: CancellationToken) -> anyhow::Result<Controller> {
+        std::fs::create_dir_all(opts.run_dir.join("logs"))
+            .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+        let secrets = secrets(&opts.run_dir)?;
+        let listener = tokio::net::TcpListener::bind(opts.api)
+            .await
+            .with_context(|| format!("binding the control API on {}", opts.api))?;
+        let nodes = opts
+            .topology
+            .nodes()
+            .iter()
+            .filter(|n| n.role != Role::LoadBalancer)
+            .map(|n| Managed {
+                node: n.clone(),
+                pid: None,
+                child: None,
+                stopped_on_purpose: false,
+                restarts: 0,
+                backoff: Duration::from_secs(1),
+                restart_at: None,
+                started_at: None,
+            })
+            .collect();
+        Ok(Controller {
+            shared: Shared {
+                opts: Arc::new(opts),
+                secrets: Arc::new(secrets),
+                nodes: Arc::new(Mutex::new(nodes)),
+                shutdown,
+            },
+            listener,
+        })
+    }
+
+    /// Start every node, publish `control.json`, supervise and serve the API until
+    /// shutdown; then stop every node. If start-up fails, what was started is stopped.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let api_addr = self.listener.local_addr()?;
+        let api = tokio::spawn(api::serve(self.listener, shared.clone()));
+        let file = ControlFile { pid: std::process::id(), api: api_addr };
+        launch::write_private(&control_file(&shared.opts.run_dir), &serde_json::to_string(&file)?)?;
+        tracing::info!(api = %api_addr, topology = shared.opts.topology.name(), "controller starting nodes");
+        let started = tokio::select! {
+            r = launch::start_all(&shared) => r,
+            _ = shared.shutdown.cancelled() => Err(anyhow::anyhow!("shut down during start-up")),
+        };
+        if let Err(e) = &started {
+            tracing::error!(error = format!("{e:#}"), "start-up failed; stopping what was started");
+        } else {
+            tracing::info!("every node started; supervising");
+            let supervisor = tokio::spawn(supervise(shared.clone()));
+            shared.shutdown.cancelled().await;
+            supervisor.abort();
+        }
+        launch::stop_all(&shared).await;
+        let _ = std::fs::remove_file(control_file(&shared.opts.run_dir));
+        api.abort();
+        tracing::info!("controller stopped");
+        started
+    }
+}
+
+/// Restart nodes that died, with backoff, until shutdown.
+async fn supervise(shared: Shared) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            // The supervisor looks at every node twice a second.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let due: Vec<String> = {
+            let mut nodes = shared.nodes.lock().await;
+            let now = Instant::now();
+            let mut due = vec![];
+            for m in nodes.iter_mut() {
+                if m.stopped_on_purpose || m.alive() {
+                    // A node that stayed up a while earns a fresh backoff.
+                    if m.started_at.is_some_and(|t| t.elapsed() > Duration::from_secs(30)) {
+                        m.backoff = Duration::from_secs(1);
+                    }
+                    continue;
+                }
+                match m.restart_at {
+                    None => {
+                        tracing::warn!(
+                            node = m.node.name,
+                            backoff_ms = m.backoff.as_millis() as u64,
+                            "node died"
+                        );
+                        m.pid = None;
+                        m.restart_at = Some(now + m.backoff);
+                        m.backoff = (m.backoff * 2).min(Duration::from_secs(30));
+                    }
+                    Some(at) if at <= now => {
+                        m.restart_at = None;
+                        due.push(m.node.name.clone());
+                    }
+                    Some(_) => {}
+                }
+            }
+            due
+        };
+        for name in due {
+            match launch::start_node(&shared, &name).await {
+                Ok(()) => {
+                    let mut nodes = shared.nodes.lock().await;
+                    if let Some(m) = nodes.iter_mut().find(|m| m.node.name == name) {
+                        m.restarts += 1;
+                    }
+                    tracing::info!(node = name, "node restarted");
+                }
+                Err(e) => {
+                    tracing::error!(node = name, error = format!("{e:#}"), "restarting failed; will retry")
+                }
+            }
+        }
+    }
+}

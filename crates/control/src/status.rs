@@ -1,0 +1,143 @@
+//! What `millions status` shows: every node's process and health, and for
+//! PostgreSQL its role and replication lag.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use topology::Role;
+
+use crate::Shared;
+use crate::launch::pg_spec;
+
+/// One node, as the controller sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Its unique name.
+    pub name: String,
+    /// `postgres`, `redis`, `worker`, `web`.
+    pub role: String,
+    /// Its data center.
+    pub dc: String,
+    /// Where it listens.
+    pub addr: String,
+    /// Its process id, while it runs.
+    pub pid: Option<u32>,
+    /// Whether its process is alive.
+    pub running: bool,
+    /// Whether it answers its health check.
+    pub healthy: bool,
+    /// Stopped by an operator (not restarted).
+    pub stopped: bool,
+    /// Times the supervisor restarted it.
+    pub restarts: u32,
+    /// For PostgreSQL nodes.
+    pub pg: Option<PgStatus>,
+}
+
+/// A PostgreSQL node's place in its shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PgStatus {
+    /// The shard.
+    pub shard: u16,
+    /// `primary` or `replica` (what the server says), or `unknown` when it is down.
+    pub role: String,
+    /// For a replica: its replication state as its primary reports it (`streaming`).
+    pub replication: Option<String>,
+    /// For a replica: bytes of WAL its primary has that it has not replayed.
+    pub lag_bytes: Option<i64>,
+}
+
+async fn pg_query(spec: &nodes::PostgresSpec, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
+    let url = spec.url("postgres");
+    let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
+    let conn = tokio::spawn(conn);
+    let rows = tokio::time::timeout(Duration::from_secs(2), client.query(sql, &[])).await.ok()?.ok();
+    drop(client);
+    let _ = conn.await;
+    rows
+}
+
+/// The status of every node.
+pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
+    let snapshot: Vec<_> = {
+        let mut nodes = shared.nodes.lock().await;
+        nodes
+            .iter_mut()
+            .map(|m| (m.node.clone(), m.pid, m.alive(), m.stopped_on_purpose, m.restarts))
+            .collect()
+    };
+    // Replication as each running primary reports it: application_name → (state, lag).
+    let mut replication: HashMap<String, (String, i64)> = HashMap::new();
+    let mut in_recovery: HashMap<String, bool> = HashMap::new();
+    for (node, ..) in snapshot.iter().filter(|s| s.0.role == Role::Postgres && s.2) {
+        let spec = pg_spec(shared, node);
+        if let Some(rows) = pg_query(&spec, "SELECT pg_is_in_recovery()").await {
+            let recovering: bool = rows[0].get(0);
+            in_recovery.insert(node.name.clone(), recovering);
+            if !recovering {
+                let sql = "SELECT application_name, state, \
+                           coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8 \
+                           FROM pg_stat_replication";
+                for r in pg_query(&spec, sql).await.unwrap_or_default() {
+                    replication.insert(r.get(0), (r.get(1), r.get(2)));
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    for (node, pid, running, stopped, restarts) in snapshot {
+        let healthy = running
+            && match node.role {
+                Role::Web | Role::Worker => {
+                    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
+                    match client {
+                        Ok(c) => c
+                            .get(format!("http://{}/readyz", node.addr))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                        Err(_) => false,
+                    }
+                }
+                Role::Redis => {
+                    let (addr, pw) = (node.addr, shared.secrets.redis.clone());
+                    tokio::task::spawn_blocking(move || {
+                        nodes::redis_ping(addr, &pw, Duration::from_secs(1)).is_ok()
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+                Role::Postgres => in_recovery.contains_key(&node.name),
+                Role::LoadBalancer => false,
+            };
+        let pg = node.shard.map(|member| {
+            let role = match in_recovery.get(&node.name) {
+                Some(true) => "replica",
+                Some(false) => "primary",
+                None => "unknown",
+            };
+            let rep = replication.get(&node.name);
+            PgStatus {
+                shard: member.shard.0,
+                role: role.to_owned(),
+                replication: rep.map(|r| r.0.clone()),
+                lag_bytes: rep.map(|r| r.1),
+            }
+        });
+        out.push(NodeStatus {
+            name: node.name.clone(),
+            role: node.role.to_string(),
+            dc: node.dc.clone(),
+            addr: node.addr.to_string(),
+            pid,
+            running,
+            healthy,
+            stopped,
+            restarts,
+            pg,
+        });
+    }
+    out
+}
