@@ -180,6 +180,13 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
         w["healthy"] == true && w["pid"].as_u64() != Some(web_pid) && w["restarts"] == 1
     });
     assert!(!nodes::pid_alive(web_pid as u32));
+    // A restart on purpose: stopped gracefully, started again, not counted as a crash.
+    let worker_pid = node(&status, "dc1-worker-1")["pid"].as_u64().unwrap();
+    let o = millions(home, &["chaos", "restart", "dc1-worker-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = status_json(home);
+    let w = node(&s, "dc1-worker-1");
+    assert!(w["healthy"] == true && w["pid"].as_u64() != Some(worker_pid) && w["restarts"] == 0, "{w}");
     let o = millions(home, &["chaos", "kill", "dc9-web-7"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no node named"), "{}", text(&o));
