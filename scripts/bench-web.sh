@@ -68,8 +68,26 @@ RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench.XXXXXX")"
 # PostgreSQL runs as its own OS user when started by root: it must enter this dir.
 chmod 755 "$RUN"
 export MILLIONS_HOME="$RUN/home"
-WEB_ADDR="127.0.0.1:$(free_port)"
+# A topology of its own, on a range no preset uses: one web server, one worker,
+# one Redis and two shards (primaries only), like a small production DC.
+BENCH_RANGE="${BENCH_RANGE:-127.0.250}"
+WEB_ADDR="$BENCH_RANGE.20:8080"
 BASE="http://$WEB_ADDR"
+mkdir -p "$MILLIONS_HOME"
+cat >"$RUN/topology.toml" <<TOPOLOGY
+name = "bench"
+[[dc]]
+name = "dc1"
+cidr = "$BENCH_RANGE.0/24"
+lb = { count = 1 }
+web = { count = 1 }
+worker = { count = 1 }
+redis = { count = 1 }
+[[shard]]
+primary = "dc1"
+[[shard]]
+primary = "dc1"
+TOPOLOGY
 BARE_PID=""
 STACK_UP=0
 
@@ -80,7 +98,7 @@ cleanup() {
         kill "$BARE_PID" 2>/dev/null
         wait "$BARE_PID" 2>/dev/null
     fi
-    if [ "$STACK_UP" = 1 ] || [ -f "$MILLIONS_HOME/state.json" ]; then
+    if [ "$STACK_UP" = 1 ] || [ -f "$MILLIONS_HOME/control.json" ]; then
         "$MILLIONS" down --home "$MILLIONS_HOME" >/dev/null 2>&1 ||
             say "warning: millions down failed; see $RUN"
     fi
@@ -97,23 +115,24 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- start ----
 
 say "starting the stack in $MILLIONS_HOME, web on $WEB_ADDR"
-"$MILLIONS" up --home "$MILLIONS_HOME" --web "$WEB_ADDR" >"$RUN/up.log" 2>&1 || {
+"$MILLIONS" up --home "$MILLIONS_HOME" --topology "$RUN/topology.toml" >"$RUN/up.log" 2>&1 || {
     cat "$RUN/up.log" >&2
     die "millions up failed"
 }
 STACK_UP=1
 
-# Pids of the nodes, from the state file `up` wrote.
+# Pids of the nodes, from `millions status --json`.
+"$MILLIONS" status --home "$MILLIONS_HOME" --json >"$RUN/status.json"
 node_pid() {
     python3 -c 'import json, sys
 for n in json.load(open(sys.argv[1]))["nodes"]:
     if n["role"] == sys.argv[2]:
-        print(n["pid"]); break' "$MILLIONS_HOME/state.json" "$1"
+        print(n["pid"]); break' "$RUN/status.json" "$1"
 }
 WEB_PID="$(node_pid web)"
 REDIS_PID="$(node_pid redis)"
 PG_PID="$(node_pid postgres)"
-WEB_LOG="$MILLIONS_HOME/logs/web-1.log"
+WEB_LOG="$MILLIONS_HOME/logs/dc1-web-1.log"
 
 "$BARE" 127.0.0.1:0 >"$RUN/bare.out" 2>&1 &
 BARE_PID=$!
