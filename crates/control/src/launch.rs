@@ -16,7 +16,7 @@ use crate::{Shared, log_path};
 /// The database every shard server holds.
 pub(crate) const DATABASE: &str = "millions";
 /// The superuser of every PostgreSQL server.
-const PG_USER: &str = "millions";
+pub(crate) const PG_USER: &str = "millions";
 /// How long a web server or worker may drain when stopped.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long a started process may take to become ready.

@@ -72,6 +72,27 @@ pub fn running(run_dir: &Path) -> Option<ControlFile> {
     nodes::pid_alive(file.pid).then_some(file)
 }
 
+/// Connection URLs of each shard's primary, in shard order, for tools that write
+/// to the shards directly (`millions seed`).
+pub fn primary_urls(run_dir: &Path, topology: &Topology) -> anyhow::Result<Vec<String>> {
+    let path = run_dir.join("secrets.json");
+    let secrets: Secrets = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    Ok(topology
+        .shards()
+        .iter()
+        .map(|shard| {
+            let node = topology
+                .shard_nodes(shard.id)
+                .find(|n| n.shard.is_some_and(|s| s.initial_primary))
+                .expect("a validated topology gives every shard a primary");
+            let host = node.addr.ip().to_string();
+            nodes::postgres_url(&host, node.addr.port(), launch::PG_USER, &secrets.postgres, launch::DATABASE)
+        })
+        .collect())
+}
+
 /// The log file of node `name`.
 pub fn log_path(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join("logs").join(format!("{name}.log"))

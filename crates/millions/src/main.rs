@@ -4,6 +4,7 @@
 //! local stack in [`local`].
 #![forbid(unsafe_code)]
 
+mod bench;
 mod local;
 
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ enum Command {
     Status(local::StatusArgs),
     /// Print a node's log.
     Logs(local::LogsArgs),
+    /// Write N users, a power-law follower graph and posts into the shards in bulk.
+    Seed(bench::SeedArgs),
+    /// Open-loop load against the web tier, then check every acknowledged write.
+    Bench(bench::BenchArgs),
     /// Break things on purpose: kill or restart a node.
     Chaos(local::ChaosArgs),
     /// Run a topology's controller (started by `up`).
@@ -78,6 +83,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => local::status(args).await,
         Command::Logs(args) => local::logs(args).await,
         Command::Chaos(args) => local::chaos(args).await,
+        Command::Bench(args) => bench::bench(args).await,
+        Command::Seed(args) => bench::seed(args).await,
         Command::Control(args) => {
             let _logs = telemetry::init_logging("control");
             let shutdown = CancellationToken::new();

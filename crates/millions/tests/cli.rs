@@ -191,6 +191,29 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert!(!o.status.success());
     assert!(text(&o).contains("no node named"), "{}", text(&o));
 
+    // Seed users in bulk, then a short open-loop bench with them passes its checker.
+    let o = millions(home, &["seed", "--users", "300"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seeded 300 users"), "{}", text(&o));
+    let o = millions(home, &["seed", "--users", "300"]);
+    assert!(!o.status.success() && text(&o).contains("nothing was written"), "{}", text(&o));
+    let o =
+        millions(home, &["bench", "--rate", "40", "--duration", "2s", "--warmup", "500ms", "--users", "300"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+    // Nonsense is refused, never run unthrottled.
+    for (args, expected) in [
+        (&["bench", "--rate", "0"][..], "rate"),
+        (&["bench", "--rate", "NaN"], "rate"),
+        (&["bench", "--duration", "0s"], "duration"),
+        (&["bench", "--mix", "feed=1,explode=2"], "explode"),
+        (&["bench", "--mix", "feed=0"], "mix"),
+    ] {
+        let o = millions(home, args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(expected), "{args:?}: {}", text(&o));
+    }
+
     let last = status_json(home);
     let o = millions(home, &["down"]);
     assert!(o.status.success(), "{}", text(&o));

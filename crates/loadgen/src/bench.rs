@@ -1,0 +1,679 @@
+//! `millions bench`: open-loop, fixed-rate load through the public entry, and the
+//! checker that every acknowledged write is readable afterwards.
+//!
+//! Open loop, no coordinated omission: the scheduler computes each request's
+//! intended start time (a fixed interval of `1/rate`, or Poisson arrivals) and
+//! starts it then, whether or not earlier requests have finished. Latency is
+//! measured from the intended start, so a stalled server shows up as latency on
+//! every request that was due during the stall, not as a lower rate. When
+//! `max_in_flight` requests are outstanding, a due request is not sent and counts
+//! as an `overloaded` error: the generator never slows down to match the server.
+//!
+//! Each operation has its own HDR histogram (microseconds); warm-up requests are
+//! sent but not recorded (their acknowledged writes are still checked).
+
+mod checker;
+mod config;
+mod report;
+mod zipf;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+pub use checker::verify;
+pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op};
+pub use report::{
+    AckedFollow, AckedLike, AckedPost, CheckReport, LISTED_LOST, Latency, OpReport, Report, Writes,
+};
+pub use zipf::Zipf;
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The configuration makes no sense.
+    #[error("invalid bench configuration: {0}")]
+    Invalid(String),
+    /// Preparing the run (client, users) failed.
+    #[error("bench setup failed: {0}")]
+    Setup(String),
+}
+
+/// Largest latency the histograms hold, in microseconds (an hour).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Known post ids and photo URLs kept for likes and photo views.
+const POOL: usize = 10_000;
+/// Users logged in before the run starts (the most popular ones); the others log
+/// in on their first request, which then counts the login in its latency.
+const EAGER_LOGINS: u64 = 1000;
+/// Concurrent requests while creating and logging in users.
+const SETUP_CONCURRENCY: usize = 16;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Failure {
+    Status(StatusCode),
+    Timeout,
+    Connect,
+    Request(String),
+    BadBody(String),
+}
+
+impl Failure {
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::Status(s) if s.is_client_error() => "http_4xx",
+            Failure::Status(s) if s.is_server_error() => "http_5xx",
+            Failure::Status(_) => "http_other",
+            Failure::Timeout => "timeout",
+            Failure::Connect => "connect",
+            Failure::Request(_) => "request",
+            Failure::BadBody(_) => "bad_body",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status(s) => write!(f, "HTTP {s}"),
+            Failure::Timeout => f.write_str("timed out"),
+            Failure::Connect => f.write_str("could not connect"),
+            Failure::Request(e) => write!(f, "request failed: {e}"),
+            Failure::BadBody(e) => write!(f, "unexpected answer: {e}"),
+        }
+    }
+}
+
+/// An HTTP client with the API calls the bench and the checker make.
+pub(crate) struct Http {
+    pub(crate) client: reqwest::Client,
+}
+
+impl Http {
+    pub(crate) fn new(timeout: Duration) -> Result<Http, BenchError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(4096)
+            .build()
+            .map_err(|e| BenchError::Setup(format!("building the HTTP client: {e}")))?;
+        Ok(Http { client })
+    }
+
+    /// Send, and return the body of a 2xx answer.
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, Failure> {
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Failure::Timeout
+            } else if e.is_connect() {
+                Failure::Connect
+            } else {
+                Failure::Request(e.to_string())
+            }
+        };
+        let resp = req.send().await.map_err(classify)?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(classify)?;
+        if !status.is_success() {
+            return Err(Failure::Status(status));
+        }
+        Ok(body.to_vec())
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let body = self.send(req).await?;
+        serde_json::from_slice(&body).map_err(|e| Failure::BadBody(e.to_string()))
+    }
+
+    pub(crate) async fn login(
+        &self,
+        target: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Failure> {
+        let v = self
+            .json(
+                self.client
+                    .post(format!("{target}/api/v1/sessions"))
+                    .json(&serde_json::json!({ "username": username, "password": password })),
+            )
+            .await?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::BadBody("no token in the session".into()))
+    }
+
+    async fn signup(&self, target: &str, username: &str, password: &str) -> Result<(), Failure> {
+        let req = self
+            .client
+            .post(format!("{target}/api/v1/users"))
+            .json(&serde_json::json!({ "username": username, "password": password }));
+        match self.send(req).await {
+            Ok(_) | Err(Failure::Status(StatusCode::CONFLICT)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One operation's running tallies.
+struct OpStats {
+    count: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+}
+
+/// Recently seen post ids and photo URLs.
+#[derive(Default)]
+struct Pool {
+    posts: VecDeque<String>,
+    photos: VecDeque<String>,
+}
+
+impl Pool {
+    fn push(list: &mut VecDeque<String>, item: String) {
+        if list.len() >= POOL {
+            list.pop_front();
+        }
+        list.push_back(item);
+    }
+
+    fn pick(list: &VecDeque<String>, r: u64) -> Option<String> {
+        if list.is_empty() { None } else { list.get((r % list.len() as u64) as usize).cloned() }
+    }
+}
+
+#[derive(Default)]
+struct Ryw {
+    checked: u64,
+    violations: u64,
+    ids: Vec<String>,
+    errors: u64,
+}
+
+/// What the running tasks share.
+struct Shared {
+    http: Http,
+    targets: Vec<String>,
+    next_target: AtomicUsize,
+    prefix: String,
+    password: String,
+    tag: String,
+    sessions: Mutex<HashMap<u64, Arc<OnceCell<String>>>>,
+    stats: Mutex<BTreeMap<Op, OpStats>>,
+    window: Mutex<Histogram<u64>>,
+    measure_from: Instant,
+    in_flight: AtomicUsize,
+    sent: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    posted: AtomicU64,
+    pool: Mutex<Pool>,
+    writes: Mutex<Writes>,
+    ryw: Mutex<Ryw>,
+}
+
+/// One request to make.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    op: Op,
+    user: u64,
+    /// The followee, or a draw to pick a post or photo with.
+    other: u64,
+    /// Re-read a created post at once.
+    ryw: bool,
+}
+
+impl Shared {
+    fn target(&self) -> &str {
+        &self.targets[self.next_target.fetch_add(1, Ordering::Relaxed) % self.targets.len()]
+    }
+
+    fn username(&self, i: u64) -> String {
+        format!("{}{i}", self.prefix)
+    }
+
+    async fn token(&self, target: &str, user: u64) -> Result<String, Failure> {
+        let cell = lock(&self.sessions).entry(user).or_default().clone();
+        let name = self.username(user);
+        cell.get_or_try_init(|| self.http.login(target, &name, &self.password)).await.cloned()
+    }
+
+    /// Count a due request of `op` (in the measured window only).
+    fn record(&self, op: Op, intended: Instant, result: Result<(), &str>, latency: Option<Duration>) {
+        if intended < self.measure_from {
+            return;
+        }
+        let mut stats = lock(&self.stats);
+        let s = stats.get_mut(&op).expect("every op has stats");
+        s.count += 1;
+        match result {
+            Ok(()) => s.ok += 1,
+            Err(kind) => {
+                *s.errors.entry(kind.to_owned()).or_default() += 1;
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(latency) = latency {
+            let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+            s.latency.saturating_record(us);
+            drop(stats);
+            lock(&self.window).saturating_record(us);
+        }
+    }
+
+    /// Remember the posts and photos in a page of posts.
+    fn harvest(&self, page: &Value) {
+        let Some(posts) = page["posts"].as_array() else { return };
+        let mut pool = lock(&self.pool);
+        for p in posts {
+            if let Some(id) = p["id"].as_str() {
+                Pool::push(&mut pool.posts, id.to_owned());
+            }
+            if let Some(thumbs) = p["photo"]["thumbnails"].as_array() {
+                for t in thumbs {
+                    if let Some(url) = t["url"].as_str() {
+                        Pool::push(&mut pool.photos, url.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn execute(self: Arc<Self>, job: Job, intended: Instant) {
+        let target = self.target().to_owned();
+        let (op, result) = self.perform(&target, job).await;
+        let latency = intended.elapsed();
+        self.record(op, intended, result.as_ref().map(|_| ()).map_err(|e| e.kind()), Some(latency));
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(Some((id, token))) = result {
+            self.read_your_write(&target, &id, &token).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Make the request; returns the operation it became (a like with no post known
+    /// yet becomes a post, a photo view with no photo known a timeline read) and,
+    /// for a post to re-read, its id and the author's token.
+    async fn perform(&self, target: &str, job: Job) -> (Op, Result<Option<(String, String)>, Failure>) {
+        let mut op = job.op;
+        let mut post_to_like = None;
+        let mut photo = None;
+        if op == Op::Like {
+            post_to_like = Pool::pick(&lock(&self.pool).posts, job.other);
+            if post_to_like.is_none() {
+                op = Op::Post;
+            }
+        }
+        if op == Op::ViewPhoto {
+            photo = Pool::pick(&lock(&self.pool).photos, job.other);
+            if photo.is_none() {
+                op = Op::Timeline;
+            }
+        }
+        let c = &self.http.client;
+        let result = async {
+            match op {
+                Op::Feed => {
+                    let token = self.token(target, job.user).await?;
+                    let page = self
+                        .http
+                        .json(c.get(format!("{target}/api/v1/feed?limit=20")).bearer_auth(token))
+                        .await?;
+                    self.harvest(&page);
+                    Ok(None)
+                }
+                Op::Timeline => {
+                    let name = self.username(job.user);
+                    let page =
+                        self.http.json(c.get(format!("{target}/api/v1/users/{name}/posts?limit=20"))).await?;
+                    self.harvest(&page);
+                    Ok(None)
+                }
+                Op::ViewPhoto => {
+                    let url = photo.unwrap_or_default();
+                    let url = if url.starts_with("http://") || url.starts_with("https://") {
+                        url
+                    } else {
+                        format!("{target}{url}")
+                    };
+                    self.http.send(c.get(url)).await?;
+                    Ok(None)
+                }
+                Op::Post => {
+                    let token = self.token(target, job.user).await?;
+                    let name = self.username(job.user);
+                    let n = self.posted.fetch_add(1, Ordering::Relaxed);
+                    let caption = format!("bench {} #{n} by {name}", self.tag);
+                    let v = self
+                        .http
+                        .json(
+                            c.post(format!("{target}/api/v1/posts"))
+                                .bearer_auth(&token)
+                                .json(&serde_json::json!({ "caption": caption })),
+                        )
+                        .await?;
+                    let id = v["id"]
+                        .as_str()
+                        .ok_or_else(|| Failure::BadBody("no id in the created post".into()))?
+                        .to_owned();
+                    lock(&self.writes).posts.push(AckedPost { id: id.clone(), author: name, caption });
+                    Pool::push(&mut lock(&self.pool).posts, id.clone());
+                    Ok(job.ryw.then_some((id, token)))
+                }
+                Op::Like => {
+                    let token = self.token(target, job.user).await?;
+                    let post_id = post_to_like.unwrap_or_default();
+                    let v = self
+                        .http
+                        .json(c.put(format!("{target}/api/v1/posts/{post_id}/like")).bearer_auth(token))
+                        .await?;
+                    if v["liked"].as_bool() != Some(true) {
+                        return Err(Failure::BadBody("the like was not acknowledged as liked".into()));
+                    }
+                    lock(&self.writes).likes.push(AckedLike { post_id, liker: self.username(job.user) });
+                    Ok(None)
+                }
+                Op::Follow => {
+                    let token = self.token(target, job.user).await?;
+                    let followee = self.username(job.other);
+                    let v = self
+                        .http
+                        .json(c.put(format!("{target}/api/v1/users/{followee}/follow")).bearer_auth(token))
+                        .await?;
+                    if v["following"].as_bool() != Some(true) {
+                        return Err(Failure::BadBody("the follow was not acknowledged as following".into()));
+                    }
+                    lock(&self.writes)
+                        .follows
+                        .push(AckedFollow { follower: self.username(job.user), followee });
+                    Ok(None)
+                }
+            }
+        }
+        .await;
+        (op, result)
+    }
+
+    /// The author reads its new post at once, on the same target.
+    async fn read_your_write(&self, target: &str, id: &str, token: &str) {
+        let req = self.http.client.get(format!("{target}/api/v1/posts/{id}")).bearer_auth(token);
+        let result = self.http.send(req).await;
+        let mut ryw = lock(&self.ryw);
+        ryw.checked += 1;
+        match result {
+            Ok(_) => {}
+            Err(Failure::Status(StatusCode::NOT_FOUND)) => {
+                ryw.violations += 1;
+                if ryw.ids.len() < LISTED_LOST {
+                    ryw.ids.push(id.to_owned());
+                }
+            }
+            Err(_) => ryw.errors += 1,
+        }
+    }
+
+    fn progress_line(&self, phase: &str, elapsed: Duration) -> String {
+        let p99 = {
+            let mut w = lock(&self.window);
+            let p99 = if w.is_empty() { 0.0 } else { w.value_at_quantile(0.99) as f64 / 1000.0 };
+            w.reset();
+            p99
+        };
+        format!(
+            "{phase} {:>6.1}s: sent {}, completed {}, errors {}, in flight {}, p99 {:.2} ms",
+            elapsed.as_secs_f64(),
+            self.sent.load(Ordering::Relaxed),
+            self.completed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+            p99
+        )
+    }
+}
+
+/// Create (if asked) and log in the users before the run.
+async fn set_up_users(
+    config: &BenchConfig,
+    shared: &Shared,
+    progress: &impl Fn(&str),
+) -> Result<(), BenchError> {
+    use futures::StreamExt;
+    if config.create_users {
+        progress(&format!("creating {} users ({}0…)", config.users, config.user_prefix));
+        let failures: Vec<String> = futures::stream::iter(0..config.users)
+            .map(|i| {
+                let target = shared.target().to_owned();
+                let name = config.username(i);
+                async move {
+                    let mut last = None;
+                    for _ in 0..3 {
+                        match shared.http.signup(&target, &name, &config.password).await {
+                            Ok(()) => return None,
+                            Err(e) => last = Some(format!("signing up {name}: {e}")),
+                        }
+                    }
+                    last
+                }
+            })
+            .buffer_unordered(SETUP_CONCURRENCY)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await;
+        if let Some(first) = failures.first() {
+            return Err(BenchError::Setup(format!("{} signups failed; first: {first}", failures.len())));
+        }
+    }
+    let eager = config.users.min(EAGER_LOGINS);
+    progress(&format!("logging in {eager} users"));
+    let failures: Vec<String> = futures::stream::iter(0..eager)
+        .map(|i| {
+            let target = shared.target().to_owned();
+            async move {
+                let mut last = None;
+                for _ in 0..3 {
+                    match shared.token(&target, i).await {
+                        Ok(_) => return None,
+                        Err(e) => last = Some(format!("logging in {}: {e}", shared.username(i))),
+                    }
+                }
+                last
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await;
+    if let Some(first) = failures.first() {
+        return Err(BenchError::Setup(format!("{} logins failed; first: {first}", failures.len())));
+    }
+    Ok(())
+}
+
+/// Run a bench: validate, set up users, send open-loop load for the warm-up and
+/// the measured duration, wait for the last answers, then verify every
+/// acknowledged write (unless `config.verify` is off). `progress` gets a line
+/// about every second.
+pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report, BenchError> {
+    config.validate()?;
+    let targets: Vec<String> = config.targets.iter().map(|t| t.trim_end_matches('/').to_owned()).collect();
+    let http = Http::new(config.request_timeout)?;
+    let mut stats = BTreeMap::new();
+    for op in Op::ALL {
+        stats.insert(op, OpStats { count: 0, ok: 0, errors: BTreeMap::new(), latency: histogram() });
+    }
+    let mut shared = Shared {
+        http,
+        targets: targets.clone(),
+        next_target: AtomicUsize::new(0),
+        prefix: config.user_prefix.clone(),
+        password: config.password.clone(),
+        tag: format!("{:x}-{:x}", config.seed, std::process::id()),
+        sessions: Mutex::new(HashMap::new()),
+        stats: Mutex::new(stats),
+        window: Mutex::new(histogram()),
+        measure_from: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        sent: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        posted: AtomicU64::new(0),
+        pool: Mutex::new(Pool::default()),
+        writes: Mutex::new(Writes::default()),
+        ryw: Mutex::new(Ryw::default()),
+    };
+    set_up_users(config, &shared, &progress).await?;
+
+    let start = Instant::now() + Duration::from_millis(10);
+    let measure_from = start + config.warmup;
+    let end = measure_from + config.duration;
+    shared.measure_from = measure_from;
+    let shared = Arc::new(shared);
+
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let zipf = Zipf::new(config.users, config.zipf_exponent);
+    let interval = 1.0 / config.rate;
+    let mut offset = 0.0f64; // seconds after `start`
+    let mut next_progress = start + Duration::from_secs(1);
+    progress(&format!(
+        "sending {:.1} requests/s for {:?} after {:?} of warm-up, mix {}",
+        config.rate, config.duration, config.warmup, config.mix
+    ));
+    let mut behind = 0u32;
+    loop {
+        let intended = start + Duration::from_secs_f64(offset);
+        if intended >= end {
+            break;
+        }
+        if Instant::now() >= intended {
+            // Behind schedule: send without sleeping, but let other tasks run now
+            // and then (the runtime may have a single thread).
+            behind = behind.wrapping_add(1);
+            if behind.is_multiple_of(64) {
+                tokio::task::yield_now().await;
+            }
+        } else {
+            if next_progress < intended {
+                tokio::time::sleep_until(next_progress).await;
+            } else {
+                tokio::time::sleep_until(intended).await;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_progress {
+            let phase = if now < measure_from { "warm-up" } else { "running" };
+            progress(&shared.progress_line(phase, now - start));
+            next_progress += Duration::from_secs(1);
+            continue;
+        }
+        if now < intended {
+            continue;
+        }
+        // Due: draw the request, then send it (or drop it as overloaded).
+        offset += if config.poisson { -(1.0 - rng.random::<f64>()).ln() * interval } else { interval };
+        let op = config.mix.pick(rng.random());
+        let user = zipf.sample(|| rng.random());
+        let mut other = rng.random::<u64>();
+        if op == Op::Follow {
+            other = zipf.sample(|| rng.random());
+            if other == user {
+                other = (user + 1) % config.users;
+            }
+        }
+        let ryw = rng.random::<f64>() < config.read_your_writes_fraction;
+        let job = Job { op, user, other, ryw };
+        if shared.in_flight.load(Ordering::Acquire) >= config.max_in_flight {
+            shared.record(op, intended, Err("overloaded"), None);
+            continue;
+        }
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(shared.clone().execute(job, intended));
+    }
+    // Wait for the answers still due (each is bounded by the request timeout).
+    while shared.in_flight.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = Instant::now();
+        if now >= next_progress {
+            progress(&shared.progress_line("draining", now - start));
+            next_progress += Duration::from_secs(1);
+        }
+    }
+
+    let writes = lock(&shared.writes).clone();
+    let mut checker = CheckReport::default();
+    if config.verify {
+        progress(&format!("verifying {} acknowledged writes (before removing repeats)", writes.len()));
+        checker = verify(&writes, &targets, &config.password, config.verify_concurrency).await?;
+    }
+    {
+        let ryw = lock(&shared.ryw);
+        checker.read_your_writes_checked = ryw.checked;
+        checker.read_your_writes_violations = ryw.violations;
+        checker.read_your_writes_violation_ids = ryw.ids.clone();
+        checker.read_your_writes_errors = ryw.errors;
+    }
+    if checker.ran {
+        checker.settle();
+    }
+
+    let secs = config.duration.as_secs_f64();
+    let mut report = Report {
+        targets,
+        mix: config.mix.to_string(),
+        target_rate: config.rate,
+        duration_secs: secs,
+        warmup_secs: config.warmup.as_secs_f64(),
+        checker,
+        writes,
+        ..Report::default()
+    };
+    let mut all = histogram();
+    let mut ok = 0;
+    for (op, s) in lock(&shared.stats).iter() {
+        if s.count == 0 {
+            continue;
+        }
+        all.add(&s.latency).expect("histograms with the same bounds add");
+        report.requests += s.count;
+        ok += s.ok;
+        for (kind, n) in &s.errors {
+            *report.errors_by_kind.entry(kind.clone()).or_default() += n;
+            report.errors += n;
+        }
+        report.ops.insert(
+            op.name().to_owned(),
+            OpReport {
+                count: s.count,
+                ok: s.ok,
+                errors: s.errors.clone(),
+                throughput: s.ok as f64 / secs,
+                latency_ms: Latency::from_histogram(&s.latency),
+            },
+        );
+    }
+    report.offered_rate = report.requests as f64 / secs;
+    report.achieved_rate = ok as f64 / secs;
+    report.latency_ms = Latency::from_histogram(&all);
+    Ok(report)
+}

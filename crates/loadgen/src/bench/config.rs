@@ -1,0 +1,375 @@
+//! What a bench run is asked to do, and refusing what makes no sense.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::BenchError;
+
+/// Highest request rate a bench accepts, per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Longest run (and longest warm-up) a bench accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Most users a bench creates itself (each signup hashes a password).
+pub const MAX_CREATED_USERS: u64 = 1_000_000;
+
+/// One kind of request the bench sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// `GET /api/v1/feed` as a Zipf-drawn user.
+    Feed,
+    /// `GET /api/v1/users/{name}/posts` of a Zipf-drawn user.
+    Timeline,
+    /// `POST /api/v1/posts` (a text post).
+    Post,
+    /// `PUT /api/v1/posts/{id}/like` of a recently seen post.
+    Like,
+    /// `PUT /api/v1/users/{name}/follow` between two Zipf-drawn users.
+    Follow,
+    /// `GET` of a thumbnail URL seen in a feed or timeline.
+    ViewPhoto,
+}
+
+impl Op {
+    /// Every operation, in report order.
+    pub const ALL: [Op; 6] = [Op::Feed, Op::Timeline, Op::Post, Op::Like, Op::Follow, Op::ViewPhoto];
+
+    /// Its name in mixes and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Feed => "feed",
+            Op::Timeline => "timeline",
+            Op::Post => "post",
+            Op::Like => "like",
+            Op::Follow => "follow",
+            Op::ViewPhoto => "view_photo",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Relative weights of the operations (they need not sum to 100).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Mix {
+    /// Home feed reads.
+    pub feed: f64,
+    /// User timeline reads.
+    pub timeline: f64,
+    /// Text posts.
+    pub post: f64,
+    /// Likes.
+    pub like: f64,
+    /// Follows.
+    pub follow: f64,
+    /// Photo (thumbnail) views.
+    pub view_photo: f64,
+}
+
+impl Default for Mix {
+    /// 60% home feed, 30% user timeline, 10% writes (4 post, 4 like, 2 follow).
+    fn default() -> Mix {
+        Mix { feed: 60.0, timeline: 30.0, post: 4.0, like: 4.0, follow: 2.0, view_photo: 0.0 }
+    }
+}
+
+impl Mix {
+    /// Parse `feed=60,timeline=30,post=4,like=4,follow=2,view_photo=0`; operations
+    /// left out weigh 0. Refuses unknown names, repeated names, weights that are
+    /// not finite non-negative numbers, and a mix whose weights are all zero.
+    pub fn parse(s: &str) -> Result<Mix, BenchError> {
+        let mut mix = Mix { feed: 0.0, timeline: 0.0, post: 0.0, like: 0.0, follow: 0.0, view_photo: 0.0 };
+        let mut seen = Vec::new();
+        if s.trim().is_empty() {
+            return Err(BenchError::Invalid(
+                "the mix is empty: expected e.g. `feed=60,timeline=30,post=4,like=4,follow=2`".into(),
+            ));
+        }
+        for part in s.split(',') {
+            let part = part.trim();
+            let Some((name, weight)) = part.split_once('=') else {
+                return Err(BenchError::Invalid(format!(
+                    "mix entry `{part}` is not `name=weight` (e.g. `feed=60`)"
+                )));
+            };
+            let name = name.trim().to_ascii_lowercase();
+            let op = match name.as_str() {
+                "feed" => Op::Feed,
+                "timeline" => Op::Timeline,
+                "post" => Op::Post,
+                "like" => Op::Like,
+                "follow" => Op::Follow,
+                "view_photo" | "photo" => Op::ViewPhoto,
+                _ => {
+                    return Err(BenchError::Invalid(format!(
+                        "unknown operation `{name}` in the mix (known: feed, timeline, post, like, follow, view_photo)"
+                    )));
+                }
+            };
+            if seen.contains(&op) {
+                return Err(BenchError::Invalid(format!("operation `{op}` appears twice in the mix")));
+            }
+            seen.push(op);
+            let w: f64 = weight.trim().parse().map_err(|_| {
+                BenchError::Invalid(format!("the mix weight of `{op}` is not a number: `{}`", weight.trim()))
+            })?;
+            *mix.weight_mut(op) = w;
+        }
+        mix.validate()?;
+        Ok(mix)
+    }
+
+    /// The weight of `op`.
+    pub fn weight(&self, op: Op) -> f64 {
+        match op {
+            Op::Feed => self.feed,
+            Op::Timeline => self.timeline,
+            Op::Post => self.post,
+            Op::Like => self.like,
+            Op::Follow => self.follow,
+            Op::ViewPhoto => self.view_photo,
+        }
+    }
+
+    fn weight_mut(&mut self, op: Op) -> &mut f64 {
+        match op {
+            Op::Feed => &mut self.feed,
+            Op::Timeline => &mut self.timeline,
+            Op::Post => &mut self.post,
+            Op::Like => &mut self.like,
+            Op::Follow => &mut self.follow,
+            Op::ViewPhoto => &mut self.view_photo,
+        }
+    }
+
+    /// Sum of the weights.
+    pub fn total(&self) -> f64 {
+        Op::ALL.iter().map(|&op| self.weight(op)).sum()
+    }
+
+    /// Refuse non-finite or negative weights and an all-zero mix.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        for op in Op::ALL {
+            let w = self.weight(op);
+            if !w.is_finite() {
+                return Err(BenchError::Invalid(format!("the mix weight of `{op}` is not finite ({w})")));
+            }
+            if w < 0.0 {
+                return Err(BenchError::Invalid(format!("the mix weight of `{op}` is negative ({w})")));
+            }
+        }
+        if self.total() <= 0.0 {
+            return Err(BenchError::Invalid("the mix weights are all zero: nothing to send".into()));
+        }
+        Ok(())
+    }
+
+    /// The operation a uniform draw `u` in `[0, 1)` falls on.
+    pub fn pick(&self, u: f64) -> Op {
+        let mut x = u * self.total();
+        let mut last = Op::Feed;
+        for op in Op::ALL {
+            let w = self.weight(op);
+            if w <= 0.0 {
+                continue;
+            }
+            last = op;
+            if x < w {
+                return op;
+            }
+            x -= w;
+        }
+        last
+    }
+}
+
+impl fmt::Display for Mix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for op in Op::ALL {
+            let w = self.weight(op);
+            if w > 0.0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                first = false;
+                write!(f, "{op}={w}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bench run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Base URLs of the public entry, e.g. `http://127.0.1.20:8080`, used round-robin.
+    pub targets: Vec<String>,
+    /// Requests per second (`> 0`, at most [`MAX_RATE`]); includes the warm-up.
+    pub rate: f64,
+    /// Measured time (after the warm-up), `> 0`, at most 24 h.
+    pub duration: Duration,
+    /// Time sent at the same rate before measuring; not recorded.
+    pub warmup: Duration,
+    /// The operations' weights.
+    pub mix: Mix,
+    /// User accounts to act as: `{user_prefix}0` … `{user_prefix}{users-1}`.
+    pub users: u64,
+    /// Username prefix (`user` for the seeded users).
+    pub user_prefix: String,
+    /// Sign the users up first (an existing account is reused) rather than
+    /// relying on seeded ones.
+    pub create_users: bool,
+    /// Every user's password.
+    pub password: String,
+    /// Zipf exponent of the user popularity (0 = uniform, 1 = classic Zipf).
+    pub zipf_exponent: f64,
+    /// Most requests in flight at once. When a request is due and this many are
+    /// still in flight, the generator does NOT wait (that would be coordinated
+    /// omission): it drops that request and counts it as an error of kind
+    /// `overloaded` for its operation.
+    pub max_in_flight: usize,
+    /// Seed of the random choices (operations, users, arrival times).
+    pub seed: u64,
+    /// Exponential (Poisson) inter-arrival times instead of a fixed interval.
+    pub poisson: bool,
+    /// Per-request timeout; a request that exceeds it counts as `timeout`.
+    pub request_timeout: Duration,
+    /// Fraction (0–1) of acknowledged posts re-read at once by their author on the
+    /// same target, to catch read-your-writes violations.
+    pub read_your_writes_fraction: f64,
+    /// Verify every acknowledged write at the end (the checker).
+    pub verify: bool,
+    /// Concurrent requests of the final verification.
+    pub verify_concurrency: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> BenchConfig {
+        BenchConfig {
+            targets: Vec::new(),
+            rate: 100.0,
+            duration: Duration::from_secs(60),
+            warmup: Duration::from_secs(5),
+            mix: Mix::default(),
+            users: 1000,
+            user_prefix: "user".into(),
+            create_users: false,
+            password: String::new(),
+            zipf_exponent: 1.0,
+            max_in_flight: 1024,
+            seed: 1,
+            poisson: false,
+            request_timeout: Duration::from_secs(10),
+            read_your_writes_fraction: 1.0,
+            verify: true,
+            verify_concurrency: 16,
+        }
+    }
+}
+
+impl BenchConfig {
+    /// Refuse a configuration that makes no sense, naming the problem.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |m: String| Err(BenchError::Invalid(m));
+        if self.targets.is_empty() {
+            return bad(
+                "no targets: give at least one web server base URL (e.g. http://127.0.0.1:8080)".into()
+            );
+        }
+        for t in &self.targets {
+            match reqwest::Url::parse(t) {
+                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                    if u.query().is_some() || u.fragment().is_some() {
+                        return bad(format!("target `{t}` must be a base URL without query or fragment"));
+                    }
+                }
+                Ok(_) => return bad(format!("target `{t}` is not an http(s) URL with a host")),
+                Err(e) => return bad(format!("target `{t}` is not a valid URL: {e}")),
+            }
+        }
+        if !self.rate.is_finite() {
+            return bad(format!(
+                "the rate must be a finite number of requests per second, not {}",
+                self.rate
+            ));
+        }
+        if self.rate <= 0.0 {
+            return bad(format!("the rate must be above 0 requests per second, not {}", self.rate));
+        }
+        if self.rate > MAX_RATE {
+            return bad(format!(
+                "the rate {} is above the most this generator sends ({MAX_RATE}/s)",
+                self.rate
+            ));
+        }
+        if self.duration.is_zero() {
+            return bad("the duration must be above zero".into());
+        }
+        if self.duration > MAX_DURATION {
+            return bad(format!("the duration {:?} is longer than 24 h", self.duration));
+        }
+        if self.warmup > MAX_DURATION {
+            return bad(format!("the warm-up {:?} is longer than 24 h", self.warmup));
+        }
+        self.mix.validate()?;
+        if self.users == 0 {
+            return bad("the number of users must be at least 1".into());
+        }
+        if self.users < 2 && self.mix.follow > 0.0 {
+            return bad("follows need at least 2 users (users cannot follow themselves)".into());
+        }
+        if self.create_users && self.users > MAX_CREATED_USERS {
+            return bad(format!(
+                "creating {} users is more than {MAX_CREATED_USERS}: seed them with `millions seed` instead",
+                self.users
+            ));
+        }
+        let longest = format!("{}{}", self.user_prefix, self.users - 1);
+        if !self.user_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return bad(format!(
+                "the user prefix `{}` may use only a-z, 0-9 and underscores",
+                self.user_prefix
+            ));
+        }
+        if format!("{}0", self.user_prefix).len() < 3 || longest.len() > 30 {
+            return bad(format!(
+                "usernames `{}0`…`{longest}` must be 3 to 30 characters long",
+                self.user_prefix
+            ));
+        }
+        if self.password.is_empty() {
+            return bad("the users' password is empty".into());
+        }
+        if !self.zipf_exponent.is_finite() || self.zipf_exponent < 0.0 || self.zipf_exponent > 10.0 {
+            return bad(format!("the Zipf exponent must be between 0 and 10, not {}", self.zipf_exponent));
+        }
+        if self.max_in_flight == 0 {
+            return bad("max in flight must be at least 1".into());
+        }
+        if self.request_timeout.is_zero() {
+            return bad("the request timeout must be above zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.read_your_writes_fraction) {
+            return bad(format!(
+                "the read-your-writes fraction must be between 0 and 1, not {}",
+                self.read_your_writes_fraction
+            ));
+        }
+        if self.verify && self.verify_concurrency == 0 {
+            return bad("the verification concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The username of user `i`.
+    pub fn username(&self, i: u64) -> String {
+        format!("{}{i}", self.user_prefix)
+    }
+}

@@ -1,0 +1,288 @@
+//! What a bench run found: per-operation throughput, errors and latency, and the
+//! checker's verdict. `Serialize` for `--json`, `Display` for people.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latency percentiles, in milliseconds, measured from each request's intended
+/// start time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    /// From a histogram of microseconds.
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// One operation's results over the measured window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpReport {
+    /// Requests due (sent or dropped as `overloaded`).
+    pub count: u64,
+    /// Answered successfully.
+    pub ok: u64,
+    /// Failures by kind: `http_4xx`, `http_5xx`, `timeout`, `connect`, `request`,
+    /// `bad_body`, `login`, `overloaded`.
+    pub errors: BTreeMap<String, u64>,
+    /// Successful requests per second.
+    pub throughput: f64,
+    /// Latency of every answered request (successful or not), from its intended
+    /// start.
+    pub latency_ms: Latency,
+}
+
+impl OpReport {
+    /// Failures of every kind.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// An acknowledged post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckedPost {
+    /// Its id.
+    pub id: String,
+    /// Who wrote it.
+    pub author: String,
+    /// The caption it was created with.
+    pub caption: String,
+}
+
+/// An acknowledged like.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AckedLike {
+    /// The post.
+    pub post_id: String,
+    /// Who liked it.
+    pub liker: String,
+}
+
+/// An acknowledged follow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AckedFollow {
+    /// Who follows.
+    pub follower: String,
+    /// Whom.
+    pub followee: String,
+}
+
+/// Every write the system acknowledged during a run (warm-up included).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Writes {
+    /// Posts created.
+    pub posts: Vec<AckedPost>,
+    /// Likes set.
+    pub likes: Vec<AckedLike>,
+    /// Follows set.
+    pub follows: Vec<AckedFollow>,
+}
+
+impl Writes {
+    /// How many writes were acknowledged.
+    pub fn len(&self) -> usize {
+        self.posts.len() + self.likes.len() + self.follows.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Listed ids of lost writes are capped at this many per kind.
+pub const LISTED_LOST: usize = 20;
+
+/// The checker's verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Whether the final verification ran.
+    pub ran: bool,
+    /// Acknowledged writes (distinct likes and follows).
+    pub writes_acknowledged: u64,
+    /// Acknowledged posts.
+    pub posts_acknowledged: u64,
+    /// Acknowledged likes.
+    pub likes_acknowledged: u64,
+    /// Acknowledged follows.
+    pub follows_acknowledged: u64,
+    /// Found as written.
+    pub verified: u64,
+    /// Missing or different.
+    pub lost: u64,
+    /// Lost posts (missing, or another caption), the first [`LISTED_LOST`] ids.
+    pub lost_posts: Vec<String>,
+    /// Lost likes, `post_id by liker`, the first [`LISTED_LOST`].
+    pub lost_likes: Vec<String>,
+    /// Lost follows, `follower -> followee`, the first [`LISTED_LOST`].
+    pub lost_follows: Vec<String>,
+    /// Could not be checked (the reads kept failing).
+    pub unverifiable: u64,
+    /// Why, the first [`LISTED_LOST`] reasons.
+    pub unverifiable_reasons: Vec<String>,
+    /// Posts re-read by their author right after the acknowledgement.
+    pub read_your_writes_checked: u64,
+    /// Of those, not found.
+    pub read_your_writes_violations: u64,
+    /// Their ids, the first [`LISTED_LOST`].
+    pub read_your_writes_violation_ids: Vec<String>,
+    /// Re-reads that failed for another reason (not counted as violations).
+    pub read_your_writes_errors: u64,
+    /// No write lost, none unverifiable, no read-your-writes violation.
+    pub passed: bool,
+}
+
+impl CheckReport {
+    /// Recompute [`CheckReport::passed`].
+    pub fn settle(&mut self) {
+        self.passed = self.lost == 0 && self.unverifiable == 0 && self.read_your_writes_violations == 0;
+    }
+}
+
+/// A bench run's results.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Where the load went.
+    pub targets: Vec<String>,
+    /// The mix asked for.
+    pub mix: String,
+    /// Requests per second asked for.
+    pub target_rate: f64,
+    /// Measured seconds (after the warm-up).
+    pub duration_secs: f64,
+    /// Warm-up seconds (not recorded).
+    pub warmup_secs: f64,
+    /// Requests due in the measured window.
+    pub requests: u64,
+    /// Requests due per second in the measured window.
+    pub offered_rate: f64,
+    /// Successful requests per second in the measured window.
+    pub achieved_rate: f64,
+    /// Failures of every kind and operation in the measured window.
+    pub errors: u64,
+    /// Failures by kind, all operations together.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Latency of every operation together.
+    pub latency_ms: Latency,
+    /// Per operation, by name.
+    pub ops: BTreeMap<String, OpReport>,
+    /// The checker.
+    pub checker: CheckReport,
+    /// Every acknowledged write, to verify again later with [`super::verify`].
+    #[serde(skip)]
+    pub writes: Writes,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "bench: {} target(s), mix {}, {:.1} s measured after {:.1} s warm-up",
+            self.targets.len(),
+            self.mix,
+            self.duration_secs,
+            self.warmup_secs
+        )?;
+        writeln!(
+            f,
+            "rate: target {:.1}/s, offered {:.1}/s, achieved {:.1}/s ok; {} requests, {} errors",
+            self.target_rate, self.offered_rate, self.achieved_rate, self.requests, self.errors
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<11} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "operation",
+            "count",
+            "ok/s",
+            "errors",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "mean ms"
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, count: u64, tput: f64, errs: u64, l: &Latency| {
+            writeln!(
+                f,
+                "{:<11} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                name, count, tput, errs, l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+            )
+        };
+        for (name, op) in &self.ops {
+            row(f, name, op.count, op.throughput, op.error_count(), &op.latency_ms)?;
+        }
+        row(f, "all", self.requests, self.achieved_rate, self.errors, &self.latency_ms)?;
+        if !self.errors_by_kind.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "errors by kind:")?;
+            for (name, op) in &self.ops {
+                for (kind, n) in &op.errors {
+                    writeln!(f, "  {name:<11} {kind:<12} {n}")?;
+                }
+            }
+        }
+        writeln!(f)?;
+        let c = &self.checker;
+        if !c.ran {
+            writeln!(f, "checker: not run ({} writes acknowledged)", self.writes.len())?;
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "checker: {}: {} writes acknowledged ({} posts, {} likes, {} follows), {} verified, {} lost, {} unverifiable",
+            if c.passed { "PASSED" } else { "FAILED" },
+            c.writes_acknowledged,
+            c.posts_acknowledged,
+            c.likes_acknowledged,
+            c.follows_acknowledged,
+            c.verified,
+            c.lost,
+            c.unverifiable
+        )?;
+        writeln!(
+            f,
+            "read-your-writes: {} checked, {} violations, {} errors",
+            c.read_your_writes_checked, c.read_your_writes_violations, c.read_your_writes_errors
+        )?;
+        let list = |f: &mut fmt::Formatter<'_>, what: &str, items: &[String]| {
+            if items.is_empty() { Ok(()) } else { writeln!(f, "  {what}: {}", items.join(", ")) }
+        };
+        list(f, "lost posts", &c.lost_posts)?;
+        list(f, "lost likes", &c.lost_likes)?;
+        list(f, "lost follows", &c.lost_follows)?;
+        list(f, "unverifiable", &c.unverifiable_reasons)?;
+        list(f, "read-your-writes violations", &c.read_your_writes_violation_ids)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! `millions bench`: open-loop load against the web tier, then the checker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use loadgen::bench::{BenchConfig, Mix};
+
+/// `millions bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Run directory of a running topology (its web servers are the targets when
+    /// no --target is given).
+    #[arg(long, env = "MILLIONS_HOME", default_value = ".millions")]
+    home: PathBuf,
+    /// A base URL to load (repeatable), e.g. http://127.0.1.20:8080.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// Requests per second, sent on schedule whatever the answers (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to measure, e.g. 30s, 2m.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Load before measuring (not recorded).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Operation weights, e.g. feed=60,timeline=30,post=4,like=4,follow=2,photo=0.
+    #[arg(long)]
+    mix: Option<String>,
+    /// User accounts to spread the load over (Zipf-distributed).
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// Name prefix of those accounts (`user` matches `millions seed`).
+    #[arg(long, default_value = "user")]
+    user_prefix: String,
+    /// Sign the accounts up first (otherwise they must exist, e.g. seeded).
+    #[arg(long)]
+    create_users: bool,
+    /// The accounts' password.
+    #[arg(long, default_value = "password123")]
+    password: String,
+    /// Most requests in flight; a request due beyond it counts as `overloaded`.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Poisson arrivals instead of a fixed interval.
+    #[arg(long)]
+    poisson: bool,
+    /// Skip the final check that every acknowledged write is readable.
+    #[arg(long)]
+    no_verify: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Run the bench; fails (exit 1) if any request failed or the checker found a
+/// lost write.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let mut targets = args.targets.clone();
+    if targets.is_empty() {
+        let ctl = control::running(&args.home).with_context(|| {
+            format!("no --target given and nothing is running in {}", args.home.display())
+        })?;
+        let reply: serde_json::Value =
+            reqwest::get(format!("http://{}/api/nodes", ctl.api)).await?.error_for_status()?.json().await?;
+        targets = reply["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["role"] == "web")
+            .filter_map(|n| n["addr"].as_str().map(|a| format!("http://{a}")))
+            .collect();
+    }
+    let mix = match &args.mix {
+        Some(m) => Mix::parse(m)?,
+        None => Mix::default(),
+    };
+    let config = BenchConfig {
+        targets,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        mix,
+        users: args.users,
+        user_prefix: args.user_prefix,
+        create_users: args.create_users,
+        password: args.password,
+        max_in_flight: args.max_in_flight,
+        poisson: args.poisson,
+        verify: !args.no_verify,
+        ..BenchConfig::default()
+    };
+    config.validate()?;
+    let report = loadgen::bench::run(&config, |line| eprintln!("{line}")).await?;
+    println!("{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.errors > 0 {
+        bail!("{} requests failed", report.errors);
+    }
+    if config.verify && !report.checker.passed {
+        bail!("the checker found lost writes or read-your-writes violations");
+    }
+    Ok(())
+}
+
+/// `millions seed`.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Run directory of a running topology (its shard primaries are written).
+    #[arg(long, env = "MILLIONS_HOME", default_value = ".millions")]
+    home: PathBuf,
+    /// Users to create (`user0` ... `user{N-1}`, password `password123`).
+    #[arg(long)]
+    users: u64,
+    /// Mean posts per user.
+    #[arg(long)]
+    posts_per_user: Option<f64>,
+    /// Mean follows per user.
+    #[arg(long)]
+    mean_follows: Option<f64>,
+    /// Random seed (same seed, same graph).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Seed the running topology's shards in bulk.
+pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let home = &args.home;
+    control::running(home).with_context(|| format!("nothing is running in {}", home.display()))?;
+    let topology = topology::load(&home.join("topology.toml"))?;
+    let urls = control::primary_urls(home, &topology)?;
+    let mut config = loadgen::seed::SeedConfig::new(args.users);
+    if let Some(p) = args.posts_per_user {
+        config.posts_per_user = p;
+    }
+    if let Some(f) = args.mean_follows {
+        config.mean_follows = f;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    config.validate()?;
+    let report = loadgen::seed::seed(&urls, &config, |line| eprintln!("{line}")).await?;
+    println!("{report}");
+    Ok(())
+}
