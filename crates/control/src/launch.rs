@@ -49,6 +49,8 @@ fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
     let dir = shared.opts.run_dir.join("nodes").join(&node.name);
     let mut spec = RedisSpec::new(&dir, node.addr.ip(), node.addr.port(), &shared.secrets.redis);
     spec.log_file = log_path(&shared.opts.run_dir, &node.name);
+    // Sessions live here: they must survive a crash of the server.
+    spec.persistent = true;
     spec
 }
 

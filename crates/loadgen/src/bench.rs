@@ -33,7 +33,8 @@ use tokio::time::Instant;
 pub use checker::verify;
 pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op};
 pub use report::{
-    AckedFollow, AckedLike, AckedPost, CheckReport, LISTED_LOST, Latency, OpReport, Report, Writes,
+    AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, LISTED_LOST, Latency, OpReport, Report,
+    Writes,
 };
 pub use zipf::Zipf;
 
@@ -231,6 +232,9 @@ struct Shared {
     pool: Mutex<Pool>,
     writes: Mutex<Writes>,
     ryw: Mutex<Ryw>,
+    /// When each failed request was due, seconds into the measured window (to
+    /// measure recovery from an injected fault).
+    failure_times: Mutex<Vec<f64>>,
 }
 
 /// One request to make.
@@ -272,6 +276,7 @@ impl Shared {
             Err(kind) => {
                 *s.errors.entry(kind.to_owned()).or_default() += 1;
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                lock(&self.failure_times).push((intended - self.measure_from).as_secs_f64());
             }
         }
         if let Some(latency) = latency {
@@ -515,6 +520,33 @@ async fn set_up_users(
 /// acknowledged write (unless `config.verify` is off). `progress` gets a line
 /// about every second.
 pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report, BenchError> {
+    run_with_fault(config, progress, None).await
+}
+
+/// A fault to inject during a run: what it is, when (into the measured window), and
+/// the action itself, which returns what happened or why it could not be done.
+pub struct Fault {
+    /// Shown in the report (`kill dc1-web-1`).
+    pub action: String,
+    /// When, after the warm-up.
+    pub at: Duration,
+    /// The action.
+    pub run: futures::future::BoxFuture<'static, Result<String, String>>,
+}
+
+impl std::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fault").field("action", &self.action).field("at", &self.at).finish()
+    }
+}
+
+/// [`run`], injecting `fault` (if any) under load and reporting how long the
+/// system took to recover from it.
+pub async fn run_with_fault(
+    config: &BenchConfig,
+    progress: impl Fn(&str),
+    fault: Option<Fault>,
+) -> Result<Report, BenchError> {
     config.validate()?;
     let targets: Vec<String> = config.targets.iter().map(|t| t.trim_end_matches('/').to_owned()).collect();
     let http = Http::new(config.request_timeout)?;
@@ -541,6 +573,7 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report
         pool: Mutex::new(Pool::default()),
         writes: Mutex::new(Writes::default()),
         ryw: Mutex::new(Ryw::default()),
+        failure_times: Mutex::new(Vec::new()),
     };
     set_up_users(config, &shared, &progress).await?;
 
@@ -549,6 +582,20 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report
     let end = measure_from + config.duration;
     shared.measure_from = measure_from;
     let shared = Arc::new(shared);
+    let fault_task = fault.map(|fault| {
+        let when = measure_from + fault.at;
+        let at_secs = fault.at.as_secs_f64();
+        let action = fault.action;
+        let run = fault.run;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(when).await;
+            let outcome = match run.await {
+                Ok(s) => s,
+                Err(e) => format!("failed: {e}"),
+            };
+            (action, at_secs, outcome)
+        })
+    });
 
     let mut rng = StdRng::seed_from_u64(config.seed);
     let zipf = Zipf::new(config.users, config.zipf_exponent);
@@ -620,6 +667,37 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report
         }
     }
 
+    let fault = match fault_task {
+        Some(task) => {
+            let (action, at_secs, outcome) =
+                task.await.map_err(|e| BenchError::Setup(format!("the fault task failed: {e}")))?;
+            let after: Vec<f64> =
+                lock(&shared.failure_times).iter().copied().filter(|t| *t >= at_secs).collect();
+            let last = after.iter().copied().fold(at_secs, f64::max);
+            Some(FaultReport {
+                action,
+                at_secs,
+                outcome,
+                errors_after: after.len() as u64,
+                recovery_secs: last - at_secs,
+            })
+        }
+        None => None,
+    };
+    if fault.is_some() {
+        // Verify against a recovered system: wait (bounded) until every target is
+        // ready again, as a client retrying later would.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for target in &targets {
+            while Instant::now() < deadline {
+                let ready = shared.http.send(shared.http.client.get(format!("{target}/readyz"))).await;
+                if ready.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     let writes = lock(&shared.writes).clone();
     let mut checker = CheckReport::default();
     if config.verify {
@@ -646,6 +724,7 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report
         warmup_secs: config.warmup.as_secs_f64(),
         checker,
         writes,
+        fault,
         ..Report::default()
     };
     let mut all = histogram();

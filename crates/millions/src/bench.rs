@@ -52,19 +52,48 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Inject a fault a third into the run and report the recovery time:
+    /// kill-web, kill-worker, kill-redis, kill-replica or kill-primary (SIGKILL
+    /// through the controller, which restarts the node).
+    #[arg(long)]
+    scenario: Option<String>,
 }
+
+/// The scenarios: name, role of the node to kill, and PostgreSQL role if any.
+const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
+    ("kill-web", "web", None),
+    ("kill-worker", "worker", None),
+    ("kill-redis", "redis", None),
+    ("kill-replica", "postgres", Some("replica")),
+    ("kill-primary", "postgres", Some("primary")),
+];
 
 /// Run the bench; fails (exit 1) if any request failed or the checker found a
 /// lost write.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(name) => Some(SCENARIOS.iter().find(|s| s.0 == name).with_context(|| {
+            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.0).collect();
+            format!("no scenario named {name:?}; scenarios: {}", names.join(", "))
+        })?),
+        None => None,
+    };
+    let ctl = control::running(&args.home);
+    if scenario.is_some() && ctl.is_none() {
+        bail!("a scenario needs a running topology (nothing is running in {})", args.home.display());
+    }
+    let nodes: serde_json::Value = match &ctl {
+        Some(ctl) => {
+            reqwest::get(format!("http://{}/api/nodes", ctl.api)).await?.error_for_status()?.json().await?
+        }
+        None => serde_json::Value::Null,
+    };
     let mut targets = args.targets.clone();
     if targets.is_empty() {
-        let ctl = control::running(&args.home).with_context(|| {
-            format!("no --target given and nothing is running in {}", args.home.display())
-        })?;
-        let reply: serde_json::Value =
-            reqwest::get(format!("http://{}/api/nodes", ctl.api)).await?.error_for_status()?.json().await?;
-        targets = reply["nodes"]
+        if ctl.is_none() {
+            bail!("no --target given and nothing is running in {}", args.home.display());
+        }
+        targets = nodes["nodes"]
             .as_array()
             .into_iter()
             .flatten()
@@ -92,13 +121,41 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ..BenchConfig::default()
     };
     config.validate()?;
-    let report = loadgen::bench::run(&config, |line| eprintln!("{line}")).await?;
+    let fault = match (scenario, &ctl) {
+        (Some((name, role, pg_role)), Some(ctl)) => {
+            let victim = nodes["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["role"] == *role && pg_role.is_none_or(|r| n["pg"]["role"] == r))
+                .and_then(|n| n["name"].as_str())
+                .with_context(|| format!("scenario {name}: the topology has no such node"))?
+                .to_owned();
+            let url = format!("http://{}/api/nodes/{victim}/kill", ctl.api);
+            Some(loadgen::bench::Fault {
+                action: format!("kill {victim}"),
+                at: config.duration / 3,
+                run: Box::pin(async move {
+                    let r = reqwest::Client::new().post(url).send().await.map_err(|e| e.to_string())?;
+                    if r.status().is_success() {
+                        Ok("killed".to_owned())
+                    } else {
+                        Err(r.text().await.unwrap_or_default())
+                    }
+                }),
+            })
+        }
+        _ => None,
+    };
+    let report = loadgen::bench::run_with_fault(&config, |line| eprintln!("{line}"), fault).await?;
     println!("{report}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if report.errors > 0 {
+    // Under a fault, failed requests are what is being measured; the verdict is
+    // the checker's.
+    if report.errors > 0 && report.fault.is_none() {
         bail!("{} requests failed", report.errors);
     }
     if config.verify && !report.checker.passed {

@@ -201,6 +201,27 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
         millions(home, &["bench", "--rate", "40", "--duration", "2s", "--warmup", "500ms", "--users", "300"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+    // A fault under load: a web server killed a third into the run; the report
+    // gives the recovery time, and no acknowledged write is lost.
+    let o = millions(
+        home,
+        &[
+            "bench",
+            "--rate",
+            "40",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--users",
+            "300",
+            "--scenario",
+            "kill-web",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("fault: kill dc1-web-1") && text(&o).contains("recovered"), "{}", text(&o));
+    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
     // Nonsense is refused, never run unthrottled.
     for (args, expected) in [
         (&["bench", "--rate", "0"][..], "rate"),
@@ -208,6 +229,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
         (&["bench", "--duration", "0s"], "duration"),
         (&["bench", "--mix", "feed=1,explode=2"], "explode"),
         (&["bench", "--mix", "feed=0"], "mix"),
+        (&["bench", "--scenario", "kill-everything"], "scenarios: kill-web"),
     ] {
         let o = millions(home, args);
         assert!(!o.status.success(), "{args:?}");

@@ -33,6 +33,9 @@ pub struct RedisSpec {
     /// A memory limit in MiB. `None`: no limit, and writes never evict (sessions
     /// must not vanish). `Some`: evict any key, least recently used first (a pure cache).
     pub maxmemory_mb: Option<u32>,
+    /// Keep an append-only file (fsync every second), so sessions survive a crash
+    /// of the server (losing at most the last second); off for throw-away servers.
+    pub persistent: bool,
 }
 
 impl RedisSpec {
@@ -46,6 +49,7 @@ impl RedisSpec {
             log_file: dir.join("redis.log"),
             pid_file: dir.join("redis.pid"),
             maxmemory_mb: None,
+            persistent: false,
         }
     }
 
@@ -97,7 +101,10 @@ fn config(spec: &RedisSpec) -> String {
     line("protected-mode", "yes".into());
     line("daemonize", "no".into());
     line("save", quote(""));
-    line("appendonly", "no".into());
+    line("appendonly", if spec.persistent { "yes" } else { "no" }.into());
+    if spec.persistent {
+        line("appendfsync", "everysec".into());
+    }
     line("dir", quote(&spec.dir.display().to_string()));
     line("logfile", quote(&spec.log_file.display().to_string()));
     line("pidfile", quote(&spec.pid_file.display().to_string()));

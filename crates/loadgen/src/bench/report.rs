@@ -122,6 +122,22 @@ impl Writes {
 /// Listed ids of lost writes are capped at this many per kind.
 pub const LISTED_LOST: usize = 20;
 
+/// A fault injected under load (`millions bench --scenario`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultReport {
+    /// What was done (`kill dc1-web-1`).
+    pub action: String,
+    /// Seconds into the measured window when it was done.
+    pub at_secs: f64,
+    /// Whether it could be done, or why not.
+    pub outcome: String,
+    /// Failed requests due after the fault.
+    pub errors_after: u64,
+    /// Seconds from the fault to the last failed request due after it: how long
+    /// the system took to recover, as users saw it; 0 when nothing failed.
+    pub recovery_secs: f64,
+}
+
 /// The checker's verdict.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
@@ -197,6 +213,8 @@ pub struct Report {
     pub ops: BTreeMap<String, OpReport>,
     /// The checker.
     pub checker: CheckReport,
+    /// The fault injected during the run, if any, and how the system took it.
+    pub fault: Option<FaultReport>,
     /// Every acknowledged write, to verify again later with [`super::verify`].
     #[serde(skip)]
     pub writes: Writes,
@@ -253,6 +271,13 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f)?;
+        if let Some(fault) = &self.fault {
+            writeln!(
+                f,
+                "fault: {} at {:.1} s ({}); {} requests failed after it; recovered {:.2} s after it",
+                fault.action, fault.at_secs, fault.outcome, fault.errors_after, fault.recovery_secs
+            )?;
+        }
         let c = &self.checker;
         if !c.ran {
             writeln!(f, "checker: not run ({} writes acknowledged)", self.writes.len())?;
