@@ -78,6 +78,16 @@ fn commands_with_nothing_running_say_so() {
     assert!(!o.status.success(), "unknown commands are refused");
 }
 
+/// Brings a test's stack down when the test ends, also when it fails half-way, so
+/// no process outlives the test.
+struct Stack<'a>(&'a Path);
+
+impl Drop for Stack<'_> {
+    fn drop(&mut self) {
+        let _ = millions(self.0, &["down"]);
+    }
+}
+
 /// The `test` preset moved to address ranges of its own, so tests never collide
 /// with a stack started by hand or by another test.
 fn test_topology(dir: &Path) -> std::path::PathBuf {
@@ -130,6 +140,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     let home = dir.path();
     let topo = test_topology(home);
     let o = millions(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"]);
+    let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Millions is up"), "{}", text(&o));
 
