@@ -56,12 +56,7 @@ fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
 
 /// The initial primary of `shard`.
 pub(crate) fn primary_of(shared: &Shared, shard: ShardId) -> &Node {
-    shared
-        .opts
-        .topology
-        .shard_nodes(shard)
-        .find(|n| n.shard.is_some_and(|s| s.initial_primary))
-        .expect("a validated topology gives every shard a primary")
+    crate::initial_primary(&shared.opts.topology, shard)
 }
 
 fn slot_name(node: &Node) -> String {
@@ -70,13 +65,7 @@ fn slot_name(node: &Node) -> String {
 
 /// Connection URL of each shard's primary, in shard order.
 pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
-    shared
-        .opts
-        .topology
-        .shards()
-        .iter()
-        .map(|s| pg_spec(shared, primary_of(shared, s.id)).url(DATABASE))
-        .collect()
+    crate::primary_urls_with(&shared.opts.topology, &shared.secrets.postgres)
 }
 
 /// The Redis a node of `dc` uses: its DC's first, else the first anywhere.

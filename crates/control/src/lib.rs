@@ -75,22 +75,29 @@ pub fn running(run_dir: &Path) -> Option<ControlFile> {
 /// Connection URLs of each shard's primary, in shard order, for tools that write
 /// to the shards directly (`millions seed`).
 pub fn primary_urls(run_dir: &Path, topology: &Topology) -> anyhow::Result<Vec<String>> {
-    let path = run_dir.join("secrets.json");
-    let secrets: Secrets = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-    )?;
-    Ok(topology
+    let secrets = read_secrets(run_dir)?;
+    Ok(primary_urls_with(topology, &secrets.postgres))
+}
+
+/// Connection URLs of each shard's initial primary, given the PostgreSQL password.
+pub(crate) fn primary_urls_with(topology: &Topology, password: &str) -> Vec<String> {
+    topology
         .shards()
         .iter()
         .map(|shard| {
-            let node = topology
-                .shard_nodes(shard.id)
-                .find(|n| n.shard.is_some_and(|s| s.initial_primary))
-                .expect("a validated topology gives every shard a primary");
+            let node = initial_primary(topology, shard.id);
             let host = node.addr.ip().to_string();
-            nodes::postgres_url(&host, node.addr.port(), launch::PG_USER, &secrets.postgres, launch::DATABASE)
+            nodes::postgres_url(&host, node.addr.port(), launch::PG_USER, password, launch::DATABASE)
         })
-        .collect())
+        .collect()
+}
+
+/// The node a shard starts with as its primary.
+pub(crate) fn initial_primary(topology: &Topology, shard: topology::ShardId) -> &Node {
+    topology
+        .shard_nodes(shard)
+        .find(|n| n.shard.is_some_and(|s| s.initial_primary))
+        .expect("a validated topology gives every shard a primary")
 }
 
 /// The log file of node `name`.
@@ -158,11 +165,18 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-fn secrets(run_dir: &Path) -> anyhow::Result<Secrets> {
+fn read_secrets(run_dir: &Path) -> anyhow::Result<Secrets> {
     let path = run_dir.join("secrets.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The deployment's secrets, generated on first use.
+fn secrets(run_dir: &Path) -> anyhow::Result<Secrets> {
+    if run_dir.join("secrets.json").exists() {
+        return read_secrets(run_dir);
     }
+    let path = run_dir.join("secrets.json");
     let s = Secrets { postgres: nodes::random_secret(32), redis: nodes::random_secret(32) };
     launch::write_private(&path, &serde_json::to_string_pretty(&s)?)?;
     Ok(s)
