@@ -332,11 +332,21 @@ pub fn stop_postgres(data_dir: &Path, mode: StopMode) -> Result<(), Error> {
     };
     cmd.args(["stop", "-w", "-t", "60", "-m", mode, "-D"]).arg(data_dir);
     let what = format!("stop PostgreSQL (data directory {})", data_dir.display());
+    let pid = postmaster_pid(data_dir);
     match run(cmd, &what, None) {
         // It may have stopped by itself meanwhile.
-        Err(_) if !postgres_running(data_dir) => Ok(()),
-        other => other.map(drop),
+        Err(_) if !postgres_running(data_dir) => {}
+        other => other.map(drop)?,
     }
+    // pg_ctl returns once the lock file is gone; the postmaster removes it a
+    // moment before it exits. Callers rely on the process being gone (the
+    // port free, no second primary), so wait for that too.
+    if let Some(pid) = pid
+        && !poll_until(Duration::from_secs(10), || !pid_alive(pid))
+    {
+        return Err(Error::Stop { pid, reason: "the postmaster outlived pg_ctl stop by 10 s".into() });
+    }
+    Ok(())
 }
 
 /// Whether a server is running in `data_dir`: its `postmaster.pid` names a live
