@@ -13,9 +13,11 @@
 //! - a [`PostId`] holds its author's bucket in bits 10..22.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod ids;
 mod map;
 
+pub use cluster::{ClusterMap, ShardServers};
 pub use ids::{IdError, PostId, PostIdGenerator, new_user_id};
 pub use map::{ShardId, ShardMap, ShardMapError};
 
