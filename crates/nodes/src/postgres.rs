@@ -25,12 +25,12 @@ pub enum Durability {
     /// PostgreSQL's defaults: every commit is flushed to disk.
     #[default]
     Full,
-    /// For throw-away test clusters: `fsync`, `synchronous_commit` and
-    /// `full_page_writes` off. A crash of the OS may corrupt the cluster, and
-    /// a crash (or immediate stop) of PostgreSQL may lose the last commits.
-    /// `synchronous_commit = off` also means commits do not wait for
-    /// synchronous standbys: a test of zero-loss failover sets it back to `on`
-    /// in [`PostgresSpec::extra_conf`] (later settings win).
+    /// For throw-away test clusters: `fsync` off (`full_page_writes` stays
+    /// on: pg_rewind needs it). A
+    /// crash of the OS may corrupt the cluster; a crash of PostgreSQL alone
+    /// loses nothing (each commit still reaches the OS before it is
+    /// acknowledged, and still waits for synchronous standbys), so crash and
+    /// failover tests keep their meaning.
     Fast,
 }
 
@@ -99,6 +99,13 @@ impl PostgresSpec {
     /// A `postgres://` URL for database `dbname` as the superuser.
     pub fn url(&self, dbname: &str) -> String {
         postgres_url(&self.listen.to_string(), self.port, &self.superuser, &self.password, dbname)
+    }
+
+    /// Whether this spec makes a standby: its `extra_conf` names a primary
+    /// (see [`standby_conf`]). [`start_postgres`] then marks the data
+    /// directory with `standby.signal`.
+    pub fn is_standby(&self) -> bool {
+        self.extra_conf.iter().any(|(name, _)| name == "primary_conninfo")
     }
 
     fn what(&self, verb: &str) -> String {
@@ -216,6 +223,9 @@ pub fn start_postgres(spec: &PostgresSpec) -> Result<(), Error> {
     remove_stale_lock_files(spec)?;
     prepare_log_file(&spec.log_file, user.as_ref())?;
     write_config(spec, user.as_ref())?;
+    if spec.is_standby() {
+        write_owned(&spec.data_dir.join("standby.signal"), "", user.as_ref())?;
+    }
     let mut cmd = pg_command("pg_ctl", user.as_ref())?;
     cmd.args(["start", "-w", "-t", "60", "-D"]).arg(&spec.data_dir).arg("-l").arg(&spec.log_file);
     cmd.process_group(0);
@@ -243,6 +253,42 @@ pub fn base_backup(primary: &PostgresSpec, replica: &PostgresSpec, slot: &str) -
     let what = format!("copy {} to {} (pg_basebackup)", primary.addr(), replica.data_dir.display());
     run(cmd, &what, None)?;
     write_owned(&replica.data_dir.join("standby.signal"), "", user.as_ref())
+}
+
+/// Promotes the standby running in `data_dir` to a primary (`pg_ctl promote
+/// -w`): it replays every WAL record it has received, leaves recovery on a
+/// new timeline and accepts writes.
+pub fn promote_postgres(data_dir: &Path) -> Result<(), Error> {
+    let user = pg_os_user()?;
+    let mut cmd = pg_command("pg_ctl", user.as_ref())?;
+    cmd.args(["promote", "-w", "-t", "60", "-D"]).arg(data_dir);
+    run(cmd, &format!("promote the standby in {}", data_dir.display()), None).map(drop)
+}
+
+/// Makes the stopped server of `target` a follower of the running server
+/// `source` with `pg_rewind`: WAL the target wrote after their timelines
+/// split (writes no standby confirmed, hence never acknowledged under
+/// synchronous replication) is thrown away. A target left by a crash is first
+/// recovered by pg_rewind itself. Start it afterwards with a standby spec.
+pub fn rewind_postgres(target: &PostgresSpec, source: &PostgresSpec) -> Result<(), Error> {
+    let user = pg_os_user()?;
+    if postgres_running(&target.data_dir) {
+        return Err(Error::AlreadyRunning { data_dir: target.data_dir.clone() });
+    }
+    remove_stale_lock_files(target)?;
+    // pg_rewind's crash recovery starts the target in single-user mode with
+    // its own configuration: make it the target's, not a copied one.
+    write_config(target, user.as_ref())?;
+    let mut cmd = pg_command("pg_rewind", user.as_ref())?;
+    cmd.arg("--target-pgdata")
+        .arg(&target.data_dir)
+        .arg(format!(
+            "--source-server=host={} port={} user={} dbname=postgres",
+            source.listen, source.port, source.superuser
+        ))
+        .env("PGPASSWORD", &source.password);
+    let what = format!("rewind {} to follow {} (pg_rewind)", target.data_dir.display(), source.addr());
+    run(cmd, &what, None).map(drop)
 }
 
 /// The settings that make a server a standby of `primary`, identified there as
@@ -475,10 +521,10 @@ fn write_config(spec: &PostgresSpec, user: Option<&User>) -> Result<(), Error> {
         ("password_encryption".into(), "scram-sha-256".into()),
         ("max_connections".into(), "200".into()),
     ];
+    // pg_rewind needs it to turn a failed primary into a replica of its successor.
+    settings.push(("wal_log_hints".into(), "on".into()));
     if spec.durability == Durability::Fast {
-        for name in ["fsync", "synchronous_commit", "full_page_writes"] {
-            settings.push((name.into(), "off".into()));
-        }
+        settings.push(("fsync".into(), "off".into()));
     }
     settings.extend(spec.extra_conf.iter().cloned());
     let mut conf = String::from("# Written by millions (crate nodes) at every start; edits here are lost.\n");

@@ -155,3 +155,67 @@ fn closed_directory_is_reported_when_root() {
     assert!(matches!(err, Error::NotReachable { .. }), "{err}");
     assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
+
+/// Rows of table `t` on the server at `url`, in order; waits (with a deadline)
+/// for the server to accept connections and the table to reach `want` rows.
+async fn rows_eventually(url: &str, want: usize) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(client) = connect(url).await
+            && let Ok(rows) = client.query("SELECT v FROM t ORDER BY v", &[]).await
+        {
+            let got: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+            if got.len() == want || std::time::Instant::now() > deadline {
+                return got;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_primary_is_rewound_into_a_replica_of_the_promoted_one() {
+    let primary = PgGuard::new(free_port());
+    let mut replica = PgGuard::new(free_port());
+    replica.spec.password = primary.spec.password.clone();
+    init_postgres(&primary.spec).unwrap();
+    start_postgres(&primary.spec).unwrap();
+    let client = connect(&primary.spec.url("postgres")).await.unwrap();
+    client.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await.unwrap();
+    nodes::base_backup(&primary.spec, &replica.spec, "r1").unwrap();
+    replica.spec.extra_conf = nodes::standby_conf(&primary.spec, "r1", "r1");
+    assert!(replica.spec.is_standby());
+    start_postgres(&replica.spec).unwrap();
+    assert_eq!(rows_eventually(&replica.spec.url("postgres"), 1).await, vec![1]);
+
+    // The replica stops; the primary takes a write only it has, then crashes.
+    stop_postgres(&replica.spec.data_dir, StopMode::Fast).unwrap();
+    client.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    drop(client);
+    let pid = postmaster_pid(&primary.spec.data_dir).unwrap();
+    nodes::stop_pid(pid, Duration::ZERO).unwrap();
+
+    // The replica is promoted and moves on without that write.
+    start_postgres(&replica.spec).unwrap();
+    nodes::promote_postgres(&replica.spec.data_dir).unwrap();
+    let promoted = connect(&replica.spec.url("postgres")).await.unwrap();
+    let row = promoted.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap();
+    assert!(!row.get::<_, bool>(0), "promoted");
+    promoted.batch_execute("SELECT pg_create_physical_replication_slot('old')").await.unwrap();
+    promoted.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+
+    // The old primary: a rewind while it runs is refused; once rewound it
+    // follows the new one and has lost the write nobody confirmed.
+    let mut old = primary.spec.clone();
+    old.extra_conf = nodes::standby_conf(&replica.spec, "old", "old");
+    nodes::rewind_postgres(&old, &replica.spec).unwrap();
+    start_postgres(&old).unwrap();
+    assert!(matches!(nodes::rewind_postgres(&old, &replica.spec), Err(Error::AlreadyRunning { .. })));
+    assert_eq!(rows_eventually(&old.url("postgres"), 2).await, vec![1, 3]);
+    let c = connect(&old.url("postgres")).await.unwrap();
+    let row = c.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap();
+    assert!(row.get::<_, bool>(0), "the old primary came back as a replica");
+    let err = c.batch_execute("INSERT INTO t VALUES (4)").await.expect_err("read-only");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{err}");
+}

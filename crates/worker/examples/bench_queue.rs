@@ -34,8 +34,7 @@
 //! growing depth with one claimer, and the plans of both claim statements are
 //! printed.
 //!
-//! Two servers: testkit's shared one (`fsync`, `synchronous_commit` and
-//! `full_page_writes` off), and, unless `BENCH_QUEUE_DURABLE=0`, a durable one
+//! Two servers: testkit's shared one (`fsync` off), and, unless `BENCH_QUEUE_DURABLE=0`, a durable one
 //! (`testkit::fresh_postgres`: default settings, every commit flushed).
 //!
 //! Environment: `BENCH_QUEUE_JOBS` (20000), `BENCH_QUEUE_DURABLE_JOBS` (2000),
