@@ -23,6 +23,12 @@ pub enum DataError {
         #[source]
         source: deadpool_postgres::PoolError,
     },
+    /// The shard has no primary right now (a failover is in progress).
+    #[error("{shard} has no primary (failover in progress)")]
+    NoPrimary {
+        /// The shard.
+        shard: ShardId,
+    },
     /// The database answered with an error.
     #[error("{shard}: {}", describe(source))]
     Db {
@@ -60,7 +66,7 @@ impl DataError {
         use tokio_postgres::error::SqlState;
         match self {
             DataError::NotFound | DataError::Conflict(_) | DataError::Migration { .. } => false,
-            DataError::Unavailable { .. } => true,
+            DataError::Unavailable { .. } | DataError::NoPrimary { .. } => true,
             DataError::Db { source, .. } => match source.code() {
                 None => true, // connection-level: closed, reset, timed out
                 Some(code) => {
@@ -72,6 +78,24 @@ impl DataError {
                         || code == &SqlState::TOO_MANY_CONNECTIONS
                 }
             },
+        }
+    }
+
+    /// Whether this failure suggests the shard's primary moved: it is
+    /// unreachable, has no primary, or refuses writes as a standby.
+    pub(crate) fn suggests_failover(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            DataError::Unavailable { .. } | DataError::NoPrimary { .. } => true,
+            DataError::Db { source, .. } => match source.code() {
+                None => true,
+                Some(code) => {
+                    code == &SqlState::READ_ONLY_SQL_TRANSACTION
+                        || code == &SqlState::ADMIN_SHUTDOWN
+                        || code == &SqlState::CANNOT_CONNECT_NOW
+                }
+            },
+            _ => false,
         }
     }
 

@@ -7,12 +7,12 @@
 //! change after the claim is fenced by the claimant's id, so a worker whose lease
 //! lapsed cannot complete or fail a job someone else now holds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sharding::{PostId, ShardId};
 use tokio_postgres::types::Json;
 
-use crate::queries::POST_COLUMNS;
+use crate::queries::{POST_COLUMNS, rows};
 use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage};
 
 /// The job kind that makes a photo's thumbnails.
@@ -49,34 +49,30 @@ impl Data {
     /// only the first call for a post changes it, so a job run twice records one set.
     pub async fn finish_photo(&self, post: PostId, thumbnails: &[StoredImage]) -> Result<Change, DataError> {
         let shard = self.shard_map().shard_of_post(post);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
+        let thumbs = Json(thumbnails);
+        let row = self
+            .write_one(
+                "finish_photo",
+                shard,
                 "UPDATE posts SET status = 'ready', photo = jsonb_set(photo, '{thumbnails}', $2) \
                  WHERE post_id = $1 AND status = 'processing' RETURNING 1",
+                &[&post.get(), &thumbs],
             )
-            .await
-            .map_err(DataError::db(shard))?;
-        let thumbs = Json(thumbnails);
-        let row = client.query_opt(&stmt, &[&post.get(), &thumbs]).await.map_err(DataError::db(shard))?;
-        self.record("finish_photo", shard, started);
+            .await?;
         Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
     }
 
     /// Mark a photo post as failed (its job is dead).
     pub async fn fail_photo(&self, post: PostId) -> Result<Change, DataError> {
         let shard = self.shard_map().shard_of_post(post);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
+        let row = self
+            .write_one(
+                "fail_photo",
+                shard,
                 "UPDATE posts SET status = 'failed' WHERE post_id = $1 AND status = 'processing' RETURNING 1",
+                &[&post.get()],
             )
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&post.get()]).await.map_err(DataError::db(shard))?;
-        self.record("fail_photo", shard, started);
+            .await?;
         Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
     }
 
@@ -89,20 +85,15 @@ impl Data {
         max_attempts: i32,
     ) -> Result<i64, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
+        let row = self
+            .write_one(
+                "enqueue",
+                shard,
                 "INSERT INTO jobs (kind, user_id, payload, max_attempts) VALUES ($1, $2, $3, $4) RETURNING job_id",
+                &[&kind, &user_id, &Json(payload), &max_attempts],
             )
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client
-            .query_one(&stmt, &[&kind, &user_id, &Json(payload), &max_attempts])
-            .await
-            .map_err(DataError::db(shard))?;
-        self.record("enqueue", shard, started);
-        Ok(row.get(0))
+            .await?;
+        Ok(row.ok_or(DataError::NotFound)?.get(0))
     }
 
     /// Claim up to `limit` due jobs of `shard` for `worker`, leased for `lease`. Jobs
@@ -114,13 +105,13 @@ impl Data {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Job>, DataError> {
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
-                // One indexed step per kind of due job (an OR of the two would
-                // scan and sort every due job: 11 ms per claim at 20k jobs).
-                "WITH ready AS ( \
+        let rows = self
+            .write("claim_jobs", shard, |client| async move {
+                let stmt = client
+                    .prepare_cached(
+                        // One indexed step per kind of due job (an OR of the two would
+                        // scan and sort every due job: 11 ms per claim at 20k jobs).
+                        "WITH ready AS ( \
                     SELECT job_id FROM jobs WHERE state = 'ready' AND run_at <= now() \
                     ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
                  lapsed AS ( \
@@ -131,12 +122,12 @@ impl Data {
                     locked_until = now() + $2 * interval '1 millisecond' \
                  FROM due WHERE j.job_id = due.job_id \
                  RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts",
-            )
-            .await
-            .map_err(DataError::db(shard))?;
-        let rows =
-            client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))?;
-        self.record("claim_jobs", shard, started);
+                    )
+                    .await
+                    .map_err(DataError::db(shard))?;
+                client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))
+            })
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Job {
@@ -207,46 +198,41 @@ impl Data {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         op: &'static str,
     ) -> Result<bool, DataError> {
-        let shard = job.shard;
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, params).await.map_err(DataError::db(shard))?;
-        self.record(op, shard, started);
-        Ok(row.is_some())
+        Ok(self.write_one(op, job.shard, sql, params).await?.is_some())
+    }
+
+    /// One write statement on `shard`'s primary: at most one row back.
+    pub(crate) async fn write_one(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, DataError> {
+        self.write(op, shard, |c| async move {
+            let stmt = c.prepare_cached(sql).await.map_err(DataError::db(shard))?;
+            c.query_opt(&stmt, params).await.map_err(DataError::db(shard))
+        })
+        .await
     }
 
     /// Depth and age of a shard's queue.
     pub async fn queue_stats(&self, shard: ShardId) -> Result<QueueStats, DataError> {
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FILTER (WHERE state = 'running'), \
+        let sql = "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FILTER (WHERE state = 'running'), \
                         count(*) FILTER (WHERE state = 'dead'), \
                         coalesce(extract(epoch from now() - min(created_at) FILTER (WHERE state = 'ready')), 0)::float8 \
-                 FROM jobs",
-            )
-            .await
-            .map_err(DataError::db(shard))?;
-        let r = client.query_one(&stmt, &[]).await.map_err(DataError::db(shard))?;
-        self.record("queue_stats", shard, started);
+                 FROM jobs";
+        let rows =
+            self.read_primary("queue_stats", shard, |c| async move { rows(&c, sql, &[]).await }).await?;
+        let r = rows.first().ok_or(DataError::NotFound)?;
         Ok(QueueStats { ready: r.get(0), running: r.get(1), dead: r.get(2), oldest_ready_secs: r.get(3) })
     }
 
     /// A shard's dead letters, newest first.
     pub async fn dead_jobs(&self, shard: ShardId) -> Result<Vec<DeadJob>, DataError> {
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT job_id, kind, payload, attempts, last_error FROM jobs WHERE state = 'dead' \
-                 ORDER BY job_id DESC LIMIT 1000",
-            )
-            .await
-            .map_err(DataError::db(shard))?;
-        let rows = client.query(&stmt, &[]).await.map_err(DataError::db(shard))?;
-        self.record("dead_jobs", shard, started);
+        let sql = "SELECT job_id, kind, payload, attempts, last_error FROM jobs WHERE state = 'dead' \
+                   ORDER BY job_id DESC LIMIT 1000";
+        let rows = self.read_primary("dead_jobs", shard, |c| async move { rows(&c, sql, &[]).await }).await?;
         Ok(rows
             .iter()
             .map(|r| DeadJob {

@@ -1,13 +1,13 @@
 //! Every query the system runs, each routed through the shard map.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
+use deadpool_postgres::ClientWrapper;
 use sharding::{PostId, ShardId, new_user_id, username_bucket};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
-use crate::{Change, Credentials, Data, DataError, Photo, PostRecord, UserRecord};
+use crate::{Change, Credentials, Data, DataError, Photo, PostRecord, UserRecord, consistency};
 
 const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms";
@@ -38,6 +38,28 @@ fn post_from(row: &Row) -> PostRecord {
     }
 }
 
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// `sql` (prepared once per connection) with `params`: at most one row.
+async fn opt_row(
+    c: &ClientWrapper,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, params).await
+}
+
+/// `sql` (prepared once per connection) with `params`: every row.
+pub(crate) async fn rows(
+    c: &ClientWrapper,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, params).await
+}
+
 impl Data {
     /// Create a user. The name must already be normalized and validated.
     ///
@@ -50,60 +72,59 @@ impl Data {
     ) -> Result<UserRecord, DataError> {
         let user_id = new_user_id(username_bucket(username));
         let shard = self.shard_map().shard_of_user(user_id);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
         let sql = format!(
             "INSERT INTO users (user_id, username, display_name, password_hash) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
         );
-        let stmt = client.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
-        let row = client
-            .query_opt(&stmt, &[&user_id, &username, &display_name, &password_hash])
-            .await
-            .map_err(DataError::db(shard))?;
-        self.record("create_user", shard, started);
+        let row = self
+            .write("create_user", shard, |c| async move {
+                let stmt = c.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
+                c.query_opt(&stmt, &[&user_id, &username, &display_name, &password_hash])
+                    .await
+                    .map_err(DataError::db(shard))
+            })
+            .await?;
         row.as_ref().map(user_from).ok_or(DataError::Conflict("username is taken"))
     }
 
     /// Id and password hash of the user with this (normalized) name.
+    ///
+    /// May be served by a replica; "no such user" from a replica is confirmed on
+    /// the primary, so a user who just signed up (on any web server) can log in.
     pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>, DataError> {
         let shard = self.shard_map().shard_of_username(username);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached("SELECT user_id, password_hash FROM users WHERE username = $1")
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&username]).await.map_err(DataError::db(shard))?;
-        self.record("credentials", shard, started);
+        let sql = "SELECT user_id, password_hash FROM users WHERE username = $1";
+        let found =
+            self.read("credentials", shard, |c| async move { opt_row(&c, sql, &[&username]).await }).await?;
+        let row =
+            match found {
+                Some(row) => Some(row),
+                None if !consistency::primary_only() => {
+                    self.read_primary("credentials", shard, |c| async move {
+                        opt_row(&c, sql, &[&username]).await
+                    })
+                    .await?
+                }
+                None => None,
+            };
         Ok(row.map(|r| Credentials { user_id: r.get(0), password_hash: r.get(1) }))
     }
 
     /// The id of the user with this (normalized) name.
     pub async fn user_id_by_username(&self, username: &str) -> Result<Option<i64>, DataError> {
         let shard = self.shard_map().shard_of_username(username);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached("SELECT user_id FROM users WHERE username = $1")
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&username]).await.map_err(DataError::db(shard))?;
-        self.record("user_id_by_username", shard, started);
+        let sql = "SELECT user_id FROM users WHERE username = $1";
+        let row = self
+            .read("user_id_by_username", shard, |c| async move { opt_row(&c, sql, &[&username]).await })
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// A user's profile and counters.
     pub async fn profile(&self, user_id: i64) -> Result<Option<UserRecord>, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"))
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&user_id]).await.map_err(DataError::db(shard))?;
-        self.record("profile", shard, started);
+        let sql = &format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        let row = self.read("profile", shard, |c| async move { opt_row(&c, sql, &[&user_id]).await }).await?;
         Ok(row.as_ref().map(user_from))
     }
 
@@ -153,51 +174,54 @@ impl Data {
             )
         };
         // The followee must exist before anything is written on the follower's side.
-        if on && out_shard != in_shard && self.profile(followee).await?.is_none() {
+        // (On the primary: a user who just signed up is not on every replica yet.)
+        if on && out_shard != in_shard && consistency::primary_reads(self.profile(followee)).await?.is_none()
+        {
             return Err(DataError::NotFound);
         }
-        let started = Instant::now();
-        let mut client = self.client(out_shard).await?;
         let changed = if out_shard == in_shard {
-            let tx = client.transaction().await.map_err(DataError::db(out_shard))?;
-            let in_row =
-                tx.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))?;
-            if in_row.is_none() {
-                return Err(DataError::NotFound); // dropping tx rolls back
-            }
-            let out_row =
-                tx.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))?;
-            let Some(out_row) = out_row else { return Err(DataError::NotFound) };
-            tx.commit().await.map_err(DataError::db(out_shard))?;
-            out_row.get::<_, i64>(0) > 0
+            self.write(op, out_shard, |mut client| async move {
+                let db = DataError::db(out_shard);
+                let tx = client.transaction().await.map_err(db)?;
+                let in_row =
+                    tx.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))?;
+                if in_row.is_none() {
+                    return Err(DataError::NotFound); // dropping tx rolls back
+                }
+                let out_row =
+                    tx.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))?;
+                let Some(out_row) = out_row else { return Err(DataError::NotFound) };
+                tx.commit().await.map_err(DataError::db(out_shard))?;
+                Ok(out_row.get::<_, i64>(0) > 0)
+            })
+            .await?
         } else {
-            let out_row =
-                client.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))?;
+            let out_row = self
+                .write(op, out_shard, |c| async move {
+                    c.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))
+                })
+                .await?;
             let Some(out_row) = out_row else { return Err(DataError::NotFound) };
-            drop(client);
-            let other = self.client(in_shard).await?;
-            let in_row =
-                other.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))?;
+            let in_row = self
+                .write(op, in_shard, |c| async move {
+                    c.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))
+                })
+                .await?;
             if in_row.is_none() && on {
                 return Err(DataError::NotFound);
             }
             out_row.get::<_, i64>(0) > 0
         };
-        self.record(op, out_shard, started);
         Ok(if changed { Change::Changed } else { Change::Unchanged })
     }
 
     /// Whether `follower` follows `followee`.
     pub async fn is_following(&self, follower: i64, followee: i64) -> Result<bool, DataError> {
         let shard = self.shard_map().shard_of_user(follower);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached("SELECT 1 FROM follows_out WHERE user_id = $1 AND followee_id = $2")
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&follower, &followee]).await.map_err(DataError::db(shard))?;
-        self.record("is_following", shard, started);
+        let sql = "SELECT 1 FROM follows_out WHERE user_id = $1 AND followee_id = $2";
+        let row = self
+            .read("is_following", shard, |c| async move { opt_row(&c, sql, &[&follower, &followee]).await })
+            .await?;
         Ok(row.is_some())
     }
 
@@ -213,25 +237,17 @@ impl Data {
 
     async fn edge_list(&self, user_id: i64, sql: &str, op: &'static str) -> Result<Vec<i64>, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-        let rows = client.query(&stmt, &[&user_id]).await.map_err(DataError::db(shard))?;
-        self.record(op, shard, started);
+        let rows = self.read(op, shard, |c| async move { rows(&c, sql, &[&user_id]).await }).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Users with at least `threshold` followers, from every shard.
     pub async fn celebrities(&self, threshold: i64) -> Result<Vec<i64>, DataError> {
         let per_shard = self.shard_map().shards().map(|shard| async move {
-            let started = Instant::now();
-            let client = self.client(shard).await?;
-            let stmt = client
-                .prepare_cached("SELECT user_id FROM users WHERE followers_count >= $1")
-                .await
-                .map_err(DataError::db(shard))?;
-            let rows = client.query(&stmt, &[&threshold]).await.map_err(DataError::db(shard))?;
-            self.record("celebrities", shard, started);
+            let sql = "SELECT user_id FROM users WHERE followers_count >= $1";
+            let rows = self
+                .read("celebrities", shard, |c| async move { rows(&c, sql, &[&threshold]).await })
+                .await?;
             Ok::<_, DataError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
         });
         Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
@@ -261,36 +277,29 @@ impl Data {
         rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<PostRecord, DataError> {
         let shard = self.shard_map().shard_of_user(author);
-        let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-        for _ in 0..4 {
-            let id = self.next_post_id(author);
-            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
-            params.extend_from_slice(rest);
-            let started = Instant::now();
-            let result = client.query_opt(&stmt, &params).await.map_err(DataError::db(shard));
-            self.record(op, shard, started);
-            match result {
-                Ok(Some(row)) => return Ok(post_from(&row)),
-                Ok(None) => return Err(DataError::NotFound),
-                Err(e) if e.is_unique_violation() => continue,
-                Err(e) => return Err(e),
+        self.write(op, shard, |client| async move {
+            let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
+            for _ in 0..4 {
+                let id = self.next_post_id(author);
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
+                params.extend_from_slice(rest);
+                match client.query_opt(&stmt, &params).await.map_err(DataError::db(shard)) {
+                    Ok(Some(row)) => return Ok(post_from(&row)),
+                    Ok(None) => return Err(DataError::NotFound),
+                    Err(e) if e.is_unique_violation() => continue,
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Err(DataError::Conflict("could not draw a free post id"))
+            Err(DataError::Conflict("could not draw a free post id"))
+        })
+        .await
     }
 
     /// One post.
     pub async fn post(&self, id: PostId) -> Result<Option<PostRecord>, DataError> {
         let shard = self.shard_map().shard_of_post(id);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {POST_COLUMNS} FROM posts WHERE post_id = $1"))
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&id.get()]).await.map_err(DataError::db(shard))?;
-        self.record("post", shard, started);
+        let sql = &format!("SELECT {POST_COLUMNS} FROM posts WHERE post_id = $1");
+        let row = self.read("post", shard, |c| async move { opt_row(&c, sql, &[&id.get()]).await }).await?;
         Ok(row.as_ref().map(post_from))
     }
 
@@ -301,16 +310,14 @@ impl Data {
         for id in ids {
             by_shard.entry(map.shard_of_post(*id)).or_default().push(id.get());
         }
-        let per_shard = by_shard.into_iter().map(|(shard, ids)| async move {
-            let started = Instant::now();
-            let client = self.client(shard).await?;
-            let stmt = client
-                .prepare_cached(&format!("SELECT {POST_COLUMNS} FROM posts WHERE post_id = ANY($1)"))
-                .await
-                .map_err(DataError::db(shard))?;
-            let rows = client.query(&stmt, &[&ids]).await.map_err(DataError::db(shard))?;
-            self.record("posts", shard, started);
-            Ok::<_, DataError>(rows.iter().map(post_from).collect::<Vec<_>>())
+        let sql = format!("SELECT {POST_COLUMNS} FROM posts WHERE post_id = ANY($1)");
+        let per_shard = by_shard.into_iter().map(|(shard, ids)| {
+            let sql = &sql;
+            async move {
+                let ids = &ids;
+                let rows = self.read("posts", shard, |c| async move { rows(&c, sql, &[ids]).await }).await?;
+                Ok::<_, DataError>(rows.iter().map(post_from).collect::<Vec<_>>())
+            }
         });
         Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
     }
@@ -324,17 +331,13 @@ impl Data {
     ) -> Result<Vec<PostRecord>, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
         let before = before.map_or(i64::MAX, PostId::get);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {POST_COLUMNS} FROM posts WHERE user_id = $1 AND post_id < $2 \
-                 ORDER BY post_id DESC LIMIT $3"
-            ))
-            .await
-            .map_err(DataError::db(shard))?;
-        let rows = client.query(&stmt, &[&user_id, &before, &limit]).await.map_err(DataError::db(shard))?;
-        self.record("user_posts", shard, started);
+        let sql = &format!(
+            "SELECT {POST_COLUMNS} FROM posts WHERE user_id = $1 AND post_id < $2 \
+             ORDER BY post_id DESC LIMIT $3"
+        );
+        let rows = self
+            .read("user_posts", shard, |c| async move { rows(&c, sql, &[&user_id, &before, &limit]).await })
+            .await?;
         Ok(rows.iter().map(post_from).collect())
     }
 
@@ -347,18 +350,13 @@ impl Data {
             by_shard.entry(map.shard_of_user(*a)).or_default().push(*a);
         }
         let per_shard = by_shard.into_iter().map(|(shard, authors)| async move {
-            let started = Instant::now();
-            let client = self.client(shard).await?;
-            let stmt = client
-                .prepare_cached(
-                    "SELECT p.post_id FROM unnest($1::int8[]) AS a(id) CROSS JOIN LATERAL \
-                     (SELECT post_id FROM posts WHERE user_id = a.id ORDER BY post_id DESC LIMIT $2) p \
-                     ORDER BY p.post_id DESC LIMIT $2",
-                )
-                .await
-                .map_err(DataError::db(shard))?;
-            let rows = client.query(&stmt, &[&authors, &limit]).await.map_err(DataError::db(shard))?;
-            self.record("recent_post_ids", shard, started);
+            let authors = &authors;
+            let sql = "SELECT p.post_id FROM unnest($1::int8[]) AS a(id) CROSS JOIN LATERAL \
+                       (SELECT post_id FROM posts WHERE user_id = a.id ORDER BY post_id DESC LIMIT $2) p \
+                       ORDER BY p.post_id DESC LIMIT $2";
+            let rows = self
+                .read("recent_post_ids", shard, |c| async move { rows(&c, sql, &[authors, &limit]).await })
+                .await?;
             Ok::<_, DataError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
         });
         let mut ids: Vec<i64> =
@@ -405,11 +403,12 @@ impl Data {
         op: &'static str,
     ) -> Result<(Change, i64), DataError> {
         let shard = self.shard_map().shard_of_post(post);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&post.get(), &liker]).await.map_err(DataError::db(shard))?;
-        self.record(op, shard, started);
+        let row = self
+            .write(op, shard, |c| async move {
+                let stmt = c.prepare_cached(sql).await.map_err(DataError::db(shard))?;
+                c.query_opt(&stmt, &[&post.get(), &liker]).await.map_err(DataError::db(shard))
+            })
+            .await?;
         let row = row.ok_or(DataError::NotFound)?;
         let delta: i64 = row.get(0);
         let count: i64 = row.get(1); // the updated value
@@ -419,14 +418,10 @@ impl Data {
     /// Whether `user` likes `post`.
     pub async fn likes(&self, post: PostId, user: i64) -> Result<bool, DataError> {
         let shard = self.shard_map().shard_of_post(post);
-        let started = Instant::now();
-        let client = self.client(shard).await?;
-        let stmt = client
-            .prepare_cached("SELECT 1 FROM likes WHERE post_id = $1 AND liker_id = $2")
-            .await
-            .map_err(DataError::db(shard))?;
-        let row = client.query_opt(&stmt, &[&post.get(), &user]).await.map_err(DataError::db(shard))?;
-        self.record("likes", shard, started);
+        let sql = "SELECT 1 FROM likes WHERE post_id = $1 AND liker_id = $2";
+        let row = self
+            .read("likes", shard, |c| async move { opt_row(&c, sql, &[&post.get(), &user]).await })
+            .await?;
         Ok(row.is_some())
     }
 }

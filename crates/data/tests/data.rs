@@ -15,7 +15,7 @@ async fn shards() -> Vec<String> {
 }
 
 fn data(urls: &[String]) -> Data {
-    let config = DataConfig { shards: urls.to_vec(), pool_size: 2, acquire_timeout_ms: 2000 };
+    let config = DataConfig { pool_size: 2, ..DataConfig::new(urls.to_vec()) };
     Data::new(&config, &telemetry::Registry::default()).unwrap()
 }
 
@@ -126,9 +126,9 @@ async fn an_unreachable_shard_is_a_retryable_error() {
 fn bad_configs_are_refused_before_connecting() {
     let reg = telemetry::Registry::default();
     let mk = |shards: Vec<&str>, pool_size| DataConfig {
-        shards: shards.into_iter().map(String::from).collect(),
         pool_size,
         acquire_timeout_ms: 1000,
+        ..DataConfig::new(shards.into_iter().map(String::from).collect())
     };
     assert!(Data::new(&mk(vec![], 1), &reg).is_err());
     assert!(Data::new(&mk(vec!["postgres://h/db"], 0), &reg).is_err());

@@ -207,9 +207,9 @@ async fn connect(url: &str, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> Cli
 impl Server {
     async fn new(label: &str, shard_urls: &[String], jobs: usize, max_claimers: usize) -> Server {
         let config = DataConfig {
-            shards: shard_urls.to_vec(),
             pool_size: max_claimers + 1,
             acquire_timeout_ms: 30_000,
+            ..DataConfig::new(shard_urls.to_vec())
         };
         let data = Data::new(&config, &telemetry::Registry::default()).expect("data layer");
         let url = &shard_urls[usize::from(SHARD.0)];

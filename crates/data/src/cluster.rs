@@ -1,0 +1,432 @@
+//! Where each shard's servers are, and which one a query goes to.
+//!
+//! Every shard has a primary (writes, and reads no replica can serve) and any
+//! number of streaming replicas. [`Routes`] is one immutable view of them at an
+//! epoch: the static one from the configuration, then each newer
+//! [`ClusterMap`] the controller publishes. Pools are kept per address, so a
+//! new map reuses the pools of servers it still names.
+//!
+//! A lag monitor samples every shard's primary WAL position and each replica's
+//! replay position every [`PROBE_EVERY`]; a replica's lag is how long ago the
+//! primary was where the replica is now. Reads pick a replica that answered its
+//! last probe, lags at most the configured bound and has replayed the request's
+//! read-your-writes floor; none → the primary.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use sharding::{ClusterMap, ShardId};
+use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ConfigError, DataConfig, Inner};
+
+/// How often the lag monitor probes.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How long a probe may take before its server counts as unusable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait before asking the controller again after a failure.
+const FOLLOW_RETRY: Duration = Duration::from_millis(500);
+
+/// One server's pool, named by its `host:port`.
+pub(crate) struct Server {
+    /// `host:port`.
+    pub(crate) addr: String,
+    /// Its connections.
+    pub(crate) pool: Pool,
+}
+
+/// What the lag monitor last learned about a replica.
+#[derive(Default)]
+pub(crate) struct Health {
+    /// It answered its last probe and its lag is known.
+    pub(crate) usable: AtomicBool,
+    /// Its replay position at the last probe.
+    pub(crate) replay_lsn: AtomicU64,
+    /// Its lag at the last probe, in milliseconds.
+    pub(crate) lag_ms: AtomicU64,
+}
+
+/// A replica and its health (kept across maps while its address stays).
+#[derive(Clone)]
+pub(crate) struct Replica {
+    pub(crate) server: Arc<Server>,
+    pub(crate) health: Arc<Health>,
+}
+
+/// One shard's servers.
+pub(crate) struct ShardRoute {
+    /// `None` while a failover is in progress.
+    pub(crate) primary: Option<Arc<Server>>,
+    pub(crate) replicas: Vec<Replica>,
+    /// Round-robin cursor over usable replicas.
+    next: AtomicUsize,
+}
+
+/// Every shard's servers at one epoch.
+pub(crate) struct Routes {
+    /// The controller's epoch; 0 for the configuration's own view.
+    pub(crate) epoch: u64,
+    pub(crate) shards: Vec<ShardRoute>,
+}
+
+/// How a shard's servers are connected to: the shard URL's settings, with each
+/// server's host and port substituted.
+pub(crate) struct Connector {
+    /// Parsed shard URLs, in shard order.
+    templates: Vec<tokio_postgres::Config>,
+    pool_size: usize,
+    acquire_timeout: Duration,
+}
+
+/// `host:port` of the first host of a parsed URL.
+fn address_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// Parse `host:port` (IPv6 hosts bracketed).
+fn split_address(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty()).then_some(())?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+impl Connector {
+    pub(crate) fn new(config: &DataConfig) -> Result<Connector, ConfigError> {
+        let templates = config
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                parse_url(config, url).map_err(|message| ConfigError::BadUrl { index, message })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Connector { templates, pool_size: config.pool_size, acquire_timeout: config.acquire_timeout() })
+    }
+
+    pub(crate) fn shards(&self) -> usize {
+        self.templates.len()
+    }
+
+    fn pool(&self, pg: tokio_postgres::Config) -> Result<Pool, String> {
+        let manager =
+            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.acquire_timeout))
+            .create_timeout(Some(self.acquire_timeout))
+            .recycle_timeout(Some(self.acquire_timeout))
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A server from a full URL (the configuration's static view).
+    fn server(&self, pg: tokio_postgres::Config) -> Result<Arc<Server>, String> {
+        Ok(Arc::new(Server { addr: address_of(&pg), pool: self.pool(pg)? }))
+    }
+
+    /// A server of `shard` at `addr`, with the shard URL's credentials and database.
+    fn at(&self, shard: usize, addr: &str) -> Result<Arc<Server>, String> {
+        let t = &self.templates[shard];
+        let (host, port) = split_address(addr).ok_or_else(|| format!("bad server address {addr:?}"))?;
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&host).port(port).ssl_mode(t.get_ssl_mode());
+        if let Some(v) = t.get_user() {
+            pg.user(v);
+        }
+        if let Some(v) = t.get_password() {
+            pg.password(v);
+        }
+        if let Some(v) = t.get_dbname() {
+            pg.dbname(v);
+        }
+        if let Some(v) = t.get_options() {
+            pg.options(v);
+        }
+        if let Some(v) = t.get_application_name() {
+            pg.application_name(v);
+        }
+        if let Some(v) = t.get_connect_timeout() {
+            pg.connect_timeout(*v);
+        }
+        Ok(Arc::new(Server { addr: format_address(&host, port), pool: self.pool(pg)? }))
+    }
+}
+
+fn format_address(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// A shard or replica URL with our defaults (connect timeout, application name).
+fn parse_url(config: &DataConfig, url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    if pg.get_hosts().is_empty() {
+        return Err("the URL names no host".into());
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(config.acquire_timeout());
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("millions");
+    }
+    Ok(pg)
+}
+
+impl Routes {
+    /// The configuration's view: `shards` as primaries, `replicas` as replicas.
+    pub(crate) fn from_config(config: &DataConfig, connector: &Connector) -> Result<Routes, ConfigError> {
+        let mut shards = Vec::new();
+        for index in 0..config.shards.len() {
+            let pool_err = |message| ConfigError::Pool { index, message };
+            let primary = connector.server(connector.templates[index].clone()).map_err(pool_err)?;
+            let mut replicas = Vec::new();
+            for (r, url) in config.replicas.get(index).into_iter().flatten().enumerate() {
+                let pg = parse_url(config, url).map_err(|message| ConfigError::BadReplicaUrl {
+                    shard: index,
+                    replica: r,
+                    message,
+                })?;
+                let server = connector.server(pg).map_err(|message| ConfigError::Pool { index, message })?;
+                replicas.push(Replica { server, health: Arc::default() });
+            }
+            shards.push(ShardRoute { primary: Some(primary), replicas, next: AtomicUsize::new(0) });
+        }
+        Ok(Routes { epoch: 0, shards })
+    }
+
+    /// The view `map` describes, reusing this view's pools for addresses it keeps.
+    pub(crate) fn apply(&self, map: &ClusterMap, connector: &Connector) -> Result<Routes, String> {
+        if map.shards.len() != self.shards.len() {
+            return Err(format!(
+                "the map has {} shards, this process {}",
+                map.shards.len(),
+                self.shards.len()
+            ));
+        }
+        let mut shards = Vec::new();
+        for (i, (old, new)) in self.shards.iter().zip(&map.shards).enumerate() {
+            let known = |addr: &str| {
+                old.primary
+                    .iter()
+                    .chain(old.replicas.iter().map(|r| &r.server))
+                    .find(|s| s.addr == addr)
+                    .cloned()
+            };
+            let server = |addr: &str| known(addr).map_or_else(|| connector.at(i, addr), Ok);
+            let primary = new.primary.as_deref().map(server).transpose()?;
+            let mut replicas = Vec::new();
+            for addr in &new.replicas {
+                let health = old.replicas.iter().find(|r| r.server.addr == *addr).map(|r| r.health.clone());
+                replicas.push(Replica { server: server(addr)?, health: health.unwrap_or_default() });
+            }
+            shards.push(ShardRoute { primary, replicas, next: AtomicUsize::new(0) });
+        }
+        Ok(Routes { epoch: map.epoch, shards })
+    }
+
+    pub(crate) fn shard(&self, shard: ShardId) -> &ShardRoute {
+        &self.shards[shard.0 as usize]
+    }
+}
+
+impl ShardRoute {
+    /// A replica that may serve a read needing `floor`, within `max_lag_ms`.
+    pub(crate) fn pick_replica(&self, floor: Option<u64>, max_lag_ms: u64) -> Option<&Replica> {
+        let fits = |r: &&Replica| {
+            let h = &r.health;
+            h.usable.load(Ordering::Acquire)
+                && h.lag_ms.load(Ordering::Relaxed) <= max_lag_ms
+                && floor.is_none_or(|f| h.replay_lsn.load(Ordering::Relaxed) >= f)
+        };
+        let n = self.replicas.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| &self.replicas[(start + k) % n]).find(fits)
+    }
+}
+
+/// Recent (time, primary WAL position) samples of one shard.
+#[derive(Default)]
+pub(crate) struct History {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl History {
+    fn push(&mut self, at: Instant, lsn: u64, keep: Duration) {
+        self.samples.push_back((at, lsn));
+        // Keep one sample older than `keep`, so a replica exactly that far
+        // behind still has a known lag.
+        while self.samples.len() > 2 && self.samples[1].0 + keep < at {
+            self.samples.pop_front();
+        }
+        while self.samples.len() > 4096 {
+            self.samples.pop_front();
+        }
+    }
+
+    /// How stale a replica that replayed up to `replay` is at `now`: how long
+    /// ago the primary was last seen at or before it. `None` when it is behind
+    /// every sample (further behind than the history reaches).
+    pub(crate) fn lag(&self, replay: u64, now: Instant) -> Option<Duration> {
+        let (_, newest) = *self.samples.back()?;
+        if replay >= newest {
+            return Some(Duration::ZERO);
+        }
+        let (at, _) = self.samples.iter().rev().find(|(_, lsn)| *lsn <= replay)?;
+        Some(now.saturating_duration_since(*at))
+    }
+}
+
+/// A `pg_lsn` as a number.
+pub(crate) const LSN_AS_INT: &str = "::pg_lsn - '0/0'::pg_lsn)::int8";
+
+async fn probe(server: &Server, sql: &str) -> Result<Option<i64>, String> {
+    let query = async {
+        let client = server.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client.prepare_cached(sql).await.map_err(|e| e.to_string())?;
+        let row = client.query_one(&stmt, &[]).await.map_err(|e| e.to_string())?;
+        Ok(row.get::<_, Option<i64>>(0))
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, query).await.unwrap_or_else(|_| Err("probe timed out".into()))
+}
+
+/// Probe every shard until `stop`.
+pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
+    let primary_sql = format!("SELECT (pg_current_wal_lsn(){LSN_AS_INT}");
+    let replica_sql = format!("SELECT (pg_last_wal_replay_lsn(){LSN_AS_INT}");
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let routes = inner.routes();
+        let keep = Duration::from_millis(inner.max_lag_ms) + Duration::from_secs(2);
+        let shards = routes.shards.iter().enumerate().map(|(i, shard)| {
+            let (inner, primary_sql, replica_sql) = (&inner, &primary_sql, &replica_sql);
+            async move {
+                if let Some(primary) = &shard.primary
+                    && let Ok(Some(lsn)) = probe(primary, primary_sql).await
+                {
+                    inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).push(
+                        Instant::now(),
+                        lsn as u64,
+                        keep,
+                    );
+                }
+                let replicas = shard.replicas.iter().map(|r| async move {
+                    let answer = probe(&r.server, replica_sql).await;
+                    let now = Instant::now();
+                    let h = &r.health;
+                    let lag = match answer {
+                        Ok(Some(replay)) => {
+                            h.replay_lsn.store(replay as u64, Ordering::Relaxed);
+                            inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).lag(replay as u64, now)
+                        }
+                        // Not in recovery (promoted?) or not answering.
+                        Ok(None) | Err(_) => None,
+                    };
+                    if let Some(lag) = lag {
+                        h.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
+                    }
+                    h.usable.store(lag.is_some(), Ordering::Release);
+                    inner.metrics.observe_replica(ShardId(i as u16), &r.server.addr, lag);
+                });
+                futures::future::join_all(replicas).await;
+            }
+        });
+        futures::future::join_all(shards).await;
+    }
+}
+
+/// Follow the controller's map at `url` until `stop`: fetch it, then long-poll
+/// for a newer epoch; fetch at once when a write suggests a failover.
+pub(crate) async fn follow(inner: Weak<Inner>, url: reqwest::Url, stop: CancellationToken) {
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(40)).build() {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "cannot build an HTTP client to follow the cluster map"),
+    };
+    let mut after: Option<u64> = None;
+    loop {
+        let Some(refresh) = inner.upgrade().map(|i| i.refresh.clone()) else { return };
+        let mut target = url.clone();
+        if let Some(n) = after {
+            target.query_pairs_mut().append_pair("after", &n.to_string());
+        }
+        let fetch = async {
+            let response = client.get(target).send().await?.error_for_status()?;
+            response.json::<ClusterMap>().await
+        };
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = refresh.notified() => { after = None; continue }
+            r = fetch => r,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match result {
+            Ok(map) => {
+                if let Err(e) = inner.install(&map) {
+                    tracing::error!(error = %e, epoch = map.epoch, "cannot use the cluster map");
+                }
+                after = Some(inner.routes().epoch);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the cluster map; retrying");
+                after = None;
+                drop(inner);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = refresh.notified() => {}
+                    _ = tokio::time::sleep(FOLLOW_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_how_long_ago_the_primary_was_where_the_replica_is() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let keep = Duration::from_secs(10);
+        h.push(t0, 100, keep);
+        h.push(t0 + Duration::from_secs(1), 200, keep);
+        h.push(t0 + Duration::from_secs(2), 300, keep);
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(h.lag(300, now), Some(Duration::ZERO));
+        assert_eq!(h.lag(350, now), Some(Duration::ZERO));
+        assert_eq!(h.lag(250, now), Some(Duration::from_secs(2)));
+        assert_eq!(h.lag(100, now), Some(Duration::from_secs(3)));
+        assert_eq!(h.lag(99, now), None, "behind the whole history");
+    }
+
+    #[test]
+    fn addresses_split_and_format() {
+        assert_eq!(split_address("127.0.0.1:5432"), Some(("127.0.0.1".into(), 5432)));
+        assert_eq!(split_address("[::1]:6000"), Some(("::1".into(), 6000)));
+        assert_eq!(split_address("nohost"), None);
+        assert_eq!(split_address(":5432"), None);
+        assert_eq!(format_address("::1", 6000), "[::1]:6000");
+    }
+}
