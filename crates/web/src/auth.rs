@@ -4,12 +4,17 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cache::Redis;
+use data::Lsns;
 use rand::RngCore;
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
@@ -96,8 +101,10 @@ fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password
         .to_string())
 }
 
-/// Sessions in Redis: `sess:<sha256(token)>` → user id, with a TTL. Only the hash is
-/// stored, so a copy of Redis does not hand out live tokens.
+/// Sessions in Redis: a hash at `session:<sha256(token)>` with the user id (`u`)
+/// and, per shard, the WAL position the session's last write committed at (the
+/// read-your-writes floor, field = shard number), with a TTL. Only the token's
+/// hash is stored, so a copy of Redis does not hand out live tokens.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     /// Where sessions live.
@@ -115,24 +122,77 @@ impl Sessions {
     fn key(&self, token: &str) -> String {
         let digest = Sha256::digest(token.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.redis.key(&format!("sess:{hex}"))
+        self.redis.key(&format!("session:{hex}"))
     }
 
     /// Start a session for `user_id`; returns its token.
     pub async fn create(&self, user_id: i64) -> Result<String, ApiError> {
         let token = random_token();
-        let (key, ttl) = (self.key(&token), self.ttl.as_secs());
-        self.redis.run(|mut c| async move { c.set_ex::<_, _, ()>(key, user_id, ttl).await }).await?;
+        let (key, ttl) = (self.key(&token), self.ttl.as_secs() as i64);
+        self.redis
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .hset(&key, "u", user_id)
+                    .expire(&key, ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
         Ok(token)
     }
 
-    /// The user a token belongs to, if it is a live session.
-    pub async fn lookup(&self, token: &str) -> Result<Option<i64>, ApiError> {
+    /// The user a token belongs to and the session's read-your-writes floor, if
+    /// it is a live session (one round trip).
+    pub async fn lookup(&self, token: &str) -> Result<Option<(i64, Lsns)>, ApiError> {
         if !token_shaped(token) {
             return Ok(None);
         }
         let key = self.key(token);
-        Ok(self.redis.run(|mut c| async move { c.get::<_, Option<i64>>(key).await }).await?)
+        let fields: Vec<(String, u64)> =
+            self.redis.run(|mut c| async move { c.hgetall::<_, Vec<(String, u64)>>(key).await }).await?;
+        let mut user = None;
+        let mut floor = Lsns::new();
+        for (field, value) in fields {
+            match field.as_str() {
+                "u" => user = Some(value as i64),
+                shard => {
+                    if let Ok(shard) = shard.parse::<u16>() {
+                        floor.raise(data::ShardId(shard), value);
+                    }
+                }
+            }
+        }
+        Ok(user.map(|u| (u, floor)))
+    }
+
+    /// Raise the session's floor to `written` (never lowers it: requests of one
+    /// session may finish in any order); a session ended meanwhile stays ended.
+    pub async fn raise_floor(&self, token: &str, written: &Lsns) -> Result<(), ApiError> {
+        static RAISE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+                 for i = 1, #ARGV, 2 do \
+                   local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') \
+                   if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end \
+                 end return 1",
+            )
+        });
+        let key = self.key(token);
+        let args: Vec<String> = written.iter().flat_map(|(s, l)| [s.0.to_string(), l.to_string()]).collect();
+        self.redis
+            .run(|mut c| {
+                let (key, args) = (key.clone(), args.clone());
+                async move {
+                    let mut call = RAISE.key(key);
+                    for a in &args {
+                        call.arg(a);
+                    }
+                    call.invoke_async::<()>(&mut c).await
+                }
+            })
+            .await?;
+        Ok(())
     }
 
     /// End a session.
@@ -180,16 +240,52 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct Viewer(pub Option<Session>);
 
+/// What [`session_scope`] found, for the extractors (a Redis failure is kept so
+/// that only the handlers that need the session fail).
+#[derive(Clone)]
+struct Loaded(Result<Option<Session>, Arc<String>>);
+
+fn request_token(headers: &HeaderMap) -> Option<String> {
+    bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = bearer(&parts.headers).or_else(|| cookie(&parts.headers, SESSION_COOKIE)) else {
-            return Ok(Viewer(None));
-        };
-        let user_id = state.sessions().lookup(&token).await?;
-        Ok(Viewer(user_id.map(|user_id| Session { user_id, token })))
+        if let Some(Loaded(loaded)) = parts.extensions.get::<Loaded>() {
+            return loaded.clone().map(Viewer).map_err(|e| ApiError::Unavailable { reason: e.to_string() });
+        }
+        let Some(token) = request_token(&parts.headers) else { return Ok(Viewer(None)) };
+        let found = state.sessions().lookup(&token).await?;
+        Ok(Viewer(found.map(|(user_id, _)| Session { user_id, token })))
     }
+}
+
+/// Middleware: load the request's session (user and read-your-writes floor, one
+/// Redis round trip), run the request in a [`data::consistency::scope`] with
+/// that floor, and raise the session's floor to where the request's writes
+/// committed. Anonymous requests run with no floor.
+pub async fn session_scope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = request_token(req.headers()) else { return next.run(req).await };
+    let found = state.sessions().lookup(&token).await;
+    let (loaded, floor) = match found {
+        Ok(Some((user_id, floor))) => (Ok(Some(Session { user_id, token: token.clone() })), floor),
+        Ok(None) => (Ok(None), Lsns::new()),
+        Err(e) => (Err(Arc::new(e.to_string())), Lsns::new()),
+    };
+    let live = matches!(loaded, Ok(Some(_)));
+    req.extensions_mut().insert(Loaded(loaded));
+    let (response, written) = data::consistency::scope(floor, next.run(req)).await;
+    if live
+        && !written.is_empty()
+        && let Err(e) = state.sessions().raise_floor(&token, &written).await
+    {
+        // The write stands; this session's next reads may be served by
+        // the primary's replicas without it for up to the lag bound.
+        tracing::warn!(error = %e, "could not record the session's read-your-writes floor");
+    }
+    response
 }
 
 /// A request that must be logged in (401 otherwise).

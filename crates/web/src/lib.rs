@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{key}", axum::routing::get(media::serve))
         .merge(html::routes(&state))
         .merge(observe::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_scope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
             let id = req.headers().get(&observe::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

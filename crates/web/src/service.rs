@@ -1,5 +1,11 @@
 //! What the app does, shared by the JSON API and the HTML pages: validation, the
 //! data layer, cache reads and invalidations, fan-out and feeds.
+//!
+//! Every shared-cache loader reads in [`data::primary_reads`]: a fill must never
+//! store a value older than the invalidation that emptied the entry, and a
+//! lagging replica could serve exactly that. Reads that fill nothing shared
+//! (a user's posts, likes, timeline rebuilds) may use replicas, under the
+//! session's read-your-writes floor.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -332,7 +338,7 @@ pub async fn user_id_of(state: &AppState, username: &str) -> Result<i64, ApiErro
         .user_ids
         .get_or_load(&name, || {
             let name = name.clone();
-            async move { data.user_id_by_username(&name).await }
+            data::primary_reads(async move { data.user_id_by_username(&name).await })
         })
         .await?;
     found.map(|id| *id).ok_or(not_found)
@@ -344,7 +350,7 @@ pub async fn profile_by_id(state: &AppState, user_id: i64) -> Result<Arc<UserRec
     state
         .caches()
         .profiles
-        .get_or_load(&user_id.to_string(), || async move { data.profile(user_id).await })
+        .get_or_load(&user_id.to_string(), || data::primary_reads(async move { data.profile(user_id).await }))
         .await?
         .ok_or(ApiError::NotFound("no such user"))
 }
@@ -355,7 +361,9 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
     Ok(state
         .caches()
         .followees
-        .get_or_load(&user_id.to_string(), || async move { data.followees(user_id).await.map(Some) })
+        .get_or_load(&user_id.to_string(), || {
+            data::primary_reads(async move { data.followees(user_id).await.map(Some) })
+        })
         .await?
         .unwrap_or_default())
 }
@@ -463,7 +471,7 @@ pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<P
     let post = state
         .caches()
         .posts
-        .get_or_load(&id.get().to_string(), || async move { data.post(id).await })
+        .get_or_load(&id.get().to_string(), || data::primary_reads(async move { data.post(id).await }))
         .await?
         .ok_or(ApiError::NotFound("no such post"))?;
     let author = profile_by_id(state, post.user_id).await?;
@@ -493,8 +501,11 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<PostView>, ApiErro
     let lookups = ids.iter().map(|&id| async move {
         let Ok(pid) = PostId::from_i64(id) else { return Ok(None) };
         let data = state.data().clone();
-        let Some(post) =
-            state.caches().posts.get_or_load(&id.to_string(), || async move { data.post(pid).await }).await?
+        let Some(post) = state
+            .caches()
+            .posts
+            .get_or_load(&id.to_string(), || data::primary_reads(async move { data.post(pid).await }))
+            .await?
         else {
             return Ok(None);
         };
@@ -571,7 +582,9 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
     Ok(state
         .caches()
         .celebrities
-        .get_or_load("all", || async move { data.celebrities(threshold).await.map(Some) })
+        .get_or_load("all", || {
+            data::primary_reads(async move { data.celebrities(threshold).await.map(Some) })
+        })
         .await?
         .unwrap_or_default())
 }
@@ -581,9 +594,11 @@ async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
     Ok(state
         .caches()
         .celebrity_posts
-        .get_or_load(&user_id.to_string(), || async move {
-            let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT).await?;
-            Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
+        .get_or_load(&user_id.to_string(), || {
+            data::primary_reads(async move {
+                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT).await?;
+                Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
+            })
         })
         .await?
         .unwrap_or_default())

@@ -552,7 +552,7 @@ async fn an_expired_session_is_refused() {
     call(&app, "GET", "/api/v1/feed", Some(&a), None, StatusCode::OK).await;
     // Expire the session in Redis, as its TTL would.
     let mut conn = app.state.redis().conn().await.unwrap();
-    let keys: Vec<String> = redis_keys(&mut conn, &app.state.redis().key("sess:*")).await;
+    let keys: Vec<String> = redis_keys(&mut conn, &app.state.redis().key("session:*")).await;
     assert_eq!(keys.len(), 1);
     let ttl: i64 = ::redis::cmd("TTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
     assert!(ttl > 0 && ttl <= 30 * 24 * 3600, "sessions carry a TTL: {ttl}");
