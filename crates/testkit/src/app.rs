@@ -16,6 +16,8 @@ pub const TEST_SHARDS: usize = 2;
 pub struct TestEnv {
     /// One URL per shard database.
     pub shards: Vec<String>,
+    /// Per shard, URLs of its streaming replicas (empty: none).
+    pub replicas: Vec<Vec<String>>,
     /// The shared Redis.
     pub redis_url: String,
     /// This deployment's key prefix.
@@ -66,6 +68,7 @@ impl TestEnv {
         }
         TestEnv {
             shards,
+            replicas: Vec::new(),
             redis_url: crate::redis().url(),
             prefix: format!("t{}:", nodes::random_secret(10)),
             store: new_store(),
@@ -90,7 +93,50 @@ impl TestEnv {
         drop(client);
         let _ = conn.await;
         data::migrate(&shards).await.unwrap_or_else(|e| panic!("migrating: {e}"));
-        TestEnv { shards, redis_url, prefix: format!("t{}:", nodes::random_secret(10)), store: new_store() }
+        TestEnv {
+            shards,
+            replicas: Vec::new(),
+            redis_url,
+            prefix: format!("t{}:", nodes::random_secret(10)),
+            store: new_store(),
+        }
+    }
+
+    /// A deployment whose shards live on `pg`'s primary, each with a replica on
+    /// its replica (configured statically: `database.replicas`). Waits until
+    /// the replica has the migrated databases.
+    pub async fn on_replicated(pg: &crate::ReplicatedPostgres, redis_url: String) -> TestEnv {
+        let mut env = TestEnv::on_servers(&pg.primary, redis_url).await;
+        env.replicas = (0..TEST_SHARDS).map(|i| vec![pg.replica.url(&format!("shard_{i}"))]).collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for url in env.replicas.iter().flatten() {
+            loop {
+                let ready = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+                    Ok((client, conn)) => {
+                        let conn = tokio::spawn(conn);
+                        let ok = client
+                            .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+                            .await
+                            .is_ok();
+                        drop(client);
+                        let _ = conn.await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                if ready {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "the replica never got {url}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        env
+    }
+
+    /// The `[database]` lines for this deployment.
+    fn database_toml(&self) -> String {
+        format!("shards = {:?}\nreplicas = {:?}\npool_size = 4\n", self.shards, self.replicas)
     }
 
     /// A web configuration for this deployment, on a free port, with cheap password
@@ -100,9 +146,7 @@ impl TestEnv {
             r#"
 listen = "127.0.0.1:0"
 [database]
-shards = {shards:?}
-pool_size = 4
-[redis]
+{database}[redis]
 url = "{redis}"
 prefix = "{prefix}"
 [passwords]
@@ -114,7 +158,7 @@ shutdown_grace_secs = 5
 [media]
 store_dir = "{store}"
 "#,
-            shards = self.shards,
+            database = self.database_toml(),
             redis = self.redis_url,
             prefix = self.prefix,
             store = self.store.path().display(),
@@ -150,9 +194,7 @@ store_dir = "{store}"
             r#"
 listen = "127.0.0.1:0"
 [database]
-shards = {shards:?}
-pool_size = 4
-[redis]
+{database}[redis]
 url = "{redis}"
 prefix = "{prefix}"
 [media]
@@ -164,7 +206,7 @@ backoff_max_ms = 100
 lease_secs = 30
 shutdown_grace_secs = 5
 "#,
-            shards = self.shards,
+            database = self.database_toml(),
             redis = self.redis_url,
             prefix = self.prefix,
             store = self.store.path().display(),

@@ -276,6 +276,19 @@ impl OwnedPostgres {
         self.spec.url(dbname)
     }
 
+    /// `host:port`, as a cluster map names servers.
+    pub fn addr(&self) -> String {
+        self.spec.addr().to_string()
+    }
+
+    /// Kills the postmaster with SIGKILL (its backends notice and exit) and
+    /// waits until it is gone.
+    pub fn kill9(&mut self) {
+        if let Some(pid) = nodes::postmaster_pid(&self.spec.data_dir) {
+            nodes::stop_pid(pid, Duration::ZERO).unwrap_or_else(|e| panic!("kill -9 test PostgreSQL: {e}"));
+        }
+    }
+
     /// Crashes the server (an immediate stop: no checkpoint, clients cut off).
     pub fn kill(&mut self) {
         nodes::stop_postgres(&self.spec.data_dir, nodes::StopMode::Immediate)
@@ -298,6 +311,44 @@ impl Drop for OwnedPostgres {
             watchdog.disarm();
         }
     }
+}
+
+/// A primary and one streaming replica of it (asynchronous, through a
+/// replication slot), each a server of its own the test may kill; both
+/// stopped and deleted on drop. Throw-away durability (no fsync) for speed.
+#[derive(Debug)]
+pub struct ReplicatedPostgres {
+    /// Takes the writes.
+    pub primary: OwnedPostgres,
+    /// Replays the primary's WAL; read-only.
+    pub replica: OwnedPostgres,
+}
+
+/// Starts a primary and a streaming replica of it. Panics, with the server
+/// log, if either cannot start.
+pub fn fresh_replicated_postgres() -> ReplicatedPostgres {
+    let start = |standby_of: Option<&PostgresSpec>| -> Result<OwnedPostgres, nodes::Error> {
+        let dir = server_dir("pg")?;
+        let watchdog = Watchdog::spawn(&dir, &[("QUIT", dir.join("data/postmaster.pid"))])?;
+        let mut spec = PostgresSpec::new(&dir, LOCALHOST, 0, "millions", nodes::random_secret(24));
+        spec.durability = Durability::Fast;
+        match standby_of {
+            None => nodes::init_postgres(&spec)?,
+            Some(primary) => {
+                spec.password = primary.password.clone();
+                spec.extra_conf = nodes::standby_conf(primary, "replica", "replica");
+                nodes::base_backup(primary, &spec, "replica")?;
+            }
+        }
+        retry_ports(|port| {
+            spec.port = port;
+            nodes::start_postgres(&spec)
+        })?;
+        Ok(OwnedPostgres { spec, dir, watchdog: Some(watchdog) })
+    };
+    let primary = start(None).unwrap_or_else(|e| panic!("test primary: {e}"));
+    let replica = start(Some(&primary.spec)).unwrap_or_else(|e| panic!("test replica: {e}"));
+    ReplicatedPostgres { primary, replica }
 }
 
 fn start_redis_in_new_dir() -> Result<(RedisSpec, u32, Watchdog), nodes::Error> {
