@@ -1,7 +1,7 @@
 //! The controller's HTTP API, used by the `millions` CLI.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -13,6 +13,8 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/nodes", get(nodes))
+        .route("/api/cluster", get(cluster))
+        .route("/api/events", get(events))
         .route("/api/nodes/{name}/kill", post(kill))
         .route("/api/nodes/{name}/restart", post(restart))
         .route("/api/shutdown", post(shutdown))
@@ -36,7 +38,38 @@ fn unknown(shared: &Shared, name: &str) -> Option<Response> {
 
 async fn nodes(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
-    Json(json!({"topology": shared.opts.topology.name(), "nodes": nodes})).into_response()
+    Json(json!({
+        "topology": shared.opts.topology.name(),
+        "nodes": nodes,
+        "cluster": shared.cluster.snapshot(),
+        "events": shared.cluster.events(),
+    }))
+    .into_response()
+}
+
+/// How long `GET /api/cluster?after=N` waits for a newer map.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `?after=N`: wait for a map newer than epoch N.
+#[derive(serde::Deserialize)]
+struct After {
+    /// The epoch the caller holds.
+    after: Option<u64>,
+}
+
+/// The published shard map; with `?after=N`, answers as soon as its epoch
+/// exceeds N, or with the current map after [`LONG_POLL`].
+async fn cluster(State(shared): State<Shared>, Query(q): Query<After>) -> Response {
+    if let Some(after) = q.after {
+        let mut rx = shared.cluster.subscribe();
+        let newer = rx.wait_for(|map| map.epoch > after);
+        let _ = tokio::time::timeout(LONG_POLL, newer).await;
+    }
+    Json(shared.cluster.map()).into_response()
+}
+
+async fn events(State(shared): State<Shared>) -> Response {
+    Json(json!({"events": shared.cluster.events()})).into_response()
 }
 
 async fn kill(State(shared): State<Shared>, Path(name): Path<String>) -> Response {

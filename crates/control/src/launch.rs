@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use nodes::{PostgresSpec, RedisSpec};
-use topology::{Node, Role, ShardId};
+use topology::{Node, Role};
 
+use crate::cluster::Event;
 use crate::{Shared, log_path};
 
 /// The database every shard server holds.
@@ -54,18 +55,23 @@ fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
     spec
 }
 
-/// The initial primary of `shard`.
-pub(crate) fn primary_of(shared: &Shared, shard: ShardId) -> &Node {
-    crate::initial_primary(&shared.opts.topology, shard)
-}
-
 fn slot_name(node: &Node) -> String {
     node.name.replace('-', "_")
 }
 
-/// Connection URL of each shard's primary, in shard order.
+/// Connection URL of each shard's initial primary, in shard order: the
+/// credentials and database a process uses; it routes by the published map.
+fn initial_urls(shared: &Shared) -> Vec<String> {
+    let initial = crate::cluster::ClusterState {
+        epoch: 0,
+        shards: shared.cluster.snapshot().shards.iter().map(|_| Default::default()).collect(),
+    };
+    crate::primary_urls_with(&shared.opts.topology, &initial, &shared.secrets.postgres)
+}
+
+/// Connection URL of each shard's current primary, in shard order.
 pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
-    crate::primary_urls_with(&shared.opts.topology, &shared.secrets.postgres)
+    crate::primary_urls_with(&shared.opts.topology, &shared.cluster.snapshot(), &shared.secrets.postgres)
 }
 
 /// The Redis a node of `dc` uses: its DC's first, else the first anywhere.
@@ -83,10 +89,11 @@ fn process_config(shared: &Shared, node: &Node) -> anyhow::Result<std::path::Pat
     let run_dir = &shared.opts.run_dir;
     let store = run_dir.join("objects");
     let mut text = format!(
-        "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\n\n[redis]\nurl = \"{redis}\"\n\n\
-         [media]\nstore_dir = {store:?}\n",
+        "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\ncluster_url = \"http://{api}/api/cluster\"\n\n\
+         [redis]\nurl = \"{redis}\"\n\n[media]\nstore_dir = {store:?}\n",
         addr = node.addr,
-        shards = shard_urls(shared),
+        api = shared.api_addr,
+        shards = initial_urls(shared),
         redis = redis_for(shared, &node.dc),
         store = store.display().to_string(),
     );
@@ -109,17 +116,13 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
     let node = shared.opts.topology.node(name).with_context(|| format!("no node named {name}"))?.clone();
     let (pid, child) = match node.role {
         Role::Postgres => {
-            let spec = postgres_spec_for_start(shared, &node);
-            tokio::task::spawn_blocking(move || -> anyhow::Result<u32> {
-                nodes::start_postgres(&spec)?;
-                nodes::postmaster_pid(&spec.data_dir).context("PostgreSQL started but wrote no pid")
-            })
-            .await??;
+            start_postgres_node(shared, &node).await?;
             (nodes::postmaster_pid(&pg_spec(shared, &node).data_dir), None)
         }
         Role::Redis => {
             let spec = redis_spec(shared, &node);
             let pid = tokio::task::spawn_blocking(move || nodes::start_redis(&spec)).await??;
+            write_pid_file(shared, &node, pid)?;
             (Some(pid), None)
         }
         Role::Web | Role::Worker => {
@@ -137,6 +140,7 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
                 .spawn()
                 .with_context(|| format!("starting {name}"))?;
             let pid = child.id();
+            write_pid_file(shared, &node, pid)?;
             let deadline = Instant::now() + READY_TIMEOUT;
             let mut child = Some(child);
             while !http_ready(node.addr).await {
@@ -164,16 +168,136 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// A replica's spec carries the settings that make it follow its primary.
-fn postgres_spec_for_start(shared: &Shared, node: &Node) -> PostgresSpec {
+fn pid_file(shared: &Shared, node: &Node) -> std::path::PathBuf {
+    shared.opts.run_dir.join("nodes").join(format!("{}.pid", node.name))
+}
+
+/// Remember a process's pid, so that a restarted controller adopts it.
+fn write_pid_file(shared: &Shared, node: &Node, pid: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(shared.opts.run_dir.join("nodes"))?;
+    let path = pid_file(shared, node);
+    std::fs::write(&path, format!("{pid}\n")).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The pid of `node`'s process if it still runs from an earlier controller
+/// (which crashed or was restarted): that process is adopted, not started again.
+pub(crate) fn running_pid(shared: &Shared, node: &Node) -> Option<u32> {
+    match node.role {
+        Role::Postgres => {
+            let dir = pg_spec(shared, node).data_dir;
+            nodes::postgres_running(&dir).then(|| nodes::postmaster_pid(&dir)).flatten()
+        }
+        _ => std::fs::read_to_string(pid_file(shared, node))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|pid| nodes::pid_alive(*pid)),
+    }
+}
+
+/// The spec `node` runs with now: a standby of `follow`, or a primary when
+/// `follow` is `None`; with its shard's synchronous standbys once they are
+/// active (a standby ignores them until it is promoted, and then needs them at once).
+pub(crate) fn pg_run_spec(shared: &Shared, node: &Node, follow: Option<&Node>) -> PostgresSpec {
     let mut spec = pg_spec(shared, node);
-    if let Some(member) = node.shard
-        && !member.initial_primary
-    {
-        let primary = pg_spec(shared, primary_of(shared, member.shard));
-        spec.extra_conf = nodes::standby_conf(&primary, &node.name, &slot_name(node));
+    if let Some(member) = node.shard {
+        let shard = &shared.opts.topology.shards()[member.shard.0 as usize];
+        let active = shared.cluster.snapshot().shards[member.shard.0 as usize].sync_active;
+        if active && let Some(names) = shard.synchronous_standby_names(&node.name) {
+            spec.extra_conf.push(("synchronous_standby_names".into(), names));
+        }
+    }
+    if let Some(primary) = follow {
+        spec.extra_conf.extend(nodes::standby_conf(&pg_spec(shared, primary), &node.name, &slot_name(node)));
     }
     spec
+}
+
+/// Create `replica`'s replication slot on `primary` unless it exists.
+pub(crate) async fn ensure_slot(primary: &PostgresSpec, replica: &Node) -> anyhow::Result<()> {
+    let slot = slot_name(replica);
+    let sql = format!(
+        "SELECT pg_create_physical_replication_slot('{slot}', true) \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+    );
+    pg_execute(primary, "postgres", &sql).await
+}
+
+/// A fresh copy of `primary` in `replica`'s data directory (pg_basebackup).
+async fn rebuild(primary: &PostgresSpec, replica: &PostgresSpec, node: &Node) -> anyhow::Result<()> {
+    tracing::info!(node = node.name, primary = %primary.addr(), "copying the primary (pg_basebackup)");
+    let slot = slot_name(node);
+    let drop_slot = format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    pg_execute(primary, "postgres", &drop_slot).await?;
+    let dir = replica.data_dir.clone();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let (p, r) = (primary.clone(), replica.clone());
+    tokio::task::spawn_blocking(move || nodes::base_backup(&p, &r, &slot)).await??;
+    Ok(())
+}
+
+/// Start a PostgreSQL node in its current role. A node that is not its
+/// shard's primary starts as a standby of the primary: copied from it if it
+/// has no data, rewound first if it last ran as a primary (a fenced old
+/// primary), copied afresh if its data cannot be used.
+async fn start_postgres_node(shared: &Shared, node: &Node) -> anyhow::Result<()> {
+    let shard = node.shard.context("a PostgreSQL node belongs to a shard")?.shard.0;
+    let current = shared.cluster.primary(shard);
+    if current.as_deref() == Some(node.name.as_str()) {
+        let spec = pg_run_spec(shared, node, None);
+        tokio::task::spawn_blocking(move || nodes::start_postgres(&spec)).await??;
+        return Ok(());
+    }
+    let current = current
+        .with_context(|| format!("shard {shard} is failing over; {} waits for its new primary", node.name))?;
+    let primary = shared.opts.topology.node(&current).context("the primary is in the topology")?.clone();
+    let primary_spec = pg_spec(shared, &primary);
+    let spec = pg_run_spec(shared, node, Some(&primary));
+    if !spec.data_dir.join("PG_VERSION").exists() {
+        rebuild(&primary_spec, &spec, node).await?;
+    } else if !spec.data_dir.join("standby.signal").exists() {
+        // It last ran as a primary: drop what its successor never confirmed.
+        ensure_slot(&primary_spec, node).await?;
+        // A just-promoted primary's control file names its new timeline only
+        // after a checkpoint; before it, pg_rewind sees no divergence and
+        // leaves the old primary unable to follow.
+        pg_execute(&primary_spec, "postgres", "CHECKPOINT").await?;
+        let (target, source) = (spec.clone(), primary_spec.clone());
+        match tokio::task::spawn_blocking(move || nodes::rewind_postgres(&target, &source)).await? {
+            Ok(()) => shared.cluster.record(Event::new(
+                shard,
+                "rejoined",
+                &node.name,
+                format!("{} rewound (pg_rewind) and rejoined as a replica of {}", node.name, primary.name),
+            )),
+            Err(e) => {
+                tracing::warn!(node = node.name, error = %e, "pg_rewind failed; copying the primary instead");
+                rebuild(&primary_spec, &spec, node).await?;
+            }
+        }
+    } else {
+        ensure_slot(&primary_spec, node).await?;
+    }
+    let first = spec.clone();
+    match tokio::task::spawn_blocking(move || nodes::start_postgres(&first)).await? {
+        Ok(()) => Ok(()),
+        Err(e @ nodes::Error::AlreadyRunning { .. }) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(node = node.name, error = %e, "the replica does not start; copying the primary afresh");
+            rebuild(&primary_spec, &spec, node).await?;
+            tokio::task::spawn_blocking(move || nodes::start_postgres(&spec)).await??;
+            shared.cluster.record(Event::new(
+                shard,
+                "replica-rebuilt",
+                &node.name,
+                format!("{} rebuilt from {} (pg_basebackup)", node.name, primary.name),
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Stop node `name` on purpose (it is not restarted).
@@ -228,16 +352,21 @@ pub(crate) async fn pg_execute(spec: &PostgresSpec, dbname: &str, sql: &str) -> 
 }
 
 /// Start every node, in order: primaries (then migrate), replicas (then switch
-/// synchronous shards to synchronous commit), Redis, workers, web servers.
+/// synchronous shards to synchronous commit), Redis, workers, web servers. A
+/// node still running from an earlier controller is adopted, not restarted.
 pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
     let topology = shared.opts.topology.clone();
     // Primaries.
     for shard in topology.shards() {
-        let node = primary_of(shared, shard.id).clone();
-        let spec = pg_spec(shared, &node);
-        tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL primary");
-        tokio::task::spawn_blocking(move || nodes::init_postgres(&spec)).await??;
-        start_node(shared, &node.name).await?;
+        let name =
+            shared.cluster.primary(shard.id.0).context("a shard has no primary: run `millions down`")?;
+        let node = topology.node(&name).context("the primary is in the topology")?.clone();
+        if !adopt(shared, &node).await {
+            let spec = pg_spec(shared, &node);
+            tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL primary");
+            tokio::task::spawn_blocking(move || nodes::init_postgres(&spec)).await??;
+            start_node(shared, &node.name).await?;
+        }
         let spec = pg_spec(shared, &node);
         let (client, conn) = tokio_postgres::connect(&spec.url("postgres"), tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(conn);
@@ -251,36 +380,44 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
     data::migrate(&shard_urls(shared)).await.context("migrating the shards")?;
     // Replicas.
     for shard in topology.shards() {
-        let primary = pg_spec(shared, primary_of(shared, shard.id));
-        for node in topology.shard_nodes(shard.id).filter(|n| n.shard.is_some_and(|s| !s.initial_primary)) {
-            let replica = pg_spec(shared, node);
-            if !replica.data_dir.join("PG_VERSION").exists() {
-                tracing::info!(node = node.name, "copying the primary (pg_basebackup)");
-                let slot = slot_name(node);
-                let drop_slot = format!(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
-                );
-                pg_execute(&primary, "postgres", &drop_slot).await?;
-                let (p, r) = (primary.clone(), replica.clone());
-                tokio::task::spawn_blocking(move || nodes::base_backup(&p, &r, &slot)).await??;
+        let primary = shared.cluster.primary(shard.id.0);
+        for node in topology.shard_nodes(shard.id).filter(|n| Some(&n.name) != primary.as_ref()) {
+            if !adopt(shared, node).await {
+                tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL replica");
+                start_node(shared, &node.name).await?;
             }
-            tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL replica");
-            start_node(shared, &node.name).await?;
         }
-        if let Some(names) = shard.synchronous_standby_names(&shard.members[0]) {
+        if shard.synchronous_standby_names("").is_some() {
             // Only now: with no replica connected, every commit would wait.
-            let sql = format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", names.replace('\'', "''"));
-            pg_execute(&primary, "postgres", &sql).await?;
-            pg_execute(&primary, "postgres", "SELECT pg_reload_conf()").await?;
+            shared.cluster.update(|s| s.shards[shard.id.0 as usize].sync_active = true)?;
+            for node in topology.shard_nodes(shard.id) {
+                let follow = primary.as_ref().filter(|p| **p != node.name).and_then(|p| topology.node(p));
+                let spec = pg_run_spec(shared, node, follow);
+                tokio::task::spawn_blocking(move || nodes::reload_postgres(&spec)).await??;
+            }
         }
     }
     for role in [Role::Redis, Role::Worker, Role::Web] {
         for node in topology.nodes_of(role) {
-            tracing::info!(node = node.name, addr = %node.addr, "starting");
-            start_node(shared, &node.name).await?;
+            if !adopt(shared, node).await {
+                tracing::info!(node = node.name, addr = %node.addr, "starting");
+                start_node(shared, &node.name).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// Adopt `node` if its process still runs from an earlier controller.
+async fn adopt(shared: &Shared, node: &Node) -> bool {
+    let Some(pid) = running_pid(shared, node) else { return false };
+    tracing::info!(node = node.name, pid, "adopting a running node");
+    let mut nodes = shared.nodes.lock().await;
+    if let Some(m) = nodes.iter_mut().find(|m| m.node.name == node.name) {
+        m.pid = Some(pid);
+        m.started_at = Some(Instant::now());
+    }
+    true
 }
 
 /// Stop every node that runs, in reverse start order.

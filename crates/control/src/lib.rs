@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod cluster;
+mod failover;
 mod launch;
 mod status;
 
@@ -24,6 +26,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use topology::{Node, Role, Topology};
 
+pub use cluster::{ClusterState, Event, ShardState};
 pub use status::{NodeStatus, PgStatus};
 
 /// How a controller runs.
@@ -72,20 +75,27 @@ pub fn running(run_dir: &Path) -> Option<ControlFile> {
     nodes::pid_alive(file.pid).then_some(file)
 }
 
-/// Connection URLs of each shard's primary, in shard order, for tools that write
-/// to the shards directly (`millions seed`).
+/// Connection URLs of each shard's current primary, in shard order, for tools
+/// that write to the shards directly (`millions seed`).
 pub fn primary_urls(run_dir: &Path, topology: &Topology) -> anyhow::Result<Vec<String>> {
     let secrets = read_secrets(run_dir)?;
-    Ok(primary_urls_with(topology, &secrets.postgres))
+    let state = cluster::read_state(run_dir, topology)?
+        .unwrap_or(ClusterState { epoch: 0, shards: vec![ShardState::default(); topology.shards().len()] });
+    Ok(primary_urls_with(topology, &state, &secrets.postgres))
 }
 
-/// Connection URLs of each shard's initial primary, given the PostgreSQL password.
-pub(crate) fn primary_urls_with(topology: &Topology, password: &str) -> Vec<String> {
+/// Connection URLs of each shard's primary in `state` (the initial one while a
+/// failover is under way), given the PostgreSQL password.
+pub(crate) fn primary_urls_with(topology: &Topology, state: &ClusterState, password: &str) -> Vec<String> {
     topology
         .shards()
         .iter()
         .map(|shard| {
-            let node = initial_primary(topology, shard.id);
+            let node = state.shards[shard.id.0 as usize]
+                .primary
+                .as_deref()
+                .and_then(|name| topology.node(name))
+                .unwrap_or_else(|| initial_primary(topology, shard.id));
             let host = node.addr.ip().to_string();
             nodes::postgres_url(&host, node.addr.port(), launch::PG_USER, password, launch::DATABASE)
         })
@@ -147,8 +157,22 @@ pub(crate) struct Shared {
     secrets: Arc<Secrets>,
     /// Every node, in start order.
     nodes: Arc<Mutex<Vec<Managed>>>,
+    /// Each shard's primary and readable replicas, published to web servers and workers.
+    cluster: Arc<cluster::Cluster>,
+    /// Where the API listens: web servers and workers follow the shard map there.
+    api_addr: SocketAddr,
     /// Cancelled to stop the controller (by signal or `POST /api/shutdown`).
     shutdown: CancellationToken,
+}
+
+/// Whether node `name` was stopped on purpose (and is not to be replaced or restarted).
+pub(crate) async fn stopped_on_purpose(shared: &Shared, name: &str) -> bool {
+    shared.nodes.lock().await.iter().any(|m| m.node.name == name && m.stopped_on_purpose)
+}
+
+/// The process id the controller knows for node `name`.
+pub(crate) async fn node_pid(shared: &Shared, name: &str) -> Option<u32> {
+    shared.nodes.lock().await.iter().find(|m| m.node.name == name).and_then(|m| m.pid)
 }
 
 /// A controller, bound, not yet started.
@@ -188,6 +212,7 @@ impl Controller {
         std::fs::create_dir_all(opts.run_dir.join("logs"))
             .with_context(|| format!("creating {}", opts.run_dir.display()))?;
         let secrets = secrets(&opts.run_dir)?;
+        let cluster = cluster::Cluster::load(&opts.run_dir, &opts.topology)?;
         let listener = tokio::net::TcpListener::bind(opts.api)
             .await
             .with_context(|| format!("binding the control API on {}", opts.api))?;
@@ -212,6 +237,8 @@ impl Controller {
                 opts: Arc::new(opts),
                 secrets: Arc::new(secrets),
                 nodes: Arc::new(Mutex::new(nodes)),
+                cluster: Arc::new(cluster),
+                api_addr: listener.local_addr()?,
                 shutdown,
             },
             listener,
@@ -236,8 +263,10 @@ impl Controller {
         } else {
             tracing::info!("every node started; supervising");
             let supervisor = tokio::spawn(supervise(shared.clone()));
+            let watcher = tokio::spawn(failover::watch(shared.clone()));
             shared.shutdown.cancelled().await;
             supervisor.abort();
+            watcher.abort();
         }
         launch::stop_all(&shared).await;
         let _ = std::fs::remove_file(control_file(&shared.opts.run_dir));
@@ -260,7 +289,15 @@ async fn supervise(shared: Shared) {
             let now = Instant::now();
             let mut due = vec![];
             for m in nodes.iter_mut() {
-                if m.stopped_on_purpose || m.alive() {
+                // A replicated shard's primary is not restarted in place: the
+                // failover watcher replaces it (restarting it could bring back
+                // a second primary).
+                let failover_decides = m.node.shard.is_some_and(|member| {
+                    let shard = member.shard.0 as usize;
+                    shared.opts.topology.shards()[shard].members.len() > 1
+                        && shared.cluster.primary(shard as u16).is_none_or(|p| p == m.node.name)
+                });
+                if m.stopped_on_purpose || failover_decides || m.alive() {
                     // A node that stayed up a while earns a fresh backoff.
                     if m.started_at.is_some_and(|t| t.elapsed() > Duration::from_secs(30)) {
                         m.backoff = Duration::from_secs(1);

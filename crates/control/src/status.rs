@@ -46,6 +46,10 @@ pub struct PgStatus {
     pub replication: Option<String>,
     /// For a replica: bytes of WAL its primary has that it has not replayed.
     pub lag_bytes: Option<i64>,
+    /// For a replica: how long ago its primary wrote what it last replayed
+    /// (`replay_lag`), in milliseconds; 0 when caught up.
+    #[serde(default)]
+    pub lag_ms: Option<f64>,
 }
 
 async fn pg_query(spec: &nodes::PostgresSpec, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
@@ -69,7 +73,7 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
             .collect()
     };
     // Replication as each running primary reports it: application_name → (state, lag).
-    let mut replication: HashMap<String, (String, i64)> = HashMap::new();
+    let mut replication: HashMap<String, (String, i64, f64)> = HashMap::new();
     let mut in_recovery: HashMap<String, bool> = HashMap::new();
     for (node, ..) in snapshot.iter().filter(|s| s.0.role == Role::Postgres && s.2) {
         let spec = pg_spec(shared, node);
@@ -78,10 +82,11 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
             in_recovery.insert(node.name.clone(), recovering);
             if !recovering {
                 let sql = "SELECT application_name, state, \
-                           coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8 \
+                           coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
+                           coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float8 \
                            FROM pg_stat_replication";
                 for r in pg_query(&spec, sql).await.unwrap_or_default() {
-                    replication.insert(r.get(0), (r.get(1), r.get(2)));
+                    replication.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
                 }
             }
         }
@@ -124,6 +129,7 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
                 role: role.to_owned(),
                 replication: rep.map(|r| r.0.clone()),
                 lag_bytes: rep.map(|r| r.1),
+                lag_ms: rep.map(|r| r.2),
             }
         });
         out.push(NodeStatus {

@@ -123,6 +123,10 @@ fn client() -> reqwest::Client {
 struct NodesReply {
     topology: String,
     nodes: Vec<NodeStatus>,
+    /// Each shard's primary and readable replicas, and the epoch.
+    cluster: control::ClusterState,
+    /// What the controller did to the shards (failovers, lost replicas).
+    events: Vec<control::Event>,
 }
 
 async fn fetch_nodes(api: SocketAddr) -> anyhow::Result<NodesReply> {
@@ -137,6 +141,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let home = home.canonicalize()?;
     if control::running(&home).is_some() {
         bail!("already running (see `millions status`); run `millions down` first");
+    }
+    // A controller that died (crashed, killed) left its file behind: start a
+    // new one on the same API address; it adopts the nodes still running and
+    // resumes its shard decisions, so nothing fails over.
+    let crashed: Option<control::ControlFile> = std::fs::read_to_string(control::control_file(&home))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(prev) = crashed
+        && topology_path(&home).exists()
+    {
+        println!(
+            "the controller (pid {}) is gone; starting a new one, which adopts the running nodes",
+            prev.pid
+        );
+        let topology = topology::load(&topology_path(&home))?;
+        return start_controller(&home, &topology, prev.api, args.unsafe_fast_storage).await;
     }
     let (text, origin) = match (&args.preset, &args.topology) {
         (_, Some(path)) => (
@@ -157,10 +177,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let api =
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nodes::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?);
-    let log = control::log_path(&home, "control");
+    start_controller(&home, &topology, api, args.unsafe_fast_storage).await
+}
+
+/// Start `millions control` detached on `api` and wait until every node is healthy.
+async fn start_controller(
+    home: &Path,
+    topology: &topology::Topology,
+    api: SocketAddr,
+    unsafe_fast_storage: bool,
+) -> anyhow::Result<()> {
+    let log = control::log_path(home, "control");
     let mut cmd_args = vec!["control".to_owned(), "--home".into(), home.display().to_string()];
     cmd_args.extend(["--api".to_owned(), api.to_string()]);
-    if args.unsafe_fast_storage {
+    if unsafe_fast_storage {
         cmd_args.push("--unsafe-fast-storage".into());
     }
     let pid = spawn_detached(&cmd_args, &log)?;
@@ -183,7 +213,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 shown = up;
             }
             if up == reply.nodes.len() {
-                print_summary(&topology, &reply.nodes);
+                print_summary(topology, &reply.nodes);
                 return Ok(());
             }
         }
@@ -279,7 +309,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let ctl = controller(&args.home.home)?;
     let reply = fetch_nodes(ctl.api).await?;
     if args.json {
-        let json = serde_json::json!({"topology": reply.topology, "controller": ctl, "nodes": reply.nodes});
+        let json = serde_json::json!({
+            "topology": reply.topology,
+            "controller": ctl,
+            "nodes": reply.nodes,
+            "cluster": reply.cluster,
+            "events": reply.events,
+        });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
@@ -303,6 +339,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             if let Some(lag) = p.lag_bytes {
                 s.push_str(&format!(" lag {lag} B"));
             }
+            if let Some(ms) = p.lag_ms {
+                s.push_str(&format!(" {ms:.0} ms"));
+            }
             s
         });
         let pid = n.pid.map_or("-".to_owned(), |p| p.to_string());
@@ -310,6 +349,25 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "{:<16} {:<9} {:<5} {:<22} {:>8}  {:<9} {:>8}  {pg}",
             n.name, n.role, n.dc, n.addr, pid, health, n.restarts
         );
+    }
+    println!();
+    println!("shard map epoch {}", reply.cluster.epoch);
+    for (i, shard) in reply.cluster.shards.iter().enumerate() {
+        let primary = shard.primary.as_deref().unwrap_or("(failing over)");
+        let replicas = if shard.replicas.is_empty() { "none".to_owned() } else { shard.replicas.join(", ") };
+        println!("  shard{i}: primary {primary}   read replicas {replicas}");
+    }
+    let recent = reply.events.len().saturating_sub(10);
+    if reply.events.len() > recent {
+        println!();
+        println!("events (latest last):");
+    }
+    for e in &reply.events[recent..] {
+        let timing = match (e.detection_ms, e.failover_ms) {
+            (Some(d), Some(f)) => format!("  [detected in {d} ms, new primary after {f} ms]"),
+            _ => String::new(),
+        };
+        println!("  {}  shard{} {:<16} {}{timing}", e.at, e.shard, e.kind, e.detail);
     }
     Ok(())
 }

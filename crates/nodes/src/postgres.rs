@@ -255,6 +255,17 @@ pub fn base_backup(primary: &PostgresSpec, replica: &PostgresSpec, slot: &str) -
     write_owned(&replica.data_dir.join("standby.signal"), "", user.as_ref())
 }
 
+/// Rewrites the running server's configuration from `spec` (its
+/// `extra_conf`: a new primary to follow, new synchronous standbys) and makes
+/// it reload (`pg_ctl reload`). Settings that need a restart are not applied.
+pub fn reload_postgres(spec: &PostgresSpec) -> Result<(), Error> {
+    let user = pg_os_user()?;
+    write_config(spec, user.as_ref())?;
+    let mut cmd = pg_command("pg_ctl", user.as_ref())?;
+    cmd.args(["reload", "-D"]).arg(&spec.data_dir);
+    run(cmd, &spec.what("reload"), None).map(drop)
+}
+
 /// Promotes the standby running in `data_dir` to a primary (`pg_ctl promote
 /// -w`): it replays every WAL record it has received, leaves recovery on a
 /// new timeline and accepts writes.

@@ -1,0 +1,252 @@
+//! Who is each shard's primary, which replicas serve reads, at which epoch:
+//! the controller's decisions, kept in the run directory and published to
+//! every web server and worker.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sharding::{ClusterMap, ShardServers};
+use tokio::sync::watch;
+use topology::Topology;
+
+/// The decisions, as persisted in `cluster.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Raised at every change; what processes compare to ignore stale maps.
+    pub epoch: u64,
+    /// One entry per shard, in shard order.
+    pub shards: Vec<ShardState>,
+}
+
+/// One shard's decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// The node that takes writes; `None` while a failover is under way.
+    pub primary: Option<String>,
+    /// Replicas currently streaming from the primary, which serve reads.
+    pub replicas: Vec<String>,
+    /// Whether a synchronous shard's primary already waits for its standbys
+    /// (off only while the shard is first built: with no standby yet, every
+    /// commit would wait).
+    pub sync_active: bool,
+}
+
+/// Something the controller did to a shard, for `millions status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// When it finished (RFC 3339, UTC).
+    pub at: String,
+    /// The shard.
+    pub shard: u16,
+    /// `failover`, `replica-lost`, `replica-back`, `replica-rebuilt`, `rejoined`, `primary-restarted`.
+    pub kind: String,
+    /// The node it is about (for a failover: the promoted one).
+    pub node: String,
+    /// In words.
+    pub detail: String,
+    /// For a failover: from the first failed probe to the confirmed loss, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_ms: Option<u64>,
+    /// For a failover: from the first failed probe to the new primary
+    /// published, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_ms: Option<u64>,
+}
+
+/// The decisions in memory, their file, and their publication.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// `cluster.json`: a restarted controller resumes from it instead of
+    /// starting over (which would be a spurious failover).
+    path: PathBuf,
+    /// `events.jsonl`: the event log, appended.
+    events_path: PathBuf,
+    /// Every PostgreSQL node's address, to turn names into the published map.
+    addrs: HashMap<String, SocketAddr>,
+    /// The current decisions.
+    state: Mutex<ClusterState>,
+    /// Publishes the map; the API's long poll waits on it.
+    tx: watch::Sender<ClusterMap>,
+}
+
+impl Cluster {
+    /// The decisions kept in `run_dir`, or the topology's initial ones (then
+    /// written there).
+    pub(crate) fn load(run_dir: &Path, topology: &Topology) -> anyhow::Result<Cluster> {
+        let path = run_dir.join("cluster.json");
+        let (state, fresh) = match read_state(run_dir, topology)? {
+            Some(state) => (state, false),
+            None => (
+                ClusterState {
+                    epoch: 1,
+                    shards: topology
+                        .shards()
+                        .iter()
+                        .map(|s| ShardState {
+                            primary: Some(crate::initial_primary(topology, s.id).name.clone()),
+                            replicas: vec![],
+                            sync_active: false,
+                        })
+                        .collect(),
+                },
+                true,
+            ),
+        };
+        let addrs =
+            topology.nodes().iter().filter(|n| n.shard.is_some()).map(|n| (n.name.clone(), n.addr)).collect();
+        let map = to_map(&state, &addrs);
+        let cluster = Cluster {
+            path,
+            events_path: run_dir.join("events.jsonl"),
+            addrs,
+            state: Mutex::new(state),
+            tx: watch::Sender::new(map),
+        };
+        if fresh {
+            cluster.persist(&cluster.snapshot())?;
+        }
+        Ok(cluster)
+    }
+
+    /// A copy of the current decisions.
+    pub(crate) fn snapshot(&self) -> ClusterState {
+        self.state.lock().expect("cluster lock poisoned").clone()
+    }
+
+    /// The current primary of `shard`.
+    pub(crate) fn primary(&self, shard: u16) -> Option<String> {
+        self.state.lock().expect("cluster lock poisoned").shards[shard as usize].primary.clone()
+    }
+
+    /// Change the decisions with `f`; if anything changed, raise the epoch,
+    /// write the file and publish. Returns the new epoch if it changed.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ClusterState)) -> anyhow::Result<Option<u64>> {
+        let mut state = self.state.lock().expect("cluster lock poisoned");
+        let mut next = state.clone();
+        f(&mut next);
+        if next == *state {
+            return Ok(None);
+        }
+        next.epoch = state.epoch + 1;
+        self.persist(&next)?;
+        *state = next;
+        let map = to_map(&state, &self.addrs);
+        let epoch = map.epoch;
+        self.tx.send_replace(map);
+        Ok(Some(epoch))
+    }
+
+    /// The published map.
+    pub(crate) fn map(&self) -> ClusterMap {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every new map.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<ClusterMap> {
+        self.tx.subscribe()
+    }
+
+    fn persist(&self, state: &ClusterState) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(state)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Append `event` to the log (and to the controller's own log).
+    pub(crate) fn record(&self, mut event: Event) {
+        event.at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        tracing::warn!(
+            shard = event.shard,
+            kind = event.kind,
+            node = event.node,
+            detection_ms = event.detection_ms,
+            failover_ms = event.failover_ms,
+            "{}",
+            event.detail
+        );
+        let line = match serde_json::to_string(&event) {
+            Ok(line) => line,
+            Err(e) => return tracing::error!(error = %e, "encoding an event"),
+        };
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.events_path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %self.events_path.display(), "writing the event log");
+        }
+    }
+
+    /// Every recorded event, oldest first.
+    pub(crate) fn events(&self) -> Vec<Event> {
+        read_events(&self.events_path)
+    }
+}
+
+/// The decisions kept in `run_dir`, if any (read only: the controller is the
+/// one writer).
+pub(crate) fn read_state(run_dir: &Path, topology: &Topology) -> anyhow::Result<Option<ClusterState>> {
+    let path = run_dir.join("cluster.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state: ClusterState =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        state.shards.len() == topology.shards().len(),
+        "{} describes {} shards but the topology has {}",
+        path.display(),
+        state.shards.len(),
+        topology.shards().len()
+    );
+    Ok(Some(state))
+}
+
+/// The events of a run directory's log (unreadable lines are skipped).
+fn read_events(path: &Path) -> Vec<Event> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+impl Event {
+    /// An event of `kind` about `node` of `shard`.
+    pub(crate) fn new(shard: u16, kind: &str, node: &str, detail: String) -> Event {
+        Event {
+            at: String::new(),
+            shard,
+            kind: kind.to_owned(),
+            node: node.to_owned(),
+            detail,
+            detection_ms: None,
+            failover_ms: None,
+        }
+    }
+}
+
+fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterMap {
+    let addr = |name: &String| addrs.get(name).map(|a| a.to_string());
+    ClusterMap {
+        epoch: state.epoch,
+        shards: state
+            .shards
+            .iter()
+            .map(|s| ShardServers {
+                primary: s.primary.as_ref().and_then(addr),
+                replicas: s.replicas.iter().filter_map(addr).collect(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,149 @@
+//! Replication and failover on a real topology: a synchronous shard with a
+//! primary and two replicas, under load, losing servers.
+
+mod support;
+
+use support::{Stack, millions, node, own_ranges, poll, status_json, text};
+
+/// One synchronous shard: a primary and a replica in dc1, a replica in dc2.
+const TOPOLOGY: &str = r#"
+name = "failover"
+
+[[dc]]
+name = "dc1"
+cidr = "127.0.201.0/24"
+lb = { count = 1 }
+web = { count = 1 }
+worker = { count = 1 }
+redis = { count = 1 }
+
+[[dc]]
+name = "dc2"
+cidr = "127.0.202.0/24"
+
+[[shard]]
+replication = "sync"
+primary = "dc1"
+replicas = ["dc1", "dc2"]
+"#;
+
+fn primaries(status: &serde_json::Value) -> Vec<String> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["pg"]["role"] == "primary")
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn events(status: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    status["events"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).cloned().collect()
+}
+
+fn pids(status: &serde_json::Value) -> Vec<(String, u64)> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().to_owned(), n["pid"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn a_synchronous_shard_survives_losing_its_primary_and_a_replica_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let topo = own_ranges(home, TOPOLOGY);
+    let o = millions(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"]);
+    let _stack = Stack(home);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("both replicas to serve reads", || {
+        status_json(home)["cluster"]["shards"][0]["replicas"].as_array().unwrap().len() == 2
+    });
+    let before = status_json(home);
+    assert_eq!(primaries(&before), ["shard0-pg-1"]);
+    assert_eq!(before["cluster"]["shards"][0]["primary"], "shard0-pg-1");
+
+    // The controller crashes and a new one starts: it adopts every running
+    // node and keeps the shard's primary. No failover.
+    let controller = before["controller"]["pid"].as_u64().unwrap() as u32;
+    nodes::stop_pid(controller, std::time::Duration::ZERO).unwrap();
+    let o = millions(home, &["up", "--unsafe-fast-storage"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("adopts the running nodes"), "{}", text(&o));
+    let after = status_json(home);
+    assert_ne!(after["controller"]["pid"], before["controller"]["pid"]);
+    assert_eq!(pids(&after), pids(&before), "every node kept running, adopted");
+    assert_eq!(primaries(&after), ["shard0-pg-1"]);
+    assert!(events(&after, "failover").is_empty(), "{after}");
+
+    let o = millions(home, &["seed", "--users", "200"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A replica is killed under read load: no read fails.
+    let o = millions(
+        home,
+        &["bench", "--rate", "60", "--duration", "3s", "--warmup", "500ms", "--users", "200"]
+            .into_iter()
+            .chain(["--mix", "feed=5,timeline=5", "--scenario", "kill-replica"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(" 0 errors") && text(&o).contains("0 requests failed after it"),
+        "{}",
+        text(&o)
+    );
+    poll("the killed replica to stream again", || {
+        status_json(home)["cluster"]["shards"][0]["replicas"].as_array().unwrap().len() == 2
+    });
+
+    // The primary is killed under write load: a replica is promoted, writes
+    // resume, and every acknowledged write is there (the checker reads each back).
+    let o = millions(
+        home,
+        &["bench", "--rate", "60", "--duration", "4s", "--warmup", "500ms", "--users", "200"]
+            .into_iter()
+            .chain(["--mix", "post=6,like=2,follow=2", "--scenario", "kill-primary"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("fault: kill shard0-pg-1"), "{}", text(&o));
+    assert!(text(&o).contains("checker: PASSED") && text(&o).contains(" 0 lost"), "{}", text(&o));
+
+    // The old primary comes back, rewound, as a replica of the new one; at no
+    // moment are there two primaries.
+    poll("the old primary to rejoin as a replica", || {
+        let s = status_json(home);
+        assert!(primaries(&s).len() <= 1, "two primaries: {s}");
+        node(&s, "shard0-pg-1")["pg"]["role"] == "replica"
+            && s["cluster"]["shards"][0]["replicas"].as_array().unwrap().len() == 2
+    });
+    let s = status_json(home);
+    let failovers = events(&s, "failover");
+    assert_eq!(failovers.len(), 1, "{s}");
+    assert!(
+        failovers[0]["failover_ms"].as_u64().is_some() && failovers[0]["detection_ms"].as_u64().is_some()
+    );
+    let promoted = failovers[0]["node"].as_str().unwrap().to_owned();
+    assert_eq!(primaries(&s), std::slice::from_ref(&promoted));
+    assert_eq!(s["cluster"]["shards"][0]["primary"], promoted.as_str());
+    assert!(s["cluster"]["epoch"].as_u64() > after["cluster"]["epoch"].as_u64());
+    assert_eq!(events(&s, "rejoined").len(), 1, "{s}");
+
+    // Restarting the old primary on purpose keeps it a replica.
+    let o = millions(home, &["chaos", "restart", "shard0-pg-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = status_json(home);
+    assert_eq!(node(&s, "shard0-pg-1")["pg"]["role"], "replica", "{s}");
+    assert_eq!(primaries(&s), [promoted]);
+
+    // Writes work after all this.
+    let o = millions(
+        home,
+        &["bench", "--rate", "40", "--duration", "1s", "--warmup", "0s", "--users", "200", "--mix", "post=1"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+}

@@ -1,0 +1,65 @@
+//! What the tests of the `millions` binary share: running it, reading its
+//! status, and a guard that brings a test's stack down.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Run `millions ARGS` with `home` as its run directory.
+pub fn millions(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millions"))
+        .args(args)
+        .env("MILLIONS_HOME", home)
+        .output()
+        .expect("running millions")
+}
+
+/// Its stdout and stderr, for messages and assertions.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Brings a test's stack down when the test ends, also when it fails half-way, so
+/// no process outlives the test.
+pub struct Stack<'a>(pub &'a Path);
+
+impl Drop for Stack<'_> {
+    fn drop(&mut self) {
+        let _ = millions(self.0, &["down"]);
+    }
+}
+
+/// A topology text moved to address ranges of its own (`127.X.201.0/24`,
+/// `127.X.202.0/24` for its `127.0.201.`/`127.0.202.` ranges), so tests never
+/// collide with a stack started by hand or by another test; written to `dir`.
+pub fn own_ranges(dir: &Path, text: &str) -> std::path::PathBuf {
+    let octet = 10 + (std::process::id() % 200) as u8 + (Instant::now().elapsed().subsec_nanos() % 40) as u8;
+    let text = text
+        .replace("127.0.201.", &format!("127.{octet}.201."))
+        .replace("127.0.202.", &format!("127.{octet}.202."));
+    let path = dir.join("topology.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `millions status --json`.
+pub fn status_json(home: &Path) -> serde_json::Value {
+    let o = millions(home, &["status", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Node `name` in a status.
+pub fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()
+}
+
+/// Wait (up to a minute) until `check` holds.
+pub fn poll(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
