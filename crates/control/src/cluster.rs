@@ -250,3 +250,70 @@ fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterM
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        topology::parse(topology::preset_text("test").unwrap(), "preset test").unwrap()
+    }
+
+    #[test]
+    fn starts_from_the_topology_then_resumes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topology();
+        let cluster = Cluster::load(dir.path(), &t).unwrap();
+        let state = cluster.snapshot();
+        assert_eq!(state.epoch, 1);
+        assert_eq!(state.shards[0].primary.as_deref(), Some("shard0-pg-1"));
+        let mut rx = cluster.subscribe();
+
+        // No change, no new epoch.
+        assert_eq!(cluster.update(|_| {}).unwrap(), None);
+        let epoch = cluster.update(|s| s.shards[0].primary = Some("shard0-pg-2".into())).unwrap();
+        assert_eq!(epoch, Some(2));
+        assert!(rx.has_changed().unwrap());
+        let map = rx.borrow_and_update().clone();
+        assert_eq!(map.epoch, 2);
+        assert_eq!(map.shards[0].primary.as_deref(), Some("127.0.202.100:5432"));
+
+        // A new controller resumes: same primary, same epoch.
+        let again = Cluster::load(dir.path(), &t).unwrap();
+        assert_eq!(again.snapshot(), cluster.snapshot());
+        assert_eq!(read_state(dir.path(), &t).unwrap(), Some(cluster.snapshot()));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_state_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topology();
+        let path = dir.path().join("cluster.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = format!("{:#}", Cluster::load(dir.path(), &t).unwrap_err());
+        assert!(err.contains("cluster.json"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
+
+        let two = r#"{"epoch": 3, "shards": [{"primary": null, "replicas": [], "sync_active": false},
+                                              {"primary": null, "replicas": [], "sync_active": false}]}"#;
+        std::fs::write(&path, two).unwrap();
+        let err = format!("{:#}", Cluster::load(dir.path(), &t).unwrap_err());
+        assert!(err.contains("2 shards but the topology has 1"), "{err}");
+    }
+
+    #[test]
+    fn events_are_appended_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::load(dir.path(), &topology()).unwrap();
+        assert!(cluster.events().is_empty());
+        let mut e = Event::new(0, "failover", "shard0-pg-2", "promoted".into());
+        e.failover_ms = Some(512);
+        cluster.record(e);
+        cluster.record(Event::new(0, "rejoined", "shard0-pg-1", "rewound".into()));
+        let events = cluster.events();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].failover_ms, Some(512));
+        assert_eq!(events[1].kind, "rejoined");
+        assert!(events[0].at.ends_with('Z'), "{}", events[0].at);
+    }
+}
