@@ -70,6 +70,8 @@ say "starting the default topology on 127.0.231.0/24 and 127.0.232.0/24 (full du
 "$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
 "$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
 MIX="post=6,like=2,follow=2"
+# dc1's web servers: sessions live in a DC's Redis, so one client stays in one DC.
+TARGETS=(--target http://127.0.231.20:8080 --target http://127.0.231.21:8080)
 
 status() { "$MILLIONS" status --json; }
 
@@ -93,7 +95,7 @@ sys.exit(0 if ok else 1)'; then return 0; fi
 wait_whole
 
 say "lag: ${LAG_SECS}s of writes at ${RATE}/s, sampling replica lag"
-"$MILLIONS" bench --rate "$RATE" --duration "${LAG_SECS}s" --warmup 1s --users "$USERS" --mix "$MIX" --no-verify \
+"$MILLIONS" bench "${TARGETS[@]}" --rate "$RATE" --duration "${LAG_SECS}s" --warmup 1s --users "$USERS" --mix "$MIX" --no-verify \
     >"$HOME_DIR/lag-bench.txt" 2>&1 &
 BENCH_PID=$!
 : >"$HOME_DIR/lag.jsonl"
@@ -105,7 +107,7 @@ wait "$BENCH_PID" || die "the lag bench failed: $(tail -5 "$HOME_DIR/lag-bench.t
 
 for i in $(seq 1 "$RUNS"); do
     say "run $i/$RUNS: kill a primary under ${RATE}/s writes"
-    "$MILLIONS" bench --rate "$RATE" --duration "${RUN_SECS}s" --warmup 1s --users "$USERS" --mix "$MIX" \
+    "$MILLIONS" bench "${TARGETS[@]}" --rate "$RATE" --duration "${RUN_SECS}s" --warmup 1s --users "$USERS" --mix "$MIX" \
         --scenario kill-primary --json "$HOME_DIR/run-$i.json" >"$HOME_DIR/run-$i.txt" 2>&1 \
         || die "run $i failed: $(tail -5 "$HOME_DIR/run-$i.txt")"
     wait_whole
