@@ -24,7 +24,7 @@
 #            primary has rejoined as a replica before the next.
 #
 # Environment (all optional):
-#   BENCH_RUNS=10  BENCH_RATE=200  BENCH_RUN_SECS=6  BENCH_LAG_SECS=20  BENCH_USERS=2000
+#   BENCH_RUNS=10  BENCH_RATE=60  BENCH_RUN_SECS=6  BENCH_LAG_SECS=20  BENCH_USERS=2000
 #   BENCH_BUILD=1  (0: do not run cargo build)   BENCH_KEEP=0 (1: keep the run directory)
 #   MILLIONS=target/release/millions
 set -euo pipefail
@@ -33,7 +33,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 RUNS="${BENCH_RUNS:-10}"
-RATE="${BENCH_RATE:-200}"
+RATE="${BENCH_RATE:-60}"
 RUN_SECS="${BENCH_RUN_SECS:-6}"
 LAG_SECS="${BENCH_LAG_SECS:-20}"
 USERS="${BENCH_USERS:-2000}"
