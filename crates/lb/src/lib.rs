@@ -211,7 +211,9 @@ impl Running {
             let _ = t.join();
         }
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+            // Not `shutdown_timeout`: `stop` may be called (or the handle dropped)
+            // inside another runtime, where blocking on this one would panic.
+            rt.shutdown_background();
         }
     }
 }
