@@ -11,6 +11,7 @@
 
 mod api;
 mod launch;
+pub mod lb;
 mod status;
 
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use topology::{Node, Role, Topology};
+use topology::{Node, Topology};
 
 pub use status::{NodeStatus, PgStatus};
 
@@ -195,7 +196,6 @@ impl Controller {
             .topology
             .nodes()
             .iter()
-            .filter(|n| n.role != Role::LoadBalancer)
             .map(|n| Managed {
                 node: n.clone(),
                 pid: None,
