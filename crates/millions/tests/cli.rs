@@ -18,6 +18,13 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Run `millions ROLE --config FILE` with `config` as the file.
+fn run_role(dir: &Path, role: &str, config: &str) -> Output {
+    let path = dir.join(format!("{role}.toml"));
+    std::fs::write(&path, config).unwrap();
+    millions(dir, &[role, "--config", &path.to_string_lossy()])
+}
+
 #[test]
 fn a_bad_config_exits_with_a_message_before_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,12 +73,14 @@ fn a_bad_config_exits_with_a_message_before_binding() {
         ("listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\n[health]\ninterval_ms = 0\n", "health.interval_ms"),
     ];
     for (config, expected) in lb_cases {
-        let path = dir.path().join("lb.toml");
-        std::fs::write(&path, config.replace("TAKEN", &taken.local_addr().unwrap().to_string())).unwrap();
-        let o = millions(dir.path(), &["lb", "--config", &path.to_string_lossy()]);
+        let o =
+            run_role(dir.path(), "lb", &config.replace("TAKEN", &taken.local_addr().unwrap().to_string()));
         assert!(!o.status.success());
-        assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
-        assert!(!text(&o).contains("cannot listen"), "{}", text(&o));
+        assert!(
+            text(&o).contains(expected) && !text(&o).contains("cannot listen"),
+            "{expected:?}: {}",
+            text(&o)
+        );
     }
     let o = millions(dir.path(), &["web", "--config", "/nonexistent.toml"]);
     assert!(!o.status.success());
