@@ -125,11 +125,18 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
             write_pid_file(shared, &node, pid)?;
             (Some(pid), None)
         }
-        Role::Web | Role::Worker => {
-            let config = process_config(shared, &node)?;
+        Role::Web | Role::Worker | Role::LoadBalancer => {
+            let config = match node.role {
+                Role::LoadBalancer => crate::lb::write_config(shared, &node)?,
+                _ => process_config(shared, &node)?,
+            };
             let log = log_path(&shared.opts.run_dir, &node.name);
             let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-            let role = if node.role == Role::Web { "web" } else { "worker" };
+            let role = match node.role {
+                Role::Web => "web",
+                Role::LoadBalancer => "lb",
+                _ => "worker",
+            };
             let child = Command::new(&shared.opts.exe)
                 .args([role, "--config"])
                 .arg(&config)
@@ -156,7 +163,6 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
             }
             (Some(pid), child)
         }
-        Role::LoadBalancer => bail!("load balancers are not run yet"),
     };
     let mut nodes = shared.nodes.lock().await;
     if let Some(m) = nodes.iter_mut().find(|m| m.node.name == name) {
@@ -164,6 +170,10 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
         m.child = child;
         m.stopped_on_purpose = false;
         m.started_at = Some(Instant::now());
+    }
+    drop(nodes);
+    if node.role == Role::Web {
+        crate::lb::resume(shared, &node).await;
     }
     Ok(())
 }
@@ -300,8 +310,12 @@ async fn start_postgres_node(shared: &Shared, node: &Node) -> anyhow::Result<()>
     }
 }
 
-/// Stop node `name` on purpose (it is not restarted).
+/// Stop node `name` on purpose (it is not restarted); a web server is drained from
+/// its load balancers first.
 pub(crate) async fn stop_node(shared: &Shared, name: &str) -> anyhow::Result<()> {
+    if let Some(node) = shared.opts.topology.node(name).filter(|n| n.role == Role::Web) {
+        crate::lb::drain(shared, node).await;
+    }
     let (node, pid, child) = {
         let mut nodes = shared.nodes.lock().await;
         let m = nodes
@@ -352,8 +366,9 @@ pub(crate) async fn pg_execute(spec: &PostgresSpec, dbname: &str, sql: &str) -> 
 }
 
 /// Start every node, in order: primaries (then migrate), replicas (then switch
-/// synchronous shards to synchronous commit), Redis, workers, web servers. A
-/// node still running from an earlier controller is adopted, not restarted.
+/// synchronous shards to synchronous commit), Redis, workers, web servers, load
+/// balancers. A node still running from an earlier controller is adopted, not
+/// restarted.
 pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
     let topology = shared.opts.topology.clone();
     // Primaries.
@@ -397,7 +412,7 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
             }
         }
     }
-    for role in [Role::Redis, Role::Worker, Role::Web] {
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer] {
         for node in topology.nodes_of(role) {
             if !adopt(shared, node).await {
                 tracing::info!(node = node.name, addr = %node.addr, "starting");

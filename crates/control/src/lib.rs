@@ -13,6 +13,7 @@ mod api;
 mod cluster;
 mod failover;
 mod launch;
+pub mod lb;
 mod status;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use topology::{Node, Role, Topology};
+use topology::{Node, Topology};
 
 pub use cluster::{ClusterState, Event, ShardState};
 pub use status::{NodeStatus, PgStatus};
@@ -220,7 +221,6 @@ impl Controller {
             .topology
             .nodes()
             .iter()
-            .filter(|n| n.role != Role::LoadBalancer)
             .map(|n| Managed {
                 node: n.clone(),
                 pid: None,

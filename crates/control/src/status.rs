@@ -95,7 +95,7 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     for (node, pid, running, stopped, restarts) in snapshot {
         let healthy = running
             && match node.role {
-                Role::Web | Role::Worker => {
+                Role::Web | Role::Worker | Role::LoadBalancer => {
                     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
                     match client {
                         Ok(c) => c
@@ -115,7 +115,6 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
                     .unwrap_or(false)
                 }
                 Role::Postgres => in_recovery.contains_key(&node.name),
-                Role::LoadBalancer => false,
             };
         let pg = node.shard.map(|member| {
             let role = match in_recovery.get(&node.name) {

@@ -229,14 +229,18 @@ fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
     println!();
     println!("Millions is up ({} topology).", topology.name());
     for dc in topology.dcs() {
-        let webs: Vec<_> = nodes.iter().filter(|n| n.dc == dc.name && n.role == "web").collect();
+        let in_dc =
+            |role: &str| nodes.iter().filter(|n| n.dc == dc.name && n.role == role).collect::<Vec<_>>();
+        let (lbs, webs) = (in_dc("lb"), in_dc("web"));
         if webs.is_empty() {
             continue;
         }
-        println!("  {}: open the app at any of its web servers (its load balancer comes later):", dc.name);
-        for w in webs {
-            println!("      http://{}/    ({})", w.addr, w.name);
+        println!("  {}: open the app at its load balancer:", dc.name);
+        for l in lbs {
+            println!("      http://{}/    ({})", l.addr, l.name);
         }
+        let names: Vec<String> = webs.iter().map(|w| format!("{} {}", w.name, w.addr)).collect();
+        println!("      behind it, on private addresses: {}", names.join(", "));
     }
     println!(
         "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), metrics at /metrics on every web server and worker"

@@ -44,6 +44,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a load balancer (the DC's public entry, in front of its web servers).
+    Lb {
+        /// The load balancer's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a worker (claims and runs jobs from every shard's queue).
     Worker {
         /// The worker's TOML configuration.
@@ -99,6 +105,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await
+        }
+        Command::Lb { config } => {
+            // Validate before anything is bound or logged.
+            let config = lb::LbConfig::load(&config)?;
+            let _logs = telemetry::init_logging("lb");
+            let running = tokio::task::block_in_place(|| lb::start(config))?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            shutdown.cancelled().await;
+            tokio::task::block_in_place(|| running.stop(true));
+            Ok(())
         }
         Command::Worker { config } => {
             let config = worker::WorkerConfig::load(&config)?;

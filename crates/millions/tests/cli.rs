@@ -18,6 +18,13 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Run `millions ROLE --config FILE` with `config` as the file.
+fn run_role(dir: &Path, role: &str, config: &str) -> Output {
+    let path = dir.join(format!("{role}.toml"));
+    std::fs::write(&path, config).unwrap();
+    millions(dir, &[role, "--config", &path.to_string_lossy()])
+}
+
 #[test]
 fn a_bad_config_exits_with_a_message_before_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,6 +67,20 @@ fn a_bad_config_exits_with_a_message_before_binding() {
         let o = millions(dir.path(), &["worker", "--config", &path.to_string_lossy()]);
         assert!(!o.status.success());
         assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
+    }
+    let lb_cases = [
+        ("listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\nalgorithm = \"fastest\"\n", "unknown variant"),
+        ("listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\n[health]\ninterval_ms = 0\n", "health.interval_ms"),
+    ];
+    for (config, expected) in lb_cases {
+        let o =
+            run_role(dir.path(), "lb", &config.replace("TAKEN", &taken.local_addr().unwrap().to_string()));
+        assert!(!o.status.success());
+        assert!(
+            text(&o).contains(expected) && !text(&o).contains("cannot listen"),
+            "{expected:?}: {}",
+            text(&o)
+        );
     }
     let o = millions(dir.path(), &["web", "--config", "/nonexistent.toml"]);
     assert!(!o.status.success());
@@ -119,6 +140,11 @@ fn poll(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+fn http_status(url: &str) -> Option<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
+}
+
 fn psql(url: &str, sql: &str) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -146,7 +172,11 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
 
     let status = status_json(home);
     let nodes = status["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 5, "every node but the load balancer runs: {status}");
+    assert_eq!(nodes.len(), 6, "every node runs: {status}");
+    // The app's address is the load balancer's, and the app answers through it.
+    let lb = node(&status, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
+    assert!(text(&o).contains(&format!("http://{lb}/")), "{}", text(&o));
+    assert_eq!(http_status(&format!("http://{lb}/api/v1/openapi.json")), Some(200));
     assert!(nodes.iter().all(|n| n["healthy"] == true), "{status}");
     let pids: Vec<u32> = nodes.iter().map(|n| n["pid"].as_u64().unwrap() as u32).collect();
     let primary = node(&status, "shard0-pg-1");
@@ -191,6 +221,11 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
         w["healthy"] == true && w["pid"].as_u64() != Some(web_pid) && w["restarts"] == 1
     });
     assert!(!nodes::pid_alive(web_pid as u32));
+    assert_eq!(
+        http_status(&format!("http://{lb}/readyz")),
+        Some(200),
+        "served through the load balancer again"
+    );
     // A restart on purpose: stopped gracefully, started again, not counted as a crash.
     let worker_pid = node(&status, "dc1-worker-1")["pid"].as_u64().unwrap();
     let o = millions(home, &["chaos", "restart", "dc1-worker-1"]);

@@ -1,0 +1,125 @@
+//! The load balancer's Prometheus metrics: per backend, and the requests it refused.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use telemetry::Registry;
+
+use crate::pool::Pool;
+
+/// A backend's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// `ip:port` of the backend.
+    pub backend: String,
+}
+
+/// Why a request was answered by the load balancer itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabel {
+    /// `rate_limited`, `smuggling`, `header_too_large`, `body_too_large`, `no_backend`.
+    pub reason: &'static str,
+}
+
+/// Every metric of the load balancer.
+#[derive(Clone)]
+pub struct LbMetrics {
+    /// Attempts sent to each backend.
+    requests: Family<BackendLabel, Counter>,
+    /// Attempts that failed (5xx, connection failed or broke).
+    errors: Family<BackendLabel, Counter>,
+    /// Time from sending to the backend to its response header, in seconds.
+    latency: Family<BackendLabel, Histogram>,
+    /// 1 while a backend gets new requests (healthy, not ejected, not draining).
+    up: Family<BackendLabel, Gauge>,
+    /// Requests in flight per backend.
+    in_flight: Family<BackendLabel, Gauge>,
+    /// Times each backend was ejected by passive checks.
+    ejections: Family<BackendLabel, Counter>,
+    /// Requests the load balancer answered itself, by reason.
+    rejected: Family<RejectLabel, Counter>,
+    /// Attempts retried on another backend.
+    retries: Counter,
+}
+
+impl std::fmt::Debug for LbMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LbMetrics")
+    }
+}
+
+fn label(addr: std::net::SocketAddr) -> BackendLabel {
+    BackendLabel { backend: addr.to_string() }
+}
+
+impl LbMetrics {
+    /// Create and register the metrics.
+    pub fn new(registry: &Registry) -> LbMetrics {
+        let m = LbMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(telemetry::latency_buckets())),
+            up: Family::default(),
+            in_flight: Family::default(),
+            ejections: Family::default(),
+            rejected: Family::default(),
+            retries: Counter::default(),
+        };
+        registry.register("lb_backend_requests", "Attempts sent to each backend", m.requests.clone());
+        registry.register(
+            "lb_backend_errors",
+            "Attempts that got a 5xx or a broken connection",
+            m.errors.clone(),
+        );
+        registry.register("lb_backend_latency_seconds", "Backend time to response header", m.latency.clone());
+        registry.register("lb_backend_up", "1 while the backend gets new requests", m.up.clone());
+        registry.register("lb_backend_in_flight", "Requests in flight per backend", m.in_flight.clone());
+        registry.register("lb_backend_ejections", "Passive ejections per backend", m.ejections.clone());
+        registry.register("lb_rejected", "Requests answered by the load balancer itself", m.rejected.clone());
+        registry.register("lb_retries", "Attempts retried on another backend", m.retries.clone());
+        m
+    }
+
+    /// One attempt's answer (or failure) from `addr`.
+    pub fn attempt(&self, addr: std::net::SocketAddr, failed: bool, seconds: Option<f64>) {
+        let l = label(addr);
+        self.requests.get_or_create(&l).inc();
+        if failed {
+            self.errors.get_or_create(&l).inc();
+        }
+        if let Some(s) = seconds {
+            self.latency.get_or_create(&l).observe(s);
+        }
+    }
+
+    /// `addr` was ejected.
+    pub fn ejected(&self, addr: std::net::SocketAddr) {
+        self.ejections.get_or_create(&label(addr)).inc();
+    }
+
+    /// A request refused for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabel { reason }).inc();
+    }
+
+    /// A retry on another backend.
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    /// Refresh the gauges from the pool (before a scrape).
+    pub fn refresh(&self, pool: &Pool) {
+        let now = Instant::now();
+        self.up.clear();
+        self.in_flight.clear();
+        for b in pool.backends().iter() {
+            let up = b.healthy() && !b.ejected(now) && !b.draining();
+            self.up.get_or_create(&label(b.addr)).set(i64::from(up));
+            self.in_flight.get_or_create(&label(b.addr)).set(b.in_flight() as i64);
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The load balancer against real backends: small axum servers in the test, and
+//! backend processes (this test binary re-run as a backend) where one must be
+//! killed with SIGKILL. No sleeps as synchronization: every wait polls a condition
+//! with a deadline.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use lb::{Algorithm, LbConfig, Running};
+use tokio::sync::Semaphore;
+
+/// An in-test backend.
+#[derive(Clone)]
+struct Backend {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Requests served (not counting health probes).
+    hits: Arc<AtomicUsize>,
+    /// The status it answers with.
+    status: Arc<AtomicU16>,
+    /// Requests to `/hold` wait for a permit here.
+    gate: Arc<Semaphore>,
+}
+
+async fn backend() -> Backend {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let status = Arc::new(AtomicU16::new(200));
+    let gate = Arc::new(Semaphore::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (h, s, g) = (hits.clone(), status.clone(), gate.clone());
+    let app = Router::new().route("/readyz", axum::routing::get(|| async { "ready" })).fallback(
+        move |req: Request| {
+            let (h, s, g) = (h.clone(), s.clone(), g.clone());
+            async move { answer(addr, req, &h, &s, &g).await }
+        },
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Backend { addr, hits, status, gate }
+}
+
+/// Echo what the backend saw: its address and the request's headers, as JSON.
+async fn answer(
+    addr: SocketAddr,
+    req: Request,
+    hits: &AtomicUsize,
+    status: &AtomicU16,
+    gate: &Semaphore,
+) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() == "/hold" {
+        gate.acquire().await.unwrap().forget();
+    }
+    let headers: HashMap<String, String> =
+        req.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+    let code = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
+    let body = serde_json::json!({"backend": addr.to_string(), "headers": headers});
+    (code, [("connection", "keep-alive"), ("keep-alive", "timeout=5")], body.to_string()).into_response()
+}
+
+fn config(backends: &[SocketAddr]) -> LbConfig {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let mut c = LbConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        backends.to_vec(),
+    );
+    c.health.interval_ms = 100;
+    c
+}
+
+fn start(config: LbConfig) -> Running {
+    tokio::task::block_in_place(|| lb::start(config)).expect("load balancer starts")
+}
+
+fn url(lb: &Running, path: &str) -> String {
+    format!("http://{}{path}", lb.listen)
+}
+
+async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn served_by(client: &reqwest::Client, lb: &Running, path: &str) -> (u16, serde_json::Value) {
+    let r = client.get(url(lb, path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_spreads_evenly() {
+    let bs = [backend().await, backend().await, backend().await];
+    let lb = start(config(&bs.iter().map(|b| b.addr).collect::<Vec<_>>()));
+    let client = reqwest::Client::new();
+    for _ in 0..30 {
+        assert_eq!(served_by(&client, &lb, "/x").await.0, 200);
+    }
+    for b in &bs {
+        assert_eq!(b.hits.load(Ordering::SeqCst), 10, "{}", b.addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn least_request_spreads_under_concurrency() {
+    let bs = [backend().await, backend().await, backend().await];
+    let mut c = config(&bs.iter().map(|b| b.addr).collect::<Vec<_>>());
+    c.algorithm = Algorithm::LeastRequest;
+    let lb = Arc::new(start(c));
+    let client = reqwest::Client::new();
+    // Requests held at the backends: each new one goes where fewer are waiting.
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        let (client, u) = (client.clone(), url(&lb, "/hold"));
+        held.push(tokio::spawn(async move { client.get(u).send().await.unwrap().status().as_u16() }));
+    }
+    wait_for("9 held requests", async || {
+        bs.iter().map(|b| b.hits.load(Ordering::SeqCst)).sum::<usize>() == 9
+    })
+    .await;
+    for b in &bs {
+        let n = b.hits.load(Ordering::SeqCst);
+        assert!((1..=5).contains(&n), "{} got {n} of 9", b.addr);
+        b.gate.add_permits(9);
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_headers_set_and_hop_by_hop_removed() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let client = reqwest::Client::new();
+    let r = client
+        .get(url(&lb, "/h"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "1")
+        .header("keep-alive", "timeout=5")
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    assert!(r.headers().get("keep-alive").is_none(), "{:?}", r.headers());
+    let seen: serde_json::Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-request-id"], "abc-123");
+    assert!(h.get("x-drop-me").is_none() && h.get("keep-alive").is_none(), "{h}");
+    // Without one, an id is made, sent on and returned.
+    let r = client.get(url(&lb, "/h")).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-request-id"], id.as_str());
+    assert_eq!(id.len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_prior_knowledge() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = client.get(url(&lb, "/h2")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_backend_is_ejected_then_readmitted() {
+    let (bad, good) = (backend().await, backend().await);
+    let mut c = config(&[bad.addr, good.addr]);
+    c.outlier.consecutive_failures = 3;
+    c.outlier.base_ejection_ms = 300;
+    let lb = start(c);
+    bad.status.store(500, Ordering::SeqCst);
+    let client = reqwest::Client::new();
+    let backend = lb.pool.get(bad.addr).unwrap();
+    wait_for("the 500 backend to be ejected", async || {
+        served_by(&client, &lb, "/e").await;
+        backend.ejected(Instant::now())
+    })
+    .await;
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 3);
+    for _ in 0..4 {
+        let (status, seen) = served_by(&client, &lb, "/e").await;
+        // It may be readmitted (and answer 500 again) already; never a 502.
+        assert!(status == 200 || seen["backend"] == bad.addr.to_string(), "{status} {seen}");
+    }
+    bad.status.store(200, Ordering::SeqCst);
+    let before = bad.hits.load(Ordering::SeqCst);
+    wait_for("the recovered backend to get traffic again", async || {
+        served_by(&client, &lb, "/e").await;
+        bad.hits.load(Ordering::SeqCst) > before
+    })
+    .await;
+    let text = reqwest::get(format!("http://{}/metrics", lb.admin)).await.unwrap().text().await.unwrap();
+    let line = format!("millions_lb_backend_ejections_total{{backend=\"{}\"}}", bad.addr);
+    assert!(text.contains(&line), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_backend_joins_through_the_admin_api() {
+    let (a, b) = (backend().await, backend().await);
+    let lb = start(config(&[a.addr]));
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("http://{}/admin/backends", lb.admin))
+        .json(&serde_json::json!({"backends": [a.addr, b.addr]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("the new backend to get traffic", async || {
+        assert_eq!(served_by(&client, &lb, "/j").await.0, 200);
+        b.hits.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let r = client
+        .put(format!("http://{}/admin/backends", lb.admin))
+        .json(&serde_json::json!({"backends": [b.addr, b.addr]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_waits_for_requests_in_flight_then_sends_nothing_new() {
+    let (a, b) = (backend().await, backend().await);
+    let lb = start(config(&[a.addr, b.addr]));
+    let client = reqwest::Client::new();
+    // One request held at each backend.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, u) = (client.clone(), url(&lb, "/hold"));
+            tokio::spawn(async move { client.get(u).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    wait_for("both held", async || a.hits.load(Ordering::SeqCst) == 1 && b.hits.load(Ordering::SeqCst) == 1)
+        .await;
+    let drain = {
+        let u = format!("http://{}/admin/backends/{}/drain?timeout_ms=20000", lb.admin, b.addr);
+        let client = client.clone();
+        tokio::spawn(async move { client.post(u).send().await.unwrap().status().as_u16() })
+    };
+    let backend = lb.pool.get(b.addr).unwrap();
+    wait_for("draining", async || backend.draining()).await;
+    assert!(!drain.is_finished(), "drain returned with a request in flight");
+    for _ in 0..4 {
+        assert_eq!(served_by(&client, &lb, "/d").await.1["backend"], a.addr.to_string());
+    }
+    b.gate.add_permits(1);
+    assert_eq!(drain.await.unwrap(), 200);
+    a.gate.add_permits(1);
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200, "the drained backend's request completed");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+/// Send `request` on a fresh connection; the response's head, or what was read
+/// before the connection closed.
+fn raw(lb: &Running, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smuggling_shapes_are_refused() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    for (name, req) in [
+        (
+            "CL and TE",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE and CL",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        ),
+        ("duplicate CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        (
+            "conflicting CL",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        ("CL list", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+        ("TE not chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+    ] {
+        let head = raw(&lb, req.as_bytes());
+        assert!(head.starts_with("HTTP/1.1 400"), "{name}: {head:?}");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "nothing reached the backend");
+    let ok = raw(&lb, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_header_and_body_are_refused() {
+    let b = backend().await;
+    let mut c = config(&[b.addr]);
+    c.limits.max_header_bytes = 2048;
+    c.limits.max_body_bytes = 1000;
+    let lb = start(c);
+    let big = "a".repeat(4000);
+    let head = raw(&lb, format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+    let head = raw(&lb, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
+    let client = reqwest::Client::new();
+    let r = client.post(url(&lb, "/")).body(vec![b'x'; 1000]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slowloris_connection_is_closed() {
+    let b = backend().await;
+    let mut c = config(&[b.addr]);
+    c.limits.header_timeout_ms = 300;
+    let lb = start(c);
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    // Trickle a header byte at a time, each well within pingora's per-read timeout.
+    let closed = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "still open after 20 s");
+        if s.write_all(b"X").is_err() {
+            break true;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => break false,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed, "the connection got an answer instead of being closed");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let b = backend().await;
+    let mut c = config(&[b.addr]);
+    c.rate_limit.per_second = 1;
+    c.rate_limit.burst = 2;
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    assert_eq!(served_by(&client, &lb, "/r").await.0, 200);
+    assert_eq!(served_by(&client, &lb, "/r").await.0, 200);
+    let r = client.get(url(&lb, "/r")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+}
+
+/// A backend that reads a request's header, then closes the connection unanswered.
+async fn dropper() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gets, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (g, p) = (gets.clone(), posts.clone());
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (g, p) = (g.clone(), p.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if buf.starts_with(b"POST") {
+                    p.fetch_add(1, Ordering::SeqCst);
+                } else if !buf.starts_with(b"GET /readyz") {
+                    g.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, gets, posts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_is_retried_elsewhere_post_is_not() {
+    let (drop_addr, drop_gets, drop_posts) = dropper().await;
+    let good = backend().await;
+    let mut c = config(&[drop_addr, good.addr]);
+    c.outlier.consecutive_failures = 0;
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        assert_eq!(served_by(&client, &lb, "/g").await.0, 200);
+    }
+    assert!(drop_gets.load(Ordering::SeqCst) >= 1, "some GET met the dropping backend first");
+    assert_eq!(good.hits.load(Ordering::SeqCst), 4);
+    let mut bad_gateway = 0;
+    for _ in 0..4 {
+        let s = client.post(url(&lb, "/p")).body("x").send().await.unwrap().status().as_u16();
+        assert!(s == 200 || s == 502, "{s}");
+        bad_gateway += usize::from(s == 502);
+    }
+    assert!(bad_gateway >= 1);
+    assert_eq!(drop_posts.load(Ordering::SeqCst), bad_gateway, "each lost POST was sent once");
+    assert_eq!(good.hits.load(Ordering::SeqCst), 4 + 4 - bad_gateway, "no POST was sent twice");
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_backend_process() -> (SocketAddr, Child) {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lb-test-backend"))
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    (addr, Child(child))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_a_backend_under_get_load() {
+    let procs: Vec<(SocketAddr, Child)> = (0..3).map(|_| spawn_backend_process()).collect();
+    for (addr, _) in &procs {
+        wait_for("a backend process", async || TcpStream::connect(addr).is_ok()).await;
+    }
+    let lb = Arc::new(start(config(&procs.iter().map(|(a, _)| *a).collect::<Vec<_>>())));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (lb, ok, failed, stop) = (lb.clone(), ok.clone(), failed.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                match client.get(url(&lb, "/k")).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    Ok(r) => {
+                        failed.lock().unwrap().push(r.status().to_string());
+                        0
+                    }
+                    Err(e) => {
+                        failed.lock().unwrap().push(e.to_string());
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    wait_for("load to flow", async || ok.load(Ordering::SeqCst) >= 200).await;
+    let mut procs = procs;
+    let (victim, mut child) = procs.remove(1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.0.wait();
+    let after = ok.load(Ordering::SeqCst);
+    let dead = lb.pool.get(victim).unwrap();
+    wait_for("the dead backend marked unhealthy", async || !dead.healthy()).await;
+    wait_for("more load after the kill", async || ok.load(Ordering::SeqCst) >= after + 300).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(failed.is_empty(), "{} failed GETs: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+}
