@@ -1,22 +1,12 @@
 //! The `millions` binary as a user runs it.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use std::time::{Duration, Instant};
-
-fn millions(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_millions"))
-        .args(args)
-        .env("MILLIONS_HOME", home)
-        .output()
-        .expect("running millions")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use support::{Stack, millions, node, own_ranges, poll, status_json, text};
 
 /// Run `millions ROLE --config FILE` with `config` as the file.
 fn run_role(dir: &Path, role: &str, config: &str) -> Output {
@@ -99,45 +89,9 @@ fn commands_with_nothing_running_say_so() {
     assert!(!o.status.success(), "unknown commands are refused");
 }
 
-/// Brings a test's stack down when the test ends, also when it fails half-way, so
-/// no process outlives the test.
-struct Stack<'a>(&'a Path);
-
-impl Drop for Stack<'_> {
-    fn drop(&mut self) {
-        let _ = millions(self.0, &["down"]);
-    }
-}
-
-/// The `test` preset moved to address ranges of its own, so tests never collide
-/// with a stack started by hand or by another test.
+/// The `test` preset, on address ranges of its own.
 fn test_topology(dir: &Path) -> std::path::PathBuf {
-    let octet = 10 + (std::process::id() % 200) as u8 + (Instant::now().elapsed().subsec_nanos() % 40) as u8;
-    let text = topology::preset_text("test")
-        .unwrap()
-        .replace("127.0.201.", &format!("127.{octet}.201."))
-        .replace("127.0.202.", &format!("127.{octet}.202."));
-    let path = dir.join("topology.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn status_json(home: &Path) -> serde_json::Value {
-    let o = millions(home, &["status", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()
-}
-
-fn poll(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    own_ranges(dir, topology::preset_text("test").unwrap())
 }
 
 fn http_status(url: &str) -> Option<u16> {
