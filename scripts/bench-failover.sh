@@ -98,9 +98,9 @@ say "lag: ${LAG_SECS}s of writes at ${RATE}/s, sampling replica lag"
 "$MILLIONS" bench "${TARGETS[@]}" --rate "$RATE" --duration "${LAG_SECS}s" --warmup 1s --users "$USERS" --mix "$MIX" --no-verify \
     >"$HOME_DIR/lag-bench.txt" 2>&1 &
 BENCH_PID=$!
-: >"$HOME_DIR/lag.jsonl"
+: >"$HOME_DIR/lag.json"
 while kill -0 "$BENCH_PID" 2>/dev/null; do
-    status >>"$HOME_DIR/lag.jsonl" 2>/dev/null && echo >>"$HOME_DIR/lag.jsonl"
+    status >>"$HOME_DIR/lag.json" 2>/dev/null && echo >>"$HOME_DIR/lag.json"
     sleep 0.5
 done
 wait "$BENCH_PID" || die "the lag bench failed: $(tail -5 "$HOME_DIR/lag-bench.txt")"
@@ -122,12 +122,19 @@ def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
+def documents(path):
+    text, decoder, i = open(path).read(), json.JSONDecoder(), 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return
+        doc, i = decoder.raw_decode(text, i)
+        yield doc
+
 lag_ms, lag_bytes = [], []
-for line in open(f"{home}/lag.jsonl"):
-    line = line.strip()
-    if not line:
-        continue
-    for n in json.loads(line)["nodes"]:
+for status in documents(f"{home}/lag.json"):
+    for n in status["nodes"]:
         pg = n.get("pg") or {}
         if pg.get("role") == "replica" and pg.get("lag_ms") is not None:
             lag_ms.append(pg["lag_ms"])
