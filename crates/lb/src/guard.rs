@@ -121,8 +121,7 @@ impl AsyncRead for GuardedStream {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let new = buf.filled()[before..].to_vec();
-            this.scan(&new);
+            this.scan(&buf.filled()[before..]);
         }
         result
     }

@@ -13,6 +13,7 @@
 //! [`Running::stop`] shuts it down.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod guard;
@@ -75,6 +76,8 @@ pub struct Running {
     pingora: Option<std::thread::JoinHandle<()>>,
     /// The admin server's and health checker's runtime.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The access log's writer (stopped after pingora, so the last lines are written).
+    access_log: Arc<accesslog::AccessLog>,
 }
 
 /// Pingora's shutdown signal: our token, not the process's signals.
@@ -156,7 +159,8 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         max_retries: config.upstream.max_retries + 1,
         ..ServerConf::default()
     };
-    let proxy = proxy::Proxy { pool: pool.clone(), config, metrics, limiter };
+    let access_log = Arc::new(accesslog::AccessLog::start().map_err(|e| LbError::Start(e.to_string()))?);
+    let proxy = proxy::Proxy { pool: pool.clone(), config, metrics, limiter, access_log: access_log.clone() };
     let graceful = Arc::new(AtomicBool::new(false));
     let stopper = Stopper { token: stop.clone(), graceful: graceful.clone() };
     let pingora = std::thread::Builder::new()
@@ -184,6 +188,7 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         graceful,
         pingora: Some(pingora),
         runtime: Some(runtime),
+        access_log,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
@@ -215,6 +220,7 @@ impl Running {
             // inside another runtime, where blocking on this one would panic.
             rt.shutdown_background();
         }
+        self.access_log.stop();
     }
 }
 

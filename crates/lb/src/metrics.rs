@@ -1,5 +1,8 @@
 //! The load balancer's Prometheus metrics: per backend, and the requests it refused.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -44,6 +47,29 @@ pub struct LbMetrics {
     rejected: Family<RejectLabel, Counter>,
     /// Attempts retried on another backend.
     retries: Counter,
+    /// Each backend's per-attempt metrics, so that an attempt formats no label and
+    /// hashes no string (the families never drop these series).
+    handles: Arc<RwLock<HashMap<SocketAddr, AttemptHandles>>>,
+}
+
+/// One backend's series touched by every attempt.
+#[derive(Clone)]
+struct AttemptHandles {
+    requests: Counter,
+    errors: Counter,
+    latency: Histogram,
+}
+
+impl AttemptHandles {
+    fn record(&self, failed: bool, seconds: Option<f64>) {
+        self.requests.inc();
+        if failed {
+            self.errors.inc();
+        }
+        if let Some(s) = seconds {
+            self.latency.observe(s);
+        }
+    }
 }
 
 impl std::fmt::Debug for LbMetrics {
@@ -52,7 +78,7 @@ impl std::fmt::Debug for LbMetrics {
     }
 }
 
-fn label(addr: std::net::SocketAddr) -> BackendLabel {
+fn label(addr: SocketAddr) -> BackendLabel {
     BackendLabel { backend: addr.to_string() }
 }
 
@@ -68,6 +94,7 @@ impl LbMetrics {
             ejections: Family::default(),
             rejected: Family::default(),
             retries: Counter::default(),
+            handles: Arc::default(),
         };
         registry.register("lb_backend_requests", "Attempts sent to each backend", m.requests.clone());
         registry.register(
@@ -85,19 +112,23 @@ impl LbMetrics {
     }
 
     /// One attempt's answer (or failure) from `addr`.
-    pub fn attempt(&self, addr: std::net::SocketAddr, failed: bool, seconds: Option<f64>) {
+    pub fn attempt(&self, addr: SocketAddr, failed: bool, seconds: Option<f64>) {
+        if let Some(h) = self.handles.read().expect("metrics poisoned").get(&addr) {
+            h.record(failed, seconds);
+            return;
+        }
         let l = label(addr);
-        self.requests.get_or_create(&l).inc();
-        if failed {
-            self.errors.get_or_create(&l).inc();
-        }
-        if let Some(s) = seconds {
-            self.latency.get_or_create(&l).observe(s);
-        }
+        let h = AttemptHandles {
+            requests: self.requests.get_or_create(&l).clone(),
+            errors: self.errors.get_or_create(&l).clone(),
+            latency: self.latency.get_or_create(&l).clone(),
+        };
+        h.record(failed, seconds);
+        self.handles.write().expect("metrics poisoned").insert(addr, h);
     }
 
     /// `addr` was ejected.
-    pub fn ejected(&self, addr: std::net::SocketAddr) {
+    pub fn ejected(&self, addr: SocketAddr) {
         self.ejections.get_or_create(&label(addr)).inc();
     }
 

@@ -14,6 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 use rand::Rng;
 
+use crate::accesslog::{self, AccessLog};
 use crate::config::LbConfig;
 use crate::metrics::LbMetrics;
 use crate::pool::{Backend, Lease, Outcome, Pool};
@@ -39,6 +40,8 @@ pub struct Proxy {
     pub metrics: LbMetrics,
     /// Per-client token buckets, when configured.
     pub limiter: Option<RateLimiter<IpAddr>>,
+    /// One line per request.
+    pub access_log: Arc<AccessLog>,
 }
 
 /// One request's state across its attempts.
@@ -145,13 +148,19 @@ pub fn smuggling(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<&'static str> {
 
 /// The size of a request header as it came (approximately: line and fields).
 fn header_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let uri = &req.uri;
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = req.method.as_str().len() + uri_len + 12;
     line + req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
 /// Remove hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = HOP_BY_HOP.iter().map(|n| HeaderName::from_static(n)).collect();
+    // Most requests have none of them: no allocation then.
+    let mut names: Vec<HeaderName> =
+        HOP_BY_HOP.iter().filter(|n| headers.contains_key(**n)).map(|n| HeaderName::from_static(n)).collect();
     for v in headers.get_all(header::CONNECTION) {
         for token in v.to_str().unwrap_or("").split(',') {
             if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes())
@@ -403,21 +412,22 @@ impl ProxyHttp for Proxy {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         // The request is over: its backend no longer counts it in flight.
         drop(ctx.lease.take());
+        if !accesslog::enabled() {
+            return;
+        }
         let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            request_id = %ctx.request_id,
-            client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
-            method = %req.method,
-            path = %req.uri.path(),
+        self.access_log.log(&accesslog::Entry {
+            request_id: &ctx.request_id,
+            client: client_ip(session),
+            method: req.method.as_str(),
+            path: req.uri.path(),
             status,
-            backend = %ctx.backend.map(|a| a.to_string()).unwrap_or_default(),
-            attempts = ctx.tried.len() + usize::from(ctx.upstream_status.is_some()),
-            rejected = ctx.rejected.unwrap_or(""),
-            error = %e.map(|e| e.to_string()).unwrap_or_default(),
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            "access"
-        );
+            backend: ctx.backend,
+            attempts: ctx.tried.len() + usize::from(ctx.upstream_status.is_some()),
+            rejected: ctx.rejected.unwrap_or(""),
+            error: e,
+            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 }
 
