@@ -1,9 +1,9 @@
-//! Replication and failover on a real topology: a synchronous shard with a
-//! primary and two replicas, under load, losing servers.
+//! A real topology under load, losing servers: web servers behind the load
+//! balancer, and a synchronous shard's replica, primary and controller.
 
 mod support;
 
-use support::{Stack, millions, node, own_ranges, poll, status_json, text};
+use support::{Stack, SteadyGets, millions, node, own_ranges, poll, status_json, text};
 
 /// One synchronous shard: a primary and a replica in dc1, a replica in dc2.
 const TOPOLOGY: &str = r#"
@@ -13,7 +13,7 @@ name = "failover"
 name = "dc1"
 cidr = "127.0.201.0/24"
 lb = { count = 1 }
-web = { count = 1 }
+web = { count = 2 }
 worker = { count = 1 }
 redis = { count = 1 }
 
@@ -51,7 +51,7 @@ fn pids(status: &serde_json::Value) -> Vec<(String, u64)> {
 }
 
 #[test]
-fn a_synchronous_shard_survives_losing_its_primary_and_a_replica_under_load() {
+fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controller_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     let topo = own_ranges(home, TOPOLOGY);
@@ -63,6 +63,32 @@ fn a_synchronous_shard_survives_losing_its_primary_and_a_replica_under_load() {
     });
     let before = status_json(home);
     assert_eq!(primaries(&before), ["shard0-pg-1"]);
+
+    // Web servers leave and come back behind the load balancer while GETs flow:
+    // one restarted on purpose (drained first), one killed (its requests retried
+    // on the other). No GET fails.
+    let lb = node(&before, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
+    let load = SteadyGets::start(format!("http://{lb}/api/v1/openapi.json"));
+    poll("GETs to flow through the load balancer", || load.ok() >= 50);
+    let o = millions(home, &["chaos", "restart", "dc1-web-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let seen = load.ok();
+    poll("GETs after the restart", || load.ok() >= seen + 50);
+    let o = millions(home, &["chaos", "kill", "dc1-web-2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("the killed web server back", || {
+        let s = status_json(home);
+        node(&s, "dc1-web-2")["healthy"] == true && node(&s, "dc1-web-2")["restarts"] == 1
+    });
+    let (ok, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} GETs failed: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+    let before = status_json(home);
     assert_eq!(before["cluster"]["shards"][0]["primary"], "shard0-pg-1");
 
     // The controller crashes and a new one starts: it adopts every running

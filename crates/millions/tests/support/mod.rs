@@ -63,3 +63,52 @@ pub fn poll(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// GETs sent back to back to `url` from a thread of its own until stopped.
+pub struct SteadyGets {
+    /// Set to end the load.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The load's thread; yields (answered 200, every other outcome).
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+    /// Count of 200s so far, to wait for load to flow.
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SteadyGets {
+    /// Start the load.
+    pub fn start(url: String) -> SteadyGets {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let mut failures = Vec::new();
+                while !s.load(Ordering::SeqCst) {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            o.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failures.push(format!("status {}", r.status())),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (o.load(Ordering::SeqCst), failures)
+            })
+        });
+        SteadyGets { stop, thread, ok }
+    }
+
+    /// How many GETs were answered 200 so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stop the load; (answered 200, failures).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
