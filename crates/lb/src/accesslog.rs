@@ -202,7 +202,7 @@ fn json_str(out: &mut String, s: &str) {
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds. Called once a second
 /// per thread (the result is cached), so counting whole years and months is fine.
 fn civil_time(out: &mut String, secs: u64) {
-    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let (mut days, rem) = (secs / 86_400, secs % 86_400);
     let mut year = 1970;
     while days >= if leap(year) { 366 } else { 365 } {
