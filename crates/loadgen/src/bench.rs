@@ -216,7 +216,6 @@ struct Ryw {
 struct Shared {
     http: Http,
     targets: Vec<String>,
-    next_target: AtomicUsize,
     prefix: String,
     password: String,
     tag: String,
@@ -249,8 +248,10 @@ struct Job {
 }
 
 impl Shared {
-    fn target(&self) -> &str {
-        &self.targets[self.next_target.fetch_add(1, Ordering::Relaxed) % self.targets.len()]
+    /// The entry user `user` always goes through: a user sticks to one entry, as
+    /// DNS keeps a client in one data center (whose Redis holds its session).
+    fn target(&self, user: u64) -> &str {
+        &self.targets[(user % self.targets.len() as u64) as usize]
     }
 
     fn username(&self, i: u64) -> String {
@@ -306,7 +307,7 @@ impl Shared {
     }
 
     async fn execute(self: Arc<Self>, job: Job, intended: Instant) {
-        let target = self.target().to_owned();
+        let target = self.target(job.user).to_owned();
         let (op, result) = self.perform(&target, job).await;
         let latency = intended.elapsed();
         self.record(op, intended, result.as_ref().map(|_| ()).map_err(|e| e.kind()), Some(latency));
@@ -468,7 +469,7 @@ async fn set_up_users(
         progress(&format!("creating {} users ({}0…)", config.users, config.user_prefix));
         let failures: Vec<String> = futures::stream::iter(0..config.users)
             .map(|i| {
-                let target = shared.target().to_owned();
+                let target = shared.target(i).to_owned();
                 let name = config.username(i);
                 async move {
                     let mut last = None;
@@ -493,7 +494,7 @@ async fn set_up_users(
     progress(&format!("logging in {eager} users"));
     let failures: Vec<String> = futures::stream::iter(0..eager)
         .map(|i| {
-            let target = shared.target().to_owned();
+            let target = shared.target(i).to_owned();
             async move {
                 let mut last = None;
                 for _ in 0..3 {
@@ -557,7 +558,6 @@ pub async fn run_with_fault(
     let mut shared = Shared {
         http,
         targets: targets.clone(),
-        next_target: AtomicUsize::new(0),
         prefix: config.user_prefix.clone(),
         password: config.password.clone(),
         tag: format!("{:x}-{:x}", config.seed, std::process::id()),

@@ -9,11 +9,12 @@ use loadgen::bench::{BenchConfig, Mix};
 /// `millions bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Run directory of a running topology (its web servers are the targets when
-    /// no --target is given).
+    /// Run directory of a running topology (its load balancers, one per DC, are the
+    /// targets when no --target is given; each user sticks to one of them).
     #[arg(long, env = "MILLIONS_HOME", default_value = ".millions")]
     home: PathBuf,
-    /// A base URL to load (repeatable), e.g. http://127.0.1.20:8080.
+    /// A base URL to load (repeatable), e.g. http://127.0.1.10:8000; user i always
+    /// goes through the (i mod N)th.
     #[arg(long = "target")]
     targets: Vec<String>,
     /// Requests per second, sent on schedule whatever the answers (open loop).
@@ -93,13 +94,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         if ctl.is_none() {
             bail!("no --target given and nothing is running in {}", args.home.display());
         }
-        targets = nodes["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["role"] == "web")
-            .filter_map(|n| n["addr"].as_str().map(|a| format!("http://{a}")))
-            .collect();
+        // The public entries: each DC's load balancer, else its web servers.
+        let of_role = |role: &str| -> Vec<String> {
+            nodes["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["role"] == role)
+                .filter_map(|n| n["addr"].as_str().map(|a| format!("http://{a}")))
+                .collect()
+        };
+        targets = of_role("lb");
+        if targets.is_empty() {
+            targets = of_role("web");
+        }
     }
     let mix = match &args.mix {
         Some(m) => Mix::parse(m)?,

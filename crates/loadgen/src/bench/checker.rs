@@ -46,10 +46,11 @@ pub async fn verify(
     // Log in everyone whose view is checked.
     let mut names: BTreeSet<&str> = likes.iter().map(|l| l.liker.as_str()).collect();
     names.extend(follows.iter().map(|f| f.follower.as_str()));
-    let tokens: HashMap<&str, Result<String, String>> = futures::stream::iter(names.into_iter().enumerate())
-        .map(|(i, name)| {
+    let order: HashMap<&str, usize> = names.iter().enumerate().map(|(i, name)| (*name, i)).collect();
+    let tokens: HashMap<&str, Result<String, String>> = futures::stream::iter(names)
+        .map(|name| {
             let http = &http;
-            let target = &targets[i % targets.len()];
+            let target = login_target(targets, &order, name);
             async move {
                 let mut last = String::new();
                 for _ in 0..ATTEMPTS {
@@ -65,7 +66,7 @@ pub async fn verify(
         .collect()
         .await;
 
-    let mut checks = Vec::new();
+    let mut checks: Vec<Check<'_>> = Vec::new();
     checks.extend(writes.posts.iter().map(|p| Check::Post { id: &p.id, caption: &p.caption }));
     checks.extend(likes.iter().map(|l| Check::Like { post_id: &l.post_id, liker: &l.liker }));
     checks.extend(follows.iter().map(|f| Check::Follow { follower: &f.follower, followee: &f.followee }));
@@ -74,7 +75,14 @@ pub async fn verify(
         .map(|(i, check)| {
             let http = &http;
             let tokens = &tokens;
-            let target = &targets[i % targets.len()];
+            // A session lives in the data center it was made in: a user's view
+            // is read through the entry that user logged in through.
+            let viewer = match check {
+                Check::Like { liker, .. } => Some(*liker),
+                Check::Follow { follower, .. } => Some(*follower),
+                Check::Post { .. } => None,
+            };
+            let target = viewer.map_or(targets[i % targets.len()].as_str(), |name| login_target(targets, &order, name));
             async move { (i, check_one(http, target, tokens, check).await) }
         })
         .buffer_unordered(concurrency)
@@ -168,4 +176,9 @@ async fn check_one(
         return if ok { Verdict::Verified } else { Verdict::Lost(what) };
     }
     Verdict::Unverifiable(last)
+}
+
+/// The entry through which `name` is logged in for the check.
+fn login_target<'a>(targets: &'a [String], order: &HashMap<&str, usize>, name: &str) -> &'a str {
+    &targets[order.get(name).copied().unwrap_or(0) % targets.len()]
 }
