@@ -10,26 +10,41 @@
 # nginx (Debian packages: apt-get install nginx haproxy). Each target is also
 # compared with going to a backend directly.
 #
-# Load: wrk (closed loop: the repo has no open-loop generator for arbitrary URLs,
-# and wrk2 is not packaged in Debian). Latency is measured with few connections
-# (BENCH_LOW_CONN, well below saturation, so it approximates a fixed light rate);
-# throughput at saturation with BENCH_SAT_CONN connections. The targets run in
-# BENCH_ROUNDS interleaved rounds; medians are reported, as ratios to HAProxy and
-# nginx of the same run.
+# Part 1, the proxies' own cost: wrk (closed loop) against the `bare` backends.
+# Latency with few connections (BENCH_LOW_CONN), throughput at saturation with
+# BENCH_SAT_CONN connections. The targets run in BENCH_ROUNDS interleaved rounds;
+# medians are reported, as ratios to HAProxy and nginx of the same run.
+#
+# Part 2, real web servers at fixed rates (open loop): a stack of its own
+# (`millions up`, two web servers, on BENCH_RANGE), seeded with `millions seed`;
+# the three proxies are started again in front of the two web servers, and
+# `millions bench` drives the app's API (read-mostly mix, BENCH_MIX) at each rate
+# of BENCH_RATES against each proxy and directly (both web servers as targets).
+# Reported per rate: the p50/p99 each proxy adds over direct, as ratios to HAProxy
+# and nginx. BENCH_RATES= (empty) skips part 2.
 #
 # Environment (all optional):
-#   BENCH_DURATION=8s  BENCH_ROUNDS=3  BENCH_LOW_CONN=1,8  BENCH_SAT_CONN=64
+#   BENCH_DURATION=6s  BENCH_ROUNDS=3  BENCH_LOW_CONN=1,8  BENCH_SAT_CONN=64
 #   BENCH_PROXY_THREADS=2   worker threads/processes of every proxy
+#   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=8s  BENCH_RATE_WARMUP=3s
+#   BENCH_MIX=feed=60,timeline=36,post=2,like=2,follow=0,photo=0
+#   BENCH_USERS=200  BENCH_RANGE=127.0.251
 #   MILLIONS=target/release/millions  BARE=target/release/examples/bare
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-DURATION="${BENCH_DURATION:-8s}"
+DURATION="${BENCH_DURATION:-6s}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 LOW_CONN="${BENCH_LOW_CONN:-1,8}"
 SAT_CONN="${BENCH_SAT_CONN:-64}"
 THREADS="${BENCH_PROXY_THREADS:-2}"
+RATES="${BENCH_RATES-200,500,1000}"
+RATE_DURATION="${BENCH_RATE_DURATION:-8s}"
+RATE_WARMUP="${BENCH_RATE_WARMUP:-3s}"
+MIX="${BENCH_MIX:-feed=60,timeline=36,post=2,like=2,follow=0,photo=0}"
+USERS="${BENCH_USERS:-200}"
+BENCH_RANGE="${BENCH_RANGE:-127.0.251}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 MILLIONS="${MILLIONS:-$TARGET_DIR/release/millions}"
 BARE="${BARE:-$TARGET_DIR/release/examples/bare}"
@@ -44,18 +59,29 @@ export PATH="$PATH:/usr/sbin"
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
 
-RUN="$(mktemp -d)"
+RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-lb.XXXXXX")"
+# PostgreSQL runs as its own OS user when started by root: it must enter this dir.
+chmod 755 "$RUN"
+export MILLIONS_HOME="$RUN/home"
 PIDS=()
+STACK_UP=0
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
+    local rc=$?
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    if [ "$STACK_UP" = 1 ] || [ -f "$MILLIONS_HOME/control.json" ]; then
+        "$MILLIONS" down --home "$MILLIONS_HOME" >/dev/null 2>&1 || say "warning: millions down failed; see $RUN"
+    fi
+    if [ "$rc" != 0 ]; then say "run directory kept: $RUN"; else rm -rf "$RUN"; fi
+    exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() {
-    for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/" && return 0; sleep 0.05; done
+    for _ in $(seq 200); do curl -fs -o /dev/null "http://$1${2:-/}" && return 0; sleep 0.05; done
     die "nothing answers on $1"
 }
 
@@ -64,19 +90,26 @@ B1="127.0.0.1:$(port)"; B2="127.0.0.1:$(port)"
 "$BARE" "$B2" >/dev/null 2>&1 & PIDS+=($!)
 wait_http "$B1"; wait_http "$B2"
 
-OURS="127.0.0.1:$(port)"; HAP="127.0.0.1:$(port)"; NGX="127.0.0.1:$(port)"
-cat >"$RUN/lb.toml" <<EOF
+# start_proxies DIR BACKEND1 BACKEND2 HEALTH_PATH: ours, HAProxy and nginx in
+# front of the two backends, configured alike; sets OURS, HAP, NGX (addresses)
+# and SET_PIDS (their pids, also in PIDS for the cleanup).
+start_proxies() {
+    local dir="$1" b1="$2" b2="$3" health="$4"
+    mkdir -p "$dir/nginx"
+    OURS="127.0.0.1:$(port)"; HAP="127.0.0.1:$(port)"; NGX="127.0.0.1:$(port)"
+    SET_PIDS=()
+    cat >"$dir/lb.toml" <<EOF
 listen = "$OURS"
 admin = "127.0.0.1:$(port)"
-backends = ["$B1", "$B2"]
+backends = ["$b1", "$b2"]
 algorithm = "round_robin"
 threads = $THREADS
 [health]
-path = "/"
+path = "$health"
 EOF
-RUST_LOG=info "$MILLIONS" lb --config "$RUN/lb.toml" >"$RUN/lb-access.log" 2>&1 & PIDS+=($!)
+    RUST_LOG=info "$MILLIONS" lb --config "$dir/lb.toml" >"$dir/lb-access.log" 2>&1 & SET_PIDS+=($!)
 
-cat >"$RUN/haproxy.cfg" <<EOF
+    cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread $THREADS
     log stdout format raw local0
@@ -96,38 +129,48 @@ frontend fe
 backend be
     balance roundrobin
     http-reuse always
-    server b1 $B1
-    server b2 $B2
+    server b1 $b1
+    server b2 $b2
 EOF
-haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/haproxy-access.log" 2>&1 & PIDS+=($!)
+    haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy-access.log" 2>&1 & SET_PIDS+=($!)
 
-mkdir -p "$RUN/nginx"
-cat >"$RUN/nginx.conf" <<EOF
+    cat >"$dir/nginx.conf" <<EOF
 worker_processes $THREADS;
 daemon off;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log;
 events { worker_connections 4096; }
 http {
-    access_log $RUN/nginx-access.log;
-    client_body_temp_path $RUN/nginx; proxy_temp_path $RUN/nginx;
-    fastcgi_temp_path $RUN/nginx; uwsgi_temp_path $RUN/nginx; scgi_temp_path $RUN/nginx;
+    access_log $dir/nginx-access.log;
+    client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx;
+    fastcgi_temp_path $dir/nginx; uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
     client_header_timeout 10s;
+    client_max_body_size 16m;
     keepalive_timeout 60s;
-    upstream be { server $B1; server $B2; keepalive 64; }
+    upstream be { server $b1; server $b2; keepalive 64; }
     server {
         listen $NGX;
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
     }
 }
 EOF
-nginx -c "$RUN/nginx.conf" -p "$RUN/nginx" & PIDS+=($!)
-wait_http "$OURS"; wait_http "$HAP"; wait_http "$NGX"
+    nginx -c "$dir/nginx.conf" -p "$dir/nginx" & SET_PIDS+=($!)
+    PIDS+=("${SET_PIDS[@]}")
+    wait_http "$OURS" "$health"; wait_http "$HAP" "$health"; wait_http "$NGX" "$health"
+}
+stop_set() {
+    for p in "$@"; do kill "$p" 2>/dev/null || true; done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+
+say "part 1: wrk against two bare backends (rounds $ROUNDS, $DURATION each)"
+start_proxies "$RUN/bare" "$B1" "$B2" /
 
 # wrk_run ADDR CONNECTIONS -> "rps p50_us p99_us"
 wrk_run() {
@@ -173,5 +216,101 @@ for conn in ${LOW_CONN//,/ } "$SAT_CONN"; do
     echo "| $conn | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
 done
 for f in lb haproxy nginx; do
-    say "$f access log: $(wc -l <"$RUN/$f-access.log") lines"
+    say "$f access log: $(wc -l <"$RUN/bare/$f-access.log") lines"
+done
+stop_set "${SET_PIDS[@]}"
+
+[ -n "$RATES" ] || exit 0
+
+# ------------------------------------------ part 2: web servers, fixed rates ----
+
+WEB1="$BENCH_RANGE.20:8080"; WEB2="$BENCH_RANGE.21:8080"
+mkdir -p "$MILLIONS_HOME"
+cat >"$RUN/topology.toml" <<TOPOLOGY
+name = "bench-lb"
+[[dc]]
+name = "dc1"
+cidr = "$BENCH_RANGE.0/24"
+lb = { count = 1 }
+web = { count = 2 }
+worker = { count = 1 }
+redis = { count = 1 }
+[[shard]]
+primary = "dc1"
+[[shard]]
+primary = "dc1"
+TOPOLOGY
+say "part 2: starting a stack with two web servers in $MILLIONS_HOME"
+"$MILLIONS" up --home "$MILLIONS_HOME" --topology "$RUN/topology.toml" >"$RUN/up.log" 2>&1 || {
+    cat "$RUN/up.log" >&2
+    die "millions up failed"
+}
+STACK_UP=1
+"$MILLIONS" status --home "$MILLIONS_HOME" --json >"$RUN/status.json"
+mapfile -t WEBS < <(python3 -c 'import json, sys
+for n in json.load(open(sys.argv[1]))["nodes"]:
+    if n["role"] == "web": print(n["addr"])' "$RUN/status.json")
+[ "${#WEBS[@]}" = 2 ] || die "expected two web servers, found: ${WEBS[*]}"
+say "seeding $USERS users"
+"$MILLIONS" seed --home "$MILLIONS_HOME" --users "$USERS" --seed 7 >"$RUN/seed.log" 2>&1 || {
+    cat "$RUN/seed.log" >&2
+    die "millions seed failed"
+}
+start_proxies "$RUN/web" "${WEBS[0]}" "${WEBS[1]}" /readyz
+
+# rate_run NAME RATE URL... -> "p50_ms p99_ms achieved errors"
+rate_run() {
+    local name="$1" rate="$2"; shift 2
+    local targets=() out="$RUN/rate-$name-$rate.json"
+    for u in "$@"; do targets+=(--target "$u"); done
+    "$MILLIONS" bench "${targets[@]}" --rate "$rate" --duration "$RATE_DURATION" --warmup "$RATE_WARMUP" \
+        --mix "$MIX" --users "$USERS" --no-verify --json "$out" >"$RUN/rate-$name-$rate.log" 2>&1 ||
+        say "warning: millions bench against $name at $rate/s failed; see $RUN/rate-$name-$rate.log"
+    python3 -c 'import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+    print(r["latency_ms"]["p50"], r["latency_ms"]["p99"], round(r["achieved_rate"], 1), r["errors"])
+except Exception:
+    print("nan nan 0 -1")' "$out"
+}
+
+# Untimed: warm the web servers' caches.
+rate_run warm "${RATES%%,*}" "http://${WEBS[0]}" "http://${WEBS[1]}" >/dev/null
+
+declare -A Q
+order=(direct ours haproxy nginx)
+for rate in ${RATES//,/ }; do
+    # A different order at each rate, so no target always runs first.
+    order=("${order[@]:1}" "${order[0]}")
+    for target in "${order[@]}"; do
+        case "$target" in
+            direct) urls=("http://${WEBS[0]}" "http://${WEBS[1]}") ;;
+            ours) urls=("http://$OURS") ;;
+            haproxy) urls=("http://$HAP") ;;
+            nginx) urls=("http://$NGX") ;;
+        esac
+        Q[$rate,$target]="$(rate_run "$target" "$rate" "${urls[@]}")"
+        say "$rate/s, $target: ${Q[$rate,$target]} (p50 ms, p99 ms, ok/s, errors)"
+    done
+done
+
+fmt_added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "n/a"; else printf "%.2f", a - b }'; }
+qratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b <= 0) print "n/a"; else printf "%.2f", a / b }'; }
+echo
+echo "| rate/s | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
+echo "|---|---|---|---|---|---|---|---|"
+for rate in ${RATES//,/ }; do
+    read -r d50 d99 dok derr <<<"${Q[$rate,direct]}"
+    for i in 1 2; do
+        base=$d50; what="added p50 ms"
+        [ "$i" = 2 ] && { base=$d99; what="added p99 ms"; }
+        row=()
+        for name in ours haproxy nginx; do
+            v="$(echo "${Q[$rate,$name]}" | awk -v i="$i" '{ print $i }')"
+            row+=("$(fmt_added "$v" "$base")")
+        done
+        echo "| $rate | $what | ($base) | ${row[0]} | ${row[1]} | ${row[2]} | $(qratio "${row[0]}" "${row[1]}") | $(qratio "${row[0]}" "${row[2]}") |"
+    done
+    oks=(); for name in ours haproxy nginx; do oks+=("$(echo "${Q[$rate,$name]}" | awk '{ print $3 "/" $4 }')"); done
+    echo "| $rate | ok/s / errors | $dok/$derr | ${oks[0]} | ${oks[1]} | ${oks[2]} | | |"
 done
