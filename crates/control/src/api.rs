@@ -17,6 +17,8 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/events", get(events))
         .route("/api/nodes/{name}/kill", post(kill))
         .route("/api/nodes/{name}/restart", post(restart))
+        .route("/api/nodes/{name}/stop", post(stop))
+        .route("/api/nodes/{name}/start", post(start))
         .route("/api/shutdown", post(shutdown))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
@@ -91,6 +93,32 @@ async fn restart(State(shared): State<Shared>, Path(name): Path<String>) -> Resp
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => Json(json!({"restarted": name})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Stop a node on purpose (a web server is drained from its load balancers
+/// first); it stays stopped until `start`.
+async fn stop(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    if let Some(r) = unknown(&shared, &name) {
+        return r;
+    }
+    match launch::stop_node(&shared, &name).await {
+        Ok(()) => Json(json!({"stopped": name})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Start a node stopped on purpose (a web server rejoins its load balancers).
+async fn start(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    if let Some(r) = unknown(&shared, &name) {
+        return r;
+    }
+    if launch::running_node(&shared, &name).await {
+        return error(StatusCode::CONFLICT, format!("{name} is already running"));
+    }
+    match launch::start_node(&shared, &name).await {
+        Ok(()) => Json(json!({"started": name})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }

@@ -344,6 +344,12 @@ pub(crate) async fn stop_node(shared: &Shared, name: &str) -> anyhow::Result<()>
     .await?
 }
 
+/// Whether node `name`'s process runs.
+pub(crate) async fn running_node(shared: &Shared, name: &str) -> bool {
+    let mut nodes = shared.nodes.lock().await;
+    nodes.iter_mut().find(|m| m.node.name == name).is_some_and(|m| m.alive())
+}
+
 /// Kill node `name` with SIGKILL, as a crash: the supervisor starts it again.
 pub(crate) async fn kill_node(shared: &Shared, name: &str) -> anyhow::Result<u32> {
     let nodes = shared.nodes.lock().await;

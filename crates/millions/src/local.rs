@@ -103,6 +103,17 @@ enum ChaosAction {
         /// The node.
         node: String,
     },
+    /// Stop a node gracefully and leave it stopped (a web server leaves its load
+    /// balancer first: drained, no request dropped).
+    Stop {
+        /// The node.
+        node: String,
+    },
+    /// Start a node that was stopped (a web server rejoins its load balancer).
+    Start {
+        /// The node.
+        node: String,
+    },
 }
 
 fn topology_path(home: &Path) -> PathBuf {
@@ -382,6 +393,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     let (verb, node) = match &args.action {
         ChaosAction::Kill { node } => ("kill", node),
         ChaosAction::Restart { node } => ("restart", node),
+        ChaosAction::Stop { node } => ("stop", node),
+        ChaosAction::Start { node } => ("start", node),
     };
     let r = client().post(format!("http://{}/api/nodes/{node}/{verb}", ctl.api)).send().await?;
     let status = r.status();

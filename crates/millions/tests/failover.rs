@@ -74,6 +74,25 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     assert!(o.status.success(), "{}", text(&o));
     let seen = load.ok();
     poll("GETs after the restart", || load.ok() >= seen + 50);
+    // Removed and added back at runtime: stopped (drained first), every GET goes
+    // to the other; started, it gets requests again.
+    let o = millions(home, &["chaos", "stop", "dc1-web-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let web1 = node(&before, "dc1-web-1")["addr"].as_str().unwrap().to_owned();
+    let admin = {
+        let (ip, port) = lb.rsplit_once(':').unwrap();
+        format!("{ip}:{}", port.parse::<u16>().unwrap() + 1)
+    };
+    let sent_to_web1 = || backend_requests(&admin, &web1);
+    let stopped_at = sent_to_web1();
+    let seen = load.ok();
+    poll("GETs while dc1-web-1 is stopped", || load.ok() >= seen + 100);
+    assert_eq!(sent_to_web1(), stopped_at, "nothing was sent to a stopped web server");
+    let o = millions(home, &["chaos", "start", "dc1-web-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = millions(home, &["chaos", "start", "dc1-web-1"]);
+    assert!(!o.status.success() && text(&o).contains("already running"), "{}", text(&o));
+    poll("dc1-web-1 to get requests again", || sent_to_web1() > stopped_at);
     let o = millions(home, &["chaos", "kill", "dc1-web-2"]);
     assert!(o.status.success(), "{}", text(&o));
     poll("the killed web server back", || {
@@ -172,4 +191,17 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+}
+
+/// Requests the load balancer (admin address `admin`) sent to `backend`, from
+/// its `/metrics`.
+fn backend_requests(admin: &str, backend: &str) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    text.lines()
+        .filter(|l| l.contains("lb_backend_requests_total{") && l.contains(&format!("\"{backend}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
