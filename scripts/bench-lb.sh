@@ -86,8 +86,10 @@ wait_http() {
 }
 
 B1="127.0.0.1:$(port)"; B2="127.0.0.1:$(port)"
-"$BARE" "$B1" >/dev/null 2>&1 & PIDS+=($!)
-"$BARE" "$B2" >/dev/null 2>&1 & PIDS+=($!)
+BARE_PIDS=()
+"$BARE" "$B1" >/dev/null 2>&1 & BARE_PIDS+=($!)
+"$BARE" "$B2" >/dev/null 2>&1 & BARE_PIDS+=($!)
+PIDS+=("${BARE_PIDS[@]}")
 wait_http "$B1"; wait_http "$B2"
 
 # start_proxies DIR BACKEND1 BACKEND2 HEALTH_PATH: ours, HAProxy and nginx in
@@ -218,7 +220,7 @@ done
 for f in lb haproxy nginx; do
     say "$f access log: $(wc -l <"$RUN/bare/$f-access.log") lines"
 done
-stop_set "${SET_PIDS[@]}"
+stop_set "${SET_PIDS[@]}" "${BARE_PIDS[@]}"
 
 [ -n "$RATES" ] || exit 0
 
