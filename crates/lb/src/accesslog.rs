@@ -200,30 +200,14 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds. Called once a second
-/// per thread (the result is cached), so counting whole years and months is fine.
+/// per thread (the result is cached).
 fn civil_time(out: &mut String, secs: u64) {
-    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
-    let (mut days, rem) = (secs / 86_400, secs % 86_400);
-    let mut year = 1970;
-    while days >= if leap(year) { 366 } else { 365 } {
-        days -= if leap(year) { 366 } else { 365 };
-        year += 1;
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(t));
+    // The caller appends the fraction and the zone.
+    if out.ends_with('Z') {
+        out.pop();
     }
-    let lengths = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let mut month = 0;
-    while days >= lengths[month] {
-        days -= lengths[month];
-        month += 1;
-    }
-    let _ = write!(
-        out,
-        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        month + 1,
-        days + 1,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
 }
 
 #[cfg(test)]
