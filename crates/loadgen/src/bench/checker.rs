@@ -82,7 +82,8 @@ pub async fn verify(
                 Check::Follow { follower, .. } => Some(*follower),
                 Check::Post { .. } => None,
             };
-            let target = viewer.map_or(targets[i % targets.len()].as_str(), |name| login_target(targets, &order, name));
+            let target = viewer
+                .map_or(targets[i % targets.len()].as_str(), |name| login_target(targets, &order, name));
             async move { (i, check_one(http, target, tokens, check).await) }
         })
         .buffer_unordered(concurrency)
