@@ -14,9 +14,9 @@ use crate::launch::write_private;
 /// stopped anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A load balancer's admin listener: its own IP, the public port + 1.
+/// A load balancer's admin listener (see [`Node::admin_addr`]).
 pub fn admin_addr(lb: &Node) -> SocketAddr {
-    SocketAddr::new(lb.addr.ip(), lb.addr.port().wrapping_add(1))
+    lb.admin_addr().expect("a validated topology leaves a load balancer room for its admin port")
 }
 
 /// Write `lb`'s configuration: its DC's web servers as backends, the DC's algorithm.

@@ -146,8 +146,14 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
                 .ok_or_else(|| format!("ports.{} = {p}: a port must be between 1 and 65535", role.key())),
         }
     };
+    let lb = port(Role::LoadBalancer, raw.lb)?;
+    if lb == u16::MAX {
+        return Err(format!(
+            "ports.lb = {lb}: a load balancer's admin listener takes the next port, so ports.lb must be below {lb}"
+        ));
+    }
     Ok(Ports {
-        lb: port(Role::LoadBalancer, raw.lb)?,
+        lb,
         web: port(Role::Web, raw.web)?,
         worker: port(Role::Worker, raw.worker)?,
         redis: port(Role::Redis, raw.redis)?,

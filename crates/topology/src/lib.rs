@@ -280,6 +280,21 @@ pub struct Node {
     pub shard: Option<ShardMember>,
 }
 
+impl Node {
+    /// A load balancer's admin listener (health, metrics, backends, drain):
+    /// its own IP, the next port after its public one. `None` for other roles.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        (self.role == Role::LoadBalancer)
+            .then(|| self.addr.port().checked_add(1).map(|p| SocketAddr::new(self.addr.ip(), p)))
+            .flatten()
+    }
+
+    /// Every address the node listens on.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = (SocketAddr, &'static str)> {
+        std::iter::once((self.addr, "")).chain(self.admin_addr().map(|a| (a, " (admin listener)")))
+    }
+}
+
 /// A validated topology: every name and address unique, every range large enough,
 /// every placement pointing at a defined DC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -360,17 +375,14 @@ impl Topology {
     /// node's start; this only catches the common case of a port already in use.
     pub fn check_ports_free(&self) -> Result<(), TopologyError> {
         for node in &self.nodes {
-            match TcpListener::bind(node.addr) {
-                Ok(listener) => drop(listener),
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    return Err(TopologyError::PortInUse { node: node.name.clone(), addr: node.addr });
-                }
-                Err(source) => {
-                    return Err(TopologyError::CannotBind {
-                        node: node.name.clone(),
-                        addr: node.addr,
-                        source,
-                    });
+            for (addr, what) in node.listen_addrs() {
+                let name = format!("{}{what}", node.name);
+                match TcpListener::bind(addr) {
+                    Ok(listener) => drop(listener),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        return Err(TopologyError::PortInUse { node: name, addr });
+                    }
+                    Err(source) => return Err(TopologyError::CannotBind { node: name, addr, source }),
                 }
             }
         }

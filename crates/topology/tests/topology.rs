@@ -517,3 +517,31 @@ replicas = ["dc2"]
     assert_eq!(t.count("dc1", Role::Web), 2);
     assert_eq!(addr(&t, "shard0-pg-2").ip(), ip("127.0.2.200"));
 }
+
+#[test]
+fn a_load_balancers_admin_port_is_checked_and_must_exist() {
+    let text = |lb_port: u32| {
+        format!(
+            "name = \"admin\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.0.0/24\"\nlb = {{ count = 1, first = \"127.0.0.1\" }}\n\
+             web = {{ count = 1 }}\nworker = {{ count = 1 }}\nredis = {{ count = 1 }}\n[[shard]]\nprimary = \"dc1\"\n\
+             [ports]\nlb = {lb_port}\n"
+        )
+    };
+    let e = topology::parse(&text(65535), "t").unwrap_err().to_string();
+    assert_contains(&e, "ports.lb = 65535: a load balancer's admin listener takes the next port");
+
+    // The public port is free, the admin port (public + 1) is taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().port();
+    let t = ok(&text(u32::from(admin - 1)));
+    let lb = t.node("dc1-lb-1").unwrap();
+    assert_eq!(lb.admin_addr(), Some(SocketAddr::from(([127, 0, 0, 1], admin))));
+    assert_eq!(t.node("dc1-web-1").unwrap().admin_addr(), None);
+    if TcpListener::bind(lb.addr).is_ok() {
+        let e = t.check_ports_free().unwrap_err();
+        assert!(
+            matches!(&e, TopologyError::PortInUse { node, .. } if node == "dc1-lb-1 (admin listener)"),
+            "{e}"
+        );
+    }
+}
