@@ -45,12 +45,25 @@ async fn watch_shard(shared: Shared, shard: u16) {
     let mut first_failure: Option<Instant> = None;
     // Replicas known lost (so each loss is logged once).
     let mut lost: HashSet<String> = HashSet::new();
+    // A failover that failed half-way (the map has no primary): the lost
+    // primary and when it was first missed, to try again.
+    let mut unfinished: Option<(Node, Instant)> = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-        let Some(primary_name) = shared.cluster.primary(shard) else { continue };
+        let Some(primary_name) = shared.cluster.primary(shard) else {
+            if let Some((old, since)) = &unfinished {
+                match failover(&shared, shard, old, &members, *since).await {
+                    Ok(()) => unfinished = None,
+                    Err(e) => {
+                        tracing::error!(shard, error = format!("{e:#}"), "failover failed again; retrying")
+                    }
+                }
+            }
+            continue;
+        };
         let Some(primary) = members.iter().find(|n| n.name == primary_name) else { continue };
         if crate::stopped_on_purpose(&shared, &primary.name).await {
             failures = 0;
@@ -76,6 +89,7 @@ async fn watch_shard(shared: Shared, shard: u16) {
                 if failures >= CONFIRM_PROBES && members.len() > 1 {
                     if let Err(e) = failover(&shared, shard, primary, &members, since).await {
                         tracing::error!(shard, error = format!("{e:#}"), "failover failed; retrying");
+                        unfinished = Some((primary.clone(), since));
                     }
                     failures = 0;
                     first_failure = None;
@@ -178,6 +192,9 @@ async fn failover(
         GREATEST(coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0')), \
         '0/0')::int8";
     let mut best: Option<(&Node, i64)> = None;
+    // A member already out of recovery was promoted by an earlier attempt of
+    // this failover that failed later on: it is the new primary, whatever the WAL.
+    let mut promoted: Option<&Node> = None;
     for n in members.iter().filter(|n| n.name != old.name) {
         if crate::stopped_on_purpose(shared, &n.name).await {
             continue;
@@ -190,13 +207,20 @@ async fn failover(
                     best = Some((n, lsn));
                 }
             }
-            Ok(_) => tracing::error!(node = n.name, "a replica claims to be a primary; not promoting it"),
+            Ok(_) => {
+                tracing::warn!(
+                    node = n.name,
+                    "already promoted by an earlier attempt; finishing that failover"
+                );
+                promoted = Some(n);
+            }
             Err(e) => tracing::warn!(node = n.name, error = format!("{e:#}"), "candidate unreachable"),
         }
     }
-    let Some((new, _)) = best else {
-        // Nobody to promote: the old primary is still the only copy. Nothing
-        // was promoted, so starting it again as the primary is safe.
+    let Some(new) = promoted.or(best.map(|(n, _)| n)) else {
+        // Nobody to promote, and nothing was promoted (a promotion is recorded
+        // in the map right after it succeeds): the old primary is still the only copy, and
+        // starting it again as the primary is safe.
         shared.cluster.update(|s| s.shards[shard as usize].primary = Some(old.name.clone()))?;
         launch::start_node(shared, &old.name).await?;
         shared.cluster.record(Event::new(
@@ -208,18 +232,25 @@ async fn failover(
         return Ok(());
     };
     let new_spec = pg_spec(shared, new);
-    let dir = new_spec.data_dir.clone();
-    tokio::task::spawn_blocking(move || nodes::promote_postgres(&dir)).await??;
-    // Its successors' slots, before they connect.
-    for n in members.iter().filter(|n| n.name != new.name) {
-        launch::ensure_slot(&new_spec, n).await?;
+    if promoted.is_none() {
+        let dir = new_spec.data_dir.clone();
+        tokio::task::spawn_blocking(move || nodes::promote_postgres(&dir)).await??;
     }
+    // Recorded at once: from here on the old primary can only come back as a
+    // standby of this one, whatever fails below.
     shared.cluster.update(|s| {
         let mine = &mut s.shards[shard as usize];
         mine.primary = Some(new.name.clone());
         mine.replicas.retain(|r| *r != new.name);
     })?;
     let total = since.elapsed();
+    // Its successors' slots, before they connect (a replica's start creates
+    // its slot too, so a failure here is logged, not fatal).
+    for n in members.iter().filter(|n| n.name != new.name) {
+        if let Err(e) = launch::ensure_slot(&new_spec, n).await {
+            tracing::warn!(node = n.name, error = format!("{e:#}"), "creating a replication slot failed");
+        }
+    }
     // Its control file names the new timeline only after a checkpoint, and
     // pg_rewind of the old primary reads it there.
     if let Err(e) = launch::pg_execute(&new_spec, "postgres", "CHECKPOINT").await {
