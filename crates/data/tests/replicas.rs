@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 
 use data::{Data, DataConfig, DataError, Lsns, ReadTarget, ShardId, consistency};
 use sharding::{ClusterMap, ShardServers};
-use testkit::{ReplicatedPostgres, TestEnv, fresh_replicated_postgres};
-
-/// Polls `check` until it holds, failing after 30 s.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use testkit::{ReplicatedPostgres, TestEnv, eventually, fresh_replicated_postgres};
 
 async fn env(pg: &ReplicatedPostgres) -> TestEnv {
     TestEnv::on_replicated(pg, testkit::redis().url()).await

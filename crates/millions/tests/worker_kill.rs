@@ -2,12 +2,11 @@
 //! on another worker, and exactly one set of thumbnails is recorded.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use testkit::TestEnv;
+use testkit::{TestEnv, eventually};
 
 /// A `millions worker` process, killed on drop.
 struct WorkerProcess(Child);
@@ -41,14 +40,6 @@ fn start_worker(
     WorkerProcess(child)
 }
 
-async fn poll(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 fn files_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|es| es.flatten().map(|e| if e.path().is_dir() { files_in(&e.path()) } else { 1 }).sum())
@@ -79,7 +70,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
     let r = c.post(app.url("/api/v1/posts")).bearer_auth(&token).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    poll("worker-a to hold the job", async || {
+    eventually("worker-a to hold the job", async || {
         env.count("SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by = 'worker-a'").await == 1
     })
     .await;
@@ -91,7 +82,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing() {
 
     // Worker B takes over once A's lease lapses.
     let _b = start_worker(&env, dir.path(), "worker-b", "", 30);
-    poll("the post to become ready", async || {
+    eventually("the post to become ready", async || {
         let post: Value =
             c.get(app.url(&format!("/api/v1/posts/{id}"))).send().await.unwrap().json().await.unwrap();
         post["status"] == "ready"

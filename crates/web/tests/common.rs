@@ -127,20 +127,4 @@ pub async fn row_counts(app: &TestApp) -> Vec<(String, i64)> {
     totals
 }
 
-/// Poll `check` until it returns true or the deadline passes.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut wait = std::time::Duration::from_millis(5);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(std::time::Duration::from_millis(200));
-    }
-}
+pub use testkit::eventually;
