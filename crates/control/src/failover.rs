@@ -70,11 +70,16 @@ async fn watch_shard(shared: Shared, shard: u16) {
             first_failure = None;
             continue;
         }
+        // One connection per probe: is it still the primary, and which replicas
+        // stream from it.
+        const PROBE: &str = "SELECT pg_is_in_recovery(), ARRAY(SELECT application_name::text \
+                             FROM pg_stat_replication WHERE state = 'streaming')";
         let spec = pg_spec(&shared, primary);
-        match probe(&spec, "SELECT pg_is_in_recovery()").await {
+        let streaming: HashSet<String> = match probe(&spec, PROBE).await {
             Ok(rows) if !rows[0].get::<_, bool>(0) => {
                 failures = 0;
                 first_failure = None;
+                rows[0].get::<_, Vec<String>>(1).into_iter().collect()
             }
             outcome => {
                 failures += 1;
@@ -96,15 +101,7 @@ async fn watch_shard(shared: Shared, shard: u16) {
                 }
                 continue;
             }
-        }
-        // The primary answers: which replicas stream from it?
-        let streaming: HashSet<String> =
-            match probe(&spec, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
-                .await
-            {
-                Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-                Err(_) => continue,
-            };
+        };
         let replicas: Vec<String> = members
             .iter()
             .filter(|n| n.name != primary.name && streaming.contains(&n.name))
