@@ -25,7 +25,7 @@ pub struct ClusterState {
 }
 
 /// One shard's decisions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardState {
     /// The node that takes writes; `None` while a failover is under way.
     pub primary: Option<String>,

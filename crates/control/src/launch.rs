@@ -62,16 +62,16 @@ fn slot_name(node: &Node) -> String {
 /// Connection URL of each shard's initial primary, in shard order: the
 /// credentials and database a process uses; it routes by the published map.
 fn initial_urls(shared: &Shared) -> Vec<String> {
-    let initial = crate::cluster::ClusterState {
-        epoch: 0,
-        shards: shared.cluster.snapshot().shards.iter().map(|_| Default::default()).collect(),
-    };
-    crate::primary_urls_with(&shared.opts.topology, &initial, &shared.secrets.postgres)
+    crate::primary_urls_with(&shared.opts.topology, None, &shared.secrets.postgres)
 }
 
 /// Connection URL of each shard's current primary, in shard order.
 pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
-    crate::primary_urls_with(&shared.opts.topology, &shared.cluster.snapshot(), &shared.secrets.postgres)
+    crate::primary_urls_with(
+        &shared.opts.topology,
+        Some(&shared.cluster.snapshot()),
+        &shared.secrets.postgres,
+    )
 }
 
 /// The Redis a node of `dc` uses: its DC's first, else the first anywhere.

@@ -80,21 +80,23 @@ pub fn running(run_dir: &Path) -> Option<ControlFile> {
 /// that write to the shards directly (`millions seed`).
 pub fn primary_urls(run_dir: &Path, topology: &Topology) -> anyhow::Result<Vec<String>> {
     let secrets = read_secrets(run_dir)?;
-    let state = cluster::read_state(run_dir, topology)?
-        .unwrap_or(ClusterState { epoch: 0, shards: vec![ShardState::default(); topology.shards().len()] });
-    Ok(primary_urls_with(topology, &state, &secrets.postgres))
+    let state = cluster::read_state(run_dir, topology)?;
+    Ok(primary_urls_with(topology, state.as_ref(), &secrets.postgres))
 }
 
-/// Connection URLs of each shard's primary in `state` (the initial one while a
-/// failover is under way), given the PostgreSQL password.
-pub(crate) fn primary_urls_with(topology: &Topology, state: &ClusterState, password: &str) -> Vec<String> {
+/// Connection URLs of each shard's primary in `state` (the initial one with no
+/// state, or while a failover is under way), given the PostgreSQL password.
+pub(crate) fn primary_urls_with(
+    topology: &Topology,
+    state: Option<&ClusterState>,
+    password: &str,
+) -> Vec<String> {
     topology
         .shards()
         .iter()
         .map(|shard| {
-            let node = state.shards[shard.id.0 as usize]
-                .primary
-                .as_deref()
+            let node = state
+                .and_then(|s| s.shards[shard.id.0 as usize].primary.as_deref())
                 .and_then(|name| topology.node(name))
                 .unwrap_or_else(|| initial_primary(topology, shard.id));
             let host = node.addr.ip().to_string();
