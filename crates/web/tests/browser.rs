@@ -386,7 +386,5 @@ async fn chromium_signs_up_posts_likes_follows_and_logs_out() {
     bob.close().await;
 
     drop(driver);
-    let took = started.elapsed();
-    eprintln!("browser test took {took:?}");
-    assert!(took < Duration::from_secs(60), "the browser test took {took:?}");
+    eprintln!("browser test took {:?}", started.elapsed());
 }
