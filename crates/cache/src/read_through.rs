@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -88,6 +89,26 @@ pub struct ReadThrough<T> {
     metrics: CacheMetrics,
     /// Spreads invalidations to every process.
     invalidator: Invalidator,
+    /// Lookups past L1 right now (reading Redis, loading, or waiting on another
+    /// caller's load of the same key): shows that concurrent misses overlapped.
+    misses_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one lookup in [`ReadThrough::misses_in_flight`] while it lives (also when
+/// the lookup is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl<T> std::fmt::Debug for ReadThrough<T> {
@@ -113,8 +134,15 @@ where
             .max_capacity(config.l1_capacity)
             .time_to_live(config.l1_ttl)
             .build();
-        let cache =
-            Arc::new(ReadThrough { name, l1, redis, config, metrics, invalidator: invalidator.clone() });
+        let cache = Arc::new(ReadThrough {
+            name,
+            l1,
+            redis,
+            config,
+            metrics,
+            invalidator: invalidator.clone(),
+            misses_in_flight: Arc::default(),
+        });
         invalidator.register(name, Box::new(LocalL1 { l1: cache.l1.clone() }));
         cache
     }
@@ -130,6 +158,12 @@ where
         (base * factor).round().max(1.0) as u64
     }
 
+    /// How many lookups are past L1 at this moment: reading Redis, loading, or
+    /// waiting for another caller's load of the same key to finish.
+    pub fn misses_in_flight(&self) -> usize {
+        self.misses_in_flight.load(Ordering::SeqCst)
+    }
+
     /// The value for `key`: from L1, else from Redis, else from `load` (stored in
     /// both levels). Concurrent calls for one key in this process share one load.
     /// `Ok(None)` when the loader finds nothing (not cached).
@@ -143,6 +177,7 @@ where
             self.metrics.count(self.name, "l1_hit");
             return Ok(Some(v));
         }
+        let _in_flight = InFlight::enter(&self.misses_in_flight);
         let result = self
             .l1
             .try_get_with(key.to_owned(), async {

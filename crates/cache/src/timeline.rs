@@ -99,7 +99,9 @@ impl Timelines {
     }
 
     /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
-    /// if the timeline is cold (never built, or lapsed) and must be rebuilt.
+    /// if the timeline is cold (never built, or lapsed) and must be rebuilt. A read
+    /// refreshes the timeline's lifetime (the set's and its marker's, in the same
+    /// transaction), so the timelines of active readers stay warm.
     pub async fn page(
         &self,
         user: i64,
@@ -107,15 +109,22 @@ impl Timelines {
         limit: usize,
     ) -> Result<Option<Vec<i64>>, RedisError> {
         let max = before.map_or_else(|| "+".to_owned(), |b| format!("({}", member(b)));
+        let ttl = self.ttl.as_secs().max(1);
         let mut pipe = redis::pipe();
-        pipe.get(self.marker(user))
+        pipe.atomic()
+            .get(self.marker(user))
             .cmd("ZREVRANGEBYLEX")
             .arg(self.key(user))
             .arg(max)
             .arg("-")
             .arg("LIMIT")
             .arg(0)
-            .arg(limit);
+            .arg(limit)
+            // EXPIRE of a missing key does nothing: a cold timeline stays cold.
+            .expire(self.key(user), ttl as i64)
+            .ignore()
+            .expire(self.marker(user), ttl as i64)
+            .ignore();
         let (complete, ids): (Option<String>, Vec<String>) =
             self.redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         if complete.is_none() {

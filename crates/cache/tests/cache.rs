@@ -34,9 +34,15 @@ async fn concurrent_misses_share_one_load_and_later_reads_hit() {
     let reads = (0..100).map(|_| {
         let (c, loads) = (c.clone(), loads.clone());
         async move {
+            let waiting = c.clone();
             c.get_or_load("k", || async move {
                 loads.fetch_add(1, Ordering::SeqCst);
-                tokio::task::yield_now().await;
+                // Hold the load until all 100 lookups have missed L1 and wait on
+                // it, so they certainly overlap.
+                testkit::eventually("all 100 lookups are in flight", || async {
+                    waiting.misses_in_flight() == 100
+                })
+                .await;
                 Ok::<_, String>(Some("v".to_owned()))
             })
             .await
@@ -47,6 +53,7 @@ async fn concurrent_misses_share_one_load_and_later_reads_hit() {
     assert!(values.iter().all(|v| v.as_deref().map(String::as_str) == Some("v")));
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(metrics.get("s", "miss"), 1);
+    assert_eq!(c.misses_in_flight(), 0, "every lookup left");
     // Another process (its own L1) finds it in Redis.
     let (other, other_metrics, _) = cache(&r, "s");
     let v = other.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
@@ -91,15 +98,11 @@ async fn invalidation_reaches_another_process_l1() {
     let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("old".to_owned())) }).await.unwrap();
     assert_eq!(v.as_deref().map(String::as_str), Some("old"));
     writer.invalidate("k").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    testkit::eventually("the reader's L1 is invalidated", || async {
         let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("new".to_owned())) }).await.unwrap();
-        if v.as_deref().map(String::as_str) == Some("new") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the reader's L1 was never invalidated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        v.as_deref().map(String::as_str) == Some("new")
+    })
+    .await;
     shutdown.cancel();
     task.await.unwrap();
 }
@@ -123,6 +126,29 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     assert_eq!(t.page(1, Some(110), 10).await.unwrap(), Some(vec![100]), "older than the cursor");
     t.drop_timeline(1).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reading_a_timeline_refreshes_its_lifetime() {
+    let r = redis("tlttl:").await;
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    t.fill(7, &[70, 60]).await.unwrap();
+    let keys = [r.key("tl:7"), r.key("tlok:7")];
+    let mut conn = r.conn().await.unwrap();
+    // Most of the lifetime has passed (as if the last write were long ago).
+    for k in &keys {
+        let _: () = redis::cmd("EXPIRE").arg(k).arg(5).query_async(&mut conn).await.unwrap();
+    }
+    assert_eq!(t.page(7, None, 10).await.unwrap(), Some(vec![70, 60]));
+    for k in &keys {
+        let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 5, "{k}: the read restored the lifetime (ttl {ttl} of 600 s)");
+    }
+    // A cold timeline stays cold: the refresh creates nothing.
+    assert_eq!(t.page(8, None, 10).await.unwrap(), None);
+    let exists: i64 =
+        redis::cmd("EXISTS").arg(r.key("tl:8")).arg(r.key("tlok:8")).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0);
 }
 
 #[tokio::test]
