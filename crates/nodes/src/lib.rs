@@ -14,8 +14,11 @@ mod redis;
 pub use error::{Error, LogTail};
 pub use postgres::{
     Durability, PostgresSpec, StopMode, base_backup, init_postgres, pg_bin, postgres_running, postgres_url,
-    postmaster_pid, promote_postgres, reload_postgres, rewind_postgres, standby_conf, start_postgres,
-    stop_postgres,
+    postmaster_pid, promote_postgres, reload_postgres, rewind_postgres, running_postmaster, standby_conf,
+    start_postgres, stop_postgres,
 };
-pub use process::{free_port, log_tail, pid_alive, random_secret, stop_pid, wait_tcp};
+pub use process::{
+    ProcessId, free_port, log_tail, pid_alive, process_start_time, random_secret, read_pid_file, stop_pid,
+    stop_process, wait_tcp, write_pid_file,
+};
 pub use redis::{RedisSpec, redis_command, redis_ping, redis_server_bin, start_redis};

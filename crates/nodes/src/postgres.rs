@@ -229,7 +229,13 @@ pub fn start_postgres(spec: &PostgresSpec) -> Result<(), Error> {
     let mut cmd = pg_command("pg_ctl", user.as_ref())?;
     cmd.args(["start", "-w", "-t", "60", "-D"]).arg(&spec.data_dir).arg("-l").arg(&spec.log_file);
     cmd.process_group(0);
-    run(cmd, &spec.what("start"), Some(&spec.log_file)).map(drop)
+    let started = run(cmd, &spec.what("start"), Some(&spec.log_file)).map(drop);
+    if started.is_err() && postgres_running(&spec.data_dir) {
+        // pg_ctl gave up waiting, but the server may still come up: a failed
+        // start leaves nothing running.
+        let _ = stop_postgres(&spec.data_dir, StopMode::Immediate);
+    }
+    started
 }
 
 /// Makes `replica.data_dir` a copy of the running server `primary` with
@@ -331,7 +337,7 @@ fn remove_stale_lock_files(spec: &PostgresSpec) -> Result<(), Error> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
             let pid = fs::read_to_string(entry.path()).ok().and_then(|t| first_line_pid(&t));
-            if !pid.is_some_and(pid_alive) {
+            if !pid.is_some_and(|pid| is_postmaster_of(pid, &spec.data_dir)) {
                 stale.push(entry.path());
                 stale.push(spec.socket_dir.join(name.trim_end_matches(".lock")));
             }
@@ -389,7 +395,7 @@ pub fn stop_postgres(data_dir: &Path, mode: StopMode) -> Result<(), Error> {
     };
     cmd.args(["stop", "-w", "-t", "60", "-m", mode, "-D"]).arg(data_dir);
     let what = format!("stop PostgreSQL (data directory {})", data_dir.display());
-    let pid = postmaster_pid(data_dir);
+    let pid = running_postmaster(data_dir);
     match run(cmd, &what, None) {
         // It may have stopped by itself meanwhile.
         Err(_) if !postgres_running(data_dir) => {}
@@ -407,14 +413,37 @@ pub fn stop_postgres(data_dir: &Path, mode: StopMode) -> Result<(), Error> {
 }
 
 /// Whether a server is running in `data_dir`: its `postmaster.pid` names a live
-/// process (not a zombie). Falls back to `pg_ctl status` when the lock file
+/// process (not a zombie) that is that data directory's postmaster (see
+/// [`running_postmaster`]). Falls back to `pg_ctl status` when the lock file
 /// cannot be read by this user.
 pub fn postgres_running(data_dir: &Path) -> bool {
     match fs::read_to_string(data_dir.join("postmaster.pid")) {
-        Ok(text) => first_line_pid(&text).is_some_and(pid_alive),
+        Ok(text) => first_line_pid(&text).is_some_and(|pid| is_postmaster_of(pid, data_dir)),
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(_) => pg_ctl_status(data_dir),
     }
+}
+
+/// The pid of the server running in `data_dir`, from its `postmaster.pid`,
+/// only if that process is alive and works in `data_dir` (a postmaster's
+/// working directory is its data directory): a stale lock file whose pid an
+/// unrelated process reused names no server.
+pub fn running_postmaster(data_dir: &Path) -> Option<u32> {
+    postmaster_pid(data_dir).filter(|pid| is_postmaster_of(*pid, data_dir))
+}
+
+/// Whether process `pid` is alive and runs in `data_dir` (where procfs can tell).
+fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    if !Path::new("/proc/self/cwd").exists() {
+        return true;
+    }
+    let (Ok(cwd), Ok(dir)) = (fs::read_link(format!("/proc/{pid}/cwd")), data_dir.canonicalize()) else {
+        return false;
+    };
+    cwd == dir
 }
 
 fn pg_ctl_status(data_dir: &Path) -> bool {

@@ -89,39 +89,111 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or `None` when it does not exist or procfs cannot tell.
+/// With the pid it identifies a process: a pid reused by another process has
+/// another start time.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name start at field 3 (the state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// A process identified by its pid and its start time, so that a process that
+/// reused the pid of a dead one is never taken for it (nor signalled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// Its start time (see [`process_start_time`]).
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// Process `pid` as it is now, if it runs and procfs tells its start time.
+    pub fn of(pid: u32) -> Option<ProcessId> {
+        if !pid_alive(pid) {
+            return None;
+        }
+        process_start_time(pid).map(|start| ProcessId { pid, start })
+    }
+
+    /// Whether this very process still runs (same pid, same start time, not a zombie).
+    pub fn alive(&self) -> bool {
+        pid_alive(self.pid) && process_start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Writes `process` into the pid file `path` as `PID START` (see [`read_pid_file`]).
+pub fn write_pid_file(path: &Path, process: ProcessId) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(Error::io(format!("create directory {}", dir.display())))?;
+    }
+    fs::write(path, format!("{} {}\n", process.pid, process.start))
+        .map_err(Error::io(format!("write {}", path.display())))
+}
+
+/// The process the pid file `path` names, if that very process still runs:
+/// a file without a start time, or naming a dead process or one that reused
+/// its pid (another start time), gives `None`.
+pub fn read_pid_file(path: &Path) -> Option<ProcessId> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let start = fields.next()?.parse().ok()?;
+    let process = ProcessId { pid, start };
+    process.alive().then_some(process)
+}
+
 /// Stops process `pid`: SIGTERM, wait up to `grace` for it to exit, then
 /// SIGKILL and wait a little more. Ok if the process is (or already was) gone.
 /// If it is a child of this process, it is also reaped (no zombie is left).
 pub fn stop_pid(pid: u32, grace: Duration) -> Result<(), Error> {
-    let result = signal_and_wait(pid, grace);
+    let result = signal_and_wait(pid, grace, &|| pid_alive(pid));
+    reap(pid);
+    result
+}
+
+/// Stops `process` like [`stop_pid`], but only that very process: a process
+/// that reused its pid is never signalled. Ok if it is (or already was) gone.
+pub fn stop_process(process: ProcessId, grace: Duration) -> Result<(), Error> {
+    let result = signal_and_wait(process.pid, grace, &|| process.alive());
+    reap(process.pid);
+    result
+}
+
+/// Reaps `pid` if it is a child of this process that exited (no zombie is left).
+fn reap(pid: u32) {
     if let Ok(raw) = i32::try_from(pid) {
         // ECHILD when it is not our child: nothing to reap.
         let _ = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
     }
-    result
 }
 
-fn signal_and_wait(pid: u32, grace: Duration) -> Result<(), Error> {
+/// SIGTERM, up to `grace` for it to exit, then SIGKILL; each signal only while
+/// `running` says the process is still the one meant.
+fn signal_and_wait(pid: u32, grace: Duration, running: &dyn Fn() -> bool) -> Result<(), Error> {
     let raw = i32::try_from(pid)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| Error::Stop { pid, reason: "not a valid process id".into() })?;
     let target = Pid::from_raw(raw);
-    if !pid_alive(pid) {
+    if !running() {
         return Ok(());
     }
     match signal::kill(target, Signal::SIGTERM) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => return Err(Error::Stop { pid, reason: format!("SIGTERM: {e}") }),
     }
-    if poll_until(grace, || !pid_alive(pid)) {
+    if poll_until(grace, || !running()) {
         return Ok(());
     }
     match signal::kill(target, Signal::SIGKILL) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => return Err(Error::Stop { pid, reason: format!("SIGKILL: {e}") }),
     }
-    if poll_until(Duration::from_secs(10), || !pid_alive(pid)) {
+    if poll_until(Duration::from_secs(10), || !running()) {
         Ok(())
     } else {
         Err(Error::Stop { pid, reason: "still alive 10s after SIGKILL".into() })

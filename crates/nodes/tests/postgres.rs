@@ -3,7 +3,6 @@
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use nodes::{
     Durability, Error, PostgresSpec, StopMode, init_postgres, pg_bin, pid_alive, postgres_running,
@@ -46,6 +45,15 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
 
 fn free_port() -> u16 {
     nodes::free_port(LOCALHOST).unwrap()
+}
+
+/// A crash: SIGKILL to the postmaster, then wait until it is gone (its lock
+/// file stays behind, naming a dead or zombie pid).
+async fn sigkill_postmaster(data_dir: &Path) {
+    let pid = postmaster_pid(data_dir).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    testkit::eventually("the killed postmaster to be gone", async || !pid_alive(pid)).await;
 }
 
 fn assert_gone(data_dir: &Path, pid: u32) {
@@ -112,8 +120,8 @@ async fn restarts_after_immediate_stop_and_after_sigkill() {
     drop(client);
 
     // A crash: the lock file stays behind, naming a dead (or zombie) pid.
-    let pid = postmaster_pid(&pg.spec.data_dir).unwrap();
-    nodes::stop_pid(pid, Duration::ZERO).unwrap();
+    sigkill_postmaster(&pg.spec.data_dir).await;
+    assert!(postmaster_pid(&pg.spec.data_dir).is_some(), "a crash leaves its lock file");
     assert!(!postgres_running(&pg.spec.data_dir));
     start_postgres(&pg.spec).unwrap();
     let client = connect(&pg.spec.url("postgres")).await.unwrap();
@@ -156,22 +164,20 @@ fn closed_directory_is_reported_when_root() {
     assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
 
-/// Rows of table `t` on the server at `url`, in order; waits (with a deadline)
-/// for the server to accept connections and the table to reach `want` rows.
+/// Rows of table `t` on the server at `url`, in order, once the server
+/// accepts connections and the table has `want` rows.
 async fn rows_eventually(url: &str, want: usize) -> Vec<i32> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let mut got = Vec::new();
+    testkit::eventually(&format!("{want} rows in t on {url}"), async || {
         if let Ok(client) = connect(url).await
             && let Ok(rows) = client.query("SELECT v FROM t ORDER BY v", &[]).await
         {
-            let got: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-            if got.len() == want || std::time::Instant::now() > deadline {
-                return got;
-            }
+            got = rows.iter().map(|r| r.get(0)).collect();
         }
-        assert!(std::time::Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        got.len() == want
+    })
+    .await;
+    got
 }
 
 #[tokio::test]
@@ -193,8 +199,7 @@ async fn a_crashed_primary_is_rewound_into_a_replica_of_the_promoted_one() {
     stop_postgres(&replica.spec.data_dir, StopMode::Fast).unwrap();
     client.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
     drop(client);
-    let pid = postmaster_pid(&primary.spec.data_dir).unwrap();
-    nodes::stop_pid(pid, Duration::ZERO).unwrap();
+    sigkill_postmaster(&primary.spec.data_dir).await;
 
     // The replica is promoted and moves on without that write.
     start_postgres(&replica.spec).unwrap();
@@ -218,4 +223,31 @@ async fn a_crashed_primary_is_rewound_into_a_replica_of_the_promoted_one() {
     assert!(row.get::<_, bool>(0), "the old primary came back as a replica");
     let err = c.batch_execute("INSERT INTO t VALUES (4)").await.expect_err("read-only");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{err}");
+}
+
+/// A `postmaster.pid` left by a crash whose pid now belongs to an unrelated
+/// process: no server runs there, the process is never signalled, and the
+/// server starts.
+#[tokio::test]
+async fn a_stale_lock_file_naming_an_unrelated_process_is_not_a_server() {
+    let pg = PgGuard::new(free_port());
+    init_postgres(&pg.spec).unwrap();
+    start_postgres(&pg.spec).unwrap();
+    sigkill_postmaster(&pg.spec.data_dir).await;
+    let mut unrelated = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    let lock = pg.spec.data_dir.join("postmaster.pid");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let rest = text.split_once('\n').unwrap().1;
+    std::fs::write(&lock, format!("{}\n{rest}", unrelated.id())).unwrap();
+
+    assert!(!postgres_running(&pg.spec.data_dir));
+    assert_eq!(nodes::running_postmaster(&pg.spec.data_dir), None);
+    stop_postgres(&pg.spec.data_dir, StopMode::Fast).unwrap();
+    assert!(unrelated.try_wait().unwrap().is_none(), "the unrelated process was signalled");
+    start_postgres(&pg.spec).unwrap();
+    assert!(postgres_running(&pg.spec.data_dir));
+    assert_ne!(nodes::running_postmaster(&pg.spec.data_dir), Some(unrelated.id()));
+    assert!(unrelated.try_wait().unwrap().is_none(), "the unrelated process was signalled");
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
 }
