@@ -12,11 +12,44 @@ use std::time::Duration;
 use sharding::{PostId, ShardId};
 use tokio_postgres::types::Json;
 
-use crate::queries::{POST_COLUMNS, rows};
-use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage};
+use crate::queries::{POST_COLUMNS, post_from, rows};
+use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage};
 
 /// The job kind that makes a photo's thumbnails.
 pub const PHOTO_JOB: &str = "photo";
+
+/// The job kind that fans a text post out into its readers' timelines: the
+/// post's outbox entry, written with the post.
+pub const FANOUT_JOB: &str = "fanout";
+
+/// How long after its post a fan-out job becomes due. The web server that wrote
+/// the post fans it out at once and deletes the job well before this; the job runs
+/// only if that fan-out failed or the server died after the commit.
+pub const FANOUT_DELAY: Duration = Duration::from_secs(30);
+
+/// Attempts a fan-out job gets before it is a dead letter.
+pub const FANOUT_MAX_ATTEMPTS: i32 = 10;
+
+/// The claim statement of [`Data::claim_jobs`] (public so the queue benchmark
+/// measures and explains exactly this). `$1` the worker, `$2` the lease in
+/// milliseconds, `$3` the most jobs to claim.
+///
+/// One indexed step per kind of due job: jobs whose lease lapsed (their worker
+/// died; `jobs_leased`) first, then ready jobs in `run_at` order (`jobs_due`).
+/// An `OR` of the two conditions in one `SELECT` would keep PostgreSQL from
+/// using either partial index and scan and sort every due job (11 ms per claim
+/// at 20k jobs).
+pub const CLAIM_JOBS_SQL: &str = "WITH ready AS ( \
+    SELECT job_id FROM jobs WHERE state = 'ready' AND run_at <= now() \
+    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+ lapsed AS ( \
+    SELECT job_id FROM jobs WHERE state = 'running' AND locked_until < now() \
+    ORDER BY locked_until LIMIT $3 FOR UPDATE SKIP LOCKED), \
+ due AS (SELECT job_id FROM lapsed UNION ALL SELECT job_id FROM ready LIMIT $3) \
+ UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
+    locked_until = now() + $2 * interval '1 millisecond' \
+ FROM due WHERE j.job_id = due.job_id \
+ RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts";
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -42,7 +75,59 @@ impl Data {
                         SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5 FROM p) \
              SELECT {POST_COLUMNS} FROM p"
         );
-        self.insert_post(author, &sql, "create_photo_post", &[&author, &caption, &photo, &max_attempts]).await
+        let row = self
+            .insert_post(author, &sql, "create_photo_post", &[&author, &caption, &photo, &max_attempts])
+            .await?;
+        Ok(post_from(&row))
+    }
+
+    /// Create a text post by `author`, count it on the author's profile, and
+    /// enqueue its fan-out job ([`FANOUT_JOB`], due after [`FANOUT_DELAY`]): one
+    /// statement, so the post and its outbox entry commit together. The caller
+    /// fans the post out at once and then drops the job with
+    /// [`Data::delete_queued_job`]; if it fails or dies first, a worker runs the job.
+    pub async fn create_post_queued(
+        &self,
+        author: i64,
+        caption: &str,
+    ) -> Result<(PostRecord, QueuedJob), DataError> {
+        let sql = format!(
+            "WITH p AS (INSERT INTO posts (post_id, user_id, caption) \
+                        SELECT $1, user_id, $3 FROM users WHERE user_id = $2 RETURNING *), \
+                  u AS (UPDATE users SET posts_count = posts_count + 1 \
+                        WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
+                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts, run_at) \
+                        SELECT '{FANOUT_JOB}', user_id, jsonb_build_object('post_id', post_id), $4, \
+                               now() + $5 * interval '1 millisecond' FROM p RETURNING job_id) \
+             SELECT {POST_COLUMNS}, (SELECT job_id FROM j) AS job_id FROM p"
+        );
+        let delay = millis(FANOUT_DELAY);
+        let row = self
+            .insert_post(author, &sql, "create_post", &[&author, &caption, &FANOUT_MAX_ATTEMPTS, &delay])
+            .await?;
+        let shard = self.shard_map().shard_of_user(author);
+        Ok((post_from(&row), QueuedJob { shard, job_id: row.get("job_id") }))
+    }
+
+    /// Drop a job that is no longer needed before it ran (a text post's fan-out,
+    /// done by the web server that wrote the post): one statement. False if a
+    /// worker has claimed it meanwhile (it then runs; handlers are idempotent) or
+    /// it is gone. Not tracked for read-your-writes: nobody reads a job's absence
+    /// from a replica, so no LSN is fetched after it.
+    pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
+        let shard = job.shard;
+        let started = std::time::Instant::now();
+        let server = self.primary_server(shard)?;
+        let client = crate::connect(&server, shard).await?;
+        let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' RETURNING 1";
+        let row = async {
+            let stmt = client.prepare_cached(sql).await?;
+            client.query_opt(&stmt, &[&job.job_id]).await
+        }
+        .await
+        .map_err(DataError::db(shard))?;
+        self.record("delete_queued_job", shard, started);
+        Ok(row.is_some())
     }
 
     /// Record a processed photo's thumbnails and mark its post ready. Idempotent:
@@ -107,24 +192,7 @@ impl Data {
     ) -> Result<Vec<Job>, DataError> {
         let rows = self
             .write("claim_jobs", shard, |client| async move {
-                let stmt = client
-                    .prepare_cached(
-                        // One indexed step per kind of due job (an OR of the two would
-                        // scan and sort every due job: 11 ms per claim at 20k jobs).
-                        "WITH ready AS ( \
-                    SELECT job_id FROM jobs WHERE state = 'ready' AND run_at <= now() \
-                    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
-                 lapsed AS ( \
-                    SELECT job_id FROM jobs WHERE state = 'running' AND locked_until < now() \
-                    ORDER BY locked_until LIMIT $3 FOR UPDATE SKIP LOCKED), \
-                 due AS (SELECT job_id FROM lapsed UNION ALL SELECT job_id FROM ready LIMIT $3) \
-                 UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
-                    locked_until = now() + $2 * interval '1 millisecond' \
-                 FROM due WHERE j.job_id = due.job_id \
-                 RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts",
-                    )
-                    .await
-                    .map_err(DataError::db(shard))?;
+                let stmt = client.prepare_cached(CLAIM_JOBS_SQL).await.map_err(DataError::db(shard))?;
                 client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))
             })
             .await?;
@@ -149,6 +217,20 @@ impl Data {
             "DELETE FROM jobs WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
             &[&job.job_id, &worker],
             "complete_job",
+        )
+        .await
+    }
+
+    /// Extend `worker`'s lease on a running job to `lease` from now (the running
+    /// worker's heartbeat). False if `worker` no longer holds it: its lease lapsed
+    /// and another worker claimed it, or it was finished.
+    pub async fn renew_job(&self, job: &Job, worker: &str, lease: Duration) -> Result<bool, DataError> {
+        self.job_update(
+            job,
+            "UPDATE jobs SET locked_until = now() + $3 * interval '1 millisecond' \
+             WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
+            &[&job.job_id, &worker, &millis(lease)],
+            "renew_job",
         )
         .await
     }

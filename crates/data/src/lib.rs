@@ -31,8 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use consistency::{Lsns, primary_reads};
 pub use error::DataError;
-pub use jobs::PHOTO_JOB;
-pub use model::{Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, StoredImage, UserRecord};
+pub use jobs::{CLAIM_JOBS_SQL, FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
+pub use model::{
+    Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage, UserRecord,
+};
 pub use sharding::{PostId, ShardId};
 
 mod embedded {

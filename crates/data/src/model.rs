@@ -89,6 +89,15 @@ pub struct Job {
     pub max_attempts: i32,
 }
 
+/// A job just enqueued, named so its producer can drop it before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// The shard whose queue holds it.
+    pub shard: sharding::ShardId,
+    /// Id within that shard.
+    pub job_id: i64,
+}
+
 /// A shard queue's state, for metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStats {

@@ -26,7 +26,7 @@ fn user_from(row: &Row) -> UserRecord {
     }
 }
 
-fn post_from(row: &Row) -> PostRecord {
+pub(crate) fn post_from(row: &Row) -> PostRecord {
     PostRecord {
         post_id: row.get("post_id"),
         user_id: row.get("user_id"),
@@ -253,20 +253,14 @@ impl Data {
         Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
     }
 
-    /// Create a post by `author` and count it on the author's profile.
+    /// Create a text post by `author`, count it on the author's profile, and
+    /// enqueue its fan-out job (see [`Data::create_post_queued`]).
     pub async fn create_post(&self, author: i64, caption: &str) -> Result<PostRecord, DataError> {
-        let sql = format!(
-            "WITH p AS (INSERT INTO posts (post_id, user_id, caption) \
-                        SELECT $1, user_id, $3 FROM users WHERE user_id = $2 RETURNING *), \
-                  u AS (UPDATE users SET posts_count = posts_count + 1 \
-                        WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)) \
-             SELECT {POST_COLUMNS} FROM p"
-        );
-        self.insert_post(author, &sql, "create_post", &[&author, &caption]).await
+        Ok(self.create_post_queued(author, caption).await?.0)
     }
 
     /// Run `sql`, an insert of a new post by `author` whose `$1` is the post id and
-    /// whose further parameters are `rest`, returning the post. Another process may,
+    /// whose further parameters are `rest`, returning its row. Another process may,
     /// very rarely, have made the same id in the same millisecond: then another id
     /// is drawn.
     pub(crate) async fn insert_post(
@@ -275,7 +269,7 @@ impl Data {
         sql: &str,
         op: &'static str,
         rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<PostRecord, DataError> {
+    ) -> Result<Row, DataError> {
         let shard = self.shard_map().shard_of_user(author);
         self.write(op, shard, |client| async move {
             let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
@@ -284,7 +278,7 @@ impl Data {
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
                 params.extend_from_slice(rest);
                 match client.query_opt(&stmt, &params).await.map_err(DataError::db(shard)) {
-                    Ok(Some(row)) => return Ok(post_from(&row)),
+                    Ok(Some(row)) => return Ok(row),
                     Ok(None) => return Err(DataError::NotFound),
                     Err(e) if e.is_unique_violation() => continue,
                     Err(e) => return Err(e),

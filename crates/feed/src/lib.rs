@@ -1,8 +1,10 @@
 //! Fan-out on write: a new post's id goes into its readers' cached timelines.
 //!
-//! Used by the web tier for text posts (at once) and by the workers for photo posts
-//! (once processed). Fan-out is idempotent (a timeline is a set), so a job that runs
-//! twice does no harm.
+//! Used by the web tier for text posts (at once, with a `fanout` job written with
+//! the post as its outbox: a worker runs it if the web's fan-out failed or the web
+//! server died) and by the workers for photo posts (once processed) and for those
+//! outbox jobs. Fan-out is idempotent (a timeline is a set), so a job that runs
+//! twice does no harm; a failed fan-out is reported, so its job runs again.
 #![forbid(unsafe_code)]
 
 use cache::{Invalidator, Timelines};
@@ -24,10 +26,32 @@ pub enum FanOut {
     Celebrity,
 }
 
+/// Why a fan-out did not reach every reader. The post is committed; fan-out is
+/// idempotent, so the caller retries it (a worker job) rather than lose it until
+/// the timelines' TTL.
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    /// The author's followers could not be listed.
+    #[error("listing the followers: {0}")]
+    Followers(#[source] data::DataError),
+    /// Pushing into the timelines failed.
+    #[error("pushing into {readers} timelines: {source}")]
+    Timelines {
+        /// How many timelines were to get the post.
+        readers: usize,
+        /// The Redis error.
+        #[source]
+        source: cache::RedisError,
+    },
+    /// The cached list of a celebrity's newest posts could not be invalidated.
+    #[error("invalidating the celebrity's cached posts")]
+    Invalidation,
+}
+
 /// Put `post_id` by `author` into its readers' timelines. Users with at least
-/// `celebrity_threshold` followers are not fanned out. Failures are logged, not
-/// returned: the post is committed, and a timeline that missed it is rebuilt from
-/// the database when it goes cold.
+/// `celebrity_threshold` followers are not fanned out: their cached list of
+/// newest posts is invalidated instead. Any failure is returned: the caller
+/// must make sure the fan-out runs again (it is idempotent: a timeline is a set).
 pub async fn fan_out(
     data: &Data,
     timelines: &Timelines,
@@ -36,22 +60,20 @@ pub async fn fan_out(
     post_id: i64,
     author: i64,
     followers_count: i64,
-) -> FanOut {
+) -> Result<FanOut, FanOutError> {
     let mut owners = vec![author];
     let outcome = if followers_count >= celebrity_threshold {
-        invalidator.invalidate(CELEBRITY_POSTS_CACHE, &author.to_string()).await;
+        if !invalidator.invalidate(CELEBRITY_POSTS_CACHE, &author.to_string()).await {
+            return Err(FanOutError::Invalidation);
+        }
         FanOut::Celebrity
     } else {
-        match data.followers(author).await {
-            Ok(followers) => owners.extend(followers),
-            Err(e) => {
-                tracing::warn!(error = %e, "fan-out: could not list followers; their feeds rebuild later")
-            }
-        }
+        owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
         FanOut::Pushed(owners.len())
     };
-    if let Err(e) = timelines.push(post_id, &owners).await {
-        tracing::warn!(error = %e, readers = owners.len(), "fan-out to timelines failed");
-    }
-    outcome
+    timelines
+        .push(post_id, &owners)
+        .await
+        .map_err(|source| FanOutError::Timelines { readers: owners.len(), source })?;
+    Ok(outcome)
 }

@@ -419,19 +419,26 @@ pub async fn set_follow(
 }
 
 /// Publish a text post and fan it out.
+///
+/// The post and its `fanout` job (the outbox, due in `data::FANOUT_DELAY`) commit
+/// together. The fan-out runs here at once; when it succeeds the job is deleted
+/// (one statement). When it fails, or this server dies after the commit, a worker
+/// runs the job later, so no follower's timeline misses the post.
 pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result<PostView, ApiError> {
     let caption = check_caption(caption)?;
-    let post = state.data().create_post(author, &caption).await?;
+    let (post, job) = state.data().create_post_queued(author, &caption).await?;
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
-    fan_out(state, &post, &profile).await;
+    fan_out(state, &post, &profile, &job).await;
     Ok(post_view(media_base(state), &post, &profile, Some(false)))
 }
 
-async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord) {
+/// Fan a new text post out now and, once done, drop its outbox job; on failure the
+/// job stays for a worker.
+async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord, job: &data::QueuedJob) {
     let threshold = state.config().feed.celebrity_threshold;
     let (data, timelines, invalidator) = (state.data(), state.timelines(), &state.caches().invalidator);
-    feed::fan_out(
+    let fanned = feed::fan_out(
         data,
         timelines,
         invalidator,
@@ -441,6 +448,16 @@ async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord) {
         author.followers_count,
     )
     .await;
+    match fanned {
+        Ok(_) => {
+            if let Err(e) = data.delete_queued_job(job).await {
+                tracing::warn!(error = %e, job_id = job.job_id, "could not drop a done fan-out job; a worker repeats it (harmless)");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, post_id = post.post_id, job_id = job.job_id, "fan-out failed; a worker runs its job later");
+        }
+    }
 }
 
 /// Publish a photo post: validate and store the photo, then write the post (state

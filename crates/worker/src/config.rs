@@ -70,7 +70,7 @@ pub struct QueueSection {
     /// Jobs run at once.
     pub concurrency: usize,
     /// Seconds a claimed job stays leased; a worker that dies loses its jobs to
-    /// others after this long.
+    /// others after this long. A running job's lease is renewed every third of it.
     pub lease_secs: u64,
     /// Milliseconds to wait before looking again at an empty queue.
     pub poll_ms: u64,
@@ -105,6 +105,11 @@ pub struct ChaosSection {
     pub stall_after_claim: bool,
     /// Job kinds whose every attempt fails, to exercise retries and dead letters.
     pub fail_kinds: Vec<String>,
+    /// While this file exists, a photo job waits after its thumbnails are stored
+    /// and before they are recorded: lets tests kill the worker, or take its
+    /// database away, at the most delicate point of a job, and let it go on by
+    /// removing the file.
+    pub hold_before_finish: Option<PathBuf>,
 }
 
 /// A configuration that cannot run.
@@ -161,6 +166,12 @@ impl WorkerConfig {
     /// How long a claim lasts.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.worker.lease_secs)
+    }
+
+    /// How often a running job's lease is renewed: three times per lease, so two
+    /// renewals in a row may fail (a database hiccup) before it lapses.
+    pub fn heartbeat(&self) -> Duration {
+        self.lease() / 3
     }
 
     /// Delay before attempt `attempts + 1`: exponential, capped, with ±20% jitter so

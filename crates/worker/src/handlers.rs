@@ -1,9 +1,14 @@
 //! Job handlers. Each is idempotent: a job may run more than once (a worker died
 //! after doing the work but before completing the job).
+//!
+//! Every read a handler makes goes to the shard's primary ([`data::primary_reads`]):
+//! a job is due as soon as its transaction commits, when a replica (even one within
+//! the lag bound) may not have the row yet, or may have an older follower list.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use data::{Change, Job, PostId, StoredImage};
+use data::{Change, Job, PostId, PostRecord, StoredImage};
 
 use crate::{Context, JobError};
 
@@ -19,14 +24,21 @@ fn retry(what: &str) -> impl FnOnce(data::DataError) -> JobError + '_ {
     move |e| JobError::Retry(format!("{what}: {e}"))
 }
 
+/// The job's post, read on the primary. A job is written in the same transaction
+/// as its post, so a post not found is a retry (bounded by the job's attempts),
+/// never a success that would leave the post unprocessed.
+async fn load_post(ctx: &Context, id: PostId) -> Result<PostRecord, JobError> {
+    data::primary_reads(ctx.data().post(id))
+        .await
+        .map_err(retry("loading the post"))?
+        .ok_or_else(|| JobError::Retry(format!("post {id} not found on its shard's primary")))
+}
+
 /// Make a photo's thumbnails, record them, mark the post ready, fan it out.
 pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
     let id = post_id(job)?;
     let data = ctx.data();
-    let Some(post) = data.post(id).await.map_err(retry("loading the post"))? else {
-        tracing::info!(post_id = id.get(), "post is gone; nothing to do");
-        return Ok(());
-    };
+    let mut post = load_post(ctx, id).await?;
     let Some(photo) = post.photo.clone() else {
         return Err(JobError::Permanent(format!("post {id} has no photo")));
     };
@@ -34,7 +46,14 @@ pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
         let key = media::ObjectKey::parse(&photo.original.key)
             .map_err(|e| JobError::Permanent(format!("bad original key: {e}")))?;
         let store: Arc<dyn media::ObjectStore> = ctx.inner.store.clone();
-        let limits = media::Limits { max_pixels: ctx.config().media.max_pixels, ..media::Limits::default() };
+        // The original was checked against the upload limits when it was accepted
+        // (and normalizing may have made it larger): only the pixel limit guards
+        // the decoder here.
+        let limits = media::Limits {
+            max_pixels: ctx.config().media.max_pixels,
+            max_bytes: usize::MAX,
+            ..media::Limits::default()
+        };
         let thumbs = tokio::task::spawn_blocking(move || -> Result<Vec<StoredImage>, JobError> {
             let original = store
                 .get(&key)
@@ -56,20 +75,68 @@ pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
         })
         .await
         .map_err(|e| JobError::Retry(format!("thumbnail task: {e}")))??;
+        hold_before_finish(ctx).await;
         let change = data.finish_photo(id, &thumbs).await.map_err(retry("recording thumbnails"))?;
         if change == Change::Unchanged {
-            tracing::info!(post_id = id.get(), "another run recorded the thumbnails first");
+            // Another run recorded its (identical) thumbnails first, or the post
+            // failed meanwhile: look again before fanning it out.
+            tracing::info!(post_id = id.get(), "the post was no longer processing");
+            post = load_post(ctx, id).await?;
+        } else {
+            post.status = "ready".into();
         }
-        ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await;
     }
-    // Ready (now or by an earlier run): fan out. Repeating it is harmless.
-    let author = data.profile(post.user_id).await.map_err(retry("loading the author"))?;
-    let followers = author.map_or(0, |a| a.followers_count);
-    let threshold = ctx.config().feed.celebrity_threshold;
-    let (timelines, invalidator) = (&ctx.inner.timelines, &ctx.inner.invalidator);
-    feed::fan_out(data, timelines, invalidator, threshold, id.get(), post.user_id, followers).await;
+    if post.status != "ready" {
+        tracing::info!(post_id = id.get(), status = %post.status, "post not ready; nothing to fan out");
+        return Ok(());
+    }
+    // Ready (now or by an earlier run): drop the cached `processing` copy, fan
+    // out. Repeating either is harmless, so both run again on every retry.
+    if !ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await {
+        return Err(JobError::Retry("invalidating the cached post failed".into()));
+    }
+    fan_out(ctx, id, post.user_id).await?;
     tracing::info!(post_id = id.get(), "photo ready");
     Ok(())
+}
+
+/// A text post's outbox job: the web server that wrote the post did not confirm
+/// its fan-out (it failed, or the server died after the commit). Fan it out.
+pub(crate) async fn fanout(ctx: &Context, job: &Job) -> Result<(), JobError> {
+    let id = post_id(job)?;
+    let post = load_post(ctx, id).await?;
+    if post.status != "ready" {
+        tracing::info!(post_id = id.get(), status = %post.status, "post not ready; nothing to fan out");
+        return Ok(());
+    }
+    fan_out(ctx, id, post.user_id).await?;
+    tracing::info!(post_id = id.get(), "post fanned out by a worker");
+    Ok(())
+}
+
+/// Fan a ready post out to its author's followers (primary reads). A failure is
+/// a retry: fan-out is idempotent.
+async fn fan_out(ctx: &Context, id: PostId, author: i64) -> Result<(), JobError> {
+    let data = ctx.data();
+    let profile = data::primary_reads(data.profile(author)).await.map_err(retry("loading the author"))?;
+    let followers = profile.map_or(0, |a| a.followers_count);
+    let threshold = ctx.config().feed.celebrity_threshold;
+    let (timelines, invalidator) = (&ctx.inner.timelines, &ctx.inner.invalidator);
+    data::primary_reads(feed::fan_out(data, timelines, invalidator, threshold, id.get(), author, followers))
+        .await
+        .map_err(|e| JobError::Retry(format!("fan-out: {e}")))?;
+    Ok(())
+}
+
+/// Chaos: wait while the configured file exists.
+async fn hold_before_finish(ctx: &Context) {
+    let Some(flag) = &ctx.config().chaos.hold_before_finish else { return };
+    if tokio::fs::try_exists(flag).await.unwrap_or(false) {
+        tracing::warn!(flag = %flag.display(), "chaos: holding before recording the thumbnails");
+        while tokio::fs::try_exists(flag).await.unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A job became a dead letter: leave what it was about in a clear state.

@@ -3,9 +3,10 @@
 //! A [`Worker`] claims jobs from every shard's queue (`FOR UPDATE SKIP LOCKED`, so
 //! workers side by side never hold the same job), runs them, and completes them, or
 //! fails them: retried with exponential backoff, then dead letters with their reason.
-//! A worker that dies loses its leases; its jobs run again elsewhere. On shutdown it
-//! stops claiming, lets running jobs finish within a grace period, and releases
-//! the rest.
+//! A running job's lease is renewed by a heartbeat; a worker that dies loses its
+//! leases and its jobs run again elsewhere, and a worker that finds its lease lost
+//! stops the job. On shutdown it stops claiming (`/readyz` says "draining"), lets
+//! running jobs finish within a grace period, and releases the rest.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 pub use config::WorkerConfig;
 
@@ -153,7 +155,9 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let ctx = self.ctx;
         tracing::info!(worker = ctx.id(), addr = %self.local_addr, "worker running");
-        let health = tokio::spawn(metrics::serve(self.listener, ctx.clone(), shutdown.clone()));
+        // Serves until the jobs are done, so `/readyz` says "draining" meanwhile.
+        let health_stop = CancellationToken::new();
+        let health = tokio::spawn(metrics::serve(self.listener, ctx.clone(), health_stop.clone()));
         let jobs = TaskTracker::new();
         // Cancelled when the grace period is over: unfinished jobs are released.
         let abandon = CancellationToken::new();
@@ -185,6 +189,7 @@ impl Worker {
             abandon.cancel();
             jobs.wait().await;
         }
+        health_stop.cancel();
         let _ = health.await;
         tracing::info!(worker = ctx.id(), "worker stopped");
         Ok(())
@@ -229,38 +234,65 @@ async fn claim_loop(
     }
 }
 
-/// Run one claimed job to an outcome recorded in its queue.
+/// Run one claimed job to an outcome recorded in its queue, in its own span.
 async fn run_job(ctx: &Context, job: Job, abandon: CancellationToken) {
+    let span = tracing::info_span!("job", shard = %job.shard, job_id = job.job_id, kind = %job.kind, attempt = job.attempts);
+    run_job_in_span(ctx, job, abandon).instrument(span).await
+}
+
+/// How an attempt ended.
+enum Ended {
+    /// The handler returned.
+    Ran(Result<(), JobError>),
+    /// The grace period of a shutdown ran out first.
+    Abandoned,
+    /// The lease was lost (the heartbeat found another worker holding the job).
+    LeaseLost,
+}
+
+async fn run_job_in_span(ctx: &Context, job: Job, abandon: CancellationToken) {
     let started = Instant::now();
     let kind = job.kind.clone();
-    let span = tracing::info_span!("job", shard = %job.shard, job_id = job.job_id, kind = %kind, attempt = job.attempts);
-    let _enter = span.enter();
-    if ctx.config().chaos.stall_after_claim {
-        tracing::warn!("chaos: stalling after claim");
-        abandon.cancelled().await;
-    }
-    let outcome = tokio::select! {
-        _ = abandon.cancelled() => None,
-        r = execute(ctx, &job) => Some(r),
+    let work = async {
+        if ctx.config().chaos.stall_after_claim {
+            tracing::warn!("chaos: stalling after claim");
+            std::future::pending::<()>().await;
+        }
+        execute(ctx, &job).await
+    };
+    let ended = tokio::select! {
+        _ = abandon.cancelled() => Ended::Abandoned,
+        () = heartbeat(ctx, &job) => Ended::LeaseLost,
+        r = work => Ended::Ran(r),
     };
     let data = ctx.data();
-    let result = match outcome {
-        None => {
+    let result = match ended {
+        Ended::LeaseLost => {
+            // Whoever holds it now runs it; this attempt's work is dropped (a
+            // thumbnail being made finishes, harmlessly: objects are content-addressed).
+            tracing::warn!("lease lost while running; stopped, another worker holds the job");
+            ctx.inner.metrics.finished(&kind, "lost", started.elapsed());
+            return;
+        }
+        Ended::Abandoned => {
             tracing::info!("released unfinished");
             data.release_job(&job, ctx.id()).await
         }
-        Some(Ok(())) => {
+        Ended::Ran(Ok(())) => {
             ctx.inner.metrics.finished(&kind, "done", started.elapsed());
             data.complete_job(&job, ctx.id()).await
         }
-        Some(Err(e)) => {
+        Ended::Ran(Err(e)) => {
             let permanent = matches!(e, JobError::Permanent(_));
             let dead = permanent || job.attempts >= job.max_attempts;
             let backoff = ctx.config().backoff(job.attempts);
             tracing::warn!(error = %e, dead, "job failed");
             ctx.inner.metrics.finished(&kind, if dead { "dead" } else { "retry" }, started.elapsed());
             let r = data.fail_job(&job, ctx.id(), &e.to_string(), backoff, permanent).await;
-            if dead {
+            // Only the holder that made it a dead letter settles what it was
+            // about: a worker whose lease lapsed must not fail a post another
+            // worker may be finishing.
+            if dead && matches!(r, Ok(true)) {
                 handlers::buried(ctx, &job).await;
             }
             r
@@ -273,6 +305,22 @@ async fn run_job(ctx: &Context, job: Job, abandon: CancellationToken) {
         }
         Err(e) => {
             tracing::error!(error = %e, "recording the job's outcome failed; it runs again after its lease")
+        }
+    }
+}
+
+/// Renew the job's lease every third of it while it runs; return only when the
+/// lease is lost (another worker claimed the job after it lapsed). A renewal that
+/// fails (database unreachable) is tried again at the next beat: the lease may
+/// still hold, and if it lapses the next renewal says so.
+async fn heartbeat(ctx: &Context, job: &Job) {
+    let (every, lease) = (ctx.config().heartbeat(), ctx.config().lease());
+    loop {
+        tokio::time::sleep(every).await;
+        match ctx.data().renew_job(job, ctx.id(), lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "renewing the job's lease failed"),
         }
     }
 }
@@ -290,6 +338,7 @@ async fn execute(ctx: &Context, job: &Job) -> Result<(), JobError> {
     }
     match job.kind.as_str() {
         data::PHOTO_JOB => handlers::photo(ctx, job).await,
+        data::FANOUT_JOB => handlers::fanout(ctx, job).await,
         other => Err(JobError::Permanent(format!("no handler for job kind {other:?}"))),
     }
 }

@@ -22,7 +22,7 @@ use crate::Context;
 struct JobLabels {
     /// The job kind.
     kind: String,
-    /// `done`, `retry` or `dead`.
+    /// `done`, `retry`, `dead`, or `lost` (the lease was lost while it ran).
     outcome: &'static str,
 }
 
