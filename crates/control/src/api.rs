@@ -1,8 +1,12 @@
 //! The controller's HTTP API, used by the `millions` CLI.
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -12,6 +16,8 @@ use crate::{Shared, launch, status};
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/nodes", get(nodes))
         .route("/api/cluster", get(cluster))
         .route("/api/events", get(events))
@@ -20,10 +26,46 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/nodes/{name}/stop", post(stop))
         .route("/api/nodes/{name}/start", post(start))
         .route("/api/shutdown", post(shutdown))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "control API failed");
     }
+}
+
+/// Record each request's route, method, status and latency.
+async fn track(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    shared.metrics.http.observe(telemetry::HttpLabels { route, method, status }, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Ready once every node was started or adopted (the cluster state loaded);
+/// not while starting up, nor once shutting down.
+async fn readyz(State(shared): State<Shared>) -> Response {
+    if shared.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response();
+    }
+    if !shared.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting the nodes").into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
+}
+
+/// Prometheus text: nodes by health (probed now), restarts per node,
+/// failovers, API requests.
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let nodes = status::collect(&shared).await;
+    shared.metrics.set_health(&nodes);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        shared.metrics.registry.render(),
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -171,11 +171,11 @@ async fn failover(
     shared.cluster.update(|s| s.shards[shard as usize].primary = None)?;
     // Fence: if its process still runs (hung, or cut off), it dies now. When it
     // is started again it is not the primary, so it starts as a rewound replica.
-    if let Some(pid) = crate::node_pid(shared, &old.name).await
-        && nodes::pid_alive(pid)
+    if let Some(process) = crate::node_process(shared, &old.name).await
+        && process.alive()
     {
-        tracing::warn!(node = old.name, pid, "fencing the old primary (SIGKILL)");
-        tokio::task::spawn_blocking(move || nodes::stop_pid(pid, Duration::ZERO)).await??;
+        tracing::warn!(node = old.name, pid = process.pid, "fencing the old primary (SIGKILL)");
+        tokio::task::spawn_blocking(move || nodes::stop_process(process, Duration::ZERO)).await??;
     }
     let old_spec = pg_spec(shared, old);
     if nodes::postgres_running(&old_spec.data_dir) {
@@ -273,5 +273,6 @@ async fn failover(
     event.detection_ms = Some(detection.as_millis() as u64);
     event.failover_ms = Some(total.as_millis() as u64);
     shared.cluster.record(event);
+    shared.metrics.failed_over();
     Ok(())
 }

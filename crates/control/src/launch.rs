@@ -36,9 +36,14 @@ pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The directory of node `name`'s data (PostgreSQL's data directory is its `data/`).
+fn node_dir(run_dir: &Path, name: &str) -> std::path::PathBuf {
+    run_dir.join("nodes").join(name)
+}
+
 /// The PostgreSQL spec of node `node`.
 pub(crate) fn pg_spec(shared: &Shared, node: &Node) -> PostgresSpec {
-    let dir = shared.opts.run_dir.join("nodes").join(&node.name);
+    let dir = node_dir(&shared.opts.run_dir, &node.name);
     let mut spec =
         PostgresSpec::new(&dir, node.addr.ip(), node.addr.port(), PG_USER, &shared.secrets.postgres);
     spec.log_file = log_path(&shared.opts.run_dir, &node.name);
@@ -114,16 +119,21 @@ async fn http_ready(addr: std::net::SocketAddr) -> bool {
 /// Start node `name` (used at start-up and by the supervisor and `chaos restart`).
 pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()> {
     let node = shared.opts.topology.node(name).with_context(|| format!("no node named {name}"))?.clone();
-    let (pid, child) = match node.role {
+    let (process, child) = match node.role {
         Role::Postgres => {
             start_postgres_node(shared, &node).await?;
-            (nodes::postmaster_pid(&pg_spec(shared, &node).data_dir), None)
+            (running_process(&shared.opts.run_dir, &node), None)
         }
         Role::Redis => {
             let spec = redis_spec(shared, &node);
             let pid = tokio::task::spawn_blocking(move || nodes::start_redis(&spec)).await??;
-            write_pid_file(shared, &node, pid)?;
-            (Some(pid), None)
+            let process = nodes::ProcessId::of(pid)
+                .with_context(|| format!("{name} (pid {pid}) exited as soon as it was ready"))?;
+            if let Err(e) = nodes::write_pid_file(&pid_file(&shared.opts.run_dir, &name), process) {
+                let _ = tokio::task::spawn_blocking(move || nodes::stop_process(process, STOP_GRACE)).await;
+                return Err(e.into());
+            }
+            (Some(process), None)
         }
         Role::Web | Role::Worker | Role::LoadBalancer => {
             let config = match node.role {
@@ -146,27 +156,26 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
                 .process_group(0)
                 .spawn()
                 .with_context(|| format!("starting {name}"))?;
-            let pid = child.id();
-            write_pid_file(shared, &node, pid)?;
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let mut child = Some(child);
-            while !http_ready(node.addr).await {
-                if let Some(c) = &mut child
-                    && let Ok(Some(status)) = c.try_wait()
-                {
-                    bail!("{name} exited during start-up ({status}):\n{}", nodes::log_tail(&log));
-                }
-                if Instant::now() > deadline {
-                    bail!("{name} was not ready within {READY_TIMEOUT:?}:\n{}", nodes::log_tail(&log));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut child = child;
+            let ready = wait_ready(shared, &node, &mut child, &log).await;
+            if let Err(e) = ready {
+                // Nothing is left running by a start that failed.
+                let pid = child.id();
+                let stopped = tokio::task::spawn_blocking(move || {
+                    let _ = nodes::stop_pid(pid, STOP_GRACE);
+                    child.wait()
+                })
+                .await;
+                tracing::warn!(node = name, stopped = stopped.is_ok(), "stopped a node that failed to start");
+                forget_process(&shared.opts.run_dir, &node);
+                return Err(e);
             }
-            (Some(pid), child)
+            (nodes::ProcessId::of(child.id()), Some(child))
         }
     };
     let mut nodes = shared.nodes.lock().await;
     if let Some(m) = nodes.iter_mut().find(|m| m.node.name == name) {
-        m.pid = pid;
+        m.process = process;
         m.child = child;
         m.stopped_on_purpose = false;
         m.started_at = Some(Instant::now());
@@ -178,30 +187,97 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
-fn pid_file(shared: &Shared, node: &Node) -> std::path::PathBuf {
-    shared.opts.run_dir.join("nodes").join(format!("{}.pid", node.name))
+/// Wait until a just-spawned web server, worker or load balancer answers
+/// `/readyz`; an error if it exits first or is not ready in time.
+async fn wait_ready(
+    shared: &Shared,
+    node: &Node,
+    child: &mut std::process::Child,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let name = &node.name;
+    let process = nodes::ProcessId::of(child.id());
+    if let Some(process) = process {
+        nodes::write_pid_file(&pid_file(&shared.opts.run_dir, name), process)?;
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !http_ready(node.addr).await {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{name} exited during start-up ({status}):\n{}", nodes::log_tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("{name} was not ready within {READY_TIMEOUT:?}:\n{}", nodes::log_tail(log));
+        }
+        if shared.shutdown.is_cancelled() {
+            bail!("{name}: shut down during its start-up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
-/// Remember a process's pid, so that a restarted controller adopts it.
-fn write_pid_file(shared: &Shared, node: &Node, pid: u32) -> anyhow::Result<()> {
-    std::fs::create_dir_all(shared.opts.run_dir.join("nodes"))?;
-    let path = pid_file(shared, node);
-    std::fs::write(&path, format!("{pid}\n")).with_context(|| format!("writing {}", path.display()))
+/// The pid file of node `name` (not PostgreSQL, which keeps its own).
+fn pid_file(run_dir: &Path, name: &str) -> std::path::PathBuf {
+    run_dir.join("nodes").join(format!("{name}.pid"))
 }
 
-/// The pid of `node`'s process if it still runs from an earlier controller
-/// (which crashed or was restarted): that process is adopted, not started again.
-pub(crate) fn running_pid(shared: &Shared, node: &Node) -> Option<u32> {
+/// Forget `node`'s process: it was stopped, or seen dead (its pid file could
+/// otherwise name whatever process reuses the pid).
+pub(crate) fn forget_process(run_dir: &Path, node: &Node) {
+    if node.role != Role::Postgres {
+        let _ = std::fs::remove_file(pid_file(run_dir, &node.name));
+    }
+}
+
+/// `node`'s process if it still runs from an earlier controller (which crashed
+/// or was restarted): that process is adopted, not started again. Only that
+/// very process: a pid file must name its pid and start time, PostgreSQL's
+/// `postmaster.pid` a process working in the node's data directory. A pid file
+/// naming anything else is stale and removed.
+pub(crate) fn running_process(run_dir: &Path, node: &Node) -> Option<nodes::ProcessId> {
     match node.role {
         Role::Postgres => {
-            let dir = pg_spec(shared, node).data_dir;
-            nodes::postgres_running(&dir).then(|| nodes::postmaster_pid(&dir)).flatten()
+            nodes::running_postmaster(&node_dir(run_dir, &node.name).join("data")).and_then(nodes::ProcessId::of)
         }
-        _ => std::fs::read_to_string(pid_file(shared, node))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .filter(|pid| nodes::pid_alive(*pid)),
+        _ => {
+            let path = pid_file(run_dir, &node.name);
+            let found = nodes::read_pid_file(&path);
+            if found.is_none() {
+                let _ = std::fs::remove_file(&path);
+            }
+            found
+        }
     }
+}
+
+/// The nodes of `topology` whose processes still run in `run_dir` without a
+/// controller (it crashed or was killed), in the order to stop them: load
+/// balancers, web servers, workers, Redis, then PostgreSQL.
+pub fn orphans(run_dir: &Path, topology: &topology::Topology) -> Vec<(String, nodes::ProcessId)> {
+    [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres]
+        .into_iter()
+        .flat_map(|role| topology.nodes_of(role))
+        .filter_map(|node| running_process(run_dir, node).map(|p| (node.name.clone(), p)))
+        .collect()
+}
+
+/// Stop every node [`orphans`] finds (PostgreSQL with a fast shutdown, the
+/// others with SIGTERM, then SIGKILL after a grace period); blocking. Returns
+/// the names of the nodes stopped.
+pub fn stop_orphans(run_dir: &Path, topology: &topology::Topology) -> anyhow::Result<Vec<String>> {
+    let mut stopped = vec![];
+    for (name, process) in orphans(run_dir, topology) {
+        let node = topology.node(&name).context("an orphan is a node of the topology")?;
+        match node.role {
+            Role::Postgres => {
+                nodes::stop_postgres(&node_dir(run_dir, &name).join("data"), nodes::StopMode::Fast)?
+            }
+            _ => nodes::stop_process(process, STOP_GRACE)?,
+        }
+        forget_process(run_dir, node);
+        stopped.push(name);
+    }
+    Ok(stopped)
 }
 
 /// The spec `node` runs with now: a standby of `follow`, or a primary when
@@ -316,7 +392,7 @@ pub(crate) async fn stop_node(shared: &Shared, name: &str) -> anyhow::Result<()>
     if let Some(node) = shared.opts.topology.node(name).filter(|n| n.role == Role::Web) {
         crate::lb::drain(shared, node).await;
     }
-    let (node, pid, child) = {
+    let (node, process, child) = {
         let mut nodes = shared.nodes.lock().await;
         let m = nodes
             .iter_mut()
@@ -324,21 +400,24 @@ pub(crate) async fn stop_node(shared: &Shared, name: &str) -> anyhow::Result<()>
             .with_context(|| format!("no node named {name}"))?;
         m.stopped_on_purpose = true;
         m.restart_at = None;
-        (m.node.clone(), m.pid.take(), m.child.take())
+        (m.node.clone(), m.process.take(), m.child.take())
     };
     let spec = pg_spec(shared, &node);
+    let run_dir = shared.opts.run_dir.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         match node.role {
             Role::Postgres => nodes::stop_postgres(&spec.data_dir, nodes::StopMode::Fast)?,
             _ => {
-                if let Some(pid) = pid {
-                    nodes::stop_pid(pid, STOP_GRACE)?;
+                // Known here, or (a start cut short) only by its pid file.
+                if let Some(process) = process.or_else(|| running_process(&run_dir, &node)) {
+                    nodes::stop_process(process, STOP_GRACE)?;
                 }
             }
         }
         if let Some(mut child) = child {
             let _ = child.wait();
         }
+        forget_process(&run_dir, &node);
         Ok(())
     })
     .await?
@@ -354,7 +433,7 @@ pub(crate) async fn running_node(shared: &Shared, name: &str) -> bool {
 pub(crate) async fn kill_node(shared: &Shared, name: &str) -> anyhow::Result<u32> {
     let nodes = shared.nodes.lock().await;
     let m = nodes.iter().find(|m| m.node.name == name).with_context(|| format!("no node named {name}"))?;
-    let pid = m.pid.filter(|p| nodes::pid_alive(*p)).with_context(|| format!("{name} is not running"))?;
+    let pid = m.process.filter(|p| p.alive()).with_context(|| format!("{name} is not running"))?.pid;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
         .with_context(|| format!("killing {name} ({pid})"))?;
     tracing::warn!(node = name, pid, "chaos: killed");
@@ -377,8 +456,16 @@ pub(crate) async fn pg_execute(spec: &PostgresSpec, dbname: &str, sql: &str) -> 
 /// restarted.
 pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
     let topology = shared.opts.topology.clone();
+    // Shutdown (a signal, `down`, `up` giving up) takes effect between steps:
+    // a step under way (initdb, a base backup) runs to its end, and the caller
+    // stops whatever was started.
+    let go_on = || -> anyhow::Result<()> {
+        anyhow::ensure!(!shared.shutdown.is_cancelled(), "shut down during start-up");
+        Ok(())
+    };
     // Primaries.
     for shard in topology.shards() {
+        go_on()?;
         let name =
             shared.cluster.primary(shard.id.0).context("a shard has no primary: run `millions down`")?;
         let node = topology.node(&name).context("the primary is in the topology")?.clone();
@@ -386,6 +473,7 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
             let spec = pg_spec(shared, &node);
             tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL primary");
             tokio::task::spawn_blocking(move || nodes::init_postgres(&spec)).await??;
+            go_on()?;
             start_node(shared, &node.name).await?;
         }
         let spec = pg_spec(shared, &node);
@@ -398,11 +486,13 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
         drop(client);
         let _ = conn.await;
     }
+    go_on()?;
     data::migrate(&shard_urls(shared)).await.context("migrating the shards")?;
     // Replicas.
     for shard in topology.shards() {
         let primary = shared.cluster.primary(shard.id.0);
         for node in topology.shard_nodes(shard.id).filter(|n| Some(&n.name) != primary.as_ref()) {
+            go_on()?;
             if !adopt(shared, node).await {
                 tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL replica");
                 start_node(shared, &node.name).await?;
@@ -420,6 +510,7 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
     }
     for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer] {
         for node in topology.nodes_of(role) {
+            go_on()?;
             if !adopt(shared, node).await {
                 tracing::info!(node = node.name, addr = %node.addr, "starting");
                 start_node(shared, &node.name).await?;
@@ -431,11 +522,11 @@ pub(crate) async fn start_all(shared: &Shared) -> anyhow::Result<()> {
 
 /// Adopt `node` if its process still runs from an earlier controller.
 async fn adopt(shared: &Shared, node: &Node) -> bool {
-    let Some(pid) = running_pid(shared, node) else { return false };
-    tracing::info!(node = node.name, pid, "adopting a running node");
+    let Some(process) = running_process(&shared.opts.run_dir, node) else { return false };
+    tracing::info!(node = node.name, pid = process.pid, "adopting a running node");
     let mut nodes = shared.nodes.lock().await;
     if let Some(m) = nodes.iter_mut().find(|m| m.node.name == node.name) {
-        m.pid = Some(pid);
+        m.process = Some(process);
         m.started_at = Some(Instant::now());
     }
     true
@@ -448,5 +539,54 @@ pub(crate) async fn stop_all(shared: &Shared) {
         if let Err(e) = stop_node(shared, &name).await {
             tracing::error!(node = name, error = format!("{e:#}"), "stopping failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unrelated process, killed when the test ends.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn pid_files_naming_an_unrelated_process_are_neither_adopted_nor_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path();
+        let topology = topology::preset("test").unwrap();
+        let mut sleeper = Sleeper(Command::new("sleep").arg("600").spawn().unwrap());
+        let unrelated = nodes::ProcessId::of(sleeper.0.id()).unwrap();
+        let web = topology.node("dc1-web-1").unwrap();
+        let pg = topology.node("shard0-pg-1").unwrap();
+        let data = node_dir(run_dir, &pg.name).join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // PostgreSQL's lock file left by a crash, its pid now the unrelated process's.
+        std::fs::write(data.join("postmaster.pid"), format!("{}\n{}\n", unrelated.pid, data.display())).unwrap();
+
+        // The pid with a wrong start time (a reused pid), or with none at all.
+        for text in [format!("{} {}\n", unrelated.pid, unrelated.start + 1), format!("{}\n", unrelated.pid)] {
+            std::fs::write(pid_file(run_dir, &web.name), &text).unwrap();
+            assert_eq!(running_process(run_dir, web), None, "{text:?}");
+            assert!(!pid_file(run_dir, &web.name).exists(), "a stale pid file is removed");
+            std::fs::write(pid_file(run_dir, &web.name), &text).unwrap();
+            assert!(orphans(run_dir, &topology).is_empty(), "{text:?}");
+            assert!(stop_orphans(run_dir, &topology).unwrap().is_empty());
+            assert!(sleeper.0.try_wait().unwrap().is_none(), "the unrelated process was signalled");
+        }
+        assert_eq!(running_process(run_dir, pg), None);
+
+        // The node's own process (pid and start time): found, and stopped.
+        nodes::write_pid_file(&pid_file(run_dir, &web.name), unrelated).unwrap();
+        assert_eq!(orphans(run_dir, &topology), vec![(web.name.clone(), unrelated)]);
+        assert_eq!(stop_orphans(run_dir, &topology).unwrap(), vec![web.name.clone()]);
+        assert!(!unrelated.alive(), "the node's own process is stopped");
+        assert!(!pid_file(run_dir, &web.name).exists());
     }
 }

@@ -2,11 +2,17 @@
 //!
 //! The controller starts every node of a [`Topology`] in order — PostgreSQL
 //! primaries (initdb, scram, migrations), their replicas (pg_basebackup through a
-//! replication slot, then streaming), Redis, workers, web servers — each on its own
-//! address, then supervises them: a node that dies is started again with backoff,
-//! unless it was stopped on purpose. Its HTTP API (`/api/...`) is how `millions
-//! status`, `chaos` and `down` talk to it. Load balancers are not run yet (the load
-//! balancer is a later issue); clients use the web servers' addresses.
+//! replication slot, then streaming), Redis, workers, web servers, one load
+//! balancer per data center — each on its own address, then supervises them: a
+//! node that dies is started again with backoff, unless it was stopped on purpose.
+//! Its HTTP API (`/api/...`) is how `millions status`, `chaos` and `down` talk to
+//! it; it also serves `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Every node's process is remembered by pid *and* start time (`nodes/NAME.pid`,
+//! PostgreSQL's own `postmaster.pid` checked against its data directory), so a
+//! restarted controller adopts only its own nodes, and a pid reused by another
+//! process is never adopted nor signalled. When the controller itself is gone,
+//! [`orphans`] finds the nodes it left running and [`stop_orphans`] stops them.
 #![forbid(unsafe_code)]
 
 mod api;
@@ -14,11 +20,13 @@ mod cluster;
 mod failover;
 mod launch;
 pub mod lb;
+mod metrics;
 mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -28,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use topology::{Node, Topology};
 
 pub use cluster::{ClusterState, Event, ShardState};
+pub use launch::{orphans, stop_orphans};
 pub use status::{NodeStatus, PgStatus};
 
 /// How a controller runs.
@@ -118,21 +127,40 @@ pub fn log_path(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join("logs").join(format!("{name}.log"))
 }
 
+/// The supervisor's first wait before restarting a node that died.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A node that ran this long before it died is restarted after [`FIRST_BACKOFF`] again.
+const STABLE_UPTIME: Duration = Duration::from_secs(30);
+
+/// The wait before the next restart of a node that died after running for
+/// `uptime`, when its last wait was `last` (`None`: it never died before):
+/// doubling on each quick death, up to [`MAX_BACKOFF`]; a node that stayed up
+/// [`STABLE_UPTIME`] starts over at [`FIRST_BACKOFF`].
+fn restart_backoff(last: Option<Duration>, uptime: Option<Duration>) -> Duration {
+    match last {
+        Some(last) if uptime.is_none_or(|u| u <= STABLE_UPTIME) => (last * 2).min(MAX_BACKOFF),
+        _ => FIRST_BACKOFF,
+    }
+}
+
 /// One node under supervision.
 #[derive(Debug)]
 struct Managed {
     /// What the topology says about it.
     node: Node,
-    /// Its process id while it runs.
-    pid: Option<u32>,
+    /// Its process (pid and start time) while it runs.
+    process: Option<nodes::ProcessId>,
     /// Its process handle, for the processes started here directly (to reap them).
     child: Option<std::process::Child>,
     /// Stopped by an operator or by shutdown: not restarted.
     stopped_on_purpose: bool,
     /// Times the supervisor started it again after it died.
     restarts: u32,
-    /// Wait before the next restart; doubles on each quick death, up to 30 s.
-    backoff: Duration,
+    /// The wait before its last restart (`None`: it never died), from which
+    /// [`restart_backoff`] makes the next.
+    backoff: Option<Duration>,
     /// When the supervisor may start it again.
     restart_at: Option<Instant>,
     /// When it was last started.
@@ -147,7 +175,7 @@ impl Managed {
             self.child = None;
             return false;
         }
-        self.pid.is_some_and(nodes::pid_alive)
+        self.process.is_some_and(|p| p.alive())
     }
 }
 
@@ -166,6 +194,10 @@ pub(crate) struct Shared {
     api_addr: SocketAddr,
     /// Cancelled to stop the controller (by signal or `POST /api/shutdown`).
     shutdown: CancellationToken,
+    /// Set once every node was started (or adopted): what `/readyz` reports.
+    ready: Arc<AtomicBool>,
+    /// What `/metrics` shows.
+    metrics: metrics::Metrics,
 }
 
 /// Whether node `name` was stopped on purpose (and is not to be replaced or restarted).
@@ -173,9 +205,9 @@ pub(crate) async fn stopped_on_purpose(shared: &Shared, name: &str) -> bool {
     shared.nodes.lock().await.iter().any(|m| m.node.name == name && m.stopped_on_purpose)
 }
 
-/// The process id the controller knows for node `name`.
-pub(crate) async fn node_pid(shared: &Shared, name: &str) -> Option<u32> {
-    shared.nodes.lock().await.iter().find(|m| m.node.name == name).and_then(|m| m.pid)
+/// The process the controller knows for node `name`.
+pub(crate) async fn node_process(shared: &Shared, name: &str) -> Option<nodes::ProcessId> {
+    shared.nodes.lock().await.iter().find(|m| m.node.name == name).and_then(|m| m.process)
 }
 
 /// A controller, bound, not yet started.
@@ -225,15 +257,16 @@ impl Controller {
             .iter()
             .map(|n| Managed {
                 node: n.clone(),
-                pid: None,
+                process: None,
                 child: None,
                 stopped_on_purpose: false,
                 restarts: 0,
-                backoff: Duration::from_secs(1),
+                backoff: None,
                 restart_at: None,
                 started_at: None,
             })
             .collect();
+        let metrics = metrics::Metrics::new(&opts.topology);
         Ok(Controller {
             shared: Shared {
                 opts: Arc::new(opts),
@@ -242,6 +275,8 @@ impl Controller {
                 cluster: Arc::new(cluster),
                 api_addr: listener.local_addr()?,
                 shutdown,
+                ready: Arc::new(AtomicBool::new(false)),
+                metrics,
             },
             listener,
         })
@@ -256,13 +291,14 @@ impl Controller {
         let file = ControlFile { pid: std::process::id(), api: api_addr };
         launch::write_private(&control_file(&shared.opts.run_dir), &serde_json::to_string(&file)?)?;
         tracing::info!(api = %api_addr, topology = shared.opts.topology.name(), "controller starting nodes");
-        let started = tokio::select! {
-            r = launch::start_all(&shared) => r,
-            _ = shared.shutdown.cancelled() => Err(anyhow::anyhow!("shut down during start-up")),
-        };
+        // Not raced against shutdown: a blocking step (initdb, a base backup)
+        // cannot be abandoned half-way, so start_all checks for shutdown between
+        // its steps, and what it started is stopped below either way.
+        let started = launch::start_all(&shared).await;
         if let Err(e) = &started {
             tracing::error!(error = format!("{e:#}"), "start-up failed; stopping what was started");
         } else {
+            shared.ready.store(true, Ordering::SeqCst);
             tracing::info!("every node started; supervising");
             let supervisor = tokio::spawn(supervise(shared.clone()));
             let watcher = tokio::spawn(failover::watch(shared.clone()));
@@ -270,6 +306,7 @@ impl Controller {
             supervisor.abort();
             watcher.abort();
         }
+        shared.ready.store(false, Ordering::SeqCst);
         launch::stop_all(&shared).await;
         let _ = std::fs::remove_file(control_file(&shared.opts.run_dir));
         api.abort();
@@ -300,22 +337,18 @@ async fn supervise(shared: Shared) {
                         && shared.cluster.primary(shard as u16).is_none_or(|p| p == m.node.name)
                 });
                 if m.stopped_on_purpose || failover_decides || m.alive() {
-                    // A node that stayed up a while earns a fresh backoff.
-                    if m.started_at.is_some_and(|t| t.elapsed() > Duration::from_secs(30)) {
-                        m.backoff = Duration::from_secs(1);
-                    }
                     continue;
                 }
                 match m.restart_at {
                     None => {
-                        tracing::warn!(
-                            node = m.node.name,
-                            backoff_ms = m.backoff.as_millis() as u64,
-                            "node died"
-                        );
-                        m.pid = None;
-                        m.restart_at = Some(now + m.backoff);
-                        m.backoff = (m.backoff * 2).min(Duration::from_secs(30));
+                        let backoff = restart_backoff(m.backoff, m.started_at.map(|t| t.elapsed()));
+                        tracing::warn!(node = m.node.name, backoff_ms = backoff.as_millis() as u64, "node died");
+                        m.process = None;
+                        // Its next uptime counts from its next successful start.
+                        m.started_at = None;
+                        launch::forget_process(&shared.opts.run_dir, &m.node);
+                        m.backoff = Some(backoff);
+                        m.restart_at = Some(now + backoff);
                     }
                     Some(at) if at <= now => {
                         m.restart_at = None;
@@ -332,6 +365,7 @@ async fn supervise(shared: Shared) {
                     let mut nodes = shared.nodes.lock().await;
                     if let Some(m) = nodes.iter_mut().find(|m| m.node.name == name) {
                         m.restarts += 1;
+                        shared.metrics.restarted(&name, m.node.role);
                     }
                     tracing::info!(node = name, "node restarted");
                 }
@@ -340,5 +374,79 @@ async fn supervise(shared: Shared) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: String) -> (u16, String) {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let topology = topology::preset("test").unwrap();
+        let opts = ControlOptions {
+            run_dir: dir.path().to_owned(),
+            topology,
+            api: "127.0.0.1:0".parse().unwrap(),
+            exe: "/nonexistent".into(),
+            durability: nodes::Durability::Fast,
+        };
+        let shutdown = CancellationToken::new();
+        let controller = Controller::build(opts, shutdown.clone()).await.unwrap();
+        let shared = controller.shared.clone();
+        let base = format!("http://{}", shared.api_addr);
+        let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
+
+        // Nothing started yet.
+        assert_eq!(get(format!("{base}/readyz")).await.0, 503);
+        assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+        shared.ready.store(true, Ordering::SeqCst);
+        assert_eq!(get(format!("{base}/readyz")).await, (200, "ready".to_owned()));
+
+        shared.metrics.restarted("dc1-web-1", topology::Role::Web);
+        shared.metrics.failed_over();
+        assert_eq!(get(format!("{base}/api/events")).await.0, 200);
+        let (status, text) = get(format!("{base}/metrics")).await;
+        assert_eq!(status, 200);
+        for line in [
+            "millions_control_nodes{health=\"down\"} 6",
+            "millions_control_nodes{health=\"healthy\"} 0",
+            "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 1",
+            "millions_control_node_restarts_total{node=\"shard0-pg-2\",role=\"postgres\"} 0",
+            "millions_control_failovers_total 1",
+            "millions_http_requests_total{route=\"/api/events\",method=\"GET\",status=\"200\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+
+        // Shutting down: no longer ready.
+        shutdown.cancel();
+        assert_eq!(get(format!("{base}/readyz")).await, (503, "stopping".to_owned()));
+        api.abort();
+    }
+
+    #[test]
+    fn restarts_back_off_exponentially_up_to_a_cap_and_start_over_after_a_stable_run() {
+        let quick = Some(Duration::from_millis(200));
+        let mut schedule = vec![];
+        let mut last = None;
+        for _ in 0..8 {
+            let next = restart_backoff(last, quick);
+            schedule.push(next.as_secs());
+            last = Some(next);
+        }
+        assert_eq!(schedule, [1, 2, 4, 8, 16, 30, 30, 30]);
+        // Never started (died during its start): still a quick death.
+        assert_eq!(restart_backoff(Some(Duration::from_secs(4)), None), Duration::from_secs(8));
+        // It ran long enough: the next wait is the first one again.
+        let stable = Some(STABLE_UPTIME + Duration::from_secs(1));
+        assert_eq!(restart_backoff(Some(MAX_BACKOFF), stable), FIRST_BACKOFF);
+        assert_eq!(restart_backoff(None, stable), FIRST_BACKOFF);
     }
 }

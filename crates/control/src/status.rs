@@ -15,7 +15,7 @@ use crate::launch::pg_spec;
 pub struct NodeStatus {
     /// Its unique name.
     pub name: String,
-    /// `postgres`, `redis`, `worker`, `web`.
+    /// `postgres`, `redis`, `worker`, `web`, `lb`.
     pub role: String,
     /// Its data center.
     pub dc: String,
@@ -33,6 +33,19 @@ pub struct NodeStatus {
     pub restarts: u32,
     /// For PostgreSQL nodes.
     pub pg: Option<PgStatus>,
+}
+
+impl NodeStatus {
+    /// `healthy`, `unhealthy` (runs, fails its check), `down` (not running) or
+    /// `stopped` (on purpose): what `millions status` and `/metrics` show.
+    pub fn health(&self) -> &'static str {
+        match (self.running, self.healthy, self.stopped) {
+            (_, _, true) => "stopped",
+            (false, _, _) => "down",
+            (true, false, _) => "unhealthy",
+            (true, true, _) => "healthy",
+        }
+    }
 }
 
 /// A PostgreSQL node's place in its shard.
@@ -69,7 +82,7 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
         let mut nodes = shared.nodes.lock().await;
         nodes
             .iter_mut()
-            .map(|m| (m.node.clone(), m.pid, m.alive(), m.stopped_on_purpose, m.restarts))
+            .map(|m| (m.node.clone(), m.process.map(|p| p.pid), m.alive(), m.stopped_on_purpose, m.restarts))
             .collect()
     };
     // Replication as each running primary reports it: application_name → (state, lag).
