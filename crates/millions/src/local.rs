@@ -145,37 +145,16 @@ async fn fetch_nodes(api: SocketAddr) -> anyhow::Result<NodesReply> {
     Ok(r.error_for_status()?.json().await?)
 }
 
-/// `millions up`.
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let home = &args.home.home;
-    std::fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;
-    let home = home.canonicalize()?;
-    if control::running(&home).is_some() {
-        bail!("already running (see `millions status`); run `millions down` first");
-    }
-    // A controller that died (crashed, killed) left its file behind: start a
-    // new one on the same API address; it adopts the nodes still running and
-    // resumes its shard decisions, so nothing fails over.
-    let crashed: Option<control::ControlFile> = std::fs::read_to_string(control::control_file(&home))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(prev) = crashed
-        && topology_path(&home).exists()
-    {
-        println!(
-            "the controller (pid {}) is gone; starting a new one, which adopts the running nodes",
-            prev.pid
-        );
-        let topology = topology::load(&topology_path(&home))?;
-        return start_controller(&home, &topology, prev.api, args.unsafe_fast_storage).await;
-    }
+/// The topology `up` was asked for (`--topology` or `--preset`), if any,
+/// validated: its text and where it came from.
+fn requested_topology(args: &UpArgs) -> anyhow::Result<Option<(String, topology::Topology)>> {
     let (text, origin) = match (&args.preset, &args.topology) {
+        (None, None) => return Ok(None),
         (_, Some(path)) => (
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
             path.display().to_string(),
         ),
-        (preset, None) => {
-            let name = preset.as_deref().unwrap_or("default");
+        (Some(name), None) => {
             let text = topology::preset_text(name).with_context(|| {
                 format!("no preset named {name:?}; presets: {}", topology::PRESETS.join(", "))
             })?;
@@ -183,15 +162,117 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let topology = topology::parse(&text, &origin)?;
-    topology.check_ports_free()?;
-    std::fs::write(topology_path(&home), &text)?;
+    Ok(Some((text, topology)))
+}
 
+/// The topology stored in the run directory by an earlier `up`, if any.
+fn stored_topology(home: &Path) -> anyhow::Result<Option<topology::Topology>> {
+    let path = topology_path(home);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(topology::load(&path)?))
+}
+
+/// `millions up`. Everything is checked before anything is written: a bad
+/// topology, a taken address or a run directory holding another topology's
+/// state change nothing.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let home = &args.home.home;
+    if control::running(home).is_some() {
+        bail!("already running (see `millions status`); run `millions down` first");
+    }
+    let requested = requested_topology(&args)?;
+    let stored = stored_topology(home)?;
+    // A controller that died (crashed, killed) left its file behind: start a
+    // new one on the same API address; it adopts the nodes still running and
+    // resumes its shard decisions, so nothing fails over.
+    let crashed: Option<control::ControlFile> =
+        std::fs::read_to_string(control::control_file(home)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(prev) = crashed
+        && let Some(stored) = &stored
+    {
+        if let Some((_, wanted)) = &requested
+            && wanted != stored
+        {
+            bail!(
+                "the controller of topology {:?} (pid {}) is gone and its nodes may still run; \
+                 `millions up` without --topology/--preset adopts them, `millions down` stops them \
+                 (then `up` may start another topology)",
+                stored.name(),
+                prev.pid
+            );
+        }
+        let home = home.canonicalize()?;
+        println!(
+            "the controller (pid {}) is gone; starting a new one, which adopts the running nodes",
+            prev.pid
+        );
+        return start_controller(&home, stored, prev.api, args.unsafe_fast_storage).await;
+    }
+    if let Some(stored) = &stored {
+        let orphans = control::orphans(home, stored);
+        if !orphans.is_empty() {
+            bail!(
+                "nodes of topology {:?} still run with no controller: {}; run `millions down` first",
+                stored.name(),
+                describe_orphans(&orphans)
+            );
+        }
+    }
+    let (text, topology) = match requested {
+        Some(r) => r,
+        None => {
+            let text = topology::preset_text("default").expect("the default preset ships with the binary");
+            (text.to_owned(), topology::parse(text, "preset \"default\"")?)
+        }
+    };
+    check_state_matches(home, stored.as_ref(), &topology)?;
+    topology.check_ports_free()?;
+
+    std::fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;
+    let home = home.canonicalize()?;
+    std::fs::write(topology_path(&home), &text)?;
     let api =
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nodes::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?);
     start_controller(&home, &topology, api, args.unsafe_fast_storage).await
 }
 
-/// Start `millions control` detached on `api` and wait until every node is healthy.
+/// A run directory that holds the state of an earlier `up` (shard decisions,
+/// data of nodes) is reused only by the same topology: another one would find
+/// data and decisions that are not its own.
+fn check_state_matches(
+    home: &Path,
+    stored: Option<&topology::Topology>,
+    wanted: &topology::Topology,
+) -> anyhow::Result<()> {
+    let state: Vec<&str> =
+        ["cluster.json", "nodes"].into_iter().filter(|name| home.join(name).exists()).collect();
+    if state.is_empty() || stored == Some(wanted) {
+        return Ok(());
+    }
+    let holds = match stored {
+        Some(t) => format!("the state of topology {:?}", t.name()),
+        None => "the state of an unknown topology (no topology.toml)".to_owned(),
+    };
+    bail!(
+        "{} holds {holds} ({}), not of topology {:?}: run `millions up` with that topology, \
+         or start afresh with another run directory (--home or MILLIONS_HOME) or after `rm -rf {}` \
+         (this deletes its data)",
+        home.display(),
+        state.join(", "),
+        wanted.name(),
+        home.display()
+    )
+}
+
+/// `name (pid N), ...`.
+fn describe_orphans(orphans: &[(String, nodes::ProcessId)]) -> String {
+    orphans.iter().map(|(name, p)| format!("{name} (pid {})", p.pid)).collect::<Vec<_>>().join(", ")
+}
+
+/// Start `millions control` detached on `api` and wait until every node is
+/// healthy. If it is not, nothing is left running.
 async fn start_controller(
     home: &Path,
     topology: &topology::Topology,
@@ -199,6 +280,7 @@ async fn start_controller(
     unsafe_fast_storage: bool,
 ) -> anyhow::Result<()> {
     let log = control::log_path(home, "control");
+    let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
     let mut cmd_args = vec!["control".to_owned(), "--home".into(), home.display().to_string()];
     cmd_args.extend(["--api".to_owned(), api.to_string()]);
     if unsafe_fast_storage {
@@ -215,7 +297,20 @@ async fn start_controller(
     let mut shown = 0;
     loop {
         if !nodes::pid_alive(pid) {
-            bail!("the controller stopped during start-up:\n{}", nodes::log_tail(&log));
+            // It stops what it started when start-up fails; should it have
+            // died instead, its nodes are stopped here.
+            let left = tokio::task::block_in_place(|| control::stop_orphans(home, topology));
+            let _ = std::fs::remove_file(control::control_file(home));
+            let mut msg =
+                format!("the controller stopped during start-up: {}", startup_error(&log, log_start));
+            match left {
+                Ok(left) if !left.is_empty() => {
+                    msg.push_str(&format!("\nstopped the nodes it left: {}", left.join(", ")))
+                }
+                Ok(_) => {}
+                Err(e) => msg.push_str(&format!("\nstopping the nodes it left failed: {e:#}")),
+            }
+            bail!("{msg}\nnothing is left running; the controller's log: {}", log.display());
         }
         if let Ok(reply) = fetch_nodes(api).await {
             let up = reply.nodes.iter().filter(|n| n.healthy).count();
@@ -229,11 +324,32 @@ async fn start_controller(
             }
         }
         if Instant::now() > deadline {
+            println!("not every node was healthy within {UP_TIMEOUT:?}; stopping everything ...");
+            let before = fetch_nodes(api).await.map(|r| r.nodes).unwrap_or_default();
             let _ = client().post(format!("http://{api}/api/shutdown")).send().await;
-            bail!("not every node was healthy within {UP_TIMEOUT:?}; stopping:\n{}", nodes::log_tail(&log));
+            let ctl = control::ControlFile { pid, api };
+            let stopped = wait_stopped(home, topology, &ctl, &before).await;
+            let outcome = match stopped {
+                Ok(()) => "everything was stopped".to_owned(),
+                Err(e) => format!("{e:#}"),
+            };
+            bail!("not every node was healthy within {UP_TIMEOUT:?}; {outcome}:\n{}", nodes::log_tail(&log));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Why the controller's start-up failed, from what it logged since `from`
+/// (its log is JSON lines; the failure is the line "start-up failed").
+fn startup_error(log: &Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let failure = text.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["message"].as_str()?.contains("start-up failed"))
+            .then(|| v["error"].as_str().map(str::to_owned))?
+    });
+    failure.unwrap_or_else(|| nodes::log_tail(log).to_string())
 }
 
 fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
@@ -291,16 +407,16 @@ fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     Ok(child.id())
 }
 
-/// `millions down`.
-pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
-    let ctl = controller(&args.home)?;
-    let before = fetch_nodes(ctl.api).await.map(|r| r.nodes).unwrap_or_default();
-    client()
-        .post(format!("http://{}/api/shutdown", ctl.api))
-        .send()
-        .await
-        .context("asking the controller to stop")?;
-    println!("stopping {} nodes ...", before.len());
+/// Wait until the controller `ctl` (asked to stop) has exited and every node
+/// has stopped: the nodes it reported (`before`), and any node of `topology`
+/// whose process (verified by pid and start time) still runs, which is stopped
+/// here.
+async fn wait_stopped(
+    home: &Path,
+    topology: &topology::Topology,
+    ctl: &control::ControlFile,
+    before: &[NodeStatus],
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + DOWN_TIMEOUT;
     let left = || {
         before
@@ -315,13 +431,64 @@ pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let stragglers = tokio::task::block_in_place(|| control::stop_orphans(home, topology))?;
+    if !stragglers.is_empty() {
+        println!("stopped nodes the controller left running: {}", stragglers.join(", "));
+    }
+    Ok(())
+}
+
+/// `millions down`: through the controller, or, when it is gone (crashed,
+/// killed), by stopping the nodes it left running directly.
+pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
+    let home = &args.home;
+    let Some(ctl) = control::running(home) else {
+        let topology = stored_topology(home).ok().flatten();
+        let orphans = topology.as_ref().map(|t| control::orphans(home, t)).unwrap_or_default();
+        let Some(topology) = topology.filter(|_| !orphans.is_empty()) else {
+            bail!("nothing is running (no live controller in {})", home.display());
+        };
+        println!(
+            "the controller is gone; stopping the {} nodes it left running: {}",
+            orphans.len(),
+            describe_orphans(&orphans)
+        );
+        tokio::task::block_in_place(|| control::stop_orphans(home, &topology))?;
+        let _ = std::fs::remove_file(control::control_file(home));
+        println!("all stopped");
+        return Ok(());
+    };
+    let topology = topology::load(&topology_path(home))?;
+    let before = fetch_nodes(ctl.api).await.map(|r| r.nodes).unwrap_or_default();
+    client()
+        .post(format!("http://{}/api/shutdown", ctl.api))
+        .send()
+        .await
+        .context("asking the controller to stop")?;
+    println!("stopping {} nodes ...", before.len());
+    wait_stopped(home, &topology, &ctl, &before).await?;
     println!("all stopped");
     Ok(())
 }
 
 /// `millions status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let ctl = controller(&args.home.home)?;
+    let home = &args.home.home;
+    let Some(ctl) = control::running(home) else {
+        if let Some(topology) = stored_topology(home).ok().flatten() {
+            let orphans = control::orphans(home, &topology);
+            if !orphans.is_empty() {
+                bail!(
+                    "the controller is not running, but {} nodes of topology {:?} it started still run: {}\n\
+                     `millions up` starts a controller that adopts them; `millions down` stops them",
+                    orphans.len(),
+                    topology.name(),
+                    describe_orphans(&orphans)
+                );
+            }
+        }
+        bail!("nothing is running (no live controller in {})", home.display());
+    };
     let reply = fetch_nodes(ctl.api).await?;
     if args.json {
         let json = serde_json::json!({
@@ -340,12 +507,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "NODE", "ROLE", "DC", "ADDRESS", "PID", "HEALTH", "RESTARTS"
     );
     for n in reply.nodes {
-        let health = match (n.running, n.healthy, n.stopped) {
-            (_, _, true) => "stopped",
-            (false, _, _) => "down",
-            (true, false, _) => "unhealthy",
-            (true, true, _) => "healthy",
-        };
+        let health = n.health();
         let pg = n.pg.map_or(String::new(), |p| {
             let mut s = format!("shard{} {}", p.shard, p.role);
             if let Some(state) = p.replication {

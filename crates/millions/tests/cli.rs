@@ -87,6 +87,99 @@ fn commands_with_nothing_running_say_so() {
     }
     let o = millions(dir.path(), &["no-such-command"]);
     assert!(!o.status.success(), "unknown commands are refused");
+
+    // Pid files naming a live unrelated process (its pid reused after a crash,
+    // or written without the start time that identifies it): not a node.
+    let mut unrelated = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = unrelated.id();
+    let start = nodes::process_start_time(pid).unwrap();
+    std::fs::write(dir.path().join("topology.toml"), topology::preset_text("test").unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("nodes/shard0-pg-1/data")).unwrap();
+    std::fs::write(dir.path().join("nodes/shard0-pg-1/data/postmaster.pid"), format!("{pid}\n")).unwrap();
+    for (node, text) in [("dc1-web-1", format!("{pid} {}\n", start + 1)), ("dc1-lb-1", format!("{pid}\n"))] {
+        std::fs::write(dir.path().join(format!("nodes/{node}.pid")), text).unwrap();
+    }
+    for args in [&["status"][..], &["down"]] {
+        let o = millions(dir.path(), args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains("nothing is running"), "{args:?}: {}", text(&o));
+    }
+    assert!(unrelated.try_wait().unwrap().is_none(), "an unrelated process was signalled");
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
+}
+
+/// Run `millions ARGS` with `home` as its run directory and `bin` first on PATH.
+fn millions_with_path(home: &Path, bin: &Path, args: &[&str]) -> Output {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::process::Command::new(env!("CARGO_BIN_EXE_millions"))
+        .args(args)
+        .env("MILLIONS_HOME", home)
+        .env("PATH", path)
+        .output()
+        .expect("running millions")
+}
+
+/// Processes (not zombies) whose command line or working directory is in `dir`.
+fn processes_using(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap();
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id() && nodes::pid_alive(*pid))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            (cmdline.contains(&needle) || cwd.is_some_and(|c| c.starts_with(&dir)))
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_start_that_fails_part_way_stops_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("run");
+    std::fs::create_dir(&home).unwrap();
+    // A shard (its primary and a replica) starts, then Redis cannot.
+    let topo = own_ranges(
+        dir.path(),
+        "name = \"broken\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.201.0/24\"\nlb = { count = 1 }\nweb = { count = 1 }\nworker = { count = 1 }\nredis = { count = 1 }\n\
+         [[shard]]\nprimary = \"dc1\"\nreplicas = [\"dc1\"]\n",
+    );
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("redis-server");
+    std::fs::write(&fake, "#!/bin/sh\necho 'fake redis-server: cannot start' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let o = millions_with_path(
+        &home,
+        &bin,
+        &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"],
+    );
+    let _stack = Stack(&home);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("the controller stopped during start-up"), "{}", text(&o));
+    assert!(text(&o).contains("Redis") && text(&o).contains("nothing is left running"), "{}", text(&o));
+    let controller: u32 = text(&o)
+        .split("controller pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(!nodes::pid_alive(controller));
+    assert!(!home.join("control.json").exists());
+    for pg in ["shard0-pg-1", "shard0-pg-2"] {
+        let data = home.join("nodes").join(pg).join("data");
+        assert!(data.join("PG_VERSION").exists(), "{pg} was started before Redis failed");
+        assert!(!nodes::postgres_running(&data) && !data.join("postmaster.pid").exists(), "{pg} runs");
+    }
+    assert_eq!(processes_using(&home), Vec::<String>::new(), "processes left behind");
+    let o = millions(&home, &["status"]);
+    assert!(text(&o).contains("nothing is running"), "{}", text(&o));
 }
 
 /// The `test` preset, on address ranges of its own.
@@ -255,8 +348,9 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
 #[test]
 fn up_refuses_bad_topologies_and_taken_addresses_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path();
-    let good = std::fs::read_to_string(test_topology(home)).unwrap();
+    // The run directory: bad input must not even create it.
+    let home = &dir.path().join("run");
+    let good = std::fs::read_to_string(test_topology(dir.path())).unwrap();
     // dc1's range, as "127.N.201."
     let cidr = good.lines().find(|l| l.starts_with("cidr")).unwrap().split('"').nth(1).unwrap();
     let dc1 = cidr.trim_end_matches("0/24");
@@ -279,14 +373,45 @@ fn up_refuses_bad_topologies_and_taken_addresses_and_starts_nothing() {
         ),
     ];
     for (topology, expected) in cases {
-        let path = home.join("topology.toml");
+        let path = dir.path().join("topology.toml");
         std::fs::write(&path, topology).unwrap();
         let o = millions(home, &["up", "--topology", &path.to_string_lossy()]);
         assert!(!o.status.success(), "{expected}");
         assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
-        assert!(!home.join("control.json").exists() && !home.join("nodes").exists(), "nothing was started");
+        assert!(!home.exists(), "{expected}: the run directory was created");
     }
     let o = millions(home, &["up", "--preset", "gigantic"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("presets: single, default, test"), "{}", text(&o));
+    assert!(!home.exists());
+
+    // A run directory holding the state of another topology (left by `down`),
+    // or nodes of a crashed controller's topology: refused before anything
+    // is written or started, saying what to do.
+    std::fs::create_dir_all(home.join("nodes/shard0-pg-1")).unwrap();
+    std::fs::write(home.join("topology.toml"), topology::preset_text("test").unwrap()).unwrap();
+    std::fs::write(home.join("cluster.json"), "{}").unwrap();
+    let entries = |home: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(home).unwrap().flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = entries(home);
+    let o = millions(home, &["up", "--preset", "single"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("holds the state of topology \"test\"") && text(&o).contains("rm -rf"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(entries(home), before);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    std::fs::write(home.join("control.json"), format!("{{\"pid\":{},\"api\":\"127.0.0.1:9\"}}", gone.id()))
+        .unwrap();
+    let before = entries(home);
+    let o = millions(home, &["up", "--preset", "single"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is gone") && text(&o).contains("millions down"), "{}", text(&o));
+    assert_eq!(entries(home), before);
 }
