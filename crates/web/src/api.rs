@@ -1,7 +1,9 @@
 //! The JSON API under `/api/v1`.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -48,6 +50,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// Path parameters whose every rejection (a segment that is not UTF-8 once
+/// percent-decoded, or does not parse as `T`) is an [`ApiError`] (400 `invalid_path`).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(r: PathRejection) -> ApiError {
+    match r {
+        PathRejection::FailedToDeserializePathParams(e) => {
+            ApiError::bad_request("invalid_path", e.body_text())
+        }
+        // No parameters where the route has some: a routing bug, not the client's.
+        other => ApiError::Internal { reason: other.body_text() },
     }
 }
 
@@ -133,7 +161,7 @@ async fn logout(
 async fn get_user(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let user = service::profile(&state, &username, viewer.map(|s| s.user_id)).await?;
     Ok(Json(user).into_response())
@@ -142,7 +170,7 @@ async fn get_user(
 async fn follow(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service::set_follow(&state, s.user_id, &username, true).await?).into_response())
 }
@@ -150,14 +178,14 @@ async fn follow(
 async fn unfollow(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(service::set_follow(&state, s.user_id, &username, false).await?).into_response())
 }
 
 async fn user_posts(
     State(state): State<AppState>,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (cursor, limit) = page_params(query)?;
@@ -181,6 +209,27 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// Read `request`'s body, refusing it (413) as soon as it is declared or grows
+/// larger than `limit` bytes, and hand the request back with the body in memory.
+async fn limit_body(request: Request, limit: usize) -> Result<Request, ApiError> {
+    use futures::StreamExt as _;
+    if content_length(request.headers()).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("invalid_body", format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
 fn is_multipart(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -196,9 +245,9 @@ async fn create_post(
     request: Request,
 ) -> Result<Response, ApiError> {
     if !is_multipart(request.headers()) {
-        if content_length(request.headers()).is_some_and(|n| n > state.config().http.max_body_bytes as u64) {
-            return Err(ApiError::TooLarge);
-        }
+        // This route's body limit is the upload's; a JSON body gets the server-wide
+        // one, whether its length is declared or not (chunked).
+        let request = limit_body(request, state.config().http.max_body_bytes).await?;
         let ApiJson(body) = ApiJson::<PostBody>::from_request(request, &state).await?;
         let post = service::create_post(&state, s.user_id, &body.caption).await?;
         let location = format!("/api/v1/posts/{}", post.id);
@@ -313,7 +362,7 @@ impl MultipartStatus for axum::extract::multipart::MultipartRejection {
 async fn get_post(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = service::parse_post_id(&id)?;
     Ok(Json(service::post(&state, id, viewer.map(|s| s.user_id)).await?).into_response())
@@ -322,7 +371,7 @@ async fn get_post(
 async fn like(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = service::parse_post_id(&id)?;
     Ok(Json(service::set_like(&state, s.user_id, id, true).await?).into_response())
@@ -331,7 +380,7 @@ async fn like(
 async fn unlike(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = service::parse_post_id(&id)?;
     Ok(Json(service::set_like(&state, s.user_id, id, false).await?).into_response())

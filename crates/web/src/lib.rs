@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(observe::REQUEST_ID.clone(), observe::RandomRequestId))
+        .layer(axum::middleware::from_fn(observe::drop_insane_request_id))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             tower::ServiceBuilder::new()

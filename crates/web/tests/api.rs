@@ -54,7 +54,11 @@ async fn signup_login_profile_logout() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    call(&app, "DELETE", "/api/v1/sessions/current", Some(&user), None, StatusCode::NO_CONTENT).await;
+    let r = send(&app, "DELETE", "/api/v1/sessions/current", Some(&user), None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("sid=;"), "the cookie is emptied: {cleared}");
+    assert!(cleared.contains("Max-Age=0") && cleared.contains("Path=/"), "and expired: {cleared}");
     let body = call(&app, "GET", "/api/v1/feed", Some(&user), None, StatusCode::UNAUTHORIZED).await;
     assert_eq!(error_code(&body), "unauthenticated");
 }
@@ -228,8 +232,18 @@ async fn celebrities_are_merged_at_read_time_not_fanned_out() {
 #[tokio::test]
 async fn sessions_work_on_any_web_server_and_invalidations_reach_every_l1() {
     let env = TestEnv::new().await;
-    let a = env.spawn().await;
-    let b = env.spawn().await;
+    // L1 entries outlive the test: only a pub/sub message can empty B's copy.
+    let a = env.spawn_with(|c| c.cache.l1_ttl_secs = 3600).await;
+    let b = env.spawn_with(|c| c.cache.l1_ttl_secs = 3600).await;
+    // Both listeners are subscribed before anything is cached or written.
+    let channel = a.state.redis().key("invalidate");
+    eventually("both web servers listen for invalidations", || async {
+        let mut conn = a.state.redis().conn().await.unwrap();
+        let (_, n): (String, i64) =
+            ::redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.unwrap();
+        n == 2
+    })
+    .await;
     let alice = signup(&a, "alice").await;
     let bob = signup(&b, "bob").await;
 
@@ -250,10 +264,46 @@ async fn sessions_work_on_any_web_server_and_invalidations_reach_every_l1() {
     .await;
 }
 
+/// Hold every shard's `users` table locked (ACCESS EXCLUSIVE, in an open
+/// transaction), so any query of it waits; dropping the guard's clients by
+/// [`release`] commits and lets them through.
+async fn lock_users(app: &testkit::TestApp) -> Vec<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let mut held = vec![];
+    for url in &app.env.shards {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        held.push((client, conn));
+    }
+    held
+}
+
+async fn release(held: Vec<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>) {
+    for (client, conn) in held {
+        client.batch_execute("COMMIT").await.unwrap();
+        drop(client);
+        conn.await.unwrap();
+    }
+}
+
+/// 64 concurrent `GET /api/v1/users/popular`, started while the loads they need
+/// are held; returns them, still running.
+fn stampede(app: &testkit::TestApp) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    let client = reqwest::Client::new();
+    (0..64)
+        .map(|_| {
+            let (client, url) = (client.clone(), app.url("/api/v1/users/popular"));
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_stampede_on_a_cold_key_loads_it_once() {
     let app = spawn_app().await;
-    call(
+    let created = call(
         &app,
         "POST",
         "/api/v1/users",
@@ -262,20 +312,47 @@ async fn a_stampede_on_a_cold_key_loads_it_once() {
         StatusCode::CREATED,
     )
     .await;
+    let id = created["id"].as_str().unwrap().to_owned();
     let data = app.state.data().clone();
-    let (profiles, ids) = (data.query_count("profile"), data.query_count("user_id_by_username"));
-    let client = reqwest::Client::new();
-    let requests = (0..64).map(|_| {
-        let client = client.clone();
-        let url = app.url("/api/v1/users/popular");
-        async move { client.get(url).send().await.unwrap().status() }
-    });
-    let statuses = futures::future::join_all(requests).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
-    assert_eq!(data.query_count("profile") - profiles, 1, "one profile query for 64 concurrent misses");
-    assert_eq!(data.query_count("user_id_by_username") - ids, 1, "one name lookup for 64 concurrent misses");
-    let metrics = app.state.caches().metrics.clone();
-    assert_eq!(metrics.get("profile", "miss"), 1);
+    let caches = &app.state.caches();
+    let count = || (data.query_count("user_id_by_username"), data.query_count("profile"));
+
+    // Everything cold. The first request's load of the name waits on the lock;
+    // once all 64 have missed L1 and wait on it, the lock goes.
+    let (ids0, profiles0) = count();
+    let held = lock_users(&app).await;
+    let requests = stampede(&app);
+    eventually("all 64 requests wait on one load of the name", || async {
+        caches.user_ids.misses_in_flight() == 64
+    })
+    .await;
+    release(held).await;
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    let (ids1, profiles1) = count();
+    assert_eq!(ids1 - ids0, 1, "one name lookup for 64 concurrent misses");
+    assert_eq!(profiles1 - profiles0, 1, "one profile load");
+    assert_eq!(caches.metrics.get("uid", "miss"), 1);
+
+    // The name is cached now; the profile alone goes cold (everywhere), and 64
+    // requests meet on its load.
+    caches.profiles.invalidate(&id).await;
+    let held = lock_users(&app).await;
+    let requests = stampede(&app);
+    eventually("all 64 requests wait on one load of the profile", || async {
+        caches.profiles.misses_in_flight() == 64
+    })
+    .await;
+    release(held).await;
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    let (ids2, profiles2) = count();
+    assert_eq!(profiles2 - profiles1, 1, "one profile query for 64 concurrent misses");
+    assert_eq!(ids2 - ids1, 0, "the name came from L1");
+    assert_eq!(caches.metrics.get("profile", "miss"), 2);
+    assert_eq!(caches.user_ids.misses_in_flight() + caches.profiles.misses_in_flight(), 0);
 }
 
 /// Method, path, user, body, expected status, expected error code.
@@ -286,9 +363,27 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let app = spawn_app().await;
     let a = signup(&app, "victim").await;
     let post = post_text(&app, &a, "existing").await;
-    let before = row_counts(&app).await;
+    // A user whose session expired (Redis dropped its key at the TTL).
+    let sessions = session_keys(&app).await;
+    let ghost = signup(&app, "ghost").await;
+    let ghost_key = session_keys(&app).await.difference(&sessions).next().unwrap().clone();
+    let mut conn = app.state.redis().conn().await.unwrap();
+    let _: () = ::redis::cmd("PEXPIRE").arg(&ghost_key).arg(1).query_async(&mut conn).await.unwrap();
+    eventually("the ghost's session expires", || async {
+        let n: i64 = ::redis::cmd("EXISTS").arg(&ghost_key).query_async(&mut conn.clone()).await.unwrap();
+        n == 0
+    })
+    .await;
+    // Tokens no server issued: junk, token-shaped, and a real one altered.
+    let forged: Vec<User> = ["forged".to_owned(), "A".repeat(43), format!("{}x", &a.token[..42])]
+        .into_iter()
+        .map(|token| User { username: "victim".into(), id: a.id, token })
+        .collect();
+
+    let before = db_snapshot(&app).await;
+    let sessions_before = session_keys(&app).await;
     let long = "x".repeat(3000);
-    let cases: Vec<Case> = vec![
+    let mut cases: Vec<Case> = vec![
         (
             "POST",
             "/api/v1/users".into(),
@@ -326,6 +421,14 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "/api/v1/users".into(),
             None,
             Some(json!({"username": "newbie", "password": "short"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_password",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            None,
+            Some(json!({"username": "newbie", "password": ""})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_password",
         ),
@@ -393,6 +496,48 @@ async fn bad_input_is_refused_and_changes_nothing() {
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
         ),
+        (
+            "POST",
+            "/api/v1/sessions".into(),
+            None,
+            Some(json!({"username": "victim", "password": ""})),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        ),
+        (
+            "POST",
+            "/api/v1/sessions".into(),
+            None,
+            Some(json!({"username": "", "password": ""})),
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        ),
+        // Right credentials, but an unknown field: refused before logging in.
+        (
+            "POST",
+            "/api/v1/sessions".into(),
+            None,
+            Some(json!({"username": "victim", "password": "password123", "remember_me": true})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/sessions".into(),
+            None,
+            Some(json!({"username": "victim"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/posts".into(),
+            Some(&a),
+            Some(json!({"caption": "hello", "author": "someone_else"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        ("POST", "/api/v1/posts".into(), Some(&a), Some(json!({})), StatusCode::BAD_REQUEST, "invalid_body"),
         (
             "POST",
             "/api/v1/posts".into(),
@@ -507,7 +652,66 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ),
         ("GET", "/api/v1/nothing".into(), None, None, StatusCode::NOT_FOUND, "not_found"),
         ("PATCH", "/api/v1/users".into(), None, None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        // Path segments that are not UTF-8 once decoded.
+        ("GET", "/api/v1/users/%FF".into(), None, None, StatusCode::BAD_REQUEST, "invalid_path"),
+        ("GET", "/api/v1/users/%FF/posts".into(), None, None, StatusCode::BAD_REQUEST, "invalid_path"),
+        (
+            "PUT",
+            "/api/v1/users/%C3%28/follow".into(),
+            Some(&a),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        ("GET", "/api/v1/posts/%FF".into(), None, None, StatusCode::BAD_REQUEST, "invalid_path"),
+        ("PUT", "/api/v1/posts/%FF/like".into(), Some(&a), None, StatusCode::BAD_REQUEST, "invalid_path"),
+        ("GET", "/api/v1/posts/12ab".into(), None, None, StatusCode::BAD_REQUEST, "invalid_post_id"),
+        (
+            "GET",
+            "/api/v1/posts/99999999999999999999".into(),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_post_id",
+        ),
     ];
+    // Writes with a forged or an expired session.
+    for user in forged.iter().chain([&ghost]) {
+        cases.extend([
+            (
+                "POST",
+                "/api/v1/posts".into(),
+                Some(user),
+                Some(json!({"caption": "not mine"})),
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                "PUT",
+                "/api/v1/users/victim/follow".into(),
+                Some(user),
+                None,
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                "PUT",
+                format!("/api/v1/posts/{post}/like"),
+                Some(user),
+                None,
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+            (
+                "DELETE",
+                "/api/v1/sessions/current".into(),
+                Some(user),
+                None,
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            ),
+        ]);
+    }
     for (method, path, user, body, status, code) in cases {
         let got = call(&app, method, &path, user, body.clone(), status).await;
         assert_eq!(error_code(&got), code, "{method} {path} {body:?}");
@@ -531,18 +735,73 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    // Oversized body.
+    assert_eq!(error_code(&r.json().await.unwrap()), "unsupported_media_type");
+    let r = client
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&a.token)
+        .header("content-type", "text/plain")
+        .body(r#"{"caption":"typed wrong"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(&r.json().await.unwrap()), "unsupported_media_type");
+    // Oversized body, its length declared.
     let huge = json!({"caption": "y".repeat(200_000)});
     let r = client.post(app.url("/api/v1/posts")).bearer_auth(&a.token).json(&huge).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&r.json().await.unwrap()), "payload_too_large");
-    // Forged tokens.
-    for forged in ["forged", &"A".repeat(43), &format!("{}x", &a.token[..42])] {
-        let r = client.get(app.url("/api/v1/feed")).bearer_auth(forged).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{forged}");
+    // Oversized body, chunked (no length declared): refused as it grows past the
+    // JSON limit, not read up to the photo upload limit.
+    let (status, body) = post_chunked_json(&app, "/api/v1/posts", &a.token, 1 << 20).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "payload_too_large");
+    // Forged tokens, as bearer tokens and as cookies, for reads and writes.
+    for user in &forged {
+        let r = client.get(app.url("/api/v1/feed")).bearer_auth(&user.token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{}", user.token);
+        let r = client
+            .post(app.url("/api/v1/posts"))
+            .header("cookie", format!("sid={}", user.token))
+            .json(&json!({"caption": "by cookie"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{}", user.token);
+        assert_eq!(error_code(&r.json().await.unwrap()), "unauthenticated");
     }
 
-    assert_eq!(row_counts(&app).await, before, "nothing was written");
+    assert_eq!(db_snapshot(&app).await, before, "nothing was written to any shard");
+    assert_eq!(session_keys(&app).await, sessions_before, "no session was made or revived");
+}
+
+/// POST `size` bytes of valid JSON (a caption of `y`s) as a chunked body, with no
+/// `Content-Length`; returns the status and the JSON body of the answer.
+async fn post_chunked_json(
+    app: &testkit::TestApp,
+    path: &str,
+    token: &str,
+    size: usize,
+) -> (StatusCode, serde_json::Value) {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    const CHUNK: usize = 16 * 1024;
+    let head = br#"{"caption":""#.to_vec();
+    let chunks = std::iter::once(head)
+        .chain((0..size / CHUNK).map(|_| vec![b'y'; CHUNK]))
+        .chain(std::iter::once(br#""}"#.to_vec()))
+        .map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c)));
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    let request = http::Request::post(app.url(path))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<axum::body::Body>();
+    let response = client.request(request).await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let bytes = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
 #[tokio::test]
@@ -584,6 +843,25 @@ async fn observability_endpoints_and_request_ids() {
     let r = client.get(app.url("/healthz")).send().await.unwrap();
     let made = r.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(made.len(), 32, "made when missing: {made}");
+    let longest = "a".repeat(128);
+    let r = client.get(app.url("/healthz")).header("x-request-id", &longest).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], longest.as_str(), "128 characters are kept");
+    // Too long, or characters that could forge log lines: replaced by a made one.
+    for bad in ["a".repeat(129), "a b".into(), "x\"},\"level\":\"ERROR".into(), "../etc".into()] {
+        let r = client.get(app.url("/healthz")).header("x-request-id", &bad).send().await.unwrap();
+        let got = r.headers()["x-request-id"].to_str().unwrap();
+        assert!(got.len() == 32 && got.bytes().all(|b| b.is_ascii_hexdigit()), "{bad:?} became {got:?}");
+    }
+    let r = client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "one")
+        .header("x-request-id", "two")
+        .send()
+        .await
+        .unwrap();
+    let got: Vec<_> = r.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(got.len(), 1, "one id: {got:?}");
+    assert_eq!(got[0].len(), 32, "two ids given: a new one is made");
 
     let text = client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for needle in [

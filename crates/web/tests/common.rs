@@ -127,4 +127,34 @@ pub async fn row_counts(app: &TestApp) -> Vec<(String, i64)> {
     totals
 }
 
+/// Tables that hold the system's state (every shard has them all).
+pub const STATE_TABLES: &[&str] = &["users", "follows_out", "follows_in", "posts", "likes", "jobs"];
+
+/// The full contents of every state table on every shard: (shard, table, rows),
+/// each row as JSON text (every column, counters included), sorted. Two equal
+/// snapshots mean nothing at all was written in between.
+pub async fn db_snapshot(app: &TestApp) -> Vec<(usize, &'static str, Vec<String>)> {
+    let mut out = vec![];
+    for (shard, url) in app.env.shards.iter().enumerate() {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        for table in STATE_TABLES {
+            let rows = client
+                .query(&format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+            out.push((shard, *table, rows.iter().map(|r| r.get::<_, String>(0)).collect()));
+        }
+        drop(client);
+        let _ = conn.await;
+    }
+    out
+}
+
+/// The session keys in Redis of `app`'s deployment.
+pub async fn session_keys(app: &TestApp) -> std::collections::BTreeSet<String> {
+    let mut conn = app.state.redis().conn().await.unwrap();
+    ::redis::cmd("KEYS").arg(app.state.redis().key("session:*")).query_async(&mut conn).await.unwrap()
+}
+
 pub use testkit::eventually;

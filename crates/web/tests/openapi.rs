@@ -253,3 +253,130 @@ async fn the_served_document_matches_the_router() {
         assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{method} {path}: {body}");
     }
 }
+
+/// Error codes only the HTML pages answer with (their errors are pages, not JSON).
+const HTML_ONLY_CODES: &[&str] = &["invalid_form", "empty_post", "csrf_failed"];
+
+/// The status a `StatusCode::NAME` stands for, for the names `error.rs` uses.
+fn status_named(name: &str) -> u16 {
+    match name {
+        "BAD_REQUEST" => 400,
+        "UNAUTHORIZED" => 401,
+        "FORBIDDEN" => 403,
+        "NOT_FOUND" => 404,
+        "METHOD_NOT_ALLOWED" => 405,
+        "CONFLICT" => 409,
+        "PAYLOAD_TOO_LARGE" => 413,
+        "UNSUPPORTED_MEDIA_TYPE" => 415,
+        "UNPROCESSABLE_ENTITY" => 422,
+        "INTERNAL_SERVER_ERROR" => 500,
+        "SERVICE_UNAVAILABLE" => 503,
+        other => panic!("status_named: add StatusCode::{other}"),
+    }
+}
+
+/// The string literal at the start of `s` (after optional whitespace), if any.
+fn leading_literal(s: &str) -> Option<&str> {
+    let s = s.trim_start().strip_prefix('"')?;
+    Some(&s[..s.find('"')?])
+}
+
+/// Every (error code, status) written in the web crate's sources: the first
+/// argument of `ApiError::bad_request` (400) and `ApiError::invalid` (422), each
+/// `code: "..."` of a conflict (409), and each `(StatusCode::X, "...")` of
+/// `error.rs`'s fixed codes.
+fn codes_in_sources() -> BTreeSet<(String, u16)> {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = vec![];
+    files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut paths);
+    assert!(paths.len() > 5, "found the sources: {paths:?}");
+    let mut out = BTreeSet::new();
+    for path in paths {
+        let src = std::fs::read_to_string(&path).unwrap();
+        for (needle, status) in
+            [("ApiError::bad_request(", 400), ("ApiError::invalid(", 422), ("ApiError::Conflict {", 409)]
+        {
+            for (at, _) in src.match_indices(needle) {
+                let rest = &src[at + needle.len()..];
+                let rest = if status == 409 {
+                    let Some(c) = rest.find("code:").filter(|c| rest[..*c].trim().is_empty()) else {
+                        continue; // a pattern (`ApiError::Conflict { .. }`), not a construction
+                    };
+                    &rest[c + "code:".len()..]
+                } else {
+                    rest
+                };
+                match leading_literal(rest) {
+                    Some(code) => {
+                        out.insert((code.to_owned(), status));
+                    }
+                    None if status == 409 => {} // `code` passed through (the error mapping)
+                    None => panic!("{}: {needle} without a literal code", path.display()),
+                }
+            }
+        }
+        if !path.ends_with("src/error.rs") {
+            continue;
+        }
+        for (at, _) in src.match_indices("(StatusCode::") {
+            let rest = &src[at + "(StatusCode::".len()..];
+            let Some((name, rest)) = rest.split_once(',') else { continue };
+            if let Some(code) = leading_literal(rest) {
+                out.insert((code.to_owned(), status_named(name.trim())));
+            }
+        }
+    }
+    out
+}
+
+/// The (code, status) pairs the `Error` schema's `code` lists: "`a`, `b` (400); ...".
+fn codes_in_document(doc: &Value) -> BTreeSet<(String, u16)> {
+    let text =
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["description"]
+            .as_str()
+            .expect("the error code has a description");
+    let list = text.split_once("In use:").expect("the description lists the codes in use").1;
+    let mut out = BTreeSet::new();
+    for group in list.split(';') {
+        let open = group.find('(').unwrap_or_else(|| panic!("no status in {group:?}"));
+        let status: u16 = group[open + 1..open + 4].parse().unwrap_or_else(|_| panic!("status in {group:?}"));
+        let codes = &group[..open];
+        let names: Vec<&str> = codes.split('`').skip(1).step_by(2).collect();
+        assert!(!names.is_empty(), "no codes in {group:?}");
+        for name in names {
+            assert!(out.insert((name.to_owned(), status)), "{name} listed twice");
+        }
+    }
+    out
+}
+
+#[test]
+fn the_document_lists_every_error_code_the_api_answers_with() {
+    let in_sources = codes_in_sources();
+    let names: BTreeSet<&str> = in_sources.iter().map(|(c, _)| c.as_str()).collect();
+    for html in HTML_ONLY_CODES {
+        assert!(names.contains(html), "{html} is no longer used: drop it from HTML_ONLY_CODES");
+    }
+    for known in
+        ["invalid_path", "empty_upload", "corrupt_image", "too_many_pixels", "missing_photo", "internal"]
+    {
+        assert!(names.contains(known), "the scan finds {known}: {in_sources:?}");
+    }
+    let api: BTreeSet<(String, u16)> =
+        in_sources.into_iter().filter(|(c, _)| !HTML_ONLY_CODES.contains(&c.as_str())).collect();
+    let doc: Value = serde_json::from_str(web::api::OPENAPI).expect("openapi.json is JSON");
+    let documented = codes_in_document(&doc);
+    let undocumented: Vec<_> = api.difference(&documented).collect();
+    let unused: Vec<_> = documented.difference(&api).collect();
+    assert!(undocumented.is_empty(), "codes (and statuses) missing from openapi.json: {undocumented:?}");
+    assert!(unused.is_empty(), "documented codes the server never answers with: {unused:?}");
+}
