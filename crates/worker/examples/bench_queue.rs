@@ -13,19 +13,21 @@
 //!   tasks each loop `Data::claim_jobs(shard, me, limit 1, lease)` +
 //!   `Data::complete_job` until a claim comes back empty. This is exactly what
 //!   a worker does per job, minus running it: two statements, each its own
-//!   transaction (the claim `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)`
-//!   and the completing `DELETE`), through the data layer's pool.
+//!   transaction (the claim, [`data::CLAIM_JOBS_SQL`]: `UPDATE … FROM` the
+//!   lapsed-lease and ready jobs, each picked through its partial index with
+//!   `FOR UPDATE SKIP LOCKED`; and the completing `DELETE`), through the data
+//!   layer's pool.
 //! - **anchor, 2 writes**: K tasks on K plain connections; per job, two
 //!   autocommit single-row `UPDATE`s by primary key, each task on a row of its
 //!   own (no lock contention). The same number of round trips and commits per
 //!   job as the queue, with none of its logic: the floor the queue sits on.
 //! - **anchor, 2 × SELECT 1**: the same with `SELECT 1`: round trips alone,
 //!   no writes, no commits to log.
-//! - **index-friendly claim** (not shipped; for comparison): the queue drain
-//!   with [`CLAIM_INDEXED`] in place of the shipped claim statement, on plain
-//!   connections. The shipped statement's `OR` of the two due conditions keeps
-//!   PostgreSQL from using either partial index, so each claim reads and sorts
-//!   every due job; this shows what that costs.
+//! - **single-OR claim** (the earlier form, no longer shipped; for
+//!   comparison): the queue drain with [`CLAIM_OR`] in place of the shipped
+//!   claim statement, on plain connections. Its `OR` of the two due conditions
+//!   keeps PostgreSQL from using either partial index, so each claim reads and
+//!   sorts every due job; this shows what the shipped statement saves.
 //!
 //! The ratio recorded is queue ÷ (2-write anchor) from the same round; the
 //! tables show medians over the rounds. CPU per job is read from `/proc`: this
@@ -52,29 +54,17 @@ const SHARD: ShardId = ShardId(0);
 const LEASE: Duration = Duration::from_secs(600);
 const MAX_CLAIMERS: usize = 64;
 
-/// The claim statement of `Data::claim_jobs` (crates/data/src/jobs.rs), copied
-/// for `EXPLAIN`: keep in step with it.
-const CLAIM_SHIPPED: &str = "WITH due AS ( \
+/// The claim statement `Data::claim_jobs` runs, taken from the data layer
+/// itself so the plan printed and the statement measured are the shipped ones.
+const CLAIM_SHIPPED: &str = data::CLAIM_JOBS_SQL;
+
+/// The earlier, single-`OR` form of the claim, measured for comparison only: one
+/// `SELECT` over both due conditions, which neither partial index (`jobs_due`,
+/// `jobs_leased`) can answer in order, so every due row is read and sorted.
+const CLAIM_OR: &str = "WITH due AS ( \
     SELECT job_id FROM jobs \
     WHERE (state = 'ready' AND run_at <= now()) OR (state = 'running' AND locked_until < now()) \
     ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
- UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
-    locked_until = now() + $2 * interval '1 millisecond' \
- FROM due WHERE j.job_id = due.job_id \
- RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts";
-
-/// An index-friendly form of the same claim, measured for comparison only: each
-/// half of the `OR` gets its own `ORDER BY … LIMIT` that one of the partial
-/// indexes (`jobs_due`, `jobs_leased`) answers in order, so a claim reads a few
-/// index entries instead of every due row. The second CTE runs only when the
-/// first finds fewer than `$3` jobs.
-const CLAIM_INDEXED: &str = "WITH ready AS ( \
-    SELECT job_id FROM jobs WHERE state = 'ready' AND run_at <= now() \
-    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
- lapsed AS ( \
-    SELECT job_id FROM jobs WHERE state = 'running' AND locked_until < now() \
-    ORDER BY locked_until LIMIT $3 FOR UPDATE SKIP LOCKED), \
- due AS (SELECT job_id FROM ready UNION ALL SELECT job_id FROM lapsed LIMIT $3) \
  UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
     locked_until = now() + $2 * interval '1 millisecond' \
  FROM due WHERE j.job_id = due.job_id \
@@ -188,7 +178,7 @@ struct Server {
     conns: Vec<Arc<Client>>,
     anchor_select: Vec<tokio_postgres::Statement>,
     anchor_update: Vec<tokio_postgres::Statement>,
-    /// Per connection: the index-friendly claim ([`CLAIM_INDEXED`]) and the
+    /// Per connection: the single-OR claim ([`CLAIM_OR`]) and the
     /// completing `DELETE` of `Data::complete_job`.
     alt: Vec<(tokio_postgres::Statement, tokio_postgres::Statement)>,
     user_id: i64,
@@ -238,7 +228,7 @@ impl Server {
             let c = connect(url, &mut tasks).await;
             anchor_select.push(c.prepare("SELECT 1").await.unwrap());
             anchor_update.push(c.prepare("UPDATE bench_anchor SET n = n + 1 WHERE id = $1").await.unwrap());
-            alt.push((c.prepare(CLAIM_INDEXED).await.unwrap(), c.prepare(COMPLETE).await.unwrap()));
+            alt.push((c.prepare(CLAIM_OR).await.unwrap(), c.prepare(COMPLETE).await.unwrap()));
             conns.push(Arc::new(c));
         }
         let map = data.shard_map();
@@ -308,10 +298,10 @@ impl Server {
         run
     }
 
-    /// The same drain with [`CLAIM_INDEXED`] instead of the shipped claim, on plain
+    /// The same drain with [`CLAIM_OR`] instead of the shipped claim, on plain
     /// connections (not a proposal's implementation: a measurement of what the
     /// statement alone would change).
-    async fn queue_indexed(&self, jobs: usize, k: usize) -> Run {
+    async fn queue_single_or(&self, jobs: usize, k: usize) -> Run {
         self.fill(jobs).await;
         let mark = self.meter.start();
         let claimers: Vec<_> = (0..k)
@@ -407,7 +397,7 @@ fn us(x: f64) -> String {
 #[derive(Default)]
 struct Rounds {
     queue: Vec<Run>,
-    indexed: Vec<Run>,
+    single_or: Vec<Run>,
     update: Vec<Run>,
     select: Vec<Run>,
 }
@@ -438,7 +428,7 @@ async fn bench(server: &Server, claimers: &[usize], rounds: usize) -> Vec<(usize
     // Warm-up: open the pool's connections, prepare every statement, fill caches.
     for &k in claimers {
         server.queue(jobs.min(1000), k).await;
-        server.queue_indexed(jobs.min(1000), k).await;
+        server.queue_single_or(jobs.min(1000), k).await;
         server.anchor(jobs.min(1000), k, true).await;
         server.anchor(jobs.min(1000), k, false).await;
     }
@@ -449,14 +439,14 @@ async fn bench(server: &Server, claimers: &[usize], rounds: usize) -> Vec<(usize
             let select = server.anchor(jobs, k, false).await;
             let update = server.anchor(jobs, k, true).await;
             let queue = server.queue(jobs, k).await;
-            let indexed = server.queue_indexed(jobs, k).await;
+            let single_or = server.queue_single_or(jobs, k).await;
             say(format!(
-                "{} round {round}/{rounds} K={k}: queue {:.0}/s, index-friendly claim {:.0}/s, \
+                "{} round {round}/{rounds} K={k}: queue {:.0}/s, single-OR claim {:.0}/s, \
                  2 writes {:.0}/s, 2 × SELECT 1 {:.0}/s",
-                server.label, queue.per_sec, indexed.per_sec, update.per_sec, select.per_sec
+                server.label, queue.per_sec, single_or.per_sec, update.per_sec, select.per_sec
             ));
             r.queue.push(queue);
-            r.indexed.push(indexed);
+            r.single_or.push(single_or);
             r.update.push(update);
             r.select.push(select);
         }
@@ -472,7 +462,7 @@ fn table(server: &Server, results: &[(usize, Rounds)], rounds: usize) {
     );
     println!(
         "| claimers | 2 × `SELECT 1` /s | anchor: 2 writes, jobs/s | **queue** jobs/s | **÷ anchor** | \
-         index-friendly claim (not shipped) jobs/s | ÷ anchor |"
+         single-OR claim (earlier, not shipped) jobs/s | ÷ anchor |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (k, r) in results {
@@ -482,14 +472,14 @@ fn table(server: &Server, results: &[(usize, Rounds)], rounds: usize) {
             med(&r.update, |x| x.per_sec),
             med(&r.queue, |x| x.per_sec),
             ratios(&r.queue, &r.update, |x| x.per_sec, true),
-            med(&r.indexed, |x| x.per_sec),
-            ratios(&r.indexed, &r.update, |x| x.per_sec, false),
+            med(&r.single_or, |x| x.per_sec),
+            ratios(&r.single_or, &r.update, |x| x.per_sec, false),
         );
     }
     println!();
     println!("CPU per job, client (this process) + server (all PostgreSQL processes):\n");
     println!(
-        "| claimers | anchor: 2 writes | **queue** | **÷ anchor** | index-friendly claim (not shipped) | ÷ anchor |"
+        "| claimers | anchor: 2 writes | **queue** | **÷ anchor** | single-OR claim (earlier, not shipped) | ÷ anchor |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     for (k, r) in results {
@@ -506,8 +496,8 @@ fn table(server: &Server, results: &[(usize, Rounds)], rounds: usize) {
             split(&r.update),
             split(&r.queue),
             ratios(&r.queue, &r.update, cpu, true),
-            split(&r.indexed),
-            ratios(&r.indexed, &r.update, cpu, false),
+            split(&r.single_or),
+            ratios(&r.single_or, &r.update, cpu, false),
         );
     }
     println!();
@@ -519,16 +509,16 @@ async fn depth_table(server: &Server, depths: &[usize]) {
     println!("One claimer, by backlog ({}; one run each):\n", server.label);
     println!(
         "| jobs enqueued | anchor: 2 writes, jobs/s | queue jobs/s | ÷ anchor | server CPU/job | \
-         index-friendly claim jobs/s | ÷ anchor | server CPU/job |"
+         single-OR claim jobs/s | ÷ anchor | server CPU/job |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &depth in depths {
         let update = server.anchor(depth, 1, true).await;
         let queue = server.queue(depth, 1).await;
-        let indexed = server.queue_indexed(depth, 1).await;
+        let single_or = server.queue_single_or(depth, 1).await;
         say(format!(
-            "backlog {depth}: queue {:.0}/s, index-friendly {:.0}/s, anchor {:.0}/s",
-            queue.per_sec, indexed.per_sec, update.per_sec
+            "backlog {depth}: queue {:.0}/s, single-OR {:.0}/s, anchor {:.0}/s",
+            queue.per_sec, single_or.per_sec, update.per_sec
         ));
         println!(
             "| {depth} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {} |",
@@ -536,9 +526,9 @@ async fn depth_table(server: &Server, depths: &[usize]) {
             queue.per_sec,
             ratio(queue.per_sec / update.per_sec),
             us(queue.server_us),
-            indexed.per_sec,
-            ratio(indexed.per_sec / update.per_sec),
-            us(indexed.server_us),
+            single_or.per_sec,
+            ratio(single_or.per_sec / update.per_sec),
+            us(single_or.server_us),
         );
     }
     println!();
@@ -568,7 +558,7 @@ async fn main() {
     let env = testkit::TestEnv::new().await;
     let fast = Server::new("testkit PostgreSQL, fsync off", &env.shards, jobs, max_k).await;
     let plan_shipped = fast.plan(jobs, CLAIM_SHIPPED).await;
-    let plan_indexed = fast.plan(jobs, CLAIM_INDEXED).await;
+    let plan_single_or = fast.plan(jobs, CLAIM_OR).await;
     let fast_results = bench(&fast, &claimers, rounds).await;
 
     let mut durable_server = None;
@@ -592,5 +582,5 @@ async fn main() {
     }
     println!("Plans with {jobs} ready jobs (fsync-off server, `EXPLAIN (ANALYZE, COSTS OFF)`, limit 1):\n");
     println!("Shipped claim (`Data::claim_jobs`):\n\n```text\n{plan_shipped}\n```\n");
-    println!("Index-friendly claim (not shipped):\n\n```text\n{plan_indexed}\n```\n");
+    println!("Single-OR claim (earlier, not shipped):\n\n```text\n{plan_single_or}\n```\n");
 }
