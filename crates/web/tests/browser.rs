@@ -187,10 +187,15 @@ impl Browser {
 
     /// Waits (polling, up to [`PATIENCE`]) until an element matching `css` is on the page.
     async fn wait_for(&self, css: &str) -> Element {
+        self.wait_for_within(css, PATIENCE).await
+    }
+
+    /// Waits (polling, up to `patience`) until an element matching `css` is on the page.
+    async fn wait_for_within(&self, css: &str, patience: Duration) -> Element {
         match self
             .client
             .wait()
-            .at_most(PATIENCE)
+            .at_most(patience)
             .every(Duration::from_millis(50))
             .for_element(Locator::Css(css))
             .await
@@ -271,6 +276,23 @@ impl Browser {
     async fn close(self) {
         self.client.close().await.expect("closing the browser session");
     }
+}
+
+/// A `width`×`height` JPEG with a gradient (so it is not trivially small).
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encoding a JPEG");
+    out.into_inner()
+}
+
+/// An element's DOM property as a string (`None` if unset).
+async fn prop(element: &Element, name: &str) -> Option<String> {
+    element.prop(name).await.unwrap_or_else(|e| panic!("reading the property {name}: {e}"))
 }
 
 async fn posts_count(app: &TestApp, username: &str) -> i64 {
@@ -383,6 +405,55 @@ async fn chromium_signs_up_posts_likes_follows_and_logs_out() {
     bob.wait_for(&format!("article.post a[href='{post}']")).await;
     assert_eq!(bob.captions().await.len(), 2);
     assert!(bob.captions().await.contains(&caption.to_owned()));
+
+    // Bob posts a photo: he chooses a real JPEG file in the new-post page's file
+    // input, as a person would, and submits.
+    let photo_file = driver.dir.path().join("holiday.jpg");
+    std::fs::write(&photo_file, jpeg(800, 600)).expect("writing the photo file");
+    bob.click("header a[href='/upload']").await;
+    bob.wait_for_path("/upload").await;
+    bob.type_into("form[action='/upload'] textarea[name='caption']", "Holiday photo").await;
+    let file_input = bob.wait_for("form[action='/upload'] input[type='file'][name='photo']").await;
+    file_input
+        .send_keys(&photo_file.display().to_string())
+        .await
+        .unwrap_or_else(|e| panic!("choosing the photo file: {e}"));
+    bob.click("form[action='/upload'] button[type='submit']").await;
+    // No worker runs yet: the post page says the photo is being processed.
+    bob.wait_for("article.post.single").await;
+    let photo_post = bob.path().await;
+    assert!(photo_post.starts_with("/p/"), "after uploading, at {photo_post}");
+    assert!(bob.text("article.post.single .notice").await.contains("Processing your photo…"));
+    assert_eq!(bob.text("article.post.single .caption").await, "Holiday photo");
+    assert_eq!(bob.count("article.post.single img").await, 0);
+    assert_eq!(posts_count(&app, "bob").await, 1);
+
+    // A worker makes the thumbnails; the page refreshes itself and shows the photo.
+    let worker = app.env.spawn_worker().await;
+    let img = bob.wait_for_within("article.post.single figure.photo img", Duration::from_secs(60)).await;
+    assert_eq!(bob.path().await, photo_post, "the same page, refreshed");
+    assert_eq!(bob.count("article.post.single .notice").await, 0, "no longer processing");
+    let src = img.attr("src").await.unwrap().expect("the img has a src");
+    assert!(src.starts_with("/media/") && src.ends_with(".jpg"), "{src}");
+    assert_eq!(img.attr("width").await.unwrap().as_deref(), Some("640"), "the 640 px thumbnail is shown");
+    // The browser fetched and decoded the image it chose from the srcset.
+    testkit::eventually("the browser has loaded the photo", || async {
+        let width = bob
+            .client
+            .execute("return arguments[0].complete && arguments[0].naturalWidth", vec![json!(img)])
+            .await
+            .unwrap_or_else(|e| panic!("reading the image's naturalWidth: {e}"));
+        width.as_u64().is_some_and(|w| w > 0)
+    })
+    .await;
+    let current = prop(&img, "currentSrc").await.expect("the img has a current source");
+    for url in [app.url(&src), current] {
+        let r = reqwest::get(&url).await.expect("GET the thumbnail");
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{url}");
+        assert_eq!(r.headers()["content-type"], "image/jpeg", "{url}");
+        assert!(r.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]), "{url} is a JPEG");
+    }
+    worker.stop().await;
     bob.close().await;
 
     drop(driver);

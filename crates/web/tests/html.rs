@@ -571,15 +571,11 @@ async fn a_photo_posted_through_the_form_is_processed_and_shown() {
 
     // A worker makes the thumbnails; the page then shows the photo.
     let worker = app.env.spawn_worker().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let post = loop {
-        let post = post_json(&app, &id).await;
-        if post["status"] != "processing" {
-            break post;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still processing: {post}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    testkit::eventually("the worker processes the photo", || async {
+        post_json(&app, &id).await["status"] != "processing"
+    })
+    .await;
+    let post = post_json(&app, &id).await;
     worker.stop().await;
     assert_eq!(post["status"], "ready", "{post}");
     let thumbs: Vec<(String, u64, u64)> = post["photo"]["thumbnails"]
