@@ -11,6 +11,14 @@
 //!
 //! Each operation has its own HDR histogram (microseconds); warm-up requests are
 //! sent but not recorded (their acknowledged writes are still checked).
+//!
+//! The generator watches itself: how late each request's task began sending
+//! it (intended start to send) goes into its own histogram, and the report
+//! warns when the generator, not the system, was behind.
+//!
+//! Read-your-writes: right after an acknowledged write, the writer reads it back
+//! with the same session through the same entry, on a read replicas serve under
+//! the session's floor ([`read_back`]); violations are counted per kind.
 
 mod checker;
 mod config;
@@ -30,11 +38,11 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-pub use checker::verify;
-pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op};
+pub use checker::{ReadBack, Written, read_back, verify};
+pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, VerifyOptions};
 pub use report::{
-    AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, LISTED_LOST, Latency, OpReport, Report,
-    Writes,
+    AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag, LISTED_LOST, Latency,
+    OpReport, Report, RywKind, Writes,
 };
 pub use zipf::Zipf;
 
@@ -47,6 +55,9 @@ pub enum BenchError {
     /// Preparing the run (client, users) failed.
     #[error("bench setup failed: {0}")]
     Setup(String),
+    /// Writing the report failed.
+    #[error("bench report: {0}")]
+    Output(String),
 }
 
 /// Largest latency the histograms hold, in microseconds (an hour).
@@ -58,6 +69,31 @@ const POOL: usize = 10_000;
 const EAGER_LOGINS: u64 = 1000;
 /// Concurrent requests while creating and logging in users.
 const SETUP_CONCURRENCY: usize = 16;
+/// Users whose timelines are read before the run (when the mix likes posts or
+/// views photos) so that likes and photo views have targets from the start.
+const PRIME_USERS: u64 = 50;
+/// The generator warns when its p99 lag (intended start to send) exceeds this.
+pub const GENERATOR_LAG_WARN: Duration = Duration::from_millis(10);
+/// A fault counts as recovered from only if no request due in this last stretch
+/// of the run failed.
+pub const RECOVERY_QUIET: Duration = Duration::from_secs(1);
+/// Size of the generated photos: an 8 × 8 grid of 24 × 16 px blocks, each dark
+/// or light by one bit of a number unique to the post, so that every photo (and
+/// its normalized copy) has its own content hash.
+const PHOTO_WIDTH: u32 = 192;
+const PHOTO_HEIGHT: u32 = 128;
+
+/// A small JPEG whose pixels encode `bits` (see [`PHOTO_WIDTH`]).
+fn photo_jpeg(bits: u64) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(PHOTO_WIDTH, PHOTO_HEIGHT, |x, y| {
+        let bit = (y / 16) * 8 + x / 24;
+        let v = if (bits >> bit) & 1 == 1 { 230 } else { 25 };
+        image::Rgb([v, v / 2 + 60, 255 - v])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).expect("encoding a JPEG in memory");
+    out.into_inner()
+}
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
@@ -204,12 +240,13 @@ impl Pool {
     }
 }
 
+/// Read-your-writes tallies.
 #[derive(Default)]
 struct Ryw {
-    checked: u64,
-    violations: u64,
-    ids: Vec<String>,
-    errors: u64,
+    /// Per kind of write.
+    by_kind: BTreeMap<String, RywKind>,
+    /// The first violations, `kind subject: what`.
+    listed: Vec<String>,
 }
 
 /// What the running tasks share.
@@ -234,6 +271,16 @@ struct Shared {
     /// When each failed request was due, seconds into the measured window (to
     /// measure recovery from an injected fault).
     failure_times: Mutex<Vec<f64>>,
+    /// Intended start to send of measured requests, microseconds: whether the
+    /// generator itself kept to its schedule.
+    lag: Mutex<Histogram<u64>>,
+    /// Operations that became another, by `from->to`.
+    substitutions: Mutex<BTreeMap<String, u64>>,
+    /// When the last successful answer to a measured request came (wall time
+    /// for the achieved rate).
+    last_ok: Mutex<Option<Instant>>,
+    /// Distinguishes this run's photos from every other run's.
+    photo_salt: u64,
 }
 
 /// One request to make.
@@ -243,7 +290,7 @@ struct Job {
     user: u64,
     /// The followee, or a draw to pick a post or photo with.
     other: u64,
-    /// Re-read a created post at once.
+    /// Read the write back at once (if it is one).
     ryw: bool,
 }
 
@@ -273,7 +320,14 @@ impl Shared {
         let s = stats.get_mut(&op).expect("every op has stats");
         s.count += 1;
         match result {
-            Ok(()) => s.ok += 1,
+            Ok(()) => {
+                s.ok += 1;
+                let mut last = lock(&self.last_ok);
+                let now = Instant::now();
+                if last.is_none_or(|t| t < now) {
+                    *last = Some(now);
+                }
+            }
             Err(kind) => {
                 *s.errors.entry(kind.to_owned()).or_default() += 1;
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -307,21 +361,29 @@ impl Shared {
     }
 
     async fn execute(self: Arc<Self>, job: Job, intended: Instant) {
+        if intended >= self.measure_from {
+            let lag = Instant::now().saturating_duration_since(intended);
+            lock(&self.lag).saturating_record((lag.as_micros() as u64).clamp(1, MAX_LATENCY_US));
+        }
         let target = self.target(job.user).to_owned();
         let (op, result) = self.perform(&target, job).await;
         let latency = intended.elapsed();
         self.record(op, intended, result.as_ref().map(|_| ()).map_err(|e| e.kind()), Some(latency));
         self.completed.fetch_add(1, Ordering::Relaxed);
-        if let Ok(Some((id, token))) = result {
-            self.read_your_write(&target, &id, &token).await;
+        if let Ok(Some((written, token))) = result {
+            self.read_your_write(&target, &written, &token).await;
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
+    fn substituted(&self, from: Op, to: Op) {
+        *lock(&self.substitutions).entry(format!("{from}->{to}")).or_default() += 1;
+    }
+
     /// Make the request; returns the operation it became (a like with no post known
     /// yet becomes a post, a photo view with no photo known a timeline read) and,
-    /// for a post to re-read, its id and the author's token.
-    async fn perform(&self, target: &str, job: Job) -> (Op, Result<Option<(String, String)>, Failure>) {
+    /// for a write to read back, what it was and the writer's token.
+    async fn perform(&self, target: &str, job: Job) -> (Op, Result<Option<(Written, String)>, Failure>) {
         let mut op = job.op;
         let mut post_to_like = None;
         let mut photo = None;
@@ -329,12 +391,14 @@ impl Shared {
             post_to_like = Pool::pick(&lock(&self.pool).posts, job.other);
             if post_to_like.is_none() {
                 op = Op::Post;
+                self.substituted(Op::Like, op);
             }
         }
         if op == Op::ViewPhoto {
             photo = Pool::pick(&lock(&self.pool).photos, job.other);
             if photo.is_none() {
                 op = Op::Timeline;
+                self.substituted(Op::ViewPhoto, op);
             }
         }
         let c = &self.http.client;
@@ -383,37 +447,73 @@ impl Shared {
                         .as_str()
                         .ok_or_else(|| Failure::BadBody("no id in the created post".into()))?
                         .to_owned();
-                    lock(&self.writes).posts.push(AckedPost { id: id.clone(), author: name, caption });
+                    lock(&self.writes).posts.push(AckedPost {
+                        id: id.clone(),
+                        author: name.clone(),
+                        caption,
+                        photo: false,
+                    });
                     Pool::push(&mut lock(&self.pool).posts, id.clone());
-                    Ok(job.ryw.then_some((id, token)))
+                    Ok(job.ryw.then_some((Written::Post { author: name, id, photo: false }, token)))
+                }
+                Op::PhotoPost => {
+                    let token = self.token(target, job.user).await?;
+                    let name = self.username(job.user);
+                    let n = self.posted.fetch_add(1, Ordering::Relaxed);
+                    let caption = format!("bench {} photo #{n} by {name}", self.tag);
+                    let jpeg = photo_jpeg((self.photo_salt << 32) ^ n);
+                    let part = reqwest::multipart::Part::bytes(jpeg)
+                        .file_name("bench.jpg")
+                        .mime_str("image/jpeg")
+                        .map_err(|e| Failure::Request(e.to_string()))?;
+                    let form =
+                        reqwest::multipart::Form::new().text("caption", caption.clone()).part("photo", part);
+                    let v = self
+                        .http
+                        .json(c.post(format!("{target}/api/v1/posts")).bearer_auth(&token).multipart(form))
+                        .await?;
+                    let id = v["id"]
+                        .as_str()
+                        .ok_or_else(|| Failure::BadBody("no id in the created photo post".into()))?
+                        .to_owned();
+                    lock(&self.writes).posts.push(AckedPost {
+                        id: id.clone(),
+                        author: name.clone(),
+                        caption,
+                        photo: true,
+                    });
+                    Pool::push(&mut lock(&self.pool).posts, id.clone());
+                    Ok(job.ryw.then_some((Written::Post { author: name, id, photo: true }, token)))
                 }
                 Op::Like => {
                     let token = self.token(target, job.user).await?;
                     let post_id = post_to_like.unwrap_or_default();
                     let v = self
                         .http
-                        .json(c.put(format!("{target}/api/v1/posts/{post_id}/like")).bearer_auth(token))
+                        .json(c.put(format!("{target}/api/v1/posts/{post_id}/like")).bearer_auth(&token))
                         .await?;
                     if v["liked"].as_bool() != Some(true) {
                         return Err(Failure::BadBody("the like was not acknowledged as liked".into()));
                     }
-                    lock(&self.writes).likes.push(AckedLike { post_id, liker: self.username(job.user) });
-                    Ok(None)
+                    lock(&self.writes)
+                        .likes
+                        .push(AckedLike { post_id: post_id.clone(), liker: self.username(job.user) });
+                    Ok(job.ryw.then_some((Written::Like { post_id }, token)))
                 }
                 Op::Follow => {
                     let token = self.token(target, job.user).await?;
                     let followee = self.username(job.other);
                     let v = self
                         .http
-                        .json(c.put(format!("{target}/api/v1/users/{followee}/follow")).bearer_auth(token))
+                        .json(c.put(format!("{target}/api/v1/users/{followee}/follow")).bearer_auth(&token))
                         .await?;
                     if v["following"].as_bool() != Some(true) {
                         return Err(Failure::BadBody("the follow was not acknowledged as following".into()));
                     }
                     lock(&self.writes)
                         .follows
-                        .push(AckedFollow { follower: self.username(job.user), followee });
-                    Ok(None)
+                        .push(AckedFollow { follower: self.username(job.user), followee: followee.clone() });
+                    Ok(job.ryw.then_some((Written::Follow { followee }, token)))
                 }
             }
         }
@@ -421,21 +521,22 @@ impl Shared {
         (op, result)
     }
 
-    /// The author reads its new post at once, on the same target.
-    async fn read_your_write(&self, target: &str, id: &str, token: &str) {
-        let req = self.http.client.get(format!("{target}/api/v1/posts/{id}")).bearer_auth(token);
-        let result = self.http.send(req).await;
+    /// The writer reads its write back at once, with the same session, through
+    /// the same entry.
+    async fn read_your_write(&self, target: &str, written: &Written, token: &str) {
+        let result = read_back(&self.http.client, target, token, written).await;
         let mut ryw = lock(&self.ryw);
-        ryw.checked += 1;
+        let kind = ryw.by_kind.entry(written.kind().to_owned()).or_default();
+        kind.checked += 1;
         match result {
-            Ok(_) => {}
-            Err(Failure::Status(StatusCode::NOT_FOUND)) => {
-                ryw.violations += 1;
-                if ryw.ids.len() < LISTED_LOST {
-                    ryw.ids.push(id.to_owned());
+            ReadBack::Seen => {}
+            ReadBack::Violation(what) => {
+                kind.violations += 1;
+                if ryw.listed.len() < LISTED_LOST {
+                    ryw.listed.push(format!("{} {}: {what}", written.kind(), written.subject()));
                 }
             }
-            Err(_) => ryw.errors += 1,
+            ReadBack::Failed(_) => kind.errors += 1,
         }
     }
 
@@ -513,6 +614,22 @@ async fn set_up_users(
     if let Some(first) = failures.first() {
         return Err(BenchError::Setup(format!("{} logins failed; first: {first}", failures.len())));
     }
+    if config.mix.like > 0.0 || config.mix.view_photo > 0.0 {
+        // Known posts and photos for likes and photo views from the first request
+        // (a failed read only means fewer known; substitutions are reported).
+        let primed = config.users.min(PRIME_USERS);
+        progress(&format!("reading {primed} timelines for posts to like and photos to view"));
+        futures::stream::iter(0..primed)
+            .map(|i| async move {
+                let url = format!("{}/api/v1/users/{}/posts?limit=20", shared.target(i), shared.username(i));
+                if let Ok(page) = shared.http.json(shared.http.client.get(url)).await {
+                    shared.harvest(&page);
+                }
+            })
+            .buffer_unordered(SETUP_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+    }
     Ok(())
 }
 
@@ -574,6 +691,14 @@ pub async fn run_with_fault(
         writes: Mutex::new(Writes::default()),
         ryw: Mutex::new(Ryw::default()),
         failure_times: Mutex::new(Vec::new()),
+        lag: Mutex::new(histogram()),
+        substitutions: Mutex::new(BTreeMap::new()),
+        last_ok: Mutex::new(None),
+        photo_salt: (config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id()))
+            .rotate_left(17)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
     };
     set_up_users(config, &shared, &progress).await?;
 
@@ -589,11 +714,11 @@ pub async fn run_with_fault(
         let run = fault.run;
         tokio::spawn(async move {
             tokio::time::sleep_until(when).await;
-            let outcome = match run.await {
-                Ok(s) => s,
-                Err(e) => format!("failed: {e}"),
+            let (done, outcome) = match run.await {
+                Ok(s) => (true, s),
+                Err(e) => (false, format!("failed: {e}")),
             };
-            (action, at_secs, outcome)
+            (action, at_secs, done, outcome)
         })
     });
 
@@ -669,18 +794,11 @@ pub async fn run_with_fault(
 
     let fault = match fault_task {
         Some(task) => {
-            let (action, at_secs, outcome) =
+            let (action, at_secs, done, outcome) =
                 task.await.map_err(|e| BenchError::Setup(format!("the fault task failed: {e}")))?;
             let after: Vec<f64> =
                 lock(&shared.failure_times).iter().copied().filter(|t| *t >= at_secs).collect();
-            let last = after.iter().copied().fold(at_secs, f64::max);
-            Some(FaultReport {
-                action,
-                at_secs,
-                outcome,
-                errors_after: after.len() as u64,
-                recovery_secs: last - at_secs,
-            })
+            Some(fault_report(action, at_secs, done, outcome, &after, config.duration.as_secs_f64()))
         }
         None => None,
     };
@@ -702,20 +820,56 @@ pub async fn run_with_fault(
     let mut checker = CheckReport::default();
     if config.verify {
         progress(&format!("verifying {} acknowledged writes (before removing repeats)", writes.len()));
-        checker = verify(&writes, &targets, &config.password, config.verify_concurrency).await?;
+        checker = verify(&writes, &targets, &config.password, &config.verify_options()).await?;
     }
     {
         let ryw = lock(&shared.ryw);
-        checker.read_your_writes_checked = ryw.checked;
-        checker.read_your_writes_violations = ryw.violations;
-        checker.read_your_writes_violation_ids = ryw.ids.clone();
-        checker.read_your_writes_errors = ryw.errors;
+        for k in ryw.by_kind.values() {
+            checker.read_your_writes_checked += k.checked;
+            checker.read_your_writes_violations += k.violations;
+            checker.read_your_writes_errors += k.errors;
+        }
+        checker.read_your_writes_by_kind = ryw.by_kind.clone();
+        checker.read_your_writes_violation_ids = ryw.listed.clone();
     }
     if checker.ran {
         checker.settle();
     }
 
     let secs = config.duration.as_secs_f64();
+    let wall = lock(&shared.last_ok)
+        .map_or(secs, |t| t.saturating_duration_since(measure_from).as_secs_f64().max(secs));
+    let lag = {
+        let h = lock(&shared.lag);
+        if h.is_empty() {
+            GeneratorLag::default()
+        } else {
+            GeneratorLag {
+                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+                max_ms: h.max() as f64 / 1000.0,
+            }
+        }
+    };
+    let substitutions = lock(&shared.substitutions).clone();
+    let mut warnings = Vec::new();
+    let bound_ms = GENERATOR_LAG_WARN.as_secs_f64() * 1000.0;
+    if lag.p99_ms > bound_ms {
+        warnings.push(format!(
+            "the load generator fell behind its own schedule (send lag p99 {:.1} ms, max {:.1} ms, bound {bound_ms:.0} ms): \
+             latencies include its delay and the rate was not sent on time; give it more CPU or a lower rate",
+            lag.p99_ms, lag.max_ms
+        ));
+    }
+    for (what, n) in &substitutions {
+        let why = if what.starts_with("like") {
+            "no post was known yet to like"
+        } else {
+            "no photo was known yet to view"
+        };
+        warnings.push(format!(
+            "{n} operations were substituted {what} ({why}): the mix sent is not the mix asked"
+        ));
+    }
     let mut report = Report {
         targets,
         mix: config.mix.to_string(),
@@ -725,6 +879,10 @@ pub async fn run_with_fault(
         checker,
         writes,
         fault,
+        wall_secs: wall,
+        generator_lag: lag,
+        substitutions,
+        warnings,
         ..Report::default()
     };
     let mut all = histogram();
@@ -746,13 +904,77 @@ pub async fn run_with_fault(
                 count: s.count,
                 ok: s.ok,
                 errors: s.errors.clone(),
-                throughput: s.ok as f64 / secs,
+                throughput: s.ok as f64 / wall,
                 latency_ms: Latency::from_histogram(&s.latency),
             },
         );
     }
     report.offered_rate = report.requests as f64 / secs;
-    report.achieved_rate = ok as f64 / secs;
+    report.achieved_rate = ok as f64 / wall;
     report.latency_ms = Latency::from_histogram(&all);
     Ok(report)
+}
+
+/// The report of a fault at `at_secs` into a measured window of `duration_secs`,
+/// given when the failed requests after it were due.
+fn fault_report(
+    action: String,
+    at_secs: f64,
+    done: bool,
+    outcome: String,
+    failures_after: &[f64],
+    duration_secs: f64,
+) -> FaultReport {
+    let last = failures_after.iter().copied().fold(at_secs, f64::max);
+    let quiet = RECOVERY_QUIET.as_secs_f64().min(duration_secs);
+    let quiet_from = (duration_secs - quiet).max(at_secs);
+    let recovered = !failures_after.iter().any(|&t| t >= quiet_from);
+    FaultReport {
+        action,
+        at_secs,
+        outcome,
+        done,
+        errors_after: failures_after.len() as u64,
+        recovery_secs: last - at_secs,
+        recovered,
+        quiet_secs: quiet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_with_failures_until_the_end_is_not_recovered() {
+        let r = fault_report("kill x".into(), 10.0, true, "killed".into(), &[10.5, 12.0, 29.5], 30.0);
+        assert!(!r.recovered);
+        assert_eq!(r.errors_after, 3);
+        assert_eq!(r.recovery_secs, 19.5);
+        let r = fault_report("kill x".into(), 10.0, true, "killed".into(), &[10.5, 12.0], 30.0);
+        assert!(r.recovered);
+        assert_eq!(r.recovery_secs, 2.0);
+        let r = fault_report("kill x".into(), 10.0, true, "killed".into(), &[], 30.0);
+        assert!(r.recovered && r.recovery_secs == 0.0);
+        // Printed as such.
+        let report = Report {
+            fault: Some(fault_report("kill x".into(), 1.0, true, "killed".into(), &[2.95], 3.0)),
+            ..Report::default()
+        };
+        assert!(report.to_string().contains("NOT recovered"), "{report}");
+        let report = Report {
+            fault: Some(fault_report("kill x".into(), 1.0, false, "failed: no".into(), &[], 3.0)),
+            ..Report::default()
+        };
+        assert!(report.to_string().contains("NOT injected"), "{report}");
+    }
+
+    #[test]
+    fn generated_photos_differ_and_are_jpegs() {
+        let a = photo_jpeg(1);
+        let b = photo_jpeg(2);
+        assert!(a.starts_with(&[0xff, 0xd8]) && b.starts_with(&[0xff, 0xd8]));
+        assert_ne!(a, b);
+        assert_eq!(a, photo_jpeg(1));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use loadgen::bench::{self, BenchConfig, BenchError, Mix, Op, Zipf};
+use loadgen::bench::{self, BenchConfig, BenchError, Mix, Op, ReadBack, VerifyOptions, Written, Zipf};
 
 const PASSWORD: &str = "bench-password-1";
 
@@ -27,6 +27,7 @@ async fn a_short_bench_has_no_errors_and_the_checker_passes() {
     let env = testkit::TestEnv::new().await;
     let a = env.spawn().await;
     let b = env.spawn().await;
+    let _worker = env.spawn_worker().await;
     let cfg = config(vec![a.base.clone(), format!("{}/", b.base)], "bench_");
     let report = bench::run(&cfg, |line| eprintln!("{line}")).await.expect("the bench runs");
     eprintln!("{report}");
@@ -44,39 +45,42 @@ async fn a_short_bench_has_no_errors_and_the_checker_passes() {
     assert_eq!(c.lost, 0);
     assert!(c.posts_acknowledged > 0, "{c:?}");
     assert_eq!(c.verified, c.writes_acknowledged);
-    assert_eq!(c.read_your_writes_checked, c.posts_acknowledged);
-    assert_eq!(c.read_your_writes_violations, 0);
+    assert_eq!(c.photos_ready, c.photos_acknowledged);
+    // Every acknowledged write (repeats included) was read back by its writer.
+    assert_eq!(c.read_your_writes_checked, report.writes.len() as u64, "{c:?}");
+    assert_eq!(c.read_your_writes_violations, 0, "{c:?}");
+    let by_kind: u64 = c.read_your_writes_by_kind.values().map(|k| k.checked).sum();
+    assert_eq!(by_kind, c.read_your_writes_checked);
+    assert!(report.wall_secs >= report.duration_secs, "{report:?}");
 
-    let json = serde_json::to_value(&report).expect("the report serializes");
+    // `--json FILE`: the file parses and has every operation's fields.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    report.write_json(&path).expect("the report is written");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("the file is JSON");
     assert_eq!(json["errors"], 0);
-    assert!(json["ops"]["feed"]["latency_ms"]["p999"].is_number());
     assert_eq!(json["checker"]["passed"], true);
-}
-
-/// Delete every key of the deployment's Redis prefix (the shared Redis serves
-/// other tests of this binary too).
-async fn flush_prefix(env: &testkit::TestEnv) {
-    let client = redis::Client::open(env.redis_url.as_str()).expect("redis url");
-    let mut con = client.get_multiplexed_async_connection().await.expect("connecting to Redis");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", env.prefix))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await
-            .expect("SCAN");
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.expect("DEL");
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+    for key in ["requests", "offered_rate", "achieved_rate", "wall_secs", "target_rate"] {
+        assert!(json[key].is_number(), "{key}: {json}");
     }
+    assert!(json["generator_lag"]["p99_ms"].is_number() && json["generator_lag"]["max_ms"].is_number());
+    assert!(json["warnings"].is_array() && json["substitutions"].is_object());
+    for (name, op) in &report.ops {
+        let j = &json["ops"][name];
+        assert_eq!(j["count"], op.count, "{name}");
+        assert_eq!(j["ok"], op.ok, "{name}");
+        assert!(j["errors"].is_object() && j["throughput"].is_number(), "{name}: {j}");
+        for q in ["p50", "p90", "p99", "p999", "max", "mean"] {
+            assert!(j["latency_ms"][q].is_number(), "{name}.{q}: {j}");
+        }
+    }
+    assert!(json["ops"]["feed"]["count"].as_u64().unwrap() > 0);
+    assert!(json["checker"]["read_your_writes_by_kind"].is_object());
+    assert!(
+        bench::Report::default().write_json(&dir.path().join("no/such/dir/r.json")).is_err(),
+        "an unwritable path is an error"
+    );
 }
 
 #[tokio::test]
@@ -104,11 +108,14 @@ async fn the_checker_reports_a_post_deleted_behind_its_back() {
         let _ = conn.await;
     }
     assert_eq!(deleted, 1, "the post lived on exactly one shard");
-    drop(app);
-    flush_prefix(&env).await;
-    let fresh = env.spawn().await;
+    // The post is still in the app's caches (L1 and Redis): the checker must not
+    // be fooled by them. No flush, no restart.
+    let cached = reqwest::get(app.url(&format!("/api/v1/posts/{victim}"))).await.unwrap();
+    assert_eq!(cached.status(), 200, "the deleted post is still served from the cache");
 
-    let check = bench::verify(&report.writes, std::slice::from_ref(&fresh.base), PASSWORD, 8)
+    let options =
+        VerifyOptions { concurrency: 8, settle: Duration::from_millis(500), ..VerifyOptions::default() };
+    let check = bench::verify(&report.writes, std::slice::from_ref(&app.base), PASSWORD, &options)
         .await
         .expect("the checker runs");
     assert!(!check.passed, "{check:?}");
@@ -159,8 +166,7 @@ fn nonsense_configurations_are_refused_with_a_message() {
     refused(&BenchConfig { user_prefix: "Bad-Name".into(), ..good.clone() }, "prefix");
     refused(&BenchConfig { read_your_writes_fraction: 1.5, ..good.clone() }, "read-your-writes");
 
-    let zero = Mix { feed: 0.0, timeline: 0.0, post: 0.0, like: 0.0, follow: 0.0, view_photo: 0.0 };
-    refused(&BenchConfig { mix: zero, ..good.clone() }, "all zero");
+    refused(&BenchConfig { mix: Mix::ZERO, ..good.clone() }, "all zero");
     refused(&BenchConfig { mix: Mix { like: -1.0, ..Mix::default() }, ..good.clone() }, "`like` is negative");
     refused(
         &BenchConfig { mix: Mix { feed: f64::NAN, ..Mix::default() }, ..good.clone() },
@@ -175,8 +181,12 @@ fn nonsense_configurations_are_refused_with_a_message() {
 
 #[test]
 fn mixes_parse_and_refuse_nonsense() {
-    let m = Mix::parse("feed=60,timeline=30,post=4,like=4,follow=2").unwrap();
+    let m = Mix::parse("feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2").unwrap();
     assert_eq!(m, Mix::default());
+    // 10% writes, a photo post among them.
+    let writes = m.post + m.photo_post + m.like + m.follow;
+    assert_eq!((m.feed / m.total(), m.timeline / m.total(), writes / m.total()), (0.6, 0.3, 0.1));
+    assert!(m.photo_post > 0.0);
     assert_eq!(Mix::parse(&m.to_string()).unwrap(), m);
     let m = Mix::parse(" post = 1 , view_photo=2 ").unwrap();
     assert_eq!((m.post, m.view_photo, m.feed), (1.0, 2.0, 0.0));
@@ -184,6 +194,7 @@ fn mixes_parse_and_refuse_nonsense() {
     for (text, needle) in [
         ("", "empty"),
         ("feed=60,tweet=5", "unknown operation `tweet`"),
+        ("photo=1", "unknown operation `photo`"),
         ("feed=60,feed=5", "twice"),
         ("feed", "name=weight"),
         ("feed=abc", "not a number"),
@@ -282,11 +293,17 @@ async fn a_stalled_server_shows_as_latency_and_overload_not_a_lower_rate() {
     cfg.verify = false;
     let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
     let feed = &report.ops["feed"];
+    // 20 due on schedule, whatever the server does; none answered; each either
+    // sent and timed out or dropped because 3 were already in flight.
     assert_eq!(feed.count, 20, "{feed:?}");
     assert_eq!(feed.ok, 0);
-    assert_eq!(feed.errors.get("timeout"), Some(&3), "{feed:?}");
-    assert_eq!(feed.errors.get("overloaded"), Some(&17), "{feed:?}");
-    // Measured from the intended start: at least the timeout.
+    let timeouts = feed.errors.get("timeout").copied().unwrap_or(0);
+    let overloaded = feed.errors.get("overloaded").copied().unwrap_or(0);
+    assert_eq!(timeouts + overloaded, 20, "{feed:?}");
+    assert!(timeouts > 0 && overloaded > 0, "{feed:?}");
+    assert_eq!(feed.errors.len(), 2, "{feed:?}");
+    // Measured from the intended start, a timed-out request took at least the
+    // timeout (a lower bound that holds however slow the machine).
     assert!(feed.latency_ms.p50 >= 1500.0, "{feed:?}");
     assert!(!report.checker.ran);
 }
@@ -321,16 +338,12 @@ async fn photo_views_fetch_thumbnails_seen_in_timelines() {
         .unwrap();
     let post: serde_json::Value = r.json().await.unwrap();
     let id = post["id"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    testkit::eventually("the photo is ready", || async {
         let p: serde_json::Value =
             c.get(app.url(&format!("/api/v1/posts/{id}"))).send().await.unwrap().json().await.unwrap();
-        if p["status"] == "ready" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the photo never became ready: {p}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        p["status"] == "ready"
+    })
+    .await;
 
     // One user (the existing account is reused), reading its timeline and photos.
     let mut cfg = config(vec![app.base.clone()], "snap_");
@@ -341,7 +354,173 @@ async fn photo_views_fetch_thumbnails_seen_in_timelines() {
     cfg.mix = Mix::parse("timeline=1,view_photo=3").unwrap();
     let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
     assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    // The user's timeline was read before the run: every photo view had a photo
+    // to fetch, none became a timeline read.
+    assert!(report.substitutions.is_empty(), "{:?}", report.substitutions);
+    assert!(report.warnings.iter().all(|w| !w.contains("substituted")), "{:?}", report.warnings);
     let views = &report.ops["view_photo"];
-    assert!(views.ok > 20, "{views:?}");
+    assert!(views.count > 0 && views.ok == views.count, "{views:?}");
     assert!(report.checker.passed && report.checker.writes_acknowledged == 0, "{:?}", report.checker);
+}
+
+#[tokio::test]
+async fn photo_posts_are_checked_until_processed() {
+    let env = testkit::TestEnv::new().await;
+    let app = env.spawn().await;
+    let mut cfg = config(vec![app.base.clone()], "pic_");
+    cfg.users = 5;
+    cfg.rate = 20.0;
+    cfg.duration = Duration::from_secs(1);
+    cfg.warmup = Duration::ZERO;
+    cfg.mix = Mix::parse("timeline=1,photo_post=3").unwrap();
+    // No worker yet: the photos stay `processing`, and the checker says so.
+    cfg.photo_ready_timeout = Duration::from_millis(300);
+    cfg.verify_settle = Duration::from_millis(300);
+    let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
+    assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    let c = &report.checker;
+    assert!(c.photos_acknowledged > 0, "{c:?}");
+    assert_eq!(c.photos_acknowledged, c.posts_acknowledged);
+    assert_eq!(c.photos_ready, 0, "{c:?}");
+    assert_eq!(c.photos_not_ready_count, c.photos_acknowledged, "{c:?}");
+    assert_eq!(c.lost, 0, "{c:?}");
+    assert!(!c.passed, "{c:?}");
+    assert!(report.to_string().contains("photos not ready"), "{report}");
+    // Every photo was listed in its author's timeline at once.
+    assert_eq!(c.read_your_writes_by_kind["photo_post"].checked, c.photos_acknowledged);
+    assert_eq!(c.read_your_writes_violations, 0, "{c:?}");
+
+    // Distinct photos: one stored original per post.
+    let originals: std::collections::BTreeSet<String> = {
+        let mut set = std::collections::BTreeSet::new();
+        for p in &report.writes.posts {
+            let v: serde_json::Value = reqwest::get(app.url(&format!("/api/v1/posts/{}", p.id)))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            set.insert(v["photo"]["original"]["url"].as_str().unwrap().to_owned());
+        }
+        set
+    };
+    assert_eq!(originals.len(), report.writes.posts.len());
+
+    // A worker processes them: the same writes now pass.
+    let _worker = env.spawn_worker().await;
+    let check =
+        bench::verify(&report.writes, std::slice::from_ref(&app.base), PASSWORD, &VerifyOptions::default())
+            .await
+            .expect("the checker runs");
+    assert!(check.passed, "{check:?}");
+    assert_eq!(check.photos_ready, check.photos_acknowledged);
+}
+
+async fn signup_and_login(c: &reqwest::Client, base: &str, name: &str) -> (i64, String) {
+    let creds = serde_json::json!({"username": name, "password": PASSWORD});
+    let user: serde_json::Value =
+        c.post(format!("{base}/api/v1/users")).json(&creds).send().await.unwrap().json().await.unwrap();
+    (user["id"].as_str().unwrap().parse().unwrap(), login(c, base, name).await)
+}
+
+async fn login(c: &reqwest::Client, base: &str, name: &str) -> String {
+    let creds = serde_json::json!({"username": name, "password": PASSWORD});
+    let session: serde_json::Value =
+        c.post(format!("{base}/api/v1/sessions")).json(&creds).send().await.unwrap().json().await.unwrap();
+    session["token"].as_str().unwrap().to_owned()
+}
+
+/// With a real streaming replica whose replay is paused: the writer's own
+/// session sees its writes (its floor sends the reads to the primary), the
+/// bench's read-backs find no violation, and the same user's fresh session,
+/// which has no floor, reads the lagging replica: the read-back reports the
+/// violation, per kind.
+#[tokio::test]
+async fn read_backs_expose_a_lagging_replica_read_without_the_sessions_floor() {
+    let pg = testkit::fresh_replicated_postgres();
+    let env = testkit::TestEnv::on_replicated(&pg, testkit::redis().url()).await;
+    // A lag bound so loose that only the floor keeps the paused replica away.
+    let app = env.spawn_with(|c| c.database.max_replica_lag_ms = 600_000).await;
+    let c = reqwest::Client::new();
+    let (alice, token) = signup_and_login(&c, &app.base, "ryw_0").await;
+    let (_, bob) = signup_and_login(&c, &app.base, "ryw_1").await;
+    let _ = signup_and_login(&c, &app.base, "ryw_2").await;
+    let bobs: serde_json::Value = c
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({"caption": "for alice to like"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let liked = bobs["id"].as_str().unwrap().to_owned();
+    let data = app.state.data().clone();
+    let shards = [
+        data.shard_map().shard_of_user(alice),
+        data.shard_map().shard_of_post(data::PostId::from_i64(liked.parse().unwrap()).unwrap()),
+    ];
+    testkit::eventually("the replicas are usable", || async {
+        shards.iter().all(|s| data.usable_replicas(*s) == 1)
+    })
+    .await;
+    let (replica, conn) = tokio_postgres::connect(&env.replicas[0][0], tokio_postgres::NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    replica.batch_execute("SELECT pg_wal_replay_pause()").await.unwrap();
+
+    // The bench itself, on the paused replica: every read-back sees its write.
+    let mut cfg = config(vec![app.base.clone()], "ryw_");
+    cfg.users = 3;
+    cfg.rate = 30.0;
+    cfg.duration = Duration::from_secs(1);
+    cfg.warmup = Duration::ZERO;
+    cfg.mix = Mix::parse("post=2,like=2,follow=1").unwrap();
+    cfg.verify = false;
+    let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
+    assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    let r = &report.checker;
+    assert_eq!(r.read_your_writes_checked, report.writes.len() as u64, "{r:?}");
+    assert_eq!(r.read_your_writes_violations, 0, "{r:?}");
+    assert!(r.read_your_writes_by_kind["post"].checked > 0, "{r:?}");
+
+    // Alice writes; her session reads it back; her fresh session does not.
+    let post: serde_json::Value = c
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"caption": "written while the replica is paused"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let post =
+        Written::Post { author: "ryw_0".into(), id: post["id"].as_str().unwrap().into(), photo: false };
+    let r = c.put(app.url(&format!("/api/v1/posts/{liked}/like"))).bearer_auth(&token).send().await.unwrap();
+    assert!(r.status().is_success());
+    let like = Written::Like { post_id: liked };
+    for w in [&post, &like] {
+        assert_eq!(bench::read_back(&c, &app.base, &token, w).await, ReadBack::Seen, "{w:?}");
+    }
+    let fresh = login(&c, &app.base, "ryw_0").await;
+    for w in [&post, &like] {
+        let seen = bench::read_back(&c, &app.base, &fresh, w).await;
+        assert!(matches!(seen, ReadBack::Violation(_)), "{w:?}: {seen:?}");
+    }
+
+    // Resumed, the replica catches up and the fresh session sees both.
+    replica.batch_execute("SELECT pg_wal_replay_resume()").await.unwrap();
+    testkit::eventually("the replica catches up", || async {
+        bench::read_back(&c, &app.base, &fresh, &post).await == ReadBack::Seen
+            && bench::read_back(&c, &app.base, &fresh, &like).await == ReadBack::Seen
+    })
+    .await;
+    let check =
+        bench::verify(&report.writes, std::slice::from_ref(&app.base), PASSWORD, &VerifyOptions::default())
+            .await
+            .expect("the checker runs");
+    assert!(check.passed, "{check:?}");
+    drop(replica);
+    let _ = conn.await;
 }

@@ -1,45 +1,222 @@
-//! The checker: every acknowledged write must be readable through the API.
+//! The checker: every acknowledged write must be readable through the API, from
+//! the database rather than from a cache where the API allows it; and the
+//! read-your-writes read-back a writer makes right after an acknowledgement.
+//!
+//! Which read shows what (see `crates/web/src/service.rs`):
+//! - a post: `GET /users/{author}/posts` lists post ids from a query on the
+//!   author's shard (a replica within the lag bound, under the session's floor);
+//!   only the posts' contents come from the post cache. A post deleted in the
+//!   database is missing from that list at once, cached or not.
+//! - a like: `liked_by_me` of `GET /posts/{id}` reads the `likes` table (a
+//!   replica, under the floor), never a cache.
+//! - a follow: `followed_by_me` of `GET /users/{name}` comes from the follower's
+//!   cached followee list (filled from the primary, invalidated on every
+//!   follow), and the followee's `followers_count` from its cached profile: the
+//!   API has no uncached read of a follow edge, so both sides are checked
+//!   through those.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
-use serde_json::Value;
+use tokio::time::Instant;
 
-use super::report::{CheckReport, LISTED_LOST, Writes};
+use super::config::VerifyOptions;
+use super::report::{AckedPost, CheckReport, LISTED_LOST, Writes};
 use super::{BenchError, Failure, Http};
 
-/// How many times a read that fails for a reason other than "not there" is tried.
+/// How many times in a row a read may fail (other than "not there") before the
+/// write is called unverifiable.
 const ATTEMPTS: usize = 3;
+/// Page size of the timeline reads.
+const PAGE: usize = 100;
+/// Most pages of one author's timeline read to find its acknowledged posts.
+const MAX_PAGES: usize = 1000;
+/// Longest pause between two re-reads of a write not seen yet.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 enum Verdict {
     Verified,
     Lost(String),
+    NotReady(String),
     Unverifiable(String),
 }
 
-enum Check<'a> {
-    Post { id: &'a str, caption: &'a str },
-    Like { post_id: &'a str, liker: &'a str },
-    Follow { follower: &'a str, followee: &'a str },
+/// What one read of a write showed.
+enum Seen<T> {
+    /// As written; `T` is what else the read showed.
+    Yes(T),
+    /// Not (yet) there.
+    No(String),
 }
 
-/// Verify every write in `writes` through the API at `targets` (round-robin), with
-/// at most `concurrency` requests at once. Likers and followers are logged in with
-/// `password` (their sessions from the run may be gone). The read-your-writes
-/// fields of the result are left at zero.
+/// Re-read until the write is seen, `deadline` passes (lost) or reads fail
+/// [`ATTEMPTS`] times in a row (unverifiable).
+async fn until_seen<T, F, Fut>(deadline: Instant, mut read: F) -> (Verdict, Option<T>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Seen<T>, String>>,
+{
+    let mut failures = 0;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Ok(Seen::Yes(t)) => return (Verdict::Verified, Some(t)),
+            Ok(Seen::No(what)) => {
+                failures = 0;
+                if Instant::now() >= deadline {
+                    return (Verdict::Lost(what), None);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    return (Verdict::Unverifiable(e), None);
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A post as a timeline lists it.
+struct Listed {
+    caption: String,
+    status: String,
+}
+
+/// The posts of `author`'s timeline from the newest down to (at least) post id
+/// `oldest`, read with `token` if given. A user that does not exist has none.
+async fn author_posts(
+    http: &Http,
+    target: &str,
+    author: &str,
+    oldest: i64,
+    token: Option<&str>,
+) -> Result<HashMap<i64, Listed>, Failure> {
+    let mut found = HashMap::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut url = format!("{target}/api/v1/users/{author}/posts?limit={PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let mut req = http.client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let page = match http.json(req).await {
+            Ok(page) => page,
+            Err(Failure::Status(StatusCode::NOT_FOUND)) => return Ok(found),
+            Err(e) => return Err(e),
+        };
+        let posts =
+            page["posts"].as_array().ok_or_else(|| Failure::BadBody("no posts in the page".into()))?;
+        let mut last = i64::MAX;
+        for p in posts {
+            let Some(id) = p["id"].as_str().and_then(|s| s.parse::<i64>().ok()) else { continue };
+            last = last.min(id);
+            found.insert(
+                id,
+                Listed {
+                    caption: p["caption"].as_str().unwrap_or_default().to_owned(),
+                    status: p["status"].as_str().unwrap_or_default().to_owned(),
+                },
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if last > oldest => cursor = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(found)
+}
+
+/// Verify one author's acknowledged posts: each must be listed in the author's
+/// timeline with its caption (re-read until `settle` passes), and each photo post
+/// must reach `ready` (re-read until `photo_deadline`).
+async fn check_author(
+    http: &Http,
+    target: &str,
+    author: &str,
+    posts: &[(usize, &AckedPost)],
+    settle: Instant,
+    photo_deadline: Instant,
+) -> Vec<(usize, Verdict)> {
+    let ids: Vec<(usize, &AckedPost, Option<i64>)> =
+        posts.iter().map(|&(i, p)| (i, p, p.id.parse::<i64>().ok())).collect();
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for (i, p, id) in ids {
+        match id {
+            Some(id) => pending.push((i, p, id)),
+            None => out.push((i, Verdict::Lost(format!("{} (not a post id)", p.id)))),
+        }
+    }
+    let mut failures = 0;
+    let mut wait = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let oldest = pending.iter().map(|(_, _, id)| *id).min().unwrap_or(0);
+        match author_posts(http, target, author, oldest, None).await {
+            Ok(listed) => {
+                failures = 0;
+                let now = Instant::now();
+                pending.retain(|&(i, p, id)| {
+                    let verdict = match listed.get(&id) {
+                        None if now >= settle => Verdict::Lost(p.id.clone()),
+                        None => return true,
+                        Some(l) if l.caption != p.caption => {
+                            Verdict::Lost(format!("{} (caption {:?})", p.id, l.caption))
+                        }
+                        Some(l) if !p.photo || l.status == "ready" => Verdict::Verified,
+                        Some(l) if l.status == "failed" || now >= photo_deadline => {
+                            Verdict::NotReady(format!("{}: {}", p.id, l.status))
+                        }
+                        Some(_) => return true,
+                    };
+                    out.push((i, verdict));
+                    false
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    for (i, p, _) in pending.drain(..) {
+                        out.push((i, Verdict::Unverifiable(format!("{} by {author}: {e}", p.id))));
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+    out
+}
+
+/// Verify every write in `writes` through the API at `targets`. Likers and
+/// followers are logged in with `password` (their sessions from the run may be
+/// gone). The read-your-writes fields of the result are left at zero.
 pub async fn verify(
     writes: &Writes,
     targets: &[String],
     password: &str,
-    concurrency: usize,
+    options: &VerifyOptions,
 ) -> Result<CheckReport, BenchError> {
     if targets.is_empty() {
         return Err(BenchError::Invalid("no targets to verify against".into()));
     }
     let http = Http::new(Duration::from_secs(10))?;
-    let concurrency = concurrency.max(1);
+    let concurrency = options.concurrency.max(1);
+    let start = Instant::now();
+    let settle = start + options.settle;
+    let photo_deadline = start + options.photo_ready_timeout.max(options.settle);
     let likes: BTreeSet<_> = writes.likes.iter().collect();
     let follows: BTreeSet<_> = writes.follows.iter().collect();
 
@@ -65,61 +242,129 @@ pub async fn verify(
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    let token_of = |name: &str, what: &str| match tokens.get(name) {
+        Some(Ok(t)) => Ok(t.clone()),
+        Some(Err(e)) => Err(format!("{what}: {e}")),
+        None => Err(format!("{what}: no session")),
+    };
 
-    let mut checks: Vec<Check<'_>> = Vec::new();
-    checks.extend(writes.posts.iter().map(|p| Check::Post { id: &p.id, caption: &p.caption }));
-    checks.extend(likes.iter().map(|l| Check::Like { post_id: &l.post_id, liker: &l.liker }));
-    checks.extend(follows.iter().map(|f| Check::Follow { follower: &f.follower, followee: &f.followee }));
-
-    let verdicts: Vec<(usize, Verdict)> = futures::stream::iter(checks.iter().enumerate())
-        .map(|(i, check)| {
-            let http = &http;
-            let tokens = &tokens;
-            // A session lives in the data center it was made in: a user's view
-            // is read through the entry that user logged in through.
-            let viewer = match check {
-                Check::Like { liker, .. } => Some(*liker),
-                Check::Follow { follower, .. } => Some(*follower),
-                Check::Post { .. } => None,
-            };
-            let target = viewer
-                .map_or(targets[i % targets.len()].as_str(), |name| login_target(targets, &order, name));
-            async move { (i, check_one(http, target, tokens, check).await) }
+    // Posts, by author.
+    let mut by_author: BTreeMap<&str, Vec<(usize, &AckedPost)>> = BTreeMap::new();
+    for (i, p) in writes.posts.iter().enumerate() {
+        by_author.entry(p.author.as_str()).or_default().push((i, p));
+    }
+    let post_verdicts: Vec<Vec<(usize, Verdict)>> = futures::stream::iter(by_author.iter().enumerate())
+        .map(|(k, (author, posts))| {
+            let target = targets[k % targets.len()].as_str();
+            check_author(&http, target, author, posts, settle, photo_deadline)
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
 
+    // Likes: the liker's `liked_by_me`, from the likes table.
+    let like_verdicts: Vec<Verdict> = futures::stream::iter(likes.iter())
+        .map(|l| {
+            let (http, target) = (&http, login_target(targets, &order, &l.liker));
+            let what = format!("{} by {}", l.post_id, l.liker);
+            let token = token_of(&l.liker, &what);
+            async move {
+                let token = match token {
+                    Ok(t) => t,
+                    Err(e) => return Verdict::Unverifiable(e),
+                };
+                let url = format!("{target}/api/v1/posts/{}", l.post_id);
+                until_seen(settle, || {
+                    let (url, token, what) = (&url, &token, &what);
+                    async move {
+                        match http.json(http.client.get(url).bearer_auth(token)).await {
+                            Ok(v) if v["liked_by_me"].as_bool() == Some(true) => Ok(Seen::Yes(())),
+                            Ok(_) => Ok(Seen::No(what.clone())),
+                            Err(Failure::Status(StatusCode::NOT_FOUND)) => {
+                                Ok(Seen::No(format!("{what} (the post is gone)")))
+                            }
+                            Err(e) => Err(format!("{what}: {e}")),
+                        }
+                    }
+                })
+                .await
+                .0
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+
+    // Follows: the follower's `followed_by_me`, and the followee's count.
+    let follow_verdicts: Vec<(Verdict, Option<i64>)> = futures::stream::iter(follows.iter())
+        .map(|f| {
+            let (http, target) = (&http, login_target(targets, &order, &f.follower));
+            let what = format!("{} -> {}", f.follower, f.followee);
+            let token = token_of(&f.follower, &what);
+            async move {
+                let token = match token {
+                    Ok(t) => t,
+                    Err(e) => return (Verdict::Unverifiable(e), None),
+                };
+                let url = format!("{target}/api/v1/users/{}", f.followee);
+                until_seen(settle, || {
+                    let (url, token, what) = (&url, &token, &what);
+                    async move {
+                        match http.json(http.client.get(url).bearer_auth(token)).await {
+                            Ok(v) if v["followed_by_me"].as_bool() == Some(true) => {
+                                Ok(Seen::Yes(v["followers_count"].as_i64().unwrap_or(0)))
+                            }
+                            Ok(_) => Ok(Seen::No(what.clone())),
+                            Err(Failure::Status(StatusCode::NOT_FOUND)) => {
+                                Ok(Seen::No(format!("{what} (no such user)")))
+                            }
+                            Err(e) => Err(format!("{what}: {e}")),
+                        }
+                    }
+                })
+                .await
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+
+    let photos = writes.posts.iter().filter(|p| p.photo).count() as u64;
     let mut report = CheckReport {
         ran: true,
         posts_acknowledged: writes.posts.len() as u64,
+        photos_acknowledged: photos,
         likes_acknowledged: likes.len() as u64,
         follows_acknowledged: follows.len() as u64,
         ..CheckReport::default()
     };
     report.writes_acknowledged =
         report.posts_acknowledged + report.likes_acknowledged + report.follows_acknowledged;
-    let mut verdicts = verdicts;
-    verdicts.sort_by_key(|(i, _)| *i);
-    for (i, verdict) in verdicts {
-        match verdict {
-            Verdict::Verified => report.verified += 1,
-            Verdict::Lost(what) => {
-                report.lost += 1;
-                let list = match checks[i] {
-                    Check::Post { .. } => &mut report.lost_posts,
-                    Check::Like { .. } => &mut report.lost_likes,
-                    Check::Follow { .. } => &mut report.lost_follows,
-                };
-                if list.len() < LISTED_LOST {
-                    list.push(what);
-                }
-            }
-            Verdict::Unverifiable(why) => {
-                report.unverifiable += 1;
-                if report.unverifiable_reasons.len() < LISTED_LOST {
-                    report.unverifiable_reasons.push(why);
-                }
+    let mut post_verdicts: Vec<(usize, Verdict)> = post_verdicts.into_iter().flatten().collect();
+    post_verdicts.sort_by_key(|(i, _)| *i);
+    for (i, verdict) in post_verdicts {
+        if writes.posts[i].photo && matches!(verdict, Verdict::Verified) {
+            report.photos_ready += 1;
+        }
+        tally(&mut report, verdict, |r| &mut r.lost_posts);
+    }
+    for verdict in like_verdicts {
+        tally(&mut report, verdict, |r| &mut r.lost_likes);
+    }
+    // The followee's side: at least as many followers as distinct followers
+    // whose follow was acknowledged (nobody unfollows during a bench).
+    let mut counts: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
+    for (f, (verdict, count)) in follows.iter().zip(follow_verdicts) {
+        let e = counts.entry(f.followee.as_str()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(count.unwrap_or(i64::MAX));
+        tally(&mut report, verdict, |r| &mut r.lost_follows);
+    }
+    for (followee, (acknowledged, counted)) in counts {
+        if counted < acknowledged as i64 {
+            report.short_follower_counts_count += 1;
+            if report.short_follower_counts.len() < LISTED_LOST {
+                report.short_follower_counts.push(format!("{followee}: {counted} < {acknowledged}"));
             }
         }
     }
@@ -127,59 +372,142 @@ pub async fn verify(
     Ok(report)
 }
 
-async fn check_one(
-    http: &Http,
-    target: &str,
-    tokens: &HashMap<&str, Result<String, String>>,
-    check: &Check<'_>,
-) -> Verdict {
-    let (url, token, what) = match *check {
-        Check::Post { id, .. } => (format!("{target}/api/v1/posts/{id}"), None, id.to_owned()),
-        Check::Like { post_id, liker } => {
-            (format!("{target}/api/v1/posts/{post_id}"), Some(liker), format!("{post_id} by {liker}"))
-        }
-        Check::Follow { follower, followee } => {
-            (format!("{target}/api/v1/users/{followee}"), Some(follower), format!("{follower} -> {followee}"))
-        }
-    };
-    let token = match token.map(|name| tokens.get(name)) {
-        None => None,
-        Some(Some(Ok(t))) => Some(t.as_str()),
-        Some(Some(Err(e))) => return Verdict::Unverifiable(format!("{what}: {e}")),
-        Some(None) => return Verdict::Unverifiable(format!("{what}: no session")),
-    };
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-        }
-        let mut req = http.client.get(&url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let body = match http.send(req).await {
-            Ok(body) => body,
-            Err(Failure::Status(StatusCode::NOT_FOUND)) => return Verdict::Lost(what),
-            Err(e) => {
-                last = format!("{what}: {e}");
-                continue;
+fn tally(report: &mut CheckReport, verdict: Verdict, lost: impl Fn(&mut CheckReport) -> &mut Vec<String>) {
+    match verdict {
+        Verdict::Verified => report.verified += 1,
+        Verdict::Lost(what) => {
+            report.lost += 1;
+            let list = lost(report);
+            if list.len() < LISTED_LOST {
+                list.push(what);
             }
-        };
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-            last = format!("{what}: the answer is not JSON");
-            continue;
-        };
-        let ok = match *check {
-            Check::Post { caption, .. } => v["caption"].as_str() == Some(caption),
-            Check::Like { .. } => v["liked_by_me"].as_bool() == Some(true),
-            Check::Follow { .. } => v["followed_by_me"].as_bool() == Some(true),
-        };
-        return if ok { Verdict::Verified } else { Verdict::Lost(what) };
+        }
+        Verdict::NotReady(what) => {
+            report.photos_not_ready_count += 1;
+            if report.photos_not_ready.len() < LISTED_LOST {
+                report.photos_not_ready.push(what);
+            }
+        }
+        Verdict::Unverifiable(why) => {
+            report.unverifiable += 1;
+            if report.unverifiable_reasons.len() < LISTED_LOST {
+                report.unverifiable_reasons.push(why);
+            }
+        }
     }
-    Verdict::Unverifiable(last)
 }
 
 /// The entry through which `name` is logged in for the check.
 fn login_target<'a>(targets: &'a [String], order: &HashMap<&str, usize>, name: &str) -> &'a str {
     &targets[order.get(name).copied().unwrap_or(0) % targets.len()]
+}
+
+/// A write just acknowledged, as its writer reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// A post (text or photo) by `author`.
+    Post {
+        /// The author (the reader).
+        author: String,
+        /// The new post.
+        id: String,
+        /// Whether it is a photo post (only changes how it is counted).
+        photo: bool,
+    },
+    /// A like of `post_id` by the reader.
+    Like {
+        /// The liked post.
+        post_id: String,
+    },
+    /// A follow of `followee` by the reader.
+    Follow {
+        /// Whom the reader followed.
+        followee: String,
+    },
+}
+
+impl Written {
+    /// Its kind in reports: `post`, `photo_post`, `like` or `follow`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Written::Post { photo: false, .. } => "post",
+            Written::Post { photo: true, .. } => "photo_post",
+            Written::Like { .. } => "like",
+            Written::Follow { .. } => "follow",
+        }
+    }
+
+    /// What it is about, for listing a violation.
+    pub fn subject(&self) -> &str {
+        match self {
+            Written::Post { id, .. } => id,
+            Written::Like { post_id } => post_id,
+            Written::Follow { followee } => followee,
+        }
+    }
+}
+
+/// What a writer's read-back showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBack {
+    /// The write is visible.
+    Seen,
+    /// The read succeeded and does not show the write: a read-your-writes
+    /// violation.
+    Violation(String),
+    /// The read failed or could not tell (not a violation).
+    Failed(String),
+}
+
+/// Read `written` back at once as its writer (session `token`) through
+/// `target`, on the read that replicas serve under the session's
+/// read-your-writes floor: the post in the author's own timeline; the like in
+/// `liked_by_me` (the likes table); the follow in `followed_by_me`.
+pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, written: &Written) -> ReadBack {
+    let http = Http { client: client.clone() };
+    match written {
+        Written::Post { author, id, .. } => {
+            let Ok(num) = id.parse::<i64>() else {
+                return ReadBack::Failed(format!("{id} is not a post id"));
+            };
+            let url = format!("{target}/api/v1/users/{author}/posts?limit={PAGE}");
+            match http.json(client.get(url).bearer_auth(token)).await {
+                Ok(page) => {
+                    let ids: Vec<i64> = page["posts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["id"].as_str().and_then(|s| s.parse().ok()))
+                        .collect();
+                    if ids.contains(&num) {
+                        ReadBack::Seen
+                    } else if ids.len() >= PAGE && ids.iter().all(|&i| i > num) {
+                        ReadBack::Failed(format!("{id}: {PAGE} newer posts hide it"))
+                    } else {
+                        ReadBack::Violation(format!("post {id} is not in {author}'s timeline"))
+                    }
+                }
+                Err(e) => ReadBack::Failed(format!("{id}: {e}")),
+            }
+        }
+        Written::Like { post_id } => {
+            let url = format!("{target}/api/v1/posts/{post_id}");
+            match http.json(client.get(url).bearer_auth(token)).await {
+                Ok(v) if v["liked_by_me"].as_bool() == Some(true) => ReadBack::Seen,
+                Ok(_) => ReadBack::Violation(format!("post {post_id} is not liked_by_me")),
+                Err(Failure::Status(StatusCode::NOT_FOUND)) => {
+                    ReadBack::Violation(format!("liked post {post_id} is not found"))
+                }
+                Err(e) => ReadBack::Failed(format!("{post_id}: {e}")),
+            }
+        }
+        Written::Follow { followee } => {
+            let url = format!("{target}/api/v1/users/{followee}");
+            match http.json(client.get(url).bearer_auth(token)).await {
+                Ok(v) if v["followed_by_me"].as_bool() == Some(true) => ReadBack::Seen,
+                Ok(_) => ReadBack::Violation(format!("{followee} is not followed_by_me")),
+                Err(e) => ReadBack::Failed(format!("{followee}: {e}")),
+            }
+        }
+    }
 }

@@ -24,6 +24,9 @@ pub enum Op {
     Timeline,
     /// `POST /api/v1/posts` (a text post).
     Post,
+    /// `POST /api/v1/posts` as multipart with a small generated JPEG (distinct
+    /// bytes per post): a photo a worker must process before it is `ready`.
+    PhotoPost,
     /// `PUT /api/v1/posts/{id}/like` of a recently seen post.
     Like,
     /// `PUT /api/v1/users/{name}/follow` between two Zipf-drawn users.
@@ -34,7 +37,8 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in report order.
-    pub const ALL: [Op; 6] = [Op::Feed, Op::Timeline, Op::Post, Op::Like, Op::Follow, Op::ViewPhoto];
+    pub const ALL: [Op; 7] =
+        [Op::Feed, Op::Timeline, Op::Post, Op::PhotoPost, Op::Like, Op::Follow, Op::ViewPhoto];
 
     /// Its name in mixes and reports.
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Op {
             Op::Feed => "feed",
             Op::Timeline => "timeline",
             Op::Post => "post",
+            Op::PhotoPost => "photo_post",
             Op::Like => "like",
             Op::Follow => "follow",
             Op::ViewPhoto => "view_photo",
@@ -64,6 +69,8 @@ pub struct Mix {
     pub timeline: f64,
     /// Text posts.
     pub post: f64,
+    /// Photo posts (multipart upload, processed by a worker).
+    pub photo_post: f64,
     /// Likes.
     pub like: f64,
     /// Follows.
@@ -73,18 +80,31 @@ pub struct Mix {
 }
 
 impl Default for Mix {
-    /// 60% home feed, 30% user timeline, 10% writes (4 post, 4 like, 2 follow).
+    /// 60% home feed, 30% user timeline, 10% writes (3 text post, 1 photo post,
+    /// 4 like, 2 follow); no photo views (ask for them with `view_photo=N`).
     fn default() -> Mix {
-        Mix { feed: 60.0, timeline: 30.0, post: 4.0, like: 4.0, follow: 2.0, view_photo: 0.0 }
+        Mix {
+            feed: 60.0,
+            timeline: 30.0,
+            post: 3.0,
+            photo_post: 1.0,
+            like: 4.0,
+            follow: 2.0,
+            view_photo: 0.0,
+        }
     }
 }
 
 impl Mix {
-    /// Parse `feed=60,timeline=30,post=4,like=4,follow=2,view_photo=0`; operations
+    /// Every weight zero (a starting point for building a mix).
+    pub const ZERO: Mix =
+        Mix { feed: 0.0, timeline: 0.0, post: 0.0, photo_post: 0.0, like: 0.0, follow: 0.0, view_photo: 0.0 };
+
+    /// Parse `feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2,view_photo=0`; operations
     /// left out weigh 0. Refuses unknown names, repeated names, weights that are
     /// not finite non-negative numbers, and a mix whose weights are all zero.
     pub fn parse(s: &str) -> Result<Mix, BenchError> {
-        let mut mix = Mix { feed: 0.0, timeline: 0.0, post: 0.0, like: 0.0, follow: 0.0, view_photo: 0.0 };
+        let mut mix = Mix::ZERO;
         let mut seen = Vec::new();
         if s.trim().is_empty() {
             return Err(BenchError::Invalid(
@@ -103,12 +123,13 @@ impl Mix {
                 "feed" => Op::Feed,
                 "timeline" => Op::Timeline,
                 "post" => Op::Post,
+                "photo_post" => Op::PhotoPost,
                 "like" => Op::Like,
                 "follow" => Op::Follow,
-                "view_photo" | "photo" => Op::ViewPhoto,
+                "view_photo" => Op::ViewPhoto,
                 _ => {
                     return Err(BenchError::Invalid(format!(
-                        "unknown operation `{name}` in the mix (known: feed, timeline, post, like, follow, view_photo)"
+                        "unknown operation `{name}` in the mix (known: feed, timeline, post, photo_post, like, follow, view_photo)"
                     )));
                 }
             };
@@ -131,6 +152,7 @@ impl Mix {
             Op::Feed => self.feed,
             Op::Timeline => self.timeline,
             Op::Post => self.post,
+            Op::PhotoPost => self.photo_post,
             Op::Like => self.like,
             Op::Follow => self.follow,
             Op::ViewPhoto => self.view_photo,
@@ -142,6 +164,7 @@ impl Mix {
             Op::Feed => &mut self.feed,
             Op::Timeline => &mut self.timeline,
             Op::Post => &mut self.post,
+            Op::PhotoPost => &mut self.photo_post,
             Op::Like => &mut self.like,
             Op::Follow => &mut self.follow,
             Op::ViewPhoto => &mut self.view_photo,
@@ -241,13 +264,22 @@ pub struct BenchConfig {
     pub poisson: bool,
     /// Per-request timeout; a request that exceeds it counts as `timeout`.
     pub request_timeout: Duration,
-    /// Fraction (0–1) of acknowledged posts re-read at once by their author on the
-    /// same target, to catch read-your-writes violations.
+    /// Fraction (0–1) of acknowledged writes read back at once by their writer,
+    /// with the same session and through the same entry, on a read that replicas
+    /// serve (a post in the author's own timeline, `liked_by_me` of a liked
+    /// post, `followed_by_me` of a followed user): a read-your-writes check.
     pub read_your_writes_fraction: f64,
     /// Verify every acknowledged write at the end (the checker).
     pub verify: bool,
     /// Concurrent requests of the final verification.
     pub verify_concurrency: usize,
+    /// How long the checker keeps re-reading a write it did not find before
+    /// calling it lost: its fresh sessions have no read-your-writes floor, so a
+    /// replica within the lag bound may serve them a little behind.
+    pub verify_settle: Duration,
+    /// How long the checker waits for every acknowledged photo post to be
+    /// processed (`ready`) before reporting the rest as not ready.
+    pub photo_ready_timeout: Duration,
 }
 
 impl Default for BenchConfig {
@@ -270,6 +302,8 @@ impl Default for BenchConfig {
             read_your_writes_fraction: 1.0,
             verify: true,
             verify_concurrency: 16,
+            verify_settle: Duration::from_secs(5),
+            photo_ready_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -365,11 +399,40 @@ impl BenchConfig {
         if self.verify && self.verify_concurrency == 0 {
             return bad("the verification concurrency must be at least 1".into());
         }
+        if self.verify_settle > MAX_DURATION || self.photo_ready_timeout > MAX_DURATION {
+            return bad("the checker's settle time and photo deadline must be at most 24 h".into());
+        }
         Ok(())
     }
 
     /// The username of user `i`.
     pub fn username(&self, i: u64) -> String {
         format!("{}{i}", self.user_prefix)
+    }
+
+    /// The checker's settings from this run's.
+    pub fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            concurrency: self.verify_concurrency,
+            settle: self.verify_settle,
+            photo_ready_timeout: self.photo_ready_timeout,
+        }
+    }
+}
+
+/// How the checker reads.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Most requests at once.
+    pub concurrency: usize,
+    /// See [`BenchConfig::verify_settle`].
+    pub settle: Duration,
+    /// See [`BenchConfig::photo_ready_timeout`].
+    pub photo_ready_timeout: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> VerifyOptions {
+        BenchConfig::default().verify_options()
     }
 }

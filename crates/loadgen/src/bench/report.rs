@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ pub struct OpReport {
     /// Failures by kind: `http_4xx`, `http_5xx`, `timeout`, `connect`, `request`,
     /// `bad_body`, `login`, `overloaded`.
     pub errors: BTreeMap<String, u64>,
-    /// Successful requests per second.
+    /// Successful requests per second of wall time (see [`Report::wall_secs`]).
     pub throughput: f64,
     /// Latency of every answered request (successful or not), from its intended
     /// start.
@@ -76,6 +77,9 @@ pub struct AckedPost {
     pub author: String,
     /// The caption it was created with.
     pub caption: String,
+    /// A photo post: the checker also waits for it to be processed (`ready`).
+    #[serde(default)]
+    pub photo: bool,
 }
 
 /// An acknowledged like.
@@ -133,9 +137,31 @@ pub struct FaultReport {
     pub outcome: String,
     /// Failed requests due after the fault.
     pub errors_after: u64,
+    /// Whether the action itself succeeded (the node was killed). A scenario
+    /// whose fault was not injected measured nothing: `millions bench` fails.
+    pub done: bool,
     /// Seconds from the fault to the last failed request due after it: how long
     /// the system took to recover, as users saw it; 0 when nothing failed.
+    /// Meaningful only when [`FaultReport::recovered`].
     pub recovery_secs: f64,
+    /// False when requests due in the last [`FaultReport::quiet_secs`] of the
+    /// run still failed: the system had not recovered when the run ended, and
+    /// `recovery_secs` is only a lower bound.
+    pub recovered: bool,
+    /// The closing stretch of the run that must be free of failures for the
+    /// system to count as recovered.
+    pub quiet_secs: f64,
+}
+
+/// Read-your-writes checks of one kind of write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RywKind {
+    /// Writes read back at once by their writer.
+    pub checked: u64,
+    /// Of those, not seen by the writer's own read.
+    pub violations: u64,
+    /// Read-backs that failed for another reason (not counted as violations).
+    pub errors: u64,
 }
 
 /// The checker's verdict.
@@ -161,27 +187,62 @@ pub struct CheckReport {
     pub lost_likes: Vec<String>,
     /// Lost follows, `follower -> followee`, the first [`LISTED_LOST`].
     pub lost_follows: Vec<String>,
+    /// Acknowledged photo posts (also counted in `posts_acknowledged`).
+    pub photos_acknowledged: u64,
+    /// Of those, processed (`ready`) before the checker's photo deadline.
+    pub photos_ready: u64,
+    /// Photo posts found but not `ready` by the deadline, `id: status`, the
+    /// first [`LISTED_LOST`] (their count is `photos_acknowledged -
+    /// photos_ready` minus the lost ones).
+    pub photos_not_ready: Vec<String>,
+    /// How many photo posts were found but not `ready` by the deadline.
+    pub photos_not_ready_count: u64,
+    /// Followees whose `followers_count` is below the number of distinct
+    /// acknowledged followers (the followee's side of a follow is missing),
+    /// `name: counted < acknowledged`, the first [`LISTED_LOST`].
+    pub short_follower_counts: Vec<String>,
+    /// How many followees were short.
+    pub short_follower_counts_count: u64,
     /// Could not be checked (the reads kept failing).
     pub unverifiable: u64,
     /// Why, the first [`LISTED_LOST`] reasons.
     pub unverifiable_reasons: Vec<String>,
-    /// Posts re-read by their author right after the acknowledgement.
+    /// Writes read back by their writer right after the acknowledgement (every
+    /// kind together).
     pub read_your_writes_checked: u64,
-    /// Of those, not found.
+    /// Of those, not seen.
     pub read_your_writes_violations: u64,
-    /// Their ids, the first [`LISTED_LOST`].
+    /// The violations, `kind id`, the first [`LISTED_LOST`].
     pub read_your_writes_violation_ids: Vec<String>,
-    /// Re-reads that failed for another reason (not counted as violations).
+    /// Read-backs that failed for another reason (not counted as violations).
     pub read_your_writes_errors: u64,
-    /// No write lost, none unverifiable, no read-your-writes violation.
+    /// The same, per kind of write (`post`, `photo_post`, `like`, `follow`).
+    pub read_your_writes_by_kind: BTreeMap<String, RywKind>,
+    /// No write lost, none unverifiable, every photo ready, no follower count
+    /// short, no read-your-writes violation.
     pub passed: bool,
 }
 
 impl CheckReport {
     /// Recompute [`CheckReport::passed`].
     pub fn settle(&mut self) {
-        self.passed = self.lost == 0 && self.unverifiable == 0 && self.read_your_writes_violations == 0;
+        self.passed = self.lost == 0
+            && self.unverifiable == 0
+            && self.photos_not_ready_count == 0
+            && self.short_follower_counts_count == 0
+            && self.read_your_writes_violations == 0;
     }
+}
+
+/// How late the generator itself sent requests: from each request's intended
+/// start to when its task actually began sending it. Large values mean the
+/// generator (not the system under test) was behind, e.g. starved of CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct GeneratorLag {
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Largest, milliseconds.
+    pub max_ms: f64,
 }
 
 /// A bench run's results.
@@ -201,8 +262,21 @@ pub struct Report {
     pub requests: u64,
     /// Requests due per second in the measured window.
     pub offered_rate: f64,
-    /// Successful requests per second in the measured window.
+    /// Successful requests per second of wall time: over the measured window,
+    /// or until the last successful answer if that came later (a generator or
+    /// system that fell behind shows a lower rate, not the scheduled one).
     pub achieved_rate: f64,
+    /// Wall time `achieved_rate` (and every operation's throughput) is over.
+    pub wall_secs: f64,
+    /// How late the generator sent requests (measured window).
+    pub generator_lag: GeneratorLag,
+    /// Operations that became another for want of a target, `from->to`
+    /// (a like with no post known yet → post; a photo view with no photo
+    /// known → timeline), over the whole run, warm-up included.
+    pub substitutions: BTreeMap<String, u64>,
+    /// Things that make the numbers less than they seem (the generator fell
+    /// behind, operations substituted); printed first.
+    pub warnings: Vec<String>,
     /// Failures of every kind and operation in the measured window.
     pub errors: u64,
     /// Failures by kind, all operations together.
@@ -220,6 +294,16 @@ pub struct Report {
     pub writes: Writes,
 }
 
+impl Report {
+    /// Write the report as pretty JSON to `path` (`millions bench --json FILE`).
+    pub fn write_json(&self, path: &Path) -> Result<(), super::BenchError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| super::BenchError::Output(format!("serializing the report: {e}")))?;
+        std::fs::write(path, text)
+            .map_err(|e| super::BenchError::Output(format!("writing {}: {e}", path.display())))
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -230,10 +314,23 @@ impl fmt::Display for Report {
             self.duration_secs,
             self.warmup_secs
         )?;
+        for w in &self.warnings {
+            writeln!(f, "WARNING: {w}")?;
+        }
         writeln!(
             f,
-            "rate: target {:.1}/s, offered {:.1}/s, achieved {:.1}/s ok; {} requests, {} errors",
-            self.target_rate, self.offered_rate, self.achieved_rate, self.requests, self.errors
+            "rate: target {:.1}/s, offered {:.1}/s, achieved {:.1}/s ok over {:.1} s wall; {} requests, {} errors",
+            self.target_rate,
+            self.offered_rate,
+            self.achieved_rate,
+            self.wall_secs,
+            self.requests,
+            self.errors
+        )?;
+        writeln!(
+            f,
+            "generator lag (intended start to send): p99 {:.2} ms, max {:.2} ms",
+            self.generator_lag.p99_ms, self.generator_lag.max_ms
         )?;
         writeln!(f)?;
         writeln!(
@@ -272,10 +369,20 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         if let Some(fault) = &self.fault {
+            let recovery = if !fault.done {
+                "NOT injected: nothing was measured".to_owned()
+            } else if fault.recovered {
+                format!("recovered {:.2} s after it", fault.recovery_secs)
+            } else {
+                format!(
+                    "NOT recovered: requests still failed in the last {:.1} s of the run (at least {:.2} s)",
+                    fault.quiet_secs, fault.recovery_secs
+                )
+            };
             writeln!(
                 f,
-                "fault: {} at {:.1} s ({}); {} requests failed after it; recovered {:.2} s after it",
-                fault.action, fault.at_secs, fault.outcome, fault.errors_after, fault.recovery_secs
+                "fault: {} at {:.1} s ({}); {} requests failed after it; {recovery}",
+                fault.action, fault.at_secs, fault.outcome, fault.errors_after
             )?;
         }
         let c = &self.checker;
@@ -295,17 +402,33 @@ impl fmt::Display for Report {
             c.lost,
             c.unverifiable
         )?;
+        if c.photos_acknowledged > 0 {
+            writeln!(
+                f,
+                "photos: {} acknowledged, {} ready, {} not ready",
+                c.photos_acknowledged, c.photos_ready, c.photos_not_ready_count
+            )?;
+        }
         writeln!(
             f,
             "read-your-writes: {} checked, {} violations, {} errors",
             c.read_your_writes_checked, c.read_your_writes_violations, c.read_your_writes_errors
         )?;
+        for (kind, k) in &c.read_your_writes_by_kind {
+            writeln!(
+                f,
+                "  {kind:<11} {} checked, {} violations, {} errors",
+                k.checked, k.violations, k.errors
+            )?;
+        }
         let list = |f: &mut fmt::Formatter<'_>, what: &str, items: &[String]| {
             if items.is_empty() { Ok(()) } else { writeln!(f, "  {what}: {}", items.join(", ")) }
         };
         list(f, "lost posts", &c.lost_posts)?;
         list(f, "lost likes", &c.lost_likes)?;
         list(f, "lost follows", &c.lost_follows)?;
+        list(f, "photos not ready", &c.photos_not_ready)?;
+        list(f, "follower counts short", &c.short_follower_counts)?;
         list(f, "unverifiable", &c.unverifiable_reasons)?;
         list(f, "read-your-writes violations", &c.read_your_writes_violation_ids)?;
         Ok(())
