@@ -26,7 +26,8 @@ pub struct BenchArgs {
     /// Load before measuring (not recorded).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Operation weights, e.g. feed=60,timeline=30,post=4,like=4,follow=2,photo=0.
+    /// Operation weights, e.g.
+    /// feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2,view_photo=0 (the default).
     #[arg(long)]
     mix: Option<String>,
     /// User accounts to spread the load over (Zipf-distributed).
@@ -69,8 +70,9 @@ const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
     ("kill-primary", "postgres", Some("primary")),
 ];
 
-/// Run the bench; fails (exit 1) if any request failed or the checker found a
-/// lost write.
+/// Run the bench; fails (exit 1) if any request failed (without a scenario), the
+/// checker did not pass, or a scenario's fault could not be injected or the system
+/// had not recovered from it by the end of the run.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
         Some(name) => Some(SCENARIOS.iter().find(|s| s.0 == name).with_context(|| {
@@ -158,16 +160,36 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let report = loadgen::bench::run_with_fault(&config, |line| eprintln!("{line}"), fault).await?;
     println!("{report}");
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        report.write_json(path)?;
+    }
+    verdict(&report, config.verify)
+}
+
+/// Whether a finished run counts as a success (exit 0).
+fn verdict(report: &loadgen::bench::Report, verified: bool) -> anyhow::Result<()> {
+    if let Some(fault) = &report.fault {
+        if !fault.done {
+            bail!(
+                "the scenario's fault was not injected ({}: {}): nothing was measured",
+                fault.action,
+                fault.outcome
+            );
+        }
+        if !fault.recovered {
+            bail!(
+                "not recovered from {}: requests still failed in the last {:.1} s of the run (run longer to measure the recovery)",
+                fault.action,
+                fault.quiet_secs
+            );
+        }
     }
     // Under a fault, failed requests are what is being measured; the verdict is
     // the checker's.
     if report.errors > 0 && report.fault.is_none() {
         bail!("{} requests failed", report.errors);
     }
-    if config.verify && !report.checker.passed {
-        bail!("the checker found lost writes or read-your-writes violations");
+    if verified && !report.checker.passed {
+        bail!("the checker found lost writes, photos not processed or read-your-writes violations");
     }
     Ok(())
 }
@@ -212,4 +234,38 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let report = loadgen::seed::seed(&urls, &config, |line| eprintln!("{line}")).await?;
     println!("{report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use loadgen::bench::{FaultReport, Report};
+
+    use super::verdict;
+
+    fn with_fault(done: bool, recovered: bool) -> Report {
+        let mut report = Report::default();
+        report.checker.passed = true;
+        report.errors = 3;
+        report.fault = Some(FaultReport {
+            action: "kill dc1-web-1".into(),
+            done,
+            recovered,
+            quiet_secs: 1.0,
+            outcome: if done { "killed".into() } else { "failed: no such node".into() },
+            ..FaultReport::default()
+        });
+        report
+    }
+
+    #[test]
+    fn a_fault_not_injected_or_not_recovered_from_fails_the_command() {
+        let err = verdict(&with_fault(false, true), true).unwrap_err().to_string();
+        assert!(err.contains("not injected"), "{err}");
+        let err = verdict(&with_fault(true, false), true).unwrap_err().to_string();
+        assert!(err.contains("not recovered"), "{err}");
+        verdict(&with_fault(true, true), true).expect("an injected, recovered fault with a passing checker");
+        let mut failed = with_fault(true, true);
+        failed.checker.passed = false;
+        assert!(verdict(&failed, true).is_err());
+    }
 }
