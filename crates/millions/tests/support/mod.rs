@@ -34,7 +34,10 @@ impl Drop for Stack<'_> {
 /// `127.X.202.0/24` for its `127.0.201.`/`127.0.202.` ranges), so tests never
 /// collide with a stack started by hand or by another test; written to `dir`.
 pub fn own_ranges(dir: &Path, text: &str) -> std::path::PathBuf {
-    let octet = 10 + (std::process::id() % 200) as u8 + (Instant::now().elapsed().subsec_nanos() % 40) as u8;
+    // Tests of one binary run at once in one process: each call gets its own.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let octet = 10 + ((std::process::id() + 37 * call) % 240) as u8;
     let text = text
         .replace("127.0.201.", &format!("127.{octet}.201."))
         .replace("127.0.202.", &format!("127.{octet}.202."));
