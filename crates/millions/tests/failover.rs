@@ -113,7 +113,20 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     // The controller crashes and a new one starts: it adopts every running
     // node and keeps the shard's primary. No failover.
     let controller = before["controller"]["pid"].as_u64().unwrap() as u32;
-    nodes::stop_pid(controller, std::time::Duration::ZERO).unwrap();
+    sigkill(controller);
+    // Meanwhile its nodes run on: `status` says so and how to take them back,
+    // and `up` refuses another topology.
+    let o = millions(home, &["status"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("the controller is not running, but 8 nodes")
+            && text(&o).contains("shard0-pg-1 (pid")
+            && text(&o).contains("`millions up`"),
+        "{}",
+        text(&o)
+    );
+    let o = millions(home, &["up", "--preset", "single"]);
+    assert!(!o.status.success() && text(&o).contains("is gone"), "{}", text(&o));
     let o = millions(home, &["up", "--unsafe-fast-storage"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("adopts the running nodes"), "{}", text(&o));
@@ -191,6 +204,25 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+
+    // The controller crashes again, and `down` stops the nodes it left.
+    let s = status_json(home);
+    sigkill(s["controller"]["pid"].as_u64().unwrap() as u32);
+    let o = millions(home, &["down"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("the controller is gone; stopping the 8 nodes"), "{}", text(&o));
+    for (name, pid) in pids(&s) {
+        assert!(!nodes::pid_alive(pid as u32), "{name} ({pid}) is left behind");
+    }
+    let o = millions(home, &["status"]);
+    assert!(!o.status.success() && text(&o).contains("nothing is running"), "{}", text(&o));
+}
+
+/// A crash: SIGKILL, and wait until the process is gone.
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    poll("the killed process to be gone", || !nodes::pid_alive(pid));
 }
 
 /// Requests the load balancer (admin address `admin`) sent to `backend`, from
