@@ -40,7 +40,10 @@ async fn track(State(shared): State<Shared>, request: Request, next: Next) -> Re
     let method = request.method().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    shared.metrics.http.observe(telemetry::HttpLabels { route, method, status }, started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .http
+        .observe(telemetry::HttpLabels { route, method, status }, started.elapsed().as_secs_f64());
     response
 }
 

@@ -129,7 +129,7 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> anyhow::Result<()
             let pid = tokio::task::spawn_blocking(move || nodes::start_redis(&spec)).await??;
             let process = nodes::ProcessId::of(pid)
                 .with_context(|| format!("{name} (pid {pid}) exited as soon as it was ready"))?;
-            if let Err(e) = nodes::write_pid_file(&pid_file(&shared.opts.run_dir, &name), process) {
+            if let Err(e) = nodes::write_pid_file(&pid_file(&shared.opts.run_dir, name), process) {
                 let _ = tokio::task::spawn_blocking(move || nodes::stop_process(process, STOP_GRACE)).await;
                 return Err(e.into());
             }
@@ -236,9 +236,8 @@ pub(crate) fn forget_process(run_dir: &Path, node: &Node) {
 /// naming anything else is stale and removed.
 pub(crate) fn running_process(run_dir: &Path, node: &Node) -> Option<nodes::ProcessId> {
     match node.role {
-        Role::Postgres => {
-            nodes::running_postmaster(&node_dir(run_dir, &node.name).join("data")).and_then(nodes::ProcessId::of)
-        }
+        Role::Postgres => nodes::running_postmaster(&node_dir(run_dir, &node.name).join("data"))
+            .and_then(nodes::ProcessId::of),
         _ => {
             let path = pid_file(run_dir, &node.name);
             let found = nodes::read_pid_file(&path);
@@ -568,7 +567,8 @@ mod tests {
         let data = node_dir(run_dir, &pg.name).join("data");
         std::fs::create_dir_all(&data).unwrap();
         // PostgreSQL's lock file left by a crash, its pid now the unrelated process's.
-        std::fs::write(data.join("postmaster.pid"), format!("{}\n{}\n", unrelated.pid, data.display())).unwrap();
+        std::fs::write(data.join("postmaster.pid"), format!("{}\n{}\n", unrelated.pid, data.display()))
+            .unwrap();
 
         // The pid with a wrong start time (a reused pid), or with none at all.
         for text in [format!("{} {}\n", unrelated.pid, unrelated.start + 1), format!("{}\n", unrelated.pid)] {

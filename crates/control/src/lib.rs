@@ -342,7 +342,11 @@ async fn supervise(shared: Shared) {
                 match m.restart_at {
                     None => {
                         let backoff = restart_backoff(m.backoff, m.started_at.map(|t| t.elapsed()));
-                        tracing::warn!(node = m.node.name, backoff_ms = backoff.as_millis() as u64, "node died");
+                        tracing::warn!(
+                            node = m.node.name,
+                            backoff_ms = backoff.as_millis() as u64,
+                            "node died"
+                        );
                         m.process = None;
                         // Its next uptime counts from its next successful start.
                         m.started_at = None;

@@ -73,7 +73,9 @@ impl Metrics {
             m.failovers.clone(),
         );
         for node in topology.nodes() {
-            let _ = m.restarts.get_or_create(&NodeLabels { node: node.name.clone(), role: node.role.to_string() });
+            let _ = m
+                .restarts
+                .get_or_create(&NodeLabels { node: node.name.clone(), role: node.role.to_string() });
         }
         for health in HEALTH_STATES {
             let _ = m.nodes.get_or_create(&HealthLabels { health });
