@@ -524,3 +524,39 @@ async fn read_backs_expose_a_lagging_replica_read_without_the_sessions_floor() {
     drop(replica);
     let _ = conn.await;
 }
+
+/// A generator starved of CPU (its single runtime thread blocked for most of
+/// every 100 ms, as a busy machine would) says so: its send lag is measured and
+/// the report warns, instead of passing its own delay off as the system's.
+#[tokio::test]
+async fn a_starved_generator_reports_its_own_lag() {
+    let base = stalled_server().await;
+    let mut cfg = config(vec![base], "lag_");
+    cfg.create_users = false;
+    cfg.users = 1;
+    cfg.rate = 100.0;
+    cfg.duration = Duration::from_secs(1);
+    cfg.warmup = Duration::ZERO;
+    cfg.mix = Mix::parse("feed=1").unwrap();
+    cfg.request_timeout = Duration::from_millis(200);
+    cfg.verify = false;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Blocks the (current-thread) runtime: nothing else runs meanwhile.
+                std::thread::sleep(Duration::from_millis(80));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.await.unwrap();
+    let bound = bench::GENERATOR_LAG_WARN.as_secs_f64() * 1000.0;
+    assert!(report.generator_lag.p99_ms > bound, "{:?}", report.generator_lag);
+    assert!(report.generator_lag.max_ms >= report.generator_lag.p99_ms);
+    assert!(report.warnings.iter().any(|w| w.contains("fell behind")), "{:?}", report.warnings);
+    assert!(report.to_string().contains("WARNING: the load generator fell behind"), "{report}");
+}
