@@ -161,7 +161,7 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     // resume, and every acknowledged write is there (the checker reads each back).
     let o = millions(
         home,
-        &["bench", "--rate", "60", "--duration", "4s", "--warmup", "500ms", "--users", "200"]
+        &["bench", "--rate", "60", "--duration", "8s", "--warmup", "500ms", "--users", "200"]
             .into_iter()
             .chain(["--mix", "post=6,like=2,follow=2", "--scenario", "kill-primary"])
             .collect::<Vec<_>>(),
