@@ -1,12 +1,13 @@
 //! Spreading invalidations to every process's L1 through Redis pub/sub.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use redis::AsyncCommands;
+use redis::Script;
 use tokio_util::sync::CancellationToken;
 
 use crate::Redis;
@@ -24,6 +25,29 @@ pub(crate) fn l2_key(redis: &Redis, name: &str, key: &str) -> String {
     redis.key(&format!("c:{name}:{key}"))
 }
 
+/// The Redis key of the generation of entry `key` of cache `name`: a counter every
+/// invalidation increments, so a fill can tell whether a write happened while it
+/// was loading (ADR 0003).
+pub(crate) fn generation_key(redis: &Redis, name: &str, key: &str) -> String {
+    redis.key(&format!("gen:{name}:{key}"))
+}
+
+/// Least lifetime of a generation key. A stale fill could be accepted only if its
+/// key's generation expired *during* the load (read as nil before the load, nil
+/// again at the fill), so this must exceed the longest load by far; it is also
+/// longer than the value lifetimes of the default configuration.
+pub(crate) const MIN_GENERATION_TTL: Duration = Duration::from_secs(3600);
+
+/// One round trip, atomic: bump the generation (and renew its lifetime), delete the
+/// value, tell every process. KEYS: value, generation; ARGV: generation TTL (s),
+/// channel, message.
+const INVALIDATE_LUA: &str = r"
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1";
+
 /// Publishes invalidations and knows this process's L1 caches by name.
 #[derive(Clone)]
 pub struct Invalidator {
@@ -31,6 +55,12 @@ pub struct Invalidator {
     redis: Redis,
     /// Local caches by name, for the listener to evict from.
     locals: Arc<RwLock<HashMap<&'static str, Arc<dyn LocalEvict>>>>,
+    /// The invalidation script (sent by hash, its text only when Redis lacks it).
+    script: Script,
+    /// Lifetime given to generation keys, in seconds: the longest value lifetime
+    /// of the caches registered here, plus a margin, and at least
+    /// [`MIN_GENERATION_TTL`].
+    generation_ttl_secs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Invalidator {
@@ -42,7 +72,19 @@ impl std::fmt::Debug for Invalidator {
 impl Invalidator {
     /// An invalidator publishing on this deployment's channel.
     pub fn new(redis: Redis) -> Invalidator {
-        Invalidator { redis, locals: Arc::default() }
+        Invalidator {
+            redis,
+            locals: Arc::default(),
+            script: Script::new(INVALIDATE_LUA),
+            generation_ttl_secs: Arc::new(AtomicU64::new(MIN_GENERATION_TTL.as_secs())),
+        }
+    }
+
+    /// A cache of this process keeps values up to `longest` in Redis: generations
+    /// outlive that (twice over, plus a minute).
+    pub(crate) fn note_value_ttl(&self, longest: Duration) {
+        let wanted = longest.as_secs().saturating_mul(2).saturating_add(60);
+        self.generation_ttl_secs.fetch_max(wanted, Ordering::Relaxed);
     }
 
     fn channel(&self) -> String {
@@ -55,25 +97,34 @@ impl Invalidator {
 
     /// Forget `key` of the cache named `name` in Redis and in every process's L1 —
     /// for processes that write but hold no such cache themselves (workers).
-    /// Returns false if Redis could not be told (entries then expire by TTL).
+    ///
+    /// One script, atomically: increment the key's generation (so a load that read
+    /// the old generation cannot store its value afterwards), delete the value,
+    /// publish the key to every listener. Returns false if Redis could not be told
+    /// (entries then expire by TTL).
     pub async fn invalidate(&self, name: &str, key: &str) -> bool {
-        let rkey = l2_key(&self.redis, name, key);
-        let deleted = self.redis.run(|mut c| async move { c.del::<_, ()>(rkey).await }).await;
-        if let Err(e) = &deleted {
-            tracing::warn!(cache = name, error = %e, "redis delete failed");
+        let value_key = l2_key(&self.redis, name, key);
+        let gen_key = generation_key(&self.redis, name, key);
+        let ttl = self.generation_ttl_secs.load(Ordering::Relaxed);
+        let (channel, message) = (self.channel(), format!("{name}\n{key}"));
+        let script = &self.script;
+        let done = self
+            .redis
+            .run(|mut c| async move {
+                script
+                    .key(value_key)
+                    .key(gen_key)
+                    .arg(ttl)
+                    .arg(channel)
+                    .arg(message)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = &done {
+            tracing::warn!(cache = name, error = %e, "invalidation failed; entries expire by TTL");
         }
-        self.publish(name, key).await && deleted.is_ok()
-    }
-
-    async fn publish(&self, name: &str, key: &str) -> bool {
-        let message = format!("{name}\n{key}");
-        let channel = self.channel();
-        let published =
-            self.redis.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await;
-        if let Err(e) = &published {
-            tracing::warn!(cache = name, error = %e, "publishing an invalidation failed; L1 entries elsewhere expire by TTL");
-        }
-        published.is_ok()
+        done.is_ok()
     }
 
     async fn evict_local(&self, message: &str) {

@@ -1,15 +1,16 @@
 //! Typed read-through caching over two levels.
 
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use rand::Rng;
-use redis::AsyncCommands;
+use redis::Script;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -34,7 +35,9 @@ pub struct CacheConfig {
 struct LookupLabels {
     /// The cache's name (`profile`, `post`, ...).
     cache: &'static str,
-    /// `l1_hit`, `l2_hit`, `miss` (loaded from the store) or `error` (Redis failed).
+    /// `l1_hit`, `l2_hit`, `miss` (loaded from the store) or `error` (Redis failed);
+    /// also `fill_refused`, counted besides `miss`: the loaded value was served but
+    /// not cached, because the key was invalidated while it was being loaded.
     result: &'static str,
 }
 
@@ -69,10 +72,77 @@ impl CacheMetrics {
     }
 }
 
-/// What a loader found when asked for a key: a missing key is not cached.
-enum Load<E> {
+/// Why a lookup's single-flight load did not put a value into L1.
+enum Load<T, E> {
+    /// The loader found nothing (a missing key is not cached).
     Missing,
+    /// The loader failed.
     Failed(Arc<E>),
+    /// The key was invalidated while this value was being read: the callers of this
+    /// load get it (it is at worst as old as a read concurrent with the write), but
+    /// no level keeps it.
+    Stale(Arc<T>),
+}
+
+/// Stored by the fill script only if the key's generation is still the one read
+/// before the load, i.e. no invalidation ran since. KEYS: value, generation;
+/// ARGV: the generation read (`''` for none), the value, its TTL in seconds.
+const FILL_LUA: &str = r"
+local g = redis.call('GET', KEYS[2]) or ''
+if g ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1";
+
+/// Stripes of [`Evictions`]: more stripes, fewer values left out of L1 because
+/// another key sharing the stripe was evicted meanwhile.
+const EVICTION_STRIPES: usize = 1024;
+
+/// Counts this process's L1 evictions, so a load can tell whether an invalidation
+/// of its key reached this process while it ran (then its value is not kept in L1,
+/// even if the pub/sub message arrived between the Redis fill and the L1 insert).
+/// Keys share striped counters: a collision only costs one value not kept.
+struct Evictions {
+    /// Evictions by stripe of keys; bumped *before* the entry is removed, so a load
+    /// that inserts after the removal sees the bump.
+    stripes: Box<[AtomicU64]>,
+    /// Clears of the whole L1 (after a resubscription), bumped before clearing.
+    clears: AtomicU64,
+}
+
+impl Evictions {
+    fn new() -> Evictions {
+        Evictions {
+            stripes: (0..EVICTION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            clears: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> &AtomicU64 {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() % EVICTION_STRIPES as u64) as usize]
+    }
+
+    /// What a load compares against when it is done.
+    fn snapshot(&self, key: &str) -> (u64, u64) {
+        (self.stripe(key).load(Ordering::SeqCst), self.clears.load(Ordering::SeqCst))
+    }
+
+    fn note(&self, key: &str) {
+        self.stripe(key).fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn note_clear(&self) {
+        self.clears.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How the fill of L2 after a load went.
+enum Fill {
+    /// Stored, or not attempted (Redis unknown or the value not encodable).
+    Done,
+    /// Refused: the key's generation changed during the load.
+    Refused,
 }
 
 /// A read-through cache of `T` values under one name.
@@ -92,6 +162,11 @@ pub struct ReadThrough<T> {
     /// Lookups past L1 right now (reading Redis, loading, or waiting on another
     /// caller's load of the same key): shows that concurrent misses overlapped.
     misses_in_flight: Arc<AtomicUsize>,
+    /// L1 evictions (shared with the listener's evictor), so a load that raced an
+    /// invalidation does not keep its value in L1.
+    evictions: Arc<Evictions>,
+    /// The conditional fill (sent by hash; its text only when Redis lacks it).
+    fill: Script,
 }
 
 /// Counts one lookup in [`ReadThrough::misses_in_flight`] while it lives (also when
@@ -134,6 +209,9 @@ where
             .max_capacity(config.l1_capacity)
             .time_to_live(config.l1_ttl)
             .build();
+        let longest = config.l2_ttl.as_secs_f64() * (1.0 + config.jitter.clamp(0.0, 0.9));
+        invalidator.note_value_ttl(Duration::from_secs_f64(longest.ceil()));
+        let evictions = Arc::new(Evictions::new());
         let cache = Arc::new(ReadThrough {
             name,
             l1,
@@ -142,13 +220,57 @@ where
             metrics,
             invalidator: invalidator.clone(),
             misses_in_flight: Arc::default(),
+            evictions: evictions.clone(),
+            fill: Script::new(FILL_LUA),
         });
-        invalidator.register(name, Box::new(LocalL1 { l1: cache.l1.clone() }));
+        invalidator.register(name, Box::new(LocalL1 { l1: cache.l1.clone(), evictions }));
         cache
     }
 
     fn redis_key(&self, key: &str) -> String {
         crate::invalidation::l2_key(&self.redis, self.name, key)
+    }
+
+    fn generation_key(&self, key: &str) -> String {
+        crate::invalidation::generation_key(&self.redis, self.name, key)
+    }
+
+    /// Store `value` in Redis unless `key`'s generation is no longer `generation`
+    /// (`None`: unknown, because reading it failed; then nothing is stored, as a
+    /// write may have happened unseen).
+    async fn fill_l2(&self, key: &str, generation: Option<String>, value: &T) -> Fill {
+        let Some(generation) = generation else { return Fill::Done };
+        let bytes = match serde_json::to_vec(value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(cache = self.name, error = %e, "value not encodable");
+                return Fill::Done;
+            }
+        };
+        let (value_key, gen_key, ttl, script) =
+            (self.redis_key(key), self.generation_key(key), self.l2_ttl(), &self.fill);
+        let stored = self
+            .redis
+            .run(|mut c| async move {
+                script
+                    .key(value_key)
+                    .key(gen_key)
+                    .arg(generation)
+                    .arg(bytes)
+                    .arg(ttl)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        match stored {
+            Ok(0) => Fill::Refused,
+            Ok(_) => Fill::Done,
+            Err(e) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(cache = self.name, error = %e, "redis write failed");
+                Fill::Done
+            }
+        }
     }
 
     fn l2_ttl(&self) -> u64 {
@@ -167,6 +289,11 @@ where
     /// The value for `key`: from L1, else from Redis, else from `load` (stored in
     /// both levels). Concurrent calls for one key in this process share one load.
     /// `Ok(None)` when the loader finds nothing (not cached).
+    ///
+    /// A load that an invalidation of `key` overtook (a write committed and
+    /// invalidated after the load read Redis) is returned to its callers but kept
+    /// in neither level: Redis refuses the fill because the key's generation
+    /// changed, and L1 drops it because this process saw the key evicted meanwhile.
     pub async fn get_or_load<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>
     where
         F: FnOnce() -> Fut,
@@ -178,55 +305,80 @@ where
             return Ok(Some(v));
         }
         let _in_flight = InFlight::enter(&self.misses_in_flight);
+        // Set by the load if this call runs it (other callers of the key wait on
+        // it): the evictions it saw before reading Redis.
+        let mut ran_load: Option<(u64, u64)> = None;
+        let ran = &mut ran_load;
         let result = self
             .l1
             .try_get_with(key.to_owned(), async {
-                let rkey = self.redis_key(key);
-                let read = {
-                    let rkey = rkey.clone();
-                    self.redis.run(|mut c| async move { c.get::<_, Option<Vec<u8>>>(rkey).await }).await
+                let seen = self.evictions.snapshot(key);
+                *ran = Some(seen);
+                // Keep a value only if no eviction of the key reached L1 while it was
+                // being read (the message may arrive after Redis accepted the fill).
+                let keep = |v: Arc<T>| {
+                    if self.evictions.snapshot(key) == seen { Ok(v) } else { Err(Load::Stale(v)) }
                 };
-                match read {
-                    Ok(Some(bytes)) => match serde_json::from_slice::<T>(&bytes) {
+                let (value_key, gen_key) = (self.redis_key(key), self.generation_key(key));
+                // The value and its generation in one round trip.
+                let read = self
+                    .redis
+                    .run(|mut c| async move {
+                        redis::cmd("MGET")
+                            .arg(value_key)
+                            .arg(gen_key)
+                            .query_async::<(Option<Vec<u8>>, Option<String>)>(&mut c)
+                            .await
+                    })
+                    .await;
+                let generation = match read {
+                    Ok((Some(bytes), generation)) => match serde_json::from_slice::<T>(&bytes) {
                         Ok(v) => {
                             self.metrics.count(self.name, "l2_hit");
-                            return Ok(Arc::new(v));
+                            return keep(Arc::new(v));
                         }
-                        Err(e) => tracing::warn!(cache = self.name, error = %e, "undecodable cache entry"),
+                        Err(e) => {
+                            tracing::warn!(cache = self.name, error = %e, "undecodable cache entry");
+                            Some(generation.unwrap_or_default())
+                        }
                     },
-                    Ok(None) => {}
+                    Ok((None, generation)) => Some(generation.unwrap_or_default()),
                     Err(e) => {
                         self.metrics.count(self.name, "error");
                         tracing::warn!(cache = self.name, error = %e, "redis read failed; loading from the store");
+                        None
                     }
-                }
+                };
                 self.metrics.count(self.name, "miss");
                 let value = match load().await {
                     Ok(Some(v)) => v,
                     Ok(None) => return Err(Load::Missing),
                     Err(e) => return Err(Load::Failed(Arc::new(e))),
                 };
-                match serde_json::to_vec(&value) {
-                    Ok(bytes) => {
-                        let ttl = self.l2_ttl();
-                        let write =
-                            self.redis.run(|mut c| async move { c.set_ex::<_, _, ()>(rkey, bytes, ttl).await }).await;
-                        if let Err(e) = write {
-                            self.metrics.count(self.name, "error");
-                            tracing::warn!(cache = self.name, error = %e, "redis write failed");
-                        }
+                match self.fill_l2(key, generation, &value).await {
+                    Fill::Done => keep(Arc::new(value)),
+                    Fill::Refused => {
+                        self.metrics.count(self.name, "fill_refused");
+                        Err(Load::Stale(Arc::new(value)))
                     }
-                    Err(e) => tracing::warn!(cache = self.name, error = %e, "value not encodable"),
                 }
-                Ok(Arc::new(value))
             })
             .await;
         match result {
-            Ok(v) => Ok(Some(v)),
+            Ok(v) => {
+                // An eviction between the check above and moka's insert: undo it.
+                if let Some(seen) = ran_load
+                    && self.evictions.snapshot(key) != seen
+                {
+                    self.l1.invalidate(key).await;
+                }
+                Ok(Some(v))
+            }
             // Waiters that shared the load share its outcome.
             Err(shared) => match &*shared {
                 Load::Missing => Ok(None),
                 Load::Failed(e) => Err(e.clone()),
+                Load::Stale(v) => Ok(Some(v.clone())),
             },
         }
     }
@@ -234,6 +386,7 @@ where
     /// Forget `key` everywhere: Redis, this process's L1, and (by message) every
     /// other process's L1. Call it after the write to the store has committed.
     pub async fn invalidate(&self, key: &str) {
+        self.evictions.note(key);
         self.l1.invalidate(key).await;
         if !self.invalidator.invalidate(self.name, key).await {
             self.metrics.count(self.name, "error");
@@ -241,16 +394,22 @@ where
     }
 }
 
+/// What the invalidation listener evicts from.
 struct LocalL1<T> {
+    /// The cache's L1.
     l1: moka::future::Cache<String, Arc<T>>,
+    /// Told of every eviction before it happens, so loads in flight notice.
+    evictions: Arc<Evictions>,
 }
 
 impl<T: Send + Sync + 'static> crate::invalidation::LocalEvict for LocalL1<T> {
     fn evict<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        self.evictions.note(key);
         Box::pin(self.l1.invalidate(key))
     }
 
     fn clear(&self) {
+        self.evictions.note_clear();
         self.l1.invalidate_all();
     }
 }

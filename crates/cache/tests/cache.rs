@@ -174,3 +174,121 @@ async fn connecting_to_nothing_fails_quickly() {
     let err = Redis::connect(&format!("redis://:x@127.0.0.1:{port}/"), "x:", Duration::from_secs(1)).await;
     assert!(err.is_err());
 }
+
+/// A loader that reads `db` at once, says so on `loading`, then waits for
+/// `proceed` before handing the value it read to the cache.
+async fn held_load(
+    db: Arc<std::sync::Mutex<&'static str>>,
+    loads: Arc<AtomicUsize>,
+    loading: Arc<tokio::sync::Notify>,
+    proceed: Arc<tokio::sync::Notify>,
+) -> Result<Option<String>, ()> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    let read = db.lock().unwrap().to_owned();
+    loading.notify_one();
+    proceed.notified().await;
+    Ok(Some(read))
+}
+
+#[tokio::test]
+async fn a_load_overtaken_by_a_write_is_served_but_cached_nowhere() {
+    let r = redis("overtaken:").await;
+    // The reader's process has no listener: only the refused fill keeps the old
+    // value out of its L1.
+    let (reader, metrics, _) = cache(&r, "s");
+    let (writer, _, _) = cache(&r, "s");
+    let db = Arc::new(std::sync::Mutex::new("old"));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+
+    // The reader misses and reads "old" from the store; its fill is held back.
+    let read = tokio::spawn({
+        let (reader, db, loads, loading, proceed) =
+            (reader.clone(), db.clone(), loads.clone(), loading.clone(), proceed.clone());
+        async move { reader.get_or_load("k", || held_load(db, loads, loading, proceed)).await.unwrap() }
+    });
+    loading.notified().await;
+    // Meanwhile a writer commits "new" and invalidates, in another process.
+    *db.lock().unwrap() = "new";
+    writer.invalidate("k").await;
+    proceed.notify_one();
+    let served = read.await.unwrap();
+    assert_eq!(served.as_deref().map(String::as_str), Some("old"), "the load's callers get what it read");
+
+    // Redis does not hold the old value ...
+    let mut conn = r.conn().await.unwrap();
+    let l2: Option<String> = redis::cmd("GET").arg(r.key("c:s:k")).query_async(&mut conn).await.unwrap();
+    assert_eq!(l2, None, "the stale fill was refused");
+    assert_eq!(metrics.get("s", "fill_refused"), 1);
+    let gen_ttl: i64 = redis::cmd("TTL").arg(r.key("gen:s:k")).query_async(&mut conn).await.unwrap();
+    assert!(gen_ttl > 100, "the generation outlives the values (ttl {gen_ttl})");
+    // ... nor does the reader's L1: the next read loads again and sees the write.
+    let fresh = || {
+        let (db, loads) = (db.clone(), loads.clone());
+        async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(Some(db.lock().unwrap().to_owned()))
+        }
+    };
+    let v = reader.get_or_load("k", fresh).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("new"));
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    // An unraced load is cached as usual, in both levels.
+    let v = reader.get_or_load("k", fresh).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("new"));
+    assert_eq!(loads.load(Ordering::SeqCst), 2, "an L1 hit");
+    let (other, _, _) = cache(&r, "s");
+    let v = other.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("new"), "an L2 hit");
+}
+
+#[tokio::test]
+async fn an_eviction_reaching_l1_during_a_load_keeps_the_value_out_of_l1() {
+    let r = redis("evicted:").await;
+    let (reader, metrics, reader_inv) = cache(&r, "e");
+    let shutdown = CancellationToken::new();
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let listening = subscribed.notified();
+    let task = cache::spawn_listener(reader_inv, shutdown.clone(), subscribed.clone());
+    listening.await;
+    reader.get_or_load("probe", || async { Ok::<_, ()>(Some("p".to_owned())) }).await.unwrap();
+
+    let db = Arc::new(std::sync::Mutex::new("v"));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let read = tokio::spawn({
+        let (reader, db, loads, loading, proceed) =
+            (reader.clone(), db.clone(), loads.clone(), loading.clone(), proceed.clone());
+        async move { reader.get_or_load("k", || held_load(db, loads, loading, proceed)).await.unwrap() }
+    });
+    loading.notified().await;
+    // An invalidation's message arrives while the load runs, but its generation
+    // bump does not stop the fill (as when the fill reached Redis first): the
+    // message alone must keep the value out of L1. A second message, for the
+    // probe, shows when the listener has handled the first.
+    let mut conn = r.conn().await.unwrap();
+    for key in ["k", "probe"] {
+        let _: () = redis::cmd("PUBLISH")
+            .arg(r.key("invalidate"))
+            .arg(format!("e\n{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let l2_hits = metrics.get("e", "l2_hit");
+    testkit::eventually("the listener evicted the probe", || async {
+        reader.get_or_load("probe", || async { Err::<Option<String>, _>(()) }).await.unwrap();
+        metrics.get("e", "l2_hit") > l2_hits
+    })
+    .await;
+    proceed.notify_one();
+    assert_eq!(read.await.unwrap().as_deref().map(String::as_str), Some("v"));
+
+    let (l1_hits, l2_hits) = (metrics.get("e", "l1_hit"), metrics.get("e", "l2_hit"));
+    let v = reader.get_or_load("k", || async { Err::<Option<String>, _>(()) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("v"));
+    assert_eq!(metrics.get("e", "l1_hit"), l1_hits, "not kept in L1");
+    assert_eq!(metrics.get("e", "l2_hit"), l2_hits + 1, "read from Redis, which accepted the fill");
+    shutdown.cancel();
+    task.await.unwrap();
+}
