@@ -369,6 +369,16 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 }
 
 /// A user's profile as seen by `viewer`.
+///
+/// `followed_by_me` comes from the viewer's cached followee list, not from a query
+/// of the edge (`Data::is_following`): that would add a database query to every
+/// signed-in profile view, the hottest read, which the caches otherwise serve
+/// without one. The list is exact enough because only the viewer's own follow or
+/// unfollow changes it, and that write invalidates it (`set_follow`) before it is
+/// acknowledged; generations (ADR 0003) keep a load that raced the write out of
+/// both cache levels. What remains: another web server answers from its L1 until
+/// the invalidation message reaches it (pub/sub latency, normally well under a
+/// client's next round trip).
 pub async fn profile(state: &AppState, username: &str, viewer: Option<i64>) -> Result<UserView, ApiError> {
     let user_id = user_id_of(state, username).await?;
     let user = profile_by_id(state, user_id).await?;

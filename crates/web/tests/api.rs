@@ -888,3 +888,131 @@ async fn readiness_fails_while_draining_and_the_server_stops() {
     app.stop().await;
     assert!(reqwest::get(&url).await.is_err(), "no longer listening");
 }
+
+/// Backends of any shard of `env` waiting for a lock on `users`: (shard URL, pid).
+async fn waiting_on_users(env: &TestEnv) -> Vec<(String, i32)> {
+    let mut waiting = vec![];
+    for url in &env.shards {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_locks WHERE NOT granted AND relation = 'users'::regclass \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap();
+        waiting.extend(rows.iter().map(|r| (url.clone(), r.get::<_, i32>(0))));
+        drop(client);
+        let _ = conn.await;
+    }
+    waiting
+}
+
+/// The state (`active`, `idle`, ...) of backend `pid` of the database at `url`.
+async fn backend_state(url: &str, pid: i32) -> Option<String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let row = client.query_opt("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    row.and_then(|r| r.get(0))
+}
+
+/// The invalidate-then-stale-fill race, end to end: a profile load on server A
+/// reads the row before a follow through server B commits and invalidates, and
+/// its fill reaches Redis only after that. Neither Redis nor A's L1 may keep the
+/// old count (before generations, both kept it for a whole TTL).
+#[tokio::test]
+async fn a_profile_load_overtaken_by_a_follow_is_cached_nowhere() {
+    let env = TestEnv::new().await;
+    // A's Redis connection is held below; its commands must wait, not time out.
+    let a = env
+        .spawn_with(|c| {
+            c.redis.timeout_ms = 600_000;
+            c.cache.l1_ttl_secs = 3600;
+        })
+        .await;
+    let b = env.spawn().await;
+    let star = signup(&b, "star").await;
+    let fan = signup(&b, "fan").await;
+    // A knows the name (in L1), not the profile.
+    call(&a, "GET", "/api/v1/users/star", None, None, StatusCode::OK).await;
+    a.state.caches().profiles.invalidate(&star.id.to_string()).await;
+
+    // A misses the profile (it has read the entry and its generation from Redis)
+    // and its query waits on the lock.
+    let held = lock_users(&a).await;
+    let read = tokio::spawn({
+        let url = a.url("/api/v1/users/star");
+        async move { reqwest::get(url).await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    });
+    let mut waiting = vec![];
+    eventually("A's profile query waits on the lock", async || {
+        waiting = waiting_on_users(&env).await;
+        !waiting.is_empty()
+    })
+    .await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let (shard, pid) = waiting.pop().unwrap();
+    // Hold A's Redis connection: a BLPOP on it makes Redis queue A's next
+    // commands (its fill) until the list gets an element.
+    let gate = a.state.redis().key("test:gate");
+    let blocker = tokio::spawn({
+        let (mut conn, gate) = (a.state.redis().conn().await.unwrap(), gate.clone());
+        async move {
+            let _: Option<(String, String)> =
+                ::redis::cmd("BLPOP").arg(gate).arg(0).query_async(&mut conn).await.unwrap();
+        }
+    });
+    let mut conn = b.state.redis().conn().await.unwrap();
+    eventually("A's Redis connection is blocked", async || {
+        let clients: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+        clients.contains("cmd=blpop")
+    })
+    .await;
+    // A's query reads the old row (no follower yet) and finishes.
+    release(held).await;
+    eventually("A's profile query is done", || async {
+        backend_state(&shard, pid).await.as_deref() != Some("active")
+    })
+    .await;
+    // Now the write commits and invalidates (through B), then A's fill goes.
+    call(&b, "PUT", "/api/v1/users/star/follow", Some(&fan), None, StatusCode::OK).await;
+    let _: i64 = ::redis::cmd("RPUSH").arg(&gate).arg("go").query_async(&mut conn).await.unwrap();
+    blocker.await.unwrap();
+    let served = read.await.unwrap();
+    assert_eq!(served["followers_count"], 0, "A's load read the row before the follow");
+
+    let key = a.state.redis().key(&format!("c:profile:{}", star.id));
+    let l2: Option<String> = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    if let Some(json) = l2 {
+        let cached: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(cached["followers_count"], 1, "Redis must not keep the old count");
+    }
+    assert_eq!(a.state.caches().metrics.get("profile", "fill_refused"), 1);
+    let again = call(&a, "GET", "/api/v1/users/star", None, None, StatusCode::OK).await;
+    assert_eq!(again["followers_count"], 1, "A's L1 must not keep the old count");
+}
+
+/// `followed_by_me` comes from the viewer's cached followee list: the viewer's
+/// own follow and unfollow invalidate it, so the next read shows the change even
+/// though the list was cached (in both levels, with a long L1 lifetime) before.
+#[tokio::test]
+async fn followed_by_me_follows_the_viewers_own_follows_at_once() {
+    let app = TestEnv::new().await.spawn_with(|c| c.cache.l1_ttl_secs = 3600).await;
+    let (star, fan) = (signup(&app, "star").await, signup(&app, "fan").await);
+    let seen = async || call(&app, "GET", "/api/v1/users/star", Some(&fan), None, StatusCode::OK).await;
+    assert_eq!(seen().await["followed_by_me"], false);
+    let misses = app.state.caches().metrics.get("followees", "miss");
+    for on in [true, false, true] {
+        let method = if on { "PUT" } else { "DELETE" };
+        call(&app, method, "/api/v1/users/star/follow", Some(&fan), None, StatusCode::OK).await;
+        assert_eq!(seen().await["followed_by_me"], on);
+        assert_eq!(seen().await["followed_by_me"], on, "and from the cache");
+    }
+    assert_eq!(app.state.caches().metrics.get("followees", "miss"), misses + 3, "one load per change");
+    let own = call(&app, "GET", "/api/v1/users/star", Some(&star), None, StatusCode::OK).await;
+    assert_eq!(own["followed_by_me"], false, "one's own profile");
+}
