@@ -64,9 +64,6 @@ pub enum BenchError {
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Known post ids and photo URLs kept for likes and photo views.
 const POOL: usize = 10_000;
-/// Users logged in before the run starts (the most popular ones); the others log
-/// in on their first request, which then counts the login in its latency.
-const EAGER_LOGINS: u64 = 1000;
 /// Concurrent requests while creating and logging in users.
 const SETUP_CONCURRENCY: usize = 16;
 /// Users whose timelines are read before the run (when the mix likes posts or
@@ -281,6 +278,65 @@ struct Shared {
     last_ok: Mutex<Option<Instant>>,
     /// Distinguishes this run's photos from every other run's.
     photo_salt: u64,
+}
+
+/// The run's requests in order, drawn from the seeded generator: the run loop and
+/// the pre-run logins draw the same sequence, so every user the run will act as is
+/// logged in before the clock starts.
+struct Schedule {
+    /// The seeded generator.
+    rng: StdRng,
+    /// User popularity.
+    zipf: Zipf,
+    /// Mean seconds between requests.
+    interval: f64,
+    /// Exponential gaps instead of a fixed interval.
+    poisson: bool,
+    /// Users (for picking a followee distinct from the user).
+    users: u64,
+}
+
+impl Schedule {
+    fn new(config: &BenchConfig) -> Self {
+        Schedule {
+            rng: StdRng::seed_from_u64(config.seed),
+            zipf: Zipf::new(config.users, config.zipf_exponent),
+            interval: 1.0 / config.rate,
+            poisson: config.poisson,
+            users: config.users,
+        }
+    }
+
+    /// The gap before the request after this one (seconds), and this one.
+    fn next(&mut self, config: &BenchConfig) -> (f64, Job) {
+        let rng = &mut self.rng;
+        let gap =
+            if self.poisson { -(1.0 - rng.random::<f64>()).ln() * self.interval } else { self.interval };
+        let op = config.mix.pick(rng.random());
+        let user = self.zipf.sample(|| rng.random());
+        let mut other = rng.random::<u64>();
+        if op == Op::Follow {
+            other = self.zipf.sample(|| rng.random());
+            if other == user {
+                other = (user + 1) % self.users;
+            }
+        }
+        let ryw = rng.random::<f64>() < config.read_your_writes_fraction;
+        (gap, Job { op, user, other, ryw })
+    }
+
+    /// The distinct users acting in requests due before `span` (warm-up and
+    /// measured window), most popular first.
+    fn acting_users(config: &BenchConfig, span: Duration) -> Vec<u64> {
+        let mut schedule = Schedule::new(config);
+        let (mut offset, mut seen) = (0.0f64, std::collections::BTreeSet::new());
+        while offset < span.as_secs_f64() {
+            let (gap, job) = schedule.next(config);
+            seen.insert(job.user);
+            offset += gap;
+        }
+        seen.into_iter().collect()
+    }
 }
 
 /// One request to make.
@@ -591,9 +647,9 @@ async fn set_up_users(
             return Err(BenchError::Setup(format!("{} signups failed; first: {first}", failures.len())));
         }
     }
-    let eager = config.users.min(EAGER_LOGINS);
-    progress(&format!("logging in {eager} users"));
-    let failures: Vec<String> = futures::stream::iter(0..eager)
+    let acting = Schedule::acting_users(config, config.warmup + config.duration);
+    progress(&format!("logging in the {} users this run acts as", acting.len()));
+    let failures: Vec<String> = futures::stream::iter(acting)
         .map(|i| {
             let target = shared.target(i).to_owned();
             async move {
@@ -722,9 +778,7 @@ pub async fn run_with_fault(
         })
     });
 
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let zipf = Zipf::new(config.users, config.zipf_exponent);
-    let interval = 1.0 / config.rate;
+    let mut schedule = Schedule::new(config);
     let mut offset = 0.0f64; // seconds after `start`
     let mut next_progress = start + Duration::from_secs(1);
     progress(&format!(
@@ -762,18 +816,9 @@ pub async fn run_with_fault(
             continue;
         }
         // Due: draw the request, then send it (or drop it as overloaded).
-        offset += if config.poisson { -(1.0 - rng.random::<f64>()).ln() * interval } else { interval };
-        let op = config.mix.pick(rng.random());
-        let user = zipf.sample(|| rng.random());
-        let mut other = rng.random::<u64>();
-        if op == Op::Follow {
-            other = zipf.sample(|| rng.random());
-            if other == user {
-                other = (user + 1) % config.users;
-            }
-        }
-        let ryw = rng.random::<f64>() < config.read_your_writes_fraction;
-        let job = Job { op, user, other, ryw };
+        let (gap, job) = schedule.next(config);
+        offset += gap;
+        let op = job.op;
         if shared.in_flight.load(Ordering::Acquire) >= config.max_in_flight {
             shared.record(op, intended, Err("overloaded"), None);
             continue;
