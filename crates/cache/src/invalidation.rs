@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use crate::Redis;
+use crate::{Redis, SpreadError};
 
 /// Something holding entries in this process that an invalidation must reach.
 pub(crate) trait LocalEvict: Send + Sync {
@@ -32,6 +32,11 @@ pub(crate) fn generation_key(redis: &Redis, name: &str, key: &str) -> String {
     redis.key(&format!("gen:{name}:{key}"))
 }
 
+/// The channel invalidations of this deployment are published on, in `redis`.
+fn channel_of(redis: &Redis) -> String {
+    redis.key("invalidate")
+}
+
 /// Least lifetime of a generation key. A stale fill could be accepted only if its
 /// key's generation expired *during* the load (read as nil before the load, nil
 /// again at the fill), so this must exceed the longest load by far; it is also
@@ -51,7 +56,8 @@ return 1";
 /// Publishes invalidations and knows this process's L1 caches by name.
 #[derive(Clone)]
 pub struct Invalidator {
-    /// Where messages go.
+    /// Where messages go: this data center's Redis, and its peers (every data
+    /// center's listeners must hear of a write).
     redis: Redis,
     /// Local caches by name, for the listener to evict from.
     locals: Arc<RwLock<HashMap<&'static str, Arc<dyn LocalEvict>>>>,
@@ -88,7 +94,7 @@ impl Invalidator {
     }
 
     fn channel(&self) -> String {
-        self.redis.key("invalidate")
+        channel_of(&self.redis)
     }
 
     pub(crate) fn register(&self, name: &'static str, local: Box<dyn LocalEvict>) {
@@ -100,31 +106,38 @@ impl Invalidator {
     ///
     /// One script, atomically: increment the key's generation (so a load that read
     /// the old generation cannot store its value afterwards), delete the value,
-    /// publish the key to every listener. Returns false if Redis could not be told
-    /// (entries then expire by TTL).
-    pub async fn invalidate(&self, name: &str, key: &str) -> bool {
-        let value_key = l2_key(&self.redis, name, key);
-        let gen_key = generation_key(&self.redis, name, key);
+    /// publish the key to every listener. It runs on this data center's Redis and
+    /// on every peer's at once, so every data center's L2 and L1s forget the key.
+    /// An error says which Redis could not be told (its entries then expire by TTL;
+    /// a caller that must not leave them, such as a job, retries).
+    pub async fn invalidate(&self, name: &str, key: &str) -> Result<(), SpreadError> {
         let ttl = self.generation_ttl_secs.load(Ordering::Relaxed);
-        let (channel, message) = (self.channel(), format!("{name}\n{key}"));
-        let script = &self.script;
+        let message = format!("{name}\n{key}");
+        let (script, message) = (&self.script, &message);
         let done = self
             .redis
-            .run(|mut c| async move {
-                script
-                    .key(value_key)
-                    .key(gen_key)
-                    .arg(ttl)
-                    .arg(channel)
-                    .arg(message)
-                    .invoke_async::<i64>(&mut c)
+            .run_everywhere("invalidation", |server| async move {
+                let value_key = l2_key(&server, name, key);
+                let gen_key = generation_key(&server, name, key);
+                let channel = channel_of(&server);
+                server
+                    .run(|mut c| async move {
+                        script
+                            .key(value_key)
+                            .key(gen_key)
+                            .arg(ttl)
+                            .arg(channel)
+                            .arg(message)
+                            .invoke_async::<i64>(&mut c)
+                            .await
+                    })
                     .await
             })
             .await;
         if let Err(e) = &done {
             tracing::warn!(cache = name, error = %e, "invalidation failed; entries expire by TTL");
         }
-        done.is_ok()
+        done.map(|_| ())
     }
 
     async fn evict_local(&self, message: &str) {

@@ -6,6 +6,11 @@
 //!   process's listener evicts it from its L1.
 //! - [`Timelines`]: home timelines as capped sorted sets in Redis.
 //!
+//! With several data centers, each has its own Redis, and a process knows the
+//! others' as *peers*: invalidations and timeline writes go to every one of them
+//! at once ([`Redis::run_everywhere`]); reads, fills and sessions stay local
+//! (ADR 0008).
+//!
 //! Redis is a cache here, not a store of record: when it fails, reads fall through
 //! to the loader and the error is counted and logged.
 #![forbid(unsafe_code)]
@@ -17,5 +22,5 @@ mod timeline;
 
 pub use invalidation::{Invalidator, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, ReadThrough};
-pub use redis_handle::{Redis, RedisConfig, RedisError};
+pub use redis_handle::{Redis, RedisConfig, RedisError, SpreadError};
 pub use timeline::Timelines;

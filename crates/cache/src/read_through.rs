@@ -14,7 +14,7 @@ use redis::Script;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Invalidator, Redis};
+use crate::{Invalidator, Redis, SpreadError};
 
 /// Sizes and lifetimes of a cache.
 #[derive(Debug, Clone)]
@@ -41,11 +41,23 @@ struct LookupLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvalidationLabels {
+    /// The cache's name.
+    cache: &'static str,
+    /// Which Redis was not told: `local` (this data center's) or `peer` (another
+    /// data center's, whose entries then live until their TTL).
+    redis: &'static str,
+}
+
 /// Lookup counters shared by every cache of a process.
 #[derive(Clone, Default)]
 pub struct CacheMetrics {
     /// Lookups by cache and outcome.
     lookups: Family<LookupLabels, Counter>,
+    /// Invalidations that did not reach some Redis, by cache and which one: a
+    /// peer data center serving stale entries until their TTL shows here.
+    invalidation_failures: Family<InvalidationLabels, Counter>,
 }
 
 impl std::fmt::Debug for CacheMetrics {
@@ -59,6 +71,11 @@ impl CacheMetrics {
     pub fn new(registry: &telemetry::Registry) -> CacheMetrics {
         let m = CacheMetrics::default();
         registry.register("cache_lookups", "Cache lookups by cache and result", m.lookups.clone());
+        registry.register(
+            "cache_invalidation_failures",
+            "Invalidations that did not reach a Redis (local, or a peer data center's)",
+            m.invalidation_failures.clone(),
+        );
         m
     }
 
@@ -66,9 +83,19 @@ impl CacheMetrics {
         self.lookups.get_or_create(&LookupLabels { cache, result }).inc();
     }
 
+    fn count_invalidation_failure(&self, cache: &'static str, redis: &'static str) {
+        self.invalidation_failures.get_or_create(&InvalidationLabels { cache, redis }).inc();
+    }
+
     /// How many lookups of `cache` ended with `result` (for tests and dashboards).
     pub fn get(&self, cache: &'static str, result: &'static str) -> u64 {
         self.lookups.get_or_create(&LookupLabels { cache, result }).get()
+    }
+
+    /// How many invalidations of `cache` did not reach a `redis` (`local` or
+    /// `peer`) (for tests and dashboards).
+    pub fn invalidation_failures(&self, cache: &'static str, redis: &'static str) -> u64 {
+        self.invalidation_failures.get_or_create(&InvalidationLabels { cache, redis }).get()
     }
 }
 
@@ -383,13 +410,21 @@ where
         }
     }
 
-    /// Forget `key` everywhere: Redis, this process's L1, and (by message) every
-    /// other process's L1. Call it after the write to the store has committed.
+    /// Forget `key` everywhere: Redis (this data center's and its peers'), this
+    /// process's L1, and (by message) every other process's L1 in every data center.
+    /// Call it after the write to the store has committed. A Redis that could not
+    /// be told is logged and counted (`cache_invalidation_failures`), never an
+    /// error: the write stands, and that Redis's entries expire by TTL.
     pub async fn invalidate(&self, key: &str) {
         self.evictions.note(key);
         self.l1.invalidate(key).await;
-        if !self.invalidator.invalidate(self.name, key).await {
-            self.metrics.count(self.name, "error");
+        match self.invalidator.invalidate(self.name, key).await {
+            Ok(()) => {}
+            Err(SpreadError::Local(_)) => {
+                self.metrics.count(self.name, "error");
+                self.metrics.count_invalidation_failure(self.name, "local");
+            }
+            Err(SpreadError::Peers(_)) => self.metrics.count_invalidation_failure(self.name, "peer"),
         }
     }
 }

@@ -19,6 +19,12 @@ pub struct RedisConfig {
     /// Connect and command timeout, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The Redis servers of the other data centers (`redis://:password@host:port/`,
+    /// same prefix): the writes every data center must see (cache invalidations,
+    /// timeline changes) go to them too, in parallel with this one (ADR 0008).
+    /// Reads, sessions and cache fills stay local. Empty: one data center.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 fn default_prefix() -> String {
@@ -32,17 +38,18 @@ fn default_timeout_ms() -> u64 {
 impl RedisConfig {
     /// Check the settings without connecting; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
-        let url = &self.url;
-        let Some(rest) = url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) else {
-            return Err("redis.url must start with redis://".into());
-        };
-        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let hostport = host.split('/').next().unwrap_or("");
-        if hostport.is_empty() {
-            return Err("redis.url has no host".into());
-        }
-        if let Some((_, port)) = hostport.rsplit_once(':') {
-            port.parse::<u16>().map_err(|_| format!("redis.url has a bad port {port:?}"))?;
+        validate_url("redis.url", &self.url)?;
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = format!("redis.peers[{i}]");
+            validate_url(&field, peer)?;
+            if peer == &self.url {
+                return Err(format!(
+                    "{field} is redis.url itself: peers are the other data centers' servers"
+                ));
+            }
+            if self.peers[..i].contains(peer) {
+                return Err(format!("{field} is listed twice"));
+            }
         }
         if self.timeout_ms == 0 {
             return Err("redis.timeout_ms must be positive".into());
@@ -53,6 +60,50 @@ impl RedisConfig {
     /// The command timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Check a Redis URL without connecting; `field` names it in the message.
+fn validate_url(field: &str, url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) else {
+        return Err(format!("{field} must start with redis://"));
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = host.split('/').next().unwrap_or("");
+    if hostport.is_empty() || hostport.starts_with(':') {
+        return Err(format!("{field} has no host"));
+    }
+    if let Some((_, port)) = hostport.rsplit_once(':') {
+        port.parse::<u16>().map_err(|_| format!("{field} has a bad port {port:?}"))?;
+    }
+    redis::Client::open(url).map_err(|e| format!("{field} is not a valid Redis URL: {e}"))?;
+    Ok(())
+}
+
+/// A write that every data center must see did not reach every Redis
+/// ([`Redis::run_everywhere`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SpreadError {
+    /// This data center's Redis failed: the write failed as it would with no peers
+    /// (some peers may have taken it).
+    #[error("redis: {0}")]
+    Local(#[source] RedisError),
+    /// This data center's Redis took the write; these peers (by address, never
+    /// with their password) did not. Their data center sees the change late (an
+    /// invalidation: after its entries' TTL; a timeline push: when retried).
+    #[error("{}", describe_peers(.0))]
+    Peers(Vec<(String, RedisError)>),
+}
+
+fn describe_peers(failed: &[(String, RedisError)]) -> String {
+    let list: Vec<String> = failed.iter().map(|(peer, e)| format!("{peer}: {e}")).collect();
+    format!("peer redis did not take the write ({})", list.join("; "))
+}
+
+impl SpreadError {
+    /// Whether this data center's own Redis failed (not only a peer).
+    pub fn is_local(&self) -> bool {
+        matches!(self, SpreadError::Local(_))
     }
 }
 
@@ -80,11 +131,20 @@ pub struct Redis {
     /// Longest any dial or command may take: a dead or unreachable Redis must make
     /// requests fail fast (or fall through to the database), never hang them.
     timeout: Duration,
+    /// The other data centers' Redis servers (with no peers of their own), which
+    /// [`Redis::run_everywhere`] writes to as well.
+    peers: Arc<[Redis]>,
+    /// `host:port` of the server, to name it in logs and errors without its password.
+    label: String,
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).finish()
+        f.debug_struct("Redis")
+            .field("server", &self.label)
+            .field("prefix", &self.prefix)
+            .field("peers", &self.peers.len())
+            .finish()
     }
 }
 
@@ -99,21 +159,74 @@ impl Redis {
     /// Connect to `url` (`redis://:password@host:port/`). Fails if Redis cannot be
     /// reached now, so a misconfigured process stops at start-up.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Redis, RedisError> {
+        let redis = Redis::lazy(url, prefix, timeout)?;
+        redis.conn().await?;
+        Ok(redis)
+    }
+
+    /// A handle to `url` that dials on first use (a peer data center may be down
+    /// when this process starts; its writes fail until it is back).
+    fn lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Redis, RedisError> {
         let client = redis::Client::open(url)?;
-        let redis = Redis {
+        let label = client.get_connection_info().addr.to_string();
+        Ok(Redis {
             current: Arc::default(),
             dialing: Arc::default(),
             client,
             prefix: prefix.to_owned(),
             timeout,
-        };
-        redis.conn().await?;
+            peers: Arc::new([]),
+            label,
+        })
+    }
+
+    /// Connect as `config` says: to the local Redis now (it must answer), to the
+    /// peers on first use.
+    pub async fn connect_with(config: &RedisConfig) -> Result<Redis, RedisError> {
+        let peers = config
+            .peers
+            .iter()
+            .map(|url| Redis::lazy(url, &config.prefix, config.timeout()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut redis = Redis::connect(&config.url, &config.prefix, config.timeout()).await?;
+        redis.peers = peers.into();
         Ok(redis)
     }
 
-    /// Connect as `config` says.
-    pub async fn connect_with(config: &RedisConfig) -> Result<Redis, RedisError> {
-        Redis::connect(&config.url, &config.prefix, config.timeout()).await
+    /// The other data centers' Redis servers.
+    pub fn peers(&self) -> &[Redis] {
+        &self.peers
+    }
+
+    /// `host:port` of the server (no password), for logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Run `op` against this Redis and every peer at once (each of its commands
+    /// bounded by the timeout), for writes every data center must see. Wall time is
+    /// that of the slowest server, not the sum. A local failure is
+    /// [`SpreadError::Local`], whatever the peers did; peers that failed while the
+    /// local one succeeded are logged and returned as [`SpreadError::Peers`].
+    pub async fn run_everywhere<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, SpreadError>
+    where
+        F: Fn(Redis) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let local = op(self.clone());
+        let peers = futures::future::join_all(self.peers.iter().map(|p| op(p.clone())));
+        let (local, peers) = futures::join!(local, peers);
+        let failed: Vec<(String, RedisError)> = self
+            .peers
+            .iter()
+            .zip(peers)
+            .filter_map(|(peer, result)| result.err().map(|e| (peer.label.clone(), e)))
+            .collect();
+        for (peer, e) in &failed {
+            tracing::warn!(peer = %peer, write = what, error = %e, "a peer data center's redis did not take a write");
+        }
+        let value = local.map_err(SpreadError::Local)?;
+        if failed.is_empty() { Ok(value) } else { Err(SpreadError::Peers(failed)) }
     }
 
     /// The shared connection (a cheap clone), dialing a new one if the last broke.

@@ -9,17 +9,22 @@
 //! Fan-out always adds to the set, whether or not it is complete, so a post made
 //! while a timeline is being rebuilt is not lost; a read without the marker treats
 //! the timeline as cold and rebuilds it, merging.
+//!
+//! Every data center keeps its own timelines in its own Redis. Writes (pushes,
+//! drops) go to all of them at once, since a follower may read through any data
+//! center; reads and rebuilds stay in the local one (ADR 0008).
 
 use std::time::Duration;
 
 use redis::Script;
 
-use crate::{Redis, RedisError};
+use crate::{Redis, RedisError, SpreadError};
 
 /// Timeline operations.
 #[derive(Clone)]
 pub struct Timelines {
-    /// Where timelines live.
+    /// Where timelines live: this data center's Redis (reads, rebuilds) and its
+    /// peers (pushes and drops reach every data center).
     redis: Redis,
     /// Most post ids kept per timeline.
     cap: usize,
@@ -84,18 +89,33 @@ impl Timelines {
         self.redis.key(&format!("tlok:{user}"))
     }
 
-    /// Add `post_id` to the timelines of `owners`.
-    pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), RedisError> {
+    /// Add `post_id` to the timelines of `owners`, in this data center's Redis and
+    /// every peer's at once (a reader may use any data center). Each server gets
+    /// the batches in turn and stops at its first failure. Idempotent: a caller
+    /// told of a failure (local or peer) pushes again.
+    pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), SpreadError> {
         let m = member(post_id);
-        for chunk in owners.chunks(BATCH) {
-            let mut inv = self.push.prepare_invoke();
-            for owner in chunk {
-                inv.key(self.key(*owner));
-            }
-            inv.arg(&m).arg(self.cap).arg(self.ttl.as_secs().max(1));
-            self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
-        }
-        Ok(())
+        let ttl = self.ttl.as_secs().max(1);
+        let batches: Vec<_> = owners
+            .chunks(BATCH)
+            .map(|chunk| {
+                let mut inv = self.push.prepare_invoke();
+                for owner in chunk {
+                    inv.key(self.key(*owner));
+                }
+                inv.arg(&m).arg(self.cap).arg(ttl);
+                inv
+            })
+            .collect();
+        let batches = &batches;
+        self.redis
+            .run_everywhere("timeline push", |server| async move {
+                for inv in batches {
+                    server.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
@@ -133,7 +153,9 @@ impl Timelines {
         Ok(Some(ids.iter().filter_map(|s| s.parse().ok()).collect()))
     }
 
-    /// Merge `ids` (rebuilt from the database) into `user`'s timeline and mark it complete.
+    /// Merge `ids` (rebuilt from the database) into `user`'s timeline and mark it
+    /// complete — in this data center's Redis only: it is a cache fill, and each
+    /// data center rebuilds its own timelines when they are read there.
     pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
         let mut inv = self.fill.prepare_invoke();
         inv.key(self.key(user)).key(self.marker(user)).arg(self.cap).arg(self.ttl.as_secs().max(1));
@@ -144,11 +166,16 @@ impl Timelines {
         Ok(())
     }
 
-    /// Forget `user`'s timeline (it will be rebuilt on next read).
-    pub async fn drop_timeline(&self, user: i64) -> Result<(), RedisError> {
+    /// Forget `user`'s timeline (it will be rebuilt on next read), in this data
+    /// center's Redis and every peer's.
+    pub async fn drop_timeline(&self, user: i64) -> Result<(), SpreadError> {
         let mut del = redis::cmd("DEL");
         del.arg(self.key(user)).arg(self.marker(user));
-        self.redis.run(|mut c| async move { del.query_async::<i64>(&mut c).await }).await?;
-        Ok(())
+        let del = &del;
+        self.redis
+            .run_everywhere("timeline drop", |server| async move {
+                server.run(|mut c| async move { del.query_async::<i64>(&mut c).await }).await.map(|_| ())
+            })
+            .await
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use nodes::{PostgresSpec, RedisSpec};
-use topology::{Node, Role};
+use topology::{Node, Role, Topology};
 
 use crate::cluster::Event;
 use crate::{Shared, log_path};
@@ -79,15 +79,36 @@ pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
     )
 }
 
-/// The Redis a node of `dc` uses: its DC's first, else the first anywhere.
-fn redis_for(shared: &Shared, dc: &str) -> String {
-    let t = &shared.opts.topology;
-    let node = t
-        .nodes_in(dc)
-        .find(|n| n.role == Role::Redis)
+/// The Redis node a node of `dc` uses: its DC's first, else the first anywhere.
+fn redis_node_for<'t>(t: &'t Topology, dc: &str) -> &'t Node {
+    t.nodes_of(Role::Redis)
+        .find(|n| n.dc == dc)
         .or_else(|| t.nodes_of(Role::Redis).next())
-        .expect("a validated topology with web servers or workers has a Redis");
-    redis_spec(shared, node).url()
+        .expect("a validated topology with web servers or workers has a Redis")
+}
+
+/// The Redis nodes the other DCs use, each once and never `dc`'s own: a node of
+/// `dc` writes invalidations and timelines to them too (ADR 0008).
+fn redis_peer_nodes<'t>(t: &'t Topology, dc: &str) -> Vec<&'t Node> {
+    let own = redis_node_for(t, dc);
+    let mut peers: Vec<&Node> = Vec::new();
+    for other in t.dcs().iter().filter(|d| d.name != dc) {
+        let node = redis_node_for(t, &other.name);
+        if node.name != own.name && !peers.iter().any(|p| p.name == node.name) {
+            peers.push(node);
+        }
+    }
+    peers
+}
+
+/// The URL of the Redis a node of `dc` uses.
+fn redis_for(shared: &Shared, dc: &str) -> String {
+    redis_spec(shared, redis_node_for(&shared.opts.topology, dc)).url()
+}
+
+/// The URLs (with their passwords) of the other DCs' Redis servers.
+fn redis_peers_for(shared: &Shared, dc: &str) -> Vec<String> {
+    redis_peer_nodes(&shared.opts.topology, dc).into_iter().map(|n| redis_spec(shared, n).url()).collect()
 }
 
 fn process_config(shared: &Shared, node: &Node) -> anyhow::Result<std::path::PathBuf> {
@@ -95,11 +116,12 @@ fn process_config(shared: &Shared, node: &Node) -> anyhow::Result<std::path::Pat
     let store = run_dir.join("objects");
     let mut text = format!(
         "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\ncluster_url = \"http://{api}/api/cluster\"\n\n\
-         [redis]\nurl = \"{redis}\"\n\n[media]\nstore_dir = {store:?}\n",
+         [redis]\nurl = \"{redis}\"\npeers = {peers:?}\n\n[media]\nstore_dir = {store:?}\n",
         addr = node.addr,
         api = shared.api_addr,
         shards = initial_urls(shared),
         redis = redis_for(shared, &node.dc),
+        peers = redis_peers_for(shared, &node.dc),
         store = store.display().to_string(),
     );
     if node.role == Role::Worker {
@@ -553,6 +575,17 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    #[test]
+    fn each_dc_writes_to_the_other_dcs_redis_servers() {
+        let names = |nodes: Vec<&Node>| nodes.into_iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        let two = topology::preset("default").unwrap();
+        assert_eq!(redis_node_for(&two, "dc1").name, "dc1-redis-1");
+        assert_eq!(names(redis_peer_nodes(&two, "dc1")), ["dc2-redis-1"]);
+        assert_eq!(names(redis_peer_nodes(&two, "dc2")), ["dc1-redis-1"]);
+        let one = topology::preset("single").unwrap();
+        assert!(redis_peer_nodes(&one, "dc1").is_empty(), "one DC: no peers");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! server died) and by the workers for photo posts (once processed) and for those
 //! outbox jobs. Fan-out is idempotent (a timeline is a set), so a job that runs
 //! twice does no harm; a failed fan-out is reported, so its job runs again.
+//! With several data centers a fan-out writes every data center's Redis, and a
+//! failure in any of them is reported (ADR 0008).
 #![forbid(unsafe_code)]
 
 use cache::{Invalidator, Timelines};
@@ -34,24 +36,31 @@ pub enum FanOutError {
     /// The author's followers could not be listed.
     #[error("listing the followers: {0}")]
     Followers(#[source] data::DataError),
-    /// Pushing into the timelines failed.
+    /// Pushing into the timelines failed, in this data center's Redis or in a
+    /// peer's (whose readers would miss the post until it is pushed again).
     #[error("pushing into {readers} timelines: {source}")]
     Timelines {
         /// How many timelines were to get the post.
         readers: usize,
-        /// The Redis error.
+        /// Which Redis failed, and how.
         #[source]
-        source: cache::RedisError,
+        source: cache::SpreadError,
     },
-    /// The cached list of a celebrity's newest posts could not be invalidated.
-    #[error("invalidating the celebrity's cached posts")]
-    Invalidation,
+    /// The cached list of a celebrity's newest posts could not be invalidated in
+    /// every data center.
+    #[error("invalidating the celebrity's cached posts: {0}")]
+    Invalidation(#[source] cache::SpreadError),
 }
 
 /// Put `post_id` by `author` into its readers' timelines. Users with at least
 /// `celebrity_threshold` followers are not fanned out: their cached list of
 /// newest posts is invalidated instead. Any failure is returned: the caller
 /// must make sure the fan-out runs again (it is idempotent: a timeline is a set).
+///
+/// The timelines and invalidations reach every data center's Redis (the
+/// `Timelines` and `Invalidator` carry the peers), in parallel; a peer that
+/// failed is an error like a local failure, so the post reaches that data
+/// center's readers when the fan-out is retried.
 pub async fn fan_out(
     data: &Data,
     timelines: &Timelines,
@@ -63,9 +72,10 @@ pub async fn fan_out(
 ) -> Result<FanOut, FanOutError> {
     let mut owners = vec![author];
     let outcome = if followers_count >= celebrity_threshold {
-        if !invalidator.invalidate(CELEBRITY_POSTS_CACHE, &author.to_string()).await {
-            return Err(FanOutError::Invalidation);
-        }
+        invalidator
+            .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
+            .await
+            .map_err(FanOutError::Invalidation)?;
         FanOut::Celebrity
     } else {
         owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);

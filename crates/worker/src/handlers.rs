@@ -91,10 +91,15 @@ pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
         return Ok(());
     }
     // Ready (now or by an earlier run): drop the cached `processing` copy, fan
-    // out. Repeating either is harmless, so both run again on every retry.
-    if !ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await {
-        return Err(JobError::Retry("invalidating the cached post failed".into()));
-    }
+    // out. Repeating either is harmless, so both run again on every retry. Both
+    // reach every data center's Redis; a data center that missed either (its
+    // Redis down) would show `processing`, or miss the post, so that is a retry
+    // too, until the data center is back or the job's attempts run out.
+    ctx.inner
+        .invalidator
+        .invalidate(feed::POST_CACHE, &id.get().to_string())
+        .await
+        .map_err(|e| JobError::Retry(format!("invalidating the cached post: {e}")))?;
     fan_out(ctx, id, post.user_id).await?;
     tracing::info!(post_id = id.get(), "photo ready");
     Ok(())
@@ -146,7 +151,8 @@ pub(crate) async fn buried(ctx: &Context, job: &Job) {
     {
         match ctx.data().fail_photo(id).await {
             Ok(_) => {
-                ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await;
+                // Best effort: a data center not told shows the old state until TTL.
+                let _ = ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await;
             }
             Err(e) => tracing::error!(error = %e, "marking the post failed"),
         }
