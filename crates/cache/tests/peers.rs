@@ -1,0 +1,216 @@
+//! Two data centers, each with its own Redis, each the other's peer: writes every
+//! data center must see (invalidations, timeline pushes and drops) reach both;
+//! reads and fills stay local; a peer that is down fails only its part (ADR 0008).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cache::{
+    CacheConfig, CacheMetrics, Invalidator, ReadThrough, Redis, RedisConfig, SpreadError, Timelines,
+};
+use tokio_util::sync::CancellationToken;
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        l1_capacity: 1000,
+        l1_ttl: Duration::from_secs(60),
+        l2_ttl: Duration::from_secs(100),
+        jitter: 0.0,
+    }
+}
+
+fn redis_config(url: String, prefix: &str, peers: Vec<String>) -> RedisConfig {
+    RedisConfig { url, prefix: prefix.to_owned(), timeout_ms: 1000, peers }
+}
+
+/// A process of a data center whose Redis is `url`, writing to `peers` too.
+async fn connect(url: String, prefix: &str, peers: Vec<String>) -> Redis {
+    let config = redis_config(url, prefix, peers);
+    config.validate().unwrap();
+    Redis::connect_with(&config).await.unwrap()
+}
+
+fn cache(redis: &Redis, name: &'static str) -> (Arc<ReadThrough<String>>, CacheMetrics, Invalidator) {
+    let metrics = CacheMetrics::new(&telemetry::Registry::default());
+    let inv = Invalidator::new(redis.clone());
+    (ReadThrough::new(name, redis.clone(), config(), metrics.clone(), inv.clone()), metrics, inv)
+}
+
+async fn get(redis: &Redis, key: &str) -> Option<String> {
+    let mut conn = redis.conn().await.unwrap();
+    redis::cmd("GET").arg(redis.key(key)).query_async(&mut conn).await.unwrap()
+}
+
+async fn members(redis: &Redis, key: &str) -> Vec<String> {
+    let mut conn = redis.conn().await.unwrap();
+    redis::cmd("ZRANGE").arg(redis.key(key)).arg(0).arg(-1).query_async(&mut conn).await.unwrap()
+}
+
+/// Starts `invalidator`'s listener and returns once it is subscribed.
+async fn listen(invalidator: Invalidator, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let listening = subscribed.notified();
+    let task = cache::spawn_listener(invalidator, shutdown.clone(), subscribed.clone());
+    listening.await;
+    task
+}
+
+#[tokio::test]
+async fn an_invalidation_in_one_dc_evicts_the_other_dcs_l1_and_refuses_its_racing_fill() {
+    let dc2_server = testkit::fresh_redis();
+    let (dc1_url, dc2_url) = (testkit::redis().url(), dc2_server.url());
+    let dc1 = connect(dc1_url.clone(), "twodc:", vec![dc2_url.clone()]).await;
+    let dc2 = connect(dc2_url, "twodc:", vec![dc1_url]).await;
+    let (writer, _, _) = cache(&dc1, "p");
+    let (reader, reader_metrics, reader_inv) = cache(&dc2, "p");
+    let shutdown = CancellationToken::new();
+    let task = listen(reader_inv, &shutdown).await;
+
+    // dc2 holds "old" in its L1 and its Redis.
+    let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("old".to_owned())) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("old"));
+    assert!(get(&dc2, "c:p:k").await.is_some(), "dc2's Redis holds the entry");
+    assert_eq!(get(&dc1, "c:p:k").await, None, "a fill stays in its own DC");
+
+    // A write in dc1 invalidates: both Redis forget the key and bump its generation,
+    // and dc2's listener evicts its L1.
+    writer.invalidate("k").await;
+    assert_eq!(get(&dc2, "c:p:k").await, None, "dc2's Redis entry is deleted");
+    assert_eq!(get(&dc2, "gen:p:k").await.as_deref(), Some("1"), "dc2's generation is bumped");
+    assert_eq!(get(&dc1, "gen:p:k").await.as_deref(), Some("1"), "dc1's generation is bumped");
+    testkit::eventually("dc2's L1 to be evicted", || async {
+        let v = reader.get_or_load("k", || async { Ok::<_, ()>(Some("new".to_owned())) }).await.unwrap();
+        v.as_deref().map(String::as_str) == Some("new")
+    })
+    .await;
+
+    // A load in dc2 racing a dc1 write: it read the old row, dc1 invalidates, then
+    // its fill of dc2's Redis is refused.
+    let (racer, racer_metrics, _) = cache(&dc2, "p");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let read = tokio::spawn({
+        let (racer, loads, loading, proceed) =
+            (racer.clone(), loads.clone(), loading.clone(), proceed.clone());
+        async move {
+            racer
+                .get_or_load("race", || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    loading.notify_one();
+                    proceed.notified().await;
+                    Ok::<_, ()>(Some("stale".to_owned()))
+                })
+                .await
+                .unwrap()
+        }
+    });
+    loading.notified().await;
+    writer.invalidate("race").await;
+    proceed.notify_one();
+    let served = read.await.unwrap();
+    assert_eq!(served.as_deref().map(String::as_str), Some("stale"), "its callers get what it read");
+    assert_eq!(racer_metrics.get("p", "fill_refused"), 1, "dc2 refused the stale fill");
+    assert_eq!(get(&dc2, "c:p:race").await, None);
+    assert_eq!(reader_metrics.invalidation_failures("p", "peer"), 0);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
+    let dc2_server = testkit::fresh_redis();
+    let dc1 = connect(testkit::redis().url(), "twodc-tl:", vec![dc2_server.url()]).await;
+    let dc2 = connect(dc2_server.url(), "twodc-tl:", vec![]).await;
+    let (t1, t2) = (
+        Timelines::new(dc1.clone(), 10, Duration::from_secs(600)),
+        Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
+    );
+    // User 7 reads through dc2: a warm timeline there.
+    t2.fill(7, &[70]).await.unwrap();
+    assert_eq!(t1.page(7, None, 10).await.unwrap(), None, "a fill stays in its own DC");
+
+    // A post fanned out by a process of dc1 reaches 7's warm timeline in dc2.
+    let readers: Vec<i64> = (1..=300).chain([7]).collect(); // more than one batch
+    t1.push(80, &readers).await.unwrap();
+    assert_eq!(t2.page(7, None, 10).await.unwrap(), Some(vec![80, 70]));
+    assert_eq!(members(&dc1, "tl:300").await, [format!("{:019}", 80)]);
+    assert_eq!(members(&dc2, "tl:300").await, [format!("{:019}", 80)], "every batch reached dc2");
+
+    // A follow change through dc1 drops 7's timeline in both DCs.
+    t1.drop_timeline(7).await.unwrap();
+    assert_eq!(t2.page(7, None, 10).await.unwrap(), None, "cold in dc2: rebuilt on next read");
+    assert!(members(&dc2, "tl:7").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
+    let mut dc2_server = testkit::fresh_redis();
+    dc2_server.kill();
+    // The other DC being down does not stop this process from starting.
+    let dc1 = connect(testkit::redis().url(), "twodc-down:", vec![dc2_server.url()]).await;
+    let peer = format!("127.0.0.1:{}", dc2_server.port());
+    let timelines = Timelines::new(dc1.clone(), 10, Duration::from_secs(600));
+    timelines.fill(1, &[]).await.unwrap();
+
+    // A push: the local timeline has it; the error names the peer, not its password.
+    let err = timelines.push(10, &[1]).await.unwrap_err();
+    assert!(
+        matches!(&err, SpreadError::Peers(failed) if failed.len() == 1 && failed[0].0 == peer),
+        "{err:?}"
+    );
+    assert!(!err.is_local());
+    assert!(!err.to_string().contains(dc2_server.password()), "{err}");
+    assert_eq!(timelines.page(1, None, 10).await.unwrap(), Some(vec![10]), "the local write took");
+    let err = timelines.drop_timeline(1).await.unwrap_err();
+    assert!(!err.is_local(), "{err}");
+    assert_eq!(timelines.page(1, None, 10).await.unwrap(), None, "dropped locally");
+
+    // An invalidation: done locally, the peer's failure returned ...
+    let (c, metrics, inv) = cache(&dc1, "d");
+    c.get_or_load("k", || async { Ok::<_, ()>(Some("v".to_owned())) }).await.unwrap();
+    let err = inv.invalidate("d", "k").await.unwrap_err();
+    assert!(!err.is_local(), "{err}");
+    assert_eq!(get(&dc1, "c:d:k").await, None, "the local entry is gone");
+    assert_eq!(get(&dc1, "gen:d:k").await.as_deref(), Some("1"));
+    // ... and through a cache (a web request): counted, never an error.
+    c.invalidate("k").await;
+    assert_eq!(metrics.invalidation_failures("d", "peer"), 1);
+    assert_eq!(metrics.invalidation_failures("d", "local"), 0);
+
+    // The peer comes back: the same writes reach it.
+    dc2_server.restart();
+    let dc2 = connect(dc2_server.url(), "twodc-down:", vec![]).await;
+    timelines.push(11, &[1]).await.unwrap();
+    assert_eq!(members(&dc2, "tl:1").await, [format!("{:019}", 11)]);
+    inv.invalidate("d", "k").await.unwrap();
+    assert_eq!(get(&dc2, "gen:d:k").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_local_failure_is_local_whatever_the_peers_do() {
+    let mut dc1_server = testkit::fresh_redis();
+    let dc1 = connect(dc1_server.url(), "twodc-local:", vec![testkit::redis().url()]).await;
+    let dc2 = connect(testkit::redis().url(), "twodc-local:", vec![]).await;
+    dc1_server.kill();
+    let err = Timelines::new(dc1.clone(), 10, Duration::from_secs(600)).push(5, &[2]).await.unwrap_err();
+    assert!(err.is_local(), "{err:?}");
+    assert_eq!(members(&dc2, "tl:2").await, [format!("{:019}", 5)], "the peers still got it");
+}
+
+#[test]
+fn peers_are_validated_like_the_url() {
+    let url = "redis://:pw@127.0.0.1:6379/".to_owned();
+    let ok = redis_config(url.clone(), "m:", vec!["redis://:pw@127.0.2.80:6379/".into()]);
+    ok.validate().unwrap();
+    for (peers, expected) in [
+        (vec!["http://127.0.2.80:6379/".to_owned()], "redis.peers[0] must start with redis://"),
+        (vec!["redis://:pw@127.0.2.80:99999/".to_owned()], "redis.peers[0] has a bad port"),
+        (vec!["redis://:pw@/".to_owned()], "redis.peers[0] has no host"),
+        (vec![url.clone()], "redis.peers[0] is redis.url itself"),
+        (vec!["redis://a:1/".to_owned(), "redis://a:1/".to_owned()], "redis.peers[1] is listed twice"),
+    ] {
+        let err = redis_config(url.clone(), "m:", peers).validate().unwrap_err();
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
+    }
+}
