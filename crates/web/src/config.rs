@@ -269,6 +269,7 @@ url = "redis://:pw@127.0.0.1:6379/"
             ),
             (GOOD.replace("redis://:pw@127.0.0.1:6379/", "http://x"), "redis.url"),
             (GOOD.replace("redis://:pw@127.0.0.1:6379/", "redis://:pw@127.0.0.1:99999/"), "bad port"),
+            (format!("{GOOD}peers = [\"redis://:pw@127.0.2.80:99999/\"]\n"), "redis.peers[0] has a bad port"),
             (format!("{GOOD}[feed]\ncelebrity_threshold = 0\n"), "celebrity_threshold"),
             (format!("{GOOD}[cache]\njitter = 2.0\n"), "jitter"),
             (format!("{GOOD}[passwords]\nmemory_kib = 1\n"), "passwords"),

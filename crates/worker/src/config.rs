@@ -214,6 +214,7 @@ url = "redis://:pw@127.0.0.1:6379/"
             ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
             ("[worker]\nlease_secs = 0\n", "worker.lease_secs"),
             ("[worker]\nbackoff_base_ms = 10\nbackoff_max_ms = 5\n", "worker.backoff_base_ms"),
+            ("peers = [\"http://127.0.2.80/\"]\n", "redis.peers[0] must start with redis://"),
             ("[chaos]\nexplode = true\n", "unknown field"),
         ] {
             let err = WorkerConfig::parse(&format!("{GOOD}{extra}"), "t").unwrap_err().to_string();
