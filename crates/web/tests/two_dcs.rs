@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use testkit::{OwnedRedis, TestApp, TestEnv, eventually};
+use testkit::{OwnedRedis, TestApp, TestEnv};
 
 /// Two DCs: dc1 on the test binary's shared Redis, dc2 on a Redis of its own
 /// (same key prefix, as in a real deployment), each the other's peer.
