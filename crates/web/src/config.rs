@@ -14,7 +14,8 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     /// The shards.
     pub database: data::DataConfig,
-    /// The shared Redis (sessions, L2 cache, timelines, invalidations).
+    /// This DC's Redis (sessions, L2 cache, timelines, invalidations), and in
+    /// `peers` the other DCs', which invalidations and timeline writes reach too.
     pub redis: cache::RedisConfig,
     /// Cache sizes and lifetimes.
     #[serde(default)]

@@ -14,7 +14,8 @@ pub struct WorkerConfig {
     pub listen: SocketAddr,
     /// The shards whose queues this worker serves.
     pub database: data::DataConfig,
-    /// Redis (timelines and cache invalidations).
+    /// This DC's Redis (timelines and cache invalidations), and in `peers` the
+    /// other DCs': a job's writes reach them all, or the job is retried.
     pub redis: cache::RedisConfig,
     /// Photos.
     #[serde(default)]
