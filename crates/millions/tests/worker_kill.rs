@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use testkit::{TestEnv, eventually};
+use testkit::{TestEnv, eventually, files_in};
 
 /// A `millions worker` process, killed on drop.
 struct WorkerProcess(Child);
@@ -39,23 +39,6 @@ fn start_worker(
         .spawn()
         .unwrap();
     WorkerProcess(child)
-}
-
-/// The names of the files under `dir`, sorted (object keys, in the store).
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                walk(&e.path(), out);
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(dir, &mut out);
-    out.sort();
-    out
 }
 
 #[tokio::test]

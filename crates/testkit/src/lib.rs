@@ -18,3 +18,21 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
         wait = (wait * 2).min(std::time::Duration::from_millis(100));
     }
 }
+
+/// The names of the files below `dir`, recursively, sorted (an object store's
+/// keys: tests count and compare them to show nothing was stored, or twice).
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, &mut out);
+    out.sort();
+    out
+}

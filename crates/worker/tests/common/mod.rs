@@ -1,13 +1,12 @@
 //! Helpers shared by the worker's test binaries.
 #![allow(dead_code)] // each binary uses its own subset
 
-use std::path::Path;
-
 use data::{Data, PostId, PostRecord, StoredImage};
 use media::ObjectStore as _;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
+pub use testkit::files_in;
 use testkit::{TestApp, TestEnv, eventually};
 
 pub struct User {
@@ -106,23 +105,6 @@ pub async fn await_status_on_primary(data: &Data, id: i64, want: &str) -> PostRe
     })
     .await;
     post_on_primary(data, id).await
-}
-
-/// Files in a folder, recursively (the object store).
-pub fn files_in(dir: &Path) -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                walk(&e.path(), out);
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(dir, &mut out);
-    out.sort();
-    out
 }
 
 /// Files in the deployment's object store.
