@@ -27,7 +27,7 @@
 #   BENCH_DURATION=6s  BENCH_ROUNDS=3  BENCH_LOW_CONN=1,8  BENCH_SAT_CONN=64
 #   BENCH_PROXY_THREADS=2   worker threads/processes of every proxy
 #   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=8s  BENCH_RATE_WARMUP=3s
-#   BENCH_MIX=feed=60,timeline=36,post=2,like=2,follow=0,photo=0
+#   BENCH_MIX=feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0
 #   BENCH_USERS=200  BENCH_RANGE=127.0.251
 #   MILLIONS=target/release/millions  BARE=target/release/examples/bare
 set -euo pipefail
@@ -42,7 +42,7 @@ THREADS="${BENCH_PROXY_THREADS:-2}"
 RATES="${BENCH_RATES-200,500,1000}"
 RATE_DURATION="${BENCH_RATE_DURATION:-8s}"
 RATE_WARMUP="${BENCH_RATE_WARMUP:-3s}"
-MIX="${BENCH_MIX:-feed=60,timeline=36,post=2,like=2,follow=0,photo=0}"
+MIX="${BENCH_MIX:-feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0}"
 USERS="${BENCH_USERS:-200}"
 BENCH_RANGE="${BENCH_RANGE:-127.0.251}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
