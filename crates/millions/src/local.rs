@@ -370,7 +370,7 @@ fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
         println!("      behind it, on private addresses: {}", names.join(", "));
     }
     println!(
-        "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), metrics at /metrics on every web server and worker"
+        "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), /metrics, /healthz and /readyz on every process"
     );
     println!(
         "  status: millions status    logs: millions logs NODE -f    crash a node: millions chaos kill NODE"
