@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use testkit::TestApp;
 
+mod common;
+use common::jpeg;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "correct horse battery";
@@ -276,18 +279,6 @@ impl Browser {
     async fn close(self) {
         self.client.close().await.expect("closing the browser session");
     }
-}
-
-/// A `width`×`height` JPEG with a gradient (so it is not trivially small).
-fn jpeg(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Jpeg)
-        .expect("encoding a JPEG");
-    out.into_inner()
 }
 
 /// An element's DOM property as a string (`None` if unset).

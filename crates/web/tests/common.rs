@@ -1,5 +1,5 @@
 //! Helpers shared by the web tier's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -158,3 +158,15 @@ pub async fn session_keys(app: &TestApp) -> std::collections::BTreeSet<String> {
 }
 
 pub use testkit::eventually;
+
+/// A `width`×`height` JPEG with a colour gradient (so it is not trivially small).
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encoding a JPEG");
+    out.into_inner()
+}

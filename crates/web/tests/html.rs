@@ -4,6 +4,9 @@ use reqwest::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode};
 use testkit::TestApp;
 
+mod common;
+use common::jpeg;
+
 const PASSWORD: &str = "correct horse battery";
 
 /// The value of the first hidden `csrf` input of a page.
@@ -441,18 +444,6 @@ async fn feeds_and_profiles_page_with_older_posts_links() {
 // ---------------------------------------------------------------------------
 // Photos through the HTML form.
 // ---------------------------------------------------------------------------
-
-/// A `width`×`height` JPEG (a colour gradient).
-fn jpeg(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, ((x + y) % 256) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Jpeg)
-        .expect("encoding a JPEG");
-    out.into_inner()
-}
 
 /// One part of a multipart form.
 enum Part {
