@@ -183,6 +183,12 @@ fn format_line(out: &mut String, e: &Entry<'_>, now: SystemTime) {
 /// `s` as a JSON string.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Nearly always nothing to escape: one copy.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

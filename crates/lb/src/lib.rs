@@ -16,12 +16,14 @@
 pub mod accesslog;
 pub mod admin;
 pub mod config;
-pub mod guard;
+pub mod front;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
+pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -148,19 +150,24 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
 
     let limiter = (config.rate_limit.per_second > 0)
         .then(|| ratelimit::RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst));
-    let header_timeout = Duration::from_millis(config.limits.header_timeout_ms);
     let listen = config.listen;
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(STOP_GRACE.as_secs() / 2),
         graceful_shutdown_timeout_seconds: Some(STOP_GRACE.as_secs() / 2),
-        upstream_keepalive_pool_size: config.upstream.keepalive_pool_size,
-        // Pingora counts attempts, the first included.
-        max_retries: config.upstream.max_retries + 1,
         ..ServerConf::default()
     };
     let access_log = Arc::new(accesslog::AccessLog::start().map_err(|e| LbError::Start(e.to_string()))?);
-    let proxy = proxy::Proxy { pool: pool.clone(), config, metrics, limiter, access_log: access_log.clone() };
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    let proxy = proxy::Proxy {
+        pool: pool.clone(),
+        config,
+        metrics,
+        limiter,
+        access_log: access_log.clone(),
+        options,
+    };
     let graceful = Arc::new(AtomicBool::new(false));
     let stopper = Stopper { token: stop.clone(), graceful: graceful.clone() };
     let pingora = std::thread::Builder::new()
@@ -168,11 +175,7 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         .spawn(move || {
             let mut server = Server::new_with_opt_and_conf(None, conf);
             server.bootstrap();
-            let mut http = pingora_proxy::http_proxy(&server.configuration, proxy);
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            http.server_options = Some(options);
-            let app = guard::Guarded { inner: Arc::new(http), header_timeout };
+            let app = front::Front { proxy: Arc::new(proxy) };
             let mut service = Service::new("lb".to_owned(), app);
             service.add_tcp(&listen.to_string());
             server.add_service(service);

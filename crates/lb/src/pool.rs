@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Algorithm, OutlierSection};
+use crate::upstream::IdleConnections;
 
 /// Decay time of the latency average: a sample weighs half after ~7 s.
 const EWMA_TAU: Duration = Duration::from_secs(10);
@@ -31,6 +32,10 @@ pub struct Backend {
     state: Mutex<BackendState>,
     /// Total requests sent, for the metrics and `GET /admin/backends`.
     requests: AtomicU64,
+    /// Kept-alive connections to it, idle between requests ([`crate::h1`]'s).
+    pub idle_h1: IdleConnections<tokio::net::TcpStream>,
+    /// The same for pingora's client session (requests that came over HTTP/2).
+    pub idle: IdleConnections<pingora_core::protocols::Stream>,
 }
 
 /// What changes with every answer.
@@ -69,6 +74,8 @@ impl Backend {
                 probe_fails: 0,
             }),
             requests: AtomicU64::new(0),
+            idle_h1: IdleConnections::default(),
+            idle: IdleConnections::default(),
         }
     }
 
@@ -329,7 +336,14 @@ impl Pool {
     }
 
     fn set_draining(&self, addr: SocketAddr, draining: bool) -> bool {
-        self.get(addr).map(|b| b.draining.store(draining, Ordering::Release)).is_some()
+        let Some(b) = self.get(addr) else { return false };
+        b.draining.store(draining, Ordering::Release);
+        if draining {
+            // The backend is about to stop: its idle connections are of no more use.
+            b.idle_h1.clear();
+            b.idle.clear();
+        }
+        true
     }
 
     /// Whether any backend can take a request now (readiness).

@@ -1,4 +1,15 @@
-//! The proxy itself: pingora's `ProxyHttp` hooks, in the order a request meets them.
+//! The proxy itself: one request, from the client's header to the backend's last
+//! byte, in straight-line code.
+//!
+//! pingora-core reads and writes HTTP: its HTTP/1 and HTTP/2 server sessions toward
+//! the client, its HTTP/1 client session toward the backend. This module decides
+//! everything in between: the checks that refuse a request, the backend, the
+//! headers added and removed, retries, passive health, metrics and the access log.
+//! Pingora's ready-made proxy (`pingora-proxy`) did this through hooks at about
+//! half HAProxy's throughput; its request path (a connection pool that hands every
+//! idle connection to a watcher task, two tasks and a channel per request) was what
+//! the profile showed, so the load balancer drives pingora-core's sessions itself
+//! (ADR 0005).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -6,12 +17,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use http::{Method, Version};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::HttpTask;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
 use rand::Rng;
 
 use crate::accesslog::{self, AccessLog};
@@ -19,18 +34,27 @@ use crate::config::LbConfig;
 use crate::metrics::LbMetrics;
 use crate::pool::{Backend, Lease, Outcome, Pool};
 use crate::ratelimit::{RateLimiter, retry_after_secs};
+use crate::upstream;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), removed
 /// in both directions. `Transfer-Encoding` is hop-by-hop too, but pingora frames
-/// bodies itself from it, so it is left to pingora.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization"];
+/// bodies itself from it, so it is left to pingora. `Expect` is answered by the
+/// load balancer itself (it is the one agreeing to receive the body).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "expect",
+];
 
 /// The request id header, carried LB → web → logs.
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// What the load balancer shares between requests.
-#[derive(Debug)]
 pub struct Proxy {
     /// The backends.
     pub pool: Arc<Pool>,
@@ -42,37 +66,55 @@ pub struct Proxy {
     pub limiter: Option<RateLimiter<IpAddr>>,
     /// One line per request.
     pub access_log: Arc<AccessLog>,
+    /// Pingora's server options: HTTP/2 with prior knowledge is accepted.
+    pub options: HttpServerOptions,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One request's state across its attempts.
 #[derive(Debug)]
-pub struct Ctx {
+struct Ctx {
     /// When the request's header was read.
     started: Instant,
     /// The request id (taken from a sane incoming header, or made).
     request_id: String,
-    /// The current attempt's backend, counted in flight until dropped.
-    lease: Option<Lease>,
-    /// When the current attempt was sent (for its latency).
-    sent_at: Option<Instant>,
-    /// Backends already tried, not to be tried again.
+    /// Backends already tried and failed, not to be tried again.
     tried: Vec<SocketAddr>,
-    /// The backend's answer status, once its header arrived.
-    upstream_status: Option<u16>,
-    /// Body bytes received from the client, against `max_body_bytes`.
-    body_bytes: u64,
+    /// Attempts made (connections tried, the last one included).
+    attempts: usize,
+    /// The last backend used (for the access log).
+    backend: Option<SocketAddr>,
+    /// The status sent to the client (0: none).
+    status: u16,
     /// Why the load balancer answered itself, if it did.
     rejected: Option<&'static str>,
-    /// The last backend used (for the access log after the lease is gone).
-    backend: Option<SocketAddr>,
+    /// What went wrong, for the access log.
+    error: Option<Box<Error>>,
 }
 
-fn new_request_id() -> String {
+/// How an attempt on one backend failed.
+struct AttemptError {
+    /// What happened.
+    error: Box<Error>,
+    /// Whether anything of the request reached the backend (then only a
+    /// replayable request may be tried again).
+    sent: bool,
+}
+
+pub(crate) fn new_request_id() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
 }
 
 /// An incoming id is kept if it is short and plain, so logs cannot be forged with it.
-fn sane_request_id(v: &HeaderValue) -> Option<String> {
+pub(crate) fn sane_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok =
         (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
@@ -80,19 +122,19 @@ fn sane_request_id(v: &HeaderValue) -> Option<String> {
 }
 
 /// Methods that are safe to send twice (RFC 9110 §9.2.2 lists PUT and DELETE too;
-/// the web tier's PUT and DELETE are idempotent, but a request with a body cannot be
-/// replayed from pingora's buffer reliably, so only these are retried after sending).
-fn retryable_method(m: &Method) -> bool {
+/// the web tier's PUT and DELETE are idempotent, but a request body is streamed, not
+/// kept, so only these, and only without a body, are retried after sending).
+pub(crate) fn retryable_method(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The framing fields (`Content-Length`, `Transfer-Encoding`) of a request header
 /// as the client sent it. Pingora's parsed header cannot be used: it already drops
 /// `Content-Length` when `Transfer-Encoding` is present.
-fn framing_fields(session: &Session) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn framing_fields(session: &ServerSession) -> Vec<(Vec<u8>, Vec<u8>)> {
     let wanted =
         |n: &[u8]| n.eq_ignore_ascii_case(b"content-length") || n.eq_ignore_ascii_case(b"transfer-encoding");
-    match session.as_downstream().as_http1() {
+    match session.as_http1() {
         Some(h1) => raw_fields(&h1.get_headers_raw_bytes(), wanted),
         None => session
             .req_header()
@@ -156,6 +198,11 @@ fn header_bytes(req: &RequestHeader) -> usize {
     line + req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`].
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// Remove hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
     // Most requests have none of them: no allocation then.
@@ -176,18 +223,17 @@ fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 impl Proxy {
-    /// Answer the request from the load balancer and close the connection.
-    async fn refuse(
+    /// Answer the request from the load balancer and close the connection after it
+    /// (the rest of the request, a body maybe framed ambiguously, is never read).
+    async fn respond(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         ctx: &mut Ctx,
         status: u16,
-        reason: &'static str,
+        code: &'static str,
         extra: Option<(&'static str, String)>,
-    ) -> Result<bool> {
-        self.metrics.rejected(reason);
-        ctx.rejected = Some(reason);
-        let body = Bytes::from(format!("{{\"error\":{{\"code\":\"{reason}\",\"message\":\"{reason}\"}}}}"));
+    ) -> Result<()> {
+        let body = Bytes::from(format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}"));
         let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -195,12 +241,24 @@ impl Proxy {
         if let Some((name, value)) = extra {
             resp.insert_header(name, value)?;
         }
-        // The rest of the request (a body, maybe framed ambiguously) is never read:
-        // the connection cannot be reused.
         session.set_keepalive(None);
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(true)
+        ctx.status = status;
+        session.write_response_header(Box::new(resp)).await?;
+        session.write_response_body(body, true).await
+    }
+
+    /// Refuse the request before any backend sees it.
+    async fn refuse(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+        status: u16,
+        reason: &'static str,
+        extra: Option<(&'static str, String)>,
+    ) -> Result<()> {
+        self.metrics.rejected(reason);
+        ctx.rejected = Some(reason);
+        self.respond(session, ctx, status, reason, extra).await
     }
 
     /// Passive checks: count the outcome, eject the backend if it keeps failing.
@@ -211,207 +269,276 @@ impl Proxy {
         }
     }
 
-    /// Give up the current attempt's backend after a failure, recording it.
-    fn attempt_failed(&self, ctx: &mut Ctx) {
-        if let Some(lease) = ctx.lease.take() {
-            let b = &lease.backend;
-            let seconds = ctx.sent_at.map(|t| t.elapsed().as_secs_f64());
-            self.metrics.attempt(b.addr, true, seconds);
-            self.record(b, Outcome::Failure, Instant::now());
-            ctx.tried.push(b.addr);
-        }
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for Proxy {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            started: Instant::now(),
-            request_id: String::new(),
-            lease: None,
-            sent_at: None,
-            tried: Vec::new(),
-            upstream_status: None,
-            body_bytes: 0,
-            rejected: None,
-            backend: None,
-        }
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.started = Instant::now();
-        ctx.request_id = session
-            .req_header()
-            .headers
-            .get(REQUEST_ID)
-            .and_then(sane_request_id)
-            .unwrap_or_else(new_request_id);
-        session.set_keepalive(Some(self.config.limits.idle_timeout_secs));
+    /// The request's checks, in order; `Some` (and the answer written) if refused.
+    async fn check(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<bool> {
         if let Some(limiter) = &self.limiter
             && let Some(ip) = client_ip(session)
             && let Err(wait) = limiter.check(&ip, Instant::now())
         {
             let after = retry_after_secs(wait).to_string();
-            return self.refuse(session, ctx, 429, "rate_limited", Some(("retry-after", after))).await;
+            self.refuse(session, ctx, 429, "rate_limited", Some(("retry-after", after))).await?;
+            return Ok(true);
+        }
+        if session.req_header().method == Method::CONNECT {
+            self.refuse(session, ctx, 405, "method_not_allowed", None).await?;
+            return Ok(true);
         }
         if let Some(why) = smuggling(&framing_fields(session)) {
             tracing::warn!(request_id = %ctx.request_id, why, "ambiguous request framing refused");
-            return self.refuse(session, ctx, 400, "smuggling", None).await;
+            self.refuse(session, ctx, 400, "smuggling", None).await?;
+            return Ok(true);
         }
         if header_bytes(session.req_header()) > self.config.limits.max_header_bytes {
-            return self.refuse(session, ctx, 431, "header_too_large", None).await;
+            self.refuse(session, ctx, 431, "header_too_large", None).await?;
+            return Ok(true);
         }
         let declared = session.req_header().headers.get(header::CONTENT_LENGTH);
         if let Some(len) = declared.and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok())
             && len > self.config.limits.max_body_bytes
         {
-            return self.refuse(session, ctx, 413, "body_too_large", None).await;
+            self.refuse(session, ctx, 413, "body_too_large", None).await?;
+            return Ok(true);
         }
         Ok(false)
     }
 
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(b) = body {
-            ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.config.limits.max_body_bytes {
-                self.metrics.rejected("body_too_large");
-                ctx.rejected = Some("body_too_large");
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+    /// The request as the backend gets it: HTTP/1.1, hop-by-hop headers removed,
+    /// the forwarding headers and the request id set.
+    fn upstream_request(&self, session: &mut ServerSession, ctx: &Ctx) -> Result<Box<RequestHeader>> {
+        let has_body = !session.is_body_empty();
+        let mut req = Box::new(session.req_header().clone());
+        if req.version == Version::HTTP_2 {
+            req.set_version(Version::HTTP_11);
+            // HTTP/1 needs the body's framing and a Host header (HTTP/2 has neither).
+            if has_body && req.headers.get(header::CONTENT_LENGTH).is_none() {
+                req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
+            if req.headers.get(header::HOST).is_none() {
+                let host = req.uri.authority().map_or("", |a| a.as_str()).to_owned();
+                req.insert_header(header::HOST, host)?;
             }
         }
-        Ok(())
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        if !ctx.tried.is_empty() {
-            self.metrics.retried();
-        }
-        let mut rng = rand::rng();
-        let lease = self.pool.pick(&ctx.tried, Instant::now(), |n| rng.random_range(0..n));
-        let Some(lease) = lease else {
-            let status = if ctx.tried.is_empty() { 503 } else { 502 };
-            if ctx.tried.is_empty() {
-                self.metrics.rejected("no_backend");
-            }
-            return Error::e_explain(ErrorType::HTTPStatus(status), "no backend to try");
-        };
-        let addr = lease.backend.addr;
-        ctx.backend = Some(addr);
-        ctx.lease = Some(lease);
-        let u = &self.config.upstream;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
-        peer.options.idle_timeout = Some(Duration::from_secs(u.idle_timeout_secs));
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        for name in strip_hop_by_hop(&upstream.headers) {
-            upstream.remove_header(&name);
+        for name in strip_hop_by_hop(&req.headers) {
+            req.remove_header(&name);
         }
         if let Some(ip) = client_ip(session) {
-            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {ip}"),
                 None => ip.to_string(),
             };
-            upstream.insert_header("x-forwarded-for", xff)?;
+            req.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        ctx.sent_at = Some(Instant::now());
-        Ok(())
+        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(req)
     }
 
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        upstream: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let status = upstream.status.as_u16();
-        ctx.upstream_status = Some(status);
-        if let Some(lease) = &ctx.lease {
-            let now = Instant::now();
-            let b = &lease.backend;
-            let latency = ctx.sent_at.map(|t| now.saturating_duration_since(t));
-            let failed = status >= 500;
-            self.metrics.attempt(b.addr, failed, latency.map(|d| d.as_secs_f64()));
-            if let Some(l) = latency {
-                b.observe_latency(l, now);
+    /// Serve one request. `Err` means the client's connection is broken (nothing
+    /// more can be written to it); every other ending has been answered.
+    async fn serve(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+        if self.check(session, ctx).await? {
+            return Ok(());
+        }
+        let method = session.req_header().method.clone();
+        let has_body = !session.is_body_empty();
+        let expect_continue = session
+            .get_header(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let replayable = retryable_method(&method) && !has_body;
+        let max_attempts = self.config.upstream.max_retries + 1;
+        let mut continued = false;
+        loop {
+            if ctx.attempts > 0 {
+                self.metrics.retried();
             }
-            self.record(b, if failed { Outcome::Failure } else { Outcome::Success }, now);
+            let picked = self.pool.pick(&ctx.tried, Instant::now(), |n| rand::rng().random_range(0..n));
+            let Some(lease) = picked else {
+                if ctx.tried.is_empty() {
+                    self.metrics.rejected("no_backend");
+                    ctx.rejected = Some("no_backend");
+                    return self.respond(session, ctx, 503, "no_backend", None).await;
+                }
+                return self.gave_up(session, ctx).await;
+            };
+            ctx.attempts += 1;
+            ctx.backend = Some(lease.backend.addr);
+            let last = ctx.attempts >= max_attempts;
+            // Made again for each attempt: cheaper than keeping a copy for retries.
+            let req = self.upstream_request(session, ctx)?;
+            let result = self.attempt(session, ctx, &lease, req, expect_continue, &mut continued).await;
+            let failure = match result {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            let AttemptError { error, sent } = failure;
+            // The body was streamed to the backend, or the client went away: over.
+            if error.esource() == &pingora_error::ErrorSource::Downstream {
+                return Err(error);
+            }
+            let backend = &lease.backend;
+            self.metrics.attempt(backend.addr, true, None);
+            self.record(backend, Outcome::Failure, Instant::now());
+            ctx.tried.push(backend.addr);
+            drop(lease);
+            tracing::debug!(request_id = %ctx.request_id, error = %error, sent, "attempt failed");
+            ctx.error = Some(error);
+            // Nothing sent: any request may go elsewhere. Sent: only a replayable one.
+            if !last && (!sent || replayable) {
+                continue;
+            }
+            return self.gave_up(session, ctx).await;
         }
-        Ok(())
     }
 
-    async fn response_filter(
+    /// No attempt succeeded: 504 if the last backend did not answer in time, else 502.
+    async fn gave_up(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+        let timed_out = ctx.error.as_ref().is_some_and(|e| e.etype() == &ErrorType::ReadTimedout);
+        let (status, code) = if timed_out { (504, "gateway_timeout") } else { (502, "bad_gateway") };
+        self.respond(session, ctx, status, code, None).await
+    }
+
+    /// One attempt on `lease`'s backend. `Err` before anything was written to the
+    /// client; once the answer's header is written, failures are the client's
+    /// connection's (a downstream error).
+    async fn attempt(
         &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
+        session: &mut ServerSession,
         ctx: &mut Ctx,
-    ) -> Result<()> {
+        lease: &Lease,
+        req: Box<RequestHeader>,
+        expect_continue: bool,
+        continued: &mut bool,
+    ) -> std::result::Result<(), AttemptError> {
+        let backend = &lease.backend;
+        let u = &self.config.upstream;
+        let idle_for = Duration::from_secs(u.idle_timeout_secs);
+        let not_sent = |error| AttemptError { error, sent: false };
+        let sent = |error| AttemptError { error, sent: true };
+        let (stream, fd) = match backend.idle.take(idle_for, Instant::now()) {
+            Some(c) => c,
+            None => {
+                let tcp = upstream::connect(backend.addr, Duration::from_millis(u.connect_timeout_ms))
+                    .await
+                    .map_err(not_sent)?;
+                let fd = upstream::fd(&tcp);
+                let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+                (stream, fd)
+            }
+        };
+        let mut up = ClientSession::new(stream);
+        up.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+        up.write_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+        let sent_at = Instant::now();
+        up.write_request_header(req).await.map_err(sent)?;
+
+        if !session.is_body_empty() {
+            if expect_continue && !*continued {
+                *continued = true;
+                session.write_continue_response().await.map_err(|e| sent(downstream(e)))?;
+            }
+            let mut upstream_error = None;
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        let total = session.body_bytes_read() as u64;
+                        if total > self.config.limits.max_body_bytes {
+                            self.metrics.rejected("body_too_large");
+                            ctx.rejected = Some("body_too_large");
+                            // The backend saw part of a body: its connection goes.
+                            drop(up);
+                            self.respond(session, ctx, 413, "body_too_large", None)
+                                .await
+                                .map_err(|e| sent(downstream(e)))?;
+                            return Ok(());
+                        }
+                        if upstream_error.is_none()
+                            && let Err(e) = up.write_body(&chunk).await
+                        {
+                            // The backend may have answered early; read on below.
+                            upstream_error = Some(e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(sent(downstream(e))),
+                }
+            }
+            if upstream_error.is_none() {
+                up.finish_body().await.map_err(sent)?;
+            }
+        }
+
+        // The answer's header (informational ones are dropped: `Expect` was answered
+        // here, and no upgrade is forwarded).
+        let (resp, mut end) = loop {
+            match up.read_response_task().await.map_err(sent)? {
+                HttpTask::Header(h, end) if !h.status.is_informational() => break (h, end),
+                HttpTask::Header(..) => continue,
+                _ => return Err(sent(Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))),
+            }
+        };
+        let now = Instant::now();
+        let status = resp.status.as_u16();
+        let failed = status >= 500;
+        let latency = now.saturating_duration_since(sent_at);
+        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
+        backend.observe_latency(latency, now);
+        self.record(backend, if failed { Outcome::Failure } else { Outcome::Success }, now);
+
+        let mut resp = resp;
         for name in strip_hop_by_hop(&resp.headers) {
             resp.remove_header(&name);
         }
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str()).map_err(sent)?;
+        // An HTTP/1.0-style answer (ended by closing) goes on as chunked, so the
+        // client's connection can be kept.
+        let no_body = method_has_no_body(session) || matches!(status, 204 | 304);
+        if !no_body
+            && !end
+            && resp.headers.get(header::TRANSFER_ENCODING).is_none()
+            && resp.headers.get(header::CONTENT_LENGTH).is_none()
+        {
+            resp.set_version(Version::HTTP_11);
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked").map_err(sent)?;
+        }
+        ctx.status = status;
+        session.write_response_header(resp).await.map_err(|e| sent(downstream(e)))?;
+
+        while !end {
+            let chunk = match up.read_body_ref().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // Part of the answer is out: the client's connection must end.
+                    return Err(sent(downstream(e)));
+                }
+            };
+            let more = match (chunk, &mut *session) {
+                (Some(bytes), ServerSession::H1(h1)) => {
+                    h1.write_body(bytes).await.map_err(|e| sent(downstream(e)))?;
+                    true
+                }
+                (Some(bytes), s) => {
+                    let bytes = Bytes::copy_from_slice(bytes);
+                    s.write_response_body(bytes, false).await.map_err(|e| sent(downstream(e)))?;
+                    true
+                }
+                (None, _) => false,
+            };
+            end = !more || up.is_body_done();
+        }
+        session.finish_body().await.map_err(|e| sent(downstream(e)))?;
+        up.respect_keepalive();
+        if let Some(stream) = up.reuse().await {
+            if backend.draining() {
+                drop(stream);
+            } else {
+                backend.idle.put(stream, fd, u.keepalive_pool_size, Instant::now());
+            }
+        }
         Ok(())
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        // Nothing was sent: any request may go to another backend.
-        self.attempt_failed(ctx);
-        e.set_retry(true);
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut Ctx,
-        _client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("backend {peer}"));
-        let upstream_fault = matches!(e.esource(), ErrorSource::Upstream);
-        if upstream_fault && ctx.upstream_status.is_none() {
-            self.attempt_failed(ctx);
-        }
-        // Sent once: only a safe method with nothing of the answer passed on yet may
-        // be tried again, elsewhere.
-        let retry = upstream_fault
-            && ctx.upstream_status.is_none()
-            && retryable_method(&session.req_header().method)
-            && !session.as_ref().retry_buffer_truncated();
-        e.set_retry(retry);
-        e
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        // The request is over: its backend no longer counts it in flight.
-        drop(ctx.lease.take());
+    /// One access-log line.
+    fn log(&self, session: &ServerSession, ctx: &Ctx) {
         if !accesslog::enabled() {
             return;
         }
@@ -421,18 +548,93 @@ impl ProxyHttp for Proxy {
             client: client_ip(session),
             method: req.method.as_str(),
             path: req.uri.path(),
-            status,
+            status: ctx.status,
             backend: ctx.backend,
-            attempts: ctx.tried.len() + usize::from(ctx.upstream_status.is_some()),
+            attempts: ctx.attempts,
             rejected: ctx.rejected.unwrap_or(""),
-            error: e,
+            error: ctx.error.as_deref(),
             duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
         });
     }
 }
 
+/// Mark an error as the client's side's.
+fn downstream(mut e: Box<Error>) -> Box<Error> {
+    e.as_down();
+    e
+}
+
+/// Whether the request's method forbids a body in the answer.
+fn method_has_no_body(session: &ServerSession) -> bool {
+    session.req_header().method == Method::HEAD
+}
+
+#[async_trait]
+impl HttpServerApp for Proxy {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // A header that does not parse gets a 400; a broken or timed-out
+                // connection (the slowloris guard) is just closed.
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    self.metrics.rejected("bad_request");
+                    let _ = session.respond_error(400).await;
+                }
+                tracing::debug!(error = %e, "request header not read");
+                session.shutdown().await;
+                return None;
+            }
+        }
+        let mut ctx = Ctx {
+            started: Instant::now(),
+            request_id: session
+                .req_header()
+                .headers
+                .get(REQUEST_ID)
+                .and_then(sane_request_id)
+                .unwrap_or_else(new_request_id),
+            tried: Vec::new(),
+            attempts: 0,
+            backend: None,
+            status: 0,
+            rejected: None,
+            error: None,
+        };
+        let keepalive = (!*shutdown.borrow()).then_some(self.config.limits.idle_timeout_secs);
+        session.set_keepalive(keepalive);
+        let served = self.serve(&mut session, &mut ctx).await;
+        if let Err(e) = served {
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "client connection broken");
+            ctx.error = Some(e);
+            self.log(&session, &ctx);
+            session.shutdown().await;
+            return None;
+        }
+        self.log(&session, &ctx);
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::new(stream, Some(persistent))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "finishing the response failed");
+                None
+            }
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}
+
 /// The client's IP address.
-fn client_ip(session: &Session) -> Option<IpAddr> {
+fn client_ip(session: &ServerSession) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 

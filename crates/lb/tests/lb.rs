@@ -46,7 +46,8 @@ async fn backend() -> Backend {
     Backend { addr, hits, status, gate }
 }
 
-/// Echo what the backend saw: its address and the request's headers, as JSON.
+/// Echo what the backend saw: its address, the request's headers and its body's
+/// length, as JSON.
 async fn answer(
     addr: SocketAddr,
     req: Request,
@@ -60,8 +61,9 @@ async fn answer(
     }
     let headers: HashMap<String, String> =
         req.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+    let body_len = axum::body::to_bytes(req.into_body(), 32 << 20).await.map_or(0, |b| b.len());
     let code = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
-    let body = serde_json::json!({"backend": addr.to_string(), "headers": headers});
+    let body = serde_json::json!({"backend": addr.to_string(), "headers": headers, "body_len": body_len});
     (code, [("connection", "keep-alive"), ("keep-alive", "timeout=5")], body.to_string()).into_response()
 }
 
@@ -512,4 +514,223 @@ async fn kill_a_backend_under_get_load() {
     }
     let failed = failed.lock().unwrap();
     assert!(failed.is_empty(), "{} failed GETs: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+}
+
+/// How a [`raw_backend`] answers (it reads each request's header and a
+/// `Content-Length` body first; `/readyz` always gets a kept-alive 200).
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    /// `200 ok`, connection kept.
+    KeepAlive,
+    /// `200 ok` with keep-alive headers, then the connection closed anyway.
+    CloseAfterAnswer,
+    /// An HTTP/1.0 answer without a length, ended by closing the connection.
+    EndedByClose,
+    /// A chunked answer, connection kept.
+    Chunked,
+    /// Never answers.
+    Silent,
+}
+
+/// A hand-written HTTP/1.1 backend that counts what happens to its connections.
+struct RawBackend {
+    addr: SocketAddr,
+    /// Connections accepted.
+    accepted: Arc<AtomicUsize>,
+    /// Requests read (not counting `/readyz`).
+    requests: Arc<AtomicUsize>,
+    /// Connections it closed after answering.
+    closed: Arc<AtomicUsize>,
+}
+
+async fn raw_backend(style: Style) -> RawBackend {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counters =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (accepted, requests, closed) = counters.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (requests, closed) = (requests.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + length {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + length);
+                    if head.starts_with("get /readyz") {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let answer: &[u8] = match style {
+                        Style::KeepAlive | Style::CloseAfterAnswer => {
+                            b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok"
+                        }
+                        Style::EndedByClose => b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello",
+                        Style::Chunked => {
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                        }
+                        Style::Silent => std::future::pending().await,
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if matches!(style, Style::CloseAfterAnswer | Style::EndedByClose) {
+                        drop(s);
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RawBackend { addr, accepted: counters.0, requests: counters.1, closed: counters.2 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let b = raw_backend(Style::KeepAlive).await;
+    let mut c = config(&[b.addr]);
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    for _ in 0..50 {
+        let r = client.get(url(&lb, "/k")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 50);
+    // One connection for the requests, at most one more for the health probe.
+    let accepted = b.accepted.load(Ordering::SeqCst);
+    assert!(accepted <= 2, "{accepted} connections for 50 sequential requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_the_backend_closed_is_not_reused_for_a_post() {
+    let b = raw_backend(Style::CloseAfterAnswer).await;
+    let mut c = config(&[b.addr]);
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    for i in 1..=5 {
+        let r = client.post(url(&lb, "/p")).body("x").send().await.unwrap();
+        // A POST is never retried: had the closed connection been reused, this
+        // would be a 502.
+        assert_eq!(r.status(), 200, "POST {i}");
+        wait_for("the backend to close its connection", async || b.closed.load(Ordering::SeqCst) == i).await;
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 5, "each POST reached the backend once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_ended_by_close_or_chunked_arrive_whole_over_http1_and_http2() {
+    let ended = raw_backend(Style::EndedByClose).await;
+    let chunked = raw_backend(Style::Chunked).await;
+    let h1 = reqwest::Client::new();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (b, body) in [(&ended, "hello"), (&chunked, "hello world")] {
+        let lb = start(config(&[b.addr]));
+        for client in [&h1, &h2] {
+            for _ in 0..3 {
+                let r = client.get(url(&lb, "/c")).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.text().await.unwrap(), body);
+            }
+        }
+    }
+    // The client's HTTP/1.1 connection outlived the backend's closing ones.
+    let lb = start(config(&[ended.addr]));
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200") && text.contains("transfer-encoding: chunked"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let b = raw_backend(Style::KeepAlive).await;
+    let lb = start(config(&[b.addr]));
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+    s.write_all(b"hello").unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"ok") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(b.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_backend_is_a_504_and_a_post_is_sent_once() {
+    let b = raw_backend(Style::Silent).await;
+    let mut c = config(&[b.addr]);
+    c.upstream.read_timeout_ms = 300;
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    let r = client.get(url(&lb, "/s")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let r = client.post(url(&lb, "/s")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gateway_timeout");
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2, "one backend: nothing to retry on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_requests_with_bodies_reach_the_backend_as_http1() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = client.post(url(&lb, "/h2")).body(vec![b'x'; 100_000]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert!(h["host"].as_str().is_some_and(|v| v.starts_with("127.0.0.1:")), "{h}");
+    assert!(h.get("content-length").is_some() || h["transfer-encoding"] == "chunked", "{h}");
+    assert_eq!(seen["body_len"], 100_000);
 }

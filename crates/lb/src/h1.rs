@@ -1,0 +1,1061 @@
+//! HTTP/1.x, client to backend, forwarded without rebuilding either message.
+//!
+//! Nearly every request the load balancer sees is HTTP/1.1 with a small body or
+//! none. For those, this module reads the client's request head, checks it, writes
+//! the backend's copy (the same header lines minus the hop-by-hop ones, plus the
+//! forwarding headers) straight from the received bytes, and passes the backend's
+//! answer back the same way; bodies are copied as they come, their framing checked
+//! on the way. Headers are never parsed into maps and serialized again, and one
+//! task does it all on one connection to a backend taken from [`crate::upstream`].
+//! Pingora's HTTP sessions (used for HTTP/2, see [`crate::proxy`]) cost about twice
+//! HAProxy's CPU per request on this path; this costs less than HAProxy (ADR 0005).
+//!
+//! What the framing rules are, and what is refused (400 unless said otherwise):
+//! - a head that does not parse, or is larger than `max_header_bytes` (431), or does
+//!   not arrive within `header_timeout_ms` of its first byte (the connection is
+//!   closed: slowloris);
+//! - `Content-Length` with `Transfer-Encoding`, several or malformed lengths, a
+//!   transfer coding other than `chunked` ([`crate::proxy::smuggling`]);
+//! - chunked bodies are checked byte by byte ([`Chunked`]) in both directions: a
+//!   malformed one ends the exchange and the connection;
+//! - `CONNECT` (405); `Upgrade` is removed like every hop-by-hop header, so no
+//!   connection ever switches protocols.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use http::Method;
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType};
+use pingora_timeout::fast_timeout::fast_timeout;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::pool::{Lease, Outcome};
+use crate::proxy::{self, Proxy, REQUEST_ID};
+use crate::ratelimit::retry_after_secs;
+use crate::upstream;
+
+/// Header lines parsed at most (more: 431).
+const MAX_HEADERS: usize = 128;
+/// Read granularity.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the sender closes (answers only).
+    UntilClose,
+}
+
+/// Why an exchange could not go on.
+#[derive(Debug)]
+enum Failure {
+    /// The client's side: the connection is closed, nothing more is written.
+    Client(Box<Error>),
+    /// The backend's side, before anything of the answer reached the client.
+    Backend {
+        /// What happened.
+        error: Box<Error>,
+        /// Whether any of the request reached the backend.
+        sent: bool,
+    },
+    /// The backend's side, after part of the answer reached the client: the
+    /// client's connection must be closed.
+    BackendMidAnswer(Box<Error>),
+}
+
+fn io_error(etype: ErrorType, context: &'static str, e: std::io::Error) -> Box<Error> {
+    Error::because(etype, context, e)
+}
+
+/// The request, as far as the load balancer cares.
+struct Head {
+    method: Method,
+    path: String,
+    /// HTTP/1.0 (keep-alive only if asked for).
+    http10: bool,
+    /// The client wants the connection kept.
+    keep_alive: bool,
+    body: Framing,
+    expect_continue: bool,
+    request_id: String,
+    /// The backend's copy of the head, ready to send.
+    upstream: Vec<u8>,
+}
+
+/// A chunked body's framing, checked as the bytes pass (RFC 9112 §7.1): sizes
+/// in hex, extensions skipped, each chunk followed by CRLF, trailer lines to the
+/// final empty line. Anything else (a bare LF, a bad digit, an overlong size) is
+/// an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    /// Reading a size line: the size so far and how many digits.
+    Size(u64, u8),
+    /// In a size line's extension, until CR.
+    Extension(u64),
+    /// Seen the CR ending a size line.
+    SizeLf(u64),
+    /// Inside a chunk's data: bytes left.
+    Data(u64),
+    /// Expecting the CR after a chunk's data.
+    DataCr,
+    /// Expecting the LF after a chunk's data.
+    DataLf,
+    /// At the start of a trailer line (after the last chunk).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// Seen the CR ending a trailer line.
+    TrailerLf,
+    /// Seen the CR of the final empty line.
+    EndLf,
+    /// The body is complete.
+    Done,
+}
+
+impl Chunked {
+    /// Advance over `bytes`; returns how many belong to the body (all of them
+    /// unless the body ends inside) and how many were chunk data.
+    pub fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), &'static str> {
+        let mut data = 0u64;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            *self = match *self {
+                Chunked::Done => return Ok((i, data)),
+                Chunked::Data(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    data += take;
+                    *self = if take == left { Chunked::DataCr } else { Chunked::Data(left - take) };
+                    continue;
+                }
+                Chunked::Size(size, digits) => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if digits >= 15 {
+                            return Err("chunk size too large");
+                        }
+                        let d = (b as char).to_digit(16).expect("hex digit") as u64;
+                        Chunked::Size(size * 16 + d, digits + 1)
+                    }
+                    _ if digits == 0 => return Err("chunk size missing"),
+                    b'\r' => Chunked::SizeLf(size),
+                    b';' | b' ' | b'\t' => Chunked::Extension(size),
+                    _ => return Err("bad chunk size"),
+                },
+                Chunked::Extension(size) => match b {
+                    b'\r' => Chunked::SizeLf(size),
+                    b'\n' => return Err("bare LF in chunk extension"),
+                    _ => Chunked::Extension(size),
+                },
+                Chunked::SizeLf(size) => match (b, size) {
+                    (b'\n', 0) => Chunked::TrailerStart,
+                    (b'\n', n) => Chunked::Data(n),
+                    _ => return Err("CR without LF after chunk size"),
+                },
+                Chunked::DataCr => match b {
+                    b'\r' => Chunked::DataLf,
+                    _ => return Err("chunk data longer than its size"),
+                },
+                Chunked::DataLf => match b {
+                    b'\n' => Chunked::Size(0, 0),
+                    _ => return Err("CR without LF after chunk data"),
+                },
+                Chunked::TrailerStart => match b {
+                    b'\r' => Chunked::EndLf,
+                    b'\n' => return Err("bare LF in trailer"),
+                    _ => Chunked::Trailer,
+                },
+                Chunked::Trailer => match b {
+                    b'\r' => Chunked::TrailerLf,
+                    b'\n' => return Err("bare LF in trailer"),
+                    _ => Chunked::Trailer,
+                },
+                Chunked::TrailerLf => match b {
+                    b'\n' => Chunked::TrailerStart,
+                    _ => return Err("CR without LF in trailer"),
+                },
+                Chunked::EndLf => match b {
+                    b'\n' => {
+                        *self = Chunked::Done;
+                        return Ok((i + 1, data));
+                    }
+                    _ => return Err("CR without LF at the end of a chunked body"),
+                },
+            };
+            i += 1;
+        }
+        Ok((i, data))
+    }
+}
+
+/// Whether a header name is one the load balancer sets itself or removes.
+fn dropped_request_header(name: &str, connection_named: &[&str]) -> bool {
+    proxy::is_hop_by_hop(name)
+        || name.eq_ignore_ascii_case("x-forwarded-proto")
+        || name.eq_ignore_ascii_case("x-forwarded-for")
+        || name.eq_ignore_ascii_case(REQUEST_ID)
+        || connection_named.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The tokens of every `Connection` header: whether `close` and `keep-alive`
+/// are among them, and the other tokens (header names to remove).
+fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> (bool, bool, Vec<&'a str>) {
+    let (mut close, mut keep_alive, mut named) = (false, false, Vec::new());
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
+        for token in std::str::from_utf8(h.value).unwrap_or("").split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                keep_alive = true;
+            } else if !token.is_empty()
+                && !token.eq_ignore_ascii_case("content-length")
+                && !token.eq_ignore_ascii_case("transfer-encoding")
+            {
+                named.push(token);
+            }
+        }
+    }
+    (close, keep_alive, named)
+}
+
+/// How a response, or the request, ended for the client's connection.
+enum Next {
+    /// Read the next request.
+    KeepGoing,
+    /// Close the connection.
+    Close,
+}
+
+impl Proxy {
+    /// Serve an HTTP/1 client connection until it closes. `inbuf` holds what was
+    /// read already.
+    pub(crate) async fn serve_h1(
+        &self,
+        client: &mut Stream,
+        mut inbuf: BytesMut,
+        peer: Option<IpAddr>,
+        shutdown: &pingora_core::server::ShutdownWatch,
+    ) {
+        let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        loop {
+            let head_len = match self.read_head(client, &mut inbuf).await {
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+                Err(status) => {
+                    if let Some((status, code)) = status {
+                        self.metrics.rejected(code);
+                        let id = proxy::new_request_id();
+                        let _ = write_error(client, &mut out, status, code, &id, None).await;
+                    }
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let head = match self.parse_head(&inbuf[..head_len], peer) {
+                Ok(h) => h,
+                Err((status, code, extra)) => {
+                    self.metrics.rejected(code);
+                    let id = proxy::new_request_id();
+                    let _ = write_error(client, &mut out, status, code, &id, extra).await;
+                    self.log_h1(None, &id, peer, status, None, 0, code, None, started);
+                    return;
+                }
+            };
+            inbuf.advance(head_len);
+            let next =
+                self.exchange(client, &mut inbuf, &mut ubuf, &mut out, head, peer, started, shutdown).await;
+            match next {
+                Next::KeepGoing if !*shutdown.borrow() => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Wait for a complete request head in `inbuf`: `Ok(None)` when the client
+    /// closes or stays idle past the keep-alive timeout; `Err(Some(status))` to
+    /// answer and close, `Err(None)` to just close.
+    async fn read_head(
+        &self,
+        client: &mut Stream,
+        inbuf: &mut BytesMut,
+    ) -> Result<Option<usize>, Option<(u16, &'static str)>> {
+        let limits = &self.config.limits;
+        let idle = Duration::from_secs(limits.idle_timeout_secs);
+        let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+        let mut deadline = (!inbuf.is_empty()).then(|| Instant::now() + header_timeout);
+        let mut scanned: usize = 0;
+        loop {
+            // The end of the head: CRLF CRLF (a bare-LF head is refused by the parser).
+            let from = scanned.saturating_sub(3);
+            if let Some(i) = inbuf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                let end = from + i + 4;
+                if end > limits.max_header_bytes {
+                    return Err(Some((431, "header_too_large")));
+                }
+                return Ok(Some(end));
+            }
+            scanned = inbuf.len();
+            if inbuf.len() > limits.max_header_bytes {
+                return Err(Some((431, "header_too_large")));
+            }
+            inbuf.reserve(READ_CHUNK);
+            let read = client.read_buf(inbuf);
+            let n = match deadline {
+                None => match fast_timeout(idle, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                },
+                Some(d) => match fast_timeout(d.saturating_duration_since(Instant::now()), read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!("request header not complete within the header timeout");
+                        return Err(None);
+                    }
+                },
+            };
+            match n {
+                Ok(0) if inbuf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                }
+            }
+        }
+    }
+
+    /// Parse and check a request head; build the backend's copy.
+    #[allow(clippy::type_complexity)]
+    fn parse_head(
+        &self,
+        bytes: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Result<Head, (u16, &'static str, Option<(&'static str, String)>)> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(bytes) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err((431, "header_too_large", None)),
+            _ => return Err((400, "bad_request", None)),
+        }
+        let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+            return Err((400, "bad_request", None));
+        };
+        if let Some(limiter) = &self.limiter
+            && let Some(ip) = peer
+            && let Err(wait) = limiter.check(&ip, Instant::now())
+        {
+            return Err((429, "rate_limited", Some(("retry-after", retry_after_secs(wait).to_string()))));
+        }
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| (400, "bad_request", None))?;
+        if method == Method::CONNECT {
+            return Err((405, "method_not_allowed", None));
+        }
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = req
+            .headers
+            .iter()
+            .filter(|h| {
+                h.name.eq_ignore_ascii_case("content-length")
+                    || h.name.eq_ignore_ascii_case("transfer-encoding")
+            })
+            .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.trim_ascii().to_vec()))
+            .collect();
+        if let Some(why) = proxy::smuggling(&fields) {
+            tracing::warn!(why, "ambiguous request framing refused");
+            return Err((400, "smuggling", None));
+        }
+        let body = match fields.first() {
+            None => Framing::Empty,
+            Some((name, _)) if name == b"transfer-encoding" => Framing::Chunked,
+            Some((_, v)) => {
+                let len: u64 = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or((
+                    400,
+                    "smuggling",
+                    None,
+                ))?;
+                if len > self.config.limits.max_body_bytes {
+                    return Err((413, "body_too_large", None));
+                }
+                if len == 0 { Framing::Empty } else { Framing::Length(len) }
+            }
+        };
+        let http10 = version == 0;
+        let (close, keep_alive_token, named) = connection_tokens(req.headers);
+        let keep_alive = if http10 { keep_alive_token && !close } else { !close };
+        let mut expect_continue = false;
+        let mut request_id = None;
+        let mut xff: Option<String> = None;
+        let mut upstream = Vec::with_capacity(bytes.len() + 128);
+        upstream.extend_from_slice(method.as_str().as_bytes());
+        upstream.push(b' ');
+        upstream.extend_from_slice(path.as_bytes());
+        upstream.extend_from_slice(b" HTTP/1.1\r\n");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("expect") {
+                expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
+            } else if h.name.eq_ignore_ascii_case(REQUEST_ID) {
+                if request_id.is_none() {
+                    request_id =
+                        http::HeaderValue::from_bytes(h.value).ok().as_ref().and_then(proxy::sane_request_id);
+                }
+            } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                let v = String::from_utf8_lossy(h.value);
+                match &mut xff {
+                    Some(prior) => {
+                        prior.push_str(", ");
+                        prior.push_str(v.trim());
+                    }
+                    None => xff = Some(v.trim().to_owned()),
+                }
+            }
+            if dropped_request_header(h.name, &named) {
+                continue;
+            }
+            upstream.extend_from_slice(h.name.as_bytes());
+            upstream.extend_from_slice(b": ");
+            upstream.extend_from_slice(h.value);
+            upstream.extend_from_slice(b"\r\n");
+        }
+        let request_id = request_id.unwrap_or_else(proxy::new_request_id);
+        if let Some(ip) = peer {
+            upstream.extend_from_slice(b"x-forwarded-for: ");
+            if let Some(prior) = &xff {
+                upstream.extend_from_slice(prior.as_bytes());
+                upstream.extend_from_slice(b", ");
+            }
+            push_display(&mut upstream, ip);
+            upstream.extend_from_slice(b"\r\n");
+        } else if let Some(prior) = &xff {
+            upstream.extend_from_slice(b"x-forwarded-for: ");
+            upstream.extend_from_slice(prior.as_bytes());
+            upstream.extend_from_slice(b"\r\n");
+        }
+        upstream.extend_from_slice(b"x-forwarded-proto: http\r\nx-request-id: ");
+        upstream.extend_from_slice(request_id.as_bytes());
+        upstream.extend_from_slice(b"\r\n\r\n");
+        Ok(Head {
+            method,
+            path: path.to_owned(),
+            http10,
+            keep_alive,
+            body,
+            expect_continue,
+            request_id,
+            upstream,
+        })
+    }
+
+    /// One request and its answer, with retries on other backends.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        client: &mut Stream,
+        inbuf: &mut BytesMut,
+        ubuf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        head: Head,
+        peer: Option<IpAddr>,
+        started: Instant,
+        shutdown: &pingora_core::server::ShutdownWatch,
+    ) -> Next {
+        let replayable = proxy::retryable_method(&head.method) && head.body == Framing::Empty;
+        let max_attempts = self.config.upstream.max_retries + 1;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts = 0;
+        let mut last_error: Option<Box<Error>> = None;
+        let mut continued = false;
+        loop {
+            if attempts > 0 {
+                self.metrics.retried();
+            }
+            let picked =
+                self.pool.pick(&tried, Instant::now(), |n| rand::Rng::random_range(&mut rand::rng(), 0..n));
+            let Some(lease) = picked else {
+                let (status, code) = match &last_error {
+                    None => {
+                        self.metrics.rejected("no_backend");
+                        (503, "no_backend")
+                    }
+                    Some(e) if e.etype() == &ErrorType::ReadTimedout => (504, "gateway_timeout"),
+                    Some(_) => (502, "bad_gateway"),
+                };
+                let _ = write_error(client, out, status, code, &head.request_id, None).await;
+                let rejected = if status == 503 { code } else { "" };
+                let backend = tried.last().copied();
+                self.log_h1(
+                    Some(&head),
+                    &head.request_id,
+                    peer,
+                    status,
+                    backend,
+                    attempts,
+                    rejected,
+                    last_error.as_deref(),
+                    started,
+                );
+                return Next::Close;
+            };
+            attempts += 1;
+            let addr = lease.backend.addr;
+            let result =
+                self.attempt_h1(client, inbuf, ubuf, out, &head, &lease, &mut continued, shutdown).await;
+            let client_side = matches!(result, Err(Failure::Client(_)));
+            match result {
+                Ok((status, next)) => {
+                    self.log_h1(
+                        Some(&head),
+                        &head.request_id,
+                        peer,
+                        status,
+                        Some(addr),
+                        attempts,
+                        "",
+                        None,
+                        started,
+                    );
+                    return next;
+                }
+                // The client's connection is over: nothing more can be written to it.
+                Err(Failure::Client(e)) | Err(Failure::BackendMidAnswer(e)) => {
+                    if !client_side {
+                        self.metrics.attempt(addr, true, None);
+                        self.record_outcome(&lease, Outcome::Failure);
+                    }
+                    self.log_h1(
+                        Some(&head),
+                        &head.request_id,
+                        peer,
+                        0,
+                        Some(addr),
+                        attempts,
+                        "",
+                        Some(&e),
+                        started,
+                    );
+                    return Next::Close;
+                }
+                Err(Failure::Backend { error, sent }) => {
+                    self.metrics.attempt(addr, true, None);
+                    self.record_outcome(&lease, Outcome::Failure);
+                    tried.push(addr);
+                    tracing::debug!(request_id = %head.request_id, error = %error, sent, "attempt failed");
+                    last_error = Some(error);
+                    if attempts < max_attempts && (!sent || replayable) {
+                        continue;
+                    }
+                    let timed_out =
+                        last_error.as_ref().is_some_and(|e| e.etype() == &ErrorType::ReadTimedout);
+                    let (status, code) =
+                        if timed_out { (504, "gateway_timeout") } else { (502, "bad_gateway") };
+                    let _ = write_error(client, out, status, code, &head.request_id, None).await;
+                    self.log_h1(
+                        Some(&head),
+                        &head.request_id,
+                        peer,
+                        status,
+                        Some(addr),
+                        attempts,
+                        "",
+                        last_error.as_deref(),
+                        started,
+                    );
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    fn record_outcome(&self, lease: &Lease, outcome: Outcome) {
+        if let Some(length) = self.pool.record(&lease.backend, outcome, Instant::now()) {
+            self.metrics.ejected(lease.backend.addr);
+            tracing::warn!(backend = %lease.backend.addr, ejected_ms = length.as_millis() as u64, "backend ejected");
+        }
+    }
+
+    /// One attempt on `lease`'s backend: the status sent to the client and what
+    /// becomes of its connection.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_h1(
+        &self,
+        client: &mut Stream,
+        inbuf: &mut BytesMut,
+        ubuf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        head: &Head,
+        lease: &Lease,
+        continued: &mut bool,
+        shutdown: &pingora_core::server::ShutdownWatch,
+    ) -> Result<(u16, Next), Failure> {
+        let backend = &lease.backend;
+        let u = &self.config.upstream;
+        let read_timeout = Duration::from_millis(u.read_timeout_ms);
+        let client_timeout = Duration::from_secs(self.config.limits.idle_timeout_secs);
+        let not_sent = |error| Failure::Backend { error, sent: false };
+        let sent = |error| Failure::Backend { error, sent: true };
+        let client_err =
+            |context: &'static str| move |e| Failure::Client(io_error(ErrorType::ReadError, context, e));
+        let mut up = match backend.idle_h1.take(Duration::from_secs(u.idle_timeout_secs), Instant::now()) {
+            Some((c, _)) => c,
+            None => upstream::connect(backend.addr, Duration::from_millis(u.connect_timeout_ms))
+                .await
+                .map_err(not_sent)?,
+        };
+        let sent_at = Instant::now();
+
+        // The request: its head, with as much of the body as is already here.
+        out.clear();
+        out.extend_from_slice(&head.upstream);
+        let mut body_left: u64 = 0;
+        let mut chunked = Chunked::Size(0, 0);
+        let mut body_bytes: u64 = 0;
+        match head.body {
+            Framing::Empty | Framing::UntilClose => {}
+            Framing::Length(n) => {
+                let here = (inbuf.len() as u64).min(n) as usize;
+                out.extend_from_slice(&inbuf[..here]);
+                inbuf.advance(here);
+                body_left = n - here as u64;
+            }
+            Framing::Chunked => {
+                let (used, data) = chunked
+                    .advance(inbuf)
+                    .map_err(|why| Failure::Client(Error::explain(ErrorType::InvalidHTTPHeader, why)))?;
+                body_bytes += data;
+                out.extend_from_slice(&inbuf[..used]);
+                inbuf.advance(used);
+            }
+        }
+        let more_body = match head.body {
+            Framing::Length(_) => body_left > 0,
+            Framing::Chunked => chunked != Chunked::Done,
+            _ => false,
+        };
+        if body_bytes > self.config.limits.max_body_bytes {
+            return Err(self.too_large(client, out, head).await);
+        }
+        up.write_all(out)
+            .await
+            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing to the backend", e)))?;
+
+        // The rest of the body, as the client sends it.
+        if more_body {
+            if head.expect_continue && !*continued {
+                *continued = true;
+                client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|e| {
+                    Failure::Client(io_error(ErrorType::WriteError, "writing 100 Continue", e))
+                })?;
+                client
+                    .flush()
+                    .await
+                    .map_err(|e| Failure::Client(io_error(ErrorType::WriteError, "flushing", e)))?;
+            }
+            loop {
+                inbuf.reserve(READ_CHUNK);
+                let n = match fast_timeout(client_timeout, client.read_buf(inbuf)).await {
+                    Ok(r) => r.map_err(client_err("reading the request body"))?,
+                    Err(_) => {
+                        return Err(Failure::Client(Error::explain(ErrorType::ReadTimedout, "request body")));
+                    }
+                };
+                if n == 0 {
+                    return Err(Failure::Client(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "request body cut short",
+                    )));
+                }
+                let done = match head.body {
+                    Framing::Length(_) => {
+                        let take = (inbuf.len() as u64).min(body_left) as usize;
+                        body_left -= take as u64;
+                        up.write_all(&inbuf[..take])
+                            .await
+                            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing the body", e)))?;
+                        inbuf.advance(take);
+                        body_left == 0
+                    }
+                    _ => {
+                        let (used, data) = chunked.advance(inbuf).map_err(|why| {
+                            Failure::Client(Error::explain(ErrorType::InvalidHTTPHeader, why))
+                        })?;
+                        body_bytes += data;
+                        if body_bytes > self.config.limits.max_body_bytes {
+                            return Err(self.too_large(client, out, head).await);
+                        }
+                        up.write_all(&inbuf[..used])
+                            .await
+                            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing the body", e)))?;
+                        inbuf.advance(used);
+                        chunked == Chunked::Done
+                    }
+                };
+                if done {
+                    break;
+                }
+            }
+        }
+
+        // The answer's head (informational answers are dropped: `Expect` was
+        // answered here, and no upgrade was asked for).
+        ubuf.clear();
+        let deadline = Instant::now() + read_timeout;
+        let (status, resp_head_len) = loop {
+            let parsed = {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(ubuf) {
+                    Ok(httparse::Status::Complete(n)) => Some((resp.code.unwrap_or(0), n)),
+                    Ok(httparse::Status::Partial) => None,
+                    Err(e) => {
+                        return Err(sent(Error::explain(
+                            ErrorType::InvalidHTTPHeader,
+                            format!("backend answer: {e}"),
+                        )));
+                    }
+                }
+            };
+            match parsed {
+                Some((code, n)) if (100..200).contains(&code) && code != 101 => ubuf.advance(n),
+                Some((101, _)) => {
+                    return Err(sent(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "backend switched protocols",
+                    )));
+                }
+                Some(found) => break found,
+                None => {}
+            }
+            if ubuf.len() > 64 * 1024 {
+                return Err(sent(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "backend answer head too large",
+                )));
+            }
+            ubuf.reserve(READ_CHUNK);
+            let n = match fast_timeout(deadline.saturating_duration_since(Instant::now()), up.read_buf(ubuf))
+                .await
+            {
+                Ok(r) => r.map_err(|e| sent(io_error(ErrorType::ReadError, "reading the answer", e)))?,
+                Err(_) => {
+                    return Err(sent(Error::explain(
+                        ErrorType::ReadTimedout,
+                        format!("no answer within {read_timeout:?}"),
+                    )));
+                }
+            };
+            if n == 0 {
+                return Err(sent(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "backend closed before answering",
+                )));
+            }
+        };
+        let now = Instant::now();
+        let failed = status >= 500;
+        let latency = now.saturating_duration_since(sent_at);
+        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
+        backend.observe_latency(latency, now);
+        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success });
+
+        // The client's copy of the head.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let _ = resp.parse(&ubuf[..resp_head_len]);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = resp
+            .headers
+            .iter()
+            .filter(|h| {
+                h.name.eq_ignore_ascii_case("content-length")
+                    || h.name.eq_ignore_ascii_case("transfer-encoding")
+            })
+            .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.trim_ascii().to_vec()))
+            .collect();
+        let no_body = head.method == Method::HEAD || status == 204 || status == 304;
+        let framing = if no_body {
+            Framing::Empty
+        } else if let Some(why) = proxy::smuggling(&fields) {
+            return Err(sent(Error::explain(ErrorType::InvalidHTTPHeader, format!("backend answer: {why}"))));
+        } else {
+            match fields.first() {
+                None => Framing::UntilClose,
+                Some((name, _)) if name == b"transfer-encoding" => Framing::Chunked,
+                Some((_, v)) => match std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
+                    Some(0) => Framing::Empty,
+                    Some(n) => Framing::Length(n),
+                    None => {
+                        return Err(sent(Error::explain(
+                            ErrorType::InvalidHTTPHeader,
+                            "backend Content-Length",
+                        )));
+                    }
+                },
+            }
+        };
+        let (backend_close, _, named) = connection_tokens(resp.headers);
+        let backend_keeps = resp.version == Some(1) && !backend_close && framing != Framing::UntilClose;
+        // An answer ended by closing goes on as chunked to an HTTP/1.1 client, so
+        // its connection can be kept; an HTTP/1.0 client's ends with it.
+        let rechunk = framing == Framing::UntilClose && !head.http10;
+        let keep_client =
+            head.keep_alive && !*shutdown.borrow() && !(framing == Framing::UntilClose && head.http10);
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_display(out, status);
+        out.push(b' ');
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in resp.headers.iter() {
+            if proxy::is_hop_by_hop(h.name)
+                || h.name.eq_ignore_ascii_case(REQUEST_ID)
+                || named.iter().any(|n| n.eq_ignore_ascii_case(h.name))
+            {
+                continue;
+            }
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(head.request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if rechunk {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_client {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if head.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        ubuf.advance(resp_head_len);
+
+        // The body: what arrived with the head goes out with it.
+        let mid = |e: std::io::Error| {
+            Failure::BackendMidAnswer(io_error(ErrorType::ReadError, "reading the answer body", e))
+        };
+        let to_client =
+            |e: std::io::Error| Failure::Client(io_error(ErrorType::WriteError, "writing the answer", e));
+        let mut left: u64 = if let Framing::Length(n) = framing { n } else { 0 };
+        let mut resp_chunks = Chunked::Size(0, 0);
+        let mut ended_by_close = false;
+        let mut first = true;
+        loop {
+            // Move what is in `ubuf` into `out`.
+            let done = match framing {
+                Framing::Empty => true,
+                Framing::Length(_) => {
+                    let take = (ubuf.len() as u64).min(left) as usize;
+                    out.extend_from_slice(&ubuf[..take]);
+                    ubuf.advance(take);
+                    left -= take as u64;
+                    left == 0
+                }
+                Framing::Chunked => {
+                    let (used, _) = resp_chunks.advance(ubuf).map_err(|why| {
+                        Failure::BackendMidAnswer(Error::explain(ErrorType::InvalidHTTPHeader, why))
+                    })?;
+                    out.extend_from_slice(&ubuf[..used]);
+                    ubuf.advance(used);
+                    resp_chunks == Chunked::Done
+                }
+                Framing::UntilClose => {
+                    if !ubuf.is_empty() {
+                        if rechunk {
+                            push_hex(out, ubuf.len());
+                            out.extend_from_slice(b"\r\n");
+                            out.extend_from_slice(ubuf);
+                            out.extend_from_slice(b"\r\n");
+                        } else {
+                            out.extend_from_slice(ubuf);
+                        }
+                        ubuf.clear();
+                    }
+                    if ended_by_close && rechunk {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    ended_by_close
+                }
+            };
+            if !out.is_empty() || first {
+                client.write_all(out).await.map_err(to_client)?;
+                out.clear();
+            }
+            first = false;
+            if done {
+                break;
+            }
+            ubuf.reserve(READ_CHUNK);
+            let n = match fast_timeout(read_timeout, up.read_buf(ubuf)).await {
+                Ok(r) => r.map_err(mid)?,
+                Err(_) => {
+                    return Err(Failure::BackendMidAnswer(Error::explain(
+                        ErrorType::ReadTimedout,
+                        "answer body",
+                    )));
+                }
+            };
+            if n == 0 {
+                if framing == Framing::UntilClose {
+                    ended_by_close = true;
+                } else {
+                    return Err(Failure::BackendMidAnswer(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "answer body cut short",
+                    )));
+                }
+            }
+        }
+        client.flush().await.map_err(to_client)?;
+        // Leftover bytes after the answer: the connection is not in a known state.
+        if backend_keeps && ubuf.is_empty() && !backend.draining() {
+            let fd = upstream::fd(&up);
+            backend.idle_h1.put(up, fd, u.keepalive_pool_size, Instant::now());
+        }
+        Ok((status, if keep_client { Next::KeepGoing } else { Next::Close }))
+    }
+
+    /// The body went over the limit while being forwarded: 413, the backend's
+    /// connection dropped (it saw part of a body).
+    async fn too_large(&self, client: &mut Stream, out: &mut Vec<u8>, head: &Head) -> Failure {
+        self.metrics.rejected("body_too_large");
+        let _ = write_error(client, out, 413, "body_too_large", &head.request_id, None).await;
+        Failure::Client(Error::explain(ErrorType::HTTPStatus(413), "request body too large"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_h1(
+        &self,
+        head: Option<&Head>,
+        request_id: &str,
+        client: Option<IpAddr>,
+        status: u16,
+        backend: Option<SocketAddr>,
+        attempts: usize,
+        rejected: &str,
+        error: Option<&Error>,
+        started: Instant,
+    ) {
+        if !crate::accesslog::enabled() {
+            return;
+        }
+        self.access_log.log(&crate::accesslog::Entry {
+            request_id,
+            client,
+            method: head.map_or("", |h| h.method.as_str()),
+            path: head.map_or("", |h| h.path.as_str()),
+            status,
+            backend,
+            attempts,
+            rejected,
+            error,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+/// Write an answer of the load balancer's own; the connection is closed after it.
+async fn write_error(
+    client: &mut Stream,
+    out: &mut Vec<u8>,
+    status: u16,
+    code: &str,
+    request_id: &str,
+    extra: Option<(&'static str, String)>,
+) -> std::io::Result<()> {
+    let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}");
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    out.clear();
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some((name, value)) = extra {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    client.write_all(out).await?;
+    client.flush().await?;
+    out.clear();
+    Ok(())
+}
+
+fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = write!(out, "{v}");
+}
+
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    use std::io::Write as _;
+    let _ = write!(out, "{n:x}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &[u8]) -> Result<(usize, u64, Chunked), &'static str> {
+        let mut c = Chunked::Size(0, 0);
+        let (used, data) = c.advance(body)?;
+        Ok((used, data, c))
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let (used, data, state) = run(body).unwrap();
+        assert_eq!(state, Chunked::Done);
+        assert_eq!(&body[used..], b"NEXT");
+        assert_eq!(data, 11);
+        // Byte by byte, the same.
+        let mut c = Chunked::Size(0, 0);
+        let mut total = 0;
+        for b in body.iter().take(used) {
+            total += c.advance(std::slice::from_ref(b)).unwrap().1;
+        }
+        assert_eq!((c, total), (Chunked::Done, 11));
+        assert_eq!(run(b"0\r\n\r\n").unwrap().2, Chunked::Done);
+        assert_eq!(run(b"A\r\n0123").unwrap().2, Chunked::Data(6));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for bad in [
+            &b"\r\n"[..],
+            b"5\nhello\r\n",
+            b"g\r\n",
+            b"5\r\nhello!\r\n",
+            b"5\r\nhello\n",
+            b"0\r\n\n",
+            b"0\r\nX: y\n",
+            b"ffffffffffffffff\r\n",
+            b"5;ext\n",
+        ] {
+            assert!(run(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn connection_tokens_name_headers_to_drop() {
+        let h = [
+            httparse::Header { name: "Connection", value: b"close, X-Secret" },
+            httparse::Header { name: "connection", value: b"keep-alive" },
+        ];
+        let (close, keep, named) = connection_tokens(&h);
+        assert!(close && keep);
+        assert_eq!(named, ["X-Secret"]);
+        assert!(dropped_request_header("x-secret", &named));
+        assert!(dropped_request_header("Upgrade", &named));
+        assert!(!dropped_request_header("host", &named));
+    }
+}

@@ -1,0 +1,203 @@
+//! Connections to the backends: opened with a deadline, kept alive between
+//! requests in a small per-backend stack.
+//!
+//! Pingora's own connection pool hands every idle connection to a watcher task and
+//! takes it back through that task on reuse: a task wake-up and a lock hand-off per
+//! request, which the profile of the saturation benchmark showed (ADR 0005). Here an
+//! idle connection is just pushed on its backend's stack; whether the backend closed
+//! it meanwhile is checked when it is taken (one non-blocking peek at the socket:
+//! nothing to read means alive; end of stream, an error or unexpected bytes mean it
+//! is dropped). The peek asks the kernel, not the runtime's cached readiness, so a
+//! close that arrived a moment ago is seen.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
+use pingora_error::{Error, ErrorType, Result};
+use tokio::net::TcpStream;
+
+/// A backend's idle kept-alive connections, the most recently used on top. `C` is
+/// the connection as its user holds it: a `TcpStream` for the HTTP/1 path, pingora's
+/// `Stream` for pingora's client session.
+#[derive(Debug)]
+pub struct IdleConnections<C> {
+    /// When each was released, its socket (for the liveness peek; owned by the
+    /// connection) and the connection.
+    stack: Mutex<Vec<(Instant, RawFd, C)>>,
+}
+
+impl<C> Default for IdleConnections<C> {
+    fn default() -> Self {
+        IdleConnections { stack: Mutex::new(Vec::new()) }
+    }
+}
+
+impl<C> IdleConnections<C> {
+    fn stack(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, RawFd, C)>> {
+        // A panic while holding this lock leaves only a stack of sockets behind.
+        self.stack.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A live connection idle for less than `max_idle`, if there is one, with its
+    /// socket. Older ones are closed.
+    pub fn take(&self, max_idle: Duration, now: Instant) -> Option<(C, RawFd)> {
+        loop {
+            let (fd, conn) = {
+                let mut stack = self.stack();
+                let (at, fd, conn) = stack.pop()?;
+                if now.saturating_duration_since(at) > max_idle {
+                    // Everything below is older still.
+                    stack.clear();
+                    return None;
+                }
+                (fd, conn)
+            };
+            if alive(fd) {
+                return Some((conn, fd));
+            }
+        }
+    }
+
+    /// Keep `conn` (whose socket is `fd`) for the next request, unless `cap`
+    /// connections are idle already.
+    pub fn put(&self, conn: C, fd: RawFd, cap: usize, now: Instant) {
+        let mut stack = self.stack();
+        if stack.len() < cap {
+            stack.push((now, fd, conn));
+        }
+    }
+
+    /// Close every idle connection (the backend is drained or removed).
+    pub fn clear(&self) {
+        self.stack().clear();
+    }
+
+    /// How many are idle.
+    pub fn len(&self) -> usize {
+        self.stack().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether an idle connection is still open: a kept-alive HTTP/1 connection has
+/// nothing to read until the next request is sent, so a peek that would block means
+/// it is alive.
+fn alive(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Err(Errno::EAGAIN))
+}
+
+/// Open a connection to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                ErrorType::ConnectRefused
+            } else {
+                ErrorType::ConnectError
+            };
+            return Error::e_because(kind, format!("connecting to {addr}"), e);
+        }
+        Err(_) => {
+            return Error::e_explain(
+                ErrorType::ConnectTimedout,
+                format!("connecting to {addr}: {timeout:?}"),
+            );
+        }
+    };
+    // Requests and answers are small and complete when written: no Nagle delay.
+    tcp.set_nodelay(true).map_err(|e| Error::because(ErrorType::ConnectError, "TCP_NODELAY", e))?;
+    Ok(tcp)
+}
+
+/// The socket of a connection, for [`IdleConnections::put`].
+pub fn fd(tcp: &TcpStream) -> RawFd {
+    tcp.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(connect(addr, Duration::from_secs(5)), listener.accept());
+        (ours.unwrap(), theirs.unwrap().0)
+    }
+
+    /// Wait until the kernel has something (bytes or the end) to read on `fd`.
+    async fn until_readable(fd: RawFd) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(
+            recv(fd, &mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+            Err(Errno::EAGAIN)
+        ) {
+            assert!(Instant::now() < deadline, "nothing arrived on the socket");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_or_chatty_connection_is_not_reused() {
+        let idle = IdleConnections::<TcpStream>::default();
+        let now = Instant::now();
+        let (open, _keep) = pair().await;
+        let open_fd = fd(&open);
+        idle.put(open, open_fd, 8, now);
+        assert!(idle.take(Duration::from_secs(60), now).is_some(), "an open connection is reused");
+
+        // The peek asks the kernel: a close or bytes it has delivered are seen
+        // whatever the runtime has noticed (the test waits for the kernel only).
+        let (closed, theirs) = pair().await;
+        drop(theirs);
+        let closed_fd = fd(&closed);
+        until_readable(closed_fd).await;
+        idle.put(closed, closed_fd, 8, now);
+        assert!(idle.take(Duration::from_secs(60), now).is_none(), "a closed connection is dropped");
+        assert!(idle.is_empty());
+
+        let (chatty, mut theirs) = pair().await;
+        theirs.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        let chatty_fd = fd(&chatty);
+        until_readable(chatty_fd).await;
+        idle.put(chatty, chatty_fd, 8, now);
+        assert!(idle.take(Duration::from_secs(60), now).is_none(), "unexpected bytes: dropped");
+    }
+
+    #[tokio::test]
+    async fn old_connections_are_closed_and_the_stack_is_capped() {
+        let idle = IdleConnections::<TcpStream>::default();
+        let then = Instant::now();
+        let mut keep = Vec::new();
+        for _ in 0..3 {
+            let (s, theirs) = pair().await;
+            keep.push(theirs);
+            let s_fd = fd(&s);
+            idle.put(s, s_fd, 2, then);
+        }
+        assert_eq!(idle.len(), 2, "capped");
+        let later = then + Duration::from_secs(61);
+        assert!(idle.take(Duration::from_secs(60), later).is_none());
+        assert!(idle.is_empty(), "all too old, all closed");
+    }
+
+    #[tokio::test]
+    async fn connecting_nowhere_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let e = connect(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.etype(), &ErrorType::ConnectRefused);
+    }
+}
