@@ -1,15 +1,14 @@
-//! The proxy itself: one request, from the client's header to the backend's last
-//! byte, in straight-line code.
+//! The proxy's shared state and rules, and requests that came over HTTP/2.
 //!
-//! pingora-core reads and writes HTTP: its HTTP/1 and HTTP/2 server sessions toward
-//! the client, its HTTP/1 client session toward the backend. This module decides
-//! everything in between: the checks that refuse a request, the backend, the
-//! headers added and removed, retries, passive health, metrics and the access log.
-//! Pingora's ready-made proxy (`pingora-proxy`) did this through hooks at about
-//! half HAProxy's throughput; its request path (a connection pool that hands every
-//! idle connection to a watcher task, two tasks and a channel per request) was what
-//! the profile showed, so the load balancer drives pingora-core's sessions itself
-//! (ADR 0005).
+//! The rules both paths apply live here: which request framing is ambiguous
+//! ([`smuggling`]), which headers are hop-by-hop, which methods may be sent twice,
+//! which request ids are kept. HTTP/1 requests are forwarded by [`crate::h1`]; an
+//! HTTP/2 (prior knowledge) request goes through pingora-core's sessions: its
+//! HTTP/2 server session toward the client, its HTTP/1 client session toward the
+//! backend, with the same checks, retries, passive health, metrics and access log
+//! in straight-line code ([`Proxy::serve`]). Pingora's ready-made proxy
+//! (`pingora-proxy`) once did all of it through hooks, at about half HAProxy's
+//! throughput (ADR 0005).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
