@@ -59,6 +59,16 @@ enum Framing {
 enum Failure {
     /// The client's side: the connection is closed, nothing more is written.
     Client(Box<Error>),
+    /// The client's request went wrong on the way (its body too large or badly
+    /// framed): answered with `status` and `code`, then the connection is closed.
+    Refused {
+        /// The status sent.
+        status: u16,
+        /// The error code sent.
+        code: &'static str,
+        /// What happened.
+        error: Box<Error>,
+    },
     /// The backend's side, before anything of the answer reached the client.
     Backend {
         /// What happened.
@@ -507,69 +517,46 @@ impl Proxy {
             let addr = lease.backend.addr;
             let result =
                 self.attempt_h1(client, inbuf, ubuf, out, &head, &lease, &mut continued, shutdown).await;
-            let client_side = matches!(result, Err(Failure::Client(_)));
-            match result {
-                Ok((status, next)) => {
-                    self.log_h1(
-                        Some(&head),
-                        &head.request_id,
-                        peer,
-                        status,
-                        Some(addr),
-                        attempts,
-                        "",
-                        None,
-                        started,
-                    );
-                    return next;
-                }
-                // The client's connection is over: nothing more can be written to it.
-                Err(Failure::Client(e)) | Err(Failure::BackendMidAnswer(e)) => {
-                    if !client_side {
-                        self.metrics.attempt(addr, true, None);
-                        self.record_outcome(&lease, Outcome::Failure);
-                    }
-                    self.log_h1(
-                        Some(&head),
-                        &head.request_id,
-                        peer,
-                        0,
-                        Some(addr),
-                        attempts,
-                        "",
-                        Some(&e),
-                        started,
-                    );
-                    return Next::Close;
+            // What the client got, why, and what becomes of its connection.
+            let (status, rejected, error, next) = match result {
+                Ok((status, next)) => (status, "", None, next),
+                Err(Failure::Refused { status, code, error }) => (status, code, Some(error), Next::Close),
+                // Nothing more can be written to the client after these.
+                Err(Failure::Client(e)) => (0, "", Some(e), Next::Close),
+                Err(Failure::BackendMidAnswer(e)) => {
+                    self.metrics.attempt(addr, true, None);
+                    self.record_outcome(&lease, Outcome::Failure);
+                    (0, "", Some(e), Next::Close)
                 }
                 Err(Failure::Backend { error, sent }) => {
                     self.metrics.attempt(addr, true, None);
                     self.record_outcome(&lease, Outcome::Failure);
                     tried.push(addr);
                     tracing::debug!(request_id = %head.request_id, error = %error, sent, "attempt failed");
-                    last_error = Some(error);
                     if attempts < max_attempts && (!sent || replayable) {
+                        last_error = Some(error);
                         continue;
                     }
-                    let timed_out =
-                        last_error.as_ref().is_some_and(|e| e.etype() == &ErrorType::ReadTimedout);
+                    let timed_out = error.etype() == &ErrorType::ReadTimedout;
                     let (status, code) =
                         if timed_out { (504, "gateway_timeout") } else { (502, "bad_gateway") };
                     let _ = write_error(client, out, status, code, &head.request_id, None).await;
-                    self.log_h1(
-                        Some(&head),
-                        &head.request_id,
-                        peer,
-                        status,
-                        Some(addr),
-                        attempts,
-                        "",
-                        last_error.as_deref(),
-                        started,
-                    );
-                    return Next::Close;
+                    (status, "", Some(error), Next::Close)
                 }
-            }
+            };
+            let error = error.as_deref();
+            self.log_h1(
+                Some(&head),
+                &head.request_id,
+                peer,
+                status,
+                Some(addr),
+                attempts,
+                rejected,
+                error,
+                started,
+            );
+            return next;
         }
     }
 
@@ -625,9 +612,12 @@ impl Proxy {
                 body_left = n - here as u64;
             }
             Framing::Chunked => {
-                let (used, data) = chunked
-                    .advance(inbuf)
-                    .map_err(|why| Failure::Client(Error::explain(ErrorType::InvalidHTTPHeader, why)))?;
+                let (used, data) = match chunked.advance(inbuf) {
+                    Ok(advanced) => advanced,
+                    Err(why) => {
+                        return Err(self.refuse_body(client, out, head, 400, "bad_request", why).await);
+                    }
+                };
                 body_bytes += data;
                 out.extend_from_slice(&inbuf[..used]);
                 inbuf.advance(used);
@@ -639,7 +629,9 @@ impl Proxy {
             _ => false,
         };
         if body_bytes > self.config.limits.max_body_bytes {
-            return Err(self.too_large(client, out, head).await);
+            return Err(self
+                .refuse_body(client, out, head, 413, "body_too_large", "request body too large")
+                .await);
         }
         up.write_all(out)
             .await
@@ -682,12 +674,26 @@ impl Proxy {
                         body_left == 0
                     }
                     _ => {
-                        let (used, data) = chunked.advance(inbuf).map_err(|why| {
-                            Failure::Client(Error::explain(ErrorType::InvalidHTTPHeader, why))
-                        })?;
+                        let (used, data) = match chunked.advance(inbuf) {
+                            Ok(advanced) => advanced,
+                            Err(why) => {
+                                return Err(self
+                                    .refuse_body(client, out, head, 400, "bad_request", why)
+                                    .await);
+                            }
+                        };
                         body_bytes += data;
                         if body_bytes > self.config.limits.max_body_bytes {
-                            return Err(self.too_large(client, out, head).await);
+                            return Err(self
+                                .refuse_body(
+                                    client,
+                                    out,
+                                    head,
+                                    413,
+                                    "body_too_large",
+                                    "request body too large",
+                                )
+                                .await);
                         }
                         up.write_all(&inbuf[..used])
                             .await
@@ -922,12 +928,21 @@ impl Proxy {
         Ok((status, if keep_client { Next::KeepGoing } else { Next::Close }))
     }
 
-    /// The body went over the limit while being forwarded: 413, the backend's
-    /// connection dropped (it saw part of a body).
-    async fn too_large(&self, client: &mut Stream, out: &mut Vec<u8>, head: &Head) -> Failure {
-        self.metrics.rejected("body_too_large");
-        let _ = write_error(client, out, 413, "body_too_large", &head.request_id, None).await;
-        Failure::Client(Error::explain(ErrorType::HTTPStatus(413), "request body too large"))
+    /// The body went wrong while being forwarded (over the limit, or badly
+    /// framed): answer `status` and close; the backend's connection is dropped (it
+    /// saw part of a body).
+    async fn refuse_body(
+        &self,
+        client: &mut Stream,
+        out: &mut Vec<u8>,
+        head: &Head,
+        status: u16,
+        code: &'static str,
+        why: &'static str,
+    ) -> Failure {
+        self.metrics.rejected(code);
+        let _ = write_error(client, out, status, code, &head.request_id, None).await;
+        Failure::Refused { status, code, error: Error::explain(ErrorType::HTTPStatus(status), why) }
     }
 
     #[allow(clippy::too_many_arguments)]

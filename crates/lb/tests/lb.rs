@@ -530,6 +530,10 @@ enum Style {
     Chunked,
     /// Never answers.
     Silent,
+    /// A `Content-Length` that is not a number.
+    BadLength,
+    /// `Content-Length` with `Transfer-Encoding` (an ambiguous answer).
+    Ambiguous,
 }
 
 /// A hand-written HTTP/1.1 backend that counts what happens to its connections.
@@ -597,6 +601,10 @@ async fn raw_backend(style: Style) -> RawBackend {
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                         }
                         Style::Silent => std::future::pending().await,
+                        Style::BadLength => b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\nok",
+                        Style::Ambiguous => {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                        }
                     };
                     if s.write_all(answer).await.is_err() {
                         return;
@@ -733,4 +741,100 @@ async fn http2_requests_with_bodies_reach_the_backend_as_http1() {
     assert!(h["host"].as_str().is_some_and(|v| v.starts_with("127.0.0.1:")), "{h}");
     assert!(h.get("content-length").is_some() || h["transfer-encoding"] == "chunked", "{h}");
     assert_eq!(seen["body_len"], 100_000);
+}
+
+/// Send `request` on a fresh connection and read until the server closes it (or
+/// 10 s pass); everything received.
+fn exchange_until_close(lb: &Running, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunked_request_bodies_are_checked_on_the_way() {
+    let b = backend().await;
+    let mut c = config(&[b.addr]);
+    c.limits.max_body_bytes = 1000;
+    let lb = start(c);
+    // Well framed: it arrives whole (the echo says how long).
+    let good = exchange_until_close(
+        &lb,
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert!(good.starts_with("HTTP/1.1 200"), "{good:?}");
+    assert!(good.contains("\"body_len\":11"), "{good:?}");
+    // A chunk longer than its size: 400, and the connection ends.
+    let bad = exchange_until_close(
+        &lb,
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello, world\r\n0\r\n\r\n",
+    );
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad:?}");
+    assert!(bad.contains("bad_request"), "{bad:?}");
+    // More chunked bytes than the limit: 413.
+    let chunk = "x".repeat(600);
+    let big = format!(
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let too_big = exchange_until_close(&lb, big.as_bytes());
+    assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_request_heads_are_400_and_pipelined_requests_are_answered_in_order() {
+    let b = raw_backend(Style::KeepAlive).await;
+    let lb = start(config(&[b.addr]));
+    for garbage in
+        [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"]
+    {
+        let head = exchange_until_close(&lb, garbage);
+        assert!(head.starts_with("HTTP/1.1 400"), "{:?}: {head:?}", String::from_utf8_lossy(garbage));
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 0, "nothing reached the backend");
+    let two = exchange_until_close(
+        &lb,
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(two.matches("HTTP/1.1 200").count(), 2, "{two:?}");
+    assert!(two.ends_with("ok"), "{two:?}");
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http10_clients_keep_their_connection_only_when_they_ask() {
+    let b = raw_backend(Style::KeepAlive).await;
+    let lb = start(config(&[b.addr]));
+    let closed = exchange_until_close(&lb, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(closed.starts_with("HTTP/1.1 200") && closed.contains("connection: close"), "{closed:?}");
+    // Asked for keep-alive: the same connection serves a second request.
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.contains("connection: keep-alive"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_or_ambiguous_backend_answers_are_502() {
+    for style in [Style::BadLength, Style::Ambiguous] {
+        let b = raw_backend(style).await;
+        let mut c = config(&[b.addr]);
+        c.health.interval_ms = 60_000;
+        let lb = start(c);
+        let r = reqwest::Client::new().post(url(&lb, "/m")).body("x").send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        assert_eq!(b.requests.load(Ordering::SeqCst), 1, "a POST is not sent twice");
+    }
 }
