@@ -40,6 +40,8 @@ use crate::upstream;
 const MAX_HEADERS: usize = 128;
 /// Read granularity.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long an answer of the load balancer's own may take to write.
+const ERROR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,6 +400,15 @@ impl Proxy {
             }
         };
         let http10 = version == 0;
+        if http10 && body == Framing::Chunked {
+            // HTTP/1.0 has no chunked coding: a sender claiming both is not to be trusted.
+            return Err((400, "smuggling", None));
+        }
+        // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2).
+        let hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count();
+        if hosts > 1 || (hosts == 0 && !http10) {
+            return Err((400, "bad_request", None));
+        }
         let (close, keep_alive_token, named) = connection_tokens(req.headers);
         let keep_alive = if http10 { keep_alive_token && !close } else { !close };
         let mut expect_continue = false;
@@ -633,23 +644,20 @@ impl Proxy {
                 .refuse_body(client, out, head, 413, "body_too_large", "request body too large")
                 .await);
         }
-        up.write_all(out)
-            .await
-            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing to the backend", e)))?;
+        write_backend(&mut up, out, read_timeout).await.map_err(sent)?;
 
-        // The rest of the body, as the client sends it.
+        // The rest of the body, as the client sends it. If the backend stops taking
+        // it (it may have answered early, say 413), its answer is still read and
+        // passed on, and the client's connection ends after it.
+        let mut body_cut: Option<Box<Error>> = None;
         if more_body {
             if head.expect_continue && !*continued {
                 *continued = true;
-                client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(|e| {
-                    Failure::Client(io_error(ErrorType::WriteError, "writing 100 Continue", e))
-                })?;
-                client
-                    .flush()
+                write_client(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_timeout, true)
                     .await
-                    .map_err(|e| Failure::Client(io_error(ErrorType::WriteError, "flushing", e)))?;
+                    .map_err(Failure::Client)?;
             }
-            loop {
+            while body_cut.is_none() {
                 inbuf.reserve(READ_CHUNK);
                 let n = match fast_timeout(client_timeout, client.read_buf(inbuf)).await {
                     Ok(r) => r.map_err(client_err("reading the request body"))?,
@@ -663,15 +671,11 @@ impl Proxy {
                         "request body cut short",
                     )));
                 }
-                let done = match head.body {
+                let (take, done) = match head.body {
                     Framing::Length(_) => {
                         let take = (inbuf.len() as u64).min(body_left) as usize;
                         body_left -= take as u64;
-                        up.write_all(&inbuf[..take])
-                            .await
-                            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing the body", e)))?;
-                        inbuf.advance(take);
-                        body_left == 0
+                        (take, body_left == 0)
                     }
                     _ => {
                         let (used, data) = match chunked.advance(inbuf) {
@@ -695,13 +699,13 @@ impl Proxy {
                                 )
                                 .await);
                         }
-                        up.write_all(&inbuf[..used])
-                            .await
-                            .map_err(|e| sent(io_error(ErrorType::WriteError, "writing the body", e)))?;
-                        inbuf.advance(used);
-                        chunked == Chunked::Done
+                        (used, chunked == Chunked::Done)
                     }
                 };
+                if let Err(e) = write_backend(&mut up, &inbuf[..take], read_timeout).await {
+                    body_cut = Some(e);
+                }
+                inbuf.advance(take);
                 if done {
                     break;
                 }
@@ -748,7 +752,13 @@ impl Proxy {
             let n = match fast_timeout(deadline.saturating_duration_since(Instant::now()), up.read_buf(ubuf))
                 .await
             {
-                Ok(r) => r.map_err(|e| sent(io_error(ErrorType::ReadError, "reading the answer", e)))?,
+                Ok(r) => r.map_err(|e| {
+                    sent(
+                        body_cut
+                            .take()
+                            .unwrap_or_else(|| io_error(ErrorType::ReadError, "reading the answer", e)),
+                    )
+                })?,
                 Err(_) => {
                     return Err(sent(Error::explain(
                         ErrorType::ReadTimedout,
@@ -757,10 +767,9 @@ impl Proxy {
                 }
             };
             if n == 0 {
-                return Err(sent(Error::explain(
-                    ErrorType::ConnectionClosed,
-                    "backend closed before answering",
-                )));
+                return Err(sent(body_cut.take().unwrap_or_else(|| {
+                    Error::explain(ErrorType::ConnectionClosed, "backend closed before answering")
+                })));
             }
         };
         let now = Instant::now();
@@ -809,8 +818,13 @@ impl Proxy {
         // An answer ended by closing goes on as chunked to an HTTP/1.1 client, so
         // its connection can be kept; an HTTP/1.0 client's ends with it.
         let rechunk = framing == Framing::UntilClose && !head.http10;
-        let keep_client =
-            head.keep_alive && !*shutdown.borrow() && !(framing == Framing::UntilClose && head.http10);
+        // The client's connection ends after this answer if it asked so, if the
+        // answer is ended by closing to an HTTP/1.0 client, or if part of its body
+        // was never read.
+        let keep_client = head.keep_alive
+            && !*shutdown.borrow()
+            && !(framing == Framing::UntilClose && head.http10)
+            && body_cut.is_none();
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         push_display(out, status);
@@ -847,8 +861,6 @@ impl Proxy {
         let mid = |e: std::io::Error| {
             Failure::BackendMidAnswer(io_error(ErrorType::ReadError, "reading the answer body", e))
         };
-        let to_client =
-            |e: std::io::Error| Failure::Client(io_error(ErrorType::WriteError, "writing the answer", e));
         let mut left: u64 = if let Framing::Length(n) = framing { n } else { 0 };
         let mut resp_chunks = Chunked::Size(0, 0);
         let mut ended_by_close = false;
@@ -891,7 +903,8 @@ impl Proxy {
                 }
             };
             if !out.is_empty() || first {
-                client.write_all(out).await.map_err(to_client)?;
+                // A long or slow answer is passed on as it comes.
+                write_client(client, out, client_timeout, !done).await.map_err(Failure::Client)?;
                 out.clear();
             }
             first = false;
@@ -919,7 +932,7 @@ impl Proxy {
                 }
             }
         }
-        client.flush().await.map_err(to_client)?;
+        write_client(client, &[], client_timeout, true).await.map_err(Failure::Client)?;
         // Leftover bytes after the answer: the connection is not in a known state.
         if backend_keeps && ubuf.is_empty() && !backend.draining() {
             let fd = upstream::fd(&up);
@@ -984,7 +997,7 @@ async fn write_error(
     code: &str,
     request_id: &str,
     extra: Option<(&'static str, String)>,
-) -> std::io::Result<()> {
+) -> Result<(), Box<Error>> {
     let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}");
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     out.clear();
@@ -999,10 +1012,43 @@ async fn write_error(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
-    client.write_all(out).await?;
-    client.flush().await?;
+    let written = write_client(client, out, ERROR_WRITE_TIMEOUT, true).await;
     out.clear();
-    Ok(())
+    written
+}
+
+/// Write to a backend, within `timeout` (a backend that stops reading does not
+/// hold the request forever).
+async fn write_backend(
+    up: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), Box<Error>> {
+    match fast_timeout(timeout, up.write_all(bytes)).await {
+        Ok(r) => r.map_err(|e| io_error(ErrorType::WriteError, "writing to the backend", e)),
+        Err(_) => Err(Error::explain(ErrorType::WriteTimedout, "writing to the backend")),
+    }
+}
+
+/// Write to the client within `timeout` (a client that stops reading does not
+/// hold a backend connection forever); `flush` sends what is buffered now.
+async fn write_client(
+    client: &mut Stream,
+    bytes: &[u8],
+    timeout: Duration,
+    flush: bool,
+) -> Result<(), Box<Error>> {
+    let write = async {
+        client.write_all(bytes).await?;
+        if flush {
+            client.flush().await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match fast_timeout(timeout, write).await {
+        Ok(r) => r.map_err(|e| io_error(ErrorType::WriteError, "writing to the client", e)),
+        Err(_) => Err(Error::explain(ErrorType::WriteTimedout, "writing to the client")),
+    }
 }
 
 fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {

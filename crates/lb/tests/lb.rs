@@ -534,6 +534,8 @@ enum Style {
     BadLength,
     /// `Content-Length` with `Transfer-Encoding` (an ambiguous answer).
     Ambiguous,
+    /// Answers 413 right after the head, and never reads the body.
+    EarlyAnswer,
 }
 
 /// A hand-written HTTP/1.1 backend that counts what happens to its connections.
@@ -573,6 +575,13 @@ async fn raw_backend(style: Style) -> RawBackend {
                         }
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    if style == Style::EarlyAnswer && !head.starts_with("get /readyz") {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        let no = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno";
+                        let _ = s.write_all(no).await;
+                        // Holds the connection, reading nothing more.
+                        std::future::pending::<()>().await;
+                    }
                     let length: usize = head
                         .lines()
                         .find_map(|l| l.strip_prefix("content-length:"))
@@ -600,7 +609,7 @@ async fn raw_backend(style: Style) -> RawBackend {
                         Style::Chunked => {
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                         }
-                        Style::Silent => std::future::pending().await,
+                        Style::Silent | Style::EarlyAnswer => std::future::pending().await,
                         Style::BadLength => b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\nok",
                         Style::Ambiguous => {
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
@@ -837,4 +846,20 @@ async fn malformed_or_ambiguous_backend_answers_are_502() {
         assert_eq!(r.status(), 502);
         assert_eq!(b.requests.load(Ordering::SeqCst), 1, "a POST is not sent twice");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_answer_from_a_backend_that_stops_reading_reaches_the_client() {
+    let b = raw_backend(Style::EarlyAnswer).await;
+    let mut c = config(&[b.addr]);
+    c.upstream.read_timeout_ms = 500;
+    c.limits.max_body_bytes = 64 << 20;
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    // Far more than the socket buffers hold: the load balancer's writes stall.
+    let r = reqwest::Client::new().post(url(&lb, "/upload")).body(vec![b'x'; 32 << 20]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    assert_eq!(r.text().await.unwrap(), "no");
+    assert_eq!(b.requests.load(Ordering::SeqCst), 1);
 }
