@@ -136,6 +136,16 @@ impl Chunked {
     /// Advance over `bytes`; returns how many belong to the body (all of them
     /// unless the body ends inside) and how many were chunk data.
     pub fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), &'static str> {
+        self.advance_with(bytes, |_| {})
+    }
+
+    /// [`Chunked::advance`], handing each run of chunk data to `on_data` (to
+    /// take the body out of its chunks).
+    pub fn advance_with(
+        &mut self,
+        bytes: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<(usize, u64), &'static str> {
         let mut data = 0u64;
         let mut i = 0;
         while i < bytes.len() {
@@ -144,6 +154,7 @@ impl Chunked {
                 Chunked::Done => return Ok((i, data)),
                 Chunked::Data(left) => {
                     let take = left.min((bytes.len() - i) as u64);
+                    on_data(&bytes[i..i + take as usize]);
                     i += take as usize;
                     data += take;
                     *self = if take == left { Chunked::DataCr } else { Chunked::Data(left - take) };
@@ -772,13 +783,6 @@ impl Proxy {
                 })));
             }
         };
-        let now = Instant::now();
-        let failed = status >= 500;
-        let latency = now.saturating_duration_since(sent_at);
-        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
-        backend.observe_latency(latency, now);
-        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success });
-
         // The client's copy of the head.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
@@ -813,18 +817,27 @@ impl Proxy {
                 },
             }
         };
+        // A well-formed answer: the attempt counts as the backend's.
+        let now = Instant::now();
+        let failed = status >= 500;
+        let latency = now.saturating_duration_since(sent_at);
+        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
+        backend.observe_latency(latency, now);
+        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success });
+
         let (backend_close, _, named) = connection_tokens(resp.headers);
         let backend_keeps = resp.version == Some(1) && !backend_close && framing != Framing::UntilClose;
         // An answer ended by closing goes on as chunked to an HTTP/1.1 client, so
-        // its connection can be kept; an HTTP/1.0 client's ends with it.
+        // its connection can be kept; an HTTP/1.0 client's ends with it. A chunked
+        // answer to an HTTP/1.0 client (which knows no chunks) goes as plain data
+        // ended by closing.
         let rechunk = framing == Framing::UntilClose && !head.http10;
+        let dechunk = framing == Framing::Chunked && head.http10;
         // The client's connection ends after this answer if it asked so, if the
         // answer is ended by closing to an HTTP/1.0 client, or if part of its body
         // was never read.
-        let keep_client = head.keep_alive
-            && !*shutdown.borrow()
-            && !(framing == Framing::UntilClose && head.http10)
-            && body_cut.is_none();
+        let ended_by_closing = head.http10 && matches!(framing, Framing::UntilClose | Framing::Chunked);
+        let keep_client = head.keep_alive && !*shutdown.borrow() && !ended_by_closing && body_cut.is_none();
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         push_display(out, status);
@@ -835,6 +848,7 @@ impl Proxy {
             if proxy::is_hop_by_hop(h.name)
                 || h.name.eq_ignore_ascii_case(REQUEST_ID)
                 || named.iter().any(|n| n.eq_ignore_ascii_case(h.name))
+                || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
             {
                 continue;
             }
@@ -877,10 +891,15 @@ impl Proxy {
                     left == 0
                 }
                 Framing::Chunked => {
-                    let (used, _) = resp_chunks.advance(ubuf).map_err(|why| {
-                        Failure::BackendMidAnswer(Error::explain(ErrorType::InvalidHTTPHeader, why))
-                    })?;
-                    out.extend_from_slice(&ubuf[..used]);
+                    let bad =
+                        |why| Failure::BackendMidAnswer(Error::explain(ErrorType::InvalidHTTPHeader, why));
+                    let (used, _) = if dechunk {
+                        resp_chunks.advance_with(ubuf, |data| out.extend_from_slice(data)).map_err(bad)?
+                    } else {
+                        let used = resp_chunks.advance(ubuf).map_err(bad)?;
+                        out.extend_from_slice(&ubuf[..used.0]);
+                        used
+                    };
                     ubuf.advance(used);
                     resp_chunks == Chunked::Done
                 }
@@ -1087,6 +1106,17 @@ mod tests {
         assert_eq!((c, total), (Chunked::Done, 11));
         assert_eq!(run(b"0\r\n\r\n").unwrap().2, Chunked::Done);
         assert_eq!(run(b"A\r\n0123").unwrap().2, Chunked::Data(6));
+    }
+
+    #[test]
+    fn chunk_data_can_be_taken_out() {
+        let mut c = Chunked::Size(0, 0);
+        let mut data = Vec::new();
+        let body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        for piece in body.chunks(3) {
+            c.advance_with(piece, |d| data.extend_from_slice(d)).unwrap();
+        }
+        assert_eq!((c, &data[..]), (Chunked::Done, &b"hello world"[..]));
     }
 
     #[test]

@@ -863,3 +863,15 @@ async fn an_early_answer_from_a_backend_that_stops_reading_reaches_the_client() 
     assert_eq!(r.text().await.unwrap(), "no");
     assert_eq!(b.requests.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http10_client_gets_a_chunked_answer_as_plain_data() {
+    let b = raw_backend(Style::Chunked).await;
+    let lb = start(config(&[b.addr]));
+    let got = exchange_until_close(&lb, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{got:?}");
+    assert!(!head.contains("transfer-encoding") && head.contains("connection: close"), "{got:?}");
+    assert_eq!(body, "hello world", "ended by closing, no chunk framing");
+}
