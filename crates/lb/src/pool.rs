@@ -241,21 +241,25 @@ impl Pool {
         random: impl FnMut(usize) -> usize,
     ) -> Option<Lease> {
         let all = self.backends();
-        let serving: Vec<&Arc<Backend>> = all.iter().filter(|b| !b.draining()).collect();
-        let usable: Vec<&Arc<Backend>> =
-            serving.iter().copied().filter(|b| b.healthy() && !b.ejected(now)).collect();
+        // Counted in passes over the list rather than collected: a pick happens
+        // for every request, and lists are short.
+        let serving = |b: &Backend| !b.draining();
+        let usable = |b: &Backend| serving(b) && b.healthy() && !b.ejected(now);
+        let n_serving = all.iter().filter(|b| serving(b)).count();
+        let n_usable = all.iter().filter(|b| usable(b)).count();
         // Panic mode: too few usable backends; spread over all of them rather than
         // overload the few (or refuse everything when none passes).
-        let panic = (usable.len() * 100) < serving.len() * self.outlier.panic_below_percent as usize;
-        let base = if panic || usable.is_empty() { serving } else { usable };
-        let candidates: Vec<&Arc<Backend>> =
-            base.iter().copied().filter(|b| !tried.contains(&b.addr)).collect();
-        let chosen = match candidates.len() {
+        let panic = (n_usable * 100) < n_serving * self.outlier.panic_below_percent as usize;
+        let everyone = panic || n_usable == 0;
+        let candidate =
+            |b: &Backend| (if everyone { serving(b) } else { usable(b) }) && !tried.contains(&b.addr);
+        let nth = |i: usize| all.iter().filter(|b| candidate(b)).nth(i).expect("counted above");
+        let chosen = match all.iter().filter(|b| candidate(b)).count() {
             0 => return None,
-            1 => candidates[0],
+            1 => nth(0),
             n => match self.algorithm {
-                Algorithm::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
-                Algorithm::LeastRequest => p2c(&candidates, now, random),
+                Algorithm::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed) % n),
+                Algorithm::LeastRequest => p2c(n, nth, now, random),
             },
         };
         Some(Lease::new(chosen.clone()))
@@ -352,16 +356,16 @@ impl Pool {
     }
 }
 
-/// Of two distinct random candidates, the cheaper.
+/// Of two distinct random candidates (of `n`, the `i`-th given by `nth`), the cheaper.
 fn p2c<'a>(
-    candidates: &[&'a Arc<Backend>],
+    n: usize,
+    nth: impl Fn(usize) -> &'a Arc<Backend>,
     now: Instant,
     mut random: impl FnMut(usize) -> usize,
 ) -> &'a Arc<Backend> {
-    let n = candidates.len();
     let i = random(n);
     let j = (i + 1 + random(n - 1)) % n;
-    let (a, b) = (candidates[i], candidates[j]);
+    let (a, b) = (nth(i), nth(j));
     if b.cost(now) < a.cost(now) { b } else { a }
 }
 
