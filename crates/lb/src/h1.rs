@@ -7,7 +7,7 @@
 //! answer back the same way; bodies are copied as they come, their framing checked
 //! on the way. Headers are never parsed into maps and serialized again, and one
 //! task does it all on one connection to a backend taken from [`crate::upstream`].
-//! Pingora's HTTP sessions (used for HTTP/2, see [`crate::proxy`]) cost about twice
+//! Pingora's HTTP sessions (used for HTTP/2, see [`crate::proxy`]) cost about 1.4×
 //! HAProxy's CPU per request on this path; this costs less than HAProxy (ADR 0005).
 //!
 //! What the framing rules are, and what is refused (400 unless said otherwise):
@@ -15,11 +15,18 @@
 //!   not arrive within `header_timeout_ms` of its first byte (the connection is
 //!   closed: slowloris);
 //! - `Content-Length` with `Transfer-Encoding`, several or malformed lengths, a
-//!   transfer coding other than `chunked` ([`crate::proxy::smuggling`]);
+//!   transfer coding other than `chunked` ([`crate::proxy::smuggling`]), chunked
+//!   from an HTTP/1.0 client, an HTTP/1.1 request without exactly one `Host`;
 //! - chunked bodies are checked byte by byte ([`Chunked`]) in both directions: a
 //!   malformed one ends the exchange and the connection;
 //! - `CONNECT` (405); `Upgrade` is removed like every hop-by-hop header, so no
 //!   connection ever switches protocols.
+//!
+//! Answers: informational ones are dropped (`Expect: 100-continue` is answered
+//! here); one ended by closing is re-chunked for an HTTP/1.1 client; a chunked one
+//! reaches an HTTP/1.0 client as plain data ended by closing; a malformed or
+//! ambiguous one is a 502. A backend connection is reused only after a complete,
+//! well-framed HTTP/1.1 answer with nothing after it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
