@@ -39,7 +39,7 @@ use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pool::{Lease, Outcome};
-use crate::proxy::{self, Proxy, REQUEST_ID};
+use crate::proxy::{self, Declared, Proxy, REQUEST_ID};
 use crate::ratelimit::retry_after_secs;
 use crate::upstream;
 
@@ -389,23 +389,16 @@ impl Proxy {
         if method == Method::CONNECT {
             return Err((405, "method_not_allowed", None));
         }
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = req
-            .headers
-            .iter()
-            .filter(|h| {
-                h.name.eq_ignore_ascii_case("content-length")
-                    || h.name.eq_ignore_ascii_case("transfer-encoding")
-            })
-            .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.trim_ascii().to_vec()))
-            .collect();
-        if let Some(why) = proxy::smuggling(&fields) {
-            tracing::warn!(why, "ambiguous request framing refused");
-            return Err((400, "smuggling", None));
-        }
-        let body = match fields.first() {
-            None => Framing::Empty,
-            Some((name, _)) if name == b"transfer-encoding" => Framing::Chunked,
-            Some((_, v)) => {
+        let declared =
+            proxy::declared_framing(req.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
+        let body = match declared {
+            Err(why) => {
+                tracing::warn!(why, "ambiguous request framing refused");
+                return Err((400, "smuggling", None));
+            }
+            Ok(Declared::Nothing) => Framing::Empty,
+            Ok(Declared::Chunked) => Framing::Chunked,
+            Ok(Declared::Length(v)) => {
                 let len: u64 = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or((
                     400,
                     "smuggling",
@@ -515,8 +508,9 @@ impl Proxy {
             if attempts > 0 {
                 self.metrics.retried();
             }
-            let picked =
-                self.pool.pick(&tried, Instant::now(), |n| rand::Rng::random_range(&mut rand::rng(), 0..n));
+            let picked = self.pool.pick(&tried, if attempts == 0 { started } else { Instant::now() }, |n| {
+                rand::Rng::random_range(&mut rand::rng(), 0..n)
+            });
             let Some(lease) = picked else {
                 let (status, code) = match &last_error {
                     None => {
@@ -554,12 +548,12 @@ impl Proxy {
                 Err(Failure::Client(e)) => (0, "", Some(e), Next::Close),
                 Err(Failure::BackendMidAnswer(e)) => {
                     self.metrics.attempt(addr, true, None);
-                    self.record_outcome(&lease, Outcome::Failure);
+                    self.record_outcome(&lease, Outcome::Failure, Instant::now());
                     (0, "", Some(e), Next::Close)
                 }
                 Err(Failure::Backend { error, sent }) => {
                     self.metrics.attempt(addr, true, None);
-                    self.record_outcome(&lease, Outcome::Failure);
+                    self.record_outcome(&lease, Outcome::Failure, Instant::now());
                     tried.push(addr);
                     tracing::debug!(request_id = %head.request_id, error = %error, sent, "attempt failed");
                     if attempts < max_attempts && (!sent || replayable) {
@@ -589,8 +583,8 @@ impl Proxy {
         }
     }
 
-    fn record_outcome(&self, lease: &Lease, outcome: Outcome) {
-        if let Some(length) = self.pool.record(&lease.backend, outcome, Instant::now()) {
+    fn record_outcome(&self, lease: &Lease, outcome: Outcome, now: Instant) {
+        if let Some(length) = self.pool.record(&lease.backend, outcome, now) {
             self.metrics.ejected(lease.backend.addr);
             tracing::warn!(backend = %lease.backend.addr, ejected_ms = length.as_millis() as u64, "backend ejected");
         }
@@ -618,13 +612,17 @@ impl Proxy {
         let sent = |error| Failure::Backend { error, sent: true };
         let client_err =
             |context: &'static str| move |e| Failure::Client(io_error(ErrorType::ReadError, context, e));
-        let mut up = match backend.idle_h1.take(Duration::from_secs(u.idle_timeout_secs), Instant::now()) {
-            Some((c, _)) => c,
-            None => upstream::connect(backend.addr, Duration::from_millis(u.connect_timeout_ms))
-                .await
-                .map_err(not_sent)?,
-        };
-        let sent_at = Instant::now();
+        let picked_at = Instant::now();
+        let (mut up, sent_at) =
+            match backend.idle_h1.take(Duration::from_secs(u.idle_timeout_secs), picked_at) {
+                Some((c, _)) => (c, picked_at),
+                None => {
+                    let c = upstream::connect(backend.addr, Duration::from_millis(u.connect_timeout_ms))
+                        .await
+                        .map_err(not_sent)?;
+                    (c, Instant::now())
+                }
+            };
 
         // The request: its head, with as much of the body as is already here.
         out.clear();
@@ -733,7 +731,7 @@ impl Proxy {
         // The answer's head (informational answers are dropped: `Expect` was
         // answered here, and no upgrade was asked for).
         ubuf.clear();
-        let deadline = Instant::now() + read_timeout;
+        let deadline = sent_at + read_timeout;
         let (status, resp_head_len) = loop {
             let parsed = {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -794,35 +792,26 @@ impl Proxy {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let _ = resp.parse(&ubuf[..resp_head_len]);
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = resp
-            .headers
-            .iter()
-            .filter(|h| {
-                h.name.eq_ignore_ascii_case("content-length")
-                    || h.name.eq_ignore_ascii_case("transfer-encoding")
-            })
-            .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.trim_ascii().to_vec()))
-            .collect();
         let no_body = head.method == Method::HEAD || status == 204 || status == 304;
-        let framing = if no_body {
-            Framing::Empty
-        } else if let Some(why) = proxy::smuggling(&fields) {
-            return Err(sent(Error::explain(ErrorType::InvalidHTTPHeader, format!("backend answer: {why}"))));
-        } else {
-            match fields.first() {
-                None => Framing::UntilClose,
-                Some((name, _)) if name == b"transfer-encoding" => Framing::Chunked,
-                Some((_, v)) => match std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
-                    Some(0) => Framing::Empty,
-                    Some(n) => Framing::Length(n),
-                    None => {
-                        return Err(sent(Error::explain(
-                            ErrorType::InvalidHTTPHeader,
-                            "backend Content-Length",
-                        )));
-                    }
-                },
+        let declared =
+            proxy::declared_framing(resp.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
+        let framing = match declared {
+            _ if no_body => Framing::Empty,
+            Err(why) => {
+                return Err(sent(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("backend answer: {why}"),
+                )));
             }
+            Ok(Declared::Nothing) => Framing::UntilClose,
+            Ok(Declared::Chunked) => Framing::Chunked,
+            Ok(Declared::Length(v)) => match std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
+                Some(0) => Framing::Empty,
+                Some(n) => Framing::Length(n),
+                None => {
+                    return Err(sent(Error::explain(ErrorType::InvalidHTTPHeader, "backend Content-Length")));
+                }
+            },
         };
         // A well-formed answer: the attempt counts as the backend's.
         let now = Instant::now();
@@ -830,7 +819,7 @@ impl Proxy {
         let latency = now.saturating_duration_since(sent_at);
         self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
         backend.observe_latency(latency, now);
-        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success });
+        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success }, now);
 
         let (backend_close, _, named) = connection_tokens(resp.headers);
         let backend_keeps = resp.version == Some(1) && !backend_close && framing != Framing::UntilClose;
@@ -962,7 +951,7 @@ impl Proxy {
         // Leftover bytes after the answer: the connection is not in a known state.
         if backend_keeps && ubuf.is_empty() && !backend.draining() {
             let fd = upstream::fd(&up);
-            backend.idle_h1.put(up, fd, u.keepalive_pool_size, Instant::now());
+            backend.idle_h1.put(up, fd, u.keepalive_pool_size, now);
         }
         Ok((status, if keep_client { Next::KeepGoing } else { Next::Close }))
     }

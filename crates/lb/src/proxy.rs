@@ -109,7 +109,9 @@ struct AttemptError {
 }
 
 pub(crate) fn new_request_id() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = rand::rng().random();
+    (0..32).rev().map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char).collect()
 }
 
 /// An incoming id is kept if it is short and plain, so logs cannot be forged with it.
@@ -157,34 +159,53 @@ fn raw_fields(raw: &[u8], wanted: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u
         .collect()
 }
 
-/// Why a request's framing is ambiguous (request smuggling), if it is: both
-/// `Content-Length` and `Transfer-Encoding`, more than one of either, a length
-/// that is not a plain number, a transfer coding other than `chunked`.
+/// How a message says its body is delimited, as far as its header fields tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared<'a> {
+    /// Neither `Content-Length` nor `Transfer-Encoding`.
+    Nothing,
+    /// One `Content-Length`, all digits.
+    Length(&'a [u8]),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// The body framing `fields` (name, trimmed value) declare, or why it is
+/// ambiguous (request smuggling): both `Content-Length` and `Transfer-Encoding`,
+/// more than one of either, a length that is not a plain number, a transfer coding
+/// other than `chunked`. Names are compared without case; nothing is allocated.
+pub fn declared_framing<'a>(
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Declared<'a>, &'static str> {
+    let (mut lengths, mut codings) = (0, 0);
+    let (mut length, mut coding): (&[u8], &[u8]) = (b"", b"");
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            coding = value;
+        }
+    }
+    match (lengths, codings) {
+        (0, 0) => Ok(Declared::Nothing),
+        (1.., 1..) => Err("Content-Length with Transfer-Encoding"),
+        (2.., _) => Err("more than one Content-Length"),
+        (1, _) if length.is_empty() || !length.iter().all(u8::is_ascii_digit) => {
+            Err("Content-Length is not a number")
+        }
+        (1, _) => Ok(Declared::Length(length)),
+        (_, 2..) => Err("more than one Transfer-Encoding"),
+        _ if !coding.eq_ignore_ascii_case(b"chunked") => Err("Transfer-Encoding other than chunked"),
+        _ => Ok(Declared::Chunked),
+    }
+}
+
+/// Why a request's framing is ambiguous (request smuggling), if it is (see
+/// [`declared_framing`]).
 pub fn smuggling(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<&'static str> {
-    let lengths: Vec<&[u8]> =
-        fields.iter().filter(|(n, _)| n == b"content-length").map(|(_, v)| &v[..]).collect();
-    let te: Vec<&[u8]> =
-        fields.iter().filter(|(n, _)| n == b"transfer-encoding").map(|(_, v)| &v[..]).collect();
-    if !lengths.is_empty() && !te.is_empty() {
-        return Some("Content-Length with Transfer-Encoding");
-    }
-    if lengths.len() > 1 {
-        return Some("more than one Content-Length");
-    }
-    if let Some(v) = lengths.first()
-        && (v.is_empty() || !v.iter().all(u8::is_ascii_digit))
-    {
-        return Some("Content-Length is not a number");
-    }
-    if te.len() > 1 {
-        return Some("more than one Transfer-Encoding");
-    }
-    if let Some(v) = te.first()
-        && !v.eq_ignore_ascii_case(b"chunked")
-    {
-        return Some("Transfer-Encoding other than chunked");
-    }
-    None
+    declared_framing(fields.iter().map(|(n, v)| (&n[..], &v[..]))).err()
 }
 
 /// The size of a request header as it came (approximately: line and fields).
@@ -657,6 +678,9 @@ mod tests {
                 n.eq_ignore_ascii_case(b"content-length") || n.eq_ignore_ascii_case(b"transfer-encoding")
             })
         };
+        assert_eq!(declared_framing([(&b"Content-Length"[..], &b"5"[..])]), Ok(Declared::Length(b"5")));
+        assert_eq!(declared_framing([(&b"transfer-encoding"[..], &b"Chunked"[..])]), Ok(Declared::Chunked));
+        assert_eq!(declared_framing([(&b"host"[..], &b"x"[..])]), Ok(Declared::Nothing));
         assert_eq!(smuggling(&fields("Content-Length: 5\r\n")), None);
         assert_eq!(smuggling(&fields("transfer-encoding: Chunked\r\n")), None);
         for bad in [
@@ -689,6 +713,9 @@ mod tests {
     fn request_ids() {
         assert_eq!(sane_request_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
         assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_ne!(id, new_request_id());
     }
 }
