@@ -38,7 +38,7 @@ use pingora_error::{Error, ErrorType};
 use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pool::{Lease, Outcome};
+use crate::pool::Lease;
 use crate::proxy::{self, Declared, Proxy, REQUEST_ID};
 use crate::ratelimit::retry_after_secs;
 use crate::upstream;
@@ -547,13 +547,11 @@ impl Proxy {
                 // Nothing more can be written to the client after these.
                 Err(Failure::Client(e)) => (0, "", Some(e), Next::Close),
                 Err(Failure::BackendMidAnswer(e)) => {
-                    self.metrics.attempt(addr, true, None);
-                    self.record_outcome(&lease, Outcome::Failure, Instant::now());
+                    self.attempt_failed(&lease.backend, Instant::now());
                     (0, "", Some(e), Next::Close)
                 }
                 Err(Failure::Backend { error, sent }) => {
-                    self.metrics.attempt(addr, true, None);
-                    self.record_outcome(&lease, Outcome::Failure, Instant::now());
+                    self.attempt_failed(&lease.backend, Instant::now());
                     tried.push(addr);
                     tracing::debug!(request_id = %head.request_id, error = %error, sent, "attempt failed");
                     if attempts < max_attempts && (!sent || replayable) {
@@ -580,13 +578,6 @@ impl Proxy {
                 started,
             );
             return next;
-        }
-    }
-
-    fn record_outcome(&self, lease: &Lease, outcome: Outcome, now: Instant) {
-        if let Some(length) = self.pool.record(&lease.backend, outcome, now) {
-            self.metrics.ejected(lease.backend.addr);
-            tracing::warn!(backend = %lease.backend.addr, ejected_ms = length.as_millis() as u64, "backend ejected");
         }
     }
 
@@ -815,11 +806,7 @@ impl Proxy {
         };
         // A well-formed answer: the attempt counts as the backend's.
         let now = Instant::now();
-        let failed = status >= 500;
-        let latency = now.saturating_duration_since(sent_at);
-        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
-        backend.observe_latency(latency, now);
-        self.record_outcome(lease, if failed { Outcome::Failure } else { Outcome::Success }, now);
+        self.attempt_answered(backend, status, now.saturating_duration_since(sent_at), now);
 
         let (backend_close, _, named) = connection_tokens(resp.headers);
         let backend_keeps = resp.version == Some(1) && !backend_close && framing != Framing::UntilClose;
@@ -1013,7 +1000,7 @@ async fn write_error(
     request_id: &str,
     extra: Option<(&'static str, String)>,
 ) -> Result<(), Box<Error>> {
-    let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}");
+    let body = proxy::error_body(code);
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     out.clear();
     use std::io::Write as _;

@@ -2,7 +2,9 @@
 //! peak-EWMA latency, active health, passive outlier ejection, draining.
 //!
 //! Pure logic over atomics and small mutexes, so every rule is unit-tested without
-//! a network. Time is passed in (`Instant`) where a rule depends on it.
+//! a network. Time is passed in (`Instant`) where a rule depends on it. Each
+//! backend also holds its idle kept-alive connections ([`crate::upstream`]), so they
+//! go with it when it is removed and are closed when it is drained.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -129,36 +129,6 @@ pub(crate) fn retryable_method(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The framing fields (`Content-Length`, `Transfer-Encoding`) of a request header
-/// as the client sent it. Pingora's parsed header cannot be used: it already drops
-/// `Content-Length` when `Transfer-Encoding` is present.
-fn framing_fields(session: &ServerSession) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let wanted =
-        |n: &[u8]| n.eq_ignore_ascii_case(b"content-length") || n.eq_ignore_ascii_case(b"transfer-encoding");
-    match session.as_http1() {
-        Some(h1) => raw_fields(&h1.get_headers_raw_bytes(), wanted),
-        None => session
-            .req_header()
-            .headers
-            .iter()
-            .filter(|(n, _)| wanted(n.as_str().as_bytes()))
-            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
-    }
-}
-
-/// The `name: value` lines of a raw header whose names `wanted` accepts, in order.
-fn raw_fields(raw: &[u8], wanted: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
-    raw.split(|&b| b == b'\n')
-        .skip(1) // the request line
-        .filter_map(|line| {
-            let colon = line.iter().position(|&b| b == b':')?;
-            let name = &line[..colon];
-            wanted(name).then(|| (name.to_ascii_lowercase(), line[colon + 1..].trim_ascii().to_vec()))
-        })
-        .collect()
-}
-
 /// How a message says its body is delimited, as far as its header fields tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Declared<'a> {
@@ -202,12 +172,6 @@ pub fn declared_framing<'a>(
     }
 }
 
-/// Why a request's framing is ambiguous (request smuggling), if it is (see
-/// [`declared_framing`]).
-pub fn smuggling(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<&'static str> {
-    declared_framing(fields.iter().map(|(n, v)| (&n[..], &v[..]))).err()
-}
-
 /// The size of a request header as it came (approximately: line and fields).
 fn header_bytes(req: &RequestHeader) -> usize {
     let uri = &req.uri;
@@ -216,6 +180,11 @@ fn header_bytes(req: &RequestHeader) -> usize {
         + uri.path_and_query().map_or(0, |p| p.as_str().len());
     let line = req.method.as_str().len() + uri_len + 12;
     line + req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
+/// The body of an answer of the load balancer's own, in the API's error shape.
+pub(crate) fn error_body(code: &str) -> String {
+    format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}")
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`].
@@ -253,7 +222,7 @@ impl Proxy {
         code: &'static str,
         extra: Option<(&'static str, String)>,
     ) -> Result<()> {
-        let body = Bytes::from(format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}"));
+        let body = Bytes::from(error_body(code));
         let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -289,6 +258,22 @@ impl Proxy {
         }
     }
 
+    /// An attempt on `backend` failed before (or while) its answer came: counted
+    /// in its metrics and against its passive health.
+    pub(crate) fn attempt_failed(&self, backend: &Backend, now: Instant) {
+        self.metrics.attempt(backend.addr, true, None);
+        self.record(backend, Outcome::Failure, now);
+    }
+
+    /// `backend` answered with `status`, `latency` after the request was sent:
+    /// its metrics, its latency average and its passive health.
+    pub(crate) fn attempt_answered(&self, backend: &Backend, status: u16, latency: Duration, now: Instant) {
+        let failed = status >= 500;
+        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
+        backend.observe_latency(latency, now);
+        self.record(backend, if failed { Outcome::Failure } else { Outcome::Success }, now);
+    }
+
     /// The request's checks, in order; `Some` (and the answer written) if refused.
     async fn check(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<bool> {
         if let Some(limiter) = &self.limiter
@@ -303,7 +288,10 @@ impl Proxy {
             self.refuse(session, ctx, 405, "method_not_allowed", None).await?;
             return Ok(true);
         }
-        if let Some(why) = smuggling(&framing_fields(session)) {
+        // Only HTTP/2 requests come here (HTTP/1 goes through `h1`, which judges the
+        // raw header lines); HTTP/2 has no transfer codings, only lengths to check.
+        let fields = session.req_header().headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        if let Err(why) = declared_framing(fields) {
             tracing::warn!(request_id = %ctx.request_id, why, "ambiguous request framing refused");
             self.refuse(session, ctx, 400, "smuggling", None).await?;
             return Ok(true);
@@ -396,8 +384,7 @@ impl Proxy {
                 return Err(error);
             }
             let backend = &lease.backend;
-            self.metrics.attempt(backend.addr, true, None);
-            self.record(backend, Outcome::Failure, Instant::now());
+            self.attempt_failed(backend, Instant::now());
             ctx.tried.push(backend.addr);
             drop(lease);
             tracing::debug!(request_id = %ctx.request_id, error = %error, sent, "attempt failed");
@@ -498,28 +485,13 @@ impl Proxy {
         };
         let now = Instant::now();
         let status = resp.status.as_u16();
-        let failed = status >= 500;
-        let latency = now.saturating_duration_since(sent_at);
-        self.metrics.attempt(backend.addr, failed, Some(latency.as_secs_f64()));
-        backend.observe_latency(latency, now);
-        self.record(backend, if failed { Outcome::Failure } else { Outcome::Success }, now);
+        self.attempt_answered(backend, status, now.saturating_duration_since(sent_at), now);
 
         let mut resp = resp;
         for name in strip_hop_by_hop(&resp.headers) {
             resp.remove_header(&name);
         }
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str()).map_err(sent)?;
-        // An HTTP/1.0-style answer (ended by closing) goes on as chunked, so the
-        // client's connection can be kept.
-        let no_body = method_has_no_body(session) || matches!(status, 204 | 304);
-        if !no_body
-            && !end
-            && resp.headers.get(header::TRANSFER_ENCODING).is_none()
-            && resp.headers.get(header::CONTENT_LENGTH).is_none()
-        {
-            resp.set_version(Version::HTTP_11);
-            resp.insert_header(header::TRANSFER_ENCODING, "chunked").map_err(sent)?;
-        }
         ctx.status = status;
         session.write_response_header(resp).await.map_err(|e| sent(downstream(e)))?;
 
@@ -531,19 +503,10 @@ impl Proxy {
                     return Err(sent(downstream(e)));
                 }
             };
-            let more = match (chunk, &mut *session) {
-                (Some(bytes), ServerSession::H1(h1)) => {
-                    h1.write_body(bytes).await.map_err(|e| sent(downstream(e)))?;
-                    true
-                }
-                (Some(bytes), s) => {
-                    let bytes = Bytes::copy_from_slice(bytes);
-                    s.write_response_body(bytes, false).await.map_err(|e| sent(downstream(e)))?;
-                    true
-                }
-                (None, _) => false,
-            };
-            end = !more || up.is_body_done();
+            let Some(bytes) = chunk else { break };
+            let bytes = Bytes::copy_from_slice(bytes);
+            end = up.is_body_done();
+            session.write_response_body(bytes, false).await.map_err(|e| sent(downstream(e)))?;
         }
         session.finish_body().await.map_err(|e| sent(downstream(e)))?;
         up.respect_keepalive();
@@ -582,11 +545,6 @@ impl Proxy {
 fn downstream(mut e: Box<Error>) -> Box<Error> {
     e.as_down();
     e
-}
-
-/// Whether the request's method forbids a body in the answer.
-fn method_has_no_body(session: &ServerSession) -> bool {
-    session.req_header().method == Method::HEAD
 }
 
 #[async_trait]
@@ -672,17 +630,16 @@ mod tests {
 
     #[test]
     fn smuggling_shapes() {
-        let fields = |text: &str| {
-            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\n{text}\r\n");
-            raw_fields(raw.as_bytes(), |n| {
-                n.eq_ignore_ascii_case(b"content-length") || n.eq_ignore_ascii_case(b"transfer-encoding")
-            })
+        // The `name: value` lines of `text`, as `declared_framing` takes them.
+        let smuggling = |text: &str| {
+            let fields = text.split("\r\n").filter_map(|line| line.split_once(':'));
+            declared_framing(fields.map(|(n, v)| (n.as_bytes(), v.trim().as_bytes()))).err()
         };
         assert_eq!(declared_framing([(&b"Content-Length"[..], &b"5"[..])]), Ok(Declared::Length(b"5")));
         assert_eq!(declared_framing([(&b"transfer-encoding"[..], &b"Chunked"[..])]), Ok(Declared::Chunked));
         assert_eq!(declared_framing([(&b"host"[..], &b"x"[..])]), Ok(Declared::Nothing));
-        assert_eq!(smuggling(&fields("Content-Length: 5\r\n")), None);
-        assert_eq!(smuggling(&fields("transfer-encoding: Chunked\r\n")), None);
+        assert_eq!(smuggling("Content-Length: 5\r\n"), None);
+        assert_eq!(smuggling("transfer-encoding: Chunked\r\n"), None);
         for bad in [
             "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             "Content-Length: 5\r\nContent-Length: 5\r\n",
@@ -692,7 +649,7 @@ mod tests {
             "Transfer-Encoding: gzip, chunked\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
         ] {
-            assert!(smuggling(&fields(bad)).is_some(), "{bad:?}");
+            assert!(smuggling(bad).is_some(), "{bad:?}");
         }
     }
 

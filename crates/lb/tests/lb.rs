@@ -687,14 +687,7 @@ async fn answers_ended_by_close_or_chunked_arrive_whole_over_http1_and_http2() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for _ in 0..2 {
         s.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.ends_with(b"0\r\n\r\n") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        let text = read_until(&mut s, b"0\r\n\r\n").to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 200") && text.contains("transfer-encoding: chunked"), "{text}");
     }
 }
@@ -711,13 +704,8 @@ async fn expect_100_continue_is_answered_before_the_body() {
     let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
     s.write_all(b"hello").unwrap();
-    let mut got = Vec::new();
-    while !got.ends_with(b"ok") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got));
+    let got = read_until(&mut s, b"ok");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
     assert_eq!(b.requests.load(Ordering::SeqCst), 1);
 }
 
@@ -750,6 +738,19 @@ async fn http2_requests_with_bodies_reach_the_backend_as_http1() {
     assert!(h["host"].as_str().is_some_and(|v| v.starts_with("127.0.0.1:")), "{h}");
     assert!(h.get("content-length").is_some() || h["transfer-encoding"] == "chunked", "{h}");
     assert_eq!(seen["body_len"], 100_000);
+}
+
+/// Read from `s` until what was read ends with `end`; the connection must not
+/// close first.
+fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Send `request` on a fresh connection and read until the server closes it (or
@@ -823,14 +824,7 @@ async fn http10_clients_keep_their_connection_only_when_they_ask() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for _ in 0..2 {
         s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.ends_with(b"ok") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        let text = read_until(&mut s, b"ok").to_ascii_lowercase();
         assert!(text.contains("connection: keep-alive"), "{text}");
     }
 }
