@@ -1,4 +1,4 @@
-//! The listener's application: tells HTTP/2 from HTTP/1 by a connection's first
+//! What runs each accepted connection: tells HTTP/2 from HTTP/1 by a connection's first
 //! bytes, and hands HTTP/1 to [`crate::h1`] and HTTP/2 (cleartext, prior
 //! knowledge) to pingora's sessions ([`crate::proxy`]).
 //!
@@ -19,6 +19,7 @@ use pingora_core::protocols::{
 };
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::proxy::Proxy;
 
@@ -133,39 +134,42 @@ impl Peek for ReplayStream {
     }
 }
 
-/// The application pingora's listener runs for every accepted connection.
+/// What runs every accepted connection.
 pub struct Front {
     /// The proxy's shared state.
     pub proxy: Arc<Proxy>,
 }
 
-#[async_trait]
-impl ServerApp for Front {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+impl Front {
+    /// Serve one client connection until it closes.
+    pub async fn serve(&self, mut tcp: TcpStream, shutdown: &ShutdownWatch) {
         let limits = &self.proxy.config.limits;
+        let _ = tcp.set_nodelay(true);
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         // Up to the first request's first bytes: the keep-alive timeout; then, while
         // they could still be HTTP/2's preface, the header timeout.
         let mut wait = Duration::from_secs(limits.idle_timeout_secs);
         loop {
-            match pingora_timeout::fast_timeout::fast_timeout(wait, stream.read_buf(&mut inbuf)).await {
+            match pingora_timeout::fast_timeout::fast_timeout(wait, tcp.read_buf(&mut inbuf)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
+                _ => return,
             }
             let n = inbuf.len().min(H2_PREFACE.len());
             if inbuf[..n] != H2_PREFACE[..n] {
                 break;
             }
             if n == H2_PREFACE.len() {
-                let replay: Stream = Box::new(ReplayStream::new(inbuf.freeze(), stream));
-                return self.proxy.process_new(replay, shutdown).await;
+                let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+                let mut next = Some(Box::new(ReplayStream::new(inbuf.freeze(), stream)) as Stream);
+                while let Some(stream) = next {
+                    next = self.proxy.process_new(stream, shutdown).await;
+                }
+                return;
             }
             wait = Duration::from_millis(limits.header_timeout_ms);
         }
-        let peer =
-            stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        self.proxy.serve_h1(&mut stream, inbuf, peer, shutdown).await;
-        None
+        let peer = tcp.peer_addr().ok().map(|a| a.ip());
+        self.proxy.serve_h1(&mut tcp, inbuf, peer, shutdown).await;
     }
 }
 

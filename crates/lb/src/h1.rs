@@ -33,15 +33,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use http::Method;
-use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType};
 use pingora_timeout::fast_timeout::fast_timeout;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::pool::Lease;
 use crate::proxy::{self, Declared, Proxy, REQUEST_ID};
 use crate::ratelimit::retry_after_secs;
 use crate::upstream;
+
+/// A client connection: a TCP stream, or anything else that reads and writes.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
 /// Header lines parsed at most (more: 431).
 const MAX_HEADERS: usize = 128;
@@ -267,9 +271,9 @@ enum Next {
 impl Proxy {
     /// Serve an HTTP/1 client connection until it closes. `inbuf` holds what was
     /// read already.
-    pub(crate) async fn serve_h1(
+    pub(crate) async fn serve_h1<C: ClientIo>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         mut inbuf: BytesMut,
         peer: Option<IpAddr>,
         shutdown: &pingora_core::server::ShutdownWatch,
@@ -277,7 +281,7 @@ impl Proxy {
         let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
         let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         loop {
-            let head_len = match self.read_head(client, &mut inbuf).await {
+            let head_len = match self.read_head(client, &mut inbuf, shutdown).await {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
                 Err(status) => {
@@ -311,12 +315,13 @@ impl Proxy {
     }
 
     /// Wait for a complete request head in `inbuf`: `Ok(None)` when the client
-    /// closes or stays idle past the keep-alive timeout; `Err(Some(status))` to
+    /// closes, stays idle past the keep-alive timeout or the load balancer stops; `Err(Some(status))` to
     /// answer and close, `Err(None)` to just close.
-    async fn read_head(
+    async fn read_head<C: ClientIo>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         inbuf: &mut BytesMut,
+        shutdown: &pingora_core::server::ShutdownWatch,
     ) -> Result<Option<usize>, Option<(u16, &'static str)>> {
         let limits = &self.config.limits;
         let idle = Duration::from_secs(limits.idle_timeout_secs);
@@ -324,7 +329,9 @@ impl Proxy {
         let mut deadline = (!inbuf.is_empty()).then(|| Instant::now() + header_timeout);
         let mut scanned: usize = 0;
         loop {
-            // The end of the head: CRLF CRLF (a bare-LF head is refused by the parser).
+            // The end of the head: CRLF CRLF. A head ended by bare LFs is refused
+            // (RFC 9112 allows accepting them; a proxy that does may read a head
+            // differently from the server behind it).
             let from = scanned.saturating_sub(3);
             if let Some(i) = inbuf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
                 let end = from + i + 4;
@@ -333,6 +340,9 @@ impl Proxy {
                 }
                 return Ok(Some(end));
             }
+            if inbuf[scanned.saturating_sub(1)..].windows(2).any(|w| w == b"\n\n") {
+                return Err(Some((400, "bad_request")));
+            }
             scanned = inbuf.len();
             if inbuf.len() > limits.max_header_bytes {
                 return Err(Some((431, "header_too_large")));
@@ -340,10 +350,17 @@ impl Proxy {
             inbuf.reserve(READ_CHUNK);
             let read = client.read_buf(inbuf);
             let n = match deadline {
-                None => match fast_timeout(idle, read).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(None),
-                },
+                // Between requests: until the keep-alive timeout, or the stop.
+                None => {
+                    let mut stopping = shutdown.clone();
+                    tokio::select! {
+                        read = fast_timeout(idle, read) => match read {
+                            Ok(r) => r,
+                            Err(_) => return Ok(None),
+                        },
+                        _ = stopping.wait_for(|stop| *stop) => return Ok(None),
+                    }
+                }
                 Some(d) => match fast_timeout(d.saturating_duration_since(Instant::now()), read).await {
                     Ok(r) => r,
                     Err(_) => {
@@ -487,9 +504,9 @@ impl Proxy {
 
     /// One request and its answer, with retries on other backends.
     #[allow(clippy::too_many_arguments)]
-    async fn exchange(
+    async fn exchange<C: ClientIo>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         inbuf: &mut BytesMut,
         ubuf: &mut BytesMut,
         out: &mut Vec<u8>,
@@ -584,9 +601,9 @@ impl Proxy {
     /// One attempt on `lease`'s backend: the status sent to the client and what
     /// becomes of its connection.
     #[allow(clippy::too_many_arguments)]
-    async fn attempt_h1(
+    async fn attempt_h1<C: ClientIo>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         inbuf: &mut BytesMut,
         ubuf: &mut BytesMut,
         out: &mut Vec<u8>,
@@ -946,9 +963,9 @@ impl Proxy {
     /// The body went wrong while being forwarded (over the limit, or badly
     /// framed): answer `status` and close; the backend's connection is dropped (it
     /// saw part of a body).
-    async fn refuse_body(
+    async fn refuse_body<C: ClientIo>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         out: &mut Vec<u8>,
         head: &Head,
         status: u16,
@@ -992,8 +1009,8 @@ impl Proxy {
 }
 
 /// Write an answer of the load balancer's own; the connection is closed after it.
-async fn write_error(
-    client: &mut Stream,
+async fn write_error<C: ClientIo>(
+    client: &mut C,
     out: &mut Vec<u8>,
     status: u16,
     code: &str,
@@ -1034,8 +1051,8 @@ async fn write_backend(
 
 /// Write to the client within `timeout` (a client that stops reading does not
 /// hold a backend connection forever); `flush` sends what is buffered now.
-async fn write_client(
-    client: &mut Stream,
+async fn write_client<C: ClientIo>(
+    client: &mut C,
     bytes: &[u8],
     timeout: Duration,
     flush: bool,

@@ -8,9 +8,11 @@
 //! servers (header deadline, sizes, per-client rate limit, smuggling shapes), and
 //! [`admin`] lets `millions control` change and drain backends at runtime.
 //!
-//! Pingora runs its own runtimes and owns its listener; [`start`] runs it on a
-//! thread of its own, returns once the proxy accepts connections, and
-//! [`Running::stop`] shuts it down.
+//! [`listener`] runs the proxy on threads of its own (one single-threaded runtime
+//! each); [`front`] tells HTTP/1 (forwarded by [`h1`]) from HTTP/2 (pingora-core's
+//! sessions, driven by [`proxy`]). [`start`] binds both listeners before it
+//! returns, so the proxy accepts connections once it has; [`Running::stop`] shuts
+//! everything down.
 #![forbid(unsafe_code)]
 
 pub mod accesslog;
@@ -19,22 +21,18 @@ pub mod config;
 pub mod front;
 pub mod h1;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod upstream;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora_core::services::listening::Service;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +56,6 @@ pub enum LbError {
     Start(String),
 }
 
-/// How long a graceful stop lets requests in flight finish.
-const STOP_GRACE: Duration = Duration::from_secs(2);
-
 /// A running load balancer.
 #[derive(Debug)]
 pub struct Running {
@@ -70,54 +65,35 @@ pub struct Running {
     pub admin: SocketAddr,
     /// The backends (tests look inside).
     pub pool: Arc<pool::Pool>,
-    /// Stops pingora, the admin server and the health checks.
+    /// Stops the listeners, the admin server and the health checks.
     stop: CancellationToken,
     /// Graceful (let requests finish) or fast.
     graceful: Arc<AtomicBool>,
-    /// Pingora's thread; ends when pingora has stopped.
-    pingora: Option<std::thread::JoinHandle<()>>,
+    /// Tells connections to finish their request in flight and close.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// The proxy's threads; each ends once its connections are done (or cut).
+    proxy_threads: Vec<std::thread::JoinHandle<()>>,
     /// The admin server's and health checker's runtime.
     runtime: Option<tokio::runtime::Runtime>,
-    /// The access log's writer (stopped after pingora, so the last lines are written).
+    /// The access log's writer (stopped after the proxy, so the last lines are written).
     access_log: Arc<accesslog::AccessLog>,
-}
-
-/// Pingora's shutdown signal: our token, not the process's signals.
-struct Stopper {
-    /// Cancelled to stop.
-    token: CancellationToken,
-    /// Which kind of stop.
-    graceful: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for Stopper {
-    async fn recv(&self) -> ShutdownSignal {
-        self.token.cancelled().await;
-        if self.graceful.load(Ordering::Acquire) {
-            ShutdownSignal::GracefulTerminate
-        } else {
-            ShutdownSignal::FastShutdown
-        }
-    }
 }
 
 /// Start the load balancer on `config`'s addresses; returns once the proxy accepts
 /// connections. The configuration must be valid (`LbConfig::load` checks it).
 pub fn start(config: LbConfig) -> Result<Running, LbError> {
-    // Bind the admin listener for good, and check the proxy's address is free
-    // (pingora binds it itself, on its own thread, and panics if it cannot).
     let admin = TcpListener::bind(config.admin).map_err(|source| LbError::Bind {
         what: "admin",
         addr: config.admin,
         source,
     })?;
     let admin_addr = admin.local_addr().map_err(|e| LbError::Start(e.to_string()))?;
-    drop(TcpListener::bind(config.listen).map_err(|source| LbError::Bind {
+    let listener = listener::bind(config.listen).map_err(|source| LbError::Bind {
         what: "listen",
         addr: config.listen,
         source,
-    })?);
+    })?;
+    let listen = listener.local_addr().map_err(|e| LbError::Start(e.to_string()))?;
 
     let registry = telemetry::Registry::default();
     let metrics = metrics::LbMetrics::new(&registry);
@@ -150,16 +126,10 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
 
     let limiter = (config.rate_limit.per_second > 0)
         .then(|| ratelimit::RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst));
-    let listen = config.listen;
-    let conf = ServerConf {
-        threads: config.threads,
-        grace_period_seconds: Some(STOP_GRACE.as_secs() / 2),
-        graceful_shutdown_timeout_seconds: Some(STOP_GRACE.as_secs() / 2),
-        ..ServerConf::default()
-    };
     let access_log = Arc::new(accesslog::AccessLog::start().map_err(|e| LbError::Start(e.to_string()))?);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    let threads = config.threads;
     let proxy = proxy::Proxy {
         pool: pool.clone(),
         config,
@@ -169,37 +139,30 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         options,
     };
     let graceful = Arc::new(AtomicBool::new(false));
-    let stopper = Stopper { token: stop.clone(), graceful: graceful.clone() };
-    let pingora = std::thread::Builder::new()
-        .name("lb-pingora".into())
-        .spawn(move || {
-            let mut server = Server::new_with_opt_and_conf(None, conf);
-            server.bootstrap();
-            let app = front::Front { proxy: Arc::new(proxy) };
-            let mut service = Service::new("lb".to_owned(), app);
-            service.add_tcp(&listen.to_string());
-            server.add_service(service);
-            server.run(RunArgs { shutdown_signal: Box::new(stopper) });
-        })
-        .map_err(|e| LbError::Start(e.to_string()))?;
-
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut running = Running {
         listen,
         admin: admin_addr,
         pool,
-        stop,
-        graceful,
-        pingora: Some(pingora),
+        stop: stop.clone(),
+        graceful: graceful.clone(),
+        shutdown,
+        proxy_threads: Vec::new(),
         runtime: Some(runtime),
         access_log,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline || running.pingora.as_ref().is_some_and(|t| t.is_finished()) {
+    let shared = listener::Shared {
+        front: Arc::new(front::Front { proxy: Arc::new(proxy) }),
+        stop,
+        graceful,
+        shutdown: watch,
+    };
+    match listener::spawn(listener, threads, shared) {
+        Ok(joins) => running.proxy_threads = joins,
+        Err(e) => {
             running.shutdown(false);
-            return Err(LbError::Start(format!("the proxy did not start listening on {listen}")));
+            return Err(LbError::Start(e.to_string()));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
     tracing::info!(%listen, admin = %admin_addr, "load balancer listening");
     Ok(running)
@@ -215,7 +178,8 @@ impl Running {
     fn shutdown(&mut self, graceful: bool) {
         self.graceful.store(graceful, Ordering::Release);
         self.stop.cancel();
-        if let Some(t) = self.pingora.take() {
+        self.shutdown.send_replace(true);
+        for t in self.proxy_threads.drain(..) {
             let _ = t.join();
         }
         if let Some(rt) = self.runtime.take() {

@@ -797,9 +797,14 @@ async fn chunked_request_bodies_are_checked_on_the_way() {
 async fn malformed_request_heads_are_400_and_pipelined_requests_are_answered_in_order() {
     let b = raw_backend(Style::KeepAlive).await;
     let lb = start(config(&[b.addr]));
-    for garbage in
-        [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"]
-    {
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        // Lines ended by bare LFs: refused at once, not left to the header timeout.
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+    ] {
         let head = exchange_until_close(&lb, garbage);
         assert!(head.starts_with("HTTP/1.1 400"), "{:?}: {head:?}", String::from_utf8_lossy(garbage));
     }
@@ -868,4 +873,75 @@ async fn an_http10_client_gets_a_chunked_answer_as_plain_data() {
     assert!(head.starts_with("http/1.1 200"), "{got:?}");
     assert!(!head.contains("transfer-encoding") && head.contains("connection: close"), "{got:?}");
     assert_eq!(body, "hello world", "ended by closing, no chunk framing");
+}
+
+/// A connection kept alive, idle, after one answered request.
+fn idle_connection(lb: &Running) -> TcpStream {
+    let mut s = TcpStream::connect(lb.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a length");
+        if body.len() >= len {
+            return s;
+        }
+    }
+}
+
+/// Read what is left until the peer closes (a read timeout fails the test).
+fn rest(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("the peer closes the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_finishes_requests_in_flight_and_closes_idle_connections() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let listen = lb.listen;
+    let mut idle = idle_connection(&lb);
+    let mut busy = TcpStream::connect(listen).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    busy.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let hits = b.hits.clone();
+    wait_for("the held request to reach the backend", async || hits.load(Ordering::SeqCst) == 2).await;
+
+    let stopping = tokio::task::spawn_blocking(move || lb.stop(true));
+    // The idle connection is closed at once, without waiting for its timeout.
+    assert_eq!(tokio::task::block_in_place(|| rest(&mut idle)), "");
+    // No new connections.
+    wait_for("the listener to close", async || TcpStream::connect(listen).is_err()).await;
+    // The request in flight is answered, and its connection closed after it.
+    b.gate.add_permits(1);
+    let answer = tokio::task::block_in_place(|| rest(&mut busy));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_stop_cuts_requests_in_flight() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let mut busy = TcpStream::connect(lb.listen).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    busy.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let hits = b.hits.clone();
+    wait_for("the held request to reach the backend", async || hits.load(Ordering::SeqCst) == 1).await;
+    tokio::task::spawn_blocking(move || lb.stop(false)).await.unwrap();
+    assert_eq!(tokio::task::block_in_place(|| rest(&mut busy)), "");
+    b.gate.add_permits(1);
 }
