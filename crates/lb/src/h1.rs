@@ -11,7 +11,8 @@
 //! HAProxy's CPU per request on this path; this costs less than HAProxy (ADR 0005).
 //!
 //! What the framing rules are, and what is refused (400 unless said otherwise):
-//! - a head that does not parse, or is larger than `max_header_bytes` (431), or does
+//! - a head that does not parse, or has a line not ended by CRLF (refused as soon
+//!   as the bare LF arrives), or is larger than `max_header_bytes` (431), or does
 //!   not arrive within `header_timeout_ms` of its first byte (the connection is
 //!   closed: slowloris);
 //! - `Content-Length` with `Transfer-Encoding`, several or malformed lengths, a
@@ -329,19 +330,21 @@ impl Proxy {
         let mut deadline = (!inbuf.is_empty()).then(|| Instant::now() + header_timeout);
         let mut scanned: usize = 0;
         loop {
-            // The end of the head: CRLF CRLF. A head ended by bare LFs is refused
-            // (RFC 9112 allows accepting them; a proxy that does may read a head
-            // differently from the server behind it).
+            // The end of the head: CRLF CRLF. Every line of it must end with CRLF:
+            // a bare LF is refused as soon as it arrives (RFC 9112 §2.2 lets a
+            // recipient accept one; a proxy that does may read a head differently
+            // from the server behind it, and a head ended by bare LFs would
+            // otherwise wait for the header timeout).
             let from = scanned.saturating_sub(3);
-            if let Some(i) = inbuf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-                let end = from + i + 4;
+            let end = inbuf[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|i| from + i + 4);
+            if has_bare_lf(&inbuf[..end.unwrap_or(inbuf.len())], scanned) {
+                return Err(Some((400, "bad_request")));
+            }
+            if let Some(end) = end {
                 if end > limits.max_header_bytes {
                     return Err(Some((431, "header_too_large")));
                 }
                 return Ok(Some(end));
-            }
-            if inbuf[scanned.saturating_sub(1)..].windows(2).any(|w| w == b"\n\n") {
-                return Err(Some((400, "bad_request")));
             }
             scanned = inbuf.len();
             if inbuf.len() > limits.max_header_bytes {
@@ -1008,6 +1011,11 @@ impl Proxy {
     }
 }
 
+/// Whether `head` has, from `from` on, an LF that does not end a CRLF.
+fn has_bare_lf(head: &[u8], from: usize) -> bool {
+    (from..head.len()).any(|i| head[i] == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
 /// Write an answer of the load balancer's own; the connection is closed after it.
 async fn write_error<C: ClientIo>(
     client: &mut C,
@@ -1134,6 +1142,17 @@ mod tests {
         ] {
             assert!(run(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_bare_lf_is_found_wherever_it_is() {
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0));
+        assert!(has_bare_lf(b"\nGET / HTTP/1.1\r\n", 0));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\n", 0));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\n\r\n", 0));
+        // Only from `from` on, but a CR just before `from` still counts.
+        assert!(!has_bare_lf(b"A\nB\r\n", 2));
+        assert!(!has_bare_lf(b"A\r\n", 2));
     }
 
     #[test]

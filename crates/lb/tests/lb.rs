@@ -804,6 +804,9 @@ async fn malformed_request_heads_are_400_and_pipelined_requests_are_answered_in_
         // Lines ended by bare LFs: refused at once, not left to the header timeout.
         b"GET / HTTP/1.1\nHost: x\n\n",
         b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+        // A bare LF inside an otherwise complete head.
+        b"GET / HTTP/1.1\r\nHost: x\nX-Y: z\r\n\r\n",
     ] {
         let head = exchange_until_close(&lb, garbage);
         assert!(head.starts_with("HTTP/1.1 400"), "{:?}: {head:?}", String::from_utf8_lossy(garbage));
