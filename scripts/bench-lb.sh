@@ -21,12 +21,15 @@
 # `millions bench` drives the app's API (read-mostly mix, BENCH_MIX) at each rate
 # of BENCH_RATES against each proxy and directly (both web servers as targets).
 # Reported per rate: the p50/p99 each proxy adds over direct, as ratios to HAProxy
-# and nginx. BENCH_RATES= (empty) skips part 2.
+# and nginx. Each rate runs BENCH_RATE_ROUNDS times against every target (the
+# order rotating), and the medians are reported: one 8-second sample's p99 is a
+# handful of requests, at the mercy of whatever else the machine did then.
+# BENCH_RATES= (empty) skips part 2.
 #
 # Environment (all optional):
 #   BENCH_DURATION=6s  BENCH_ROUNDS=3  BENCH_LOW_CONN=1,8  BENCH_SAT_CONN=64
 #   BENCH_PROXY_THREADS=2   worker threads/processes of every proxy
-#   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=8s  BENCH_RATE_WARMUP=3s
+#   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=8s  BENCH_RATE_WARMUP=3s  BENCH_RATE_ROUNDS=3
 #   BENCH_MIX=feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0
 #   BENCH_USERS=200  BENCH_RANGE=127.0.251
 #   MILLIONS=target/release/millions  BARE=target/release/examples/bare
@@ -42,6 +45,7 @@ THREADS="${BENCH_PROXY_THREADS:-2}"
 RATES="${BENCH_RATES-200,500,1000}"
 RATE_DURATION="${BENCH_RATE_DURATION:-8s}"
 RATE_WARMUP="${BENCH_RATE_WARMUP:-3s}"
+RATE_ROUNDS="${BENCH_RATE_ROUNDS:-3}"
 MIX="${BENCH_MIX:-feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0}"
 USERS="${BENCH_USERS:-200}"
 BENCH_RANGE="${BENCH_RANGE:-127.0.251}"
@@ -79,7 +83,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port, never one handed out before in this run (the kernel may give the
+# same free port twice in a row; it is not in use until its process binds it).
+port() {
+    python3 -c 'import os, socket, sys
+used = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = str(s.getsockname()[1]); s.close()
+    if p not in used: break
+open(sys.argv[1], "a").write(p + "\n"); print(p)' "$RUN/ports"
+}
 wait_http() {
     for _ in $(seq 200); do curl -fs -o /dev/null "http://$1${2:-/}" && return 0; sleep 0.05; done
     die "nothing answers on $1"
@@ -200,7 +213,8 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 field() { # conn name index
     for round in $(seq "$ROUNDS"); do echo "${R[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done | median
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# A ratio of two costs; a cost below zero (faster than direct) has none.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 0) print "n/a (ours below direct)"; else if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", a - b }'; }
 
 echo
@@ -279,25 +293,42 @@ except Exception:
 # Untimed: warm the web servers' caches.
 rate_run warm "${RATES%%,*}" "http://${WEBS[0]}" "http://${WEBS[1]}" >/dev/null
 
-declare -A Q
+declare -A QR
 order=(direct ours haproxy nginx)
+for round in $(seq "$RATE_ROUNDS"); do
+    for rate in ${RATES//,/ }; do
+        # A different order at each rate and round, so no target always runs first.
+        order=("${order[@]:1}" "${order[0]}")
+        for target in "${order[@]}"; do
+            case "$target" in
+                direct) urls=("http://${WEBS[0]}" "http://${WEBS[1]}") ;;
+                ours) urls=("http://$OURS") ;;
+                haproxy) urls=("http://$HAP") ;;
+                nginx) urls=("http://$NGX") ;;
+            esac
+            QR[$round,$rate,$target]="$(rate_run "$target" "$rate" "${urls[@]}")"
+            say "round $round, $rate/s, $target: ${QR[$round,$rate,$target]} (p50 ms, p99 ms, ok/s, errors)"
+        done
+    done
+done
+# Per rate and target: the median p50, p99 and achieved rate over the rounds
+# (runs that failed, "nan", left out), and the errors summed.
+declare -A Q
 for rate in ${RATES//,/ }; do
-    # A different order at each rate, so no target always runs first.
-    order=("${order[@]:1}" "${order[0]}")
-    for target in "${order[@]}"; do
-        case "$target" in
-            direct) urls=("http://${WEBS[0]}" "http://${WEBS[1]}") ;;
-            ours) urls=("http://$OURS") ;;
-            haproxy) urls=("http://$HAP") ;;
-            nginx) urls=("http://$NGX") ;;
-        esac
-        Q[$rate,$target]="$(rate_run "$target" "$rate" "${urls[@]}")"
-        say "$rate/s, $target: ${Q[$rate,$target]} (p50 ms, p99 ms, ok/s, errors)"
+    for target in direct ours haproxy nginx; do
+        rows=""
+        for round in $(seq "$RATE_ROUNDS"); do rows+="${QR[$round,$rate,$target]}"$'\n'; done
+        Q[$rate,$target]="$(printf '%s' "$rows" | python3 -c 'import statistics, sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+ok = [r for r in rows if r[0] != "nan" and r[1] != "nan"]
+med = lambda i: round(statistics.median(float(r[i]) for r in ok), 3) if ok else float("nan")
+errors = sum(max(int(r[3]), 0) for r in rows) + sum(1 for r in rows if int(r[3]) < 0)
+print(med(0), med(1), round(med(2), 1) if ok else 0, errors)')"
     done
 done
 
 fmt_added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "n/a"; else printf "%.2f", a - b }'; }
-qratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b <= 0) print "n/a"; else printf "%.2f", a / b }'; }
+qratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else if (a < 0) print "n/a (ours below direct)"; else if (b <= 0) print "n/a"; else printf "%.2f", a / b }'; }
 echo
 echo "| rate/s | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -15,7 +15,7 @@ pub type ConfigError = settings::SettingsError;
 #[serde(deny_unknown_fields)]
 pub struct LbConfig {
     /// The public HTTP listener (HTTP/1.1, and HTTP/2 in cleartext with prior
-    /// knowledge). A fixed port: pingora binds it itself.
+    /// knowledge). Port 0 binds a free port (`Running::listen` says which).
     pub listen: SocketAddr,
     /// The admin listener: `/healthz`, `/readyz`, `/metrics` and `/admin/backends`.
     /// Kept off the public port so that no client can reach the admin API through it.
@@ -26,7 +26,8 @@ pub struct LbConfig {
     /// How a backend is picked for each request.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// Threads of the proxy's runtime.
+    /// Proxy threads, each running a single-threaded runtime of its own
+    /// ([`crate::listener`]); a connection stays on one of them.
     #[serde(default = "default_threads")]
     pub threads: usize,
     /// Active health checks.
@@ -218,10 +219,7 @@ impl LbConfig {
 
 impl settings::Validate for LbConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.port() == 0 {
-            return Err(invalid("listen", "needs a fixed port (pingora binds it itself)"));
-        }
-        if self.listen == self.admin {
+        if self.listen == self.admin && self.listen.port() != 0 {
             return Err(invalid("admin", "must differ from listen"));
         }
         if !(1..=256).contains(&self.threads) {
@@ -307,7 +305,7 @@ backends = ["127.0.0.1:8080", "127.0.0.1:8081"]
     #[test]
     fn bad_values_are_named() {
         for (text, field) in [
-            (GOOD.replace("8000", "0"), "listen"),
+            (GOOD.replace("127.0.0.1:8000", "127.0.0.1"), "listen"),
             (GOOD.replace("8001", "8000"), "admin"),
             (GOOD.replace("8081", "8080"), "listed twice"),
             (format!("algorithm = \"random\"\n{GOOD}"), "unknown variant"),
