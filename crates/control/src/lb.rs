@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use topology::{LbAlgorithm, Node, Role};
+use anyhow::Context;
+use topology::{LbAlgorithm, LbSettings, Node, Role, Topology};
 
 use crate::Shared;
 use crate::launch::write_private;
@@ -19,15 +20,54 @@ pub fn admin_addr(lb: &Node) -> SocketAddr {
     lb.admin_addr().expect("a validated topology leaves a load balancer room for its admin port")
 }
 
-/// Write `lb`'s configuration: its DC's web servers as backends, the DC's algorithm.
-pub(crate) fn write_config(shared: &Shared, lb: &Node) -> anyhow::Result<PathBuf> {
-    let t = &shared.opts.topology;
+/// `lb`'s configuration: its DC's web servers as backends, the DC's algorithm, and
+/// the settings its `[dc.lb]` section gives, checked by the load balancer's own
+/// rules (an error names the DC and the setting).
+pub fn config(t: &Topology, lb: &Node) -> anyhow::Result<lb::LbConfig> {
+    let dc = t.dc(&lb.dc).with_context(|| format!("{} is in no DC of the topology", lb.name))?;
     let backends = t.nodes_in(&lb.dc).filter(|n| n.role == Role::Web).map(|n| n.addr).collect();
     let mut config = lb::LbConfig::new(lb.addr, admin_addr(lb), backends);
-    config.algorithm = match t.dc(&lb.dc).map(|d| d.lb_algorithm).unwrap_or_default() {
+    config.algorithm = match dc.lb_algorithm {
         LbAlgorithm::RoundRobin => lb::Algorithm::RoundRobin,
         LbAlgorithm::LeastRequest => lb::Algorithm::LeastRequest,
     };
+    apply(&mut config, &dc.lb_settings)
+        .with_context(|| format!("{}'s load balancer settings ([dc.lb])", dc.name))?;
+    Ok(config)
+}
+
+/// Every load balancer's configuration of `t`, checked: what `millions up` does
+/// before it starts anything.
+pub fn check_configs(t: &Topology) -> anyhow::Result<()> {
+    for lb in t.nodes().iter().filter(|n| n.role == Role::LoadBalancer) {
+        config(t, lb)?;
+    }
+    Ok(())
+}
+
+/// Put `settings` into `config`, each section whole (a section's fields left out
+/// keep their defaults), then check the result.
+fn apply(config: &mut lb::LbConfig, settings: &LbSettings) -> anyhow::Result<()> {
+    for (name, value) in &settings.0 {
+        let value = value.clone();
+        let what = || format!("[dc.lb] {name}");
+        match name.as_str() {
+            "threads" => config.threads = value.try_into().with_context(what)?,
+            "health" => config.health = value.try_into().with_context(what)?,
+            "outlier" => config.outlier = value.try_into().with_context(what)?,
+            "upstream" => config.upstream = value.try_into().with_context(what)?,
+            "limits" => config.limits = value.try_into().with_context(what)?,
+            "rate_limit" => config.rate_limit = value.try_into().with_context(what)?,
+            other => anyhow::bail!("{other} is not a load balancer setting"),
+        }
+    }
+    settings::Validate::validate(config)?;
+    Ok(())
+}
+
+/// Write `lb`'s configuration ([`config`]) where its process reads it.
+pub(crate) fn write_config(shared: &Shared, lb: &Node) -> anyhow::Result<PathBuf> {
+    let config = config(&shared.opts.topology, lb)?;
     let run_dir = &shared.opts.run_dir;
     std::fs::create_dir_all(run_dir.join("nodes"))?;
     let path = run_dir.join("nodes").join(format!("{}.toml", lb.name));
@@ -72,6 +112,75 @@ pub(crate) async fn resume(shared: &Shared, web: &Node) {
         let url = format!("http://{}/admin/backends/{}/resume", admin_addr(lb), web.addr);
         if let Err(e) = client.post(&url).send().await {
             tracing::debug!(lb = lb.name, web = web.name, error = %e, "no resume (load balancer down)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test preset with `lb = { count = 1 }` of its first DC replaced by `section`.
+    fn with_lb(section: &str) -> Topology {
+        let text = topology::preset_text("test").unwrap();
+        assert!(text.contains("lb = { count = 1 }"), "the test preset has a load balancer");
+        topology::parse(&text.replacen("lb = { count = 1 }", section, 1), "t").unwrap()
+    }
+
+    fn first_lb(t: &Topology) -> &Node {
+        t.nodes().iter().find(|n| n.role == Role::LoadBalancer).unwrap()
+    }
+
+    #[test]
+    fn a_dc_s_settings_reach_its_load_balancer_and_the_rest_keep_their_defaults() {
+        let t = with_lb(
+            r#"lb = { count = 1, algorithm = "least_request", threads = 3, health = { interval_ms = 250, unhealthy_threshold = 4 }, rate_limit = { per_second = 20, burst = 5 } }"#,
+        );
+        let lb = first_lb(&t);
+        let c = config(&t, lb).unwrap();
+        let defaults = lb::LbConfig::new(lb.addr, admin_addr(lb), Vec::new());
+        assert_eq!(c.algorithm, lb::Algorithm::LeastRequest);
+        assert_eq!(c.threads, 3);
+        assert_eq!((c.health.interval_ms, c.health.unhealthy_threshold), (250, 4));
+        assert_eq!(c.health.path, defaults.health.path, "a field left out keeps its default");
+        assert_eq!((c.rate_limit.per_second, c.rate_limit.burst), (20, 5));
+        assert_eq!(c.limits.max_body_bytes, defaults.limits.max_body_bytes, "a section left out too");
+        assert!(
+            !c.backends.is_empty() && c.backends.iter().all(|b| t.nodes_in(&lb.dc).any(|n| n.addr == *b))
+        );
+        check_configs(&t).unwrap();
+    }
+
+    #[test]
+    fn the_documented_example_holds() {
+        let doc = include_str!("../../../docs/TOPOLOGY.md");
+        let example = doc
+            .split("```toml\n")
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("health = "))
+            .expect("docs/TOPOLOGY.md shows [dc.lb] settings");
+        let t = topology::parse(&format!("name = \"doc\"\n{example}[[shard]]\nprimary = \"dc1\"\n"), "doc")
+            .unwrap();
+        let c = config(&t, first_lb(&t)).unwrap();
+        assert_eq!((c.health.interval_ms, c.outlier.consecutive_failures, c.rate_limit.burst), (500, 3, 50));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_dc_and_the_setting() {
+        for (section, expected) in [
+            ("lb = { count = 1, health = { interval_ms = 0 } }", "health.interval_ms"),
+            ("lb = { count = 1, threads = 0 }", "threads"),
+            ("lb = { count = 1, threads = \"many\" }", "[dc.lb] threads"),
+            ("lb = { count = 1, health = { intervl_ms = 5 } }", "unknown field `intervl_ms`"),
+            ("lb = { count = 1, outlier = 5 }", "[dc.lb] outlier"),
+            ("lb = { count = 1, rate_limit = { per_second = 5 } }", "rate_limit.burst"),
+            ("lb = { count = 1, limits = { max_header_bytes = 1.5 } }", "[dc.lb] limits"),
+        ] {
+            let t = with_lb(section);
+            let e = format!("{:#}", check_configs(&t).unwrap_err());
+            assert!(e.contains("load balancer settings ([dc.lb])") && e.contains(expected), "{section}: {e}");
+            let dc = &first_lb(&t).dc;
+            assert!(e.starts_with(&format!("{dc}'s")), "{section}: {e}");
         }
     }
 }

@@ -244,6 +244,9 @@ fn secrets(run_dir: &Path) -> anyhow::Result<Secrets> {
 impl Controller {
     /// Prepare the run directory and bind the API.
     pub async fn build(opts: ControlOptions, shutdown: CancellationToken) -> anyhow::Result<Controller> {
+        // Every node's configuration that can be checked without the network is,
+        // before anything is written or bound.
+        crate::lb::check_configs(&opts.topology)?;
         std::fs::create_dir_all(opts.run_dir.join("logs"))
             .with_context(|| format!("creating {}", opts.run_dir.display()))?;
         let secrets = secrets(&opts.run_dir)?;

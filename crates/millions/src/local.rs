@@ -228,6 +228,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     check_state_matches(home, stored.as_ref(), &topology)?;
+    control::lb::check_configs(&topology)?;
     topology.check_ports_free()?;
 
     std::fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;

@@ -435,6 +435,11 @@ fn up_refuses_bad_topologies_and_taken_addresses_and_starts_nothing() {
     let cases = [
         ("name = \"x\"\n[[dc]\n".to_owned(), "topology.toml"),
         (good.replace("web = { count = 1 }", "webb = { count = 1 }"), "unknown field"),
+        // A load balancer setting its own rules refuse.
+        (
+            good.replace("lb = { count = 1 }", "lb = { count = 1, health = { interval_ms = 0 } }"),
+            "dc1's load balancer settings ([dc.lb]): invalid setting health.interval_ms",
+        ),
         (
             good.replace("worker = { count = 1 }", &format!("worker = {{ count = 1, first = \"{dc1}20\" }}")),
             "used by both",

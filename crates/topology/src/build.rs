@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use sharding::{BUCKETS, ShardId};
 
 use crate::raw::{RawDc, RawPorts, RawRole, RawTopology};
-use crate::{Cidr, Dc, Node, Ports, Role, Shard, ShardMember, Topology};
+use crate::{Cidr, Dc, LbSettings, Node, Ports, Role, Shard, ShardMember, Topology};
 
 /// Most nodes of one role one DC may have; far more than one machine can run, and a
 /// bound on what a typo (`count = 10000000`) can make us allocate.
@@ -194,7 +194,13 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
         None => None,
     };
     let lb_algorithm = raw.lb.as_ref().and_then(|lb| lb.algorithm).unwrap_or_default();
-    Ok(DcPlan { place, dc: Dc { name: raw.name.clone(), cidr, lb_algorithm }, addrs, postgres_first })
+    let lb_settings = LbSettings(raw.lb.as_ref().map(|lb| lb.settings()).unwrap_or_default());
+    Ok(DcPlan {
+        place,
+        dc: Dc { name: raw.name.clone(), cidr, lb_algorithm, lb_settings },
+        addrs,
+        postgres_first,
+    })
 }
 
 /// Parse `text` (the value of `what`) as an address of `cidr` a node may use; returns

@@ -222,7 +222,21 @@ pub struct Dc {
     pub cidr: Cidr,
     /// How this DC's load balancers spread requests over its web servers.
     pub lb_algorithm: LbAlgorithm,
+    /// The rest of its load balancers' settings, as the `[dc.lb]` section gives them.
+    pub lb_settings: LbSettings,
 }
+
+/// `millions lb`'s own settings given in a DC's `[dc.lb]` section (`threads`,
+/// `health`, `outlier`, `upstream`, `limits`, `rate_limit`), kept as written: the
+/// load balancer's configuration (`lb::LbConfig`) knows their fields and rules, and
+/// `millions up` checks them there before anything starts. Empty: every default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct LbSettings(pub toml::Table);
+
+// The only value not equal to itself would be a NaN float, and no load-balancer
+// setting takes a float (`millions up` refuses one before anything starts).
+impl Eq for LbSettings {}
 
 /// One shard cluster: a primary and its replicas, placed in DCs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

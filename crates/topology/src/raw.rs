@@ -67,12 +67,40 @@ pub(crate) struct RawLb {
     pub addrs: Option<Vec<String>>,
     /// How the DC's load balancers pick a web server.
     pub algorithm: Option<LbAlgorithm>,
+    /// `millions lb`'s settings of the same names, passed through whole
+    /// ([`crate::LbSettings`]).
+    pub threads: Option<toml::Value>,
+    /// As `threads`: `[dc.lb.health]`.
+    pub health: Option<toml::Value>,
+    /// As `threads`: `[dc.lb.outlier]`.
+    pub outlier: Option<toml::Value>,
+    /// As `threads`: `[dc.lb.upstream]`.
+    pub upstream: Option<toml::Value>,
+    /// As `threads`: `[dc.lb.limits]`.
+    pub limits: Option<toml::Value>,
+    /// As `threads`: `[dc.lb.rate_limit]`.
+    pub rate_limit: Option<toml::Value>,
 }
 
 impl RawLb {
     /// The section's node placement, as for any role.
     pub fn role(&self) -> RawRole {
         RawRole { count: self.count, first: self.first.clone(), addrs: self.addrs.clone() }
+    }
+
+    /// The load balancer's own settings the section gives, by name.
+    pub fn settings(&self) -> toml::Table {
+        [
+            ("threads", &self.threads),
+            ("health", &self.health),
+            ("outlier", &self.outlier),
+            ("upstream", &self.upstream),
+            ("limits", &self.limits),
+            ("rate_limit", &self.rate_limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+        .collect()
     }
 }
 

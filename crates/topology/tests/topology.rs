@@ -221,6 +221,25 @@ fn ports_first_and_addrs_place_nodes() {
 }
 
 #[test]
+fn a_dc_s_lb_section_carries_the_load_balancer_s_own_settings() {
+    let t = ok(&base_with(
+        "lb = { count = 1 }",
+        "lb = { count = 1, threads = 4, health = { interval_ms = 250 }, rate_limit = { per_second = 50, burst = 10 } }",
+    ));
+    let settings = &t.dc("dc1").unwrap().lb_settings.0;
+    assert_eq!(settings.len(), 3, "{settings:?}");
+    assert_eq!(settings["threads"].as_integer(), Some(4));
+    assert_eq!(settings["health"]["interval_ms"].as_integer(), Some(250));
+    assert_eq!(settings["rate_limit"]["burst"].as_integer(), Some(10));
+    assert!(t.dc("dc2").unwrap().lb_settings.0.is_empty(), "dc2 gives none");
+    // Topologies differing only in a setting are different topologies.
+    assert_ne!(t, ok(BASE));
+    // A key that is no setting is still refused, with its line.
+    let e = err(&base_with("lb = { count = 1 }", "lb = { count = 1, helth = { interval_ms = 250 } }"));
+    assert_contains(&e, "unknown field `helth`");
+}
+
+#[test]
 fn a_dc_may_hold_only_replicas_and_the_lb_algorithm_is_chosen_per_dc() {
     let t = ok(&format!(
         "{}\n[[dc]]\nname = \"dr\"\ncidr = \"10.9.0.0/28\"\npostgres = {{ first = \"10.9.0.2\" }}\n[[shard]]\nprimary = \"dc2\"\nreplicas = [\"dr\"]\n",
