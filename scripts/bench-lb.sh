@@ -15,21 +15,32 @@
 # BENCH_SAT_CONN connections. The targets run in BENCH_ROUNDS interleaved rounds;
 # medians are reported, as ratios to HAProxy and nginx of the same run.
 #
+# Part 1b, the proxies' own cost at fixed rates (open loop): oha (crates.io:
+# cargo install oha --locked) with --latency-correction, which measures each
+# request from its intended start (no coordinated omission), against the same
+# `bare` backends at each rate of BENCH_FIXED_RATES, BENCH_SAT_CONN connections,
+# BENCH_ROUNDS rotating rounds; medians of p50/p99 and their added part over
+# direct. BENCH_FIXED_RATES= (empty) skips it.
+#
 # Part 2, real web servers at fixed rates (open loop): a stack of its own
 # (`millions up`, two web servers, on BENCH_RANGE), seeded with `millions seed`;
 # the three proxies are started again in front of the two web servers, and
-# `millions bench` drives the app's API (read-mostly mix, BENCH_MIX) at each rate
-# of BENCH_RATES against each proxy and directly (both web servers as targets).
+# `millions bench` drives the app's API (read-mostly mix, BENCH_MIX) at each total
+# rate of BENCH_RATES: four runs at once, a quarter of the rate each, one per
+# target — each proxy, and directly (both web servers as targets) — with the same
+# users and mix. All four see the same moments of the machine: what the web tier,
+# PostgreSQL or the kernel did then weighs on every target alike. (Targets run
+# one after another, the first way this was measured, gave p99s of one target
+# varying 2–3× between rounds, more than any difference between the proxies.)
 # Reported per rate: the p50/p99 each proxy adds over direct, as ratios to HAProxy
-# and nginx. Each rate runs BENCH_RATE_ROUNDS times against every target (the
-# order rotating), and the medians are reported: one 8-second sample's p99 is a
-# handful of requests, at the mercy of whatever else the machine did then.
-# BENCH_RATES= (empty) skips part 2.
+# and nginx; medians over BENCH_RATE_ROUNDS rounds. BENCH_RATES= (empty) skips
+# part 2.
 #
 # Environment (all optional):
 #   BENCH_DURATION=6s  BENCH_ROUNDS=3  BENCH_LOW_CONN=1,8  BENCH_SAT_CONN=64
 #   BENCH_PROXY_THREADS=2   worker threads/processes of every proxy
-#   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=8s  BENCH_RATE_WARMUP=3s  BENCH_RATE_ROUNDS=3
+#   BENCH_FIXED_RATES=2000,5000,10000  OHA=oha
+#   BENCH_RATES=200,500,1000  BENCH_RATE_DURATION=15s  BENCH_RATE_WARMUP=5s  BENCH_RATE_ROUNDS=3
 #   BENCH_MIX=feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0
 #   BENCH_USERS=200  BENCH_RANGE=127.0.251
 #   MILLIONS=target/release/millions  BARE=target/release/examples/bare
@@ -43,8 +54,10 @@ LOW_CONN="${BENCH_LOW_CONN:-1,8}"
 SAT_CONN="${BENCH_SAT_CONN:-64}"
 THREADS="${BENCH_PROXY_THREADS:-2}"
 RATES="${BENCH_RATES-200,500,1000}"
-RATE_DURATION="${BENCH_RATE_DURATION:-8s}"
-RATE_WARMUP="${BENCH_RATE_WARMUP:-3s}"
+FIXED_RATES="${BENCH_FIXED_RATES-2000,5000,10000}"
+OHA="${OHA:-oha}"
+RATE_DURATION="${BENCH_RATE_DURATION:-15s}"
+RATE_WARMUP="${BENCH_RATE_WARMUP:-5s}"
 RATE_ROUNDS="${BENCH_RATE_ROUNDS:-3}"
 MIX="${BENCH_MIX:-feed=60,timeline=36,post=2,like=2,follow=0,view_photo=0}"
 USERS="${BENCH_USERS:-200}"
@@ -62,6 +75,10 @@ done
 export PATH="$PATH:/usr/sbin"
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
+if [ -n "$FIXED_RATES" ] && ! command -v "$OHA" >/dev/null; then
+    [ -x "$HOME/.cargo/bin/oha" ] && OHA="$HOME/.cargo/bin/oha" ||
+        die "oha is not installed (cargo install oha --locked), or set OHA=path, or BENCH_FIXED_RATES= to skip part 1b"
+fi
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-lb.XXXXXX")"
 # PostgreSQL runs as its own OS user when started by root: it must enter this dir.
@@ -231,6 +248,63 @@ for conn in ${LOW_CONN//,/ } "$SAT_CONN"; do
     echo "| $conn | added p50 µs | (p50 $d50) | $a50_ours | $a50_haproxy | $a50_nginx | $(ratio "$a50_ours" "$a50_haproxy") | $(ratio "$a50_ours" "$a50_nginx") |"
     echo "| $conn | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
 done
+
+# ---------------------------- part 1b: the same backends, fixed rates (oha) ----
+
+# oha_run ADDR RATE -> "p50_us p99_us achieved_rps non_2xx_or_errors"
+oha_run() {
+    local out="$RUN/oha.json"
+    "$OHA" -z "$DURATION" -q "$2" --latency-correction -c "$SAT_CONN" --no-tui --output-format json \
+        -o "$out" "http://$1/" >/dev/null 2>&1 || { echo "nan nan 0 -1"; return; }
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution") or {}
+ok = sum(n for c, n in codes.items() if c.startswith("2"))
+bad = sum(n for c, n in codes.items() if not c.startswith("2"))
+# Requests cut by the end of the run are not errors of the target.
+errors = sum(n for e, n in (d.get("errorDistribution") or {}).items() if "deadline" not in e)
+print(round(p["p50"] * 1e6), round(p["p99"] * 1e6), round(ok / d["summary"]["total"]), bad + errors)' "$out"
+}
+
+if [ -n "$FIXED_RATES" ]; then
+    say "part 1b: oha at fixed rates ($FIXED_RATES/s, $SAT_CONN connections) against the bare backends"
+    declare -A F
+    order=(direct ours haproxy nginx)
+    for round in $(seq "$ROUNDS"); do
+        for rate in ${FIXED_RATES//,/ }; do
+            order=("${order[@]:1}" "${order[0]}")
+            for name in "${order[@]}"; do
+                case "$name" in
+                    direct) addr=$B1 ;; ours) addr=$OURS ;; haproxy) addr=$HAP ;; nginx) addr=$NGX ;;
+                esac
+                F[$round,$rate,$name]="$(oha_run "$addr" "$rate")"
+                say "round $round, $rate/s, $name: ${F[$round,$rate,$name]} (p50us p99us ok/s errors)"
+            done
+        done
+    done
+    ffield() { # rate name index
+        for round in $(seq "$ROUNDS"); do echo "${F[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done |
+            grep -v nan | median
+    }
+    echo
+    echo "| rate/s | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for rate in ${FIXED_RATES//,/ }; do
+        d50=$(ffield "$rate" direct 1); d99=$(ffield "$rate" direct 2)
+        for name in ours haproxy nginx; do
+            declare "a50_$name=$(added "$(ffield "$rate" $name 1)" "$d50")"
+            declare "a99_$name=$(added "$(ffield "$rate" $name 2)" "$d99")"
+            declare "ok_$name=$(ffield "$rate" $name 3)"
+            declare "err_$name=$(for round in $(seq "$ROUNDS"); do echo "${F[$round,$rate,$name]}"; done |
+                awk '{ s += ($4 < 0 ? 1 : $4) } END { print s + 0 }')"
+        done
+        echo "| $rate | added p50 µs | (p50 $d50) | $a50_ours | $a50_haproxy | $a50_nginx | $(ratio "$a50_ours" "$a50_haproxy") | $(ratio "$a50_ours" "$a50_nginx") |"
+        echo "| $rate | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
+        echo "| $rate | ok/s / errors | $(ffield "$rate" direct 3) | $ok_ours/$err_ours | $ok_haproxy/$err_haproxy | $ok_nginx/$err_nginx | | |"
+    done
+fi
+
 for f in lb haproxy nginx; do
     say "$f access log: $(wc -l <"$RUN/bare/$f-access.log") lines"
 done
@@ -294,20 +368,24 @@ except Exception:
 rate_run warm "${RATES%%,*}" "http://${WEBS[0]}" "http://${WEBS[1]}" >/dev/null
 
 declare -A QR
-order=(direct ours haproxy nginx)
 for round in $(seq "$RATE_ROUNDS"); do
     for rate in ${RATES//,/ }; do
-        # A different order at each rate and round, so no target always runs first.
-        order=("${order[@]:1}" "${order[0]}")
-        for target in "${order[@]}"; do
+        each=$(awk -v r="$rate" 'BEGIN { printf "%g", r / 4 }')
+        runs=()
+        for target in direct ours haproxy nginx; do
             case "$target" in
                 direct) urls=("http://${WEBS[0]}" "http://${WEBS[1]}") ;;
                 ours) urls=("http://$OURS") ;;
                 haproxy) urls=("http://$HAP") ;;
                 nginx) urls=("http://$NGX") ;;
             esac
-            QR[$round,$rate,$target]="$(rate_run "$target" "$rate" "${urls[@]}")"
-            say "round $round, $rate/s, $target: ${QR[$round,$rate,$target]} (p50 ms, p99 ms, ok/s, errors)"
+            rate_run "$target" "$each" "${urls[@]}" >"$RUN/result-$target" & runs+=($!)
+        done
+        # Only these four: the proxies run in the background too.
+        wait "${runs[@]}"
+        for target in direct ours haproxy nginx; do
+            QR[$round,$rate,$target]="$(cat "$RUN/result-$target")"
+            say "round $round, $rate/s ($each/s each), $target: ${QR[$round,$rate,$target]} (p50 ms, p99 ms, ok/s, errors)"
         done
     done
 done
@@ -345,5 +423,6 @@ for rate in ${RATES//,/ }; do
         echo "| $rate | $what | ($base) | ${row[0]} | ${row[1]} | ${row[2]} | $(qratio "${row[0]}" "${row[1]}") | $(qratio "${row[0]}" "${row[2]}") |"
     done
     oks=(); for name in ours haproxy nginx; do oks+=("$(echo "${Q[$rate,$name]}" | awk '{ print $3 "/" $4 }')"); done
+    # (ok/s is each target's own: a quarter of the rate.)
     echo "| $rate | ok/s / errors | $dok/$derr | ${oks[0]} | ${oks[1]} | ${oks[2]} | | |"
 done
