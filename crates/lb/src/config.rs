@@ -126,13 +126,15 @@ impl Default for OutlierSection {
 pub struct UpstreamSection {
     /// Milliseconds to open a connection to a backend.
     pub connect_timeout_ms: u64,
-    /// Milliseconds a backend may stay silent while answering.
+    /// Milliseconds a backend may stay silent while answering, or stalled while
+    /// taking a request (each read and each write waits at most this long).
     pub read_timeout_ms: u64,
     /// Seconds an idle kept-alive backend connection stays pooled.
     pub idle_timeout_secs: u64,
     /// Other backends tried after a failure that allows a retry.
     pub max_retries: usize,
-    /// Idle connections kept to the backends, in total.
+    /// Idle connections kept to each backend (over all proxy threads; HTTP/1 and
+    /// HTTP/2 clients' requests each have their own).
     pub keepalive_pool_size: usize,
 }
 
@@ -154,7 +156,9 @@ impl Default for UpstreamSection {
 pub struct LimitsSection {
     /// Milliseconds from a request's first byte to the end of its header (slowloris).
     pub header_timeout_ms: u64,
-    /// Seconds an idle kept-alive client connection stays open.
+    /// Seconds a client connection may stay silent: idle between requests, or
+    /// stalled while sending a body or taking an answer (like HAProxy's
+    /// `timeout client`).
     pub idle_timeout_secs: u64,
     /// Largest request line plus headers, in bytes (431 above).
     pub max_header_bytes: usize,

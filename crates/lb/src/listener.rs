@@ -1,9 +1,10 @@
 //! The proxy's threads: one single-threaded tokio runtime per configured thread,
 //! and one acceptor handing each new connection to the runtime serving the fewest.
 //!
-//! A connection lives on one thread from accept to close, with its requests and
-//! its timers: no task ever moves between threads, no thread wakes another to
-//! share work. Against pingora-core's server
+//! A connection lives on one thread from accept to close, with its requests, its
+//! timers and the backend connections it borrows (each thread has its own idle
+//! ones, [`crate::upstream::set_thread_slot`]): no task ever moves between
+//! threads, no thread wakes another to share work. Against pingora-core's server
 //! (a work-stealing runtime per service), measured in interleaved runs (ADR 0005,
 //! `docs/BENCHMARKS.md`): less CPU per request and more requests per second at
 //! saturation. One acceptor rather than every thread accepting from the shared
@@ -73,6 +74,7 @@ pub fn spawn(
         workers.push(Worker { handle: runtime.handle().clone(), connections: Arc::default() });
         let (stop, graceful, tracker) = (shared.stop.clone(), shared.graceful.clone(), tracker.clone());
         let join = std::thread::Builder::new().name(format!("lb-proxy-{i}")).spawn(move || {
+            crate::upstream::set_thread_slot(i);
             runtime.block_on(async {
                 stop.cancelled().await;
                 if graceful.load(Ordering::Acquire) {

@@ -9,7 +9,14 @@
 //! nothing to read means alive; end of stream, an error or unexpected bytes mean it
 //! is dropped). The peek asks the kernel, not the runtime's cached readiness, so a
 //! close that arrived a moment ago is seen.
+//!
+//! Each proxy thread keeps its own stack per backend ([`set_thread_slot`]). A
+//! connection is registered with the reactor of the thread that opened it: used
+//! from another thread, every wake-up of its request would wait for the first
+//! thread to poll its reactor and then cross to the second. So a connection is
+//! only ever used by the thread that opened it.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
@@ -20,37 +27,63 @@ use nix::sys::socket::{MsgFlags, recv};
 use pingora_error::{Error, ErrorType, Result};
 use tokio::net::TcpStream;
 
-/// A backend's idle kept-alive connections, the most recently used on top. `C` is
-/// the connection as its user holds it: a `TcpStream` for the HTTP/1 path, pingora's
-/// `Stream` for pingora's client session.
+thread_local! {
+    /// Which stack of every [`IdleConnections`] this thread uses.
+    static SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Make this thread use its own stacks of idle connections: proxy thread `slot`
+/// of the load balancer. Threads that never call it share slot 0.
+pub fn set_thread_slot(slot: usize) {
+    SLOT.with(|s| s.set(slot));
+}
+
+/// A backend's idle kept-alive connections, one stack per proxy thread, the most
+/// recently used on top. `C` is the connection as its user holds it: a
+/// `TcpStream` for the HTTP/1 path, pingora's `Stream` for pingora's client
+/// session.
 #[derive(Debug)]
 pub struct IdleConnections<C> {
-    /// When each was released, its socket (for the liveness peek; owned by the
-    /// connection) and the connection.
-    stack: Mutex<Vec<(Instant, RawFd, C)>>,
+    /// The stacks and their total.
+    stacks: Mutex<Stacks<C>>,
+}
+
+/// What [`IdleConnections`] guards.
+#[derive(Debug)]
+struct Stacks<C> {
+    /// Per thread slot: when each was released, its socket (for the liveness
+    /// peek; owned by the connection) and the connection.
+    by_thread: Vec<Vec<(Instant, RawFd, C)>>,
+    /// Idle connections in all stacks: the cap is per backend, not per thread.
+    total: usize,
 }
 
 impl<C> Default for IdleConnections<C> {
     fn default() -> Self {
-        IdleConnections { stack: Mutex::new(Vec::new()) }
+        IdleConnections { stacks: Mutex::new(Stacks { by_thread: Vec::new(), total: 0 }) }
     }
 }
 
 impl<C> IdleConnections<C> {
-    fn stack(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, RawFd, C)>> {
-        // A panic while holding this lock leaves only a stack of sockets behind.
-        self.stack.lock().unwrap_or_else(|e| e.into_inner())
+    fn stacks(&self) -> std::sync::MutexGuard<'_, Stacks<C>> {
+        // A panic while holding this lock leaves only stacks of sockets behind.
+        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A live connection idle for less than `max_idle`, if there is one, with its
-    /// socket. Older ones are closed.
+    /// A live connection this thread opened, idle for less than `max_idle`, if
+    /// there is one, with its socket. Older ones are closed.
     pub fn take(&self, max_idle: Duration, now: Instant) -> Option<(C, RawFd)> {
+        let slot = SLOT.with(Cell::get);
         loop {
             let (fd, conn) = {
-                let mut stack = self.stack();
+                let mut stacks = self.stacks();
+                let Stacks { by_thread, total } = &mut *stacks;
+                let stack = by_thread.get_mut(slot)?;
                 let (at, fd, conn) = stack.pop()?;
+                *total -= 1;
                 if now.saturating_duration_since(at) > max_idle {
                     // Everything below is older still.
+                    *total -= stack.len();
                     stack.clear();
                     return None;
                 }
@@ -62,23 +95,32 @@ impl<C> IdleConnections<C> {
         }
     }
 
-    /// Keep `conn` (whose socket is `fd`) for the next request, unless `cap`
-    /// connections are idle already.
+    /// Keep `conn` (whose socket is `fd`), opened by this thread, for this
+    /// thread's next request to the backend, unless `cap` connections to it are
+    /// idle already.
     pub fn put(&self, conn: C, fd: RawFd, cap: usize, now: Instant) {
-        let mut stack = self.stack();
-        if stack.len() < cap {
-            stack.push((now, fd, conn));
+        let slot = SLOT.with(Cell::get);
+        let mut stacks = self.stacks();
+        if stacks.total >= cap {
+            return;
         }
+        if stacks.by_thread.len() <= slot {
+            stacks.by_thread.resize_with(slot + 1, Vec::new);
+        }
+        stacks.by_thread[slot].push((now, fd, conn));
+        stacks.total += 1;
     }
 
     /// Close every idle connection (the backend is drained or removed).
     pub fn clear(&self) {
-        self.stack().clear();
+        let mut stacks = self.stacks();
+        stacks.by_thread.clear();
+        stacks.total = 0;
     }
 
-    /// How many are idle.
+    /// How many are idle, on all threads.
     pub fn len(&self) -> usize {
-        self.stack().len()
+        self.stacks().total
     }
 
     /// Whether none is.
@@ -190,6 +232,49 @@ mod tests {
         let later = then + Duration::from_secs(61);
         assert!(idle.take(Duration::from_secs(60), later).is_none());
         assert!(idle.is_empty(), "all too old, all closed");
+    }
+
+    #[test]
+    fn a_thread_only_reuses_the_connections_it_opened_and_the_cap_counts_them_all() {
+        let idle = IdleConnections::<std::net::TcpStream>::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let now = Instant::now();
+        let mut theirs = Vec::new();
+        std::thread::scope(|scope| {
+            for slot in [0, 1, 2] {
+                let ours = std::net::TcpStream::connect(addr).unwrap();
+                theirs.push(listener.accept().unwrap().0);
+                let idle = &idle;
+                scope
+                    .spawn(move || {
+                        set_thread_slot(slot);
+                        let ours_fd = ours.as_raw_fd();
+                        // The cap is per backend: the third thread's is not kept.
+                        idle.put(ours, ours_fd, 2, now);
+                    })
+                    .join()
+                    .unwrap();
+            }
+        });
+        assert_eq!(idle.len(), 2, "capped over all threads");
+        std::thread::scope(|scope| {
+            let idle = &idle;
+            let taken = |slot| {
+                scope
+                    .spawn(move || {
+                        set_thread_slot(slot);
+                        idle.take(Duration::from_secs(60), now).map(|(_, fd)| fd)
+                    })
+                    .join()
+                    .unwrap()
+            };
+            assert!(taken(2).is_none(), "thread 2 kept none: nothing of thread 0's or 1's");
+            assert!(taken(1).is_some(), "thread 1 takes its own");
+            assert!(taken(1).is_none(), "and only its own");
+            assert!(taken(0).is_some());
+        });
+        assert!(idle.is_empty());
     }
 
     #[tokio::test]
