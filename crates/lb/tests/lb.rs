@@ -214,6 +214,41 @@ async fn a_failing_backend_is_ejected_then_readmitted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_backend_metrics_count_requests_errors_latency_and_health() {
+    let (bad, good) = (backend().await, backend().await);
+    let mut c = config(&[bad.addr, good.addr]);
+    // Counted, not ejected.
+    c.outlier.consecutive_failures = 1000;
+    let lb = start(c);
+    bad.status.store(500, Ordering::SeqCst);
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        served_by(&client, &lb, "/m").await;
+    }
+    let (to_bad, to_good) = (bad.hits.load(Ordering::SeqCst), good.hits.load(Ordering::SeqCst));
+    assert_eq!(to_bad + to_good, 10);
+    assert!(to_bad > 0 && to_good > 0, "round robin reached both: {to_bad} {to_good}");
+    let metrics =
+        async || reqwest::get(format!("http://{}/metrics", lb.admin)).await.unwrap().text().await.unwrap();
+    let text = metrics().await;
+    for (b, requests, errors) in [(bad.addr, to_bad, to_bad), (good.addr, to_good, 0)] {
+        for line in [
+            format!("millions_lb_backend_requests_total{{backend=\"{b}\"}} {requests}"),
+            format!("millions_lb_backend_errors_total{{backend=\"{b}\"}} {errors}"),
+            format!("millions_lb_backend_latency_seconds_count{{backend=\"{b}\"}} {requests}"),
+            format!("millions_lb_backend_up{{backend=\"{b}\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+    }
+    // A drained backend is reported down.
+    assert!(lb.pool.start_drain(good.addr));
+    let line = format!("millions_lb_backend_up{{backend=\"{}\"}} 0", good.addr);
+    let text = metrics().await;
+    assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_backend_joins_through_the_admin_api() {
     let (a, b) = (backend().await, backend().await);
     let lb = start(config(&[a.addr]));
