@@ -675,6 +675,10 @@ async fn backend_connections_are_kept_alive_and_reused() {
     // any moment), taking turns: with two proxy threads they are most likely on
     // different ones, and each thread keeps its own backend connections.
     let mut clients = [TcpStream::connect(lb.listen).unwrap(), TcpStream::connect(lb.listen).unwrap()];
+    for s in &clients {
+        // A hang fails the test instead of holding it.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
     for i in 0..50 {
         let s = &mut clients[i % 2];
         s.write_all(b"GET /k HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
