@@ -227,8 +227,12 @@ done
 
 # The medians over rounds, and the table.
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-field() { # conn name index
-    for round in $(seq "$ROUNDS"); do echo "${R[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done | median
+# field RESULTS KEY NAME INDEX: the median over rounds of one number of RESULTS
+# (R or F below), samples that failed ("nan") left out.
+field() {
+    local -n results=$1
+    for round in $(seq "$ROUNDS"); do echo "${results[$round,$2,$3]}" | awk -v i="$4" '{ print $i }'; done |
+        grep -v nan | median
 }
 # A ratio of two costs; a cost below zero (faster than direct) has none.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 0) print "n/a (ours below direct)"; else if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -238,11 +242,11 @@ echo
 echo "| connections | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
 echo "|---|---|---|---|---|---|---|---|"
 for conn in ${LOW_CONN//,/ } "$SAT_CONN"; do
-    d50=$(field "$conn" direct 2); d99=$(field "$conn" direct 3); drps=$(field "$conn" direct 1)
+    d50=$(field R "$conn" direct 2); d99=$(field R "$conn" direct 3); drps=$(field R "$conn" direct 1)
     for name in ours haproxy nginx; do
-        declare "a50_$name=$(added "$(field "$conn" $name 2)" "$d50")"
-        declare "a99_$name=$(added "$(field "$conn" $name 3)" "$d99")"
-        declare "rps_$name=$(field "$conn" $name 1)"
+        declare "a50_$name=$(added "$(field R "$conn" $name 2)" "$d50")"
+        declare "a99_$name=$(added "$(field R "$conn" $name 3)" "$d99")"
+        declare "rps_$name=$(field R "$conn" $name 1)"
     done
     echo "| $conn | req/s | $drps | $rps_ours | $rps_haproxy | $rps_nginx | $(ratio "$rps_ours" "$rps_haproxy") | $(ratio "$rps_ours" "$rps_nginx") |"
     echo "| $conn | added p50 µs | (p50 $d50) | $a50_ours | $a50_haproxy | $a50_nginx | $(ratio "$a50_ours" "$a50_haproxy") | $(ratio "$a50_ours" "$a50_nginx") |"
@@ -283,25 +287,21 @@ if [ -n "$FIXED_RATES" ]; then
             done
         done
     done
-    ffield() { # rate name index
-        for round in $(seq "$ROUNDS"); do echo "${F[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done |
-            grep -v nan | median
-    }
     echo
     echo "| rate/s | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
     echo "|---|---|---|---|---|---|---|---|"
     for rate in ${FIXED_RATES//,/ }; do
-        d50=$(ffield "$rate" direct 1); d99=$(ffield "$rate" direct 2)
+        d50=$(field F "$rate" direct 1); d99=$(field F "$rate" direct 2)
         for name in ours haproxy nginx; do
-            declare "a50_$name=$(added "$(ffield "$rate" $name 1)" "$d50")"
-            declare "a99_$name=$(added "$(ffield "$rate" $name 2)" "$d99")"
-            declare "ok_$name=$(ffield "$rate" $name 3)"
+            declare "a50_$name=$(added "$(field F "$rate" $name 1)" "$d50")"
+            declare "a99_$name=$(added "$(field F "$rate" $name 2)" "$d99")"
+            declare "ok_$name=$(field F "$rate" $name 3)"
             declare "err_$name=$(for round in $(seq "$ROUNDS"); do echo "${F[$round,$rate,$name]}"; done |
                 awk '{ s += ($4 < 0 ? 1 : $4) } END { print s + 0 }')"
         done
         echo "| $rate | added p50 µs | (p50 $d50) | $a50_ours | $a50_haproxy | $a50_nginx | $(ratio "$a50_ours" "$a50_haproxy") | $(ratio "$a50_ours" "$a50_nginx") |"
         echo "| $rate | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
-        echo "| $rate | ok/s / errors | $(ffield "$rate" direct 3) | $ok_ours/$err_ours | $ok_haproxy/$err_haproxy | $ok_nginx/$err_nginx | | |"
+        echo "| $rate | ok/s / errors | $(field F "$rate" direct 3) | $ok_ours/$err_ours | $ok_haproxy/$err_haproxy | $ok_nginx/$err_nginx | | |"
     done
 fi
 

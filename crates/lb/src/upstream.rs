@@ -44,28 +44,22 @@ pub fn set_thread_slot(slot: usize) {
 /// session.
 #[derive(Debug)]
 pub struct IdleConnections<C> {
-    /// The stacks and their total.
-    stacks: Mutex<Stacks<C>>,
-}
-
-/// What [`IdleConnections`] guards.
-#[derive(Debug)]
-struct Stacks<C> {
     /// Per thread slot: when each was released, its socket (for the liveness
     /// peek; owned by the connection) and the connection.
-    by_thread: Vec<Vec<(Instant, RawFd, C)>>,
-    /// Idle connections in all stacks: the cap is per backend, not per thread.
-    total: usize,
+    stacks: Mutex<Vec<Stack<C>>>,
 }
+
+/// One thread's idle connections to one backend.
+type Stack<C> = Vec<(Instant, RawFd, C)>;
 
 impl<C> Default for IdleConnections<C> {
     fn default() -> Self {
-        IdleConnections { stacks: Mutex::new(Stacks { by_thread: Vec::new(), total: 0 }) }
+        IdleConnections { stacks: Mutex::new(Vec::new()) }
     }
 }
 
 impl<C> IdleConnections<C> {
-    fn stacks(&self) -> std::sync::MutexGuard<'_, Stacks<C>> {
+    fn stacks(&self) -> std::sync::MutexGuard<'_, Vec<Stack<C>>> {
         // A panic while holding this lock leaves only stacks of sockets behind.
         self.stacks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -77,13 +71,10 @@ impl<C> IdleConnections<C> {
         loop {
             let (fd, conn) = {
                 let mut stacks = self.stacks();
-                let Stacks { by_thread, total } = &mut *stacks;
-                let stack = by_thread.get_mut(slot)?;
+                let stack = stacks.get_mut(slot)?;
                 let (at, fd, conn) = stack.pop()?;
-                *total -= 1;
                 if now.saturating_duration_since(at) > max_idle {
                     // Everything below is older still.
-                    *total -= stack.len();
                     stack.clear();
                     return None;
                 }
@@ -101,26 +92,24 @@ impl<C> IdleConnections<C> {
     pub fn put(&self, conn: C, fd: RawFd, cap: usize, now: Instant) {
         let slot = SLOT.with(Cell::get);
         let mut stacks = self.stacks();
-        if stacks.total >= cap {
+        // The cap is per backend, over every thread's stack.
+        if stacks.iter().map(Vec::len).sum::<usize>() >= cap {
             return;
         }
-        if stacks.by_thread.len() <= slot {
-            stacks.by_thread.resize_with(slot + 1, Vec::new);
+        if stacks.len() <= slot {
+            stacks.resize_with(slot + 1, Vec::new);
         }
-        stacks.by_thread[slot].push((now, fd, conn));
-        stacks.total += 1;
+        stacks[slot].push((now, fd, conn));
     }
 
     /// Close every idle connection (the backend is drained or removed).
     pub fn clear(&self) {
-        let mut stacks = self.stacks();
-        stacks.by_thread.clear();
-        stacks.total = 0;
+        self.stacks().clear();
     }
 
     /// How many are idle, on all threads.
     pub fn len(&self) -> usize {
-        self.stacks().total
+        self.stacks().iter().map(Vec::len).sum()
     }
 
     /// Whether none is.
