@@ -1,6 +1,9 @@
-//! What every process shares to be observable: JSON log lines and a Prometheus
-//! registry rendered at `/metrics`.
+//! What every process shares to be observable: JSON log lines, a Prometheus
+//! registry rendered at `/metrics`, and the rule for request ids
+//! ([`request_id`]) that ties one request's lines together across tiers.
 #![forbid(unsafe_code)]
+
+pub mod request_id;
 
 use std::sync::{Arc, Mutex};
 

@@ -12,8 +12,9 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::state::AppState;
 
-/// The request id header, taken from the client (or load balancer) or made here.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The request id header, taken from the client (or load balancer) or made here
+/// ([`telemetry::request_id`] holds the rule).
+pub static REQUEST_ID: HeaderName = HeaderName::from_static(telemetry::request_id::HEADER);
 
 /// Routes every process serves.
 pub fn routes() -> Router<AppState> {
@@ -48,25 +49,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Longest request id taken from a client or load balancer.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Whether an incoming request id is kept: short and plain (letters, digits,
-/// `-_.:`), so it cannot forge or flood log lines. The load balancer applies the
-/// same rule.
-pub fn sane_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    (1..=MAX_REQUEST_ID_LEN).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-}
-
-/// Drop an incoming request id that is not [`sane_request_id`] (or is given
-/// twice), so that one is made instead.
+/// Drop an incoming request id that the rule refuses
+/// ([`telemetry::request_id::is_sane`]) or that is given twice, so that one is
+/// made instead.
 pub async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();
     let mut ids = headers.get_all(&REQUEST_ID).iter();
     let keep = match (ids.next(), ids.next()) {
-        (Some(v), None) => sane_request_id(v),
+        (Some(v), None) => telemetry::request_id::is_sane(v.as_bytes()),
         (None, _) => true,
         (Some(_), Some(_)) => false,
     };
@@ -76,14 +66,13 @@ pub async fn drop_insane_request_id(mut request: Request, next: Next) -> Respons
     next.run(request).await
 }
 
-/// Makes request ids: 16 random bytes in hex.
+/// Makes request ids ([`telemetry::request_id::new`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let id: u128 = rand::random();
-        HeaderValue::from_str(&format!("{id:032x}")).ok().map(RequestId::new)
+        HeaderValue::try_from(telemetry::request_id::new()).ok().map(RequestId::new)
     }
 }
 
@@ -101,21 +90,4 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     );
     tracing::info!(route, method, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_short_plain_request_ids_are_kept() {
-        for good in ["a", "trace-me-123", "0af7651916cd43dd8448eb211c80319c", "lb.1:x_y", &"a".repeat(128)] {
-            assert!(sane_request_id(&HeaderValue::from_str(good).unwrap()), "{good:?}");
-        }
-        for bad in ["", "with space", "quote\"", "new\tline", "x/y", "é", &"a".repeat(129)] {
-            let Ok(v) = HeaderValue::from_str(bad) else { continue };
-            assert!(!sane_request_id(&v), "{bad:?}");
-        }
-        assert!(!sane_request_id(&HeaderValue::from_bytes(b"\xff\xfe").unwrap()));
-    }
 }
