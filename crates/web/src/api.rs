@@ -4,17 +4,21 @@ use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{self, Authenticated, Viewer};
+use crate::auth;
+use crate::body::{
+    ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
+};
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
+use crate::viewer::{Authenticated, Viewer};
 
 /// The OpenAPI document describing this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -198,43 +202,18 @@ struct PostBody {
     caption: String,
 }
 
-/// Largest request body of `POST /posts`: a photo and a caption with room for the
-/// multipart framing.
-pub fn upload_body_limit(state: &AppState) -> usize {
-    state.config().media.max_upload_bytes + 64 * 1024
-}
-
-/// The declared length of a request body, if any.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
 /// Read `request`'s body, refusing it (413) as soon as it is declared or grows
 /// larger than `limit` bytes, and hand the request back with the body in memory.
 async fn limit_body(request: Request, limit: usize) -> Result<Request, ApiError> {
-    use futures::StreamExt as _;
     if content_length(request.headers()).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge);
     }
     let (parts, body) = request.into_parts();
-    let mut stream = body.into_data_stream();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request("invalid_body", format!("reading the body: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = read_limited(body, limit).await.map_err(|e| match e {
+        ReadError::TooLarge => ApiError::TooLarge,
+        ReadError::Unreadable(e) => ApiError::bad_request("invalid_body", format!("reading the body: {e}")),
+    })?;
     Ok(Request::from_parts(parts, Body::from(bytes)))
-}
-
-fn is_multipart(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
 /// `POST /posts`: a JSON caption (201, ready at once), or multipart with a `photo`
@@ -330,33 +309,6 @@ pub async fn read_upload_with(
 
 async fn read_upload(multipart: &mut Multipart, max_photo: usize) -> Result<Upload, ApiError> {
     read_upload_with(multipart, max_photo, &[]).await
-}
-
-/// Map a multipart parsing failure.
-pub fn multipart_error(e: impl std::fmt::Display + MultipartStatus) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge
-    } else {
-        ApiError::bad_request("invalid_body", e.to_string())
-    }
-}
-
-/// The status axum assigns to a multipart failure.
-pub trait MultipartStatus {
-    /// That status.
-    fn status(&self) -> StatusCode;
-}
-
-impl MultipartStatus for axum::extract::multipart::MultipartError {
-    fn status(&self) -> StatusCode {
-        axum::extract::multipart::MultipartError::status(self)
-    }
-}
-
-impl MultipartStatus for axum::extract::multipart::MultipartRejection {
-    fn status(&self) -> StatusCode {
-        axum::extract::multipart::MultipartRejection::status(self)
-    }
 }
 
 async fn get_post(

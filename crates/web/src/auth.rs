@@ -4,13 +4,10 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cache::Redis;
@@ -21,7 +18,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sid";
@@ -218,89 +214,6 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
-}
-
-/// The logged-in user of a request.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// Who.
-    pub user_id: i64,
-    /// The token that proved it (to log out).
-    pub token: String,
-}
-
-/// The request's session, if any: a bearer token wins over the `sid` cookie.
-/// A presented but unknown or expired token is treated as no session.
-#[derive(Debug, Clone)]
-pub struct Viewer(pub Option<Session>);
-
-/// What [`session_scope`] found, for the extractors (a Redis failure is kept so
-/// that only the handlers that need the session fail).
-#[derive(Clone)]
-struct Loaded(Result<Option<Session>, Arc<String>>);
-
-fn request_token(headers: &HeaderMap) -> Option<String> {
-    bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE))
-}
-
-impl FromRequestParts<AppState> for Viewer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(Loaded(loaded)) = parts.extensions.get::<Loaded>() {
-            return loaded.clone().map(Viewer).map_err(|e| ApiError::Unavailable { reason: e.to_string() });
-        }
-        let Some(token) = request_token(&parts.headers) else { return Ok(Viewer(None)) };
-        let found = state.sessions().lookup(&token).await?;
-        Ok(Viewer(found.map(|(user_id, _)| Session { user_id, token })))
-    }
-}
-
-/// Middleware: load the request's session (user and read-your-writes floor, one
-/// Redis round trip), run the request in a [`data::consistency::scope`] with
-/// that floor, and raise the session's floor to where the request's writes
-/// committed. Anonymous requests run with no floor.
-pub async fn session_scope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(token) = request_token(req.headers()) else { return next.run(req).await };
-    let found = state.sessions().lookup(&token).await;
-    let (loaded, floor) = match found {
-        Ok(Some((user_id, floor))) => (Ok(Some(Session { user_id, token: token.clone() })), floor),
-        Ok(None) => (Ok(None), Lsns::new()),
-        Err(e) => (Err(Arc::new(e.to_string())), Lsns::new()),
-    };
-    let live = matches!(loaded, Ok(Some(_)));
-    req.extensions_mut().insert(Loaded(loaded));
-    let (response, written) = data::consistency::scope(floor, next.run(req)).await;
-    if live
-        && !written.is_empty()
-        && let Err(e) = state.sessions().raise_floor(&token, &written).await
-    {
-        // The write stands; this session's next reads may be served by
-        // the primary's replicas without it for up to the lag bound.
-        tracing::warn!(error = %e, "could not record the session's read-your-writes floor");
-    }
-    response
-}
-
-/// A request that must be logged in (401 otherwise).
-#[derive(Debug, Clone)]
-pub struct Authenticated(pub Session);
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Viewer::from_request_parts(parts, state).await? {
-            Viewer(Some(s)) => Ok(Authenticated(s)),
-            Viewer(None) => Err(ApiError::Unauthenticated),
-        }
-    }
 }
 
 /// `Set-Cookie` value starting a session.

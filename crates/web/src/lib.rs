@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod html;
@@ -15,6 +16,7 @@ pub mod media;
 pub mod observe;
 pub mod service;
 pub mod state;
+pub mod viewer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,7 +110,7 @@ impl Application {
 
 /// The whole HTTP surface of a web server.
 pub fn router(state: AppState) -> Router {
-    let upload_limit = api::upload_body_limit(&state);
+    let upload_limit = body::upload_body_limit(&state);
     let http = &state.config().http;
     let body_limit = http.max_body_bytes;
     let timeout = Duration::from_secs(http.request_timeout_secs);
@@ -117,7 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{key}", axum::routing::get(media::serve))
         .merge(html::routes(&state))
         .merge(observe::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::session_scope))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), viewer::session_scope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
             let id = req.headers().get(&observe::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -26,18 +26,19 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{CsrfToken, Viewer};
+use crate::auth::CsrfToken;
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
+use crate::viewer::Viewer;
 
 pub(crate) use layout::Me;
 
 /// Routes of the HTML pages. `state` gives the limits and the photo URLs'
-/// origin: `/upload` takes bodies up to [`crate::api::upload_body_limit`] (a photo),
+/// origin: `/upload` takes bodies up to [`crate::body::upload_body_limit`] (a photo),
 /// and the pages' Content-Security-Policy lets images load from `media.public_base`.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let upload_limit = crate::api::upload_body_limit(state);
+    let upload_limit = crate::body::upload_body_limit(state);
     let csp = content_security_policy(&state.config().media.public_base);
     let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(FALLBACK_CSP));
     Router::new()

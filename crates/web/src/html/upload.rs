@@ -7,19 +7,19 @@
 //! token is refused (403) without being read. So a forged upload costs no photo
 //! decoding and stores nothing.
 
-use axum::body::{Body, Bytes};
 use axum::extract::multipart::Field;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use futures::StreamExt;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{new_post_form, size_label};
 use super::{Ctx, HtmlError, LoggedIn, Me, csrf_checked_form, is_urlencoded_form};
-use crate::api::{content_length, multipart_error, upload_body_limit};
 use crate::auth::CsrfToken;
+use crate::body::{
+    ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
+};
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
@@ -74,7 +74,10 @@ pub(super) async fn upload(
     if content_length(&parts.headers).is_some_and(|n| n > max as u64) {
         return Err(ApiError::TooLarge.into());
     }
-    let body = read_limited(body, max).await?;
+    let body = read_limited(body, max).await.map_err(|e| match e {
+        ReadError::TooLarge => ApiError::TooLarge,
+        ReadError::Unreadable(_) => ApiError::bad_request("invalid_form", "the form could not be read"),
+    })?;
     let form: UploadForm = csrf_checked_form(&parts.headers, body).await?;
     publish(&state, &me, &ctx, form.caption, None).await
 }
@@ -111,28 +114,6 @@ fn refused(state: &AppState, ctx: &Ctx, caption: &str, e: ApiError) -> Result<Re
     };
     let (status, _) = e.status_and_code();
     Ok(ctx.render(status, "New post", form_page(state, ctx, caption, Some(&message))))
-}
-
-fn is_multipart(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
-}
-
-/// A whole body of at most `limit` bytes.
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_form", "the form could not be read"))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(bytes))
 }
 
 /// The multipart form, as far as it has been read.
@@ -258,23 +239,4 @@ async fn read_part(
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    #[test]
-    fn multipart_content_type_is_recognized() {
-        let mut h = HeaderMap::new();
-        assert!(!is_multipart(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("multipart/form-data; boundary=x"));
-        assert!(is_multipart(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("Multipart/Form-Data;boundary=x"));
-        assert!(is_multipart(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("multipart/mixed; boundary=x"));
-        assert!(!is_multipart(&h));
-    }
 }
