@@ -486,13 +486,14 @@ async fn a_text_post_leaves_no_fanout_job_behind() {
 }
 
 #[tokio::test]
-async fn a_text_post_whose_web_server_died_after_the_commit_is_fanned_out_by_a_worker() {
+async fn a_text_post_committed_but_never_fanned_out_inline_is_fanned_out_by_a_worker() {
     let env = TestEnv::new().await;
     let app = env.spawn().await;
     let author = signup(&app, "crashy").await;
     let fan = signup(&app, "loyal").await;
     follow_and_warm(&app, &fan, "crashy").await;
-    // The post and its outbox job commit; the server dies before fanning out.
+    // The post and its outbox job commit, and nothing fans it out inline (what a
+    // web server that died right after the commit leaves behind).
     let (post, _job) = app.state.data().create_post_queued(author.id, "lost?").await.unwrap();
     let id = post.post_id.to_string();
     assert!(!feed_ids(&app, &fan).await.contains(&id), "not fanned out yet");
