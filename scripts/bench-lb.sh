@@ -80,6 +80,9 @@ if [ -n "$FIXED_RATES" ] && ! command -v "$OHA" >/dev/null; then
         die "oha is not installed (cargo install oha --locked), or set OHA=path, or BENCH_FIXED_RATES= to skip part 1b"
 fi
 
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
+
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-lb.XXXXXX")"
 # PostgreSQL runs as its own OS user when started by root: it must enter this dir.
 chmod 755 "$RUN"
@@ -100,21 +103,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free port, never one handed out before in this run (the kernel may give the
-# same free port twice in a row; it is not in use until its process binds it).
-port() {
-    python3 -c 'import os, socket, sys
-used = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = str(s.getsockname()[1]); s.close()
-    if p not in used: break
-open(sys.argv[1], "a").write(p + "\n"); print(p)' "$RUN/ports"
-}
-wait_http() {
-    for _ in $(seq 200); do curl -fs -o /dev/null "http://$1${2:-/}" && return 0; sleep 0.05; done
-    die "nothing answers on $1"
-}
-
 B1="127.0.0.1:$(port)"; B2="127.0.0.1:$(port)"
 BARE_PIDS=()
 "$BARE" "$B1" >/dev/null 2>&1 & BARE_PIDS+=($!)
@@ -130,40 +118,10 @@ start_proxies() {
     mkdir -p "$dir/nginx"
     OURS="127.0.0.1:$(port)"; HAP="127.0.0.1:$(port)"; NGX="127.0.0.1:$(port)"
     SET_PIDS=()
-    cat >"$dir/lb.toml" <<EOF
-listen = "$OURS"
-admin = "127.0.0.1:$(port)"
-backends = ["$b1", "$b2"]
-algorithm = "round_robin"
-threads = $THREADS
-[health]
-path = "$health"
-EOF
+    lb_toml "$dir/lb.toml" "$OURS" "127.0.0.1:$(port)" "$THREADS" "$health" "$b1" "$b2"
     RUST_LOG=info "$MILLIONS" lb --config "$dir/lb.toml" >"$dir/lb-access.log" 2>&1 & SET_PIDS+=($!)
 
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread $THREADS
-    log stdout format raw local0
-defaults
-    mode http
-    log global
-    option httplog
-    option http-keep-alive
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout http-request 10s
-    timeout http-keep-alive 60s
-frontend fe
-    bind $HAP
-    default_backend be
-backend be
-    balance roundrobin
-    http-reuse always
-    server b1 $b1
-    server b2 $b2
-EOF
+    haproxy_cfg "$dir/haproxy.cfg" "$HAP" "$THREADS" "$b1" "$b2"
     haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy-access.log" 2>&1 & SET_PIDS+=($!)
 
     cat >"$dir/nginx.conf" <<EOF
@@ -226,7 +184,6 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # The medians over rounds, and the table.
-median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # field RESULTS KEY NAME INDEX: the median over rounds of one number of RESULTS
 # (R or F below), samples that failed ("nan") left out.
 field() {

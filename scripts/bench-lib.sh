@@ -1,0 +1,75 @@
+# Helpers shared by the benchmark scripts (sourced, not run).
+#
+# The sourcing script sets RUN (its run directory) before calling `port`, and
+# defines say/die.
+
+# A free port, never one handed out before in this run (the kernel may give the
+# same free port twice in a row; it is not in use until its process binds it).
+port() {
+    python3 -c 'import os, socket, sys
+used = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = str(s.getsockname()[1]); s.close()
+    if p not in used: break
+open(sys.argv[1], "a").write(p + "\n"); print(p)' "$RUN/ports"
+}
+
+# wait_http ADDR [PATH]: poll until ADDR answers PATH with a 2xx (10 s at most).
+wait_http() {
+    for _ in $(seq 200); do curl -fs -o /dev/null "http://$1${2:-/}" && return 0; sleep 0.05; done
+    die "nothing answers on $1"
+}
+
+# The median of the numbers on stdin, one per line.
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# haproxy_cfg FILE LISTEN THREADS BACKEND...: HAProxy configured as the benchmarks
+# configure every proxy (round robin, keep-alive both ways, one access-log line per
+# request to stdout).
+haproxy_cfg() {
+    local file="$1" listen="$2" threads="$3" i=0
+    shift 3
+    cat >"$file" <<CFG
+global
+    nbthread $threads
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    option httplog
+    option http-keep-alive
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+frontend fe
+    bind $listen
+    default_backend be
+backend be
+    balance roundrobin
+    http-reuse always
+CFG
+    for b in "$@"; do i=$((i + 1)); echo "    server b$i $b" >>"$file"; done
+}
+
+# lb_toml FILE LISTEN ADMIN THREADS HEALTH_PATH BACKEND...: our load balancer,
+# configured alike.
+lb_toml() {
+    local file="$1" listen="$2" admin="$3" threads="$4" health="$5" list=""
+    shift 5
+    for b in "$@"; do list="$list${list:+, }\"$b\""; done
+    cat >"$file" <<CFG
+listen = "$listen"
+admin = "$admin"
+backends = [$list]
+algorithm = "round_robin"
+threads = $threads
+[health]
+path = "$health"
+CFG
+}
+
+# cpu_ticks PID: the process's user + system CPU so far, in clock ticks (every
+# thread's, from /proc/PID/stat).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
