@@ -24,7 +24,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ConfigError, DataConfig, Inner};
+use crate::Inner;
+use crate::config::{ConfigError, DataConfig};
 
 /// How often the lag monitor probes.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);

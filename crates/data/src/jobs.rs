@@ -126,7 +126,7 @@ impl Data {
         }
         .await
         .map_err(DataError::db(shard))?;
-        self.record("delete_queued_job", shard, started);
+        self.inner.metrics.record("delete_queued_job", shard, started);
         Ok(row.is_some())
     }
 

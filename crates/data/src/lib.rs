@@ -7,188 +7,34 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod config;
 pub mod consistency;
 mod error;
 mod jobs;
+mod metrics;
+mod migrate;
 mod model;
 mod queries;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deadpool_postgres::Object;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use sharding::{ClusterMap, PostIdGenerator, ShardMap};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, primary_reads};
 pub use error::DataError;
 pub use jobs::{CLAIM_JOBS_SQL, FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
+pub use metrics::ReadTarget;
+pub use migrate::migrate;
 pub use model::{
     Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage, UserRecord,
 };
 pub use sharding::{PostId, ShardId};
-
-mod embedded {
-    refinery::embed_migrations!("migrations");
-}
-
-/// How to reach the shards (the `[database]` section of a process's configuration).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// One PostgreSQL connection URL per shard, in shard order: each shard's
-    /// (initial) primary. Its user, password and database name are also used for
-    /// every server a cluster map names for that shard.
-    pub shards: Vec<String>,
-    /// Static replica URLs per shard (in shard order; shards may be left out at
-    /// the end), for deployments without a controller.
-    #[serde(default)]
-    pub replicas: Vec<Vec<String>>,
-    /// Where the controller publishes the cluster map (`http://.../cluster`); when
-    /// set, the map replaces `shards` and `replicas` as soon as it is fetched and
-    /// is followed from then on.
-    #[serde(default)]
-    pub cluster_url: Option<String>,
-    /// A replica further behind its primary than this does not serve reads.
-    #[serde(default = "default_max_replica_lag_ms")]
-    pub max_replica_lag_ms: u64,
-    /// Connections per server pool.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    /// How long a query waits for a pooled connection (or a new one) before
-    /// failing, in milliseconds.
-    #[serde(default = "default_acquire_timeout_ms")]
-    pub acquire_timeout_ms: u64,
-}
-
-fn default_pool_size() -> usize {
-    16
-}
-
-fn default_acquire_timeout_ms() -> u64 {
-    2000
-}
-
-fn default_max_replica_lag_ms() -> u64 {
-    1000
-}
-
-/// Labels of one data-layer operation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OpLabels {
-    /// The operation's name (`profile_by_id`, `create_post`, ...).
-    op: &'static str,
-    /// The shard it ran on.
-    shard: u16,
-}
-
-/// Labels of a shard's pool gauges.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShardLabels {
-    /// The shard.
-    shard: u16,
-}
-
-/// Where a read was served.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ReadTarget {
-    /// The shard's primary.
-    Primary,
-    /// One of its replicas.
-    Replica,
-}
-
-/// Labels of the read counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadLabels {
-    shard: u16,
-    target: ReadTarget,
-}
-
-/// Labels of a replica's gauges.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReplicaLabels {
-    shard: u16,
-    replica: String,
-}
-
-/// The data layer's metrics.
-#[derive(Clone)]
-struct Metrics {
-    /// Queries issued, by operation and shard: what the cache saves is read here.
-    queries: Family<OpLabels, Counter>,
-    /// Query latency, by operation and shard.
-    latency: Family<OpLabels, Histogram>,
-    /// Connections open per shard pool.
-    pool_size: Family<ShardLabels, Gauge>,
-    /// Idle connections per shard pool.
-    pool_available: Family<ShardLabels, Gauge>,
-    /// Tasks waiting for a connection per shard pool.
-    pool_waiting: Family<ShardLabels, Gauge>,
-    /// Reads by shard and where they were served.
-    reads: Family<ReadLabels, Counter>,
-    /// The cluster map's epoch in force.
-    epoch: Gauge,
-    /// Each replica's lag at the last probe.
-    replica_lag: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    /// Whether each replica may serve reads (answered, lag known).
-    replica_usable: Family<ReplicaLabels, Gauge>,
-}
-
-impl Metrics {
-    fn new(registry: &telemetry::Registry) -> Metrics {
-        let m = Metrics {
-            queries: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(telemetry::latency_buckets())),
-            pool_size: Family::default(),
-            pool_available: Family::default(),
-            pool_waiting: Family::default(),
-            reads: Family::default(),
-            epoch: Gauge::default(),
-            replica_lag: Family::default(),
-            replica_usable: Family::default(),
-        };
-        registry.register("db_queries", "Queries issued, by operation and shard", m.queries.clone());
-        registry.register(
-            "db_query_duration_seconds",
-            "Query latency by operation and shard",
-            m.latency.clone(),
-        );
-        registry.register("db_pool_connections", "Connections open, by shard", m.pool_size.clone());
-        registry.register("db_pool_idle", "Idle connections, by shard", m.pool_available.clone());
-        registry.register("db_pool_waiting", "Tasks waiting for a connection", m.pool_waiting.clone());
-        registry.register("db_reads", "Reads by shard and target (primary or replica)", m.reads.clone());
-        registry.register("db_cluster_epoch", "Epoch of the cluster map in force", m.epoch.clone());
-        registry.register(
-            "db_replica_lag_seconds",
-            "Each replica's lag behind its primary at the last probe",
-            m.replica_lag.clone(),
-        );
-        registry.register(
-            "db_replica_usable",
-            "1 if the replica answered its last probe and may serve reads",
-            m.replica_usable.clone(),
-        );
-        m
-    }
-
-    fn observe_replica(&self, shard: ShardId, addr: &str, lag: Option<Duration>) {
-        let l = ReplicaLabels { shard: shard.0, replica: addr.to_string() };
-        self.replica_usable.get_or_create(&l).set(i64::from(lag.is_some()));
-        if let Some(lag) = lag {
-            self.replica_lag.get_or_create(&l).set(lag.as_secs_f64());
-        }
-    }
-}
 
 /// Handle to every shard; cheap to clone.
 #[derive(Clone)]
@@ -215,7 +61,7 @@ struct Inner {
     /// Makes this process's post ids.
     post_ids: PostIdGenerator,
     /// Query counters and pool gauges.
-    metrics: Metrics,
+    metrics: metrics::Metrics,
 }
 
 impl Drop for Inner {
@@ -237,7 +83,7 @@ impl Inner {
         }
         let next = routes.apply(map, &self.connector)?;
         *routes = Arc::new(next);
-        self.metrics.epoch.set(map.epoch as i64);
+        self.metrics.observe_epoch(map.epoch);
         for (i, shard) in routes.shards.iter().enumerate() {
             tracing::info!(
                 epoch = map.epoch,
@@ -254,117 +100,6 @@ impl Inner {
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Data").field("shards", &self.inner.connector.shards()).finish()
-    }
-}
-
-/// A configuration the data layer cannot use.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// No shard was given.
-    #[error("at least one shard URL is needed")]
-    NoShards,
-    /// A URL could not be parsed.
-    #[error("shard {index}: bad PostgreSQL URL: {message}")]
-    BadUrl {
-        /// The shard's position in the list.
-        index: usize,
-        /// The parser's complaint.
-        message: String,
-    },
-    /// A replica URL could not be parsed.
-    #[error("database.replicas: shard {shard}, replica {replica}: bad PostgreSQL URL: {message}")]
-    BadReplicaUrl {
-        /// The shard's position.
-        shard: usize,
-        /// The replica's position in the shard's list.
-        replica: usize,
-        /// The parser's complaint.
-        message: String,
-    },
-    /// More replica lists than shards.
-    #[error("database.replicas lists {replicas} shards but database.shards only {shards}")]
-    TooManyReplicaLists {
-        /// Replica lists given.
-        replicas: usize,
-        /// Shards given.
-        shards: usize,
-    },
-    /// The cluster URL is not an http(s) URL.
-    #[error("database.cluster_url: {0}")]
-    BadClusterUrl(String),
-    /// The pool size is zero.
-    #[error("pool_size must be at least 1")]
-    EmptyPool,
-    /// Building a pool failed.
-    #[error("shard {index}: {message}")]
-    Pool {
-        /// The shard's position in the list.
-        index: usize,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl DataConfig {
-    /// A configuration for these shard URLs, every other setting at its default.
-    pub fn new(shards: Vec<String>) -> DataConfig {
-        DataConfig {
-            shards,
-            replicas: Vec::new(),
-            cluster_url: None,
-            max_replica_lag_ms: default_max_replica_lag_ms(),
-            pool_size: default_pool_size(),
-            acquire_timeout_ms: default_acquire_timeout_ms(),
-        }
-    }
-
-    /// How long a query waits for a connection.
-    pub fn acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.acquire_timeout_ms)
-    }
-
-    /// Check the configuration without connecting anywhere.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.shards.is_empty() {
-            return Err(ConfigError::NoShards);
-        }
-        if self.pool_size == 0 {
-            return Err(ConfigError::EmptyPool);
-        }
-        if self.acquire_timeout_ms == 0 {
-            return Err(ConfigError::Pool {
-                index: 0,
-                message: "acquire_timeout_ms must be positive".into(),
-            });
-        }
-        cluster::Connector::new(self)?;
-        if self.replicas.len() > self.shards.len() {
-            return Err(ConfigError::TooManyReplicaLists {
-                replicas: self.replicas.len(),
-                shards: self.shards.len(),
-            });
-        }
-        for (shard, urls) in self.replicas.iter().enumerate() {
-            for (replica, url) in urls.iter().enumerate() {
-                tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::BadReplicaUrl {
-                    shard,
-                    replica,
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        self.cluster_url()?;
-        Ok(())
-    }
-
-    fn cluster_url(&self) -> Result<Option<reqwest::Url>, ConfigError> {
-        let Some(raw) = &self.cluster_url else { return Ok(None) };
-        let url =
-            reqwest::Url::parse(raw).map_err(|e| ConfigError::BadClusterUrl(format!("{raw:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(ConfigError::BadClusterUrl(format!("{raw:?} is not an http(s) URL with a host")));
-        }
-        Ok(Some(url))
     }
 }
 
@@ -388,7 +123,7 @@ impl Data {
             refresh: Arc::new(tokio::sync::Notify::new()),
             stop: CancellationToken::new(),
             post_ids: PostIdGenerator::default(),
-            metrics: Metrics::new(registry),
+            metrics: metrics::Metrics::new(registry),
         });
         let has_replicas = config.replicas.iter().any(|r| !r.is_empty());
         if has_replicas || cluster_url.is_some() {
@@ -427,16 +162,12 @@ impl Data {
     /// How many queries of operation `op` ran, over all shards. Tests use it to prove
     /// what the cache saves.
     pub fn query_count(&self, op: &'static str) -> u64 {
-        (0..self.inner.connector.shards() as u16)
-            .map(|shard| self.inner.metrics.queries.get_or_create(&OpLabels { op, shard }).get())
-            .sum()
+        self.inner.metrics.queries_of(op, self.inner.connector.shards())
     }
 
     /// How many reads were served by `target`, over all shards.
     pub fn reads_on(&self, target: ReadTarget) -> u64 {
-        (0..self.inner.connector.shards() as u16)
-            .map(|shard| self.inner.metrics.reads.get_or_create(&ReadLabels { shard, target }).get())
-            .sum()
+        self.inner.metrics.reads_on(target, self.inner.connector.shards())
     }
 
     /// How many of `shard`'s replicas may serve a read with no floor right now.
@@ -458,12 +189,7 @@ impl Data {
         let routes = self.inner.routes();
         for (i, shard) in routes.shards.iter().enumerate() {
             let Some(primary) = &shard.primary else { continue };
-            let status = primary.pool.status();
-            let l = ShardLabels { shard: i as u16 };
-            let m = &self.inner.metrics;
-            m.pool_size.get_or_create(&l).set(status.size as i64);
-            m.pool_available.get_or_create(&l).set(status.available as i64);
-            m.pool_waiting.get_or_create(&l).set(status.waiting as i64);
+            self.inner.metrics.observe_pool(ShardId(i as u16), primary.pool.status());
         }
     }
 
@@ -528,7 +254,7 @@ impl Data {
         }
         .await;
         match &result {
-            Ok(_) => self.record(op, shard, started),
+            Ok(_) => self.inner.metrics.record(op, shard, started),
             Err(e) if e.suggests_failover() => self.inner.refresh.notify_one(),
             Err(_) => {}
         }
@@ -555,7 +281,7 @@ impl Data {
                 async { f(connect(&replica.server, shard).await?).await.map_err(DataError::db(shard)) }.await;
             match attempt {
                 Ok(out) => {
-                    self.record_read(op, shard, ReadTarget::Replica, started);
+                    self.inner.metrics.record_read(op, shard, ReadTarget::Replica, started);
                     return Ok(out);
                 }
                 Err(e) if e.is_retryable() => {
@@ -567,7 +293,7 @@ impl Data {
         }
         let client = connect(&*self.primary_server(shard)?, shard).await?;
         let out = f(client).await.map_err(DataError::db(shard))?;
-        self.record_read(op, shard, ReadTarget::Primary, started);
+        self.inner.metrics.record_read(op, shard, ReadTarget::Primary, started);
         Ok(out)
     }
 
@@ -584,18 +310,6 @@ impl Data {
     {
         consistency::primary_reads(self.read(op, shard, f)).await
     }
-
-    fn record_read(&self, op: &'static str, shard: ShardId, target: ReadTarget, started: Instant) {
-        self.inner.metrics.reads.get_or_create(&ReadLabels { shard: shard.0, target }).inc();
-        self.record(op, shard, started);
-    }
-
-    /// Count and time one operation on one shard.
-    fn record(&self, op: &'static str, shard: ShardId, started: Instant) {
-        let labels = OpLabels { op, shard: shard.0 };
-        self.inner.metrics.queries.get_or_create(&labels).inc();
-        self.inner.metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    }
 }
 
 /// A pooled connection to `server` of `shard`.
@@ -605,23 +319,3 @@ async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, Dat
 
 /// The WAL insert position as a number (read after a write commits).
 const LSN_AFTER_WRITE: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8";
-
-/// Bring every shard's schema to the newest version.
-///
-/// Safe to run from several processes at once: each shard migrates under an
-/// advisory lock.
-pub async fn migrate(shard_urls: &[String]) -> Result<(), DataError> {
-    const LOCK_KEY: i64 = 0x6d69_6c6c_696f_6e73; // "millions"
-    for (i, url) in shard_urls.iter().enumerate() {
-        let shard = ShardId(i as u16);
-        let (mut client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(DataError::db(shard))?;
-        let conn = tokio::spawn(conn);
-        client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(DataError::db(shard))?;
-        let result = embedded::migrations::runner().run_async(&mut client).await;
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
-        drop(client);
-        let _ = conn.await;
-        result.map_err(|e| DataError::Migration { shard, message: e.to_string() })?;
-    }
-    Ok(())
-}
