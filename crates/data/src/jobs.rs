@@ -13,7 +13,9 @@ use sharding::{PostId, ShardId};
 use tokio_postgres::types::Json;
 
 use crate::queries::{POST_COLUMNS, post_from, rows};
-use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage};
+use crate::{
+    Change, Data, DataError, DeadJob, Job, Lsn, Photo, PostRecord, QueueStats, QueuedJob, StoredImage,
+};
 
 /// The job kind that makes a photo's thumbnails.
 pub const PHOTO_JOB: &str = "photo";
@@ -115,18 +117,13 @@ impl Data {
     /// it is gone. Not tracked for read-your-writes: nobody reads a job's absence
     /// from a replica, so no LSN is fetched after it.
     pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
-        let shard = job.shard;
-        let started = std::time::Instant::now();
-        let server = self.primary_server(shard)?;
-        let client = crate::connect(&server, shard).await?;
         let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' RETURNING 1";
-        let row = async {
-            let stmt = client.prepare_cached(sql).await?;
-            client.query_opt(&stmt, &[&job.job_id]).await
-        }
-        .await
-        .map_err(DataError::db(shard))?;
-        self.inner.metrics.record("delete_queued_job", shard, started);
+        let row = self
+            .write("delete_queued_job", job.shard, Lsn::Skip, |c| async move {
+                let stmt = c.prepare_cached(sql).await?;
+                Ok(c.query_opt(&stmt, &[&job.job_id]).await?)
+            })
+            .await?;
         Ok(row.is_some())
     }
 
@@ -191,9 +188,9 @@ impl Data {
         lease: Duration,
     ) -> Result<Vec<Job>, DataError> {
         let rows = self
-            .write("claim_jobs", shard, |client| async move {
-                let stmt = client.prepare_cached(CLAIM_JOBS_SQL).await.map_err(DataError::db(shard))?;
-                client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))
+            .write("claim_jobs", shard, Lsn::Track, |client| async move {
+                let stmt = client.prepare_cached(CLAIM_JOBS_SQL).await?;
+                Ok(client.query(&stmt, &[&worker, &millis(lease), &limit]).await?)
             })
             .await?;
         Ok(rows
@@ -281,21 +278,6 @@ impl Data {
         op: &'static str,
     ) -> Result<bool, DataError> {
         Ok(self.write_one(op, job.shard, sql, params).await?.is_some())
-    }
-
-    /// One write statement on `shard`'s primary: at most one row back.
-    pub(crate) async fn write_one(
-        &self,
-        op: &'static str,
-        shard: ShardId,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Option<tokio_postgres::Row>, DataError> {
-        self.write(op, shard, |c| async move {
-            let stmt = c.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-            c.query_opt(&stmt, params).await.map_err(DataError::db(shard))
-        })
-        .await
     }
 
     /// Depth and age of a shard's queue.

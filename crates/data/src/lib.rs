@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, primary_reads};
 pub use error::DataError;
+use error::QueryError;
 pub use jobs::{CLAIM_JOBS_SQL, FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
 pub use metrics::ReadTarget;
 pub use migrate::migrate;
@@ -224,77 +225,117 @@ impl Data {
         })
     }
 
-    /// Run a write on `shard`'s primary. Inside a [`consistency::scope`], its
-    /// commit LSN raises the scope's floor. A failure that suggests the primary
-    /// moved (unreachable, read-only) makes the map follower fetch the map now;
-    /// the error is retryable and the write is never retried here.
+    /// The one write path: run `f` on `shard`'s primary, then account for it.
+    ///
+    /// `f` gets a pooled connection and runs its statements (a transaction if it
+    /// needs one), using `?` on the driver's errors; they become
+    /// [`DataError::Db`] of `shard` here. With [`Lsn::Track`], inside a
+    /// [`consistency::scope`], the commit's LSN raises the scope's floor. A
+    /// success is counted and timed as `op`, a failure counted as `op`'s error; a
+    /// failure that suggests the primary moved (unreachable, read-only) makes the
+    /// map follower fetch the map now. The error is retryable and the write is
+    /// never retried here.
     pub(crate) async fn write<T, F, Fut>(
         &self,
         op: &'static str,
         shard: ShardId,
+        lsn: Lsn,
         f: F,
     ) -> Result<T, DataError>
     where
         F: FnOnce(Object) -> Fut,
-        Fut: Future<Output = Result<T, DataError>>,
+        Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
-        let result: Result<T, DataError> = async {
+        let result = async {
             let server = self.primary_server(shard)?;
             let out = f(connect(&server, shard).await?).await?;
-            if consistency::tracking() {
+            if lsn == Lsn::Track && consistency::tracking() {
                 // After the commit: the insert position covers the commit record
                 // even when commits are not flushed at once.
                 let client = connect(&server, shard).await?;
-                let stmt = client.prepare_cached(LSN_AFTER_WRITE).await.map_err(DataError::db(shard))?;
-                let row = client.query_one(&stmt, &[]).await.map_err(DataError::db(shard))?;
+                let stmt = client.prepare_cached(LSN_AFTER_WRITE).await?;
+                let row = client.query_one(&stmt, &[]).await?;
                 consistency::wrote(shard, row.get::<_, i64>(0) as u64);
             }
             Ok(out)
         }
-        .await;
+        .await
+        .map_err(|e: QueryError| e.on(shard));
         match &result {
             Ok(_) => self.inner.metrics.record(op, shard, started),
-            Err(e) if e.suggests_failover() => self.inner.refresh.notify_one(),
-            Err(_) => {}
+            Err(e) => {
+                self.inner.metrics.record_error(op, shard);
+                if e.suggests_failover() {
+                    self.inner.refresh.notify_one();
+                }
+            }
         }
         result
     }
 
+    /// One write statement on `shard`'s primary, through [`Data::write`]: at most
+    /// one row back.
+    pub(crate) async fn write_one(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, DataError> {
+        self.write(op, shard, Lsn::Track, |c| async move {
+            let stmt = c.prepare_cached(sql).await?;
+            Ok(c.query_opt(&stmt, params).await?)
+        })
+        .await
+    }
+
     /// Run a read of `shard` on a replica that may serve it (lag within bound,
     /// the scope's floor replayed), else on the primary. A replica that fails is
-    /// marked unusable and the read runs again, once, on the primary.
+    /// marked unusable and the read runs again, once, on the primary. A success is
+    /// counted and timed as `op` (and by where it was served), a failure counted
+    /// as `op`'s error.
     pub(crate) async fn read<T, F, Fut>(&self, op: &'static str, shard: ShardId, f: F) -> Result<T, DataError>
     where
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let started = Instant::now();
-        let replica = if consistency::primary_only() {
-            None
-        } else {
-            let routes = self.inner.routes();
-            routes.shard(shard).pick_replica(consistency::floor(shard), self.inner.max_lag_ms).cloned()
-        };
-        if let Some(replica) = replica {
-            let attempt =
-                async { f(connect(&replica.server, shard).await?).await.map_err(DataError::db(shard)) }.await;
-            match attempt {
-                Ok(out) => {
-                    self.inner.metrics.record_read(op, shard, ReadTarget::Replica, started);
-                    return Ok(out);
+        let result = async {
+            let replica = if consistency::primary_only() {
+                None
+            } else {
+                let routes = self.inner.routes();
+                routes.shard(shard).pick_replica(consistency::floor(shard), self.inner.max_lag_ms).cloned()
+            };
+            if let Some(replica) = replica {
+                let attempt =
+                    async { f(connect(&replica.server, shard).await?).await.map_err(DataError::db(shard)) }
+                        .await;
+                match attempt {
+                    Ok(out) => return Ok((out, ReadTarget::Replica)),
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, replica = %replica.server.addr, "replica read failed; reading from the primary");
+                        replica.health.usable.store(false, Ordering::Release);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, replica = %replica.server.addr, "replica read failed; reading from the primary");
-                    replica.health.usable.store(false, Ordering::Release);
-                }
-                Err(e) => return Err(e),
+            }
+            let client = connect(&*self.primary_server(shard)?, shard).await?;
+            let out = f(client).await.map_err(DataError::db(shard))?;
+            Ok((out, ReadTarget::Primary))
+        }
+        .await;
+        match result {
+            Ok((out, target)) => {
+                self.inner.metrics.record_read(op, shard, target, started);
+                Ok(out)
+            }
+            Err(e) => {
+                self.inner.metrics.record_error(op, shard);
+                Err(e)
             }
         }
-        let client = connect(&*self.primary_server(shard)?, shard).await?;
-        let out = f(client).await.map_err(DataError::db(shard))?;
-        self.inner.metrics.record_read(op, shard, ReadTarget::Primary, started);
-        Ok(out)
     }
 
     /// A read that must see every committed write: always on the primary.
@@ -315,6 +356,17 @@ impl Data {
 /// A pooled connection to `server` of `shard`.
 async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, DataError> {
     server.pool.get().await.map_err(|source| DataError::Unavailable { shard, source })
+}
+
+/// What a write's commit does to the read-your-writes floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lsn {
+    /// Inside a [`consistency::scope`], read the LSN after the commit and raise
+    /// the scope's floor to it, so the scope's next reads see the write.
+    Track,
+    /// Read nothing after the commit: no one reads what the write changed from
+    /// a replica, so the round trip would buy nothing.
+    Skip,
 }
 
 /// The WAL insert position as a number (read after a write commits).

@@ -64,6 +64,9 @@ pub(crate) struct Metrics {
     queries: Family<OpLabels, Counter>,
     /// Query latency, by operation and shard.
     latency: Family<OpLabels, Histogram>,
+    /// Operations that failed, by operation and shard (`queries` and `latency`
+    /// count and time those that succeeded).
+    errors: Family<OpLabels, Counter>,
     /// Connections open per shard pool.
     pool_size: Family<ShardLabels, Gauge>,
     /// Idle connections per shard pool.
@@ -86,6 +89,7 @@ impl Metrics {
         let m = Metrics {
             queries: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(telemetry::latency_buckets())),
+            errors: Family::default(),
             pool_size: Family::default(),
             pool_available: Family::default(),
             pool_waiting: Family::default(),
@@ -100,6 +104,7 @@ impl Metrics {
             "Query latency by operation and shard",
             m.latency.clone(),
         );
+        registry.register("db_query_errors", "Failed operations, by operation and shard", m.errors.clone());
         registry.register("db_pool_connections", "Connections open, by shard", m.pool_size.clone());
         registry.register("db_pool_idle", "Idle connections, by shard", m.pool_available.clone());
         registry.register("db_pool_waiting", "Tasks waiting for a connection", m.pool_waiting.clone());
@@ -133,6 +138,11 @@ impl Metrics {
         let labels = OpLabels { op, shard: shard.0 };
         self.queries.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Count one failed operation on one shard.
+    pub(crate) fn record_error(&self, op: &'static str, shard: ShardId) {
+        self.errors.get_or_create(&OpLabels { op, shard: shard.0 }).inc();
     }
 
     /// Count and time one read, and where it was served.

@@ -7,7 +7,8 @@ use sharding::{PostId, ShardId, new_user_id, username_bucket};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
-use crate::{Change, Credentials, Data, DataError, Photo, PostRecord, UserRecord, consistency};
+use crate::error::QueryError;
+use crate::{Change, Credentials, Data, DataError, Lsn, Photo, PostRecord, UserRecord, consistency};
 
 const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms";
@@ -77,11 +78,9 @@ impl Data {
              ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
         );
         let row = self
-            .write("create_user", shard, |c| async move {
-                let stmt = c.prepare_cached(&sql).await.map_err(DataError::db(shard))?;
-                c.query_opt(&stmt, &[&user_id, &username, &display_name, &password_hash])
-                    .await
-                    .map_err(DataError::db(shard))
+            .write("create_user", shard, Lsn::Track, |c| async move {
+                let stmt = c.prepare_cached(&sql).await?;
+                Ok(c.query_opt(&stmt, &[&user_id, &username, &display_name, &password_hash]).await?)
             })
             .await?;
         row.as_ref().map(user_from).ok_or(DataError::Conflict("username is taken"))
@@ -180,31 +179,28 @@ impl Data {
             return Err(DataError::NotFound);
         }
         let changed = if out_shard == in_shard {
-            self.write(op, out_shard, |mut client| async move {
-                let db = DataError::db(out_shard);
-                let tx = client.transaction().await.map_err(db)?;
-                let in_row =
-                    tx.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))?;
+            self.write(op, out_shard, Lsn::Track, |mut client| async move {
+                let tx = client.transaction().await?;
+                let in_row = tx.query_opt(in_sql, &[&followee, &follower]).await?;
                 if in_row.is_none() {
-                    return Err(DataError::NotFound); // dropping tx rolls back
+                    return Err(DataError::NotFound.into()); // dropping tx rolls back
                 }
-                let out_row =
-                    tx.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))?;
-                let Some(out_row) = out_row else { return Err(DataError::NotFound) };
-                tx.commit().await.map_err(DataError::db(out_shard))?;
+                let out_row = tx.query_opt(out_sql, &[&follower, &followee]).await?;
+                let Some(out_row) = out_row else { return Err(DataError::NotFound.into()) };
+                tx.commit().await?;
                 Ok(out_row.get::<_, i64>(0) > 0)
             })
             .await?
         } else {
             let out_row = self
-                .write(op, out_shard, |c| async move {
-                    c.query_opt(out_sql, &[&follower, &followee]).await.map_err(DataError::db(out_shard))
+                .write(op, out_shard, Lsn::Track, |c| async move {
+                    Ok(c.query_opt(out_sql, &[&follower, &followee]).await?)
                 })
                 .await?;
             let Some(out_row) = out_row else { return Err(DataError::NotFound) };
             let in_row = self
-                .write(op, in_shard, |c| async move {
-                    c.query_opt(in_sql, &[&followee, &follower]).await.map_err(DataError::db(in_shard))
+                .write(op, in_shard, Lsn::Track, |c| async move {
+                    Ok(c.query_opt(in_sql, &[&followee, &follower]).await?)
                 })
                 .await?;
             if in_row.is_none() && on {
@@ -271,20 +267,20 @@ impl Data {
         rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Row, DataError> {
         let shard = self.shard_map().shard_of_user(author);
-        self.write(op, shard, |client| async move {
-            let stmt = client.prepare_cached(sql).await.map_err(DataError::db(shard))?;
+        self.write(op, shard, Lsn::Track, |client| async move {
+            let stmt = client.prepare_cached(sql).await?;
             for _ in 0..4 {
                 let id = self.next_post_id(author);
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
                 params.extend_from_slice(rest);
-                match client.query_opt(&stmt, &params).await.map_err(DataError::db(shard)) {
+                match client.query_opt(&stmt, &params).await.map_err(QueryError::from) {
                     Ok(Some(row)) => return Ok(row),
-                    Ok(None) => return Err(DataError::NotFound),
+                    Ok(None) => return Err(DataError::NotFound.into()),
                     Err(e) if e.is_unique_violation() => continue,
                     Err(e) => return Err(e),
                 }
             }
-            Err(DataError::Conflict("could not draw a free post id"))
+            Err(DataError::Conflict("could not draw a free post id").into())
         })
         .await
     }
@@ -398,9 +394,9 @@ impl Data {
     ) -> Result<(Change, i64), DataError> {
         let shard = self.shard_map().shard_of_post(post);
         let row = self
-            .write(op, shard, |c| async move {
-                let stmt = c.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-                c.query_opt(&stmt, &[&post.get(), &liker]).await.map_err(DataError::db(shard))
+            .write(op, shard, Lsn::Track, |c| async move {
+                let stmt = c.prepare_cached(sql).await?;
+                Ok(c.query_opt(&stmt, &[&post.get(), &liker]).await?)
             })
             .await?;
         let row = row.ok_or(DataError::NotFound)?;
