@@ -24,8 +24,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
 
-use crate::Inner;
 use crate::config::{ConfigError, DataConfig};
+use crate::route::Inner;
 
 /// How often the lag monitor probes.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);

@@ -13,9 +13,8 @@ use sharding::{PostId, ShardId};
 use tokio_postgres::types::Json;
 
 use crate::queries::{POST_COLUMNS, post_from, rows};
-use crate::{
-    Change, Data, DataError, DeadJob, Job, Lsn, Photo, PostRecord, QueueStats, QueuedJob, StoredImage,
-};
+use crate::route::Lsn;
+use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage};
 
 /// The job kind that makes a photo's thumbnails.
 pub const PHOTO_JOB: &str = "photo";

@@ -8,7 +8,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 use crate::error::QueryError;
-use crate::{Change, Credentials, Data, DataError, Lsn, Photo, PostRecord, UserRecord, consistency};
+use crate::route::Lsn;
+use crate::{Change, Credentials, Data, DataError, Photo, PostRecord, UserRecord, consistency};
 
 const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms";
