@@ -10,21 +10,26 @@ mod cluster;
 mod config;
 pub mod consistency;
 mod error;
+mod follows;
 mod jobs;
+mod likes;
 mod metrics;
 mod migrate;
 mod model;
-mod queries;
+mod posts;
 mod route;
+mod rows;
+mod users;
 
 pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, primary_reads};
 pub use error::DataError;
-pub use jobs::{CLAIM_JOBS_SQL, FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
+pub use jobs::CLAIM_JOBS_SQL;
 pub use metrics::ReadTarget;
 pub use migrate::migrate;
 pub use model::{
     Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage, UserRecord,
 };
+pub use posts::{FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
 pub use route::Data;
 pub use sharding::{PostId, ShardId};

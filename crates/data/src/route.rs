@@ -22,6 +22,7 @@ use crate::config::{ConfigError, DataConfig};
 use crate::consistency;
 use crate::error::{DataError, QueryError};
 use crate::metrics::{Metrics, ReadTarget};
+use crate::rows::{Params, opt_row};
 
 /// Handle to every shard; cheap to clone.
 #[derive(Clone)]
@@ -270,13 +271,9 @@ impl Data {
         op: &'static str,
         shard: ShardId,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: Params<'_>,
     ) -> Result<Option<tokio_postgres::Row>, DataError> {
-        self.write(op, shard, Lsn::Track, |c| async move {
-            let stmt = c.prepare_cached(sql).await?;
-            Ok(c.query_opt(&stmt, params).await?)
-        })
-        .await
+        self.write(op, shard, Lsn::Track, |c| async move { Ok(opt_row(&c, sql, params).await?) }).await
     }
 
     /// Run a read of `shard` on a replica that may serve it (lag within bound,
