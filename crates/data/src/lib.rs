@@ -6,6 +6,7 @@
 //! atomic and idempotent, so a retry repairs a half-done call.
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 mod cluster;
 mod config;
 pub mod consistency;
