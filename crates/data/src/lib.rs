@@ -1,9 +1,31 @@
 //! The data layer: the only code that talks to PostgreSQL.
 //!
-//! A [`Data`] holds one connection pool per shard and a [`ShardMap`]; every query is
-//! routed by the `user_id` (or post id) it is about. Operations that touch two users
-//! on different shards (follow, unfollow) write each side in its own shard, each side
+//! A [`Data`] holds one connection pool per server of every shard and a
+//! [`ShardMap`](sharding::ShardMap); every query is a method of `Data`, routed by
+//! the `user_id` (or post id) it is about. Operations that touch two users on
+//! different shards (follow, unfollow) write each side in its own shard, each side
 //! atomic and idempotent, so a retry repairs a half-done call.
+//!
+//! This file only declares the modules and re-exports what callers use:
+//! - `config`: [`DataConfig`] (the `[database]` section), its defaults and
+//!   validation, [`ConfigError`].
+//! - `route`: [`Data`] itself and the two paths every query takes — `write` (the
+//!   shard's primary; counts, times and counts failures of the operation, raises
+//!   the session's read-your-writes floor, maps errors, asks for a fresh cluster
+//!   map when the primary seems to have moved) and `read` (a replica that may
+//!   serve it, else the primary).
+//! - `cluster`: each shard's servers at an epoch, the lag monitor, the cluster
+//!   map follower, the replica choice.
+//! - [`consistency`]: read-your-writes scopes.
+//! - `metrics`: the data layer's Prometheus metrics.
+//! - `migrate`: the embedded migrations ([`migrate()`]).
+//! - the queries, by entity: `users`, `follows`, `likes`, `posts` (every post
+//!   write, with the jobs written with a post), `jobs` (the queue: enqueue, claim,
+//!   complete, renew, fail, release, stats, dead letters, dropping a queued job);
+//!   below them `rows`, the statement helpers they share.
+//! - [`bulk`]: the schema's columns, for bulk loaders (the seed's `COPY`s).
+//! - `model` (the rows as the rest of the system sees them) and `error`
+//!   ([`DataError`]).
 #![forbid(unsafe_code)]
 
 pub mod bulk;

@@ -36,7 +36,7 @@ pub(crate) struct Inner {
     /// The current bucket→shard directory; replaced when a newer epoch arrives.
     map: RwLock<Arc<ShardMap>>,
     /// Every shard's servers at the epoch in force.
-    pub(crate) routes: RwLock<Arc<cluster::Routes>>,
+    routes: RwLock<Arc<cluster::Routes>>,
     /// Builds pools for servers a new map names.
     connector: cluster::Connector,
     /// Per shard, recent samples of the primary's WAL position.
@@ -50,7 +50,7 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     /// Makes this process's post ids.
     post_ids: PostIdGenerator,
-    /// Query counters and pool gauges.
+    /// Every metric of the data layer (query counts and latency, failures, pools, replicas).
     pub(crate) metrics: Metrics,
 }
 
@@ -340,7 +340,7 @@ impl Data {
 }
 
 /// A pooled connection to `server` of `shard`.
-pub(crate) async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, DataError> {
+async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, DataError> {
     server.pool.get().await.map_err(|source| DataError::Unavailable { shard, source })
 }
 
