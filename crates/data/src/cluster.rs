@@ -24,7 +24,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ConfigError, DataConfig, Inner};
+use crate::config::{ConfigError, DataConfig};
+use crate::route::Inner;
 
 /// How often the lag monitor probes.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -55,7 +56,9 @@ pub(crate) struct Health {
 /// A replica and its health (kept across maps while its address stays).
 #[derive(Clone)]
 pub(crate) struct Replica {
+    /// Its pool, where reads it may serve run.
     pub(crate) server: Arc<Server>,
+    /// What the lag monitor last learned, which decides whether it may serve.
     pub(crate) health: Arc<Health>,
 }
 
@@ -63,6 +66,7 @@ pub(crate) struct Replica {
 pub(crate) struct ShardRoute {
     /// `None` while a failover is in progress.
     pub(crate) primary: Option<Arc<Server>>,
+    /// The replicas that may serve reads, in the map's order.
     pub(crate) replicas: Vec<Replica>,
     /// Round-robin cursor over usable replicas.
     next: AtomicUsize,
@@ -72,6 +76,7 @@ pub(crate) struct ShardRoute {
 pub(crate) struct Routes {
     /// The controller's epoch; 0 for the configuration's own view.
     pub(crate) epoch: u64,
+    /// Each shard's servers, indexed by shard.
     pub(crate) shards: Vec<ShardRoute>,
 }
 
@@ -80,7 +85,9 @@ pub(crate) struct Routes {
 pub(crate) struct Connector {
     /// Parsed shard URLs, in shard order.
     templates: Vec<tokio_postgres::Config>,
+    /// Connections per server pool (`database.pool_size`).
     pool_size: usize,
+    /// How long a query waits for a connection (`database.acquire_timeout_ms`).
     acquire_timeout: Duration,
 }
 
@@ -263,6 +270,7 @@ impl ShardRoute {
 /// Recent (time, primary WAL position) samples of one shard.
 #[derive(Default)]
 pub(crate) struct History {
+    /// Oldest first; what a replica's replay position is dated by.
     samples: VecDeque<(Instant, u64)>,
 }
 

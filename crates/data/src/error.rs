@@ -102,9 +102,43 @@ impl DataError {
     pub(crate) fn db(shard: ShardId) -> impl FnOnce(tokio_postgres::Error) -> DataError {
         move |source| DataError::Db { shard, source }
     }
+}
 
+/// How a write's statements failed, before the write path names the shard they
+/// ran on: the statements use `?` on the driver's errors and return the data
+/// layer's own ([`DataError::NotFound`], [`DataError::Conflict`]) as they are.
+#[derive(Debug)]
+pub(crate) enum QueryError {
+    /// The driver's error; becomes [`DataError::Db`] of the shard.
+    Db(tokio_postgres::Error),
+    /// Already the data layer's error.
+    Data(DataError),
+}
+
+impl QueryError {
+    /// The error as callers see it, `shard` being where the statements ran.
+    pub(crate) fn on(self, shard: ShardId) -> DataError {
+        match self {
+            QueryError::Db(source) => DataError::Db { shard, source },
+            QueryError::Data(e) => e,
+        }
+    }
+
+    /// Whether a unique constraint refused the statement.
     pub(crate) fn is_unique_violation(&self) -> bool {
-        matches!(self, DataError::Db { source, .. }
+        matches!(self, QueryError::Db(source)
             if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> QueryError {
+        QueryError::Db(e)
+    }
+}
+
+impl From<DataError> for QueryError {
+    fn from(e: DataError) -> QueryError {
+        QueryError::Data(e)
     }
 }

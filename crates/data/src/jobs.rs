@@ -1,4 +1,4 @@
-//! Photo posts and the durable job queue (one per shard).
+//! The durable job queue (one per shard).
 //!
 //! A job is written in the same transaction as the row it is about, on the owner's
 //! shard. Workers claim due jobs with `FOR UPDATE SKIP LOCKED`, so several workers
@@ -9,26 +9,13 @@
 
 use std::time::Duration;
 
-use sharding::{PostId, ShardId};
+use sharding::ShardId;
 use tokio_postgres::types::Json;
 
-use crate::queries::{POST_COLUMNS, post_from, rows};
-use crate::{Change, Data, DataError, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage};
-
-/// The job kind that makes a photo's thumbnails.
-pub const PHOTO_JOB: &str = "photo";
-
-/// The job kind that fans a text post out into its readers' timelines: the
-/// post's outbox entry, written with the post.
-pub const FANOUT_JOB: &str = "fanout";
-
-/// How long after its post a fan-out job becomes due. The web server that wrote
-/// the post fans it out at once and deletes the job well before this; the job runs
-/// only if that fan-out failed or the server died after the commit.
-pub const FANOUT_DELAY: Duration = Duration::from_secs(30);
-
-/// Attempts a fan-out job gets before it is a dead letter.
-pub const FANOUT_MAX_ATTEMPTS: i32 = 10;
+use crate::error::DataError;
+use crate::model::{DeadJob, Job, QueueStats, QueuedJob};
+use crate::route::{Data, Lsn};
+use crate::rows::{Params, millis, opt_row, rows};
 
 /// The claim statement of [`Data::claim_jobs`] (public so the queue benchmark
 /// measures and explains exactly this). `$1` the worker, `$2` the lease in
@@ -51,116 +38,7 @@ pub const CLAIM_JOBS_SQL: &str = "WITH ready AS ( \
  FROM due WHERE j.job_id = due.job_id \
  RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts";
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 impl Data {
-    /// Create a photo post in `processing` state together with its processing job,
-    /// in one transaction on the author's shard.
-    pub async fn create_photo_post(
-        &self,
-        author: i64,
-        caption: &str,
-        original: StoredImage,
-        max_attempts: i32,
-    ) -> Result<PostRecord, DataError> {
-        let photo = Json(Photo { original, thumbnails: vec![] });
-        let sql = format!(
-            "WITH p AS (INSERT INTO posts (post_id, user_id, caption, status, photo) \
-                        SELECT $1, user_id, $3, 'processing', $4 FROM users WHERE user_id = $2 RETURNING *), \
-                  u AS (UPDATE users SET posts_count = posts_count + 1 \
-                        WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
-                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts) \
-                        SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5 FROM p) \
-             SELECT {POST_COLUMNS} FROM p"
-        );
-        let row = self
-            .insert_post(author, &sql, "create_photo_post", &[&author, &caption, &photo, &max_attempts])
-            .await?;
-        Ok(post_from(&row))
-    }
-
-    /// Create a text post by `author`, count it on the author's profile, and
-    /// enqueue its fan-out job ([`FANOUT_JOB`], due after [`FANOUT_DELAY`]): one
-    /// statement, so the post and its outbox entry commit together. The caller
-    /// fans the post out at once and then drops the job with
-    /// [`Data::delete_queued_job`]; if it fails or dies first, a worker runs the job.
-    pub async fn create_post_queued(
-        &self,
-        author: i64,
-        caption: &str,
-    ) -> Result<(PostRecord, QueuedJob), DataError> {
-        let sql = format!(
-            "WITH p AS (INSERT INTO posts (post_id, user_id, caption) \
-                        SELECT $1, user_id, $3 FROM users WHERE user_id = $2 RETURNING *), \
-                  u AS (UPDATE users SET posts_count = posts_count + 1 \
-                        WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
-                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts, run_at) \
-                        SELECT '{FANOUT_JOB}', user_id, jsonb_build_object('post_id', post_id), $4, \
-                               now() + $5 * interval '1 millisecond' FROM p RETURNING job_id) \
-             SELECT {POST_COLUMNS}, (SELECT job_id FROM j) AS job_id FROM p"
-        );
-        let delay = millis(FANOUT_DELAY);
-        let row = self
-            .insert_post(author, &sql, "create_post", &[&author, &caption, &FANOUT_MAX_ATTEMPTS, &delay])
-            .await?;
-        let shard = self.shard_map().shard_of_user(author);
-        Ok((post_from(&row), QueuedJob { shard, job_id: row.get("job_id") }))
-    }
-
-    /// Drop a job that is no longer needed before it ran (a text post's fan-out,
-    /// done by the web server that wrote the post): one statement. False if a
-    /// worker has claimed it meanwhile (it then runs; handlers are idempotent) or
-    /// it is gone. Not tracked for read-your-writes: nobody reads a job's absence
-    /// from a replica, so no LSN is fetched after it.
-    pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
-        let shard = job.shard;
-        let started = std::time::Instant::now();
-        let server = self.primary_server(shard)?;
-        let client = crate::connect(&server, shard).await?;
-        let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' RETURNING 1";
-        let row = async {
-            let stmt = client.prepare_cached(sql).await?;
-            client.query_opt(&stmt, &[&job.job_id]).await
-        }
-        .await
-        .map_err(DataError::db(shard))?;
-        self.record("delete_queued_job", shard, started);
-        Ok(row.is_some())
-    }
-
-    /// Record a processed photo's thumbnails and mark its post ready. Idempotent:
-    /// only the first call for a post changes it, so a job run twice records one set.
-    pub async fn finish_photo(&self, post: PostId, thumbnails: &[StoredImage]) -> Result<Change, DataError> {
-        let shard = self.shard_map().shard_of_post(post);
-        let thumbs = Json(thumbnails);
-        let row = self
-            .write_one(
-                "finish_photo",
-                shard,
-                "UPDATE posts SET status = 'ready', photo = jsonb_set(photo, '{thumbnails}', $2) \
-                 WHERE post_id = $1 AND status = 'processing' RETURNING 1",
-                &[&post.get(), &thumbs],
-            )
-            .await?;
-        Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
-    }
-
-    /// Mark a photo post as failed (its job is dead).
-    pub async fn fail_photo(&self, post: PostId) -> Result<Change, DataError> {
-        let shard = self.shard_map().shard_of_post(post);
-        let row = self
-            .write_one(
-                "fail_photo",
-                shard,
-                "UPDATE posts SET status = 'failed' WHERE post_id = $1 AND status = 'processing' RETURNING 1",
-                &[&post.get()],
-            )
-            .await?;
-        Ok(if row.is_some() { Change::Changed } else { Change::Unchanged })
-    }
-
     /// Enqueue a job on the owner's shard (for jobs not tied to another write).
     pub async fn enqueue(
         &self,
@@ -191,9 +69,8 @@ impl Data {
         lease: Duration,
     ) -> Result<Vec<Job>, DataError> {
         let rows = self
-            .write("claim_jobs", shard, |client| async move {
-                let stmt = client.prepare_cached(CLAIM_JOBS_SQL).await.map_err(DataError::db(shard))?;
-                client.query(&stmt, &[&worker, &millis(lease), &limit]).await.map_err(DataError::db(shard))
+            .write("claim_jobs", shard, Lsn::Track, |c| async move {
+                Ok(rows(&c, CLAIM_JOBS_SQL, &[&worker, &millis(lease), &limit]).await?)
             })
             .await?;
         Ok(rows
@@ -277,25 +154,10 @@ impl Data {
         &self,
         job: &Job,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: Params<'_>,
         op: &'static str,
     ) -> Result<bool, DataError> {
         Ok(self.write_one(op, job.shard, sql, params).await?.is_some())
-    }
-
-    /// One write statement on `shard`'s primary: at most one row back.
-    pub(crate) async fn write_one(
-        &self,
-        op: &'static str,
-        shard: ShardId,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Option<tokio_postgres::Row>, DataError> {
-        self.write(op, shard, |c| async move {
-            let stmt = c.prepare_cached(sql).await.map_err(DataError::db(shard))?;
-            c.query_opt(&stmt, params).await.map_err(DataError::db(shard))
-        })
-        .await
     }
 
     /// Depth and age of a shard's queue.
@@ -325,5 +187,20 @@ impl Data {
                 last_error: r.get(4),
             })
             .collect())
+    }
+
+    /// Drop a job that is no longer needed before it ran (a text post's fan-out,
+    /// done by the web server that wrote the post): one statement. False if a
+    /// worker has claimed it meanwhile (it then runs; handlers are idempotent) or
+    /// it is gone. Not tracked for read-your-writes: nobody reads a job's absence
+    /// from a replica, so no LSN is fetched after it.
+    pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
+        let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' RETURNING 1";
+        let row = self
+            .write("delete_queued_job", job.shard, Lsn::Skip, |c| async move {
+                Ok(opt_row(&c, sql, &[&job.job_id]).await?)
+            })
+            .await?;
+        Ok(row.is_some())
     }
 }

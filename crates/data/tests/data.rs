@@ -1,6 +1,6 @@
 //! The data layer against real PostgreSQL shards.
 
-use data::{Change, Data, DataConfig, DataError, PostId};
+use data::{Change, Data, DataConfig, DataError, Lsns, PostId, consistency};
 use tokio_postgres::NoTls;
 
 /// Two fresh, migrated shard databases.
@@ -120,6 +120,42 @@ async fn an_unreachable_shard_is_a_retryable_error() {
     let err = d.profile(1).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(matches!(err, DataError::Unavailable { .. }));
+}
+
+#[tokio::test]
+async fn a_text_posts_job_is_written_with_it_and_dropped_without_an_lsn() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let u = d.create_user("poster", "p", "h").await.unwrap();
+    let (created, written) = consistency::scope(Lsns::new(), d.create_post_queued(u.user_id, "hi")).await;
+    let (post, job) = created.unwrap();
+    assert_eq!(job.shard, d.shard_map().shard_of_user(u.user_id));
+    assert!(written.get(job.shard).is_some(), "the post's commit raises the floor");
+    let shard_url = &urls[job.shard.0 as usize];
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = {} AND payload->>'post_id' = '{}'",
+        job.job_id, post.post_id
+    );
+    assert_eq!(query_i64(shard_url, &sql).await, 1, "the fan-out job commits with its post");
+    let (deleted, written) = consistency::scope(Lsns::new(), d.delete_queued_job(&job)).await;
+    assert!(deleted.unwrap());
+    assert!(written.is_empty(), "no LSN is read after dropping a job");
+    assert_eq!(d.query_count("delete_queued_job"), 1);
+    assert_eq!(query_i64(shard_url, &sql).await, 0);
+    assert!(!d.delete_queued_job(&job).await.unwrap(), "a job already gone");
+}
+
+#[tokio::test]
+async fn a_failed_write_is_counted_as_its_operations_error() {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let url = format!("postgres://u:p@127.0.0.1:{port}/db");
+    let registry = telemetry::Registry::default();
+    let d = Data::new(&DataConfig { pool_size: 2, ..DataConfig::new(vec![url]) }, &registry).unwrap();
+    let err = d.create_user("ann", "ann", "hash").await.unwrap_err();
+    assert!(matches!(err, DataError::Unavailable { .. }), "{err}");
+    let metrics = registry.render();
+    assert!(metrics.contains(r#"db_query_errors_total{op="create_user",shard="0"} 1"#), "{metrics}");
+    assert_eq!(d.query_count("create_user"), 0, "only successes are counted as queries");
 }
 
 #[test]

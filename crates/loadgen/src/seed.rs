@@ -38,6 +38,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use data::bulk;
 use futures::SinkExt;
 use sharding::{Bucket, PostId, ShardMap, fmix64, username_bucket};
 use tokio::sync::mpsc;
@@ -254,11 +255,13 @@ pub async fn seed(
     }
     for (shard, per_table) in clients.iter().enumerate() {
         let client = &per_table[0].0;
-        for table in ["users", "posts", "follows_out", "follows_in", "likes"] {
-            let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
-            let row = client.query_one(&sql, &[]).await.map_err(db(shard, "checking it is empty"))?;
+        for table in bulk::ALL {
+            let row = client
+                .query_one(table.any_row_sql(), &[])
+                .await
+                .map_err(db(shard, "checking it is empty"))?;
             if row.get::<_, bool>(0) {
-                return Err(SeedError::NotEmpty { shard, table });
+                return Err(SeedError::NotEmpty { shard, table: table.name() });
             }
         }
     }
@@ -354,25 +357,23 @@ enum Table {
 impl Table {
     const ALL: [Table; 4] = [Table::Users, Table::FollowsOut, Table::FollowsIn, Table::Posts];
 
-    fn name(self) -> &'static str {
+    /// The table as the schema has it (`data` owns its name and columns; the
+    /// generator writes each row's fields in the order of its columns).
+    fn bulk(self) -> bulk::Table {
         match self {
-            Table::Users => "users",
-            Table::FollowsOut => "follows_out",
-            Table::FollowsIn => "follows_in",
-            Table::Posts => "posts",
+            Table::Users => bulk::USERS,
+            Table::FollowsOut => bulk::FOLLOWS_OUT,
+            Table::FollowsIn => bulk::FOLLOWS_IN,
+            Table::Posts => bulk::POSTS,
         }
     }
 
+    fn name(self) -> &'static str {
+        self.bulk().name()
+    }
+
     fn copy_sql(self) -> &'static str {
-        match self {
-            Table::Users => {
-                "COPY users (user_id, username, display_name, password_hash, followers_count, \
-                 following_count, posts_count, created_at) FROM STDIN"
-            }
-            Table::FollowsOut => "COPY follows_out (user_id, followee_id) FROM STDIN",
-            Table::FollowsIn => "COPY follows_in (user_id, follower_id) FROM STDIN",
-            Table::Posts => "COPY posts (post_id, user_id, caption, like_count, created_at) FROM STDIN",
-        }
+        self.bulk().copy_sql()
     }
 }
 

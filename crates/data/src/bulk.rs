@@ -1,0 +1,95 @@
+//! The schema's columns, for bulk loaders.
+//!
+//! A bulk loader (`millions seed`) writes rows with `COPY ... FROM STDIN` rather
+//! than through [`crate::Data`], so it needs the tables' names and the columns it
+//! fills. They are named here, beside the migrations, and a test runs every
+//! statement below against a migrated database: a migration that renames or adds
+//! a required column breaks that test, not the seed.
+//!
+//! A loader sends each row in `COPY`'s text format — one line, fields separated
+//! by tabs — with the fields in the order of [`Table::columns`].
+
+/// One table as a bulk loader fills it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    /// The table's name, for messages and statements.
+    name: &'static str,
+    /// The columns a loader writes, in the order each row gives them.
+    columns: &'static str,
+    /// `COPY name (columns) FROM STDIN`, built once at compile time.
+    copy_sql: &'static str,
+    /// `SELECT EXISTS (SELECT 1 FROM name)`, built once at compile time.
+    any_row_sql: &'static str,
+}
+
+/// A [`Table`] constant whose statements are spelled out from its name and
+/// columns at compile time.
+macro_rules! table {
+    ($name:literal, $columns:literal) => {
+        Table {
+            name: $name,
+            columns: $columns,
+            copy_sql: concat!("COPY ", $name, " (", $columns, ") FROM STDIN"),
+            any_row_sql: concat!("SELECT EXISTS (SELECT 1 FROM ", $name, ")"),
+        }
+    };
+}
+
+/// Users with their counters and their creation time.
+pub const USERS: Table = table!(
+    "users",
+    "user_id, username, display_name, password_hash, followers_count, following_count, posts_count, \
+     created_at"
+);
+
+/// Follow edges on the follower's shard.
+pub const FOLLOWS_OUT: Table = table!("follows_out", "user_id, followee_id");
+
+/// Follow edges on the followee's shard.
+pub const FOLLOWS_IN: Table = table!("follows_in", "user_id, follower_id");
+
+/// Posts with their like counters and their creation time.
+pub const POSTS: Table = table!("posts", "post_id, user_id, caption, like_count, created_at");
+
+/// Likes, on the post's shard.
+pub const LIKES: Table = table!("likes", "post_id, user_id, liker_id");
+
+/// Every table of the social graph, in the order a loader checks that a shard
+/// holds none of their rows before it writes.
+pub const ALL: [Table; 5] = [USERS, POSTS, FOLLOWS_OUT, FOLLOWS_IN, LIKES];
+
+impl Table {
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The columns a loader writes, comma-separated, in the order each row
+    /// gives them.
+    pub fn columns(&self) -> &'static str {
+        self.columns
+    }
+
+    /// The `COPY ... FROM STDIN` statement that loads rows of [`Table::columns`]
+    /// in text format.
+    pub fn copy_sql(&self) -> &'static str {
+        self.copy_sql
+    }
+
+    /// A statement answering one boolean: whether the table has any row.
+    pub fn any_row_sql(&self) -> &'static str {
+        self.any_row_sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_spelled_from_name_and_columns() {
+        assert_eq!(FOLLOWS_OUT.copy_sql(), "COPY follows_out (user_id, followee_id) FROM STDIN");
+        assert_eq!(FOLLOWS_OUT.any_row_sql(), "SELECT EXISTS (SELECT 1 FROM follows_out)");
+        assert!(USERS.columns().ends_with("posts_count, created_at"), "{}", USERS.columns());
+    }
+}

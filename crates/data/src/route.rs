@@ -1,0 +1,359 @@
+//! Where each query runs: [`Data`], the handle every query is a method of, and
+//! its two paths to a shard.
+//!
+//! [`Data::write`] runs on the shard's primary; [`Data::read`] on a replica that
+//! may serve it (answered its last probe, lag within bound, the scope's
+//! read-your-writes floor replayed), else on the primary. Both count, time and
+//! count failures of each operation by name and shard ([`Metrics`]); the write
+//! path also raises the session's floor and asks for a fresh cluster map when a
+//! primary seems to have moved. Which servers each shard has is [`cluster`]'s.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use deadpool_postgres::Object;
+use sharding::{ClusterMap, PostIdGenerator, ShardId, ShardMap};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster;
+use crate::config::{ConfigError, DataConfig};
+use crate::consistency;
+use crate::error::{DataError, QueryError};
+use crate::metrics::{Metrics, ReadTarget};
+use crate::rows::{Params, opt_row};
+
+/// Handle to every shard; cheap to clone.
+#[derive(Clone)]
+pub struct Data {
+    /// Everything the handles share; the background tasks hold it weakly.
+    inner: Arc<Inner>,
+}
+
+/// The state behind every [`Data`] handle of one process.
+pub(crate) struct Inner {
+    /// The current bucket→shard directory; replaced when a newer epoch arrives.
+    map: RwLock<Arc<ShardMap>>,
+    /// Every shard's servers at the epoch in force.
+    routes: RwLock<Arc<cluster::Routes>>,
+    /// Builds pools for servers a new map names.
+    connector: cluster::Connector,
+    /// Per shard, recent samples of the primary's WAL position.
+    pub(crate) history: Vec<Mutex<cluster::History>>,
+    /// The lag bound, in milliseconds.
+    pub(crate) max_lag_ms: u64,
+    /// Asks the map follower to fetch the map now (a write met a demoted or
+    /// unreachable primary).
+    pub(crate) refresh: Arc<tokio::sync::Notify>,
+    /// Stops the background tasks when the last handle goes.
+    stop: CancellationToken,
+    /// Makes this process's post ids.
+    post_ids: PostIdGenerator,
+    /// Every metric of the data layer (query counts and latency, failures, pools, replicas).
+    pub(crate) metrics: Metrics,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Inner {
+    /// The routes in force.
+    pub(crate) fn routes(&self) -> Arc<cluster::Routes> {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Use `map` if it is newer than the view in force.
+    pub(crate) fn install(&self, map: &ClusterMap) -> Result<bool, String> {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if map.epoch <= routes.epoch {
+            return Ok(false);
+        }
+        let next = routes.apply(map, &self.connector)?;
+        *routes = Arc::new(next);
+        self.metrics.observe_epoch(map.epoch);
+        for (i, shard) in routes.shards.iter().enumerate() {
+            tracing::info!(
+                epoch = map.epoch,
+                shard = i,
+                primary = shard.primary.as_ref().map_or("none", |p| p.addr.as_str()),
+                replicas = shard.replicas.len(),
+                "cluster map installed"
+            );
+        }
+        Ok(true)
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Data").field("shards", &self.inner.connector.shards()).finish()
+    }
+}
+
+impl Data {
+    /// Build the pools. Connects lazily: a server that is down now is retried per
+    /// query. With replicas or a cluster URL, starts the lag monitor and the map
+    /// follower (both stop when the last handle is dropped).
+    pub fn new(config: &DataConfig, registry: &telemetry::Registry) -> Result<Data, ConfigError> {
+        config.validate()?;
+        let map = ShardMap::even(config.shards.len())
+            .map_err(|e| ConfigError::Pool { index: 0, message: e.to_string() })?;
+        let connector = cluster::Connector::new(config)?;
+        let routes = cluster::Routes::from_config(config, &connector)?;
+        let cluster_url = config.cluster_url()?;
+        let inner = Arc::new(Inner {
+            map: RwLock::new(Arc::new(map)),
+            routes: RwLock::new(Arc::new(routes)),
+            history: (0..connector.shards()).map(|_| Mutex::default()).collect(),
+            connector,
+            max_lag_ms: config.max_replica_lag_ms,
+            refresh: Arc::new(tokio::sync::Notify::new()),
+            stop: CancellationToken::new(),
+            post_ids: PostIdGenerator::default(),
+            metrics: Metrics::new(registry),
+        });
+        let has_replicas = config.replicas.iter().any(|r| !r.is_empty());
+        if has_replicas || cluster_url.is_some() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let weak = Arc::downgrade(&inner);
+                    rt.spawn(cluster::monitor(weak.clone(), inner.stop.clone()));
+                    if let Some(url) = cluster_url {
+                        rt.spawn(cluster::follow(weak, url, inner.stop.clone()));
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!("no async runtime: replicas unused and the cluster map not followed")
+                }
+            }
+        }
+        Ok(Data { inner })
+    }
+
+    /// The shard map in force.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        self.inner.map.read().expect("shard map lock poisoned").clone()
+    }
+
+    /// The epoch of the cluster map in force (0: the configuration's own view).
+    pub fn cluster_epoch(&self) -> u64 {
+        self.inner.routes().epoch
+    }
+
+    /// Use `map` if its epoch is larger than the one in force (what the map
+    /// follower does with each map it fetches). Returns whether it was used.
+    pub fn install_cluster_map(&self, map: &ClusterMap) -> Result<bool, String> {
+        self.inner.install(map)
+    }
+
+    /// How many queries of operation `op` ran, over all shards. Tests use it to prove
+    /// what the cache saves.
+    pub fn query_count(&self, op: &'static str) -> u64 {
+        self.inner.metrics.queries_of(op, self.inner.connector.shards())
+    }
+
+    /// How many reads were served by `target`, over all shards.
+    pub fn reads_on(&self, target: ReadTarget) -> u64 {
+        self.inner.metrics.reads_on(target, self.inner.connector.shards())
+    }
+
+    /// How many of `shard`'s replicas may serve a read with no floor right now.
+    pub fn usable_replicas(&self, shard: ShardId) -> usize {
+        let routes = self.inner.routes();
+        routes
+            .shard(shard)
+            .replicas
+            .iter()
+            .filter(|r| {
+                r.health.usable.load(Ordering::Acquire)
+                    && r.health.lag_ms.load(Ordering::Relaxed) <= self.inner.max_lag_ms
+            })
+            .count()
+    }
+
+    /// Refresh the pool gauges (called when metrics are scraped).
+    pub fn refresh_pool_metrics(&self) {
+        let routes = self.inner.routes();
+        for (i, shard) in routes.shards.iter().enumerate() {
+            let Some(primary) = &shard.primary else { continue };
+            self.inner.metrics.observe_pool(ShardId(i as u16), primary.pool.status());
+        }
+    }
+
+    /// Whether every shard answers a trivial query (its primary, or during a
+    /// failover one of its replicas).
+    pub async fn ping(&self) -> Result<(), DataError> {
+        let routes = self.inner.routes();
+        let checks = self.shard_map().shards().map(|shard| {
+            let route = routes.shard(shard);
+            let server = route.primary.clone().or_else(|| route.replicas.first().map(|r| r.server.clone()));
+            async move {
+                let server = server.ok_or(DataError::NoPrimary { shard })?;
+                let client = connect(&server, shard).await?;
+                client.simple_query("SELECT 1").await.map_err(DataError::db(shard))?;
+                Ok::<(), DataError>(())
+            }
+        });
+        futures::future::try_join_all(checks).await.map(|_| ())
+    }
+
+    /// A fresh post id for a post by `author`.
+    pub(crate) fn next_post_id(&self, author: i64) -> i64 {
+        self.inner.post_ids.next(author).get()
+    }
+
+    /// `shard`'s primary; none while a failover is in progress.
+    fn primary_server(&self, shard: ShardId) -> Result<Arc<cluster::Server>, DataError> {
+        let server = self.inner.routes().shard(shard).primary.clone();
+        server.ok_or_else(|| {
+            self.inner.refresh.notify_one();
+            DataError::NoPrimary { shard }
+        })
+    }
+
+    /// The one write path: run `f` on `shard`'s primary, then account for it.
+    ///
+    /// `f` gets a pooled connection and runs its statements (a transaction if it
+    /// needs one), using `?` on the driver's errors; they become
+    /// [`DataError::Db`] of `shard` here. With [`Lsn::Track`], inside a
+    /// [`consistency::scope`], the commit's LSN raises the scope's floor. A
+    /// success is counted and timed as `op`, a failure counted as `op`'s error; a
+    /// failure that suggests the primary moved (unreachable, read-only) makes the
+    /// map follower fetch the map now. The error is retryable and the write is
+    /// never retried here.
+    pub(crate) async fn write<T, F, Fut>(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        lsn: Lsn,
+        f: F,
+    ) -> Result<T, DataError>
+    where
+        F: FnOnce(Object) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        let started = Instant::now();
+        let result = async {
+            let server = self.primary_server(shard)?;
+            let out = f(connect(&server, shard).await?).await?;
+            if lsn == Lsn::Track && consistency::tracking() {
+                // After the commit: the insert position covers the commit record
+                // even when commits are not flushed at once.
+                let client = connect(&server, shard).await?;
+                let stmt = client.prepare_cached(LSN_AFTER_WRITE).await?;
+                let row = client.query_one(&stmt, &[]).await?;
+                consistency::wrote(shard, row.get::<_, i64>(0) as u64);
+            }
+            Ok(out)
+        }
+        .await
+        .map_err(|e: QueryError| e.on(shard));
+        match &result {
+            Ok(_) => self.inner.metrics.record(op, shard, started),
+            Err(e) => {
+                self.inner.metrics.record_error(op, shard);
+                if e.suggests_failover() {
+                    self.inner.refresh.notify_one();
+                }
+            }
+        }
+        result
+    }
+
+    /// One write statement on `shard`'s primary, through [`Data::write`]: at most
+    /// one row back.
+    pub(crate) async fn write_one(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, DataError> {
+        self.write(op, shard, Lsn::Track, |c| async move { Ok(opt_row(&c, sql, params).await?) }).await
+    }
+
+    /// Run a read of `shard` on a replica that may serve it (lag within bound,
+    /// the scope's floor replayed), else on the primary. A replica that fails is
+    /// marked unusable and the read runs again, once, on the primary. A success is
+    /// counted and timed as `op` (and by where it was served), a failure counted
+    /// as `op`'s error.
+    pub(crate) async fn read<T, F, Fut>(&self, op: &'static str, shard: ShardId, f: F) -> Result<T, DataError>
+    where
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let started = Instant::now();
+        let result = async {
+            let replica = if consistency::primary_only() {
+                None
+            } else {
+                let routes = self.inner.routes();
+                routes.shard(shard).pick_replica(consistency::floor(shard), self.inner.max_lag_ms).cloned()
+            };
+            if let Some(replica) = replica {
+                let attempt =
+                    async { f(connect(&replica.server, shard).await?).await.map_err(DataError::db(shard)) }
+                        .await;
+                match attempt {
+                    Ok(out) => return Ok((out, ReadTarget::Replica)),
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, replica = %replica.server.addr, "replica read failed; reading from the primary");
+                        replica.health.usable.store(false, Ordering::Release);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let client = connect(&*self.primary_server(shard)?, shard).await?;
+            let out = f(client).await.map_err(DataError::db(shard))?;
+            Ok((out, ReadTarget::Primary))
+        }
+        .await;
+        match result {
+            Ok((out, target)) => {
+                self.inner.metrics.record_read(op, shard, target, started);
+                Ok(out)
+            }
+            Err(e) => {
+                self.inner.metrics.record_error(op, shard);
+                Err(e)
+            }
+        }
+    }
+
+    /// A read that must see every committed write: always on the primary.
+    pub(crate) async fn read_primary<T, F, Fut>(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        f: F,
+    ) -> Result<T, DataError>
+    where
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        consistency::primary_reads(self.read(op, shard, f)).await
+    }
+}
+
+/// A pooled connection to `server` of `shard`.
+async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, DataError> {
+    server.pool.get().await.map_err(|source| DataError::Unavailable { shard, source })
+}
+
+/// What a write's commit does to the read-your-writes floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lsn {
+    /// Inside a [`consistency::scope`], read the LSN after the commit and raise
+    /// the scope's floor to it, so the scope's next reads see the write.
+    Track,
+    /// Read nothing after the commit: no one reads what the write changed from
+    /// a replica, so the round trip would buy nothing.
+    Skip,
+}
+
+/// The WAL insert position as a number (read after a write commits).
+const LSN_AFTER_WRITE: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8";

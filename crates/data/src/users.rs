@@ -1,0 +1,106 @@
+//! Users: sign-up, credentials, names to ids, profiles with their counters, and
+//! the celebrities (users with many followers) from every shard.
+
+use sharding::{new_user_id, username_bucket};
+use tokio_postgres::Row;
+
+use crate::consistency;
+use crate::error::DataError;
+use crate::model::{Credentials, UserRecord};
+use crate::route::{Data, Lsn};
+use crate::rows::{opt_row, rows};
+
+/// What a profile query selects, in the names [`user_from`] reads.
+const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
+     (extract(epoch from created_at) * 1000)::int8 AS created_ms";
+
+/// A row selected with [`USER_COLUMNS`] as a user.
+fn user_from(row: &Row) -> UserRecord {
+    UserRecord {
+        user_id: row.get("user_id"),
+        username: row.get("username"),
+        display_name: row.get("display_name"),
+        followers_count: row.get("followers_count"),
+        following_count: row.get("following_count"),
+        posts_count: row.get("posts_count"),
+        created_ms: row.get("created_ms"),
+    }
+}
+
+impl Data {
+    /// Create a user. The name must already be normalized and validated.
+    ///
+    /// Fails with [`DataError::Conflict`] if the name is taken.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> Result<UserRecord, DataError> {
+        let user_id = new_user_id(username_bucket(username));
+        let shard = self.shard_map().shard_of_user(user_id);
+        let sql = format!(
+            "INSERT INTO users (user_id, username, display_name, password_hash) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
+        );
+        let row = self
+            .write("create_user", shard, Lsn::Track, |c| async move {
+                Ok(opt_row(&c, &sql, &[&user_id, &username, &display_name, &password_hash]).await?)
+            })
+            .await?;
+        row.as_ref().map(user_from).ok_or(DataError::Conflict("username is taken"))
+    }
+
+    /// Id and password hash of the user with this (normalized) name.
+    ///
+    /// May be served by a replica; "no such user" from a replica is confirmed on
+    /// the primary, so a user who just signed up (on any web server) can log in.
+    pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>, DataError> {
+        let shard = self.shard_map().shard_of_username(username);
+        let sql = "SELECT user_id, password_hash FROM users WHERE username = $1";
+        let found =
+            self.read("credentials", shard, |c| async move { opt_row(&c, sql, &[&username]).await }).await?;
+        let row =
+            match found {
+                Some(row) => Some(row),
+                None if !consistency::primary_only() => {
+                    self.read_primary("credentials", shard, |c| async move {
+                        opt_row(&c, sql, &[&username]).await
+                    })
+                    .await?
+                }
+                None => None,
+            };
+        Ok(row.map(|r| Credentials { user_id: r.get(0), password_hash: r.get(1) }))
+    }
+
+    /// The id of the user with this (normalized) name.
+    pub async fn user_id_by_username(&self, username: &str) -> Result<Option<i64>, DataError> {
+        let shard = self.shard_map().shard_of_username(username);
+        let sql = "SELECT user_id FROM users WHERE username = $1";
+        let row = self
+            .read("user_id_by_username", shard, |c| async move { opt_row(&c, sql, &[&username]).await })
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// A user's profile and counters.
+    pub async fn profile(&self, user_id: i64) -> Result<Option<UserRecord>, DataError> {
+        let shard = self.shard_map().shard_of_user(user_id);
+        let sql = &format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        let row = self.read("profile", shard, |c| async move { opt_row(&c, sql, &[&user_id]).await }).await?;
+        Ok(row.as_ref().map(user_from))
+    }
+
+    /// Users with at least `threshold` followers, from every shard.
+    pub async fn celebrities(&self, threshold: i64) -> Result<Vec<i64>, DataError> {
+        let per_shard = self.shard_map().shards().map(|shard| async move {
+            let sql = "SELECT user_id FROM users WHERE followers_count >= $1";
+            let rows = self
+                .read("celebrities", shard, |c| async move { rows(&c, sql, &[&threshold]).await })
+                .await?;
+            Ok::<_, DataError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
+        });
+        Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
+    }
+}
