@@ -162,7 +162,7 @@ async fn controller(map: tokio::sync::watch::Receiver<ClusterMap>) -> String {
 }
 
 #[tokio::test]
-async fn the_cluster_map_repoints_writes_and_a_failover_fails_them_fast() {
+async fn the_cluster_map_repoints_writes_and_a_failover_refuses_them_retryably() {
     let pg = fresh_replicated_postgres();
     let env = env(&pg).await;
     let (primary, replica) = (pg.primary.addr(), pg.replica.addr());
@@ -183,7 +183,7 @@ async fn the_cluster_map_repoints_writes_and_a_failover_fails_them_fast() {
     assert_eq!(d.install_cluster_map(&map(0, Some(&replica))), Ok(false));
     d.create_post(user.user_id, "still on the primary").await.unwrap();
 
-    // Failover in progress: writes fail fast and retryably.
+    // Failover in progress: writes are refused (no primary to try) and retryably.
     publish.send_replace(map(2, None));
     eventually("epoch 2 is installed", || async { d.cluster_epoch() == 2 }).await;
     // NoPrimary is decided from the map, before any connection is tried.
