@@ -22,6 +22,9 @@
 
 mod checker;
 mod config;
+mod error;
+mod failure;
+mod http;
 mod report;
 mod zipf;
 
@@ -33,32 +36,20 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 pub use checker::{ReadBack, Written, read_back, verify};
 pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, VerifyOptions};
+pub use error::BenchError;
+use failure::Failure;
+use http::Http;
 pub use report::{
     AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag, LISTED_LOST, Latency,
     OpReport, Report, RywKind, Writes,
 };
 pub use zipf::Zipf;
-
-/// Why a bench could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// The configuration makes no sense.
-    #[error("invalid bench configuration: {0}")]
-    Invalid(String),
-    /// Preparing the run (client, users) failed.
-    #[error("bench setup failed: {0}")]
-    Setup(String),
-    /// Writing the report failed.
-    #[error("bench report: {0}")]
-    Output(String),
-}
 
 /// Largest latency the histograms hold, in microseconds (an hour).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -98,115 +89,6 @@ fn histogram() -> Histogram<u64> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Failure {
-    Status(StatusCode),
-    Timeout,
-    Connect,
-    Request(String),
-    BadBody(String),
-}
-
-impl Failure {
-    fn kind(&self) -> &'static str {
-        match self {
-            Failure::Status(s) if s.is_client_error() => "http_4xx",
-            Failure::Status(s) if s.is_server_error() => "http_5xx",
-            Failure::Status(_) => "http_other",
-            Failure::Timeout => "timeout",
-            Failure::Connect => "connect",
-            Failure::Request(_) => "request",
-            Failure::BadBody(_) => "bad_body",
-        }
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Status(s) => write!(f, "HTTP {s}"),
-            Failure::Timeout => f.write_str("timed out"),
-            Failure::Connect => f.write_str("could not connect"),
-            Failure::Request(e) => write!(f, "request failed: {e}"),
-            Failure::BadBody(e) => write!(f, "unexpected answer: {e}"),
-        }
-    }
-}
-
-/// An HTTP client with the API calls the bench and the checker make.
-pub(crate) struct Http {
-    pub(crate) client: reqwest::Client,
-}
-
-impl Http {
-    pub(crate) fn new(timeout: Duration) -> Result<Http, BenchError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(4096)
-            .build()
-            .map_err(|e| BenchError::Setup(format!("building the HTTP client: {e}")))?;
-        Ok(Http { client })
-    }
-
-    /// Send, and return the body of a 2xx answer.
-    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, Failure> {
-        let classify = |e: reqwest::Error| {
-            if e.is_timeout() {
-                Failure::Timeout
-            } else if e.is_connect() {
-                Failure::Connect
-            } else {
-                Failure::Request(e.to_string())
-            }
-        };
-        let resp = req.send().await.map_err(classify)?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(classify)?;
-        if !status.is_success() {
-            return Err(Failure::Status(status));
-        }
-        Ok(body.to_vec())
-    }
-
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let body = self.send(req).await?;
-        serde_json::from_slice(&body).map_err(|e| Failure::BadBody(e.to_string()))
-    }
-
-    pub(crate) async fn login(
-        &self,
-        target: &str,
-        username: &str,
-        password: &str,
-    ) -> Result<String, Failure> {
-        let v = self
-            .json(
-                self.client
-                    .post(format!("{target}/api/v1/sessions"))
-                    .json(&serde_json::json!({ "username": username, "password": password })),
-            )
-            .await?;
-        v["token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Failure::BadBody("no token in the session".into()))
-    }
-
-    async fn signup(&self, target: &str, username: &str, password: &str) -> Result<(), Failure> {
-        let req = self
-            .client
-            .post(format!("{target}/api/v1/users"))
-            .json(&serde_json::json!({ "username": username, "password": password }));
-        match self.send(req).await {
-            Ok(_) | Err(Failure::Status(StatusCode::CONFLICT)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// One operation's running tallies.

@@ -24,8 +24,10 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 
 use super::config::VerifyOptions;
+use super::error::BenchError;
+use super::failure::Failure;
+use super::http::Http;
 use super::report::{AckedPost, CheckReport, LISTED_LOST, Writes};
-use super::{BenchError, Failure, Http};
 
 /// How many times in a row a read may fail (other than "not there") before the
 /// write is called unverifiable.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::BenchError;
+use super::error::BenchError;
 
 /// Highest request rate a bench accepts, per second.
 pub const MAX_RATE: f64 = 1_000_000.0;

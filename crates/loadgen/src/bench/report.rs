@@ -8,6 +8,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::error::BenchError;
+
 /// Latency percentiles, in milliseconds, measured from each request's intended
 /// start time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -289,18 +291,17 @@ pub struct Report {
     pub checker: CheckReport,
     /// The fault injected during the run, if any, and how the system took it.
     pub fault: Option<FaultReport>,
-    /// Every acknowledged write, to verify again later with [`super::verify`].
+    /// Every acknowledged write, to verify again later with [`super::checker::verify`].
     #[serde(skip)]
     pub writes: Writes,
 }
 
 impl Report {
     /// Write the report as pretty JSON to `path` (`millions bench --json FILE`).
-    pub fn write_json(&self, path: &Path) -> Result<(), super::BenchError> {
+    pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| super::BenchError::Output(format!("serializing the report: {e}")))?;
-        std::fs::write(path, text)
-            .map_err(|e| super::BenchError::Output(format!("writing {}: {e}", path.display())))
+            .map_err(|e| BenchError::Output(format!("serializing the report: {e}")))?;
+        std::fs::write(path, text).map_err(|e| BenchError::Output(format!("writing {}: {e}", path.display())))
     }
 }
 
