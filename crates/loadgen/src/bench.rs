@@ -25,7 +25,9 @@ mod config;
 mod error;
 mod failure;
 mod http;
+mod photo;
 mod report;
+mod schedule;
 mod zipf;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,8 +36,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -45,10 +45,12 @@ pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op
 pub use error::BenchError;
 use failure::Failure;
 use http::Http;
+use photo::photo_jpeg;
 pub use report::{
     AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag, LISTED_LOST, Latency,
     OpReport, Report, RywKind, Writes,
 };
+use schedule::{Job, Schedule};
 pub use zipf::Zipf;
 
 /// Largest latency the histograms hold, in microseconds (an hour).
@@ -65,24 +67,6 @@ pub const GENERATOR_LAG_WARN: Duration = Duration::from_millis(10);
 /// A fault counts as recovered from only if no request due in this last stretch
 /// of the run failed.
 pub const RECOVERY_QUIET: Duration = Duration::from_secs(1);
-/// Size of the generated photos: an 8 × 8 grid of 24 × 16 px blocks, each dark
-/// or light by one bit of a number unique to the post, so that every photo (and
-/// its normalized copy) has its own content hash.
-const PHOTO_WIDTH: u32 = 192;
-const PHOTO_HEIGHT: u32 = 128;
-
-/// A small JPEG whose pixels encode `bits` (see [`PHOTO_WIDTH`]).
-fn photo_jpeg(bits: u64) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(PHOTO_WIDTH, PHOTO_HEIGHT, |x, y| {
-        let bit = (y / 16) * 8 + x / 24;
-        let v = if (bits >> bit) & 1 == 1 { 230 } else { 25 };
-        image::Rgb([v, v / 2 + 60, 255 - v])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Jpeg).expect("encoding a JPEG in memory");
-    out.into_inner()
-}
-
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
@@ -160,76 +144,6 @@ struct Shared {
     last_ok: Mutex<Option<Instant>>,
     /// Distinguishes this run's photos from every other run's.
     photo_salt: u64,
-}
-
-/// The run's requests in order, drawn from the seeded generator: the run loop and
-/// the pre-run logins draw the same sequence, so every user the run will act as is
-/// logged in before the clock starts.
-struct Schedule {
-    /// The seeded generator.
-    rng: StdRng,
-    /// User popularity.
-    zipf: Zipf,
-    /// Mean seconds between requests.
-    interval: f64,
-    /// Exponential gaps instead of a fixed interval.
-    poisson: bool,
-    /// Users (for picking a followee distinct from the user).
-    users: u64,
-}
-
-impl Schedule {
-    fn new(config: &BenchConfig) -> Self {
-        Schedule {
-            rng: StdRng::seed_from_u64(config.seed),
-            zipf: Zipf::new(config.users, config.zipf_exponent),
-            interval: 1.0 / config.rate,
-            poisson: config.poisson,
-            users: config.users,
-        }
-    }
-
-    /// The gap before the request after this one (seconds), and this one.
-    fn next(&mut self, config: &BenchConfig) -> (f64, Job) {
-        let rng = &mut self.rng;
-        let gap =
-            if self.poisson { -(1.0 - rng.random::<f64>()).ln() * self.interval } else { self.interval };
-        let op = config.mix.pick(rng.random());
-        let user = self.zipf.sample(|| rng.random());
-        let mut other = rng.random::<u64>();
-        if op == Op::Follow {
-            other = self.zipf.sample(|| rng.random());
-            if other == user {
-                other = (user + 1) % self.users;
-            }
-        }
-        let ryw = rng.random::<f64>() < config.read_your_writes_fraction;
-        (gap, Job { op, user, other, ryw })
-    }
-
-    /// The distinct users acting in requests due before `span` (warm-up and
-    /// measured window), most popular first.
-    fn acting_users(config: &BenchConfig, span: Duration) -> Vec<u64> {
-        let mut schedule = Schedule::new(config);
-        let (mut offset, mut seen) = (0.0f64, std::collections::BTreeSet::new());
-        while offset < span.as_secs_f64() {
-            let (gap, job) = schedule.next(config);
-            seen.insert(job.user);
-            offset += gap;
-        }
-        seen.into_iter().collect()
-    }
-}
-
-/// One request to make.
-#[derive(Debug, Clone, Copy)]
-struct Job {
-    op: Op,
-    user: u64,
-    /// The followee, or a draw to pick a post or photo with.
-    other: u64,
-    /// Read the write back at once (if it is one).
-    ryw: bool,
 }
 
 impl Shared {
@@ -894,14 +808,5 @@ mod tests {
             ..Report::default()
         };
         assert!(report.to_string().contains("NOT injected"), "{report}");
-    }
-
-    #[test]
-    fn generated_photos_differ_and_are_jpegs() {
-        let a = photo_jpeg(1);
-        let b = photo_jpeg(2);
-        assert!(a.starts_with(&[0xff, 0xd8]) && b.starts_with(&[0xff, 0xd8]));
-        assert_ne!(a, b);
-        assert_eq!(a, photo_jpeg(1));
     }
 }
