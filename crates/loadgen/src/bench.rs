@@ -28,16 +28,13 @@ mod http;
 mod photo;
 mod report;
 mod schedule;
+mod state;
 mod zipf;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use serde_json::Value;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 pub use checker::{ReadBack, Written, read_back, verify};
@@ -51,12 +48,9 @@ pub use report::{
     OpReport, Report, RywKind, Writes,
 };
 use schedule::{Job, Schedule};
+use state::{MAX_LATENCY_US, Pool, Shared, histogram, lock};
 pub use zipf::Zipf;
 
-/// Largest latency the histograms hold, in microseconds (an hour).
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-/// Known post ids and photo URLs kept for likes and photo views.
-const POOL: usize = 10_000;
 /// Concurrent requests while creating and logging in users.
 const SETUP_CONCURRENCY: usize = 16;
 /// Users whose timelines are read before the run (when the mix likes posts or
@@ -67,151 +61,7 @@ pub const GENERATOR_LAG_WARN: Duration = Duration::from_millis(10);
 /// A fault counts as recovered from only if no request due in this last stretch
 /// of the run failed.
 pub const RECOVERY_QUIET: Duration = Duration::from_secs(1);
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One operation's running tallies.
-struct OpStats {
-    count: u64,
-    ok: u64,
-    errors: BTreeMap<String, u64>,
-    latency: Histogram<u64>,
-}
-
-/// Recently seen post ids and photo URLs.
-#[derive(Default)]
-struct Pool {
-    posts: VecDeque<String>,
-    photos: VecDeque<String>,
-}
-
-impl Pool {
-    fn push(list: &mut VecDeque<String>, item: String) {
-        if list.len() >= POOL {
-            list.pop_front();
-        }
-        list.push_back(item);
-    }
-
-    fn pick(list: &VecDeque<String>, r: u64) -> Option<String> {
-        if list.is_empty() { None } else { list.get((r % list.len() as u64) as usize).cloned() }
-    }
-}
-
-/// Read-your-writes tallies.
-#[derive(Default)]
-struct Ryw {
-    /// Per kind of write.
-    by_kind: BTreeMap<String, RywKind>,
-    /// The first violations, `kind subject: what`.
-    listed: Vec<String>,
-}
-
-/// What the running tasks share.
-struct Shared {
-    http: Http,
-    targets: Vec<String>,
-    prefix: String,
-    password: String,
-    tag: String,
-    sessions: Mutex<HashMap<u64, Arc<OnceCell<String>>>>,
-    stats: Mutex<BTreeMap<Op, OpStats>>,
-    window: Mutex<Histogram<u64>>,
-    measure_from: Instant,
-    in_flight: AtomicUsize,
-    sent: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    posted: AtomicU64,
-    pool: Mutex<Pool>,
-    writes: Mutex<Writes>,
-    ryw: Mutex<Ryw>,
-    /// When each failed request was due, seconds into the measured window (to
-    /// measure recovery from an injected fault).
-    failure_times: Mutex<Vec<f64>>,
-    /// Intended start to send of measured requests, microseconds: whether the
-    /// generator itself kept to its schedule.
-    lag: Mutex<Histogram<u64>>,
-    /// Operations that became another, by `from->to`.
-    substitutions: Mutex<BTreeMap<String, u64>>,
-    /// When the last successful answer to a measured request came (wall time
-    /// for the achieved rate).
-    last_ok: Mutex<Option<Instant>>,
-    /// Distinguishes this run's photos from every other run's.
-    photo_salt: u64,
-}
-
 impl Shared {
-    /// The entry user `user` always goes through: a user sticks to one entry, as
-    /// DNS keeps a client in one data center (whose Redis holds its session).
-    fn target(&self, user: u64) -> &str {
-        &self.targets[(user % self.targets.len() as u64) as usize]
-    }
-
-    fn username(&self, i: u64) -> String {
-        format!("{}{i}", self.prefix)
-    }
-
-    async fn token(&self, target: &str, user: u64) -> Result<String, Failure> {
-        let cell = lock(&self.sessions).entry(user).or_default().clone();
-        let name = self.username(user);
-        cell.get_or_try_init(|| self.http.login(target, &name, &self.password)).await.cloned()
-    }
-
-    /// Count a due request of `op` (in the measured window only).
-    fn record(&self, op: Op, intended: Instant, result: Result<(), &str>, latency: Option<Duration>) {
-        if intended < self.measure_from {
-            return;
-        }
-        let mut stats = lock(&self.stats);
-        let s = stats.get_mut(&op).expect("every op has stats");
-        s.count += 1;
-        match result {
-            Ok(()) => {
-                s.ok += 1;
-                let mut last = lock(&self.last_ok);
-                let now = Instant::now();
-                if last.is_none_or(|t| t < now) {
-                    *last = Some(now);
-                }
-            }
-            Err(kind) => {
-                *s.errors.entry(kind.to_owned()).or_default() += 1;
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                lock(&self.failure_times).push((intended - self.measure_from).as_secs_f64());
-            }
-        }
-        if let Some(latency) = latency {
-            let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
-            s.latency.saturating_record(us);
-            drop(stats);
-            lock(&self.window).saturating_record(us);
-        }
-    }
-
-    /// Remember the posts and photos in a page of posts.
-    fn harvest(&self, page: &Value) {
-        let Some(posts) = page["posts"].as_array() else { return };
-        let mut pool = lock(&self.pool);
-        for p in posts {
-            if let Some(id) = p["id"].as_str() {
-                Pool::push(&mut pool.posts, id.to_owned());
-            }
-            if let Some(thumbs) = p["photo"]["thumbnails"].as_array() {
-                for t in thumbs {
-                    if let Some(url) = t["url"].as_str() {
-                        Pool::push(&mut pool.photos, url.to_owned());
-                    }
-                }
-            }
-        }
-    }
-
     async fn execute(self: Arc<Self>, job: Job, intended: Instant) {
         if intended >= self.measure_from {
             let lag = Instant::now().saturating_duration_since(intended);
@@ -226,10 +76,6 @@ impl Shared {
             self.read_your_write(&target, &written, &token).await;
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn substituted(&self, from: Op, to: Op) {
-        *lock(&self.substitutions).entry(format!("{from}->{to}")).or_default() += 1;
     }
 
     /// Make the request; returns the operation it became (a like with no post known
@@ -391,24 +237,6 @@ impl Shared {
             ReadBack::Failed(_) => kind.errors += 1,
         }
     }
-
-    fn progress_line(&self, phase: &str, elapsed: Duration) -> String {
-        let p99 = {
-            let mut w = lock(&self.window);
-            let p99 = if w.is_empty() { 0.0 } else { w.value_at_quantile(0.99) as f64 / 1000.0 };
-            w.reset();
-            p99
-        };
-        format!(
-            "{phase} {:>6.1}s: sent {}, completed {}, errors {}, in flight {}, p99 {:.2} ms",
-            elapsed.as_secs_f64(),
-            self.sent.load(Ordering::Relaxed),
-            self.completed.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            self.in_flight.load(Ordering::Relaxed),
-            p99
-        )
-    }
 }
 
 /// Create (if asked) and log in the users before the run.
@@ -518,40 +346,9 @@ pub async fn run_with_fault(
     fault: Option<Fault>,
 ) -> Result<Report, BenchError> {
     config.validate()?;
-    let targets: Vec<String> = config.targets.iter().map(|t| t.trim_end_matches('/').to_owned()).collect();
     let http = Http::new(config.request_timeout)?;
-    let mut stats = BTreeMap::new();
-    for op in Op::ALL {
-        stats.insert(op, OpStats { count: 0, ok: 0, errors: BTreeMap::new(), latency: histogram() });
-    }
-    let mut shared = Shared {
-        http,
-        targets: targets.clone(),
-        prefix: config.user_prefix.clone(),
-        password: config.password.clone(),
-        tag: format!("{:x}-{:x}", config.seed, std::process::id()),
-        sessions: Mutex::new(HashMap::new()),
-        stats: Mutex::new(stats),
-        window: Mutex::new(histogram()),
-        measure_from: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        sent: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        posted: AtomicU64::new(0),
-        pool: Mutex::new(Pool::default()),
-        writes: Mutex::new(Writes::default()),
-        ryw: Mutex::new(Ryw::default()),
-        failure_times: Mutex::new(Vec::new()),
-        lag: Mutex::new(histogram()),
-        substitutions: Mutex::new(BTreeMap::new()),
-        last_ok: Mutex::new(None),
-        photo_salt: (config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id()))
-            .rotate_left(17)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-    };
+    let mut shared = Shared::new(config, http);
+    let targets = shared.targets.clone();
     set_up_users(config, &shared, &progress).await?;
 
     let start = Instant::now() + Duration::from_millis(10);
