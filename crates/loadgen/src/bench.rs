@@ -25,6 +25,7 @@ mod config;
 mod error;
 mod failure;
 mod http;
+mod ops;
 mod photo;
 mod report;
 mod schedule;
@@ -40,15 +41,13 @@ use tokio::time::Instant;
 pub use checker::{ReadBack, Written, read_back, verify};
 pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, VerifyOptions};
 pub use error::BenchError;
-use failure::Failure;
 use http::Http;
-use photo::photo_jpeg;
 pub use report::{
     AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag, LISTED_LOST, Latency,
     OpReport, Report, RywKind, Writes,
 };
-use schedule::{Job, Schedule};
-use state::{MAX_LATENCY_US, Pool, Shared, histogram, lock};
+use schedule::Schedule;
+use state::{Shared, histogram, lock};
 pub use zipf::Zipf;
 
 /// Concurrent requests while creating and logging in users.
@@ -61,184 +60,6 @@ pub const GENERATOR_LAG_WARN: Duration = Duration::from_millis(10);
 /// A fault counts as recovered from only if no request due in this last stretch
 /// of the run failed.
 pub const RECOVERY_QUIET: Duration = Duration::from_secs(1);
-impl Shared {
-    async fn execute(self: Arc<Self>, job: Job, intended: Instant) {
-        if intended >= self.measure_from {
-            let lag = Instant::now().saturating_duration_since(intended);
-            lock(&self.lag).saturating_record((lag.as_micros() as u64).clamp(1, MAX_LATENCY_US));
-        }
-        let target = self.target(job.user).to_owned();
-        let (op, result) = self.perform(&target, job).await;
-        let latency = intended.elapsed();
-        self.record(op, intended, result.as_ref().map(|_| ()).map_err(|e| e.kind()), Some(latency));
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        if let Ok(Some((written, token))) = result {
-            self.read_your_write(&target, &written, &token).await;
-        }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Make the request; returns the operation it became (a like with no post known
-    /// yet becomes a post, a photo view with no photo known a timeline read) and,
-    /// for a write to read back, what it was and the writer's token.
-    async fn perform(&self, target: &str, job: Job) -> (Op, Result<Option<(Written, String)>, Failure>) {
-        let mut op = job.op;
-        let mut post_to_like = None;
-        let mut photo = None;
-        if op == Op::Like {
-            post_to_like = Pool::pick(&lock(&self.pool).posts, job.other);
-            if post_to_like.is_none() {
-                op = Op::Post;
-                self.substituted(Op::Like, op);
-            }
-        }
-        if op == Op::ViewPhoto {
-            photo = Pool::pick(&lock(&self.pool).photos, job.other);
-            if photo.is_none() {
-                op = Op::Timeline;
-                self.substituted(Op::ViewPhoto, op);
-            }
-        }
-        let c = &self.http.client;
-        let result = async {
-            match op {
-                Op::Feed => {
-                    let token = self.token(target, job.user).await?;
-                    let page = self
-                        .http
-                        .json(c.get(format!("{target}/api/v1/feed?limit=20")).bearer_auth(token))
-                        .await?;
-                    self.harvest(&page);
-                    Ok(None)
-                }
-                Op::Timeline => {
-                    let name = self.username(job.user);
-                    let page =
-                        self.http.json(c.get(format!("{target}/api/v1/users/{name}/posts?limit=20"))).await?;
-                    self.harvest(&page);
-                    Ok(None)
-                }
-                Op::ViewPhoto => {
-                    let url = photo.unwrap_or_default();
-                    let url = if url.starts_with("http://") || url.starts_with("https://") {
-                        url
-                    } else {
-                        format!("{target}{url}")
-                    };
-                    self.http.send(c.get(url)).await?;
-                    Ok(None)
-                }
-                Op::Post => {
-                    let token = self.token(target, job.user).await?;
-                    let name = self.username(job.user);
-                    let n = self.posted.fetch_add(1, Ordering::Relaxed);
-                    let caption = format!("bench {} #{n} by {name}", self.tag);
-                    let v = self
-                        .http
-                        .json(
-                            c.post(format!("{target}/api/v1/posts"))
-                                .bearer_auth(&token)
-                                .json(&serde_json::json!({ "caption": caption })),
-                        )
-                        .await?;
-                    let id = v["id"]
-                        .as_str()
-                        .ok_or_else(|| Failure::BadBody("no id in the created post".into()))?
-                        .to_owned();
-                    lock(&self.writes).posts.push(AckedPost {
-                        id: id.clone(),
-                        author: name.clone(),
-                        caption,
-                        photo: false,
-                    });
-                    Pool::push(&mut lock(&self.pool).posts, id.clone());
-                    Ok(job.ryw.then_some((Written::Post { author: name, id, photo: false }, token)))
-                }
-                Op::PhotoPost => {
-                    let token = self.token(target, job.user).await?;
-                    let name = self.username(job.user);
-                    let n = self.posted.fetch_add(1, Ordering::Relaxed);
-                    let caption = format!("bench {} photo #{n} by {name}", self.tag);
-                    let jpeg = photo_jpeg((self.photo_salt << 32) ^ n);
-                    let part = reqwest::multipart::Part::bytes(jpeg)
-                        .file_name("bench.jpg")
-                        .mime_str("image/jpeg")
-                        .map_err(|e| Failure::Request(e.to_string()))?;
-                    let form =
-                        reqwest::multipart::Form::new().text("caption", caption.clone()).part("photo", part);
-                    let v = self
-                        .http
-                        .json(c.post(format!("{target}/api/v1/posts")).bearer_auth(&token).multipart(form))
-                        .await?;
-                    let id = v["id"]
-                        .as_str()
-                        .ok_or_else(|| Failure::BadBody("no id in the created photo post".into()))?
-                        .to_owned();
-                    lock(&self.writes).posts.push(AckedPost {
-                        id: id.clone(),
-                        author: name.clone(),
-                        caption,
-                        photo: true,
-                    });
-                    Pool::push(&mut lock(&self.pool).posts, id.clone());
-                    Ok(job.ryw.then_some((Written::Post { author: name, id, photo: true }, token)))
-                }
-                Op::Like => {
-                    let token = self.token(target, job.user).await?;
-                    let post_id = post_to_like.unwrap_or_default();
-                    let v = self
-                        .http
-                        .json(c.put(format!("{target}/api/v1/posts/{post_id}/like")).bearer_auth(&token))
-                        .await?;
-                    if v["liked"].as_bool() != Some(true) {
-                        return Err(Failure::BadBody("the like was not acknowledged as liked".into()));
-                    }
-                    lock(&self.writes)
-                        .likes
-                        .push(AckedLike { post_id: post_id.clone(), liker: self.username(job.user) });
-                    Ok(job.ryw.then_some((Written::Like { post_id }, token)))
-                }
-                Op::Follow => {
-                    let token = self.token(target, job.user).await?;
-                    let followee = self.username(job.other);
-                    let v = self
-                        .http
-                        .json(c.put(format!("{target}/api/v1/users/{followee}/follow")).bearer_auth(&token))
-                        .await?;
-                    if v["following"].as_bool() != Some(true) {
-                        return Err(Failure::BadBody("the follow was not acknowledged as following".into()));
-                    }
-                    lock(&self.writes)
-                        .follows
-                        .push(AckedFollow { follower: self.username(job.user), followee: followee.clone() });
-                    Ok(job.ryw.then_some((Written::Follow { followee }, token)))
-                }
-            }
-        }
-        .await;
-        (op, result)
-    }
-
-    /// The writer reads its write back at once, with the same session, through
-    /// the same entry.
-    async fn read_your_write(&self, target: &str, written: &Written, token: &str) {
-        let result = read_back(&self.http.client, target, token, written).await;
-        let mut ryw = lock(&self.ryw);
-        let kind = ryw.by_kind.entry(written.kind().to_owned()).or_default();
-        kind.checked += 1;
-        match result {
-            ReadBack::Seen => {}
-            ReadBack::Violation(what) => {
-                kind.violations += 1;
-                if ryw.listed.len() < LISTED_LOST {
-                    ryw.listed.push(format!("{} {}: {what}", written.kind(), written.subject()));
-                }
-            }
-            ReadBack::Failed(_) => kind.errors += 1,
-        }
-    }
-}
-
 /// Create (if asked) and log in the users before the run.
 async fn set_up_users(
     config: &BenchConfig,
@@ -418,7 +239,7 @@ pub async fn run_with_fault(
         }
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         shared.sent.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(shared.clone().execute(job, intended));
+        tokio::spawn(ops::execute(shared.clone(), job, intended));
     }
     // Wait for the answers still due (each is bounded by the request timeout).
     while shared.in_flight.load(Ordering::Acquire) > 0 {
