@@ -25,8 +25,8 @@
 //! function per operation of the mix, over the shared run `state`), `faults`
 //! (a `--scenario` fault injected under load, and the recovery measured),
 //! `checker` (every acknowledged write read back), `summary` (the tallies into
-//! a [`Report`]). At the bottom, shared by all: `error`, `failure`, `http`,
-//! `config`, `report`.
+//! a [`Report`]), `verdict` (whether the run passed: its exit status). At the
+//! bottom, shared by all: `error`, `failure`, `http`, `config`, `report`.
 
 mod checker;
 mod config;
@@ -42,6 +42,7 @@ mod schedule;
 mod setup;
 mod state;
 mod summary;
+mod verdict;
 mod zipf;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub use report::{
     OpReport, Report, RywKind, Writes,
 };
 pub use summary::GENERATOR_LAG_WARN;
+pub use verdict::{Breach, Tolerance, Verdict};
 pub use zipf::Zipf;
 
 /// Run a bench: validate, set up users, send open-loop load for the warm-up and

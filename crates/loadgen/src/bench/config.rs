@@ -52,6 +52,12 @@ impl Op {
             Op::ViewPhoto => "view_photo",
         }
     }
+
+    /// Whether it only reads (a feed, a timeline, a photo): what a scenario may
+    /// promise never fails while a redundant node is lost.
+    pub fn is_read(self) -> bool {
+        matches!(self, Op::Feed | Op::Timeline | Op::ViewPhoto)
+    }
 }
 
 impl fmt::Display for Op {

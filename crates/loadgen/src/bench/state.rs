@@ -113,9 +113,10 @@ pub(super) struct Shared {
     pub(super) writes: Mutex<Writes>,
     /// Read-your-writes tallies of the writers' read-backs.
     pub(super) ryw: Mutex<Ryw>,
-    /// When each failed request was due, seconds into the measured window (to
-    /// measure recovery from an injected fault).
-    pub(super) failure_times: Mutex<Vec<f64>>,
+    /// When each failed request was due, seconds into the measured window, and
+    /// its operation (to measure recovery from an injected fault, and to judge
+    /// what failed before and after it).
+    pub(super) failure_times: Mutex<Vec<(f64, Op)>>,
     /// Intended start to send of measured requests, microseconds: whether the
     /// generator itself kept to its schedule.
     pub(super) lag: Mutex<Histogram<u64>>,
@@ -210,7 +211,7 @@ impl Shared {
             Err(kind) => {
                 *s.errors.entry(kind.to_owned()).or_default() += 1;
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                lock(&self.failure_times).push((intended - self.measure_from).as_secs_f64());
+                lock(&self.failure_times).push(((intended - self.measure_from).as_secs_f64(), op));
             }
         }
         if let Some(latency) = latency {

@@ -1,6 +1,6 @@
 //! After the run: the checker's report completed with the writers' read-backs,
 //! and the run's tallies turned into a [`Report`] (per-operation throughput,
-//! errors and latency, the generator's own lag, warnings).
+//! errors and latency, the generator's own lag, warnings, the verdict).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use super::config::BenchConfig;
 use super::error::BenchError;
 use super::report::{CheckReport, FaultReport, GeneratorLag, Latency, OpReport, Report, Writes};
 use super::state::{Ryw, Shared, histogram, lock};
+use super::verdict::Verdict;
 
 /// The generator warns when its p99 lag (intended start to send) exceeds this.
 pub const GENERATOR_LAG_WARN: Duration = Duration::from_millis(10);
@@ -79,6 +80,7 @@ pub(super) fn report(config: &BenchConfig, shared: &Shared, findings: Findings) 
         ..Report::default()
     };
     add_ops(&mut report, shared, wall);
+    report.verdict = Verdict::judge(&report);
     report
 }
 
