@@ -61,8 +61,8 @@ pub use zipf::Zipf;
 
 /// Run a bench: validate, set up users, send open-loop load for the warm-up and
 /// the measured duration, wait for the last answers, then verify every
-/// acknowledged write (unless `config.verify` is off). `progress` gets a line
-/// about every second.
+/// acknowledged write (unless `config.verify` is off) and judge the run
+/// ([`Report::verdict`]). `progress` gets a line about every second.
 pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Report, BenchError> {
     run_with_fault(config, progress, None).await
 }
