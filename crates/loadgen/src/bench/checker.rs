@@ -91,7 +91,9 @@ where
 
 /// A post as a timeline lists it.
 struct Listed {
+    /// Its caption, compared with the acknowledged one.
     caption: String,
+    /// Its processing status (`ready` once a photo is processed).
     status: String,
 }
 
