@@ -21,7 +21,7 @@
 //! the session's floor ([`read_back`]); violations are counted per kind.
 //!
 //! A run, in order: `setup` (users signed up and logged in before the clock),
-//! `run` (the open-loop send loop over the seeded `schedule`), `ops` (one
+//! `load` (the open-loop send loop over the seeded `schedule`), `ops` (one
 //! function per operation of the mix, over the shared run `state`), `faults`
 //! (a `--scenario` fault injected under load, and the recovery measured),
 //! `checker` (every acknowledged write read back), `summary` (the tallies into
@@ -34,10 +34,10 @@ mod error;
 mod failure;
 mod faults;
 mod http;
+mod load;
 mod ops;
 mod photo;
 mod report;
-mod run;
 mod schedule;
 mod setup;
 mod state;
@@ -78,11 +78,11 @@ pub async fn run_with_fault(
     let mut shared = state::Shared::new(config, http::Http::new(config.request_timeout)?);
     setup::set_up_users(config, &shared, &progress).await?;
 
-    let clock = run::Clock::starting_now(config);
+    let clock = load::Clock::starting_now(config);
     shared.measure_from = clock.measure_from;
     let shared = Arc::new(shared);
     let pending = fault.map(|fault| faults::inject_at(fault, clock.measure_from));
-    run::send_load(config, &shared, clock, &progress).await;
+    load::send_load(config, &shared, clock, &progress).await;
 
     let fault = match pending {
         Some(pending) => Some(faults::measure(pending, &shared, config.duration).await?),

@@ -7,7 +7,7 @@
 //!   with or without a fault (the checker's part only when it ran);
 //! - without a fault, no request failed;
 //! - with a fault: it was injected; no request failed before it; none failed in
-//!   the closing [`super::RECOVERY_QUIET`] of the run (recovered); and after it,
+//!   the closing [`super::faults::RECOVERY_QUIET`] of the run (recovered); and after it,
 //!   what the scenario's [`Tolerance`] claims: requests may fail until the system
 //!   recovers, or no read may fail, or no request may fail.
 //!
