@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use loadgen::bench::{self, BenchConfig, BenchError, Mix, Op, ReadBack, VerifyOptions, Written, Zipf};
+use loadgen::bench::{
+    self, BenchConfig, BenchError, Breach, Fault, Mix, Op, ReadBack, Tolerance, VerifyOptions, Written, Zipf,
+};
 
 const PASSWORD: &str = "bench-password-1";
 
@@ -61,6 +63,13 @@ async fn a_short_bench_has_no_errors_and_the_checker_passes() {
         serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("the file is JSON");
     assert_eq!(json["errors"], 0);
     assert_eq!(json["checker"]["passed"], true);
+    // The verdict: passed, exit status 0, no breach.
+    assert!(report.verdict.passed && report.verdict.breaches.is_empty(), "{:?}", report.verdict);
+    assert_eq!(json["verdict"]["passed"], true, "{}", json["verdict"]);
+    assert_eq!(json["verdict"]["exit_code"], 0);
+    assert_eq!(json["verdict"]["breaches"], serde_json::json!([]));
+    assert!(json["verdict"]["rule"].as_str().is_some_and(|r| !r.is_empty()), "{}", json["verdict"]);
+    assert!(json["fault"].is_null());
     for key in ["requests", "offered_rate", "achieved_rate", "wall_secs", "target_rate"] {
         assert!(json[key].is_number(), "{key}: {json}");
     }
@@ -81,6 +90,55 @@ async fn a_short_bench_has_no_errors_and_the_checker_passes() {
         bench::Report::default().write_json(&dir.path().join("no/such/dir/r.json")).is_err(),
         "an unwritable path is an error"
     );
+}
+
+/// A fault under load (here an action that touches nothing, and one that
+/// cannot be done): reported with when it came and what failed around it, and
+/// judged by its scenario's claim.
+#[tokio::test]
+async fn a_fault_under_load_is_reported_and_judged_by_its_claim() {
+    let env = testkit::TestEnv::new().await;
+    let app = env.spawn().await;
+    let mut cfg = config(vec![app.base.clone()], "fault_");
+    cfg.rate = 40.0;
+    cfg.duration = Duration::from_secs(2);
+    cfg.warmup = Duration::ZERO;
+    cfg.mix = Mix::parse("feed=4,timeline=4,post=2").unwrap();
+    let harmless = Fault {
+        action: "touch nothing".into(),
+        at: Duration::from_millis(500),
+        run: Box::pin(async { Ok("done".to_owned()) }),
+        tolerance: Tolerance::NoRequestFails,
+    };
+    let report = bench::run_with_fault(&cfg, |_| {}, Some(harmless)).await.expect("the bench runs");
+    assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    let fault = report.fault.as_ref().expect("the fault is reported");
+    assert!(fault.done && fault.recovered, "{fault:?}");
+    assert_eq!((fault.at_secs, fault.outcome.as_str()), (0.5, "done"));
+    assert_eq!((fault.errors_before, fault.errors_after, fault.reads_failed_after), (0, 0, 0));
+    assert!(fault.errors_after_by_op.is_empty(), "{fault:?}");
+    assert_eq!(fault.tolerance, Tolerance::NoRequestFails);
+    assert!(report.checker.passed, "{:?}", report.checker);
+    assert!(report.verdict.passed && report.verdict.exit_code() == 0, "{:?}", report.verdict);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["fault"]["tolerance"], "no_request_fails");
+    assert_eq!(json["fault"]["errors_before"], 0);
+    assert_eq!(json["verdict"]["passed"], true);
+
+    let impossible = Fault {
+        action: "kill nobody".into(),
+        at: Duration::from_millis(500),
+        run: Box::pin(async { Err("no such node".to_owned()) }),
+        tolerance: Tolerance::UntilRecovered,
+    };
+    let report = bench::run_with_fault(&cfg, |_| {}, Some(impossible)).await.expect("the bench runs");
+    let fault = report.fault.as_ref().unwrap();
+    assert!(!fault.done && fault.outcome == "failed: no such node", "{fault:?}");
+    assert_eq!(
+        report.verdict.breaches,
+        [Breach::FaultNotInjected { action: "kill nobody".into(), outcome: "failed: no such node".into() }]
+    );
+    assert_eq!(report.verdict.exit_code(), 1);
 }
 
 #[tokio::test]
@@ -306,6 +364,10 @@ async fn a_stalled_server_shows_as_latency_and_overload_not_a_lower_rate() {
     // timeout (a lower bound that holds however slow the machine).
     assert!(feed.latency_ms.p50 >= 1500.0, "{feed:?}");
     assert!(!report.checker.ran);
+    // Without a fault, a failed request fails the run.
+    assert_eq!(report.errors, 20);
+    assert_eq!(report.verdict.breaches, [Breach::RequestsFailed { count: 20 }]);
+    assert_eq!(report.verdict.exit_code(), 1);
 }
 
 fn jpeg(width: u32, height: u32) -> Vec<u8> {
@@ -385,7 +447,25 @@ async fn photo_posts_are_checked_until_processed() {
     assert_eq!(c.photos_not_ready_count, c.photos_acknowledged, "{c:?}");
     assert_eq!(c.lost, 0, "{c:?}");
     assert!(!c.passed, "{c:?}");
-    assert!(report.to_string().contains("photos not ready"), "{report}");
+    // Printed as such, and the run fails on it.
+    let text = report.to_string();
+    let photos_line = format!(
+        "photos: {} acknowledged, 0 ready, {} not ready",
+        c.photos_acknowledged, c.photos_acknowledged
+    );
+    assert!(text.lines().any(|l| l == photos_line), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("  photos not ready: ")), "{text}");
+    assert_eq!(
+        report.verdict.breaches,
+        [Breach::CheckFailed {
+            lost: 0,
+            unverifiable: 0,
+            photos_not_ready: c.photos_acknowledged,
+            short_follower_counts: 0,
+            read_your_writes_violations: 0,
+        }]
+    );
+    assert_eq!(report.verdict.exit_code(), 1);
     // Every photo was listed in its author's timeline at once.
     assert_eq!(c.read_your_writes_by_kind["photo_post"].checked, c.photos_acknowledged);
     assert_eq!(c.read_your_writes_violations, 0, "{c:?}");
@@ -557,6 +637,14 @@ async fn a_starved_generator_reports_its_own_lag() {
     let bound = bench::GENERATOR_LAG_WARN.as_secs_f64() * 1000.0;
     assert!(report.generator_lag.p99_ms > bound, "{:?}", report.generator_lag);
     assert!(report.generator_lag.max_ms >= report.generator_lag.p99_ms);
-    assert!(report.warnings.iter().any(|w| w.contains("fell behind")), "{:?}", report.warnings);
-    assert!(report.to_string().contains("WARNING: the load generator fell behind"), "{report}");
+    assert!(
+        report.warnings.iter().any(|w| w.starts_with("the load generator fell behind its own schedule")),
+        "{:?}",
+        report.warnings
+    );
+    let text = report.to_string();
+    assert!(
+        text.lines().any(|l| l.starts_with("WARNING: the load generator fell behind its own schedule")),
+        "{text}"
+    );
 }

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use loadgen::bench::{BenchConfig, Mix};
+use loadgen::bench::{BenchConfig, Mix, Report, Tolerance};
 
 /// `millions bench`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
 pub struct BenchArgs {
     /// Run directory of a running topology (its load balancers, one per DC, are the
     /// targets when no --target is given; each user sticks to one of them).
@@ -56,27 +57,113 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
     /// Inject a fault a third into the run and report the recovery time:
     /// kill-web, kill-worker, kill-redis, kill-replica or kill-primary (SIGKILL
-    /// through the controller, which restarts the node).
+    /// through the controller, which restarts the node). What each claims about
+    /// the requests after it is below.
     #[arg(long)]
     scenario: Option<String>,
 }
 
-/// The scenarios: name, role of the node to kill, and PostgreSQL role if any.
-const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
-    ("kill-web", "web", None),
-    ("kill-worker", "worker", None),
-    ("kill-redis", "redis", None),
-    ("kill-replica", "postgres", Some("replica")),
-    ("kill-primary", "postgres", Some("primary")),
+/// The exit status, and what each scenario claims (`millions bench --help`).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  the run passed: every acknowledged write found, every photo processed, every
+     writer saw its own writes, and no request failed (with a scenario: none before
+     the kill, none in the last second of the run, and after the kill what the
+     scenario claims)
+  1  a check failed (a lost write, a read-your-writes violation, photos not
+     processed, a failed request beyond what the scenario allows, a fault not
+     injected or not recovered from), or the run could not be made (nothing
+     running, set-up failed, values refused)
+  2  a usage error (an unknown option, a value that does not parse)
+The report's last line says which, and --json FILE writes it as `verdict`.
+
+Scenarios, and what they claim about the requests after the kill (failed
+requests are reported; where the claim allows them, they do not fail the run):
+  kill-web      no read may fail when the web server's DC has another one behind
+                its load balancer and the load goes through the load balancers
+                (no --target); otherwise requests may fail until it is back
+  kill-worker   no request may fail (no request waits on a worker)
+  kill-redis    requests may fail until it is back (its sessions and caches)
+  kill-replica  no read may fail (reads move to another replica or the primary)
+  kill-primary  requests may fail until a replica is promoted";
+
+/// A `--scenario`: the node it kills, and what it claims.
+struct Scenario {
+    /// Its name on the command line.
+    name: &'static str,
+    /// The role of the node killed.
+    role: &'static str,
+    /// The PostgreSQL role of the node killed, for a database node.
+    pg_role: Option<&'static str>,
+    /// What it claims about the requests after the kill (see [`EXIT_STATUS`]).
+    claim: Claim,
+}
+
+/// What a scenario claims, before the topology is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The same whatever the topology.
+    Always(Tolerance),
+    /// No read fails if the killed web server has a sibling behind its DC's
+    /// load balancer and the load goes through the load balancers; otherwise
+    /// requests may fail until it is back.
+    ReadsIfBalanced,
+}
+
+/// The scenarios.
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "kill-web", role: "web", pg_role: None, claim: Claim::ReadsIfBalanced },
+    Scenario {
+        name: "kill-worker",
+        role: "worker",
+        pg_role: None,
+        claim: Claim::Always(Tolerance::NoRequestFails),
+    },
+    Scenario {
+        name: "kill-redis",
+        role: "redis",
+        pg_role: None,
+        claim: Claim::Always(Tolerance::UntilRecovered),
+    },
+    Scenario {
+        name: "kill-replica",
+        role: "postgres",
+        pg_role: Some("replica"),
+        claim: Claim::Always(Tolerance::NoReadFails),
+    },
+    Scenario {
+        name: "kill-primary",
+        role: "postgres",
+        pg_role: Some("primary"),
+        claim: Claim::Always(Tolerance::UntilRecovered),
+    },
 ];
 
-/// Run the bench; fails (exit 1) if any request failed (without a scenario), the
-/// checker did not pass, or a scenario's fault could not be injected or the system
-/// had not recovered from it by the end of the run.
+/// What `claim` means for killing `victim` of the topology whose nodes are
+/// `nodes` (`/api/nodes`), the load going through its load balancers unless
+/// `explicit_targets`.
+fn tolerance(claim: Claim, nodes: &serde_json::Value, victim: &str, explicit_targets: bool) -> Tolerance {
+    match claim {
+        Claim::Always(t) => t,
+        Claim::ReadsIfBalanced => {
+            let all = nodes["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let dc = all.iter().find(|n| n["name"] == victim).map(|n| &n["dc"]);
+            let in_dc = |role: &str| all.iter().filter(|n| n["role"] == role && Some(&n["dc"]) == dc).count();
+            if !explicit_targets && in_dc("lb") > 0 && in_dc("web") > 1 {
+                Tolerance::NoReadFails
+            } else {
+                Tolerance::UntilRecovered
+            }
+        }
+    }
+}
+
+/// Run the bench; exits 1 when the report's verdict fails (see [`EXIT_STATUS`]
+/// and `loadgen::bench::Verdict`).
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
-        Some(name) => Some(SCENARIOS.iter().find(|s| s.0 == name).with_context(|| {
-            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.0).collect();
+        Some(name) => Some(SCENARIOS.iter().find(|s| s.name == name).with_context(|| {
+            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
             format!("no scenario named {name:?}; scenarios: {}", names.join(", "))
         })?),
         None => None,
@@ -132,17 +219,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let fault = match (scenario, &ctl) {
-        (Some((name, role, pg_role)), Some(ctl)) => {
+        (Some(scenario), Some(ctl)) => {
             let victim = nodes["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|n| n["role"] == *role && pg_role.is_none_or(|r| n["pg"]["role"] == r))
+                .find(|n| n["role"] == scenario.role && scenario.pg_role.is_none_or(|r| n["pg"]["role"] == r))
                 .and_then(|n| n["name"].as_str())
-                .with_context(|| format!("scenario {name}: the topology has no such node"))?
+                .with_context(|| format!("scenario {}: the topology has no such node", scenario.name))?
                 .to_owned();
             let url = format!("http://{}/api/nodes/{victim}/kill", ctl.api);
             Some(loadgen::bench::Fault {
+                tolerance: tolerance(scenario.claim, &nodes, &victim, !args.targets.is_empty()),
                 action: format!("kill {victim}"),
                 at: config.duration / 3,
                 run: Box::pin(async move {
@@ -162,36 +250,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         report.write_json(path)?;
     }
-    verdict(&report, config.verify)
+    outcome(&report)
 }
 
-/// Whether a finished run counts as a success (exit 0).
-fn verdict(report: &loadgen::bench::Report, verified: bool) -> anyhow::Result<()> {
-    if let Some(fault) = &report.fault {
-        if !fault.done {
-            bail!(
-                "the scenario's fault was not injected ({}: {}): nothing was measured",
-                fault.action,
-                fault.outcome
-            );
-        }
-        if !fault.recovered {
-            bail!(
-                "not recovered from {}: requests still failed in the last {:.1} s of the run (run longer to measure the recovery)",
-                fault.action,
-                fault.quiet_secs
-            );
-        }
+/// The command's outcome: an error (exit 1) carrying the verdict's reasons when
+/// the run failed.
+fn outcome(report: &Report) -> anyhow::Result<()> {
+    let verdict = &report.verdict;
+    if verdict.exit_code() == 0 {
+        return Ok(());
     }
-    // Under a fault, failed requests are what is being measured; the verdict is
-    // the checker's.
-    if report.errors > 0 && report.fault.is_none() {
-        bail!("{} requests failed", report.errors);
-    }
-    if verified && !report.checker.passed {
-        bail!("the checker found lost writes, photos not processed or read-your-writes violations");
-    }
-    Ok(())
+    bail!("the bench failed: {}", verdict.reasons.join("; "))
 }
 
 /// `millions seed`.
@@ -238,12 +307,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use loadgen::bench::{FaultReport, Report};
+    use loadgen::bench::{FaultReport, Report, Tolerance, Verdict};
+    use serde_json::json;
 
-    use super::verdict;
+    use super::{Claim, SCENARIOS, outcome, tolerance};
 
     fn with_fault(done: bool, recovered: bool) -> Report {
         let mut report = Report::default();
+        report.checker.ran = true;
         report.checker.passed = true;
         report.errors = 3;
         report.fault = Some(FaultReport {
@@ -251,21 +322,56 @@ mod tests {
             done,
             recovered,
             quiet_secs: 1.0,
+            errors_after: 3,
             outcome: if done { "killed".into() } else { "failed: no such node".into() },
             ..FaultReport::default()
         });
+        report.verdict = Verdict::judge(&report);
         report
     }
 
     #[test]
     fn a_fault_not_injected_or_not_recovered_from_fails_the_command() {
-        let err = verdict(&with_fault(false, true), true).unwrap_err().to_string();
+        let err = outcome(&with_fault(false, true)).unwrap_err().to_string();
         assert!(err.contains("not injected"), "{err}");
-        let err = verdict(&with_fault(true, false), true).unwrap_err().to_string();
+        let err = outcome(&with_fault(true, false)).unwrap_err().to_string();
         assert!(err.contains("not recovered"), "{err}");
-        verdict(&with_fault(true, true), true).expect("an injected, recovered fault with a passing checker");
+        outcome(&with_fault(true, true)).expect("an injected, recovered fault with a passing checker");
         let mut failed = with_fault(true, true);
         failed.checker.passed = false;
-        assert!(verdict(&failed, true).is_err());
+        failed.verdict = Verdict::judge(&failed);
+        assert!(outcome(&failed).is_err());
+    }
+
+    fn claim(name: &str) -> Claim {
+        SCENARIOS.iter().find(|s| s.name == name).unwrap().claim
+    }
+
+    #[test]
+    fn scenarios_claim_what_their_topology_allows() {
+        let node = |name: &str, role: &str, dc: &str| json!({"name": name, "role": role, "dc": dc});
+        let balanced = json!({"nodes": [
+            node("dc1-lb-1", "lb", "dc1"), node("dc1-web-1", "web", "dc1"), node("dc1-web-2", "web", "dc1"),
+            node("dc2-web-1", "web", "dc2"),
+        ]});
+        let web = claim("kill-web");
+        assert_eq!(tolerance(web, &balanced, "dc1-web-1", false), Tolerance::NoReadFails);
+        // Aimed at by hand, or alone in its DC, or with no load balancer in it:
+        // its requests have nowhere else to go.
+        assert_eq!(tolerance(web, &balanced, "dc1-web-1", true), Tolerance::UntilRecovered);
+        assert_eq!(tolerance(web, &balanced, "dc2-web-1", false), Tolerance::UntilRecovered);
+        let single = json!({"nodes": [node("dc1-lb-1", "lb", "dc1"), node("dc1-web-1", "web", "dc1")]});
+        assert_eq!(tolerance(web, &single, "dc1-web-1", false), Tolerance::UntilRecovered);
+        let unbalanced = json!({"nodes": [node("dc1-web-1", "web", "dc1"), node("dc1-web-2", "web", "dc1")]});
+        assert_eq!(tolerance(web, &unbalanced, "dc1-web-1", false), Tolerance::UntilRecovered);
+
+        for (name, expected) in [
+            ("kill-worker", Tolerance::NoRequestFails),
+            ("kill-redis", Tolerance::UntilRecovered),
+            ("kill-replica", Tolerance::NoReadFails),
+            ("kill-primary", Tolerance::UntilRecovered),
+        ] {
+            assert_eq!(tolerance(claim(name), &single, "shard0-pg-2", false), expected, "{name}");
+        }
     }
 }

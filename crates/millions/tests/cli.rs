@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
-use support::{Stack, millions, node, own_ranges, poll, status_json, text};
+use support::{Stack, assert_verified, bench, millions, node, own_ranges, poll, status_json, text};
 
 /// Run `millions ROLE --config FILE` with `config` as the file.
 fn run_role(dir: &Path, role: &str, config: &str) -> Output {
@@ -364,33 +364,32 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert!(text(&o).contains("seeded 300 users"), "{}", text(&o));
     let o = millions(home, &["seed", "--users", "300"]);
     assert!(!o.status.success() && text(&o).contains("nothing was written"), "{}", text(&o));
-    let o =
-        millions(home, &["bench", "--rate", "40", "--duration", "2s", "--warmup", "500ms", "--users", "300"]);
+    let (o, report) =
+        bench(home, &["--rate", "40", "--duration", "2s", "--warmup", "500ms", "--users", "300"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "{}", report["errors_by_kind"]);
+    assert_verified(&report);
+    assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
     // A fault under load: a web server killed a third into the run; the report
     // gives the recovery time, and no acknowledged write is lost. It died once
     // already, so the supervisor waits 2 s before restarting it (backoff): the
-    // run is long enough to see it back.
-    let o = millions(
+    // run is long enough to see it back. It is the DC's only web server, so its
+    // scenario lets requests fail until it is back (and none before the kill).
+    let (o, report) = bench(
         home,
-        &[
-            "bench",
-            "--rate",
-            "40",
-            "--duration",
-            "8s",
-            "--warmup",
-            "0s",
-            "--users",
-            "300",
-            "--scenario",
-            "kill-web",
-        ],
+        &["--rate", "40", "--duration", "8s", "--warmup", "0s", "--users", "300", "--scenario", "kill-web"],
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("fault: kill dc1-web-1") && text(&o).contains("recovered"), "{}", text(&o));
-    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+    let fault = &report["fault"];
+    assert_eq!(fault["action"], "kill dc1-web-1", "{fault}");
+    assert_eq!(fault["done"], true, "{fault}");
+    assert_eq!(fault["recovered"], true, "{fault}");
+    assert_eq!(fault["tolerance"], "until_recovered", "{fault}");
+    assert_eq!(fault["errors_before"], 0, "{fault}");
+    assert!(fault["recovery_secs"].as_f64().is_some_and(|s| s >= 0.0), "{fault}");
+    assert_verified(&report);
+    assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
+    assert_eq!(report["verdict"]["exit_code"], 0);
     // Nonsense is refused, never run unthrottled.
     for (args, expected) in [
         (&["bench", "--rate", "0"][..], "rate"),
@@ -401,8 +400,21 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
         (&["bench", "--scenario", "kill-everything"], "scenarios: kill-web"),
     ] {
         let o = millions(home, args);
-        assert!(!o.status.success(), "{args:?}");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(expected), "{args:?}: {}", text(&o));
+    }
+    // A value that does not parse is clap's usage error (2); `--help` says what
+    // each exit status means and what each scenario claims.
+    let o = millions(home, &["bench", "--rate", "fast"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = millions(home, &["bench", "--help"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let help = text(&o);
+    for start in ["Exit status:", "  0  the run passed", "  1  a check failed", "  2  a usage error"] {
+        assert!(help.lines().any(|l| l.starts_with(start)), "{start:?} not in {help}");
+    }
+    for scenario in ["kill-web", "kill-worker", "kill-redis", "kill-replica", "kill-primary"] {
+        assert!(help.lines().any(|l| l.starts_with(&format!("  {scenario} "))), "{scenario} not in {help}");
     }
 
     let last = status_json(home);

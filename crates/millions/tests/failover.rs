@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::{Stack, SteadyGets, millions, node, own_ranges, poll, status_json, text};
+use support::{
+    Stack, SteadyGets, assert_verified, bench, millions, node, own_ranges, poll, status_json, text,
+};
 
 /// One synchronous shard: a primary and a replica in dc1, a replica in dc2.
 const TOPOLOGY: &str = r#"
@@ -140,35 +142,67 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     assert!(o.status.success(), "{}", text(&o));
 
     // A replica is killed under read load: no read fails.
-    let o = millions(
+    let replicas: Vec<String> = status_json(home)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["pg"]["role"] == "replica")
+        .map(|n| format!("kill {}", n["name"].as_str().unwrap()))
+        .collect();
+    let (o, report) = bench(
         home,
-        &["bench", "--rate", "60", "--duration", "3s", "--warmup", "500ms", "--users", "200"]
+        &["--rate", "60", "--duration", "3s", "--warmup", "500ms", "--users", "200"]
             .into_iter()
             .chain(["--mix", "feed=5,timeline=5", "--scenario", "kill-replica"])
             .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains(" 0 errors") && text(&o).contains("0 requests failed after it"),
-        "{}",
-        text(&o)
+    let fault = &report["fault"];
+    assert!(replicas.iter().any(|r| fault["action"] == r.as_str()), "{replicas:?}: {fault}");
+    assert_eq!(fault["done"], true, "{fault}");
+    assert_eq!(fault["tolerance"], "no_read_fails", "{fault}");
+    assert_eq!(fault["errors_before"], 0, "{fault}");
+    assert_eq!(fault["errors_after"], 0, "{fault}");
+    assert_eq!(fault["reads_failed_after"], 0, "{fault}");
+    assert_eq!(fault["recovery_secs"], 0.0, "{fault}");
+    assert_eq!(report["errors"], 0, "{}", report["errors_by_kind"]);
+    for op in ["feed", "timeline"] {
+        let r = &report["ops"][op];
+        assert!(r["count"].as_u64() > Some(0) && r["ok"] == r["count"], "{op}: {r}");
+    }
+    assert_eq!(
+        report["requests"],
+        report["ops"]["feed"]["count"].as_u64().unwrap()
+            + report["ops"]["timeline"]["count"].as_u64().unwrap()
     );
+    assert_eq!(report["checker"]["passed"], true, "{}", report["checker"]);
+    assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
+    assert_eq!(report["verdict"]["exit_code"], 0);
     poll("the killed replica to stream again", || {
         status_json(home)["cluster"]["shards"][0]["replicas"].as_array().unwrap().len() == 2
     });
 
     // The primary is killed under write load: a replica is promoted, writes
     // resume, and every acknowledged write is there (the checker reads each back).
-    let o = millions(
+    let (o, report) = bench(
         home,
-        &["bench", "--rate", "60", "--duration", "8s", "--warmup", "500ms", "--users", "200"]
+        &["--rate", "60", "--duration", "8s", "--warmup", "500ms", "--users", "200"]
             .into_iter()
             .chain(["--mix", "post=6,like=2,follow=2", "--scenario", "kill-primary"])
             .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("fault: kill shard0-pg-1"), "{}", text(&o));
-    assert!(text(&o).contains("checker: PASSED") && text(&o).contains(" 0 lost"), "{}", text(&o));
+    let fault = &report["fault"];
+    assert_eq!(fault["action"], "kill shard0-pg-1", "{fault}");
+    assert_eq!(fault["done"], true, "{fault}");
+    assert_eq!(fault["recovered"], true, "{fault}");
+    assert_eq!(fault["tolerance"], "until_recovered", "{fault}");
+    assert_eq!(fault["errors_before"], 0, "{fault}");
+    // Writes may fail until the promotion; none after it (recovered above).
+    assert_eq!(report["errors"], fault["errors_after"], "{}", report["errors_by_kind"]);
+    assert_verified(&report);
+    assert!(report["checker"]["writes_acknowledged"].as_u64() > Some(0), "{}", report["checker"]);
+    assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
 
     // The old primary comes back, rewound, as a replica of the new one; at no
     // moment are there two primaries.
@@ -198,12 +232,16 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     assert_eq!(primaries(&s), [promoted]);
 
     // Writes work after all this.
-    let o = millions(
+    let (o, report) = bench(
         home,
-        &["bench", "--rate", "40", "--duration", "1s", "--warmup", "0s", "--users", "200", "--mix", "post=1"],
+        &["--rate", "40", "--duration", "1s", "--warmup", "0s", "--users", "200", "--mix", "post=1"],
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("checker: PASSED"), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "{}", report["errors_by_kind"]);
+    assert_verified(&report);
+    assert_eq!(report["checker"]["posts_acknowledged"], report["ops"]["post"]["ok"], "{}", report["checker"]);
+    assert!(report["checker"]["posts_acknowledged"].as_u64() > Some(0), "{}", report["checker"]);
+    assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
 
     // The controller crashes again, and `down` stops the nodes it left.
     let s = status_json(home);

@@ -24,8 +24,10 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 
 use super::config::VerifyOptions;
+use super::error::BenchError;
+use super::failure::Failure;
+use super::http::Http;
 use super::report::{AckedPost, CheckReport, LISTED_LOST, Writes};
-use super::{BenchError, Failure, Http};
 
 /// How many times in a row a read may fail (other than "not there") before the
 /// write is called unverifiable.
@@ -37,10 +39,15 @@ const MAX_PAGES: usize = 1000;
 /// Longest pause between two re-reads of a write not seen yet.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-enum Verdict {
+/// What the checker concluded about one acknowledged write.
+enum WriteVerdict {
+    /// Found as written (and, for a photo, processed).
     Verified,
+    /// Missing or different, what.
     Lost(String),
+    /// A photo post found but not `ready` by the deadline, `id: status`.
     NotReady(String),
+    /// The reads kept failing, why.
     Unverifiable(String),
 }
 
@@ -54,7 +61,7 @@ enum Seen<T> {
 
 /// Re-read until the write is seen, `deadline` passes (lost) or reads fail
 /// [`ATTEMPTS`] times in a row (unverifiable).
-async fn until_seen<T, F, Fut>(deadline: Instant, mut read: F) -> (Verdict, Option<T>)
+async fn until_seen<T, F, Fut>(deadline: Instant, mut read: F) -> (WriteVerdict, Option<T>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Seen<T>, String>>,
@@ -63,17 +70,17 @@ where
     let mut wait = Duration::from_millis(100);
     loop {
         match read().await {
-            Ok(Seen::Yes(t)) => return (Verdict::Verified, Some(t)),
+            Ok(Seen::Yes(t)) => return (WriteVerdict::Verified, Some(t)),
             Ok(Seen::No(what)) => {
                 failures = 0;
                 if Instant::now() >= deadline {
-                    return (Verdict::Lost(what), None);
+                    return (WriteVerdict::Lost(what), None);
                 }
             }
             Err(e) => {
                 failures += 1;
                 if failures >= ATTEMPTS {
-                    return (Verdict::Unverifiable(e), None);
+                    return (WriteVerdict::Unverifiable(e), None);
                 }
             }
         }
@@ -84,7 +91,9 @@ where
 
 /// A post as a timeline lists it.
 struct Listed {
+    /// Its caption, compared with the acknowledged one.
     caption: String,
+    /// Its processing status (`ready` once a photo is processed).
     status: String,
 }
 
@@ -146,7 +155,7 @@ async fn check_author(
     posts: &[(usize, &AckedPost)],
     settle: Instant,
     photo_deadline: Instant,
-) -> Vec<(usize, Verdict)> {
+) -> Vec<(usize, WriteVerdict)> {
     let ids: Vec<(usize, &AckedPost, Option<i64>)> =
         posts.iter().map(|&(i, p)| (i, p, p.id.parse::<i64>().ok())).collect();
     let mut out = Vec::new();
@@ -154,7 +163,7 @@ async fn check_author(
     for (i, p, id) in ids {
         match id {
             Some(id) => pending.push((i, p, id)),
-            None => out.push((i, Verdict::Lost(format!("{} (not a post id)", p.id)))),
+            None => out.push((i, WriteVerdict::Lost(format!("{} (not a post id)", p.id)))),
         }
     }
     let mut failures = 0;
@@ -167,14 +176,14 @@ async fn check_author(
                 let now = Instant::now();
                 pending.retain(|&(i, p, id)| {
                     let verdict = match listed.get(&id) {
-                        None if now >= settle => Verdict::Lost(p.id.clone()),
+                        None if now >= settle => WriteVerdict::Lost(p.id.clone()),
                         None => return true,
                         Some(l) if l.caption != p.caption => {
-                            Verdict::Lost(format!("{} (caption {:?})", p.id, l.caption))
+                            WriteVerdict::Lost(format!("{} (caption {:?})", p.id, l.caption))
                         }
-                        Some(l) if !p.photo || l.status == "ready" => Verdict::Verified,
+                        Some(l) if !p.photo || l.status == "ready" => WriteVerdict::Verified,
                         Some(l) if l.status == "failed" || now >= photo_deadline => {
-                            Verdict::NotReady(format!("{}: {}", p.id, l.status))
+                            WriteVerdict::NotReady(format!("{}: {}", p.id, l.status))
                         }
                         Some(_) => return true,
                     };
@@ -186,7 +195,7 @@ async fn check_author(
                 failures += 1;
                 if failures >= ATTEMPTS {
                     for (i, p, _) in pending.drain(..) {
-                        out.push((i, Verdict::Unverifiable(format!("{} by {author}: {e}", p.id))));
+                        out.push((i, WriteVerdict::Unverifiable(format!("{} by {author}: {e}", p.id))));
                     }
                 }
             }
@@ -253,7 +262,7 @@ pub async fn verify(
     for (i, p) in writes.posts.iter().enumerate() {
         by_author.entry(p.author.as_str()).or_default().push((i, p));
     }
-    let post_verdicts: Vec<Vec<(usize, Verdict)>> = futures::stream::iter(by_author.iter().enumerate())
+    let post_verdicts: Vec<Vec<(usize, WriteVerdict)>> = futures::stream::iter(by_author.iter().enumerate())
         .map(|(k, (author, posts))| {
             let target = targets[k % targets.len()].as_str();
             check_author(&http, target, author, posts, settle, photo_deadline)
@@ -263,7 +272,7 @@ pub async fn verify(
         .await;
 
     // Likes: the liker's `liked_by_me`, from the likes table.
-    let like_verdicts: Vec<Verdict> = futures::stream::iter(likes.iter())
+    let like_verdicts: Vec<WriteVerdict> = futures::stream::iter(likes.iter())
         .map(|l| {
             let (http, target) = (&http, login_target(targets, &order, &l.liker));
             let what = format!("{} by {}", l.post_id, l.liker);
@@ -271,7 +280,7 @@ pub async fn verify(
             async move {
                 let token = match token {
                     Ok(t) => t,
-                    Err(e) => return Verdict::Unverifiable(e),
+                    Err(e) => return WriteVerdict::Unverifiable(e),
                 };
                 let url = format!("{target}/api/v1/posts/{}", l.post_id);
                 until_seen(settle, || {
@@ -296,7 +305,7 @@ pub async fn verify(
         .await;
 
     // Follows: the follower's `followed_by_me`, and the followee's count.
-    let follow_verdicts: Vec<(Verdict, Option<i64>)> = futures::stream::iter(follows.iter())
+    let follow_verdicts: Vec<(WriteVerdict, Option<i64>)> = futures::stream::iter(follows.iter())
         .map(|f| {
             let (http, target) = (&http, login_target(targets, &order, &f.follower));
             let what = format!("{} -> {}", f.follower, f.followee);
@@ -304,7 +313,7 @@ pub async fn verify(
             async move {
                 let token = match token {
                     Ok(t) => t,
-                    Err(e) => return (Verdict::Unverifiable(e), None),
+                    Err(e) => return (WriteVerdict::Unverifiable(e), None),
                 };
                 let url = format!("{target}/api/v1/users/{}", f.followee);
                 until_seen(settle, || {
@@ -340,10 +349,10 @@ pub async fn verify(
     };
     report.writes_acknowledged =
         report.posts_acknowledged + report.likes_acknowledged + report.follows_acknowledged;
-    let mut post_verdicts: Vec<(usize, Verdict)> = post_verdicts.into_iter().flatten().collect();
+    let mut post_verdicts: Vec<(usize, WriteVerdict)> = post_verdicts.into_iter().flatten().collect();
     post_verdicts.sort_by_key(|(i, _)| *i);
     for (i, verdict) in post_verdicts {
-        if writes.posts[i].photo && matches!(verdict, Verdict::Verified) {
+        if writes.posts[i].photo && matches!(verdict, WriteVerdict::Verified) {
             report.photos_ready += 1;
         }
         tally(&mut report, verdict, |r| &mut r.lost_posts);
@@ -372,23 +381,27 @@ pub async fn verify(
     Ok(report)
 }
 
-fn tally(report: &mut CheckReport, verdict: Verdict, lost: impl Fn(&mut CheckReport) -> &mut Vec<String>) {
+fn tally(
+    report: &mut CheckReport,
+    verdict: WriteVerdict,
+    lost: impl Fn(&mut CheckReport) -> &mut Vec<String>,
+) {
     match verdict {
-        Verdict::Verified => report.verified += 1,
-        Verdict::Lost(what) => {
+        WriteVerdict::Verified => report.verified += 1,
+        WriteVerdict::Lost(what) => {
             report.lost += 1;
             let list = lost(report);
             if list.len() < LISTED_LOST {
                 list.push(what);
             }
         }
-        Verdict::NotReady(what) => {
+        WriteVerdict::NotReady(what) => {
             report.photos_not_ready_count += 1;
             if report.photos_not_ready.len() < LISTED_LOST {
                 report.photos_not_ready.push(what);
             }
         }
-        Verdict::Unverifiable(why) => {
+        WriteVerdict::Unverifiable(why) => {
             report.unverifiable += 1;
             if report.unverifiable_reasons.len() < LISTED_LOST {
                 report.unverifiable_reasons.push(why);

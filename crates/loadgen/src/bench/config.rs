@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::BenchError;
+use super::error::BenchError;
 
 /// Highest request rate a bench accepts, per second.
 pub const MAX_RATE: f64 = 1_000_000.0;
@@ -51,6 +51,12 @@ impl Op {
             Op::Follow => "follow",
             Op::ViewPhoto => "view_photo",
         }
+    }
+
+    /// Whether it only reads (a feed, a timeline, a photo): what a scenario may
+    /// promise never fails while a redundant node is lost.
+    pub fn is_read(self) -> bool {
+        matches!(self, Op::Feed | Op::Timeline | Op::ViewPhoto)
     }
 }
 

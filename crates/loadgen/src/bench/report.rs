@@ -8,6 +8,9 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::error::BenchError;
+use super::verdict::{Tolerance, Verdict};
+
 /// Latency percentiles, in milliseconds, measured from each request's intended
 /// start time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -151,6 +154,17 @@ pub struct FaultReport {
     /// The closing stretch of the run that must be free of failures for the
     /// system to count as recovered.
     pub quiet_secs: f64,
+    /// What the scenario claims about the requests due after the fault (judged
+    /// by the [`Report::verdict`]).
+    pub tolerance: Tolerance,
+    /// Failed requests due in the measured window before the fault (none may
+    /// fail there).
+    pub errors_before: u64,
+    /// Of [`FaultReport::errors_after`], the reads (feed, timeline, photo
+    /// view).
+    pub reads_failed_after: u64,
+    /// [`FaultReport::errors_after`] by operation.
+    pub errors_after_by_op: BTreeMap<String, u64>,
 }
 
 /// Read-your-writes checks of one kind of write.
@@ -289,18 +303,20 @@ pub struct Report {
     pub checker: CheckReport,
     /// The fault injected during the run, if any, and how the system took it.
     pub fault: Option<FaultReport>,
-    /// Every acknowledged write, to verify again later with [`super::verify`].
+    /// Whether the run passed, and why not (the exit status of `millions
+    /// bench`).
+    pub verdict: Verdict,
+    /// Every acknowledged write, to verify again later with [`super::checker::verify`].
     #[serde(skip)]
     pub writes: Writes,
 }
 
 impl Report {
     /// Write the report as pretty JSON to `path` (`millions bench --json FILE`).
-    pub fn write_json(&self, path: &Path) -> Result<(), super::BenchError> {
+    pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| super::BenchError::Output(format!("serializing the report: {e}")))?;
-        std::fs::write(path, text)
-            .map_err(|e| super::BenchError::Output(format!("writing {}: {e}", path.display())))
+            .map_err(|e| BenchError::Output(format!("serializing the report: {e}")))?;
+        std::fs::write(path, text).map_err(|e| BenchError::Output(format!("writing {}: {e}", path.display())))
     }
 }
 
@@ -384,11 +400,23 @@ impl fmt::Display for Report {
                 "fault: {} at {:.1} s ({}); {} requests failed after it; {recovery}",
                 fault.action, fault.at_secs, fault.outcome, fault.errors_after
             )?;
+            writeln!(
+                f,
+                "  claim: {}; {} requests failed before it, {} reads failed after it",
+                fault.tolerance, fault.errors_before, fault.reads_failed_after
+            )?;
         }
+        self.fmt_checker(f)?;
+        writeln!(f, "{}", self.verdict)
+    }
+}
+
+impl Report {
+    /// The checker's lines.
+    fn fmt_checker(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.checker;
         if !c.ran {
-            writeln!(f, "checker: not run ({} writes acknowledged)", self.writes.len())?;
-            return Ok(());
+            return writeln!(f, "checker: not run ({} writes acknowledged)", self.writes.len());
         }
         writeln!(
             f,

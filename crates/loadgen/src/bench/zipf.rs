@@ -4,10 +4,15 @@
 /// Ranks `0..n`, rank `k` drawn with probability proportional to `1 / (k+1)^s`.
 #[derive(Debug, Clone)]
 pub struct Zipf {
+    /// The number of ranks.
     n: f64,
+    /// The exponent.
     s: f64,
+    /// `H(1.5) - 1`: one end of the range the uniform draws are mapped onto.
     h_integral_x1: f64,
+    /// `H(n + 0.5)`: the other end.
     h_integral_n: f64,
+    /// Below this distance from the drawn point, a rank is accepted at once.
     threshold: f64,
 }
 

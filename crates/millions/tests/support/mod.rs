@@ -15,6 +15,35 @@ pub fn millions(home: &Path, args: &[&str]) -> Output {
         .expect("running millions")
 }
 
+/// `millions bench ARGS --json FILE` with `home` as its run directory: its
+/// output, and the JSON report it wrote (the numbers to assert on).
+pub fn bench(home: &Path, args: &[&str]) -> (Output, serde_json::Value) {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = home.join(format!("bench-{run}.json"));
+    let path_text = path.to_string_lossy().into_owned();
+    let all: Vec<&str> =
+        ["bench"].into_iter().chain(args.iter().copied()).chain(["--json", &path_text]).collect();
+    let o = millions(home, &all);
+    let json = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).expect("the bench's JSON report parses"),
+        Err(e) => panic!("no JSON report at {path_text} ({e}): {}", text(&o)),
+    };
+    (o, json)
+}
+
+/// The checker of a bench's JSON report found every acknowledged write, and
+/// every writer saw its own.
+pub fn assert_verified(report: &serde_json::Value) {
+    let c = &report["checker"];
+    assert_eq!(c["ran"], true, "{c}");
+    assert_eq!(c["passed"], true, "{c}");
+    assert_eq!(c["lost"], 0, "{c}");
+    assert_eq!(c["unverifiable"], 0, "{c}");
+    assert_eq!(c["verified"], c["writes_acknowledged"], "{c}");
+    assert_eq!(c["read_your_writes_violations"], 0, "{c}");
+}
+
 /// Its stdout and stderr, for messages and assertions.
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

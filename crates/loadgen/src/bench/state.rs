@@ -1,0 +1,266 @@
+//! What the running tasks share: the sessions, the per-operation tallies and
+//! histograms, the known posts and photos, the acknowledged writes and the
+//! read-your-writes tallies, and the counters of the progress line.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::config::{BenchConfig, Op};
+use super::failure::Failure;
+use super::http::Http;
+use super::report::{RywKind, Writes};
+
+/// Largest latency the histograms hold, in microseconds (an hour).
+pub(super) const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Known post ids and photo URLs kept for likes and photo views.
+const POOL: usize = 10_000;
+
+/// An empty latency histogram (microseconds, up to [`MAX_LATENCY_US`]).
+pub(super) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Lock `m`, also after a task panicked holding it (the tallies stay usable).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One operation's running tallies.
+pub(super) struct OpStats {
+    /// Requests due in the measured window (sent or dropped as `overloaded`).
+    pub(super) count: u64,
+    /// Of those, answered successfully.
+    pub(super) ok: u64,
+    /// Failures by kind ([`Failure::kind`], or `overloaded`).
+    pub(super) errors: BTreeMap<String, u64>,
+    /// Latency from the intended start, microseconds.
+    pub(super) latency: Histogram<u64>,
+}
+
+/// Recently seen post ids and photo URLs.
+#[derive(Default)]
+pub(super) struct Pool {
+    /// Posts to like.
+    pub(super) posts: VecDeque<String>,
+    /// Thumbnail URLs to view.
+    pub(super) photos: VecDeque<String>,
+}
+
+impl Pool {
+    /// Remember `item`, forgetting the oldest beyond [`POOL`].
+    pub(super) fn push(list: &mut VecDeque<String>, item: String) {
+        if list.len() >= POOL {
+            list.pop_front();
+        }
+        list.push_back(item);
+    }
+
+    /// The item a draw `r` falls on, if any is known.
+    pub(super) fn pick(list: &VecDeque<String>, r: u64) -> Option<String> {
+        if list.is_empty() { None } else { list.get((r % list.len() as u64) as usize).cloned() }
+    }
+}
+
+/// Read-your-writes tallies.
+#[derive(Default)]
+pub(super) struct Ryw {
+    /// Per kind of write.
+    pub(super) by_kind: BTreeMap<String, RywKind>,
+    /// The first violations, `kind subject: what`.
+    pub(super) listed: Vec<String>,
+}
+
+/// What the running tasks share.
+pub(super) struct Shared {
+    /// The client every request goes through.
+    pub(super) http: Http,
+    /// The entries, without trailing slashes; user `i` uses the `(i mod N)`th.
+    pub(super) targets: Vec<String>,
+    /// Username prefix (`{prefix}{i}`).
+    pub(super) prefix: String,
+    /// Every user's password, to log in.
+    pub(super) password: String,
+    /// In every caption: tells this run's posts from other runs'.
+    pub(super) tag: String,
+    /// Each user's session, logged in once (before the clock starts).
+    pub(super) sessions: Mutex<HashMap<u64, Arc<OnceCell<String>>>>,
+    /// Per operation, the measured window's tallies.
+    pub(super) stats: Mutex<BTreeMap<Op, OpStats>>,
+    /// Latencies since the last progress line (its p99, then reset).
+    pub(super) window: Mutex<Histogram<u64>>,
+    /// Requests due from this instant on are measured (the warm-up is not).
+    pub(super) measure_from: Instant,
+    /// Requests sent and not yet answered (bounded by `max_in_flight`).
+    pub(super) in_flight: AtomicUsize,
+    /// Requests sent, warm-up included (progress line).
+    pub(super) sent: AtomicU64,
+    /// Requests answered, warm-up included (progress line).
+    pub(super) completed: AtomicU64,
+    /// Measured requests failed (progress line).
+    pub(super) failed: AtomicU64,
+    /// Posts created: numbers each caption and photo.
+    pub(super) posted: AtomicU64,
+    /// Posts and photos seen, for likes and photo views.
+    pub(super) pool: Mutex<Pool>,
+    /// Every acknowledged write, for the checker.
+    pub(super) writes: Mutex<Writes>,
+    /// Read-your-writes tallies of the writers' read-backs.
+    pub(super) ryw: Mutex<Ryw>,
+    /// When each failed request was due, seconds into the measured window, and
+    /// its operation (to measure recovery from an injected fault, and to judge
+    /// what failed before and after it).
+    pub(super) failure_times: Mutex<Vec<(f64, Op)>>,
+    /// Intended start to send of measured requests, microseconds: whether the
+    /// generator itself kept to its schedule.
+    pub(super) lag: Mutex<Histogram<u64>>,
+    /// Operations that became another, by `from->to`.
+    pub(super) substitutions: Mutex<BTreeMap<String, u64>>,
+    /// When the last successful answer to a measured request came (wall time
+    /// for the achieved rate).
+    pub(super) last_ok: Mutex<Option<Instant>>,
+    /// Distinguishes this run's photos from every other run's.
+    pub(super) photo_salt: u64,
+}
+
+impl Shared {
+    /// Empty tallies for a run of `config` through `http`; measuring starts
+    /// now until [`Shared::measure_from`] is set.
+    pub(super) fn new(config: &BenchConfig, http: Http) -> Shared {
+        let mut stats = BTreeMap::new();
+        for op in Op::ALL {
+            stats.insert(op, OpStats { count: 0, ok: 0, errors: BTreeMap::new(), latency: histogram() });
+        }
+        Shared {
+            http,
+            targets: config.targets.iter().map(|t| t.trim_end_matches('/').to_owned()).collect(),
+            prefix: config.user_prefix.clone(),
+            password: config.password.clone(),
+            tag: format!("{:x}-{:x}", config.seed, std::process::id()),
+            sessions: Mutex::new(HashMap::new()),
+            stats: Mutex::new(stats),
+            window: Mutex::new(histogram()),
+            measure_from: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
+            pool: Mutex::new(Pool::default()),
+            writes: Mutex::new(Writes::default()),
+            ryw: Mutex::new(Ryw::default()),
+            failure_times: Mutex::new(Vec::new()),
+            lag: Mutex::new(histogram()),
+            substitutions: Mutex::new(BTreeMap::new()),
+            last_ok: Mutex::new(None),
+            photo_salt: (config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id()))
+                .rotate_left(17)
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+        }
+    }
+
+    /// The entry user `user` always goes through: a user sticks to one entry, as
+    /// DNS keeps a client in one data center (whose Redis holds its session).
+    pub(super) fn target(&self, user: u64) -> &str {
+        &self.targets[(user % self.targets.len() as u64) as usize]
+    }
+
+    /// The username of user `i`.
+    pub(super) fn username(&self, i: u64) -> String {
+        format!("{}{i}", self.prefix)
+    }
+
+    /// User `user`'s session token, logging in through `target` the first time.
+    pub(super) async fn token(&self, target: &str, user: u64) -> Result<String, Failure> {
+        let cell = lock(&self.sessions).entry(user).or_default().clone();
+        let name = self.username(user);
+        cell.get_or_try_init(|| self.http.login(target, &name, &self.password)).await.cloned()
+    }
+
+    /// Count a due request of `op` (in the measured window only).
+    pub(super) fn record(
+        &self,
+        op: Op,
+        intended: Instant,
+        result: Result<(), &str>,
+        latency: Option<Duration>,
+    ) {
+        if intended < self.measure_from {
+            return;
+        }
+        let mut stats = lock(&self.stats);
+        let s = stats.get_mut(&op).expect("every op has stats");
+        s.count += 1;
+        match result {
+            Ok(()) => {
+                s.ok += 1;
+                let mut last = lock(&self.last_ok);
+                let now = Instant::now();
+                if last.is_none_or(|t| t < now) {
+                    *last = Some(now);
+                }
+            }
+            Err(kind) => {
+                *s.errors.entry(kind.to_owned()).or_default() += 1;
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                lock(&self.failure_times).push(((intended - self.measure_from).as_secs_f64(), op));
+            }
+        }
+        if let Some(latency) = latency {
+            let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+            s.latency.saturating_record(us);
+            drop(stats);
+            lock(&self.window).saturating_record(us);
+        }
+    }
+
+    /// Remember the posts and photos in a page of posts.
+    pub(super) fn harvest(&self, page: &Value) {
+        let Some(posts) = page["posts"].as_array() else { return };
+        let mut pool = lock(&self.pool);
+        for p in posts {
+            if let Some(id) = p["id"].as_str() {
+                Pool::push(&mut pool.posts, id.to_owned());
+            }
+            if let Some(thumbs) = p["photo"]["thumbnails"].as_array() {
+                for t in thumbs {
+                    if let Some(url) = t["url"].as_str() {
+                        Pool::push(&mut pool.photos, url.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Count an operation that became another for want of a target.
+    pub(super) fn substituted(&self, from: Op, to: Op) {
+        *lock(&self.substitutions).entry(format!("{from}->{to}")).or_default() += 1;
+    }
+
+    /// The line printed about every second: counters, and the p99 since the last line.
+    pub(super) fn progress_line(&self, phase: &str, elapsed: Duration) -> String {
+        let p99 = {
+            let mut w = lock(&self.window);
+            let p99 = if w.is_empty() { 0.0 } else { w.value_at_quantile(0.99) as f64 / 1000.0 };
+            w.reset();
+            p99
+        };
+        format!(
+            "{phase} {:>6.1}s: sent {}, completed {}, errors {}, in flight {}, p99 {:.2} ms",
+            elapsed.as_secs_f64(),
+            self.sent.load(Ordering::Relaxed),
+            self.completed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+            p99
+        )
+    }
+}
