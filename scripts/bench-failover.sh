@@ -43,29 +43,10 @@ say() { printf 'bench-failover: %s\n' "$*" >&2; }
 die() { printf 'bench-failover: error: %s\n' "$*" >&2; exit 1; }
 
 command -v python3 >/dev/null || die "python3 is not installed"
-if [ "${BENCH_BUILD:-1}" = 1 ]; then
-    locked=()
-    [ -f Cargo.lock ] && locked=(--locked)
-    say "cargo build --release ${locked[*]} -p millions (a no-op when up to date)"
-    cargo build --quiet --release "${locked[@]}" -p millions
-fi
-[ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
-
-HOME_DIR="$(mktemp -d /tmp/millions-bench-failover.XXXXXX)"
-chmod 755 "$HOME_DIR"
-export MILLIONS_HOME="$HOME_DIR"
-cleanup() {
-    "$MILLIONS" down >/dev/null 2>&1 || true
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then say "run directory kept: $HOME_DIR"; else rm -rf "$HOME_DIR"; fi
-}
-trap cleanup EXIT
-
-python3 - "$ROOT/crates/topology/presets/default.toml" "$HOME_DIR/topology.toml" <<'EOF'
-import sys
-text = open(sys.argv[1]).read()
-text = text.replace("127.0.1.", "127.0.231.").replace("127.0.2.", "127.0.232.")
-open(sys.argv[2], "w").write(text)
-EOF
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
+build_millions
+own_stack bench-failover 127.0.231 127.0.232
 say "starting the default topology on 127.0.231.0/24 and 127.0.232.0/24 (full durability)"
 "$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
 "$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
@@ -75,23 +56,6 @@ TARGETS=(--target http://127.0.231.20:8080 --target http://127.0.231.21:8080)
 
 status() { "$MILLIONS" status --json; }
 
-# Every shard has its primary and all its replicas streaming again.
-wait_whole() {
-    local deadline=$((SECONDS + 120))
-    while [ $SECONDS -lt $deadline ]; do
-        if status | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-want = {}
-for n in s["nodes"]:
-    if n["role"] == "postgres":
-        want[n["pg"]["shard"]] = want.get(n["pg"]["shard"], 0) + 1
-ok = all(sh["primary"] and len(sh["replicas"]) == want[i] - 1 for i, sh in enumerate(s["cluster"]["shards"]))
-sys.exit(0 if ok else 1)'; then return 0; fi
-        sleep 0.5
-    done
-    die "the shards did not become whole again within 120 s"
-}
 wait_whole
 
 say "lag: ${LAG_SECS}s of writes at ${RATE}/s, sampling replica lag"

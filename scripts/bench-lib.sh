@@ -73,3 +73,57 @@ CFG
 # cpu_ticks PID: the process's user + system CPU so far, in clock ticks (every
 # thread's, from /proc/PID/stat).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# build_millions: `cargo build --release -p millions` unless BENCH_BUILD=0, then
+# check that $MILLIONS exists.
+build_millions() {
+    if [ "${BENCH_BUILD:-1}" = 1 ]; then
+        local locked=()
+        [ -f Cargo.lock ] && locked=(--locked)
+        say "cargo build --release ${locked[*]} -p millions (a no-op when up to date)"
+        cargo build --quiet --release "${locked[@]}" -p millions
+    fi
+    [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
+}
+
+# own_stack NAME RANGE1 RANGE2: a run directory of its own (HOME_DIR, exported as
+# MILLIONS_HOME, removed on exit unless BENCH_KEEP=1, its stack stopped) and the
+# `default` preset moved to RANGE1.0/24 and RANGE2.0/24 in $HOME_DIR/topology.toml,
+# so a running `make up` is never touched.
+own_stack() {
+    HOME_DIR="$(mktemp -d "${TMPDIR:-/tmp}/millions-$1.XXXXXX")"
+    # PostgreSQL runs as its own OS user when started by root: it must enter this dir.
+    chmod 755 "$HOME_DIR"
+    export MILLIONS_HOME="$HOME_DIR"
+    trap own_stack_cleanup EXIT
+    python3 - "$ROOT/crates/topology/presets/default.toml" "$HOME_DIR/topology.toml" "$2" "$3" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+text = text.replace("127.0.1.", sys.argv[3] + ".").replace("127.0.2.", sys.argv[4] + ".")
+open(sys.argv[2], "w").write(text)
+PY
+}
+own_stack_cleanup() {
+    "$MILLIONS" down >/dev/null 2>&1 || true
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then say "run directory kept: $HOME_DIR"; else rm -rf "$HOME_DIR"; fi
+}
+
+# wait_whole [healthy]: until every shard has its primary and all its replicas
+# streaming (and, with `healthy`, every node answers its health check); 120 s at most.
+wait_whole() {
+    local deadline=$((SECONDS + 120))
+    while [ $SECONDS -lt $deadline ]; do
+        if "$MILLIONS" status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+want = {}
+for n in s["nodes"]:
+    if n["role"] == "postgres":
+        want[n["pg"]["shard"]] = want.get(n["pg"]["shard"], 0) + 1
+healthy = sys.argv[1] != "healthy" or all(n["healthy"] for n in s["nodes"])
+whole = all(sh["primary"] and len(sh["replicas"]) == want[i] - 1 for i, sh in enumerate(s["cluster"]["shards"]))
+sys.exit(0 if healthy and whole else 1)' "${1:-}"; then return 0; fi
+        sleep 0.5
+    done
+    die "the shards did not become whole${1:+ and every node healthy} again within 120 s"
+}
