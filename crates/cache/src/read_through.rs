@@ -31,13 +31,25 @@ pub struct CacheConfig {
     pub jitter: f64,
 }
 
+/// What a [`ReadThrough::get_or_fill`] loader found, and whether it may be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded<T> {
+    /// Read from the source of truth: cached in both levels (unless an
+    /// invalidation overtook the load). `None`: nothing there (never cached).
+    Keep(Option<T>),
+    /// Read from a source that may be behind: served to the callers sharing the
+    /// load, cached nowhere.
+    ServeOnly(Option<T>),
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
     /// The cache's name (`profile`, `post`, ...).
     cache: &'static str,
     /// `l1_hit`, `l2_hit`, `miss` (loaded from the store) or `error` (Redis failed);
     /// also `fill_refused`, counted besides `miss`: the loaded value was served but
-    /// not cached, because the key was invalidated while it was being loaded.
+    /// not cached, because the key was invalidated while it was being loaded;
+    /// and `served_uncached`: the loader said its value may be behind.
     result: &'static str,
 }
 
@@ -327,6 +339,19 @@ where
         Fut: Future<Output = Result<Option<T>, E>>,
         E: Send + Sync + 'static,
     {
+        self.get_or_fill(key, || async { load().await.map(Loaded::Keep) }).await
+    }
+
+    /// [`ReadThrough::get_or_load`] with a loader that says whether what it found
+    /// may be kept: [`Loaded::ServeOnly`] (read from a source that may be behind,
+    /// such as a replica while the primary is being replaced) is returned to the
+    /// callers sharing the load and cached nowhere (counted as `served_uncached`).
+    pub async fn get_or_fill<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: Send + Sync + 'static,
+    {
         if let Some(v) = self.l1.get(key).await {
             self.metrics.count(self.name, "l1_hit");
             return Ok(Some(v));
@@ -378,8 +403,12 @@ where
                 };
                 self.metrics.count(self.name, "miss");
                 let value = match load().await {
-                    Ok(Some(v)) => v,
-                    Ok(None) => return Err(Load::Missing),
+                    Ok(Loaded::Keep(Some(v))) => v,
+                    Ok(Loaded::Keep(None) | Loaded::ServeOnly(None)) => return Err(Load::Missing),
+                    Ok(Loaded::ServeOnly(Some(v))) => {
+                        self.metrics.count(self.name, "served_uncached");
+                        return Err(Load::Stale(Arc::new(v)));
+                    }
                     Err(e) => return Err(Load::Failed(Arc::new(e))),
                 };
                 match self.fill_l2(key, generation, &value).await {

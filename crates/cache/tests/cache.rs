@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cache::{CacheConfig, CacheMetrics, Invalidator, ReadThrough, Redis, Timelines};
+use cache::{CacheConfig, CacheMetrics, Invalidator, Loaded, ReadThrough, Redis, Timelines};
 use tokio_util::sync::CancellationToken;
 
 fn config() -> CacheConfig {
@@ -291,4 +291,34 @@ async fn an_eviction_reaching_l1_during_a_load_keeps_the_value_out_of_l1() {
     assert_eq!(metrics.get("e", "l2_hit"), l2_hits + 1, "read from Redis, which accepted the fill");
     shutdown.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_serve_only_load_is_served_and_kept_in_neither_level() {
+    let r = redis("serveonly:").await;
+    let (c, metrics, _) = cache(&r, "s");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |value: Loaded<String>| {
+        let loads = loads.clone();
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(value)
+        }
+    };
+    for round in 1..=2 {
+        let v = c.get_or_fill("k", load(Loaded::ServeOnly(Some("maybe behind".into())))).await.unwrap();
+        assert_eq!(v.as_deref().map(String::as_str), Some("maybe behind"));
+        assert_eq!(loads.load(Ordering::SeqCst), round, "round {round} loaded again: nothing was kept");
+    }
+    assert_eq!(metrics.get("s", "served_uncached"), 2);
+    let mut conn = r.conn().await.unwrap();
+    let stored: Option<String> = redis::cmd("GET").arg(r.key("c:s:k")).query_async(&mut conn).await.unwrap();
+    assert_eq!(stored, None, "Redis holds nothing");
+    // Nothing found, serve-only: nothing cached either.
+    assert_eq!(c.get_or_fill("gone", load(Loaded::ServeOnly(None))).await.unwrap(), None);
+    // An authoritative load afterwards is kept as usual.
+    let v = c.get_or_fill("k", load(Loaded::Keep(Some("fresh".into())))).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("fresh"));
+    let v = c.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("fresh"));
 }

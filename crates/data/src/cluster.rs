@@ -265,6 +265,40 @@ impl ShardRoute {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n).map(|k| &self.replicas[(start + k) % n]).find(fits)
     }
+
+    /// For a read while the primary is lost: the usable replica that replayed the
+    /// most WAL (no lag bound: with the primary gone there is nothing newer to
+    /// measure lag against). The read's floor is checked by [`replayed`].
+    pub(crate) fn most_advanced_replica(&self) -> Option<&Replica> {
+        self.replicas
+            .iter()
+            .filter(|r| r.health.usable.load(Ordering::Acquire))
+            .max_by_key(|r| r.health.replay_lsn.load(Ordering::Relaxed))
+    }
+}
+
+/// Whether `replica` has replayed `floor`, asking it (every 20 ms, for at most
+/// `wait`) when the last probe saw it behind: a synchronous replica has every
+/// acknowledged commit on disk, and replays it a moment later.
+pub(crate) async fn replayed(replica: &Replica, floor: Option<u64>, wait: Duration) -> bool {
+    let Some(floor) = floor else { return true };
+    if replica.health.replay_lsn.load(Ordering::Relaxed) >= floor {
+        return true;
+    }
+    let replay_sql = format!("SELECT (pg_last_wal_replay_lsn(){LSN_AS_INT}");
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(Some(replay)) = probe(&replica.server, &replay_sql).await {
+            replica.health.replay_lsn.fetch_max(replay as u64, Ordering::Relaxed);
+            if replay as u64 >= floor {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Recent (time, primary WAL position) samples of one shard.

@@ -8,13 +8,17 @@
 //! can keep the floor with the user's session and pass it to the next request.
 //! [`primary_reads`] sends every read of a future to the primaries (what a
 //! shared cache fill needs: it must never store a value older than the
-//! invalidation that emptied it).
+//! invalidation that emptied it). [`fill_reads`] does the same for a cache fill
+//! that must not fail while a primary is being replaced: a shard without a
+//! reachable primary is read on a replica instead, and the caller is told
+//! ([`Served::Replica`]) so that it serves the value without caching it.
 //!
 //! Outside any scope reads use any replica within the lag bound, and writes do
 //! not pay for reading their LSN.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sharding::ShardId;
@@ -75,6 +79,19 @@ struct Scope {
     state: Arc<Mutex<State>>,
     /// Every read goes to the primary.
     primary: bool,
+    /// Inside [`fill_reads`]: a shard without a reachable primary may be read on
+    /// a replica, and this is set when one was.
+    replica_fallback: Option<Arc<AtomicBool>>,
+}
+
+/// Where the reads of a [`fill_reads`] future were served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Every read on its shard's primary: the value may be cached.
+    Primary,
+    /// Some read on a replica because its shard's primary was gone or unreachable:
+    /// serve the value, never cache it (it may predate a write the primary had).
+    Replica,
 }
 
 tokio::task_local! {
@@ -85,7 +102,7 @@ tokio::task_local! {
 /// the positions of the writes it made (empty if none).
 pub async fn scope<F: Future>(floor: Lsns, fut: F) -> (F::Output, Lsns) {
     let state = Arc::new(Mutex::new(State { floor, written: Lsns::new() }));
-    let out = SCOPE.scope(Scope { state: state.clone(), primary: false }, fut).await;
+    let out = SCOPE.scope(Scope { state: state.clone(), primary: false, replica_fallback: None }, fut).await;
     let written = std::mem::take(&mut lock(&state).written);
     (out, written)
 }
@@ -94,7 +111,21 @@ pub async fn scope<F: Future>(floor: Lsns, fut: F) -> (F::Output, Lsns) {
 /// count for the enclosing [`scope`], if any.
 pub async fn primary_reads<F: Future>(fut: F) -> F::Output {
     let state = SCOPE.try_with(|s| s.state.clone()).unwrap_or_default();
-    SCOPE.scope(Scope { state, primary: true }, fut).await
+    SCOPE.scope(Scope { state, primary: true, replica_fallback: None }, fut).await
+}
+
+/// Run `fut` as a shared cache fill reads: every read on the shards' primaries,
+/// except that a shard whose primary is gone or unreachable (being replaced) is
+/// read on its most advanced replica that has replayed the scope's floor; the
+/// answer says whether that happened. Writes inside still count for the
+/// enclosing [`scope`], if any.
+pub async fn fill_reads<F: Future>(fut: F) -> (F::Output, Served) {
+    let state = SCOPE.try_with(|s| s.state.clone()).unwrap_or_default();
+    let fell_back = Arc::new(AtomicBool::new(false));
+    let scope = Scope { state, primary: true, replica_fallback: Some(fell_back.clone()) };
+    let out = SCOPE.scope(scope, fut).await;
+    let served = if fell_back.load(Ordering::Acquire) { Served::Replica } else { Served::Primary };
+    (out, served)
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -104,6 +135,22 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 /// Whether reads must go to the primary.
 pub(crate) fn primary_only() -> bool {
     SCOPE.try_with(|s| s.primary).unwrap_or(false)
+}
+
+/// Whether a read may go to a replica when its shard has no reachable primary:
+/// always outside a primary-only scope, and inside [`fill_reads`].
+pub(crate) fn may_read_replica_without_primary() -> bool {
+    SCOPE.try_with(|s| !s.primary || s.replica_fallback.is_some()).unwrap_or(true)
+}
+
+/// A read of the current scope was served by a replica because its shard's
+/// primary was lost (seen by [`fill_reads`]).
+pub(crate) fn served_by_replica_without_primary() {
+    let _ = SCOPE.try_with(|s| {
+        if let Some(flag) = &s.replica_fallback {
+            flag.store(true, Ordering::Release);
+        }
+    });
 }
 
 /// The floor for `shard` in the current scope.
@@ -150,5 +197,22 @@ mod tests {
         assert_eq!(written, [(ShardId(1), 7), (ShardId(0), 20)].into_iter().collect());
         assert!(!tracking());
         assert_eq!(super::floor(ShardId(0)), None);
+    }
+
+    #[tokio::test]
+    async fn only_fill_reads_of_the_primary_only_scopes_may_fall_back_to_a_replica_and_say_so() {
+        assert!(may_read_replica_without_primary(), "a plain read may");
+        primary_reads(async { assert!(!may_read_replica_without_primary()) }).await;
+        let ((), served) = fill_reads(async {
+            assert!(primary_only());
+            assert!(may_read_replica_without_primary());
+        })
+        .await;
+        assert_eq!(served, Served::Primary, "nothing fell back");
+        let ((), served) = fill_reads(async { served_by_replica_without_primary() }).await;
+        assert_eq!(served, Served::Replica);
+        // A nested strict scope stays strict, and the mark outside any fill is a no-op.
+        fill_reads(primary_reads(async { assert!(!may_read_replica_without_primary()) })).await;
+        served_by_replica_without_primary();
     }
 }

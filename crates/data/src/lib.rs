@@ -45,7 +45,7 @@ mod rows;
 mod users;
 
 pub use config::{ConfigError, DataConfig};
-pub use consistency::{Lsns, primary_reads};
+pub use consistency::{Lsns, Served, fill_reads, primary_reads};
 pub use error::DataError;
 pub use jobs::CLAIM_JOBS_SQL;
 pub use metrics::ReadTarget;

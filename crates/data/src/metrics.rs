@@ -37,6 +37,10 @@ pub enum ReadTarget {
     Primary,
     /// One of its replicas.
     Replica,
+    /// One of its replicas, because the primary was gone or unreachable (a
+    /// failover): the most advanced replica that replayed the read's floor, its
+    /// lag not bounded.
+    ReplicaWhilePrimaryLost,
 }
 
 /// Labels of the read counter.

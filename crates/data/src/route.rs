@@ -278,27 +278,30 @@ impl Data {
 
     /// Run a read of `shard` on a replica that may serve it (lag within bound,
     /// the scope's floor replayed), else on the primary. A replica that fails is
-    /// marked unusable and the read runs again, once, on the primary. A success is
-    /// counted and timed as `op` (and by where it was served), a failure counted
-    /// as `op`'s error.
+    /// marked unusable and the read runs again, once, on the primary. While the
+    /// primary is gone or unreachable (a failover), a read that may use replicas
+    /// ([`consistency::may_read_replica_without_primary`]: any but a strict
+    /// primary-only one) runs on the most advanced replica that replayed the
+    /// scope's floor instead of failing. A success is counted and timed as `op`
+    /// (and by where it was served), a failure counted as `op`'s error.
     pub(crate) async fn read<T, F, Fut>(&self, op: &'static str, shard: ShardId, f: F) -> Result<T, DataError>
     where
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let started = Instant::now();
+        let run = |server: Arc<cluster::Server>| {
+            let f = &f;
+            async move { f(connect(&server, shard).await?).await.map_err(DataError::db(shard)) }
+        };
         let result = async {
-            let replica = if consistency::primary_only() {
-                None
-            } else {
-                let routes = self.inner.routes();
-                routes.shard(shard).pick_replica(consistency::floor(shard), self.inner.max_lag_ms).cloned()
-            };
-            if let Some(replica) = replica {
-                let attempt =
-                    async { f(connect(&replica.server, shard).await?).await.map_err(DataError::db(shard)) }
-                        .await;
-                match attempt {
+            let routes = self.inner.routes();
+            let route = routes.shard(shard);
+            let floor = consistency::floor(shard);
+            if !consistency::primary_only()
+                && let Some(replica) = route.pick_replica(floor, self.inner.max_lag_ms)
+            {
+                match run(replica.server.clone()).await {
                     Ok(out) => return Ok((out, ReadTarget::Replica)),
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(error = %e, replica = %replica.server.addr, "replica read failed; reading from the primary");
@@ -307,9 +310,28 @@ impl Data {
                     Err(e) => return Err(e),
                 }
             }
-            let client = connect(&*self.primary_server(shard)?, shard).await?;
-            let out = f(client).await.map_err(DataError::db(shard))?;
-            Ok((out, ReadTarget::Primary))
+            let lost = match self.primary_server(shard) {
+                Ok(primary) => match run(primary).await {
+                    Ok(out) => return Ok((out, ReadTarget::Primary)),
+                    Err(e) if e.suggests_failover() => {
+                        self.inner.refresh.notify_one();
+                        e
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => e,
+            };
+            if !consistency::may_read_replica_without_primary() {
+                return Err(lost);
+            }
+            let Some(replica) = route.most_advanced_replica() else { return Err(lost) };
+            if !cluster::replayed(replica, floor, REPLAY_WAIT).await {
+                return Err(lost);
+            }
+            tracing::debug!(shard = shard.0, replica = %replica.server.addr, error = %lost, "primary lost; reading from a replica");
+            let out = run(replica.server.clone()).await?;
+            consistency::served_by_replica_without_primary();
+            Ok((out, ReadTarget::ReplicaWhilePrimaryLost))
         }
         .await;
         match result {
@@ -354,6 +376,10 @@ pub(crate) enum Lsn {
     /// a replica, so the round trip would buy nothing.
     Skip,
 }
+
+/// How long a read may wait, while its shard's primary is lost, for the most
+/// advanced replica to replay the read's floor.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The WAL insert position as a number (read after a write commits).
 const LSN_AFTER_WRITE: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8";

@@ -1,11 +1,13 @@
 //! What the app does, shared by the JSON API and the HTML pages: validation, the
 //! data layer, cache reads and invalidations, fan-out and feeds.
 //!
-//! Every shared-cache loader reads in [`data::primary_reads`]: a fill must never
-//! store a value older than the invalidation that emptied the entry, and a
-//! lagging replica could serve exactly that. Reads that fill nothing shared
-//! (a user's posts, likes, timeline rebuilds) may use replicas, under the
-//! session's read-your-writes floor.
+//! Every shared-cache loader reads through [`fill`] ([`data::fill_reads`]): on
+//! the primaries, because a fill must never store a value older than the
+//! invalidation that emptied the entry, and a lagging replica could serve
+//! exactly that. While a shard's primary is being replaced, its reads go to a
+//! replica instead of failing, and what they found is served but not cached.
+//! Reads that fill nothing shared (a user's posts, likes, timeline rebuilds) may
+//! use replicas, under the session's read-your-writes floor.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -328,6 +330,18 @@ pub async fn logout(state: &AppState, token: &str) -> Result<(), ApiError> {
     state.sessions().destroy(token).await
 }
 
+/// Run a shared-cache loader's reads ([`data::fill_reads`]): on the primaries,
+/// or, while a shard's primary is being replaced, on one of its replicas — then
+/// the value is served but cached nowhere ([`cache::Loaded::ServeOnly`]).
+async fn fill<T, E>(load: impl Future<Output = Result<Option<T>, E>>) -> Result<cache::Loaded<T>, E> {
+    let (found, served) = data::fill_reads(load).await;
+    let found = found?;
+    Ok(match served {
+        data::Served::Primary => cache::Loaded::Keep(found),
+        data::Served::Replica => cache::Loaded::ServeOnly(found),
+    })
+}
+
 /// The id of a user, by name (404 if none).
 pub async fn user_id_of(state: &AppState, username: &str) -> Result<i64, ApiError> {
     let not_found = ApiError::NotFound("no such user");
@@ -336,9 +350,9 @@ pub async fn user_id_of(state: &AppState, username: &str) -> Result<i64, ApiErro
     let found = state
         .caches()
         .user_ids
-        .get_or_load(&name, || {
+        .get_or_fill(&name, || {
             let name = name.clone();
-            data::primary_reads(async move { data.user_id_by_username(&name).await })
+            fill(async move { data.user_id_by_username(&name).await })
         })
         .await?;
     found.map(|id| *id).ok_or(not_found)
@@ -350,7 +364,7 @@ pub async fn profile_by_id(state: &AppState, user_id: i64) -> Result<Arc<UserRec
     state
         .caches()
         .profiles
-        .get_or_load(&user_id.to_string(), || data::primary_reads(async move { data.profile(user_id).await }))
+        .get_or_fill(&user_id.to_string(), || fill(async move { data.profile(user_id).await }))
         .await?
         .ok_or(ApiError::NotFound("no such user"))
 }
@@ -361,9 +375,7 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
     Ok(state
         .caches()
         .followees
-        .get_or_load(&user_id.to_string(), || {
-            data::primary_reads(async move { data.followees(user_id).await.map(Some) })
-        })
+        .get_or_fill(&user_id.to_string(), || fill(async move { data.followees(user_id).await.map(Some) }))
         .await?
         .unwrap_or_default())
 }
@@ -498,7 +510,7 @@ pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<P
     let post = state
         .caches()
         .posts
-        .get_or_load(&id.get().to_string(), || data::primary_reads(async move { data.post(id).await }))
+        .get_or_fill(&id.get().to_string(), || fill(async move { data.post(id).await }))
         .await?
         .ok_or(ApiError::NotFound("no such post"))?;
     let author = profile_by_id(state, post.user_id).await?;
@@ -531,7 +543,7 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<PostView>, ApiErro
         let Some(post) = state
             .caches()
             .posts
-            .get_or_load(&id.to_string(), || data::primary_reads(async move { data.post(pid).await }))
+            .get_or_fill(&id.to_string(), || fill(async move { data.post(pid).await }))
             .await?
         else {
             return Ok(None);
@@ -609,9 +621,7 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
     Ok(state
         .caches()
         .celebrities
-        .get_or_load("all", || {
-            data::primary_reads(async move { data.celebrities(threshold).await.map(Some) })
-        })
+        .get_or_fill("all", || fill(async move { data.celebrities(threshold).await.map(Some) }))
         .await?
         .unwrap_or_default())
 }
@@ -621,8 +631,8 @@ async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
     Ok(state
         .caches()
         .celebrity_posts
-        .get_or_load(&user_id.to_string(), || {
-            data::primary_reads(async move {
+        .get_or_fill(&user_id.to_string(), || {
+            fill(async move {
                 let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT).await?;
                 Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
             })

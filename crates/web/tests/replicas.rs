@@ -53,3 +53,61 @@ async fn a_session_reads_its_writes_while_the_replica_lags() {
     drop(client);
     let _ = conn.await;
 }
+
+#[tokio::test]
+async fn reads_are_served_by_the_replica_while_the_primary_is_gone_and_cached_nowhere() {
+    let mut pg = fresh_replicated_postgres();
+    let env = TestEnv::on_replicated(&pg, testkit::redis().url()).await;
+    let app = env.spawn().await;
+    let alice = signup(&app, "alice").await;
+    let post = post_text(&app, &alice, "written before the primary died").await;
+    // Carol signs up on another web server: this one never read her profile...
+    let carol = signup(&env.spawn().await, "carol").await;
+    let data = app.state.data().clone();
+    let shard = data.shard_map().shard_of_user(alice.id);
+    eventually("the replica is usable", || async { data.usable_replicas(shard) == 1 }).await;
+    eventually("the replica has replayed the post and the users", || async {
+        let (mut posts, mut users) = (0, 0);
+        for url in env.replicas.iter().flatten() {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            let count = |table| format!("SELECT count(*) FROM {table}");
+            posts += client.query_one(&count("posts"), &[]).await.unwrap().get::<_, i64>(0);
+            users += client.query_one(&count("users"), &[]).await.unwrap().get::<_, i64>(0);
+            drop(client);
+            let _ = conn.await;
+        }
+        posts == 1 && users == 2
+    })
+    .await;
+
+    // ... and the shared cache forgets it too.
+    let mut redis = app.state.redis().conn().await.unwrap();
+    let key = app.state.redis().key(&format!("c:profile:{}", carol.id));
+    ::redis::cmd("DEL").arg(key).query_async::<()>(&mut redis).await.unwrap();
+
+    // The primary dies; the map still names it (no controller here), so every
+    // fill meets an unreachable primary, as in the first moments of a failover.
+    pg.primary.kill9();
+    let metrics = &app.state.caches().metrics;
+    let uncached = metrics.get("profile", "served_uncached");
+    for round in 0..2 {
+        // Carol's profile (never read here; then, not kept by the round before)
+        // and alice's posts, served anyway.
+        let body = call(&app, "GET", "/api/v1/users/carol", None, None, StatusCode::OK).await;
+        assert_eq!(body["username"], "carol", "round {round}: {body}");
+        let body = call(&app, "GET", "/api/v1/users/alice/posts", Some(&alice), None, StatusCode::OK).await;
+        assert_eq!(post_ids(&body), vec![post], "round {round}");
+    }
+    assert!(data.reads_on(ReadTarget::ReplicaWhilePrimaryLost) >= 2, "the fills fell back to the replica");
+    assert_eq!(
+        metrics.get("profile", "served_uncached"),
+        uncached + 2,
+        "each profile read loaded it again: nothing read from the replica was cached"
+    );
+    // Writes wait for a primary: refused, retryably.
+    let r =
+        send(&app, "POST", "/api/v1/posts", Some(&alice), Some(serde_json::json!({"caption": "x"}))).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+}
