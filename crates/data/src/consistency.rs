@@ -33,6 +33,13 @@ impl Lsns {
         Lsns::default()
     }
 
+    /// A floor no replica can meet, on `shards` shards: every read goes to the
+    /// primary. For a session whose floor could not be read (it may have writes a
+    /// replica has not replayed).
+    pub fn unknown(shards: usize) -> Lsns {
+        Lsns((0..shards as u16).map(|s| (s, u64::MAX)).collect())
+    }
+
     /// The position for `shard`, if any.
     pub fn get(&self, shard: ShardId) -> Option<u64> {
         self.0.get(&shard.0).copied()

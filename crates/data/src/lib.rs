@@ -19,7 +19,8 @@
 //! - [`consistency`]: read-your-writes scopes.
 //! - `metrics`: the data layer's Prometheus metrics.
 //! - `migrate`: the embedded migrations ([`migrate()`]).
-//! - the queries, by entity: `users`, `follows`, `likes`, `posts` (every post
+//! - the queries, by entity: `users`, `sessions` (the store of record of who is
+//!   logged in, routed by the bucket a token carries), `follows`, `likes`, `posts` (every post
 //!   write, with the jobs written with a post), `jobs` (the queue: enqueue, claim,
 //!   complete, renew, fail, release, stats, dead letters, dropping a queued job);
 //!   below them `rows`, the statement helpers they share.
@@ -42,6 +43,7 @@ mod model;
 mod posts;
 mod route;
 mod rows;
+mod sessions;
 mod users;
 
 pub use config::{ConfigError, DataConfig};
@@ -51,7 +53,8 @@ pub use jobs::CLAIM_JOBS_SQL;
 pub use metrics::ReadTarget;
 pub use migrate::migrate;
 pub use model::{
-    Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, StoredImage, UserRecord,
+    Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, SessionRecord, StoredImage,
+    UserRecord,
 };
 pub use posts::{FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
 pub use route::Data;

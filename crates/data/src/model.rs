@@ -30,6 +30,16 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
+/// A live session, as its shard stores it (and caches copy it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Whose session it is.
+    pub user_id: i64,
+    /// When it ends, in milliseconds since the Unix epoch: a cached copy is
+    /// refused past it even if no one removed it.
+    pub expires_at_ms: i64,
+}
+
 /// A post.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostRecord {

@@ -217,21 +217,31 @@ impl Data {
         Ok(rows.iter().map(post_from).collect())
     }
 
-    /// The newest `limit` post ids written by any of `authors`, newest first: what a
-    /// home timeline is rebuilt from.
-    pub async fn recent_post_ids(&self, authors: &[i64], limit: i64) -> Result<Vec<PostId>, DataError> {
+    /// The newest `limit` post ids written by any of `authors` (older than
+    /// `before`, when given), newest first: what a home timeline is rebuilt from,
+    /// and what a feed is read from when the timelines cannot be.
+    pub async fn recent_post_ids(
+        &self,
+        authors: &[i64],
+        limit: i64,
+        before: Option<PostId>,
+    ) -> Result<Vec<PostId>, DataError> {
         let map = self.shard_map();
         let mut by_shard: BTreeMap<ShardId, Vec<i64>> = BTreeMap::new();
         for a in authors {
             by_shard.entry(map.shard_of_user(*a)).or_default().push(*a);
         }
+        let before = before.map(PostId::get);
         let per_shard = by_shard.into_iter().map(|(shard, authors)| async move {
             let authors = &authors;
             let sql = "SELECT p.post_id FROM unnest($1::int8[]) AS a(id) CROSS JOIN LATERAL \
-                       (SELECT post_id FROM posts WHERE user_id = a.id ORDER BY post_id DESC LIMIT $2) p \
+                       (SELECT post_id FROM posts WHERE user_id = a.id \
+                          AND ($3::int8 IS NULL OR post_id < $3) ORDER BY post_id DESC LIMIT $2) p \
                        ORDER BY p.post_id DESC LIMIT $2";
             let rows = self
-                .read("recent_post_ids", shard, |c| async move { rows(&c, sql, &[authors, &limit]).await })
+                .read("recent_post_ids", shard, |c| async move {
+                    rows(&c, sql, &[authors, &limit, &before]).await
+                })
                 .await?;
             Ok::<_, DataError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
         });

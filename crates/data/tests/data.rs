@@ -171,3 +171,43 @@ fn bad_configs_are_refused_before_connecting() {
     let err = Data::new(&mk(vec!["postgres://h/db", "not a url at all ::"], 1), &reg).unwrap_err();
     assert!(err.to_string().contains("shard 1"), "{err}");
 }
+
+#[tokio::test]
+async fn sessions_live_on_their_users_shard_until_they_expire_or_end() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let user = d.create_user("sessioned", "Sessioned", "hash").await.unwrap().user_id;
+    let bucket = sharding::user_bucket(user);
+    let shard = d.shard_map().shard_of_user(user);
+    let (live, ended, expired) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    for hash in [&live, &ended, &expired] {
+        d.create_session(user, hash, std::time::Duration::from_secs(3600)).await.unwrap();
+    }
+    let url = &urls[shard.0 as usize];
+    assert_eq!(query_i64(url, "SELECT count(*) FROM sessions").await, 3, "on the user's shard");
+    let found = d.session(bucket, &live).await.unwrap().expect("live");
+    assert_eq!(found.user_id, user);
+    assert!(found.expires_at_ms > 0);
+    assert!(d.delete_session(bucket, &ended).await.unwrap());
+    assert!(!d.delete_session(bucket, &ended).await.unwrap(), "ending twice is a no-op");
+    assert_eq!(d.session(bucket, &ended).await.unwrap(), None);
+    // Expire one: refused at once, and purged.
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    client.execute("UPDATE sessions SET expires_at = now() WHERE token_hash = $1", &[&&expired[..]]).await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    assert_eq!(d.session(bucket, &expired).await.unwrap(), None, "an expired row is refused");
+    assert_eq!(d.purge_expired_sessions(shard, 100).await.unwrap(), 1);
+    assert_eq!(d.purge_expired_sessions(shard, 100).await.unwrap(), 0);
+    assert!(d.session(bucket, &live).await.unwrap().is_some(), "the live one stays");
+    // A token hash must be 32 bytes: the table says so.
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let short = client
+        .execute("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ('\\x01', 1, now())", &[])
+        .await;
+    assert!(short.is_err(), "a malformed hash is refused by the schema");
+    drop(client);
+    let _ = conn.await;
+}

@@ -1,4 +1,4 @@
-//! Passwords, sessions and CSRF tokens.
+//! Passwords, cookies and CSRF tokens (the session store is [`crate::sessions`]).
 
 use std::time::Duration;
 
@@ -10,11 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cache::Redis;
-use data::Lsns;
 use rand::RngCore;
-use redis::AsyncCommands;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
@@ -31,7 +27,7 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Whether `s` has the shape of a token we issue; anything else is refused unseen.
+/// Whether `s` has the shape of a [`random_token`]; anything else is refused unseen.
 fn token_shaped(s: &str) -> bool {
     s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -95,113 +91,6 @@ fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes(), &salt)?
         .to_string())
-}
-
-/// Sessions in Redis: a hash at `session:<sha256(token)>` with the user id (`u`)
-/// and, per shard, the WAL position the session's last write committed at (the
-/// read-your-writes floor, field = shard number), with a TTL. Only the token's
-/// hash is stored, so a copy of Redis does not hand out live tokens.
-#[derive(Clone, Debug)]
-pub struct Sessions {
-    /// Where sessions live.
-    redis: Redis,
-    /// How long a session lives.
-    ttl: Duration,
-}
-
-impl Sessions {
-    /// A session store.
-    pub fn new(redis: Redis, ttl: Duration) -> Sessions {
-        Sessions { redis, ttl }
-    }
-
-    fn key(&self, token: &str) -> String {
-        let digest = Sha256::digest(token.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.redis.key(&format!("session:{hex}"))
-    }
-
-    /// Start a session for `user_id`; returns its token.
-    pub async fn create(&self, user_id: i64) -> Result<String, ApiError> {
-        let token = random_token();
-        let (key, ttl) = (self.key(&token), self.ttl.as_secs() as i64);
-        self.redis
-            .run(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .hset(&key, "u", user_id)
-                    .expire(&key, ttl)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(token)
-    }
-
-    /// The user a token belongs to and the session's read-your-writes floor, if
-    /// it is a live session (one round trip).
-    pub async fn lookup(&self, token: &str) -> Result<Option<(i64, Lsns)>, ApiError> {
-        if !token_shaped(token) {
-            return Ok(None);
-        }
-        let key = self.key(token);
-        let fields: Vec<(String, u64)> =
-            self.redis.run(|mut c| async move { c.hgetall::<_, Vec<(String, u64)>>(key).await }).await?;
-        let mut user = None;
-        let mut floor = Lsns::new();
-        for (field, value) in fields {
-            match field.as_str() {
-                "u" => user = Some(value as i64),
-                shard => {
-                    if let Ok(shard) = shard.parse::<u16>() {
-                        floor.raise(data::ShardId(shard), value);
-                    }
-                }
-            }
-        }
-        Ok(user.map(|u| (u, floor)))
-    }
-
-    /// Raise the session's floor to `written` (never lowers it: requests of one
-    /// session may finish in any order); a session ended meanwhile stays ended.
-    pub async fn raise_floor(&self, token: &str, written: &Lsns) -> Result<(), ApiError> {
-        static RAISE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
-                 for i = 1, #ARGV, 2 do \
-                   local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') \
-                   if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end \
-                 end return 1",
-            )
-        });
-        let key = self.key(token);
-        let args: Vec<String> = written.iter().flat_map(|(s, l)| [s.0.to_string(), l.to_string()]).collect();
-        self.redis
-            .run(|mut c| {
-                let (key, args) = (key.clone(), args.clone());
-                async move {
-                    let mut call = RAISE.key(key);
-                    for a in &args {
-                        call.arg(a);
-                    }
-                    call.invoke_async::<()>(&mut c).await
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// End a session.
-    pub async fn destroy(&self, token: &str) -> Result<(), ApiError> {
-        let key = self.key(token);
-        self.redis.run(|mut c| async move { c.del::<_, ()>(key).await }).await?;
-        Ok(())
-    }
-
-    /// Seconds a session lives.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
 }
 
 /// A cookie's value from the request headers.

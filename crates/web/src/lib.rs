@@ -15,6 +15,7 @@ pub mod html;
 pub mod media;
 pub mod observe;
 pub mod service;
+pub mod sessions;
 pub mod state;
 pub mod viewer;
 

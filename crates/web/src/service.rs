@@ -582,12 +582,16 @@ pub async fn home_feed(
     limit: usize,
 ) -> Result<PostPage, ApiError> {
     let before = cursor.map(PostId::get);
-    let timelines = state.timelines();
-    let mut ids = match timelines.page(viewer, before, limit + 1).await? {
-        Some(ids) => ids,
-        None => {
-            rebuild_timeline(state, viewer).await?;
-            timelines.page(viewer, before, limit + 1).await?.unwrap_or_default()
+    let mut ids = match state.timelines().page(viewer, before, limit + 1).await {
+        Ok(Some(ids)) => ids,
+        Ok(None) => rebuild_timeline(state, viewer, before, limit + 1).await?,
+        Err(e) => {
+            // The timelines' Redis is down: read the feed from the shards instead.
+            tracing::warn!(error = %e, user_id = viewer, "timeline unreadable; feed read from the shards");
+            let mut authors = followees_of(state, viewer).await?.as_ref().clone();
+            authors.push(viewer);
+            let ids = state.data().recent_post_ids(&authors, limit as i64 + 1, cursor).await?;
+            ids.into_iter().map(PostId::get).collect()
         }
     };
     let followees = followees_of(state, viewer).await?;
@@ -604,15 +608,25 @@ pub async fn home_feed(
     Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
 }
 
-async fn rebuild_timeline(state: &AppState, viewer: i64) -> Result<(), ApiError> {
+/// Rebuild `viewer`'s cached timeline from the shards (its followees' and its own
+/// newest posts, up to the timeline's cap) and return its page of `limit` ids
+/// older than `before`. The page is served even if the timeline cannot be stored.
+async fn rebuild_timeline(
+    state: &AppState,
+    viewer: i64,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<i64>, ApiError> {
     let mut authors = followees_of(state, viewer).await?.as_ref().clone();
     authors.push(viewer);
     let cap = state.timelines().cap() as i64;
     let ids: Vec<i64> =
-        state.data().recent_post_ids(&authors, cap).await?.into_iter().map(PostId::get).collect();
-    state.timelines().fill(viewer, &ids).await?;
-    tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt");
-    Ok(())
+        state.data().recent_post_ids(&authors, cap, None).await?.into_iter().map(PostId::get).collect();
+    match state.timelines().fill(viewer, &ids).await {
+        Ok(()) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
+        Err(e) => tracing::warn!(error = %e, user_id = viewer, "rebuilt timeline not stored"),
+    }
+    Ok(ids.into_iter().filter(|id| before.is_none_or(|b| *id < b)).take(limit).collect())
 }
 
 async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
@@ -633,7 +647,7 @@ async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
         .celebrity_posts
         .get_or_fill(&user_id.to_string(), || {
             fill(async move {
-                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT).await?;
+                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT, None).await?;
                 Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
             })
         })

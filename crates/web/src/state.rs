@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cache::{CacheConfig, Invalidator, ReadThrough, Redis, Timelines};
-use data::{Data, PostRecord, UserRecord};
+use data::{Data, PostRecord, SessionRecord, UserRecord};
 
-use crate::auth::{Passwords, Sessions};
+use crate::auth::Passwords;
 use crate::config::WebConfig;
+use crate::sessions::Sessions;
 
 /// The caches the web tier reads through.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct Caches {
     pub celebrities: Arc<ReadThrough<Vec<i64>>>,
     /// Each celebrity's newest post ids, merged into followers' feeds at read time.
     pub celebrity_posts: Arc<ReadThrough<Vec<i64>>>,
+    /// Live sessions by the hex SHA-256 of their token (copies of the shards'
+    /// rows; a logout invalidates them everywhere).
+    pub sessions: Arc<ReadThrough<SessionRecord>>,
     /// Lookup counters.
     pub metrics: cache::CacheMetrics,
     /// Spreads invalidations to every web server's L1.
@@ -47,7 +51,8 @@ impl Caches {
             posts: build(with(feed::POST_CACHE, config.clone())),
             followees: build(with("followees", config.clone())),
             celebrities: build(with("celebrities", short)),
-            celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config)),
+            celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config.clone())),
+            sessions: build(with("session", config)),
             metrics,
             invalidator,
         }
@@ -114,7 +119,12 @@ impl AppState {
             config.feed.timeline_cap,
             Duration::from_secs(config.feed.timeline_ttl_secs),
         );
-        let sessions = Sessions::new(redis.clone(), Duration::from_secs(config.sessions.ttl_secs));
+        let sessions = Sessions::new(
+            data.clone(),
+            caches.sessions.clone(),
+            redis.clone(),
+            Duration::from_secs(config.sessions.ttl_secs),
+        );
         let passwords = Passwords::new(&config.passwords)?;
         let store: Arc<dyn media::ObjectStore> = Arc::new(media::LocalStore::open(&config.media.store_dir)?);
         let http_metrics = telemetry::HttpMetrics::new(&registry);

@@ -128,7 +128,8 @@ pub async fn row_counts(app: &TestApp) -> Vec<(String, i64)> {
 }
 
 /// Tables that hold the system's state (every shard has them all).
-pub const STATE_TABLES: &[&str] = &["users", "follows_out", "follows_in", "posts", "likes", "jobs"];
+pub const STATE_TABLES: &[&str] =
+    &["users", "follows_out", "follows_in", "posts", "likes", "jobs", "sessions"];
 
 /// The full contents of every state table on every shard: (shard, table, rows),
 /// each row as JSON text (every column, counters included), sorted. Two equal
@@ -151,10 +152,15 @@ pub async fn db_snapshot(app: &TestApp) -> Vec<(usize, &'static str, Vec<String>
     out
 }
 
-/// The session keys in Redis of `app`'s deployment.
-pub async fn session_keys(app: &TestApp) -> std::collections::BTreeSet<String> {
-    let mut conn = app.state.redis().conn().await.unwrap();
-    ::redis::cmd("KEYS").arg(app.state.redis().key("session:*")).query_async(&mut conn).await.unwrap()
+/// Run `sql` on the shard that holds `user_id`'s rows (in `app`'s deployment).
+pub async fn exec_on_users_shard(app: &TestApp, user_id: i64, sql: &str) {
+    let shard = app.state.data().shard_map().shard_of_user(user_id);
+    let (client, conn) =
+        tokio_postgres::connect(&app.env.shards[shard.0 as usize], tokio_postgres::NoTls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = conn.await;
 }
 
 pub use testkit::eventually;

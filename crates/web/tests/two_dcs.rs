@@ -101,3 +101,36 @@ async fn writes_while_the_other_dcs_redis_is_down_succeed_and_the_misses_are_cou
         "the outbox job stays"
     );
 }
+
+#[tokio::test]
+async fn a_session_made_in_one_dc_works_in_the_other_and_a_logout_ends_it_in_both() {
+    let TwoDcs { dc1, dc2, _dc2_redis: _running } = two_dcs().await;
+    // Logged in through dc1 ...
+    let traveller = signup(&dc1, "traveller").await;
+    call(&dc1, "GET", "/api/v1/feed", Some(&traveller), None, StatusCode::OK).await;
+    // ... and moved to dc2 (DNS sent them there): still signed in, and dc2 keeps a
+    // copy (its memory and its Redis).
+    for _ in 0..2 {
+        call(&dc2, "GET", "/api/v1/feed", Some(&traveller), None, StatusCode::OK).await;
+    }
+    assert!(dc2.state.caches().metrics.get("session", "l1_hit") >= 1, "dc2 serves the session from memory");
+    // A logout through dc1 ends the session in dc2 too, copies and all.
+    let r = send(&dc1, "DELETE", "/api/v1/sessions/current", Some(&traveller), None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    eventually("dc2 to refuse the ended session", async || {
+        send(&dc2, "GET", "/api/v1/feed", Some(&traveller), None).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(
+        send(&dc1, "GET", "/api/v1/feed", Some(&traveller), None).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "and in dc1 at once"
+    );
+    assert_eq!(dc1.state.caches().metrics.invalidation_failures("session", "peer"), 0);
+    // No copy survives in dc2's Redis for a restarted dc2 web server to find.
+    let fresh_dc2 = dc2.env.spawn_with(|c| c.redis.url = dc2.state.config().redis.url.clone()).await;
+    assert_eq!(
+        send(&fresh_dc2, "GET", "/api/v1/feed", Some(&traveller), None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

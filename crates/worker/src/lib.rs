@@ -177,11 +177,13 @@ impl Worker {
                 ))
             })
             .collect();
+        let janitor = tokio::spawn(purge_expired_sessions(ctx.clone(), shutdown.clone()));
         shutdown.cancelled().await;
         ctx.inner.draining.store(true, Ordering::Relaxed);
         for l in loops {
             let _ = l.await;
         }
+        let _ = janitor.await;
         jobs.close();
         let grace = Duration::from_secs(ctx.config().worker.shutdown_grace_secs);
         if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
@@ -193,6 +195,41 @@ impl Worker {
         let _ = health.await;
         tracing::info!(worker = ctx.id(), "worker stopped");
         Ok(())
+    }
+}
+
+/// How often each shard's expired sessions are deleted, and how many per batch.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+const SESSION_PURGE_BATCH: i64 = 10_000;
+
+/// Until `shutdown`: every [`SESSION_PURGE_EVERY`] (the first soon after start),
+/// delete every shard's expired sessions in batches. Expired rows are already
+/// refused when read; this keeps the table to the live ones. Several workers
+/// doing it at once is harmless (each batch deletes what is still there).
+async fn purge_expired_sessions(ctx: Context, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SESSION_PURGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for shard in ctx.data().shard_map().shards() {
+            loop {
+                match ctx.data().purge_expired_sessions(shard, SESSION_PURGE_BATCH).await {
+                    Ok(n) if n == SESSION_PURGE_BATCH as u64 && !shutdown.is_cancelled() => continue,
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tracing::info!(shard = shard.0, sessions = n, "expired sessions purged");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = shard.0, error = %e, "could not purge expired sessions");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
