@@ -29,6 +29,9 @@
 #   BENCH_WARMUP=3s        untimed wrk run per target before the first round
 #   BENCH_BUILD=1          0: do not run `cargo build` (use the binaries as they are)
 #   BENCH_KEEP=0           1: keep the run directory (logs) after the run
+#   BENCH_PERF=0           1: after the rounds, profile the web server under each
+#                          target's load (perf record, 999 Hz, DWARF call graphs, 5 s)
+#                          and print each profile's top functions by own CPU share
 #   MILLIONS=target/release/millions   BARE=target/release/examples/bare
 set -euo pipefail
 
@@ -299,6 +302,21 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
+    for t in profile feed; do
+        mapfile -t args < <(wrk_args "$t")
+        wrk -d8s "${args[@]}" >"$RUN/perf-wrk-$t.txt" 2>&1 &
+        wrk_pid=$!
+        sleep 1 # let the load settle before sampling (not synchronization: the profile is a sample)
+        perf record -q -F 999 --call-graph dwarf,16384 -p "$WEB_PID" -o "$RUN/perf-$t.data" -- sleep 5 2>/dev/null
+        wait "$wrk_pid"
+        perf report -i "$RUN/perf-$t.data" --no-children --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
+            grep -E '^ +[0-9]' | sed -E 's/ +-? +-? *$//; s/^ +//' | cut -c1-150 | head -40 >"$RUN/perf-$t.txt"
+        say "perf: $t profiled (top functions by own CPU in the report)"
+    done
+fi
+
 # --------------------------------------------------------------- report ----
 
 cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
@@ -359,3 +377,13 @@ report() {
 
 echo
 report
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    for t in profile feed; do
+        echo
+        echo "Profile of the web server under the $t load (perf, own CPU share, top functions):"
+        echo
+        echo '```'
+        cat "$RUN/perf-$t.txt"
+        echo '```'
+    done
+fi
