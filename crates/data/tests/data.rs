@@ -194,7 +194,10 @@ async fn sessions_live_on_their_users_shard_until_they_expire_or_end() {
     // Expire one: refused at once, and purged.
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     let conn = tokio::spawn(conn);
-    client.execute("UPDATE sessions SET expires_at = now() WHERE token_hash = $1", &[&&expired[..]]).await.unwrap();
+    client
+        .execute("UPDATE sessions SET expires_at = now() WHERE token_hash = $1", &[&&expired[..]])
+        .await
+        .unwrap();
     drop(client);
     let _ = conn.await;
     assert_eq!(d.session(bucket, &expired).await.unwrap(), None, "an expired row is refused");

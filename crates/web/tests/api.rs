@@ -380,6 +380,31 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let before = db_snapshot(&app).await;
     let long = "x".repeat(3000);
     let mut cases: Vec<Case> = vec![
+        // A JSON array is not read as an object, field by position.
+        (
+            "POST",
+            "/api/v1/users".into(),
+            None,
+            Some(json!(["arrayuser", "password123", null])),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/posts".into(),
+            Some(&a),
+            Some(json!(["by position"])),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/sessions".into(),
+            None,
+            Some(json!(["victim", "password123"])),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
         (
             "POST",
             "/api/v1/users".into(),
