@@ -18,8 +18,6 @@ pub struct Table {
     columns: &'static str,
     /// `COPY name (columns) FROM STDIN`, built once at compile time.
     copy_sql: &'static str,
-    /// `SELECT EXISTS (SELECT 1 FROM name)`, built once at compile time.
-    any_row_sql: &'static str,
 }
 
 /// A [`Table`] constant whose statements are spelled out from its name and
@@ -30,7 +28,6 @@ macro_rules! table {
             name: $name,
             columns: $columns,
             copy_sql: concat!("COPY ", $name, " (", $columns, ") FROM STDIN"),
-            any_row_sql: concat!("SELECT EXISTS (SELECT 1 FROM ", $name, ")"),
         }
     };
 }
@@ -54,9 +51,12 @@ pub const POSTS: Table = table!("posts", "post_id, user_id, caption, like_count,
 /// Likes, on the post's shard.
 pub const LIKES: Table = table!("likes", "post_id, user_id, liker_id");
 
-/// Every table of the social graph, in the order a loader checks that a shard
-/// holds none of their rows before it writes.
+/// Every table of the social graph a loader may fill.
 pub const ALL: [Table; 5] = [USERS, POSTS, FOLLOWS_OUT, FOLLOWS_IN, LIKES];
+
+/// Given the names a loader would create (`$1`, a text array), one of them that a
+/// shard already has, if any: a loader writes beside what is there, never over it.
+pub const USERNAME_TAKEN_SQL: &str = "SELECT username FROM users WHERE username = ANY($1::text[]) LIMIT 1";
 
 impl Table {
     /// The table's name.
@@ -75,11 +75,6 @@ impl Table {
     pub fn copy_sql(&self) -> &'static str {
         self.copy_sql
     }
-
-    /// A statement answering one boolean: whether the table has any row.
-    pub fn any_row_sql(&self) -> &'static str {
-        self.any_row_sql
-    }
 }
 
 #[cfg(test)]
@@ -89,7 +84,6 @@ mod tests {
     #[test]
     fn statements_are_spelled_from_name_and_columns() {
         assert_eq!(FOLLOWS_OUT.copy_sql(), "COPY follows_out (user_id, followee_id) FROM STDIN");
-        assert_eq!(FOLLOWS_OUT.any_row_sql(), "SELECT EXISTS (SELECT 1 FROM follows_out)");
         assert!(USERS.columns().ends_with("posts_count, created_at"), "{}", USERS.columns());
     }
 }

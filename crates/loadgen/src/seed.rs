@@ -30,8 +30,9 @@
 //! four connections per shard (one per table), all shards in parallel; each
 //! connection's rows are one transaction, and the transactions commit only once every
 //! `COPY` has succeeded, so a failed seed leaves the shards empty (short of a failure
-//! between those commits). A shard that already holds users, follows or posts is
-//! refused before anything is written.
+//! between those commits). A seed goes in beside what the shards already hold (users
+//! who signed up, an earlier seed of other names): it is refused, before anything is
+//! written, only if one of the names it would create is taken.
 
 use std::fmt;
 use std::io::Write as _;
@@ -203,16 +204,17 @@ pub enum SeedError {
     /// No shards were given; nothing was written.
     #[error("no shard databases to seed")]
     NoShards,
-    /// A shard already has data; nothing was written.
+    /// A name the seed would create is taken (an earlier seed's); nothing was written.
     #[error(
-        "shard {shard} already has rows in `{table}`: seed only into empty databases \
-         (drop and re-create them first); nothing was written"
+        "shard {shard} already has the user `{name}` that this seed would create (an earlier \
+         seed?): start from empty (`millions down --wipe`, then `millions up`) or seed fewer \
+         users; nothing was written"
     )]
-    NotEmpty {
+    NameTaken {
         /// The shard's index.
         shard: usize,
-        /// The first non-empty table found.
-        table: &'static str,
+        /// A taken name.
+        name: String,
     },
     /// A shard could not be reached or refused a statement.
     #[error("shard {shard}: {what}: {source}")]
@@ -253,18 +255,23 @@ pub async fn seed(
         }
         clients.push(per_table);
     }
+    // Seed beside what is there, but never over it: no name it creates may exist.
+    let mut names: Vec<Vec<String>> = vec![Vec::new(); shard_urls.len()];
+    for i in 0..config.users {
+        let name = username(i);
+        names[map.shard_of_username(&name).0 as usize].push(name);
+    }
     for (shard, per_table) in clients.iter().enumerate() {
         let client = &per_table[0].0;
-        for table in bulk::ALL {
-            let row = client
-                .query_one(table.any_row_sql(), &[])
-                .await
-                .map_err(db(shard, "checking it is empty"))?;
-            if row.get::<_, bool>(0) {
-                return Err(SeedError::NotEmpty { shard, table: table.name() });
-            }
+        let taken = client
+            .query_opt(bulk::USERNAME_TAKEN_SQL, &[&names[shard]])
+            .await
+            .map_err(db(shard, "checking the names are free"))?;
+        if let Some(row) = taken {
+            return Err(SeedError::NameTaken { shard, name: row.get(0) });
         }
     }
+    drop(names);
 
     progress(&format!("hashing the shared password (argon2id, OWASP parameters) for {} users", config.users));
     let password = config.password.clone();

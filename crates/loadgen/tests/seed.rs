@@ -140,13 +140,33 @@ async fn seeds_a_consistent_power_law_graph_and_refuses_to_seed_twice() {
     let median = counts[counts.len() / 2];
     assert!(median < 20, "most users have few followers (median {median})");
 
-    // Seeding again is refused and writes nothing.
+    // Seeding the same names again is refused and writes nothing.
     let err = seed(&env.shards, &config, |_| {}).await.unwrap_err();
-    assert!(matches!(err, SeedError::NotEmpty { table: "users", .. }), "{err}");
-    assert!(err.to_string().contains("empty"), "{err}");
+    assert!(matches!(&err, SeedError::NameTaken { name, .. } if name.starts_with("user")), "{err}");
+    assert!(err.to_string().contains("--wipe"), "it says how to start from empty: {err}");
     assert_eq!(env.count("SELECT count(*) FROM users").await, USERS as i64);
     assert_eq!(env.count("SELECT count(*) FROM follows_out").await, follows);
     assert_eq!(env.count("SELECT count(*) FROM posts").await, report.posts as i64);
+}
+
+#[tokio::test]
+async fn a_seed_goes_in_beside_users_who_signed_up() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(app.url("/api/v1/users"))
+        .json(&serde_json::json!({"username": "newcomer", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let report = seed(&env.shards, &SeedConfig::new(200), |_| {}).await.unwrap();
+    assert_eq!(report.users, 200);
+    assert_eq!(env.count("SELECT count(*) FROM users").await, 201, "the newcomer and the seeded users");
+    assert_eq!(env.count("SELECT count(*) FROM users WHERE username = 'newcomer'").await, 1);
+    let r = client.get(app.url("/api/v1/users/newcomer")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "the newcomer is untouched");
 }
 
 #[tokio::test]

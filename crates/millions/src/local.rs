@@ -29,6 +29,17 @@ pub struct HomeArgs {
     home: PathBuf,
 }
 
+/// `millions down`.
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// Then delete the run directory's contents (every node's data, logs, photos,
+    /// secrets): the next `millions up` starts from empty.
+    #[arg(long)]
+    wipe: bool,
+}
+
 /// `millions up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -441,8 +452,48 @@ async fn wait_stopped(
 
 /// `millions down`: through the controller, or, when it is gone (crashed,
 /// killed), by stopping the nodes it left running directly.
-pub async fn down(args: HomeArgs) -> anyhow::Result<()> {
-    let home = &args.home;
+pub async fn down(args: DownArgs) -> anyhow::Result<()> {
+    let home = &args.home.home;
+    let stopped = stop_everything(home).await;
+    if !args.wipe {
+        return stopped;
+    }
+    if let Err(e) = stopped {
+        // Nothing running is fine for a wipe; anything still running is not.
+        let orphans =
+            stored_topology(home).ok().flatten().map(|t| control::orphans(home, &t)).unwrap_or_default();
+        if control::running(home).is_some() || !orphans.is_empty() {
+            return Err(e.context("not wiping: something may still run"));
+        }
+    }
+    wipe(home)
+}
+
+/// Delete what the run directory `home` holds (its data, logs, photos, secrets),
+/// keeping the directory itself. Refuses a directory that does not look like one
+/// `millions up` made.
+fn wipe(home: &Path) -> anyhow::Result<()> {
+    if !home.exists() {
+        println!("nothing to wipe: {} does not exist", home.display());
+        return Ok(());
+    }
+    if !topology_path(home).exists() {
+        bail!(
+            "not wiping {}: it holds no topology.toml, so it is not a run directory `millions up` made",
+            home.display()
+        );
+    }
+    for entry in std::fs::read_dir(home).with_context(|| format!("reading {}", home.display()))? {
+        let path = entry?.path();
+        let removed =
+            if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
+    println!("wiped {}: the next `millions up` starts from empty", home.display());
+    Ok(())
+}
+
+async fn stop_everything(home: &Path) -> anyhow::Result<()> {
     let Some(ctl) = control::running(home) else {
         let topology = stored_topology(home).ok().flatten();
         let orphans = topology.as_ref().map(|t| control::orphans(home, t)).unwrap_or_default();

@@ -29,8 +29,8 @@ struct Cli {
 enum Command {
     /// Start a topology detached (every tier, supervised) and print where to open it.
     Up(local::UpArgs),
-    /// Stop everything `up` started.
-    Down(local::HomeArgs),
+    /// Stop everything `up` started (`--wipe`: and delete its data, to start from empty).
+    Down(local::DownArgs),
     /// Show every node with its pid and health.
     Status(local::StatusArgs),
     /// Print a node's log.

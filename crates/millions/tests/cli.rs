@@ -107,6 +107,14 @@ fn commands_with_nothing_running_say_so() {
     assert!(unrelated.try_wait().unwrap().is_none(), "an unrelated process was signalled");
     unrelated.kill().unwrap();
     unrelated.wait().unwrap();
+
+    // A wipe deletes only a run directory `millions up` made (one with its topology).
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("precious.txt"), "keep me").unwrap();
+    let o = millions(other.path(), &["down", "--wipe"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not a run directory"), "{}", text(&o));
+    assert!(other.path().join("precious.txt").exists(), "nothing was deleted");
 }
 
 /// Run `millions ARGS` with `home` as its run directory and `bin` first on PATH.
@@ -431,6 +439,11 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert!(!nodes::pid_alive(controller), "the controller is left behind");
     let o = millions(home, &["down"]);
     assert!(!o.status.success(), "a second down has nothing to stop");
+    // Start from empty: everything the run left goes, the directory stays.
+    assert!(home.join("nodes").exists());
+    let o = millions(home, &["down", "--wipe"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(home).unwrap().count(), 0, "the run directory is empty");
 }
 
 #[test]
