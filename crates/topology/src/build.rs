@@ -6,8 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use sharding::{BUCKETS, ShardId};
 
-use crate::raw::{RawDc, RawPorts, RawRole, RawTopology};
-use crate::{Cidr, Dc, LbSettings, Node, Ports, Role, Shard, ShardMember, Topology};
+use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawTopology, RawWan};
+use crate::{
+    Cidr, Dc, DnsSettings, LbSettings, Node, Ports, Region, Replication, Role, Shard, ShardMember, Survives,
+    Topology, WanSettings,
+};
 
 /// Most nodes of one role one DC may have; far more than one machine can run, and a
 /// bound on what a typo (`count = 10000000`) can make us allocate.
@@ -112,7 +115,128 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
         }
     }
 
-    Ok(Topology { name: raw.name, dcs: plans.into_iter().map(|p| p.dc).collect(), shards, ports, nodes })
+    let dns = dns(&raw.dns)?;
+    let regions = regions(&raw.region, &plans)?;
+    let wan = wan(&raw.wan)?;
+    Ok(Topology {
+        name: raw.name,
+        dcs: plans.into_iter().map(|p| p.dc).collect(),
+        shards,
+        ports,
+        nodes,
+        dns,
+        regions,
+        wan,
+    })
+}
+
+/// Whether `label` is one DNS label we accept: 1 to 63 lowercase letters, digits and
+/// '-', not starting or ending with '-'.
+fn dns_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn dns(raw: &RawDns) -> Result<DnsSettings, String> {
+    let defaults = DnsSettings::default();
+    let zone = raw.zone.clone().unwrap_or(defaults.zone);
+    if zone.len() > 200 || zone.split('.').count() < 2 || !zone.split('.').all(dns_label) {
+        return Err(format!(
+            "dns.zone = \"{zone}\" is not a zone name: two or more labels of lowercase letters, digits and '-' \
+             separated by dots, no final dot (e.g. \"millions.test\")"
+        ));
+    }
+    let app = raw.app.clone().unwrap_or(defaults.app);
+    if !dns_label(&app) {
+        return Err(format!(
+            "dns.app = \"{app}\" is not one DNS label (1 to 63 lowercase letters, digits and '-', e.g. \"www\")"
+        ));
+    }
+    let ttl_secs = match raw.ttl_secs {
+        None => defaults.ttl_secs,
+        Some(t) if (1..=3600).contains(&t) => t as u32,
+        Some(t) => return Err(format!("dns.ttl_secs = {t} must be between 1 and 3600")),
+    };
+    Ok(DnsSettings { zone, app, ttl_secs })
+}
+
+fn regions(raw: &[RawRegion], plans: &[DcPlan]) -> Result<Vec<Region>, String> {
+    let dcs: Vec<&str> = plans.iter().map(|p| p.dc.name.as_str()).collect();
+    let mut out: Vec<Region> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let place = format!("region[{i}] ({})", r.name);
+        check_name(&r.name).map_err(|m| format!("region[{i}]: name \"{}\" {m}", r.name))?;
+        if out.iter().any(|o| o.name == r.name) {
+            return Err(format!("{place}: the name is already used; region names must be unique"));
+        }
+        if r.cidrs.is_empty() {
+            return Err(format!("{place}: cidrs must list at least one address range"));
+        }
+        let mut cidrs = Vec::new();
+        for (j, text) in r.cidrs.iter().enumerate() {
+            let cidr: Cidr = text.parse().map_err(|e| format!("{place}: cidrs[{j}]: {e}"))?;
+            if let Some(p) = plans.iter().find(|p| p.dc.cidr.overlaps(&cidr)) {
+                return Err(format!(
+                    "{place}: cidrs[{j}] = {cidr} overlaps {}'s range {}: clients and nodes need ranges of their own",
+                    p.place, p.dc.cidr
+                ));
+            }
+            if let Some(o) = out.iter().find(|o| o.cidrs.iter().any(|c| c.overlaps(&cidr))) {
+                return Err(format!(
+                    "{place}: cidrs[{j}] = {cidr} overlaps a range of region {}: a client is in one region",
+                    o.name
+                ));
+            }
+            if cidrs.iter().any(|c: &Cidr| c.overlaps(&cidr)) {
+                return Err(format!("{place}: cidrs[{j}] = {cidr} overlaps another range of the region"));
+            }
+            cidrs.push(cidr);
+        }
+        if r.prefer.is_empty() {
+            return Err(format!("{place}: prefer must list at least one DC, nearest first"));
+        }
+        for (j, dc) in r.prefer.iter().enumerate() {
+            if !dcs.contains(&dc.as_str()) {
+                return Err(format!(
+                    "{place}: prefer[{j}] \"{dc}\" is not defined (the DCs are {})",
+                    dcs.join(", ")
+                ));
+            }
+            if r.prefer[..j].contains(dc) {
+                return Err(format!("{place}: prefer lists \"{dc}\" twice"));
+            }
+        }
+        out.push(Region { name: r.name.clone(), cidrs, prefer: r.prefer.clone() });
+    }
+    Ok(out)
+}
+
+/// Longest one-way delay a link may add, milliseconds.
+const MAX_WAN_DELAY_MS: i64 = 10_000;
+
+fn wan(raw: &RawWan) -> Result<WanSettings, String> {
+    let ms = |what: &str, v: Option<i64>, default: u32| -> Result<u32, String> {
+        match v {
+            None => Ok(default),
+            Some(v) if (0..=MAX_WAN_DELAY_MS).contains(&v) => Ok(v as u32),
+            Some(v) => Err(format!("wan.{what} = {v} must be between 0 and {MAX_WAN_DELAY_MS}")),
+        }
+    };
+    let delay_ms = ms("delay_ms", raw.delay_ms, 0)?;
+    let jitter_ms = ms("jitter_ms", raw.jitter_ms, 0)?;
+    if jitter_ms > delay_ms {
+        return Err(format!(
+            "wan.jitter_ms = {jitter_ms} must be at most wan.delay_ms = {delay_ms} (a delay cannot go below zero)"
+        ));
+    }
+    let loss = raw.loss.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&loss) {
+        return Err(format!("wan.loss = {loss} must be a probability between 0 and 1"));
+    }
+    let loss_penalty_ms = ms("loss_penalty_ms", raw.loss_penalty_ms, 200)?;
+    Ok(WanSettings { delay_ms, jitter_ms, loss, loss_penalty_ms })
 }
 
 fn role_index(role: Role) -> usize {
@@ -342,19 +466,31 @@ fn shards(raw: &RawTopology, plans: &[DcPlan]) -> Result<Vec<Shard>, String> {
             .iter()
             .map(|dc| defined(format!("shard {i}: replica DC"), dc))
             .collect::<Result<Vec<_>, _>>()?;
-        if s.replication == crate::Replication::Sync && replica_dcs.is_empty() {
+        let replication = match (s.replication, s.survives) {
+            (Some(Replication::Async), Some(survives)) => {
+                return Err(format!(
+                    "shard {i}: survives = \"{survives}\" needs replication = \"sync\" (an asynchronous \
+                     shard's last acknowledged writes may be lost with its primary)"
+                ));
+            }
+            (Some(r), _) => r,
+            (None, Some(_)) => Replication::Sync,
+            (None, None) => Replication::Async,
+        };
+        let survives = s.survives.unwrap_or_default();
+        if replication == Replication::Sync && replica_dcs.is_empty() {
             return Err(format!(
                 "shard {i}: replication = \"sync\" needs at least one replica (commits wait for one)"
             ));
         }
+        if survives == Survives::Dc && replica_dcs.iter().all(|dc| *dc == primary_dc) {
+            return Err(format!(
+                "shard {i}: survives = \"dc\" needs a replica in another DC than the primary's \
+                 ({primary_dc}): a commit must be confirmed outside the DC that could be lost"
+            ));
+        }
         let members = (1..=1 + replica_dcs.len()).map(|k| format!("shard{i}-pg-{k}")).collect();
-        shards.push(Shard {
-            id: ShardId(i as u16),
-            replication: s.replication,
-            primary_dc,
-            replica_dcs,
-            members,
-        });
+        shards.push(Shard { id: ShardId(i as u16), replication, survives, primary_dc, replica_dcs, members });
     }
     Ok(shards)
 }

@@ -172,6 +172,47 @@ impl fmt::Display for Replication {
     }
 }
 
+/// What a synchronous shard's acknowledged writes survive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Survives {
+    /// The loss of any one node: a commit waits for any replica
+    /// (`ANY 1 (every other member)`). The replica may be in the primary's own DC.
+    #[default]
+    Node,
+    /// The loss of a whole data center: a commit waits for a replica in another DC
+    /// than the primary's (`ANY 1 (the members elsewhere)`).
+    Dc,
+}
+
+impl fmt::Display for Survives {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Survives::Node => "node",
+            Survives::Dc => "dc",
+        })
+    }
+}
+
+/// Which standbys a synchronous primary waits for, and whether that is weaker than
+/// the shard's topology asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    /// The standbys (`application_name`s), any one of which must confirm a commit.
+    pub standbys: Vec<String>,
+    /// The shard asks to survive a DC, but every other DC holding one of its members
+    /// is lost: commits wait only for a replica in the primary's own DC.
+    pub degraded: bool,
+}
+
+impl Quorum {
+    /// The `synchronous_standby_names` value: `ANY 1 ("a", "b")`.
+    pub fn setting(&self) -> String {
+        let names: Vec<String> = self.standbys.iter().map(|m| format!("\"{m}\"")).collect();
+        format!("ANY 1 ({})", names.join(", "))
+    }
+}
+
 /// How a load balancer picks a web server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -245,6 +286,8 @@ pub struct Shard {
     pub id: ShardId,
     /// Whether commits wait for a replica.
     pub replication: Replication,
+    /// With synchronous replication, what an acknowledged write survives.
+    pub survives: Survives,
     /// The DC of the initial primary.
     pub primary_dc: String,
     /// The DC of each replica, one entry per replica, in the file's order.
@@ -255,18 +298,102 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The DC of member `name`, if it is one.
+    pub fn member_dc(&self, name: &str) -> Option<&str> {
+        let k = self.members.iter().position(|m| m == name)?;
+        Some(if k == 0 { &self.primary_dc } else { &self.replica_dcs[k - 1] })
+    }
+
+    /// What the shard's acknowledged writes survive; `None` when asynchronous (a
+    /// primary's crash may lose its last writes).
+    pub fn survives(&self) -> Option<Survives> {
+        (self.replication == Replication::Sync).then_some(self.survives)
+    }
+
     /// The `synchronous_standby_names` setting for this shard while `primary` (one of
     /// [`Shard::members`]) is its primary: `ANY 1 ("shard0-pg-2", "shard0-pg-3")`
-    /// when synchronous, `None` when asynchronous.
+    /// when synchronous, `None` when asynchronous. A shard that survives a DC waits
+    /// for a member in another DC than `primary`'s.
     pub fn synchronous_standby_names(&self, primary: &str) -> Option<String> {
-        if self.replication == Replication::Async {
-            return None;
-        }
-        let standbys: Vec<String> =
-            self.members.iter().filter(|m| *m != primary).map(|m| format!("\"{m}\"")).collect();
-        Some(format!("ANY 1 ({})", standbys.join(", ")))
+        self.quorum(primary, &[]).map(|q| q.setting())
+    }
+
+    /// The standbys `primary` waits for while the DCs in `lost` are lost (declared
+    /// down by the controller): their members cannot confirm anything. A DC-safe
+    /// shard whose other DCs are all lost degrades to its members in the primary's
+    /// DC (said so by [`Quorum::degraded`]); `None` when asynchronous, or when no
+    /// member but the primary is left.
+    pub fn quorum(&self, primary: &str, lost: &[&str]) -> Option<Quorum> {
+        let survives = self.survives()?;
+        let primary_dc = self.member_dc(primary);
+        let standbys = |elsewhere_only: bool| -> Vec<String> {
+            self.members
+                .iter()
+                .filter(|m| *m != primary)
+                .filter(|m| self.member_dc(m).is_some_and(|dc| !lost.contains(&dc)))
+                .filter(|m| !elsewhere_only || self.member_dc(m) != primary_dc)
+                .cloned()
+                .collect()
+        };
+        let (standbys, degraded) = match survives {
+            Survives::Node => (standbys(false), false),
+            Survives::Dc => match standbys(true) {
+                elsewhere if !elsewhere.is_empty() => (elsewhere, false),
+                _ => (standbys(false), true),
+            },
+        };
+        (!standbys.is_empty()).then_some(Quorum { standbys, degraded })
     }
 }
+
+/// `[dns]`: the zone the DNS servers answer for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSettings {
+    /// The zone, lowercase, without a final dot (`millions.test`).
+    pub zone: String,
+    /// The app's name in the zone (`www`): answered with the nearest healthy DC's
+    /// load balancers.
+    pub app: String,
+    /// TTL of those answers, seconds: how long a resolver may keep sending users to
+    /// a DC that just failed, against how often resolvers ask again.
+    pub ttl_secs: u32,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings { zone: "millions.test".into(), app: "www".into(), ttl_secs: 5 }
+    }
+}
+
+/// `[[region]]`: clients in some address ranges, and their DCs by preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// Unique name (`west`).
+    pub name: String,
+    /// The clients' address ranges; no two regions' ranges overlap.
+    pub cidrs: Vec<Cidr>,
+    /// DC names, nearest first (the DCs it does not list come after, in file order).
+    pub prefer: Vec<String>,
+}
+
+/// `[wan]`: the conditions on every link between two DCs (a user-space relay adds
+/// them; `millions chaos wan-cut` cuts the links).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WanSettings {
+    /// Delay added to every byte in each direction, milliseconds (the round trip
+    /// grows by twice this).
+    pub delay_ms: u32,
+    /// Uniform jitter around the delay, milliseconds (order is kept).
+    pub jitter_ms: u32,
+    /// Probability that a chunk is "lost": TCP would send it again, so it and what
+    /// follows it arrive [`WanSettings::loss_penalty_ms`] late.
+    pub loss: f64,
+    /// How late a lost chunk arrives, milliseconds.
+    pub loss_penalty_ms: u32,
+}
+
+// `loss` is checked finite when the file is read.
+impl Eq for WanSettings {}
 
 /// Where a PostgreSQL node belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -323,6 +450,12 @@ pub struct Topology {
     ports: Ports,
     /// Every process, in start order.
     nodes: Vec<Node>,
+    /// The zone the DNS servers answer for.
+    dns: DnsSettings,
+    /// Where clients are, and the DCs nearest to them.
+    regions: Vec<Region>,
+    /// The simulated links between DCs.
+    wan: WanSettings,
 }
 
 impl Topology {
@@ -356,6 +489,35 @@ impl Topology {
     /// and load balancers (each role DC by DC). Stop in the reverse order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The zone the DNS servers answer for, and how.
+    pub fn dns(&self) -> &DnsSettings {
+        &self.dns
+    }
+
+    /// The client regions, in the file's order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The DCs nearest a client at `ip`, in order: its region's preference, then
+    /// the other DCs in the file's order; every DC in the file's order for a client
+    /// in no region.
+    pub fn dc_order_for(&self, ip: std::net::IpAddr) -> Vec<&str> {
+        let prefer = self.regions.iter().find(|r| r.cidrs.iter().any(|c| c.contains(ip))).map(|r| &r.prefer);
+        let mut order: Vec<&str> = prefer.into_iter().flatten().map(String::as_str).collect();
+        for dc in &self.dcs {
+            if !order.contains(&dc.name.as_str()) {
+                order.push(&dc.name);
+            }
+        }
+        order
+    }
+
+    /// The conditions on every link between two DCs.
+    pub fn wan(&self) -> &WanSettings {
+        &self.wan
     }
 
     /// The node of this name.

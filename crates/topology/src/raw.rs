@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::{LbAlgorithm, Replication};
+use crate::{LbAlgorithm, Replication, Survives};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -21,6 +21,53 @@ pub(crate) struct RawTopology {
     /// `[ports]`: overrides of the roles' ports.
     #[serde(default)]
     pub ports: RawPorts,
+    /// `[dns]`: the app's zone and its answers.
+    #[serde(default)]
+    pub dns: RawDns,
+    /// `[[region]]`: where clients are, and which DCs are nearest to them.
+    #[serde(default)]
+    pub region: Vec<RawRegion>,
+    /// `[wan]`: the simulated links between DCs.
+    #[serde(default)]
+    pub wan: RawWan,
+}
+
+/// `[dns]`: the zone the DNS servers answer for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    /// The zone (`millions.test`).
+    pub zone: Option<String>,
+    /// The app's name in the zone (`www`).
+    pub app: Option<String>,
+    /// TTL of the app's answers, seconds (signed, so a negative value gets our message).
+    pub ttl_secs: Option<i64>,
+}
+
+/// One `[[region]]`: clients in some address ranges, and their DCs by preference.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegion {
+    /// The region's name.
+    pub name: String,
+    /// The clients' address ranges.
+    pub cidrs: Vec<String>,
+    /// DC names, nearest first.
+    pub prefer: Vec<String>,
+}
+
+/// `[wan]`: conditions on every link between two DCs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWan {
+    /// One-way delay, milliseconds.
+    pub delay_ms: Option<i64>,
+    /// Uniform jitter around the delay, milliseconds.
+    pub jitter_ms: Option<i64>,
+    /// Probability that a chunk is "lost" (delayed by a retransmission).
+    pub loss: Option<f64>,
+    /// The delay a lost chunk takes, milliseconds.
+    pub loss_penalty_ms: Option<i64>,
 }
 
 /// One `[[dc]]`. An absent role section means none of that role.
@@ -117,9 +164,10 @@ pub(crate) struct RawPostgres {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawShard {
-    /// `async` (the default) or `sync`.
-    #[serde(default)]
-    pub replication: Replication,
+    /// `async` or `sync`; `sync` when `survives` is given, else `async`.
+    pub replication: Option<Replication>,
+    /// What a synchronous shard's acknowledged writes survive: `node` or `dc`.
+    pub survives: Option<Survives>,
     /// The DC of the initial primary.
     pub primary: String,
     /// The DC of each replica, one entry per replica.

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use topology::{
-    LbAlgorithm, PRESETS, Replication, Role, ShardId, Topology, TopologyError, parse, preset, preset_text,
+    LbAlgorithm, PRESETS, Replication, Role, ShardId, Survives, Topology, TopologyError, parse, preset,
+    preset_text,
 };
 
 /// A small valid topology; tests replace parts of it to break it one way at a time.
@@ -167,15 +168,135 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
     assert!(pg1.shard.unwrap().initial_primary);
     assert_eq!(pg1.shard.unwrap().shard, ShardId(1));
     assert!(!t.node("shard1-pg-3").unwrap().shard.unwrap().initial_primary);
+    // Every commit is confirmed in the other DC: the shards survive a DC's loss.
+    assert!(t.shards().iter().all(|s| s.survives() == Some(Survives::Dc)));
     assert_eq!(
         t.shards()[0].synchronous_standby_names("shard0-pg-1").as_deref(),
-        Some(r#"ANY 1 ("shard0-pg-2", "shard0-pg-3")"#)
+        Some(r#"ANY 1 ("shard0-pg-3")"#),
+        "the primary in dc1 waits for the replica in dc2, not the one beside it"
     );
     assert_eq!(
         t.shards()[0].synchronous_standby_names("shard0-pg-3").as_deref(),
         Some(r#"ANY 1 ("shard0-pg-1", "shard0-pg-2")"#),
-        "after a failover the new primary's standbys are the others"
+        "after a failover to dc2 the new primary waits for either member in dc1"
     );
+    // With dc2 lost, a primary in dc1 has no other DC: it degrades to its own DC's
+    // replica, and says so.
+    let q = t.shards()[0].quorum("shard0-pg-1", &["dc2"]).unwrap();
+    assert_eq!((q.setting().as_str(), q.degraded), (r#"ANY 1 ("shard0-pg-2")"#, true));
+    assert_eq!(t.shards()[0].quorum("shard0-pg-1", &[]).unwrap().degraded, false);
+    // With dc1 lost, shard 0's survivor in dc2 has no member left to wait for.
+    assert_eq!(t.shards()[0].quorum("shard0-pg-3", &["dc1"]), None);
+
+    // The app's zone and the client regions.
+    assert_eq!(t.dns().zone, "millions.test");
+    assert_eq!(t.dns().app, "www");
+    assert_eq!(t.dns().ttl_secs, 5);
+    assert_eq!(t.dc_order_for("127.0.11.7".parse().unwrap()), ["dc1", "dc2"]);
+    assert_eq!(t.dc_order_for("127.0.12.7".parse().unwrap()), ["dc2", "dc1"]);
+    assert_eq!(t.dc_order_for("10.1.2.3".parse().unwrap()), ["dc1", "dc2"], "no region: file order");
+    assert_eq!(t.wan().delay_ms, 0);
+}
+
+#[test]
+fn durability_dns_regions_and_wan_are_checked() {
+    let base = r#"
+name = "t"
+[[dc]]
+name = "a"
+cidr = "10.1.0.0/24"
+lb = { count = 1 }
+web = { count = 1 }
+worker = { count = 1 }
+redis = { count = 1 }
+[[dc]]
+name = "b"
+cidr = "10.2.0.0/24"
+"#;
+    let shard = "[[shard]]\nprimary = \"a\"\nreplicas = [\"a\", \"b\"]\n";
+    let ok =
+        |extra: &str| parse(&format!("{base}{extra}"), "t.toml").unwrap_or_else(|e| panic!("{extra}: {e}"));
+    let bad = |extra: &str, expect: &str| {
+        let e = parse(&format!("{base}{extra}"), "t.toml").expect_err(extra).to_string();
+        assert!(e.contains(expect), "{extra}: {e} (expected {expect:?})");
+    };
+    // `survives` implies synchronous replication.
+    let t = ok(&format!("{shard}survives = \"dc\"\n"));
+    assert_eq!(t.shards()[0].replication, Replication::Sync);
+    assert_eq!(t.shards()[0].survives(), Some(Survives::Dc));
+    let t = ok(&format!("{shard}replication = \"sync\"\n"));
+    assert_eq!(t.shards()[0].survives(), Some(Survives::Node), "sync alone survives a node");
+    assert_eq!(ok(shard).shards()[0].survives(), None, "async survives nothing");
+    bad(&format!("{shard}replication = \"async\"\nsurvives = \"dc\"\n"), "needs replication = \"sync\"");
+    bad(
+        "[[shard]]\nprimary = \"a\"\nreplicas = [\"a\"]\nsurvives = \"dc\"\n",
+        "needs a replica in another DC",
+    );
+    bad(&format!("{shard}survives = \"rack\"\n"), "unknown variant");
+
+    // [dns]
+    let t = ok(&format!("{shard}[dns]\nzone = \"example.test\"\napp = \"app\"\nttl_secs = 30\n"));
+    assert_eq!((t.dns().zone.as_str(), t.dns().app.as_str(), t.dns().ttl_secs), ("example.test", "app", 30));
+    for (dns, expect) in [
+        ("zone = \"test\"", "is not a zone name"),
+        ("zone = \"Millions.test\"", "is not a zone name"),
+        ("zone = \"millions.test.\"", "is not a zone name"),
+        ("zone = \"-a.test\"", "is not a zone name"),
+        ("app = \"w.w\"", "is not one DNS label"),
+        ("app = \"\"", "is not one DNS label"),
+        ("ttl_secs = 0", "must be between 1 and 3600"),
+        ("ttl_secs = -5", "must be between 1 and 3600"),
+        ("ttl = 5", "unknown field"),
+    ] {
+        bad(&format!("{shard}[dns]\n{dns}\n"), expect);
+    }
+
+    // [[region]]
+    let region = |name: &str, cidrs: &str, prefer: &str| {
+        format!("[[region]]\nname = \"{name}\"\ncidrs = [{cidrs}]\nprefer = [{prefer}]\n")
+    };
+    let t = ok(&format!("{shard}{}", region("near-b", "\"10.9.0.0/16\"", "\"b\"")));
+    assert_eq!(t.dc_order_for("10.9.1.1".parse().unwrap()), ["b", "a"], "unlisted DCs follow");
+    bad(&format!("{shard}{}", region("x", "\"10.9.0.0/16\"", "\"c\"")), "prefer[0] \"c\" is not defined");
+    bad(&format!("{shard}{}", region("x", "\"10.9.0.0/16\"", "\"a\", \"a\"")), "lists \"a\" twice");
+    bad(&format!("{shard}{}", region("x", "\"10.9.0.0/16\"", "")), "prefer must list");
+    bad(&format!("{shard}{}", region("x", "", "\"a\"")), "cidrs must list");
+    bad(&format!("{shard}{}", region("x", "\"10.9.0.0/33\"", "\"a\"")), "cidrs[0]");
+    bad(&format!("{shard}{}", region("x", "\"10.1.0.128/25\"", "\"a\"")), "overlaps dc[0] (a)'s range");
+    bad(
+        &format!(
+            "{shard}{}{}",
+            region("x", "\"10.9.0.0/16\"", "\"a\""),
+            region("y", "\"10.9.3.0/24\"", "\"b\"")
+        ),
+        "overlaps a range of region x",
+    );
+    bad(
+        &format!(
+            "{shard}{}{}",
+            region("x", "\"10.9.0.0/16\"", "\"a\""),
+            region("x", "\"10.8.0.0/16\"", "\"b\"")
+        ),
+        "region names must be unique",
+    );
+
+    // [wan]
+    let t = ok(&format!("{shard}[wan]\ndelay_ms = 40\njitter_ms = 5\nloss = 0.01\n"));
+    assert_eq!(
+        (t.wan().delay_ms, t.wan().jitter_ms, t.wan().loss, t.wan().loss_penalty_ms),
+        (40, 5, 0.01, 200)
+    );
+    for (wan, expect) in [
+        ("delay_ms = -1", "must be between 0 and 10000"),
+        ("delay_ms = 10001", "must be between 0 and 10000"),
+        ("delay_ms = 5\njitter_ms = 6", "must be at most wan.delay_ms"),
+        ("loss = 1.5", "a probability between 0 and 1"),
+        ("loss = -0.1", "a probability between 0 and 1"),
+        ("loss = nan", "a probability between 0 and 1"),
+        ("cut = true", "unknown field"),
+    ] {
+        bad(&format!("{shard}[wan]\n{wan}\n"), expect);
+    }
 }
 
 #[test]
