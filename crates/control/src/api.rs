@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::{Shared, launch, status};
+use crate::shared::Shared;
+use crate::{launch, status};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = Router::new()
@@ -63,7 +64,7 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 /// failovers, API requests.
 async fn metrics(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
-    shared.metrics.set_health(&nodes);
+    shared.metrics.set_health(nodes.iter().map(|n| n.health()));
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         shared.metrics.registry.render(),
@@ -76,17 +77,17 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 fn unknown(shared: &Shared, name: &str) -> Option<Response> {
-    if shared.opts.topology.node(name).is_some() {
+    if shared.topology().node(name).is_some() {
         return None;
     }
-    let names: Vec<&str> = shared.opts.topology.nodes().iter().map(|n| n.name.as_str()).collect();
+    let names: Vec<&str> = shared.topology().nodes().iter().map(|n| n.name.as_str()).collect();
     Some(error(StatusCode::NOT_FOUND, format!("no node named {name:?}; nodes: {}", names.join(", "))))
 }
 
 async fn nodes(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
     Json(json!({
-        "topology": shared.opts.topology.name(),
+        "topology": shared.topology().name(),
         "nodes": nodes,
         "cluster": shared.cluster.snapshot(),
         "events": shared.cluster.events(),
@@ -125,7 +126,7 @@ async fn kill(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
     }
     match launch::kill_node(&shared, &name).await {
         Ok(pid) => Json(json!({"killed": name, "pid": pid})).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
@@ -134,11 +135,11 @@ async fn restart(State(shared): State<Shared>, Path(name): Path<String>) -> Resp
         return r;
     }
     if let Err(e) = launch::stop_node(&shared, &name).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => Json(json!({"restarted": name})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -150,7 +151,7 @@ async fn stop(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
     }
     match launch::stop_node(&shared, &name).await {
         Ok(()) => Json(json!({"stopped": name})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -159,12 +160,12 @@ async fn start(State(shared): State<Shared>, Path(name): Path<String>) -> Respon
     if let Some(r) = unknown(&shared, &name) {
         return r;
     }
-    if launch::running_node(&shared, &name).await {
+    if shared.running(&name).await {
         return error(StatusCode::CONFLICT, format!("{name} is already running"));
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => Json(json!({"started": name})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sharding::{ClusterMap, ShardServers};
 use tokio::sync::watch;
 use topology::Topology;
+
+use crate::error::{Context as _, ControlError};
 
 /// The decisions, as persisted in `cluster.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +79,7 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// The decisions kept in `run_dir`, or the topology's initial ones (then
     /// written there).
-    pub(crate) fn load(run_dir: &Path, topology: &Topology) -> anyhow::Result<Cluster> {
+    pub(crate) fn load(run_dir: &Path, topology: &Topology) -> Result<Cluster, ControlError> {
         let path = run_dir.join("cluster.json");
         let (state, fresh) = match read_state(run_dir, topology)? {
             Some(state) => (state, false),
@@ -89,7 +90,7 @@ impl Cluster {
                         .shards()
                         .iter()
                         .map(|s| ShardState {
-                            primary: Some(crate::initial_primary(topology, s.id).name.clone()),
+                            primary: Some(topology.initial_primary(s.id).name.clone()),
                             replicas: vec![],
                             sync_active: false,
                         })
@@ -126,7 +127,7 @@ impl Cluster {
 
     /// Change the decisions with `f`; if anything changed, raise the epoch,
     /// write the file and publish. Returns the new epoch if it changed.
-    pub(crate) fn update(&self, f: impl FnOnce(&mut ClusterState)) -> anyhow::Result<Option<u64>> {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ClusterState)) -> Result<Option<u64>, ControlError> {
         let mut state = self.state.lock().expect("cluster lock poisoned");
         let mut next = state.clone();
         f(&mut next);
@@ -152,11 +153,10 @@ impl Cluster {
         self.tx.subscribe()
     }
 
-    fn persist(&self, state: &ClusterState) -> anyhow::Result<()> {
+    fn persist(&self, state: &ClusterState) -> Result<(), ControlError> {
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(state)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("writing {}", self.path.display()))
+        crate::files::write_json(&tmp, state)?;
+        std::fs::rename(&tmp, &self.path).file("writing", &self.path)
     }
 
     /// Append `event` to the log (and to the controller's own log).
@@ -193,22 +193,26 @@ impl Cluster {
 
 /// The decisions kept in `run_dir`, if any (read only: the controller is the
 /// one writer).
-pub(crate) fn read_state(run_dir: &Path, topology: &Topology) -> anyhow::Result<Option<ClusterState>> {
+pub(crate) fn read_state(run_dir: &Path, topology: &Topology) -> Result<Option<ClusterState>, ControlError> {
     let path = run_dir.join("cluster.json");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(e).file("reading", &path),
     };
-    let state: ClusterState =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(
-        state.shards.len() == topology.shards().len(),
-        "{} describes {} shards but the topology has {}",
-        path.display(),
-        state.shards.len(),
-        topology.shards().len()
-    );
+    let state: ClusterState = serde_json::from_str(&text).map_err(|source| ControlError::Json {
+        what: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    if state.shards.len() != topology.shards().len() {
+        return Err(ControlError::Invalid(format!(
+            "{} describes {} shards but the topology has {}",
+            path.display(),
+            state.shards.len(),
+            topology.shards().len()
+        )));
+    }
     Ok(Some(state))
 }
 

@@ -1,36 +1,35 @@
 //! Watching every shard's PostgreSQL servers: which replicas serve reads, and
 //! when the primary is lost, failover.
 //!
-//! One task per shard probes its primary and replicas every [`PROBE_INTERVAL`].
+//! One task per shard probes its primary every [`PROBE_INTERVAL`]
+//! ([`crate::pgadmin::probe_primary`]); what to conclude is [`decide`]'s.
 //! - A replica that stops streaming leaves the published map (reads stop
 //!   going to it) and returns once it streams again; the supervisor restarts a
 //!   dead one, rebuilding it from the primary when its data cannot be used.
-//! - A primary that fails [`CONFIRM_PROBES`] probes in a row is lost: the map
-//!   drops it at once (writes fail fast), it is fenced (killed if its process
-//!   still runs: it can never take a write again; when it restarts, it is
-//!   rewound into a replica of its successor), the replica holding the most WAL
-//!   is promoted, the others follow it, and the new map is published.
+//! - A primary that fails [`decide::CONFIRM_PROBES`] probes in a row is lost: the
+//!   map drops it at once (writes fail fast), it is fenced (killed if its process
+//!   still runs: it can never take a write again; when it restarts, it is rewound
+//!   into a replica of its successor), the member holding the most WAL is
+//!   promoted, the others follow it, and the new map is published.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use topology::Node;
 
-use crate::Shared;
 use crate::cluster::Event;
-use crate::launch::{self, pg_spec};
+use crate::configs::{pg_run_spec, pg_spec};
+use crate::decide::{self, Candidate, PrimaryProbe, PrimaryVerdict, PrimaryWatch, Promotion};
+use crate::error::{ControlError, process};
+use crate::shared::Shared;
+use crate::{launch, pgadmin, postgres};
 
 /// How often each shard's servers are probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
-/// How long one probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
-/// Failed probes in a row that confirm a primary lost.
-const CONFIRM_PROBES: u32 = 3;
 
 /// Watch every shard until shutdown.
 pub(crate) async fn watch(shared: Shared) {
-    let tasks: Vec<_> = (0..shared.opts.topology.shards().len() as u16)
+    let tasks: Vec<_> = (0..shared.topology().shards().len() as u16)
         .map(|shard| tokio::spawn(watch_shard(shared.clone(), shard)))
         .collect();
     shared.shutdown.cancelled().await;
@@ -40,9 +39,9 @@ pub(crate) async fn watch(shared: Shared) {
 }
 
 async fn watch_shard(shared: Shared, shard: u16) {
-    let members: Vec<Node> = shared.opts.topology.shard_nodes(topology::ShardId(shard)).cloned().collect();
-    let mut failures = 0u32;
-    let mut first_failure: Option<Instant> = None;
+    let members: Vec<Node> = shared.topology().shard_nodes(topology::ShardId(shard)).cloned().collect();
+    let names: Vec<String> = members.iter().map(|n| n.name.clone()).collect();
+    let mut primary_watch = PrimaryWatch::default();
     // Replicas known lost (so each loss is logged once).
     let mut lost: HashSet<String> = HashSet::new();
     // A failover that failed half-way (the map has no primary): the lost
@@ -57,74 +56,58 @@ async fn watch_shard(shared: Shared, shard: u16) {
             if let Some((old, since)) = &unfinished {
                 match failover(&shared, shard, old, &members, *since).await {
                     Ok(()) => unfinished = None,
-                    Err(e) => {
-                        tracing::error!(shard, error = format!("{e:#}"), "failover failed again; retrying")
-                    }
+                    Err(e) => tracing::error!(shard, error = %e, "failover failed again; retrying"),
                 }
             }
             continue;
         };
         let Some(primary) = members.iter().find(|n| n.name == primary_name) else { continue };
-        if crate::stopped_on_purpose(&shared, &primary.name).await {
-            failures = 0;
-            first_failure = None;
+        if shared.stopped_on_purpose(&primary.name).await {
+            primary_watch.reset();
             continue;
         }
-        // One connection per probe: is it still the primary, and which replicas
-        // stream from it.
-        const PROBE: &str = "SELECT pg_is_in_recovery(), ARRAY(SELECT application_name::text \
-                             FROM pg_stat_replication WHERE state = 'streaming')";
-        let spec = pg_spec(&shared, primary);
-        let streaming: HashSet<String> = match probe(&spec, PROBE).await {
-            Ok(rows) if !rows[0].get::<_, bool>(0) => {
-                failures = 0;
-                first_failure = None;
-                rows[0].get::<_, Vec<String>>(1).into_iter().collect()
+        let probed = pgadmin::probe_primary(&pg_spec(&shared, primary)).await;
+        let outcome = match &probed {
+            Ok(p) if !p.in_recovery => PrimaryProbe::Primary,
+            Ok(_) => PrimaryProbe::InRecovery,
+            Err(_) => PrimaryProbe::Unreachable,
+        };
+        match primary_watch.observe(outcome, Instant::now()) {
+            PrimaryVerdict::Healthy => {}
+            PrimaryVerdict::Suspect(failures) => {
+                tracing::debug!(shard, node = primary.name, failures, ?outcome, "primary probe failed");
+                continue;
             }
-            outcome => {
-                failures += 1;
-                let since = *first_failure.get_or_insert_with(Instant::now);
-                tracing::debug!(
-                    shard,
-                    node = primary.name,
-                    failures,
-                    ok = outcome.is_ok(),
-                    "primary probe failed"
-                );
-                if failures >= CONFIRM_PROBES && members.len() > 1 {
-                    if let Err(e) = failover(&shared, shard, primary, &members, since).await {
-                        tracing::error!(shard, error = format!("{e:#}"), "failover failed; retrying");
-                        unfinished = Some((primary.clone(), since));
-                    }
-                    failures = 0;
-                    first_failure = None;
+            PrimaryVerdict::Lost { since } => {
+                if members.len() > 1
+                    && let Err(e) = failover(&shared, shard, primary, &members, since).await
+                {
+                    tracing::error!(shard, error = %e, "failover failed; retrying");
+                    unfinished = Some((primary.clone(), since));
                 }
                 continue;
             }
-        };
-        let replicas: Vec<String> = members
-            .iter()
-            .filter(|n| n.name != primary.name && streaming.contains(&n.name))
-            .map(|n| n.name.clone())
-            .collect();
-        for n in members.iter().filter(|n| n.name != primary.name) {
-            let now_lost = !streaming.contains(&n.name);
-            if now_lost && lost.insert(n.name.clone()) {
-                shared.cluster.record(Event::new(
-                    shard,
-                    "replica-lost",
-                    &n.name,
-                    format!("{} is not streaming from {}; reads no longer go to it", n.name, primary.name),
-                ));
-            } else if !now_lost && lost.remove(&n.name) {
-                shared.cluster.record(Event::new(
-                    shard,
-                    "replica-back",
-                    &n.name,
-                    format!("{} streams from {} again and serves reads", n.name, primary.name),
-                ));
-            }
         }
+        let streaming: HashSet<String> =
+            probed.map(|p| p.streaming.into_iter().collect()).unwrap_or_default();
+        let (now_lost, back) = decide::replica_changes(&names, &primary.name, &streaming, &mut lost);
+        for n in now_lost {
+            shared.cluster.record(Event::new(
+                shard,
+                "replica-lost",
+                &n,
+                format!("{n} is not streaming from {}; reads no longer go to it", primary.name),
+            ));
+        }
+        for n in back {
+            shared.cluster.record(Event::new(
+                shard,
+                "replica-back",
+                &n,
+                format!("{n} streams from {} again and serves reads", primary.name),
+            ));
+        }
+        let replicas = decide::read_replicas(&names, &primary.name, &streaming);
         let changed = shared.cluster.update(|s| {
             let mine = &mut s.shards[shard as usize];
             if mine.primary.as_deref() == Some(primary.name.as_str()) {
@@ -132,23 +115,33 @@ async fn watch_shard(shared: Shared, shard: u16) {
             }
         });
         if let Err(e) = changed {
-            tracing::error!(shard, error = format!("{e:#}"), "publishing the replica set");
+            tracing::error!(shard, error = %e, "publishing the replica set");
         }
     }
 }
 
-/// Run `sql` on `spec`'s server within [`PROBE_TIMEOUT`].
-async fn probe(spec: &nodes::PostgresSpec, sql: &str) -> anyhow::Result<Vec<tokio_postgres::Row>> {
-    let url = spec.url("postgres");
-    let work = async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-        let conn = tokio::spawn(conn);
-        let rows = client.query(sql, &[]).await;
-        drop(client);
-        let _ = conn.await;
-        rows
-    };
-    Ok(tokio::time::timeout(PROBE_TIMEOUT, work).await.context("timed out")??)
+/// What each member but `old` is, for [`decide::choose_promotion`].
+async fn candidates(shared: &Shared, old: &Node, members: &[Node]) -> Vec<(String, Candidate)> {
+    let mut found = Vec::new();
+    for n in members.iter().filter(|n| n.name != old.name) {
+        let candidate = if shared.stopped_on_purpose(&n.name).await {
+            Candidate::StoppedOnPurpose
+        } else {
+            match pgadmin::wal_position(&pg_spec(shared, n)).await {
+                Ok(p) if p.in_recovery => {
+                    tracing::info!(node = n.name, wal = p.lsn, "failover candidate");
+                    Candidate::Standby { lsn: p.lsn }
+                }
+                Ok(_) => Candidate::Promoted,
+                Err(e) => {
+                    tracing::warn!(node = n.name, error = %e, "candidate unreachable");
+                    Candidate::Unreachable
+                }
+            }
+        };
+        found.push((n.name.clone(), candidate));
+    }
+    found
 }
 
 /// Replace the lost primary `old` of `shard`.
@@ -158,7 +151,7 @@ async fn failover(
     old: &Node,
     members: &[Node],
     since: Instant,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlError> {
     let detection = since.elapsed();
     tracing::warn!(
         shard,
@@ -171,67 +164,57 @@ async fn failover(
     shared.cluster.update(|s| s.shards[shard as usize].primary = None)?;
     // Fence: if its process still runs (hung, or cut off), it dies now. When it
     // is started again it is not the primary, so it starts as a rewound replica.
-    if let Some(process) = crate::node_process(shared, &old.name).await
-        && process.alive()
+    if let Some(id) = shared.node_process(&old.name).await
+        && id.alive()
     {
-        tracing::warn!(node = old.name, pid = process.pid, "fencing the old primary (SIGKILL)");
-        tokio::task::spawn_blocking(move || nodes::stop_process(process, Duration::ZERO)).await??;
+        tracing::warn!(node = old.name, pid = id.pid, "fencing the old primary (SIGKILL)");
+        tokio::task::spawn_blocking(move || nodes::stop_process(id, Duration::ZERO))
+            .await?
+            .map_err(process(&old.name))?;
     }
     let old_spec = pg_spec(shared, old);
     if nodes::postgres_running(&old_spec.data_dir) {
         let dir = old_spec.data_dir.clone();
-        tokio::task::spawn_blocking(move || nodes::stop_postgres(&dir, nodes::StopMode::Immediate)).await??;
+        tokio::task::spawn_blocking(move || nodes::stop_postgres(&dir, nodes::StopMode::Immediate))
+            .await?
+            .map_err(process(&old.name))?;
     }
 
-    // The candidate holding the most WAL: under synchronous replication every
-    // acknowledged commit was flushed by at least one standby, so it has them all.
-    const POSITION: &str = "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(\
-        GREATEST(coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0')), \
-        '0/0')::int8";
-    let mut best: Option<(&Node, i64)> = None;
-    // A member already out of recovery was promoted by an earlier attempt of
-    // this failover that failed later on: it is the new primary, whatever the WAL.
-    let mut promoted: Option<&Node> = None;
-    for n in members.iter().filter(|n| n.name != old.name) {
-        if crate::stopped_on_purpose(shared, &n.name).await {
-            continue;
+    let (new, promoted) = match decide::choose_promotion(&candidates(shared, old, members).await) {
+        Promotion::Promote(name) => (name, false),
+        // An earlier attempt of this failover promoted it, then failed later on.
+        Promotion::Finish(name) => {
+            tracing::warn!(node = name, "already promoted by an earlier attempt; finishing that failover");
+            (name, true)
         }
-        match probe(&pg_spec(shared, n), POSITION).await {
-            Ok(rows) if rows[0].get::<_, bool>(0) => {
-                let lsn: i64 = rows[0].get(1);
-                tracing::info!(node = n.name, wal = lsn, "failover candidate");
-                if best.is_none_or(|(_, b)| lsn > b) {
-                    best = Some((n, lsn));
-                }
-            }
-            Ok(_) => {
-                tracing::warn!(
-                    node = n.name,
-                    "already promoted by an earlier attempt; finishing that failover"
-                );
-                promoted = Some(n);
-            }
-            Err(e) => tracing::warn!(node = n.name, error = format!("{e:#}"), "candidate unreachable"),
+        Promotion::SplitBrain(names) => {
+            return Err(ControlError::Refused(format!(
+                "shard {shard}: {} are all out of recovery (two primaries); not choosing — stop all but one",
+                names.join(" and ")
+            )));
         }
-    }
-    let Some(new) = promoted.or(best.map(|(n, _)| n)) else {
-        // Nobody to promote, and nothing was promoted (a promotion is recorded
-        // in the map right after it succeeds): the old primary is still the only copy, and
-        // starting it again as the primary is safe.
-        shared.cluster.update(|s| s.shards[shard as usize].primary = Some(old.name.clone()))?;
-        launch::start_node(shared, &old.name).await?;
-        shared.cluster.record(Event::new(
-            shard,
-            "primary-restarted",
-            &old.name,
-            format!("no replica could be promoted; {} restarted as the primary", old.name),
-        ));
-        return Ok(());
+        Promotion::Nobody => {
+            // Nobody to promote, and nothing was promoted (a promotion is recorded
+            // in the map right after it succeeds): the old primary is still the only
+            // copy, and starting it again as the primary is safe.
+            shared.cluster.update(|s| s.shards[shard as usize].primary = Some(old.name.clone()))?;
+            launch::start_node(shared, &old.name).await?;
+            shared.cluster.record(Event::new(
+                shard,
+                "primary-restarted",
+                &old.name,
+                format!("no replica could be promoted; {} restarted as the primary", old.name),
+            ));
+            return Ok(());
+        }
     };
+    let new = members.iter().find(|n| n.name == new).expect("a candidate is a member");
     let new_spec = pg_spec(shared, new);
-    if promoted.is_none() {
+    if !promoted {
         let dir = new_spec.data_dir.clone();
-        tokio::task::spawn_blocking(move || nodes::promote_postgres(&dir)).await??;
+        tokio::task::spawn_blocking(move || nodes::promote_postgres(&dir))
+            .await?
+            .map_err(process(&new.name))?;
     }
     // Recorded at once: from here on the old primary can only come back as a
     // standby of this one, whatever fails below.
@@ -244,23 +227,24 @@ async fn failover(
     // Its successors' slots, before they connect (a replica's start creates
     // its slot too, so a failure here is logged, not fatal).
     for n in members.iter().filter(|n| n.name != new.name) {
-        if let Err(e) = launch::ensure_slot(&new_spec, n).await {
-            tracing::warn!(node = n.name, error = format!("{e:#}"), "creating a replication slot failed");
+        if let Err(e) = postgres::ensure_slot(&new_spec, n).await {
+            tracing::warn!(node = n.name, error = %e, "creating a replication slot failed");
         }
     }
     // Its control file names the new timeline only after a checkpoint, and
     // pg_rewind of the old primary reads it there.
-    if let Err(e) = launch::pg_execute(&new_spec, "postgres", "CHECKPOINT").await {
-        tracing::warn!(node = new.name, error = format!("{e:#}"), "checkpoint after promotion failed");
+    if let Err(e) = pgadmin::checkpoint(&new_spec).await {
+        tracing::warn!(node = new.name, error = %e, "checkpoint after promotion failed");
     }
     // The other running replicas follow the new primary (a reload suffices).
     for n in members.iter().filter(|n| n.name != new.name && n.name != old.name) {
-        let spec = launch::pg_run_spec(shared, n, Some(new));
+        let spec = pg_run_spec(shared, n, Some(new));
         if nodes::postgres_running(&spec.data_dir) {
-            let name = n.name.clone();
-            match tokio::task::spawn_blocking(move || nodes::reload_postgres(&spec)).await? {
-                Ok(()) => tracing::info!(node = name, primary = new.name, "replica follows the new primary"),
-                Err(e) => tracing::error!(node = name, error = %e, "repointing a replica failed"),
+            match postgres::reload(&n.name, spec).await {
+                Ok(()) => {
+                    tracing::info!(node = n.name, primary = new.name, "replica follows the new primary")
+                }
+                Err(e) => tracing::error!(node = n.name, error = %e, "repointing a replica failed"),
             }
         }
     }

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use topology::{LbAlgorithm, LbSettings, Node, Role, Topology};
 
-use crate::Shared;
-use crate::launch::write_private;
+use crate::error::ControlError;
+use crate::files::{config_path, write_private};
+use crate::shared::Shared;
 
 /// How long a web server's requests in flight may take to finish before it is
 /// stopped anyway.
@@ -23,8 +23,10 @@ pub fn admin_addr(lb: &Node) -> SocketAddr {
 /// `lb`'s configuration: its DC's web servers as backends, the DC's algorithm, and
 /// the settings its `[dc.lb]` section gives, checked by the load balancer's own
 /// rules (an error names the DC and the setting).
-pub fn config(t: &Topology, lb: &Node) -> anyhow::Result<lb::LbConfig> {
-    let dc = t.dc(&lb.dc).with_context(|| format!("{} is in no DC of the topology", lb.name))?;
+pub fn config(t: &Topology, lb: &Node) -> Result<lb::LbConfig, ControlError> {
+    let dc = t
+        .dc(&lb.dc)
+        .ok_or_else(|| ControlError::Invalid(format!("{} is in no DC of the topology", lb.name)))?;
     let backends = t.nodes_in(&lb.dc).filter(|n| n.role == Role::Web).map(|n| n.addr).collect();
     let mut config = lb::LbConfig::new(lb.addr, admin_addr(lb), backends);
     config.algorithm = match dc.lb_algorithm {
@@ -32,13 +34,13 @@ pub fn config(t: &Topology, lb: &Node) -> anyhow::Result<lb::LbConfig> {
         LbAlgorithm::LeastRequest => lb::Algorithm::LeastRequest,
     };
     apply(&mut config, &dc.lb_settings)
-        .with_context(|| format!("{}'s load balancer settings ([dc.lb])", dc.name))?;
+        .map_err(|e| ControlError::Invalid(format!("{}'s load balancer settings ([dc.lb]): {e}", dc.name)))?;
     Ok(config)
 }
 
 /// Every load balancer's configuration of `t`, checked: what `millions up` does
 /// before it starts anything.
-pub fn check_configs(t: &Topology) -> anyhow::Result<()> {
+pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
     for lb in t.nodes().iter().filter(|n| n.role == Role::LoadBalancer) {
         config(t, lb)?;
     }
@@ -47,36 +49,33 @@ pub fn check_configs(t: &Topology) -> anyhow::Result<()> {
 
 /// Put `settings` into `config`, each section whole (a section's fields left out
 /// keep their defaults), then check the result.
-fn apply(config: &mut lb::LbConfig, settings: &LbSettings) -> anyhow::Result<()> {
+fn apply(config: &mut lb::LbConfig, settings: &LbSettings) -> Result<(), String> {
     for (name, value) in &settings.0 {
         let value = value.clone();
-        let what = || format!("[dc.lb] {name}");
+        let what = |e: toml::de::Error| format!("[dc.lb] {name}: {e}");
         match name.as_str() {
-            "threads" => config.threads = value.try_into().with_context(what)?,
-            "health" => config.health = value.try_into().with_context(what)?,
-            "outlier" => config.outlier = value.try_into().with_context(what)?,
-            "upstream" => config.upstream = value.try_into().with_context(what)?,
-            "limits" => config.limits = value.try_into().with_context(what)?,
-            "rate_limit" => config.rate_limit = value.try_into().with_context(what)?,
-            other => anyhow::bail!("{other} is not a load balancer setting"),
+            "threads" => config.threads = value.try_into().map_err(what)?,
+            "health" => config.health = value.try_into().map_err(what)?,
+            "outlier" => config.outlier = value.try_into().map_err(what)?,
+            "upstream" => config.upstream = value.try_into().map_err(what)?,
+            "limits" => config.limits = value.try_into().map_err(what)?,
+            "rate_limit" => config.rate_limit = value.try_into().map_err(what)?,
+            other => return Err(format!("{other} is not a load balancer setting")),
         }
     }
-    settings::Validate::validate(config)?;
-    Ok(())
+    settings::Validate::validate(config).map_err(|e| e.to_string())
 }
 
 /// Write `lb`'s configuration ([`config`]) where its process reads it.
-pub(crate) fn write_config(shared: &Shared, lb: &Node) -> anyhow::Result<PathBuf> {
-    let config = config(&shared.opts.topology, lb)?;
-    let run_dir = &shared.opts.run_dir;
-    std::fs::create_dir_all(run_dir.join("nodes"))?;
-    let path = run_dir.join("nodes").join(format!("{}.toml", lb.name));
+pub(crate) fn write_config(shared: &Shared, lb: &Node) -> Result<PathBuf, ControlError> {
+    let config = config(shared.topology(), lb)?;
+    let path = config_path(&shared.opts.run_dir, &lb.name);
     write_private(&path, &config.to_toml())?;
     Ok(path)
 }
 
 fn lbs_of<'a>(shared: &'a Shared, web: &'a Node) -> impl Iterator<Item = &'a Node> + 'a {
-    shared.opts.topology.nodes_in(&web.dc).filter(|n| n.role == Role::LoadBalancer)
+    shared.topology().nodes_in(&web.dc).filter(|n| n.role == Role::LoadBalancer)
 }
 
 fn client(timeout: Duration) -> Option<reqwest::Client> {

@@ -6,8 +6,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::status::NodeStatus;
-
 /// Labels of the nodes-by-health gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
@@ -93,10 +91,11 @@ impl Metrics {
         self.failovers.inc();
     }
 
-    /// Set the nodes-by-health gauge from a status.
-    pub(crate) fn set_health(&self, nodes: &[NodeStatus]) {
+    /// Set the nodes-by-health gauge from every node's health (one of
+    /// [`HEALTH_STATES`]).
+    pub(crate) fn set_health<'a>(&self, healths: impl IntoIterator<Item = &'a str> + Clone) {
         for health in HEALTH_STATES {
-            let n = nodes.iter().filter(|s| s.health() == health).count();
+            let n = healths.clone().into_iter().filter(|h| *h == health).count();
             self.nodes.get_or_create(&HealthLabels { health }).set(n as i64);
         }
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use topology::Role;
 
-use crate::Shared;
-use crate::launch::pg_spec;
+use crate::configs::pg_spec;
+use crate::pgadmin;
+use crate::shared::Shared;
 
 /// One node, as the controller sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,17 +66,6 @@ pub struct PgStatus {
     pub lag_ms: Option<f64>,
 }
 
-async fn pg_query(spec: &nodes::PostgresSpec, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
-    let url = spec.url("postgres");
-    let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
-    let conn = tokio::spawn(conn);
-    let rows = tokio::time::timeout(Duration::from_secs(2), client.query(sql, &[])).await.ok()?.ok();
-    drop(client);
-    let _ = conn.await;
-    rows
-}
-
 /// The status of every node.
 pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     let snapshot: Vec<_> = {
@@ -90,16 +80,11 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     let mut in_recovery: HashMap<String, bool> = HashMap::new();
     for (node, ..) in snapshot.iter().filter(|s| s.0.role == Role::Postgres && s.2) {
         let spec = pg_spec(shared, node);
-        if let Some(rows) = pg_query(&spec, "SELECT pg_is_in_recovery()").await {
-            let recovering: bool = rows[0].get(0);
+        if let Ok(recovering) = pgadmin::in_recovery(&spec).await {
             in_recovery.insert(node.name.clone(), recovering);
             if !recovering {
-                let sql = "SELECT application_name, state, \
-                           coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
-                           coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float8 \
-                           FROM pg_stat_replication";
-                for r in pg_query(&spec, sql).await.unwrap_or_default() {
-                    replication.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
+                for standby in pgadmin::standbys(&spec).await.unwrap_or_default() {
+                    replication.insert(standby.name, (standby.state, standby.lag_bytes, standby.lag_ms));
                 }
             }
         }

@@ -401,7 +401,7 @@ pub async fn control(args: ControlArgs, shutdown: tokio_util::sync::Cancellation
         exe: std::env::current_exe().context("locating this binary")?,
         durability: if args.unsafe_fast_storage { nodes::Durability::Fast } else { nodes::Durability::Full },
     };
-    control::Controller::build(opts, shutdown).await?.run().await
+    Ok(control::Controller::build(opts, shutdown).await?.run().await?)
 }
 
 /// Start this binary with `args`, detached in its own process group, output to `log`.

@@ -215,3 +215,26 @@ fn no_application_table_sql_outside_data() {
     }
     assert!(found.is_empty(), "SQL over application tables outside crates/data: {found:#?}");
 }
+
+#[test]
+fn the_controllers_sql_is_in_one_module() {
+    let dir = root().join("crates/control/src");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let statement = Regex::new(r#""[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|CHECKPOINT)\b"#).unwrap();
+    let mut found = Vec::new();
+    for file in files {
+        let name = file.strip_prefix(&dir).unwrap().display().to_string();
+        // pgadmin holds the SQL; error names the driver's error type.
+        if name == "pgadmin.rs" || name == "error.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim_start().starts_with("//")) {
+            if line.contains("tokio_postgres") || statement.is_match(line) {
+                found.push(format!("control/src/{name}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "the controller's SQL outside pgadmin.rs: {found:#?}");
+}

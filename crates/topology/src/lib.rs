@@ -540,6 +540,13 @@ impl Topology {
         self.nodes_in(dc).filter(|n| n.role == role).count()
     }
 
+    /// The node a shard starts with as its primary.
+    pub fn initial_primary(&self, shard: ShardId) -> &Node {
+        self.shard_nodes(shard)
+            .find(|n| n.shard.is_some_and(|s| s.initial_primary))
+            .expect("a validated topology gives every shard a primary")
+    }
+
     /// The PostgreSQL nodes of a shard, the initial primary first.
     pub fn shard_nodes(&self, shard: ShardId) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.iter().filter(move |n| n.shard.is_some_and(|m| m.shard == shard))

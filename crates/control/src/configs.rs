@@ -1,0 +1,134 @@
+//! What each node runs with: PostgreSQL and Redis specs, the configuration files
+//! of web servers and workers, and which Redis and shards they are given. The load
+//! balancers' configuration is [`crate::lb`]'s.
+
+use nodes::{PostgresSpec, RedisSpec};
+use topology::{Node, Role, Topology};
+
+use crate::error::ControlError;
+use crate::files::{config_path, log_path, node_dir, write_private};
+use crate::shared::{PG_USER, Shared, primary_urls_with};
+
+/// The PostgreSQL spec of node `node`.
+pub(crate) fn pg_spec(shared: &Shared, node: &Node) -> PostgresSpec {
+    let dir = node_dir(&shared.opts.run_dir, &node.name);
+    let mut spec =
+        PostgresSpec::new(&dir, node.addr.ip(), node.addr.port(), PG_USER, &shared.secrets.postgres);
+    spec.log_file = log_path(&shared.opts.run_dir, &node.name);
+    spec.durability = shared.opts.durability;
+    spec
+}
+
+/// The spec `node` runs with now: a standby of `follow`, or a primary when
+/// `follow` is `None`; with its shard's synchronous standbys once they are
+/// active (a standby ignores them until it is promoted, and then needs them at once).
+pub(crate) fn pg_run_spec(shared: &Shared, node: &Node, follow: Option<&Node>) -> PostgresSpec {
+    let mut spec = pg_spec(shared, node);
+    if let Some(member) = node.shard {
+        let shard = &shared.topology().shards()[member.shard.0 as usize];
+        let active = shared.cluster.snapshot().shards[member.shard.0 as usize].sync_active;
+        if active && let Some(names) = shard.synchronous_standby_names(&node.name) {
+            spec.extra_conf.push(("synchronous_standby_names".into(), names));
+        }
+    }
+    if let Some(primary) = follow {
+        spec.extra_conf.extend(nodes::standby_conf(&pg_spec(shared, primary), &node.name, &slot_name(node)));
+    }
+    spec
+}
+
+/// The replication slot a replica streams through, on whichever member is primary.
+pub(crate) fn slot_name(node: &Node) -> String {
+    node.name.replace('-', "_")
+}
+
+/// The Redis spec of node `node`.
+pub(crate) fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
+    let dir = node_dir(&shared.opts.run_dir, &node.name);
+    let mut spec = RedisSpec::new(&dir, node.addr.ip(), node.addr.port(), &shared.secrets.redis);
+    spec.log_file = log_path(&shared.opts.run_dir, &node.name);
+    // Read-your-writes floors live here: kept across a crash of the server.
+    spec.persistent = true;
+    spec
+}
+
+/// Connection URL of each shard's initial primary, in shard order: the
+/// credentials and database a process uses; it routes by the published map.
+pub(crate) fn initial_urls(shared: &Shared) -> Vec<String> {
+    primary_urls_with(shared.topology(), None, &shared.secrets.postgres)
+}
+
+/// Connection URL of each shard's current primary, in shard order.
+pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
+    primary_urls_with(shared.topology(), Some(&shared.cluster.snapshot()), &shared.secrets.postgres)
+}
+
+/// The Redis node a node of `dc` uses: its DC's first, else the first anywhere.
+pub(crate) fn redis_node_for<'t>(t: &'t Topology, dc: &str) -> &'t Node {
+    t.nodes_of(Role::Redis)
+        .find(|n| n.dc == dc)
+        .or_else(|| t.nodes_of(Role::Redis).next())
+        .expect("a validated topology with web servers or workers has a Redis")
+}
+
+/// The Redis nodes the other DCs use, each once and never `dc`'s own: a node of
+/// `dc` writes invalidations and timelines to them too (ADR 0008).
+pub(crate) fn redis_peer_nodes<'t>(t: &'t Topology, dc: &str) -> Vec<&'t Node> {
+    let own = redis_node_for(t, dc);
+    let mut peers: Vec<&Node> = Vec::new();
+    for other in t.dcs().iter().filter(|d| d.name != dc) {
+        let node = redis_node_for(t, &other.name);
+        if node.name != own.name && !peers.iter().any(|p| p.name == node.name) {
+            peers.push(node);
+        }
+    }
+    peers
+}
+
+/// The URL of the Redis a node of `dc` uses.
+fn redis_for(shared: &Shared, dc: &str) -> String {
+    redis_spec(shared, redis_node_for(shared.topology(), dc)).url()
+}
+
+/// The URLs (with their passwords) of the other DCs' Redis servers.
+fn redis_peers_for(shared: &Shared, dc: &str) -> Vec<String> {
+    redis_peer_nodes(shared.topology(), dc).into_iter().map(|n| redis_spec(shared, n).url()).collect()
+}
+
+/// Write the configuration of web server or worker `node`; returns its path.
+pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::path::PathBuf, ControlError> {
+    let run_dir = &shared.opts.run_dir;
+    let store = run_dir.join("objects");
+    let mut text = format!(
+        "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\ncluster_url = \"http://{api}/api/cluster\"\n\n\
+         [redis]\nurl = \"{redis}\"\npeers = {peers:?}\n\n[media]\nstore_dir = {store:?}\n",
+        addr = node.addr,
+        api = shared.api_addr,
+        shards = initial_urls(shared),
+        redis = redis_for(shared, &node.dc),
+        peers = redis_peers_for(shared, &node.dc),
+        store = store.display().to_string(),
+    );
+    if node.role == Role::Worker {
+        text.push_str(&format!("\n[worker]\nid = \"{}\"\n", node.name));
+    }
+    let path = config_path(run_dir, &node.name);
+    write_private(&path, &text)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dc_writes_to_the_other_dcs_redis_servers() {
+        let names = |nodes: Vec<&Node>| nodes.into_iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        let two = topology::preset("default").unwrap();
+        assert_eq!(redis_node_for(&two, "dc1").name, "dc1-redis-1");
+        assert_eq!(names(redis_peer_nodes(&two, "dc1")), ["dc2-redis-1"]);
+        assert_eq!(names(redis_peer_nodes(&two, "dc2")), ["dc1-redis-1"]);
+        let one = topology::preset("single").unwrap();
+        assert!(redis_peer_nodes(&one, "dc1").is_empty(), "one DC: no peers");
+    }
+}

@@ -1,0 +1,155 @@
+//! The controller as a whole: [`Controller::build`] checks the topology's
+//! configurations, prepares the run directory and binds the API;
+//! [`Controller::run`] starts every node, then supervises, watches the shards and
+//! serves the API until shutdown, and stops every node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::error::{Context as _, ControlError};
+use crate::files::{ControlFile, control_file, secrets, write_json};
+use crate::metrics::Metrics;
+use crate::shared::{ControlOptions, Managed, Shared};
+use crate::{api, failover, launch, lb, supervise};
+
+/// A controller, bound, not yet started.
+pub struct Controller {
+    /// Shared state.
+    shared: Shared,
+    /// The API listener.
+    listener: tokio::net::TcpListener,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("run_dir", &self.shared.opts.run_dir).finish()
+    }
+}
+
+impl Controller {
+    /// Prepare the run directory and bind the API.
+    pub async fn build(
+        opts: ControlOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Controller, ControlError> {
+        // Every node's configuration that can be checked without the network is,
+        // before anything is written or bound.
+        lb::check_configs(&opts.topology)?;
+        let logs = opts.run_dir.join("logs");
+        std::fs::create_dir_all(&logs).file("creating", &logs)?;
+        let secrets = secrets(&opts.run_dir)?;
+        let cluster = Cluster::load(&opts.run_dir, &opts.topology)?;
+        let listener = tokio::net::TcpListener::bind(opts.api).await.map_err(|source| ControlError::Io {
+            what: format!("binding the control API on {}", opts.api),
+            source,
+        })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| ControlError::Io { what: "reading the API's address".into(), source })?;
+        let nodes = opts.topology.nodes().iter().cloned().map(Managed::new).collect();
+        let metrics = Metrics::new(&opts.topology);
+        Ok(Controller {
+            shared: Shared {
+                opts: Arc::new(opts),
+                secrets: Arc::new(secrets),
+                nodes: Arc::new(Mutex::new(nodes)),
+                cluster: Arc::new(cluster),
+                api_addr,
+                shutdown,
+                ready: Arc::new(AtomicBool::new(false)),
+                metrics,
+            },
+            listener,
+        })
+    }
+
+    /// Start every node, publish `control.json`, supervise and serve the API until
+    /// shutdown; then stop every node. If start-up fails, what was started is stopped.
+    pub async fn run(self) -> Result<(), ControlError> {
+        let shared = self.shared;
+        let api = tokio::spawn(api::serve(self.listener, shared.clone()));
+        let file = ControlFile { pid: std::process::id(), api: shared.api_addr };
+        write_json(&control_file(&shared.opts.run_dir), &file)?;
+        tracing::info!(api = %shared.api_addr, topology = shared.topology().name(), "controller starting nodes");
+        // Not raced against shutdown: a blocking step (initdb, a base backup)
+        // cannot be abandoned half-way, so start_all checks for shutdown between
+        // its steps, and what it started is stopped below either way.
+        let started = launch::start_all(&shared).await;
+        if let Err(e) = &started {
+            tracing::error!(error = %e, "start-up failed; stopping what was started");
+        } else {
+            shared.ready.store(true, Ordering::SeqCst);
+            tracing::info!("every node started; supervising");
+            let supervisor = tokio::spawn(supervise::supervise(shared.clone()));
+            let watcher = tokio::spawn(failover::watch(shared.clone()));
+            shared.shutdown.cancelled().await;
+            supervisor.abort();
+            watcher.abort();
+        }
+        shared.ready.store(false, Ordering::SeqCst);
+        launch::stop_all(&shared).await;
+        let _ = std::fs::remove_file(control_file(&shared.opts.run_dir));
+        api.abort();
+        tracing::info!("controller stopped");
+        started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: String) -> (u16, String) {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let topology = topology::preset("test").unwrap();
+        let opts = ControlOptions {
+            run_dir: dir.path().to_owned(),
+            topology,
+            api: "127.0.0.1:0".parse().unwrap(),
+            exe: "/nonexistent".into(),
+            durability: nodes::Durability::Fast,
+        };
+        let shutdown = CancellationToken::new();
+        let controller = Controller::build(opts, shutdown.clone()).await.unwrap();
+        let shared = controller.shared.clone();
+        let base = format!("http://{}", shared.api_addr);
+        let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
+
+        // Nothing started yet.
+        assert_eq!(get(format!("{base}/readyz")).await.0, 503);
+        assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+        shared.ready.store(true, Ordering::SeqCst);
+        assert_eq!(get(format!("{base}/readyz")).await, (200, "ready".to_owned()));
+
+        shared.metrics.restarted("dc1-web-1", topology::Role::Web);
+        shared.metrics.failed_over();
+        assert_eq!(get(format!("{base}/api/events")).await.0, 200);
+        let (status, text) = get(format!("{base}/metrics")).await;
+        assert_eq!(status, 200);
+        for line in [
+            "millions_control_nodes{health=\"down\"} 6",
+            "millions_control_nodes{health=\"healthy\"} 0",
+            "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 1",
+            "millions_control_node_restarts_total{node=\"shard0-pg-2\",role=\"postgres\"} 0",
+            "millions_control_failovers_total 1",
+            "millions_http_requests_total{route=\"/api/events\",method=\"GET\",status=\"200\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+
+        // Shutting down: no longer ready.
+        shutdown.cancel();
+        assert_eq!(get(format!("{base}/readyz")).await, (503, "stopping".to_owned()));
+        api.abort();
+    }
+}

@@ -1,0 +1,173 @@
+//! The controller's own SQL: one connection helper and a named function per thing
+//! it asks or tells a PostgreSQL server (recovery state, WAL positions, replication,
+//! slots, checkpoints, the shard database). None of it touches the application's
+//! tables, which only `data` queries. Every call is bounded in time.
+
+use std::time::Duration;
+
+use nodes::PostgresSpec;
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::error::ControlError;
+
+/// How long a probe of the failover watcher may take.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a status query may take.
+pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an administrative statement (a checkpoint, a slot) may take.
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `work` on a fresh connection to `spec`'s database `db`, all within
+/// `timeout`; `what` names the statement in errors.
+async fn with_client<T, F, Fut>(
+    spec: &PostgresSpec,
+    db: &str,
+    what: &str,
+    timeout: Duration,
+    work: F,
+) -> Result<T, ControlError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let server = spec.addr().to_string();
+    let sql_error = |source| ControlError::Sql { server: server.clone(), statement: what.to_owned(), source };
+    let attempt = async {
+        let (client, conn) = tokio_postgres::connect(&spec.url(db), NoTls).await.map_err(sql_error)?;
+        let conn = tokio::spawn(conn);
+        let out = work(client).await.map_err(sql_error);
+        let _ = conn.await;
+        out
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(out) => out,
+        Err(_) => Err(ControlError::SqlTimeout {
+            server: spec.addr().to_string(),
+            statement: what.to_owned(),
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+    }
+}
+
+/// Rows of `sql` (no parameters) on database `postgres`.
+async fn rows(spec: &PostgresSpec, sql: &str, timeout: Duration) -> Result<Vec<Row>, ControlError> {
+    let owned = sql.to_owned();
+    with_client(spec, "postgres", sql, timeout, |c| async move { c.query(&owned, &[]).await }).await
+}
+
+/// Run `sql` (statements, no parameters) on database `db`.
+pub(crate) async fn execute(spec: &PostgresSpec, db: &str, sql: &str) -> Result<(), ControlError> {
+    let owned = sql.to_owned();
+    with_client(spec, db, sql, ADMIN_TIMEOUT, |c| async move { c.batch_execute(&owned).await }).await
+}
+
+/// What a primary says about itself in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrimaryProbe {
+    /// It is a standby (recovering), so not a primary.
+    pub(crate) in_recovery: bool,
+    /// The `application_name`s of the standbys streaming from it.
+    pub(crate) streaming: Vec<String>,
+}
+
+/// Is the server still a primary, and which standbys stream from it.
+pub(crate) async fn probe_primary(spec: &PostgresSpec) -> Result<PrimaryProbe, ControlError> {
+    const SQL: &str = "SELECT pg_is_in_recovery(), ARRAY(SELECT application_name::text \
+                       FROM pg_stat_replication WHERE state = 'streaming')";
+    let rows = rows(spec, SQL, PROBE_TIMEOUT).await?;
+    Ok(PrimaryProbe { in_recovery: rows[0].get(0), streaming: rows[0].get(1) })
+}
+
+/// How much WAL a failover candidate holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalPosition {
+    /// It is a standby (not yet promoted).
+    pub(crate) in_recovery: bool,
+    /// The furthest WAL position it received or replayed, as a number.
+    pub(crate) lsn: i64,
+}
+
+/// A candidate's WAL position: the furthest it received or replayed.
+pub(crate) async fn wal_position(spec: &PostgresSpec) -> Result<WalPosition, ControlError> {
+    const SQL: &str = "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(\
+        GREATEST(coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0')), \
+        '0/0')::int8";
+    let rows = rows(spec, SQL, PROBE_TIMEOUT).await?;
+    Ok(WalPosition { in_recovery: rows[0].get(0), lsn: rows[0].get(1) })
+}
+
+/// Whether the server is a standby.
+pub(crate) async fn in_recovery(spec: &PostgresSpec) -> Result<bool, ControlError> {
+    Ok(rows(spec, "SELECT pg_is_in_recovery()", STATUS_TIMEOUT).await?[0].get(0))
+}
+
+/// One standby as its primary reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StandbyState {
+    /// Its `application_name` (the node's name).
+    pub(crate) name: String,
+    /// `streaming`, `catchup`, ...
+    pub(crate) state: String,
+    /// Bytes of WAL the primary has that it has not replayed.
+    pub(crate) lag_bytes: i64,
+    /// How long ago the primary wrote what it last replayed, ms.
+    pub(crate) lag_ms: f64,
+    /// `sync`, `quorum`, `potential` or `async`: whether it may confirm commits.
+    pub(crate) sync_state: String,
+}
+
+/// Every standby connected to a primary.
+pub(crate) async fn standbys(spec: &PostgresSpec) -> Result<Vec<StandbyState>, ControlError> {
+    const SQL: &str = "SELECT application_name, state, \
+                       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
+                       coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float8, sync_state \
+                       FROM pg_stat_replication";
+    Ok(rows(spec, SQL, STATUS_TIMEOUT)
+        .await?
+        .iter()
+        .map(|r| StandbyState {
+            name: r.get(0),
+            state: r.get(1),
+            lag_bytes: r.get(2),
+            lag_ms: r.get(3),
+            sync_state: r.get(4),
+        })
+        .collect())
+}
+
+/// Create physical replication slot `slot` unless it exists.
+pub(crate) async fn ensure_slot(spec: &PostgresSpec, slot: &str) -> Result<(), ControlError> {
+    let sql = format!(
+        "SELECT pg_create_physical_replication_slot('{slot}', true) \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+    );
+    execute(spec, "postgres", &sql).await
+}
+
+/// Drop replication slot `slot` if it exists.
+pub(crate) async fn drop_slot(spec: &PostgresSpec, slot: &str) -> Result<(), ControlError> {
+    let sql = format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    execute(spec, "postgres", &sql).await
+}
+
+/// A checkpoint: after a promotion, the control file names the new timeline only
+/// once one has run (pg_rewind of the old primary reads it there).
+pub(crate) async fn checkpoint(spec: &PostgresSpec) -> Result<(), ControlError> {
+    execute(spec, "postgres", "CHECKPOINT").await
+}
+
+/// Create database `name` unless it exists.
+pub(crate) async fn ensure_database(spec: &PostgresSpec, name: &str) -> Result<(), ControlError> {
+    let owned = name.to_owned();
+    let what = format!("CREATE DATABASE {name}");
+    with_client(spec, "postgres", &what, ADMIN_TIMEOUT, |c| async move {
+        let exists = c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&owned]).await?;
+        if exists.is_none() {
+            c.batch_execute(&format!("CREATE DATABASE {owned}")).await?;
+        }
+        Ok(())
+    })
+    .await
+}

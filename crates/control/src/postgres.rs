@@ -1,0 +1,106 @@
+//! A PostgreSQL node's life in its shard: started as the primary, or as a standby
+//! of the current primary — copied from it if it has no data (pg_basebackup),
+//! rewound first if it last ran as a primary (pg_rewind), copied afresh if its
+//! data cannot be used.
+
+use nodes::PostgresSpec;
+use topology::Node;
+
+use crate::cluster::Event;
+use crate::configs::{pg_run_spec, pg_spec, slot_name};
+use crate::decide::{Rejoin, rejoin};
+use crate::error::{Context as _, ControlError, process};
+use crate::pgadmin;
+use crate::shared::Shared;
+
+/// Create `replica`'s replication slot on `primary` unless it exists.
+pub(crate) async fn ensure_slot(primary: &PostgresSpec, replica: &Node) -> Result<(), ControlError> {
+    pgadmin::ensure_slot(primary, &slot_name(replica)).await
+}
+
+/// A fresh copy of `primary` in `replica`'s data directory (pg_basebackup).
+async fn rebuild(primary: &PostgresSpec, replica: &PostgresSpec, node: &Node) -> Result<(), ControlError> {
+    tracing::info!(node = node.name, primary = %primary.addr(), "copying the primary (pg_basebackup)");
+    let slot = slot_name(node);
+    pgadmin::drop_slot(primary, &slot).await?;
+    let dir = replica.data_dir.clone();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).file("removing", &dir)?;
+    }
+    let (p, r) = (primary.clone(), replica.clone());
+    tokio::task::spawn_blocking(move || nodes::base_backup(&p, &r, &slot)).await?.map_err(process(&node.name))
+}
+
+/// Start `spec`'s server (blocking work on a blocking thread).
+pub(crate) async fn start(node: &str, spec: PostgresSpec) -> Result<(), ControlError> {
+    tokio::task::spawn_blocking(move || nodes::start_postgres(&spec)).await?.map_err(process(node))
+}
+
+/// Reload `spec`'s server's configuration.
+pub(crate) async fn reload(node: &str, spec: PostgresSpec) -> Result<(), ControlError> {
+    tokio::task::spawn_blocking(move || nodes::reload_postgres(&spec)).await?.map_err(process(node))
+}
+
+/// Start a PostgreSQL node in its current role (see the module's docs).
+pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), ControlError> {
+    let shard =
+        node.shard.ok_or_else(|| ControlError::Invalid(format!("{} is in no shard", node.name)))?.shard.0;
+    let current = shared.cluster.primary(shard);
+    if current.as_deref() == Some(node.name.as_str()) {
+        return start(&node.name, pg_run_spec(shared, node, None)).await;
+    }
+    let current = current.ok_or_else(|| {
+        ControlError::Refused(format!(
+            "shard {shard} is failing over; {} waits for its new primary",
+            node.name
+        ))
+    })?;
+    let primary =
+        shared.topology().node(&current).ok_or_else(|| ControlError::UnknownNode(current.clone()))?.clone();
+    let primary_spec = pg_spec(shared, &primary);
+    let spec = pg_run_spec(shared, node, Some(&primary));
+    let plan =
+        rejoin(spec.data_dir.join("PG_VERSION").exists(), spec.data_dir.join("standby.signal").exists());
+    if plan == Rejoin::Copy {
+        rebuild(&primary_spec, &spec, node).await?;
+    } else if plan == Rejoin::Rewind {
+        // It last ran as a primary: drop what its successor never confirmed.
+        ensure_slot(&primary_spec, node).await?;
+        // A just-promoted primary's control file names its new timeline only
+        // after a checkpoint; before it, pg_rewind sees no divergence and
+        // leaves the old primary unable to follow.
+        pgadmin::checkpoint(&primary_spec).await?;
+        let (target, source) = (spec.clone(), primary_spec.clone());
+        match tokio::task::spawn_blocking(move || nodes::rewind_postgres(&target, &source)).await? {
+            Ok(()) => shared.cluster.record(Event::new(
+                shard,
+                "rejoined",
+                &node.name,
+                format!("{} rewound (pg_rewind) and rejoined as a replica of {}", node.name, primary.name),
+            )),
+            Err(e) => {
+                tracing::warn!(node = node.name, error = %e, "pg_rewind failed; copying the primary instead");
+                rebuild(&primary_spec, &spec, node).await?;
+            }
+        }
+    } else {
+        ensure_slot(&primary_spec, node).await?;
+    }
+    let first = spec.clone();
+    match tokio::task::spawn_blocking(move || nodes::start_postgres(&first)).await? {
+        Ok(()) => Ok(()),
+        Err(e @ nodes::Error::AlreadyRunning { .. }) => Err(process(&node.name)(e)),
+        Err(e) => {
+            tracing::warn!(node = node.name, error = %e, "the replica does not start; copying the primary afresh");
+            rebuild(&primary_spec, &spec, node).await?;
+            start(&node.name, spec).await?;
+            shared.cluster.record(Event::new(
+                shard,
+                "replica-rebuilt",
+                &node.name,
+                format!("{} rebuilt from {} (pg_basebackup)", node.name, primary.name),
+            ));
+            Ok(())
+        }
+    }
+}
