@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::shared::Shared;
-use crate::{launch, status};
+use crate::{launch, status, switchover};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = Router::new()
@@ -26,6 +26,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/nodes/{name}/restart", post(restart))
         .route("/api/nodes/{name}/stop", post(stop))
         .route("/api/nodes/{name}/start", post(start))
+        .route("/api/nodes/{name}/promote", post(promote))
         .route("/api/shutdown", post(shutdown))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
@@ -165,6 +166,18 @@ async fn start(State(shared): State<Shared>, Path(name): Path<String>) -> Respon
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => Json(json!({"started": name})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Make a PostgreSQL node its shard's primary (a switchover: no commit lost).
+async fn promote(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    if let Some(r) = unknown(&shared, &name) {
+        return r;
+    }
+    match switchover::switchover(&shared, &name).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -52,6 +52,7 @@ impl Controller {
             .map_err(|source| ControlError::Io { what: "reading the API's address".into(), source })?;
         let nodes = opts.topology.nodes().iter().cloned().map(Managed::new).collect();
         let metrics = Metrics::new(&opts.topology);
+        let shard_ops = opts.topology.shards().iter().map(|_| Mutex::new(())).collect();
         Ok(Controller {
             shared: Shared {
                 opts: Arc::new(opts),
@@ -62,6 +63,7 @@ impl Controller {
                 shutdown,
                 ready: Arc::new(AtomicBool::new(false)),
                 metrics,
+                shard_ops: Arc::new(shard_ops),
             },
             listener,
         })

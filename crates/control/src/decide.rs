@@ -170,6 +170,13 @@ pub(crate) fn rejoin(has_data: bool, was_standby: bool) -> Rejoin {
     }
 }
 
+/// Whether a switchover's target has every commit of the old primary, stopped
+/// cleanly: it received WAL past the old primary's shutdown checkpoint (its last
+/// record). `None`: it received nothing by streaming.
+pub(crate) fn caught_up(target_received: Option<i64>, old_checkpoint: u64) -> bool {
+    target_received.is_some_and(|r| r >= 0 && r as u64 > old_checkpoint)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -268,6 +275,15 @@ mod tests {
         assert_eq!(replica_changes(&members, "pg-1", &all, &mut lost), (vec![], vec!["pg-2".into()]));
         assert!(lost.is_empty());
         assert!(read_replicas(&members, "pg-1", &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn a_switchover_target_must_be_past_the_old_primarys_last_record() {
+        assert!(caught_up(Some(101), 100));
+        assert!(!caught_up(Some(100), 100), "at the checkpoint record's start, not past it");
+        assert!(!caught_up(Some(50), 100));
+        assert!(!caught_up(None, 100), "nothing received by streaming");
+        assert!(!caught_up(Some(-1), 0));
     }
 
     #[test]

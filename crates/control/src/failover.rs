@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use topology::Node;
 
 use crate::cluster::Event;
-use crate::configs::{pg_run_spec, pg_spec};
+use crate::configs::pg_spec;
 use crate::decide::{self, Candidate, PrimaryProbe, PrimaryVerdict, PrimaryWatch, Promotion};
 use crate::error::{ControlError, process};
 use crate::shared::Shared;
@@ -152,6 +152,16 @@ async fn failover(
     members: &[Node],
     since: Instant,
 ) -> Result<(), ControlError> {
+    let _changing = shared.shard_ops[shard as usize].lock().await;
+    match shared.cluster.primary(shard) {
+        // A switchover replaced it meanwhile.
+        Some(p) if p != old.name => return Ok(()),
+        // A switchover that gave up restarted it while the probes were failing.
+        Some(_) if pgadmin::probe_primary(&pg_spec(shared, old)).await.is_ok_and(|p| !p.in_recovery) => {
+            return Ok(());
+        }
+        _ => {}
+    }
     let detection = since.elapsed();
     tracing::warn!(
         shard,
@@ -224,30 +234,12 @@ async fn failover(
         mine.replicas.retain(|r| *r != new.name);
     })?;
     let total = since.elapsed();
-    // Its successors' slots, before they connect (a replica's start creates
-    // its slot too, so a failure here is logged, not fatal).
-    for n in members.iter().filter(|n| n.name != new.name) {
-        if let Err(e) = postgres::ensure_slot(&new_spec, n).await {
-            tracing::warn!(node = n.name, error = %e, "creating a replication slot failed");
-        }
-    }
     // Its control file names the new timeline only after a checkpoint, and
     // pg_rewind of the old primary reads it there.
     if let Err(e) = pgadmin::checkpoint(&new_spec).await {
         tracing::warn!(node = new.name, error = %e, "checkpoint after promotion failed");
     }
-    // The other running replicas follow the new primary (a reload suffices).
-    for n in members.iter().filter(|n| n.name != new.name && n.name != old.name) {
-        let spec = pg_run_spec(shared, n, Some(new));
-        if nodes::postgres_running(&spec.data_dir) {
-            match postgres::reload(&n.name, spec).await {
-                Ok(()) => {
-                    tracing::info!(node = n.name, primary = new.name, "replica follows the new primary")
-                }
-                Err(e) => tracing::error!(node = n.name, error = %e, "repointing a replica failed"),
-            }
-        }
-    }
+    postgres::follow_new_primary(shared, new, &[&old.name]).await;
     let mut event = Event::new(
         shard,
         "failover",

@@ -31,7 +31,8 @@
 //!   node's start in its role: primary, standby, rewound, rebuilt);
 //! - `launch` (starting and stopping nodes, all of them in order);
 //! - `failover` (the per-shard watcher: read set, lost primaries, promotion),
-//!   `supervise` (restarts with backoff) and `status` (what `millions status` shows);
+//!   `switchover` (moving a primary on purpose, no commit lost), `supervise`
+//!   (restarts with backoff) and `status` (what `millions status` shows);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 
@@ -52,6 +53,7 @@ mod processes;
 mod shared;
 mod status;
 mod supervise;
+mod switchover;
 
 use std::path::Path;
 

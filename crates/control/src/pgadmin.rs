@@ -96,6 +96,13 @@ pub(crate) async fn wal_position(spec: &PostgresSpec) -> Result<WalPosition, Con
     Ok(WalPosition { in_recovery: rows[0].get(0), lsn: rows[0].get(1) })
 }
 
+/// How far a standby has received WAL (`pg_last_wal_receive_lsn`), as a number;
+/// `None` if it has received none through streaming.
+pub(crate) async fn receive_lsn(spec: &PostgresSpec) -> Result<Option<i64>, ControlError> {
+    const SQL: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8";
+    Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
+}
+
 /// Whether the server is a standby.
 pub(crate) async fn in_recovery(spec: &PostgresSpec) -> Result<bool, ControlError> {
     Ok(rows(spec, "SELECT pg_is_in_recovery()", STATUS_TIMEOUT).await?[0].get(0))

@@ -41,6 +41,32 @@ pub(crate) async fn reload(node: &str, spec: PostgresSpec) -> Result<(), Control
     tokio::task::spawn_blocking(move || nodes::reload_postgres(&spec)).await?.map_err(process(node))
 }
 
+/// After `new` became its shard's primary: every other member's slot on it
+/// (before they connect; a replica's start creates its slot too, so a failure
+/// is logged, not fatal), then the members still running, but those in
+/// `except`, follow it (a reload suffices).
+pub(crate) async fn follow_new_primary(shared: &Shared, new: &Node, except: &[&str]) {
+    let Some(member) = new.shard else { return };
+    let members: Vec<Node> = shared.topology().shard_nodes(member.shard).cloned().collect();
+    let new_spec = pg_spec(shared, new);
+    for n in members.iter().filter(|n| n.name != new.name) {
+        if let Err(e) = ensure_slot(&new_spec, n).await {
+            tracing::warn!(node = n.name, error = %e, "creating a replication slot failed");
+        }
+    }
+    for n in members.iter().filter(|n| n.name != new.name && !except.contains(&n.name.as_str())) {
+        let spec = pg_run_spec(shared, n, Some(new));
+        if nodes::postgres_running(&spec.data_dir) {
+            match reload(&n.name, spec).await {
+                Ok(()) => {
+                    tracing::info!(node = n.name, primary = new.name, "replica follows the new primary")
+                }
+                Err(e) => tracing::error!(node = n.name, error = %e, "repointing a replica failed"),
+            }
+        }
+    }
+}
+
 /// Start a PostgreSQL node in its current role (see the module's docs).
 pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), ControlError> {
     let shard =

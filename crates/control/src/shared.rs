@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub(crate) ready: Arc<AtomicBool>,
     /// What `/metrics` shows.
     pub(crate) metrics: Metrics,
+    /// One lock per shard, held by whatever changes its primary (a failover, a
+    /// switchover), so two such changes never interleave.
+    pub(crate) shard_ops: Arc<Vec<Mutex<()>>>,
 }
 
 impl Shared {

@@ -33,6 +33,16 @@ pub struct DataConfig {
     /// failing, in milliseconds.
     #[serde(default = "default_acquire_timeout_ms")]
     pub acquire_timeout_ms: u64,
+    /// With a cluster map to follow: how long a write waits for its shard to have
+    /// a reachable primary again (a failover or switchover under way) before it
+    /// fails, retryably, in milliseconds. Nothing is sent before that: a write
+    /// whose connection could not be opened is sent to the new primary.
+    #[serde(default = "default_primary_wait_ms")]
+    pub primary_wait_ms: u64,
+}
+
+fn default_primary_wait_ms() -> u64 {
+    3000
 }
 
 fn default_pool_size() -> usize {
@@ -105,6 +115,7 @@ impl DataConfig {
             max_replica_lag_ms: default_max_replica_lag_ms(),
             pool_size: default_pool_size(),
             acquire_timeout_ms: default_acquire_timeout_ms(),
+            primary_wait_ms: default_primary_wait_ms(),
         }
     }
 

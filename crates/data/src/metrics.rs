@@ -25,9 +25,15 @@ struct OpLabels {
 
 /// Labels of a shard's pool gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShardLabels {
+pub(crate) struct ShardLabels {
     /// The shard.
     shard: u16,
+}
+
+impl From<ShardId> for ShardLabels {
+    fn from(shard: ShardId) -> ShardLabels {
+        ShardLabels { shard: shard.0 }
+    }
 }
 
 /// Where a read was served.
@@ -75,6 +81,9 @@ pub(crate) struct Metrics {
     pool_size: Family<ShardLabels, Gauge>,
     /// Idle connections per shard pool.
     pool_available: Family<ShardLabels, Gauge>,
+    /// Writes waiting for their shard to have a reachable primary (a failover or
+    /// switchover under way), per shard.
+    pub(crate) waiting_for_primary: Family<ShardLabels, Gauge>,
     /// Tasks waiting for a connection per shard pool.
     pool_waiting: Family<ShardLabels, Gauge>,
     /// Reads by shard and where they were served.
@@ -97,6 +106,7 @@ impl Metrics {
             pool_size: Family::default(),
             pool_available: Family::default(),
             pool_waiting: Family::default(),
+            waiting_for_primary: Family::default(),
             reads: Family::default(),
             epoch: Gauge::default(),
             replica_lag: Family::default(),
@@ -112,6 +122,11 @@ impl Metrics {
         registry.register("db_pool_connections", "Connections open, by shard", m.pool_size.clone());
         registry.register("db_pool_idle", "Idle connections, by shard", m.pool_available.clone());
         registry.register("db_pool_waiting", "Tasks waiting for a connection", m.pool_waiting.clone());
+        registry.register(
+            "db_writes_waiting_for_primary",
+            "Writes waiting for their shard to have a reachable primary again, by shard",
+            m.waiting_for_primary.clone(),
+        );
         registry.register("db_reads", "Reads by shard and target (primary or replica)", m.reads.clone());
         registry.register("db_cluster_epoch", "Epoch of the cluster map in force", m.epoch.clone());
         registry.register(

@@ -46,6 +46,10 @@ pub(crate) struct Inner {
     /// Asks the map follower to fetch the map now (a write met a demoted or
     /// unreachable primary).
     pub(crate) refresh: Arc<tokio::sync::Notify>,
+    /// Wakes writes waiting for a newer map (their shard had no reachable primary).
+    installed: tokio::sync::Notify,
+    /// How long such a write waits; zero without a map to follow.
+    primary_wait: std::time::Duration,
     /// Stops the background tasks when the last handle goes.
     stop: CancellationToken,
     /// Makes this process's post ids.
@@ -74,6 +78,7 @@ impl Inner {
         }
         let next = routes.apply(map, &self.connector)?;
         *routes = Arc::new(next);
+        self.installed.notify_waiters();
         self.metrics.observe_epoch(map.epoch);
         for (i, shard) in routes.shards.iter().enumerate() {
             tracing::info!(
@@ -112,6 +117,12 @@ impl Data {
             connector,
             max_lag_ms: config.max_replica_lag_ms,
             refresh: Arc::new(tokio::sync::Notify::new()),
+            installed: tokio::sync::Notify::new(),
+            primary_wait: if cluster_url.is_some() {
+                std::time::Duration::from_millis(config.primary_wait_ms)
+            } else {
+                std::time::Duration::ZERO
+            },
             stop: CancellationToken::new(),
             post_ids: PostIdGenerator::default(),
             metrics: Metrics::new(registry),
@@ -159,6 +170,11 @@ impl Data {
     /// How many reads were served by `target`, over all shards.
     pub fn reads_on(&self, target: ReadTarget) -> u64 {
         self.inner.metrics.reads_on(target, self.inner.connector.shards())
+    }
+
+    /// How many writes of `shard` wait for it to have a reachable primary again.
+    pub fn writes_waiting_for_primary(&self, shard: ShardId) -> i64 {
+        self.inner.metrics.waiting_for_primary.get_or_create(&shard.into()).get()
     }
 
     /// How many of `shard`'s replicas may serve a read with no floor right now.
@@ -215,6 +231,48 @@ impl Data {
         })
     }
 
+    /// A connection to `shard`'s primary. While there is none, or it cannot be
+    /// reached (nothing was sent), wait for a newer cluster map — the follower is
+    /// asked to fetch one at once — up to the configured wait, then fail with the
+    /// last (retryable) error.
+    async fn primary_connection(&self, shard: ShardId) -> Result<(Arc<cluster::Server>, Object), DataError> {
+        let deadline = Instant::now() + self.inner.primary_wait;
+        loop {
+            let epoch = self.inner.routes().epoch;
+            let attempt = match self.primary_server(shard) {
+                Ok(server) => connect(&server, shard).await.map(|client| (server, client)),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(e) if e.suggests_failover() && Instant::now() < deadline => {
+                    self.inner.refresh.notify_one();
+                    let waiting = self.inner.metrics.waiting_for_primary.get_or_create(&shard.into()).clone();
+                    waiting.inc();
+                    let newer = self.newer_map(epoch, deadline).await;
+                    waiting.dec();
+                    if !newer {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Wait until a map newer than `epoch` is installed (true) or `deadline` (false).
+    async fn newer_map(&self, epoch: u64, deadline: Instant) -> bool {
+        loop {
+            let installed = self.inner.installed.notified();
+            if self.inner.routes().epoch > epoch {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, installed).await.is_err() {
+                return self.inner.routes().epoch > epoch;
+            }
+        }
+    }
+
     /// The one write path: run `f` on `shard`'s primary, then account for it.
     ///
     /// `f` gets a pooled connection and runs its statements (a transaction if it
@@ -224,7 +282,8 @@ impl Data {
     /// success is counted and timed as `op`, a failure counted as `op`'s error; a
     /// failure that suggests the primary moved (unreachable, read-only) makes the
     /// map follower fetch the map now. The error is retryable and the write is
-    /// never retried here.
+    /// never retried here once sent; before it is sent, while the shard has no
+    /// reachable primary, it waits for the next map ([`Data::primary_connection`]).
     pub(crate) async fn write<T, F, Fut>(
         &self,
         op: &'static str,
@@ -238,8 +297,8 @@ impl Data {
     {
         let started = Instant::now();
         let result = async {
-            let server = self.primary_server(shard)?;
-            let out = f(connect(&server, shard).await?).await?;
+            let (server, client) = self.primary_connection(shard).await?;
+            let out = f(client).await?;
             if lsn == Lsn::Track && consistency::tracking() {
                 // After the commit: the insert position covers the commit record
                 // even when commits are not flushed at once.

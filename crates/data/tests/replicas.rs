@@ -162,7 +162,7 @@ async fn controller(map: tokio::sync::watch::Receiver<ClusterMap>) -> String {
 }
 
 #[tokio::test]
-async fn the_cluster_map_repoints_writes_and_a_failover_refuses_them_retryably() {
+async fn the_cluster_map_repoints_writes_and_a_failover_makes_them_wait_then_refuses_them_retryably() {
     let pg = fresh_replicated_postgres();
     let env = env(&pg).await;
     let (primary, replica) = (pg.primary.addr(), pg.replica.addr());
@@ -173,7 +173,9 @@ async fn the_cluster_map_repoints_writes_and_a_failover_refuses_them_retryably()
     let map = |epoch, p: Option<&str>| ClusterMap { epoch, shards: vec![servers(p), servers(p)] };
     let (publish, rx) = tokio::sync::watch::channel(map(1, Some(&primary)));
     let url = controller(rx).await;
-    let config = DataConfig { cluster_url: Some(url), ..DataConfig::new(env.shards.clone()) };
+    // Writes give up quickly in this test unless told otherwise below.
+    let config =
+        DataConfig { cluster_url: Some(url), primary_wait_ms: 300, ..DataConfig::new(env.shards.clone()) };
     let d = Data::new(&config, &telemetry::Registry::default()).unwrap();
     eventually("the first map is installed", || async { d.cluster_epoch() == 1 }).await;
     let user = d.create_user("mapped", "Mapped", "hash").await.unwrap();
@@ -186,21 +188,49 @@ async fn the_cluster_map_repoints_writes_and_a_failover_refuses_them_retryably()
     // Failover in progress: writes are refused (no primary to try) and retryably.
     publish.send_replace(map(2, None));
     eventually("epoch 2 is installed", || async { d.cluster_epoch() == 2 }).await;
-    // NoPrimary is decided from the map, before any connection is tried.
+    // NoPrimary is decided from the map, before any connection is tried; the
+    // write waited for a newer map, none came.
     let err = d.create_post(user.user_id, "during failover").await.unwrap_err();
     assert!(matches!(err, DataError::NoPrimary { .. }), "{err}");
     assert!(err.is_retryable());
+    let shard = d.shard_map().shard_of_user(user.user_id);
+    assert_eq!(d.writes_waiting_for_primary(shard), 0);
+
+    // A write that waits long enough goes through once the new primary is named.
+    let patient =
+        Data::new(&DataConfig { primary_wait_ms: 60_000, ..config.clone() }, &telemetry::Registry::default())
+            .unwrap();
+    eventually("the patient process has epoch 2", || async { patient.cluster_epoch() == 2 }).await;
+    let write = tokio::spawn({
+        let patient = patient.clone();
+        async move { patient.create_post(user.user_id, "waited for its primary").await }
+    });
+    eventually("the write to wait for a primary", || async {
+        patient.writes_waiting_for_primary(shard) == 1
+    })
+    .await;
+    publish.send_replace(map(3, Some(&primary)));
+    let post = write.await.unwrap().expect("committed on the primary named by epoch 3");
+    assert_eq!(post.caption, "waited for its primary");
+    assert_eq!(patient.writes_waiting_for_primary(shard), 0);
+    eventually("epoch 3 is installed", || async { d.cluster_epoch() == 3 }).await;
 
     // A newer map re-points writes (here at the read-only replica, which refuses them).
-    publish.send_replace(map(3, Some(&replica)));
-    eventually("epoch 3 is installed", || async { d.cluster_epoch() == 3 }).await;
+    publish.send_replace(map(4, Some(&replica)));
+    eventually("epoch 4 is installed", || async { d.cluster_epoch() == 4 }).await;
     let err = d.create_post(user.user_id, "to the new primary").await.unwrap_err();
     assert!(err.is_retryable() && err.to_string().contains("25006"), "{err}");
 
-    // The web tier answers 503 with Retry-After during a failover.
-    publish.send_replace(map(4, None));
-    let app = env.spawn_with(|c| c.database.cluster_url = Some(config.cluster_url.clone().unwrap())).await;
-    eventually("the web server has epoch 4", || async { app.state.data().cluster_epoch() == 4 }).await;
+    // The web tier answers 503 with Retry-After during a failover that outlasts
+    // the write's wait.
+    publish.send_replace(map(5, None));
+    let app = env
+        .spawn_with(|c| {
+            c.database.cluster_url = Some(config.cluster_url.clone().unwrap());
+            c.database.primary_wait_ms = 300;
+        })
+        .await;
+    eventually("the web server has epoch 5", || async { app.state.data().cluster_epoch() == 5 }).await;
     let r = reqwest::Client::new()
         .post(app.url("/api/v1/users"))
         .json(&serde_json::json!({"username": "latecomer", "password": "long enough password"}))

@@ -101,6 +101,27 @@ pub struct ChaosArgs {
     action: ChaosAction,
 }
 
+/// `millions shard`.
+#[derive(Debug, clap::Args)]
+pub struct ShardArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    #[command(subcommand)]
+    action: ShardAction,
+}
+
+/// What to do to a shard.
+#[derive(Debug, clap::Subcommand)]
+enum ShardAction {
+    /// Make a PostgreSQL node its shard's primary, on purpose (a switchover: writes
+    /// pause while the node receives every commit of the old primary, which then
+    /// follows it; nothing acknowledged is lost).
+    Promote {
+        /// The node to promote (`shard0-pg-3`).
+        node: String,
+    },
+}
+
 /// What to break.
 #[derive(Debug, clap::Subcommand)]
 enum ChaosAction {
@@ -617,6 +638,28 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
     }
     println!("{verb}: {node} {body}");
+    Ok(())
+}
+
+/// `millions shard`.
+pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
+    let ctl = controller(&args.home.home)?;
+    let ShardAction::Promote { node } = &args.action;
+    // The target may take a while to receive the old primary's last WAL.
+    let slow = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let r = slow.post(format!("http://{}/api/nodes/{node}/promote", ctl.api)).send().await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+    }
+    println!(
+        "shard {}: {} is the primary (was {}); writes paused {} ms",
+        body["shard"],
+        body["new"].as_str().unwrap_or("?"),
+        body["old"].as_str().unwrap_or("?"),
+        body["write_pause_ms"]
+    );
     Ok(())
 }
 

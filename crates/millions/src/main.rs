@@ -41,6 +41,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Break things on purpose: kill or restart a node.
     Chaos(local::ChaosArgs),
+    /// Shard operations: move a shard's primary on purpose (`promote`).
+    Shard(local::ShardArgs),
     /// Run a topology's controller (started by `up`).
     Control(local::ControlArgs),
     /// Run a web server (the stateless web tier).
@@ -94,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => local::status(args).await,
         Command::Logs(args) => local::logs(args).await,
         Command::Chaos(args) => local::chaos(args).await,
+        Command::Shard(args) => local::shard(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Seed(args) => bench::seed(args).await,
         Command::Control(args) => {

@@ -221,7 +221,8 @@ fn the_controllers_sql_is_in_one_module() {
     let dir = root().join("crates/control/src");
     let mut files = Vec::new();
     rust_files(&dir, &mut files);
-    let statement = Regex::new(r#""[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|CHECKPOINT)\b"#).unwrap();
+    let statement =
+        Regex::new(r#""[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|CHECKPOINT)\b"#).unwrap();
     let mut found = Vec::new();
     for file in files {
         let name = file.strip_prefix(&dir).unwrap().display().to_string();

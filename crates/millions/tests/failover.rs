@@ -229,7 +229,7 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     assert!(o.status.success(), "{}", text(&o));
     let s = status_json(home);
     assert_eq!(node(&s, "shard0-pg-1")["pg"]["role"], "replica", "{s}");
-    assert_eq!(primaries(&s), [promoted]);
+    assert_eq!(primaries(&s), std::slice::from_ref(&promoted));
 
     // Writes work after all this.
     let (o, report) = bench(
@@ -242,6 +242,59 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     assert_eq!(report["checker"]["posts_acknowledged"], report["ops"]["post"]["ok"], "{}", report["checker"]);
     assert!(report["checker"]["posts_acknowledged"].as_u64() > Some(0), "{}", report["checker"]);
     assert_eq!(report["verdict"]["passed"], true, "{}", report["verdict"]);
+
+    // The primary is moved back on purpose under writes (a switchover): writes
+    // wait while shard0-pg-1 receives every commit, none fails, none is lost.
+    let home_buf = home.to_path_buf();
+    let writes = std::thread::spawn(move || {
+        bench(
+            &home_buf,
+            &[
+                "--rate",
+                "40",
+                "--duration",
+                "5s",
+                "--warmup",
+                "0s",
+                "--users",
+                "200",
+                "--mix",
+                "post=3,like=1",
+            ],
+        )
+    });
+    let web = status_json(home);
+    let webs: Vec<String> = ["dc1-web-1", "dc1-web-2"]
+        .iter()
+        .map(|w| node(&web, w)["addr"].as_str().unwrap().to_owned())
+        .collect();
+    poll("posts to flow before the switchover", || webs.iter().map(|w| posts_served(w)).sum::<f64>() >= 20.0);
+    let o = millions(home, &["shard", "promote", "shard0-pg-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shard0-pg-1 is the primary"), "{}", text(&o));
+    let (o, report) = writes.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "no write failed: {}", report["errors_by_kind"]);
+    assert_verified(&report);
+    assert!(report["checker"]["writes_acknowledged"].as_u64() > Some(0), "{}", report["checker"]);
+    poll("the previous primary to follow the new one", || {
+        let s = status_json(home);
+        assert!(primaries(&s).len() <= 1, "two primaries: {s}");
+        primaries(&s) == ["shard0-pg-1"]
+            && node(&s, &promoted)["pg"]["role"] == "replica"
+            && s["cluster"]["shards"][0]["replicas"].as_array().unwrap().len() == 2
+    });
+    assert_eq!(events(&status_json(home), "switchover").len(), 1);
+    // What cannot be promoted is refused, and changes nothing.
+    for (target, why) in [
+        ("shard0-pg-1", "already shard 0's primary"),
+        ("dc1-web-1", "not a PostgreSQL node"),
+        ("shard9-pg-1", "no node named"),
+    ] {
+        let o = millions(home, &["shard", "promote", target]);
+        assert!(!o.status.success() && text(&o).contains(why), "{target}: {}", text(&o));
+    }
+    assert_eq!(primaries(&status_json(home)), ["shard0-pg-1"]);
 
     // The controller crashes again, and `down` stops the nodes it left.
     let s = status_json(home);
@@ -261,6 +314,19 @@ fn sigkill(pid: u32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
         .unwrap();
     poll("the killed process to be gone", || !nodes::pid_alive(pid));
+}
+
+/// `POST /api/v1/posts` requests web server `web` answered, from its `/metrics`.
+fn posts_served(web: &str) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("http://{web}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    text.lines()
+        .filter(|l| l.starts_with("millions_http_requests_total{") && l.contains("route=\"/api/v1/posts\""))
+        .filter(|l| l.contains("method=\"POST\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Requests the load balancer (admin address `admin`) sent to `backend`, from

@@ -13,9 +13,9 @@ mod redis;
 
 pub use error::{Error, LogTail};
 pub use postgres::{
-    Durability, PostgresSpec, StopMode, base_backup, init_postgres, pg_bin, postgres_running, postgres_url,
-    postmaster_pid, promote_postgres, reload_postgres, rewind_postgres, running_postmaster, standby_conf,
-    start_postgres, stop_postgres,
+    ControlData, Durability, PostgresSpec, StopMode, base_backup, controldata, init_postgres, parse_lsn,
+    pg_bin, postgres_running, postgres_url, postmaster_pid, promote_postgres, reload_postgres,
+    rewind_postgres, running_postmaster, standby_conf, start_postgres, stop_postgres,
 };
 pub use process::{
     ProcessId, free_port, log_tail, pid_alive, process_start_time, random_secret, read_pid_file, stop_pid,

@@ -282,6 +282,44 @@ pub fn promote_postgres(data_dir: &Path) -> Result<(), Error> {
     run(cmd, &format!("promote the standby in {}", data_dir.display()), None).map(drop)
 }
 
+/// What `pg_controldata` says of a data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlData {
+    /// `Database cluster state`: `shut down` after a clean stop of a primary,
+    /// `shut down in recovery` of a standby, `in production` while running or
+    /// after a crash.
+    pub state: String,
+    /// `Latest checkpoint location` as a number: after a clean stop, the shutdown
+    /// checkpoint, the server's last WAL record.
+    pub checkpoint_lsn: u64,
+}
+
+/// A `pg_lsn` text (`16/B374D848`) as a number.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Read `data_dir`'s control file (`pg_controldata`).
+pub fn controldata(data_dir: &Path) -> Result<ControlData, Error> {
+    let user = pg_os_user()?;
+    let mut cmd = pg_command("pg_controldata", user.as_ref())?;
+    cmd.env("LC_ALL", "C").arg("-D").arg(data_dir);
+    let what = format!("read the control file of {}", data_dir.display());
+    let output = run(cmd, &what, None)?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')).map(str::trim))
+    };
+    let bad = |reason: &str| Error::NotReady { what: what.clone(), reason: reason.to_owned(), log: None };
+    let state = field("Database cluster state").ok_or_else(|| bad("no cluster state in its output"))?;
+    let checkpoint = field("Latest checkpoint location").ok_or_else(|| bad("no checkpoint location"))?;
+    Ok(ControlData {
+        state: state.to_owned(),
+        checkpoint_lsn: parse_lsn(checkpoint).ok_or_else(|| bad("an unreadable checkpoint location"))?,
+    })
+}
+
 /// Makes the stopped server of `target` a follower of the running server
 /// `source` with `pg_rewind`: WAL the target wrote after their timelines
 /// split (writes no standby confirmed, hence never acknowledged under

@@ -79,8 +79,9 @@ async fn starts_with_scram_and_stops_cleanly() {
     let row =
         client.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'millions'", &[]).await.unwrap();
     assert!(row.get::<_, String>(0).starts_with("SCRAM-SHA-256$"));
-    drop(client);
 
+    let before: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    drop(client);
     let wrong = nodes::postgres_url("127.0.0.1", pg.spec.port, "millions", "wrong-password", "postgres");
     let err = connect(&wrong).await.expect_err("a wrong password must be refused");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD), "{err}");
@@ -93,6 +94,15 @@ async fn starts_with_scram_and_stops_cleanly() {
     assert_gone(&pg.spec.data_dir, pid);
     // Stopping a stopped server is fine.
     stop_postgres(&pg.spec.data_dir, StopMode::Fast).unwrap();
+    // A clean stop ends with a shutdown checkpoint: the server's last WAL record,
+    // past everything written before.
+    let control = nodes::controldata(&pg.spec.data_dir).unwrap();
+    assert_eq!(control.state, "shut down");
+    assert!(control.checkpoint_lsn >= nodes::parse_lsn(&before).unwrap(), "{control:?} vs {before}");
+    assert_eq!(nodes::parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+    assert_eq!(nodes::parse_lsn("0/0"), Some(0));
+    assert_eq!(nodes::parse_lsn("nope"), None);
+    assert!(nodes::controldata(&pg.spec.data_dir.join("missing")).is_err());
 }
 
 #[tokio::test]
