@@ -16,7 +16,7 @@
 //!   not arrive within `header_timeout_ms` of its first byte (the connection is
 //!   closed: slowloris);
 //! - `Content-Length` with `Transfer-Encoding`, several or malformed lengths, a
-//!   transfer coding other than `chunked` ([`crate::proxy::smuggling`]), chunked
+//!   transfer coding other than `chunked` ([`crate::rules::declared_framing`]), chunked
 //!   from an HTTP/1.0 client, an HTTP/1.1 request without exactly one `Host`;
 //! - chunked bodies are checked byte by byte ([`Chunked`]) in both directions: a
 //!   malformed one ends the exchange and the connection;
@@ -39,8 +39,9 @@ use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::pool::Lease;
-use crate::proxy::{self, Declared, Proxy, REQUEST_ID};
+use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
+use crate::rules::{self, Declared, REQUEST_ID};
 use crate::upstream;
 
 /// A client connection: a TCP stream, or anything else that reads and writes.
@@ -233,7 +234,7 @@ impl Chunked {
 
 /// Whether a header name is one the load balancer sets itself or removes.
 fn dropped_request_header(name: &str, connection_named: &[&str]) -> bool {
-    proxy::is_hop_by_hop(name)
+    rules::is_hop_by_hop(name)
         || name.eq_ignore_ascii_case("x-forwarded-proto")
         || name.eq_ignore_ascii_case("x-forwarded-for")
         || name.eq_ignore_ascii_case(REQUEST_ID)
@@ -288,7 +289,7 @@ impl Proxy {
                 Err(status) => {
                     if let Some((status, code)) = status {
                         self.metrics.rejected(code);
-                        let id = proxy::new_request_id();
+                        let id = rules::new_request_id();
                         let _ = write_error(client, &mut out, status, code, &id, None).await;
                     }
                     return;
@@ -299,7 +300,7 @@ impl Proxy {
                 Ok(h) => h,
                 Err((status, code, extra)) => {
                     self.metrics.rejected(code);
-                    let id = proxy::new_request_id();
+                    let id = rules::new_request_id();
                     let _ = write_error(client, &mut out, status, code, &id, extra).await;
                     self.log_h1(None, &id, peer, status, None, 0, code, None, started);
                     return;
@@ -410,7 +411,7 @@ impl Proxy {
             return Err((405, "method_not_allowed", None));
         }
         let declared =
-            proxy::declared_framing(req.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
+            rules::declared_framing(req.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
         let body = match declared {
             Err(why) => {
                 tracing::warn!(why, "ambiguous request framing refused");
@@ -456,7 +457,7 @@ impl Proxy {
             } else if h.name.eq_ignore_ascii_case(REQUEST_ID) {
                 if request_id.is_none() {
                     request_id =
-                        http::HeaderValue::from_bytes(h.value).ok().as_ref().and_then(proxy::sane_request_id);
+                        http::HeaderValue::from_bytes(h.value).ok().as_ref().and_then(rules::sane_request_id);
                 }
             } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
                 let v = String::from_utf8_lossy(h.value);
@@ -476,7 +477,7 @@ impl Proxy {
             upstream.extend_from_slice(h.value);
             upstream.extend_from_slice(b"\r\n");
         }
-        let request_id = request_id.unwrap_or_else(proxy::new_request_id);
+        let request_id = request_id.unwrap_or_else(rules::new_request_id);
         if let Some(ip) = peer {
             upstream.extend_from_slice(b"x-forwarded-for: ");
             if let Some(prior) = &xff {
@@ -518,7 +519,7 @@ impl Proxy {
         started: Instant,
         shutdown: &pingora_core::server::ShutdownWatch,
     ) -> Next {
-        let replayable = proxy::retryable_method(&head.method) && head.body == Framing::Empty;
+        let has_body = head.body != Framing::Empty;
         let max_attempts = self.config.upstream.max_retries + 1;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempts = 0;
@@ -532,14 +533,10 @@ impl Proxy {
                 rand::Rng::random_range(&mut rand::rng(), 0..n)
             });
             let Some(lease) = picked else {
-                let (status, code) = match &last_error {
-                    None => {
-                        self.metrics.rejected("no_backend");
-                        (503, "no_backend")
-                    }
-                    Some(e) if e.etype() == &ErrorType::ReadTimedout => (504, "gateway_timeout"),
-                    Some(_) => (502, "bad_gateway"),
-                };
+                let (status, code) = rules::gave_up(last_error.as_deref());
+                if last_error.is_none() {
+                    self.metrics.rejected(code);
+                }
                 let _ = write_error(client, out, status, code, &head.request_id, None).await;
                 let rejected = if status == 503 { code } else { "" };
                 let backend = tried.last().copied();
@@ -574,13 +571,11 @@ impl Proxy {
                     self.attempt_failed(&lease.backend, Instant::now());
                     tried.push(addr);
                     tracing::debug!(request_id = %head.request_id, error = %error, sent, "attempt failed");
-                    if attempts < max_attempts && (!sent || replayable) {
+                    if attempts < max_attempts && rules::may_retry(&head.method, has_body, sent, false) {
                         last_error = Some(error);
                         continue;
                     }
-                    let timed_out = error.etype() == &ErrorType::ReadTimedout;
-                    let (status, code) =
-                        if timed_out { (504, "gateway_timeout") } else { (502, "bad_gateway") };
+                    let (status, code) = rules::gave_up(Some(&error));
                     let _ = write_error(client, out, status, code, &head.request_id, None).await;
                     (status, "", Some(error), Next::Close)
                 }
@@ -805,7 +800,7 @@ impl Proxy {
         let _ = resp.parse(&ubuf[..resp_head_len]);
         let no_body = head.method == Method::HEAD || status == 204 || status == 304;
         let declared =
-            proxy::declared_framing(resp.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
+            rules::declared_framing(resp.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
         let framing = match declared {
             _ if no_body => Framing::Empty,
             Err(why) => {
@@ -848,7 +843,7 @@ impl Proxy {
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in resp.headers.iter() {
-            if proxy::is_hop_by_hop(h.name)
+            if rules::is_hop_by_hop(h.name)
                 || h.name.eq_ignore_ascii_case(REQUEST_ID)
                 || named.iter().any(|n| n.eq_ignore_ascii_case(h.name))
                 || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
@@ -1025,7 +1020,7 @@ async fn write_error<C: ClientIo>(
     request_id: &str,
     extra: Option<(&'static str, String)>,
 ) -> Result<(), Box<Error>> {
-    let body = proxy::error_body(code);
+    let body = rules::error_body(code);
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     out.clear();
     use std::io::Write as _;

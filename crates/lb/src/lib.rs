@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
+pub mod rules;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,8 +1,6 @@
-//! The proxy's shared state and rules, and requests that came over HTTP/2.
+//! The proxy's shared state, and requests that came over HTTP/2.
 //!
-//! The rules both paths apply live here: which request framing is ambiguous
-//! ([`smuggling`]), which headers are hop-by-hop, which methods may be sent twice,
-//! which request ids are kept. HTTP/1 requests are forwarded by [`crate::h1`]; an
+//! The rules both paths apply are in [`crate::rules`]. HTTP/1 requests are forwarded by [`crate::h1`]; an
 //! HTTP/2 (prior knowledge) request goes through pingora-core's sessions: its
 //! HTTP/2 server session toward the client, its HTTP/1 client session toward the
 //! backend, with the same checks, retries, passive health, metrics and access log
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Version};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora_core::protocols::Stream;
@@ -33,25 +31,10 @@ use crate::config::LbConfig;
 use crate::metrics::LbMetrics;
 use crate::pool::{Backend, Lease, Outcome, Pool};
 use crate::ratelimit::{RateLimiter, retry_after_secs};
+use crate::rules::{
+    self, REQUEST_ID, declared_framing, error_body, new_request_id, sane_request_id, strip_hop_by_hop,
+};
 use crate::upstream;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), removed
-/// in both directions. `Transfer-Encoding` is hop-by-hop too, but pingora frames
-/// bodies itself from it, so it is left to pingora. `Expect` is answered by the
-/// load balancer itself (it is the one agreeing to receive the body).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "expect",
-];
-
-/// The request id header, carried LB → web → logs.
-pub const REQUEST_ID: &str = "x-request-id";
 
 /// What the load balancer shares between requests.
 pub struct Proxy {
@@ -108,70 +91,6 @@ struct AttemptError {
     sent: bool,
 }
 
-pub(crate) fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u128 = rand::rng().random();
-    (0..32).rev().map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char).collect()
-}
-
-/// An incoming id is kept if it is short and plain, so logs cannot be forged with it.
-pub(crate) fn sane_request_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    let ok =
-        (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    ok.then(|| s.to_owned())
-}
-
-/// Methods that are safe to send twice (RFC 9110 §9.2.2 lists PUT and DELETE too;
-/// the web tier's PUT and DELETE are idempotent, but a request body is streamed, not
-/// kept, so only these, and only without a body, are retried after sending).
-pub(crate) fn retryable_method(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// How a message says its body is delimited, as far as its header fields tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Declared<'a> {
-    /// Neither `Content-Length` nor `Transfer-Encoding`.
-    Nothing,
-    /// One `Content-Length`, all digits.
-    Length(&'a [u8]),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
-
-/// The body framing `fields` (name, trimmed value) declare, or why it is
-/// ambiguous (request smuggling): both `Content-Length` and `Transfer-Encoding`,
-/// more than one of either, a length that is not a plain number, a transfer coding
-/// other than `chunked`. Names are compared without case; nothing is allocated.
-pub fn declared_framing<'a>(
-    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<Declared<'a>, &'static str> {
-    let (mut lengths, mut codings) = (0, 0);
-    let (mut length, mut coding): (&[u8], &[u8]) = (b"", b"");
-    for (name, value) in fields {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            length = value;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings += 1;
-            coding = value;
-        }
-    }
-    match (lengths, codings) {
-        (0, 0) => Ok(Declared::Nothing),
-        (1.., 1..) => Err("Content-Length with Transfer-Encoding"),
-        (2.., _) => Err("more than one Content-Length"),
-        (1, _) if length.is_empty() || !length.iter().all(u8::is_ascii_digit) => {
-            Err("Content-Length is not a number")
-        }
-        (1, _) => Ok(Declared::Length(length)),
-        (_, 2..) => Err("more than one Transfer-Encoding"),
-        _ if !coding.eq_ignore_ascii_case(b"chunked") => Err("Transfer-Encoding other than chunked"),
-        _ => Ok(Declared::Chunked),
-    }
-}
-
 /// The size of a request header as it came (approximately: line and fields).
 fn header_bytes(req: &RequestHeader) -> usize {
     let uri = &req.uri;
@@ -180,35 +99,6 @@ fn header_bytes(req: &RequestHeader) -> usize {
         + uri.path_and_query().map_or(0, |p| p.as_str().len());
     let line = req.method.as_str().len() + uri_len + 12;
     line + req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>()
-}
-
-/// The body of an answer of the load balancer's own, in the API's error shape.
-pub(crate) fn error_body(code: &str) -> String {
-    format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}")
-}
-
-/// Whether `name` is one of [`HOP_BY_HOP`].
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// Remove hop-by-hop headers, and those the `Connection` header names.
-fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    // Most requests have none of them: no allocation then.
-    let mut names: Vec<HeaderName> =
-        HOP_BY_HOP.iter().filter(|n| headers.contains_key(**n)).map(|n| HeaderName::from_static(n)).collect();
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.to_str().unwrap_or("").split(',') {
-            if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes())
-                && n != header::TRANSFER_ENCODING
-                && n != header::CONTENT_LENGTH
-            {
-                names.push(n);
-            }
-        }
-    }
-    names.retain(|n| headers.contains_key(n));
-    names
 }
 
 impl Proxy {
@@ -352,7 +242,6 @@ impl Proxy {
         let expect_continue = session
             .get_header(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let replayable = retryable_method(&method) && !has_body;
         let max_attempts = self.config.upstream.max_retries + 1;
         let mut continued = false;
         loop {
@@ -389,8 +278,7 @@ impl Proxy {
             drop(lease);
             tracing::debug!(request_id = %ctx.request_id, error = %error, sent, "attempt failed");
             ctx.error = Some(error);
-            // Nothing sent: any request may go elsewhere. Sent: only a replayable one.
-            if !last && (!sent || replayable) {
+            if !last && rules::may_retry(&method, has_body, sent, false) {
                 continue;
             }
             return self.gave_up(session, ctx).await;
@@ -399,8 +287,7 @@ impl Proxy {
 
     /// No attempt succeeded: 504 if the last backend did not answer in time, else 502.
     async fn gave_up(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
-        let timed_out = ctx.error.as_ref().is_some_and(|e| e.etype() == &ErrorType::ReadTimedout);
-        let (status, code) = if timed_out { (504, "gateway_timeout") } else { (502, "bad_gateway") };
+        let (status, code) = rules::gave_up(ctx.error.as_deref());
         self.respond(session, ctx, status, code, None).await
     }
 
@@ -614,65 +501,4 @@ impl HttpServerApp for Proxy {
 /// The client's IP address.
 fn client_ip(session: &ServerSession) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn smuggling_shapes() {
-        // The `name: value` lines of `text`, as `declared_framing` takes them.
-        let smuggling = |text: &str| {
-            let fields = text.split("\r\n").filter_map(|line| line.split_once(':'));
-            declared_framing(fields.map(|(n, v)| (n.as_bytes(), v.trim().as_bytes()))).err()
-        };
-        assert_eq!(declared_framing([(&b"Content-Length"[..], &b"5"[..])]), Ok(Declared::Length(b"5")));
-        assert_eq!(declared_framing([(&b"transfer-encoding"[..], &b"Chunked"[..])]), Ok(Declared::Chunked));
-        assert_eq!(declared_framing([(&b"host"[..], &b"x"[..])]), Ok(Declared::Nothing));
-        assert_eq!(smuggling("Content-Length: 5\r\n"), None);
-        assert_eq!(smuggling("transfer-encoding: Chunked\r\n"), None);
-        for bad in [
-            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            "Content-Length: 5\r\nContent-Length: 5\r\n",
-            "Content-Length: 5\r\ncontent-length: 6\r\n",
-            "Content-Length: 5, 6\r\n",
-            "Content-Length: +5\r\n",
-            "Transfer-Encoding: gzip, chunked\r\n",
-            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-        ] {
-            assert!(smuggling(bad).is_some(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let h = headers(&[
-            ("connection", "close, x-secret"),
-            ("x-secret", "1"),
-            ("keep-alive", "5"),
-            ("host", "a"),
-        ]);
-        let mut names: Vec<String> = strip_hop_by_hop(&h).iter().map(|n| n.to_string()).collect();
-        names.sort();
-        assert_eq!(names, ["connection", "keep-alive", "x-secret"]);
-    }
-
-    #[test]
-    fn request_ids() {
-        assert_eq!(sane_request_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
-        assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
-        let id = new_request_id();
-        assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-        assert_ne!(id, new_request_id());
-    }
 }
