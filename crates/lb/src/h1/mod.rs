@@ -38,6 +38,12 @@ use pingora_error::{Error, ErrorType};
 use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod body;
+mod parse;
+
+pub use body::Chunked;
+use parse::{connection_tokens, dropped_request_header, has_bare_lf, push_display, push_hex};
+
 use crate::pool::Lease;
 use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
@@ -113,153 +119,6 @@ struct Head {
     request_id: String,
     /// The backend's copy of the head, ready to send.
     upstream: Vec<u8>,
-}
-
-/// A chunked body's framing, checked as the bytes pass (RFC 9112 §7.1): sizes
-/// in hex, extensions skipped, each chunk followed by CRLF, trailer lines to the
-/// final empty line. Anything else (a bare LF, a bad digit, an overlong size) is
-/// an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunked {
-    /// Reading a size line: the size so far and how many digits.
-    Size(u64, u8),
-    /// In a size line's extension, until CR.
-    Extension(u64),
-    /// Seen the CR ending a size line.
-    SizeLf(u64),
-    /// Inside a chunk's data: bytes left.
-    Data(u64),
-    /// Expecting the CR after a chunk's data.
-    DataCr,
-    /// Expecting the LF after a chunk's data.
-    DataLf,
-    /// At the start of a trailer line (after the last chunk).
-    TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
-    /// Seen the CR ending a trailer line.
-    TrailerLf,
-    /// Seen the CR of the final empty line.
-    EndLf,
-    /// The body is complete.
-    Done,
-}
-
-impl Chunked {
-    /// Advance over `bytes`; returns how many belong to the body (all of them
-    /// unless the body ends inside) and how many were chunk data.
-    pub fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), &'static str> {
-        self.advance_with(bytes, |_| {})
-    }
-
-    /// [`Chunked::advance`], handing each run of chunk data to `on_data` (to
-    /// take the body out of its chunks).
-    pub fn advance_with(
-        &mut self,
-        bytes: &[u8],
-        mut on_data: impl FnMut(&[u8]),
-    ) -> Result<(usize, u64), &'static str> {
-        let mut data = 0u64;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            *self = match *self {
-                Chunked::Done => return Ok((i, data)),
-                Chunked::Data(left) => {
-                    let take = left.min((bytes.len() - i) as u64);
-                    on_data(&bytes[i..i + take as usize]);
-                    i += take as usize;
-                    data += take;
-                    *self = if take == left { Chunked::DataCr } else { Chunked::Data(left - take) };
-                    continue;
-                }
-                Chunked::Size(size, digits) => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        if digits >= 15 {
-                            return Err("chunk size too large");
-                        }
-                        let d = (b as char).to_digit(16).expect("hex digit") as u64;
-                        Chunked::Size(size * 16 + d, digits + 1)
-                    }
-                    _ if digits == 0 => return Err("chunk size missing"),
-                    b'\r' => Chunked::SizeLf(size),
-                    b';' | b' ' | b'\t' => Chunked::Extension(size),
-                    _ => return Err("bad chunk size"),
-                },
-                Chunked::Extension(size) => match b {
-                    b'\r' => Chunked::SizeLf(size),
-                    b'\n' => return Err("bare LF in chunk extension"),
-                    _ => Chunked::Extension(size),
-                },
-                Chunked::SizeLf(size) => match (b, size) {
-                    (b'\n', 0) => Chunked::TrailerStart,
-                    (b'\n', n) => Chunked::Data(n),
-                    _ => return Err("CR without LF after chunk size"),
-                },
-                Chunked::DataCr => match b {
-                    b'\r' => Chunked::DataLf,
-                    _ => return Err("chunk data longer than its size"),
-                },
-                Chunked::DataLf => match b {
-                    b'\n' => Chunked::Size(0, 0),
-                    _ => return Err("CR without LF after chunk data"),
-                },
-                Chunked::TrailerStart => match b {
-                    b'\r' => Chunked::EndLf,
-                    b'\n' => return Err("bare LF in trailer"),
-                    _ => Chunked::Trailer,
-                },
-                Chunked::Trailer => match b {
-                    b'\r' => Chunked::TrailerLf,
-                    b'\n' => return Err("bare LF in trailer"),
-                    _ => Chunked::Trailer,
-                },
-                Chunked::TrailerLf => match b {
-                    b'\n' => Chunked::TrailerStart,
-                    _ => return Err("CR without LF in trailer"),
-                },
-                Chunked::EndLf => match b {
-                    b'\n' => {
-                        *self = Chunked::Done;
-                        return Ok((i + 1, data));
-                    }
-                    _ => return Err("CR without LF at the end of a chunked body"),
-                },
-            };
-            i += 1;
-        }
-        Ok((i, data))
-    }
-}
-
-/// Whether a header name is one the load balancer sets itself or removes.
-fn dropped_request_header(name: &str, connection_named: &[&str]) -> bool {
-    rules::is_hop_by_hop(name)
-        || name.eq_ignore_ascii_case("x-forwarded-proto")
-        || name.eq_ignore_ascii_case("x-forwarded-for")
-        || name.eq_ignore_ascii_case(REQUEST_ID)
-        || connection_named.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// The tokens of every `Connection` header: whether `close` and `keep-alive`
-/// are among them, and the other tokens (header names to remove).
-fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> (bool, bool, Vec<&'a str>) {
-    let (mut close, mut keep_alive, mut named) = (false, false, Vec::new());
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
-        for token in std::str::from_utf8(h.value).unwrap_or("").split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                close = true;
-            } else if token.eq_ignore_ascii_case("keep-alive") {
-                keep_alive = true;
-            } else if !token.is_empty()
-                && !token.eq_ignore_ascii_case("content-length")
-                && !token.eq_ignore_ascii_case("transfer-encoding")
-            {
-                named.push(token);
-            }
-        }
-    }
-    (close, keep_alive, named)
 }
 
 /// How a response, or the request, ended for the client's connection.
@@ -1006,11 +865,6 @@ impl Proxy {
     }
 }
 
-/// Whether `head` has, from `from` on, an LF that does not end a CRLF.
-fn has_bare_lf(head: &[u8], from: usize) -> bool {
-    (from..head.len()).any(|i| head[i] == b'\n' && (i == 0 || head[i - 1] != b'\r'))
-}
-
 /// Write an answer of the load balancer's own; the connection is closed after it.
 async fn write_error<C: ClientIo>(
     client: &mut C,
@@ -1070,97 +924,5 @@ async fn write_client<C: ClientIo>(
     match fast_timeout(timeout, write).await {
         Ok(r) => r.map_err(|e| io_error(ErrorType::WriteError, "writing to the client", e)),
         Err(_) => Err(Error::explain(ErrorType::WriteTimedout, "writing to the client")),
-    }
-}
-
-fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
-    use std::io::Write as _;
-    let _ = write!(out, "{v}");
-}
-
-fn push_hex(out: &mut Vec<u8>, n: usize) {
-    use std::io::Write as _;
-    let _ = write!(out, "{n:x}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(body: &[u8]) -> Result<(usize, u64, Chunked), &'static str> {
-        let mut c = Chunked::Size(0, 0);
-        let (used, data) = c.advance(body)?;
-        Ok((used, data, c))
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_they_end() {
-        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        let (used, data, state) = run(body).unwrap();
-        assert_eq!(state, Chunked::Done);
-        assert_eq!(&body[used..], b"NEXT");
-        assert_eq!(data, 11);
-        // Byte by byte, the same.
-        let mut c = Chunked::Size(0, 0);
-        let mut total = 0;
-        for b in body.iter().take(used) {
-            total += c.advance(std::slice::from_ref(b)).unwrap().1;
-        }
-        assert_eq!((c, total), (Chunked::Done, 11));
-        assert_eq!(run(b"0\r\n\r\n").unwrap().2, Chunked::Done);
-        assert_eq!(run(b"A\r\n0123").unwrap().2, Chunked::Data(6));
-    }
-
-    #[test]
-    fn chunk_data_can_be_taken_out() {
-        let mut c = Chunked::Size(0, 0);
-        let mut data = Vec::new();
-        let body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-        for piece in body.chunks(3) {
-            c.advance_with(piece, |d| data.extend_from_slice(d)).unwrap();
-        }
-        assert_eq!((c, &data[..]), (Chunked::Done, &b"hello world"[..]));
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_are_errors() {
-        for bad in [
-            &b"\r\n"[..],
-            b"5\nhello\r\n",
-            b"g\r\n",
-            b"5\r\nhello!\r\n",
-            b"5\r\nhello\n",
-            b"0\r\n\n",
-            b"0\r\nX: y\n",
-            b"ffffffffffffffff\r\n",
-            b"5;ext\n",
-        ] {
-            assert!(run(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
-    fn a_bare_lf_is_found_wherever_it_is() {
-        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0));
-        assert!(has_bare_lf(b"\nGET / HTTP/1.1\r\n", 0));
-        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\n", 0));
-        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: x\n\r\n", 0));
-        // Only from `from` on, but a CR just before `from` still counts.
-        assert!(!has_bare_lf(b"A\nB\r\n", 2));
-        assert!(!has_bare_lf(b"A\r\n", 2));
-    }
-
-    #[test]
-    fn connection_tokens_name_headers_to_drop() {
-        let h = [
-            httparse::Header { name: "Connection", value: b"close, X-Secret" },
-            httparse::Header { name: "connection", value: b"keep-alive" },
-        ];
-        let (close, keep, named) = connection_tokens(&h);
-        assert!(close && keep);
-        assert_eq!(named, ["X-Secret"]);
-        assert!(dropped_request_header("x-secret", &named));
-        assert!(dropped_request_header("Upgrade", &named));
-        assert!(!dropped_request_header("host", &named));
     }
 }
