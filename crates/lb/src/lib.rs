@@ -20,11 +20,12 @@ pub mod admin;
 pub mod config;
 pub mod front;
 pub mod h1;
+pub mod h2;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod pipeline;
 pub mod pool;
-pub mod proxy;
 pub mod ratelimit;
 pub mod rules;
 pub mod upstream;
@@ -131,7 +132,7 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     let threads = config.threads;
-    let proxy = proxy::Proxy {
+    let proxy = pipeline::Proxy {
         pool: pool.clone(),
         config,
         metrics,

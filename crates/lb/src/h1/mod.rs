@@ -7,7 +7,7 @@
 //! answer back the same way; bodies are copied as they come, their framing checked
 //! on the way. Headers are never parsed into maps and serialized again, and one
 //! task does it all on one connection to a backend taken from [`crate::upstream`].
-//! Pingora's HTTP sessions (used for HTTP/2, see [`crate::proxy`]) cost about 1.4×
+//! Pingora's HTTP sessions (used for HTTP/2, see [`crate::h2`]) cost about 1.4×
 //! HAProxy's CPU per request on this path; this costs less than HAProxy (ADR 0005).
 //!
 //! What the framing rules are, and what is refused (400 unless said otherwise):
@@ -44,8 +44,8 @@ mod parse;
 pub use body::Chunked;
 use parse::{connection_tokens, dropped_request_header, has_bare_lf, push_display, push_hex};
 
+use crate::pipeline::Proxy;
 use crate::pool::Lease;
-use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::rules::{self, Declared, REQUEST_ID};
 use crate::upstream;
