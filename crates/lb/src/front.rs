@@ -169,7 +169,7 @@ impl Front {
             wait = Duration::from_millis(limits.header_timeout_ms);
         }
         let peer = tcp.peer_addr().ok().map(|a| a.ip());
-        self.proxy.serve_h1(&mut tcp, inbuf, peer, shutdown).await;
+        crate::h1::serve(&self.proxy, tcp, inbuf, peer, shutdown).await;
     }
 }
 

@@ -1,4 +1,20 @@
-//! HTTP/1 bodies: the chunked coding checked byte by byte as it passes ([`Chunked`]).
+//! HTTP/1 bodies, both ways, copied as they come with their framing checked: the
+//! chunked coding byte by byte ([`Chunked`]), lengths counted, sizes limited. A
+//! request's body goes to the backend behind its head ([`send_request`]); an
+//! answer's body goes to the client behind its head ([`relay_answer`]), re-chunked
+//! or de-chunked when the client needs it.
+
+use std::time::Duration;
+
+use bytes::Buf;
+use pingora_error::{Error, ErrorType};
+use pingora_timeout::fast_timeout::fast_timeout;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::conn::{ClientIo, Conn, READ_CHUNK, io_error, write_client};
+use super::parse::{AnswerShape, Framing, Head, push_hex};
+use crate::pipeline::Failure;
 
 /// A chunked body's framing, checked as the bytes pass (RFC 9112 §7.1): sizes
 /// in hex, extensions skipped, each chunk followed by CRLF, trailer lines to the
@@ -114,6 +130,212 @@ impl Chunked {
             i += 1;
         }
         Ok((i, data))
+    }
+}
+
+/// Send `head`'s request to the backend on `up`: its head with as much of the
+/// body as is already here, then the rest as the client sends it (after `100
+/// Continue` if it waits for one, sent once per request: `continued`). If the
+/// backend stops taking the body (it may have answered early, say 413), the rest
+/// is still read from the client, and why the backend stopped is returned: its
+/// answer is read all the same, and the client's connection ends after it. A body
+/// badly framed or over `max_body` is refused.
+pub(super) async fn send_request<C: ClientIo>(
+    conn: &mut Conn<'_, C>,
+    head: &Head,
+    up: &mut TcpStream,
+    continued: &mut bool,
+    max_body: u64,
+) -> Result<Option<Box<Error>>, Failure> {
+    let Conn { client, inbuf, out, timeouts, .. } = conn;
+    let (client_timeout, backend_timeout) = (timeouts.client, timeouts.backend);
+    let client_err =
+        |context: &'static str| move |e| Failure::Client(io_error(ErrorType::ReadError, context, e));
+    let too_large = || Failure::refused(413, "body_too_large", "request body too large");
+
+    // The request: its head, with as much of the body as is already here.
+    out.clear();
+    out.extend_from_slice(&head.upstream);
+    let mut body_left: u64 = 0;
+    let mut chunked = Chunked::Size(0, 0);
+    let mut body_bytes: u64 = 0;
+    match head.body {
+        Framing::Empty | Framing::UntilClose => {}
+        Framing::Length(n) => {
+            let here = (inbuf.len() as u64).min(n) as usize;
+            out.extend_from_slice(&inbuf[..here]);
+            inbuf.advance(here);
+            body_left = n - here as u64;
+        }
+        Framing::Chunked => {
+            let (used, data) =
+                chunked.advance(inbuf).map_err(|why| Failure::refused(400, "bad_request", why))?;
+            body_bytes += data;
+            out.extend_from_slice(&inbuf[..used]);
+            inbuf.advance(used);
+        }
+    }
+    let more_body = match head.body {
+        Framing::Length(_) => body_left > 0,
+        Framing::Chunked => chunked != Chunked::Done,
+        _ => false,
+    };
+    if body_bytes > max_body {
+        return Err(too_large());
+    }
+    write_backend(up, out, backend_timeout).await.map_err(Failure::sent)?;
+
+    // The rest of the body, as the client sends it.
+    let mut body_cut: Option<Box<Error>> = None;
+    if more_body {
+        if head.expect_continue && !*continued {
+            *continued = true;
+            write_client(client, b"HTTP/1.1 100 Continue\r\n\r\n", client_timeout, true)
+                .await
+                .map_err(Failure::Client)?;
+        }
+        while body_cut.is_none() {
+            inbuf.reserve(READ_CHUNK);
+            let n = match fast_timeout(client_timeout, client.read_buf(inbuf)).await {
+                Ok(r) => r.map_err(client_err("reading the request body"))?,
+                Err(_) => {
+                    return Err(Failure::Client(Error::explain(ErrorType::ReadTimedout, "request body")));
+                }
+            };
+            if n == 0 {
+                return Err(Failure::Client(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "request body cut short",
+                )));
+            }
+            let (take, done) = match head.body {
+                Framing::Length(_) => {
+                    let take = (inbuf.len() as u64).min(body_left) as usize;
+                    body_left -= take as u64;
+                    (take, body_left == 0)
+                }
+                _ => {
+                    let (used, data) =
+                        chunked.advance(inbuf).map_err(|why| Failure::refused(400, "bad_request", why))?;
+                    body_bytes += data;
+                    if body_bytes > max_body {
+                        return Err(too_large());
+                    }
+                    (used, chunked == Chunked::Done)
+                }
+            };
+            if let Err(e) = write_backend(up, &inbuf[..take], backend_timeout).await {
+                body_cut = Some(e);
+            }
+            inbuf.advance(take);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(body_cut)
+}
+
+/// Pass an answer on to the client: the client's copy of its head (in
+/// `conn.out`), then its body, shaped as `shape` says. What arrived with the head
+/// (in `conn.ubuf`) goes out with it; a long or slow answer is passed on as it
+/// comes. Once this starts, a failure on the backend's side has passed part of
+/// the answer on.
+pub(super) async fn relay_answer<C: ClientIo>(
+    conn: &mut Conn<'_, C>,
+    up: &mut TcpStream,
+    shape: &AnswerShape,
+) -> Result<(), Failure> {
+    let Conn { client, ubuf, out, timeouts, .. } = conn;
+    let (client_timeout, read_timeout) = (timeouts.client, timeouts.backend);
+    let AnswerShape { framing, rechunk, dechunk, .. } = *shape;
+    let mid =
+        |e: std::io::Error| Failure::mid_answer(io_error(ErrorType::ReadError, "reading the answer body", e));
+    let mut left: u64 = if let Framing::Length(n) = framing { n } else { 0 };
+    let mut resp_chunks = Chunked::Size(0, 0);
+    let mut ended_by_close = false;
+    let mut first = true;
+    loop {
+        // Move what is in `ubuf` into `out`.
+        let done = match framing {
+            Framing::Empty => true,
+            Framing::Length(_) => {
+                let take = (ubuf.len() as u64).min(left) as usize;
+                out.extend_from_slice(&ubuf[..take]);
+                ubuf.advance(take);
+                left -= take as u64;
+                left == 0
+            }
+            Framing::Chunked => {
+                let bad = |why| Failure::mid_answer(Error::explain(ErrorType::InvalidHTTPHeader, why));
+                let (used, _) = if dechunk {
+                    resp_chunks.advance_with(ubuf, |data| out.extend_from_slice(data)).map_err(bad)?
+                } else {
+                    let used = resp_chunks.advance(ubuf).map_err(bad)?;
+                    out.extend_from_slice(&ubuf[..used.0]);
+                    used
+                };
+                ubuf.advance(used);
+                resp_chunks == Chunked::Done
+            }
+            Framing::UntilClose => {
+                if !ubuf.is_empty() {
+                    if rechunk {
+                        push_hex(out, ubuf.len());
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(ubuf);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(ubuf);
+                    }
+                    ubuf.clear();
+                }
+                if ended_by_close && rechunk {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                ended_by_close
+            }
+        };
+        if !out.is_empty() || first {
+            // A long or slow answer is passed on as it comes.
+            write_client(client, out, client_timeout, !done).await.map_err(Failure::Client)?;
+            out.clear();
+        }
+        first = false;
+        if done {
+            break;
+        }
+        ubuf.reserve(READ_CHUNK);
+        let n = match fast_timeout(read_timeout, up.read_buf(ubuf)).await {
+            Ok(r) => r.map_err(mid)?,
+            Err(_) => {
+                return Err(Failure::mid_answer(Error::explain(ErrorType::ReadTimedout, "answer body")));
+            }
+        };
+        if n == 0 {
+            if framing == Framing::UntilClose {
+                ended_by_close = true;
+            } else {
+                return Err(Failure::mid_answer(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "answer body cut short",
+                )));
+            }
+        }
+    }
+    write_client(client, &[], client_timeout, true).await.map_err(Failure::Client)
+}
+
+/// Write to a backend, within `timeout` (a backend that stops reading does not
+/// hold the request forever).
+pub(super) async fn write_backend(
+    up: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), Box<Error>> {
+    match fast_timeout(timeout, up.write_all(bytes)).await {
+        Ok(r) => r.map_err(|e| io_error(ErrorType::WriteError, "writing to the backend", e)),
+        Err(_) => Err(Error::explain(ErrorType::WriteTimedout, "writing to the backend")),
     }
 }
 
