@@ -135,7 +135,11 @@ impl<C: ClientIo> Forward<'_, '_, C> {
                 Failure::sent(Error::explain(ErrorType::InvalidHTTPHeader, format!("backend answer: {e}")))
             })?;
             match parsed {
-                Some((code, n)) if (100..200).contains(&code) && code != 101 => ubuf.advance(n),
+                Some((code, n)) if (100..200).contains(&code) && code != 101 => {
+                    // The final answer may have come with it: look before reading.
+                    ubuf.advance(n);
+                    continue;
+                }
                 Some((101, _)) => {
                     return Err(Failure::sent(Error::explain(
                         ErrorType::InvalidHTTPHeader,
