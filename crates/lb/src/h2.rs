@@ -2,7 +2,7 @@
 //! server session toward the client, its HTTP/1 client session toward the
 //! backend. Each request goes through the shared [`crate::pipeline`] (the same
 //! checks, retries, passive health, metrics and access log as HTTP/1);
-//! [`Stream`] is HTTP/2's side of it. Pingora's ready-made proxy
+//! `Stream` is HTTP/2's side of it. Pingora's ready-made proxy
 //! (`pingora-proxy`) once did all of it through hooks, at about half HAProxy's
 //! throughput (ADR 0005).
 
@@ -202,7 +202,6 @@ impl Exchange for Stream<'_> {
     async fn relay(
         &mut self,
         proxy: &Proxy,
-        _req: &Request,
         backend: &Backend,
         answer: Answer,
         _answered_at: Instant,

@@ -1,13 +1,13 @@
 //! One request's way through the load balancer, written once for HTTP/1 and HTTP/2:
-//! the checks ([`Proxy::check`]: rate limit, method, smuggling shapes, sizes), a
+//! the checks (`Proxy::check`: rate limit, method, smuggling shapes, sizes), a
 //! backend picked, attempts on it, the retry rule ([`rules::may_retry`]), passive
-//! health and per-backend metrics ([`Proxy::attempt_failed`],
-//! [`Proxy::attempt_answered`]) and the access log line ([`Proxy::log`]).
+//! health and per-backend metrics (`Proxy::attempt_failed`,
+//! `Proxy::attempt_answered`) and the access log line (`Proxy::log`).
 //!
-//! What differs between the protocols sits behind [`Exchange`], called with static
+//! What differs between the protocols sits behind `Exchange`, called with static
 //! dispatch: how a request is sent to a backend and its answer's head read
-//! ([`Exchange::send`]), how the answer is passed back ([`Exchange::relay`]), how
-//! the load balancer answers itself ([`Exchange::respond`]). [`crate::h1`] and
+//! (`Exchange::send`), how the answer is passed back (`Exchange::relay`), how
+//! the load balancer answers itself (`Exchange::respond`). [`crate::h1`] and
 //! [`crate::h2`] implement it; how a head is read from the client is theirs too,
 //! before the pipeline starts.
 
@@ -216,10 +216,11 @@ pub(crate) trait Exchange {
     ) -> Result<Sent<Self::Answer>, Failure>;
 
     /// Pass the answer on to the client; `answered_at` is when its head arrived.
+    /// A failure here is the client's, or the backend's after part of the answer
+    /// went on; neither is retried.
     async fn relay(
         &mut self,
         proxy: &Proxy,
-        req: &Request,
         backend: &Backend,
         answer: Self::Answer,
         answered_at: Instant,
@@ -333,13 +334,14 @@ impl Proxy {
                     self.attempt_failed(backend, Instant::now());
                     tracing::debug!(request_id = %req.request_id, error = %error, sent, "attempt failed");
                     req.error = Some(error);
-                    if passed_on {
-                        return Next::Broken;
-                    }
-                    req.tried.push(backend.addr);
                     let retry = rules::may_retry(ex.method(), ex.has_body(), sent, passed_on);
                     if retry && req.attempts < max_attempts {
+                        req.tried.push(backend.addr);
                         continue;
+                    }
+                    if passed_on {
+                        // Part of the answer went on: nothing more can be written.
+                        return Next::Broken;
                     }
                     let (status, code) = rules::gave_up(req.error.as_deref());
                     return self.answer(ex, req, Refusal::new(status, code)).await;
@@ -359,7 +361,7 @@ impl Proxy {
         let now = Instant::now();
         self.attempt_answered(backend, status, now.saturating_duration_since(sent_at), now);
         req.status = status;
-        ex.relay(self, req, backend, answer, now).await
+        ex.relay(self, backend, answer, now).await
     }
 
     /// Write an answer of the load balancer's own.

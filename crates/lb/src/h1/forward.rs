@@ -94,7 +94,6 @@ impl<C: ClientIo> Exchange for Forward<'_, '_, C> {
     async fn relay(
         &mut self,
         proxy: &Proxy,
-        _req: &Request,
         backend: &Backend,
         answer: Answer,
         answered_at: Instant,
