@@ -15,7 +15,7 @@ use rand::Rng;
 /// the code that frames bodies (pingora's sessions for HTTP/2; HTTP/1 keeps it with
 /// the body it checks). `Expect` is answered by the load balancer itself (it is the
 /// one agreeing to receive the body).
-const HOP_BY_HOP: [&str; 8] = [
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -13,12 +13,12 @@
 //! The request's way (checks, backend, attempts, retries, passive health, metrics,
 //! access log) is the shared [`crate::pipeline`]; this module is HTTP/1's side of
 //! it:
-//! - [`conn`]: a client connection's loop (header deadline, keep-alive,
+//! - `conn`: a client connection's loop (header deadline, keep-alive,
 //!   pipelining, the stop) and writes to the client;
-//! - [`parse`]: request and answer heads (bare LFs, `Connection` tokens, hop-by-hop
+//! - `parse`: request and answer heads (bare LFs, `Connection` tokens, hop-by-hop
 //!   lines, forwarding headers);
-//! - [`body`]: bodies both ways ([`Chunked`], lengths, re-chunking, 100-continue);
-//! - [`forward`]: one attempt (a backend connection, the request sent, the
+//! - `body`: bodies both ways ([`Chunked`], lengths, re-chunking, 100-continue);
+//! - `forward`: one attempt (a backend connection, the request sent, the
 //!   answer's head read and judged, the answer passed back, the connection kept).
 //!
 //! What the framing rules are, and what is refused (400 unless said otherwise):
