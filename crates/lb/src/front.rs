@@ -1,6 +1,6 @@
 //! What runs each accepted connection: tells HTTP/2 from HTTP/1 by a connection's first
 //! bytes, and hands HTTP/1 to [`crate::h1`] and HTTP/2 (cleartext, prior
-//! knowledge) to pingora's sessions ([`crate::proxy`]).
+//! knowledge) to pingora's sessions ([`crate::h2`]).
 //!
 //! The bytes read to decide are given back to pingora through [`ReplayStream`].
 
@@ -21,7 +21,7 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::proxy::Proxy;
+use crate::pipeline::Proxy;
 
 /// What every HTTP/2 connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -169,7 +169,7 @@ impl Front {
             wait = Duration::from_millis(limits.header_timeout_ms);
         }
         let peer = tcp.peer_addr().ok().map(|a| a.ip());
-        self.proxy.serve_h1(&mut tcp, inbuf, peer, shutdown).await;
+        crate::h1::serve(&self.proxy, tcp, inbuf, peer, shutdown).await;
     }
 }
 

@@ -4,15 +4,22 @@
 //! knowledge) reverse proxy in front of the DC's web servers. [`pool`] picks a
 //! backend (round robin, or power of two choices over peak-EWMA latency × load),
 //! [`health`] probes every backend's `/readyz`, passive checks eject a backend that
-//! keeps failing, [`proxy`] retries safe requests elsewhere and protects the web
-//! servers (header deadline, sizes, per-client rate limit, smuggling shapes), and
-//! [`admin`] lets `millions control` change and drain backends at runtime.
+//! keeps failing, and [`admin`] lets `millions control` change and drain backends
+//! at runtime.
 //!
 //! [`listener`] runs the proxy on threads of its own (one single-threaded runtime
-//! each); [`front`] tells HTTP/1 (forwarded by [`h1`]) from HTTP/2 (pingora-core's
-//! sessions, driven by [`proxy`]). [`start`] binds both listeners before it
-//! returns, so the proxy accepts connections once it has; [`Running::stop`] shuts
-//! everything down.
+//! each); [`front`] tells HTTP/1 from HTTP/2 by a connection's first bytes. Every
+//! request, either way, then takes one way, [`pipeline`]: the checks that protect
+//! the web servers (rate limit, sizes, smuggling shapes), a backend picked,
+//! attempts, safe requests retried elsewhere, passive health, metrics, one
+//! access-log line. The rules it applies are small pure functions in [`rules`]
+//! (ambiguous framing, hop-by-hop names, which requests may be sent again,
+//! request ids). The protocols are its two sides: [`h1`] forwards HTTP/1.x by
+//! hand (heads parsed and copied line by line, bodies copied with their framing
+//! checked, the header deadline, keep-alive), [`h2`] drives HTTP/2 through
+//! pingora-core's sessions; [`upstream`] keeps each thread's idle backend
+//! connections. [`start`] binds both listeners before it returns, so the proxy
+//! accepts connections once it has; [`Running::stop`] shuts everything down.
 #![forbid(unsafe_code)]
 
 pub mod accesslog;
@@ -20,12 +27,14 @@ pub mod admin;
 pub mod config;
 pub mod front;
 pub mod h1;
+pub mod h2;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod pipeline;
 pub mod pool;
-pub mod proxy;
 pub mod ratelimit;
+pub mod rules;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -130,7 +139,7 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     let threads = config.threads;
-    let proxy = proxy::Proxy {
+    let proxy = pipeline::Proxy {
         pool: pool.clone(),
         config,
         metrics,

@@ -570,6 +570,8 @@ enum Style {
     Ambiguous,
     /// Answers 413 right after the head, and never reads the body.
     EarlyAnswer,
+    /// A `100 Continue` and the final answer in one write.
+    InformationalFirst,
 }
 
 /// A hand-written HTTP/1.1 backend that counts what happens to its connections.
@@ -647,6 +649,9 @@ async fn raw_backend(style: Style) -> RawBackend {
                         Style::BadLength => b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\nok",
                         Style::Ambiguous => {
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                        }
+                        Style::InformationalFirst => {
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
                         }
                     };
                     if s.write_all(answer).await.is_err() {
@@ -908,6 +913,24 @@ async fn an_early_answer_from_a_backend_that_stops_reading_reaches_the_client() 
     assert_eq!(r.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     assert_eq!(r.text().await.unwrap(), "no");
     assert_eq!(b.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_informational_answer_read_with_the_final_one_is_dropped() {
+    let b = raw_backend(Style::InformationalFirst).await;
+    let mut c = config(&[b.addr]);
+    // Were the final answer missed, the request would end in a 504 after this.
+    c.upstream.read_timeout_ms = 2_000;
+    c.health.interval_ms = 60_000;
+    let lb = start(c);
+    let h1 = reqwest::Client::new();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for client in [h1, h2] {
+        let r = client.get(url(&lb, "/i")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(b.requests.load(Ordering::SeqCst), 2, "each request sent once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,233 @@
+//! The rules both protocol paths apply, each once, as small pure functions: which
+//! request framing is ambiguous ([`declared_framing`]: request smuggling), which
+//! headers are hop-by-hop, which failed requests may go to another backend
+//! ([`may_retry`]), which request ids are kept ([`sane_request_id`],
+//! [`new_request_id`]), what an answer of the load balancer's own says
+//! ([`error_body`], [`gave_up`]).
+
+use http::Method;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use pingora_error::{Error, ErrorType};
+use rand::Rng;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), removed
+/// in both directions. `Transfer-Encoding` is hop-by-hop too, but it is left to
+/// the code that frames bodies (pingora's sessions for HTTP/2; HTTP/1 keeps it with
+/// the body it checks). `Expect` is answered by the load balancer itself (it is the
+/// one agreeing to receive the body).
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "expect",
+];
+
+/// The request id header, carried LB → web → logs.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A new request id: 128 random bits, hex-encoded.
+pub fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = rand::rng().random();
+    (0..32).rev().map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char).collect()
+}
+
+/// An incoming id is kept if it is short and plain, so logs cannot be forged with it.
+pub fn sane_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok =
+        (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_owned())
+}
+
+/// Methods that are safe to send twice (RFC 9110 §9.2.2 lists PUT and DELETE too;
+/// the web tier's PUT and DELETE are idempotent, but a request body is streamed, not
+/// kept, so only these, and only without a body, are retried after sending).
+pub fn retryable_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// How a message says its body is delimited, as far as its header fields tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared<'a> {
+    /// Neither `Content-Length` nor `Transfer-Encoding`.
+    Nothing,
+    /// One `Content-Length`, all digits.
+    Length(&'a [u8]),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// The body framing `fields` (name, trimmed value) declare, or why it is
+/// ambiguous (request smuggling): both `Content-Length` and `Transfer-Encoding`,
+/// more than one of either, a length that is not a plain number, a transfer coding
+/// other than `chunked`. Names are compared without case; nothing is allocated.
+pub fn declared_framing<'a>(
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Declared<'a>, &'static str> {
+    let (mut lengths, mut codings) = (0, 0);
+    let (mut length, mut coding): (&[u8], &[u8]) = (b"", b"");
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            coding = value;
+        }
+    }
+    match (lengths, codings) {
+        (0, 0) => Ok(Declared::Nothing),
+        (1.., 1..) => Err("Content-Length with Transfer-Encoding"),
+        (2.., _) => Err("more than one Content-Length"),
+        (1, _) if length.is_empty() || !length.iter().all(u8::is_ascii_digit) => {
+            Err("Content-Length is not a number")
+        }
+        (1, _) => Ok(Declared::Length(length)),
+        (_, 2..) => Err("more than one Transfer-Encoding"),
+        _ if !coding.eq_ignore_ascii_case(b"chunked") => Err("Transfer-Encoding other than chunked"),
+        _ => Ok(Declared::Chunked),
+    }
+}
+
+/// Whether a request whose attempt failed may go to another backend: never once
+/// anything of the answer was passed on to the client (`passed_on`); otherwise one
+/// that never reached the backend (`sent` false: its connection could not be
+/// opened, say) may go anywhere, and one that did only if sending it twice is
+/// harmless: GET, HEAD or OPTIONS without a body ([`retryable_method`]).
+pub fn may_retry(method: &Method, has_body: bool, sent: bool, passed_on: bool) -> bool {
+    !passed_on && (!sent || (retryable_method(method) && !has_body))
+}
+
+/// What the client is told when no backend answered: 503 if there was none to
+/// try (`last_error` is `None`), 504 if the last one did not answer in time, else 502.
+pub fn gave_up(last_error: Option<&Error>) -> (u16, &'static str) {
+    match last_error {
+        None => (503, "no_backend"),
+        Some(e) if e.etype() == &ErrorType::ReadTimedout => (504, "gateway_timeout"),
+        Some(_) => (502, "bad_gateway"),
+    }
+}
+
+/// The body of an answer of the load balancer's own, in the API's error shape.
+pub fn error_body(code: &str) -> String {
+    format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}")
+}
+
+/// Whether `name` is one of [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Remove hop-by-hop headers, and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    // Most requests have none of them: no allocation then.
+    let mut names: Vec<HeaderName> =
+        HOP_BY_HOP.iter().filter(|n| headers.contains_key(**n)).map(|n| HeaderName::from_static(n)).collect();
+    for v in headers.get_all(header::CONNECTION) {
+        for token in v.to_str().unwrap_or("").split(',') {
+            if let Ok(n) = HeaderName::from_bytes(token.trim().as_bytes())
+                && n != header::TRANSFER_ENCODING
+                && n != header::CONTENT_LENGTH
+            {
+                names.push(n);
+            }
+        }
+    }
+    names.retain(|n| headers.contains_key(n));
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn smuggling_shapes() {
+        // The `name: value` lines of `text`, as `declared_framing` takes them.
+        let smuggling = |text: &str| {
+            let fields = text.split("\r\n").filter_map(|line| line.split_once(':'));
+            declared_framing(fields.map(|(n, v)| (n.as_bytes(), v.trim().as_bytes()))).err()
+        };
+        assert_eq!(declared_framing([(&b"Content-Length"[..], &b"5"[..])]), Ok(Declared::Length(b"5")));
+        assert_eq!(declared_framing([(&b"transfer-encoding"[..], &b"Chunked"[..])]), Ok(Declared::Chunked));
+        assert_eq!(declared_framing([(&b"host"[..], &b"x"[..])]), Ok(Declared::Nothing));
+        assert_eq!(smuggling("Content-Length: 5\r\n"), None);
+        assert_eq!(smuggling("transfer-encoding: Chunked\r\n"), None);
+        for bad in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5\r\ncontent-length: 6\r\n",
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: +5\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ] {
+            assert!(smuggling(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let h = headers(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("host", "a"),
+        ]);
+        let mut names: Vec<String> = strip_hop_by_hop(&h).iter().map(|n| n.to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["connection", "keep-alive", "x-secret"]);
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(sane_request_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
+        assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_ne!(id, new_request_id());
+    }
+
+    #[test]
+    fn a_request_is_sent_again_only_when_that_is_harmless() {
+        let (get, post) = (Method::GET, Method::POST);
+        // Never reached the backend: any request may go elsewhere.
+        assert!(may_retry(&post, true, false, false));
+        assert!(may_retry(&get, false, false, false));
+        // Sent: only GET, HEAD and OPTIONS, and only without a body.
+        assert!(may_retry(&get, false, true, false));
+        assert!(may_retry(&Method::HEAD, false, true, false));
+        assert!(may_retry(&Method::OPTIONS, false, true, false));
+        assert!(!may_retry(&get, true, true, false));
+        assert!(!may_retry(&post, false, true, false));
+        assert!(!may_retry(&post, true, true, false));
+        assert!(!may_retry(&Method::PUT, false, true, false));
+        assert!(!may_retry(&Method::DELETE, false, true, false));
+        // Part of the answer passed on: never, whatever the request.
+        assert!(!may_retry(&get, false, true, true));
+        assert!(!may_retry(&get, false, false, true));
+    }
+
+    #[test]
+    fn giving_up_says_why() {
+        assert_eq!(gave_up(None), (503, "no_backend"));
+        let timed_out = Error::explain(ErrorType::ReadTimedout, "no answer");
+        assert_eq!(gave_up(Some(&timed_out)), (504, "gateway_timeout"));
+        let refused = Error::explain(ErrorType::ConnectRefused, "connecting");
+        assert_eq!(gave_up(Some(&refused)), (502, "bad_gateway"));
+    }
+}
