@@ -183,7 +183,9 @@ pub fn answer_edns(query: &EdnsQuery, max_payload: u16, scope: u8) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(max_payload).set_version(0).set_dnssec_ok(query.dnssec_ok);
     if let Some(ecs) = query.subnet {
-        let echoed = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), scope.min(bits(ecs.addr())));
+        // A source prefix of 0 places nobody, so the answer holds for everyone (RFC 7871 7.2.1).
+        let scope = if ecs.source_prefix() == 0 { 0 } else { scope.min(bits(ecs.addr())) };
+        let echoed = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), scope);
         edns.options_mut().insert(EdnsOption::Subnet(echoed));
     }
     edns
