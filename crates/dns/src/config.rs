@@ -351,8 +351,10 @@ fn validate_dcs(config: &DnsConfig) -> Result<(), ConfigError> {
 fn check_health_url(dc: &str, url: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| invalid("dc.entry.health_url", format!("dc {dc}: {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(invalid("dc.entry.health_url", format!("dc {dc}: {url:?} is not an http(s) URL")));
+    // Plain HTTP only: the load balancers' admin listeners are private and
+    // cleartext, and the prober has no TLS.
+    if parsed.scheme() != "http" || parsed.host().is_none() {
+        return Err(invalid("dc.entry.health_url", format!("dc {dc}: {url:?} is not an http:// URL")));
     }
     Ok(())
 }

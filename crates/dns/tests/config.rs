@@ -176,9 +176,11 @@ async fn dcs_must_exist_have_entries_and_answerable_addresses() {
     .await;
     refused(
         replace("http://127.0.1.1:9001/readyz", "ftp://127.0.1.1/readyz"),
-        "invalid setting dc.entry.health_url: dc dc1: \"ftp://127.0.1.1/readyz\" is not an http(s) URL",
+        "invalid setting dc.entry.health_url: dc dc1: \"ftp://127.0.1.1/readyz\" is not an http:// URL",
     )
     .await;
+    refused(replace("http://127.0.1.1:9001/readyz", "https://127.0.1.1/readyz"), "is not an http:// URL")
+        .await;
     refused(replace("http://127.0.1.1:9001/readyz", "not a url"), "invalid setting dc.entry.health_url")
         .await;
 }
