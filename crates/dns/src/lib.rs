@@ -24,6 +24,8 @@
 //!   entries of the first healthy DC in the client's order.
 //! - [`admin`] serves `/healthz`, `/readyz`, `/metrics` ([`metrics`]) and
 //!   `GET /admin/health` on a private address.
+//! - [`config`] is the TOML schema; [`validate`] checks it, building the zone
+//!   and the regions as the server will, so every refusal names its setting.
 //!
 //! # The app's TTL: failover time against query load
 //!
@@ -66,6 +68,7 @@ pub mod health;
 pub mod metrics;
 pub mod tcp;
 pub mod udp;
+pub mod validate;
 pub mod wire;
 pub mod zone;
 

@@ -15,8 +15,11 @@ use testkit::eventually;
 
 /// dc1: two entries with a health URL each; dc2 and dc3: one URL for both entries.
 struct Fleet {
+    /// dc1's entries' URLs, one each, so one entry can fail alone.
     dc1: [HealthUrl; 2],
+    /// dc2's URL, shared by its entries.
     dc2: HealthUrl,
+    /// dc3's URL, shared by its entries.
     dc3: HealthUrl,
 }
 
