@@ -223,11 +223,21 @@ impl Default for TcpSection {
 }
 
 /// The UDP listener.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpSection {
     /// Tasks receiving and answering on the UDP socket; 0 means one per CPU.
     pub workers: usize,
+    /// The socket's receive and send buffers, in bytes (the kernel caps them at
+    /// `net.core.rmem_max`/`wmem_max`): a burst of queries larger than the
+    /// receive buffer is dropped by the kernel before we see it.
+    pub buffer_bytes: usize,
+}
+
+impl Default for UdpSection {
+    fn default() -> Self {
+        UdpSection { workers: 0, buffer_bytes: 4 * 1024 * 1024 }
+    }
 }
 
 impl DnsConfig {

@@ -128,7 +128,7 @@ pub async fn start(config: DnsConfig, registry: Option<telemetry::Registry>) -> 
     config.validate()?;
     let zone = zone::Zone::build(&config)?;
     let geo = geo::Geo::build(&config)?;
-    let (udp_socket, tcp_listener) = bind_dns(config.listen).await?;
+    let (udp_socket, tcp_listener) = bind_dns(config.listen, config.udp.buffer_bytes).await?;
     let admin_listener = TcpListener::bind(config.admin).await.map_err(|source| DnsError::Bind {
         what: "admin",
         addr: config.admin,
@@ -193,11 +193,11 @@ pub async fn start(config: DnsConfig, registry: Option<telemetry::Registry>) -> 
 }
 
 /// Bind UDP and TCP on one address; with port 0, on one free port for both.
-async fn bind_dns(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+async fn bind_dns(listen: SocketAddr, udp_buffer: usize) -> Result<(UdpSocket, TcpListener), DnsError> {
     let bind_error = |what, addr, source| DnsError::Bind { what, addr, source };
     let mut attempts = if listen.port() == 0 { 16 } else { 1 };
     loop {
-        let udp = UdpSocket::bind(listen).await.map_err(|e| bind_error("udp", listen, e))?;
+        let udp = udp::bind(listen, udp_buffer).map_err(|e| bind_error("udp", listen, e))?;
         let addr = udp.local_addr().map_err(|e| bind_error("udp", listen, e))?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),

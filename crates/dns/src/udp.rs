@@ -2,8 +2,10 @@
 //! answering it in place (answers are computed from memory, nothing awaits) and
 //! sending the answer back to its source.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +15,21 @@ use crate::metrics::Transport;
 /// The largest datagram read; anything longer is cut, fails to parse and is
 /// answered FORMERR.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// A UDP socket on `addr` with buffers of `buffer_bytes` (as large as the
+/// kernel allows: a smaller buffer is not an error).
+pub fn bind(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer_bytes) {
+        tracing::warn!(error = %e, buffer_bytes, "cannot size the udp receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer_bytes) {
+        tracing::warn!(error = %e, buffer_bytes, "cannot size the udp send buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// Receive and answer on `socket` until `stop`.
 pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, stop: CancellationToken) {

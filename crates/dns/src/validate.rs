@@ -55,6 +55,9 @@ impl settings::Validate for DnsConfig {
         if self.udp.workers > 256 {
             return Err(invalid("udp.workers", "must be at most 256"));
         }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.udp.buffer_bytes) {
+            return Err(invalid("udp.buffer_bytes", "must be between 64 KiB and 64 MiB"));
+        }
         // The zone's names and the client regions: built as the server builds them.
         crate::zone::Zone::build(self)?;
         crate::geo::Geo::build(self)?;

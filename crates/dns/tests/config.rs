@@ -216,6 +216,7 @@ async fn numbers_must_be_in_range() {
     refused(append("[health]\ntimeout_ms = 0"), "invalid setting health.timeout_ms").await;
     refused(append("[health]\nunhealthy_threshold = 0"), "invalid setting health.healthy_threshold").await;
     refused(append("[tcp]\nmax_connections = 0"), "invalid setting tcp.max_connections").await;
+    refused(append("[udp]\nbuffer_bytes = 1000"), "invalid setting udp.buffer_bytes").await;
 }
 
 #[tokio::test]
