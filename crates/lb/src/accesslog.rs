@@ -4,16 +4,13 @@
 //! about 30% of the load balancer's CPU: JSON formatting through the subscriber's
 //! field visitors on the proxy threads, then a channel send, a futex wake and a
 //! `write` per line on `tracing-appender`'s thread. Here a proxy thread formats the
-//! line by hand into a shared buffer (a short critical section, no syscall), and a
-//! writer thread of ours writes the buffer to stdout every [`FLUSH_EVERY`] in one
-//! `write`. The line has the fields the `tracing` event had, in the telemetry
+//! line by hand and hands it to a [`telemetry::batch::BatchWriter`] (a copy into a
+//! shared buffer, no syscall), whose thread writes the buffer to stdout every
+//! [`FLUSH_EVERY`] in one `write`. The line has the fields the `tracing` event had, in the telemetry
 //! crate's JSON shape (`timestamp`, `level`, `message`, then the fields), and it is
 //! still switched by the log filter (`RUST_LOG`): target `access`, level INFO.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the buffer is written out.
@@ -47,26 +44,11 @@ pub struct Entry<'a> {
     pub duration_ms: f64,
 }
 
-/// The shared buffer and its writer's state.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Lines not written yet.
-    buf: Mutex<Vec<u8>>,
-    /// Wakes the writer to stop.
-    stop: Mutex<bool>,
-    /// Signalled with `stop`.
-    wake: Condvar,
-    /// Lines dropped because the buffer was full.
-    dropped: AtomicU64,
-}
-
 /// The access log; cheap to share, written by a thread of its own until stopped.
 #[derive(Debug)]
 pub struct AccessLog {
-    /// The buffer and the writer's state.
-    shared: Arc<Shared>,
-    /// The writer thread.
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Buffers the lines and writes them out.
+    writer: telemetry::batch::BatchWriter,
 }
 
 thread_local! {
@@ -83,37 +65,15 @@ pub fn enabled() -> bool {
 }
 
 impl AccessLog {
-    /// Start the writer thread.
+    /// Start the writer thread, writing to stdout.
     pub fn start() -> std::io::Result<AccessLog> {
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let writer = std::thread::Builder::new().name("lb-access-log".into()).spawn(move || {
-            let mut out = Vec::new();
-            loop {
-                let stopping = {
-                    let stop = s.stop.lock().expect("access log poisoned");
-                    if *stop {
-                        true
-                    } else {
-                        *s.wake.wait_timeout(stop, FLUSH_EVERY).expect("access log poisoned").0
-                    }
-                };
-                std::mem::swap(&mut out, &mut *s.buf.lock().expect("access log poisoned"));
-                let dropped = s.dropped.swap(0, Ordering::Relaxed);
-                if dropped > 0 {
-                    tracing::warn!(dropped, "access log lines dropped: stdout too slow");
-                }
-                if !out.is_empty() {
-                    // Nothing else to tell if stdout is gone.
-                    let _ = std::io::stdout().lock().write_all(&out);
-                    out.clear();
-                }
-                if stopping {
-                    return;
-                }
-            }
-        })?;
-        Ok(AccessLog { shared, writer: Mutex::new(Some(writer)) })
+        AccessLog::start_to(std::io::stdout())
+    }
+
+    /// Start the writer thread, writing to `out`.
+    pub fn start_to(out: impl std::io::Write + Send + 'static) -> std::io::Result<AccessLog> {
+        let writer = telemetry::batch::BatchWriter::start("lb-access-log", FLUSH_EVERY, MAX_BUFFERED, out)?;
+        Ok(AccessLog { writer })
     }
 
     /// Log one request (the caller checked [`enabled`]).
@@ -121,22 +81,13 @@ impl AccessLog {
         LINE.with_borrow_mut(|line| {
             line.clear();
             format_line(line, e, SystemTime::now());
-            let mut buf = self.shared.buf.lock().expect("access log poisoned");
-            if buf.len() + line.len() > MAX_BUFFERED {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            } else {
-                buf.extend_from_slice(line.as_bytes());
-            }
+            self.writer.push(line.as_bytes());
         });
     }
 
     /// Write what is buffered and stop the writer.
     pub fn stop(&self) {
-        *self.shared.stop.lock().expect("access log poisoned") = true;
-        self.shared.wake.notify_all();
-        if let Some(t) = self.writer.lock().expect("access log poisoned").take() {
-            let _ = t.join();
-        }
+        self.writer.stop();
     }
 }
 
@@ -268,9 +219,24 @@ mod tests {
         }
     }
 
+    /// An output the test can read.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn lines_reach_the_buffer_and_stop_ends_the_writer() {
-        let log = AccessLog::start().unwrap();
+    fn lines_reach_the_output_by_the_time_the_writer_stops() {
+        let sink = Sink::default();
+        let log = AccessLog::start_to(sink.clone()).unwrap();
         let e = Entry {
             request_id: "r",
             client: None,
@@ -285,8 +251,8 @@ mod tests {
         };
         log.log(&e);
         log.stop();
-        // The writer wrote the line on its way out, and is gone.
-        assert!(log.shared.buf.lock().unwrap().is_empty());
-        assert!(log.writer.lock().unwrap().is_none());
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"request_id\":\"r\""), "{text}");
     }
 }

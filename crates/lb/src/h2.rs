@@ -23,7 +23,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::pipeline::{Exchange, Failure, HeadFacts, Next, Proxy, Refusal, Request, Sent};
 use crate::pool::Backend;
-use crate::rules::{self, REQUEST_ID, error_body, new_request_id, sane_request_id, strip_hop_by_hop};
+use crate::rules::{self, REQUEST_ID, error_body, strip_hop_by_hop};
 use crate::upstream;
 
 /// One HTTP/2 request on its way through the pipeline.
@@ -271,8 +271,9 @@ impl HttpServerApp for Proxy {
         }
         let started = Instant::now();
         let head = session.req_header();
+        let given = head.headers.get_all(REQUEST_ID).iter().map(|v| v.as_bytes());
         let request_id =
-            head.headers.get(REQUEST_ID).and_then(sane_request_id).unwrap_or_else(new_request_id);
+            telemetry::request_id::accept(given).map_or_else(telemetry::request_id::new, str::to_owned);
         let mut req = Request::new(started, request_id, client_ip(&session));
         // HTTP/2 has no transfer codings (the framing rule still refuses one), only
         // lengths to check.

@@ -1,14 +1,12 @@
 //! The rules both protocol paths apply, each once, as small pure functions: which
 //! request framing is ambiguous ([`declared_framing`]: request smuggling), which
 //! headers are hop-by-hop, which failed requests may go to another backend
-//! ([`may_retry`]), which request ids are kept ([`sane_request_id`],
-//! [`new_request_id`]), what an answer of the load balancer's own says
+//! ([`may_retry`]), what an answer of the load balancer's own says
 //! ([`error_body`], [`gave_up`]).
 
 use http::Method;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use pingora_error::{Error, ErrorType};
-use rand::Rng;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), removed
 /// in both directions. `Transfer-Encoding` is hop-by-hop too, but it is left to
@@ -27,22 +25,7 @@ pub const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// The request id header, carried LB → web → logs.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// A new request id: 128 random bits, hex-encoded.
-pub fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u128 = rand::rng().random();
-    (0..32).rev().map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char).collect()
-}
-
-/// An incoming id is kept if it is short and plain, so logs cannot be forged with it.
-pub fn sane_request_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    let ok =
-        (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    ok.then(|| s.to_owned())
-}
+pub const REQUEST_ID: &str = telemetry::request_id::HEADER;
 
 /// Methods that are safe to send twice (RFC 9110 §9.2.2 lists PUT and DELETE too;
 /// the web tier's PUT and DELETE are idempotent, but a request body is streamed, not
@@ -149,7 +132,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
-            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), http::HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -190,16 +173,6 @@ mod tests {
         let mut names: Vec<String> = strip_hop_by_hop(&h).iter().map(|n| n.to_string()).collect();
         names.sort();
         assert_eq!(names, ["connection", "keep-alive", "x-secret"]);
-    }
-
-    #[test]
-    fn request_ids() {
-        assert_eq!(sane_request_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
-        assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
-        let id = new_request_id();
-        assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-        assert_ne!(id, new_request_id());
     }
 
     #[test]

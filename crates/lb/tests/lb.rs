@@ -168,6 +168,22 @@ async fn forwarding_headers_set_and_hop_by_hop_removed() {
     let seen: serde_json::Value = r.json().await.unwrap();
     assert_eq!(seen["headers"]["x-request-id"], id.as_str());
     assert_eq!(id.len(), 32);
+    // Given twice, or not plain, an id is replaced too (the rule the web tier
+    // applies: `telemetry::request_id`), over HTTP/1 and HTTP/2.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for client in [&client, &h2] {
+        for ids in [&["one", "two"][..], &["with space"], &["a\"quote"]] {
+            let mut req = client.get(url(&lb, "/h"));
+            for id in ids {
+                req = req.header("x-request-id", *id);
+            }
+            let r = req.send().await.unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            assert!(id.len() == 32 && !ids.contains(&id.as_str()), "{ids:?} -> {id}");
+            let seen: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(seen["headers"]["x-request-id"], id.as_str(), "{ids:?}: the backend got the new one");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

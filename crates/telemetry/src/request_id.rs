@@ -3,9 +3,9 @@
 //!
 //! An id arrives in the [`HEADER`] from a client or a load balancer and is carried
 //! into every log line of the request, LB → web → database. An incoming id is kept
-//! only if [`is_sane`]: 1–[`MAX_LEN`] bytes of ASCII letters, digits or `-_.:`, so it
-//! cannot forge or flood log lines; otherwise (or when absent, or given twice) a new
-//! one is made with [`new`].
+//! ([`accept`]) only if it is given once and [`is_sane`]: 1–[`MAX_LEN`] bytes of
+//! ASCII letters, digits or `-_.:`, so it cannot forge or flood log lines; otherwise
+//! (or when absent) a new one is made with [`new`].
 
 use rand::Rng;
 
@@ -18,6 +18,15 @@ pub const MAX_LEN: usize = 128;
 /// Whether an incoming request id (the header value's bytes) is kept.
 pub fn is_sane(id: &[u8]) -> bool {
     (1..=MAX_LEN).contains(&id.len()) && id.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+/// The id to keep from a request's [`HEADER`] values (in order): the only one,
+/// if it is sane; `None` (make one) when there is none, several, or an insane one.
+pub fn accept<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<&'a str> {
+    match (values.next(), values.next()) {
+        (Some(id), None) if is_sane(id) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
 }
 
 /// A new request id: 128 random bits as 32 lower-case hex digits.
@@ -40,6 +49,15 @@ mod tests {
             assert!(!is_sane(bad.as_bytes()), "{bad:?}");
         }
         assert!(!is_sane(b"\xff\xfe"));
+    }
+
+    #[test]
+    fn one_sane_id_is_accepted_and_nothing_else() {
+        let ids = |v: &[&'static str]| v.iter().map(|s| s.as_bytes()).collect::<Vec<_>>();
+        assert_eq!(accept(ids(&["abc-1"]).into_iter()), Some("abc-1"));
+        assert_eq!(accept(ids(&[]).into_iter()), None, "absent");
+        assert_eq!(accept(ids(&["a", "b"]).into_iter()), None, "given twice");
+        assert_eq!(accept(ids(&["a b"]).into_iter()), None, "insane");
     }
 
     #[test]

@@ -59,13 +59,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// made instead.
 pub async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();
-    let mut ids = headers.get_all(&REQUEST_ID).iter();
-    let keep = match (ids.next(), ids.next()) {
-        (Some(v), None) => telemetry::request_id::is_sane(v.as_bytes()),
-        (None, _) => true,
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
+    let given = headers.get_all(&REQUEST_ID).iter().map(|v| v.as_bytes());
+    if headers.contains_key(&REQUEST_ID) && telemetry::request_id::accept(given).is_none() {
         headers.remove(&REQUEST_ID);
     }
     next.run(request).await

@@ -107,7 +107,7 @@ pub(crate) async fn serve<C: ClientIo>(
             Err(refusal) => {
                 if let Some(refusal) = refusal {
                     proxy.metrics.rejected(refusal.code);
-                    let id = rules::new_request_id();
+                    let id = telemetry::request_id::new();
                     let _ = write_error(&mut conn.client, &mut conn.out, refusal, &id).await;
                 }
                 return;
@@ -117,7 +117,7 @@ pub(crate) async fn serve<C: ClientIo>(
         let (head, request_id) = match parse::request(proxy, &conn.inbuf[..head_len], conn.peer, started) {
             Ok(parsed) => parsed,
             Err(refusal) => {
-                let mut req = Request::new(started, rules::new_request_id(), conn.peer);
+                let mut req = Request::new(started, telemetry::request_id::new(), conn.peer);
                 proxy.refused(&mut req, refusal);
                 req.status = refusal.status;
                 let _ = write_error(&mut conn.client, &mut conn.out, refusal, &req.request_id).await;

@@ -92,7 +92,9 @@ pub(super) fn request(
     let (close, keep_alive_token, named) = connection_tokens(req.headers);
     let keep_alive = if http10 { keep_alive_token && !close } else { !close };
     let mut expect_continue = false;
-    let mut request_id = None;
+    // The client's ids (`telemetry::request_id::accept` keeps one only if it is
+    // the only one, and sane).
+    let (mut first_id, mut ids) = (None, 0);
     let mut xff: Option<String> = None;
     let mut upstream = Vec::with_capacity(bytes.len() + 128);
     upstream.extend_from_slice(method.as_str().as_bytes());
@@ -103,10 +105,8 @@ pub(super) fn request(
         if h.name.eq_ignore_ascii_case("expect") {
             expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
         } else if h.name.eq_ignore_ascii_case(REQUEST_ID) {
-            if request_id.is_none() {
-                request_id =
-                    http::HeaderValue::from_bytes(h.value).ok().as_ref().and_then(rules::sane_request_id);
-            }
+            ids += 1;
+            first_id.get_or_insert(h.value);
         } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             let v = String::from_utf8_lossy(h.value);
             match &mut xff {
@@ -125,7 +125,11 @@ pub(super) fn request(
         upstream.extend_from_slice(h.value);
         upstream.extend_from_slice(b"\r\n");
     }
-    let request_id = request_id.unwrap_or_else(rules::new_request_id);
+    let request_id =
+        match telemetry::request_id::accept(first_id.into_iter().chain((ids > 1).then_some(&b""[..]))) {
+            Some(id) => id.to_owned(),
+            None => telemetry::request_id::new(),
+        };
     if let Some(ip) = peer {
         upstream.extend_from_slice(b"x-forwarded-for: ");
         if let Some(prior) = &xff {
