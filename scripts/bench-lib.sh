@@ -71,8 +71,9 @@ CFG
 }
 
 # cpu_ticks PID: the process's user + system CPU so far, in clock ticks (every
-# thread's, from /proc/PID/stat).
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# thread's, from /proc/PID/stat; the fields counted after the ")" that ends the
+# command name, which may itself hold spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 # build_millions: `cargo build --release -p millions` unless BENCH_BUILD=0, then
 # check that $MILLIONS exists.
