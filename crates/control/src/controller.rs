@@ -14,7 +14,7 @@ use crate::error::{Context as _, ControlError};
 use crate::files::{ControlFile, control_file, secrets, write_json};
 use crate::metrics::Metrics;
 use crate::shared::{ControlOptions, Managed, Shared};
-use crate::{api, failover, launch, lb, supervise};
+use crate::{api, dns, failover, launch, lb, supervise};
 
 /// A controller, bound, not yet started.
 pub struct Controller {
@@ -39,6 +39,7 @@ impl Controller {
         // Every node's configuration that can be checked without the network is,
         // before anything is written or bound.
         lb::check_configs(&opts.topology)?;
+        dns::check_configs(&opts.topology)?;
         let logs = opts.run_dir.join("logs");
         std::fs::create_dir_all(&logs).file("creating", &logs)?;
         let secrets = secrets(&opts.run_dir)?;
@@ -139,7 +140,7 @@ mod tests {
         let (status, text) = get(format!("{base}/metrics")).await;
         assert_eq!(status, 200);
         for line in [
-            "millions_control_nodes{health=\"down\"} 6",
+            "millions_control_nodes{health=\"down\"} 7",
             "millions_control_nodes{health=\"healthy\"} 0",
             "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 1",
             "millions_control_node_restarts_total{node=\"shard0-pg-2\",role=\"postgres\"} 0",

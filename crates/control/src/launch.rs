@@ -14,10 +14,19 @@ use crate::error::{Context as _, ControlError, process};
 use crate::files::{log_path, pid_file};
 use crate::processes::{STOP_GRACE, forget_process, running_process};
 use crate::shared::{DATABASE, Shared};
-use crate::{lb, pgadmin, postgres};
+use crate::{dns, lb, pgadmin, postgres};
 
 /// How long a started process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where `node` answers `/readyz`: a DNS server on its admin listener, the
+/// others on their own address.
+pub(crate) fn readyz_addr(node: &Node) -> std::net::SocketAddr {
+    match node.role {
+        Role::Dns => node.admin_addr().unwrap_or(node.addr),
+        _ => node.addr,
+    }
+}
 
 async fn http_ready(addr: std::net::SocketAddr) -> bool {
     let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(2)).build() else { return false };
@@ -52,9 +61,10 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> Result<(), Contro
             }
             (Some(id), None)
         }
-        Role::Web | Role::Worker | Role::LoadBalancer => {
+        Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns => {
             let config = match node.role {
                 Role::LoadBalancer => lb::write_config(shared, &node)?,
+                Role::Dns => dns::write_config(shared, &node)?,
                 _ => write_process_config(shared, &node)?,
             };
             let log = log_path(run_dir, &node.name);
@@ -112,7 +122,7 @@ async fn wait_ready(
         nodes::write_pid_file(&pid_file(&shared.opts.run_dir, name), id).map_err(process(name))?;
     }
     let deadline = Instant::now() + READY_TIMEOUT;
-    while !http_ready(node.addr).await {
+    while !http_ready(readyz_addr(node)).await {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(ControlError::NotReady(format!(
                 "{name} exited during start-up ({status}):\n{}",
@@ -238,7 +248,7 @@ pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
             }
         }
     }
-    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer] {
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns] {
         for node in topology.nodes_of(role) {
             go_on()?;
             if !adopt(shared, node).await {

@@ -23,8 +23,9 @@
 //!   supervision, the decisions; questions about a node);
 //! - `pgadmin` (the controller's own SQL: probes, WAL positions, replication
 //!   state, slots, checkpoints; never the application's tables);
-//! - `configs` (each node's spec and configuration file) and [`lb`] (the load
-//!   balancers' configuration, drain and resume);
+//! - `configs` (each node's spec and configuration file), [`lb`] (the load
+//!   balancers' configuration, drain and resume) and [`dns`] (the DNS servers'
+//!   configuration);
 //! - `processes` (pid files, adoption, orphans);
 //! - `decide` (the decisions about a shard, pure: is a primary lost, whom to
 //!   promote, the read set, how a node rejoins) and `postgres` (a PostgreSQL
@@ -41,6 +42,7 @@ mod cluster;
 mod configs;
 mod controller;
 mod decide;
+pub mod dns;
 mod error;
 mod failover;
 mod files;

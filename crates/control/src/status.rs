@@ -22,6 +22,12 @@ pub struct NodeStatus {
     pub dc: String,
     /// Where it listens.
     pub addr: String,
+    /// The same, under the name the public interface gives it.
+    #[serde(default)]
+    pub address: String,
+    /// `healthy`, `unhealthy`, `down` or `stopped` ([`NodeStatus::health`]).
+    #[serde(default)]
+    pub health: String,
     /// Its process id, while it runs.
     pub pid: Option<u32>,
     /// Whether its process is alive.
@@ -93,11 +99,11 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     for (node, pid, running, stopped, restarts) in snapshot {
         let healthy = running
             && match node.role {
-                Role::Web | Role::Worker | Role::LoadBalancer => {
+                Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns => {
                     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
                     match client {
                         Ok(c) => c
-                            .get(format!("http://{}/readyz", node.addr))
+                            .get(format!("http://{}/readyz", crate::launch::readyz_addr(&node)))
                             .send()
                             .await
                             .is_ok_and(|r| r.status().is_success()),
@@ -129,18 +135,22 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
                 lag_ms: rep.map(|r| r.2),
             }
         });
-        out.push(NodeStatus {
+        let mut status = NodeStatus {
             name: node.name.clone(),
             role: node.role.to_string(),
             dc: node.dc.clone(),
             addr: node.addr.to_string(),
+            address: node.addr.to_string(),
+            health: String::new(),
             pid,
             running,
             healthy,
             stopped,
             restarts,
             pg,
-        });
+        };
+        status.health = status.health().to_owned();
+        out.push(status);
     }
     out
 }

@@ -402,6 +402,19 @@ fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
         let names: Vec<String> = webs.iter().map(|w| format!("{} {}", w.name, w.addr)).collect();
         println!("      behind it, on private addresses: {}", names.join(", "));
     }
+    let name_servers: Vec<(String, &topology::Node)> = topology.name_servers().collect();
+    if let Some((_, first)) = name_servers.first() {
+        let dns = topology.dns();
+        let app = format!("{}.{}", dns.app, dns.zone);
+        println!(
+            "  DNS: {app} answers the nearest healthy data center's load balancer (TTL {} s)",
+            dns.ttl_secs
+        );
+        for (ns, node) in &name_servers {
+            println!("      {ns}.{}  {}  ({}, UDP and TCP)", dns.zone, node.addr, node.name);
+        }
+        println!("      try: dig @{} -p {} {app}", first.addr.ip(), first.addr.port());
+    }
     println!(
         "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), /metrics, /healthz and /readyz on every process"
     );

@@ -57,6 +57,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a DNS server (authoritative for the app's zone; answers the nearest
+    /// healthy data center's load balancers).
+    Dns {
+        /// The DNS server's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a worker (claims and runs jobs from every shard's queue).
     Worker {
         /// The worker's TOML configuration.
@@ -123,6 +130,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(stop_on_signal(shutdown.clone()));
             shutdown.cancelled().await;
             tokio::task::block_in_place(|| running.stop(true));
+            Ok(())
+        }
+        Command::Dns { config } => {
+            // Validate before anything is bound or logged.
+            let config = dns::DnsConfig::load(&config)?;
+            let _logs = telemetry::init_logging("dns");
+            let running = dns::start(config, None).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            shutdown.cancelled().await;
+            running.stop().await;
             Ok(())
         }
         Command::Worker { config } => {

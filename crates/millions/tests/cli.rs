@@ -232,12 +232,23 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
 
     let status = status_json(home);
     let nodes = status["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 6, "every node runs: {status}");
+    assert_eq!(nodes.len(), 7, "every node runs: {status}");
     // The app's address is the load balancer's, and the app answers through it.
     let lb = node(&status, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
     assert!(text(&o).contains(&format!("http://{lb}/")), "{}", text(&o));
     assert_eq!(http_status(&format!("http://{lb}/api/v1/openapi.json")), Some(200));
-    assert!(nodes.iter().all(|n| n["healthy"] == true), "{status}");
+    assert!(nodes.iter().all(|n| n["healthy"] == true && n["health"] == "healthy"), "{status}");
+    assert!(nodes.iter().all(|n| n["address"] == n["addr"]), "{status}");
+    // The app's name resolves, through the DC's DNS server, to its load balancer.
+    let dns = node(&status, "dc1-dns-1");
+    assert_eq!(dns["role"], "dns");
+    let dns_addr: std::net::SocketAddr = dns["address"].as_str().unwrap().parse().unwrap();
+    let lb_ip: std::net::IpAddr = lb.rsplit_once(':').unwrap().0.parse().unwrap();
+    assert_eq!(support::dns_a(dns_addr, "www.millions.test"), Ok(vec![lb_ip]));
+    assert_eq!(support::dns_a(dns_addr, "nope.millions.test"), Err(3), "NXDOMAIN");
+    assert_eq!(support::dns_a(dns_addr, "www.example.com"), Err(5), "REFUSED: not an open resolver");
+    let up = text(&o);
+    assert!(up.contains(&format!("dig @{} -p {} www.millions.test", dns_addr.ip(), dns_addr.port())), "{up}");
     let pids: Vec<u32> = nodes.iter().map(|n| n["pid"].as_u64().unwrap() as u32).collect();
     let primary = node(&status, "shard0-pg-1");
     let replica = node(&status, "shard0-pg-2");
@@ -285,7 +296,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert_eq!(http_status(&format!("http://{api}/readyz")), Some(200));
     let metrics = http_text(&format!("http://{api}/metrics"));
     for line in [
-        "millions_control_nodes{health=\"healthy\"} 6",
+        "millions_control_nodes{health=\"healthy\"} 7",
         "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 0",
         "millions_control_failovers_total 0",
     ] {

@@ -25,14 +25,14 @@ struct DcPlan {
     place: String,
     /// The DC as the topology will hold it.
     dc: Dc,
-    /// Addresses of the lb, web, worker and redis nodes, in that order.
-    addrs: [Vec<IpAddr>; 4],
+    /// Addresses of the lb, web, worker, redis and dns nodes, in that order.
+    addrs: [Vec<IpAddr>; 5],
     /// `postgres.first`, as an offset in the range, if set.
     postgres_first: Option<u128>,
 }
 
-/// The four roles a DC section lists (PostgreSQL nodes come from the shards).
-const DC_ROLES: [Role; 4] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis];
+/// The roles a DC section lists (PostgreSQL nodes come from the shards).
+const DC_ROLES: [Role; 5] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Dns];
 
 pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
     check_name(&raw.name).map_err(|m| format!("name \"{}\" {m}", raw.name))?;
@@ -86,7 +86,7 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
             });
         }
     }
-    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer] {
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns] {
         for plan in &plans {
             for (k, ip) in plan.addrs[role_index(role)].iter().enumerate() {
                 nodes.push(Node {
@@ -276,12 +276,19 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
             "ports.lb = {lb}: a load balancer's admin listener takes the next port, so ports.lb must be below {lb}"
         ));
     }
+    let dns = port(Role::Dns, raw.dns)?;
+    if dns == u16::MAX {
+        return Err(format!(
+            "ports.dns = {dns}: a DNS server's admin listener takes the next port, so ports.dns must be below {dns}"
+        ));
+    }
     Ok(Ports {
         lb,
         web: port(Role::Web, raw.web)?,
         worker: port(Role::Worker, raw.worker)?,
         redis: port(Role::Redis, raw.redis)?,
         postgres: port(Role::Postgres, raw.postgres)?,
+        dns,
     })
 }
 
@@ -306,8 +313,8 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
     let cidr: Cidr = raw.cidr.parse().map_err(|e| format!("{place}: cidr: {e}"))?;
 
     let lb = raw.lb.as_ref().map(|lb| lb.role());
-    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), raw.redis.as_ref()];
-    let mut addrs: [Vec<IpAddr>; 4] = Default::default();
+    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), raw.redis.as_ref(), raw.dns.as_ref()];
+    let mut addrs: [Vec<IpAddr>; 5] = Default::default();
     for ((role, section), out) in DC_ROLES.into_iter().zip(sections).zip(&mut addrs) {
         if let Some(section) = section {
             *out = role_addrs(&place, &cidr, role, section)?;

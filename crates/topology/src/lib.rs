@@ -90,11 +90,15 @@ pub enum Role {
     Redis,
     /// A PostgreSQL server: one member (primary or replica) of one shard.
     Postgres,
+    /// `millions dns`: an authoritative server of the app's zone (one per DC, so
+    /// DNS is no single point of failure), answering the nearest healthy DC.
+    Dns,
 }
 
 impl Role {
     /// Every role, in the order of the file's keys.
-    pub const ALL: [Role; 5] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres];
+    pub const ALL: [Role; 6] =
+        [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Dns];
 
     /// The role's key in the file, in node names and on the command line.
     pub fn key(self) -> &'static str {
@@ -104,6 +108,7 @@ impl Role {
             Role::Worker => "worker",
             Role::Redis => "redis",
             Role::Postgres => "postgres",
+            Role::Dns => "dns",
         }
     }
 
@@ -115,6 +120,8 @@ impl Role {
             Role::Worker => 9100,
             Role::Redis => 6379,
             Role::Postgres => 5432,
+            // Unprivileged (53 needs root); every DNS server has its own address.
+            Role::Dns => 8053,
         }
     }
 
@@ -128,6 +135,7 @@ impl Role {
             Role::Worker => (60, Some(20)),
             Role::Redis => (80, Some(20)),
             Role::Postgres => (100, None),
+            Role::Dns => (5, Some(5)),
         }
     }
 }
@@ -238,6 +246,8 @@ pub struct Ports {
     pub redis: u16,
     /// PostgreSQL servers' port.
     pub postgres: u16,
+    /// DNS servers' port (UDP and TCP); their admin listener takes the next one.
+    pub dns: u16,
 }
 
 impl Ports {
@@ -249,6 +259,7 @@ impl Ports {
             Role::Worker => self.worker,
             Role::Redis => self.redis,
             Role::Postgres => self.postgres,
+            Role::Dns => self.dns,
         }
     }
 }
@@ -422,10 +433,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// A load balancer's admin listener (health, metrics, backends, drain):
-    /// its own IP, the next port after its public one. `None` for other roles.
+    /// A load balancer's or DNS server's admin listener (health, metrics, and a
+    /// load balancer's backends and drain): its own IP, the next port after its
+    /// public one. `None` for other roles.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        (self.role == Role::LoadBalancer)
+        matches!(self.role, Role::LoadBalancer | Role::Dns)
             .then(|| self.addr.port().checked_add(1).map(|p| SocketAddr::new(self.addr.ip(), p)))
             .flatten()
     }
@@ -485,8 +497,8 @@ impl Topology {
     }
 
     /// Every process to run, in an order that starts dependencies first: PostgreSQL
-    /// (each shard's primary before its replicas), then Redis, workers, web servers
-    /// and load balancers (each role DC by DC). Stop in the reverse order.
+    /// (each shard's primary before its replicas), then Redis, workers, web servers,
+    /// load balancers and DNS servers (each role DC by DC). Stop in the reverse order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
@@ -518,6 +530,11 @@ impl Topology {
     /// The conditions on every link between two DCs.
     pub fn wan(&self) -> &WanSettings {
         &self.wan
+    }
+
+    /// The DNS servers as the zone names them (`ns1`, `ns2`, …, in node order).
+    pub fn name_servers(&self) -> impl Iterator<Item = (String, &Node)> + '_ {
+        self.nodes_of(Role::Dns).enumerate().map(|(i, n)| (format!("ns{}", i + 1), n))
     }
 
     /// The node of this name.

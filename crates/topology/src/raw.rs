@@ -86,6 +86,8 @@ pub(crate) struct RawDc {
     pub worker: Option<RawRole>,
     /// Redis servers.
     pub redis: Option<RawRole>,
+    /// DNS servers.
+    pub dns: Option<RawRole>,
     /// Where the DC's PostgreSQL nodes' addresses start.
     pub postgres: Option<RawPostgres>,
 }
@@ -190,4 +192,6 @@ pub(crate) struct RawPorts {
     pub redis: Option<i64>,
     /// PostgreSQL servers' port.
     pub postgres: Option<i64>,
+    /// DNS servers' port.
+    pub dns: Option<i64>,
 }

@@ -89,8 +89,8 @@ fn check_invariants(t: &Topology) {
         assert_eq!(primaries.len(), 1);
         assert_eq!(primaries[0].dc, shard.primary_dc);
     }
-    // Start order: PostgreSQL, Redis, workers, web servers, load balancers.
-    let order = [Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer];
+    // Start order: PostgreSQL, Redis, workers, web servers, load balancers, DNS.
+    let order = [Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns];
     let ranks: Vec<_> = t.nodes().iter().map(|n| order.iter().position(|r| *r == n.role).unwrap()).collect();
     assert!(ranks.is_sorted(), "nodes are in start order");
 }
@@ -123,7 +123,7 @@ fn the_single_preset_has_one_of_everything() {
     assert_eq!(t.shards().len(), 1);
     assert_eq!(t.shards()[0].replica_dcs, Vec::<String>::new());
     assert_eq!(t.shards()[0].replication, Replication::Async);
-    assert_eq!(t.nodes().len(), 5);
+    assert_eq!(t.nodes().len(), 6);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
         assert_eq!(shard.members.len(), 3);
     }
     assert_ne!(t.shards()[0].primary_dc, t.shards()[1].primary_dc, "primaries are spread over the DCs");
-    assert_eq!(t.nodes().len(), 2 * 5 + 2 * 3);
+    assert_eq!(t.nodes().len(), 2 * 6 + 2 * 3);
 
     // The documented addresses.
     assert_eq!(addr(&t, "dc1-lb-1"), "127.0.1.10:8000".parse().unwrap());
@@ -162,6 +162,11 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
     assert_eq!(addr(&t, "shard1-pg-1"), "127.0.2.101:5432".parse().unwrap());
     assert_eq!(addr(&t, "shard1-pg-2"), "127.0.2.102:5432".parse().unwrap());
     assert_eq!(addr(&t, "dc2-web-2"), "127.0.2.21:8080".parse().unwrap());
+    assert_eq!(addr(&t, "dc1-dns-1"), "127.0.1.5:8053".parse().unwrap());
+    assert_eq!(addr(&t, "dc2-dns-1"), "127.0.2.5:8053".parse().unwrap());
+    assert_eq!(t.node("dc2-dns-1").unwrap().admin_addr(), Some("127.0.2.5:8054".parse().unwrap()));
+    let ns: Vec<(String, String)> = t.name_servers().map(|(ns, n)| (ns, n.name.clone())).collect();
+    assert_eq!(ns, [("ns1".into(), "dc1-dns-1".into()), ("ns2".into(), "dc2-dns-1".into())]);
 
     let pg1 = t.node("shard1-pg-1").unwrap();
     assert_eq!(pg1.dc, "dc2");
@@ -302,10 +307,13 @@ cidr = "10.2.0.0/24"
 #[test]
 fn the_test_preset_is_small_and_spans_two_dcs() {
     let t = preset("test").unwrap();
-    assert_eq!(t.nodes().len(), 6);
+    assert_eq!(t.nodes().len(), 7);
     assert_eq!(t.dcs().len(), 2);
     let names: Vec<_> = t.nodes().iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["shard0-pg-1", "shard0-pg-2", "dc1-redis-1", "dc1-worker-1", "dc1-web-1", "dc1-lb-1"]);
+    assert_eq!(
+        names,
+        ["shard0-pg-1", "shard0-pg-2", "dc1-redis-1", "dc1-worker-1", "dc1-web-1", "dc1-lb-1", "dc1-dns-1"]
+    );
     assert_eq!(addr(&t, "shard0-pg-2"), "127.0.202.100:5432".parse().unwrap());
     assert_eq!(t.nodes_in("dc2").count(), 1);
     assert_eq!(t.shards()[0].replication, Replication::Async);
@@ -577,7 +585,7 @@ fn roles_have_keys() {
     }
     assert_eq!(
         "cache".parse::<Role>().unwrap_err(),
-        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres"
+        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres, dns"
     );
 }
 

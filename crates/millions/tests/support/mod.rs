@@ -144,3 +144,51 @@ impl SteadyGets {
         self.thread.join().unwrap()
     }
 }
+
+/// Ask the DNS server at `server` (UDP) for `name`'s A records, with a query built
+/// by hand (RFC 1035): the addresses answered, or the response code when it is not
+/// NOERROR (3: NXDOMAIN, 5: REFUSED).
+pub fn dns_a(server: std::net::SocketAddr, name: &str) -> Result<Vec<std::net::IpAddr>, u8> {
+    let mut query = vec![0x4d, 0x31, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.send_to(&query, server).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf).expect("an answer from the DNS server");
+    let answer = &buf[..n];
+    assert_eq!(&answer[..2], &query[..2], "the answer carries the query's id");
+    let rcode = answer[3] & 0x0f;
+    if rcode != 0 {
+        return Err(rcode);
+    }
+    let count = |at: usize| u16::from_be_bytes([answer[at], answer[at + 1]]) as usize;
+    let (questions, answers) = (count(4), count(6));
+    // Skip a name: labels up to a zero byte, or a compression pointer.
+    let skip_name = |mut at: usize| loop {
+        match answer[at] {
+            0 => return at + 1,
+            b if b & 0xc0 == 0xc0 => return at + 2,
+            len => at += 1 + len as usize,
+        }
+    };
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(at) + 4;
+    }
+    let mut ips = Vec::new();
+    for _ in 0..answers {
+        at = skip_name(at);
+        let (kind, len) = (count(at), count(at + 8));
+        at += 10;
+        if kind == 1 && len == 4 {
+            ips.push(std::net::IpAddr::from([answer[at], answer[at + 1], answer[at + 2], answer[at + 3]]));
+        }
+        at += len;
+    }
+    Ok(ips)
+}

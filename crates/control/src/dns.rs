@@ -1,0 +1,79 @@
+//! The DNS servers' configuration, from the topology: the zone and its name
+//! servers, every DC's load balancers with their private health checks, and the
+//! client regions. Checked by the DNS server's own rules before anything starts.
+
+use std::path::PathBuf;
+
+use topology::{Node, Role, Topology};
+
+use crate::error::ControlError;
+use crate::files::{config_path, write_private};
+use crate::shared::Shared;
+
+/// `node`'s configuration (a DNS server of `t`).
+pub fn config(t: &Topology, node: &Node) -> Result<dns::DnsConfig, ControlError> {
+    let admin = node
+        .admin_addr()
+        .ok_or_else(|| ControlError::Invalid(format!("{} has no admin address", node.name)))?;
+    let settings = t.dns();
+    let dcs = t
+        .dcs()
+        .iter()
+        .filter(|dc| t.count(&dc.name, Role::LoadBalancer) > 0)
+        .map(|dc| dns::config::DcSection {
+            name: dc.name.clone(),
+            entries: t
+                .nodes_in(&dc.name)
+                .filter(|n| n.role == Role::LoadBalancer)
+                .map(|lb| dns::config::Entry {
+                    address: lb.addr.ip(),
+                    health_url: format!(
+                        "http://{}/readyz",
+                        lb.admin_addr().expect("a load balancer has an admin address")
+                    ),
+                })
+                .collect(),
+        })
+        .collect();
+    let regions = t
+        .regions()
+        .iter()
+        .map(|r| dns::config::RegionSection {
+            name: r.name.clone(),
+            ranges: r.cidrs.iter().map(ToString::to_string).collect(),
+            order: r.prefer.clone(),
+        })
+        .collect();
+    let text = format!(
+        "zone = {zone:?}\nlisten = \"{listen}\"\nadmin = \"{admin}\"\napp = {app:?}\nttl_secs = {ttl}\nnameservers = {ns:?}\n",
+        zone = settings.zone,
+        listen = node.addr,
+        app = settings.app,
+        ttl = settings.ttl_secs,
+        ns = t.name_servers().map(|(_, n)| n.addr.ip().to_string()).collect::<Vec<_>>(),
+    );
+    let mut config: dns::DnsConfig = toml::from_str(&text)
+        .map_err(|e| ControlError::Invalid(format!("{}'s DNS configuration: {e}", node.name)))?;
+    config.dcs = dcs;
+    config.regions = regions;
+    settings::Validate::validate(&config)
+        .map_err(|e| ControlError::Invalid(format!("{}'s DNS configuration: {e}", node.name)))?;
+    Ok(config)
+}
+
+/// Every DNS server's configuration of `t`, checked: what `millions up` does
+/// before it starts anything.
+pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
+    for node in t.nodes_of(Role::Dns) {
+        config(t, node)?;
+    }
+    Ok(())
+}
+
+/// Write `node`'s configuration ([`config`]) where its process reads it.
+pub(crate) fn write_config(shared: &Shared, node: &Node) -> Result<PathBuf, ControlError> {
+    let config = config(shared.topology(), node)?;
+    let path = config_path(&shared.opts.run_dir, &node.name);
+    write_private(&path, &config.to_toml())?;
+    Ok(path)
+}
