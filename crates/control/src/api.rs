@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::shared::Shared;
-use crate::{launch, status, switchover};
+use crate::{dcs, launch, status, switchover};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = Router::new()
@@ -27,6 +27,8 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/nodes/{name}/stop", post(stop))
         .route("/api/nodes/{name}/start", post(start))
         .route("/api/nodes/{name}/promote", post(promote))
+        .route("/api/dcs/{dc}/down", post(dc_down))
+        .route("/api/dcs/{dc}/up", post(dc_up))
         .route("/api/shutdown", post(shutdown))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
@@ -87,8 +89,17 @@ fn unknown(shared: &Shared, name: &str) -> Option<Response> {
 
 async fn nodes(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
+    let lost = shared.cluster.lost_dcs();
+    let dcs: Vec<_> = shared
+        .topology()
+        .dcs()
+        .iter()
+        .map(|d| json!({"name": d.name, "state": if lost.contains(&d.name) { "down" } else { "up" }}))
+        .collect();
     Json(json!({
         "topology": shared.topology().name(),
+        "shards": status::shards(&shared, &nodes),
+        "dcs": dcs,
         "nodes": nodes,
         "cluster": shared.cluster.snapshot(),
         "events": shared.cluster.events(),
@@ -177,6 +188,25 @@ async fn promote(State(shared): State<Shared>, Path(name): Path<String>) -> Resp
     }
     match switchover::switchover(&shared, &name).await {
         Ok(done) => Json(done).into_response(),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Take a whole data center down (every process killed, kept down).
+async fn dc_down(State(shared): State<Shared>, Path(dc): Path<String>) -> Response {
+    dc_result(dcs::down(&shared, &dc).await)
+}
+
+/// Bring a data center back (started, readmitted once its replicas stream).
+async fn dc_up(State(shared): State<Shared>, Path(dc): Path<String>) -> Response {
+    dc_result(dcs::up(&shared, &dc).await)
+}
+
+fn dc_result(r: Result<dcs::DcChange, crate::ControlError>) -> Response {
+    match r {
+        Ok(done) => Json(done).into_response(),
+        Err(e @ crate::ControlError::UnknownNode(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

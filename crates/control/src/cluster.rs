@@ -23,6 +23,10 @@ pub struct ClusterState {
     pub epoch: u64,
     /// One entry per shard, in shard order.
     pub shards: Vec<ShardState>,
+    /// Data centers declared lost (`millions chaos dc-down`, until `dc-up`): their
+    /// nodes are not restarted, and their PostgreSQL members confirm no commit.
+    #[serde(default)]
+    pub lost_dcs: Vec<String>,
 }
 
 /// One shard's decisions.
@@ -43,8 +47,8 @@ pub struct ShardState {
 pub struct Event {
     /// When it finished (RFC 3339, UTC).
     pub at: String,
-    /// The shard.
-    pub shard: u16,
+    /// The shard; `None` for an event about a whole data center.
+    pub shard: Option<u16>,
     /// `failover`, `replica-lost`, `replica-back`, `replica-rebuilt`, `rejoined`, `primary-restarted`.
     pub kind: String,
     /// The node it is about (for a failover: the promoted one).
@@ -95,6 +99,7 @@ impl Cluster {
                             sync_active: false,
                         })
                         .collect(),
+                    lost_dcs: Vec::new(),
                 },
                 true,
             ),
@@ -118,6 +123,11 @@ impl Cluster {
     /// A copy of the current decisions.
     pub(crate) fn snapshot(&self) -> ClusterState {
         self.state.lock().expect("cluster lock poisoned").clone()
+    }
+
+    /// The data centers declared lost.
+    pub(crate) fn lost_dcs(&self) -> Vec<String> {
+        self.state.lock().expect("cluster lock poisoned").lost_dcs.clone()
     }
 
     /// The current primary of `shard`.
@@ -228,6 +238,15 @@ fn read_events(path: &Path) -> Vec<Event> {
 impl Event {
     /// An event of `kind` about `node` of `shard`.
     pub(crate) fn new(shard: u16, kind: &str, node: &str, detail: String) -> Event {
+        Event::about(Some(shard), kind, node, detail)
+    }
+
+    /// An event of `kind` about a whole data center (named as `node`).
+    pub(crate) fn dc(kind: &str, dc: &str, detail: String) -> Event {
+        Event::about(None, kind, dc, detail)
+    }
+
+    fn about(shard: Option<u16>, kind: &str, node: &str, detail: String) -> Event {
         Event {
             at: String::new(),
             shard,

@@ -26,9 +26,12 @@ pub(crate) fn pg_run_spec(shared: &Shared, node: &Node, follow: Option<&Node>) -
     let mut spec = pg_spec(shared, node);
     if let Some(member) = node.shard {
         let shard = &shared.topology().shards()[member.shard.0 as usize];
-        let active = shared.cluster.snapshot().shards[member.shard.0 as usize].sync_active;
-        if active && let Some(names) = shard.synchronous_standby_names(&node.name) {
-            spec.extra_conf.push(("synchronous_standby_names".into(), names));
+        let state = shared.cluster.snapshot();
+        let lost: Vec<&str> = state.lost_dcs.iter().map(String::as_str).collect();
+        if state.shards[member.shard.0 as usize].sync_active
+            && let Some(quorum) = shard.quorum(&node.name, &lost)
+        {
+            spec.extra_conf.push(("synchronous_standby_names".into(), quorum.setting()));
         }
     }
     if let Some(primary) = follow {
@@ -47,8 +50,11 @@ pub(crate) fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
     let dir = node_dir(&shared.opts.run_dir, &node.name);
     let mut spec = RedisSpec::new(&dir, node.addr.ip(), node.addr.port(), &shared.secrets.redis);
     spec.log_file = log_path(&shared.opts.run_dir, &node.name);
-    // Read-your-writes floors live here: kept across a crash of the server.
-    spec.persistent = true;
+    // Nothing is kept across a restart: what it held may have been invalidated
+    // while it was down (a returning Redis serves nothing stale). Sessions are
+    // the shards' (ADR 0009); a lost read-your-writes floor costs a replica read
+    // at most the lag bound behind.
+    spec.persistent = false;
     spec
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use topology::Node;
 
 use crate::cluster::Event;
-use crate::configs::pg_spec;
+use crate::configs::{pg_run_spec, pg_spec};
 use crate::decide::{self, Candidate, PrimaryProbe, PrimaryVerdict, PrimaryWatch, Promotion};
 use crate::error::{ControlError, process};
 use crate::shared::Shared;
@@ -62,6 +62,12 @@ async fn watch_shard(shared: Shared, shard: u16) {
             continue;
         };
         let Some(primary) = members.iter().find(|n| n.name == primary_name) else { continue };
+        // A shard whose every member is in lost data centers waits for dc-up.
+        let lost_dcs = shared.cluster.lost_dcs();
+        if members.iter().all(|m| lost_dcs.contains(&m.dc)) {
+            primary_watch.reset();
+            continue;
+        }
         if shared.stopped_on_purpose(&primary.name).await {
             primary_watch.reset();
             continue;
@@ -206,8 +212,21 @@ async fn failover(
         Promotion::Nobody => {
             // Nobody to promote, and nothing was promoted (a promotion is recorded
             // in the map right after it succeeds): the old primary is still the only
-            // copy, and starting it again as the primary is safe.
+            // copy, and starting it again as the primary is safe — once its data
+            // center is back, if it was lost with it (the shard waits till then).
             shared.cluster.update(|s| s.shards[shard as usize].primary = Some(old.name.clone()))?;
+            if shared.cluster.lost_dcs().contains(&old.dc) {
+                shared.cluster.record(Event::new(
+                    shard,
+                    "shard-unavailable",
+                    &old.name,
+                    format!(
+                        "no member of shard {shard} outside lost {} could be promoted; it waits for dc-up",
+                        old.dc
+                    ),
+                ));
+                return Ok(());
+            }
             launch::start_node(shared, &old.name).await?;
             shared.cluster.record(Event::new(
                 shard,
@@ -240,6 +259,10 @@ async fn failover(
         tracing::warn!(node = new.name, error = %e, "checkpoint after promotion failed");
     }
     postgres::follow_new_primary(shared, new, &[&old.name]).await;
+    // Its own standbys as a primary, given the data centers lost now.
+    if let Err(e) = postgres::reload(&new.name, pg_run_spec(shared, new, None)).await {
+        tracing::error!(node = new.name, error = %e, "setting the new primary's synchronous standbys failed");
+    }
     let mut event = Event::new(
         shard,
         "failover",

@@ -32,7 +32,8 @@
 //!   node's start in its role: primary, standby, rewound, rebuilt);
 //! - `launch` (starting and stopping nodes, all of them in order);
 //! - `failover` (the per-shard watcher: read set, lost primaries, promotion),
-//!   `switchover` (moving a primary on purpose, no commit lost), `supervise`
+//!   `switchover` (moving a primary on purpose, no commit lost), `dcs` (a whole
+//!   data center lost and brought back), `supervise`
 //!   (restarts with backoff) and `status` (what `millions status` shows);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ mod api;
 mod cluster;
 mod configs;
 mod controller;
+mod dcs;
 mod decide;
 pub mod dns;
 mod error;
@@ -67,7 +69,7 @@ pub use error::ControlError;
 pub use files::{ControlFile, Secrets, control_file, log_path, running};
 pub use processes::{orphans, stop_orphans};
 pub use shared::ControlOptions;
-pub use status::{NodeStatus, PgStatus};
+pub use status::{NodeStatus, PgStatus, ShardStatus};
 
 /// Connection URLs of each shard's current primary, in shard order, for tools
 /// that write to the shards directly (`millions seed`).

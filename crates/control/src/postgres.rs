@@ -67,6 +67,26 @@ pub(crate) async fn follow_new_primary(shared: &Shared, new: &Node, except: &[&s
     }
 }
 
+/// Rewrite every running member of `shard` with the spec it runs with now (the
+/// primary's synchronous standbys follow the data centers declared lost; the
+/// standbys follow the primary), and reload it.
+pub(crate) async fn reconcile_shard(shared: &Shared, shard: u16) {
+    let Some(primary) = shared.cluster.primary(shard).and_then(|p| shared.topology().node(&p).cloned())
+    else {
+        return;
+    };
+    let members: Vec<Node> = shared.topology().shard_nodes(topology::ShardId(shard)).cloned().collect();
+    for n in &members {
+        let follow = (n.name != primary.name).then_some(&primary);
+        let spec = pg_run_spec(shared, n, follow);
+        if nodes::postgres_running(&spec.data_dir)
+            && let Err(e) = reload(&n.name, spec).await
+        {
+            tracing::error!(node = n.name, error = %e, "reloading a member's configuration failed");
+        }
+    }
+}
+
 /// Start a PostgreSQL node in its current role (see the module's docs).
 pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), ControlError> {
     let shard =

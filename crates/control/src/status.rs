@@ -72,6 +72,86 @@ pub struct PgStatus {
     pub lag_ms: Option<f64>,
 }
 
+/// What a shard's acknowledged writes survive now, and what an operator should know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: u16,
+    /// Its primary; `None` while a failover is under way.
+    pub primary: Option<String>,
+    /// What the topology asks its acknowledged writes to survive: `dc`, `node`,
+    /// or `nothing` (asynchronous).
+    pub promise: String,
+    /// What they survive now: the promise, or less while data centers are lost.
+    pub survives: String,
+    /// The standbys any one of which must confirm a commit.
+    pub quorum: Vec<String>,
+    /// Of those, the ones streaming from the primary now.
+    pub quorum_streaming: Vec<String>,
+    /// Weaker than the promise because data centers are lost.
+    pub degraded: bool,
+    /// What an operator should know (writes waiting, a degraded promise).
+    pub warnings: Vec<String>,
+}
+
+/// Every shard's durability, from the decisions and the standbys streaming now.
+pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> {
+    let state = shared.cluster.snapshot();
+    let lost: Vec<&str> = state.lost_dcs.iter().map(String::as_str).collect();
+    let streaming = |name: &str| {
+        nodes.iter().any(|n| {
+            n.name == name && n.pg.as_ref().is_some_and(|p| p.replication.as_deref() == Some("streaming"))
+        })
+    };
+    shared
+        .topology()
+        .shards()
+        .iter()
+        .zip(&state.shards)
+        .map(|(shard, decided)| {
+            let promise = shard
+                .survives()
+                .map_or("nothing", |s| if s == topology::Survives::Dc { "dc" } else { "node" });
+            let quorum = decided.primary.as_deref().and_then(|p| shard.quorum(p, &lost));
+            let degraded = promise != "nothing" && quorum.as_ref().is_none_or(|q| q.degraded);
+            let survives = match (&quorum, degraded) {
+                (None, _) => "nothing",
+                (Some(_), true) => "node",
+                (Some(_), false) => promise,
+            };
+            let names = quorum.map(|q| q.standbys).unwrap_or_default();
+            let live: Vec<String> = names.iter().filter(|n| streaming(n)).cloned().collect();
+            let mut warnings = Vec::new();
+            if decided.primary.is_none() {
+                warnings.push("no primary: a failover is under way, writes wait".to_owned());
+            } else if promise != "nothing" && !names.is_empty() && live.is_empty() {
+                warnings.push(format!(
+                    "no standby that may confirm a commit is streaming (one of {} must): writes wait",
+                    names.join(", ")
+                ));
+            }
+            if degraded {
+                warnings.push(format!(
+                    "degraded: survives {} while {} {} lost (promised: {promise})",
+                    if survives == "node" { "a node" } else { "nothing" },
+                    state.lost_dcs.join(", "),
+                    if state.lost_dcs.len() == 1 { "is" } else { "are" }
+                ));
+            }
+            ShardStatus {
+                shard: shard.id.0,
+                primary: decided.primary.clone(),
+                promise: promise.to_owned(),
+                survives: survives.to_owned(),
+                quorum: names,
+                quorum_streaming: live,
+                degraded,
+                warnings,
+            }
+        })
+        .collect()
+}
+
 /// The status of every node.
 pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     let snapshot: Vec<_> = {

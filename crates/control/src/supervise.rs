@@ -33,6 +33,7 @@ pub(crate) async fn supervise(shared: Shared) {
             // The supervisor looks at every node twice a second.
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        let lost = shared.cluster.lost_dcs();
         let due: Vec<String> = {
             let mut nodes = shared.nodes.lock().await;
             let now = Instant::now();
@@ -46,7 +47,9 @@ pub(crate) async fn supervise(shared: Shared) {
                     shared.topology().shards()[shard].members.len() > 1
                         && shared.cluster.primary(shard as u16).is_none_or(|p| p == m.node.name)
                 });
-                if m.stopped_on_purpose || failover_decides || m.alive() {
+                // A data center declared lost stays down until it is brought back.
+                let dc_lost = lost.contains(&m.node.dc);
+                if m.stopped_on_purpose || failover_decides || dc_lost || m.alive() {
                     continue;
                 }
                 match m.restart_at {

@@ -146,6 +146,18 @@ enum ChaosAction {
         /// The node.
         node: String,
     },
+    /// Lose a whole data center: every process there is killed and stays down;
+    /// its shards' primaries fail over to the other data centers.
+    DcDown {
+        /// The data center.
+        dc: String,
+    },
+    /// Bring a lost data center back: its nodes start again (its PostgreSQL
+    /// servers as replicas, its Redis empty), readmitted once its replicas stream.
+    DcUp {
+        /// The data center.
+        dc: String,
+    },
 }
 
 fn topology_path(home: &Path) -> PathBuf {
@@ -170,6 +182,21 @@ struct NodesReply {
     cluster: control::ClusterState,
     /// What the controller did to the shards (failovers, lost replicas).
     events: Vec<control::Event>,
+    /// What each shard's acknowledged writes survive, and warnings.
+    #[serde(default)]
+    shards: Vec<control::ShardStatus>,
+    /// Each data center, `up` or `down`.
+    #[serde(default)]
+    dcs: Vec<DcState>,
+}
+
+/// A data center as the controller sees it.
+#[derive(Debug, Deserialize)]
+struct DcState {
+    /// Its name.
+    name: String,
+    /// `up` or `down` (declared lost).
+    state: String,
 }
 
 async fn fetch_nodes(api: SocketAddr) -> anyhow::Result<NodesReply> {
@@ -619,6 +646,35 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let primary = shard.primary.as_deref().unwrap_or("(failing over)");
         let replicas = if shard.replicas.is_empty() { "none".to_owned() } else { shard.replicas.join(", ") };
         println!("  shard{i}: primary {primary}   read replicas {replicas}");
+        if let Some(s) = reply.shards.get(i) {
+            let survives = match (s.survives.as_str(), s.promise.as_str()) {
+                ("dc", _) => "the loss of a data center",
+                ("node", _) => "the loss of a node",
+                (_, "nothing") => "nothing (asynchronous)",
+                _ => "nothing (no replica left to confirm them)",
+            };
+            let confirm = if s.quorum.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; a commit waits for one of {} (streaming: {})",
+                    s.quorum.join(", "),
+                    if s.quorum_streaming.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        s.quorum_streaming.join(", ")
+                    }
+                )
+            };
+            println!("          acknowledged writes survive {survives}{confirm}");
+            for w in &s.warnings {
+                println!("          WARNING: {w}");
+            }
+        }
+    }
+    let down: Vec<&str> = reply.dcs.iter().filter(|d| d.state == "down").map(|d| d.name.as_str()).collect();
+    if !down.is_empty() {
+        println!("data centers down: {}", down.join(", "));
     }
     let recent = reply.events.len().saturating_sub(10);
     if reply.events.len() > recent {
@@ -630,7 +686,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             (Some(d), Some(f)) => format!("  [detected in {d} ms, new primary after {f} ms]"),
             _ => String::new(),
         };
-        println!("  {}  shard{} {:<16} {}{timing}", e.at, e.shard, e.kind, e.detail);
+        let about = e.shard.map_or_else(|| "all   ".to_owned(), |s| format!("shard{s}"));
+        println!("  {}  {about} {:<16} {}{timing}", e.at, e.kind, e.detail);
     }
     Ok(())
 }
@@ -638,19 +695,23 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// `millions chaos`.
 pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     let ctl = controller(&args.home.home)?;
-    let (verb, node) = match &args.action {
-        ChaosAction::Kill { node } => ("kill", node),
-        ChaosAction::Restart { node } => ("restart", node),
-        ChaosAction::Stop { node } => ("stop", node),
-        ChaosAction::Start { node } => ("start", node),
+    let (path, what) = match &args.action {
+        ChaosAction::Kill { node } => (format!("nodes/{node}/kill"), format!("kill: {node}")),
+        ChaosAction::Restart { node } => (format!("nodes/{node}/restart"), format!("restart: {node}")),
+        ChaosAction::Stop { node } => (format!("nodes/{node}/stop"), format!("stop: {node}")),
+        ChaosAction::Start { node } => (format!("nodes/{node}/start"), format!("start: {node}")),
+        ChaosAction::DcDown { dc } => (format!("dcs/{dc}/down"), format!("dc-down: {dc}")),
+        ChaosAction::DcUp { dc } => (format!("dcs/{dc}/up"), format!("dc-up: {dc}")),
     };
-    let r = client().post(format!("http://{}/api/nodes/{node}/{verb}", ctl.api)).send().await?;
+    // A data center's return waits for its replicas to stream again.
+    let slow = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let r = slow.post(format!("http://{}/api/{path}", ctl.api)).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     if !status.is_success() {
         bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
     }
-    println!("{verb}: {node} {body}");
+    println!("{what} {body}");
     Ok(())
 }
 
