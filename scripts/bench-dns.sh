@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark our DNS server (crates/dns) against NSD serving the same zone.
 #
-#   cargo build --release -p dns --example dns-server && bash scripts/bench-dns.sh
+#   cargo build --release -p millions && bash scripts/bench-dns.sh
 #
-# The `millions dns` role does not exist yet, so ours runs as the dns crate's
-# `dns-server` example (the library, mimalloc, the JSON logger: what the role
-# will run). NSD (Debian package nsd) runs in the foreground with a
+# Ours runs as `millions dns --config FILE` (the role a topology runs). NSD
+# (Debian package nsd) runs in the foreground with a
 # configuration and zone file in a temporary directory, on a free port of
 # 127.0.0.1, chroot and user switching disabled. Both serve millions.test: SOA,
 # NS ns1 with its glue, and www → the two addresses of dc1. Ours places every
@@ -33,7 +32,7 @@
 # Environment (all optional):
 #   BENCH_DURATION=10  BENCH_ROUNDS=3  BENCH_CLIENTS=8  BENCH_OUTSTANDING=200
 #   BENCH_RATE=20000  BENCH_THREADS=2
-#   DNS_SERVER=target/release/examples/dns-server
+#   MILLIONS=target/release/millions
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,7 +44,7 @@ OUTSTANDING="${BENCH_OUTSTANDING:-200}"
 RATE="${BENCH_RATE:-20000}"
 THREADS="${BENCH_THREADS:-2}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-DNS_SERVER="${DNS_SERVER:-$TARGET_DIR/release/examples/dns-server}"
+MILLIONS="${MILLIONS:-$TARGET_DIR/release/millions}"
 
 say() { printf 'bench-dns: %s\n' "$*" >&2; }
 die() { printf 'bench-dns: error: %s\n' "$*" >&2; exit 1; }
@@ -53,7 +52,7 @@ export PATH="$PATH:/usr/sbin"
 for tool in dnsperf nsd dig python3 curl; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install dnsperf nsd bind9-dnsutils)"
 done
-[ -x "$DNS_SERVER" ] || die "$DNS_SERVER is missing; run: cargo build --release -p dns --example dns-server"
+[ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
@@ -94,7 +93,7 @@ name = "local"
 ranges = ["127.0.0.0/8"]
 order = ["dc1", "dc2"]
 EOF
-TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$DNS_SERVER" "$RUN/dns.toml" >"$RUN/ours.log" 2>&1 & PIDS+=($!)
+TOKIO_WORKER_THREADS="$THREADS" RUST_LOG=warn "$MILLIONS" dns --config "$RUN/dns.toml" >"$RUN/ours.log" 2>&1 & PIDS+=($!)
 OURS_PID=$!
 
 # NSD, the same zone (static: www → dc1's two addresses), configured like ours.
