@@ -110,11 +110,14 @@ async fn nodes(State(shared): State<Shared>) -> Response {
 /// How long `GET /api/cluster?after=N` waits for a newer map.
 const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// `?after=N`: wait for a map newer than epoch N.
+/// `?after=N`: wait for a map newer than epoch N; `?dc=NAME`: the map as that data
+/// center's processes use it.
 #[derive(serde::Deserialize)]
 struct After {
     /// The epoch the caller holds.
     after: Option<u64>,
+    /// The caller's data center.
+    dc: Option<String>,
 }
 
 /// The published shard map; with `?after=N`, answers as soon as its epoch
@@ -125,7 +128,11 @@ async fn cluster(State(shared): State<Shared>, Query(q): Query<After>) -> Respon
         let newer = rx.wait_for(|map| map.epoch > after);
         let _ = tokio::time::timeout(LONG_POLL, newer).await;
     }
-    Json(shared.cluster.map()).into_response()
+    match &q.dc {
+        Some(dc) if shared.topology().dc(dc).is_some() => Json(shared.cluster.map_for(dc)).into_response(),
+        Some(dc) => error(StatusCode::NOT_FOUND, format!("no data center named {dc:?}")),
+        None => Json(shared.cluster.map()).into_response(),
+    }
 }
 
 async fn events(State(shared): State<Shared>) -> Response {

@@ -74,6 +74,8 @@ pub(crate) struct Cluster {
     events_path: PathBuf,
     /// Every PostgreSQL node's address, to turn names into the published map.
     addrs: HashMap<String, SocketAddr>,
+    /// The topology: each node's DC, and where a node of one DC reaches it.
+    topology: Topology,
     /// The current decisions.
     state: Mutex<ClusterState>,
     /// Publishes the map; the API's long poll waits on it.
@@ -111,6 +113,7 @@ impl Cluster {
             path,
             events_path: run_dir.join("events.jsonl"),
             addrs,
+            topology: topology.clone(),
             state: Mutex::new(state),
             tx: watch::Sender::new(map),
         };
@@ -156,6 +159,24 @@ impl Cluster {
     /// The published map.
     pub(crate) fn map(&self) -> ClusterMap {
         self.tx.borrow().clone()
+    }
+
+    /// The published map as the processes of data center `dc` use it: each
+    /// shard's replicas in `dc` first (`near`), reads prefer them.
+    pub(crate) fn map_for(&self, dc: &str) -> ClusterMap {
+        let mut map = self.map();
+        let state = self.snapshot();
+        for (servers, decided) in map.shards.iter_mut().zip(&state.shards) {
+            let dc_of = |name: &String| self.topology.node(name).map(|n| n.dc.as_str());
+            let (mut near, far): (Vec<&String>, Vec<&String>) =
+                decided.replicas.iter().partition(|r| dc_of(r) == Some(dc));
+            let count = near.len();
+            near.extend(far);
+            servers.replicas =
+                near.into_iter().filter_map(|n| self.addrs.get(n).map(|a| a.to_string())).collect();
+            servers.near = Some(count);
+        }
+        map
     }
 
     /// A receiver that sees every new map.
@@ -267,6 +288,7 @@ fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterM
             .shards
             .iter()
             .map(|s| ShardServers {
+                near: None,
                 primary: s.primary.as_ref().and_then(addr),
                 replicas: s.replicas.iter().filter_map(addr).collect(),
             })
@@ -305,6 +327,21 @@ mod tests {
         let again = Cluster::load(dir.path(), &t).unwrap();
         assert_eq!(again.snapshot(), cluster.snapshot());
         assert_eq!(read_state(dir.path(), &t).unwrap(), Some(cluster.snapshot()));
+    }
+
+    #[test]
+    fn each_dc_gets_the_map_with_its_own_replicas_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topology();
+        let cluster = Cluster::load(dir.path(), &t).unwrap();
+        cluster.update(|s| s.shards[0].replicas = vec!["shard0-pg-2".into()]).unwrap();
+        let replica = t.node("shard0-pg-2").unwrap().addr.to_string();
+        let dc2 = cluster.map_for("dc2");
+        assert_eq!((dc2.shards[0].replicas.clone(), dc2.shards[0].near), (vec![replica.clone()], Some(1)));
+        let dc1 = cluster.map_for("dc1");
+        assert_eq!((dc1.shards[0].replicas.clone(), dc1.shards[0].near), (vec![replica], Some(0)));
+        assert_eq!(dc1.epoch, cluster.map().epoch);
+        assert_eq!(cluster.map().shards[0].near, None, "the map of no DC prefers none");
     }
 
     #[test]

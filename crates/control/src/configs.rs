@@ -106,10 +106,11 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
     let run_dir = &shared.opts.run_dir;
     let store = run_dir.join("objects");
     let mut text = format!(
-        "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\ncluster_url = \"http://{api}/api/cluster\"\n\n\
+        "listen = \"{addr}\"\n\n[database]\nshards = {shards:?}\ncluster_url = \"http://{api}/api/cluster?dc={dc}\"\n\n\
          [redis]\nurl = \"{redis}\"\npeers = {peers:?}\n\n[media]\nstore_dir = {store:?}\n",
         addr = node.addr,
         api = shared.api_addr,
+        dc = node.dc,
         shards = initial_urls(shared),
         redis = redis_for(shared, &node.dc),
         peers = redis_peers_for(shared, &node.dc),

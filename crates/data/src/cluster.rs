@@ -68,6 +68,9 @@ pub(crate) struct ShardRoute {
     pub(crate) primary: Option<Arc<Server>>,
     /// The replicas that may serve reads, in the map's order.
     pub(crate) replicas: Vec<Replica>,
+    /// How many of `replicas`, from the first, are in this process's data center:
+    /// reads go to them first (a cross-DC read pays the WAN's round trip).
+    near: usize,
     /// Round-robin cursor over usable replicas.
     next: AtomicUsize,
 }
@@ -209,7 +212,8 @@ impl Routes {
                 let server = connector.server(pg).map_err(|message| ConfigError::Pool { index, message })?;
                 replicas.push(Replica { server, health: Arc::default() });
             }
-            shards.push(ShardRoute { primary: Some(primary), replicas, next: AtomicUsize::new(0) });
+            let near = replicas.len();
+            shards.push(ShardRoute { primary: Some(primary), replicas, near, next: AtomicUsize::new(0) });
         }
         Ok(Routes { epoch: 0, shards })
     }
@@ -239,7 +243,8 @@ impl Routes {
                 let health = old.replicas.iter().find(|r| r.server.addr == *addr).map(|r| r.health.clone());
                 replicas.push(Replica { server: server(addr)?, health: health.unwrap_or_default() });
             }
-            shards.push(ShardRoute { primary, replicas, next: AtomicUsize::new(0) });
+            let near = new.near.unwrap_or(replicas.len()).min(replicas.len());
+            shards.push(ShardRoute { primary, replicas, near, next: AtomicUsize::new(0) });
         }
         Ok(Routes { epoch: map.epoch, shards })
     }
@@ -258,12 +263,10 @@ impl ShardRoute {
                 && h.lag_ms.load(Ordering::Relaxed) <= max_lag_ms
                 && floor.is_none_or(|f| h.replay_lsn.load(Ordering::Relaxed) >= f)
         };
-        let n = self.replicas.len();
-        if n == 0 {
-            return None;
-        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| &self.replicas[(start + k) % n]).find(fits)
+        // The near ones first, in turn; then the others, in turn.
+        let (near, far) = self.replicas.split_at(self.near);
+        in_turn(near, start).chain(in_turn(far, start)).find(fits)
     }
 
     /// For a read while the primary is lost: the usable replica that replayed the
@@ -299,6 +302,12 @@ pub(crate) async fn replayed(replica: &Replica, floor: Option<u64>, wait: Durati
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `set` from position `start` (modulo its length), wrapping around.
+fn in_turn(set: &[Replica], start: usize) -> impl Iterator<Item = &Replica> {
+    let n = set.len();
+    (0..n).map(move |k| &set[(start + k) % n])
 }
 
 /// Recent (time, primary WAL position) samples of one shard.
@@ -461,6 +470,44 @@ mod tests {
         assert_eq!(h.lag(250, now), Some(Duration::from_secs(2)));
         assert_eq!(h.lag(100, now), Some(Duration::from_secs(3)));
         assert_eq!(h.lag(99, now), None, "behind the whole history");
+    }
+
+    #[tokio::test]
+    async fn reads_prefer_the_near_replicas_and_fall_back_to_the_far_ones() {
+        let config = DataConfig::new(vec!["postgres://u:p@127.0.0.1:1/db".into()]);
+        let connector = Connector::new(&config).unwrap();
+        let routes = Routes::from_config(&config, &connector).unwrap();
+        let replicas = |addrs: &[&str]| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let map = |near| ClusterMap {
+            epoch: 1,
+            shards: vec![sharding::ShardServers {
+                primary: Some("127.0.0.1:1".into()),
+                replicas: replicas(&["127.0.0.2:1", "127.0.0.3:1", "127.0.0.4:1"]),
+                near,
+            }],
+        };
+        let usable = |r: &Replica| {
+            r.health.usable.store(true, Ordering::Release);
+        };
+        let picks = |route: &ShardRoute| -> Vec<String> {
+            (0..6).map(|_| route.pick_replica(None, 1000).unwrap().server.addr.clone()).collect()
+        };
+        // Two near ones: reads alternate between them, never the far one.
+        let near = routes.apply(&map(Some(2)), &connector).unwrap();
+        let route = near.shard(ShardId(0));
+        route.replicas.iter().for_each(usable);
+        let got = picks(route);
+        assert!(got.iter().all(|a| a != "127.0.0.4:1"), "{got:?}");
+        assert!(got.contains(&"127.0.0.2:1".into()) && got.contains(&"127.0.0.3:1".into()), "{got:?}");
+        // The near ones unusable: the far one serves.
+        route.replicas[..2].iter().for_each(|r| r.health.usable.store(false, Ordering::Release));
+        assert!(picks(route).iter().all(|a| a == "127.0.0.4:1"));
+        // No preference: every replica in turn.
+        let any = routes.apply(&map(None), &connector).unwrap();
+        let route = any.shard(ShardId(0));
+        route.replicas.iter().for_each(usable);
+        let got: std::collections::HashSet<String> = picks(route).into_iter().collect();
+        assert_eq!(got.len(), 3, "{got:?}");
     }
 
     #[test]

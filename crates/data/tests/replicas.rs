@@ -169,6 +169,7 @@ async fn the_cluster_map_repoints_writes_and_a_failover_makes_them_wait_then_ref
     let servers = |primary: Option<&str>| ShardServers {
         primary: primary.map(String::from),
         replicas: vec![replica.clone()],
+        near: None,
     };
     let map = |epoch, p: Option<&str>| ClusterMap { epoch, shards: vec![servers(p), servers(p)] };
     let (publish, rx) = tokio::sync::watch::channel(map(1, Some(&primary)));

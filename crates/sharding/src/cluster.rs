@@ -29,6 +29,11 @@ pub struct ShardServers {
     pub primary: Option<String>,
     /// Streaming replicas believed healthy, usable for reads.
     pub replicas: Vec<String>,
+    /// How many of `replicas`, from the first, are in the reader's own data
+    /// center (a map made for one DC lists them first): reads prefer them. `None`:
+    /// no preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near: Option<usize>,
 }
 
 impl ClusterMap {
@@ -54,5 +59,6 @@ mod tests {
         let json = r#"{"epoch":1,"shards":[{"primary":null,"replicas":["127.0.0.2:5432"]}]}"#;
         let map: ClusterMap = serde_json::from_str(json).unwrap();
         assert_eq!(map.shards[0].primary, None);
+        assert_eq!(map.shards[0].near, None, "a map without a DC's view prefers none");
     }
 }
