@@ -6,9 +6,16 @@
 //! because a double cannot hold a 63-bit id exactly.
 //!
 //! A second key, the *marker*, says the set is complete (built from the database).
-//! Fan-out always adds to the set, whether or not it is complete, so a post made
-//! while a timeline is being rebuilt is not lost; a read without the marker treats
-//! the timeline as cold and rebuilds it, merging.
+//! A read without the marker treats the timeline as cold and rebuilds it, merging.
+//!
+//! Fan-out pushes a post only into the timelines someone reads: those that exist,
+//! even empty (a timeline lives `ttl` since its last read or write), and those being rebuilt
+//! (a third key, set by [`Timelines::begin_rebuild`] before the rebuild reads the
+//! database, so a post committed while a timeline is being rebuilt is not lost).
+//! A follower who does not read gets nothing pushed, and no memory: their timeline
+//! is rebuilt from the database when they do (as Twitter pushes only into cached
+//! timelines). Each script call handles at most [`BATCH`] followers, so no call
+//! holds a Redis long whatever a user's follower count.
 //!
 //! Every data center keeps its own timelines in its own Redis. Writes (pushes,
 //! drops) go to all of them at once, since a follower may read through any data
@@ -30,7 +37,7 @@ pub struct Timelines {
     cap: usize,
     /// Lifetime of a timeline since its last write or read; a lapsed one is rebuilt.
     ttl: Duration,
-    /// Adds one post to many timelines.
+    /// Adds one post to the timelines, of many, that exist or are being rebuilt.
     push: Script,
     /// Merges a rebuilt list into a timeline and marks it complete.
     fill: Script,
@@ -42,8 +49,12 @@ impl std::fmt::Debug for Timelines {
     }
 }
 
-/// Most keys passed to one script call.
-const BATCH: usize = 256;
+/// Most followers handled by one script call (three keys each): a call takes well
+/// under a millisecond, so other commands never wait long behind a fan-out.
+pub const BATCH: usize = 64;
+
+/// How long a rebuild's mark lives: longer than a rebuild's database read.
+const REBUILD_MARK: Duration = Duration::from_secs(30);
 
 fn member(post_id: i64) -> String {
     format!("{post_id:019}")
@@ -52,16 +63,22 @@ fn member(post_id: i64) -> String {
 impl Timelines {
     /// Timelines of at most `cap` posts, each living `ttl` since last touched.
     pub fn new(redis: Redis, cap: usize, ttl: Duration) -> Timelines {
+        // KEYS: a timeline, its marker, its rebuild mark, the next timeline, ...
         let push = Script::new(
             r"
             local cap = tonumber(ARGV[2])
             local ttl = tonumber(ARGV[3])
-            for i, k in ipairs(KEYS) do
-              redis.call('ZADD', k, 0, ARGV[1])
-              redis.call('ZREMRANGEBYRANK', k, 0, -(cap + 1))
-              redis.call('EXPIRE', k, ttl)
+            local pushed = 0
+            for i = 1, #KEYS, 3 do
+              local k = KEYS[i]
+              if redis.call('EXISTS', k, KEYS[i + 1], KEYS[i + 2]) > 0 then
+                redis.call('ZADD', k, 0, ARGV[1])
+                redis.call('ZREMRANGEBYRANK', k, 0, -(cap + 1))
+                redis.call('EXPIRE', k, ttl)
+                pushed = pushed + 1
+              end
             end
-            return #KEYS",
+            return pushed",
         );
         let fill = Script::new(
             r"
@@ -71,6 +88,7 @@ impl Timelines {
             redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
             if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
             redis.call('SET', KEYS[2], '1', 'EX', ttl)
+            redis.call('DEL', KEYS[3])
             return 1",
         );
         Timelines { redis, cap, ttl, push, fill }
@@ -89,10 +107,28 @@ impl Timelines {
         self.redis.key(&format!("tlok:{user}"))
     }
 
-    /// Add `post_id` to the timelines of `owners`, in this data center's Redis and
-    /// every peer's at once (a reader may use any data center). Each server gets
-    /// the batches in turn and stops at its first failure. Idempotent: a caller
-    /// told of a failure (local or peer) pushes again.
+    fn rebuild_mark(&self, user: i64) -> String {
+        self.redis.key(&format!("tlb:{user}"))
+    }
+
+    /// Mark `user`'s timeline as being rebuilt, before the rebuild reads the
+    /// database: from now on fan-out pushes into it (in this data center's Redis,
+    /// where it is rebuilt), so no post is lost between the read and the fill.
+    pub async fn begin_rebuild(&self, user: i64) -> Result<(), RedisError> {
+        let key = self.rebuild_mark(user);
+        let secs = REBUILD_MARK.as_secs();
+        self.redis
+            .run(|mut c| async move {
+                redis::cmd("SET").arg(key).arg(1).arg("EX").arg(secs).query_async::<()>(&mut c).await
+            })
+            .await
+    }
+
+    /// Add `post_id` to those timelines of `owners` that someone reads (existing
+    /// or being rebuilt), in this data center's Redis and every peer's at once (a
+    /// reader may use any data center). Each server gets the batches in turn and
+    /// stops at its first failure. Idempotent: a caller told of a failure (local or
+    /// peer) pushes again.
     pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), SpreadError> {
         let m = member(post_id);
         let ttl = self.ttl.as_secs().max(1);
@@ -101,7 +137,7 @@ impl Timelines {
             .map(|chunk| {
                 let mut inv = self.push.prepare_invoke();
                 for owner in chunk {
-                    inv.key(self.key(*owner));
+                    inv.key(self.key(*owner)).key(self.marker(*owner)).key(self.rebuild_mark(*owner));
                 }
                 inv.arg(&m).arg(self.cap).arg(ttl);
                 inv
@@ -158,7 +194,11 @@ impl Timelines {
     /// data center rebuilds its own timelines when they are read there.
     pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
         let mut inv = self.fill.prepare_invoke();
-        inv.key(self.key(user)).key(self.marker(user)).arg(self.cap).arg(self.ttl.as_secs().max(1));
+        inv.key(self.key(user))
+            .key(self.marker(user))
+            .key(self.rebuild_mark(user))
+            .arg(self.cap)
+            .arg(self.ttl.as_secs().max(1));
         for id in ids.iter().take(self.cap) {
             inv.arg(member(*id));
         }

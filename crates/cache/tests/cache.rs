@@ -112,10 +112,19 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     let r = redis("tl:").await;
     let t = Timelines::new(r.clone(), 3, Duration::from_secs(60));
     assert_eq!(t.page(1, None, 10).await.unwrap(), None, "never built");
+    // User 1's timeline is being rebuilt (its database read under way): a post
+    // pushed meanwhile reaches it. User 2 reads no timeline: nothing is kept.
+    t.begin_rebuild(1).await.unwrap();
     t.push(100, &[1, 2]).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), None, "fan-out alone does not make it complete");
+    let mut conn = r.conn().await.unwrap();
+    let exists: i64 =
+        redis::cmd("EXISTS").arg(r.key("tl:2")).arg(r.key("tlok:2")).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "no timeline is made for a follower who does not read");
     t.fill(1, &[90, 80]).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![100, 90, 80]), "merged, newest first");
+    let mark: i64 = redis::cmd("EXISTS").arg(r.key("tlb:1")).query_async(&mut conn).await.unwrap();
+    assert_eq!(mark, 0, "the fill ends the rebuild");
     t.push(110, &[1]).await.unwrap();
     t.push(9_000_000_000_000_000_000, &[1]).await.unwrap();
     assert_eq!(

@@ -126,9 +126,11 @@ async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
         Timelines::new(dc1.clone(), 10, Duration::from_secs(600)),
         Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
     );
-    // User 7 reads through dc2: a warm timeline there.
+    // User 7 reads through dc2: a warm timeline there; user 300 reads in both.
     t2.fill(7, &[70]).await.unwrap();
     assert_eq!(t1.page(7, None, 10).await.unwrap(), None, "a fill stays in its own DC");
+    t1.fill(300, &[]).await.unwrap();
+    t2.fill(300, &[]).await.unwrap();
 
     // A post fanned out by a process of dc1 reaches 7's warm timeline in dc2.
     let readers: Vec<i64> = (1..=300).chain([7]).collect(); // more than one batch
@@ -136,6 +138,10 @@ async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
     assert_eq!(t2.page(7, None, 10).await.unwrap(), Some(vec![80, 70]));
     assert_eq!(members(&dc1, "tl:300").await, [format!("{:019}", 80)]);
     assert_eq!(members(&dc2, "tl:300").await, [format!("{:019}", 80)], "every batch reached dc2");
+    // Followers who read nowhere get nothing pushed (their timelines are rebuilt
+    // when they read), and 7 got nothing in dc1, where it does not read.
+    assert!(members(&dc1, "tl:5").await.is_empty() && members(&dc2, "tl:5").await.is_empty());
+    assert!(members(&dc1, "tl:7").await.is_empty());
 
     // A follow change through dc1 drops 7's timeline in both DCs.
     t1.drop_timeline(7).await.unwrap();
@@ -178,9 +184,10 @@ async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
     assert_eq!(metrics.invalidation_failures("d", "peer"), 1);
     assert_eq!(metrics.invalidation_failures("d", "local"), 0);
 
-    // The peer comes back: the same writes reach it.
+    // The peer comes back (empty): the same writes reach it, where 1 reads there.
     dc2_server.restart();
     let dc2 = connect(dc2_server.url(), "twodc-down:", vec![]).await;
+    Timelines::new(dc2.clone(), 10, Duration::from_secs(600)).fill(1, &[]).await.unwrap();
     timelines.push(11, &[1]).await.unwrap();
     assert_eq!(members(&dc2, "tl:1").await, [format!("{:019}", 11)]);
     inv.invalidate("d", "k").await.unwrap();
@@ -192,6 +199,7 @@ async fn a_local_failure_is_local_whatever_the_peers_do() {
     let mut dc1_server = testkit::fresh_redis();
     let dc1 = connect(dc1_server.url(), "twodc-local:", vec![testkit::redis().url()]).await;
     let dc2 = connect(testkit::redis().url(), "twodc-local:", vec![]).await;
+    Timelines::new(dc2.clone(), 10, Duration::from_secs(600)).fill(2, &[]).await.unwrap();
     dc1_server.kill();
     let err = Timelines::new(dc1.clone(), 10, Duration::from_secs(600)).push(5, &[2]).await.unwrap_err();
     assert!(err.is_local(), "{err:?}");

@@ -617,6 +617,11 @@ async fn rebuild_timeline(
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<i64>, ApiError> {
+    // From here on, fan-out pushes into this timeline too (no post is lost
+    // between the database read below and the fill).
+    if let Err(e) = state.timelines().begin_rebuild(viewer).await {
+        tracing::warn!(error = %e, user_id = viewer, "timeline rebuild not marked");
+    }
     let mut authors = followees_of(state, viewer).await?.as_ref().clone();
     authors.push(viewer);
     let cap = state.timelines().cap() as i64;
