@@ -64,6 +64,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a data center's WAN gateway (a delaying relay per link to another DC;
+    /// cut, heal and conditions through its admin API).
+    Wan {
+        /// The gateway's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a worker (claims and runs jobs from every shard's queue).
     Worker {
         /// The worker's TOML configuration.
@@ -137,6 +144,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = dns::DnsConfig::load(&config)?;
             let _logs = telemetry::init_logging("dns");
             let running = dns::start(config, None).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            shutdown.cancelled().await;
+            running.stop().await;
+            Ok(())
+        }
+        Command::Wan { config } => {
+            // Validate before anything is bound or logged.
+            let config = wan::WanConfig::load(&config)?;
+            let _logs = telemetry::init_logging("wan");
+            let registry = telemetry::Registry::default();
+            let running = wan::start(config, &registry)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             shutdown.cancelled().await;

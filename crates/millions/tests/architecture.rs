@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cache", 1),
     ("lb", 1),
     ("dns", 1),
+    ("wan", 1),
     // App logic shared by the web tier and the workers.
     ("feed", 2),
     // Roles.
