@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -25,6 +25,16 @@ pub struct RedisConfig {
     /// Reads, sessions and cache fills stay local. Empty: one data center.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Milliseconds a peer that failed a write is skipped before it is tried
+    /// again: while another DC is cut off, a write pays the timeout once per
+    /// window, not at every request. What a skipped peer missed is made good by
+    /// clearing its keys when it is reached again. 0: never skip.
+    #[serde(default = "default_peer_retry_ms")]
+    pub peer_retry_ms: u64,
+}
+
+fn default_peer_retry_ms() -> u64 {
+    3000
 }
 
 fn default_prefix() -> String {
@@ -110,6 +120,17 @@ impl SpreadError {
 /// A Redis error (connection, protocol or command).
 pub type RedisError = redis::RedisError;
 
+/// A peer's state as this process sees it ([`Redis::run_everywhere`]).
+#[derive(Debug, Default)]
+struct PeerState {
+    /// Skipped until then, after a failure.
+    skip_until: Option<Instant>,
+    /// A write failed or was skipped since it last took one: it may hold entries
+    /// that writes since would have invalidated, so its keys are cleared before
+    /// the next write reaches it.
+    missed: bool,
+}
+
 /// A handle to the shared Redis: one multiplexed connection (pipelining every
 /// request of the process over one socket), reconnected on the next command after it
 /// breaks, with every command bounded by a timeout; and the key prefix that keeps
@@ -136,6 +157,11 @@ pub struct Redis {
     peers: Arc<[Redis]>,
     /// `host:port` of the server, to name it in logs and errors without its password.
     label: String,
+    /// As a peer: whether it is skipped and whether it missed writes. Held across
+    /// the clearing of its keys, so this process's writes wait for it.
+    peer_state: Arc<tokio::sync::Mutex<PeerState>>,
+    /// As a peer: how long it is skipped after a failure.
+    peer_retry: Duration,
 }
 
 impl std::fmt::Debug for Redis {
@@ -177,6 +203,8 @@ impl Redis {
             timeout,
             peers: Arc::new([]),
             label,
+            peer_state: Arc::default(),
+            peer_retry: Duration::ZERO,
         })
     }
 
@@ -186,8 +214,12 @@ impl Redis {
         let peers = config
             .peers
             .iter()
-            .map(|url| Redis::lazy(url, &config.prefix, config.timeout()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|url| {
+                let mut peer = Redis::lazy(url, &config.prefix, config.timeout())?;
+                peer.peer_retry = Duration::from_millis(config.peer_retry_ms);
+                Ok(peer)
+            })
+            .collect::<Result<Vec<_>, RedisError>>()?;
         let mut redis = Redis::connect(&config.url, &config.prefix, config.timeout()).await?;
         redis.peers = peers.into();
         Ok(redis)
@@ -214,19 +246,96 @@ impl Redis {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let local = op(self.clone());
-        let peers = futures::future::join_all(self.peers.iter().map(|p| op(p.clone())));
+        let peers = futures::future::join_all(self.peers.iter().map(|p| p.as_peer(&op)));
         let (local, peers) = futures::join!(local, peers);
-        let failed: Vec<(String, RedisError)> = self
-            .peers
-            .iter()
-            .zip(peers)
-            .filter_map(|(peer, result)| result.err().map(|e| (peer.label.clone(), e)))
-            .collect();
-        for (peer, e) in &failed {
-            tracing::warn!(peer = %peer, write = what, error = %e, "a peer data center's redis did not take a write");
+        let mut failed: Vec<(String, RedisError)> = Vec::new();
+        for (peer, (result, skipped)) in self.peers.iter().zip(peers) {
+            if let Err(e) = result {
+                if !skipped {
+                    tracing::warn!(peer = %peer.label, write = what, error = %e, "a peer data center's redis did not take a write");
+                }
+                failed.push((peer.label.clone(), e));
+            }
         }
         let value = local.map_err(SpreadError::Local)?;
         if failed.is_empty() { Ok(value) } else { Err(SpreadError::Peers(failed)) }
+    }
+
+    /// Run `op` against this peer: skipped within the retry window after a
+    /// failure (`Err` at once, and `true`: not worth a log line each time); once
+    /// reached again after a failure or a skip, its keys under the prefix are
+    /// cleared first — it missed invalidations and timeline writes, and
+    /// everything it holds is derived from the shards.
+    async fn as_peer<T, F, Fut>(&self, op: &F) -> (Result<T, RedisError>, bool)
+    where
+        F: Fn(Redis) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        {
+            // Held while clearing, so this process's writes to the peer wait for it.
+            let mut state = self.peer_state.lock().await;
+            if state.skip_until.is_some_and(|until| Instant::now() < until) {
+                state.missed = true;
+                let skipped =
+                    std::io::Error::new(std::io::ErrorKind::NotConnected, "skipped: it failed a moment ago");
+                return (Err(RedisError::from(skipped)), true);
+            }
+            state.skip_until = None;
+            if state.missed {
+                match self.clear_prefix().await {
+                    Ok(keys) => {
+                        tracing::warn!(peer = %self.label, keys, "a peer data center's redis is reached again: cleared what it held, as it missed writes");
+                        state.missed = false;
+                    }
+                    Err(e) => {
+                        state.skip_until = Some(Instant::now() + self.peer_retry);
+                        return (Err(e), false);
+                    }
+                }
+            }
+        }
+        let result = op(self.clone()).await;
+        if result.is_err() {
+            let mut state = self.peer_state.lock().await;
+            state.missed = true;
+            state.skip_until = Some(Instant::now() + self.peer_retry);
+        }
+        (result, false)
+    }
+
+    /// Delete every key under the prefix (SCAN and UNLINK, in batches); returns how
+    /// many.
+    async fn clear_prefix(&self) -> Result<u64, RedisError> {
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let pattern = &pattern;
+            let (next, keys): (u64, Vec<String>) = self
+                .run(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if !keys.is_empty() {
+                let n = keys.len() as u64;
+                self.run(
+                    |mut c| async move { redis::cmd("UNLINK").arg(&keys).query_async::<u64>(&mut c).await },
+                )
+                .await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// The shared connection (a cheap clone), dialing a new one if the last broke.

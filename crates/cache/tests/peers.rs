@@ -21,7 +21,7 @@ fn config() -> CacheConfig {
 }
 
 fn redis_config(url: String, prefix: &str, peers: Vec<String>) -> RedisConfig {
-    RedisConfig { url, prefix: prefix.to_owned(), timeout_ms: 1000, peers }
+    RedisConfig { url, prefix: prefix.to_owned(), timeout_ms: 1000, peers, peer_retry_ms: 0 }
 }
 
 /// A process of a data center whose Redis is `url`, writing to `peers` too.
@@ -184,13 +184,51 @@ async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
     assert_eq!(metrics.invalidation_failures("d", "peer"), 1);
     assert_eq!(metrics.invalidation_failures("d", "local"), 0);
 
-    // The peer comes back (empty): the same writes reach it, where 1 reads there.
+    // The peer comes back: the first write that reaches it clears what it held
+    // under the prefix (it missed writes), then the writes reach it, where 1 reads.
     dc2_server.restart();
     let dc2 = connect(dc2_server.url(), "twodc-down:", vec![]).await;
+    set(&dc2, "c:d:stale", "missed an invalidation").await;
+    inv.invalidate("d", "k").await.unwrap();
+    assert_eq!(get(&dc2, "c:d:stale").await, None, "what it held was cleared");
+    assert_eq!(get(&dc2, "gen:d:k").await.as_deref(), Some("1"));
     Timelines::new(dc2.clone(), 10, Duration::from_secs(600)).fill(1, &[]).await.unwrap();
     timelines.push(11, &[1]).await.unwrap();
     assert_eq!(members(&dc2, "tl:1").await, [format!("{:019}", 11)]);
-    inv.invalidate("d", "k").await.unwrap();
+}
+
+async fn set(redis: &Redis, key: &str, value: &str) {
+    let mut conn = redis.conn().await.unwrap();
+    redis::cmd("SET").arg(redis.key(key)).arg(value).query_async::<()>(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_that_failed_is_skipped_for_a_while_then_cleared_when_reached_again() {
+    let mut dc2_server = testkit::fresh_redis();
+    let mut config = redis_config(testkit::redis().url(), "twodc-skip:", vec![dc2_server.url()]);
+    config.peer_retry_ms = 300;
+    let dc1 = Redis::connect_with(&config).await.unwrap();
+    let (_, _, inv) = cache(&dc1, "d");
+    dc2_server.kill();
+    // The first write pays the failure; the next ones skip the peer at once.
+    let err = inv.invalidate("d", "k").await.unwrap_err().to_string();
+    assert!(!err.contains("skipped"), "{err}");
+    let err = inv.invalidate("d", "k").await.unwrap_err().to_string();
+    assert!(err.contains("skipped"), "{err}");
+    assert_eq!(get(&dc1, "gen:d:k").await.as_deref(), Some("2"), "the local writes all took");
+
+    // Back, holding an entry that missed the invalidations: once the window has
+    // passed, a write clears it, then takes.
+    dc2_server.restart();
+    let dc2 = connect(dc2_server.url(), "twodc-skip:", vec![]).await;
+    set(&dc2, "c:d:k", "stale").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = inv.invalidate("d", "k").await {
+        assert!(e.to_string().contains("skipped"), "{e}");
+        assert!(tokio::time::Instant::now() < deadline, "the peer was never tried again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&dc2, "c:d:k").await, None, "the stale entry was cleared");
     assert_eq!(get(&dc2, "gen:d:k").await.as_deref(), Some("1"));
 }
 
