@@ -29,6 +29,8 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/nodes/{name}/promote", post(promote))
         .route("/api/dcs/{dc}/down", post(dc_down))
         .route("/api/dcs/{dc}/up", post(dc_up))
+        .route("/api/dcs/{dc}/wan-cut", post(wan_cut))
+        .route("/api/dcs/{dc}/wan-heal", post(wan_heal))
         .route("/api/shutdown", post(shutdown))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
@@ -210,7 +212,17 @@ async fn dc_up(State(shared): State<Shared>, Path(dc): Path<String>) -> Response
     dc_result(dcs::up(&shared, &dc).await)
 }
 
-fn dc_result(r: Result<dcs::DcChange, crate::ControlError>) -> Response {
+/// Cut a data center off from the others on the WAN (bytes held until the heal).
+async fn wan_cut(State(shared): State<Shared>, Path(dc): Path<String>) -> Response {
+    dc_result(crate::wan::set_cut(&shared, &dc, true).await)
+}
+
+/// Heal a data center's WAN links.
+async fn wan_heal(State(shared): State<Shared>, Path(dc): Path<String>) -> Response {
+    dc_result(crate::wan::set_cut(&shared, &dc, false).await)
+}
+
+fn dc_result<T: serde::Serialize>(r: Result<T, crate::ControlError>) -> Response {
     match r {
         Ok(done) => Json(done).into_response(),
         Err(e @ crate::ControlError::UnknownNode(_)) => error(StatusCode::NOT_FOUND, e.to_string()),

@@ -27,6 +27,10 @@ pub struct ClusterState {
     /// nodes are not restarted, and their PostgreSQL members confirm no commit.
     #[serde(default)]
     pub lost_dcs: Vec<String>,
+    /// Data centers cut off from the others on the WAN (`millions chaos wan-cut`,
+    /// until `wan-heal`): a WAN gateway starting meanwhile starts cut.
+    #[serde(default)]
+    pub wan_cut: Vec<String>,
 }
 
 /// One shard's decisions.
@@ -102,6 +106,7 @@ impl Cluster {
                         })
                         .collect(),
                     lost_dcs: Vec::new(),
+                    wan_cut: Vec::new(),
                 },
                 true,
             ),
@@ -162,18 +167,25 @@ impl Cluster {
     }
 
     /// The published map as the processes of data center `dc` use it: each
-    /// shard's replicas in `dc` first (`near`), reads prefer them.
+    /// shard's replicas in `dc` first (`near`), reads prefer them; every server of
+    /// another DC at the address `dc` reaches it by (its WAN relay, with `[wan]`).
     pub(crate) fn map_for(&self, dc: &str) -> ClusterMap {
         let mut map = self.map();
         let state = self.snapshot();
+        let t = &self.topology;
+        let from_dc = |name: &String| t.node(name).map(|n| t.address_from(dc, n).to_string());
         for (servers, decided) in map.shards.iter_mut().zip(&state.shards) {
-            let dc_of = |name: &String| self.topology.node(name).map(|n| n.dc.as_str());
+            if let Some(primary) = servers.primary.take() {
+                // The map's primary, by its own address.
+                let node = t.nodes().iter().find(|n| n.addr.to_string() == primary);
+                servers.primary = Some(node.map_or(primary, |n| t.address_from(dc, n).to_string()));
+            }
+            let dc_of = |name: &String| t.node(name).map(|n| n.dc.as_str());
             let (mut near, far): (Vec<&String>, Vec<&String>) =
                 decided.replicas.iter().partition(|r| dc_of(r) == Some(dc));
             let count = near.len();
             near.extend(far);
-            servers.replicas =
-                near.into_iter().filter_map(|n| self.addrs.get(n).map(|a| a.to_string())).collect();
+            servers.replicas = near.into_iter().filter_map(from_dc).collect();
             servers.near = Some(count);
         }
         map

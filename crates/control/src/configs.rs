@@ -35,8 +35,19 @@ pub(crate) fn pg_run_spec(shared: &Shared, node: &Node, follow: Option<&Node>) -
         }
     }
     if let Some(primary) = follow {
-        spec.extra_conf.extend(nodes::standby_conf(&pg_spec(shared, primary), &node.name, &slot_name(node)));
+        let source = pg_spec_from(shared, primary, &node.dc);
+        spec.extra_conf.extend(nodes::standby_conf(&source, &node.name, &slot_name(node)));
     }
+    spec
+}
+
+/// `node`'s spec as a node of `from_dc` reaches it — through `from_dc`'s WAN
+/// gateway when `node` is in another DC: to connect (stream, copy, rewind from
+/// it), not to start it.
+pub(crate) fn pg_spec_from(shared: &Shared, node: &Node, from_dc: &str) -> PostgresSpec {
+    let mut spec = pg_spec(shared, node);
+    let addr = shared.topology().address_from(from_dc, node);
+    (spec.listen, spec.port) = (addr.ip(), addr.port());
     spec
 }
 
@@ -47,8 +58,13 @@ pub(crate) fn slot_name(node: &Node) -> String {
 
 /// The Redis spec of node `node`.
 pub(crate) fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
+    redis_spec_at(shared, node, node.addr)
+}
+
+/// `node`'s Redis spec as reached at `addr` (a WAN relay to it): to connect, not to start.
+fn redis_spec_at(shared: &Shared, node: &Node, addr: std::net::SocketAddr) -> RedisSpec {
     let dir = node_dir(&shared.opts.run_dir, &node.name);
-    let mut spec = RedisSpec::new(&dir, node.addr.ip(), node.addr.port(), &shared.secrets.redis);
+    let mut spec = RedisSpec::new(&dir, addr.ip(), addr.port(), &shared.secrets.redis);
     spec.log_file = log_path(&shared.opts.run_dir, &node.name);
     // Nothing is kept across a restart: what it held may have been invalidated
     // while it was down (a returning Redis serves nothing stale). Sessions are
@@ -58,15 +74,16 @@ pub(crate) fn redis_spec(shared: &Shared, node: &Node) -> RedisSpec {
     spec
 }
 
-/// Connection URL of each shard's initial primary, in shard order: the
+/// Connection URL of each shard's initial primary, in shard order, as a node of
+/// `dc` reaches it (through its WAN gateway if the primary is elsewhere): the
 /// credentials and database a process uses; it routes by the published map.
-pub(crate) fn initial_urls(shared: &Shared) -> Vec<String> {
-    primary_urls_with(shared.topology(), None, &shared.secrets.postgres)
+pub(crate) fn initial_urls(shared: &Shared, dc: &str) -> Vec<String> {
+    primary_urls_with(shared.topology(), None, &shared.secrets.postgres, Some(dc))
 }
 
 /// Connection URL of each shard's current primary, in shard order.
 pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
-    primary_urls_with(shared.topology(), Some(&shared.cluster.snapshot()), &shared.secrets.postgres)
+    primary_urls_with(shared.topology(), Some(&shared.cluster.snapshot()), &shared.secrets.postgres, None)
 }
 
 /// The Redis node a node of `dc` uses: its DC's first, else the first anywhere.
@@ -96,9 +113,14 @@ fn redis_for(shared: &Shared, dc: &str) -> String {
     redis_spec(shared, redis_node_for(shared.topology(), dc)).url()
 }
 
-/// The URLs (with their passwords) of the other DCs' Redis servers.
+/// The URLs (with their passwords) of the other DCs' Redis servers, as a node of
+/// `dc` reaches them: through its WAN gateway.
 fn redis_peers_for(shared: &Shared, dc: &str) -> Vec<String> {
-    redis_peer_nodes(shared.topology(), dc).into_iter().map(|n| redis_spec(shared, n).url()).collect()
+    let t = shared.topology();
+    redis_peer_nodes(t, dc)
+        .into_iter()
+        .map(|n| redis_spec_at(shared, n, t.address_from(dc, n)).url())
+        .collect()
 }
 
 /// Write the configuration of web server or worker `node`; returns its path.
@@ -111,7 +133,7 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
         addr = node.addr,
         api = shared.api_addr,
         dc = node.dc,
-        shards = initial_urls(shared),
+        shards = initial_urls(shared, &node.dc),
         redis = redis_for(shared, &node.dc),
         peers = redis_peers_for(shared, &node.dc),
         store = store.display().to_string(),

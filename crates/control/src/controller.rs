@@ -40,6 +40,7 @@ impl Controller {
         // before anything is written or bound.
         lb::check_configs(&opts.topology)?;
         dns::check_configs(&opts.topology)?;
+        crate::wan::check_configs(&opts.topology)?;
         let logs = opts.run_dir.join("logs");
         std::fs::create_dir_all(&logs).file("creating", &logs)?;
         let secrets = secrets(&opts.run_dir)?;

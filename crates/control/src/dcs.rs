@@ -105,7 +105,7 @@ pub(crate) async fn up(shared: &Shared, dc: &str) -> Result<DcChange, ControlErr
     }
     let mut order = nodes.clone();
     let rank = |n: &Node| {
-        [Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns]
+        [Role::Wan, Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns]
             .iter()
             .position(|r| *r == n.role)
     };

@@ -14,7 +14,7 @@ use crate::error::{Context as _, ControlError, process};
 use crate::files::{log_path, pid_file};
 use crate::processes::{STOP_GRACE, forget_process, running_process};
 use crate::shared::{DATABASE, Shared};
-use crate::{dns, lb, pgadmin, postgres};
+use crate::{dns, lb, pgadmin, postgres, wan};
 
 /// How long a started process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -61,10 +61,11 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> Result<(), Contro
             }
             (Some(id), None)
         }
-        Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns => {
+        Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns | Role::Wan => {
             let config = match node.role {
                 Role::LoadBalancer => lb::write_config(shared, &node)?,
                 Role::Dns => dns::write_config(shared, &node)?,
+                Role::Wan => wan::write_config(shared, &node)?,
                 _ => write_process_config(shared, &node)?,
             };
             let log = log_path(run_dir, &node.name);
@@ -199,7 +200,7 @@ pub(crate) async fn kill_node(shared: &Shared, name: &str) -> Result<u32, Contro
     Ok(pid)
 }
 
-/// Start every node, in order: primaries (then migrate), replicas (then switch
+/// Start every node, in order: WAN gateways, primaries (then migrate), replicas (then switch
 /// synchronous shards to synchronous commit), Redis, workers, web servers, load
 /// balancers. A node still running from an earlier controller is adopted, not
 /// restarted.
@@ -209,6 +210,14 @@ pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
     // a step under way (initdb, a base backup) runs to its end, and the caller
     // stops whatever was started.
     let go_on = || if shared.shutdown.is_cancelled() { Err(ControlError::ShutDown) } else { Ok(()) };
+    // The WAN gateways: a replica in another DC is copied and streams through them.
+    for node in topology.nodes_of(Role::Wan) {
+        go_on()?;
+        if !adopt(shared, node).await {
+            tracing::info!(node = node.name, addr = %node.addr, "starting");
+            start_node(shared, &node.name).await?;
+        }
+    }
     // Primaries.
     for shard in topology.shards() {
         go_on()?;

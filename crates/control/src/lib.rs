@@ -58,6 +58,7 @@ mod shared;
 mod status;
 mod supervise;
 mod switchover;
+pub mod wan;
 
 use std::path::Path;
 
@@ -76,5 +77,5 @@ pub use status::{NodeStatus, PgStatus, ShardStatus};
 pub fn primary_urls(run_dir: &Path, topology: &Topology) -> Result<Vec<String>, ControlError> {
     let secrets = files::read_secrets(run_dir)?;
     let state = cluster::read_state(run_dir, topology)?;
-    Ok(shared::primary_urls_with(topology, state.as_ref(), &secrets.postgres))
+    Ok(shared::primary_urls_with(topology, state.as_ref(), &secrets.postgres, None))
 }

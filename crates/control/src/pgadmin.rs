@@ -165,6 +165,14 @@ pub(crate) async fn checkpoint(spec: &PostgresSpec) -> Result<(), ControlError> 
     execute(spec, "postgres", "CHECKPOINT").await
 }
 
+/// The timeline the server is on (as of its last checkpoint: run one first after a
+/// promotion).
+pub(crate) async fn timeline(spec: &PostgresSpec) -> Result<u32, ControlError> {
+    let rows = rows(spec, "SELECT timeline_id::int8 FROM pg_control_checkpoint()", STATUS_TIMEOUT).await?;
+    let timeline: i64 = rows[0].get(0);
+    Ok(u32::try_from(timeline).unwrap_or(0))
+}
+
 /// Create database `name` unless it exists.
 pub(crate) async fn ensure_database(spec: &PostgresSpec, name: &str) -> Result<(), ControlError> {
     let owned = name.to_owned();

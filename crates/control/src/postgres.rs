@@ -7,7 +7,7 @@ use nodes::PostgresSpec;
 use topology::Node;
 
 use crate::cluster::Event;
-use crate::configs::{pg_run_spec, pg_spec, slot_name};
+use crate::configs::{pg_run_spec, pg_spec, pg_spec_from, slot_name};
 use crate::decide::{Rejoin, rejoin};
 use crate::error::{Context as _, ControlError, process};
 use crate::pgadmin;
@@ -18,16 +18,22 @@ pub(crate) async fn ensure_slot(primary: &PostgresSpec, replica: &Node) -> Resul
     pgadmin::ensure_slot(primary, &slot_name(replica)).await
 }
 
-/// A fresh copy of `primary` in `replica`'s data directory (pg_basebackup).
-async fn rebuild(primary: &PostgresSpec, replica: &PostgresSpec, node: &Node) -> Result<(), ControlError> {
-    tracing::info!(node = node.name, primary = %primary.addr(), "copying the primary (pg_basebackup)");
+/// A fresh copy of `primary` in `replica`'s data directory (pg_basebackup from
+/// `source`, the primary as the replica's DC reaches it).
+async fn rebuild(
+    primary: &PostgresSpec,
+    source: &PostgresSpec,
+    replica: &PostgresSpec,
+    node: &Node,
+) -> Result<(), ControlError> {
+    tracing::info!(node = node.name, primary = %primary.addr(), via = %source.addr(), "copying the primary (pg_basebackup)");
     let slot = slot_name(node);
     pgadmin::drop_slot(primary, &slot).await?;
     let dir = replica.data_dir.clone();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).file("removing", &dir)?;
     }
-    let (p, r) = (primary.clone(), replica.clone());
+    let (p, r) = (source.clone(), replica.clone());
     tokio::task::spawn_blocking(move || nodes::base_backup(&p, &r, &slot)).await?.map_err(process(&node.name))
 }
 
@@ -87,6 +93,21 @@ pub(crate) async fn reconcile_shard(shared: &Shared, shard: u16) {
     }
 }
 
+/// Whether the stopped standby `standby` last ran on an earlier timeline than
+/// `primary`'s (a promotion happened since): then it is rewound before it
+/// follows (pg_rewind does nothing if its history is a prefix of the primary's).
+async fn behind_a_promotion(primary: &PostgresSpec, standby: &PostgresSpec) -> bool {
+    let dir = standby.data_dir.clone();
+    let Ok(Ok(own)) = tokio::task::spawn_blocking(move || nodes::controldata(&dir)).await else {
+        return false;
+    };
+    // A just-promoted primary names its new timeline only after a checkpoint.
+    if pgadmin::checkpoint(primary).await.is_err() {
+        return false;
+    }
+    pgadmin::timeline(primary).await.is_ok_and(|current| own.timeline < current)
+}
+
 /// Start a PostgreSQL node in its current role (see the module's docs).
 pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), ControlError> {
     let shard =
@@ -104,11 +125,19 @@ pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), Contr
     let primary =
         shared.topology().node(&current).ok_or_else(|| ControlError::UnknownNode(current.clone()))?.clone();
     let primary_spec = pg_spec(shared, &primary);
+    // What the replica copies and rewinds from: through its DC's WAN gateway.
+    let source = pg_spec_from(shared, &primary, &node.dc);
     let spec = pg_run_spec(shared, node, Some(&primary));
-    let plan =
+    let mut plan =
         rejoin(spec.data_dir.join("PG_VERSION").exists(), spec.data_dir.join("standby.signal").exists());
+    if plan == Rejoin::Follow && behind_a_promotion(&primary_spec, &spec).await {
+        // A standby of an earlier primary may hold WAL its successor never got
+        // (a replica next to a primary lost with its DC): it cannot follow the
+        // new history until that is thrown away.
+        plan = Rejoin::Rewind;
+    }
     if plan == Rejoin::Copy {
-        rebuild(&primary_spec, &spec, node).await?;
+        rebuild(&primary_spec, &source, &spec, node).await?;
     } else if plan == Rejoin::Rewind {
         // It last ran as a primary: drop what its successor never confirmed.
         ensure_slot(&primary_spec, node).await?;
@@ -116,8 +145,8 @@ pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), Contr
         // after a checkpoint; before it, pg_rewind sees no divergence and
         // leaves the old primary unable to follow.
         pgadmin::checkpoint(&primary_spec).await?;
-        let (target, source) = (spec.clone(), primary_spec.clone());
-        match tokio::task::spawn_blocking(move || nodes::rewind_postgres(&target, &source)).await? {
+        let (target, from) = (spec.clone(), source.clone());
+        match tokio::task::spawn_blocking(move || nodes::rewind_postgres(&target, &from)).await? {
             Ok(()) => shared.cluster.record(Event::new(
                 shard,
                 "rejoined",
@@ -126,7 +155,7 @@ pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), Contr
             )),
             Err(e) => {
                 tracing::warn!(node = node.name, error = %e, "pg_rewind failed; copying the primary instead");
-                rebuild(&primary_spec, &spec, node).await?;
+                rebuild(&primary_spec, &source, &spec, node).await?;
             }
         }
     } else {
@@ -138,7 +167,7 @@ pub(crate) async fn start_node(shared: &Shared, node: &Node) -> Result<(), Contr
         Err(e @ nodes::Error::AlreadyRunning { .. }) => Err(process(&node.name)(e)),
         Err(e) => {
             tracing::warn!(node = node.name, error = %e, "the replica does not start; copying the primary afresh");
-            rebuild(&primary_spec, &spec, node).await?;
+            rebuild(&primary_spec, &source, &spec, node).await?;
             start(&node.name, spec).await?;
             shared.cluster.record(Event::new(
                 shard,

@@ -43,9 +43,10 @@ pub(crate) fn running_process(run_dir: &Path, node: &Node) -> Option<nodes::Proc
 
 /// The nodes of `topology` whose processes still run in `run_dir` without a
 /// controller (it crashed or was killed), in the order to stop them: DNS
-/// servers, load balancers, web servers, workers, Redis, then PostgreSQL.
+/// servers, load balancers, web servers, workers, Redis, PostgreSQL, then the
+/// WAN gateways.
 pub fn orphans(run_dir: &Path, topology: &Topology) -> Vec<(String, nodes::ProcessId)> {
-    [Role::Dns, Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres]
+    [Role::Dns, Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Wan]
         .into_iter()
         .flat_map(|role| topology.nodes_of(role))
         .filter_map(|node| running_process(run_dir, node).map(|p| (node.name.clone(), p)))

@@ -133,11 +133,13 @@ impl Shared {
 }
 
 /// Connection URLs of each shard's primary in `state` (the initial one with no
-/// state, or while a failover is under way), given the PostgreSQL password.
+/// state, or while a failover is under way), given the PostgreSQL password; as
+/// a node of `from_dc` reaches them (through its WAN gateway), or directly.
 pub(crate) fn primary_urls_with(
     topology: &Topology,
     state: Option<&ClusterState>,
     password: &str,
+    from_dc: Option<&str>,
 ) -> Vec<String> {
     topology
         .shards()
@@ -147,8 +149,8 @@ pub(crate) fn primary_urls_with(
                 .and_then(|s| s.shards[shard.id.0 as usize].primary.as_deref())
                 .and_then(|name| topology.node(name))
                 .unwrap_or_else(|| topology.initial_primary(shard.id));
-            let host = node.addr.ip().to_string();
-            nodes::postgres_url(&host, node.addr.port(), PG_USER, password, DATABASE)
+            let addr = from_dc.map_or(node.addr, |dc| topology.address_from(dc, node));
+            nodes::postgres_url(&addr.ip().to_string(), addr.port(), PG_USER, password, DATABASE)
         })
         .collect()
 }

@@ -158,6 +158,17 @@ enum ChaosAction {
         /// The data center.
         dc: String,
     },
+    /// Cut a data center off from the others on the WAN (with a topology's
+    /// `[wan]`): every byte between them is held, not dropped, until the heal.
+    WanCut {
+        /// The data center.
+        dc: String,
+    },
+    /// Heal a data center's WAN links: what they held is delivered in order.
+    WanHeal {
+        /// The data center.
+        dc: String,
+    },
 }
 
 fn topology_path(home: &Path) -> PathBuf {
@@ -702,6 +713,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         ChaosAction::Start { node } => (format!("nodes/{node}/start"), format!("start: {node}")),
         ChaosAction::DcDown { dc } => (format!("dcs/{dc}/down"), format!("dc-down: {dc}")),
         ChaosAction::DcUp { dc } => (format!("dcs/{dc}/up"), format!("dc-up: {dc}")),
+        ChaosAction::WanCut { dc } => (format!("dcs/{dc}/wan-cut"), format!("wan-cut: {dc}")),
+        ChaosAction::WanHeal { dc } => (format!("dcs/{dc}/wan-heal"), format!("wan-heal: {dc}")),
     };
     // A data center's return waits for its replicas to stream again.
     let slow = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;

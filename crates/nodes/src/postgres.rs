@@ -292,6 +292,9 @@ pub struct ControlData {
     /// `Latest checkpoint location` as a number: after a clean stop, the shutdown
     /// checkpoint, the server's last WAL record.
     pub checkpoint_lsn: u64,
+    /// `Latest checkpoint's TimeLineID`: the history it was on at its last
+    /// checkpoint (or restartpoint, for a standby).
+    pub timeline: u32,
 }
 
 /// A `pg_lsn` text (`16/B374D848`) as a number.
@@ -314,9 +317,11 @@ pub fn controldata(data_dir: &Path) -> Result<ControlData, Error> {
     let bad = |reason: &str| Error::NotReady { what: what.clone(), reason: reason.to_owned(), log: None };
     let state = field("Database cluster state").ok_or_else(|| bad("no cluster state in its output"))?;
     let checkpoint = field("Latest checkpoint location").ok_or_else(|| bad("no checkpoint location"))?;
+    let timeline = field("Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok());
     Ok(ControlData {
         state: state.to_owned(),
         checkpoint_lsn: parse_lsn(checkpoint).ok_or_else(|| bad("an unreadable checkpoint location"))?,
+        timeline: timeline.ok_or_else(|| bad("no readable timeline"))?,
     })
 }
 

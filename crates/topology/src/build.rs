@@ -100,6 +100,27 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
         }
     }
 
+    let wan = raw.wan.as_ref().map(wan).transpose()?;
+    if wan.is_some() && plans.len() > 1 {
+        // One gateway per DC, started first: the others' cross-DC connections go
+        // through it.
+        let mut gateways = Vec::new();
+        for plan in &plans {
+            let ip = consecutive(&plan.place, &plan.dc.cidr, Role::Wan, None, 1)?[0];
+            gateways.push(Node {
+                name: format!("{}-wan-1", plan.dc.name),
+                role: Role::Wan,
+                dc: plan.dc.name.clone(),
+                addr: SocketAddr::new(ip, ports.wan),
+                shard: None,
+            });
+        }
+        nodes.splice(0..0, gateways);
+        if nodes.len() > usize::from(u16::MAX - crate::WAN_LINK_PORTS) {
+            return Err(format!("{} nodes are too many for the WAN gateways' relay ports", nodes.len()));
+        }
+    }
+
     let mut by_ip: HashMap<IpAddr, &str> = HashMap::new();
     let mut names: HashSet<&str> = HashSet::new();
     for node in &nodes {
@@ -117,7 +138,6 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
 
     let dns = dns(&raw.dns)?;
     let regions = regions(&raw.region, &plans)?;
-    let wan = wan(&raw.wan)?;
     Ok(Topology {
         name: raw.name,
         dcs: plans.into_iter().map(|p| p.dc).collect(),
@@ -289,6 +309,7 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
         redis: port(Role::Redis, raw.redis)?,
         postgres: port(Role::Postgres, raw.postgres)?,
         dns,
+        wan: port(Role::Wan, raw.wan)?,
     })
 }
 

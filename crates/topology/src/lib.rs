@@ -93,12 +93,16 @@ pub enum Role {
     /// `millions dns`: an authoritative server of the app's zone (one per DC, so
     /// DNS is no single point of failure), answering the nearest healthy DC.
     Dns,
+    /// `millions wan`: a DC's gateway to the others (with `[wan]`): everything a
+    /// node of this DC sends to another DC goes through one of its relays, which
+    /// adds the WAN's delay, loss and cuts and leaves from this DC's range.
+    Wan,
 }
 
 impl Role {
     /// Every role, in the order of the file's keys.
-    pub const ALL: [Role; 6] =
-        [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Dns];
+    pub const ALL: [Role; 7] =
+        [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Dns, Role::Wan];
 
     /// The role's key in the file, in node names and on the command line.
     pub fn key(self) -> &'static str {
@@ -109,6 +113,7 @@ impl Role {
             Role::Redis => "redis",
             Role::Postgres => "postgres",
             Role::Dns => "dns",
+            Role::Wan => "wan",
         }
     }
 
@@ -122,6 +127,8 @@ impl Role {
             Role::Postgres => 5432,
             // Unprivileged (53 needs root); every DNS server has its own address.
             Role::Dns => 8053,
+            // The gateway's admin API; its relays listen on ports of their own.
+            Role::Wan => 7000,
         }
     }
 
@@ -136,6 +143,7 @@ impl Role {
             Role::Redis => (80, Some(20)),
             Role::Postgres => (100, None),
             Role::Dns => (5, Some(5)),
+            Role::Wan => (2, Some(3)),
         }
     }
 }
@@ -248,7 +256,13 @@ pub struct Ports {
     pub postgres: u16,
     /// DNS servers' port (UDP and TCP); their admin listener takes the next one.
     pub dns: u16,
+    /// WAN gateways' admin port (their relays listen from [`WAN_LINK_PORTS`] up).
+    pub wan: u16,
 }
+
+/// The first port of a WAN gateway's relays: the relay to the node at index `i`
+/// of [`Topology::nodes`] listens on this plus `i`.
+pub const WAN_LINK_PORTS: u16 = 20000;
 
 impl Ports {
     /// The port of `role`.
@@ -260,6 +274,7 @@ impl Ports {
             Role::Redis => self.redis,
             Role::Postgres => self.postgres,
             Role::Dns => self.dns,
+            Role::Wan => self.wan,
         }
     }
 }
@@ -466,8 +481,8 @@ pub struct Topology {
     dns: DnsSettings,
     /// Where clients are, and the DCs nearest to them.
     regions: Vec<Region>,
-    /// The simulated links between DCs.
-    wan: WanSettings,
+    /// The simulated links between DCs; `None`: DCs talk directly.
+    wan: Option<WanSettings>,
 }
 
 impl Topology {
@@ -496,9 +511,10 @@ impl Topology {
         self.ports
     }
 
-    /// Every process to run, in an order that starts dependencies first: PostgreSQL
-    /// (each shard's primary before its replicas), then Redis, workers, web servers,
-    /// load balancers and DNS servers (each role DC by DC). Stop in the reverse order.
+    /// Every process to run, in an order that starts dependencies first: the WAN
+    /// gateways, PostgreSQL (each shard's primary before its replicas), then Redis,
+    /// workers, web servers, load balancers and DNS servers (each role DC by DC).
+    /// Stop in the reverse order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
@@ -527,9 +543,50 @@ impl Topology {
         order
     }
 
-    /// The conditions on every link between two DCs.
-    pub fn wan(&self) -> &WanSettings {
-        &self.wan
+    /// The conditions on every link between two DCs; `None` when the topology has
+    /// no `[wan]` (DCs talk directly, and no gateway runs).
+    pub fn wan(&self) -> Option<&WanSettings> {
+        self.wan.as_ref()
+    }
+
+    /// `dc`'s WAN gateway, if it has one.
+    pub fn wan_gateway(&self, dc: &str) -> Option<&Node> {
+        self.nodes_of(Role::Wan).find(|n| n.dc == dc)
+    }
+
+    /// Whether a node of another DC reaches `node` through a WAN relay: with a
+    /// `[wan]`, every PostgreSQL and Redis node.
+    pub fn relayed(&self, node: &Node) -> bool {
+        self.wan.is_some() && matches!(node.role, Role::Postgres | Role::Redis)
+    }
+
+    /// The port of the relays that lead to `node` (on every other DC's gateway).
+    pub fn relay_port(&self, node: &Node) -> Option<u16> {
+        let i = self.nodes.iter().position(|n| n.name == node.name)?;
+        u16::try_from(i).ok().and_then(|i| WAN_LINK_PORTS.checked_add(i))
+    }
+
+    /// Where a node of `from_dc` connects to reach `node`: `node` itself in its own
+    /// DC, else the relay to it on `from_dc`'s WAN gateway.
+    pub fn address_from(&self, from_dc: &str, node: &Node) -> SocketAddr {
+        if node.dc == from_dc || !self.relayed(node) {
+            return node.addr;
+        }
+        match (self.wan_gateway(from_dc), self.relay_port(node)) {
+            (Some(gw), Some(port)) => SocketAddr::new(gw.addr.ip(), port),
+            _ => node.addr,
+        }
+    }
+
+    /// The relays of `dc`'s WAN gateway: (listen, target node) for every relayed
+    /// node of the other DCs.
+    pub fn wan_links(&self, dc: &str) -> Vec<(SocketAddr, &Node)> {
+        let Some(gw) = self.wan_gateway(dc) else { return Vec::new() };
+        self.nodes
+            .iter()
+            .filter(|n| n.dc != dc && self.relayed(n))
+            .filter_map(|n| Some((SocketAddr::new(gw.addr.ip(), self.relay_port(n)?), n)))
+            .collect()
     }
 
     /// The DNS servers as the zone names them (`ns1`, `ns2`, …, in node order).
@@ -570,12 +627,16 @@ impl Topology {
     }
 
     /// Check, before starting anything, that every node can listen on its address:
-    /// binds each one (and lets go at once). The first that cannot is reported by
-    /// name. Another process may still take a port between this check and the
-    /// node's start; this only catches the common case of a port already in use.
+    /// binds each one (and lets go at once), a WAN gateway's relays too. The first
+    /// that cannot is reported by name. Another process may still take a port
+    /// between this check and the node's start; this only catches the common case
+    /// of a port already in use.
     pub fn check_ports_free(&self) -> Result<(), TopologyError> {
         for node in &self.nodes {
-            for (addr, what) in node.listen_addrs() {
+            let relays = self.wan_links(&node.dc).into_iter().filter(|_| node.role == Role::Wan);
+            let relays = relays.map(|(addr, to)| (addr, format!(" (relay to {})", to.name)));
+            let own = node.listen_addrs().map(|(addr, what)| (addr, what.to_owned()));
+            for (addr, what) in own.chain(relays) {
                 let name = format!("{}{what}", node.name);
                 match TcpListener::bind(addr) {
                     Ok(listener) => drop(listener),

@@ -27,9 +27,8 @@ pub(crate) struct RawTopology {
     /// `[[region]]`: where clients are, and which DCs are nearest to them.
     #[serde(default)]
     pub region: Vec<RawRegion>,
-    /// `[wan]`: the simulated links between DCs.
-    #[serde(default)]
-    pub wan: RawWan,
+    /// `[wan]`: the simulated links between DCs (absent: DCs talk directly).
+    pub wan: Option<RawWan>,
 }
 
 /// `[dns]`: the zone the DNS servers answer for.
@@ -194,4 +193,6 @@ pub(crate) struct RawPorts {
     pub postgres: Option<i64>,
     /// DNS servers' port.
     pub dns: Option<i64>,
+    /// WAN gateways' admin port.
+    pub wan: Option<i64>,
 }

@@ -89,8 +89,9 @@ fn check_invariants(t: &Topology) {
         assert_eq!(primaries.len(), 1);
         assert_eq!(primaries[0].dc, shard.primary_dc);
     }
-    // Start order: PostgreSQL, Redis, workers, web servers, load balancers, DNS.
-    let order = [Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns];
+    // Start order: WAN gateways, PostgreSQL, Redis, workers, web servers, load balancers, DNS.
+    let order =
+        [Role::Wan, Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns];
     let ranks: Vec<_> = t.nodes().iter().map(|n| order.iter().position(|r| *r == n.role).unwrap()).collect();
     assert!(ranks.is_sorted(), "nodes are in start order");
 }
@@ -117,7 +118,8 @@ fn an_unknown_preset_lists_the_presets() {
 fn the_single_preset_has_one_of_everything() {
     let t = preset("single").unwrap();
     assert_eq!(t.dcs().len(), 1);
-    for role in Role::ALL {
+    // A WAN gateway only joins data centers: one DC has none.
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Wan) {
         assert_eq!(t.count("dc1", role), 1, "{role}");
     }
     assert_eq!(t.shards().len(), 1);
@@ -147,7 +149,7 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
         assert_eq!(shard.members.len(), 3);
     }
     assert_ne!(t.shards()[0].primary_dc, t.shards()[1].primary_dc, "primaries are spread over the DCs");
-    assert_eq!(t.nodes().len(), 2 * 6 + 2 * 3);
+    assert_eq!(t.nodes().len(), 2 * 7 + 2 * 3);
 
     // The documented addresses.
     assert_eq!(addr(&t, "dc1-lb-1"), "127.0.1.10:8000".parse().unwrap());
@@ -200,7 +202,25 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
     assert_eq!(t.dc_order_for("127.0.11.7".parse().unwrap()), ["dc1", "dc2"]);
     assert_eq!(t.dc_order_for("127.0.12.7".parse().unwrap()), ["dc2", "dc1"]);
     assert_eq!(t.dc_order_for("10.1.2.3".parse().unwrap()), ["dc1", "dc2"], "no region: file order");
-    assert_eq!(t.wan().delay_ms, 0);
+    // The WAN: a gateway per DC, relaying to the other DC's PostgreSQL and Redis.
+    assert_eq!(t.wan().map(|w| w.delay_ms), Some(0));
+    let gw1 = t.wan_gateway("dc1").unwrap();
+    assert_eq!((gw1.name.as_str(), gw1.addr), ("dc1-wan-1", "127.0.1.2:7000".parse().unwrap()));
+    let pg3 = t.node("shard0-pg-3").unwrap();
+    let relay = t.address_from("dc1", pg3);
+    assert_eq!(relay.ip(), gw1.addr.ip(), "dc1 reaches dc2's node through dc1's gateway");
+    assert_eq!(Some(relay.port()), t.relay_port(pg3));
+    assert_eq!(t.address_from("dc2", pg3), pg3.addr, "its own DC reaches it directly");
+    let web = t.node("dc2-web-1").unwrap();
+    assert_eq!(t.address_from("dc1", web), web.addr, "only PostgreSQL and Redis are relayed");
+    let links: Vec<&str> = t.wan_links("dc1").iter().map(|(_, n)| n.name.as_str()).collect();
+    assert_eq!(links, ["shard0-pg-3", "shard1-pg-1", "shard1-pg-2", "dc2-redis-1"]);
+    assert!(t.wan_links("dc1").iter().all(|(a, _)| a.ip() == gw1.addr.ip()));
+    // Without [wan], no gateway and direct addresses.
+    let test = preset("test").unwrap();
+    assert!(test.wan().is_none() && test.nodes_of(Role::Wan).next().is_none());
+    let pg2 = test.node("shard0-pg-2").unwrap();
+    assert_eq!(test.address_from("dc1", pg2), pg2.addr);
 }
 
 #[test]
@@ -287,10 +307,9 @@ cidr = "10.2.0.0/24"
 
     // [wan]
     let t = ok(&format!("{shard}[wan]\ndelay_ms = 40\njitter_ms = 5\nloss = 0.01\n"));
-    assert_eq!(
-        (t.wan().delay_ms, t.wan().jitter_ms, t.wan().loss, t.wan().loss_penalty_ms),
-        (40, 5, 0.01, 200)
-    );
+    let w = t.wan().unwrap();
+    assert_eq!((w.delay_ms, w.jitter_ms, w.loss, w.loss_penalty_ms), (40, 5, 0.01, 200));
+    assert_eq!(t.nodes_of(Role::Wan).count(), 2, "a gateway per DC");
     for (wan, expect) in [
         ("delay_ms = -1", "must be between 0 and 10000"),
         ("delay_ms = 10001", "must be between 0 and 10000"),
@@ -585,7 +604,7 @@ fn roles_have_keys() {
     }
     assert_eq!(
         "cache".parse::<Role>().unwrap_err(),
-        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres, dns"
+        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres, dns, wan"
     );
 }
 
