@@ -3,7 +3,9 @@
 //! commits a replica in the other DC must confirm (`survives = "dc"`) loses no
 //! acknowledged post, checked one by one; a shard that only survives a node
 //! (`survives = "node"`) said so beforehand, and loses the posts acknowledged
-//! during the cut. Then dc1 comes back and serves everything.
+//! during the cut. DNS answers only dc2 while dc1 is lost, and dc1 again once it
+//! is back; a DC whose load balancer stops is withdrawn from DNS the same way.
+//! Then dc1 comes back and serves everything.
 
 mod support;
 
@@ -13,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{Stack, millions, node, own_ranges, poll, status_json, text};
+use support::{Stack, dns_a, millions, node, own_ranges, poll, status_json, text};
 
 /// Two DCs with a WAN between them; two synchronous shards, both with their
 /// primary and a replica in dc1 and a replica in dc2, one DC-safe, one node-safe.
@@ -27,6 +29,7 @@ lb = { count = 1 }
 web = { count = 1 }
 worker = { count = 1 }
 redis = { count = 1 }
+dns = { count = 1 }
 
 [[dc]]
 name = "dc2"
@@ -35,6 +38,7 @@ lb = { count = 1 }
 web = { count = 1 }
 worker = { count = 1 }
 redis = { count = 1 }
+dns = { count = 1 }
 
 [[shard]]
 replication = "sync"
@@ -160,6 +164,17 @@ fn addr(status: &serde_json::Value, name: &str) -> String {
     node(status, name)["addr"].as_str().unwrap().to_owned()
 }
 
+/// The addresses `www` resolves to at DNS server `dns` (a client in no region:
+/// the DCs in file order, dc1 first).
+fn www(status: &serde_json::Value, dns: &str) -> Vec<std::net::IpAddr> {
+    dns_a(addr(status, dns).parse().unwrap(), "www.millions.test").unwrap()
+}
+
+/// `name`'s IP.
+fn ip(status: &serde_json::Value, name: &str) -> std::net::IpAddr {
+    addr(status, name).parse::<std::net::SocketAddr>().unwrap().ip()
+}
+
 fn primary(status: &serde_json::Value, shard: usize) -> String {
     status["cluster"]["shards"][shard]["primary"].as_str().unwrap_or("").to_owned()
 }
@@ -181,6 +196,8 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
     for gw in ["dc1-wan-1", "dc2-wan-1"] {
         assert_eq!(node(&s, gw)["healthy"], true, "{gw}");
     }
+
+    assert_eq!(www(&s, "dc2-dns-1"), [ip(&s, "dc1-lb-1")], "DNS answers the first healthy DC");
 
     // What each shard survives was said beforehand.
     let o = millions(home, &["status"]);
@@ -239,6 +256,8 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
         primary(&s, 0) == "shard0-pg-3" && primary(&s, 1) == "shard1-pg-3"
     });
 
+    poll("DNS to withdraw the lost DC", || www(&s, "dc2-dns-1") == [ip(&s, "dc2-lb-1")]);
+
     // Every acknowledged post of the DC-safe shard is there, one by one; the
     // node-safe shard lost what dc1's replica alone confirmed.
     let mut missing: BTreeMap<u16, Vec<i64>> = BTreeMap::new();
@@ -283,4 +302,14 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
         assert_eq!(get_status(&format!("http://{lb1}/api/v1/posts/{id}"), None), 200, "post {id} from dc1");
     }
     assert_eq!(gateway_conditions(&addr(&s, "dc1-wan-1"))["dc2"]["cut"], false);
+    poll("DNS to answer dc1 again", || www(&s, "dc2-dns-1") == [ip(&s, "dc1-lb-1")]);
+    assert_eq!(www(&s, "dc1-dns-1"), [ip(&s, "dc1-lb-1")], "dc1's own DNS server is back");
+
+    // A DC whose load balancer is stopped is withdrawn, and returns with it.
+    let o = millions(home, &["chaos", "stop", "dc1-lb-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("DNS to withdraw dc1 without its load balancer", || www(&s, "dc1-dns-1") == [ip(&s, "dc2-lb-1")]);
+    let o = millions(home, &["chaos", "start", "dc1-lb-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("DNS to answer dc1 with its load balancer back", || www(&s, "dc1-dns-1") == [ip(&s, "dc1-lb-1")]);
 }
