@@ -41,16 +41,21 @@ done
 source "$ROOT/scripts/bench-lib.sh"
 build_millions
 own_stack bench-wan 127.0.241 127.0.242
-LOGS="$HOME_DIR/logs"
+# Beside the run directory, which `down --wipe` empties between delays.
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-wan-work.XXXXXX")"
+trap 'own_stack_cleanup; [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
+TOPOLOGY="$WORK/topology.toml"
+mv "$HOME_DIR/topology.toml" "$TOPOLOGY"
+LOGS="$WORK/logs"
 mkdir -p "$LOGS"
-echo 'INSERT INTO bench_commit (payload) VALUES (repeat($$x$$, 100));' >"$HOME_DIR/insert.sql"
+echo 'INSERT INTO bench_commit (payload) VALUES (repeat($$x$$, 100));' >"$WORK/insert.sql"
 
 addr_of() { "$MILLIONS" status --json | python3 -c '
 import json, sys
 print(next(n["addr"] for n in json.load(sys.stdin)["nodes"] if n["name"] == sys.argv[1]))' "$1"; }
 
 for delay in $DELAYS; do
-    python3 - "$HOME_DIR/topology.toml" "$delay" <<'PY'
+    python3 - "$TOPOLOGY" "$delay" <<'PY'
 import re, sys
 path, delay = sys.argv[1], sys.argv[2]
 text = open(path).read()
@@ -62,7 +67,7 @@ text = re.sub(r"\[wan\]\ndelay_ms = \d+", f"[wan]\ndelay_ms = {delay}", text)
 open(path, "w").write(text)
 PY
     say "WAN delay ${delay} ms: starting the stack"
-    "$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
+    "$MILLIONS" up --topology "$TOPOLOGY" >/dev/null
     wait_whole healthy
     password="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["postgres"])' "$HOME_DIR/secrets.json")"
     export PGPASSWORD="$password" PGUSER=millions PGDATABASE=postgres
@@ -77,7 +82,7 @@ PY
             a="$(addr_of "shard$shard-pg-1")"
             say "delay ${delay} ms, round $round: shard$shard ($CLIENTS clients, ${SECS}s)"
             (cd "$LOGS" && pgbench -h "${a%:*}" -p "${a##*:}" -n -c "$CLIENTS" -j 1 -T "$SECS" \
-                -f "$HOME_DIR/insert.sql" -l --log-prefix="d$delay-s$shard-r$round" >/dev/null 2>"$LOGS/pgbench-d$delay-s$shard-r$round.err") \
+                -f "$WORK/insert.sql" -l --log-prefix="d$delay-s$shard-r$round" >/dev/null 2>"$LOGS/pgbench-d$delay-s$shard-r$round.err") \
                 || die "pgbench failed: $(tail -3 "$LOGS/pgbench-d$delay-s$shard-r$round.err")"
         done
     done

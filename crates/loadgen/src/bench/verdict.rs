@@ -30,9 +30,12 @@ pub enum Tolerance {
     UntilRecovered,
     /// No read (feed, timeline, photo view) may fail: another node serves it
     /// (a web server with a sibling behind the load balancer, a replica whose
-    /// reads move to another or the primary). Writes may fail until recovered.
+    /// reads move to another or the primary, a primary being replaced whose
+    /// reads its replicas serve). Writes may fail until recovered.
     NoReadFails,
-    /// No request may fail: the node is on no request's path (a worker).
+    /// No request may fail: the node is on no request's path (a worker), or its
+    /// loss costs no request (a DC's Redis: sessions are in the shards, cache
+    /// reads fall through to the database).
     NoRequestFails,
 }
 
