@@ -30,6 +30,7 @@
 
 mod checker;
 mod config;
+mod dns;
 mod error;
 mod failure;
 mod faults;
@@ -49,6 +50,7 @@ use std::sync::Arc;
 
 pub use checker::{ReadBack, Written, read_back, verify};
 pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, VerifyOptions};
+pub use dns::{ClientRegion, DcRange, DnsMode, TrafficReport};
 pub use error::BenchError;
 pub use faults::{Fault, RECOVERY_QUIET};
 pub use report::{
@@ -75,7 +77,8 @@ pub async fn run_with_fault(
     fault: Option<Fault>,
 ) -> Result<Report, BenchError> {
     config.validate()?;
-    let mut shared = state::Shared::new(config, http::Http::new(config.request_timeout)?);
+    let mut shared =
+        state::Shared::new(config, http::Http::new(config.request_timeout, config.dns.as_ref())?);
     setup::set_up_users(config, &shared, &progress).await?;
 
     let clock = load::Clock::starting_now(config);

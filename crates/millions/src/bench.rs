@@ -10,8 +10,11 @@ use loadgen::bench::{BenchConfig, Mix, Report, Tolerance};
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_STATUS)]
 pub struct BenchArgs {
-    /// Run directory of a running topology (its load balancers, one per DC, are the
-    /// targets when no --target is given; each user sticks to one of them).
+    /// Run directory of a running topology. With no --target, the app is reached by
+    /// name through the topology's DNS servers, from its client regions (user i
+    /// belongs to region i mod R, and comes from the region's range: host .2 of its
+    /// first range); without DNS servers (or with --no-dns), its load balancers are
+    /// the targets, one per DC, each user sticking to one of them.
     #[arg(long, env = "MILLIONS_HOME", default_value = ".millions")]
     home: PathBuf,
     /// A base URL to load (repeatable), e.g. http://127.0.1.10:8000; user i always
@@ -57,10 +60,15 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
     /// Inject a fault a third into the run and report the recovery time:
     /// kill-web, kill-worker, kill-redis, kill-replica or kill-primary (SIGKILL
-    /// through the controller, which restarts the node). What each claims about
-    /// the requests after it is below.
+    /// through the controller, which restarts the node), or dc-down[:DC] (a whole
+    /// data center lost, by default the one of shard 0's primary; it stays down:
+    /// `millions chaos dc-up DC` brings it back). What each claims about the
+    /// requests after it is below.
     #[arg(long)]
     scenario: Option<String>,
+    /// Reach the load balancers by address even when the topology has DNS servers.
+    #[arg(long)]
+    no_dns: bool,
 }
 
 /// The exit status, and what each scenario claims (`millions bench --help`).
@@ -87,7 +95,9 @@ requests are reported; where the claim allows them, they do not fail the run):
                 fall through to the database)
   kill-replica  no read may fail (reads move to another replica or the primary)
   kill-primary  no read may fail (replicas serve them); writes may fail until a
-                replica is promoted";
+                replica is promoted
+  dc-down[:DC]  requests may fail until every user is served by the other data
+                centers again (DNS withdraws the lost one; its shards fail over)";
 
 /// A `--scenario`: the node it kills, and what it claims.
 struct Scenario {
@@ -163,15 +173,22 @@ fn tolerance(claim: Claim, nodes: &serde_json::Value, victim: &str, explicit_tar
 /// Run the bench; exits 1 when the report's verdict fails (see [`EXIT_STATUS`]
 /// and `loadgen::bench::Verdict`).
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    // `dc-down` or `dc-down:DC`; `Some(None)`: the DC of shard 0's primary.
+    let dc_down: Option<Option<String>> = match args.scenario.as_deref() {
+        Some("dc-down") => Some(None),
+        Some(s) => s.strip_prefix("dc-down:").map(|dc| Some(dc.to_owned())),
+        None => None,
+    };
     let scenario = match &args.scenario {
+        Some(_) if dc_down.is_some() => None,
         Some(name) => Some(SCENARIOS.iter().find(|s| s.name == name).with_context(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-            format!("no scenario named {name:?}; scenarios: {}", names.join(", "))
+            format!("no scenario named {name:?}; scenarios: {}, dc-down[:DC]", names.join(", "))
         })?),
         None => None,
     };
     let ctl = control::running(&args.home);
-    if scenario.is_some() && ctl.is_none() {
+    if (scenario.is_some() || dc_down.is_some()) && ctl.is_none() {
         bail!("a scenario needs a running topology (nothing is running in {})", args.home.display());
     }
     let nodes: serde_json::Value = match &ctl {
@@ -181,10 +198,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None => serde_json::Value::Null,
     };
     let mut targets = args.targets.clone();
+    let mut dns = None;
     if targets.is_empty() {
         if ctl.is_none() {
             bail!("no --target given and nothing is running in {}", args.home.display());
         }
+        if !args.no_dns {
+            let topology = topology::load(&args.home.join("topology.toml"))?;
+            dns = dns_mode(&topology);
+            if let Some(mode) = &dns {
+                targets = mode.targets();
+            }
+        }
+    }
+    if targets.is_empty() {
         // The public entries: each DC's load balancer, else its web servers.
         let of_role = |role: &str| -> Vec<String> {
             nodes["nodes"]
@@ -217,9 +244,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         poisson: args.poisson,
         verify: !args.no_verify,
+        dns,
         ..BenchConfig::default()
     };
     config.validate()?;
+    if let Some(mode) = &config.dns {
+        let regions: Vec<String> =
+            mode.regions.iter().map(|r| format!("{} from {}", r.name, r.source)).collect();
+        eprintln!(
+            "reaching {}:{} through DNS ({}), TTL {} s; regions: {}",
+            mode.name,
+            mode.port,
+            mode.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            mode.ttl.as_secs(),
+            regions.join("; ")
+        );
+    }
     let fault = match (scenario, &ctl) {
         (Some(scenario), Some(ctl)) => {
             let victim = nodes["nodes"]
@@ -245,14 +285,101 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }),
             })
         }
-        _ => None,
+        _ => match (&dc_down, &ctl) {
+            (Some(dc), Some(ctl)) => Some(dc_down_fault(dc.clone(), &nodes, ctl, config.duration / 3)?),
+            _ => None,
+        },
     };
+    let lost_dc = fault.as_ref().and_then(|f| f.action.strip_prefix("dc-down ").map(str::to_owned));
     let report = loadgen::bench::run_with_fault(&config, |line| eprintln!("{line}"), fault).await?;
+    if let Some(dc) = lost_dc {
+        eprintln!("{dc} stays down: `millions chaos dc-up {dc}` brings it back");
+    }
     println!("{report}");
     if let Some(path) = &args.json {
         report.write_json(path)?;
     }
     outcome(&report)
+}
+
+/// How to reach the app by name in `t`: through its DNS servers, from each client
+/// region's range (host .2 of its first range; with no region, 127.0.0.1, which
+/// DNS places in no region); `None` when it has no DNS server.
+fn dns_mode(t: &topology::Topology) -> Option<loadgen::bench::DnsMode> {
+    use loadgen::bench::{ClientRegion, DcRange, DnsMode};
+    let servers: Vec<std::net::SocketAddr> = t.nodes_of(topology::Role::Dns).map(|n| n.addr).collect();
+    if servers.is_empty() {
+        return None;
+    }
+    let mut regions: Vec<ClientRegion> = t
+        .regions()
+        .iter()
+        .filter_map(|r| {
+            let source = r.cidrs.first()?.host(2)?;
+            Some(ClientRegion { name: r.name.clone(), source })
+        })
+        .collect();
+    if regions.is_empty() {
+        regions
+            .push(ClientRegion { name: "anywhere".into(), source: std::net::IpAddr::from([127, 0, 0, 1]) });
+    }
+    let dcs = t
+        .dcs()
+        .iter()
+        .map(|d| DcRange { name: d.name.clone(), network: d.cidr.network(), prefix: d.cidr.prefix() })
+        .collect();
+    let settings = t.dns();
+    Some(DnsMode {
+        name: format!("{}.{}", settings.app, settings.zone),
+        port: t.ports().lb,
+        servers,
+        regions,
+        dcs,
+        ttl: Duration::from_secs(u64::from(settings.ttl_secs).max(1)),
+    })
+}
+
+/// The `dc-down` fault: `dc`, or the DC of shard 0's current primary, taken down
+/// through the controller at `at`.
+fn dc_down_fault(
+    dc: Option<String>,
+    nodes: &serde_json::Value,
+    ctl: &control::ControlFile,
+    at: Duration,
+) -> anyhow::Result<loadgen::bench::Fault> {
+    let dc = match dc {
+        Some(dc) => dc,
+        None => {
+            let primary =
+                nodes["cluster"]["shards"][0]["primary"].as_str().context("shard 0 has no primary now")?;
+            nodes["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["name"] == primary)
+                .and_then(|n| n["dc"].as_str())
+                .context("the DC of shard 0's primary is unknown")?
+                .to_owned()
+        }
+    };
+    let url = format!("http://{}/api/dcs/{dc}/down", ctl.api);
+    Ok(loadgen::bench::Fault {
+        tolerance: Tolerance::UntilRecovered,
+        action: format!("dc-down {dc}"),
+        at,
+        run: Box::pin(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let r = client.post(url).send().await.map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                Ok("down".to_owned())
+            } else {
+                Err(r.text().await.unwrap_or_default())
+            }
+        }),
+    })
 }
 
 /// The command's outcome: an error (exit 1) carrying the verdict's reasons when

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{Stack, dns_a, millions, node, own_ranges, poll, status_json, text};
+use support::{Stack, assert_verified, bench, dns_a, millions, node, own_ranges, poll, status_json, text};
 
 /// Two DCs with a WAN between them; two synchronous shards, both with their
 /// primary and a replica in dc1 and a replica in dc2, one DC-safe, one node-safe.
@@ -51,6 +51,16 @@ replication = "sync"
 survives = "node"
 primary = "dc1"
 replicas = ["dc1", "dc2"]
+
+[[region]]
+name = "west"
+cidrs = ["127.0.211.0/24"]
+prefer = ["dc1", "dc2"]
+
+[[region]]
+name = "east"
+cidrs = ["127.0.212.0/24"]
+prefer = ["dc2", "dc1"]
 
 [wan]
 delay_ms = 0
@@ -312,4 +322,31 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
     let o = millions(home, &["chaos", "start", "dc1-lb-1"]);
     assert!(o.status.success(), "{}", text(&o));
     poll("DNS to answer dc1 with its load balancer back", || www(&s, "dc1-dns-1") == [ip(&s, "dc1-lb-1")]);
+
+    // Users who reach the site by name, from both regions, while dc1 is lost under
+    // load: they move to dc2 as DNS withdraws dc1, stay signed in (no 401), and
+    // no acknowledged write is lost.
+    let (o, report) = bench(
+        home,
+        &["--rate", "30", "--duration", "9s", "--warmup", "1s", "--users", "40", "--create-users"]
+            .into_iter()
+            .chain([
+                "--password",
+                "a long drill password",
+                "--user-prefix",
+                "roamer",
+                "--scenario",
+                "dc-down:dc1",
+            ])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(report["fault"]["action"], "dc-down dc1", "{}", report["fault"]);
+    assert_eq!(report["fault"]["recovered"], true, "{}", report["fault"]);
+    assert_verified(&report);
+    assert_eq!(report["errors_by_kind"]["http_4xx"], serde_json::Value::Null, "{}", report["errors_by_kind"]);
+    let traffic = &report["traffic"];
+    assert!(traffic["totals"]["dc1"].as_u64() > Some(0), "the west region went to dc1 first: {traffic}");
+    let last = traffic["per_second"].as_array().unwrap().last().unwrap();
+    assert!(last["dc1"].is_null() && last["dc2"].as_u64() > Some(0), "everyone on dc2 at the end: {traffic}");
 }

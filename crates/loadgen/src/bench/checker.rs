@@ -101,7 +101,7 @@ struct Listed {
 /// `oldest`, read with `token` if given. A user that does not exist has none.
 async fn author_posts(
     http: &Http,
-    target: &str,
+    (entry, target): (u64, &str),
     author: &str,
     oldest: i64,
     token: Option<&str>,
@@ -114,7 +114,7 @@ async fn author_posts(
             url.push_str("&cursor=");
             url.push_str(c);
         }
-        let mut req = http.client.get(url);
+        let mut req = http.client(entry).get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -150,7 +150,7 @@ async fn author_posts(
 /// must reach `ready` (re-read until `photo_deadline`).
 async fn check_author(
     http: &Http,
-    target: &str,
+    target: (u64, &str),
     author: &str,
     posts: &[(usize, &AckedPost)],
     settle: Instant,
@@ -218,10 +218,21 @@ pub async fn verify(
     password: &str,
     options: &VerifyOptions,
 ) -> Result<CheckReport, BenchError> {
+    verify_via(&Http::new(Duration::from_secs(10), None)?, writes, targets, password, options).await
+}
+
+/// [`verify`] through `http` (in DNS mode, its regions' clients: entry `i` is
+/// region `i`'s).
+pub(crate) async fn verify_via(
+    http: &Http,
+    writes: &Writes,
+    targets: &[String],
+    password: &str,
+    options: &VerifyOptions,
+) -> Result<CheckReport, BenchError> {
     if targets.is_empty() {
         return Err(BenchError::Invalid("no targets to verify against".into()));
     }
-    let http = Http::new(Duration::from_secs(10))?;
     let concurrency = options.concurrency.max(1);
     let start = Instant::now();
     let settle = start + options.settle;
@@ -235,7 +246,6 @@ pub async fn verify(
     let order: HashMap<&str, usize> = names.iter().enumerate().map(|(i, name)| (*name, i)).collect();
     let tokens: HashMap<&str, Result<String, String>> = futures::stream::iter(names)
         .map(|name| {
-            let http = &http;
             let target = login_target(targets, &order, name);
             async move {
                 let mut last = String::new();
@@ -264,8 +274,8 @@ pub async fn verify(
     }
     let post_verdicts: Vec<Vec<(usize, WriteVerdict)>> = futures::stream::iter(by_author.iter().enumerate())
         .map(|(k, (author, posts))| {
-            let target = targets[k % targets.len()].as_str();
-            check_author(&http, target, author, posts, settle, photo_deadline)
+            let entry = k % targets.len();
+            check_author(http, (entry as u64, targets[entry].as_str()), author, posts, settle, photo_deadline)
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -274,7 +284,7 @@ pub async fn verify(
     // Likes: the liker's `liked_by_me`, from the likes table.
     let like_verdicts: Vec<WriteVerdict> = futures::stream::iter(likes.iter())
         .map(|l| {
-            let (http, target) = (&http, login_target(targets, &order, &l.liker));
+            let (entry, target) = login_target(targets, &order, &l.liker);
             let what = format!("{} by {}", l.post_id, l.liker);
             let token = token_of(&l.liker, &what);
             async move {
@@ -286,7 +296,7 @@ pub async fn verify(
                 until_seen(settle, || {
                     let (url, token, what) = (&url, &token, &what);
                     async move {
-                        match http.json(http.client.get(url).bearer_auth(token)).await {
+                        match http.json(http.client(entry).get(url).bearer_auth(token)).await {
                             Ok(v) if v["liked_by_me"].as_bool() == Some(true) => Ok(Seen::Yes(())),
                             Ok(_) => Ok(Seen::No(what.clone())),
                             Err(Failure::Status(StatusCode::NOT_FOUND)) => {
@@ -307,7 +317,7 @@ pub async fn verify(
     // Follows: the follower's `followed_by_me`, and the followee's count.
     let follow_verdicts: Vec<(WriteVerdict, Option<i64>)> = futures::stream::iter(follows.iter())
         .map(|f| {
-            let (http, target) = (&http, login_target(targets, &order, &f.follower));
+            let (entry, target) = login_target(targets, &order, &f.follower);
             let what = format!("{} -> {}", f.follower, f.followee);
             let token = token_of(&f.follower, &what);
             async move {
@@ -319,7 +329,7 @@ pub async fn verify(
                 until_seen(settle, || {
                     let (url, token, what) = (&url, &token, &what);
                     async move {
-                        match http.json(http.client.get(url).bearer_auth(token)).await {
+                        match http.json(http.client(entry).get(url).bearer_auth(token)).await {
                             Ok(v) if v["followed_by_me"].as_bool() == Some(true) => {
                                 Ok(Seen::Yes(v["followers_count"].as_i64().unwrap_or(0)))
                             }
@@ -410,9 +420,10 @@ fn tally(
     }
 }
 
-/// The entry through which `name` is logged in for the check.
-fn login_target<'a>(targets: &'a [String], order: &HashMap<&str, usize>, name: &str) -> &'a str {
-    &targets[order.get(name).copied().unwrap_or(0) % targets.len()]
+/// The entry (its index and URL) through which `name` is logged in for the check.
+fn login_target<'a>(targets: &'a [String], order: &HashMap<&str, usize>, name: &str) -> (u64, &'a str) {
+    let i = order.get(name).copied().unwrap_or(0) % targets.len();
+    (i as u64, &targets[i])
 }
 
 /// A write just acknowledged, as its writer reads it back.
@@ -477,7 +488,7 @@ pub enum ReadBack {
 /// read-your-writes floor: the post in the author's own timeline; the like in
 /// `liked_by_me` (the likes table); the follow in `followed_by_me`.
 pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, written: &Written) -> ReadBack {
-    let http = Http { client: client.clone() };
+    let http = Http::with_client(client.clone());
     match written {
         Written::Post { author, id, .. } => {
             let Ok(num) = id.parse::<i64>() else {

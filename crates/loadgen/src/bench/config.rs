@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::dns::DnsMode;
 use super::error::BenchError;
 
 /// Highest request rate a bench accepts, per second.
@@ -286,6 +287,10 @@ pub struct BenchConfig {
     /// How long the checker waits for every acknowledged photo post to be
     /// processed (`ready`) before reporting the rest as not ready.
     pub photo_ready_timeout: Duration,
+    /// Reach the app by name through its DNS servers, from client regions
+    /// (`targets` are then [`DnsMode::targets`]); `None`: the targets'
+    /// addresses, through one client.
+    pub dns: Option<DnsMode>,
 }
 
 impl Default for BenchConfig {
@@ -310,6 +315,7 @@ impl Default for BenchConfig {
             verify_concurrency: 16,
             verify_settle: Duration::from_secs(5),
             photo_ready_timeout: Duration::from_secs(60),
+            dns: None,
         }
     }
 }
@@ -359,6 +365,16 @@ impl BenchConfig {
             return bad(format!("the warm-up {:?} is longer than 24 h", self.warmup));
         }
         self.mix.validate()?;
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
+            if self.targets != dns.targets() {
+                return bad(format!(
+                    "in DNS mode the targets are the app's name once per client region ({:?}), not {:?}",
+                    dns.targets(),
+                    self.targets
+                ));
+            }
+        }
         if self.users == 0 {
             return bad("the number of users must be at least 1".into());
         }

@@ -93,9 +93,9 @@ pub(super) async fn measure(
 /// ready again, as a client retrying later would.
 pub(super) async fn wait_until_ready(shared: &Shared) {
     let deadline = Instant::now() + READY_WAIT;
-    for target in &shared.targets {
+    for (i, target) in shared.targets.iter().enumerate() {
         while Instant::now() < deadline {
-            let ready = shared.http.send(shared.http.client.get(format!("{target}/readyz"))).await;
+            let ready = shared.http.send(shared.http.client(i as u64).get(format!("{target}/readyz"))).await;
             if ready.is_ok() {
                 break;
             }

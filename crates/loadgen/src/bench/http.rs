@@ -2,30 +2,62 @@
 //! outcome into a [`Failure`], and the session calls (sign up, log in) the bench
 //! and the checker make.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use super::dns::{DnsMode, RegionClient, Traffic};
 use super::error::BenchError;
 use super::failure::Failure;
 
 /// An HTTP client with the API calls the bench and the checker make.
 pub(crate) struct Http {
-    /// The pooled client every request goes through (timeouts set, redirects off).
-    pub(crate) client: reqwest::Client,
+    /// The pooled client every request goes through (timeouts set, redirects off),
+    /// when the targets are addresses.
+    client: reqwest::Client,
+    /// In DNS mode, one client per client region (entry `i` is region `i`'s).
+    regional: Vec<RegionClient>,
+    /// In DNS mode, which DC answered, per second.
+    pub(crate) traffic: Option<Arc<Traffic>>,
 }
 
 impl Http {
-    pub(crate) fn new(timeout: Duration) -> Result<Http, BenchError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(4096)
-            .build()
-            .map_err(|e| BenchError::Setup(format!("building the HTTP client: {e}")))?;
-        Ok(Http { client })
+    /// Clients with `timeout`; in DNS mode (`dns`), one per client region.
+    pub(crate) fn new(timeout: Duration, dns: Option<&DnsMode>) -> Result<Http, BenchError> {
+        let builder = move || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(4096)
+        };
+        let client =
+            builder().build().map_err(|e| BenchError::Setup(format!("building the HTTP client: {e}")))?;
+        let (regional, traffic) = match dns {
+            Some(mode) => (
+                mode.regions.iter().map(|r| RegionClient::new(mode, r, builder)).collect::<Result<_, _>>()?,
+                Some(Arc::new(Traffic::new(mode.dcs.clone()))),
+            ),
+            None => (Vec::new(), None),
+        };
+        Ok(Http { client, regional, traffic })
+    }
+
+    /// One client, for addresses.
+    pub(crate) fn with_client(client: reqwest::Client) -> Http {
+        Http { client, regional: Vec::new(), traffic: None }
+    }
+
+    /// The client of entry `i` (user `i`'s entry is `i mod` the entries): in DNS
+    /// mode its region's, else the one client.
+    pub(crate) fn client(&self, i: u64) -> reqwest::Client {
+        if self.regional.is_empty() {
+            self.client.clone()
+        } else {
+            self.regional[(i % self.regional.len() as u64) as usize].get()
+        }
     }
 
     /// Send, and return the body of a 2xx answer.
@@ -40,6 +72,9 @@ impl Http {
             }
         };
         let resp = req.send().await.map_err(classify)?;
+        if let Some(traffic) = &self.traffic {
+            traffic.count(resp.remote_addr());
+        }
         let status = resp.status();
         let body = resp.bytes().await.map_err(classify)?;
         if !status.is_success() {
@@ -54,16 +89,16 @@ impl Http {
         serde_json::from_slice(&body).map_err(|e| Failure::BadBody(e.to_string()))
     }
 
-    /// Log `username` in through `target`; its session token.
+    /// Log `username` in through `target` (entry `i`); its session token.
     pub(crate) async fn login(
         &self,
-        target: &str,
+        (i, target): (u64, &str),
         username: &str,
         password: &str,
     ) -> Result<String, Failure> {
         let v = self
             .json(
-                self.client
+                self.client(i)
                     .post(format!("{target}/api/v1/sessions"))
                     .json(&serde_json::json!({ "username": username, "password": password })),
             )
@@ -74,10 +109,15 @@ impl Http {
             .ok_or_else(|| Failure::BadBody("no token in the session".into()))
     }
 
-    /// Sign `username` up through `target`; an existing account is fine.
-    pub(crate) async fn signup(&self, target: &str, username: &str, password: &str) -> Result<(), Failure> {
+    /// Sign `username` up through `target` (entry `i`); an existing account is fine.
+    pub(crate) async fn signup(
+        &self,
+        (i, target): (u64, &str),
+        username: &str,
+        password: &str,
+    ) -> Result<(), Failure> {
         let req = self
-            .client
+            .client(i)
             .post(format!("{target}/api/v1/users"))
             .json(&serde_json::json!({ "username": username, "password": password }));
         match self.send(req).await {

@@ -33,13 +33,13 @@ pub(super) async fn execute(shared: Arc<Shared>, job: Job, intended: Instant) {
         let lag = Instant::now().saturating_duration_since(intended);
         lock(&shared.lag).saturating_record((lag.as_micros() as u64).clamp(1, MAX_LATENCY_US));
     }
-    let target = shared.target(job.user).to_owned();
+    let (user, target) = (job.user, shared.target(job.user).to_owned());
     let (op, result) = perform(&shared, &target, job).await;
     let latency = intended.elapsed();
     shared.record(op, intended, result.as_ref().map(|_| ()).map_err(|e| e.kind()), Some(latency));
     shared.completed.fetch_add(1, Ordering::Relaxed);
     if let Ok(Some(due)) = result {
-        read_your_write(&shared, &target, &due).await;
+        read_your_write(&shared, (user, &target), &due).await;
     }
     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
 }
@@ -63,7 +63,7 @@ async fn perform(shared: &Shared, target: &str, job: Job) -> (Op, Outcome) {
         Op::ViewPhoto => {
             let known = Pool::pick(&lock(&shared.pool).photos, job.other);
             match known {
-                Some(url) => (Op::ViewPhoto, view_photo(shared, target, url).await),
+                Some(url) => (Op::ViewPhoto, view_photo(shared, (job.user, target), url).await),
                 None => {
                     shared.substituted(Op::ViewPhoto, Op::Timeline);
                     (Op::Timeline, timeline(shared, target, job).await)
@@ -83,7 +83,7 @@ async fn feed(shared: &Shared, target: &str, job: Job) -> Outcome {
     let token = shared.token(target, job.user).await?;
     let page = shared
         .http
-        .json(shared.http.client.get(format!("{target}/api/v1/feed?limit=20")).bearer_auth(token))
+        .json(shared.http.client(job.user).get(format!("{target}/api/v1/feed?limit=20")).bearer_auth(token))
         .await?;
     shared.harvest(&page);
     Ok(None)
@@ -95,20 +95,20 @@ async fn timeline(shared: &Shared, target: &str, job: Job) -> Outcome {
     let name = shared.username(job.user);
     let page = shared
         .http
-        .json(shared.http.client.get(format!("{target}/api/v1/users/{name}/posts?limit=20")))
+        .json(shared.http.client(job.user).get(format!("{target}/api/v1/users/{name}/posts?limit=20")))
         .await?;
     shared.harvest(&page);
     Ok(None)
 }
 
 /// `GET` of a thumbnail seen in a page of posts (a path is on `target`).
-async fn view_photo(shared: &Shared, target: &str, url: String) -> Outcome {
+async fn view_photo(shared: &Shared, (user, target): (u64, &str), url: String) -> Outcome {
     let url = if url.starts_with("http://") || url.starts_with("https://") {
         url
     } else {
         format!("{target}{url}")
     };
-    shared.http.send(shared.http.client.get(url)).await?;
+    shared.http.send(shared.http.client(user).get(url)).await?;
     Ok(None)
 }
 
@@ -123,7 +123,7 @@ async fn post(shared: &Shared, target: &str, job: Job) -> Outcome {
         .json(
             shared
                 .http
-                .client
+                .client(job.user)
                 .post(format!("{target}/api/v1/posts"))
                 .bearer_auth(&token)
                 .json(&serde_json::json!({ "caption": caption })),
@@ -147,7 +147,14 @@ async fn photo_post(shared: &Shared, target: &str, job: Job) -> Outcome {
     let form = reqwest::multipart::Form::new().text("caption", caption.clone()).part("photo", part);
     let v = shared
         .http
-        .json(shared.http.client.post(format!("{target}/api/v1/posts")).bearer_auth(&token).multipart(form))
+        .json(
+            shared
+                .http
+                .client(job.user)
+                .post(format!("{target}/api/v1/posts"))
+                .bearer_auth(&token)
+                .multipart(form),
+        )
         .await?;
     let id = v["id"]
         .as_str()
@@ -171,7 +178,13 @@ async fn like(shared: &Shared, target: &str, job: Job, post_id: String) -> Outco
     let token = shared.token(target, job.user).await?;
     let v = shared
         .http
-        .json(shared.http.client.put(format!("{target}/api/v1/posts/{post_id}/like")).bearer_auth(&token))
+        .json(
+            shared
+                .http
+                .client(job.user)
+                .put(format!("{target}/api/v1/posts/{post_id}/like"))
+                .bearer_auth(&token),
+        )
         .await?;
     if v["liked"].as_bool() != Some(true) {
         return Err(Failure::BadBody("the like was not acknowledged as liked".into()));
@@ -187,7 +200,13 @@ async fn follow(shared: &Shared, target: &str, job: Job) -> Outcome {
     let followee = shared.username(job.other);
     let v = shared
         .http
-        .json(shared.http.client.put(format!("{target}/api/v1/users/{followee}/follow")).bearer_auth(&token))
+        .json(
+            shared
+                .http
+                .client(job.user)
+                .put(format!("{target}/api/v1/users/{followee}/follow"))
+                .bearer_auth(&token),
+        )
         .await?;
     if v["following"].as_bool() != Some(true) {
         return Err(Failure::BadBody("the follow was not acknowledged as following".into()));
@@ -200,9 +219,9 @@ async fn follow(shared: &Shared, target: &str, job: Job) -> Outcome {
 
 /// The writer reads its write back at once, with the same session, through
 /// the same entry.
-async fn read_your_write(shared: &Shared, target: &str, due: &ReadBackDue) {
+async fn read_your_write(shared: &Shared, (user, target): (u64, &str), due: &ReadBackDue) {
     let written = &due.written;
-    let result = read_back(&shared.http.client, target, &due.token, written).await;
+    let result = read_back(&shared.http.client(user), target, &due.token, written).await;
     let mut ryw = lock(&shared.ryw);
     let kind = ryw.by_kind.entry(written.kind().to_owned()).or_default();
     kind.checked += 1;

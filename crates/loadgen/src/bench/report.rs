@@ -8,6 +8,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::dns::TrafficReport;
 use super::error::BenchError;
 use super::verdict::{Tolerance, Verdict};
 
@@ -282,6 +283,9 @@ pub struct Report {
     pub achieved_rate: f64,
     /// Wall time `achieved_rate` (and every operation's throughput) is over.
     pub wall_secs: f64,
+    /// In DNS mode, which DC answered the measured window's requests, per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficReport>,
     /// How late the generator sent requests (measured window).
     pub generator_lag: GeneratorLag,
     /// Operations that became another for want of a target, `from->to`
@@ -384,6 +388,20 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f)?;
+        if let Some(traffic) = &self.traffic {
+            let totals: Vec<String> = traffic.totals.iter().map(|(dc, n)| format!("{dc} {n}")).collect();
+            writeln!(f, "answered per DC: {}", totals.join(", "))?;
+            // One line per second: `  3s dc1 70 dc2 10`.
+            for (i, second) in traffic.per_second.iter().enumerate() {
+                let counts: Vec<String> = second.iter().map(|(dc, n)| format!("{dc} {n}")).collect();
+                writeln!(
+                    f,
+                    "  {i:>3}s {}",
+                    if counts.is_empty() { "-".to_owned() } else { counts.join(" ") }
+                )?;
+            }
+            writeln!(f)?;
+        }
         if let Some(fault) = &self.fault {
             let recovery = if !fault.done {
                 "NOT injected: nothing was measured".to_owned()

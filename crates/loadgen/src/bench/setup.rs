@@ -46,7 +46,7 @@ async fn create_users(
             async move {
                 let mut last = None;
                 for _ in 0..TRIES {
-                    match shared.http.signup(&target, &name, &config.password).await {
+                    match shared.http.signup((i, &target), &name, &config.password).await {
                         Ok(()) => return None,
                         Err(e) => last = Some(format!("signing up {name}: {e}")),
                     }
@@ -105,7 +105,7 @@ async fn prime_pool(config: &BenchConfig, shared: &Shared, progress: &impl Fn(&s
     futures::stream::iter(0..primed)
         .map(|i| async move {
             let url = format!("{}/api/v1/users/{}/posts?limit=20", shared.target(i), shared.username(i));
-            if let Ok(page) = shared.http.json(shared.http.client.get(url)).await {
+            if let Ok(page) = shared.http.json(shared.http.client(i).get(url)).await {
                 shared.harvest(&page);
             }
         })

@@ -182,7 +182,7 @@ impl Shared {
     pub(super) async fn token(&self, target: &str, user: u64) -> Result<String, Failure> {
         let cell = lock(&self.sessions).entry(user).or_default().clone();
         let name = self.username(user);
-        cell.get_or_try_init(|| self.http.login(target, &name, &self.password)).await.cloned()
+        cell.get_or_try_init(|| self.http.login((user, target), &name, &self.password)).await.cloned()
     }
 
     /// Count a due request of `op` (in the measured window only).

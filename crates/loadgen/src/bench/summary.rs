@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::checker::verify;
+use super::checker::verify_via;
 use super::config::BenchConfig;
 use super::error::BenchError;
+use super::http::Http;
 use super::report::{CheckReport, FaultReport, GeneratorLag, Latency, OpReport, Report, Writes};
 use super::state::{Ryw, Shared, histogram, lock};
 use super::verdict::Verdict;
@@ -26,7 +27,9 @@ pub(super) async fn check(
     let mut checker = CheckReport::default();
     if config.verify {
         progress(&format!("verifying {} acknowledged writes (before removing repeats)", writes.len()));
-        checker = verify(writes, &shared.targets, &config.password, &config.verify_options()).await?;
+        let http = Http::new(Duration::from_secs(10), config.dns.as_ref())?;
+        checker =
+            verify_via(&http, writes, &shared.targets, &config.password, &config.verify_options()).await?;
     }
     with_read_backs(&mut checker, &lock(&shared.ryw));
     if checker.ran {
@@ -74,6 +77,11 @@ pub(super) fn report(config: &BenchConfig, shared: &Shared, findings: Findings) 
         writes: findings.writes,
         fault: findings.fault,
         wall_secs: wall,
+        traffic: shared
+            .http
+            .traffic
+            .as_ref()
+            .map(|t| t.report(shared.measure_from.into_std(), config.duration)),
         generator_lag: lag,
         warnings: warnings(lag, &substitutions),
         substitutions,
