@@ -21,6 +21,8 @@ impl Failure {
     /// Its kind in the report's `errors` maps.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
+            // A signed-in user's session not honoured: told apart from other 4xx.
+            Failure::Status(StatusCode::UNAUTHORIZED) => "http_401",
             Failure::Status(s) if s.is_client_error() => "http_4xx",
             Failure::Status(s) if s.is_server_error() => "http_5xx",
             Failure::Status(_) => "http_other",

@@ -91,6 +91,12 @@ pub enum Breach {
         /// The closing stretch, seconds.
         quiet_secs: f64,
     },
+    /// Requests of signed-in users were refused as unauthenticated: sessions
+    /// were lost (whatever the fault, a session must survive it).
+    SessionsLost {
+        /// How many requests were answered 401.
+        count: u64,
+    },
     /// The checker (or a writer's read-back) found a write missing.
     CheckFailed {
         /// Acknowledged writes not found.
@@ -127,6 +133,9 @@ impl fmt::Display for Breach {
                 "not recovered from {action}: requests still failed in the last {quiet_secs:.1} s of the run \
                  (run longer to measure the recovery)"
             ),
+            Breach::SessionsLost { count } => {
+                write!(f, "{count} requests were refused as unauthenticated: sessions were lost")
+            }
             Breach::CheckFailed {
                 lost,
                 unverifiable,
@@ -203,11 +212,18 @@ impl Verdict {
                     }
                 }
                 format!(
-                    "no request may fail before {}; after it, {}; none in the last {:.1} s of the run",
+                    "no request may fail before {}; after it, {}; none in the last {:.1} s of the run; no session lost",
                     fault.action, fault.tolerance, fault.quiet_secs
                 )
             }
         };
+        // Every request the bench sends as a user carries a session it logged in
+        // for: a 401 means the system forgot it, which no fault excuses.
+        if let Some(&count) = report.errors_by_kind.get("http_401")
+            && report.fault.is_some()
+        {
+            breaches.push(Breach::SessionsLost { count });
+        }
         let c = &report.checker;
         if (c.ran && !c.passed) || c.read_your_writes_violations > 0 {
             breaches.push(Breach::CheckFailed {
@@ -375,6 +391,18 @@ mod tests {
         for tolerance in [Tolerance::UntilRecovered, Tolerance::NoReadFails, Tolerance::NoRequestFails] {
             assert_eq!(breaches(&under(tolerance, 2, 0, 0)), [Breach::FailedBeforeFault { count: 2 }]);
         }
+    }
+
+    #[test]
+    fn a_lost_session_fails_a_run_under_any_fault() {
+        // Tolerated as a failure until recovered, but a 401 is a session the
+        // system forgot: a breach of its own.
+        let mut r = under(Tolerance::UntilRecovered, 0, 0, 3);
+        r.errors_by_kind.insert("http_401".into(), 2);
+        assert_eq!(breaches(&r), [Breach::SessionsLost { count: 2 }]);
+        r.errors_by_kind.clear();
+        r.errors_by_kind.insert("http_5xx".into(), 3);
+        assert_eq!(breaches(&r), []);
     }
 
     #[test]
