@@ -86,7 +86,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(home_anywhere(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -179,6 +179,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `--home DIR` (or `--home=DIR`) given before the subcommand moves after it,
+/// where every command that works on a run directory takes it: the run directory
+/// may be named before or after the subcommand (`millions --home DIR status`).
+fn home_anywhere(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut home = Vec::new();
+    let mut rest = args.into_iter();
+    out.extend(rest.next());
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        if text == "--home" {
+            home.push(arg);
+            home.extend(rest.next());
+        } else if text.starts_with("--home=") {
+            home.push(arg);
+        } else if text.starts_with('-') {
+            out.push(arg);
+        } else {
+            // The subcommand: what came before it and belongs to it follows it.
+            out.push(arg);
+            out.append(&mut home);
+            out.extend(rest);
+            break;
+        }
+    }
+    // No subcommand: leave `--home` where it was, for clap to explain.
+    out.append(&mut home);
+    out
+}
+
 /// Cancel `token` on SIGTERM or SIGINT.
 async fn stop_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -194,4 +224,25 @@ async fn stop_on_signal(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_anywhere;
+
+    fn run(line: &str) -> Vec<String> {
+        home_anywhere(line.split(' ').map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn home_before_the_subcommand_moves_after_it() {
+        assert_eq!(run("millions --home /x status --json"), ["millions", "status", "--home", "/x", "--json"]);
+        assert_eq!(run("millions --home=/x chaos kill n"), ["millions", "chaos", "--home=/x", "kill", "n"]);
+        assert_eq!(run("millions status --home /x"), ["millions", "status", "--home", "/x"]);
+        assert_eq!(run("millions --home /x"), ["millions", "--home", "/x"]);
+        assert_eq!(run("millions --version"), ["millions", "--version"]);
+    }
 }

@@ -87,6 +87,21 @@ fn commands_with_nothing_running_say_so() {
     }
     let o = millions(dir.path(), &["no-such-command"]);
     assert!(!o.status.success(), "unknown commands are refused");
+    // The run directory named before or after the subcommand, from elsewhere,
+    // overrides the environment's; the message names where it looked.
+    let named = tempfile::tempdir().unwrap();
+    let path = named.path().to_string_lossy().into_owned();
+    for args in
+        [&["--home", &path, "status"][..], &["status", "--home", &path], &[&format!("--home={path}"), "down"]]
+    {
+        let o = millions(dir.path(), args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            text(&o).contains(&format!("nothing is running (no live controller in {path})")),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
 
     // Pid files naming a live unrelated process (its pid reused after a crash,
     // or written without the start time that identifies it): not a node.
