@@ -24,7 +24,7 @@ pub struct BackendLabel {
 /// Why a request was answered by the load balancer itself.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabel {
-    /// `rate_limited`, `smuggling`, `header_too_large`, `body_too_large`, `no_backend`.
+    /// `rate_limited`, `smuggling`, `header_too_large`, `uri_too_long`, `body_too_large`, `no_backend`.
     pub reason: &'static str,
 }
 

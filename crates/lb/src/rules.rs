@@ -96,9 +96,27 @@ pub fn gave_up(last_error: Option<&Error>) -> (u16, &'static str) {
     }
 }
 
-/// The body of an answer of the load balancer's own, in the API's error shape.
+/// The body of an answer of the load balancer's own, in the API's error shape:
+/// the code for programs, a sentence for people.
 pub fn error_body(code: &str) -> String {
-    format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{code}\"}}}}")
+    format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{}\"}}}}", error_message(code))
+}
+
+/// What an error code of the load balancer's own means, in words.
+pub fn error_message(code: &str) -> &'static str {
+    match code {
+        "bad_request" => "the request is malformed",
+        "smuggling" => "the request's framing is ambiguous (Content-Length and Transfer-Encoding)",
+        "method_not_allowed" => "this method is not allowed here",
+        "header_too_large" => "the request's header fields are too large",
+        "uri_too_long" => "the request's URI is too long",
+        "body_too_large" => "the request's body is too large",
+        "rate_limited" => "too many requests from this client: retry after the Retry-After delay",
+        "no_backend" => "no web server is available: retry shortly",
+        "gateway_timeout" => "the web server did not answer in time",
+        "bad_gateway" => "the web server's answer could not be used",
+        _ => "the load balancer refused the request",
+    }
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`].
@@ -128,6 +146,18 @@ pub fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_body_says_in_words_what_its_code_means() {
+        let v: serde_json::Value = serde_json::from_str(&error_body("uri_too_long")).unwrap();
+        assert_eq!(v["error"]["code"], "uri_too_long");
+        assert_eq!(v["error"]["message"], "the request's URI is too long");
+        for code in
+            ["bad_request", "smuggling", "header_too_large", "body_too_large", "rate_limited", "no_backend"]
+        {
+            assert_ne!(error_message(code), error_message("unknown"), "{code} has no message of its own");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -385,6 +385,9 @@ async fn oversized_header_and_body_are_refused() {
     let big = "a".repeat(4000);
     let head = raw(&lb, format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
     assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+    // A request line alone longer than the limit: the URI is too long.
+    let head = raw(&lb, format!("GET /{big} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    assert!(head.starts_with("HTTP/1.1 414"), "{head:?}");
     let head = raw(&lb, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
     let client = reqwest::Client::new();

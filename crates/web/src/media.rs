@@ -17,7 +17,7 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub async fn serve(State(state): State<AppState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     // A malformed key names nothing: 404, and never a path on disk.
     let Ok(key) = media::ObjectKey::parse(&key) else {
-        return StatusCode::NOT_FOUND.into_response();
+        return ApiError::NotFound("no such photo").into_response();
     };
     let etag = format!("\"{}\"", key.hash_hex());
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
@@ -27,7 +27,7 @@ pub async fn serve(State(state): State<AppState>, Path(key): Path<String>, heade
     let lookup = key.clone();
     let bytes = match tokio::task::spawn_blocking(move || store.get(&lookup)).await {
         Ok(Ok(Some(bytes))) => bytes,
-        Ok(Ok(None)) => return StatusCode::NOT_FOUND.into_response(),
+        Ok(Ok(None)) => return ApiError::NotFound("no such photo").into_response(),
         Ok(Err(e)) => return ApiError::Internal { reason: format!("object store: {e}") }.into_response(),
         Err(e) => return ApiError::Internal { reason: e.to_string() }.into_response(),
     };

@@ -559,6 +559,15 @@ async fn a_photo_posted_through_the_form_is_processed_and_shown() {
     assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
     assert_eq!(r.headers()[CONTENT_TYPE], "image/jpeg");
     assert!(r.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]), "a JPEG");
+    // A photo that is not there, or a key that names none, is a 404 with the
+    // API's error body, like every other error.
+    let missing = format!("/media/{}.jpg", "0".repeat(64));
+    for path in [missing.as_str(), "/media/..%2F..%2Fetc%2Fpasswd", "/media/nope"] {
+        let r = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
 
     // A worker makes the thumbnails; the page then shows the photo.
     let worker = app.env.spawn_worker().await;

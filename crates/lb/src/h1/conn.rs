@@ -140,7 +140,12 @@ impl<C: ClientIo> Conn<'_, C> {
     /// closes, stays idle past the keep-alive timeout or the load balancer stops;
     /// `Err(Some(refusal))` to answer and close, `Err(None)` to just close.
     async fn read_head(&mut self, max_header_bytes: usize) -> Result<Option<usize>, Option<Refusal>> {
-        let too_large = Refusal::new(431, "header_too_large");
+        // A head too large because of its request line is a URI too long (414);
+        // otherwise its header fields are too large (431).
+        let too_large = |head: &[u8]| match head.iter().position(|&b| b == b'\n') {
+            Some(end) if end <= max_header_bytes => Refusal::new(431, "header_too_large"),
+            _ => Refusal::new(414, "uri_too_long"),
+        };
         let mut deadline = (!self.inbuf.is_empty()).then(|| Instant::now() + self.timeouts.header);
         let mut scanned: usize = 0;
         loop {
@@ -157,13 +162,13 @@ impl<C: ClientIo> Conn<'_, C> {
             }
             if let Some(end) = end {
                 if end > max_header_bytes {
-                    return Err(Some(too_large));
+                    return Err(Some(too_large(&inbuf[..end])));
                 }
                 return Ok(Some(end));
             }
             scanned = inbuf.len();
             if inbuf.len() > max_header_bytes {
-                return Err(Some(too_large));
+                return Err(Some(too_large(inbuf)));
             }
             inbuf.reserve(READ_CHUNK);
             let read = self.client.read_buf(inbuf);
