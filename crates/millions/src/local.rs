@@ -90,6 +90,68 @@ pub struct LogsArgs {
     /// Keep printing as the log grows.
     #[arg(short, long)]
     follow: bool,
+    /// Only lines at this level or above: error, warn, info, debug, trace (the JSON
+    /// logs of millions' own processes; PostgreSQL's and Redis' lines are kept).
+    #[arg(long, value_parser = parse_level)]
+    level: Option<u8>,
+    /// Only lines from the last DURATION (e.g. 10m, 1h; JSON lines, by their
+    /// timestamp).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+}
+
+/// A log level's rank: error 0 … trace 4.
+fn level_rank(level: &str) -> Option<u8> {
+    ["error", "warn", "info", "debug", "trace"]
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(level))
+        .map(|i| i as u8)
+}
+
+fn parse_level(text: &str) -> Result<u8, String> {
+    level_rank(text).ok_or_else(|| format!("{text:?} is not a level: error, warn, info, debug or trace"))
+}
+
+/// Which lines `millions logs` prints.
+struct LogFilter {
+    /// The highest rank printed (`--level`).
+    level: Option<u8>,
+    /// The earliest time printed (`--since`).
+    since: Option<std::time::SystemTime>,
+}
+
+impl LogFilter {
+    /// Whether to print `line`: a JSON line by its `level` and `timestamp`; any
+    /// other line (PostgreSQL's, Redis') always.
+    fn keep(&self, line: &[u8]) -> bool {
+        if self.level.is_none() && self.since.is_none() {
+            return true;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { return true };
+        let level_ok = match (self.level, v["level"].as_str().and_then(level_rank)) {
+            (Some(max), Some(rank)) => rank <= max,
+            _ => true,
+        };
+        let time_ok =
+            match (self.since, v["timestamp"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok())) {
+                (Some(since), Some(at)) => at >= since,
+                _ => true,
+            };
+        level_ok && time_ok
+    }
+
+    /// Print the lines of `buf` it keeps (a last line without its newline too).
+    fn write(&self, buf: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+        if self.level.is_none() && self.since.is_none() {
+            return out.write_all(buf);
+        }
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            if self.keep(line.strip_suffix(b"\n").unwrap_or(line)) {
+                out.write_all(line)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `millions chaos`.
@@ -761,10 +823,11 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     }
     let path = control::log_path(home, &args.node);
     let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let filter = LogFilter { level: args.level, since: args.since.map(|d| std::time::SystemTime::now() - d) };
     let mut out = std::io::stdout();
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;
-    out.write_all(&buf)?;
+    filter.write(&buf, &mut out)?;
     if !args.follow {
         return Ok(());
     }
@@ -783,9 +846,45 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             file.seek(SeekFrom::Start(pos))?;
             buf.clear();
             file.read_to_end(&mut buf)?;
-            out.write_all(&buf)?;
+            filter.write(&buf, &mut out)?;
             out.flush()?;
             pos = len;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_filtered_by_level_and_time_and_other_lines_are_kept() {
+        let now = std::time::SystemTime::now();
+        let at = |ago: u64| humantime::format_rfc3339_micros(now - Duration::from_secs(ago)).to_string();
+        let text = format!(
+            "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"old\"}}\n\
+             {{\"timestamp\":\"{}\",\"level\":\"WARN\",\"message\":\"new warning\"}}\n\
+             {{\"timestamp\":\"{}\",\"level\":\"DEBUG\",\"message\":\"new detail\"}}\n\
+             2026-12-05 04:36:38.681 UTC [42] LOG:  a PostgreSQL line\n",
+            at(3600),
+            at(10),
+            at(5)
+        );
+        let run = |level: Option<&str>, since: Option<u64>| {
+            let filter = LogFilter {
+                level: level.map(|l| parse_level(l).unwrap()),
+                since: since.map(|s| now - Duration::from_secs(s)),
+            };
+            let mut out = Vec::new();
+            filter.write(text.as_bytes(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(run(None, None), text);
+        let warn = run(Some("warn"), None);
+        assert!(warn.contains("new warning") && !warn.contains("old") && !warn.contains("detail"), "{warn}");
+        assert!(warn.contains("PostgreSQL line"), "{warn}");
+        let recent = run(None, Some(60));
+        assert!(recent.contains("new warning") && recent.contains("new detail") && !recent.contains("old"));
+        assert!(parse_level("loud").unwrap_err().contains("not a level"));
     }
 }

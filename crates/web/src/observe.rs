@@ -88,6 +88,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         telemetry::HttpLabels { route: route.clone(), method: method.clone(), status },
         elapsed.as_secs_f64(),
     );
-    tracing::info!(route, method, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    // Probes answered well (load balancers ask every second) are not worth a line
+    // each at the default level: they would drown the requests of users.
+    if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") && status < 400 {
+        tracing::debug!(route, method, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    } else {
+        tracing::info!(route, method, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    }
     response
 }
