@@ -1,5 +1,6 @@
 //! Passwords, cookies and CSRF tokens (the session store is [`crate::sessions`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -12,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
@@ -40,6 +42,10 @@ pub struct Passwords {
     /// A hash of a random password, verified against when the user does not exist,
     /// so a login for an unknown name takes as long as one with a wrong password.
     dummy: String,
+    /// One permit per hash computed at once.
+    running: Arc<Semaphore>,
+    /// One permit per hash computed or waiting: none left, the request is refused.
+    admitted: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -53,34 +59,55 @@ impl Passwords {
     pub fn new(config: &crate::config::PasswordConfig) -> Result<Passwords, argon2::Error> {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)?;
         let dummy = hash_with(&params, &random_token()).map_err(|_| argon2::Error::AlgorithmInvalid)?;
-        Ok(Passwords { params, dummy })
+        let running = match config.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Ok(Passwords {
+            params,
+            dummy,
+            running: Arc::new(Semaphore::new(running)),
+            admitted: Arc::new(Semaphore::new(running + config.max_waiting)),
+        })
     }
 
-    /// Hash a password (on a blocking thread: it takes tens of milliseconds).
+    /// Run `work` (argon2id: tens of milliseconds of CPU) on a blocking thread,
+    /// at most `max_concurrent` at once; refused at once (503) when as many are
+    /// already waiting as allowed.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            return Err(ApiError::Unavailable { reason: "password hashing saturated".into() });
+        };
+        let _running =
+            self.running.acquire().await.map_err(|e| ApiError::Internal { reason: e.to_string() })?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal { reason: e.to_string() })
+    }
+
+    /// Hash a password.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || hash_with(&params, &password))
-            .await
-            .map_err(|e| ApiError::Internal { reason: e.to_string() })?
+        self.run(move || hash_with(&params, &password))
+            .await?
             .map_err(|e| ApiError::Internal { reason: format!("hashing: {e}") })
     }
 
-    /// Whether `password` matches `hash`; with no hash, spend the same time and say no.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+    /// Whether `password` matches `hash`; with no hash, spend the same time and say
+    /// no. An error only when hashing is saturated.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         let (hash, real) = match hash {
             Some(h) => (h, true),
             None => (self.dummy.clone(), false),
         };
         let params = self.params.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            let Ok(parsed) = PasswordHash::new(&hash) else { return false };
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        ok && real
+        let ok = self
+            .run(move || {
+                let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .await?;
+        Ok(ok && real)
     }
 }
 
@@ -166,16 +193,39 @@ mod tests {
         assert!(!token_shaped(&format!("{}!", &a[..42])));
     }
 
+    fn cheap(max_concurrent: usize, max_waiting: usize) -> Passwords {
+        let config = crate::config::PasswordConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent,
+            max_waiting,
+        };
+        Passwords::new(&config).unwrap()
+    }
+
     #[tokio::test]
     async fn passwords_hash_with_argon2id_and_verify() {
-        let p =
-            Passwords::new(&crate::config::PasswordConfig { memory_kib: 64, iterations: 1, parallelism: 1 })
-                .unwrap();
+        let p = cheap(0, 64);
         let h = p.hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(p.verify("correct horse".into(), Some(h.clone())).await);
-        assert!(!p.verify("wrong".into(), Some(h)).await);
-        assert!(!p.verify("correct horse".into(), None).await);
+        assert!(p.verify("correct horse".into(), Some(h.clone())).await.unwrap());
+        assert!(!p.verify("wrong".into(), Some(h)).await.unwrap());
+        assert!(!p.verify("correct horse".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashing_beyond_its_bound_is_refused_at_once_and_admitted_again_after() {
+        // One at a time, none waiting: a second hash while one runs is refused.
+        let p = cheap(1, 0);
+        let (first, second) = tokio::join!(p.hash("one".into()), p.hash("two".into()));
+        assert!(first.is_ok());
+        assert!(matches!(second, Err(ApiError::Unavailable { .. })), "{second:?}");
+        assert!(matches!(p.verify("x".into(), None).await, Ok(false)), "admitted again once the first ended");
+        // One waiting allowed: both are computed.
+        let p = cheap(1, 1);
+        let (first, second) = tokio::join!(p.hash("one".into()), p.hash("two".into()));
+        assert!(first.is_ok() && second.is_ok());
     }
 
     #[test]

@@ -130,11 +130,23 @@ pub struct PasswordConfig {
     pub iterations: u32,
     /// Lanes.
     pub parallelism: u32,
+    /// Hashes computed at once (0: one per CPU): a login flood takes at most these
+    /// threads, never the whole machine.
+    pub max_concurrent: usize,
+    /// Hashes that may wait for one of those; beyond, a login or signup is answered
+    /// 503 with Retry-After at once instead of queueing without bound.
+    pub max_waiting: usize,
 }
 
 impl Default for PasswordConfig {
     fn default() -> Self {
-        PasswordConfig { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        PasswordConfig {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+            max_waiting: 64,
+        }
     }
 }
 

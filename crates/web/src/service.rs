@@ -315,7 +315,7 @@ pub async fn login(
         Some(c) => (Some(c.user_id), Some(c.password_hash)),
         None => (None, None),
     };
-    if !state.passwords().verify(password, hash).await {
+    if !state.passwords().verify(password, hash).await? {
         return Err(ApiError::BadCredentials);
     }
     let user_id = user_id.ok_or(ApiError::BadCredentials)?;
