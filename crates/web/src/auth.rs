@@ -200,6 +200,7 @@ mod tests {
             parallelism: 1,
             max_concurrent,
             max_waiting,
+            ..Default::default()
         };
         Passwords::new(&config).unwrap()
     }

@@ -136,6 +136,12 @@ pub struct PasswordConfig {
     /// Hashes that may wait for one of those; beyond, a login or signup is answered
     /// 503 with Retry-After at once instead of queueing without bound.
     pub max_waiting: usize,
+    /// Failed logins an account may have within `lockout_secs` (in its DC, counted
+    /// in Redis) before further logins are refused 429 until the window ends; 0: no
+    /// limit. A successful login clears the count.
+    pub max_failed_logins: u32,
+    /// The window of `max_failed_logins`, seconds.
+    pub lockout_secs: u64,
 }
 
 impl Default for PasswordConfig {
@@ -146,6 +152,8 @@ impl Default for PasswordConfig {
             parallelism: 1,
             max_concurrent: 0,
             max_waiting: 64,
+            max_failed_logins: 10,
+            lockout_secs: 900,
         }
     }
 }
@@ -214,6 +222,9 @@ impl settings::Validate for WebConfig {
         let p = &self.passwords;
         argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
             .map_err(|e| invalid("passwords", e.to_string()))?;
+        if p.max_failed_logins > 0 && !(1..=86_400).contains(&p.lockout_secs) {
+            return Err(invalid("passwords.lockout_secs", "must be between 1 and 86400"));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -286,6 +297,7 @@ url = "redis://:pw@127.0.0.1:6379/"
             (format!("{GOOD}[feed]\ncelebrity_threshold = 0\n"), "celebrity_threshold"),
             (format!("{GOOD}[cache]\njitter = 2.0\n"), "jitter"),
             (format!("{GOOD}[passwords]\nmemory_kib = 1\n"), "passwords"),
+            (format!("{GOOD}[passwords]\nlockout_secs = 0\n"), "passwords.lockout_secs"),
         ];
         for (text, expected) in cases {
             let err = WebConfig::parse(&text, "test").unwrap_err().to_string();

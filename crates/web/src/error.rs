@@ -55,6 +55,13 @@ pub enum ApiError {
     /// The body is not of the expected media type.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many attempts (failed logins of one account): refused until the
+    /// window ends.
+    #[error("too many failed logins for this account; retry in {retry_after_secs} s")]
+    TooManyAttempts {
+        /// Seconds until the window ends (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// A dependency is down or overloaded; the same request may succeed shortly.
     #[error("temporarily unavailable, retry shortly")]
     Unavailable {
@@ -95,6 +102,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -142,11 +150,20 @@ impl From<cache::RedisError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
+        let retry_after = match &self {
+            ApiError::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         let (status, code) = self.status_and_code();
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

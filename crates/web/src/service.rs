@@ -315,14 +315,98 @@ pub async fn login(
         Some(c) => (Some(c.user_id), Some(c.password_hash)),
         None => (None, None),
     };
-    if !state.passwords().verify(password, hash).await? {
+    let limit = LoginLimit::of(state, username);
+    limit.check().await?;
+    if !state.passwords().verify(password, hash).await? || user_id.is_none() {
+        limit.failed().await;
         return Err(ApiError::BadCredentials);
     }
+    limit.cleared().await;
     let user_id = user_id.ok_or(ApiError::BadCredentials)?;
     let profile = profile_by_id(state, user_id).await?;
     let token = state.sessions().create(user_id).await?;
     tracing::info!(user_id, "login");
     Ok((token, user_view(&profile, None)))
+}
+
+/// Failed logins of one account, counted in this DC's Redis over a window
+/// (`passwords.max_failed_logins` per `passwords.lockout_secs`). If Redis cannot
+/// count, logins are not limited (the load balancer's per-client limit remains).
+struct LoginLimit<'a> {
+    /// The app.
+    state: &'a AppState,
+    /// The counter's key; `None` when there is no limit.
+    key: Option<String>,
+}
+
+impl<'a> LoginLimit<'a> {
+    fn of(state: &'a AppState, username: &str) -> LoginLimit<'a> {
+        let enabled = state.config().passwords.max_failed_logins > 0;
+        // Case-folded like usernames, so `Alice` and `alice` share a count.
+        let key = enabled.then(|| state.redis().key(&format!("lf:{}", username.trim().to_lowercase())));
+        LoginLimit { state, key }
+    }
+
+    /// Refuse while the account has used up its failed logins.
+    async fn check(&self) -> Result<(), ApiError> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let max = self.state.config().passwords.max_failed_logins;
+        let key = key.clone();
+        let seen = self
+            .state
+            .redis()
+            .run(|mut c| async move {
+                redis::pipe().get(&key).ttl(&key).query_async::<(Option<u32>, i64)>(&mut c).await
+            })
+            .await;
+        match seen {
+            Ok((Some(failed), ttl)) if failed >= max => {
+                Err(ApiError::TooManyAttempts { retry_after_secs: u64::try_from(ttl).unwrap_or(1).max(1) })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the failed-login count; not limiting");
+                Ok(())
+            }
+        }
+    }
+
+    /// Count a failed login (the window starts with the first).
+    async fn failed(&self) {
+        let Some(key) = &self.key else { return };
+        let window = self.state.config().passwords.lockout_secs;
+        let key = key.clone();
+        let counted = self
+            .state
+            .redis()
+            .run(|mut c| async move {
+                redis::pipe()
+                    .incr(&key, 1)
+                    .expire(&key, window as i64)
+                    .arg("NX")
+                    .ignore()
+                    .query_async::<(u32,)>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, "cannot count a failed login");
+        }
+    }
+
+    /// A successful login clears the count.
+    async fn cleared(&self) {
+        let Some(key) = &self.key else { return };
+        let key = key.clone();
+        if let Err(e) = self
+            .state
+            .redis()
+            .run(|mut c| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot clear the failed-login count");
+        }
+    }
 }
 
 /// End a session.

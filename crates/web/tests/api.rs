@@ -1059,3 +1059,44 @@ async fn followed_by_me_follows_the_viewers_own_follows_at_once() {
     let own = call(&app, "GET", "/api/v1/users/star", Some(&star), None, StatusCode::OK).await;
     assert_eq!(own["followed_by_me"], false, "one's own profile");
 }
+
+#[tokio::test]
+async fn an_account_is_locked_after_its_failed_logins_and_others_are_not() {
+    let app = spawn_app().await;
+    signup(&app, "target").await;
+    let bystander = signup(&app, "bystander").await;
+    let attempt = |username: &'static str, password: &'static str| {
+        let url = app.url("/api/v1/sessions");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": username, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The default: 10 failed logins per account in 15 minutes.
+    for i in 0..10 {
+        let r = attempt("target", "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // Locked: even the right password is refused, with when to retry.
+    for password in ["guess", "password123"] {
+        let r = attempt("Target", password).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{password}");
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=900).contains(&retry), "{retry}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+    }
+    // Another account is not affected, and a success clears its own count.
+    for _ in 0..9 {
+        assert_eq!(attempt("bystander", "guess").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login(&app, &bystander.username).await.username, "bystander");
+    for _ in 0..9 {
+        assert_eq!(attempt("bystander", "guess").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(attempt("bystander", "password123").await.status(), StatusCode::CREATED);
+}
