@@ -19,11 +19,12 @@ use crate::{dns, lb, pgadmin, postgres, wan};
 /// How long a started process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Where `node` answers `/readyz`: a DNS server on its admin listener, the
+/// Where `node` answers `/readyz`: a DNS server and a load balancer on their
+/// admin listener (a load balancer's public entry refuses internal paths), the
 /// others on their own address.
 pub(crate) fn readyz_addr(node: &Node) -> std::net::SocketAddr {
     match node.role {
-        Role::Dns => node.admin_addr().unwrap_or(node.addr),
+        Role::Dns | Role::LoadBalancer => node.admin_addr().unwrap_or(node.addr),
         _ => node.addr,
     }
 }

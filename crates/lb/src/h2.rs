@@ -281,6 +281,7 @@ impl HttpServerApp for Proxy {
         let facts = HeadFacts {
             client: req.client,
             method: &head.method,
+            path: head.uri.path(),
             declared: rules::declared_framing(fields),
             header_bytes: header_bytes(head),
         };

@@ -77,6 +77,8 @@ pub(crate) struct HeadFacts<'a> {
     pub client: Option<IpAddr>,
     /// The method (`CONNECT` is refused).
     pub method: &'a Method,
+    /// The request target's path (and query): internal paths are refused.
+    pub path: &'a str,
     /// The body framing the header fields declare, or why it is ambiguous.
     pub declared: Result<Declared<'a>, &'static str>,
     /// The head's size in bytes (as it came, or close to it).
@@ -233,7 +235,8 @@ pub(crate) trait Exchange {
 
 impl Proxy {
     /// The checks every request passes before a backend is picked, in order:
-    /// rate limit (429), `CONNECT` (405), ambiguous framing (400: request
+    /// rate limit (429), `CONNECT` (405), an internal path (404: a web server's
+    /// probes and metrics are for the private network), ambiguous framing (400: request
     /// smuggling), header size (431), declared body size (413). Returns the
     /// declared `Content-Length`, if any. `now` is the rate limit's clock.
     pub(crate) fn check(&self, head: &HeadFacts<'_>, now: Instant) -> Result<Option<u64>, Refusal> {
@@ -247,6 +250,9 @@ impl Proxy {
         }
         if *head.method == Method::CONNECT {
             return Err(Refusal::new(405, "method_not_allowed"));
+        }
+        if rules::is_internal(head.path) {
+            return Err(Refusal::new(404, "not_found"));
         }
         let length = match head.declared {
             Err(why) => {

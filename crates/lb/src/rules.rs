@@ -102,6 +102,19 @@ pub fn error_body(code: &str) -> String {
     format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{}\"}}}}", error_message(code))
 }
 
+/// Paths of every web server's own that are for the private network (the load
+/// balancers' checks, Prometheus), never answered through the public entry.
+pub const INTERNAL_PATHS: [&str; 3] = ["/metrics", "/readyz", "/healthz"];
+
+/// Whether the request target `path` (query included, or not) is internal: one of
+/// [`INTERNAL_PATHS`], or under one.
+pub fn is_internal(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    INTERNAL_PATHS
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
 /// What an error code of the load balancer's own means, in words.
 pub fn error_message(code: &str) -> &'static str {
     match code {
@@ -110,6 +123,7 @@ pub fn error_message(code: &str) -> &'static str {
         "method_not_allowed" => "this method is not allowed here",
         "header_too_large" => "the request's header fields are too large",
         "uri_too_long" => "the request's URI is too long",
+        "not_found" => "no such page",
         "body_too_large" => "the request's body is too large",
         "rate_limited" => "too many requests from this client: retry after the Retry-After delay",
         "no_backend" => "no web server is available: retry shortly",
@@ -146,6 +160,17 @@ pub fn strip_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_paths_are_told_apart_from_public_ones() {
+        for path in ["/metrics", "/metrics?name=x", "/readyz", "/healthz", "/healthz/", "/metrics/extra"] {
+            assert!(is_internal(path), "{path}");
+        }
+        for path in ["/", "/metricsx", "/api/v1/metrics", "/u/readyz", "/Metrics", "/api/v1/feed?x=/metrics"]
+        {
+            assert!(!is_internal(path), "{path}");
+        }
+    }
 
     #[test]
     fn an_error_body_says_in_words_what_its_code_means() {

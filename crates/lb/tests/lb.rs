@@ -1034,3 +1034,22 @@ async fn a_fast_stop_cuts_requests_in_flight() {
     assert_eq!(tokio::task::block_in_place(|| rest(&mut busy)), "");
     b.gate.add_permits(1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_paths_are_never_answered_through_the_public_entry() {
+    let b = backend().await;
+    let lb = start(config(&[b.addr]));
+    let client = reqwest::Client::new();
+    for path in
+        lb::rules::INTERNAL_PATHS.iter().flat_map(|p| [p.to_string(), format!("{p}?x=1"), format!("{p}/x")])
+    {
+        let r = client.get(url(&lb, &path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "an internal path reached the backend");
+    // Everything else is proxied as before.
+    assert_eq!(client.get(url(&lb, "/metricsx")).send().await.unwrap().status(), 200);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}

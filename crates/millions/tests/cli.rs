@@ -353,10 +353,14 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     });
     assert!(!nodes::pid_alive(web_pid as u32));
     assert_eq!(
-        http_status(&format!("http://{lb}/readyz")),
+        http_status(&format!("http://{lb}/api/v1/openapi.json")),
         Some(200),
         "served through the load balancer again"
     );
+    // A web server's probes and metrics are not reachable through the public entry.
+    for path in ["/readyz", "/healthz", "/metrics", "/metrics?x=1"] {
+        assert_eq!(http_status(&format!("http://{lb}{path}")), Some(404), "{path} through the load balancer");
+    }
     // A restart on purpose: stopped gracefully, started again, not counted as a crash.
     let worker_pid = node(&status, "dc1-worker-1")["pid"].as_u64().unwrap();
     let o = millions(home, &["chaos", "restart", "dc1-worker-1"]);

@@ -72,7 +72,7 @@ pub(super) fn request(
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad_request)?;
     let declared =
         rules::declared_framing(req.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
-    let facts = HeadFacts { client: peer, method: &method, declared, header_bytes: bytes.len() };
+    let facts = HeadFacts { client: peer, method: &method, path, declared, header_bytes: bytes.len() };
     let length = proxy.check(&facts, started)?;
     let body = match (declared, length) {
         (Ok(Declared::Chunked), _) => Framing::Chunked,

@@ -95,7 +95,10 @@ pub(super) async fn wait_until_ready(shared: &Shared) {
     let deadline = Instant::now() + READY_WAIT;
     for (i, target) in shared.targets.iter().enumerate() {
         while Instant::now() < deadline {
-            let ready = shared.http.send(shared.http.client(i as u64).get(format!("{target}/readyz"))).await;
+            // A public page a web server answers (a load balancer refuses the
+            // internal `/readyz` from outside).
+            let url = format!("{target}/api/v1/openapi.json");
+            let ready = shared.http.send(shared.http.client(i as u64).get(url)).await;
             if ready.is_ok() {
                 break;
             }
