@@ -269,6 +269,7 @@ fn status_named(name: &str) -> u16 {
         "PAYLOAD_TOO_LARGE" => 413,
         "UNSUPPORTED_MEDIA_TYPE" => 415,
         "UNPROCESSABLE_ENTITY" => 422,
+        "TOO_MANY_REQUESTS" => 429,
         "INTERNAL_SERVER_ERROR" => 500,
         "SERVICE_UNAVAILABLE" => 503,
         other => panic!("status_named: add StatusCode::{other}"),
