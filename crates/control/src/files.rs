@@ -28,6 +28,11 @@ pub struct Secrets {
     pub postgres: String,
     /// Every Redis's `requirepass`.
     pub redis: String,
+    /// The bearer token of every node's admin API (load balancers, WAN gateways,
+    /// DNS servers): `guard`. Generated when missing (a run directory made before
+    /// it existed).
+    #[serde(default)]
+    pub admin: String,
 }
 
 /// The file naming the running controller.
@@ -97,10 +102,20 @@ pub(crate) fn read_secrets(run_dir: &Path) -> Result<Secrets, ControlError> {
 
 /// The deployment's secrets, generated on first use.
 pub(crate) fn secrets(run_dir: &Path) -> Result<Secrets, ControlError> {
-    if run_dir.join("secrets.json").exists() {
-        return read_secrets(run_dir);
+    let path = run_dir.join("secrets.json");
+    if path.exists() {
+        let mut s = read_secrets(run_dir)?;
+        if s.admin.is_empty() {
+            s.admin = nodes::random_secret(32);
+            write_json(&path, &s)?;
+        }
+        return Ok(s);
     }
-    let s = Secrets { postgres: nodes::random_secret(32), redis: nodes::random_secret(32) };
-    write_json(&run_dir.join("secrets.json"), &s)?;
+    let s = Secrets {
+        postgres: nodes::random_secret(32),
+        redis: nodes::random_secret(32),
+        admin: nodes::random_secret(32),
+    };
+    write_json(&path, &s)?;
     Ok(s)
 }

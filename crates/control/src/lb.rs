@@ -68,7 +68,8 @@ fn apply(config: &mut lb::LbConfig, settings: &LbSettings) -> Result<(), String>
 
 /// Write `lb`'s configuration ([`config`]) where its process reads it.
 pub(crate) fn write_config(shared: &Shared, lb: &Node) -> Result<PathBuf, ControlError> {
-    let config = config(shared.topology(), lb)?;
+    let mut config = config(shared.topology(), lb)?;
+    config.admin_token = Some(shared.secrets.admin.clone());
     let path = config_path(&shared.opts.run_dir, &lb.name);
     write_private(&path, &config.to_toml())?;
     Ok(path)
@@ -94,7 +95,7 @@ pub(crate) async fn drain(shared: &Shared, web: &Node) {
             web.addr,
             DRAIN_TIMEOUT.as_millis()
         );
-        match client.post(&url).send().await {
+        match client.post(&url).bearer_auth(&shared.secrets.admin).send().await {
             Ok(r) => tracing::info!(lb = lb.name, web = web.name, status = r.status().as_u16(), "drained"),
             Err(e) => {
                 tracing::debug!(lb = lb.name, web = web.name, error = %e, "no drain (load balancer down)")
@@ -109,7 +110,7 @@ pub(crate) async fn resume(shared: &Shared, web: &Node) {
     let Some(client) = client(Duration::from_secs(2)) else { return };
     for lb in lbs_of(shared, web) {
         let url = format!("http://{}/admin/backends/{}/resume", admin_addr(lb), web.addr);
-        if let Err(e) = client.post(&url).send().await {
+        if let Err(e) = client.post(&url).bearer_auth(&shared.secrets.admin).send().await {
             tracing::debug!(lb = lb.name, web = web.name, error = %e, "no resume (load balancer down)");
         }
     }

@@ -74,7 +74,8 @@ pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
 
 /// Write `node`'s configuration ([`config`]) where its process reads it.
 pub(crate) fn write_config(shared: &Shared, node: &Node) -> Result<PathBuf, ControlError> {
-    let config = config(shared.topology(), node, &shared.cluster.snapshot().wan_cut)?;
+    let mut config = config(shared.topology(), node, &shared.cluster.snapshot().wan_cut)?;
+    config.admin_token = Some(shared.secrets.admin.clone());
     let path = config_path(&shared.opts.run_dir, &node.name);
     write_private(&path, &config.to_toml())?;
     Ok(path)
@@ -125,7 +126,7 @@ pub(crate) async fn set_cut(shared: &Shared, dc: &str, cut: bool) -> Result<WanC
         // dc's own gateway: every peer; the others: their links to dc.
         let query = if gw.dc == dc { String::new() } else { format!("?peer={dc}") };
         let url = format!("http://{}/admin/{verb}{query}", gw.addr);
-        match client.post(&url).send().await {
+        match client.post(&url).bearer_auth(&shared.secrets.admin).send().await {
             Ok(r) if r.status().is_success() => told.push(gw.name.clone()),
             Ok(r) => {
                 return Err(ControlError::Refused(format!("{} refused to {verb}: {}", gw.name, r.status())));

@@ -31,9 +31,9 @@ pub struct AdminState {
     pub stop: CancellationToken,
 }
 
-/// The whole admin router: the probes, and `/admin`.
-pub fn router(state: AdminState) -> Router {
-    probes(state.clone()).nest("/admin", admin_routes(state))
+/// The whole admin router: the probes, open, and `/admin`, behind `token` when given.
+pub fn router(state: AdminState, token: Option<&str>) -> Router {
+    probes(state.clone()).nest("/admin", guard::protect(admin_routes(state), token))
 }
 
 /// `/healthz`, `/readyz`, `/metrics`: what orchestration and monitoring poll.

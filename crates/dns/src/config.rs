@@ -71,6 +71,11 @@ pub struct DnsConfig {
     /// The UDP listener.
     #[serde(default)]
     pub udp: UdpSection,
+    /// The bearer token the `/admin` routes require (`Authorization: Bearer
+    /// TOKEN`; at least 16 characters); the probes stay open. Absent: the admin
+    /// routes are open to whoever reaches the admin address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 fn default_app() -> String {

@@ -172,7 +172,8 @@ pub async fn start(config: DnsConfig, registry: Option<telemetry::Registry>) -> 
     }
     tasks.push(tokio::spawn(tcp::serve(tcp_listener, handler, config.tcp.clone(), stop.clone())));
     tasks.push(tokio::spawn(health::run(health.clone(), config.health.clone(), metrics, stop.clone())));
-    let app = admin::router(admin::AdminState { health: health.clone(), registry, stop: stop.clone() });
+    let state = admin::AdminState { health: health.clone(), registry, stop: stop.clone() };
+    let app = admin::router(state, config.admin_token.as_deref());
     let token = stop.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(admin_listener, app).with_graceful_shutdown(token.cancelled_owned()).await;

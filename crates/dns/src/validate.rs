@@ -16,6 +16,9 @@ impl settings::Validate for DnsConfig {
         if self.listen == self.admin && self.listen.port() != 0 {
             return Err(invalid("admin", "must differ from listen"));
         }
+        if let Some(token) = &self.admin_token {
+            guard::check(token).map_err(|why| invalid("admin_token", why))?;
+        }
         if self.ttl_secs == 0 {
             return Err(invalid("ttl_secs", "must be positive (0 would disable caching entirely)"));
         }

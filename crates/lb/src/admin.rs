@@ -67,15 +67,17 @@ struct DrainQuery {
     timeout_ms: Option<u64>,
 }
 
-/// The admin router.
-pub fn router(state: AdminState) -> Router {
+/// The admin router: the probes, open, and `/admin`, behind `token` when given.
+pub fn router(state: AdminState, token: Option<&str>) -> Router {
+    let admin = Router::new()
+        .route("/admin/backends", get(list).put(replace))
+        .route("/admin/backends/{addr}/drain", post(drain))
+        .route("/admin/backends/{addr}/resume", post(resume));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/admin/backends", get(list).put(replace))
-        .route("/admin/backends/{addr}/drain", post(drain))
-        .route("/admin/backends/{addr}/resume", post(resume))
+        .merge(guard::protect(admin, token))
         .with_state(state)
 }
 

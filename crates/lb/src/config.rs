@@ -45,6 +45,11 @@ pub struct LbConfig {
     /// Per-client rate limiting.
     #[serde(default)]
     pub rate_limit: RateLimitSection,
+    /// The bearer token the `/admin` routes require (`Authorization: Bearer
+    /// TOKEN`; at least 16 characters); the probes stay open. Absent: the admin
+    /// routes are open to whoever reaches the admin address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 fn default_threads() -> usize {
@@ -217,6 +222,7 @@ impl LbConfig {
             upstream: UpstreamSection::default(),
             limits: LimitsSection::default(),
             rate_limit: RateLimitSection::default(),
+            admin_token: None,
         }
     }
 }
@@ -225,6 +231,9 @@ impl settings::Validate for LbConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.listen == self.admin && self.listen.port() != 0 {
             return Err(invalid("admin", "must differ from listen"));
+        }
+        if let Some(token) = &self.admin_token {
+            guard::check(token).map_err(|why| invalid("admin_token", why))?;
         }
         if !(1..=256).contains(&self.threads) {
             return Err(invalid("threads", "must be between 1 and 256"));
@@ -319,6 +328,7 @@ backends = ["127.0.0.1:8080", "127.0.0.1:8081"]
             (format!("{GOOD}[outlier]\nbase_ejection_ms = 10\nmax_ejection_ms = 5\n"), "base_ejection_ms"),
             (format!("{GOOD}[limits]\nmax_header_bytes = 10\n"), "limits.max_header_bytes"),
             (format!("{GOOD}[rate_limit]\nper_second = 5\n"), "rate_limit.burst"),
+            (format!("admin_token = \"short\"\n{GOOD}"), "admin_token"),
             (format!("{GOOD}[limits]\nslow = 1\n"), "unknown field"),
         ] {
             let err = LbConfig::parse(&text, "t").unwrap_err().to_string();

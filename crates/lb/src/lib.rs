@@ -122,7 +122,7 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
     {
         let _enter = runtime.enter();
         let listener = tokio::net::TcpListener::from_std(admin).map_err(|e| LbError::Start(e.to_string()))?;
-        let app = admin::router(state);
+        let app = admin::router(state, config.admin_token.as_deref());
         let token = stop.clone();
         runtime.spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;

@@ -1053,3 +1053,34 @@ async fn internal_paths_are_never_answered_through_the_public_entry() {
     assert_eq!(client.get(url(&lb, "/metricsx")).send().await.unwrap().status(), 200);
     assert_eq!(b.hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_token_the_admin_api_needs_it_and_the_probes_do_not() {
+    let (a, b) = (backend().await, backend().await);
+    let mut c = config(&[a.addr]);
+    c.admin_token = Some("a-long-enough-admin-token".into());
+    let lb = start(c);
+    let client = reqwest::Client::new();
+    let replace = |token: Option<&str>| {
+        let mut r = client
+            .put(format!("http://{}/admin/backends", lb.admin))
+            .json(&serde_json::json!({"backends": [a.addr, b.addr]}));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    for wrong in [None, Some("not-the-admin-token-at-all")] {
+        let r = replace(wrong).await.unwrap();
+        assert_eq!(r.status(), 401, "{wrong:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthenticated");
+    }
+    let listed = client.get(format!("http://{}/admin/backends", lb.admin)).send().await.unwrap();
+    assert_eq!(listed.status(), 401, "listing needs the token too");
+    assert_eq!(replace(Some("a-long-enough-admin-token")).await.unwrap().status(), 200);
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let r = client.get(format!("http://{}{probe}", lb.admin)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{probe} stays open");
+    }
+}

@@ -41,9 +41,9 @@ pub struct AdminState {
     pub stopping: CancellationToken,
 }
 
-/// Every admin route: [`probes`] and [`control`].
-pub fn router(state: AdminState) -> Router {
-    Router::new().merge(probes()).merge(control()).with_state(state)
+/// Every admin route: [`probes`], open, and [`control`], behind `token` when given.
+pub fn router(state: AdminState, token: Option<&str>) -> Router {
+    Router::new().merge(probes()).merge(guard::protect(control(), token)).with_state(state)
 }
 
 /// `/healthz`, `/readyz`, `/metrics`: open to any scraper or supervisor.

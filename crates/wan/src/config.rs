@@ -62,6 +62,11 @@ pub struct WanConfig {
     /// The relayed links: one per node of another DC that this DC's processes reach.
     #[serde(default)]
     pub links: Vec<LinkConfig>,
+    /// The bearer token the `/admin` routes require (`Authorization: Bearer
+    /// TOKEN`; at least 16 characters); the probes stay open. Absent: the admin
+    /// routes are open to whoever reaches the admin address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 /// One relayed link: local clients connect to `listen`, and each connection is
@@ -121,6 +126,7 @@ impl WanConfig {
             stop_grace_ms: default_stop_grace_ms(),
             conditions: BTreeMap::new(),
             links: Vec::new(),
+            admin_token: None,
         }
     }
 
@@ -148,6 +154,9 @@ impl settings::Validate for WanConfig {
         }
         if self.stop_grace_ms > 60_000 {
             return Err(invalid("stop_grace_ms", "must be at most 60000"));
+        }
+        if let Some(token) = &self.admin_token {
+            guard::check(token).map_err(|why| invalid("admin_token", why))?;
         }
         for (peer, conditions) in &self.conditions {
             if *peer == self.dc {

@@ -189,6 +189,7 @@ pub fn start(config: WanConfig, registry: &telemetry::Registry) -> Result<Runnin
     for (listener, link) in link_listeners.into_iter().zip(&gateway.links) {
         tasks.spawn(accept::run(listener, link.clone(), tasks.clone(), shutdown.clone()));
     }
+    let token = config.admin_token.clone();
     let state = admin::AdminState {
         handle: handle.clone(),
         registry: registry.clone(),
@@ -196,8 +197,8 @@ pub fn start(config: WanConfig, registry: &telemetry::Registry) -> Result<Runnin
     };
     let (stop, abort) = (shutdown.stop.clone(), shutdown.abort.clone());
     tasks.spawn(async move {
-        let serve =
-            axum::serve(admin_listener, admin::router(state)).with_graceful_shutdown(stop.cancelled_owned());
+        let serve = axum::serve(admin_listener, admin::router(state, token.as_deref()))
+            .with_graceful_shutdown(stop.cancelled_owned());
         tokio::select! {
             served = serve => if let Err(e) = served {
                 tracing::error!(error = %e, "admin server failed");

@@ -196,6 +196,7 @@ fn bad_configurations_are_refused_naming_the_setting() {
         ("links.target", Box::new(|c| c.links[0].target = addr(DC2, 0))),
         ("links.source", Box::new(|c| c.links[0].source = addr(DC1, 9))),
         ("links.source", Box::new(|c| c.links[0].source = addr([0, 0, 0, 0], 0))),
+        ("admin_token", Box::new(|c| c.admin_token = Some("short".into()))),
     ];
     for (setting, break_it) in cases {
         let mut c = good();
