@@ -25,7 +25,20 @@ pub async fn migrate(shard_urls: &[String]) -> Result<(), DataError> {
         let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
         drop(client);
         let _ = conn.await;
-        result.map_err(|e| DataError::Migration { shard, message: e.to_string() })?;
+        result.map_err(|e| DataError::Migration { shard, message: with_causes(&e) })?;
     }
     Ok(())
+}
+
+/// `e` and every error that caused it, outermost first (the runner's own message
+/// says only "db error"; PostgreSQL's says why).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

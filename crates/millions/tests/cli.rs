@@ -411,11 +411,12 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     // A fault under load: a web server killed a third into the run; the report
     // gives the recovery time, and no acknowledged write is lost. It died once
     // already, so the supervisor waits 2 s before restarting it (backoff): the
-    // run is long enough to see it back. It is the DC's only web server, so its
-    // scenario lets requests fail until it is back (and none before the kill).
+    // run is long enough to see it back, with room for a busy machine. It is the
+    // DC's only web server, so its scenario lets requests fail until it is back
+    // (and none before the kill).
     let (o, report) = bench(
         home,
-        &["--rate", "40", "--duration", "8s", "--warmup", "0s", "--users", "300", "--scenario", "kill-web"],
+        &["--rate", "40", "--duration", "10s", "--warmup", "0s", "--users", "300", "--scenario", "kill-web"],
     );
     assert!(o.status.success(), "{}", text(&o));
     let fault = &report["fault"];

@@ -8,10 +8,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::config::Op;
 use super::error::BenchError;
 use super::report::FaultReport;
-use super::state::{Shared, lock};
+use super::state::{Failed, Shared, lock};
 use super::verdict::Tolerance;
 
 /// A fault counts as recovered from only if no request due in this last stretch
@@ -110,17 +109,19 @@ pub(super) async fn wait_until_ready(shared: &Shared) {
 /// The report of a fault injected into a measured window of `duration_secs`,
 /// given when the run's failed requests were due (seconds into the window) and
 /// their operations.
-fn fault_report(injected: Injected, failures: &[(f64, Op)], duration_secs: f64) -> FaultReport {
+fn fault_report(injected: Injected, failures: &[Failed], duration_secs: f64) -> FaultReport {
     let Injected { action, tolerance, at_secs, done, outcome } = injected;
-    let after: Vec<(f64, Op)> = failures.iter().copied().filter(|(t, _)| *t >= at_secs).collect();
+    // After the fault: what failed once it was injected, including a request due
+    // just before it and still in flight (the fault is what made it fail).
+    let after: Vec<Failed> = failures.iter().copied().filter(|f| f.done >= at_secs).collect();
     let before = failures.len() - after.len();
-    let last = after.iter().map(|(t, _)| *t).fold(at_secs, f64::max);
+    let last = after.iter().map(|f| f.due).fold(at_secs, f64::max);
     let quiet = RECOVERY_QUIET.as_secs_f64().min(duration_secs);
     let quiet_from = (duration_secs - quiet).max(at_secs);
-    let recovered = !after.iter().any(|(t, _)| *t >= quiet_from);
+    let recovered = !after.iter().any(|f| f.due >= quiet_from);
     let mut errors_after_by_op = BTreeMap::new();
-    for (_, op) in &after {
-        *errors_after_by_op.entry(op.name().to_owned()).or_default() += 1;
+    for f in &after {
+        *errors_after_by_op.entry(f.op.name().to_owned()).or_default() += 1;
     }
     FaultReport {
         action,
@@ -133,13 +134,14 @@ fn fault_report(injected: Injected, failures: &[(f64, Op)], duration_secs: f64) 
         quiet_secs: quiet,
         tolerance,
         errors_before: before as u64,
-        reads_failed_after: after.iter().filter(|(_, op)| op.is_read()).count() as u64,
+        reads_failed_after: after.iter().filter(|f| f.op.is_read()).count() as u64,
         errors_after_by_op,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::Op;
     use super::super::report::Report;
     use super::*;
 
@@ -149,9 +151,14 @@ mod tests {
         Injected { action: "kill x".into(), tolerance, at_secs, done, outcome: outcome.into() }
     }
 
-    /// Failed feeds due at `times`.
-    fn feeds(times: &[f64]) -> Vec<(f64, Op)> {
-        times.iter().map(|&t| (t, Op::Feed)).collect()
+    /// Failed feeds due (and failing at once) at `times`.
+    fn feeds(times: &[f64]) -> Vec<Failed> {
+        times.iter().map(|&t| Failed { due: t, done: t, op: Op::Feed }).collect()
+    }
+
+    /// Requests of `op`, each due and failing at its time.
+    fn failed(list: &[(f64, Op)]) -> Vec<Failed> {
+        list.iter().map(|&(t, op)| Failed { due: t, done: t, op }).collect()
     }
 
     /// The report's fault line.
@@ -192,8 +199,13 @@ mod tests {
 
     #[test]
     fn failures_are_split_at_the_fault_and_reads_counted_apart() {
-        let failures =
-            [(2.0, Op::Post), (10.0, Op::Feed), (11.0, Op::Post), (12.0, Op::ViewPhoto), (12.5, Op::Like)];
+        let failures = failed(&[
+            (2.0, Op::Post),
+            (10.0, Op::Feed),
+            (11.0, Op::Post),
+            (12.0, Op::ViewPhoto),
+            (12.5, Op::Like),
+        ]);
         let r = fault_report(kill_x(10.0, true), &failures, 30.0);
         assert_eq!(r.errors_before, 1);
         assert_eq!(r.errors_after, 4);
@@ -203,5 +215,11 @@ mod tests {
         // A failure before the fault is no part of the recovery.
         assert_eq!(r.recovery_secs, 2.5);
         assert!(r.recovered);
+        // A request due just before the fault, still in flight when it came and
+        // failing after it, failed because of it: after, not before.
+        let in_flight = [Failed { due: 9.9, done: 10.2, op: Op::Feed }];
+        let r = fault_report(kill_x(10.0, true), &in_flight, 30.0);
+        assert_eq!((r.errors_before, r.errors_after, r.reads_failed_after), (0, 1, 1));
+        assert_eq!(r.recovery_secs, 0.0, "recovery counts from the fault");
     }
 }

@@ -77,6 +77,19 @@ pub(super) struct Ryw {
     pub(super) listed: Vec<String>,
 }
 
+/// A measured request that failed: when it was due and when it failed, seconds
+/// into the measured window, and its operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Failed {
+    /// When it was due.
+    pub(super) due: f64,
+    /// When its failure was known (answered or given up): a request due before a
+    /// fault and failing after it failed because of it.
+    pub(super) done: f64,
+    /// What it was.
+    pub(super) op: Op,
+}
+
 /// What the running tasks share.
 pub(super) struct Shared {
     /// The client every request goes through.
@@ -116,7 +129,7 @@ pub(super) struct Shared {
     /// When each failed request was due, seconds into the measured window, and
     /// its operation (to measure recovery from an injected fault, and to judge
     /// what failed before and after it).
-    pub(super) failure_times: Mutex<Vec<(f64, Op)>>,
+    pub(super) failure_times: Mutex<Vec<Failed>>,
     /// Intended start to send of measured requests, microseconds: whether the
     /// generator itself kept to its schedule.
     pub(super) lag: Mutex<Histogram<u64>>,
@@ -211,7 +224,9 @@ impl Shared {
             Err(kind) => {
                 *s.errors.entry(kind.to_owned()).or_default() += 1;
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                lock(&self.failure_times).push(((intended - self.measure_from).as_secs_f64(), op));
+                let due = (intended - self.measure_from).as_secs_f64();
+                let done = due + latency.unwrap_or_else(|| intended.elapsed()).as_secs_f64();
+                lock(&self.failure_times).push(Failed { due, done, op });
             }
         }
         if let Some(latency) = latency {
