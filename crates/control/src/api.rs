@@ -15,12 +15,10 @@ use crate::shared::Shared;
 use crate::{dcs, launch, status, switchover};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    // What changes or reveals the system needs the admin token; the probes and
+    // the shard map that every web server and worker follows stay open.
+    let guarded = Router::new()
         .route("/api/nodes", get(nodes))
-        .route("/api/cluster", get(cluster))
         .route("/api/events", get(events))
         .route("/api/nodes/{name}/kill", post(kill))
         .route("/api/nodes/{name}/restart", post(restart))
@@ -31,7 +29,13 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/dcs/{dc}/up", post(dc_up))
         .route("/api/dcs/{dc}/wan-cut", post(wan_cut))
         .route("/api/dcs/{dc}/wan-heal", post(wan_heal))
-        .route("/api/shutdown", post(shutdown))
+        .route("/api/shutdown", post(shutdown));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/cluster", get(cluster))
+        .merge(guard::protect(guarded, Some(&shared.secrets.admin)))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {

@@ -137,7 +137,11 @@ mod tests {
 
         shared.metrics.restarted("dc1-web-1", topology::Role::Web);
         shared.metrics.failed_over();
-        assert_eq!(get(format!("{base}/api/events")).await.0, 200);
+        // The API needs the admin token; without it, refused (and counted).
+        assert_eq!(get(format!("{base}/api/events")).await.0, 401);
+        let token = crate::admin_token(dir.path()).unwrap();
+        let events = reqwest::Client::new().get(format!("{base}/api/events")).bearer_auth(token);
+        assert_eq!(events.send().await.unwrap().status(), 200);
         let (status, text) = get(format!("{base}/metrics")).await;
         assert_eq!(status, 200);
         for line in [
@@ -147,6 +151,7 @@ mod tests {
             "millions_control_node_restarts_total{node=\"shard0-pg-2\",role=\"postgres\"} 0",
             "millions_control_failovers_total 1",
             "millions_http_requests_total{route=\"/api/events\",method=\"GET\",status=\"200\"} 1",
+            "millions_http_requests_total{route=\"/api/events\",method=\"GET\",status=\"401\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }

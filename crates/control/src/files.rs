@@ -100,6 +100,19 @@ pub(crate) fn read_secrets(run_dir: &Path) -> Result<Secrets, ControlError> {
     serde_json::from_str(&text).map_err(|source| ControlError::Json { what: "reading", path, source })
 }
 
+/// The admin token of the deployment in `run_dir` (`secrets.json`), which the
+/// controller's API and every node's admin API require.
+pub fn admin_token(run_dir: &Path) -> Result<String, ControlError> {
+    let s = read_secrets(run_dir)?;
+    if s.admin.is_empty() {
+        return Err(ControlError::Invalid(format!(
+            "{} has no admin token: start the topology with `millions up`",
+            run_dir.join("secrets.json").display()
+        )));
+    }
+    Ok(s.admin)
+}
+
 /// The deployment's secrets, generated on first use.
 pub(crate) fn secrets(run_dir: &Path) -> Result<Secrets, ControlError> {
     let path = run_dir.join("secrets.json");

@@ -67,7 +67,7 @@ use topology::Topology;
 pub use cluster::{ClusterState, Event, ShardState};
 pub use controller::Controller;
 pub use error::ControlError;
-pub use files::{ControlFile, Secrets, control_file, log_path, running};
+pub use files::{ControlFile, Secrets, admin_token, control_file, log_path, running};
 pub use processes::{orphans, stop_orphans};
 pub use shared::ControlOptions;
 pub use status::{NodeStatus, PgStatus, ShardStatus};

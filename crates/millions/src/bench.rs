@@ -191,9 +191,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if (scenario.is_some() || dc_down.is_some()) && ctl.is_none() {
         bail!("a scenario needs a running topology (nothing is running in {})", args.home.display());
     }
+    // The controller's API asks for the run directory's admin token.
+    let token = match &ctl {
+        Some(_) => control::admin_token(&args.home)?,
+        None => String::new(),
+    };
     let nodes: serde_json::Value = match &ctl {
         Some(ctl) => {
-            reqwest::get(format!("http://{}/api/nodes", ctl.api)).await?.error_for_status()?.json().await?
+            let request =
+                reqwest::Client::new().get(format!("http://{}/api/nodes", ctl.api)).bearer_auth(&token);
+            request.send().await?.error_for_status()?.json().await?
         }
         None => serde_json::Value::Null,
     };
@@ -271,12 +278,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("scenario {}: the topology has no such node", scenario.name))?
                 .to_owned();
             let url = format!("http://{}/api/nodes/{victim}/kill", ctl.api);
+            let token = token.clone();
             Some(loadgen::bench::Fault {
                 tolerance: tolerance(scenario.claim, &nodes, &victim, !args.targets.is_empty()),
                 action: format!("kill {victim}"),
                 at: config.duration / 3,
                 run: Box::pin(async move {
-                    let r = reqwest::Client::new().post(url).send().await.map_err(|e| e.to_string())?;
+                    let r = reqwest::Client::new()
+                        .post(url)
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
                     if r.status().is_success() {
                         Ok("killed".to_owned())
                     } else {
@@ -286,7 +299,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             })
         }
         _ => match (&dc_down, &ctl) {
-            (Some(dc), Some(ctl)) => Some(dc_down_fault(dc.clone(), &nodes, ctl, config.duration / 3)?),
+            (Some(dc), Some(ctl)) => {
+                Some(dc_down_fault(dc.clone(), &nodes, ctl, token.clone(), config.duration / 3)?)
+            }
             _ => None,
         },
     };
@@ -345,6 +360,7 @@ fn dc_down_fault(
     dc: Option<String>,
     nodes: &serde_json::Value,
     ctl: &control::ControlFile,
+    token: String,
     at: Duration,
 ) -> anyhow::Result<loadgen::bench::Fault> {
     let dc = match dc {
@@ -372,7 +388,7 @@ fn dc_down_fault(
                 .timeout(Duration::from_secs(120))
                 .build()
                 .map_err(|e| e.to_string())?;
-            let r = client.post(url).send().await.map_err(|e| e.to_string())?;
+            let r = client.post(url).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
             if r.status().is_success() {
                 Ok("down".to_owned())
             } else {

@@ -272,9 +272,15 @@ struct DcState {
     state: String,
 }
 
-async fn fetch_nodes(api: SocketAddr) -> anyhow::Result<NodesReply> {
-    let r = client().get(format!("http://{api}/api/nodes")).send().await.context("asking the controller")?;
+async fn fetch_nodes(home: &Path, api: SocketAddr) -> anyhow::Result<NodesReply> {
+    let request = client().get(format!("http://{api}/api/nodes")).bearer_auth(admin_token(home)?);
+    let r = request.send().await.context("asking the controller")?;
     Ok(r.error_for_status()?.json().await?)
+}
+
+/// The token the controller's API asks for (the run directory's secrets).
+fn admin_token(home: &Path) -> anyhow::Result<String> {
+    control::admin_token(home).with_context(|| format!("reading the admin token in {}", home.display()))
 }
 
 /// The topology `up` was asked for (`--topology` or `--preset`), if any,
@@ -445,7 +451,7 @@ async fn start_controller(
             }
             bail!("{msg}\nnothing is left running; the controller's log: {}", log.display());
         }
-        if let Ok(reply) = fetch_nodes(api).await {
+        if let Ok(reply) = fetch_nodes(home, api).await {
             let up = reply.nodes.iter().filter(|n| n.healthy).count();
             if up != shown {
                 println!("  {up}/{} nodes healthy", reply.nodes.len());
@@ -458,8 +464,10 @@ async fn start_controller(
         }
         if Instant::now() > deadline {
             println!("not every node was healthy within {UP_TIMEOUT:?}; stopping everything ...");
-            let before = fetch_nodes(api).await.map(|r| r.nodes).unwrap_or_default();
-            let _ = client().post(format!("http://{api}/api/shutdown")).send().await;
+            let before = fetch_nodes(home, api).await.map(|r| r.nodes).unwrap_or_default();
+            if let Ok(token) = admin_token(home) {
+                let _ = client().post(format!("http://{api}/api/shutdown")).bearer_auth(token).send().await;
+            }
             let ctl = control::ControlFile { pid, api };
             let stopped = wait_stopped(home, topology, &ctl, &before).await;
             let outcome = match stopped {
@@ -645,9 +653,10 @@ async fn stop_everything(home: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let topology = topology::load(&topology_path(home))?;
-    let before = fetch_nodes(ctl.api).await.map(|r| r.nodes).unwrap_or_default();
+    let before = fetch_nodes(home, ctl.api).await.map(|r| r.nodes).unwrap_or_default();
     client()
         .post(format!("http://{}/api/shutdown", ctl.api))
+        .bearer_auth(admin_token(home)?)
         .send()
         .await
         .context("asking the controller to stop")?;
@@ -675,7 +684,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
         bail!("nothing is running (no live controller in {})", home.display());
     };
-    let reply = fetch_nodes(ctl.api).await?;
+    let reply = fetch_nodes(home, ctl.api).await?;
     if args.json {
         let json = serde_json::json!({
             "topology": reply.topology,
@@ -780,7 +789,8 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     };
     // A data center's return waits for its replicas to stream again.
     let slow = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
-    let r = slow.post(format!("http://{}/api/{path}", ctl.api)).send().await?;
+    let token = admin_token(&args.home.home)?;
+    let r = slow.post(format!("http://{}/api/{path}", ctl.api)).bearer_auth(token).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     if !status.is_success() {
@@ -796,7 +806,9 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let ShardAction::Promote { node } = &args.action;
     // The target may take a while to receive the old primary's last WAL.
     let slow = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    let r = slow.post(format!("http://{}/api/nodes/{node}/promote", ctl.api)).send().await?;
+    let token = admin_token(&args.home.home)?;
+    let r =
+        slow.post(format!("http://{}/api/nodes/{node}/promote", ctl.api)).bearer_auth(token).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     if !status.is_success() {

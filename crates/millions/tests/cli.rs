@@ -309,6 +309,11 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     // The controller's own endpoints.
     let api = status["controller"]["api"].as_str().unwrap().to_owned();
     assert_eq!(http_status(&format!("http://{api}/readyz")), Some(200));
+    // Its API needs the run directory's admin token (the CLI sends it); the shard
+    // map the web servers and workers follow stays open.
+    assert_eq!(http_status(&format!("http://{api}/api/nodes")), Some(401));
+    assert_eq!(http_status(&format!("http://{api}/api/events")), Some(401));
+    assert_eq!(http_status(&format!("http://{api}/api/cluster")), Some(200));
     let metrics = http_text(&format!("http://{api}/metrics"));
     for line in [
         "millions_control_nodes{health=\"healthy\"} 7",
