@@ -93,6 +93,11 @@ impl Invalidator {
         self.generation_ttl_secs.fetch_max(wanted, Ordering::Relaxed);
     }
 
+    /// Lifetime of generation keys, in seconds (also of those a fill creates).
+    pub(crate) fn generation_ttl(&self) -> u64 {
+        self.generation_ttl_secs.load(Ordering::Relaxed)
+    }
+
     fn channel(&self) -> String {
         channel_of(&self.redis)
     }

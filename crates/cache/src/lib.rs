@@ -18,7 +18,7 @@
 mod invalidation;
 mod read_through;
 mod redis_handle;
-mod timeline;
+pub mod timeline;
 
 pub use invalidation::{Invalidator, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, Loaded, ReadThrough};

@@ -125,7 +125,8 @@ enum Load<T, E> {
 
 /// Stored by the fill script only if the key's generation is still the one read
 /// before the load, i.e. no invalidation ran since. KEYS: value, generation;
-/// ARGV: the generation read (`''` for none), the value, its TTL in seconds.
+/// ARGV: the generation read (or claimed), the value, its TTL in seconds. A
+/// generation gone (evicted) reads as `''`, which matches no claimed generation.
 const FILL_LUA: &str = r"
 local g = redis.call('GET', KEYS[2]) or ''
 if g ~= ARGV[1] then return 0 end
@@ -312,6 +313,45 @@ where
         }
     }
 
+    /// The generation a load compares its fill against: the one read, or — when
+    /// the key has none (never invalidated, lapsed, or evicted under Redis's memory
+    /// budget) — a random one this call creates (`SET NX`; a racing caller's wins
+    /// and is used). A fill is then stored only if that generation is still there:
+    /// an invalidation meanwhile bumps it, an eviction meanwhile removes it, and
+    /// either way the fill is refused. (Compared against "no generation" instead, a
+    /// generation created by an invalidation and evicted before the fill would let
+    /// a stale value in.) `None` when Redis fails: nothing is stored.
+    async fn generation_or_claim(&self, key: &str, read: Option<String>) -> Option<String> {
+        if read.is_some() {
+            return read;
+        }
+        let fresh = (rand::rng().random::<u64>() >> 2).to_string();
+        let (gen_key, ttl, claim) =
+            (self.generation_key(key), self.invalidator.generation_ttl(), fresh.clone());
+        let set = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(gen_key)
+                    .arg(claim)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await;
+        match set {
+            Ok(existing) => Some(existing.unwrap_or(fresh)),
+            Err(e) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(cache = self.name, error = %e, "redis write failed; the value is not cached");
+                None
+            }
+        }
+    }
+
     fn l2_ttl(&self) -> u64 {
         let base = self.config.l2_ttl.as_secs_f64();
         let j = self.config.jitter.clamp(0.0, 0.9);
@@ -391,10 +431,10 @@ where
                         }
                         Err(e) => {
                             tracing::warn!(cache = self.name, error = %e, "undecodable cache entry");
-                            Some(generation.unwrap_or_default())
+                            self.generation_or_claim(key, generation).await
                         }
                     },
-                    Ok((None, generation)) => Some(generation.unwrap_or_default()),
+                    Ok((None, generation)) => self.generation_or_claim(key, generation).await,
                     Err(e) => {
                         self.metrics.count(self.name, "error");
                         tracing::warn!(cache = self.name, error = %e, "redis read failed; loading from the store");

@@ -1,21 +1,27 @@
 //! Home timelines: capped sets of post ids per user in Redis.
 //!
-//! A timeline is a sorted set whose members are post ids written as 19-digit,
+//! A timeline is one sorted set whose members are post ids written as 19-digit,
 //! zero-padded decimals, all with score 0, so Redis orders them lexically — which
 //! is numerically, which (ids being time-ordered) is by time. Scores are not used
 //! because a double cannot hold a 63-bit id exactly.
 //!
-//! A second key, the *marker*, says the set is complete (built from the database).
-//! A read without the marker treats the timeline as cold and rebuilds it, merging.
+//! Two more members, which sort outside the digits, say what the set is:
+//! [`COMPLETE`] (`~`, after every id) that it was built from the database, and
+//! [`REBUILDING`] (`!`, before every id) that a reader is rebuilding it. A read
+//! without the complete member treats the timeline as cold and rebuilds it,
+//! merging. Keeping the state inside the one key is what lets Redis evict
+//! timelines under its memory budget: an evicted timeline is simply cold, where a
+//! marker kept in a key of its own could outlive its set and vouch for an empty one.
 //!
-//! Fan-out pushes a post only into the timelines someone reads: those that exist,
-//! even empty (a timeline lives `ttl` since its last read or write), and those being rebuilt
-//! (a third key, set by [`Timelines::begin_rebuild`] before the rebuild reads the
-//! database, so a post committed while a timeline is being rebuilt is not lost).
-//! A follower who does not read gets nothing pushed, and no memory: their timeline
-//! is rebuilt from the database when they do (as Twitter pushes only into cached
-//! timelines). Each script call handles at most [`BATCH`] followers, so no call
-//! holds a Redis long whatever a user's follower count.
+//! Fan-out pushes a post only into the timelines someone reads: those that exist
+//! (a timeline lives `ttl` since it was last read or rebuilt; pushes do not
+//! lengthen it) — including those being rebuilt ([`Timelines::begin_rebuild`] adds
+//! the rebuilding member before the rebuild reads the database, so a post committed
+//! while a timeline is being rebuilt is not lost). A follower who does not read gets
+//! nothing pushed, and no memory: their timeline is rebuilt from the database when
+//! they do (as Twitter pushes only into cached timelines). Each script call handles
+//! at most [`BATCH`] followers, so no call holds a Redis long whatever a user's
+//! follower count.
 //!
 //! Every data center keeps its own timelines in its own Redis. Writes (pushes,
 //! drops) go to all of them at once, since a follower may read through any data
@@ -35,10 +41,13 @@ pub struct Timelines {
     redis: Redis,
     /// Most post ids kept per timeline.
     cap: usize,
-    /// Lifetime of a timeline since its last write or read; a lapsed one is rebuilt.
+    /// Lifetime of a timeline since it was last read or rebuilt; a lapsed (or
+    /// evicted) one is rebuilt.
     ttl: Duration,
-    /// Adds one post to the timelines, of many, that exist or are being rebuilt.
+    /// Adds one post to the timelines, of many, that exist.
     push: Script,
+    /// Marks a timeline as being rebuilt, creating it if need be.
+    begin: Script,
     /// Merges a rebuilt list into a timeline and marks it complete.
     fill: Script,
 }
@@ -49,11 +58,18 @@ impl std::fmt::Debug for Timelines {
     }
 }
 
-/// Most followers handled by one script call (three keys each): a call takes well
+/// Most followers handled by one script call (one key each): a call takes well
 /// under a millisecond, so other commands never wait long behind a fan-out.
 pub const BATCH: usize = 64;
 
-/// How long a rebuild's mark lives: longer than a rebuild's database read.
+/// The member that says a timeline is complete: sorts after every id.
+pub const COMPLETE: &str = "~";
+
+/// The member that says a timeline is being rebuilt: sorts before every id.
+pub const REBUILDING: &str = "!";
+
+/// How long a timeline created by [`Timelines::begin_rebuild`] lives unless filled:
+/// longer than a rebuild's database read.
 const REBUILD_MARK: Duration = Duration::from_secs(30);
 
 fn member(post_id: i64) -> String {
@@ -61,37 +77,45 @@ fn member(post_id: i64) -> String {
 }
 
 impl Timelines {
-    /// Timelines of at most `cap` posts, each living `ttl` since last touched.
+    /// Timelines of at most `cap` posts, each living `ttl` since last read or rebuilt.
     pub fn new(redis: Redis, cap: usize, ttl: Duration) -> Timelines {
-        // KEYS: a timeline, its marker, its rebuild mark, the next timeline, ...
+        // KEYS: timelines; ARGV: the member, the cap. Keeps the newest `cap` ids
+        // plus the complete member (the rebuilding one, lowest, goes first).
         let push = Script::new(
             r"
-            local cap = tonumber(ARGV[2])
-            local ttl = tonumber(ARGV[3])
+            local keep = tonumber(ARGV[2]) + 1
             local pushed = 0
-            for i = 1, #KEYS, 3 do
+            for i = 1, #KEYS do
               local k = KEYS[i]
-              if redis.call('EXISTS', k, KEYS[i + 1], KEYS[i + 2]) > 0 then
+              if redis.call('EXISTS', k) == 1 then
                 redis.call('ZADD', k, 0, ARGV[1])
-                redis.call('ZREMRANGEBYRANK', k, 0, -(cap + 1))
-                redis.call('EXPIRE', k, ttl)
+                redis.call('ZREMRANGEBYRANK', k, 0, -(keep + 1))
                 pushed = pushed + 1
               end
             end
             return pushed",
         );
-        let fill = Script::new(
+        // KEYS: the timeline; ARGV: the rebuilding member, the mark's lifetime. A
+        // timeline that lives longer keeps its lifetime (never shortened).
+        let begin = Script::new(
             r"
-            local cap = tonumber(ARGV[1])
-            local ttl = tonumber(ARGV[2])
-            for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
-            redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
-            if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ttl) end
-            redis.call('SET', KEYS[2], '1', 'EX', ttl)
-            redis.call('DEL', KEYS[3])
+            redis.call('ZADD', KEYS[1], 0, ARGV[1])
+            local left = redis.call('TTL', KEYS[1])
+            if left < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
             return 1",
         );
-        Timelines { redis, cap, ttl, push, fill }
+        // KEYS: the timeline; ARGV: cap, ttl, complete, rebuilding, ids...
+        let fill = Script::new(
+            r"
+            local keep = tonumber(ARGV[1]) + 1
+            for i = 5, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
+            redis.call('ZREM', KEYS[1], ARGV[4])
+            redis.call('ZADD', KEYS[1], 0, ARGV[3])
+            redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1))
+            redis.call('EXPIRE', KEYS[1], ARGV[2])
+            return 1",
+        );
+        Timelines { redis, cap, ttl, push, begin, fill }
     }
 
     /// Most ids a timeline holds.
@@ -103,43 +127,31 @@ impl Timelines {
         self.redis.key(&format!("tl:{user}"))
     }
 
-    fn marker(&self, user: i64) -> String {
-        self.redis.key(&format!("tlok:{user}"))
-    }
-
-    fn rebuild_mark(&self, user: i64) -> String {
-        self.redis.key(&format!("tlb:{user}"))
-    }
-
     /// Mark `user`'s timeline as being rebuilt, before the rebuild reads the
     /// database: from now on fan-out pushes into it (in this data center's Redis,
     /// where it is rebuilt), so no post is lost between the read and the fill.
     pub async fn begin_rebuild(&self, user: i64) -> Result<(), RedisError> {
-        let key = self.rebuild_mark(user);
-        let secs = REBUILD_MARK.as_secs();
-        self.redis
-            .run(|mut c| async move {
-                redis::cmd("SET").arg(key).arg(1).arg("EX").arg(secs).query_async::<()>(&mut c).await
-            })
-            .await
+        let mut inv = self.begin.prepare_invoke();
+        inv.key(self.key(user)).arg(REBUILDING).arg(REBUILD_MARK.as_secs());
+        self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+        Ok(())
     }
 
-    /// Add `post_id` to those timelines of `owners` that someone reads (existing
-    /// or being rebuilt), in this data center's Redis and every peer's at once (a
-    /// reader may use any data center). Each server gets the batches in turn and
-    /// stops at its first failure. Idempotent: a caller told of a failure (local or
-    /// peer) pushes again.
+    /// Add `post_id` to those timelines of `owners` that someone reads (existing,
+    /// complete or being rebuilt), in this data center's Redis and every peer's at
+    /// once (a reader may use any data center). Each server gets the batches in
+    /// turn and stops at its first failure. Idempotent: a caller told of a failure
+    /// (local or peer) pushes again.
     pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), SpreadError> {
         let m = member(post_id);
-        let ttl = self.ttl.as_secs().max(1);
         let batches: Vec<_> = owners
             .chunks(BATCH)
             .map(|chunk| {
                 let mut inv = self.push.prepare_invoke();
                 for owner in chunk {
-                    inv.key(self.key(*owner)).key(self.marker(*owner)).key(self.rebuild_mark(*owner));
+                    inv.key(self.key(*owner));
                 }
-                inv.arg(&m).arg(self.cap).arg(ttl);
+                inv.arg(&m).arg(self.cap);
                 inv
             })
             .collect();
@@ -155,8 +167,8 @@ impl Timelines {
     }
 
     /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
-    /// if the timeline is cold (never built, or lapsed) and must be rebuilt. A read
-    /// refreshes the timeline's lifetime (the set's and its marker's, in the same
+    /// if the timeline is cold (never built, lapsed, evicted, or not yet filled) and
+    /// must be rebuilt. A read refreshes the timeline's lifetime (in the same
     /// transaction), so the timelines of active readers stay warm.
     pub async fn page(
         &self,
@@ -164,24 +176,24 @@ impl Timelines {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<i64>>, RedisError> {
-        let max = before.map_or_else(|| "+".to_owned(), |b| format!("({}", member(b)));
+        // Ids only: below the complete member, above the rebuilding one.
+        let max = before.map_or_else(|| format!("({COMPLETE}"), |b| format!("({}", member(b)));
         let ttl = self.ttl.as_secs().max(1);
+        let key = self.key(user);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .get(self.marker(user))
+            .zscore(&key, COMPLETE)
             .cmd("ZREVRANGEBYLEX")
-            .arg(self.key(user))
+            .arg(&key)
             .arg(max)
-            .arg("-")
+            .arg(format!("({REBUILDING}"))
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
             // EXPIRE of a missing key does nothing: a cold timeline stays cold.
-            .expire(self.key(user), ttl as i64)
-            .ignore()
-            .expire(self.marker(user), ttl as i64)
+            .expire(&key, ttl as i64)
             .ignore();
-        let (complete, ids): (Option<String>, Vec<String>) =
+        let (complete, ids): (Option<f64>, Vec<String>) =
             self.redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         if complete.is_none() {
             return Ok(None);
@@ -194,11 +206,7 @@ impl Timelines {
     /// data center rebuilds its own timelines when they are read there.
     pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
         let mut inv = self.fill.prepare_invoke();
-        inv.key(self.key(user))
-            .key(self.marker(user))
-            .key(self.rebuild_mark(user))
-            .arg(self.cap)
-            .arg(self.ttl.as_secs().max(1));
+        inv.key(self.key(user)).arg(self.cap).arg(self.ttl.as_secs().max(1)).arg(COMPLETE).arg(REBUILDING);
         for id in ids.iter().take(self.cap) {
             inv.arg(member(*id));
         }
@@ -210,7 +218,7 @@ impl Timelines {
     /// center's Redis and every peer's.
     pub async fn drop_timeline(&self, user: i64) -> Result<(), SpreadError> {
         let mut del = redis::cmd("DEL");
-        del.arg(self.key(user)).arg(self.marker(user));
+        del.arg(self.key(user));
         let del = &del;
         self.redis
             .run_everywhere("timeline drop", |server| async move {

@@ -118,13 +118,17 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     t.push(100, &[1, 2]).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), None, "fan-out alone does not make it complete");
     let mut conn = r.conn().await.unwrap();
-    let exists: i64 =
-        redis::cmd("EXISTS").arg(r.key("tl:2")).arg(r.key("tlok:2")).query_async(&mut conn).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg(r.key("tl:2")).query_async(&mut conn).await.unwrap();
     assert_eq!(exists, 0, "no timeline is made for a follower who does not read");
     t.fill(1, &[90, 80]).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![100, 90, 80]), "merged, newest first");
-    let mark: i64 = redis::cmd("EXISTS").arg(r.key("tlb:1")).query_async(&mut conn).await.unwrap();
-    assert_eq!(mark, 0, "the fill ends the rebuild");
+    let mark: Option<f64> = redis::cmd("ZSCORE")
+        .arg(r.key("tl:1"))
+        .arg(cache::timeline::REBUILDING)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mark, None, "the fill ends the rebuild");
     t.push(110, &[1]).await.unwrap();
     t.push(9_000_000_000_000_000_000, &[1]).await.unwrap();
     assert_eq!(
@@ -138,25 +142,58 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
 }
 
 #[tokio::test]
+async fn an_evicted_timeline_is_cold_never_wrong() {
+    let r = redis("tlevict:").await;
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    t.fill(1, &[50, 40]).await.unwrap();
+    t.fill(2, &[]).await.unwrap();
+    assert_eq!(t.page(2, None, 10).await.unwrap(), Some(vec![]), "an empty timeline is complete");
+    let mut conn = r.conn().await.unwrap();
+    // What Redis's eviction does to a timeline under its memory budget: the key goes,
+    // state and ids together.
+    let _: i64 = redis::cmd("DEL").arg(r.key("tl:1")).query_async(&mut conn).await.unwrap();
+    t.push(60, &[1, 2]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), None, "cold: rebuilt on read, not served as just [60]");
+    assert_eq!(t.page(2, None, 10).await.unwrap(), Some(vec![60]), "the live one got the push");
+    // A rebuild never shortens a live timeline's lifetime, and gives a new one a short one.
+    t.begin_rebuild(2).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(r.key("tl:2")).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 30, "kept its lifetime (ttl {ttl} of 600 s)");
+    t.begin_rebuild(1).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(r.key("tl:1")).query_async(&mut conn).await.unwrap();
+    assert!((1..=30).contains(&ttl), "a rebuild's mark lapses if never filled (ttl {ttl})");
+    assert_eq!(t.page(1, None, 10).await.unwrap(), None, "still cold while rebuilding");
+    t.fill(1, &[50, 40]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![50, 40]));
+    // The cap counts ids only, whatever the state members.
+    let t2 = Timelines::new(r.clone(), 2, Duration::from_secs(600));
+    t2.push(70, &[1]).await.unwrap();
+    assert_eq!(t2.page(1, None, 10).await.unwrap(), Some(vec![70, 50]));
+}
+
+#[tokio::test]
 async fn reading_a_timeline_refreshes_its_lifetime() {
     let r = redis("tlttl:").await;
     let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
     t.fill(7, &[70, 60]).await.unwrap();
-    let keys = [r.key("tl:7"), r.key("tlok:7")];
+    let keys = [r.key("tl:7")];
     let mut conn = r.conn().await.unwrap();
     // Most of the lifetime has passed (as if the last write were long ago).
     for k in &keys {
         let _: () = redis::cmd("EXPIRE").arg(k).arg(5).query_async(&mut conn).await.unwrap();
     }
-    assert_eq!(t.page(7, None, 10).await.unwrap(), Some(vec![70, 60]));
+    // A push does not lengthen it: a timeline lives for its reader, not its writers.
+    t.push(80, &[7]).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    assert!((1..=5).contains(&ttl), "the push kept the lifetime (ttl {ttl})");
+    assert_eq!(t.page(7, None, 10).await.unwrap(), Some(vec![80, 70, 60]));
     for k in &keys {
         let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut conn).await.unwrap();
         assert!(ttl > 5, "{k}: the read restored the lifetime (ttl {ttl} of 600 s)");
     }
     // A cold timeline stays cold: the refresh creates nothing.
     assert_eq!(t.page(8, None, 10).await.unwrap(), None);
-    let exists: i64 =
-        redis::cmd("EXISTS").arg(r.key("tl:8")).arg(r.key("tlok:8")).query_async(&mut conn).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg(r.key("tl:8")).query_async(&mut conn).await.unwrap();
     assert_eq!(exists, 0);
 }
 
@@ -249,6 +286,43 @@ async fn a_load_overtaken_by_a_write_is_served_but_cached_nowhere() {
     let (other, _, _) = cache(&r, "s");
     let v = other.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
     assert_eq!(v.as_deref().map(String::as_str), Some("new"), "an L2 hit");
+}
+
+#[tokio::test]
+async fn a_write_then_an_evicted_generation_during_a_load_still_refuses_the_fill() {
+    let r = redis("genevict:").await;
+    let (reader, metrics, _) = cache(&r, "s");
+    let (writer, _, _) = cache(&r, "s");
+    let db = Arc::new(std::sync::Mutex::new("old"));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    // A key never invalidated has no generation: the reader's miss claims one.
+    let read = tokio::spawn({
+        let (reader, db, loads, loading, proceed) =
+            (reader.clone(), db.clone(), loads.clone(), loading.clone(), proceed.clone());
+        async move { reader.get_or_load("k", || held_load(db, loads, loading, proceed)).await.unwrap() }
+    });
+    loading.notified().await;
+    let mut conn = r.conn().await.unwrap();
+    let claimed: Option<String> =
+        redis::cmd("GET").arg(r.key("gen:s:k")).query_async(&mut conn).await.unwrap();
+    assert!(claimed.is_some(), "the miss claimed a generation before loading");
+    // A write commits and invalidates; then Redis, short of memory, evicts the
+    // generation (as allkeys-lfu may) before the reader's fill arrives.
+    *db.lock().unwrap() = "new";
+    writer.invalidate("k").await;
+    let _: i64 = redis::cmd("DEL").arg(r.key("gen:s:k")).query_async(&mut conn).await.unwrap();
+    proceed.notify_one();
+    assert_eq!(read.await.unwrap().as_deref().map(String::as_str), Some("old"));
+    let l2: Option<String> = redis::cmd("GET").arg(r.key("c:s:k")).query_async(&mut conn).await.unwrap();
+    assert_eq!(l2, None, "the stale fill was refused: its generation is gone");
+    assert_eq!(metrics.get("s", "fill_refused"), 1);
+    // An unraced miss of a key with no generation is stored as before.
+    let (a, _, _) = cache(&r, "s");
+    let v = a.get_or_load("j", || async { Ok::<_, ()>(Some("j".to_owned())) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("j"));
+    let stored: Option<String> = redis::cmd("GET").arg(r.key("c:s:j")).query_async(&mut conn).await.unwrap();
+    assert!(stored.is_some(), "an unraced fill is stored under its claimed generation");
 }
 
 #[tokio::test]
