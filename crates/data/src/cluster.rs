@@ -356,6 +356,33 @@ async fn probe(server: &Server, sql: &str) -> Result<Option<i64>, String> {
     tokio::time::timeout(PROBE_TIMEOUT, query).await.unwrap_or_else(|_| Err("probe timed out".into()))
 }
 
+/// Every shard's primary's current WAL position, asked now: a floor that every
+/// write committed before this call meets. A shard whose primary is unknown or
+/// does not answer gets an unmeetable position (its reads go to the primary, or
+/// wait for one). For a session whose floor was lost (evicted from Redis, or
+/// never kept in this data center): reads then use replicas that have replayed
+/// everything the session may have written, instead of primaries only.
+pub(crate) async fn current_lsns(routes: &Routes) -> crate::Lsns {
+    let sql = format!("SELECT (pg_current_wal_lsn(){LSN_AS_INT}");
+    let asks = routes.shards.iter().map(|shard| {
+        let sql = &sql;
+        async move {
+            match &shard.primary {
+                Some(primary) => match probe(primary, sql).await {
+                    Ok(Some(lsn)) => lsn as u64,
+                    _ => u64::MAX,
+                },
+                None => u64::MAX,
+            }
+        }
+    });
+    let mut floor = crate::Lsns::new();
+    for (i, lsn) in futures::future::join_all(asks).await.into_iter().enumerate() {
+        floor.raise(ShardId(i as u16), lsn);
+    }
+    floor
+}
+
 /// Probe every shard until `stop`.
 pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
     let primary_sql = format!("SELECT (pg_current_wal_lsn(){LSN_AS_INT}");

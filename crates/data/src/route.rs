@@ -100,6 +100,13 @@ impl std::fmt::Debug for Data {
 }
 
 impl Data {
+    /// Every shard's primary's WAL position now (unmeetable where a primary does
+    /// not answer): a read-your-writes floor that covers every write committed
+    /// before the call, for a session whose own floor was lost.
+    pub async fn current_lsns(&self) -> consistency::Lsns {
+        cluster::current_lsns(&self.inner.routes()).await
+    }
+
     /// Build the pools. Connects lazily: a server that is down now is retried per
     /// query. With replicas or a cluster URL, starts the lag monitor and the map
     /// follower (both stop when the last handle is dropped).

@@ -17,8 +17,13 @@
 //!
 //! The session's read-your-writes floor (per shard, the WAL position of its last
 //! write) is not a fact worth a database write per request: it lives in this DC's
-//! Redis only (`floor:<hash>`). When that Redis cannot be read, the floor is
-//! unknown and the request reads every shard's primary ([`Lsns::unknown`]).
+//! Redis only (`floor:<hash>`), created with the session. When that Redis cannot
+//! be read, the floor is unknown and the request reads every shard's primary
+//! ([`Lsns::unknown`]). When it can be read but the floor is gone — evicted under
+//! the Redis's memory budget, or never kept in this data center (a user moved
+//! here by DNS) — the session may have writes no replica has replayed, so its
+//! floor becomes every primary's current position ([`Data::current_lsns`]: it
+//! covers every write committed before), which is kept for the next requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +124,11 @@ impl Sessions {
         let token = new_token(sharding::user_bucket(user_id));
         let parsed = Token::parse(&token).expect("a token we made parses");
         self.data.create_session(user_id, &parsed.hash, self.ttl).await?;
+        // A new session has written nothing: its floor exists, empty. (If this
+        // fails, the first lookup finds no floor and takes the primaries'.)
+        if let Err(e) = self.store_floor(&parsed, &Lsns::new()).await {
+            tracing::warn!(error = %e, "could not create the session's read-your-writes floor");
+        }
         Ok(token)
     }
 
@@ -145,11 +155,13 @@ impl Sessions {
     }
 
     /// The session's floor from this DC's Redis; unknown (every read on the
-    /// primaries) when Redis cannot be read.
+    /// primaries) when Redis cannot be read; the primaries' current positions when
+    /// the floor is gone (see the module's documentation).
     async fn floor(&self, token: &Token) -> Lsns {
         let key = self.floor_key(token);
         let read = self.redis.run(|mut c| async move { c.hgetall::<_, Vec<(String, u64)>>(key).await }).await;
         match read {
+            Ok(fields) if fields.is_empty() => self.lost_floor(token).await,
             Ok(fields) => fields
                 .into_iter()
                 .filter_map(|(shard, lsn)| shard.parse::<u16>().ok().map(|s| (data::ShardId(s), lsn)))
@@ -161,19 +173,41 @@ impl Sessions {
         }
     }
 
+    /// A floor for a session whose floor is gone: every primary's position now,
+    /// kept if every primary answered (else asked again on the next request).
+    async fn lost_floor(&self, token: &Token) -> Lsns {
+        let floor = self.data.current_lsns().await;
+        if floor.iter().all(|(_, lsn)| lsn != u64::MAX) {
+            if let Err(e) = self.store_floor(token, &floor).await {
+                tracing::warn!(error = %e, "could not keep the session's recovered floor");
+            }
+        } else {
+            tracing::debug!("a primary did not tell its position; the recovered floor is not kept");
+        }
+        floor
+    }
+
     /// Raise the session's floor to `written` (never lowers it: requests of one
     /// session may finish in any order).
     pub async fn raise_floor(&self, token: &str, written: &Lsns) -> Result<(), ApiError> {
+        let Some(token) = Token::parse(token) else { return Ok(()) };
+        self.store_floor(&token, written).await
+    }
+
+    /// Raise `token`'s floor to `written` (never lowering it), creating the floor if
+    /// need be: the `_` field says it exists even with no position, so that a gone
+    /// floor can be told from an empty one.
+    async fn store_floor(&self, token: &Token, written: &Lsns) -> Result<(), ApiError> {
         static RAISE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
             redis::Script::new(
-                "for i = 2, #ARGV, 2 do \
+                "redis.call('HSETNX', KEYS[1], '_', '0') \
+                 for i = 2, #ARGV, 2 do \
                    local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') \
                    if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end \
                  end redis.call('EXPIRE', KEYS[1], ARGV[1]) return 1",
             )
         });
-        let Some(token) = Token::parse(token) else { return Ok(()) };
-        let key = self.floor_key(&token);
+        let key = self.floor_key(token);
         let mut args = vec![self.ttl.as_secs().to_string()];
         args.extend(written.iter().flat_map(|(s, l)| [s.0.to_string(), l.to_string()]));
         self.redis

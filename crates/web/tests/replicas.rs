@@ -41,6 +41,23 @@ async fn a_session_reads_its_writes_while_the_replica_lags() {
     assert!(post_ids(&body).is_empty(), "bob read the paused replica: {body}");
     assert!(other.state.data().reads_on(ReadTarget::Replica) > on_replica);
 
+    // Alice's floor is evicted from Redis (as under its memory budget): her next
+    // request finds none and takes the primaries' positions as her floor, so the
+    // paused replica still does not serve her.
+    let floor_key = {
+        use sha2::Digest;
+        let hash: String =
+            sha2::Sha256::digest(alice.token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        app.state.redis().key(&format!("floor:{hash}"))
+    };
+    let mut redis = app.state.redis().conn().await.unwrap();
+    let gone: i64 = redis::cmd("DEL").arg(&floor_key).query_async(&mut redis).await.unwrap();
+    assert_eq!(gone, 1, "the floor existed");
+    let body = call(&other, "GET", path, Some(&alice), None, StatusCode::OK).await;
+    assert_eq!(post_ids(&body), vec![post], "read-your-writes survives a lost floor");
+    let kept: i64 = redis::cmd("EXISTS").arg(&floor_key).query_async(&mut redis).await.unwrap();
+    assert_eq!(kept, 1, "the recovered floor is kept for the next requests");
+
     // Resumed: Alice's reads return to the replica, and still see her post.
     client.batch_execute("SELECT pg_wal_replay_resume()").await.unwrap();
     eventually("alice reads from the replica again", || async {
