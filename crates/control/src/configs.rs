@@ -71,6 +71,11 @@ fn redis_spec_at(shared: &Shared, node: &Node, addr: std::net::SocketAddr) -> Re
     // the shards' (ADR 0009); a lost read-your-writes floor costs a replica read
     // at most the lag bound behind.
     spec.persistent = false;
+    // The DC's memory budget: what Redis holds may all be evicted safely (ADR 0013).
+    if let Some(dc) = shared.topology().dc(&node.dc) {
+        spec.maxmemory_mb = dc.redis_memory.maxmemory_mb;
+        spec.eviction = dc.redis_memory.eviction.as_redis();
+    }
     spec
 }
 

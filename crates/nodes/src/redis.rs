@@ -30,9 +30,12 @@ pub struct RedisSpec {
     pub log_file: PathBuf,
     /// Where the server writes its pid (`pidfile`), so another process can stop it later.
     pub pid_file: PathBuf,
-    /// A memory limit in MiB. `None`: no limit, and writes never evict (sessions
-    /// must not vanish). `Some`: evict any key, least recently used first (a pure cache).
+    /// A memory limit in MiB. `None`: no limit, and writes never evict. `Some`:
+    /// at the limit, evict keys by [`RedisSpec::eviction`].
     pub maxmemory_mb: Option<u32>,
+    /// Redis's `maxmemory-policy` when there is a limit (`allkeys-lfu` unless set):
+    /// which keys go first.
+    pub eviction: &'static str,
     /// Keep an append-only file (fsync every second), so sessions survive a crash
     /// of the server (losing at most the last second); off for throw-away servers.
     pub persistent: bool,
@@ -49,6 +52,7 @@ impl RedisSpec {
             log_file: dir.join("redis.log"),
             pid_file: dir.join("redis.pid"),
             maxmemory_mb: None,
+            eviction: "allkeys-lfu",
             persistent: false,
         }
     }
@@ -111,7 +115,7 @@ fn config(spec: &RedisSpec) -> String {
     match spec.maxmemory_mb {
         Some(mb) => {
             line("maxmemory", format!("{mb}mb"));
-            line("maxmemory-policy", "allkeys-lru".into());
+            line("maxmemory-policy", spec.eviction.into());
         }
         None => line("maxmemory-policy", "noeviction".into()),
     }
@@ -242,7 +246,7 @@ mod tests {
         assert!(conf.contains("maxmemory-policy noeviction\n"), "{conf}");
         spec.maxmemory_mb = Some(64);
         let conf = config(&spec);
-        assert!(conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lru\n"), "{conf}");
+        assert!(conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lfu\n"), "{conf}");
     }
 
     #[test]

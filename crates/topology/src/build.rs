@@ -8,8 +8,8 @@ use sharding::{BUCKETS, ShardId};
 
 use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawTopology, RawWan};
 use crate::{
-    Cidr, Dc, DnsSettings, LbSettings, Node, Ports, Region, Replication, Role, Shard, ShardMember, Survives,
-    Topology, WanSettings,
+    Cidr, Dc, DnsSettings, LbSettings, MIN_REDIS_MB, Node, Ports, RedisMemory, Region, Replication, Role,
+    Shard, ShardMember, Survives, Topology, WanSettings,
 };
 
 /// Most nodes of one role one DC may have; far more than one machine can run, and a
@@ -334,7 +334,8 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
     let cidr: Cidr = raw.cidr.parse().map_err(|e| format!("{place}: cidr: {e}"))?;
 
     let lb = raw.lb.as_ref().map(|lb| lb.role());
-    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), raw.redis.as_ref(), raw.dns.as_ref()];
+    let redis = raw.redis.as_ref().map(|r| r.role());
+    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), redis.as_ref(), raw.dns.as_ref()];
     let mut addrs: [Vec<IpAddr>; 5] = Default::default();
     for ((role, section), out) in DC_ROLES.into_iter().zip(sections).zip(&mut addrs) {
         if let Some(section) = section {
@@ -347,12 +348,34 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
     };
     let lb_algorithm = raw.lb.as_ref().and_then(|lb| lb.algorithm).unwrap_or_default();
     let lb_settings = LbSettings(raw.lb.as_ref().map(|lb| lb.settings()).unwrap_or_default());
+    let redis_memory = redis_memory(&place, raw.redis.as_ref())?;
     Ok(DcPlan {
         place,
-        dc: Dc { name: raw.name.clone(), cidr, lb_algorithm, lb_settings },
+        dc: Dc { name: raw.name.clone(), cidr, lb_algorithm, lb_settings, redis_memory },
         addrs,
         postgres_first,
     })
+}
+
+/// A DC's Redis memory bound from its `[dc.redis]` section.
+fn redis_memory(place: &str, raw: Option<&crate::raw::RawRedis>) -> Result<RedisMemory, String> {
+    let Some(raw) = raw else { return Ok(RedisMemory::default()) };
+    let maxmemory_mb = match raw.maxmemory_mb {
+        None => None,
+        Some(mb) if mb < i64::from(MIN_REDIS_MB) || mb > i64::from(u32::MAX) => {
+            return Err(format!(
+                "{place}: redis.maxmemory_mb = {mb} is out of range: give at least {MIN_REDIS_MB} (MiB per Redis \
+                 server), or leave it out for no bound"
+            ));
+        }
+        Some(mb) => Some(mb as u32),
+    };
+    if raw.eviction.is_some() && maxmemory_mb.is_none() {
+        return Err(format!(
+            "{place}: redis.eviction is given without redis.maxmemory_mb: nothing is evicted without a budget"
+        ));
+    }
+    Ok(RedisMemory { maxmemory_mb, eviction: raw.eviction.unwrap_or_default() })
 }
 
 /// Parse `text` (the value of `what`) as an address of `cidr` a node may use; returns

@@ -291,6 +291,47 @@ pub struct Dc {
     pub lb_algorithm: LbAlgorithm,
     /// The rest of its load balancers' settings, as the `[dc.lb]` section gives them.
     pub lb_settings: LbSettings,
+    /// How its Redis servers bound their memory.
+    pub redis_memory: RedisMemory,
+}
+
+/// How a DC's Redis servers bound their memory (`[dc.redis]`'s `maxmemory_mb` and
+/// `eviction`). Everything the system keeps in Redis may be evicted safely — an
+/// evicted entry, timeline, generation or floor is rebuilt from the shards, never
+/// trusted stale (ADR 0013) — so a budget evicts any key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RedisMemory {
+    /// Each server's budget in MiB; `None`: no bound (memory grows with the load).
+    pub maxmemory_mb: Option<u32>,
+    /// What goes first at the budget.
+    pub eviction: Eviction,
+}
+
+/// Smallest Redis budget accepted, in MiB: below it a server cannot hold a
+/// working set (and Redis's own overhead is a few MiB).
+pub const MIN_REDIS_MB: u32 = 8;
+
+/// Which keys a Redis at its memory budget evicts first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Eviction {
+    /// The least frequently used (Redis's approximated LFU, with decay): keeps
+    /// what is read often over what was merely read last (measured better on the
+    /// bench's trace, docs/BENCHMARKS.md).
+    #[default]
+    AllkeysLfu,
+    /// The least recently used (Redis's approximated LRU).
+    AllkeysLru,
+}
+
+impl Eviction {
+    /// Redis's name for it (`maxmemory-policy`).
+    pub fn as_redis(self) -> &'static str {
+        match self {
+            Eviction::AllkeysLfu => "allkeys-lfu",
+            Eviction::AllkeysLru => "allkeys-lru",
+        }
+    }
 }
 
 /// `millions lb`'s own settings given in a DC's `[dc.lb]` section (`threads`,

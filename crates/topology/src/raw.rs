@@ -83,8 +83,8 @@ pub(crate) struct RawDc {
     pub web: Option<RawRole>,
     /// Workers.
     pub worker: Option<RawRole>,
-    /// Redis servers.
-    pub redis: Option<RawRole>,
+    /// Redis servers, and their memory budget.
+    pub redis: Option<RawRedis>,
     /// DNS servers.
     pub dns: Option<RawRole>,
     /// Where the DC's PostgreSQL nodes' addresses start.
@@ -101,6 +101,29 @@ pub(crate) struct RawRole {
     pub first: Option<String>,
     /// Every node's address, instead of consecutive ones.
     pub addrs: Option<Vec<String>>,
+}
+
+/// `[dc.redis]`: a role section plus each server's memory budget.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    /// As [`RawRole::count`].
+    pub count: Option<i64>,
+    /// As [`RawRole::first`].
+    pub first: Option<String>,
+    /// As [`RawRole::addrs`].
+    pub addrs: Option<Vec<String>>,
+    /// Each server's memory budget in MiB (signed, so a negative one gets our message).
+    pub maxmemory_mb: Option<i64>,
+    /// What goes first when a server reaches its budget.
+    pub eviction: Option<crate::Eviction>,
+}
+
+impl RawRedis {
+    /// The section's node placement, as for any role.
+    pub fn role(&self) -> RawRole {
+        RawRole { count: self.count, first: self.first.clone(), addrs: self.addrs.clone() }
+    }
 }
 
 /// `[dc.lb]`: a role section plus the balancing algorithm.

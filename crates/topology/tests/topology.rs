@@ -712,3 +712,45 @@ fn a_load_balancers_admin_port_is_checked_and_must_exist() {
         );
     }
 }
+
+#[test]
+fn a_dc_gives_its_redis_servers_a_memory_budget_and_bad_budgets_are_refused() {
+    use topology::{Eviction, RedisMemory};
+    let t = ok(&base_with("redis = { count = 1 }", "redis = { count = 1, maxmemory_mb = 64 }"));
+    assert_eq!(
+        t.dc("dc1").unwrap().redis_memory,
+        RedisMemory { maxmemory_mb: Some(64), eviction: Eviction::AllkeysLfu },
+        "LFU unless said otherwise"
+    );
+    assert_eq!(t.dc("dc2").unwrap().redis_memory.maxmemory_mb, None, "no budget unless given");
+    let t = ok(&base_with(
+        "redis = { count = 1 }",
+        r#"redis = { count = 1, maxmemory_mb = 8, eviction = "allkeys-lru" }"#,
+    ));
+    assert_eq!(t.dc("dc1").unwrap().redis_memory.eviction.as_redis(), "allkeys-lru");
+    for (section, expected) in [
+        (
+            "redis = { count = 1, maxmemory_mb = 7 }",
+            "dc[0] (dc1): redis.maxmemory_mb = 7 is out of range: give at least 8",
+        ),
+        ("redis = { count = 1, maxmemory_mb = -1 }", "redis.maxmemory_mb = -1 is out of range"),
+        (
+            r#"redis = { count = 1, eviction = "allkeys-lru" }"#,
+            "dc[0] (dc1): redis.eviction is given without redis.maxmemory_mb",
+        ),
+        (
+            r#"redis = { count = 1, maxmemory_mb = 64, eviction = "noeviction" }"#,
+            "unknown variant `noeviction`",
+        ),
+        (r#"redis = { count = 1, maxmemory_mb = "64" }"#, "invalid type"),
+    ] {
+        assert_contains(&err(&base_with("redis = { count = 1 }", section)), expected);
+    }
+    // Every preset bounds its Redis servers.
+    for name in PRESETS {
+        let t = preset(name).unwrap();
+        for dc in t.dcs().iter().filter(|dc| t.nodes_in(&dc.name).any(|n| n.role == Role::Redis)) {
+            assert!(dc.redis_memory.maxmemory_mb.is_some(), "{name}: {} has no Redis budget", dc.name);
+        }
+    }
+}
