@@ -667,9 +667,16 @@ pub async fn home_feed(
 ) -> Result<PostPage, ApiError> {
     let before = cursor.map(PostId::get);
     let mut ids = match state.timelines().page(viewer, before, limit + 1).await {
-        Ok(Some(ids)) => ids,
-        Ok(None) => rebuild_timeline(state, viewer, before, limit + 1).await?,
+        Ok(Some(ids)) => {
+            state.timeline_reads().warm.inc();
+            ids
+        }
+        Ok(None) => {
+            state.timeline_reads().cold.inc();
+            rebuild_timeline(state, viewer, before, limit + 1).await?
+        }
         Err(e) => {
+            state.timeline_reads().unreadable.inc();
             // The timelines' Redis is down: read the feed from the shards instead.
             tracing::warn!(error = %e, user_id = viewer, "timeline unreadable; feed read from the shards");
             let mut authors = followees_of(state, viewer).await?.as_ref().clone();

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use cache::{CacheConfig, Invalidator, ReadThrough, Redis, Timelines};
 use data::{Data, PostRecord, SessionRecord, UserRecord};
+use telemetry::prometheus_client::metrics::counter::Counter;
+use telemetry::prometheus_client::metrics::family::Family;
 
 use crate::auth::Passwords;
 use crate::config::WebConfig;
@@ -68,6 +70,31 @@ where
     ReadThrough::new(name, redis, config, metrics, invalidator)
 }
 
+/// Counters of home-feed timeline reads (`feed_timeline_reads{result}`), made once
+/// so a read counts without a label lookup.
+#[derive(Clone, Debug)]
+pub struct TimelineReads {
+    /// The timeline was in Redis, complete.
+    pub warm: Counter,
+    /// It was not (never built, lapsed, or evicted): rebuilt from the shards.
+    pub cold: Counter,
+    /// Redis could not be read: the feed was merged from the shards.
+    pub unreadable: Counter,
+}
+
+impl TimelineReads {
+    fn new(registry: &telemetry::Registry) -> TimelineReads {
+        let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "feed_timeline_reads",
+            "Home-feed timeline reads by result: warm, cold (rebuilt from the shards) or unreadable",
+            family.clone(),
+        );
+        let get = |result| family.get_or_create(&[("result", result)]).clone();
+        TimelineReads { warm: get("warm"), cold: get("cold"), unreadable: get("unreadable") }
+    }
+}
+
 /// Shared state of one web server; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -101,6 +128,9 @@ struct Inner {
     registry: telemetry::Registry,
     /// HTTP request metrics.
     http_metrics: telemetry::HttpMetrics,
+    /// Home-feed timeline reads by outcome: how often a cold (never built, lapsed
+    /// or evicted) timeline had to be rebuilt from the shards.
+    timeline_reads: TimelineReads,
     /// Set when shutdown begins, so `/readyz` fails and load balancers stop sending.
     draining: AtomicBool,
 }
@@ -128,6 +158,7 @@ impl AppState {
         let passwords = Passwords::new(&config.passwords)?;
         let store: Arc<dyn media::ObjectStore> = Arc::new(media::LocalStore::open(&config.media.store_dir)?);
         let http_metrics = telemetry::HttpMetrics::new(&registry);
+        let timeline_reads = TimelineReads::new(&registry);
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -140,6 +171,7 @@ impl AppState {
                 store,
                 registry,
                 http_metrics,
+                timeline_reads,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -184,6 +216,10 @@ impl AppState {
     /// HTTP metrics.
     pub fn http_metrics(&self) -> &telemetry::HttpMetrics {
         &self.inner.http_metrics
+    }
+    /// Home-feed timeline reads by outcome.
+    pub fn timeline_reads(&self) -> &TimelineReads {
+        &self.inner.timeline_reads
     }
     /// Whether shutdown has begun.
     pub fn draining(&self) -> bool {

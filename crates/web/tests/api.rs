@@ -203,8 +203,18 @@ async fn a_lost_timeline_is_rebuilt_from_the_database() {
     let p2 = post_text(&app, &a, "two").await;
     app.state.timelines().drop_timeline(b.id).await.unwrap();
     assert_eq!(app.state.timelines().page(b.id, None, 10).await.unwrap(), None, "cold");
+    let reads = app.state.timeline_reads().clone();
+    let (warm, cold) = (reads.warm.get(), reads.cold.get());
     assert_eq!(feed_ids(&app, &b, "").await.0, vec![p2, p1]);
+    assert_eq!((reads.warm.get(), reads.cold.get()), (warm, cold + 1), "a cold read, counted");
     assert_eq!(app.state.timelines().page(b.id, None, 10).await.unwrap(), Some(vec![p2, p1]), "rebuilt");
+    assert_eq!(feed_ids(&app, &b, "").await.0, vec![p2, p1]);
+    assert_eq!((reads.warm.get(), reads.cold.get()), (warm + 1, cold + 1), "then a warm one");
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(&format!("millions_feed_timeline_reads_total{{result=\"cold\"}} {}", cold + 1)),
+        "{text}"
+    );
 }
 
 #[tokio::test]
