@@ -255,9 +255,9 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert!(nodes.iter().all(|n| n["healthy"] == true && n["health"] == "healthy"), "{status}");
     assert!(nodes.iter().all(|n| n["address"] == n["addr"]), "{status}");
     // Redis runs within the DC's memory budget (the test preset's 64 MiB), evicting
-    // by LFU, as the topology says.
+    // by LRU, as the topology says.
     let redis_conf = std::fs::read_to_string(home.join("nodes/dc1-redis-1/redis.conf")).unwrap();
-    assert!(redis_conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lfu\n"), "{redis_conf}");
+    assert!(redis_conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lru\n"), "{redis_conf}");
     // The app's name resolves, through the DC's DNS server, to its load balancer.
     let dns = node(&status, "dc1-dns-1");
     assert_eq!(dns["role"], "dns");

@@ -33,7 +33,7 @@ pub struct RedisSpec {
     /// A memory limit in MiB. `None`: no limit, and writes never evict. `Some`:
     /// at the limit, evict keys by [`RedisSpec::eviction`].
     pub maxmemory_mb: Option<u32>,
-    /// Redis's `maxmemory-policy` when there is a limit (`allkeys-lfu` unless set):
+    /// Redis's `maxmemory-policy` when there is a limit (`allkeys-lru` unless set):
     /// which keys go first.
     pub eviction: &'static str,
     /// Keep an append-only file (fsync every second), so sessions survive a crash
@@ -52,7 +52,7 @@ impl RedisSpec {
             log_file: dir.join("redis.log"),
             pid_file: dir.join("redis.pid"),
             maxmemory_mb: None,
-            eviction: "allkeys-lfu",
+            eviction: "allkeys-lru",
             persistent: false,
         }
     }
@@ -246,7 +246,7 @@ mod tests {
         assert!(conf.contains("maxmemory-policy noeviction\n"), "{conf}");
         spec.maxmemory_mb = Some(64);
         let conf = config(&spec);
-        assert!(conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lfu\n"), "{conf}");
+        assert!(conf.contains("maxmemory 64mb\nmaxmemory-policy allkeys-lru\n"), "{conf}");
     }
 
     #[test]

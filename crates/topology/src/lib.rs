@@ -315,13 +315,13 @@ pub const MIN_REDIS_MB: u32 = 8;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Eviction {
-    /// The least frequently used (Redis's approximated LFU, with decay): keeps
-    /// what is read often over what was merely read last (measured better on the
-    /// bench's trace, docs/BENCHMARKS.md).
+    /// The least recently used (Redis's approximated LRU): measured better than LFU
+    /// on the bench's trace (docs/BENCHMARKS.md, ADR 0013), where LFU evicts what
+    /// was just filled — a rebuilt timeline, a claimed generation — first.
     #[default]
-    AllkeysLfu,
-    /// The least recently used (Redis's approximated LRU).
     AllkeysLru,
+    /// The least frequently used (Redis's approximated LFU, with decay).
+    AllkeysLfu,
 }
 
 impl Eviction {

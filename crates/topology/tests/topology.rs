@@ -719,15 +719,15 @@ fn a_dc_gives_its_redis_servers_a_memory_budget_and_bad_budgets_are_refused() {
     let t = ok(&base_with("redis = { count = 1 }", "redis = { count = 1, maxmemory_mb = 64 }"));
     assert_eq!(
         t.dc("dc1").unwrap().redis_memory,
-        RedisMemory { maxmemory_mb: Some(64), eviction: Eviction::AllkeysLfu },
-        "LFU unless said otherwise"
+        RedisMemory { maxmemory_mb: Some(64), eviction: Eviction::AllkeysLru },
+        "LRU unless said otherwise"
     );
     assert_eq!(t.dc("dc2").unwrap().redis_memory.maxmemory_mb, None, "no budget unless given");
     let t = ok(&base_with(
         "redis = { count = 1 }",
-        r#"redis = { count = 1, maxmemory_mb = 8, eviction = "allkeys-lru" }"#,
+        r#"redis = { count = 1, maxmemory_mb = 8, eviction = "allkeys-lfu" }"#,
     ));
-    assert_eq!(t.dc("dc1").unwrap().redis_memory.eviction.as_redis(), "allkeys-lru");
+    assert_eq!(t.dc("dc1").unwrap().redis_memory.eviction.as_redis(), "allkeys-lfu");
     for (section, expected) in [
         (
             "redis = { count = 1, maxmemory_mb = 7 }",
