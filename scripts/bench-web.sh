@@ -32,7 +32,15 @@
 #   BENCH_PERF=0           1: after the rounds, profile the web server under each
 #                          target's load (perf record, 999 Hz, DWARF call graphs, 5 s)
 #                          and print each profile's top functions by own CPU share
+#   BENCH_GUARD=1          0: do not compare with the last recorded run
+#   BENCH_RECORD=0         1: write this run's ratios as the new last recorded run
+#                          (docs/bench/web-baseline.tsv)
 #   MILLIONS=target/release/millions   BARE=target/release/examples/bare
+#
+# The regression guard: after the table, each ratio (throughput and server CPU per
+# request of the profile and feed reads, ÷ bare) is set beside the last recorded
+# run's (docs/bench/web-baseline.tsv) with its noise band; a ratio that moved the
+# wrong way by more than its band is flagged REGRESSED and the script exits 3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -375,8 +383,91 @@ report() {
     awk '{ printf "- round %s, %s: %.0f req/s, p50 %.0f µs, p99 %.0f µs, server CPU %.1f µs/req\n", $2, $1, $3, $4, $5, $7 }' "$RESULTS"
 }
 
+# ratios: each guarded ratio's median over the rounds, one "name value" per line.
+ratios() {
+    awk '
+        function median(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        { rps[$1, $2] = $3; cpu[$1, $2] = $7; if (!($2 in seen)) { seen[$2] = 1; rounds++ } }
+        END {
+            split("profile feed", order, " ")
+            for (k = 1; k <= 2; k++) {
+                t = order[k]
+                for (r = 1; r <= rounds; r++) {
+                    a[r] = rps[t, r] / rps["bare", r]
+                    b[r] = cpu[t, r] / (cpu["bare", r] > 0 ? cpu["bare", r] : 1)
+                }
+                printf "%s_throughput %.4f\n%s_cpu %.4f\n", t, median(a, rounds), t, median(b, rounds)
+            }
+        }' "$RESULTS"
+}
+
+# guard BASELINE: this run's ratios beside the recorded ones; returns 3 if any
+# moved the wrong way by more than its band.
+guard() {
+    python3 - "$1" <(ratios) <<'PY'
+import sys
+recorded = {}
+for line in open(sys.argv[1]):
+    if line.startswith("#") or not line.strip():
+        continue
+    name, value, band, better, when = line.rstrip("\n").split("\t")
+    recorded[name] = (float(value), band, better, when)
+now = dict((n, float(v)) for n, v in (l.split() for l in open(sys.argv[2])))
+print("Against the last recorded run (docs/bench/web-baseline.tsv):")
+print()
+print("| ratio | recorded | now | change | noise band | |")
+print("|---|---:|---:|---:|---:|---|")
+regressed = []
+for name, (old, band, better, when) in recorded.items():
+    if name not in now:
+        continue
+    new = now[name]
+    limit = old * float(band[:-1]) / 100 if band.endswith("%") else float(band)
+    worse = (old - new) if better == "higher" else (new - old)
+    flag = "REGRESSED" if worse > limit else ("better" if -worse > limit else "within noise")
+    if flag == "REGRESSED":
+        regressed.append(name)
+    print(f"| {name} | {old:g} ({when}) | {new:.2f} | {new - old:+.2f} | ±{band} | {flag} |")
+print()
+if regressed:
+    print("REGRESSED beyond the noise band: " + ", ".join(regressed))
+sys.exit(3 if regressed else 0)
+PY
+}
+
+# record BASELINE: write this run's ratios as the last recorded run, keeping the bands.
+record() {
+    python3 - "$1" <(ratios) "$commit $(date -u +%Y-%m-%d)" <<'PY'
+import sys
+path, when = sys.argv[1], sys.argv[3]
+now = dict((n, float(v)) for n, v in (l.split() for l in open(sys.argv[2])))
+out = []
+for line in open(path):
+    if line.startswith("#") or not line.strip():
+        out.append(line)
+        continue
+    name, value, band, better, _ = line.rstrip("\n").split("\t")
+    value = f"{now[name]:.2f}" if name in now else value
+    out.append("\t".join([name, value, band, better, when]) + "\n")
+open(path, "w").writelines(out)
+PY
+}
+
 echo
 report
+BASELINE="$ROOT/docs/bench/web-baseline.tsv"
+guard_status=0
+if [ "${BENCH_GUARD:-1}" = 1 ] && [ -f "$BASELINE" ]; then
+    echo
+    guard "$BASELINE" || guard_status=$?
+fi
+if [ "${BENCH_RECORD:-0}" = 1 ]; then
+    record "$BASELINE"
+    say "recorded this run's ratios in docs/bench/web-baseline.tsv"
+fi
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     for t in profile feed; do
         echo
@@ -387,3 +478,4 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
         echo '```'
     done
 fi
+exit "$guard_status"
