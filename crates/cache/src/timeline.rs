@@ -104,9 +104,13 @@ impl Timelines {
             if left < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
             return 1",
         );
-        // KEYS: the timeline; ARGV: cap, ttl, complete, rebuilding, ids...
+        // KEYS: the timeline; ARGV: cap, ttl, complete, rebuilding, ids... Only
+        // into a timeline that still exists: one dropped (a follow change) or
+        // evicted since the rebuild began may have missed pushes, or hold a
+        // followee list the rebuild did not read.
         let fill = Script::new(
             r"
+            if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
             local keep = tonumber(ARGV[1]) + 1
             for i = 5, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
             redis.call('ZREM', KEYS[1], ARGV[4])
@@ -201,17 +205,21 @@ impl Timelines {
         Ok(Some(ids.iter().filter_map(|s| s.parse().ok()).collect()))
     }
 
-    /// Merge `ids` (rebuilt from the database) into `user`'s timeline and mark it
-    /// complete — in this data center's Redis only: it is a cache fill, and each
-    /// data center rebuilds its own timelines when they are read there.
-    pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<(), RedisError> {
+    /// Merge `ids` (rebuilt from the database after [`Timelines::begin_rebuild`])
+    /// into `user`'s timeline and mark it complete — in this data center's Redis
+    /// only: it is a cache fill, and each data center rebuilds its own timelines
+    /// when they are read there. `false`: not stored, because the timeline is gone
+    /// since the rebuild began (dropped by a follow change, evicted, or lapsed), so
+    /// a push or a followee may be missing from `ids`; the caller serves them
+    /// uncached and the next read rebuilds again.
+    pub async fn fill(&self, user: i64, ids: &[i64]) -> Result<bool, RedisError> {
         let mut inv = self.fill.prepare_invoke();
         inv.key(self.key(user)).arg(self.cap).arg(self.ttl.as_secs().max(1)).arg(COMPLETE).arg(REBUILDING);
         for id in ids.iter().take(self.cap) {
             inv.arg(member(*id));
         }
-        self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
-        Ok(())
+        let stored = self.redis.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+        Ok(stored == 1)
     }
 
     /// Forget `user`'s timeline (it will be rebuilt on next read), in this data

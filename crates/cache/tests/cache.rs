@@ -26,6 +26,12 @@ fn cache(redis: &Redis, name: &'static str) -> (Arc<ReadThrough<String>>, CacheM
     (ReadThrough::new(name, redis.clone(), config(), metrics.clone(), inv.clone()), metrics, inv)
 }
 
+/// A complete timeline for `user` holding `ids`, built as a reader builds it.
+async fn warm(t: &Timelines, user: i64, ids: &[i64]) {
+    t.begin_rebuild(user).await.unwrap();
+    assert!(t.fill(user, ids).await.unwrap(), "stored");
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_load_and_later_reads_hit() {
     let r = redis("stampede:").await;
@@ -120,7 +126,7 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     let mut conn = r.conn().await.unwrap();
     let exists: i64 = redis::cmd("EXISTS").arg(r.key("tl:2")).query_async(&mut conn).await.unwrap();
     assert_eq!(exists, 0, "no timeline is made for a follower who does not read");
-    t.fill(1, &[90, 80]).await.unwrap();
+    warm(&t, 1, &[90, 80]).await;
     assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![100, 90, 80]), "merged, newest first");
     let mark: Option<f64> = redis::cmd("ZSCORE")
         .arg(r.key("tl:1"))
@@ -145,8 +151,8 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
 async fn an_evicted_timeline_is_cold_never_wrong() {
     let r = redis("tlevict:").await;
     let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
-    t.fill(1, &[50, 40]).await.unwrap();
-    t.fill(2, &[]).await.unwrap();
+    warm(&t, 1, &[50, 40]).await;
+    warm(&t, 2, &[]).await;
     assert_eq!(t.page(2, None, 10).await.unwrap(), Some(vec![]), "an empty timeline is complete");
     let mut conn = r.conn().await.unwrap();
     // What Redis's eviction does to a timeline under its memory budget: the key goes,
@@ -163,8 +169,14 @@ async fn an_evicted_timeline_is_cold_never_wrong() {
     let ttl: i64 = redis::cmd("TTL").arg(r.key("tl:1")).query_async(&mut conn).await.unwrap();
     assert!((1..=30).contains(&ttl), "a rebuild's mark lapses if never filled (ttl {ttl})");
     assert_eq!(t.page(1, None, 10).await.unwrap(), None, "still cold while rebuilding");
-    t.fill(1, &[50, 40]).await.unwrap();
+    warm(&t, 1, &[50, 40]).await;
     assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![50, 40]));
+    // A follow change drops a timeline while it is being rebuilt (or Redis evicts
+    // it meanwhile): the rebuild's list, read before, is not stored.
+    t.begin_rebuild(3).await.unwrap();
+    t.drop_timeline(3).await.unwrap();
+    assert!(!t.fill(3, &[30]).await.unwrap(), "refused: the timeline is gone");
+    assert_eq!(t.page(3, None, 10).await.unwrap(), None, "still cold");
     // The cap counts ids only, whatever the state members.
     let t2 = Timelines::new(r.clone(), 2, Duration::from_secs(600));
     t2.push(70, &[1]).await.unwrap();
@@ -175,7 +187,7 @@ async fn an_evicted_timeline_is_cold_never_wrong() {
 async fn reading_a_timeline_refreshes_its_lifetime() {
     let r = redis("tlttl:").await;
     let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
-    t.fill(7, &[70, 60]).await.unwrap();
+    warm(&t, 7, &[70, 60]).await;
     let keys = [r.key("tl:7")];
     let mut conn = r.conn().await.unwrap();
     // Most of the lifetime has passed (as if the last write were long ago).

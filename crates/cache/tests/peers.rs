@@ -60,6 +60,12 @@ async fn listen(invalidator: Invalidator, shutdown: &CancellationToken) -> tokio
     task
 }
 
+/// A complete timeline for `user` holding `ids`, built as a reader builds it.
+async fn warm(t: &Timelines, user: i64, ids: &[i64]) {
+    t.begin_rebuild(user).await.unwrap();
+    assert!(t.fill(user, ids).await.unwrap(), "stored");
+}
+
 #[tokio::test]
 async fn an_invalidation_in_one_dc_evicts_the_other_dcs_l1_and_refuses_its_racing_fill() {
     let dc2_server = testkit::fresh_redis();
@@ -132,10 +138,10 @@ async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
         Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
     );
     // User 7 reads through dc2: a warm timeline there; user 300 reads in both.
-    t2.fill(7, &[70]).await.unwrap();
+    warm(&t2, 7, &[70]).await;
     assert_eq!(t1.page(7, None, 10).await.unwrap(), None, "a fill stays in its own DC");
-    t1.fill(300, &[]).await.unwrap();
-    t2.fill(300, &[]).await.unwrap();
+    warm(&t1, 300, &[]).await;
+    warm(&t2, 300, &[]).await;
 
     // A post fanned out by a process of dc1 reaches 7's warm timeline in dc2.
     let readers: Vec<i64> = (1..=300).chain([7]).collect(); // more than one batch
@@ -162,7 +168,7 @@ async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
     let dc1 = connect(testkit::redis().url(), "twodc-down:", vec![dc2_server.url()]).await;
     let peer = format!("127.0.0.1:{}", dc2_server.port());
     let timelines = Timelines::new(dc1.clone(), 10, Duration::from_secs(600));
-    timelines.fill(1, &[]).await.unwrap();
+    warm(&timelines, 1, &[]).await;
 
     // A push: the local timeline has it; the error names the peer, not its password.
     let err = timelines.push(10, &[1]).await.unwrap_err();
@@ -198,7 +204,7 @@ async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
     inv.invalidate("d", "k").await.unwrap();
     assert_eq!(get(&dc2, "c:d:stale").await, None, "what it held was cleared");
     assert_eq!(get(&dc2, "gen:d:k").await.as_deref(), Some("1"));
-    Timelines::new(dc2.clone(), 10, Duration::from_secs(600)).fill(1, &[]).await.unwrap();
+    warm(&Timelines::new(dc2.clone(), 10, Duration::from_secs(600)), 1, &[]).await;
     timelines.push(11, &[1]).await.unwrap();
     assert_eq!(members(&dc2, "tl:1").await, [format!("{:019}", 11)]);
 }
@@ -243,7 +249,7 @@ async fn a_local_failure_is_local_whatever_the_peers_do() {
     let mut dc1_server = testkit::fresh_redis();
     let dc1 = connect(dc1_server.url(), "twodc-local:", vec![testkit::redis().url()]).await;
     let dc2 = connect(testkit::redis().url(), "twodc-local:", vec![]).await;
-    Timelines::new(dc2.clone(), 10, Duration::from_secs(600)).fill(2, &[]).await.unwrap();
+    warm(&Timelines::new(dc2.clone(), 10, Duration::from_secs(600)), 2, &[]).await;
     dc1_server.kill();
     let err = Timelines::new(dc1.clone(), 10, Duration::from_secs(600)).push(5, &[2]).await.unwrap_err();
     assert!(err.is_local(), "{err:?}");

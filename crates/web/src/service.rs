@@ -719,7 +719,10 @@ async fn rebuild_timeline(
     let ids: Vec<i64> =
         state.data().recent_post_ids(&authors, cap, None).await?.into_iter().map(PostId::get).collect();
     match state.timelines().fill(viewer, &ids).await {
-        Ok(()) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
+        Ok(true) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
+        Ok(false) => {
+            tracing::debug!(user_id = viewer, "timeline dropped or evicted during its rebuild; not stored")
+        }
         Err(e) => tracing::warn!(error = %e, user_id = viewer, "rebuilt timeline not stored"),
     }
     Ok(ids.into_iter().filter(|id| before.is_none_or(|b| *id < b)).take(limit).collect())
