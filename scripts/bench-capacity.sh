@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The whole system's capacity (issue 19): the highest fixed rate the default
+# topology sustains with the bench's default mix at p99 <= BENCH_P99_MS and no
+# error, and where the CPU goes at each rate tried (docs/BENCHMARKS.md, "Capacity
+# of the default topology").
+#
+#   bash scripts/bench-capacity.sh     # after: cargo build --release -p millions
+#
+# It starts its own stack (the `default` preset on ranges of its own, fsync on),
+# seeds BENCH_USERS users, then runs `millions bench --json` at rising rates: from
+# BENCH_START, doubling while a run passes, then halving the gap between the last
+# pass and the first failure until it is under 10% of the rate. A run passes when
+# its verdict passed, nothing failed, p99 <= BENCH_P99_MS and the achieved rate is
+# at least 98% of the target. The first run meets cold caches and timelines (every
+# user's first feed rebuilds it from the shards); later runs find them warm, as a
+# running site would.
+#
+# For every run, the CPU time of every process (from /proc: each node's process,
+# its live children and the children it reaped, so PostgreSQL's backends count) by
+# tier, in cores, and the whole system's CPU per request (every tier but the load
+# generator, which is shown apart).
+#
+# Environment (all optional):
+#   BENCH_USERS=100000  BENCH_START=200  BENCH_MAX=6400  BENCH_P99_MS=50
+#   BENCH_DURATION=20s  BENCH_WARMUP=5s
+#   BENCH_BUILD=1  (0: do not run cargo build)   BENCH_KEEP=0 (1: keep the run directory)
+#   MILLIONS=target/release/millions
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+USERS="${BENCH_USERS:-100000}"
+START="${BENCH_START:-200}"
+MAX="${BENCH_MAX:-6400}"
+P99_MS="${BENCH_P99_MS:-50}"
+DURATION="${BENCH_DURATION:-20s}"
+WARMUP="${BENCH_WARMUP:-5s}"
+MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
+
+say() { printf 'bench-capacity: %s\n' "$*" >&2; }
+die() { printf 'bench-capacity: error: %s\n' "$*" >&2; exit 1; }
+
+command -v python3 >/dev/null || die "python3 is not installed"
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
+build_millions
+own_stack bench-capacity 127.0.235 127.0.236
+
+say "starting the default topology"
+"$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
+say "seeding $USERS users"
+seed_start=$SECONDS
+"$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
+say "seeded in $((SECONDS - seed_start)) s"
+
+# cpu_by_tier [GENERATOR_PID]: JSON {tier: clock ticks} for every node of the
+# status (by role; the controller as `control`) and the generator.
+cpu_by_tier() {
+    "$MILLIONS" status --json | python3 -c '
+import json, os, sys
+status = json.load(sys.stdin)
+procs = [(n["role"], n.get("pid")) for n in status["nodes"]]
+procs.append(("control", status.get("controller", {}).get("pid")))
+if len(sys.argv) > 1 and sys.argv[1]:
+    procs.append(("generator", int(sys.argv[1])))
+children = {}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            stat = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            children.setdefault(int(stat[1]), []).append(int(p))
+        except OSError:
+            pass
+def ticks(pid, tree):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    t = int(f[11]) + int(f[12])
+    if tree:  # a node: its children too (live, and reaped), e.g. PostgreSQL backends
+        t += int(f[13]) + int(f[14]) + sum(ticks(c, True) for c in children.get(pid, []))
+    return t
+out = {}
+for role, pid in procs:
+    if pid:
+        # The controller has the nodes as children: its own CPU only.
+        out[role] = out.get(role, 0) + ticks(int(pid), role != "control")
+print(json.dumps(out))' "${1:-}"
+}
+
+: >"$HOME_DIR/runs.jsonl"
+# when_printed FILE TEXT PID: until FILE holds TEXT (or PID is gone).
+when_printed() {
+    while kill -0 "$3" 2>/dev/null && ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.1; done
+}
+
+# probe RATE: one run; appends its line to runs.jsonl; succeeds if it passed. CPU
+# is sampled over the measured window only (the setup's logins and the warm-up are
+# not in it): from the end of the warm-up to the start of the final check.
+probe() {
+    local rate="$1" json="$HOME_DIR/run-$1.json" out="$HOME_DIR/run-$1.txt" gen before after t0 t1
+    wait_whole healthy
+    say "$rate/s for $DURATION (after $WARMUP of warm-up)"
+    "$MILLIONS" bench --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" \
+        --json "$json" >"$out" 2>&1 &
+    gen=$!
+    when_printed "$out" "^sending " "$gen"
+    sleep "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")))' "$WARMUP")" # the warm-up is not measured
+    before="$(cpu_by_tier "$gen")"
+    t0="$(date +%s.%N)"
+    when_printed "$out" "^verifying " "$gen"
+    after="$(cpu_by_tier "$gen")"
+    t1="$(date +%s.%N)"
+    wait "$gen" || true
+    [ -s "$json" ] || die "no report at $rate/s: $(tail -5 "$out")"
+    python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" \
+        >>"$HOME_DIR/runs.jsonl" <<'EOF'
+import json, sys
+rate, before, after, t0, t1, hz, report, p99_max = sys.argv[1:9]
+before, after, hz = json.loads(before), json.loads(after), int(hz)
+window = float(t1) - float(t0)
+r = json.load(open(report))
+cores = {k: (after[k] - before.get(k, 0)) / hz / window for k in after}
+system = sum(v for k, v in cores.items() if k != "generator")
+ok = (r["verdict"]["passed"] and r["errors"] == 0 and r["latency_ms"]["p99"] <= float(p99_max)
+      and r["achieved_rate"] >= 0.98 * float(rate))
+print(json.dumps({"rate": int(rate), "achieved": r["achieved_rate"], "p50": r["latency_ms"]["p50"],
+                  "p99": r["latency_ms"]["p99"], "errors": r["errors"], "passed": ok,
+                  "verdict": r["verdict"]["passed"], "cores": cores, "window_secs": window,
+                  "system_ms_per_req": system * 1000 / r["achieved_rate"] if r["achieved_rate"] else None}))
+EOF
+    python3 -c 'import json,sys; x=json.loads(open(sys.argv[1]).readlines()[-1]); sys.exit(0 if x["passed"] else 1)' \
+        "$HOME_DIR/runs.jsonl"
+}
+
+lo=0 hi=0 rate="$START"
+while [ "$rate" -le "$MAX" ]; do
+    if probe "$rate"; then lo="$rate"; rate=$((rate * 2)); else hi="$rate"; break; fi
+done
+if [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ]; then
+    while [ $(((hi - lo) * 10)) -gt "$lo" ]; do
+        mid=$(((lo + hi) / 2))
+        if probe "$mid"; then lo="$mid"; else hi="$mid"; fi
+    done
+fi
+
+echo
+echo "Capacity of the default topology, $USERS users, the default mix, p99 <= $P99_MS ms and no error:" \
+    "$([ "$lo" -gt 0 ] && echo "$lo requests/s" || echo "below $START requests/s")" \
+    "($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown commit), $(nproc) CPUs)"
+echo
+python3 - "$HOME_DIR/runs.jsonl" <<'EOF'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+tiers = ["lb", "web", "redis", "postgres", "worker", "dns", "wan", "control"]
+print("| rate | achieved | p50 ms | p99 ms | errors | passed | " + " | ".join(tiers) +
+      " | all but the generator | generator | system CPU per request |")
+print("|" + "---:|" * 6 + "---:|" * (len(tiers) + 3))
+for x in runs:
+    c = x["cores"]
+    system = sum(v for k, v in c.items() if k != "generator")
+    print(f"| {x['rate']} | {x['achieved']:.0f} | {x['p50']:.1f} | {x['p99']:.1f} | {x['errors']} | "
+          f"{'yes' if x['passed'] else 'no'} | " + " | ".join(f"{c.get(t, 0):.2f}" for t in tiers) +
+          f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms |")
+print()
+print("CPU in cores (CPU seconds per second of the run) by tier; a tier's figure sums its nodes in both DCs.")
+EOF
