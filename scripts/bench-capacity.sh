@@ -17,8 +17,9 @@
 #
 # For every run, the CPU time of every process (from /proc: each node's process,
 # its live children and the children it reaped, so PostgreSQL's backends count) by
-# tier, in cores, and the whole system's CPU per request (every tier but the load
-# generator, which is shown apart).
+# tier, in cores, the whole system's CPU per request (every tier but the load
+# generator, which is shown apart), and how many Redis commands or scripts took
+# more than 5 ms (Redis's SLOWLOG over both DCs' servers, reset before each run).
 #
 # Environment (all optional):
 #   BENCH_USERS=100000  BENCH_START=200  BENCH_MAX=6400  BENCH_P99_MS=50
@@ -53,6 +54,30 @@ say "seeding $USERS users"
 seed_start=$SECONDS
 "$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
 say "seeded in $((SECONDS - seed_start)) s"
+
+# Redis's slow commands: every command or script that held a Redis for more than
+# 5 ms is logged (SLOWLOG, reset before each run); the table counts them per run.
+PASSWORD="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["redis"])' "$HOME_DIR/secrets.json")"
+mapfile -t REDIS < <("$MILLIONS" status --json | python3 -c '
+import json, sys
+for n in json.load(sys.stdin)["nodes"]:
+    if n["role"] == "redis": print(n["address"])')
+rcli() { local a="$1"; shift; REDISCLI_AUTH="$PASSWORD" redis-cli -h "${a%:*}" -p "${a##*:}" --no-auth-warning "$@"; }
+slowlog_reset() {
+    for r in "${REDIS[@]}"; do
+        rcli "$r" CONFIG SET slowlog-log-slower-than 5000 >/dev/null
+        rcli "$r" CONFIG SET slowlog-max-len 1024 >/dev/null
+        rcli "$r" SLOWLOG RESET >/dev/null
+    done
+}
+# slowlog_read: JSON {count, max_us} over every Redis since the reset.
+slowlog_read() {
+    for r in "${REDIS[@]}"; do rcli "$r" --json SLOWLOG GET 1024; echo; done | python3 -c '
+import json, sys
+# Each entry: [id, timestamp, duration in microseconds, command, client, name].
+durations = [e[2] for line in sys.stdin if line.strip() for e in json.loads(line)]
+print(json.dumps({"count": len(durations), "max_us": max(durations, default=0)}))'
+}
 
 # cpu_by_tier [GENERATOR_PID]: JSON {tier: clock ticks} for every node of the
 # status (by role; the controller as `control`) and the generator.
@@ -99,7 +124,7 @@ when_printed() {
 # is sampled over the measured window only (the setup's logins and the warm-up are
 # not in it): from the end of the warm-up to the start of the final check.
 probe() {
-    local rate="$1" json="$HOME_DIR/run-$1.json" out="$HOME_DIR/run-$1.txt" gen before after t0 t1
+    local rate="$1" json="$HOME_DIR/run-$1.json" out="$HOME_DIR/run-$1.txt" gen before after t0 t1 slow
     wait_whole healthy
     say "$rate/s for $DURATION (after $WARMUP of warm-up)"
     "$MILLIONS" bench --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" \
@@ -107,17 +132,19 @@ probe() {
     gen=$!
     when_printed "$out" "^sending " "$gen"
     sleep "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")))' "$WARMUP")" # the warm-up is not measured
+    slowlog_reset
     before="$(cpu_by_tier "$gen")"
     t0="$(date +%s.%N)"
     when_printed "$out" "^verifying " "$gen"
     after="$(cpu_by_tier "$gen")"
     t1="$(date +%s.%N)"
+    slow="$(slowlog_read)"
     wait "$gen" || true
     [ -s "$json" ] || die "no report at $rate/s: $(tail -5 "$out")"
-    python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" \
+    python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" "$slow" \
         >>"$HOME_DIR/runs.jsonl" <<'EOF'
 import json, sys
-rate, before, after, t0, t1, hz, report, p99_max = sys.argv[1:9]
+rate, before, after, t0, t1, hz, report, p99_max, slow = sys.argv[1:10]
 before, after, hz = json.loads(before), json.loads(after), int(hz)
 window = float(t1) - float(t0)
 r = json.load(open(report))
@@ -128,6 +155,7 @@ ok = (r["verdict"]["passed"] and r["errors"] == 0 and r["latency_ms"]["p99"] <= 
 print(json.dumps({"rate": int(rate), "achieved": r["achieved_rate"], "p50": r["latency_ms"]["p50"],
                   "p99": r["latency_ms"]["p99"], "errors": r["errors"], "passed": ok,
                   "verdict": r["verdict"]["passed"], "cores": cores, "window_secs": window,
+                  "slow": json.loads(slow),
                   "system_ms_per_req": system * 1000 / r["achieved_rate"] if r["achieved_rate"] else None}))
 EOF
     python3 -c 'import json,sys; x=json.loads(open(sys.argv[1]).readlines()[-1]); sys.exit(0 if x["passed"] else 1)' \
@@ -155,14 +183,15 @@ import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 tiers = ["lb", "web", "redis", "postgres", "worker", "dns", "wan", "control"]
 print("| rate | achieved | p50 ms | p99 ms | errors | passed | " + " | ".join(tiers) +
-      " | all but the generator | generator | system CPU per request |")
-print("|" + "---:|" * 6 + "---:|" * (len(tiers) + 3))
+      " | all but the generator | generator | system CPU per request | Redis commands > 5 ms (slowest) |")
+print("|" + "---:|" * 6 + "---:|" * (len(tiers) + 4))
 for x in runs:
     c = x["cores"]
     system = sum(v for k, v in c.items() if k != "generator")
     print(f"| {x['rate']} | {x['achieved']:.0f} | {x['p50']:.1f} | {x['p99']:.1f} | {x['errors']} | "
           f"{'yes' if x['passed'] else 'no'} | " + " | ".join(f"{c.get(t, 0):.2f}" for t in tiers) +
-          f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms |")
+          f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms"
+          f" | {x['slow']['count']} ({x['slow']['max_us'] / 1000:.1f} ms) |")
 print()
 print("CPU in cores (CPU seconds per second of the run) by tier; a tier's figure sums its nodes in both DCs.")
 EOF
