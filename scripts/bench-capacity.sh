@@ -57,12 +57,7 @@ say "seeded in $((SECONDS - seed_start)) s"
 
 # Redis's slow commands: every command or script that held a Redis for more than
 # 5 ms is logged (SLOWLOG, reset before each run); the table counts them per run.
-PASSWORD="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["redis"])' "$HOME_DIR/secrets.json")"
-mapfile -t REDIS < <("$MILLIONS" status --json | python3 -c '
-import json, sys
-for n in json.load(sys.stdin)["nodes"]:
-    if n["role"] == "redis": print(n["address"])')
-rcli() { local a="$1"; shift; REDISCLI_AUTH="$PASSWORD" redis-cli -h "${a%:*}" -p "${a##*:}" --no-auth-warning "$@"; }
+mapfile -t REDIS < <(nodes_of redis)
 slowlog_reset() {
     for r in "${REDIS[@]}"; do
         rcli "$r" CONFIG SET slowlog-log-slower-than 5000 >/dev/null

@@ -128,3 +128,25 @@ sys.exit(0 if healthy and whole else 1)' "${1:-}"; then return 0; fi
     done
     die "the shards did not become whole${1:+ and every node healthy} again within 120 s"
 }
+
+# secret NAME: the run directory's secret NAME (secrets.json: redis, postgres, admin).
+secret() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$HOME_DIR/secrets.json" "$1"
+}
+
+# nodes_of ROLE: the address of every node of ROLE in the running stack, a line each.
+nodes_of() {
+    "$MILLIONS" status --json | python3 -c '
+import json, sys
+for n in json.load(sys.stdin)["nodes"]:
+    if n["role"] == sys.argv[1]: print(n["address"])' "$1"
+}
+
+# rcli ADDR ARGS...: redis-cli against the stack's Redis at ADDR, with its password
+# (read once).
+rcli() {
+    local a="$1"
+    shift
+    : "${REDIS_PASSWORD:=$(secret redis)}"
+    REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h "${a%:*}" -p "${a##*:}" --no-auth-warning "$@"
+}

@@ -50,18 +50,9 @@ say "starting the default topology, each Redis bounded to $REDIS_MB MiB"
 say "seeding $USERS users"
 "$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
 
-PASSWORD="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["redis"])' "$HOME_DIR/secrets.json")"
-mapfile -t REDIS < <("$MILLIONS" status --json | python3 -c '
-import json, sys
-for n in json.load(sys.stdin)["nodes"]:
-    if n["role"] == "redis": print(n["address"])')
-mapfile -t WEB < <("$MILLIONS" status --json | python3 -c '
-import json, sys
-for n in json.load(sys.stdin)["nodes"]:
-    if n["role"] == "web": print(n["address"])')
+mapfile -t REDIS < <(nodes_of redis)
+mapfile -t WEB < <(nodes_of web)
 [ "${#REDIS[@]}" -gt 0 ] && [ "${#WEB[@]}" -gt 0 ] || die "no Redis or web servers in the status"
-
-rcli() { local a="$1"; shift; REDISCLI_AUTH="$PASSWORD" redis-cli -h "${a%:*}" -p "${a##*:}" --no-auth-warning "$@"; }
 
 # The web servers' counters, summed, as JSON: L2 lookups by result, timeline reads.
 web_counters() {

@@ -69,8 +69,8 @@ PY
     say "WAN delay ${delay} ms: starting the stack"
     "$MILLIONS" up --topology "$TOPOLOGY" >/dev/null
     wait_whole healthy
-    password="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["postgres"])' "$HOME_DIR/secrets.json")"
-    export PGPASSWORD="$password" PGUSER=millions PGDATABASE=postgres
+    PGPASSWORD="$(secret postgres)"
+    export PGPASSWORD PGUSER=millions PGDATABASE=postgres
     for shard in 0 1; do
         a="$(addr_of "shard$shard-pg-1")"
         psql -q -h "${a%:*}" -p "${a##*:}" -c 'CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, payload text)'

@@ -288,10 +288,9 @@ pub(crate) async fn replayed(replica: &Replica, floor: Option<u64>, wait: Durati
     if replica.health.replay_lsn.load(Ordering::Relaxed) >= floor {
         return true;
     }
-    let replay_sql = format!("SELECT (pg_last_wal_replay_lsn(){LSN_AS_INT}");
     let deadline = Instant::now() + wait;
     loop {
-        if let Ok(Some(replay)) = probe(&replica.server, &replay_sql).await {
+        if let Ok(Some(replay)) = probe(&replica.server, REPLAY_LSN_SQL).await {
             replica.health.replay_lsn.fetch_max(replay as u64, Ordering::Relaxed);
             if replay as u64 >= floor {
                 return true;
@@ -343,8 +342,11 @@ impl History {
     }
 }
 
-/// A `pg_lsn` as a number.
-pub(crate) const LSN_AS_INT: &str = "::pg_lsn - '0/0'::pg_lsn)::int8";
+/// A primary's current WAL position, as a number.
+const PRIMARY_LSN_SQL: &str = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8";
+
+/// A replica's replayed WAL position, as a number.
+const REPLAY_LSN_SQL: &str = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8";
 
 async fn probe(server: &Server, sql: &str) -> Result<Option<i64>, String> {
     let query = async {
@@ -363,17 +365,13 @@ async fn probe(server: &Server, sql: &str) -> Result<Option<i64>, String> {
 /// never kept in this data center): reads then use replicas that have replayed
 /// everything the session may have written, instead of primaries only.
 pub(crate) async fn current_lsns(routes: &Routes) -> crate::Lsns {
-    let sql = format!("SELECT (pg_current_wal_lsn(){LSN_AS_INT}");
-    let asks = routes.shards.iter().map(|shard| {
-        let sql = &sql;
-        async move {
-            match &shard.primary {
-                Some(primary) => match probe(primary, sql).await {
-                    Ok(Some(lsn)) => lsn as u64,
-                    _ => u64::MAX,
-                },
-                None => u64::MAX,
-            }
+    let asks = routes.shards.iter().map(|shard| async move {
+        match &shard.primary {
+            Some(primary) => match probe(primary, PRIMARY_LSN_SQL).await {
+                Ok(Some(lsn)) => lsn as u64,
+                _ => u64::MAX,
+            },
+            None => u64::MAX,
         }
     });
     let mut floor = crate::Lsns::new();
@@ -385,8 +383,6 @@ pub(crate) async fn current_lsns(routes: &Routes) -> crate::Lsns {
 
 /// Probe every shard until `stop`.
 pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
-    let primary_sql = format!("SELECT (pg_current_wal_lsn(){LSN_AS_INT}");
-    let replica_sql = format!("SELECT (pg_last_wal_replay_lsn(){LSN_AS_INT}");
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -398,10 +394,10 @@ pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
         let routes = inner.routes();
         let keep = Duration::from_millis(inner.max_lag_ms) + Duration::from_secs(2);
         let shards = routes.shards.iter().enumerate().map(|(i, shard)| {
-            let (inner, primary_sql, replica_sql) = (&inner, &primary_sql, &replica_sql);
+            let inner = &inner;
             async move {
                 if let Some(primary) = &shard.primary
-                    && let Ok(Some(lsn)) = probe(primary, primary_sql).await
+                    && let Ok(Some(lsn)) = probe(primary, PRIMARY_LSN_SQL).await
                 {
                     inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).push(
                         Instant::now(),
@@ -410,7 +406,7 @@ pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
                     );
                 }
                 let replicas = shard.replicas.iter().map(|r| async move {
-                    let answer = probe(&r.server, replica_sql).await;
+                    let answer = probe(&r.server, REPLAY_LSN_SQL).await;
                     let now = Instant::now();
                     let h = &r.health;
                     let lag = match answer {
