@@ -11,7 +11,9 @@
 //! still switched by the log filter (`RUST_LOG`): target `access`, level INFO.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use telemetry::line::{self, json_str};
 
 /// How often the buffer is written out.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -54,8 +56,6 @@ pub struct AccessLog {
 thread_local! {
     /// Each proxy thread formats its lines here, then copies them in one piece.
     static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    /// The timestamp's date and time to the second, and the second it is for.
-    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
 /// Whether the log filter lets access lines through (`RUST_LOG`; off without a
@@ -93,21 +93,8 @@ impl AccessLog {
 
 /// Append `e` as one JSON line (newline included) to `out`.
 fn format_line(out: &mut String, e: &Entry<'_>, now: SystemTime) {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    out.push_str("{\"timestamp\":\"");
-    SECOND.with_borrow_mut(|(second, text)| {
-        if *second != since.as_secs() {
-            *second = since.as_secs();
-            text.clear();
-            civil_time(text, since.as_secs());
-        }
-        out.push_str(text);
-    });
-    let _ = write!(
-        out,
-        ".{:06}Z\",\"level\":\"INFO\",\"message\":\"access\",\"request_id\":",
-        since.subsec_micros()
-    );
+    line::start(out, now, "INFO", "access");
+    out.push_str(",\"request_id\":");
     json_str(out, e.request_id);
     out.push_str(",\"client\":\"");
     if let Some(ip) = e.client {
@@ -131,45 +118,10 @@ fn format_line(out: &mut String, e: &Entry<'_>, now: SystemTime) {
     let _ = writeln!(out, ",\"duration_ms\":{}}}", e.duration_ms);
 }
 
-/// `s` as a JSON string.
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    // Nearly always nothing to escape: one copy.
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds. Called once a second
-/// per thread (the result is cached).
-fn civil_time(out: &mut String, secs: u64) {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(t));
-    // The caller appends the fraction and the zone.
-    if out.ends_with('Z') {
-        out.pop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn a_line_is_one_json_object_with_every_field() {
@@ -204,19 +156,6 @@ mod tests {
         assert_eq!(v["rejected"], "");
         assert_eq!(v["error"], err.to_string());
         assert_eq!(v["duration_ms"], 1.5);
-    }
-
-    #[test]
-    fn civil_dates() {
-        for (secs, want) in [
-            (0, "1970-01-01T00:00:00"),
-            (951_782_400, "2000-02-29T00:00:00"),
-            (4_107_542_399, "2100-02-28T23:59:59"),
-        ] {
-            let mut s = String::new();
-            civil_time(&mut s, secs);
-            assert_eq!(s, want);
-        }
     }
 
     /// An output the test can read.

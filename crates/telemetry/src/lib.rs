@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod line;
 pub mod request_id;
 
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,7 @@ pub fn init_logging(service: &'static str) -> LogGuard {
         batch::BatchWriter::start("log-writer", LOG_FLUSH_EVERY, 16 * 1024 * 1024, std::io::stdout())
             .expect("starting the log writer thread"),
     );
+    line::set_writer(writer.clone());
     let _ = fmt()
         .json()
         .with_writer(batch::BatchMakeWriter(writer.clone()))
