@@ -95,6 +95,12 @@ impl CacheMetrics {
         self.lookups.get_or_create(&LookupLabels { cache, result }).inc();
     }
 
+    /// The counter of `cache`'s lookups ending with `result`, resolved once (a hot
+    /// path counts without hashing labels or taking the family's lock).
+    fn counter(&self, cache: &'static str, result: &'static str) -> Counter {
+        self.lookups.get_or_create(&LookupLabels { cache, result }).clone()
+    }
+
     fn count_invalidation_failure(&self, cache: &'static str, redis: &'static str) {
         self.invalidation_failures.get_or_create(&InvalidationLabels { cache, redis }).inc();
     }
@@ -197,6 +203,9 @@ pub struct ReadThrough<T> {
     config: CacheConfig,
     /// Lookup counters.
     metrics: CacheMetrics,
+    /// This cache's `l1_hit` counter, resolved once: L1 hits are most lookups, and
+    /// the family's lookup (label hash, lock) cost more than the hit itself.
+    l1_hits: Counter,
     /// Spreads invalidations to every process.
     invalidator: Invalidator,
     /// Lookups past L1 right now (reading Redis, loading, or waiting on another
@@ -252,12 +261,14 @@ where
         let longest = config.l2_ttl.as_secs_f64() * (1.0 + config.jitter.clamp(0.0, 0.9));
         invalidator.note_value_ttl(Duration::from_secs_f64(longest.ceil()));
         let evictions = Arc::new(Evictions::new());
+        let l1_hits = metrics.counter(name, "l1_hit");
         let cache = Arc::new(ReadThrough {
             name,
             l1,
             redis,
             config,
             metrics,
+            l1_hits,
             invalidator: invalidator.clone(),
             misses_in_flight: Arc::default(),
             evictions: evictions.clone(),
@@ -392,10 +403,31 @@ where
         Fut: Future<Output = Result<Loaded<T>, E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(v) = self.l1.get(key).await {
-            self.metrics.count(self.name, "l1_hit");
+        if let Some(v) = self.cached(key).await {
             return Ok(Some(v));
         }
+        // Out of line and boxed: the miss path's state (Redis, the loader, the
+        // fill) is large, and a hit, the common case, should not carry it.
+        Box::pin(self.miss(key, load)).await
+    }
+
+    /// `key`'s value if this process holds it (L1), counted as an `l1_hit`; `None`
+    /// otherwise, counted as nothing (the caller's [`ReadThrough::get_or_fill`]
+    /// counts what it does next). For batch reads that try every key in L1
+    /// before starting any load.
+    pub async fn cached(&self, key: &str) -> Option<Arc<T>> {
+        let v = self.l1.get(key).await?;
+        self.l1_hits.inc();
+        Some(v)
+    }
+
+    /// The rest of [`ReadThrough::get_or_fill`] after an L1 miss.
+    async fn miss<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: Send + Sync + 'static,
+    {
         let _in_flight = InFlight::enter(&self.misses_in_flight);
         // Set by the load if this call runs it (other callers of the key wait on
         // it): the evictions it saw before reading Redis.
