@@ -13,11 +13,18 @@
 //! reachable primary is read on a replica instead, and the caller is told
 //! ([`Served::Replica`]) so that it serves the value without caching it.
 //!
+//! A scope's floor may also be given lazily ([`scope_lazy`]): a loader that
+//! runs only when a read of the scope first needs the floor (a read that may go
+//! to a replica). A request served from caches, or only by primaries, never
+//! loads it — for the web tier, one Redis round trip saved per signed-in
+//! request.
+//!
 //! Outside any scope reads use any replica within the lag bound, and writes do
 //! not pay for reading their LSN.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -80,10 +87,24 @@ struct State {
     written: Lsns,
 }
 
+/// Loads a scope's floor ([`scope_lazy`]); called again if a load was cancelled.
+pub type FloorLoader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Lsns> + Send>> + Send + Sync>;
+
+/// A floor not loaded until a read needs it.
+struct LazyFloor {
+    /// Set once the loaded floor was merged into the scope's state.
+    loaded: tokio::sync::OnceCell<()>,
+    /// What loads it.
+    load: FloorLoader,
+}
+
 #[derive(Clone)]
 struct Scope {
     /// Shared by nested scopes of the same request.
     state: Arc<Mutex<State>>,
+    /// The part of the floor still to be loaded, if given lazily; shared by
+    /// nested scopes of the same request.
+    lazy: Option<Arc<LazyFloor>>,
     /// Every read goes to the primary.
     primary: bool,
     /// Inside [`fill_reads`]: a shard without a reachable primary may be read on
@@ -108,17 +129,36 @@ tokio::task_local! {
 /// Run `fut` with `floor` as its read-your-writes floor; returns its output and
 /// the positions of the writes it made (empty if none).
 pub async fn scope<F: Future>(floor: Lsns, fut: F) -> (F::Output, Lsns) {
+    run_scope(floor, None, fut).await
+}
+
+/// [`scope`] with a floor loaded by `load` when a read of `fut` first needs it
+/// (one that may be served by a replica), and never if none does. Writes made
+/// before the load raise the floor as usual; the loaded floor is merged in
+/// (never lowering a position).
+pub async fn scope_lazy<F: Future>(load: FloorLoader, fut: F) -> (F::Output, Lsns) {
+    let lazy = Arc::new(LazyFloor { loaded: tokio::sync::OnceCell::new(), load });
+    run_scope(Lsns::new(), Some(lazy), fut).await
+}
+
+async fn run_scope<F: Future>(floor: Lsns, lazy: Option<Arc<LazyFloor>>, fut: F) -> (F::Output, Lsns) {
     let state = Arc::new(Mutex::new(State { floor, written: Lsns::new() }));
-    let out = SCOPE.scope(Scope { state: state.clone(), primary: false, replica_fallback: None }, fut).await;
+    let scope = Scope { state: state.clone(), lazy, primary: false, replica_fallback: None };
+    let out = SCOPE.scope(scope, fut).await;
     let written = std::mem::take(&mut lock(&state).written);
     (out, written)
+}
+
+/// The enclosing scope's state and lazy floor, for a nested scope.
+fn enclosing() -> (Arc<Mutex<State>>, Option<Arc<LazyFloor>>) {
+    SCOPE.try_with(|s| (s.state.clone(), s.lazy.clone())).unwrap_or_default()
 }
 
 /// Run `fut` with every read on the shards' primaries. Writes inside still
 /// count for the enclosing [`scope`], if any.
 pub async fn primary_reads<F: Future>(fut: F) -> F::Output {
-    let state = SCOPE.try_with(|s| s.state.clone()).unwrap_or_default();
-    SCOPE.scope(Scope { state, primary: true, replica_fallback: None }, fut).await
+    let (state, lazy) = enclosing();
+    SCOPE.scope(Scope { state, lazy, primary: true, replica_fallback: None }, fut).await
 }
 
 /// Run `fut` as a shared cache fill reads: every read on the shards' primaries,
@@ -127,9 +167,9 @@ pub async fn primary_reads<F: Future>(fut: F) -> F::Output {
 /// answer says whether that happened. Writes inside still count for the
 /// enclosing [`scope`], if any.
 pub async fn fill_reads<F: Future>(fut: F) -> (F::Output, Served) {
-    let state = SCOPE.try_with(|s| s.state.clone()).unwrap_or_default();
+    let (state, lazy) = enclosing();
     let fell_back = Arc::new(AtomicBool::new(false));
-    let scope = Scope { state, primary: true, replica_fallback: Some(fell_back.clone()) };
+    let scope = Scope { state, lazy, primary: true, replica_fallback: Some(fell_back.clone()) };
     let out = SCOPE.scope(scope, fut).await;
     let served = if fell_back.load(Ordering::Acquire) { Served::Replica } else { Served::Primary };
     (out, served)
@@ -160,9 +200,22 @@ pub(crate) fn served_by_replica_without_primary() {
     });
 }
 
-/// The floor for `shard` in the current scope.
-pub(crate) fn floor(shard: ShardId) -> Option<u64> {
-    SCOPE.try_with(|s| lock(&s.state).floor.get(shard)).ok().flatten()
+/// The floor for `shard` in the current scope, loading the scope's lazy floor
+/// first if it has one not loaded yet.
+pub(crate) async fn floor(shard: ShardId) -> Option<u64> {
+    let Ok((state, lazy)) = SCOPE.try_with(|s| (s.state.clone(), s.lazy.clone())) else { return None };
+    if let Some(lazy) = lazy {
+        lazy.loaded
+            .get_or_init(|| async {
+                let loaded = (lazy.load)().await;
+                let mut st = lock(&state);
+                for (shard, lsn) in loaded.iter() {
+                    st.floor.raise(shard, lsn);
+                }
+            })
+            .await;
+    }
+    lock(&state).floor.get(shard)
 }
 
 /// Whether a write should find out its LSN (someone will read it).
@@ -187,23 +240,48 @@ mod tests {
     async fn writes_raise_the_floor_and_are_reported() {
         let floor: Lsns = [(ShardId(0), 10)].into_iter().collect();
         let ((), written) = scope(floor, async {
-            assert_eq!(super::floor(ShardId(0)), Some(10));
+            assert_eq!(super::floor(ShardId(0)).await, Some(10));
             assert!(!primary_only());
             wrote(ShardId(1), 7);
             wrote(ShardId(1), 5);
-            assert_eq!(super::floor(ShardId(1)), Some(7));
+            assert_eq!(super::floor(ShardId(1)).await, Some(7));
             primary_reads(async {
                 assert!(primary_only());
                 wrote(ShardId(0), 20);
             })
             .await;
             assert!(!primary_only());
-            assert_eq!(super::floor(ShardId(0)), Some(20));
+            assert_eq!(super::floor(ShardId(0)).await, Some(20));
         })
         .await;
         assert_eq!(written, [(ShardId(1), 7), (ShardId(0), 20)].into_iter().collect());
         assert!(!tracking());
-        assert_eq!(super::floor(ShardId(0)), None);
+        assert_eq!(super::floor(ShardId(0)).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_lazy_floor_is_loaded_once_when_a_read_needs_it_and_merged_with_writes() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let loader = |calls: Arc<std::sync::atomic::AtomicUsize>| -> FloorLoader {
+            Arc::new(move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { [(ShardId(0), 10), (ShardId(1), 3)].into_iter().collect() })
+            })
+        };
+        // Nothing needs the floor: never loaded.
+        let ((), written) = scope_lazy(loader(calls.clone()), async { wrote(ShardId(2), 1) }).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no read asked for the floor");
+        assert_eq!(written, [(ShardId(2), 1)].into_iter().collect());
+        // A write before the load stays above what is loaded; nested scopes share it.
+        let ((), _) = scope_lazy(loader(calls.clone()), async {
+            wrote(ShardId(1), 5);
+            assert_eq!(super::floor(ShardId(1)).await, Some(5), "a write is never lowered");
+            assert_eq!(super::floor(ShardId(0)).await, Some(10));
+            fill_reads(async { assert_eq!(super::floor(ShardId(0)).await, Some(10)) }).await;
+            primary_reads(async { assert_eq!(super::floor(ShardId(1)).await, Some(5)) }).await;
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "loaded once for the whole request");
     }
 
     #[tokio::test]

@@ -363,10 +363,11 @@ impl Data {
         let result = async {
             let routes = self.inner.routes();
             let route = routes.shard(shard);
-            let floor = consistency::floor(shard);
-            if !consistency::primary_only()
-                && let Some(replica) = route.pick_replica(floor, self.inner.max_lag_ms)
-            {
+            // A primary-only read needs no floor (unless its primary is lost, below):
+            // a lazy floor is not loaded for it.
+            let primary_only = consistency::primary_only();
+            let floor = if primary_only { None } else { consistency::floor(shard).await };
+            if !primary_only && let Some(replica) = route.pick_replica(floor, self.inner.max_lag_ms) {
                 match run(replica.server.clone()).await {
                     Ok(out) => return Ok((out, ReadTarget::Replica)),
                     Err(e) if e.is_retryable() => {
@@ -391,6 +392,7 @@ impl Data {
                 return Err(lost);
             }
             let Some(replica) = route.most_advanced_replica() else { return Err(lost) };
+            let floor = if primary_only { consistency::floor(shard).await } else { floor };
             if !cluster::replayed(replica, floor, REPLAY_WAIT).await {
                 return Err(lost);
             }

@@ -67,7 +67,13 @@ impl Token {
 
     /// The hash in hex: the key of the token's cached copies.
     fn key(&self) -> String {
-        self.hash.iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut key = String::with_capacity(64);
+        for b in self.hash {
+            key.push(HEX[usize::from(b >> 4)] as char);
+            key.push(HEX[usize::from(b & 0xf)] as char);
+        }
+        key
     }
 }
 
@@ -132,10 +138,10 @@ impl Sessions {
         Ok(token)
     }
 
-    /// The user a token belongs to and the session's read-your-writes floor, if it
-    /// is a live session. Usually one Redis round trip (the floor; the session
-    /// itself from memory).
-    pub async fn lookup(&self, token: &str) -> Result<Option<(i64, Lsns)>, ApiError> {
+    /// The user a token belongs to, if it is a live session: usually from memory,
+    /// with no round trip. Its read-your-writes floor is read apart
+    /// ([`Sessions::floor_of`]), only by requests that need it.
+    pub async fn lookup(&self, token: &str) -> Result<Option<i64>, ApiError> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
         let data = self.data.clone();
         let record = self
@@ -149,9 +155,16 @@ impl Sessions {
                 })
             })
             .await?;
-        let Some(record) = record.filter(|r| live(r, now_ms())) else { return Ok(None) };
-        let floor = self.floor(&token).await;
-        Ok(Some((record.user_id, floor)))
+        Ok(record.filter(|r| live(r, now_ms())).map(|r| r.user_id))
+    }
+
+    /// The read-your-writes floor of a live session's token (one Redis round
+    /// trip; see the module's documentation for a floor unknown or gone).
+    pub async fn floor_of(&self, token: &str) -> Lsns {
+        match Token::parse(token) {
+            Some(token) => self.floor(&token).await,
+            None => Lsns::new(),
+        }
     }
 
     /// The session's floor from this DC's Redis; unknown (every read on the

@@ -57,25 +57,36 @@ impl FromRequestParts<AppState> for Viewer {
         }
         let Some(token) = request_token(&parts.headers) else { return Ok(Viewer(None)) };
         let found = state.sessions().lookup(&token).await?;
-        Ok(Viewer(found.map(|(user_id, _)| Session { user_id, token })))
+        Ok(Viewer(found.map(|user_id| Session { user_id, token })))
     }
 }
 
-/// Middleware: load the request's session (user and read-your-writes floor, one
-/// Redis round trip), run the request in a [`data::consistency::scope`] with
-/// that floor, and raise the session's floor to where the request's writes
+/// Middleware: load the request's session (its user, usually from memory), run
+/// the request in a [`data::consistency::scope_lazy`] whose floor is the
+/// session's read-your-writes floor, read from Redis only if a read of the
+/// request may go to a replica (a request served from caches or by primaries
+/// never reads it), and raise the session's floor to where the request's writes
 /// committed. Anonymous requests run with no floor.
 pub async fn session_scope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(token) = request_token(req.headers()) else { return next.run(req).await };
     let found = state.sessions().lookup(&token).await;
-    let (loaded, floor) = match found {
-        Ok(Some((user_id, floor))) => (Ok(Some(Session { user_id, token: token.clone() })), floor),
-        Ok(None) => (Ok(None), Lsns::new()),
-        Err(e) => (Err(Arc::new(e.to_string())), Lsns::new()),
+    let loaded = match found {
+        Ok(Some(user_id)) => Ok(Some(Session { user_id, token: token.clone() })),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Arc::new(e.to_string())),
     };
     let live = matches!(loaded, Ok(Some(_)));
     req.extensions_mut().insert(Loaded(loaded));
-    let (response, written) = data::consistency::scope(floor, next.run(req)).await;
+    let (response, written) = if live {
+        let (sessions, floor_token) = (state.sessions().clone(), token.clone());
+        let load: data::consistency::FloorLoader = Arc::new(move || {
+            let (sessions, token) = (sessions.clone(), floor_token.clone());
+            Box::pin(async move { sessions.floor_of(&token).await })
+        });
+        data::consistency::scope_lazy(load, next.run(req)).await
+    } else {
+        data::consistency::scope(Lsns::new(), next.run(req)).await
+    };
     if live
         && !written.is_empty()
         && let Err(e) = state.sessions().raise_floor(&token, &written).await
