@@ -29,8 +29,6 @@ use axum::extract::DefaultBodyLimit;
 use settings::Validate as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 pub use config::WebConfig;
 pub use state::AppState;
@@ -122,13 +120,6 @@ pub fn router(state: AppState) -> Router {
         .merge(observe::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), viewer::session_scope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
-            let id = req.headers().get(&observe::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-        }))
-        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(observe::REQUEST_ID.clone(), observe::RandomRequestId))
-        .layer(axum::middleware::from_fn(observe::drop_insane_request_id))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             tower::ServiceBuilder::new()

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cache::{CacheConfig, Invalidator, ReadThrough, Redis, Timelines};
-use data::{Data, PostRecord, SessionRecord, UserRecord};
+use data::{Data, SessionRecord, UserRecord};
 use telemetry::prometheus_client::metrics::counter::Counter;
 use telemetry::prometheus_client::metrics::family::Family;
 
@@ -20,8 +20,8 @@ pub struct Caches {
     pub profiles: Arc<ReadThrough<UserRecord>>,
     /// User ids by username (names never change hands, so entries never go stale).
     pub user_ids: Arc<ReadThrough<i64>>,
-    /// Posts by id.
-    pub posts: Arc<ReadThrough<PostRecord>>,
+    /// Posts by id, each with how pages last showed it.
+    pub posts: Arc<ReadThrough<crate::service::CachedPost>>,
     /// Whom each user follows, by user id: feeds and "following" flags read it.
     pub followees: Arc<ReadThrough<Vec<i64>>>,
     /// The set of celebrities (one entry, key `all`).
