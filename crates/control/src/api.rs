@@ -53,7 +53,7 @@ async fn track(State(shared): State<Shared>, request: Request, next: Next) -> Re
     shared
         .metrics
         .http
-        .observe(telemetry::HttpLabels { route, method, status }, started.elapsed().as_secs_f64());
+        .observe(&telemetry::HttpLabels { route, method, status }, started.elapsed().as_secs_f64());
     response
 }
 

@@ -142,9 +142,9 @@ impl HttpMetrics {
     }
 
     /// Record one request.
-    pub fn observe(&self, labels: HttpLabels, seconds: f64) {
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
+    pub fn observe(&self, labels: &HttpLabels, seconds: f64) {
+        self.requests.get_or_create(labels).inc();
+        self.latency.get_or_create(labels).observe(seconds);
     }
 }
 
@@ -156,7 +156,7 @@ mod tests {
     fn http_metrics_render() {
         let r = Registry::default();
         let m = HttpMetrics::new(&r);
-        m.observe(HttpLabels { route: "/x".into(), method: "GET".into(), status: 200 }, 0.002);
+        m.observe(&HttpLabels { route: "/x".into(), method: "GET".into(), status: 200 }, 0.002);
         let text = r.render();
         assert!(
             text.contains(r#"millions_http_requests_total{route="/x",method="GET",status="200"} 1"#),

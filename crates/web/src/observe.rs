@@ -83,7 +83,9 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
 pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers_mut());
-    let route = request.extensions().get::<MatchedPath>().cloned();
+    // Copied, not cloned: every request of a route would otherwise count on the
+    // route's one shared `Arc` from every thread.
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let id_text = id.to_str().unwrap_or("-");
@@ -92,11 +94,9 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let elapsed = started.elapsed();
     response.headers_mut().insert(&REQUEST_ID, id.clone());
     let status = response.status().as_u16();
-    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    state.http_metrics().observe(
-        telemetry::HttpLabels { route: route.to_owned(), method: method.as_str().to_owned(), status },
-        elapsed.as_secs_f64(),
-    );
+    let labels = telemetry::HttpLabels { route, method: method.as_str().to_owned(), status };
+    state.http_metrics().observe(&labels, elapsed.as_secs_f64());
+    let route = labels.route.as_str();
     // Probes answered well (load balancers ask every second) are not worth a line
     // each at the default level: they would drown the requests of users.
     let probe = matches!(route, "/healthz" | "/readyz" | "/metrics") && status < 400;
