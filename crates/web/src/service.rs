@@ -155,15 +155,16 @@ pub struct ShownPost(Shown);
 enum Shown {
     /// The entry's own rendering.
     Kept(Arc<CachedPost>),
-    /// Made for this read: the entry was rendered with an older version of the
-    /// author (until the entry is refreshed, at most the L1 lifetime).
+    /// Made for this read: the entry was rendered before its author changed
+    /// their name or shown name (until the entry is refreshed, at most the L1
+    /// lifetime).
     Made(Arc<Rendered>),
 }
 
 impl ShownPost {
     fn rendered(&self) -> &Rendered {
         match &self.0 {
-            Shown::Kept(post) => &post.shown.get().expect("kept only once rendered").1,
+            Shown::Kept(post) => post.shown.get().expect("kept only once rendered"),
             Shown::Made(rendered) => rendered,
         }
     }
@@ -184,18 +185,18 @@ impl Serialize for ShownPost {
 }
 
 /// A post in the `post` cache: the record (what L2 stores, unchanged), and its
-/// rendering with the author version it was made with. A new version of the
-/// post is a new cache entry; a new version of the author is a new profile
-/// entry, told apart by identity (the entry kept here holds the old one alive,
-/// so its address cannot be reused).
+/// rendering. A new version of the post is a new cache entry; the author's part
+/// of the rendering (name and shown name) is checked against the author's
+/// current profile on every read, by value: a profile entry refreshed with the
+/// same content (every L1 lifetime) keeps the rendering valid.
 #[derive(Debug, serde::Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct CachedPost {
     /// The post.
     record: PostRecord,
-    /// The author's profile entry and the post rendered with it, set once.
+    /// The post rendered with its author as they were then, set once.
     #[serde(skip)]
-    shown: std::sync::OnceLock<(Arc<UserRecord>, Rendered)>,
+    shown: std::sync::OnceLock<Rendered>,
 }
 
 impl From<PostRecord> for CachedPost {
@@ -212,12 +213,11 @@ impl std::ops::Deref for CachedPost {
     }
 }
 
-/// `post` as shown with `author` (its current profile entry).
-fn shown(base: &str, post: Arc<CachedPost>, author: &Arc<UserRecord>) -> ShownPost {
-    let (with, _) = post
-        .shown
-        .get_or_init(|| (author.clone(), Rendered::new(post_view(base, &post.record, author, None))));
-    if Arc::ptr_eq(with, author) {
+/// `post` as shown with `author` (its current profile).
+fn shown(base: &str, post: Arc<CachedPost>, author: &UserRecord) -> ShownPost {
+    let kept = post.shown.get_or_init(|| Rendered::new(post_view(base, &post.record, author, None)));
+    let with = &kept.view.author;
+    if with.username == author.username && with.display_name == author.display_name {
         return ShownPost(Shown::Kept(post));
     }
     ShownPost(Shown::Made(Arc::new(Rendered::new(post_view(base, &post.record, author, None)))))
@@ -902,6 +902,42 @@ async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_is_rendered_once_and_again_only_for_an_author_who_changed_their_names() {
+        let author = UserRecord {
+            user_id: 7,
+            username: "ada".into(),
+            display_name: "Ada".into(),
+            followers_count: 1,
+            following_count: 2,
+            posts_count: 3,
+            created_ms: 1_700_000_000_000,
+        };
+        let record = PostRecord {
+            post_id: 99,
+            user_id: 7,
+            caption: "hi \"there\"".into(),
+            like_count: 4,
+            created_ms: 1_700_000_000_000,
+            status: "ready".into(),
+            photo: None,
+        };
+        let post = Arc::new(CachedPost::from(record.clone()));
+        let first = shown("/media/", post.clone(), &author);
+        let expected = serde_json::to_value(post_view("/media/", &record, &author, None)).unwrap();
+        assert_eq!(serde_json::to_value(&first).unwrap(), expected, "the kept JSON is the view's");
+        assert_eq!(first.caption, "hi \"there\"", "pages read the view");
+        // The profile refreshed with other counters: the rendering stays valid.
+        let refreshed = UserRecord { followers_count: 100, ..author.clone() };
+        assert!(matches!(shown("/media/", post.clone(), &refreshed).0, Shown::Kept(_)));
+        // A new shown name: rendered for this read, with it.
+        let renamed = UserRecord { display_name: "Ada L.".into(), ..author.clone() };
+        let again = shown("/media/", post.clone(), &renamed);
+        assert!(matches!(again.0, Shown::Made(_)));
+        assert_eq!(serde_json::to_value(&again).unwrap()["author"]["display_name"], "Ada L.");
+        assert_eq!(serde_json::to_value(&first).unwrap()["author"]["display_name"], "Ada", "kept as it was");
+    }
 
     #[test]
     fn usernames_are_normalized_and_checked() {
