@@ -3,7 +3,7 @@
 #   make up     install what is missing, build, start the system
 #   make test   install what is missing, run the whole test suite
 #
-# Other targets: setup, build, down, status, bench, clean.
+# Other targets: setup, build, down, status, bench, fuzz, clean.
 
 CARGO ?= cargo
 MILLIONS := ./target/release/millions
@@ -26,12 +26,13 @@ export RUST_BACKTRACE := 1
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-test build up down status test bench clean
+.PHONY: help setup setup-test build up down status test fuzz bench clean
 
 # Print the two commands that matter.
 help:
 	@echo "make up     install what is missing, build, and start Millions (then open the printed address)"
 	@echo "make test   install what is missing, then fmt check, clippy and the whole test suite"
+	@echo "make fuzz   run every fuzz target with many more cases (FUZZ_CASES=$(FUZZ_CASES) each)"
 	@echo "            (also: make down | status | build | setup | bench | clean)"
 
 # Install missing Debian packages (PostgreSQL, Redis, cmake, ...) and check Rust.
@@ -69,6 +70,17 @@ test: setup-test
 	@echo "make: cargo test"
 	@$(CARGO) test --quiet --workspace $(LOCKED)
 	@echo "make: all checks passed"
+
+# The property-based fuzz targets (docs/SECURITY.md): the load balancer's HTTP/1
+# heads, framing and chunked decoder, the upload validator, cursors and ids, the
+# topology and configuration files. `make test` runs each with PROPTEST_CASES
+# (256 by default; the image decoding ones a quarter of it); this runs them with
+# FUZZ_CASES. A failure prints the smallest input found: add it as a plain test.
+FUZZ_CASES ?= 20000
+fuzz: setup-test
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test $(LOCKED) -p lb --lib h1::fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test $(LOCKED) -p lb -p web -p media -p topology -p sharding --test fuzz
+	@echo "make: every fuzz target passed $(FUZZ_CASES) cases"
 
 # Load the web tier with wrk (the release build must be up to date).
 bench: build

@@ -237,10 +237,20 @@ fn topology_path(home: &Path) -> PathBuf {
     home.join("topology.toml")
 }
 
+/// Why a command found nothing to talk to: where it looked, as an absolute path
+/// (the default run directory, `.millions`, is relative to the current
+/// directory), and how to name another.
+fn nothing_running(home: &Path) -> String {
+    let looked = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+    format!(
+        "nothing is running (no live controller in {}); name the run directory with --home DIR or MILLIONS_HOME",
+        looked.display()
+    )
+}
+
 /// The running controller's API, or an error saying nothing runs.
 fn controller(home: &Path) -> anyhow::Result<control::ControlFile> {
-    control::running(home)
-        .with_context(|| format!("nothing is running (no live controller in {})", home.display()))
+    control::running(home).with_context(|| nothing_running(home))
 }
 
 fn client() -> reqwest::Client {
@@ -640,7 +650,7 @@ async fn stop_everything(home: &Path) -> anyhow::Result<()> {
         let topology = stored_topology(home).ok().flatten();
         let orphans = topology.as_ref().map(|t| control::orphans(home, t)).unwrap_or_default();
         let Some(topology) = topology.filter(|_| !orphans.is_empty()) else {
-            bail!("nothing is running (no live controller in {})", home.display());
+            bail!(nothing_running(home));
         };
         println!(
             "the controller is gone; stopping the {} nodes it left running: {}",
@@ -682,7 +692,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        bail!("nothing is running (no live controller in {})", home.display());
+        bail!(nothing_running(home));
     };
     let reply = fetch_nodes(home, ctl.api).await?;
     if args.json {

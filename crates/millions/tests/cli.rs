@@ -103,6 +103,19 @@ fn commands_with_nothing_running_say_so() {
         );
     }
 
+    // No run directory named: the default one, relative to where the command
+    // runs; the message names it in full and says how to name another.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_millions"))
+        .arg("status")
+        .current_dir(named.path())
+        .env_remove("MILLIONS_HOME")
+        .output()
+        .unwrap();
+    let looked = named.path().canonicalize().unwrap().join(".millions");
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&format!("no live controller in {})", looked.display())), "{}", text(&o));
+    assert!(text(&o).contains("--home DIR or MILLIONS_HOME"), "{}", text(&o));
+
     // Pid files naming a live unrelated process (its pid reused after a crash,
     // or written without the start time that identifies it): not a node.
     let mut unrelated = std::process::Command::new("sleep").arg("600").spawn().unwrap();

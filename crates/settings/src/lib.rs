@@ -10,6 +10,9 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
+
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {

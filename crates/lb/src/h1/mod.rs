@@ -43,6 +43,8 @@
 mod body;
 mod conn;
 mod forward;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 
 pub use body::Chunked;

@@ -195,6 +195,13 @@ pub(super) fn answer(
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let _ = resp.parse(bytes);
+    // Three digits, but not a status: the client's copy would not parse (`HTTP/1.1 0`).
+    if status < 100 {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("backend answer: status {status:03}"),
+        ));
+    }
     let no_body = head.method == Method::HEAD || status == 204 || status == 304;
     let declared =
         rules::declared_framing(resp.headers.iter().map(|h| (h.name.as_bytes(), h.value.trim_ascii())));
