@@ -163,14 +163,7 @@ say "part 1: wrk against two bare backends (rounds $ROUNDS, $DURATION each)"
 start_proxies "$RUN/bare" "$B1" "$B2" /
 
 # wrk_run ADDR CONNECTIONS -> "rps p50_us p99_us"
-wrk_run() {
-    local t=2
-    [ "$2" -lt 2 ] && t=1
-    wrk -t"$t" -c"$2" -d"$DURATION" --latency "http://$1/" | awk '
-        function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return v*1000; if (v ~ /s$/) return v*1000000; return v }
-        /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
-        END { printf "%s %s %s\n", rps, p50, p99 }'
-}
+wrk_run() { wrk_stats "http://$1/" "$2"; }
 
 declare -A R
 for round in $(seq "$ROUNDS"); do

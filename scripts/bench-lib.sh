@@ -20,6 +20,25 @@ wait_http() {
     die "nothing answers on $1"
 }
 
+# wait_https ADDR CAFILE [PATH]: poll until ADDR answers PATH over HTTPS with a 2xx,
+# trusting CAFILE (10 s at most).
+wait_https() {
+    for _ in $(seq 200); do curl -fs --cacert "$2" -o /dev/null "https://$1${3:-/}" && return 0; sleep 0.05; done
+    die "nothing answers HTTPS on $1"
+}
+
+# wrk_stats URL CONNECTIONS [HEADER] -> "rps p50_us p99_us": wrk (closed loop,
+# BENCH duration $DURATION) against URL.
+wrk_stats() {
+    local t=2 extra=()
+    [ "$2" -lt 2 ] && t=1
+    [ -n "${3:-}" ] && extra=(-H "$3")
+    wrk -t"$t" -c"$2" -d"$DURATION" --latency "${extra[@]}" "$1" | awk '
+        function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return v*1000; if (v ~ /s$/) return v*1000000; return v }
+        /^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
+        END { printf "%s %s %s\n", rps, p50, p99 }'
+}
+
 # The median of the numbers on stdin, one per line.
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 

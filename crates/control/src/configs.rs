@@ -146,6 +146,10 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
     if node.role == Role::Worker {
         text.push_str(&format!("\n[worker]\nid = \"{}\"\n", node.name));
     }
+    if node.role == Role::Web {
+        // Served to browsers only through the load balancers' HTTPS.
+        text.push_str("\n[sessions]\nsecure_cookies = true\n");
+    }
     let path = config_path(run_dir, &node.name);
     write_private(&path, &text)?;
     Ok(path)

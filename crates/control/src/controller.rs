@@ -44,6 +44,8 @@ impl Controller {
         let logs = opts.run_dir.join("logs");
         std::fs::create_dir_all(&logs).file("creating", &logs)?;
         let secrets = secrets(&opts.run_dir)?;
+        // Once per run directory: clients that trust it keep trusting it.
+        crate::tls::ensure_ca(&opts.run_dir)?;
         let cluster = Cluster::load(&opts.run_dir, &opts.topology)?;
         let listener = tokio::net::TcpListener::bind(opts.api).await.map_err(|source| ControlError::Io {
             what: format!("binding the control API on {}", opts.api),

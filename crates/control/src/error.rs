@@ -70,6 +70,14 @@ pub enum ControlError {
     /// The topology, or a configuration made from it, cannot run.
     #[error("{0}")]
     Invalid(String),
+    /// The run directory's CA or a certificate cannot be made or read.
+    #[error("certificates in {}: {why}", dir.display())]
+    Certificate {
+        /// The run directory's `tls/`.
+        dir: std::path::PathBuf,
+        /// What went wrong.
+        why: String,
+    },
     /// No node of this name in the topology.
     #[error("no node named {0}")]
     UnknownNode(String),

@@ -66,10 +66,24 @@ fn apply(config: &mut lb::LbConfig, settings: &LbSettings) -> Result<(), String>
     settings::Validate::validate(config).map_err(|e| e.to_string())
 }
 
-/// Write `lb`'s configuration ([`config`]) where its process reads it.
+/// `Strict-Transport-Security` lifetime the load balancers of a local run send:
+/// an hour, not lb's year, because browsers keep HSTS per host name
+/// (`localhost` among them), and other servers a developer runs there may be
+/// plain HTTP.
+const LOCAL_HSTS_SECS: u64 = 3600;
+
+/// Write `lb`'s configuration ([`config`]) where its process reads it, with its
+/// admin token and its HTTPS listener (a certificate of the run directory's CA,
+/// made when missing).
 pub(crate) fn write_config(shared: &Shared, lb: &Node) -> Result<PathBuf, ControlError> {
-    let mut config = config(shared.topology(), lb)?;
+    let t = shared.topology();
+    let mut config = config(t, lb)?;
     config.admin_token = Some(shared.secrets.admin.clone());
+    let (cert, key) = crate::tls::ensure_server(&shared.opts.run_dir, t, lb)?;
+    let https = lb.https_addr(t.ports().https).expect("a load balancer has an HTTPS address");
+    let mut tls = lb::config::TlsSection::new(https, cert, key);
+    tls.hsts_max_age_secs = LOCAL_HSTS_SECS;
+    config.tls = Some(tls);
     let path = config_path(&shared.opts.run_dir, &lb.name);
     write_private(&path, &config.to_toml())?;
     Ok(path)

@@ -16,7 +16,8 @@
 //!
 //! The modules, each importing only those listed before it:
 //! - `error` ([`ControlError`]) and `files` (the run directory's layout:
-//!   `control.json`, secrets, pid files, configurations, logs);
+//!   `control.json`, secrets, pid files, configurations, logs), then [`tls`]
+//!   (the run directory's CA and the load balancers' certificates);
 //! - `cluster` (the shard decisions, their file, their publication, the event log)
 //!   and `metrics` (the controller's own `/metrics`);
 //! - `shared` (what a running controller shares: options, secrets, the nodes under
@@ -58,6 +59,7 @@ mod shared;
 mod status;
 mod supervise;
 mod switchover;
+pub mod tls;
 pub mod wan;
 
 use std::path::Path;

@@ -5,7 +5,10 @@
 //! - `PUT /admin/backends` `{"backends": ["ip:port", ...]}`: the whole list;
 //! - `POST /admin/backends/{addr}/drain?timeout_ms=N`: no new requests to it, and
 //!   answer once its requests in flight are done (200) or the wait ends (504);
-//! - `POST /admin/backends/{addr}/resume`: take requests again.
+//! - `POST /admin/backends/{addr}/resume`: take requests again;
+//! - `POST /admin/tls/reload`: read the TLS certificate and key files again (new
+//!   handshakes use them; a bad pair is refused, 422, and the one in force
+//!   stays); `GET /admin/tls`: the certificate in force.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +36,8 @@ pub struct AdminState {
     pub registry: telemetry::Registry,
     /// Wakes the health checker when backends are added.
     pub wake: Arc<Notify>,
+    /// The TLS certificate in force, when HTTPS is configured.
+    pub certificates: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// One backend as the admin API shows it.
@@ -72,7 +77,9 @@ pub fn router(state: AdminState, token: Option<&str>) -> Router {
     let admin = Router::new()
         .route("/admin/backends", get(list).put(replace))
         .route("/admin/backends/{addr}/drain", post(drain))
-        .route("/admin/backends/{addr}/resume", post(resume));
+        .route("/admin/backends/{addr}/resume", post(resume))
+        .route("/admin/tls", get(tls_info))
+        .route("/admin/tls/reload", post(tls_reload));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -114,7 +121,38 @@ async fn list(State(s): State<AdminState>) -> Json<Vec<BackendView>> {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({"error": {"code": "bad_request", "message": message}}))).into_response()
+    coded_error(status, "bad_request", message)
+}
+
+fn coded_error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+fn no_tls() -> Response {
+    coded_error(StatusCode::NOT_FOUND, "tls_not_configured", "this load balancer has no [tls] section".into())
+}
+
+async fn tls_info(State(s): State<AdminState>) -> Response {
+    match &s.certificates {
+        Some(c) => Json(c.info()).into_response(),
+        None => no_tls(),
+    }
+}
+
+async fn tls_reload(State(s): State<AdminState>) -> Response {
+    let Some(certificates) = s.certificates.clone() else { return no_tls() };
+    // File reads: off the runtime's thread.
+    match tokio::task::spawn_blocking(move || certificates.reload()).await {
+        Ok(Ok(info)) => {
+            tracing::info!(sha256 = %info.sha256, "TLS certificate reloaded");
+            Json(info).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "TLS reload refused; the certificate in force stays");
+            coded_error(StatusCode::UNPROCESSABLE_ENTITY, "tls_reload_failed", e.to_string())
+        }
+        Err(e) => coded_error(StatusCode::INTERNAL_SERVER_ERROR, "tls_reload_failed", e.to_string()),
+    }
 }
 
 async fn replace(State(s): State<AdminState>, Json(body): Json<BackendList>) -> Response {

@@ -1,7 +1,7 @@
 //! A load balancer's configuration: read from TOML, validated before any port is bound.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,43 @@ pub struct LbConfig {
     /// routes are open to whoever reaches the admin address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// HTTPS at the public entry. With it, `listen` answers every request with a
+    /// redirect to HTTPS (308); without it, `listen` serves the app in plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+}
+
+/// HTTPS: where it listens, the certificate and key files, HSTS.
+///
+/// The files are read, and checked to belong together, before any port is bound
+/// (`crate::start`); `POST /admin/tls/reload` (or SIGHUP to `millions lb`) reads
+/// them again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The HTTPS listener (HTTP/1.1 and HTTP/2, chosen by ALPN). Port 0 binds a
+    /// free port (`Running::tls` says which).
+    pub listen: SocketAddr,
+    /// The certificate chain, PEM, the server's certificate first.
+    pub cert: PathBuf,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `Strict-Transport-Security: max-age` in seconds on every answer over
+    /// HTTPS (0: no header): browsers then use HTTPS only for the host that long.
+    #[serde(default = "default_hsts_max_age")]
+    pub hsts_max_age_secs: u64,
+}
+
+/// One year, the usual HSTS lifetime.
+fn default_hsts_max_age() -> u64 {
+    365 * 24 * 3600
+}
+
+impl TlsSection {
+    /// HTTPS on `listen` with the certificate chain and key in these files.
+    pub fn new(listen: SocketAddr, cert: PathBuf, key: PathBuf) -> TlsSection {
+        TlsSection { listen, cert, key, hsts_max_age_secs: default_hsts_max_age() }
+    }
 }
 
 fn default_threads() -> usize {
@@ -223,6 +260,7 @@ impl LbConfig {
             limits: LimitsSection::default(),
             rate_limit: RateLimitSection::default(),
             admin_token: None,
+            tls: None,
         }
     }
 }
@@ -283,6 +321,17 @@ impl settings::Validate for LbConfig {
         if self.rate_limit.per_second > 0 && self.rate_limit.burst == 0 {
             return Err(invalid("rate_limit.burst", "must be at least 1 when per_second is set"));
         }
+        if let Some(tls) = &self.tls {
+            if tls.listen.port() != 0 && (tls.listen == self.listen || tls.listen == self.admin) {
+                return Err(invalid("tls.listen", "must differ from listen and admin"));
+            }
+            if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                return Err(invalid("tls.cert", "cert and key must name files"));
+            }
+            if tls.hsts_max_age_secs > 2 * 365 * 24 * 3600 {
+                return Err(invalid("tls.hsts_max_age_secs", "must be at most two years (63072000)"));
+            }
+        }
         Ok(())
     }
 }
@@ -330,6 +379,15 @@ backends = ["127.0.0.1:8080", "127.0.0.1:8081"]
             (format!("{GOOD}[rate_limit]\nper_second = 5\n"), "rate_limit.burst"),
             (format!("admin_token = \"short\"\n{GOOD}"), "admin_token"),
             (format!("{GOOD}[limits]\nslow = 1\n"), "unknown field"),
+            (format!("{GOOD}[tls]\nlisten = \"127.0.0.1:8000\"\ncert = \"c\"\nkey = \"k\"\n"), "tls.listen"),
+            (format!("{GOOD}[tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"\"\nkey = \"k\"\n"), "tls.cert"),
+            (
+                format!(
+                    "{GOOD}[tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"c\"\nkey = \"k\"\nhsts_max_age_secs = 99999999\n"
+                ),
+                "tls.hsts_max_age_secs",
+            ),
+            (format!("{GOOD}[tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"c\"\n"), "missing field `key`"),
         ] {
             let err = LbConfig::parse(&text, "t").unwrap_err().to_string();
             assert!(err.contains(field), "{field}: {err}");

@@ -1,6 +1,9 @@
-//! What runs each accepted connection: tells HTTP/2 from HTTP/1 by a connection's first
-//! bytes, and hands HTTP/1 to [`crate::h1`] and HTTP/2 (cleartext, prior
-//! knowledge) to pingora's sessions ([`crate::h2`]).
+//! What runs each accepted connection: on the plain listener, tells HTTP/2 from
+//! HTTP/1 by a connection's first bytes, and hands HTTP/1 to [`crate::h1`] and
+//! HTTP/2 (cleartext, prior knowledge) to pingora's sessions ([`crate::h2`]); on
+//! the HTTPS listener, completes the TLS handshake within the header timeout and
+//! lets ALPN choose (`h2` to pingora's sessions through [`TlsClient`], anything
+//! else to [`crate::h1`]).
 //!
 //! The bytes read to decide are given back to pingora through [`ReplayStream`].
 
@@ -20,8 +23,10 @@ use pingora_core::protocols::{
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::pipeline::Proxy;
+use crate::tls::TlsClient;
 
 /// What every HTTP/2 connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -134,17 +139,62 @@ impl Peek for ReplayStream {
     }
 }
 
-/// What runs every accepted connection.
+/// What runs every connection a listener accepts.
 pub struct Front {
-    /// The proxy's shared state.
+    /// The proxy's shared state, with the listener's [`crate::pipeline::Entry`].
     pub proxy: Arc<Proxy>,
+    /// On the HTTPS listener: the TLS handshake.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Front {
     /// Serve one client connection until it closes.
-    pub async fn serve(&self, mut tcp: TcpStream, shutdown: &ShutdownWatch) {
-        let limits = &self.proxy.config.limits;
+    pub async fn serve(&self, tcp: TcpStream, shutdown: &ShutdownWatch) {
         let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(acceptor) => self.serve_tls(acceptor, tcp, shutdown).await,
+            None => self.serve_plain(tcp, shutdown).await,
+        }
+    }
+
+    /// An HTTPS connection: the handshake within the header timeout (a client
+    /// that never finishes it is cut), then HTTP/2 or HTTP/1.1 as ALPN chose.
+    async fn serve_tls(&self, acceptor: &TlsAcceptor, tcp: TcpStream, shutdown: &ShutdownWatch) {
+        let peer = tcp.peer_addr().ok().map(|a| a.ip());
+        let deadline = Duration::from_millis(self.proxy.config.limits.header_timeout_ms);
+        let tls = match pingora_timeout::fast_timeout::fast_timeout(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.proxy.metrics.tls_handshake_failed("error");
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.proxy.metrics.tls_handshake_failed("timeout");
+                tracing::debug!("TLS handshake not complete within the header timeout");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let mut next = Some(Box::new(TlsClient::new(tls)) as Stream);
+            while let Some(stream) = next {
+                next = self.proxy.process_new(stream, shutdown).await;
+            }
+            return;
+        }
+        let mut tls = tls;
+        crate::h1::serve(&self.proxy, &mut tls, BytesMut::with_capacity(16 * 1024), peer, shutdown).await;
+        // close_notify, so the client sees a clean end (bounded: it may not read).
+        let _ = pingora_timeout::fast_timeout::fast_timeout(
+            deadline,
+            tokio::io::AsyncWriteExt::shutdown(&mut tls),
+        )
+        .await;
+    }
+
+    /// A plain connection: HTTP/2 if it starts with HTTP/2's preface, else HTTP/1.
+    async fn serve_plain(&self, mut tcp: TcpStream, shutdown: &ShutdownWatch) {
+        let limits = &self.proxy.config.limits;
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         // Up to the first request's first bytes: the keep-alive timeout; then, while
         // they could still be HTTP/2's preface, the header timeout.
@@ -159,7 +209,12 @@ impl Front {
                 break;
             }
             if n == H2_PREFACE.len() {
-                let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+                let fd = crate::upstream::fd(&tcp);
+                let mut stream = pingora_core::protocols::l4::stream::Stream::from(tcp);
+                // The client's address, for pingora's session (the rate limit's
+                // key, X-Forwarded-For, the access log).
+                stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+                let stream: Stream = Box::new(stream);
                 let mut next = Some(Box::new(ReplayStream::new(inbuf.freeze(), stream)) as Stream);
                 while let Some(stream) = next {
                     next = self.proxy.process_new(stream, shutdown).await;

@@ -21,9 +21,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::pipeline::{Exchange, Failure, HeadFacts, Next, Proxy, Refusal, Request, Sent};
+use crate::pipeline::{Entry, Exchange, Failure, HeadFacts, Next, Proxy, Refusal, Request, Sent};
 use crate::pool::Backend;
-use crate::rules::{self, REQUEST_ID, error_body, strip_hop_by_hop};
+use crate::rules::{self, HSTS, REQUEST_ID, error_body, strip_hop_by_hop};
 use crate::upstream;
 
 /// One HTTP/2 request on its way through the pipeline.
@@ -69,7 +69,7 @@ fn client_ip(session: &ServerSession) -> Option<IpAddr> {
 impl Stream<'_> {
     /// The request as the backend gets it: HTTP/1.1, hop-by-hop headers removed,
     /// the forwarding headers and the request id set.
-    fn upstream_request(&self, req: &Request) -> Result<Box<RequestHeader>> {
+    fn upstream_request(&self, proxy: &Proxy, req: &Request) -> Result<Box<RequestHeader>> {
         let session = &*self.session;
         let mut up = Box::new(session.req_header().clone());
         if up.version == Version::HTTP_2 {
@@ -93,7 +93,7 @@ impl Stream<'_> {
             };
             up.insert_header("x-forwarded-for", xff)?;
         }
-        up.insert_header("x-forwarded-proto", "http")?;
+        up.insert_header("x-forwarded-proto", proxy.entry.scheme())?;
         up.insert_header(REQUEST_ID, req.request_id.as_str())?;
         Ok(up)
     }
@@ -156,7 +156,7 @@ impl Exchange for Stream<'_> {
     ) -> Result<Sent<Answer>, Failure> {
         let u = &proxy.config.upstream;
         // Made again for each attempt: cheaper than keeping a copy for retries.
-        let head = self.upstream_request(req).map_err(Failure::not_sent)?;
+        let head = self.upstream_request(proxy, req).map_err(Failure::not_sent)?;
         let idle_for = Duration::from_secs(u.idle_timeout_secs);
         let (stream, fd) = match backend.idle.take(idle_for, Instant::now()) {
             Some(c) => c,
@@ -196,6 +196,9 @@ impl Exchange for Stream<'_> {
             resp.remove_header(&name);
         }
         resp.insert_header(REQUEST_ID, req.request_id.as_str()).map_err(Failure::sent)?;
+        if let Some(max_age) = proxy.entry.hsts() {
+            resp.insert_header(HSTS, format!("max-age={max_age}")).map_err(Failure::sent)?;
+        }
         Ok(Sent { status, sent_at, answer: Answer { up, fd, resp, end } })
     }
 
@@ -247,6 +250,52 @@ impl Exchange for Stream<'_> {
     }
 }
 
+impl Proxy {
+    /// Answer an HTTP/2 request on the plain listener with a redirect (308) to
+    /// the same authority and target on HTTPS at `port` (400 if they cannot be
+    /// used, [`rules::https_location`]), and end the connection.
+    async fn redirect(&self, session: &mut ServerSession, port: u16) {
+        let head = session.req_header();
+        let host = head
+            .uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| head.headers.get(header::HOST).map(|v| v.as_bytes()));
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = host.and_then(|host| rules::https_location(host, target, port));
+        let (method, path) = (head.method.to_string(), target.to_owned());
+        let mut req = Request::new(Instant::now(), telemetry::request_id::new(), client_ip(session));
+        let written = async {
+            let mut resp = match &location {
+                Some(location) => {
+                    let mut resp = ResponseHeader::build(308, Some(3))?;
+                    resp.insert_header(header::LOCATION, location.as_str())?;
+                    resp
+                }
+                None => ResponseHeader::build(400, Some(3))?,
+            };
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+            resp.insert_header(REQUEST_ID, req.request_id.as_str())?;
+            session.set_keepalive(None);
+            session.write_response_header(Box::new(resp)).await?;
+            session.write_response_body(Bytes::new(), true).await
+        };
+        if let Err(e) = written.await {
+            req.error = Some(e);
+        }
+        match location {
+            Some(_) => req.status = 308,
+            None => {
+                let refusal = Refusal::new(400, "bad_request");
+                self.refused(&mut req, refusal);
+                req.status = refusal.status;
+            }
+        }
+        self.log(&req, &method, &path);
+        session.shutdown().await;
+    }
+}
+
 #[async_trait]
 impl HttpServerApp for Proxy {
     async fn process_new_http(
@@ -268,6 +317,10 @@ impl HttpServerApp for Proxy {
                 session.shutdown().await;
                 return None;
             }
+        }
+        if let Entry::RedirectToHttps { port } = self.entry {
+            self.redirect(&mut session, port).await;
+            return None;
         }
         let started = Instant::now();
         let head = session.req_header();

@@ -20,6 +20,10 @@
 //! pingora-core's sessions; [`upstream`] keeps each thread's idle backend
 //! connections. [`start`] binds both listeners before it returns, so the proxy
 //! accepts connections once it has; [`Running::stop`] shuts everything down.
+//!
+//! With a `[tls]` section, [`tls`] terminates HTTPS on a third listener (rustls;
+//! HTTP/2 or HTTP/1.1 by ALPN; HSTS; the certificate reloadable through the
+//! admin API), and the plain listener redirects every request to it.
 #![forbid(unsafe_code)]
 
 pub mod accesslog;
@@ -35,6 +39,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod ratelimit;
 pub mod rules;
+pub mod tls;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -63,6 +68,9 @@ pub enum LbError {
     /// A runtime or thread could not be created.
     #[error("cannot start the load balancer: {0}")]
     Start(String),
+    /// The TLS certificate or key cannot be used (nothing was bound).
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running load balancer.
@@ -72,6 +80,11 @@ pub struct Running {
     pub listen: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
+    /// The HTTPS listener's address, when configured.
+    pub tls: Option<SocketAddr>,
+    /// The certificate in force, when HTTPS is configured (`reload` reads its
+    /// files again).
+    pub certificates: Option<Arc<tls::Certificates>>,
     /// The backends (tests look inside).
     pub pool: Arc<pool::Pool>,
     /// Stops the listeners, the admin server and the health checks.
@@ -91,6 +104,16 @@ pub struct Running {
 /// Start the load balancer on `config`'s addresses; returns once the proxy accepts
 /// connections. The configuration must be valid (`LbConfig::load` checks it).
 pub fn start(config: LbConfig) -> Result<Running, LbError> {
+    // The certificate and key first: a bad one binds nothing.
+    let tls_setup = match &config.tls {
+        Some(t) => {
+            let certificates = Arc::new(tls::Certificates::load(&t.cert, &t.key)?);
+            let server =
+                tls::server_config(certificates.clone()).map_err(|e| LbError::Start(e.to_string()))?;
+            Some((certificates, tokio_rustls::TlsAcceptor::from(server), t.listen, t.hsts_max_age_secs))
+        }
+        None => None,
+    };
     let admin = TcpListener::bind(config.admin).map_err(|source| LbError::Bind {
         what: "admin",
         addr: config.admin,
@@ -103,6 +126,19 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         source,
     })?;
     let listen = listener.local_addr().map_err(|e| LbError::Start(e.to_string()))?;
+    let tls_listener = match &tls_setup {
+        Some((_, _, addr, _)) => {
+            let l = listener::bind(*addr).map_err(|source| LbError::Bind {
+                what: "tls.listen",
+                addr: *addr,
+                source,
+            })?;
+            let bound = l.local_addr().map_err(|e| LbError::Start(e.to_string()))?;
+            Some((l, bound))
+        }
+        None => None,
+    };
+    let certificates = tls_setup.as_ref().map(|(c, ..)| c.clone());
 
     let registry = telemetry::Registry::default();
     let metrics = metrics::LbMetrics::new(&registry);
@@ -117,8 +153,13 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         .build()
         .map_err(|e| LbError::Start(e.to_string()))?;
     admin.set_nonblocking(true).map_err(|e| LbError::Start(e.to_string()))?;
-    let state =
-        admin::AdminState { pool: pool.clone(), metrics: metrics.clone(), registry, wake: wake.clone() };
+    let state = admin::AdminState {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        registry,
+        wake: wake.clone(),
+        certificates: certificates.clone(),
+    };
     {
         let _enter = runtime.enter();
         let listener = tokio::net::TcpListener::from_std(admin).map_err(|e| LbError::Start(e.to_string()))?;
@@ -133,25 +174,52 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         runtime.spawn(health::run(pool.clone(), config.health.clone(), wake, stop.clone()));
     }
 
-    let limiter = (config.rate_limit.per_second > 0)
-        .then(|| ratelimit::RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst));
+    let limiter = (config.rate_limit.per_second > 0).then(|| {
+        Arc::new(ratelimit::RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst))
+    });
     let access_log = Arc::new(accesslog::AccessLog::start().map_err(|e| LbError::Start(e.to_string()))?);
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
+    let options = || {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        options
+    };
     let threads = config.threads;
+    let plain_entry = match &tls_listener {
+        Some((_, bound)) => pipeline::Entry::RedirectToHttps { port: bound.port() },
+        None => pipeline::Entry::Http,
+    };
     let proxy = pipeline::Proxy {
         pool: pool.clone(),
         config,
         metrics,
         limiter,
         access_log: access_log.clone(),
-        options,
+        options: options(),
+        entry: plain_entry,
     };
+    let mut listeners = Vec::with_capacity(2);
+    let mut tls_addr = None;
+    if let (Some((listener, bound)), Some((_, acceptor, _, hsts_max_age_secs))) = (tls_listener, tls_setup) {
+        let secure = pipeline::Proxy {
+            pool: proxy.pool.clone(),
+            config: proxy.config.clone(),
+            metrics: proxy.metrics.clone(),
+            limiter: proxy.limiter.clone(),
+            access_log: proxy.access_log.clone(),
+            options: options(),
+            entry: pipeline::Entry::Https { hsts_max_age_secs },
+        };
+        listeners.push((listener, Arc::new(front::Front { proxy: Arc::new(secure), tls: Some(acceptor) })));
+        tls_addr = Some(bound);
+    }
+    listeners.insert(0, (listener, Arc::new(front::Front { proxy: Arc::new(proxy), tls: None })));
     let graceful = Arc::new(AtomicBool::new(false));
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let mut running = Running {
         listen,
         admin: admin_addr,
+        tls: tls_addr,
+        certificates,
         pool,
         stop: stop.clone(),
         graceful: graceful.clone(),
@@ -160,24 +228,26 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         runtime: Some(runtime),
         access_log,
     };
-    let shared = listener::Shared {
-        front: Arc::new(front::Front { proxy: Arc::new(proxy) }),
-        stop,
-        graceful,
-        shutdown: watch,
-    };
-    match listener::spawn(listener, threads, shared) {
+    let shared = listener::Shared { stop, graceful, shutdown: watch };
+    match listener::spawn(listeners, threads, shared) {
         Ok(joins) => running.proxy_threads = joins,
         Err(e) => {
             running.shutdown(false);
             return Err(LbError::Start(e.to_string()));
         }
     }
-    tracing::info!(%listen, admin = %admin_addr, "load balancer listening");
+    tracing::info!(%listen, admin = %admin_addr, tls = ?tls_addr, "load balancer listening");
     Ok(running)
 }
 
 impl Running {
+    /// Read the TLS certificate and key files again: new handshakes use them if
+    /// they are good; otherwise the certificate in force stays and the error says
+    /// why. `None` without HTTPS.
+    pub fn reload_tls(&self) -> Option<Result<tls::CertificateInfo, tls::TlsError>> {
+        self.certificates.as_ref().map(|c| c.reload())
+    }
+
     /// Stop: no new connections; with `graceful`, requests in flight get a short
     /// grace period. Blocks until everything has stopped.
     pub fn stop(mut self, graceful: bool) {

@@ -40,8 +40,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// What every proxy thread shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// Serves each connection.
-    pub front: Arc<Front>,
     /// Cancelled to stop accepting (and, after the grace period, serving).
     pub stop: CancellationToken,
     /// Whether a stop lets requests in flight finish.
@@ -58,11 +56,12 @@ struct Worker {
     connections: Arc<AtomicUsize>,
 }
 
-/// Start `threads` proxy threads serving `listener`. Each thread ends after
-/// `shared.stop`: at once on a fast stop, once its connections are done (at most
-/// [`STOP_GRACE`]) on a graceful one.
+/// Start `threads` proxy threads serving `listeners`, each connection by its
+/// listener's [`Front`] (the plain one, and the HTTPS one when configured). Each
+/// thread ends after `shared.stop`: at once on a fast stop, once its connections
+/// are done (at most [`STOP_GRACE`]) on a graceful one.
 pub fn spawn(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Arc<Front>)>,
     threads: usize,
     shared: Shared,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -94,15 +93,20 @@ pub fn spawn(
     }
     let first = workers[0].handle.clone();
     let _enter = first.enter();
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    first.spawn(accept(listener, workers, tracker, shared));
+    let workers = Arc::new(workers);
+    for (listener, front) in listeners {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        first.spawn(accept(listener, front, workers.clone(), tracker.clone(), shared.clone()));
+    }
     Ok(joins)
 }
 
-/// Accept connections until `shared.stop`, each handed to the least busy thread.
+/// Accept connections until `shared.stop`, each handed to the least busy thread
+/// and served by `front`.
 async fn accept(
     listener: tokio::net::TcpListener,
-    workers: Vec<Worker>,
+    front: Arc<Front>,
+    workers: Arc<Vec<Worker>>,
     tracker: TaskTracker,
     shared: Shared,
 ) {
@@ -127,12 +131,12 @@ async fn accept(
             .expect("at least one proxy thread");
         worker.connections.fetch_add(1, Ordering::Relaxed);
         let counted = Counted(worker.connections.clone());
-        let shared = shared.clone();
+        let (shutdown, front) = (shared.shutdown.clone(), front.clone());
         worker.handle.spawn(tracker.track_future(async move {
             let _counted = counted;
             // Registered with the serving thread's own reactor.
             match tokio::net::TcpStream::from_std(tcp) {
-                Ok(tcp) => shared.front.serve(tcp, &shared.shutdown).await,
+                Ok(tcp) => front.serve(tcp, &shutdown).await,
                 Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
             }
         }));

@@ -47,6 +47,9 @@ pub struct LbMetrics {
     rejected: Family<RejectLabel, Counter>,
     /// Attempts retried on another backend.
     retries: Counter,
+    /// TLS handshakes that did not complete, by reason (`timeout`, `error`): a
+    /// sign of scanners, slow clients or clients that do not trust the certificate.
+    tls_handshake_failures: Family<RejectLabel, Counter>,
     /// Each backend's per-attempt metrics, so that an attempt formats no label and
     /// hashes no string (the families never drop these series).
     handles: Arc<RwLock<HashMap<SocketAddr, AttemptHandles>>>,
@@ -94,6 +97,7 @@ impl LbMetrics {
             ejections: Family::default(),
             rejected: Family::default(),
             retries: Counter::default(),
+            tls_handshake_failures: Family::default(),
             handles: Arc::default(),
         };
         registry.register("lb_backend_requests", "Attempts sent to each backend", m.requests.clone());
@@ -108,6 +112,11 @@ impl LbMetrics {
         registry.register("lb_backend_ejections", "Passive ejections per backend", m.ejections.clone());
         registry.register("lb_rejected", "Requests answered by the load balancer itself", m.rejected.clone());
         registry.register("lb_retries", "Attempts retried on another backend", m.retries.clone());
+        registry.register(
+            "lb_tls_handshake_failures",
+            "TLS handshakes that did not complete, by reason",
+            m.tls_handshake_failures.clone(),
+        );
         m
     }
 
@@ -135,6 +144,11 @@ impl LbMetrics {
     /// A request refused for `reason`.
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabel { reason }).inc();
+    }
+
+    /// A TLS handshake that did not complete, for `reason`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures.get_or_create(&RejectLabel { reason }).inc();
     }
 
     /// A retry on another backend.

@@ -35,12 +35,53 @@ pub struct Proxy {
     pub config: LbConfig,
     /// The metrics.
     pub metrics: LbMetrics,
-    /// Per-client token buckets, when configured.
-    pub limiter: Option<RateLimiter<IpAddr>>,
+    /// Per-client token buckets, when configured (one set for both public
+    /// listeners).
+    pub limiter: Option<Arc<RateLimiter<IpAddr>>>,
     /// One line per request.
     pub access_log: Arc<AccessLog>,
     /// Pingora's server options: HTTP/2 with prior knowledge is accepted.
     pub options: HttpServerOptions,
+    /// Which public listener this is: what the backend is told of the scheme,
+    /// HSTS, or the redirect to HTTPS.
+    pub entry: Entry,
+}
+
+/// Which public listener a [`Proxy`] serves, and what that changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Plain HTTP serving the app (no TLS configured).
+    Http,
+    /// HTTPS: the backend gets `X-Forwarded-Proto: https`, answers get
+    /// `Strict-Transport-Security: max-age=hsts_max_age_secs` (unless 0).
+    Https {
+        /// HSTS' `max-age` (0: no header).
+        hsts_max_age_secs: u64,
+    },
+    /// Plain HTTP while HTTPS is configured: every request is answered with a
+    /// redirect (308) to the same host and target on HTTPS at `port`.
+    RedirectToHttps {
+        /// The HTTPS port the redirects name.
+        port: u16,
+    },
+}
+
+impl Entry {
+    /// What `X-Forwarded-Proto` tells the backend.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Entry::Https { .. } => "https",
+            Entry::Http | Entry::RedirectToHttps { .. } => "http",
+        }
+    }
+
+    /// The HSTS `max-age` answers carry, if any.
+    pub fn hsts(self) -> Option<u64> {
+        match self {
+            Entry::Https { hsts_max_age_secs } if hsts_max_age_secs > 0 => Some(hsts_max_age_secs),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Proxy {

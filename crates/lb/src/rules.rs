@@ -27,6 +27,10 @@ pub const HOP_BY_HOP: [&str; 8] = [
 /// The request id header, carried LB → web → logs.
 pub const REQUEST_ID: &str = telemetry::request_id::HEADER;
 
+/// The header that tells browsers to use HTTPS only (RFC 6797); set by the load
+/// balancer on every answer over HTTPS, a backend's own replaced.
+pub const HSTS: &str = "strict-transport-security";
+
 /// Methods that are safe to send twice (RFC 9110 §9.2.2 lists PUT and DELETE too;
 /// the web tier's PUT and DELETE are idempotent, but a request body is streamed, not
 /// kept, so only these, and only without a body, are retried after sending).
@@ -115,6 +119,47 @@ pub fn is_internal(path: &str) -> bool {
         .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
+/// Where a plain-HTTP request is redirected when HTTPS is on: the same host
+/// (`host`, the `Host` header or HTTP/2's authority, its port dropped) and
+/// request target (`target`, origin form) on HTTPS at `https_port`. `None` when
+/// either cannot be used in a `Location` as it is (no host, a host with
+/// characters no host name or IP address has, a target not starting with `/`):
+/// that request is refused (400) rather than redirected somewhere unintended.
+pub fn https_location(host: &[u8], target: &str, https_port: u16) -> Option<String> {
+    let host = std::str::from_utf8(host).ok()?.trim();
+    // `[v6]` or `[v6]:port`, else `name` or `name:port`.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
+        if inside.is_empty()
+            || !port_ok
+            || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        &host[..inside.len() + 2]
+    } else {
+        let (name, port) = host.split_once(':').map_or((host, None), |(n, p)| (n, Some(p)));
+        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return None;
+        }
+        name
+    };
+    let plain_name = |n: &str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if name.is_empty() || (!name.starts_with('[') && !plain_name(name)) {
+        return None;
+    }
+    // A target starting with `//` would make the Location's path an authority.
+    if !target.starts_with('/') || target.starts_with("//") {
+        return None;
+    }
+    let target = target.bytes().all(|b| b.is_ascii_graphic()).then_some(target)?;
+    Some(match https_port {
+        443 => format!("https://{name}{target}"),
+        port => format!("https://{name}:{port}{target}"),
+    })
+}
+
 /// What an error code of the load balancer's own means, in words.
 pub fn error_message(code: &str) -> &'static str {
     match code {
@@ -169,6 +214,28 @@ mod tests {
         for path in ["/", "/metricsx", "/api/v1/metrics", "/u/readyz", "/Metrics", "/api/v1/feed?x=/metrics"]
         {
             assert!(!is_internal(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn plain_requests_are_redirected_to_the_same_host_and_target_on_https() {
+        for (host, target, port, want) in [
+            ("www.millions.test:8000", "/u/ann?x=1", 8443, Some("https://www.millions.test:8443/u/ann?x=1")),
+            ("www.millions.test", "/", 443, Some("https://www.millions.test/")),
+            ("127.0.1.10:8000", "/p/1", 8443, Some("https://127.0.1.10:8443/p/1")),
+            ("[::1]:8000", "/", 8443, Some("https://[::1]:8443/")),
+            ("[::1]", "/", 443, Some("https://[::1]/")),
+            ("", "/", 8443, None),
+            ("evil.test/x", "/", 8443, None),
+            ("a b", "/", 8443, None),
+            ("host:port", "/", 8443, None),
+            ("[::1]x", "/", 8443, None),
+            ("[zz]", "/", 8443, None),
+            ("www.millions.test", "*", 8443, None),
+            ("www.millions.test", "//evil.test/", 8443, None),
+            ("www.millions.test", "http://other/", 8443, None),
+        ] {
+            assert_eq!(https_location(host.as_bytes(), target, port).as_deref(), want, "{host} {target}");
         }
     }
 

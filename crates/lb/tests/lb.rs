@@ -194,6 +194,10 @@ async fn http2_prior_knowledge() {
     let r = client.get(url(&lb, "/h2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
+    // The client's address is known (X-Forwarded-For, the rate limit's key).
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -77,8 +77,10 @@ pub async fn run_with_fault(
     fault: Option<Fault>,
 ) -> Result<Report, BenchError> {
     config.validate()?;
-    let mut shared =
-        state::Shared::new(config, http::Http::new(config.request_timeout, config.dns.as_ref())?);
+    let mut shared = state::Shared::new(
+        config,
+        http::Http::new(config.request_timeout, config.dns.as_ref(), &config.roots()?)?,
+    );
     setup::set_up_users(config, &shared, &progress).await?;
 
     let clock = load::Clock::starting_now(config);

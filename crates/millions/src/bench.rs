@@ -219,14 +219,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if targets.is_empty() {
-        // The public entries: each DC's load balancer, else its web servers.
+        // The public entries: each DC's load balancer over HTTPS, else its web
+        // servers.
+        let https_port = topology::load(&args.home.join("topology.toml"))?.ports().https;
         let of_role = |role: &str| -> Vec<String> {
             nodes["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|n| n["role"] == role)
-                .filter_map(|n| n["addr"].as_str().map(|a| format!("http://{a}")))
+                .filter_map(|n| n["addr"].as_str()?.parse::<std::net::SocketAddr>().ok())
+                .map(|a| match role {
+                    "lb" => format!("https://{}", std::net::SocketAddr::new(a.ip(), https_port)),
+                    _ => format!("http://{a}"),
+                })
                 .collect()
         };
         targets = of_role("lb");
@@ -234,6 +240,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             targets = of_role("web");
         }
     }
+    // The run directory's CA, which signed its load balancers' certificates.
+    let ca_pem = std::fs::read(control::tls::ca_path(&args.home)).ok();
     let mix = match &args.mix {
         Some(m) => Mix::parse(m)?,
         None => Mix::default(),
@@ -252,6 +260,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         poisson: args.poisson,
         verify: !args.no_verify,
         dns,
+        ca_pem,
         ..BenchConfig::default()
     };
     config.validate()?;
@@ -346,7 +355,8 @@ fn dns_mode(t: &topology::Topology) -> Option<loadgen::bench::DnsMode> {
     let settings = t.dns();
     Some(DnsMode {
         name: format!("{}.{}", settings.app, settings.zone),
-        port: t.ports().lb,
+        port: t.ports().https,
+        https: true,
         servers,
         regions,
         dcs,

@@ -468,7 +468,7 @@ async fn start_controller(
                 shown = up;
             }
             if up == reply.nodes.len() {
-                print_summary(topology, &reply.nodes);
+                print_summary(home, topology, &reply.nodes);
                 return Ok(());
             }
         }
@@ -503,7 +503,8 @@ fn startup_error(log: &Path, from: u64) -> String {
     failure.unwrap_or_else(|| nodes::log_tail(log).to_string())
 }
 
-fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
+fn print_summary(home: &Path, topology: &topology::Topology, nodes: &[NodeStatus]) {
+    let https_port = topology.ports().https;
     println!();
     println!("Millions is up ({} topology).", topology.name());
     for dc in topology.dcs() {
@@ -515,7 +516,11 @@ fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
         }
         println!("  {}: open the app at its load balancer:", dc.name);
         for l in lbs {
-            println!("      http://{}/    ({})", l.addr, l.name);
+            let https = match l.addr.parse::<SocketAddr>() {
+                Ok(a) => SocketAddr::new(a.ip(), https_port).to_string(),
+                Err(_) => l.addr.clone(),
+            };
+            println!("      https://{https}/    ({}; http://{}/ redirects there)", l.name, l.addr);
         }
         let names: Vec<String> = webs.iter().map(|w| format!("{} {}", w.name, w.addr)).collect();
         println!("      behind it, on private addresses: {}", names.join(", "));
@@ -533,6 +538,17 @@ fn print_summary(topology: &topology::Topology, nodes: &[NodeStatus]) {
         }
         println!("      try: dig @{} -p {} {app}", first.addr.ip(), first.addr.port());
     }
+    let ca = control::tls::ca_path(home);
+    let app = format!("{}.{}", topology.dns().app, topology.dns().zone);
+    println!("  HTTPS: the certificates come from this run directory's own CA, {}; trust it:", ca.display());
+    println!("      curl --cacert {} https://localhost:{https_port}/api/v1/openapi.json", ca.display());
+    println!(
+        "      for this machine (Debian, Ubuntu): sudo cp {} /usr/local/share/ca-certificates/millions-local-ca.crt && sudo update-ca-certificates",
+        ca.display()
+    );
+    println!(
+        "      browsers keep their own list: import it there as an authority; {app} needs the DNS servers above"
+    );
     println!(
         "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), /metrics, /healthz and /readyz on every process"
     );

@@ -133,6 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = lb::LbConfig::load(&config)?;
             let _logs = telemetry::init_logging("lb");
             let running = tokio::task::block_in_place(|| lb::start(config))?;
+            if let Some(certificates) = running.certificates.clone() {
+                tokio::spawn(reload_tls_on_sighup(certificates));
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             shutdown.cancelled().await;
@@ -224,6 +227,30 @@ async fn stop_on_signal(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     token.cancel();
+}
+
+/// SIGHUP makes a load balancer read its TLS certificate and key files again (as
+/// `POST /admin/tls/reload` does): new handshakes use them if they are good; a
+/// bad pair is logged and the certificate in force stays.
+async fn reload_tls_on_sighup(certificates: std::sync::Arc<lb::tls::Certificates>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let certificates = certificates.clone();
+        match tokio::task::spawn_blocking(move || certificates.reload()).await {
+            Ok(Ok(info)) => tracing::info!(sha256 = %info.sha256, "SIGHUP: TLS certificate reloaded"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "SIGHUP: TLS reload refused; the certificate in force stays")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
+        }
+    }
 }
 
 #[cfg(test)]

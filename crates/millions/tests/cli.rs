@@ -6,7 +6,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
-use support::{Stack, assert_verified, bench, millions, node, own_ranges, poll, status_json, text};
+use support::{
+    Stack, app_client, assert_verified, bench, https_base, millions, node, own_ranges, poll, status_json,
+    text,
+};
 
 /// Run `millions ROLE --config FILE` with `config` as the file.
 fn run_role(dir: &Path, role: &str, config: &str) -> Output {
@@ -228,6 +231,14 @@ fn http_status(url: &str) -> Option<u16> {
     rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
 }
 
+/// The status of `GET url` with the run directory's CA trusted, redirects not
+/// followed.
+fn app_status(home: &Path, url: &str) -> Option<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = app_client(home).build().unwrap();
+    rt.block_on(async { client.get(url).send().await.ok().map(|r| r.status().as_u16()) })
+}
+
 fn http_text(url: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
@@ -263,8 +274,19 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert_eq!(nodes.len(), 7, "every node runs: {status}");
     // The app's address is the load balancer's, and the app answers through it.
     let lb = node(&status, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
-    assert!(text(&o).contains(&format!("http://{lb}/")), "{}", text(&o));
-    assert_eq!(http_status(&format!("http://{lb}/api/v1/openapi.json")), Some(200));
+    let app = https_base(home, &lb);
+    assert!(text(&o).contains(&format!("{app}/")), "{}", text(&o));
+    assert!(text(&o).contains(&format!("--cacert {}", home.join("tls/ca.pem").display())), "{}", text(&o));
+    assert_eq!(app_status(home, &format!("{app}/api/v1/openapi.json")), Some(200));
+    // The plain port sends every request there.
+    let plain = app_client(home).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt.block_on(plain.get(format!("http://{lb}/api/v1/openapi.json")).send()).unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], format!("{app}/api/v1/openapi.json").as_str());
+    // The session cookie is Secure (the web tier is served over HTTPS).
+    let web = std::fs::read_to_string(home.join("nodes/dc1-web-1.toml")).unwrap();
+    assert!(web.contains("secure_cookies = true"), "{web}");
     assert!(nodes.iter().all(|n| n["healthy"] == true && n["health"] == "healthy"), "{status}");
     assert!(nodes.iter().all(|n| n["address"] == n["addr"]), "{status}");
     // Redis runs within the DC's memory budget (the test preset's 64 MiB), evicting
@@ -375,13 +397,13 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     });
     assert!(!nodes::pid_alive(web_pid as u32));
     assert_eq!(
-        http_status(&format!("http://{lb}/api/v1/openapi.json")),
+        app_status(home, &format!("{app}/api/v1/openapi.json")),
         Some(200),
         "served through the load balancer again"
     );
     // A web server's probes and metrics are not reachable through the public entry.
     for path in ["/readyz", "/healthz", "/metrics", "/metrics?x=1"] {
-        assert_eq!(http_status(&format!("http://{lb}{path}")), Some(404), "{path} through the load balancer");
+        assert_eq!(app_status(home, &format!("{app}{path}")), Some(404), "{path} through the load balancer");
     }
     // A restart on purpose: stopped gracefully, started again, not counted as a crash.
     let worker_pid = node(&status, "dc1-worker-1")["pid"].as_u64().unwrap();
@@ -416,7 +438,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
             .any(|l| l == "millions_control_node_restarts_total{node=\"dc1-redis-1\",role=\"redis\"} 1"),
         "{metrics}"
     );
-    assert_eq!(http_status(&format!("http://{lb}/api/v1/openapi.json")), Some(200));
+    assert_eq!(app_status(home, &format!("{app}/api/v1/openapi.json")), Some(200));
 
     // Seed users in bulk, then a short open-loop bench with them passes its checker.
     let o = millions(home, &["seed", "--users", "300"]);

@@ -10,12 +10,16 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{Stack, assert_verified, bench, dns_a, millions, node, own_ranges, poll, status_json, text};
+use support::{
+    Stack, app_client, assert_verified, bench, dns_a, https_base, millions, node, own_ranges, poll,
+    status_json, text,
+};
 
 /// Two DCs with a WAN between them; two synchronous shards, both with their
 /// primary and a replica in dc1 and a replica in dc2, one DC-safe, one node-safe.
@@ -80,7 +84,7 @@ struct Posters {
 }
 
 impl Posters {
-    fn start(lb: String, tokens: Vec<String>) -> Posters {
+    fn start(client: reqwest::Client, lb: String, tokens: Vec<String>) -> Posters {
         let stop = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -88,7 +92,6 @@ impl Posters {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
                 let map = sharding::ShardMap::even(2).unwrap();
                 let mut tasks = Vec::new();
                 for (u, token) in tokens.into_iter().enumerate() {
@@ -100,7 +103,7 @@ impl Posters {
                             n += 1;
                             let after_cut = c.load(Ordering::SeqCst);
                             let sent = client
-                                .post(format!("http://{lb}/api/v1/posts"))
+                                .post(format!("{lb}/api/v1/posts"))
                                 .header("cookie", format!("sid={token}"))
                                 .json(&serde_json::json!({ "caption": format!("user {u} post {n}") }))
                                 .send()
@@ -143,19 +146,20 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// `POST url` with a JSON body: (status, body).
-fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+/// `POST url` with a JSON body, trusting `home`'s CA: (status, body).
+fn post_json(home: &Path, url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let client = app_client(home).build().unwrap();
     rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        let r = client.post(url).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     })
 }
 
-/// `GET url` with a session: the status.
-fn get_status(url: &str, token: Option<&str>) -> u16 {
+/// `GET url` with a session, trusting `home`'s CA: the status.
+fn get_status(home: &Path, url: &str, token: Option<&str>) -> u16 {
+    let client = app_client(home).timeout(Duration::from_secs(10)).build().unwrap();
     rt().block_on(async {
-        let mut request =
-            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap().get(url);
+        let mut request = client.get(url);
         if let Some(token) = token {
             request = request.header("cookie", format!("sid={token}"));
         }
@@ -210,7 +214,7 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
         (0..2).all(|i| s["cluster"]["shards"][i]["replicas"].as_array().unwrap().len() == 2)
     });
     let s = status_json(home);
-    let (lb1, lb2) = (addr(&s, "dc1-lb-1"), addr(&s, "dc2-lb-1"));
+    let (lb1, lb2) = (https_base(home, &addr(&s, "dc1-lb-1")), https_base(home, &addr(&s, "dc2-lb-1")));
     for gw in ["dc1-wan-1", "dc2-wan-1"] {
         assert_eq!(node(&s, gw)["healthy"], true, "{gw}");
     }
@@ -237,13 +241,17 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
     let mut tokens = Vec::new();
     for u in 0..12 {
         let creds = serde_json::json!({"username": format!("drill{u}"), "password": "a long drill password"});
-        let (status, body) = post_json(&format!("http://{lb1}/api/v1/users"), creds.clone());
+        let (status, body) = post_json(home, &format!("{lb1}/api/v1/users"), creds.clone());
         assert_eq!(status, 201, "{body}");
-        let (status, body) = post_json(&format!("http://{lb1}/api/v1/sessions"), creds);
+        let (status, body) = post_json(home, &format!("{lb1}/api/v1/sessions"), creds);
         assert_eq!(status, 201, "{body}");
         tokens.push(body["token"].as_str().unwrap().to_owned());
     }
-    let posters = Posters::start(lb1.clone(), tokens.clone());
+    let posters = Posters::start(
+        app_client(home).timeout(Duration::from_secs(2)).build().unwrap(),
+        lb1.clone(),
+        tokens.clone(),
+    );
     poll("posts acknowledged on both shards", || {
         posters.count(0, false) >= 20 && posters.count(1, false) >= 20
     });
@@ -280,7 +288,7 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
     // node-safe shard lost what dc1's replica alone confirmed.
     let mut missing: BTreeMap<u16, Vec<i64>> = BTreeMap::new();
     for (id, shard, _) in &acked {
-        let status = get_status(&format!("http://{lb2}/api/v1/posts/{id}"), None);
+        let status = get_status(home, &format!("{lb2}/api/v1/posts/{id}"), None);
         assert!(status == 200 || status == 404, "post {id}: {status}");
         if status == 404 {
             missing.entry(*shard).or_default().push(*id);
@@ -303,7 +311,7 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
 
     // Sessions made in dc1 are valid in dc2.
     for token in &tokens {
-        assert_eq!(get_status(&format!("http://{lb2}/api/v1/feed"), Some(token)), 200);
+        assert_eq!(get_status(home, &format!("{lb2}/api/v1/feed"), Some(token)), 200);
     }
 
     // dc1 comes back (healed first): its servers rejoin as replicas, and it
@@ -317,7 +325,7 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
         (0..2).all(|i| s["cluster"]["shards"][i]["replicas"].as_array().unwrap().len() == 2)
     });
     for (id, _, _) in acked.iter().filter(|(_, s, _)| *s == 0) {
-        assert_eq!(get_status(&format!("http://{lb1}/api/v1/posts/{id}"), None), 200, "post {id} from dc1");
+        assert_eq!(get_status(home, &format!("{lb1}/api/v1/posts/{id}"), None), 200, "post {id} from dc1");
     }
     assert_eq!(gateway_conditions(home, &addr(&s, "dc1-wan-1"))["dc2"]["cut"], false);
     poll("DNS to answer dc1 again", || www(&s, "dc2-dns-1") == [ip(&s, "dc1-lb-1")]);

@@ -4,7 +4,8 @@
 mod support;
 
 use support::{
-    Stack, SteadyGets, assert_verified, bench, millions, node, own_ranges, poll, status_json, text,
+    Stack, SteadyGets, assert_verified, bench, https_base, millions, node, own_ranges, poll, status_json,
+    text,
 };
 
 /// One synchronous shard: a primary and a replica in dc1, a replica in dc2.
@@ -70,7 +71,7 @@ fn the_stack_survives_losing_web_servers_a_replica_its_primary_and_its_controlle
     // one restarted on purpose (drained first), one killed (its requests retried
     // on the other). No GET fails.
     let lb = node(&before, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
-    let load = SteadyGets::start(format!("http://{lb}/api/v1/openapi.json"));
+    let load = SteadyGets::start(home, format!("{}/api/v1/openapi.json", https_base(home, &lb)));
     poll("GETs to flow through the load balancer", || load.ok() >= 50);
     let o = millions(home, &["chaos", "restart", "dc1-web-1"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -302,8 +302,21 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
             "ports.dns = {dns}: a DNS server's admin listener takes the next port, so ports.dns must be below {dns}"
         ));
     }
+    let https = match raw.https {
+        None => crate::DEFAULT_HTTPS_PORT,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("ports.https = {p}: a port must be between 1 and 65535"))?,
+    };
+    if https == lb || https == lb + 1 {
+        return Err(format!(
+            "ports.https = {https}: a load balancer listens on ports.lb ({lb}) and its admin listener on the next              port; the HTTPS port must be another"
+        ));
+    }
     Ok(Ports {
         lb,
+        https,
         web: port(Role::Web, raw.web)?,
         worker: port(Role::Worker, raw.worker)?,
         redis: port(Role::Redis, raw.redis)?,

@@ -258,7 +258,13 @@ pub struct Ports {
     pub dns: u16,
     /// WAN gateways' admin port (their relays listen from [`WAN_LINK_PORTS`] up).
     pub wan: u16,
+    /// Load balancers' HTTPS port (the app's public entry; their plain port
+    /// redirects to it).
+    pub https: u16,
 }
+
+/// The load balancers' HTTPS port unless `[ports] https` says otherwise.
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
 
 /// The first port of a WAN gateway's relays: the relay to the node at index `i`
 /// of [`Topology::nodes`] listens on this plus `i`.
@@ -498,9 +504,18 @@ impl Node {
             .flatten()
     }
 
-    /// Every address the node listens on.
-    pub fn listen_addrs(&self) -> impl Iterator<Item = (SocketAddr, &'static str)> {
-        std::iter::once((self.addr, "")).chain(self.admin_addr().map(|a| (a, " (admin listener)")))
+    /// A load balancer's HTTPS listener at `https_port` ([`Ports::https`]): its
+    /// own IP. `None` for other roles.
+    pub fn https_addr(&self, https_port: u16) -> Option<SocketAddr> {
+        (self.role == Role::LoadBalancer).then(|| SocketAddr::new(self.addr.ip(), https_port))
+    }
+
+    /// Every address the node listens on (a load balancer's HTTPS listener at
+    /// `https_port` included).
+    pub fn listen_addrs(&self, https_port: u16) -> impl Iterator<Item = (SocketAddr, &'static str)> {
+        std::iter::once((self.addr, ""))
+            .chain(self.admin_addr().map(|a| (a, " (admin listener)")))
+            .chain(self.https_addr(https_port).map(|a| (a, " (HTTPS listener)")))
     }
 }
 
@@ -676,7 +691,7 @@ impl Topology {
         for node in &self.nodes {
             let relays = self.wan_links(&node.dc).into_iter().filter(|_| node.role == Role::Wan);
             let relays = relays.map(|(addr, to)| (addr, format!(" (relay to {})", to.name)));
-            let own = node.listen_addrs().map(|(addr, what)| (addr, what.to_owned()));
+            let own = node.listen_addrs(self.ports.https).map(|(addr, what)| (addr, what.to_owned()));
             for (addr, what) in own.chain(relays) {
                 let name = format!("{}{what}", node.name);
                 match TcpListener::bind(addr) {

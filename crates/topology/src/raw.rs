@@ -218,4 +218,6 @@ pub(crate) struct RawPorts {
     pub dns: Option<i64>,
     /// WAN gateways' admin port.
     pub wan: Option<i64>,
+    /// Load balancers' HTTPS port.
+    pub https: Option<i64>,
 }

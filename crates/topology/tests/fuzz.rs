@@ -33,7 +33,7 @@ fn keeps_its_promises(t: &Topology) -> Result<(), TestCaseError> {
     let mut addrs = HashSet::new();
     for node in t.nodes() {
         prop_assert!(names.insert(node.name.as_str()), "two nodes named {}", node.name);
-        for (addr, what) in node.listen_addrs() {
+        for (addr, what) in node.listen_addrs(t.ports().https) {
             prop_assert!(addrs.insert(addr), "{addr}{what} of {} is taken twice", node.name);
         }
         let dc = t.dc(&node.dc);

@@ -714,6 +714,42 @@ fn a_load_balancers_admin_port_is_checked_and_must_exist() {
 }
 
 #[test]
+fn a_load_balancers_https_port_is_checked_and_must_be_free() {
+    let text = |ports: &str| {
+        format!(
+            "name = \"https\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.0.0/24\"\nlb = {{ count = 1, first = \"127.0.0.1\" }}\n\
+             web = {{ count = 1 }}\nworker = {{ count = 1 }}\nredis = {{ count = 1 }}\n[[shard]]\nprimary = \"dc1\"\n\
+             [ports]\n{ports}\n"
+        )
+    };
+    assert_eq!(ok(&text("")).ports().https, 8443, "the default");
+    for (ports, want) in [
+        ("https = 0", "ports.https = 0: a port must be between 1 and 65535"),
+        ("https = 70000", "ports.https = 70000: a port must be between 1 and 65535"),
+        ("lb = 9000\nhttps = 9000", "ports.https = 9000: a load balancer listens on ports.lb (9000)"),
+        ("lb = 9000\nhttps = 9001", "the HTTPS port must be another"),
+    ] {
+        let e = topology::parse(&text(ports), "t").unwrap_err().to_string();
+        assert_contains(&e, want);
+    }
+    // Public and admin ports free, the HTTPS port taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let https = taken.local_addr().unwrap().port();
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = ok(&text(&format!("https = {https}\nlb = {}", free.max(2) - 1)));
+    let lb = t.node("dc1-lb-1").unwrap();
+    assert_eq!(lb.https_addr(t.ports().https), Some(SocketAddr::from(([127, 0, 0, 1], https))));
+    assert_eq!(t.node("dc1-web-1").unwrap().https_addr(https), None);
+    if TcpListener::bind(lb.addr).is_ok() && lb.admin_addr().is_some_and(|a| TcpListener::bind(a).is_ok()) {
+        let e = t.check_ports_free().unwrap_err();
+        assert!(
+            matches!(&e, TopologyError::PortInUse { node, .. } if node == "dc1-lb-1 (HTTPS listener)"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn a_dc_gives_its_redis_servers_a_memory_budget_and_bad_budgets_are_refused() {
     use topology::{Eviction, RedisMemory};
     let t = ok(&base_with("redis = { count = 1 }", "redis = { count = 1, maxmemory_mb = 64 }"));

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::forward::Forward;
 use super::parse::{self, has_bare_lf};
 use crate::config::LbConfig;
-use crate::pipeline::{Next, Proxy, Refusal, Request};
+use crate::pipeline::{Entry, Next, Proxy, Refusal, Request};
 use crate::rules;
 
 /// A client connection: a TCP stream, or anything else that reads and writes.
@@ -113,6 +113,10 @@ pub(crate) async fn serve<C: ClientIo>(
                 return;
             }
         };
+        if let Entry::RedirectToHttps { port } = proxy.entry {
+            redirect(proxy, &mut conn, head_len, port).await;
+            return;
+        }
         let started = Instant::now();
         let (head, request_id) = match parse::request(proxy, &conn.inbuf[..head_len], conn.peer, started) {
             Ok(parsed) => parsed,
@@ -201,6 +205,46 @@ impl<C: ClientIo> Conn<'_, C> {
             }
         }
     }
+}
+
+/// Answer a plain-HTTP request (its head: `conn.inbuf[..head_len]`) with a
+/// redirect (308) to the same host and target on HTTPS at `port`, or 400 when
+/// it names no usable host or target ([`rules::https_location`]); the
+/// connection is closed after it.
+async fn redirect<C: ClientIo>(proxy: &Proxy, conn: &mut Conn<'_, C>, head_len: usize, port: u16) {
+    let mut headers = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let complete = matches!(parsed.parse(&conn.inbuf[..head_len]), Ok(httparse::Status::Complete(_)));
+    let host = parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
+    let location = match (complete, parsed.path, host) {
+        (true, Some(target), Some(host)) => rules::https_location(host, target, port),
+        _ => None,
+    };
+    let mut req = Request::new(Instant::now(), telemetry::request_id::new(), conn.peer);
+    match location {
+        Some(location) => {
+            req.status = 308;
+            use std::io::Write as _;
+            conn.out.clear();
+            let _ = write!(
+                conn.out,
+                "HTTP/1.1 308 Permanent Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nx-request-id: {}\r\nconnection: close\r\n\r\n",
+                req.request_id
+            );
+            if let Err(e) = write_client(&mut conn.client, &conn.out, ERROR_WRITE_TIMEOUT, true).await {
+                req.error = Some(e);
+            }
+        }
+        None => {
+            let refusal = Refusal::new(400, "bad_request");
+            proxy.refused(&mut req, refusal);
+            req.status = refusal.status;
+            if let Err(e) = write_error(&mut conn.client, &mut conn.out, refusal, &req.request_id).await {
+                req.error = Some(e);
+            }
+        }
+    }
+    proxy.log(&req, parsed.method.unwrap_or(""), parsed.path.unwrap_or(""));
 }
 
 /// An I/O error as pingora's error, of `etype`, in `context`.

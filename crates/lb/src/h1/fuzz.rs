@@ -48,6 +48,7 @@ fn proxy() -> Proxy {
         access_log: Arc::new(AccessLog::start_to(std::io::sink()).expect("access log thread")),
         options: HttpServerOptions::default(),
         config,
+        entry: crate::pipeline::Entry::Http,
     }
 }
 
@@ -478,7 +479,8 @@ proptest! {
         let head = req.head(at);
         let (parsed, id) = SHARED.with(|(proxy, _)| parse::request(proxy, &head, Some(PEER), Instant::now()))
             .map_err(|r| TestCaseError::fail(format!("refused: {r:?}")))?;
-        let Head { method, path, http10, keep_alive, body, expect_continue, upstream } = parsed;
+        let Head { method, path, http10, keep_alive, body, expect_continue, upstream, hsts } = parsed;
+        prop_assert_eq!(hsts, None, "no HSTS on plain HTTP");
         prop_assert_eq!(&method, &req.method);
         prop_assert_eq!(&path, &req.path);
         prop_assert_eq!(http10, req.http10);

@@ -12,7 +12,7 @@ use http::Method;
 use pingora_error::{Error, ErrorType};
 
 use crate::pipeline::{HeadFacts, Proxy, Refusal};
-use crate::rules::{self, Declared, REQUEST_ID};
+use crate::rules::{self, Declared, HSTS, REQUEST_ID};
 
 /// Header lines parsed at most (more: 431).
 pub(super) const MAX_HEADERS: usize = 128;
@@ -47,6 +47,8 @@ pub(super) struct Head {
     pub expect_continue: bool,
     /// The backend's copy of the head, ready to send.
     pub upstream: Vec<u8>,
+    /// Over HTTPS: the `Strict-Transport-Security` `max-age` the answer carries.
+    pub hsts: Option<u64>,
 }
 
 /// Parse and check a request head (`bytes`, complete, read at `started` from
@@ -143,10 +145,14 @@ pub(super) fn request(
         upstream.extend_from_slice(prior.as_bytes());
         upstream.extend_from_slice(b"\r\n");
     }
-    upstream.extend_from_slice(b"x-forwarded-proto: http\r\nx-request-id: ");
+    upstream.extend_from_slice(b"x-forwarded-proto: ");
+    upstream.extend_from_slice(proxy.entry.scheme().as_bytes());
+    upstream.extend_from_slice(b"\r\nx-request-id: ");
     upstream.extend_from_slice(request_id.as_bytes());
     upstream.extend_from_slice(b"\r\n\r\n");
-    let head = Head { method, path: path.to_owned(), http10, keep_alive, body, expect_continue, upstream };
+    let hsts = proxy.entry.hsts();
+    let head =
+        Head { method, path: path.to_owned(), http10, keep_alive, body, expect_continue, upstream, hsts };
     Ok((head, request_id))
 }
 
@@ -243,6 +249,7 @@ pub(super) fn answer(
             || h.name.eq_ignore_ascii_case(REQUEST_ID)
             || named.iter().any(|n| n.eq_ignore_ascii_case(h.name))
             || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
+            || (head.hsts.is_some() && h.name.eq_ignore_ascii_case(HSTS))
         {
             continue;
         }
@@ -254,6 +261,11 @@ pub(super) fn answer(
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(max_age) = head.hsts {
+        out.extend_from_slice(b"strict-transport-security: max-age=");
+        push_display(out, max_age);
+        out.extend_from_slice(b"\r\n");
+    }
     if rechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

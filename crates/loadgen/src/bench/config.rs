@@ -291,6 +291,9 @@ pub struct BenchConfig {
     /// (`targets` are then [`DnsMode::targets`]); `None`: the targets'
     /// addresses, through one client.
     pub dns: Option<DnsMode>,
+    /// CA certificates (PEM) the client trusts for `https://` targets besides
+    /// its built-in roots: a run directory's `tls/ca.pem`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for BenchConfig {
@@ -316,14 +319,27 @@ impl Default for BenchConfig {
             verify_settle: Duration::from_secs(5),
             photo_ready_timeout: Duration::from_secs(60),
             dns: None,
+            ca_pem: None,
         }
     }
 }
 
 impl BenchConfig {
+    /// The CA certificates of `ca_pem`, for the HTTP client.
+    pub(crate) fn roots(&self) -> Result<Vec<reqwest::Certificate>, BenchError> {
+        match &self.ca_pem {
+            None => Ok(Vec::new()),
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| BenchError::Invalid(format!("the CA certificates are not PEM: {e}"))),
+        }
+    }
+
     /// Refuse a configuration that makes no sense, naming the problem.
     pub fn validate(&self) -> Result<(), BenchError> {
         let bad = |m: String| Err(BenchError::Invalid(m));
+        if self.ca_pem.is_some() && self.roots()?.is_empty() {
+            return bad("the CA certificates hold no CERTIFICATE".into());
+        }
         if self.targets.is_empty() {
             return bad(
                 "no targets: give at least one web server base URL (e.g. http://127.0.0.1:8080)".into()

@@ -24,6 +24,9 @@ pub struct DnsMode {
     pub name: String,
     /// The load balancers' public port.
     pub port: u16,
+    /// Whether that port speaks HTTPS (the load balancers' certificates name
+    /// the app, so a client that trusts their CA checks them).
+    pub https: bool,
     /// The DNS servers, asked in turn.
     pub servers: Vec<SocketAddr>,
     /// The client regions: user `i` belongs to region `i mod R` for the whole run.
@@ -76,10 +79,11 @@ impl DcRange {
 }
 
 impl DnsMode {
-    /// The base URL every region's users use (`http://www.millions.test:8000`),
+    /// The base URL every region's users use (`https://www.millions.test:8443`),
     /// once per region: user `i` goes through entry `i mod R`, its region's.
     pub fn targets(&self) -> Vec<String> {
-        vec![format!("http://{}:{}", self.name, self.port); self.regions.len()]
+        let scheme = if self.https { "https" } else { "http" };
+        vec![format!("{scheme}://{}:{}", self.name, self.port); self.regions.len()]
     }
 
     /// Refuse what cannot work, naming it.
@@ -271,6 +275,7 @@ mod tests {
         let mode = DnsMode {
             name: "www.millions.test".into(),
             port: 8000,
+            https: false,
             servers: vec!["127.0.1.5:8053".parse().unwrap()],
             regions: vec![
                 ClientRegion { name: "west".into(), source: IpAddr::from([127, 0, 11, 2]) },
@@ -282,6 +287,8 @@ mod tests {
         assert_eq!(mode.dc_of(IpAddr::from([127, 0, 2, 10])), Some("dc2"));
         assert_eq!(mode.dc_of(IpAddr::from([127, 0, 3, 10])), None);
         assert_eq!(mode.targets(), ["http://www.millions.test:8000", "http://www.millions.test:8000"]);
+        let secure = DnsMode { https: true, port: 8443, ..mode.clone() };
+        assert_eq!(secure.targets()[0], "https://www.millions.test:8443");
         mode.validate().unwrap();
         let bad = DnsMode { servers: vec![], ..mode.clone() };
         assert!(bad.validate().unwrap_err().to_string().contains("no DNS servers"));

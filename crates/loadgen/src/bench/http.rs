@@ -24,20 +24,30 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    /// Clients with `timeout`; in DNS mode (`dns`), one per client region.
-    pub(crate) fn new(timeout: Duration, dns: Option<&DnsMode>) -> Result<Http, BenchError> {
+    /// Clients with `timeout`, trusting `roots` beside their built-in ones (for
+    /// HTTPS); in DNS mode (`dns`), one per client region.
+    pub(crate) fn new(
+        timeout: Duration,
+        dns: Option<&DnsMode>,
+        roots: &[reqwest::Certificate],
+    ) -> Result<Http, BenchError> {
+        let roots: Arc<[reqwest::Certificate]> = roots.into();
         let builder = move || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
-                .pool_max_idle_per_host(4096)
+                .pool_max_idle_per_host(4096);
+            roots.iter().cloned().fold(builder, reqwest::ClientBuilder::add_root_certificate)
         };
         let client =
             builder().build().map_err(|e| BenchError::Setup(format!("building the HTTP client: {e}")))?;
         let (regional, traffic) = match dns {
             Some(mode) => (
-                mode.regions.iter().map(|r| RegionClient::new(mode, r, builder)).collect::<Result<_, _>>()?,
+                mode.regions
+                    .iter()
+                    .map(|r| RegionClient::new(mode, r, builder.clone()))
+                    .collect::<Result<_, _>>()?,
                 Some(Arc::new(Traffic::new(mode.dcs.clone()))),
             ),
             None => (Vec::new(), None),

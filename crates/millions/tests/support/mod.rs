@@ -44,6 +44,22 @@ pub fn assert_verified(report: &serde_json::Value) {
     assert_eq!(c["read_your_writes_violations"], 0, "{c}");
 }
 
+/// The app's HTTPS base URL at the load balancer whose plain address is
+/// `lb_addr` (as `millions status` shows it): its IP, the topology's HTTPS port.
+pub fn https_base(home: &Path, lb_addr: &str) -> String {
+    let t = topology::load(&home.join("topology.toml")).expect("the run directory's topology");
+    let plain: std::net::SocketAddr = lb_addr.parse().expect("a load balancer's address");
+    format!("https://{}", std::net::SocketAddr::new(plain.ip(), t.ports().https))
+}
+
+/// A client trusting the run directory's CA (which signed the load balancers'
+/// certificates), following no redirect.
+pub fn app_client(home: &Path) -> reqwest::ClientBuilder {
+    let pem = std::fs::read(home.join("tls/ca.pem")).expect("the run directory's CA");
+    let ca = reqwest::Certificate::from_pem(&pem).expect("the CA is PEM");
+    reqwest::Client::builder().add_root_certificate(ca).redirect(reqwest::redirect::Policy::none())
+}
+
 /// Its stdout and stderr, for messages and assertions.
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -107,8 +123,9 @@ pub struct SteadyGets {
 }
 
 impl SteadyGets {
-    /// Start the load.
-    pub fn start(url: String) -> SteadyGets {
+    /// Start the load on `url`, trusting `home`'s CA.
+    pub fn start(home: &Path, url: String) -> SteadyGets {
+        let client = app_client(home).timeout(Duration::from_secs(10)).build().unwrap();
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -116,7 +133,6 @@ impl SteadyGets {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                 let mut failures = Vec::new();
                 while !s.load(Ordering::SeqCst) {
                     match client.get(&url).send().await {
