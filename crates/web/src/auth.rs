@@ -154,9 +154,11 @@ pub struct CsrfToken {
 }
 
 impl CsrfToken {
-    /// `Set-Cookie` value for a fresh token.
-    pub fn set_cookie(&self) -> Option<String> {
-        self.fresh.then(|| format!("{CSRF_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", self.token))
+    /// `Set-Cookie` value for a fresh token; `secure` (served over HTTPS only) as
+    /// the session cookie's.
+    pub fn set_cookie(&self, secure: bool) -> Option<String> {
+        let secure = if secure { "; Secure" } else { "" };
+        self.fresh.then(|| format!("{CSRF_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}", self.token))
     }
 
     /// Check a submitted form token against the cookie of the same request.
@@ -182,6 +184,14 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_csrf_cookie_is_secure_when_sessions_are_and_set_only_when_fresh() {
+        let fresh = CsrfToken { token: "t".into(), fresh: true };
+        assert_eq!(fresh.set_cookie(false).unwrap(), "csrf=t; HttpOnly; SameSite=Strict; Path=/");
+        assert!(fresh.set_cookie(true).unwrap().ends_with("; Secure"));
+        assert_eq!(CsrfToken { token: "t".into(), fresh: false }.set_cookie(true), None);
+    }
 
     #[test]
     fn tokens_are_256_bit_and_shaped() {

@@ -161,6 +161,8 @@ pub(crate) struct Ctx {
     pub me: Option<Me>,
     /// The token for forms; `csrf.fresh` means the response must set its cookie.
     pub csrf: CsrfToken,
+    /// Whether cookies are `Secure` (the site is served over HTTPS).
+    pub secure_cookies: bool,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -186,7 +188,7 @@ impl FromRequestParts<AppState> for Ctx {
             },
             None => None,
         };
-        Ok(Ctx { me, csrf })
+        Ok(Ctx { me, csrf, secure_cookies: state.config().sessions.secure_cookies })
     }
 }
 
@@ -207,7 +209,9 @@ impl Ctx {
     ) -> Response {
         let markup = layout::page_with_head(self.me.as_ref(), Some(&self.csrf.token), title, head, body);
         let mut response = (status, markup).into_response();
-        if let Some(cookie) = self.csrf.set_cookie().and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(cookie) =
+            self.csrf.set_cookie(self.secure_cookies).and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response
@@ -318,10 +322,10 @@ fn path_rejection(r: PathRejection) -> HtmlError {
 /// `Set-Cookie` values for a new session: the session itself, and a new CSRF token
 /// (a token planted before login is not carried into the session).
 fn login_cookies(state: &AppState, token: &str) -> [(header::HeaderName, String); 2] {
-    let session =
-        crate::auth::session_cookie(token, state.sessions().ttl(), state.config().sessions.secure_cookies);
+    let secure = state.config().sessions.secure_cookies;
+    let session = crate::auth::session_cookie(token, state.sessions().ttl(), secure);
     let csrf = CsrfToken { token: crate::auth::random_token(), fresh: true };
-    [(header::SET_COOKIE, session), (header::SET_COOKIE, csrf.set_cookie().unwrap_or_default())]
+    [(header::SET_COOKIE, session), (header::SET_COOKIE, csrf.set_cookie(secure).unwrap_or_default())]
 }
 
 /// A `next` target, if it is a path on this site (no scheme, no host, no `//`).
