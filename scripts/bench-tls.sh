@@ -107,8 +107,7 @@ http {
     keepalive_requests 1000000;
     upstream be { server $B1; server $B2; keepalive 64; }
     server {
-        listen $NGX ssl;
-        http2 on;
+        listen $NGX ssl http2;  # the listen form: Debian 12 ships nginx 1.22, before `http2 on;`
         ssl_certificate $T/server.pem;
         ssl_certificate_key $T/server.key;
         ssl_protocols TLSv1.3;
