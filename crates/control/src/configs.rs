@@ -149,6 +149,14 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
     if node.role == Role::Web {
         // Served to browsers only through the load balancers' HTTPS.
         text.push_str("\n[sessions]\nsecure_cookies = true\n");
+        // Their X-Forwarded-For names the client the abuse limits count.
+        let lbs: Vec<String> = shared
+            .topology()
+            .nodes_in(&node.dc)
+            .filter(|n| n.role == Role::LoadBalancer)
+            .map(|n| n.addr.ip().to_string())
+            .collect();
+        text.push_str(&format!("\n[http]\ntrusted_proxies = {lbs:?}\n"));
     }
     let path = config_path(run_dir, &node.name);
     write_private(&path, &text)?;

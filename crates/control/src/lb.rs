@@ -35,6 +35,8 @@ pub fn config(t: &Topology, lb: &Node) -> Result<lb::LbConfig, ControlError> {
     };
     apply(&mut config, &dc.lb_settings)
         .map_err(|e| ControlError::Invalid(format!("{}'s load balancer settings ([dc.lb]): {e}", dc.name)))?;
+    // From its own address, which the web servers trust with X-Forwarded-For.
+    config.upstream.source_ip = Some(lb.addr.ip());
     Ok(config)
 }
 
@@ -162,6 +164,11 @@ mod tests {
         assert!(
             !c.backends.is_empty() && c.backends.iter().all(|b| t.nodes_in(&lb.dc).any(|n| n.addr == *b))
         );
+        // Backend connections come from its own address (what the web servers trust),
+        // even with an [upstream] section of the DC's.
+        assert_eq!(c.upstream.source_ip, Some(lb.addr.ip()));
+        let t = with_lb("lb = { count = 1, upstream = { max_retries = 1 } }");
+        assert_eq!(config(&t, first_lb(&t)).unwrap().upstream.source_ip, Some(first_lb(&t).addr.ip()));
         check_configs(&t).unwrap();
     }
 

@@ -178,6 +178,10 @@ pub struct UpstreamSection {
     /// Idle connections kept to each backend (over all proxy threads; HTTP/1 and
     /// HTTP/2 clients' requests each have their own).
     pub keepalive_pool_size: usize,
+    /// The address backend connections come from (none: the kernel's choice,
+    /// 127.0.0.1 for every loopback backend). A node's own address lets the web
+    /// servers trust `X-Forwarded-For` from exactly their load balancers.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for UpstreamSection {
@@ -188,6 +192,7 @@ impl Default for UpstreamSection {
             idle_timeout_secs: 60,
             max_retries: 2,
             keepalive_pool_size: 1024,
+            source_ip: None,
         }
     }
 }

@@ -161,9 +161,10 @@ impl Exchange for Stream<'_> {
         let (stream, fd) = match backend.idle.take(idle_for, Instant::now()) {
             Some(c) => c,
             None => {
-                let tcp = upstream::connect(backend.addr, Duration::from_millis(u.connect_timeout_ms))
-                    .await
-                    .map_err(Failure::not_sent)?;
+                let tcp =
+                    upstream::connect(backend.addr, u.source_ip, Duration::from_millis(u.connect_timeout_ms))
+                        .await
+                        .map_err(Failure::not_sent)?;
                 let fd = upstream::fd(&tcp);
                 let stream: pingora_core::protocols::Stream =
                     Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));

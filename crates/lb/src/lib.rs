@@ -114,6 +114,12 @@ pub fn start(config: LbConfig) -> Result<Running, LbError> {
         }
         None => None,
     };
+    // The source address must be one of this host's, or every connection would fail.
+    if let Some(ip) = config.upstream.source_ip {
+        std::net::TcpListener::bind((ip, 0)).map_err(|e| {
+            LbError::Start(format!("upstream.source_ip {ip} is not an address of this host: {e}"))
+        })?;
+    }
     let admin = TcpListener::bind(config.admin).map_err(|source| LbError::Bind {
         what: "admin",
         addr: config.admin,

@@ -17,7 +17,7 @@
 //! only ever used by the thread that opened it.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv};
 use pingora_error::{Error, ErrorType, Result};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 thread_local! {
     /// Which stack of every [`IdleConnections`] this thread uses.
@@ -126,9 +126,11 @@ fn alive(fd: RawFd) -> bool {
     matches!(recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Err(Errno::EAGAIN))
 }
 
-/// Open a connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+/// Open a connection to `addr` within `timeout`, from `source` when given (an
+/// address of this node's own, so that backends can tell their load balancers from
+/// anyone else by the peer address alone).
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Result<TcpStream> {
+    let tcp = match tokio::time::timeout(timeout, open(addr, source)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -150,6 +152,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     Ok(tcp)
 }
 
+/// `TcpStream::connect`, bound first to `source` (any port) when given.
+async fn open(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// The socket of a connection, for [`IdleConnections::put`].
 pub fn fd(tcp: &TcpStream) -> RawFd {
     tcp.as_raw_fd()
@@ -163,7 +173,7 @@ mod tests {
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (ours, theirs) = tokio::join!(connect(addr, Duration::from_secs(5)), listener.accept());
+        let (ours, theirs) = tokio::join!(connect(addr, None, Duration::from_secs(5)), listener.accept());
         (ours.unwrap(), theirs.unwrap().0)
     }
 
@@ -271,7 +281,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = connect(addr, Duration::from_secs(5)).await.unwrap_err();
+        let e = connect(addr, None, Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(e.etype(), &ErrorType::ConnectRefused);
     }
 }

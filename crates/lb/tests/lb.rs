@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use lb::{Algorithm, LbConfig, Running};
 use tokio::sync::Semaphore;
@@ -42,6 +42,7 @@ async fn backend() -> Backend {
             async move { answer(addr, req, &h, &s, &g).await }
         },
     );
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Backend { addr, hits, status, gate }
 }
@@ -59,11 +60,14 @@ async fn answer(
     if req.uri().path() == "/hold" {
         gate.acquire().await.unwrap().forget();
     }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let headers: HashMap<String, String> =
         req.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
     let body_len = axum::body::to_bytes(req.into_body(), 32 << 20).await.map_or(0, |b| b.len());
     let code = axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
-    let body = serde_json::json!({"backend": addr.to_string(), "headers": headers, "body_len": body_len});
+    let body = serde_json::json!({
+        "backend": addr.to_string(), "peer": peer, "headers": headers, "body_len": body_len,
+    });
     (code, [("connection", "keep-alive"), ("keep-alive", "timeout=5")], body.to_string()).into_response()
 }
 
@@ -184,6 +188,28 @@ async fn forwarding_headers_set_and_hop_by_hop_removed() {
             assert_eq!(seen["headers"]["x-request-id"], id.as_str(), "{ids:?}: the backend got the new one");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backend_connections_come_from_the_configured_source_address() {
+    let b = backend().await;
+    let mut c = config(&[b.addr]);
+    c.upstream.source_ip = Some("127.0.0.77".parse().unwrap());
+    let lb = start(c);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for client in [reqwest::Client::new(), h2] {
+        let seen: serde_json::Value = client.get(url(&lb, "/h")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(seen["peer"], "127.0.0.77", "{seen}");
+    }
+    // Without it, the kernel's choice.
+    let lb = start(config(&[b.addr]));
+    let seen: serde_json::Value = reqwest::get(url(&lb, "/h")).await.unwrap().json().await.unwrap();
+    assert_eq!(seen["peer"], "127.0.0.1", "{seen}");
+    // An address this host does not have is refused before anything is bound.
+    let mut bad = config(&[b.addr]);
+    bad.upstream.source_ip = Some("192.0.2.1".parse().unwrap());
+    let e = tokio::task::block_in_place(|| lb::start(bad)).expect_err("refused");
+    assert!(e.to_string().contains("upstream.source_ip 192.0.2.1"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

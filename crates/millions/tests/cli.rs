@@ -287,6 +287,12 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     // The session cookie is Secure (the web tier is served over HTTPS).
     let web = std::fs::read_to_string(home.join("nodes/dc1-web-1.toml")).unwrap();
     assert!(web.contains("secure_cookies = true"), "{web}");
+    // It believes X-Forwarded-For from its load balancer only, which connects from
+    // its own address.
+    let lb_host = lb.rsplit_once(':').unwrap().0;
+    assert!(web.contains(&format!("trusted_proxies = [\"{lb_host}\"]")), "{web}");
+    let lb_conf = std::fs::read_to_string(home.join("nodes/dc1-lb-1.toml")).unwrap();
+    assert!(lb_conf.contains(&format!("source_ip = \"{lb_host}\"")), "{lb_conf}");
     assert!(nodes.iter().all(|n| n["healthy"] == true && n["health"] == "healthy"), "{status}");
     assert!(nodes.iter().all(|n| n["address"] == n["addr"]), "{status}");
     // Redis runs within the DC's memory budget (the test preset's 64 MiB), evicting

@@ -15,6 +15,7 @@ use crate::auth;
 use crate::body::{
     ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
 };
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
@@ -151,9 +152,11 @@ struct SignupBody {
 
 async fn signup(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<SignupBody>,
 ) -> Result<Response, ApiError> {
-    let user = service::signup(&state, &body.username, body.password, body.display_name.as_deref()).await?;
+    let display_name = body.display_name.as_deref();
+    let user = service::signup(&state, &body.username, body.password, display_name, client).await?;
     let location = format!("/api/v1/users/{}", user.username);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)).into_response())
 }
@@ -167,9 +170,10 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let (token, user) = service::login(&state, &body.username, body.password).await?;
+    let (token, user) = service::login(&state, &body.username, body.password, client).await?;
     let cfg = &state.config().sessions;
     let cookie = auth::session_cookie(&token, state.sessions().ttl(), cfg.secure_cookies);
     let body = serde_json::json!({ "token": token, "user": user });

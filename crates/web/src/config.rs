@@ -32,6 +32,9 @@ pub struct WebConfig {
     /// HTTP limits and shutdown.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Limits per client address (logins, signups).
+    #[serde(default)]
+    pub abuse: AbuseConfig,
     /// Photos: limits, storage, public URLs.
     #[serde(default)]
     pub media: MediaConfig,
@@ -158,6 +161,36 @@ impl Default for PasswordConfig {
     }
 }
 
+/// Limits per client address, counted in this DC's Redis over fixed windows: what
+/// the per-account lock cannot bound (one password tried against many accounts,
+/// accounts made by the thousand). Who the client is: `http.trusted_proxies`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AbuseConfig {
+    /// Failed logins one address may have within `failed_login_window_secs`, over
+    /// all accounts, before its logins are refused 429 until the window ends (0: no
+    /// limit). A success does not clear it: one good account must not reset a
+    /// guesser's count.
+    pub failed_logins_per_addr: u32,
+    /// The window of `failed_logins_per_addr`, seconds.
+    pub failed_login_window_secs: u64,
+    /// Signups one address may make within `signup_window_secs` (0: no limit).
+    pub signups_per_addr: u32,
+    /// The window of `signups_per_addr`, seconds.
+    pub signup_window_secs: u64,
+}
+
+impl Default for AbuseConfig {
+    fn default() -> Self {
+        AbuseConfig {
+            failed_logins_per_addr: 50,
+            failed_login_window_secs: 900,
+            signups_per_addr: 20,
+            signup_window_secs: 3600,
+        }
+    }
+}
+
 /// HTTP limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,12 +201,40 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// On shutdown, how long in-flight requests may take to finish, seconds.
     pub shutdown_grace_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed (the load balancers): the client
+    /// address the abuse limits count under is the first hop they did not append
+    /// ([`crate::client`]). Each an address or a network (`10.0.0.0/24`). Empty:
+    /// the peer is the client.
+    #[serde(deserialize_with = "addresses_or_networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_body_bytes: 64 * 1024, request_timeout_secs: 30, shutdown_grace_secs: 10 }
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
+        }
     }
+}
+
+/// A list of `192.0.2.1` or `192.0.2.0/24` entries (an address is its /32 or /128).
+fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    use serde::de::Error;
+    let entries = Vec::<String>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    D::Error::custom(format!("{e:?} is neither an address nor a network like 10.0.0.0/24"))
+                })
+        })
+        .collect()
 }
 
 /// A configuration that cannot run.
@@ -224,6 +285,13 @@ impl settings::Validate for WebConfig {
             .map_err(|e| invalid("passwords", e.to_string()))?;
         if p.max_failed_logins > 0 && !(1..=86_400).contains(&p.lockout_secs) {
             return Err(invalid("passwords.lockout_secs", "must be between 1 and 86400"));
+        }
+        let a = &self.abuse;
+        if a.failed_logins_per_addr > 0 && !(1..=86_400).contains(&a.failed_login_window_secs) {
+            return Err(invalid("abuse.failed_login_window_secs", "must be between 1 and 86400"));
+        }
+        if a.signups_per_addr > 0 && !(1..=86_400).contains(&a.signup_window_secs) {
+            return Err(invalid("abuse.signup_window_secs", "must be between 1 and 86400"));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
@@ -277,6 +345,15 @@ url = "redis://:pw@127.0.0.1:6379/"
         assert_eq!(c.database.shards.len(), 2);
         assert_eq!(c.feed.timeline_cap, 800);
         assert_eq!(c.passwords.memory_kib, 19_456);
+        assert!(c.http.trusted_proxies.is_empty(), "no proxy is trusted unless named");
+        assert_eq!(c.abuse.signups_per_addr, 20);
+        // A proxy is named by its network or, as a /32 or /128, by its address.
+        let c = WebConfig::parse(
+            &format!("{GOOD}[http]\ntrusted_proxies = [\"127.0.1.5\", \"10.0.0.0/24\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
     }
 
     #[test]
@@ -298,6 +375,11 @@ url = "redis://:pw@127.0.0.1:6379/"
             (format!("{GOOD}[cache]\njitter = 2.0\n"), "jitter"),
             (format!("{GOOD}[passwords]\nmemory_kib = 1\n"), "passwords"),
             (format!("{GOOD}[passwords]\nlockout_secs = 0\n"), "passwords.lockout_secs"),
+            (format!("{GOOD}[abuse]\nsignup_window_secs = 0\n"), "abuse.signup_window_secs"),
+            (format!("{GOOD}[abuse]\nfailed_login_window_secs = 90000\n"), "abuse.failed_login_window_secs"),
+            (format!("{GOOD}[abuse]\nsignups_per_addr = -1\n"), "signups_per_addr"),
+            (format!("{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "trusted_proxies"),
+            (format!("{GOOD}[http]\ntrusted_proxies = [\"lb.example\"]\n"), "trusted_proxies"),
         ];
         for (text, expected) in cases {
             let err = WebConfig::parse(&text, "test").unwrap_err().to_string();

@@ -55,10 +55,12 @@ pub enum ApiError {
     /// The body is not of the expected media type.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// Too many attempts (failed logins of one account): refused until the
-    /// window ends.
-    #[error("too many failed logins for this account; retry in {retry_after_secs} s")]
+    /// Too many attempts (failed logins of one account or from one address,
+    /// signups from one address): refused until the window ends.
+    #[error("{} retry in {retry_after_secs} s", .limit.what())]
     TooManyAttempts {
+        /// Which limit was reached.
+        limit: Limit,
         /// Seconds until the window ends (`Retry-After`).
         retry_after_secs: u64,
     },
@@ -76,7 +78,38 @@ pub enum ApiError {
     },
 }
 
+/// The abuse limits a request can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `passwords.max_failed_logins` of one account.
+    AccountLogins,
+    /// `abuse.failed_logins_per_addr` of one client address.
+    AddressLogins,
+    /// `abuse.signups_per_addr` of one client address.
+    AddressSignups,
+}
+
+impl Limit {
+    /// What was too many, for people.
+    fn what(self) -> &'static str {
+        match self {
+            Limit::AccountLogins => "too many failed logins for this account;",
+            Limit::AddressLogins => "too many failed logins from your address;",
+            Limit::AddressSignups => "too many accounts made from your address;",
+        }
+    }
+}
+
 impl ApiError {
+    /// Seconds after which the same request may succeed (`Retry-After`), if known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::Unavailable { .. } => Some(1),
+            _ => None,
+        }
+    }
+
     /// A malformed-request error.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest { code, message: message.into() }
@@ -101,6 +134,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooManyAttempts { limit: Limit::AddressSignups, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_signups")
             }
             ApiError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -150,21 +186,17 @@ impl From<cache::RedisError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
-        let retry_after = match &self {
-            ApiError::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
-            _ => None,
-        };
         let (status, code) = self.status_and_code();
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        if let Some(secs) = retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+        set_retry_after(&mut response, &self);
         response
+    }
+}
+
+/// `Retry-After` on `response` when `error` knows when to retry.
+pub fn set_retry_after(response: &mut Response, error: &ApiError) {
+    if let Some(secs) = error.retry_after_secs() {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
 }

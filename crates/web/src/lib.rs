@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod html;
@@ -93,7 +94,8 @@ impl Application {
                 tracing::info!("shutting down: draining in-flight requests");
             }
         };
-        let server = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(drain);
+        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(drain);
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
             result = &mut server => result?,

@@ -19,7 +19,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::ApiError;
+use crate::client::ClientAddr;
+use crate::error::{ApiError, Limit};
 use crate::state::AppState;
 
 /// Longest caption, in characters (Instagram's limit).
@@ -380,6 +381,7 @@ pub async fn signup(
     username: &str,
     password: String,
     display_name: Option<&str>,
+    client: ClientAddr,
 ) -> Result<UserView, ApiError> {
     let username = normalize_username(username)?;
     check_password(&password)?;
@@ -387,6 +389,7 @@ pub async fn signup(
         Some(d) => check_display_name(d)?,
         None => username.clone(),
     };
+    signup_allowed(state, client).await?;
     let hash = state.passwords().hash(password).await?;
     let user = state.data().create_user(&username, &display_name, &hash).await.map_err(|e| match e {
         DataError::Conflict(_) => ApiError::Conflict {
@@ -404,7 +407,11 @@ pub async fn login(
     state: &AppState,
     username: &str,
     password: String,
+    client: ClientAddr,
 ) -> Result<(String, UserView), ApiError> {
+    // Refused before the database is asked or a hash is computed.
+    let limit = LoginLimit::of(state, username, client);
+    limit.check().await?;
     // An impossible name still costs a hash verification, like a wrong password.
     let creds = match normalize_username(username) {
         Ok(name) => state.data().credentials(&name).await?,
@@ -414,8 +421,6 @@ pub async fn login(
         Some(c) => (Some(c.user_id), Some(c.password_hash)),
         None => (None, None),
     };
-    let limit = LoginLimit::of(state, username);
-    limit.check().await?;
     if !state.passwords().verify(password, hash).await? || user_id.is_none() {
         limit.failed().await;
         return Err(ApiError::BadCredentials);
@@ -428,74 +433,80 @@ pub async fn login(
     Ok((token, user_view(&profile, None)))
 }
 
-/// Failed logins of one account, counted in this DC's Redis over a window
-/// (`passwords.max_failed_logins` per `passwords.lockout_secs`). If Redis cannot
-/// count, logins are not limited (the load balancer's per-client limit remains).
+/// The login limits a request is under, counted in this DC's Redis over fixed
+/// windows: failed logins of the account (`passwords.max_failed_logins` per
+/// `passwords.lockout_secs`) and of the client address
+/// (`abuse.failed_logins_per_addr` per `abuse.failed_login_window_secs`). If Redis
+/// cannot count, logins are not limited (the load balancer's per-client rate limit
+/// and the bounded hashing pool remain).
 struct LoginLimit<'a> {
     /// The app.
     state: &'a AppState,
-    /// The counter's key; `None` when there is no limit.
-    key: Option<String>,
+    /// Each limit in force: which, its counter's key, its maximum, its window.
+    counters: Vec<(Limit, String, u32, u64)>,
 }
 
 impl<'a> LoginLimit<'a> {
-    fn of(state: &'a AppState, username: &str) -> LoginLimit<'a> {
-        let enabled = state.config().passwords.max_failed_logins > 0;
-        // Case-folded like usernames, so `Alice` and `alice` share a count.
-        let key = enabled.then(|| state.redis().key(&format!("lf:{}", username.trim().to_lowercase())));
-        LoginLimit { state, key }
+    fn of(state: &'a AppState, username: &str, client: ClientAddr) -> LoginLimit<'a> {
+        let (p, a) = (&state.config().passwords, &state.config().abuse);
+        let mut counters = Vec::with_capacity(2);
+        if p.max_failed_logins > 0 {
+            // Case-folded like usernames, so `Alice` and `alice` share a count.
+            let key = state.redis().key(&format!("lf:{}", username.trim().to_lowercase()));
+            counters.push((Limit::AccountLogins, key, p.max_failed_logins, p.lockout_secs));
+        }
+        if a.failed_logins_per_addr > 0 {
+            let key = state.redis().key(&format!("la:{}", client.limit_key()));
+            counters.push((Limit::AddressLogins, key, a.failed_logins_per_addr, a.failed_login_window_secs));
+        }
+        LoginLimit { state, counters }
     }
 
-    /// Refuse while the account has used up its failed logins.
+    /// Refuse while the account or the address has used up its failed logins
+    /// (one round trip for both).
     async fn check(&self) -> Result<(), ApiError> {
-        let Some(key) = &self.key else { return Ok(()) };
-        let max = self.state.config().passwords.max_failed_logins;
-        let key = key.clone();
+        if self.counters.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (_, key, _, _) in &self.counters {
+            pipe.get(key).ttl(key);
+        }
         let seen = self
             .state
             .redis()
-            .run(|mut c| async move {
-                redis::pipe().get(&key).ttl(&key).query_async::<(Option<u32>, i64)>(&mut c).await
-            })
+            .run(|mut c| async move { pipe.query_async::<Vec<Option<i64>>>(&mut c).await })
             .await;
-        match seen {
-            Ok((Some(failed), ttl)) if failed >= max => {
-                Err(ApiError::TooManyAttempts { retry_after_secs: u64::try_from(ttl).unwrap_or(1).max(1) })
-            }
-            Ok(_) => Ok(()),
+        let seen = match seen {
+            Ok(seen) => seen,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the failed-login count; not limiting");
-                Ok(())
+                tracing::warn!(error = %e, "cannot read the failed-login counts; not limiting");
+                return Ok(());
+            }
+        };
+        for ((limit, _, max, _), pair) in self.counters.iter().zip(seen.chunks(2)) {
+            if let [Some(failed), ttl] = pair
+                && *failed >= i64::from(*max)
+            {
+                return Err(too_many(*limit, ttl.unwrap_or(1)));
             }
         }
+        Ok(())
     }
 
-    /// Count a failed login (the window starts with the first).
+    /// Count a failed login against every limit (each window starts with its first).
     async fn failed(&self) {
-        let Some(key) = &self.key else { return };
-        let window = self.state.config().passwords.lockout_secs;
-        let key = key.clone();
-        let counted = self
-            .state
-            .redis()
-            .run(|mut c| async move {
-                redis::pipe()
-                    .incr(&key, 1)
-                    .expire(&key, window as i64)
-                    .arg("NX")
-                    .ignore()
-                    .query_async::<(u32,)>(&mut c)
-                    .await
-            })
-            .await;
-        if let Err(e) = counted {
+        if let Err(e) = count(self.state, self.counters.iter().map(|(_, k, _, w)| (k, *w))).await {
             tracing::warn!(error = %e, "cannot count a failed login");
         }
     }
 
-    /// A successful login clears the count.
+    /// A successful login clears the account's count (not the address's: one good
+    /// account must not reset a guesser's count).
     async fn cleared(&self) {
-        let Some(key) = &self.key else { return };
+        let Some((_, key, _, _)) = self.counters.iter().find(|(l, ..)| *l == Limit::AccountLogins) else {
+            return;
+        };
         let key = key.clone();
         if let Err(e) = self
             .state
@@ -504,6 +515,45 @@ impl<'a> LoginLimit<'a> {
             .await
         {
             tracing::warn!(error = %e, "cannot clear the failed-login count");
+        }
+    }
+}
+
+/// Add one to each of `counters` (key, window in seconds; the window starts with
+/// the first count) in one round trip; returns each new count and its seconds left.
+async fn count<'k>(
+    state: &AppState,
+    counters: impl Iterator<Item = (&'k String, u64)>,
+) -> Result<Vec<(i64, i64)>, cache::RedisError> {
+    let mut pipe = redis::pipe();
+    for (key, window) in counters {
+        pipe.incr(key, 1).expire(key, window as i64).arg("NX").ignore().ttl(key);
+    }
+    state.redis().run(|mut c| async move { pipe.query_async::<Vec<(i64, i64)>>(&mut c).await }).await
+}
+
+/// The refusal of `limit`, retrying after `ttl` seconds (at least one).
+fn too_many(limit: Limit, ttl: i64) -> ApiError {
+    ApiError::TooManyAttempts { limit, retry_after_secs: u64::try_from(ttl).unwrap_or(1).max(1) }
+}
+
+/// Count a signup from `client`; refuse it once the address has made
+/// `abuse.signups_per_addr` in the window. If Redis cannot count, signups are not
+/// limited.
+async fn signup_allowed(state: &AppState, client: ClientAddr) -> Result<(), ApiError> {
+    let a = &state.config().abuse;
+    if a.signups_per_addr == 0 {
+        return Ok(());
+    }
+    let key = state.redis().key(&format!("su:{}", client.limit_key()));
+    match count(state, std::iter::once((&key, a.signup_window_secs))).await.as_deref() {
+        Ok([(made, ttl)]) if *made > i64::from(a.signups_per_addr) => {
+            Err(too_many(Limit::AddressSignups, *ttl))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count a signup; not limiting");
+            Ok(())
         }
     }
 }

@@ -1110,3 +1110,108 @@ async fn an_account_is_locked_after_its_failed_logins_and_others_are_not() {
     }
     assert_eq!(attempt("bystander", "password123").await.status(), StatusCode::CREATED);
 }
+
+/// `POST path` with `body` as if through a load balancer for `client`
+/// (`X-Forwarded-For`).
+async fn from_client(
+    app: &testkit::TestApp,
+    client: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url(path))
+        .header("x-forwarded-for", client)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A 429 of `code` whose message names `what`, with a `Retry-After` within `window`.
+async fn assert_limited(r: reqwest::Response, code: &str, what: &str, window: u64) {
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=window).contains(&retry), "{retry}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(what), "{body}");
+}
+
+#[tokio::test]
+async fn logins_and_signups_are_limited_per_client_address_named_by_a_trusted_proxy() {
+    // This test's requests come from 127.0.0.1, trusted as a load balancer would be.
+    let app = TestEnv::new()
+        .await
+        .spawn_with(|c| {
+            c.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            c.abuse.signups_per_addr = 3;
+            c.abuse.failed_logins_per_addr = 6;
+        })
+        .await;
+    let signup = |client: &'static str, name: &'static str| {
+        from_client(&app, client, "/api/v1/users", json!({"username": name, "password": "password123"}))
+    };
+    for name in ["ann", "ben", "cid"] {
+        assert_eq!(signup("198.51.100.1", name).await.status(), StatusCode::CREATED, "{name}");
+    }
+    assert_limited(signup("198.51.100.1", "dan").await, "too_many_signups", "from your address", 3600).await;
+    // Refused means not made; another address may still sign up, and a forged
+    // entry left of the proxy's own changes nothing.
+    call(&app, "GET", "/api/v1/users/dan", None, None, StatusCode::NOT_FOUND).await;
+    assert_eq!(signup("198.51.100.2", "dan").await.status(), StatusCode::CREATED);
+    assert_limited(signup("198.51.100.2, 198.51.100.1", "eve").await, "too_many_signups", "address", 3600)
+        .await;
+
+    // Failed logins spread over accounts (under each account's own limit of 10)
+    // add up per address.
+    let login = |client: &'static str, name: &'static str, password: &'static str| {
+        from_client(&app, client, "/api/v1/sessions", json!({"username": name, "password": password}))
+    };
+    for name in ["ann", "ben", "cid", "nobody", "ann", "ben"] {
+        assert_eq!(login("203.0.113.5", name, "guess1234").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Used up: even the right password is refused from there, and not from elsewhere.
+    assert_limited(
+        login("203.0.113.5", "ann", "password123").await,
+        "too_many_attempts",
+        "from your address",
+        900,
+    )
+    .await;
+    assert_eq!(login("203.0.113.6", "ann", "password123").await.status(), StatusCode::CREATED);
+    // A success elsewhere did not clear the guesser's count.
+    assert_eq!(login("203.0.113.5", "cid", "guess1234").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // IPv6 clients count by their /64.
+    for i in 0..6 {
+        let r = login(["2001:db8::1", "[2001:db8::2]:4711"][i % 2], "ben", "guess1234").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    assert_eq!(login("2001:db8::3", "ben", "password123").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login("2001:db8:0:1::3", "ben", "password123").await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_spread_its_attempts_over_forged_addresses() {
+    // The default: no proxy trusted, so the peer is the client.
+    let app = TestEnv::new().await.spawn_with(|c| c.abuse.failed_logins_per_addr = 3).await;
+    signup(&app, "fay").await;
+    for forged in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let r = from_client(
+            &app,
+            forged,
+            "/api/v1/sessions",
+            json!({"username": "fay", "password": "guess1234"}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = from_client(
+        &app,
+        "192.0.2.4",
+        "/api/v1/sessions",
+        json!({"username": "fay", "password": "password123"}),
+    )
+    .await;
+    assert_limited(r, "too_many_attempts", "from your address", 900).await;
+}

@@ -356,6 +356,57 @@ async fn signup_and_login_errors_re_render_the_form() {
 }
 
 #[tokio::test]
+async fn the_forms_show_the_abuse_limits_with_when_to_retry() {
+    let app = testkit::TestEnv::new()
+        .await
+        .spawn_with(|c| {
+            c.abuse.signups_per_addr = 1;
+            c.abuse.failed_logins_per_addr = 2;
+        })
+        .await;
+    sign_up(&app, "dora").await;
+    let client = app.client();
+    let csrf = csrf_of(&get_page(&app, &client, "/signup").await);
+    let r =
+        post_form(&app, &client, "/signup", &[("csrf", &csrf), ("username", "eric"), ("password", PASSWORD)])
+            .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("too many accounts made from your address") && page.contains("value=\"eric\""),
+        "{page}"
+    );
+
+    let csrf = csrf_of(&get_page(&app, &client, "/login").await);
+    let attempt = |password: &'static str| {
+        let (client, csrf) = (client.clone(), csrf.clone());
+        let app = &app;
+        async move {
+            post_form(
+                app,
+                &client,
+                "/login",
+                &[("csrf", &csrf), ("username", "dora"), ("password", password)],
+            )
+            .await
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(attempt("wrong pass").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt(PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("too many failed logins from your address") && page.contains("value=\"dora\""),
+        "{page}"
+    );
+}
+
+#[tokio::test]
 async fn bad_addresses_and_logged_out_visitors() {
     let app = testkit::spawn_app().await;
     let visitor = app.client();

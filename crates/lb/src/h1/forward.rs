@@ -68,7 +68,9 @@ impl<C: ClientIo> Exchange for Forward<'_, '_, C> {
         let (mut up, sent_at) = match backend.idle_h1.take(timeouts.backend_idle, picked_at) {
             Some((c, _)) => (c, picked_at),
             None => {
-                let c = upstream::connect(backend.addr, timeouts.connect).await.map_err(Failure::not_sent)?;
+                let c = upstream::connect(backend.addr, proxy.config.upstream.source_ip, timeouts.connect)
+                    .await
+                    .map_err(Failure::not_sent)?;
                 (c, Instant::now())
             }
         };

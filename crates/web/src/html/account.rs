@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use super::layout::{alert, csrf_field};
 use super::{CsrfForm, Ctx, HtmlError, local_path, login_cookies};
-use crate::error::ApiError;
+use crate::client::ClientAddr;
+use crate::error::{ApiError, set_retry_after};
 use crate::service;
 use crate::state::AppState;
 
@@ -74,22 +75,32 @@ pub(super) struct SignupForm {
 
 pub(super) async fn signup(
     State(state): State<AppState>,
+    client: ClientAddr,
     ctx: Ctx,
     CsrfForm(form): CsrfForm<SignupForm>,
 ) -> Result<Response, HtmlError> {
     let display_name = form.display_name.as_deref().filter(|d| !d.trim().is_empty());
-    let user = match service::signup(&state, &form.username, form.password.clone(), display_name).await {
+    let signed_up =
+        service::signup(&state, &form.username, form.password.clone(), display_name, client).await;
+    let user = match signed_up {
         Ok(user) => user,
-        Err(e @ (ApiError::Invalid { .. } | ApiError::Conflict { .. } | ApiError::BadRequest { .. })) => {
+        Err(
+            e @ (ApiError::Invalid { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::BadRequest { .. }
+            | ApiError::TooManyAttempts { .. }),
+        ) => {
             let (status, _) = e.status_and_code();
             let body =
                 signup_form(&ctx, &form.username, display_name.unwrap_or_default(), Some(&e.to_string()));
-            return Ok(ctx.render(status, "Sign up", body));
+            let mut response = ctx.render(status, "Sign up", body);
+            set_retry_after(&mut response, &e);
+            return Ok(response);
         }
         Err(e) => return Err(e.into()),
     };
     // The account exists; log straight in. Should that fail, the log-in page remains.
-    match service::login(&state, &user.username, form.password).await {
+    match service::login(&state, &user.username, form.password, client).await {
         Ok((token, _)) => {
             Ok((AppendHeaders(login_cookies(&state, &token)), Redirect::to("/")).into_response())
         }
@@ -147,18 +158,22 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     ctx: Ctx,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Result<Response, HtmlError> {
     let next = local_path(form.next.as_deref());
-    match service::login(&state, &form.username, form.password).await {
+    match service::login(&state, &form.username, form.password, client).await {
         Ok((token, _)) => {
             let to = next.unwrap_or("/");
             Ok((AppendHeaders(login_cookies(&state, &token)), Redirect::to(to)).into_response())
         }
-        Err(e @ ApiError::BadCredentials) => {
+        Err(e @ (ApiError::BadCredentials | ApiError::TooManyAttempts { .. })) => {
+            let (status, _) = e.status_and_code();
             let body = login_form(&ctx, form.username.trim(), next, Some(&e.to_string()));
-            Ok(ctx.render(StatusCode::UNAUTHORIZED, "Log in", body))
+            let mut response = ctx.render(status, "Log in", body);
+            set_retry_after(&mut response, &e);
+            Ok(response)
         }
         Err(e) => Err(e.into()),
     }

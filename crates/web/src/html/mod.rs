@@ -146,9 +146,7 @@ impl IntoResponse for HtmlError {
             }
         };
         let mut response = (status, layout::page(None, None, reason, body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        crate::error::set_retry_after(&mut response, &self.0);
         response
     }
 }

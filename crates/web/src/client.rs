@@ -1,0 +1,129 @@
+//! Who sent a request: the client address the abuse limits are keyed on.
+//!
+//! A web server's peer is its load balancer, so the client is named by the
+//! `X-Forwarded-For` chain — but only hops appended by a proxy the configuration
+//! trusts (`http.trusted_proxies`) are believed: anything a client writes into the
+//! header itself sits to the left of them and is never taken as its address.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use ipnet::IpNet;
+
+use crate::state::AppState;
+
+/// The client's address, as far as the trusted proxies vouch for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The key a per-address limit counts under: an IPv4 address whole, an IPv6
+    /// address by its /64 (one host usually has a whole /64 to pick from).
+    pub fn limit_key(self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The server always records the peer; were it missing, the unspecified
+        // address is one shared key, limited rather than unlimited.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(ClientAddr(client_ip(peer, &parts.headers, &state.config().http.trusted_proxies)))
+    }
+}
+
+/// The client of a request from `peer` carrying `headers`: `peer` itself unless it
+/// is a trusted proxy; then, walking `X-Forwarded-For` from the right, the first
+/// hop that is not a trusted proxy (each trusted proxy appended the address it
+/// was talking to). A chain of trusted proxies only, or an entry that is not an
+/// address, ends the walk at the last hop vouched for.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Several header lines are one list, in order (RFC 9110, section 5.3).
+    let values: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Some(ip) = parse_hop(entry.trim()) else { return client };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, perhaps with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_trusted_hops_are_believed() {
+        let lbs: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap(), "127.0.0.9/32".parse().unwrap()];
+        let lb = ip("10.0.0.5");
+        // Straight from a client: the header is the client's to forge.
+        assert_eq!(client_ip(ip("198.51.100.7"), &headers(&["1.2.3.4"]), &lbs), ip("198.51.100.7"));
+        // Through a load balancer: the hop it appended.
+        assert_eq!(client_ip(lb, &headers(&["198.51.100.7"]), &lbs), ip("198.51.100.7"));
+        // A forged entry to the left of what the load balancer appended is ignored.
+        assert_eq!(client_ip(lb, &headers(&["6.6.6.6, 198.51.100.7"]), &lbs), ip("198.51.100.7"));
+        assert_eq!(client_ip(lb, &headers(&["6.6.6.6", "198.51.100.7"]), &lbs), ip("198.51.100.7"));
+        // A chain of trusted proxies is walked through.
+        assert_eq!(client_ip(lb, &headers(&["198.51.100.7, 127.0.0.9"]), &lbs), ip("198.51.100.7"));
+        // Ports, IPv6.
+        assert_eq!(client_ip(lb, &headers(&["198.51.100.7:4711"]), &lbs), ip("198.51.100.7"));
+        assert_eq!(client_ip(lb, &headers(&["[2001:db8::1]:4711"]), &lbs), ip("2001:db8::1"));
+        // No header, garbage, or only proxies: the last hop vouched for.
+        assert_eq!(client_ip(lb, &headers(&[]), &lbs), lb);
+        assert_eq!(client_ip(lb, &headers(&["unknown"]), &lbs), lb);
+        assert_eq!(client_ip(lb, &headers(&["garbage, 127.0.0.9"]), &lbs), ip("127.0.0.9"));
+        // Nothing trusted: the peer, whatever the header says.
+        assert_eq!(client_ip(lb, &headers(&["198.51.100.7"]), &[]), lb);
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        assert_eq!(ClientAddr(ip("192.0.2.1")).limit_key(), "192.0.2.1");
+        assert_eq!(ClientAddr(ip("2001:db8:1:2:3:4:5:6")).limit_key(), "2001:db8:1:2::/64");
+        assert_eq!(
+            ClientAddr(ip("2001:db8:1:2:ffff::1")).limit_key(),
+            ClientAddr(ip("2001:db8:1:2::9")).limit_key()
+        );
+    }
+}
