@@ -265,27 +265,8 @@ stop_set "${SET_PIDS[@]}" "${BARE_PIDS[@]}"
 # ------------------------------------------ part 2: web servers, fixed rates ----
 
 WEB1="$BENCH_RANGE.20:8080"; WEB2="$BENCH_RANGE.21:8080"
-mkdir -p "$MILLIONS_HOME"
-cat >"$RUN/topology.toml" <<TOPOLOGY
-name = "bench-lb"
-[[dc]]
-name = "dc1"
-cidr = "$BENCH_RANGE.0/24"
-lb = { count = 1 }
-web = { count = 2 }
-worker = { count = 1 }
-redis = { count = 1 }
-[[shard]]
-primary = "dc1"
-[[shard]]
-primary = "dc1"
-TOPOLOGY
 say "part 2: starting a stack with two web servers in $MILLIONS_HOME"
-"$MILLIONS" up --home "$MILLIONS_HOME" --topology "$RUN/topology.toml" >"$RUN/up.log" 2>&1 || {
-    cat "$RUN/up.log" >&2
-    die "millions up failed"
-}
-STACK_UP=1
+up_small_stack bench-lb "$BENCH_RANGE" 2
 "$MILLIONS" status --home "$MILLIONS_HOME" --json >"$RUN/status.json"
 mapfile -t WEBS < <(python3 -c 'import json, sys
 for n in json.load(open(sys.argv[1]))["nodes"]:

@@ -169,3 +169,30 @@ rcli() {
     : "${REDIS_PASSWORD:=$(secret redis)}"
     REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h "${a%:*}" -p "${a##*:}" --no-auth-warning "$@"
 }
+
+# up_small_stack NAME RANGE WEBS: write $RUN/topology.toml -- one DC on RANGE.0/24
+# (one load balancer, WEBS web servers, one worker, one Redis) and two shards
+# (primaries only), like a small production DC -- and `millions up` it in
+# $MILLIONS_HOME, its log in $RUN/up.log. Sets STACK_UP=1 once it is up.
+up_small_stack() {
+    mkdir -p "$MILLIONS_HOME"
+    cat >"$RUN/topology.toml" <<TOPOLOGY
+name = "$1"
+[[dc]]
+name = "dc1"
+cidr = "$2.0/24"
+lb = { count = 1 }
+web = { count = $3 }
+worker = { count = 1 }
+redis = { count = 1 }
+[[shard]]
+primary = "dc1"
+[[shard]]
+primary = "dc1"
+TOPOLOGY
+    "$MILLIONS" up --home "$MILLIONS_HOME" --topology "$RUN/topology.toml" >"$RUN/up.log" 2>&1 || {
+        cat "$RUN/up.log" >&2
+        die "millions up failed"
+    }
+    STACK_UP=1
+}

@@ -56,6 +56,8 @@ BARE="${BARE:-$ROOT/target/release/examples/bare}"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 for tool in wrk curl python3 awk; do
     command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk)"
@@ -84,21 +86,6 @@ export MILLIONS_HOME="$RUN/home"
 BENCH_RANGE="${BENCH_RANGE:-127.0.250}"
 WEB_ADDR="$BENCH_RANGE.20:8080"
 BASE="http://$WEB_ADDR"
-mkdir -p "$MILLIONS_HOME"
-cat >"$RUN/topology.toml" <<TOPOLOGY
-name = "bench"
-[[dc]]
-name = "dc1"
-cidr = "$BENCH_RANGE.0/24"
-lb = { count = 1 }
-web = { count = 1 }
-worker = { count = 1 }
-redis = { count = 1 }
-[[shard]]
-primary = "dc1"
-[[shard]]
-primary = "dc1"
-TOPOLOGY
 BARE_PID=""
 STACK_UP=0
 
@@ -126,11 +113,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- start ----
 
 say "starting the stack in $MILLIONS_HOME, web on $WEB_ADDR"
-"$MILLIONS" up --home "$MILLIONS_HOME" --topology "$RUN/topology.toml" >"$RUN/up.log" 2>&1 || {
-    cat "$RUN/up.log" >&2
-    die "millions up failed"
-}
-STACK_UP=1
+up_small_stack bench "$BENCH_RANGE" 1
 
 # Pids of the nodes, from `millions status --json`.
 "$MILLIONS" status --home "$MILLIONS_HOME" --json >"$RUN/status.json"

@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -171,13 +171,14 @@ struct LoginBody {
 async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let (token, user) = service::login(&state, &body.username, body.password, client).await?;
-    let cfg = &state.config().sessions;
-    let cookie = auth::session_cookie(&token, state.sessions().ttl(), cfg.secure_cookies);
-    let body = serde_json::json!({ "token": token, "user": user });
-    Ok((StatusCode::CREATED, [(header::SET_COOKIE, cookie)], Json(body)).into_response())
+    let device = auth::device_token(&headers);
+    let done = service::login(&state, &body.username, body.password, client, device.as_deref()).await?;
+    let cookies = auth::login_cookies(&state, &done);
+    let body = serde_json::json!({ "token": done.token, "user": done.user });
+    Ok((StatusCode::CREATED, AppendHeaders(cookies), Json(body)).into_response())
 }
 
 async fn logout(

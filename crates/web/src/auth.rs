@@ -34,7 +34,17 @@ fn token_shaped(s: &str) -> bool {
     s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// argon2id hashing with the configured cost.
+/// Who a hash is computed for: it decides which threads it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A login from a device known for its account: may use every hashing thread.
+    KnownDevice,
+    /// Every other login, and every signup: may not use the threads reserved for
+    /// known devices.
+    Other,
+}
+
+/// argon2id hashing with the configured cost, on a bounded set of threads.
 #[derive(Clone)]
 pub struct Passwords {
     /// Cost parameters.
@@ -44,8 +54,12 @@ pub struct Passwords {
     dummy: String,
     /// One permit per hash computed at once.
     running: Arc<Semaphore>,
-    /// One permit per hash computed or waiting: none left, the request is refused.
-    admitted: Arc<Semaphore>,
+    /// One permit per hash of [`Lane::Other`] computed or queued for `running`: the
+    /// reserved threads are what it does not have.
+    others_running: Arc<Semaphore>,
+    /// Per lane, one permit per hash computed or waiting: none left, the request is
+    /// refused (a full queue of guesses does not refuse a known device).
+    admitted: [Arc<Semaphore>; 2],
 }
 
 impl std::fmt::Debug for Passwords {
@@ -63,44 +77,56 @@ impl Passwords {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        // One thread at least stays everyone's.
+        let others = running.saturating_sub(config.reserved_for_known_devices).max(1);
+        let admitted = |n| Arc::new(Semaphore::new(n + config.max_waiting));
         Ok(Passwords {
             params,
             dummy,
             running: Arc::new(Semaphore::new(running)),
-            admitted: Arc::new(Semaphore::new(running + config.max_waiting)),
+            others_running: Arc::new(Semaphore::new(others)),
+            admitted: [admitted(running), admitted(others)],
         })
     }
 
-    /// Run `work` (argon2id: tens of milliseconds of CPU) on a blocking thread,
-    /// at most `max_concurrent` at once; refused at once (503) when as many are
-    /// already waiting as allowed.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+    /// Run `work` (argon2id: tens of milliseconds of CPU) on a blocking thread of
+    /// `lane`, at most `max_concurrent` at once; refused at once (503) when as many
+    /// are already waiting in the lane as allowed.
+    async fn run<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Ok(_admitted) = self.admitted[lane as usize].clone().try_acquire_owned() else {
             return Err(ApiError::Unavailable { reason: "password hashing saturated".into() });
         };
-        let _running =
-            self.running.acquire().await.map_err(|e| ApiError::Internal { reason: e.to_string() })?;
+        let closed = |e: tokio::sync::AcquireError| ApiError::Internal { reason: e.to_string() };
+        let _lane = match lane {
+            Lane::KnownDevice => None,
+            Lane::Other => Some(self.others_running.acquire().await.map_err(closed)?),
+        };
+        let _running = self.running.acquire().await.map_err(closed)?;
         tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal { reason: e.to_string() })
     }
 
-    /// Hash a password.
+    /// Hash a password (a signup's: [`Lane::Other`]).
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let params = self.params.clone();
-        self.run(move || hash_with(&params, &password))
+        self.run(Lane::Other, move || hash_with(&params, &password))
             .await?
             .map_err(|e| ApiError::Internal { reason: format!("hashing: {e}") })
     }
 
     /// Whether `password` matches `hash`; with no hash, spend the same time and say
-    /// no. An error only when hashing is saturated.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    /// no. An error only when `lane` is saturated.
+    pub async fn verify(&self, password: String, hash: Option<String>, lane: Lane) -> Result<bool, ApiError> {
         let (hash, real) = match hash {
             Some(h) => (h, true),
             None => (self.dummy.clone(), false),
         };
         let params = self.params.clone();
         let ok = self
-            .run(move || {
+            .run(lane, move || {
                 let Ok(parsed) = PasswordHash::new(&hash) else { return false };
                 Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                     .verify_password(password.as_bytes(), &parsed)
@@ -136,6 +162,34 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub fn session_cookie(token: &str, ttl: Duration, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}", ttl.as_secs())
+}
+
+/// Name of the known-device cookie (`abuse.known_device_secs`).
+pub const DEVICE_COOKIE: &str = "did";
+
+/// `Set-Cookie` value naming this device as known for the account that just
+/// logged in from it.
+pub fn device_cookie(token: &str, ttl: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{DEVICE_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", ttl.as_secs())
+}
+
+/// The `Set-Cookie` values a login answers with: the session, and the device
+/// cookie when the device became known.
+pub fn login_cookies(
+    state: &crate::state::AppState,
+    done: &crate::service::LoggedIn,
+) -> impl Iterator<Item = (header::HeaderName, String)> + use<> {
+    let secure = state.config().sessions.secure_cookies;
+    let session = session_cookie(&done.token, state.sessions().ttl(), secure);
+    let device_ttl = Duration::from_secs(state.config().abuse.known_device_secs);
+    let device = done.device.as_deref().map(|d| device_cookie(d, device_ttl, secure));
+    std::iter::once(session).chain(device).map(|c| (header::SET_COOKIE, c))
+}
+
+/// The request's known-device token, if it has one of the right shape.
+pub fn device_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, DEVICE_COOKIE).filter(|t| token_shaped(t))
 }
 
 /// `Set-Cookie` value ending a session.
@@ -220,9 +274,9 @@ mod tests {
         let p = cheap(0, 64);
         let h = p.hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(p.verify("correct horse".into(), Some(h.clone())).await.unwrap());
-        assert!(!p.verify("wrong".into(), Some(h)).await.unwrap());
-        assert!(!p.verify("correct horse".into(), None).await.unwrap());
+        assert!(p.verify("correct horse".into(), Some(h.clone()), Lane::Other).await.unwrap());
+        assert!(!p.verify("wrong".into(), Some(h), Lane::KnownDevice).await.unwrap());
+        assert!(!p.verify("correct horse".into(), None, Lane::Other).await.unwrap());
     }
 
     #[tokio::test]
@@ -232,11 +286,50 @@ mod tests {
         let (first, second) = tokio::join!(p.hash("one".into()), p.hash("two".into()));
         assert!(first.is_ok());
         assert!(matches!(second, Err(ApiError::Unavailable { .. })), "{second:?}");
-        assert!(matches!(p.verify("x".into(), None).await, Ok(false)), "admitted again once the first ended");
+        assert!(
+            matches!(p.verify("x".into(), None, Lane::Other).await, Ok(false)),
+            "admitted again once the first ended"
+        );
         // One waiting allowed: both are computed.
         let p = cheap(1, 1);
         let (first, second) = tokio::join!(p.hash("one".into()), p.hash("two".into()));
         assert!(first.is_ok() && second.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_known_device_hashes_on_its_reserved_thread_while_guesses_fill_theirs() {
+        // Two threads, one reserved, none waiting: a guess holds the others' thread,
+        // so a second guess is refused while a known device's login is computed.
+        let p = cheap(2, 0);
+        let (guess, second_guess, known) = tokio::join!(
+            p.verify("guess".into(), None, Lane::Other),
+            p.verify("guess".into(), None, Lane::Other),
+            p.verify("mine".into(), None, Lane::KnownDevice),
+        );
+        assert!(matches!(guess, Ok(false)), "{guess:?}");
+        assert!(matches!(second_guess, Err(ApiError::Unavailable { .. })), "{second_guess:?}");
+        assert!(matches!(known, Ok(false)), "{known:?}");
+        // With one thread there is nothing to reserve: everyone shares it.
+        let p = cheap(1, 0);
+        let (guess, known) = tokio::join!(
+            p.verify("guess".into(), None, Lane::Other),
+            p.verify("mine".into(), None, Lane::KnownDevice)
+        );
+        assert!(guess.is_ok() && known.is_ok(), "separate queues: {guess:?} {known:?}");
+    }
+
+    #[test]
+    fn the_device_cookie_is_strict_and_only_a_token_shaped_value_is_read() {
+        let t = random_token();
+        assert_eq!(
+            device_cookie(&t, Duration::from_secs(60), true),
+            format!("did={t}; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, format!("a=b; did={t}").parse().unwrap());
+        assert_eq!(device_token(&h), Some(t));
+        h.insert(header::COOKIE, "did=../../etc".parse().unwrap());
+        assert_eq!(device_token(&h), None);
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub struct PasswordConfig {
     pub max_failed_logins: u32,
     /// The window of `max_failed_logins`, seconds.
     pub lockout_secs: u64,
+    /// Of the `max_concurrent` hashing threads, how many only logins from a known
+    /// device may use (while at least one is left to everyone else), so that a
+    /// flood of guesses from everywhere cannot queue a returning user out.
+    pub reserved_for_known_devices: usize,
 }
 
 impl Default for PasswordConfig {
@@ -157,6 +161,7 @@ impl Default for PasswordConfig {
             max_waiting: 64,
             max_failed_logins: 10,
             lockout_secs: 900,
+            reserved_for_known_devices: 1,
         }
     }
 }
@@ -169,8 +174,9 @@ impl Default for PasswordConfig {
 pub struct AbuseConfig {
     /// Failed logins one address may have within `failed_login_window_secs`, over
     /// all accounts, before its logins are refused 429 until the window ends (0: no
-    /// limit). A success does not clear it: one good account must not reset a
-    /// guesser's count.
+    /// limit). An attempt counts when it starts, so concurrent guesses cannot
+    /// overrun it; a success takes back only its own count (one good account must
+    /// not reset a guesser's).
     pub failed_logins_per_addr: u32,
     /// The window of `failed_logins_per_addr`, seconds.
     pub failed_login_window_secs: u64,
@@ -178,6 +184,12 @@ pub struct AbuseConfig {
     pub signups_per_addr: u32,
     /// The window of `signups_per_addr`, seconds.
     pub signup_window_secs: u64,
+    /// Seconds a device stays known after a login from it (the `did` cookie names
+    /// it; 0: no device is ever known). A login from a device known for its
+    /// account is not held by the account's or the address's failed-login limits
+    /// and hashes on the threads reserved for it; one failed login from it, and it
+    /// is known no more (OWASP's device cookies).
+    pub known_device_secs: u64,
 }
 
 impl Default for AbuseConfig {
@@ -187,6 +199,7 @@ impl Default for AbuseConfig {
             failed_login_window_secs: 900,
             signups_per_addr: 20,
             signup_window_secs: 3600,
+            known_device_secs: 90 * 24 * 3600,
         }
     }
 }
@@ -293,6 +306,12 @@ impl settings::Validate for WebConfig {
         if a.signups_per_addr > 0 && !(1..=86_400).contains(&a.signup_window_secs) {
             return Err(invalid("abuse.signup_window_secs", "must be between 1 and 86400"));
         }
+        if p.reserved_for_known_devices > 64 {
+            return Err(invalid("passwords.reserved_for_known_devices", "must be at most 64"));
+        }
+        if a.known_device_secs > 400 * 24 * 3600 {
+            return Err(invalid("abuse.known_device_secs", "must be at most 400 days (a cookie's limit)"));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -378,6 +397,8 @@ url = "redis://:pw@127.0.0.1:6379/"
             (format!("{GOOD}[abuse]\nsignup_window_secs = 0\n"), "abuse.signup_window_secs"),
             (format!("{GOOD}[abuse]\nfailed_login_window_secs = 90000\n"), "abuse.failed_login_window_secs"),
             (format!("{GOOD}[abuse]\nsignups_per_addr = -1\n"), "signups_per_addr"),
+            (format!("{GOOD}[abuse]\nknown_device_secs = 999999999\n"), "abuse.known_device_secs"),
+            (format!("{GOOD}[passwords]\nreserved_for_known_devices = 65\n"), "reserved_for_known_devices"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "trusted_proxies"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"lb.example\"]\n"), "trusted_proxies"),
         ];

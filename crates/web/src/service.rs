@@ -19,6 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::auth::Lane;
 use crate::client::ClientAddr;
 use crate::error::{ApiError, Limit};
 use crate::state::AppState;
@@ -402,16 +403,36 @@ pub async fn signup(
     Ok(user_view(&user, None))
 }
 
-/// Check credentials and start a session; returns the token and the user.
+/// A started session.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The session token.
+    pub token: String,
+    /// Who logged in.
+    pub user: UserView,
+    /// A new known-device token for the `did` cookie (none when the device was
+    /// known already, or devices are not remembered).
+    pub device: Option<String>,
+}
+
+/// Check credentials and start a session. `device` is the request's known-device
+/// token (`did` cookie), if any: known for this account, the login skips the
+/// failed-login limits and hashes on the reserved threads; failed, the device is
+/// forgotten.
 pub async fn login(
     state: &AppState,
     username: &str,
     password: String,
     client: ClientAddr,
-) -> Result<(String, UserView), ApiError> {
-    // Refused before the database is asked or a hash is computed.
-    let limit = LoginLimit::of(state, username, client);
-    limit.check().await?;
+    device: Option<&str>,
+) -> Result<LoggedIn, ApiError> {
+    let account = username.trim().to_lowercase();
+    let known = KnownDevice::of(state, device, &account).await;
+    // Counted, or refused, before the database is asked or a hash is computed.
+    let limit = LoginLimit::of(state, &account, client);
+    if known.is_none() {
+        limit.admit().await?;
+    }
     // An impossible name still costs a hash verification, like a wrong password.
     let creds = match normalize_username(username) {
         Ok(name) => state.data().credentials(&name).await?,
@@ -421,16 +442,98 @@ pub async fn login(
         Some(c) => (Some(c.user_id), Some(c.password_hash)),
         None => (None, None),
     };
-    if !state.passwords().verify(password, hash).await? || user_id.is_none() {
-        limit.failed().await;
+    let lane = if known.is_some() { Lane::KnownDevice } else { Lane::Other };
+    if !state.passwords().verify(password, hash, lane).await? || user_id.is_none() {
+        // Other attempts were counted when admitted.
+        if let Some(known) = known {
+            limit.failed().await;
+            known.forget().await;
+        }
         return Err(ApiError::BadCredentials);
     }
-    limit.cleared().await;
+    // A known device's success leaves the account's count alone: its owner logging
+    // in must not give whoever locked the account a fresh set of guesses.
+    if known.is_none() {
+        limit.succeeded().await;
+    }
     let user_id = user_id.ok_or(ApiError::BadCredentials)?;
     let profile = profile_by_id(state, user_id).await?;
     let token = state.sessions().create(user_id).await?;
+    let device = match known {
+        Some(_) => None,
+        None => KnownDevice::remember(state, &account).await,
+    };
     tracing::info!(user_id, "login");
-    Ok((token, user_view(&profile, None)))
+    Ok(LoggedIn { token, user: user_view(&profile, None), device })
+}
+
+/// A device known for an account: it logged in to it before (`abuse.known_device_secs`
+/// ago at most) and has not failed since. Kept in this DC's Redis as `dv:{token}` →
+/// the account's name; a device is known in the DC it logged in through.
+struct KnownDevice<'a> {
+    /// The app.
+    state: &'a AppState,
+    /// Its Redis key.
+    key: String,
+}
+
+impl<'a> KnownDevice<'a> {
+    /// The device of `token`, if it is known for `account`. If Redis cannot say,
+    /// it is not known (the login takes the ordinary way).
+    async fn of(state: &'a AppState, token: Option<&str>, account: &str) -> Option<KnownDevice<'a>> {
+        let token = token.filter(|_| state.config().abuse.known_device_secs > 0)?;
+        let key = state.redis().key(&format!("dv:{token}"));
+        let k = key.clone();
+        let owner = state
+            .redis()
+            .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async::<Option<String>>(&mut c).await })
+            .await;
+        match owner {
+            Ok(Some(owner)) if owner == account => Some(KnownDevice { state, key }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a known device; treating it as unknown");
+                None
+            }
+        }
+    }
+
+    /// Remember a new device for `account`; returns its token for the cookie.
+    async fn remember(state: &AppState, account: &str) -> Option<String> {
+        let ttl = state.config().abuse.known_device_secs;
+        if ttl == 0 {
+            return None;
+        }
+        let token = crate::auth::random_token();
+        let key = state.redis().key(&format!("dv:{token}"));
+        let account = account.to_owned();
+        let set = state
+            .redis()
+            .run(|mut c| async move {
+                redis::cmd("SET").arg(&key).arg(&account).arg("EX").arg(ttl).query_async::<()>(&mut c).await
+            })
+            .await;
+        match set {
+            Ok(()) => Some(token),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remember a known device");
+                None
+            }
+        }
+    }
+
+    /// A failed login from it: it is known no more.
+    async fn forget(self) {
+        let key = self.key;
+        if let Err(e) = self
+            .state
+            .redis()
+            .run(|mut c| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await })
+            .await
+        {
+            tracing::warn!(error = %e, "cannot forget a known device");
+        }
+    }
 }
 
 /// The login limits a request is under, counted in this DC's Redis over fixed
@@ -447,12 +550,13 @@ struct LoginLimit<'a> {
 }
 
 impl<'a> LoginLimit<'a> {
-    fn of(state: &'a AppState, username: &str, client: ClientAddr) -> LoginLimit<'a> {
+    /// The limits of a login to `account` (case-folded like usernames, so `Alice`
+    /// and `alice` share a count) from `client`.
+    fn of(state: &'a AppState, account: &str, client: ClientAddr) -> LoginLimit<'a> {
         let (p, a) = (&state.config().passwords, &state.config().abuse);
         let mut counters = Vec::with_capacity(2);
         if p.max_failed_logins > 0 {
-            // Case-folded like usernames, so `Alice` and `alice` share a count.
-            let key = state.redis().key(&format!("lf:{}", username.trim().to_lowercase()));
+            let key = state.redis().key(&format!("lf:{account}"));
             counters.push((Limit::AccountLogins, key, p.max_failed_logins, p.lockout_secs));
         }
         if a.failed_logins_per_addr > 0 {
@@ -462,59 +566,64 @@ impl<'a> LoginLimit<'a> {
         LoginLimit { state, counters }
     }
 
-    /// Refuse while the account or the address has used up its failed logins
-    /// (one round trip for both).
-    async fn check(&self) -> Result<(), ApiError> {
+    /// Count this attempt against every limit, and refuse it if that is one too
+    /// many (one round trip for both). Counted before the password is checked, so
+    /// that concurrent guesses cannot all pass a check made before any of them
+    /// failed; a success takes its count back ([`LoginLimit::succeeded`]).
+    async fn admit(&self) -> Result<(), ApiError> {
         if self.counters.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (_, key, _, _) in &self.counters {
-            pipe.get(key).ttl(key);
-        }
-        let seen = self
-            .state
-            .redis()
-            .run(|mut c| async move { pipe.query_async::<Vec<Option<i64>>>(&mut c).await })
-            .await;
-        let seen = match seen {
-            Ok(seen) => seen,
+        let counted = match count(self.state, self.counters.iter().map(|(_, k, _, w)| (k, *w))).await {
+            Ok(counted) => counted,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the failed-login counts; not limiting");
+                tracing::warn!(error = %e, "cannot count a login attempt; not limiting");
                 return Ok(());
             }
         };
-        for ((limit, _, max, _), pair) in self.counters.iter().zip(seen.chunks(2)) {
-            if let [Some(failed), ttl] = pair
-                && *failed >= i64::from(*max)
-            {
-                return Err(too_many(*limit, ttl.unwrap_or(1)));
+        for ((limit, _, max, _), (attempts, ttl)) in self.counters.iter().zip(counted) {
+            if attempts > i64::from(*max) {
+                return Err(too_many(*limit, ttl));
             }
         }
         Ok(())
     }
 
-    /// Count a failed login against every limit (each window starts with its first).
+    /// Count a failed login against every limit (a known device's, which
+    /// [`LoginLimit::admit`] did not count).
     async fn failed(&self) {
         if let Err(e) = count(self.state, self.counters.iter().map(|(_, k, _, w)| (k, *w))).await {
             tracing::warn!(error = %e, "cannot count a failed login");
         }
     }
 
-    /// A successful login clears the account's count (not the address's: one good
-    /// account must not reset a guesser's count).
-    async fn cleared(&self) {
-        let Some((_, key, _, _)) = self.counters.iter().find(|(l, ..)| *l == Limit::AccountLogins) else {
-            return;
-        };
-        let key = key.clone();
-        if let Err(e) = self
-            .state
-            .redis()
-            .run(|mut c| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await })
-            .await
-        {
-            tracing::warn!(error = %e, "cannot clear the failed-login count");
+    /// An admitted login succeeded: the account's count is cleared, and the
+    /// address's gives this attempt back (not more: one good account must not reset
+    /// a guesser's count).
+    async fn succeeded(&self) {
+        static GIVE_BACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            // Only while the window lasts: a DECR of an expired key would make a
+            // count of -1 that never expires.
+            redis::Script::new("if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end")
+        });
+        for (limit, key, _, _) in &self.counters {
+            let key = key.clone();
+            let done = match limit {
+                Limit::AccountLogins => self
+                    .state
+                    .redis()
+                    .run(|mut c| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await })
+                    .await,
+                _ => {
+                    self.state
+                        .redis()
+                        .run(|mut c| async move { GIVE_BACK.key(&key).invoke_async::<()>(&mut c).await })
+                        .await
+                }
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "cannot clear a login count");
+            }
         }
     }
 }

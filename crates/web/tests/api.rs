@@ -1119,13 +1119,23 @@ async fn from_client(
     path: &str,
     body: serde_json::Value,
 ) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url(path))
-        .header("x-forwarded-for", client)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    from_device(app, client, None, path, body).await
+}
+
+/// [`from_client`] with a `Cookie` header, if given.
+async fn from_device(
+    app: &testkit::TestApp,
+    client: &str,
+    cookie: Option<&str>,
+    path: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().post(app.url(path)).header("x-forwarded-for", client).json(&body);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
 }
 
 /// A 429 of `code` whose message names `what`, with a `Retry-After` within `window`.
@@ -1214,4 +1224,80 @@ async fn an_untrusted_peer_cannot_spread_its_attempts_over_forged_addresses() {
     )
     .await;
     assert_limited(r, "too_many_attempts", "from your address", 900).await;
+}
+
+#[tokio::test]
+async fn a_known_device_logs_in_through_a_locked_account_and_address_until_it_fails_once() {
+    let app = TestEnv::new()
+        .await
+        .spawn_with(|c| {
+            c.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            c.abuse.failed_logins_per_addr = 12;
+        })
+        .await;
+    signup(&app, "gus").await;
+    let login = |client: &'static str, cookie: Option<String>, password: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"username": "gus", "password": password});
+            from_device(app, client, cookie.as_deref(), "/api/v1/sessions", body).await
+        }
+    };
+    // A login from a new device makes it known: a strict, HttpOnly cookie.
+    let r = login("192.0.2.10", None, "password123").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let set: Vec<String> =
+        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let device = set.iter().find(|c| c.starts_with("did=")).unwrap_or_else(|| panic!("{set:?}"));
+    assert!(device.contains("HttpOnly") && device.contains("SameSite=Strict"), "{device}");
+    let cookie = device.split(';').next().unwrap().to_owned();
+    // Someone else fails the account's logins from one address until both the
+    // account and that address are locked.
+    for i in 0..12 {
+        let r = login("203.0.113.9", None, "guess1234").await;
+        assert!([StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status()), "{i}");
+    }
+    assert_eq!(login("192.0.2.10", None, "password123").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The known device still logs in, even from the locked address, and is not
+    // given a new cookie.
+    for from in ["192.0.2.10", "203.0.113.9"] {
+        let r = login(from, Some(cookie.clone()), "password123").await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{from}");
+        assert!(r.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("did=")));
+    }
+    // A cookie of another account, or a forged one, is no key.
+    let other =
+        login("192.0.2.10", Some("did=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()), "password123")
+            .await;
+    assert_eq!(other.status(), StatusCode::TOO_MANY_REQUESTS);
+    // One failure from the device, and it is known no more.
+    assert_eq!(
+        login("192.0.2.10", Some(cookie.clone()), "guess1234").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("192.0.2.10", Some(cookie), "password123").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn concurrent_guesses_get_exactly_the_limit_and_successes_do_not_use_it_up() {
+    let app = TestEnv::new().await.spawn_with(|c| c.abuse.failed_logins_per_addr = 5).await;
+    signup(&app, "hal").await;
+    // Logins that succeed give their count back.
+    for _ in 0..8 {
+        login(&app, "hal").await;
+    }
+    // Twenty guesses at once, each at another account: five are checked, the rest
+    // refused unhashed, however they interleave.
+    let guesses = (0..20).map(|i| {
+        let body = json!({"username": format!("guess{i}"), "password": "guess1234"});
+        from_client(&app, "ignored", "/api/v1/sessions", body)
+    });
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all(guesses).await.iter().map(|r| r.status()).collect();
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, refused), (5, 15), "{statuses:?}");
 }

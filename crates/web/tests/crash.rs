@@ -26,7 +26,8 @@ async fn a_redis_crash_costs_signed_in_users_nothing() {
     assert_eq!(body["followed_by_me"], true, "{body}");
     // Writes too: the post commits (its fan-out waits in its outbox job).
     let during = post_text(&app, &alice, "during the crash").await;
-    // A new login works, and the web server stays in its load balancer's pool.
+    // A new signup and login work (the abuse limits, counted in Redis, let them
+    // through), and the web server stays in its load balancer's pool.
     let carol = signup(&app, "carol").await;
     call(&app, "GET", "/api/v1/feed", Some(&carol), None, StatusCode::OK).await;
     let r = send(&app, "GET", "/readyz", None, None).await;

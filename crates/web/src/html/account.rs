@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -100,10 +100,8 @@ pub(super) async fn signup(
         Err(e) => return Err(e.into()),
     };
     // The account exists; log straight in. Should that fail, the log-in page remains.
-    match service::login(&state, &user.username, form.password, client).await {
-        Ok((token, _)) => {
-            Ok((AppendHeaders(login_cookies(&state, &token)), Redirect::to("/")).into_response())
-        }
+    match service::login(&state, &user.username, form.password, client, None).await {
+        Ok(done) => Ok((AppendHeaders(login_cookies(&state, &done)), Redirect::to("/")).into_response()),
         Err(e) => {
             tracing::warn!(error = %e, "could not log in right after signup");
             Ok(Redirect::to("/login").into_response())
@@ -159,14 +157,16 @@ pub(super) struct LoginForm {
 pub(super) async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
+    headers: HeaderMap,
     ctx: Ctx,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Result<Response, HtmlError> {
     let next = local_path(form.next.as_deref());
-    match service::login(&state, &form.username, form.password, client).await {
-        Ok((token, _)) => {
+    let device = crate::auth::device_token(&headers);
+    match service::login(&state, &form.username, form.password, client, device.as_deref()).await {
+        Ok(done) => {
             let to = next.unwrap_or("/");
-            Ok((AppendHeaders(login_cookies(&state, &token)), Redirect::to(to)).into_response())
+            Ok((AppendHeaders(login_cookies(&state, &done)), Redirect::to(to)).into_response())
         }
         Err(e @ (ApiError::BadCredentials | ApiError::TooManyAttempts { .. })) => {
             let (status, _) = e.status_and_code();

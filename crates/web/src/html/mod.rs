@@ -319,11 +319,12 @@ fn path_rejection(r: PathRejection) -> HtmlError {
 
 /// `Set-Cookie` values for a new session: the session itself, and a new CSRF token
 /// (a token planted before login is not carried into the session).
-fn login_cookies(state: &AppState, token: &str) -> [(header::HeaderName, String); 2] {
+fn login_cookies(state: &AppState, done: &crate::service::LoggedIn) -> Vec<(header::HeaderName, String)> {
     let secure = state.config().sessions.secure_cookies;
-    let session = crate::auth::session_cookie(token, state.sessions().ttl(), secure);
     let csrf = CsrfToken { token: crate::auth::random_token(), fresh: true };
-    [(header::SET_COOKIE, session), (header::SET_COOKIE, csrf.set_cookie(secure).unwrap_or_default())]
+    let mut cookies: Vec<_> = crate::auth::login_cookies(state, done).collect();
+    cookies.push((header::SET_COOKIE, csrf.set_cookie(secure).unwrap_or_default()));
+    cookies
 }
 
 /// A `next` target, if it is a path on this site (no scheme, no host, no `//`).
