@@ -381,6 +381,33 @@ pub(crate) async fn current_lsns(routes: &Routes) -> crate::Lsns {
     floor
 }
 
+/// Ask each replica of `shard` (routed by `route`) how far it has replayed, and
+/// mark it usable when that is within the primary's known history (its lag dated).
+/// The monitor does it every [`PROBE_EVERY`]; a read whose primary is lost does it
+/// at once when no replica is marked usable (a probe may have timed out under load).
+pub(crate) async fn probe_replicas(inner: &Inner, shard: ShardId, route: &ShardRoute) {
+    let i = usize::from(shard.0);
+    let replicas = route.replicas.iter().map(|r| async move {
+        let answer = probe(&r.server, REPLAY_LSN_SQL).await;
+        let now = Instant::now();
+        let h = &r.health;
+        let lag = match answer {
+            Ok(Some(replay)) => {
+                h.replay_lsn.store(replay as u64, Ordering::Relaxed);
+                inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).lag(replay as u64, now)
+            }
+            // Not in recovery (promoted?) or not answering.
+            Ok(None) | Err(_) => None,
+        };
+        if let Some(lag) = lag {
+            h.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
+        }
+        h.usable.store(lag.is_some(), Ordering::Release);
+        inner.metrics.observe_replica(shard, &r.server.addr, lag);
+    });
+    futures::future::join_all(replicas).await;
+}
+
 /// Probe every shard until `stop`.
 pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
@@ -405,25 +432,7 @@ pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
                         keep,
                     );
                 }
-                let replicas = shard.replicas.iter().map(|r| async move {
-                    let answer = probe(&r.server, REPLAY_LSN_SQL).await;
-                    let now = Instant::now();
-                    let h = &r.health;
-                    let lag = match answer {
-                        Ok(Some(replay)) => {
-                            h.replay_lsn.store(replay as u64, Ordering::Relaxed);
-                            inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).lag(replay as u64, now)
-                        }
-                        // Not in recovery (promoted?) or not answering.
-                        Ok(None) | Err(_) => None,
-                    };
-                    if let Some(lag) = lag {
-                        h.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
-                    }
-                    h.usable.store(lag.is_some(), Ordering::Release);
-                    inner.metrics.observe_replica(ShardId(i as u16), &r.server.addr, lag);
-                });
-                futures::future::join_all(replicas).await;
+                probe_replicas(inner, ShardId(i as u16), shard).await;
             }
         });
         futures::future::join_all(shards).await;

@@ -391,9 +391,18 @@ impl Data {
             if !consistency::may_read_replica_without_primary() {
                 return Err(lost);
             }
-            let Some(replica) = route.most_advanced_replica() else { return Err(lost) };
+            if route.most_advanced_replica().is_none() {
+                // The monitor may have missed a beat (a probe timed out under load):
+                // ask the replicas now rather than refuse.
+                cluster::probe_replicas(&self.inner, shard, route).await;
+            }
+            let Some(replica) = route.most_advanced_replica() else {
+                tracing::warn!(shard = shard.0, error = %lost, "primary lost and no replica usable; refusing the read");
+                return Err(lost);
+            };
             let floor = if primary_only { consistency::floor(shard).await } else { floor };
             if !cluster::replayed(replica, floor, REPLAY_WAIT).await {
+                tracing::warn!(shard = shard.0, replica = %replica.server.addr, ?floor, "primary lost and the replica has not replayed the reader's writes; refusing the read");
                 return Err(lost);
             }
             tracing::debug!(shard = shard.0, replica = %replica.server.addr, error = %lost, "primary lost; reading from a replica");
