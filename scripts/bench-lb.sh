@@ -206,20 +206,7 @@ done
 # ---------------------------- part 1b: the same backends, fixed rates (oha) ----
 
 # oha_run ADDR RATE -> "p50_us p99_us achieved_rps non_2xx_or_errors"
-oha_run() {
-    local out="$RUN/oha.json"
-    "$OHA" -z "$DURATION" -q "$2" --latency-correction -c "$SAT_CONN" --no-tui --output-format json \
-        -o "$out" "http://$1/" >/dev/null 2>&1 || { echo "nan nan 0 -1"; return; }
-    python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-p = d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution") or {}
-ok = sum(n for c, n in codes.items() if c.startswith("2"))
-bad = sum(n for c, n in codes.items() if not c.startswith("2"))
-# Requests cut by the end of the run are not errors of the target.
-errors = sum(n for e, n in (d.get("errorDistribution") or {}).items() if "deadline" not in e)
-print(round(p["p50"] * 1e6), round(p["p99"] * 1e6), round(ok / d["summary"]["total"]), bad + errors)' "$out"
-}
+oha_run() { oha_stats "http://$1/" "$2" "$SAT_CONN"; }
 
 if [ -n "$FIXED_RATES" ]; then
     say "part 1b: oha at fixed rates ($FIXED_RATES/s, $SAT_CONN connections) against the bare backends"

@@ -196,3 +196,23 @@ TOPOLOGY
     }
     STACK_UP=1
 }
+
+# oha_stats URL RATE CONNECTIONS [OHA_FLAG...] -> "p50_us p99_us achieved_rps
+# non_2xx_or_errors": oha ($OHA) at a fixed RATE (open loop, latency-corrected) for
+# $DURATION.
+oha_stats() {
+    local out="$RUN/oha.json"
+    local url="$1" rate="$2" conn="$3"
+    shift 3
+    "$OHA" -z "$DURATION" -q "$rate" --latency-correction -c "$conn" --no-tui --output-format json \
+        -o "$out" "$@" "$url" >/dev/null 2>&1 || { echo "nan nan 0 -1"; return; }
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution") or {}
+ok = sum(n for c, n in codes.items() if c.startswith("2"))
+bad = sum(n for c, n in codes.items() if not c.startswith("2"))
+# Requests cut by the end of the run are not errors of the target.
+errors = sum(n for e, n in (d.get("errorDistribution") or {}).items() if "deadline" not in e)
+print(round(p["p50"] * 1e6), round(p["p99"] * 1e6), round(ok / d["summary"]["total"]), bad + errors)' "$out"
+}

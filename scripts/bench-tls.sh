@@ -18,9 +18,13 @@
 #     TLS 1.3 handshake (wrk resumes no session), BENCH_SAT_CONN connections.
 # Added latency is over going to a backend directly in plain HTTP (so it holds
 # the TLS work too); ratios are against HAProxy and nginx of the same run.
+# Part 2 (oha, crates.io: `cargo install oha --locked`) measures latency at fixed
+# rates below saturation, over keep-alive and over a new connection per request
+# that resumes its TLS session (see there).
 #
 # Environment (all optional):
 #   BENCH_DURATION=6s  BENCH_ROUNDS=3  BENCH_LOW_CONN=8  BENCH_SAT_CONN=64
+#   BENCH_TLS_RATES=2000,5000  BENCH_TLS_NEW_RATES=500,1000  OHA=oha  (empty rates skip part 2)
 #   BENCH_PROXY_THREADS=2  MILLIONS=target/release/millions  BARE=target/release/examples/bare
 set -euo pipefail
 
@@ -31,6 +35,9 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 LOW_CONN="${BENCH_LOW_CONN:-8}"
 SAT_CONN="${BENCH_SAT_CONN:-64}"
 THREADS="${BENCH_PROXY_THREADS:-2}"
+TLS_RATES="${BENCH_TLS_RATES-2000,5000}"
+TLS_NEW_RATES="${BENCH_TLS_NEW_RATES-500,1000}"
+OHA="${OHA:-oha}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 MILLIONS="${MILLIONS:-$TARGET_DIR/release/millions}"
 BARE="${BARE:-$TARGET_DIR/release/examples/bare}"
@@ -42,6 +49,9 @@ for tool in wrk curl python3 openssl nginx haproxy; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk openssl nginx haproxy)"
 done
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
+if [ -n "$TLS_RATES$TLS_NEW_RATES" ] && ! command -v "$OHA" >/dev/null; then
+    die "oha is not installed (cargo install oha --locked), or set OHA=path, or BENCH_TLS_RATES= BENCH_TLS_NEW_RATES= to skip part 2"
+fi
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
 
 # shellcheck source=scripts/bench-lib.sh
@@ -172,4 +182,53 @@ for run in "${RUNS[@]}"; do
     done
     echo "| $label | req/s | $drps | $rps_ours | $rps_haproxy | $rps_nginx | $(ratio "$rps_ours" "$rps_haproxy") | $(ratio "$rps_ours" "$rps_nginx") |"
     echo "| $label | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
+done
+
+# ------------------------------------ part 2: fixed rates, open loop (oha) ----
+# Latency is only comparable below saturation: oha sends at a fixed rate and
+# corrects for coordinated omission. Two kinds of connection:
+#   keep-alive  SAT_CONN connections kept open (record encryption only);
+#   resumed     a new TCP and TLS connection per request, resuming the TLS 1.3
+#               session with a ticket (oha's rustls client keeps its tickets), the
+#               returning visitor's handshake.
+# Each added p50/p99 is over the same rate to a backend directly, in plain HTTP.
+[ -n "$TLS_RATES$TLS_NEW_RATES" ] || exit 0
+say "part 2: oha at fixed rates (keep-alive $TLS_RATES/s, resumed $TLS_NEW_RATES/s)"
+RUNS2=()
+for r in ${TLS_RATES//,/ }; do RUNS2+=("keep:$r"); done
+for r in ${TLS_NEW_RATES//,/ }; do RUNS2+=("resumed:$r"); done
+declare -A F
+for round in $(seq "$ROUNDS"); do
+    for run in "${RUNS2[@]}"; do
+        mode="${run%%:*}"; rate="${run#*:}"
+        flags=(--insecure); [ "$mode" = resumed ] && flags+=(--disable-keepalive)
+        for target in direct:http://$B1/ ours:https://$OURS/ haproxy:https://$HAP/ nginx:https://$NGX/; do
+            name="${target%%:*}"; url="${target#*:}"
+            F[$round,$run,$name]="$(oha_stats "$url" "$rate" "$SAT_CONN" "${flags[@]}")"
+            say "round $round, $mode, $rate/s, $name: ${F[$round,$run,$name]} (p50us p99us ok/s errors)"
+        done
+    done
+done
+ffield() {
+    for round in $(seq "$ROUNDS"); do echo "${F[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done |
+        grep -v nan | median
+}
+echo
+echo "| connections | rate/s | measure | direct (plain) | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for run in "${RUNS2[@]}"; do
+    mode="${run%%:*}"; rate="${run#*:}"
+    label="$SAT_CONN keep-alive"; [ "$mode" = resumed ] && label="new per request, resumed"
+    for i in 1 2; do
+        d=$(ffield "$run" direct "$i")
+        for name in ours haproxy nginx; do declare "a_$name=$(added "$(ffield "$run" $name "$i")" "$d")"; done
+        m="added p50 µs"; [ "$i" = 2 ] && m="added p99 µs"
+        echo "| $label | $rate | $m | ($d) | $a_ours | $a_haproxy | $a_nginx | $(ratio "$a_ours" "$a_haproxy") | $(ratio "$a_ours" "$a_nginx") |"
+    done
+    errors=""
+    for name in direct ours haproxy nginx; do
+        errors="$errors $(for round in $(seq "$ROUNDS"); do echo "${F[$round,$run,$name]}"; done |
+            awk '{ s += ($4 < 0 ? 1 : $4) } END { print s + 0 }')"
+    done
+    echo "| $label | $rate | errors (direct ours HAProxy nginx) |$errors | | | | | |"
 done
