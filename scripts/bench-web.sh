@@ -35,6 +35,9 @@
 #   BENCH_GUARD=1          0: do not compare with the last recorded run
 #   BENCH_RECORD=0         1: write this run's ratios as the new last recorded run
 #                          (docs/bench/web-baseline.tsv)
+#   BENCH_WRITE_DURATION=10s  BENCH_WRITE_CONNECTIONS=8
+#                          the writes' phase (a text post's and a like's cost per
+#                          write, after the reads); 0 skips it
 #   MILLIONS=target/release/millions   BARE=target/release/examples/bare
 #
 # The regression guard: after the table, each ratio (throughput and server CPU per
@@ -126,6 +129,11 @@ for n in json.load(open(sys.argv[1]))["nodes"]:
 WEB_PID="$(node_pid web)"
 REDIS_PID="$(node_pid redis)"
 PG_PID="$(node_pid postgres)"
+WORKER_PID="$(node_pid worker)"
+# Every PostgreSQL node (one primary per shard), for the writes' cost.
+mapfile -t PG_PIDS < <(python3 -c 'import json, sys
+for n in json.load(open(sys.argv[1]))["nodes"]:
+    if n["role"] == "postgres": print(n["pid"])' "$RUN/status.json")
 WEB_LOG="$MILLIONS_HOME/logs/dc1-web-1.log"
 
 "$BARE" 127.0.0.1:0 >"$RUN/bare.out" 2>&1 &
@@ -143,7 +151,8 @@ BARE_ADDR="$(head -n1 "$RUN/bare.out")"
 api() {
     local method="$1" path="$2" body="$3" token="$4" want="$5" out code
     out="$RUN/response"
-    local args=(-sS -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json')
+    local args=(-sS -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json'
+        -H "X-Bypass-Limits: $BYPASS")
     [ -n "$token" ] && args+=(-H "Authorization: Bearer $token")
     [ -n "$body" ] && args+=(--data "$body")
     code="$(curl "${args[@]}" "$BASE$path")"
@@ -151,6 +160,9 @@ api() {
     cat "$out"
 }
 
+# The run directory's admin token lets the seeding's signups past the per-address
+# limits (every one comes from this address).
+BYPASS="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$MILLIONS_HOME/secrets.json")"
 PASSWORD="bench-password-1"
 signup_login() { # name -> token
     api POST /api/v1/users "{\"username\":\"$1\",\"password\":\"$PASSWORD\"}" "" 201 >/dev/null
@@ -292,6 +304,82 @@ for round in $(seq "$ROUNDS"); do
         run_wrk "$t" "$round"
     done
 done
+
+# ---------------------------------------------------------------- writes ----
+# A text post's and a like's cost per write, after the reads: BENCH_WRITE_DURATION
+# of each, closed loop on BENCH_WRITE_CONNECTIONS connections, as $AUTHOR (a post
+# fans out to $READER's timeline) and as $READER (like and unlike in turn, over
+# $AUTHOR's posts, so every request changes a row). Per write: CPU of the web
+# server, of every PostgreSQL server (all their processes), of Redis and of the
+# worker, and the WAL the shards' primaries wrote.
+WRITE_DURATION="${BENCH_WRITE_DURATION:-10s}"
+WRITE_CONNECTIONS="${BENCH_WRITE_CONNECTIONS:-8}"
+WRITES="$RUN/writes.txt"
+: >"$WRITES"
+if [ "$WRITE_DURATION" != 0 ]; then
+    command -v psql >/dev/null || die "psql is not installed (apt-get install postgresql-client)"
+    mapfile -t SHARD_URLS < <(python3 -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["database"]["shards"]))' "$MILLIONS_HOME/nodes/dc1-web-1.toml")
+    wal_bytes() { # the shards' primaries' WAL positions, summed
+        local total=0 u
+        for u in "${SHARD_URLS[@]}"; do
+            total=$((total + $(psql "$u" -Atqc "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")))
+        done
+        echo "$total"
+    }
+    cpu_of() { local t=0 p; for p in "$@"; do t=$((t + $(cpu_ticks "$p" tree))); done; echo "$t"; }
+    AUTHOR_TOKEN="$(api POST /api/v1/sessions "{\"username\":\"$AUTHOR\",\"password\":\"$PASSWORD\"}" "" 201 |
+        sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+    post_ids="$(api GET "/api/v1/users/$AUTHOR/posts?limit=50" "" "" 200 | python3 -c 'import json, sys
+print(",".join(json.dumps(p["id"]) for p in json.load(sys.stdin)["posts"]))')"
+    [ -n "$post_ids" ] || die "no post ids of $AUTHOR to like"
+    cat >"$RUN/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $AUTHOR_TOKEN"
+local n = 0
+function request()
+    n = n + 1
+    return wrk.format(nil, "/api/v1/posts", nil, '{"caption":"write bench ' .. n .. ': golden hour over the harbour #bench"}')
+end
+LUA
+    cat >"$RUN/like.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $READER_TOKEN"
+local ids = { $post_ids } -- strings: ids need more digits than a Lua number keeps
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("first", threads * 7) end
+local n = 0
+function request()
+    -- Each connection's requests in turn like and unlike one post, then the next.
+    n = n + 1
+    local id = ids[((first or 0) + math.floor((n - 1) / 2)) % #ids + 1]
+    local method = (n % 2 == 1) and "PUT" or "DELETE"
+    return wrk.format(method, "/api/v1/posts/" .. id .. "/like")
+end
+LUA
+    for w in post like; do
+        out="$RUN/wrk-$w.txt"
+        c0="$(cpu_ticks "$WEB_PID")"; g0="$(cpu_of "${PG_PIDS[@]}")"; r0="$(cpu_ticks "$REDIS_PID")"
+        k0="$(cpu_ticks "$WORKER_PID")"; w0="$(wal_bytes)"
+        wrk -t"$THREADS" -c"$WRITE_CONNECTIONS" -d"$WRITE_DURATION" --latency -s "$RUN/$w.lua" "$BASE" >"$out" 2>&1 ||
+            { cat "$out" >&2; die "wrk failed on $w"; }
+        c1="$(cpu_ticks "$WEB_PID")"; g1="$(cpu_of "${PG_PIDS[@]}")"; r1="$(cpu_ticks "$REDIS_PID")"
+        k1="$(cpu_ticks "$WORKER_PID")"; w1="$(wal_bytes)"
+        if grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out"; then
+            cat "$out" >&2
+            die "$w answered errors; the numbers would be meaningless"
+        fi
+        rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+        p50="$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")"
+        p99="$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")"
+        n="$(awk '/requests in/ {print $1}' "$out")"
+        awk -v w="$w" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v hz="$HZ" -v c=$((c1 - c0)) \
+            -v g=$((g1 - g0)) -v r=$((r1 - r0)) -v k=$((k1 - k0)) -v wal=$((w1 - w0)) \
+            'BEGIN { f = 1e6 / hz / n; printf "%s %s %s %s %s %.1f %.1f %.1f %.1f %.0f\n", w, rps, p50, p99, n, c * f, g * f, r * f, k * f, wal / n }' \
+            >>"$WRITES"
+        say "$(printf '%-5s %8.0f writes/s  p50 %8.0f us  p99 %8.0f us' "$w" "$rps" "$p50" "$p99")"
+    done
+fi
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
@@ -441,6 +529,20 @@ PY
 
 echo
 report
+if [ -s "$WRITES" ]; then
+    echo
+    echo "Writes (\`wrk -t$THREADS -c$WRITE_CONNECTIONS -d$WRITE_DURATION\`, after the reads; CPU per write, and ÷ the bare handler's CPU per request of the same run):"
+    echo
+    echo "| write | writes/s | p50 | p99 | web CPU/write | ÷ bare | PostgreSQL CPU/write | Redis CPU/write | worker CPU/write | all four | ÷ bare | WAL/write |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    bare_cpu="$(awk '$1 == "bare" { print $7 }' "$RESULTS" | median)"
+    awk -v bare="$bare_cpu" -v author="$AUTHOR" '
+        function lat(us) { return us >= 1000 ? sprintf("%.2f ms", us / 1000) : sprintf("%.0f µs", us) }
+        { name = ($1 == "post") ? "text post (`POST /api/v1/posts`, 1 follower)" : "like or unlike (`PUT`/`DELETE /api/v1/posts/{id}/like`)"
+          all = $6 + $7 + $8 + $9
+          printf "| %s | %.0f | %s | %s | %.0f µs | %.1f× | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.1f× | %.0f B |\n",
+              name, $2, lat($3), lat($4), $6, $6 / bare, $7, $8, $9, all, all / bare, $10 }' "$WRITES"
+fi
 BASELINE="$ROOT/docs/bench/web-baseline.tsv"
 guard_status=0
 if [ "${BENCH_GUARD:-1}" = 1 ] && [ -f "$BASELINE" ]; then

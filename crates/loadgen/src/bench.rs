@@ -79,7 +79,12 @@ pub async fn run_with_fault(
     config.validate()?;
     let mut shared = state::Shared::new(
         config,
-        http::Http::new(config.request_timeout, config.dns.as_ref(), &config.roots()?)?,
+        http::Http::new(
+            config.request_timeout,
+            config.dns.as_ref(),
+            &config.roots()?,
+            config.bypass_token.as_deref(),
+        )?,
     );
     setup::set_up_users(config, &shared, &progress).await?;
 

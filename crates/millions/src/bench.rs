@@ -261,6 +261,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         verify: !args.no_verify,
         dns,
         ca_pem,
+        bypass_token: (!token.is_empty()).then(|| token.clone()),
         ..BenchConfig::default()
     };
     config.validate()?;

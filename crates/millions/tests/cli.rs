@@ -291,6 +291,9 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     // its own address.
     let lb_host = lb.rsplit_once(':').unwrap().0;
     assert!(web.contains(&format!("trusted_proxies = [\"{lb_host}\"]")), "{web}");
+    // The load generator's signups pass the per-address limits with the admin token.
+    let admin = control::admin_token(home).unwrap();
+    assert!(web.contains(&format!("bypass_token = \"{admin}\"")), "{web}");
     let lb_conf = std::fs::read_to_string(home.join("nodes/dc1-lb-1.toml")).unwrap();
     assert!(lb_conf.contains(&format!("source_ip = \"{lb_host}\"")), "{lb_conf}");
     assert!(nodes.iter().all(|n| n["healthy"] == true && n["health"] == "healthy"), "{status}");

@@ -4,7 +4,7 @@
 mod app;
 mod servers;
 
-pub use app::{TEST_SHARDS, TestApp, TestEnv, TestWorker, spawn_app};
+pub use app::{BYPASS_TOKEN, TEST_SHARDS, TestApp, TestEnv, TestWorker, spawn_app};
 pub use servers::*;
 
 /// Poll `check` until it holds; fail the test, naming `what`, if it still does

@@ -15,7 +15,7 @@ use crate::auth;
 use crate::body::{
     ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
 };
-use crate::client::ClientAddr;
+use crate::client::Client;
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
@@ -152,7 +152,7 @@ struct SignupBody {
 
 async fn signup(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     ApiJson(body): ApiJson<SignupBody>,
 ) -> Result<Response, ApiError> {
     let display_name = body.display_name.as_deref();
@@ -170,7 +170,7 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {

@@ -1,5 +1,6 @@
 //! Passwords, cookies and CSRF tokens (the session store is [`crate::sessions`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::ApiError;
 
@@ -34,13 +35,13 @@ fn token_shaped(s: &str) -> bool {
     s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Who a hash is computed for: it decides which threads it may use.
+/// Who a hash is computed for: it decides who goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// A login from a device known for its account: may use every hashing thread.
+    /// A login from a device known for its account: given the next free hashing
+    /// thread before anyone else.
     KnownDevice,
-    /// Every other login, and every signup: may not use the threads reserved for
-    /// known devices.
+    /// Every other login, and every signup.
     Other,
 }
 
@@ -52,11 +53,8 @@ pub struct Passwords {
     /// A hash of a random password, verified against when the user does not exist,
     /// so a login for an unknown name takes as long as one with a wrong password.
     dummy: String,
-    /// One permit per hash computed at once.
-    running: Arc<Semaphore>,
-    /// One permit per hash of [`Lane::Other`] computed or queued for `running`: the
-    /// reserved threads are what it does not have.
-    others_running: Arc<Semaphore>,
+    /// The hashing threads, handed out known devices first.
+    threads: Arc<Threads>,
     /// Per lane, one permit per hash computed or waiting: none left, the request is
     /// refused (a full queue of guesses does not refuse a known device).
     admitted: [Arc<Semaphore>; 2],
@@ -65,6 +63,78 @@ pub struct Passwords {
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passwords")
+    }
+}
+
+/// Threads for hashing, `max_concurrent` of them: a free one goes to whoever
+/// asks; when none is free, the next one freed goes to the longest-waiting known
+/// device, else to the longest-waiting other request. Nothing is kept idle for a
+/// lane that is not asking.
+struct Threads {
+    /// Free threads, and the waiters of each lane ([`Lane`] as index), oldest first.
+    state: std::sync::Mutex<(usize, [VecDeque<oneshot::Sender<Thread>>; 2])>,
+}
+
+/// A hashing thread held; given back (to the next waiter) when dropped.
+struct Thread {
+    /// Where it goes back to.
+    threads: Arc<Threads>,
+    /// False once handed to a waiter that had gone: nothing to give back then.
+    held: bool,
+}
+
+impl Threads {
+    fn new(n: usize) -> Arc<Threads> {
+        Arc::new(Threads { state: std::sync::Mutex::new((n, Default::default())) })
+    }
+
+    /// A thread for `lane`, when it is this request's turn.
+    async fn acquire(self: &Arc<Self>, lane: Lane) -> Thread {
+        let waiting = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.0 > 0 {
+                state.0 -= 1;
+                return Thread { threads: self.clone(), held: true };
+            }
+            let (tx, rx) = oneshot::channel();
+            state.1[lane as usize].push_back(tx);
+            rx
+        };
+        // The sender lives in the queue until it hands a thread over.
+        waiting.await.unwrap_or_else(|_| unreachable!("a waiter's sender is only dropped by sending"))
+    }
+
+    /// A thread is free: to the next waiter, known devices first.
+    fn release(self: &Arc<Self>) {
+        loop {
+            let next = {
+                let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (free, queues) = &mut *state;
+                match queues[Lane::KnownDevice as usize]
+                    .pop_front()
+                    .or_else(|| queues[Lane::Other as usize].pop_front())
+                {
+                    Some(tx) => tx,
+                    None => {
+                        *free += 1;
+                        return;
+                    }
+                }
+            };
+            match next.send(Thread { threads: self.clone(), held: true }) {
+                Ok(()) => return,
+                // That waiter is gone (its request ended): the next one.
+                Err(mut thread) => thread.held = false,
+            }
+        }
+    }
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        if self.held {
+            self.threads.release();
+        }
     }
 }
 
@@ -77,21 +147,13 @@ impl Passwords {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        // One thread at least stays everyone's.
-        let others = running.saturating_sub(config.reserved_for_known_devices).max(1);
-        let admitted = |n| Arc::new(Semaphore::new(n + config.max_waiting));
-        Ok(Passwords {
-            params,
-            dummy,
-            running: Arc::new(Semaphore::new(running)),
-            others_running: Arc::new(Semaphore::new(others)),
-            admitted: [admitted(running), admitted(others)],
-        })
+        let admitted = || Arc::new(Semaphore::new(running + config.max_waiting));
+        Ok(Passwords { params, dummy, threads: Threads::new(running), admitted: [admitted(), admitted()] })
     }
 
-    /// Run `work` (argon2id: tens of milliseconds of CPU) on a blocking thread of
-    /// `lane`, at most `max_concurrent` at once; refused at once (503) when as many
-    /// are already waiting in the lane as allowed.
+    /// Run `work` (argon2id: tens of milliseconds of CPU) on a blocking thread,
+    /// at most `max_concurrent` at once, known devices first; refused at once
+    /// (503) when as many are already waiting in `lane` as allowed.
     async fn run<T: Send + 'static>(
         &self,
         lane: Lane,
@@ -100,12 +162,7 @@ impl Passwords {
         let Ok(_admitted) = self.admitted[lane as usize].clone().try_acquire_owned() else {
             return Err(ApiError::Unavailable { reason: "password hashing saturated".into() });
         };
-        let closed = |e: tokio::sync::AcquireError| ApiError::Internal { reason: e.to_string() };
-        let _lane = match lane {
-            Lane::KnownDevice => None,
-            Lane::Other => Some(self.others_running.acquire().await.map_err(closed)?),
-        };
-        let _running = self.running.acquire().await.map_err(closed)?;
+        let _thread = self.threads.acquire(lane).await;
         tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal { reason: e.to_string() })
     }
 
@@ -297,25 +354,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_known_device_hashes_on_its_reserved_thread_while_guesses_fill_theirs() {
-        // Two threads, one reserved, none waiting: a guess holds the others' thread,
-        // so a second guess is refused while a known device's login is computed.
+    async fn the_next_free_thread_goes_to_a_known_device_before_earlier_guesses() {
+        // One thread: a guess holds it, another guess waits, then a known device.
+        let p = cheap(1, 4);
+        let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let job = |name: &'static str| {
+            let done = done.clone();
+            move || done.lock().unwrap().push(name)
+        };
+        let (a, b, k) = tokio::join!(
+            p.run(Lane::Other, job("first guess")),
+            p.run(Lane::Other, job("second guess")),
+            p.run(Lane::KnownDevice, job("known device")),
+        );
+        assert!(a.is_ok() && b.is_ok() && k.is_ok());
+        assert_eq!(*done.lock().unwrap(), ["first guess", "known device", "second guess"]);
+        // Nothing is kept idle: with two threads, two guesses get one each at once.
+        use futures::FutureExt;
         let p = cheap(2, 0);
-        let (guess, second_guess, known) = tokio::join!(
-            p.verify("guess".into(), None, Lane::Other),
-            p.verify("guess".into(), None, Lane::Other),
-            p.verify("mine".into(), None, Lane::KnownDevice),
-        );
-        assert!(matches!(guess, Ok(false)), "{guess:?}");
-        assert!(matches!(second_guess, Err(ApiError::Unavailable { .. })), "{second_guess:?}");
-        assert!(matches!(known, Ok(false)), "{known:?}");
-        // With one thread there is nothing to reserve: everyone shares it.
-        let p = cheap(1, 0);
-        let (guess, known) = tokio::join!(
-            p.verify("guess".into(), None, Lane::Other),
-            p.verify("mine".into(), None, Lane::KnownDevice)
-        );
-        assert!(guess.is_ok() && known.is_ok(), "separate queues: {guess:?} {known:?}");
+        let both =
+            (p.threads.acquire(Lane::Other).now_or_never(), p.threads.acquire(Lane::Other).now_or_never());
+        assert!(both.0.is_some() && both.1.is_some());
+        drop(both);
+        // A full queue of guesses does not refuse a known device.
+        let _full = p.admitted[Lane::Other as usize].clone().try_acquire_many_owned(2).unwrap();
+        let guess = p.verify("guess".into(), None, Lane::Other).await;
+        assert!(matches!(guess, Err(ApiError::Unavailable { .. })), "{guess:?}");
+        assert!(matches!(p.verify("mine".into(), None, Lane::KnownDevice).await, Ok(false)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_passes_its_turn_on() {
+        let p = cheap(1, 4);
+        let held = p.threads.acquire(Lane::Other).await;
+        // A known device starts waiting, then its request ends.
+        let gone =
+            tokio::time::timeout(std::time::Duration::from_millis(10), p.threads.acquire(Lane::KnownDevice));
+        assert!(gone.await.is_err(), "no thread was free");
+        let next = tokio::spawn({
+            let threads = p.threads.clone();
+            async move { threads.acquire(Lane::Other).await }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        let next = next.await.unwrap();
+        drop(next);
+        assert_eq!(p.threads.state.lock().unwrap().0, 1, "the thread is free again, not lost");
     }
 
     #[test]

@@ -12,12 +12,27 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
+use subtle::ConstantTimeEq;
 
 use crate::state::AppState;
+
+/// The header that carries the operator's token past the per-address limits
+/// (`abuse.bypass_token`).
+pub const BYPASS_HEADER: &str = "x-bypass-limits";
 
 /// The client's address, as far as the trusted proxies vouch for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+/// Who sent a request, for the abuse limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// Its address ([`client_ip`]).
+    pub addr: ClientAddr,
+    /// It carried the operator's token ([`BYPASS_HEADER`]): the per-address
+    /// limits do not hold it.
+    pub operator: bool,
+}
 
 impl ClientAddr {
     /// The key a per-address limit counts under: an IPv4 address whole, an IPv6
@@ -33,7 +48,7 @@ impl ClientAddr {
     }
 }
 
-impl FromRequestParts<AppState> for ClientAddr {
+impl FromRequestParts<AppState> for Client {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -43,7 +58,13 @@ impl FromRequestParts<AppState> for ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        Ok(ClientAddr(client_ip(peer, &parts.headers, &state.config().http.trusted_proxies)))
+        let config = state.config();
+        let addr = ClientAddr(client_ip(peer, &parts.headers, &config.http.trusted_proxies));
+        let operator = match (&config.abuse.bypass_token, parts.headers.get(BYPASS_HEADER)) {
+            (Some(token), Some(given)) => bool::from(token.as_bytes().ct_eq(given.as_bytes())),
+            _ => false,
+        };
+        Ok(Client { addr, operator })
     }
 }
 

@@ -145,10 +145,6 @@ pub struct PasswordConfig {
     pub max_failed_logins: u32,
     /// The window of `max_failed_logins`, seconds.
     pub lockout_secs: u64,
-    /// Of the `max_concurrent` hashing threads, how many only logins from a known
-    /// device may use (while at least one is left to everyone else), so that a
-    /// flood of guesses from everywhere cannot queue a returning user out.
-    pub reserved_for_known_devices: usize,
 }
 
 impl Default for PasswordConfig {
@@ -161,7 +157,6 @@ impl Default for PasswordConfig {
             max_waiting: 64,
             max_failed_logins: 10,
             lockout_secs: 900,
-            reserved_for_known_devices: 1,
         }
     }
 }
@@ -187,9 +182,13 @@ pub struct AbuseConfig {
     /// Seconds a device stays known after a login from it (the `did` cookie names
     /// it; 0: no device is ever known). A login from a device known for its
     /// account is not held by the account's or the address's failed-login limits
-    /// and hashes on the threads reserved for it; one failed login from it, and it
+    /// and gets the next free hashing thread before other logins; one failed login from it, and it
     /// is known no more (OWASP's device cookies).
     pub known_device_secs: u64,
+    /// The operator's secret: a request that carries it in `X-Bypass-Limits` is
+    /// not held by the per-address limits (a load generator signs up and logs in
+    /// thousands of users from one address). None: nothing bypasses them.
+    pub bypass_token: Option<String>,
 }
 
 impl Default for AbuseConfig {
@@ -200,6 +199,7 @@ impl Default for AbuseConfig {
             signups_per_addr: 20,
             signup_window_secs: 3600,
             known_device_secs: 90 * 24 * 3600,
+            bypass_token: None,
         }
     }
 }
@@ -306,8 +306,8 @@ impl settings::Validate for WebConfig {
         if a.signups_per_addr > 0 && !(1..=86_400).contains(&a.signup_window_secs) {
             return Err(invalid("abuse.signup_window_secs", "must be between 1 and 86400"));
         }
-        if p.reserved_for_known_devices > 64 {
-            return Err(invalid("passwords.reserved_for_known_devices", "must be at most 64"));
+        if a.bypass_token.as_ref().is_some_and(|t| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(invalid("abuse.bypass_token", "must be at least 16 visible ASCII characters"));
         }
         if a.known_device_secs > 400 * 24 * 3600 {
             return Err(invalid("abuse.known_device_secs", "must be at most 400 days (a cookie's limit)"));
@@ -398,7 +398,7 @@ url = "redis://:pw@127.0.0.1:6379/"
             (format!("{GOOD}[abuse]\nfailed_login_window_secs = 90000\n"), "abuse.failed_login_window_secs"),
             (format!("{GOOD}[abuse]\nsignups_per_addr = -1\n"), "signups_per_addr"),
             (format!("{GOOD}[abuse]\nknown_device_secs = 999999999\n"), "abuse.known_device_secs"),
-            (format!("{GOOD}[passwords]\nreserved_for_known_devices = 65\n"), "reserved_for_known_devices"),
+            (format!("{GOOD}[abuse]\nbypass_token = \"short\"\n"), "abuse.bypass_token"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "trusted_proxies"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"lb.example\"]\n"), "trusted_proxies"),
         ];

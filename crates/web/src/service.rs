@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Lane;
-use crate::client::ClientAddr;
+use crate::client::Client;
 use crate::error::{ApiError, Limit};
 use crate::state::AppState;
 
@@ -382,7 +382,7 @@ pub async fn signup(
     username: &str,
     password: String,
     display_name: Option<&str>,
-    client: ClientAddr,
+    client: Client,
 ) -> Result<UserView, ApiError> {
     let username = normalize_username(username)?;
     check_password(&password)?;
@@ -417,13 +417,13 @@ pub struct LoggedIn {
 
 /// Check credentials and start a session. `device` is the request's known-device
 /// token (`did` cookie), if any: known for this account, the login skips the
-/// failed-login limits and hashes on the reserved threads; failed, the device is
+/// failed-login limits and gets the next free hashing thread first; failed, the device is
 /// forgotten.
 pub async fn login(
     state: &AppState,
     username: &str,
     password: String,
-    client: ClientAddr,
+    client: Client,
     device: Option<&str>,
 ) -> Result<LoggedIn, ApiError> {
     let account = username.trim().to_lowercase();
@@ -552,15 +552,15 @@ struct LoginLimit<'a> {
 impl<'a> LoginLimit<'a> {
     /// The limits of a login to `account` (case-folded like usernames, so `Alice`
     /// and `alice` share a count) from `client`.
-    fn of(state: &'a AppState, account: &str, client: ClientAddr) -> LoginLimit<'a> {
+    fn of(state: &'a AppState, account: &str, client: Client) -> LoginLimit<'a> {
         let (p, a) = (&state.config().passwords, &state.config().abuse);
         let mut counters = Vec::with_capacity(2);
         if p.max_failed_logins > 0 {
             let key = state.redis().key(&format!("lf:{account}"));
             counters.push((Limit::AccountLogins, key, p.max_failed_logins, p.lockout_secs));
         }
-        if a.failed_logins_per_addr > 0 {
-            let key = state.redis().key(&format!("la:{}", client.limit_key()));
+        if a.failed_logins_per_addr > 0 && !client.operator {
+            let key = state.redis().key(&format!("la:{}", client.addr.limit_key()));
             counters.push((Limit::AddressLogins, key, a.failed_logins_per_addr, a.failed_login_window_secs));
         }
         LoginLimit { state, counters }
@@ -648,13 +648,13 @@ fn too_many(limit: Limit, ttl: i64) -> ApiError {
 
 /// Count a signup from `client`; refuse it once the address has made
 /// `abuse.signups_per_addr` in the window. If Redis cannot count, signups are not
-/// limited.
-async fn signup_allowed(state: &AppState, client: ClientAddr) -> Result<(), ApiError> {
+/// limited; the operator's tools are not.
+async fn signup_allowed(state: &AppState, client: Client) -> Result<(), ApiError> {
     let a = &state.config().abuse;
-    if a.signups_per_addr == 0 {
+    if a.signups_per_addr == 0 || client.operator {
         return Ok(());
     }
-    let key = state.redis().key(&format!("su:{}", client.limit_key()));
+    let key = state.redis().key(&format!("su:{}", client.addr.limit_key()));
     match count(state, std::iter::once((&key, a.signup_window_secs))).await.as_deref() {
         Ok([(made, ttl)]) if *made > i64::from(a.signups_per_addr) => {
             Err(too_many(Limit::AddressSignups, *ttl))

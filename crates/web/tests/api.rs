@@ -1301,3 +1301,29 @@ async fn concurrent_guesses_get_exactly_the_limit_and_successes_do_not_use_it_up
     let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((checked, refused), (5, 15), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn the_operators_token_passes_the_per_address_limits_and_nothing_else_does() {
+    const TOKEN: &str = "operator-token-0123456789";
+    let app = TestEnv::new()
+        .await
+        .spawn_with(|c| {
+            c.abuse.bypass_token = Some(TOKEN.into());
+            c.abuse.signups_per_addr = 1;
+        })
+        .await;
+    let signup = |name: &'static str, token: Option<&'static str>| {
+        let mut r = reqwest::Client::new()
+            .post(app.url("/api/v1/users"))
+            .json(&json!({"username": name, "password": "password123"}));
+        if let Some(token) = token {
+            r = r.header("x-bypass-limits", token);
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    assert_eq!(signup("ivy", None).await, StatusCode::CREATED);
+    assert_eq!(signup("jon", None).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(signup("jon", Some("operator-token-wrong")).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(signup("jon", Some(TOKEN)).await, StatusCode::CREATED);
+    assert_eq!(signup("kim", Some(TOKEN)).await, StatusCode::CREATED);
+}

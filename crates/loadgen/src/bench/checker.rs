@@ -218,7 +218,8 @@ pub async fn verify(
     password: &str,
     options: &VerifyOptions,
 ) -> Result<CheckReport, BenchError> {
-    verify_via(&Http::new(Duration::from_secs(10), None, &[])?, writes, targets, password, options).await
+    verify_via(&Http::new(Duration::from_secs(10), None, &[], None)?, writes, targets, password, options)
+        .await
 }
 
 /// [`verify`] through `http` (in DNS mode, its regions' clients: entry `i` is

@@ -294,6 +294,11 @@ pub struct BenchConfig {
     /// CA certificates (PEM) the client trusts for `https://` targets besides
     /// its built-in roots: a run directory's `tls/ca.pem`.
     pub ca_pem: Option<Vec<u8>>,
+    /// The operator's token that lets this generator's signups and logins past
+    /// the web tier's per-address limits (`abuse.bypass_token`, which `millions
+    /// up` sets to the run directory's admin token): every request comes from one
+    /// address.
+    pub bypass_token: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -320,6 +325,7 @@ impl Default for BenchConfig {
             photo_ready_timeout: Duration::from_secs(60),
             dns: None,
             ca_pem: None,
+            bypass_token: None,
         }
     }
 }

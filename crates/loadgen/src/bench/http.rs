@@ -23,21 +23,35 @@ pub(crate) struct Http {
     pub(crate) traffic: Option<Arc<Traffic>>,
 }
 
+/// The header that carries the operator's token past the web tier's per-address
+/// abuse limits (web's `abuse.bypass_token`): the generator signs up and logs in
+/// thousands of users from one address.
+pub const BYPASS_HEADER: &str = "x-bypass-limits";
+
 impl Http {
     /// Clients with `timeout`, trusting `roots` beside their built-in ones (for
-    /// HTTPS); in DNS mode (`dns`), one per client region.
+    /// HTTPS); in DNS mode (`dns`), one per client region. With `bypass`, every
+    /// request carries it in [`BYPASS_HEADER`].
     pub(crate) fn new(
         timeout: Duration,
         dns: Option<&DnsMode>,
         roots: &[reqwest::Certificate],
+        bypass: Option<&str>,
     ) -> Result<Http, BenchError> {
         let roots: Arc<[reqwest::Certificate]> = roots.into();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = bypass {
+            let value = reqwest::header::HeaderValue::from_str(token)
+                .map_err(|_| BenchError::Invalid("the bypass token is not a header value".into()))?;
+            headers.insert(BYPASS_HEADER, value);
+        }
         let builder = move || {
             let builder = reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
-                .pool_max_idle_per_host(4096);
+                .pool_max_idle_per_host(4096)
+                .default_headers(headers.clone());
             roots.iter().cloned().fold(builder, reqwest::ClientBuilder::add_root_certificate)
         };
         let client =

@@ -27,7 +27,12 @@ pub(super) async fn check(
     let mut checker = CheckReport::default();
     if config.verify {
         progress(&format!("verifying {} acknowledged writes (before removing repeats)", writes.len()));
-        let http = Http::new(Duration::from_secs(10), config.dns.as_ref(), &config.roots()?)?;
+        let http = Http::new(
+            Duration::from_secs(10),
+            config.dns.as_ref(),
+            &config.roots()?,
+            config.bypass_token.as_deref(),
+        )?;
         checker =
             verify_via(&http, writes, &shared.targets, &config.password, &config.verify_options()).await?;
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{alert, csrf_field};
 use super::{CsrfForm, Ctx, HtmlError, local_path, login_cookies};
-use crate::client::ClientAddr;
+use crate::client::Client;
 use crate::error::{ApiError, set_retry_after};
 use crate::service;
 use crate::state::AppState;
@@ -75,7 +75,7 @@ pub(super) struct SignupForm {
 
 pub(super) async fn signup(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     ctx: Ctx,
     CsrfForm(form): CsrfForm<SignupForm>,
 ) -> Result<Response, HtmlError> {
@@ -156,7 +156,7 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     headers: HeaderMap,
     ctx: Ctx,
     CsrfForm(form): CsrfForm<LoginForm>,
