@@ -1,12 +1,10 @@
 //! HTTPS at the load balancer: HTTP/1.1 and HTTP/2 by ALPN, HSTS (on its own
 //! answers too, never on plain HTTP), the plain port's redirect, certificate
 //! reloads, bad certificates refused before binding, the handshake deadline and
-//! session resumption. Certificates are made by the test
-//! (rcgen) into a temporary directory; no key is ever committed.
+//! session resumption. Certificates are made by the test ([`support::Pki`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,73 +13,13 @@ use axum::Router;
 use axum::extract::Request;
 use lb::config::TlsSection;
 use lb::{LbConfig, Running};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
+use support::{Leaf, Pki, raw_https};
+
 const TOKEN: &str = "tls-test-admin-token";
-
-/// A test CA and the certificates it signs.
-struct Pki {
-    /// The CA's certificate and key.
-    ca: CertifiedIssuer<'static, KeyPair>,
-    /// Where the load balancer's files are written.
-    dir: tempfile::TempDir,
-}
-
-/// A server certificate (PEM) and its key (PEM).
-struct Leaf {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki { ca, dir: tempfile::tempdir().unwrap() }
-    }
-
-    /// A certificate for `localhost` and 127.0.0.1.
-    fn leaf(&self) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem(), der: cert.der().to_vec() }
-    }
-
-    fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-
-    fn key_path(&self) -> PathBuf {
-        self.dir.path().join("server.key")
-    }
-
-    /// Write `cert` and `key` where the load balancer reads them.
-    fn install(&self, cert: &str, key: &str) {
-        std::fs::write(self.cert_path(), cert).unwrap();
-        std::fs::write(self.key_path(), key).unwrap();
-    }
-
-    fn root(&self) -> reqwest::Certificate {
-        reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap()
-    }
-
-    fn rustls_client(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-}
 
 /// A backend that answers every request with the headers it saw, as JSON.
 async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -185,19 +123,6 @@ async fn https_with_http1_and_http2_by_alpn_reaches_the_backend_with_hsts() {
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{version:?}");
         assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1", "{version:?}");
     }
-}
-
-/// `request`, as bytes, over a new HTTPS connection speaking HTTP/1.1; the whole
-/// answer (the load balancer closes after its own).
-async fn raw_https(pki: &Pki, addr: SocketAddr, request: &[u8]) -> String {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(pki.rustls_client()).connect(name, tcp).await.unwrap();
-    tls.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    // A reset after the answer (the rest of a refused request unread) is no failure.
-    let _ = tls.read_to_end(&mut answer).await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The `Strict-Transport-Security` line of a raw HTTP/1.1 answer's head.
@@ -450,6 +375,7 @@ async fn one_request(config: Arc<rustls::ClientConfig>, addr: SocketAddr) -> rus
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tls.read_to_end(&mut answer).await.unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
