@@ -46,14 +46,17 @@ pub struct ShardState {
     pub sync_active: bool,
 }
 
-/// Something the controller did to a shard, for `millions status`.
+/// Something the controller did to a shard, a data center or a node, for
+/// `millions status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// When it finished (RFC 3339, UTC).
     pub at: String,
-    /// The shard; `None` for an event about a whole data center.
+    /// The shard; `None` for an event about a whole data center or a node of
+    /// no shard.
     pub shard: Option<u16>,
-    /// `failover`, `replica-lost`, `replica-back`, `replica-rebuilt`, `rejoined`, `primary-restarted`.
+    /// `failover`, `replica-lost`, `replica-back`, `replica-rebuilt`, `rejoined`,
+    /// `primary-restarted`, the data center ones, `cert-renewed`.
     pub kind: String,
     /// The node it is about (for a failover: the promoted one).
     pub node: String,
@@ -277,6 +280,12 @@ impl Event {
     /// An event of `kind` about a whole data center (named as `node`).
     pub(crate) fn dc(kind: &str, dc: &str, detail: String) -> Event {
         Event::about(None, kind, dc, detail)
+    }
+
+    /// An event of `kind` about `node`, of no shard (a load balancer's
+    /// certificate renewed).
+    pub(crate) fn node(kind: &str, node: &str, detail: String) -> Event {
+        Event::about(None, kind, node, detail)
     }
 
     fn about(shard: Option<u16>, kind: &str, node: &str, detail: String) -> Event {

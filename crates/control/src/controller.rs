@@ -1,7 +1,8 @@
 //! The controller as a whole: [`Controller::build`] checks the topology's
 //! configurations, prepares the run directory and binds the API;
-//! [`Controller::run`] starts every node, then supervises, watches the shards and
-//! serves the API until shutdown, and stops every node.
+//! [`Controller::run`] starts every node, then supervises, watches the shards,
+//! renews the load balancers' certificates and serves the API until shutdown,
+//! and stops every node.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,7 @@ use crate::error::{Context as _, ControlError};
 use crate::files::{ControlFile, control_file, secrets, write_json};
 use crate::metrics::Metrics;
 use crate::shared::{ControlOptions, Managed, Shared};
-use crate::{api, dns, failover, launch, lb, supervise};
+use crate::{api, dns, failover, launch, lb, renew, supervise};
 
 /// A controller, bound, not yet started.
 pub struct Controller {
@@ -92,9 +93,11 @@ impl Controller {
             tracing::info!("every node started; supervising");
             let supervisor = tokio::spawn(supervise::supervise(shared.clone()));
             let watcher = tokio::spawn(failover::watch(shared.clone()));
+            let renewer = tokio::spawn(renew::watch(shared.clone()));
             shared.shutdown.cancelled().await;
             supervisor.abort();
             watcher.abort();
+            renewer.abort();
         }
         shared.ready.store(false, Ordering::SeqCst);
         launch::stop_all(&shared).await;

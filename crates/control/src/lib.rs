@@ -35,7 +35,8 @@
 //! - `failover` (the per-shard watcher: read set, lost primaries, promotion),
 //!   `switchover` (moving a primary on purpose, no commit lost), `dcs` (a whole
 //!   data center lost and brought back), `supervise`
-//!   (restarts with backoff) and `status` (what `millions status` shows);
+//!   (restarts with backoff), `renew` (the load balancers' certificates renewed
+//!   and reloaded before they expire) and `status` (what `millions status` shows);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 
@@ -55,6 +56,7 @@ mod metrics;
 mod pgadmin;
 mod postgres;
 mod processes;
+mod renew;
 mod shared;
 mod status;
 mod supervise;

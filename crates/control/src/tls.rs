@@ -1,16 +1,22 @@
 //! The run directory's local certificate authority and the load balancers'
-//! certificates (`tls/` in the run directory).
+//! certificates (`tls/` in the run directory), and their renewal.
 //!
 //! `tls/ca.pem` (readable: clients trust it) and `tls/ca.key` (0600) are made
 //! once per run directory, on the controller's first start; every later start
 //! reuses them, so a client that trusts the CA keeps trusting the deployment.
 //! Each load balancer gets `tls/<name>.pem` (its certificate, then the CA's) and
-//! `tls/<name>.key` (0600), made when missing, for the app's DNS name
-//! (`www.millions.test`), `localhost` and the load balancer's IP; they are valid
-//! for 397 days and a new one is made once less than 30 remain.
-
+//! `tls/<name>.key` (0600), for the app's DNS name (`www.millions.test`),
+//! `localhost` and the load balancer's IP, valid for the topology's
+//! `[tls] cert_lifetime_secs`. [`renew_if_due`] makes a new one once less than
+//! `[tls] renew_before_secs` remains (or none is usable): when a load balancer's
+//! configuration is written, and on every check of the controller's renewal
+//! loop (`renew`). A renewal keeps the key and replaces the certificate file
+//! in one rename, after the load balancer's own check of the new pair: the files
+//! on disk are always a certificate with its key, whatever fails.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -24,12 +30,6 @@ use crate::files::write_private;
 /// The CA's name, as its certificate's subject (and the issuer of every
 /// certificate it signs).
 const CA_NAME: &str = "Millions local CA";
-/// A load balancer's certificate lives this long (the longest browsers accept
-/// from public CAs; a local root is exempt, but short is good practice).
-const SERVER_DAYS: i64 = 397;
-/// A server certificate is made again once fewer days than this remain.
-const RENEW_DAYS: i64 = 30;
-
 /// The run directory's `tls/`.
 pub fn dir(run_dir: &Path) -> PathBuf {
     run_dir.join("tls")
@@ -95,36 +95,133 @@ pub fn server_names(t: &Topology, lb: &Node) -> Vec<String> {
 }
 
 /// Make `lb`'s certificate and key, signed by the run directory's CA, unless a
-/// current one is there; returns the chain's and the key's paths.
+/// current one is there ([`renew_if_due`]); returns the chain's and the key's paths.
 pub(crate) fn ensure_server(
     run_dir: &Path,
     t: &Topology,
     lb: &Node,
 ) -> Result<(PathBuf, PathBuf), ControlError> {
+    renew_if_due(run_dir, t, lb, SystemTime::now())?;
+    Ok(server_paths(run_dir, lb))
+}
+
+/// When the certificate in the PEM file `path` (its first) expires.
+pub fn not_after(path: &Path) -> Result<SystemTime, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    der_not_after(&pem.contents).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// When the certificate `der` (DER, as a TLS handshake shows it) expires.
+pub fn der_not_after(der: &[u8]) -> Result<SystemTime, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).map_err(|_| format!("expires before 1970 ({secs})"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// What [`renew_if_due`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The certificate on disk has more than the renewal window left.
+    Current {
+        /// When it expires.
+        not_after: SystemTime,
+    },
+    /// A new one was made (the load balancer must be told to reload).
+    Renewed {
+        /// When the new one expires.
+        not_after: SystemTime,
+        /// Why it was made, in words.
+        why: String,
+    },
+}
+
+/// One certificate made at a time: the renewal loop and a load balancer's
+/// (re)start may both find one due.
+static ISSUING: Mutex<()> = Mutex::new(());
+
+/// Make `lb`'s certificate anew if, at `now`, it has less than the topology's
+/// `[tls] renew_before_secs` left, or there is no usable one (no key, no
+/// certificate, one that does not parse). A failure leaves the files as they
+/// were (the new certificate is checked with the key before it replaces the
+/// old one, in one rename); the caller tries again later.
+pub fn renew_if_due(
+    run_dir: &Path,
+    t: &Topology,
+    lb: &Node,
+    now: SystemTime,
+) -> Result<Checked, ControlError> {
+    let _one = ISSUING.lock().unwrap_or_else(|e| e.into_inner());
     let (cert, key) = server_paths(run_dir, lb);
-    let renew_after = std::fs::metadata(&cert)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|made| made + std::time::Duration::from_secs(((SERVER_DAYS - RENEW_DAYS) * 86_400) as u64));
-    if key.exists() && renew_after.is_some_and(|at| at > std::time::SystemTime::now()) {
-        return Ok((cert, key));
-    }
+    let window = Duration::from_secs(t.tls().renew_before_secs);
+    let why = match (key.exists(), not_after(&cert)) {
+        (true, Ok(end)) => {
+            let left = end.duration_since(now).unwrap_or(Duration::ZERO);
+            if left > window {
+                return Ok(Checked::Current { not_after: end });
+            }
+            format!("{} s left, renewed within {} s of expiry", left.as_secs(), window.as_secs())
+        }
+        (false, _) => "no key".to_owned(),
+        (true, Err(e)) => format!("no usable certificate ({e})"),
+    };
+    let not_after = issue(run_dir, t, lb, now)?;
+    Ok(Checked::Renewed { not_after, why })
+}
+
+/// Sign a certificate for `lb` valid from `now` for the topology's lifetime and
+/// put it in place: with its key if that is usable (only the certificate file
+/// is replaced), else with a new key (then, with no usable pair on disk before,
+/// the key is put in place first). Both are checked together, as the load
+/// balancer checks them, before either replaces anything.
+fn issue(run_dir: &Path, t: &Topology, lb: &Node, now: SystemTime) -> Result<SystemTime, ControlError> {
     let ca = ensure_ca(run_dir)?;
-    let key_pair = KeyPair::generate().map_err(|e| error(run_dir, e))?;
+    let (cert, key) = server_paths(run_dir, lb);
+    let kept = std::fs::read_to_string(&key).ok().and_then(|pem| KeyPair::from_pem(&pem).ok());
+    let new_key = kept.is_none();
+    let key_pair = match kept {
+        Some(k) => k,
+        None => KeyPair::generate().map_err(|e| error(run_dir, e))?,
+    };
     let mut params = CertificateParams::new(server_names(t, lb)).map_err(|e| error(run_dir, e))?;
     params.distinguished_name.push(DnType::CommonName, lb.name.clone());
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(SERVER_DAYS);
+    let start = time::OffsetDateTime::from(now);
+    let lifetime = i64::try_from(t.tls().cert_lifetime_secs).unwrap_or(i64::MAX);
+    params.not_before = start - time::Duration::days(1);
+    params.not_after = start + time::Duration::seconds(lifetime);
     let signed = params.signed_by(&key_pair, &ca).map_err(|e| error(run_dir, e))?;
     let ca_pem = std::fs::read_to_string(ca_path(run_dir)).file("reading", &ca_path(run_dir))?;
-    write_private(&key, &key_pair.serialize_pem())?;
-    write_private(&cert, &format!("{}{ca_pem}", signed.pem()))?;
-    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).file("writing", &cert)?;
-    Ok((cert, key))
+
+    let (cert_new, key_new) = (cert.with_extension("pem.new"), key.with_extension("key.new"));
+    let placed = (|| {
+        write_private(&cert_new, &format!("{}{ca_pem}", signed.pem()))?;
+        std::fs::set_permissions(&cert_new, std::fs::Permissions::from_mode(0o644))
+            .file("writing", &cert_new)?;
+        let key_checked = if new_key {
+            write_private(&key_new, &key_pair.serialize_pem())?;
+            &key_new
+        } else {
+            &key
+        };
+        lb::tls::Certificates::load(&cert_new, key_checked).map_err(|e| error(run_dir, e))?;
+        if new_key {
+            std::fs::rename(&key_new, &key).file("writing", &key)?;
+        }
+        std::fs::rename(&cert_new, &cert).file("writing", &cert)
+    })();
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&cert_new);
+        let _ = std::fs::remove_file(&key_new);
+    }
+    placed?;
+    let not_after =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(params.not_after.unix_timestamp().max(0) as u64);
+    tracing::info!(lb = lb.name, cert = %cert.display(), new_key, not_after = %humantime::format_rfc3339(not_after), "made a certificate");
+    Ok(not_after)
 }
 
 #[cfg(test)]
@@ -153,5 +250,54 @@ mod tests {
             names.contains(&"localhost".to_owned()) && names.contains(&lb.addr.ip().to_string()),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn a_certificate_is_renewed_within_its_window_with_its_key_and_a_failed_renewal_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let text = format!(
+            "{}\n[tls]\ncert_lifetime_secs = 60\nrenew_before_secs = 20\nrenew_check_secs = 1\n",
+            topology::preset_text("test").unwrap()
+        );
+        let t = topology::parse(&text, "t").unwrap();
+        let lb = t.nodes().iter().find(|n| n.role == topology::Role::LoadBalancer).unwrap();
+        let (cert, key) = server_paths(run, lb);
+        let start = SystemTime::now();
+        let Checked::Renewed { not_after: first, why } = renew_if_due(run, &t, lb, start).unwrap() else {
+            panic!("nothing there: made")
+        };
+        assert_eq!(why, "no key");
+        assert_eq!(not_after(&cert).unwrap(), first);
+        let (cert_pem, key_pem) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+        // Outside the window: kept.
+        let later = start + Duration::from_secs(30);
+        assert_eq!(renew_if_due(run, &t, lb, later).unwrap(), Checked::Current { not_after: first });
+        assert_eq!(std::fs::read(&cert).unwrap(), cert_pem);
+
+        // Inside it, and the renewal fails (where the new certificate goes is
+        // taken): the pair on disk is untouched and still good.
+        let due = start + Duration::from_secs(45);
+        let blocked = cert.with_extension("pem.new");
+        std::fs::create_dir(&blocked).unwrap();
+        assert!(renew_if_due(run, &t, lb, due).is_err());
+        assert_eq!(
+            (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()),
+            (cert_pem.clone(), key_pem.clone())
+        );
+        lb::tls::Certificates::load(&cert, &key).unwrap();
+        assert!(!key.with_extension("key.new").exists());
+
+        // Tried again: renewed, the key kept, a later expiry, the pair good.
+        std::fs::remove_dir(&blocked).unwrap();
+        let Checked::Renewed { not_after: second, why } = renew_if_due(run, &t, lb, due).unwrap() else {
+            panic!("due: renewed")
+        };
+        assert!(second > first && why.contains(" s left, renewed within 20 s of expiry"), "{why}");
+        assert_eq!(not_after(&cert).unwrap(), second);
+        assert_ne!(std::fs::read(&cert).unwrap(), cert_pem);
+        assert_eq!(std::fs::read(&key).unwrap(), key_pem, "the key stays");
+        lb::tls::Certificates::load(&cert, &key).unwrap();
+        assert!(!blocked.exists());
     }
 }

@@ -37,6 +37,9 @@ struct Stream<'s> {
     /// Whether `100 Continue` went to the client already: a later attempt must not
     /// send it again.
     continued: bool,
+    /// Over HTTPS: the `Strict-Transport-Security` `max-age` every answer
+    /// carries, the load balancer's own included.
+    hsts: Option<u64>,
 }
 
 /// A backend's answer whose head has arrived.
@@ -237,18 +240,32 @@ impl Exchange for Stream<'_> {
     /// Answer the request from the load balancer and end its stream after it (the
     /// rest of the request, a body maybe framed ambiguously, is never read).
     async fn respond(&mut self, req: &Request, refusal: Refusal) -> Result<(), Box<Error>> {
-        let body = Bytes::from(error_body(refusal.code));
-        let mut resp = ResponseHeader::build(refusal.status, Some(4))?;
-        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-        resp.insert_header(REQUEST_ID, req.request_id.as_str())?;
-        if let Some(secs) = refusal.retry_after {
-            resp.insert_header(header::RETRY_AFTER, secs.to_string())?;
-        }
-        self.session.set_keepalive(None);
-        self.session.write_response_header(Box::new(resp)).await?;
-        self.session.write_response_body(body, true).await
+        write_own(self.session, refusal, &req.request_id, self.hsts).await
     }
+}
+
+/// Write an answer of the load balancer's own (with HSTS when `hsts` says, as on
+/// every answer over HTTPS) and end the stream after it.
+async fn write_own(
+    session: &mut ServerSession,
+    refusal: Refusal,
+    request_id: &str,
+    hsts: Option<u64>,
+) -> Result<(), Box<Error>> {
+    let body = Bytes::from(error_body(refusal.code));
+    let mut resp = ResponseHeader::build(refusal.status, Some(5))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(REQUEST_ID, request_id)?;
+    if let Some(secs) = refusal.retry_after {
+        resp.insert_header(header::RETRY_AFTER, secs.to_string())?;
+    }
+    if let Some(max_age) = hsts {
+        resp.insert_header(HSTS, format!("max-age={max_age}"))?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
 }
 
 impl Proxy {
@@ -311,8 +328,10 @@ impl HttpServerApp for Proxy {
                 // A header that does not parse gets a 400; a broken or timed-out
                 // connection (the slowloris guard) is just closed.
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    self.metrics.rejected("bad_request");
-                    let _ = session.respond_error(400).await;
+                    let refusal = Refusal::new(400, "bad_request");
+                    self.metrics.rejected(refusal.code);
+                    let id = telemetry::request_id::new();
+                    let _ = write_own(&mut session, refusal, &id, self.entry.hsts()).await;
                 }
                 tracing::debug!(error = %e, "request header not read");
                 session.shutdown().await;
@@ -346,7 +365,8 @@ impl HttpServerApp for Proxy {
             .get_header(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let has_body = !session.is_body_empty();
-        let mut stream = Stream { session: &mut session, has_body, expect_continue, continued: false };
+        let hsts = self.entry.hsts();
+        let mut stream = Stream { session: &mut session, has_body, expect_continue, continued: false, hsts };
         if self.serve(&mut stream, &mut req, checked).await == Next::Broken {
             if let Some(e) = &req.error {
                 tracing::debug!(request_id = %req.request_id, error = %e, "client connection broken");

@@ -276,9 +276,10 @@ pub(crate) trait Exchange {
 
 impl Proxy {
     /// The checks every request passes before a backend is picked, in order:
-    /// rate limit (429), `CONNECT` (405), an internal path (404: a web server's
-    /// probes and metrics are for the private network), ambiguous framing (400: request
-    /// smuggling), header size (431), declared body size (413). Returns the
+    /// rate limit (429), `CONNECT` (405), an internal path (404,
+    /// [`rules::INTERNAL_PATHS`]: probes, metrics and admin APIs are for the
+    /// private network), ambiguous framing (400: request smuggling), header size
+    /// (431), declared body size (413). Returns the
     /// declared `Content-Length`, if any. `now` is the rate limit's clock.
     pub(crate) fn check(&self, head: &HeadFacts<'_>, now: Instant) -> Result<Option<u64>, Refusal> {
         let limits = &self.config.limits;

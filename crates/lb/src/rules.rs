@@ -106,17 +106,98 @@ pub fn error_body(code: &str) -> String {
     format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{}\"}}}}", error_message(code))
 }
 
-/// Paths of every web server's own that are for the private network (the load
-/// balancers' checks, Prometheus), never answered through the public entry.
-pub const INTERNAL_PATHS: [&str; 3] = ["/metrics", "/readyz", "/healthz"];
+/// Every internal path of the system: what any process serves for the private
+/// network only (probes, metrics, admin and control APIs), each a prefix (the
+/// path itself and everything under it). The load balancer's public entry
+/// answers a request for any of them 404 and never forwards it
+/// ([`is_internal`]), however the path is spelled.
+///
+/// **A new route that is not for the public goes here**, whichever process
+/// serves it: `lb`'s `tests/internal.rs` scans every route registered in the
+/// workspace and fails for one that is neither internal by this list nor
+/// listed there as public.
+pub const INTERNAL_PATHS: [&str; 10] = [
+    // Every process's probes and metrics (web servers, workers, the load
+    // balancers', DNS servers' and WAN gateways' admin listeners, the controller).
+    "/metrics",
+    "/readyz",
+    "/healthz",
+    // Admin APIs: the load balancers' (`/admin/backends`, drain, resume,
+    // `/admin/tls`, `/admin/tls/reload`), the WAN gateways' (links,
+    // conditions, cut, heal), the DNS servers' (`/admin/health`).
+    "/admin",
+    // Reserved for internal routes to come.
+    "/internal",
+    // The controller's API.
+    "/api/nodes",
+    "/api/events",
+    "/api/dcs",
+    "/api/shutdown",
+    "/api/cluster",
+];
 
-/// Whether the request target `path` (query included, or not) is internal: one of
-/// [`INTERNAL_PATHS`], or under one.
-pub fn is_internal(path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
+/// Whether the request target `target` (origin form, query and fragment
+/// included or not; or absolute form, `http://host/path`) names an internal
+/// path: one of [`INTERNAL_PATHS`] or under one, compared after the path is
+/// normalized the way some server behind might read it ([`normalize_path`]):
+/// `%XX` decoded, `\` taken for `/`, empty and `.` segments dropped, `..`
+/// applied, `;params` dropped, letters in lower case. A target spelled plainly
+/// (the usual case) is judged without allocating.
+pub fn is_internal(target: &str) -> bool {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let plain = path.starts_with('/')
+        && !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_uppercase())
+        && !path.contains("//")
+        && !path.contains("/.");
+    if plain {
+        return under_internal(path);
+    }
+    normalize_path(path).is_some_and(|p| under_internal(&p))
+}
+
+/// Whether a normalized path is one of [`INTERNAL_PATHS`] or under one.
+fn under_internal(path: &str) -> bool {
     INTERNAL_PATHS
         .iter()
         .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
+/// The path of `target` (without its query) as the most lenient server behind
+/// might read it: for the absolute form, the part after the authority; `%XX`
+/// decoded (again, while that changes it: double encoding), `\` taken for `/`,
+/// each segment's `;params` dropped, empty and `.` segments dropped, `..`
+/// applied, in lower case. `None` for a target that has no path (`*`,
+/// `host:port`).
+pub fn normalize_path(target: &str) -> Option<String> {
+    let path = match target.find("://") {
+        Some(i) if !target.starts_with('/') => {
+            let after = &target[i + 3..];
+            after.find('/').map_or("/", |j| &after[j..])
+        }
+        _ if target.starts_with('/') || target.starts_with('\\') => target,
+        _ => return None,
+    };
+    let mut decoded = path.to_owned();
+    for _ in 0..4 {
+        let next = percent_encoding::percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    // A decoded `?` or `#` ends the path as a lenient server would read it.
+    let decoded = decoded.split(['?', '#']).next().unwrap_or("").replace('\\', "/").to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment.split(';').next().unwrap_or("") {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    Some(format!("/{}", segments.join("/")))
 }
 
 /// Where a plain-HTTP request is redirected when HTTPS is on: the same host
@@ -207,14 +288,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn internal_paths_are_told_apart_from_public_ones() {
-        for path in ["/metrics", "/metrics?name=x", "/readyz", "/healthz", "/healthz/", "/metrics/extra"] {
+    fn internal_paths_are_told_apart_from_public_ones_however_spelled() {
+        for path in [
+            "/metrics",
+            "/metrics?name=x",
+            "/readyz",
+            "/healthz",
+            "/healthz/",
+            "/metrics/extra",
+            "/admin/backends",
+            "/api/nodes/dc1-web-1/kill",
+            "/api/cluster?dc=dc1",
+            "/Metrics",
+            "/METRICS",
+            "/%6detrics",
+            "/%6Detrics",
+            "/%256detrics",
+            "//metrics",
+            "/./metrics",
+            "/api/../metrics",
+            "/api/v1/../../admin/tls",
+            "/metrics/",
+            "/metrics%2f",
+            "/metrics;x=1",
+            "\\metrics",
+            "/\\metrics",
+            "/%5cmetrics",
+            "http://www.millions.test/metrics",
+            "HTTPS://x/%2e/readyz",
+        ] {
             assert!(is_internal(path), "{path}");
         }
-        for path in ["/", "/metricsx", "/api/v1/metrics", "/u/readyz", "/Metrics", "/api/v1/feed?x=/metrics"]
-        {
+        for path in [
+            "/",
+            "/metricsx",
+            "/api/v1/metrics",
+            "/u/readyz",
+            "/api/v1/feed?x=/metrics",
+            "/api/v1/users/ann",
+            "/u/Ann",
+            "/p/1%2f..",
+            "/administrator",
+            "*",
+            "localhost:443",
+            "http://www.millions.test",
+            "/metrics%00",
+        ] {
             assert!(!is_internal(path), "{path}");
         }
+        assert_eq!(normalize_path("/a//b/./c/../D;x").as_deref(), Some("/a/b/d"));
+        assert_eq!(normalize_path("/a/%2e%2e/metrics%3fx").as_deref(), Some("/metrics"));
+        assert_eq!(normalize_path("http://h").as_deref(), Some("/"));
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! HTTPS at the load balancer: HTTP/1.1 and HTTP/2 by ALPN, HSTS, the plain port's
-//! redirect, certificate reloads, bad certificates refused before binding, the
-//! handshake deadline and session resumption. Certificates are made by the test
-//! (rcgen) into a temporary directory; no key is ever committed.
+//! HTTPS at the load balancer: HTTP/1.1 and HTTP/2 by ALPN, HSTS (on its own
+//! answers too, never on plain HTTP), the plain port's redirect, certificate
+//! reloads, bad certificates refused before binding, the handshake deadline and
+//! session resumption. Certificates are made by the test ([`support::Pki`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,73 +13,13 @@ use axum::Router;
 use axum::extract::Request;
 use lb::config::TlsSection;
 use lb::{LbConfig, Running};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
+use support::{Leaf, Pki, raw_https};
+
 const TOKEN: &str = "tls-test-admin-token";
-
-/// A test CA and the certificates it signs.
-struct Pki {
-    /// The CA's certificate and key.
-    ca: CertifiedIssuer<'static, KeyPair>,
-    /// Where the load balancer's files are written.
-    dir: tempfile::TempDir,
-}
-
-/// A server certificate (PEM) and its key (PEM).
-struct Leaf {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki { ca, dir: tempfile::tempdir().unwrap() }
-    }
-
-    /// A certificate for `localhost` and 127.0.0.1.
-    fn leaf(&self) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem(), der: cert.der().to_vec() }
-    }
-
-    fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-
-    fn key_path(&self) -> PathBuf {
-        self.dir.path().join("server.key")
-    }
-
-    /// Write `cert` and `key` where the load balancer reads them.
-    fn install(&self, cert: &str, key: &str) {
-        std::fs::write(self.cert_path(), cert).unwrap();
-        std::fs::write(self.key_path(), key).unwrap();
-    }
-
-    fn root(&self) -> reqwest::Certificate {
-        reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap()
-    }
-
-    fn rustls_client(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-}
 
 /// A backend that answers every request with the headers it saw, as JSON.
 async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -183,6 +122,112 @@ async fn https_with_http1_and_http2_by_alpn_reaches_the_backend_with_hsts() {
         let seen: serde_json::Value = r.json().await.unwrap();
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{version:?}");
         assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1", "{version:?}");
+    }
+}
+
+/// The `Strict-Transport-Security` line of a raw HTTP/1.1 answer's head.
+fn hsts_line(answer: &str) -> Option<&str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find(|l| l.to_ascii_lowercase().starts_with("strict-transport-security:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_balancers_own_answers_carry_hsts_over_https_and_never_over_plain_http() {
+    let (pki, _, lb, hits) = serving(|c| {
+        c.limits.max_header_bytes = 4096;
+        c.limits.max_body_bytes = 1024;
+    })
+    .await;
+    let addr = lb.tls.unwrap();
+    let long = "a".repeat(5000);
+    // HTTP/1.1 (ALPN not offered): every refusal the load balancer writes itself.
+    for (request, status) in [
+        ("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), "404"),
+        ("GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), "404"),
+        (
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_owned(),
+            "400",
+        ),
+        ("GET / HTTP/1.1\nHost: localhost\n\n".to_owned(), "400"),
+        ("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n".to_owned(), "413"),
+        (format!("GET /{long} HTTP/1.1\r\nHost: localhost\r\n\r\n"), "414"),
+        (format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {long}\r\n\r\n"), "431"),
+        ("CONNECT localhost:443 HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), "405"),
+    ] {
+        let answer = raw_https(&pki, addr, request.as_bytes()).await;
+        let what = &request[..request.len().min(40)];
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{what:?}: {answer}");
+        assert_eq!(hsts_line(&answer), Some("strict-transport-security: max-age=600"), "{what:?}: {answer}");
+    }
+    // HTTP/2: the same for the refusals a client library lets through.
+    let h2 = client(&pki).build().unwrap();
+    let answers = [
+        h2.get(https(&lb, "/metrics")).send().await.unwrap(),
+        h2.get(https(&lb, "/healthz/x")).send().await.unwrap(),
+        h2.post(https(&lb, "/")).body(vec![b'x'; 5000]).send().await.unwrap(),
+        h2.get(https(&lb, "/")).header("x-big", long.as_str()).send().await.unwrap(),
+    ];
+    for (r, status) in answers.into_iter().zip([404, 404, 413, 431]) {
+        assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, status));
+        assert_eq!(r.headers()["strict-transport-security"], "max-age=600", "{status}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "only the first request (the wait) reached the backend");
+
+    // No backend left that answers: 502 or 503, from the load balancer, with HSTS.
+    let gone = reqwest::Client::new()
+        .put(format!("http://{}/admin/backends", lb.admin))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"backends": [free_port()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let h1 = client(&pki).http1_only().build().unwrap();
+    for (client, version) in [(&h1, reqwest::Version::HTTP_11), (&h2, reqwest::Version::HTTP_2)] {
+        let r = client.get(https(&lb, "/x")).send().await.unwrap();
+        assert!([502, 503].contains(&r.status().as_u16()), "{version:?}: {}", r.status());
+        assert_eq!(r.headers()["strict-transport-security"], "max-age=600", "{version:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"]["code"].is_string(), "the load balancer's own: {body}");
+    }
+
+    // The plain port's answers never carry it: its redirects, its refusals.
+    let plain = format!("http://localhost:{}", lb.listen.port());
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(format!("{plain}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 308);
+    assert!(r.headers().get("strict-transport-security").is_none());
+    let mut raw = tokio::net::TcpStream::connect(lb.listen).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400") && hsts_line(&answer).is_none(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limited_client_is_told_so_with_hsts() {
+    let (pki, _, lb, _) = serving(|c| {
+        c.rate_limit.per_second = 1;
+        c.rate_limit.burst = 1;
+    })
+    .await;
+    // The bucket refills once a second: within a few requests in a row, one is refused.
+    for (name, client) in
+        [("HTTP/1.1", client(&pki).http1_only().build().unwrap()), ("HTTP/2", client(&pki).build().unwrap())]
+    {
+        let mut limited = None;
+        for _ in 0..20 {
+            let r = client.get(https(&lb, "/x")).send().await.unwrap();
+            if r.status() == 429 {
+                limited = Some(r);
+                break;
+            }
+        }
+        let r = limited.unwrap_or_else(|| panic!("{name}: never rate limited"));
+        assert!(r.headers().contains_key("retry-after"), "{name}");
+        assert_eq!(r.headers()["strict-transport-security"], "max-age=600", "{name}");
     }
 }
 
@@ -330,6 +375,7 @@ async fn one_request(config: Arc<rustls::ClientConfig>, addr: SocketAddr) -> rus
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tls.read_to_end(&mut answer).await.unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));

@@ -263,7 +263,10 @@ fn psql(url: &str, sql: &str) -> Option<String> {
 fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let topo = test_topology(home);
+    // The load balancers' certificates live 40 s and are renewed within 30 s of
+    // expiry: while this test runs, each is renewed every 10 s or so.
+    let renewing = "\n[tls]\ncert_lifetime_secs = 40\nrenew_before_secs = 30\nrenew_check_secs = 1\n";
+    let topo = own_ranges(home, &format!("{}{renewing}", topology::preset_text("test").unwrap()));
     let o = millions(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"]);
     let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
@@ -278,6 +281,26 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert!(text(&o).contains(&format!("{app}/")), "{}", text(&o));
     assert!(text(&o).contains(&format!("--cacert {}", home.join("tls/ca.pem").display())), "{}", text(&o));
     assert_eq!(app_status(home, &format!("{app}/api/v1/openapi.json")), Some(200));
+    // Its certificate is renewed while it runs: a new handshake then gets one
+    // that expires later, from the same load balancer (no restart), and no
+    // request fails meanwhile; the renewal is in the event log.
+    let lb_pid = node(&status, "dc1-lb-1")["pid"].as_u64().unwrap();
+    let served_until = || {
+        let client = app_client(home).tls_info(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(client.get(format!("{app}/api/v1/openapi.json")).send()).unwrap();
+        assert_eq!(r.status(), 200, "no request fails while certificates are renewed");
+        let der = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap().peer_certificate().unwrap().to_vec();
+        control::tls::der_not_after(&der).unwrap()
+    };
+    let first = served_until();
+    poll("the load balancer to present a renewed certificate", || served_until() > first);
+    assert_eq!(node(&status_json(home), "dc1-lb-1")["pid"].as_u64(), Some(lb_pid), "not restarted");
+    poll("the renewal in the event log", || {
+        status_json(home)["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "cert-renewed" && e["node"] == "dc1-lb-1"))
+    });
     // The plain port sends every request there.
     let plain = app_client(home).build().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

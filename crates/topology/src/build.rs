@@ -6,10 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use sharding::{BUCKETS, ShardId};
 
-use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawTopology, RawWan};
+use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawTls, RawTopology, RawWan};
 use crate::{
-    Cidr, Dc, DnsSettings, LbSettings, MIN_REDIS_MB, Node, Ports, RedisMemory, Region, Replication, Role,
-    Shard, ShardMember, Survives, Topology, WanSettings,
+    Cidr, Dc, DnsSettings, LbSettings, MAX_CERT_LIFETIME_SECS, MIN_CERT_LIFETIME_SECS, MIN_REDIS_MB, Node,
+    Ports, RedisMemory, Region, Replication, Role, Shard, ShardMember, Survives, TlsSettings, Topology,
+    WanSettings, default_check,
 };
 
 /// Most nodes of one role one DC may have; far more than one machine can run, and a
@@ -137,6 +138,7 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
     }
 
     let dns = dns(&raw.dns)?;
+    let tls = tls(&raw.tls)?;
     let regions = regions(&raw.region, &plans)?;
     Ok(Topology {
         name: raw.name,
@@ -147,7 +149,45 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
         dns,
         regions,
         wan,
+        tls,
     })
+}
+
+/// `[tls]`: a lifetime between [`MIN_CERT_LIFETIME_SECS`] and
+/// [`MAX_CERT_LIFETIME_SECS`]; a renewal window shorter than it; checks more
+/// often than the window (else a certificate could expire between two checks).
+/// What is left out takes its default for what is given.
+fn tls(raw: &RawTls) -> Result<TlsSettings, String> {
+    let (min, max) = (MIN_CERT_LIFETIME_SECS as i64, MAX_CERT_LIFETIME_SECS as i64);
+    let lifetime = match raw.cert_lifetime_secs {
+        None => TlsSettings::default().cert_lifetime_secs,
+        Some(l) if (min..=max).contains(&l) => l as u64,
+        Some(l) => {
+            return Err(format!("tls.cert_lifetime_secs = {l} must be between {min} and {max} (ten years)"));
+        }
+    };
+    let mut settings = TlsSettings::with_lifetime(lifetime);
+    if let Some(r) = raw.renew_before_secs {
+        if r < 2 || r as u64 >= lifetime {
+            return Err(format!(
+                "tls.renew_before_secs = {r} must be at least 2 and less than the certificate's lifetime \
+                 (tls.cert_lifetime_secs = {lifetime})"
+            ));
+        }
+        settings.renew_before_secs = r as u64;
+        settings.renew_check_secs = default_check(r as u64);
+    }
+    if let Some(c) = raw.renew_check_secs {
+        if c < 1 || c as u64 >= settings.renew_before_secs {
+            return Err(format!(
+                "tls.renew_check_secs = {c} must be at least 1 and less than the renewal window \
+                 (tls.renew_before_secs = {}), or a certificate could expire between two checks",
+                settings.renew_before_secs
+            ));
+        }
+        settings.renew_check_secs = c as u64;
+    }
+    Ok(settings)
 }
 
 /// Whether `label` is one DNS label we accept: 1 to 63 lowercase letters, digits and

@@ -438,6 +438,51 @@ impl Default for DnsSettings {
     }
 }
 
+/// `[tls]`: the load balancers' certificates (signed by the run directory's CA):
+/// how long each lives, and when the controller renews it in a running topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TlsSettings {
+    /// A certificate's lifetime, seconds (397 days: the longest browsers accept
+    /// from public CAs).
+    pub cert_lifetime_secs: u64,
+    /// A certificate is renewed once less than this remains (a third of its
+    /// lifetime unless set): room for failed renewals to be retried.
+    pub renew_before_secs: u64,
+    /// How often the controller checks every certificate (an hour, or a quarter
+    /// of the renewal window if that is shorter): less than the window, so no
+    /// certificate expires between two checks.
+    pub renew_check_secs: u64,
+}
+
+/// The longest certificate lifetime `[tls]` accepts: ten years, the CA's own.
+pub const MAX_CERT_LIFETIME_SECS: u64 = 3650 * 86_400;
+/// The shortest (for tests that watch a renewal happen).
+pub const MIN_CERT_LIFETIME_SECS: u64 = 10;
+
+impl TlsSettings {
+    /// The settings for a lifetime of `cert_lifetime_secs`, with the window and
+    /// the check interval their defaults for it.
+    pub fn with_lifetime(cert_lifetime_secs: u64) -> TlsSettings {
+        let renew_before_secs = (cert_lifetime_secs / 3).max(1);
+        TlsSettings {
+            cert_lifetime_secs,
+            renew_before_secs,
+            renew_check_secs: default_check(renew_before_secs),
+        }
+    }
+}
+
+/// How often to check by default when renewing `renew_before_secs` ahead.
+pub(crate) fn default_check(renew_before_secs: u64) -> u64 {
+    (renew_before_secs / 4).clamp(1, 3600)
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings::with_lifetime(397 * 86_400)
+    }
+}
+
 /// `[[region]]`: clients in some address ranges, and their DCs by preference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Region {
@@ -539,6 +584,8 @@ pub struct Topology {
     regions: Vec<Region>,
     /// The simulated links between DCs; `None`: DCs talk directly.
     wan: Option<WanSettings>,
+    /// The load balancers' certificates' lifetime and renewal.
+    tls: TlsSettings,
 }
 
 impl Topology {
@@ -578,6 +625,11 @@ impl Topology {
     /// The zone the DNS servers answer for, and how.
     pub fn dns(&self) -> &DnsSettings {
         &self.dns
+    }
+
+    /// The load balancers' certificates' lifetime and renewal.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
     }
 
     /// The client regions, in the file's order.

@@ -29,6 +29,22 @@ pub(crate) struct RawTopology {
     pub region: Vec<RawRegion>,
     /// `[wan]`: the simulated links between DCs (absent: DCs talk directly).
     pub wan: Option<RawWan>,
+    /// `[tls]`: the load balancers' certificates' lifetime and renewal.
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+/// `[tls]`: how long the load balancers' certificates live and when they are
+/// renewed (signed, so a negative value gets our message).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    /// A certificate's lifetime, seconds.
+    pub cert_lifetime_secs: Option<i64>,
+    /// A certificate is renewed once less than this remains, seconds.
+    pub renew_before_secs: Option<i64>,
+    /// How often the controller checks, seconds.
+    pub renew_check_secs: Option<i64>,
 }
 
 /// `[dns]`: the zone the DNS servers answer for.

@@ -790,3 +790,47 @@ fn a_dc_gives_its_redis_servers_a_memory_budget_and_bad_budgets_are_refused() {
         }
     }
 }
+
+#[test]
+fn certificate_renewal_settings_have_defaults_and_bad_ones_are_refused() {
+    let t = topology::parse(BASE, "t").unwrap();
+    let day = 86_400;
+    assert_eq!(
+        *t.tls(),
+        topology::TlsSettings {
+            cert_lifetime_secs: 397 * day,
+            renew_before_secs: 397 * day / 3,
+            renew_check_secs: 3600
+        }
+    );
+    // A lifetime alone: the window is a third of it, checks four times in it.
+    let t = topology::parse(&format!("{BASE}\n[tls]\ncert_lifetime_secs = 60\n"), "t").unwrap();
+    assert_eq!((t.tls().renew_before_secs, t.tls().renew_check_secs), (20, 5));
+    let t = topology::parse(
+        &format!("{BASE}\n[tls]\ncert_lifetime_secs = 60\nrenew_before_secs = 40\nrenew_check_secs = 1\n"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        (t.tls().cert_lifetime_secs, t.tls().renew_before_secs, t.tls().renew_check_secs),
+        (60, 40, 1)
+    );
+    for (section, expected) in [
+        ("cert_lifetime_secs = 5", "tls.cert_lifetime_secs = 5 must be between 10 and 315360000"),
+        ("cert_lifetime_secs = 400000000", "tls.cert_lifetime_secs = 400000000 must be between"),
+        (
+            "cert_lifetime_secs = 60\nrenew_before_secs = 60",
+            "tls.renew_before_secs = 60 must be at least 2 and less than",
+        ),
+        ("renew_before_secs = 0", "tls.renew_before_secs = 0 must be at least 2"),
+        ("renew_before_secs = -3", "tls.renew_before_secs = -3"),
+        (
+            "cert_lifetime_secs = 60\nrenew_check_secs = 20",
+            "tls.renew_check_secs = 20 must be at least 1 and less than the renewal window (tls.renew_before_secs = 20)",
+        ),
+        ("renew_check_secs = 0", "tls.renew_check_secs = 0 must be at least 1"),
+        ("renew_check = 5", "unknown field `renew_check`"),
+    ] {
+        assert_contains(&err(&format!("{BASE}\n[tls]\n{section}\n")), expected);
+    }
+}

@@ -16,7 +16,10 @@ use crate::state::AppState;
 /// ([`telemetry::request_id`] holds the rule).
 pub static REQUEST_ID: HeaderName = HeaderName::from_static(telemetry::request_id::HEADER);
 
-/// Routes every process serves.
+/// Routes every process serves. They are internal: each is in
+/// `lb::rules::INTERNAL_PATHS`, so the load balancers never forward them from
+/// the public entry (a new internal route goes there too; `lb`'s
+/// `tests/internal.rs` fails until it does).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))

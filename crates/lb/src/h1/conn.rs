@@ -80,6 +80,9 @@ pub(super) struct Conn<'a, C> {
     pub shutdown: &'a ShutdownWatch,
     /// The timeouts its requests run under.
     pub timeouts: Timeouts,
+    /// Over HTTPS: the `Strict-Transport-Security` `max-age` every answer
+    /// carries, the load balancer's own included.
+    pub hsts: Option<u64>,
 }
 
 /// Serve an HTTP/1 client connection until it closes. `inbuf` holds what was
@@ -99,6 +102,7 @@ pub(crate) async fn serve<C: ClientIo>(
         out: Vec::with_capacity(READ_CHUNK),
         shutdown,
         timeouts: Timeouts::new(&proxy.config),
+        hsts: proxy.entry.hsts(),
     };
     loop {
         let head_len = match conn.read_head(proxy.config.limits.max_header_bytes).await {
@@ -108,7 +112,7 @@ pub(crate) async fn serve<C: ClientIo>(
                 if let Some(refusal) = refusal {
                     proxy.metrics.rejected(refusal.code);
                     let id = telemetry::request_id::new();
-                    let _ = write_error(&mut conn.client, &mut conn.out, refusal, &id).await;
+                    let _ = write_error(&mut conn, refusal, &id).await;
                 }
                 return;
             }
@@ -124,7 +128,7 @@ pub(crate) async fn serve<C: ClientIo>(
                 let mut req = Request::new(started, telemetry::request_id::new(), conn.peer);
                 proxy.refused(&mut req, refusal);
                 req.status = refusal.status;
-                let _ = write_error(&mut conn.client, &mut conn.out, refusal, &req.request_id).await;
+                let _ = write_error(&mut conn, refusal, &req.request_id).await;
                 proxy.log(&req, "", "");
                 return;
             }
@@ -212,9 +216,11 @@ impl<C: ClientIo> Conn<'_, C> {
 /// it names no usable host or target ([`rules::https_location`]); the
 /// connection is closed after it.
 async fn redirect<C: ClientIo>(proxy: &Proxy, conn: &mut Conn<'_, C>, head_len: usize, port: u16) {
+    // Taken out of the buffer (the connection closes after the answer anyway).
+    let head = conn.inbuf.split_to(head_len);
     let mut headers = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let complete = matches!(parsed.parse(&conn.inbuf[..head_len]), Ok(httparse::Status::Complete(_)));
+    let complete = matches!(parsed.parse(&head), Ok(httparse::Status::Complete(_)));
     let host = parsed.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
     let location = match (complete, parsed.path, host) {
         (true, Some(target), Some(host)) => rules::https_location(host, target, port),
@@ -239,7 +245,7 @@ async fn redirect<C: ClientIo>(proxy: &Proxy, conn: &mut Conn<'_, C>, head_len: 
             let refusal = Refusal::new(400, "bad_request");
             proxy.refused(&mut req, refusal);
             req.status = refusal.status;
-            if let Err(e) = write_error(&mut conn.client, &mut conn.out, refusal, &req.request_id).await {
+            if let Err(e) = write_error(conn, refusal, &req.request_id).await {
                 req.error = Some(e);
             }
         }
@@ -252,13 +258,14 @@ pub(super) fn io_error(etype: ErrorType, context: &'static str, e: std::io::Erro
     Error::because(etype, context, e)
 }
 
-/// Write an answer of the load balancer's own; the connection is closed after it.
+/// Write an answer of the load balancer's own (with HSTS over HTTPS, like every
+/// answer there); the connection is closed after it.
 pub(super) async fn write_error<C: ClientIo>(
-    client: &mut C,
-    out: &mut Vec<u8>,
+    conn: &mut Conn<'_, C>,
     refusal: Refusal,
     request_id: &str,
 ) -> Result<(), Box<Error>> {
+    let Conn { client, out, hsts, .. } = conn;
     let Refusal { status, code, retry_after } = refusal;
     let body = rules::error_body(code);
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
@@ -271,6 +278,9 @@ pub(super) async fn write_error<C: ClientIo>(
     );
     if let Some(secs) = retry_after {
         let _ = write!(out, "retry-after: {secs}\r\n");
+    }
+    if let Some(max_age) = hsts {
+        let _ = write!(out, "{}: max-age={max_age}\r\n", rules::HSTS);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());

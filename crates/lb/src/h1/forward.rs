@@ -111,7 +111,7 @@ impl<C: ClientIo> Exchange for Forward<'_, '_, C> {
     }
 
     async fn respond(&mut self, req: &Request, refusal: Refusal) -> Result<(), Box<Error>> {
-        write_error(&mut self.conn.client, &mut self.conn.out, refusal, &req.request_id).await
+        write_error(self.conn, refusal, &req.request_id).await
     }
 }
 
