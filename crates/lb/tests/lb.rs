@@ -1114,3 +1114,33 @@ async fn with_a_token_the_admin_api_needs_it_and_the_probes_do_not() {
         assert_eq!(r.status(), 200, "{probe} stays open");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_requests_share_one_http2_connection() {
+    // h2 ends a connection whose server side reset too many streams itself
+    // ("too_many_internal_resets", after 1024): every stream must end cleanly.
+    // Answers larger than a stream's first flow-control window (64 KiB), like the
+    // OpenAPI document, and small ones.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/big", axum::routing::get(|| async { "x".repeat(100_000) }))
+        .route("/small", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let lb = start(config(&[addr]));
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().pool_max_idle_per_host(1).build().unwrap();
+    for i in 0..2000 {
+        let path = if i % 2 == 0 { "/big" } else { "/small" };
+        let r = h2.get(url(&lb, path)).send().await.unwrap_or_else(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            panic!("request {i}: {why}")
+        });
+        assert_eq!(r.status(), 200, "request {i}");
+        r.bytes().await.unwrap();
+    }
+}

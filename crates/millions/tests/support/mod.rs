@@ -136,11 +136,26 @@ impl SteadyGets {
                 let mut failures = Vec::new();
                 while !s.load(Ordering::SeqCst) {
                     match client.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => {
-                            o.fetch_add(1, Ordering::SeqCst);
-                        }
+                        // The body is read to its end: an HTTP/2 client resets the
+                        // stream of a body dropped unread, and ends a connection
+                        // after 1024 such resets of its own ("too_many_internal_resets").
+                        Ok(r) if r.status() == 200 => match r.bytes().await {
+                            Ok(_) => {
+                                o.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => failures.push(format!("reading the body: {e}")),
+                        },
                         Ok(r) => failures.push(format!("status {}", r.status())),
-                        Err(e) => failures.push(e.to_string()),
+                        Err(e) => {
+                            // The whole chain: "error sending request" alone says nothing.
+                            let mut why = e.to_string();
+                            let mut source = std::error::Error::source(&e);
+                            while let Some(s) = source {
+                                why.push_str(&format!(": {s}"));
+                                source = s.source();
+                            }
+                            failures.push(why)
+                        }
                     }
                 }
                 (o.load(Ordering::SeqCst), failures)
