@@ -426,17 +426,22 @@ pub async fn login(
     client: Client,
     device: Option<&str>,
 ) -> Result<LoggedIn, ApiError> {
-    let account = username.trim().to_lowercase();
-    let known = KnownDevice::of(state, device, &account).await;
+    // Only a possible name has an account (and a counter of its own, its Redis key
+    // bounded in size: an impossible name of 60 KB must not become a key).
+    let account = normalize_username(username).ok();
+    let known = match &account {
+        Some(name) => KnownDevice::of(state, device, name).await,
+        None => None,
+    };
     // Counted, or refused, before the database is asked or a hash is computed.
-    let limit = LoginLimit::of(state, &account, client);
+    let limit = LoginLimit::of(state, account.as_deref(), client);
     if known.is_none() {
         limit.admit().await?;
     }
     // An impossible name still costs a hash verification, like a wrong password.
-    let creds = match normalize_username(username) {
-        Ok(name) => state.data().credentials(&name).await?,
-        Err(_) => None,
+    let creds = match &account {
+        Some(name) => state.data().credentials(name).await?,
+        None => None,
     };
     let (user_id, hash) = match creds {
         Some(c) => (Some(c.user_id), Some(c.password_hash)),
@@ -459,9 +464,9 @@ pub async fn login(
     let user_id = user_id.ok_or(ApiError::BadCredentials)?;
     let profile = profile_by_id(state, user_id).await?;
     let token = state.sessions().create(user_id).await?;
-    let device = match known {
-        Some(_) => None,
-        None => KnownDevice::remember(state, &account).await,
+    let device = match (known, &account) {
+        (None, Some(name)) => KnownDevice::remember(state, name).await,
+        _ => None,
     };
     tracing::info!(user_id, "login");
     Ok(LoggedIn { token, user: user_view(&profile, None), device })
@@ -550,12 +555,15 @@ struct LoginLimit<'a> {
 }
 
 impl<'a> LoginLimit<'a> {
-    /// The limits of a login to `account` (case-folded like usernames, so `Alice`
-    /// and `alice` share a count) from `client`.
-    fn of(state: &'a AppState, account: &str, client: Client) -> LoginLimit<'a> {
+    /// The limits of a login to `account` (normalized like usernames, so `Alice`
+    /// and `alice` share a count; none for an impossible name, which never logs
+    /// in) from `client`.
+    fn of(state: &'a AppState, account: Option<&str>, client: Client) -> LoginLimit<'a> {
         let (p, a) = (&state.config().passwords, &state.config().abuse);
         let mut counters = Vec::with_capacity(2);
-        if p.max_failed_logins > 0 {
+        if let Some(account) = account
+            && p.max_failed_logins > 0
+        {
             let key = state.redis().key(&format!("lf:{account}"));
             counters.push((Limit::AccountLogins, key, p.max_failed_logins, p.lockout_secs));
         }

@@ -1327,3 +1327,25 @@ async fn the_operators_token_passes_the_per_address_limits_and_nothing_else_does
     assert_eq!(signup("jon", Some(TOKEN)).await, StatusCode::CREATED);
     assert_eq!(signup("kim", Some(TOKEN)).await, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn an_impossible_username_gets_no_counter_of_its_own() {
+    let app = spawn_app().await;
+    let long = "x".repeat(20_000);
+    let mut redis = app.state.redis().conn().await.unwrap();
+    for name in [long.as_str(), "nobody_here"] {
+        let r = from_client(
+            &app,
+            "ignored",
+            "/api/v1/sessions",
+            json!({"username": name, "password": "guess1234"}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let key = app.state.redis().key(&format!("lf:{name}"));
+        let exists: bool = ::redis::cmd("EXISTS").arg(key).query_async(&mut redis).await.unwrap();
+        // A possible name is counted, though no such account exists (the same
+        // answer as a wrong password); an impossible one never becomes a key.
+        assert_eq!(exists, name.len() < 31, "{}", &name[..name.len().min(20)]);
+    }
+}
