@@ -176,17 +176,9 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-# The medians over rounds, and the table.
-# field RESULTS KEY NAME INDEX: the median over rounds of one number of RESULTS
-# (R or F below), samples that failed ("nan") left out.
-field() {
-    local -n results=$1
-    for round in $(seq "$ROUNDS"); do echo "${results[$round,$2,$3]}" | awk -v i="$4" '{ print $i }'; done |
-        grep -v nan | median
-}
+# The medians over rounds (`field`, bench-lib.sh, of R or F below), and the table.
 # A ratio of two costs; a cost below zero (faster than direct) has none.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 0) print "n/a (ours below direct)"; else if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", a - b }'; }
 
 echo
 echo "| connections | measure | direct | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"

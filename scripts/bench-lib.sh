@@ -94,14 +94,15 @@ CFG
 # command name, which may itself hold spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
-# build_millions: `cargo build --release -p millions` unless BENCH_BUILD=0, then
-# check that $MILLIONS exists.
+# build_millions [CARGO_ARG...]: `cargo build --release -p millions` (with the
+# arguments given, e.g. `-p web --example bare`) unless BENCH_BUILD=0, then check
+# that $MILLIONS exists.
 build_millions() {
     if [ "${BENCH_BUILD:-1}" = 1 ]; then
         local locked=()
         [ -f Cargo.lock ] && locked=(--locked)
-        say "cargo build --release ${locked[*]} -p millions (a no-op when up to date)"
-        cargo build --quiet --release "${locked[@]}" -p millions
+        say "cargo build --release ${locked[*]} -p millions $* (a no-op when up to date)"
+        cargo build --quiet --release "${locked[@]}" -p millions "$@"
     fi
     [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 }
@@ -216,3 +217,14 @@ bad = sum(n for c, n in codes.items() if not c.startswith("2"))
 errors = sum(n for e, n in (d.get("errorDistribution") or {}).items() if "deadline" not in e)
 print(round(p["p50"] * 1e6), round(p["p99"] * 1e6), round(ok / d["summary"]["total"]), bad + errors)' "$out"
 }
+
+# field ARRAY KEY1 KEY2 INDEX: the median over $ROUNDS rounds of field INDEX of
+# ARRAY[round,KEY1,KEY2] (a run that failed, "nan", left out).
+field() {
+    local -n results=$1
+    for round in $(seq "$ROUNDS"); do echo "${results[$round,$2,$3]}" | awk -v i="$4" '{ print $i }'; done |
+        grep -v nan | median
+}
+
+# added A B: A - B, as a whole number (latency added over the direct path).
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", a - b }'; }

@@ -51,13 +51,7 @@ source "$ROOT/scripts/bench-lib.sh"
 for tool in wrk curl python3 awk; do
     command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk)"
 done
-if [ "${BENCH_BUILD:-1}" = 1 ]; then
-    locked=()
-    [ -f Cargo.lock ] && locked=(--locked)
-    say "cargo build --release ${locked[*]} -p millions --bin millions (a no-op when up to date)"
-    cargo build --quiet --release "${locked[@]}" -p millions --bin millions
-fi
-[ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
+build_millions
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench.XXXXXX")"
 # PostgreSQL runs as its own OS user when started by root: it must enter this dir.

@@ -161,13 +161,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-# field RUN NAME INDEX: the median over rounds of one number.
-field() {
-    for round in $(seq "$ROUNDS"); do echo "${R[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done |
-        grep -v nan | median
-}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 0) print "n/a"; else if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", a - b }'; }
 
 echo
 echo "| connections | measure | direct (plain) | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
@@ -175,10 +169,10 @@ echo "|---|---|---|---|---|---|---|---|"
 for run in "${RUNS[@]}"; do
     mode="${run%%:*}"; conn="${run#*:}"
     label="$conn keep-alive"; [ "$mode" = close ] && label="$conn, handshake per request"
-    d99=$(field "$run" direct 3); drps=$(field "$run" direct 1)
+    d99=$(field R "$run" direct 3); drps=$(field R "$run" direct 1)
     for name in ours haproxy nginx; do
-        declare "a99_$name=$(added "$(field "$run" $name 3)" "$d99")"
-        declare "rps_$name=$(field "$run" $name 1)"
+        declare "a99_$name=$(added "$(field R "$run" $name 3)" "$d99")"
+        declare "rps_$name=$(field R "$run" $name 1)"
     done
     echo "| $label | req/s | $drps | $rps_ours | $rps_haproxy | $rps_nginx | $(ratio "$rps_ours" "$rps_haproxy") | $(ratio "$rps_ours" "$rps_nginx") |"
     echo "| $label | added p99 µs | (p99 $d99) | $a99_ours | $a99_haproxy | $a99_nginx | $(ratio "$a99_ours" "$a99_haproxy") | $(ratio "$a99_ours" "$a99_nginx") |"
@@ -209,10 +203,6 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
-ffield() {
-    for round in $(seq "$ROUNDS"); do echo "${F[$round,$1,$2]}" | awk -v i="$3" '{ print $i }'; done |
-        grep -v nan | median
-}
 echo
 echo "| connections | rate/s | measure | direct (plain) | ours | HAProxy | nginx | ours / HAProxy | ours / nginx |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -220,8 +210,8 @@ for run in "${RUNS2[@]}"; do
     mode="${run%%:*}"; rate="${run#*:}"
     label="$SAT_CONN keep-alive"; [ "$mode" = resumed ] && label="new per request, resumed"
     for i in 1 2; do
-        d=$(ffield "$run" direct "$i")
-        for name in ours haproxy nginx; do declare "a_$name=$(added "$(ffield "$run" $name "$i")" "$d")"; done
+        d=$(field F "$run" direct "$i")
+        for name in ours haproxy nginx; do declare "a_$name=$(added "$(field F "$run" $name "$i")" "$d")"; done
         m="added p50 µs"; [ "$i" = 2 ] && m="added p99 µs"
         echo "| $label | $rate | $m | ($d) | $a_ours | $a_haproxy | $a_nginx | $(ratio "$a_ours" "$a_haproxy") | $(ratio "$a_ours" "$a_nginx") |"
     done

@@ -66,13 +66,7 @@ for tool in wrk curl python3 awk; do
     command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk)"
 done
 
-if [ "${BENCH_BUILD:-1}" = 1 ]; then
-    locked=()
-    [ -f Cargo.lock ] && locked=(--locked)
-    say "cargo build --release ${locked[*]} -p millions -p web --bin millions --example bare (a no-op when up to date)"
-    cargo build --quiet --release "${locked[@]}" -p millions -p web --bin millions --example bare
-fi
-[ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
+build_millions -p web --bin millions --example bare
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
 
 free_port() {
