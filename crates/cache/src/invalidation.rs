@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +14,7 @@ use crate::{Redis, SpreadError};
 /// Something holding entries in this process that an invalidation must reach.
 pub(crate) trait LocalEvict: Send + Sync {
     /// Drop one key.
-    fn evict<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()>;
+    fn evict(&self, key: &str);
     /// Drop everything (after missing messages while disconnected).
     fn clear(&self);
 }
@@ -152,7 +151,7 @@ impl Invalidator {
         };
         let local = self.locals.read().expect("invalidator lock poisoned").get(name).cloned();
         if let Some(local) = local {
-            local.evict(key).await;
+            local.evict(key);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The cache tier.
 //!
-//! - [`ReadThrough`]: a typed read-through cache, L1 in process (moka, TinyLFU
-//!   eviction) over L2 in Redis, with TTL jitter and one load per key at a time.
+//! - [`ReadThrough`]: a typed read-through cache, L1 in process (quick_cache,
+//!   CLOCK-Pro eviction, a TTL per entry) over L2 in Redis, with TTL jitter and one load per key at a time.
 //! - [`Invalidator`]: a write deletes the Redis entry and publishes the key; every
 //!   process's listener evicts it from its L1.
 //! - [`Timelines`]: home timelines as capped sorted sets in Redis.

@@ -1,10 +1,12 @@
 //! Typed read-through caching over two levels.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +21,8 @@ use crate::{Invalidator, Redis, SpreadError};
 /// Sizes and lifetimes of a cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// Entries kept in the process (L1); beyond this, TinyLFU picks what to evict.
+    /// Entries kept in the process (L1); beyond this, quick_cache's CLOCK-Pro
+    /// policy picks what to evict (a key read once does not push out hot ones).
     pub l1_capacity: u64,
     /// How long an entry stays in L1. Invalidation normally removes it sooner; this
     /// bounds staleness if an invalidation message is lost.
@@ -117,16 +120,103 @@ impl CacheMetrics {
     }
 }
 
-/// Why a lookup's single-flight load did not put a value into L1.
-enum Load<T, E> {
+/// What one load found, as every caller that shared it sees it.
+enum Outcome<T> {
+    /// Kept (in L1, and in L2 unless Redis was unknown).
+    Kept(Arc<T>),
     /// The loader found nothing (a missing key is not cached).
     Missing,
-    /// The loader failed.
-    Failed(Arc<E>),
-    /// The key was invalidated while this value was being read: the callers of this
-    /// load get it (it is at worst as old as a read concurrent with the write), but
-    /// no level keeps it.
+    /// The loader failed: its error, whose type is the loader's (`Any`, since
+    /// callers of one key share a load whatever their loader's error type).
+    Failed(Arc<dyn Any + Send + Sync>),
+    /// The key was invalidated while this value was being read, or the loader
+    /// read a source that may be behind: the callers of this load get it (it is
+    /// at worst as old as a read concurrent with the write), but no level keeps it.
     Stale(Arc<T>),
+}
+
+impl<T> Clone for Outcome<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Outcome::Kept(v) => Outcome::Kept(v.clone()),
+            Outcome::Missing => Outcome::Missing,
+            Outcome::Failed(e) => Outcome::Failed(e.clone()),
+            Outcome::Stale(v) => Outcome::Stale(v.clone()),
+        }
+    }
+}
+
+/// One load of a key that concurrent lookups share: the first to get here runs
+/// its loader and the others wait for its outcome. If the one running it is
+/// cancelled, the next waiter runs its own loader.
+type Flight<T> = Arc<tokio::sync::OnceCell<Outcome<T>>>;
+
+/// What L1 holds for a key.
+struct Held<T> {
+    /// The value.
+    value: Arc<T>,
+    /// When it stops being served ([`CacheConfig::l1_ttl`] after it was kept).
+    until: Instant,
+}
+
+impl<T> Clone for Held<T> {
+    fn clone(&self) -> Self {
+        Held { value: self.value.clone(), until: self.until }
+    }
+}
+
+/// The in-process level: a bounded concurrent map whose entries also lapse.
+/// (`quick_cache` rather than `moka`: a hit costs a shard's read lock and a
+/// hash, with no per-read bookkeeping queue; see ADR 0014.)
+struct L1<T> {
+    /// The entries; a lapsed one is a miss and is replaced by the next load.
+    entries: quick_cache::sync::Cache<String, Held<T>>,
+    /// How long an entry is served.
+    ttl: Duration,
+}
+
+impl<T> L1<T> {
+    fn new(config: &CacheConfig) -> L1<T> {
+        L1 { entries: quick_cache::sync::Cache::new(config.l1_capacity.max(1) as usize), ttl: config.l1_ttl }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<T>> {
+        let held = self.entries.get(key)?;
+        (held.until > Instant::now()).then_some(held.value)
+    }
+
+    fn insert(&self, key: &str, value: Arc<T>) {
+        self.entries.insert(key.to_owned(), Held { value, until: Instant::now() + self.ttl });
+    }
+
+    fn remove(&self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    fn clear(&self) {
+        self.entries.clear();
+    }
+}
+
+/// Ends a key's [`Flight`] when its load ends, or is cancelled: later lookups
+/// start a new one (so none joins a load that began before an invalidation and
+/// has finished since).
+struct EndFlight<'a, T> {
+    /// The loads under way by key.
+    flights: &'a Mutex<HashMap<String, Flight<T>>>,
+    /// The key.
+    key: &'a str,
+    /// This flight (the map may hold a newer one by now).
+    flight: &'a Flight<T>,
+}
+
+impl<T> Drop for EndFlight<'_, T> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights.get(self.key).is_some_and(|f| Arc::ptr_eq(f, self.flight)) {
+            flights.remove(self.key);
+        }
+    }
 }
 
 /// Stored by the fill script only if the key's generation is still the one read
@@ -195,8 +285,10 @@ enum Fill {
 pub struct ReadThrough<T> {
     /// Names the key space in Redis, in metrics and in invalidation messages.
     name: &'static str,
-    /// The in-process level; `try_get_with` makes concurrent misses of a key share one load.
-    l1: moka::future::Cache<String, Arc<T>>,
+    /// The in-process level (shared with the invalidation listener's evictor).
+    l1: Arc<L1<T>>,
+    /// Loads under way, by key: concurrent misses of a key share one load.
+    flights: Mutex<HashMap<String, Flight<T>>>,
     /// The shared level.
     redis: Redis,
     /// Lifetimes.
@@ -254,10 +346,7 @@ where
         metrics: CacheMetrics,
         invalidator: Invalidator,
     ) -> Arc<ReadThrough<T>> {
-        let l1 = moka::future::Cache::builder()
-            .max_capacity(config.l1_capacity)
-            .time_to_live(config.l1_ttl)
-            .build();
+        let l1 = Arc::new(L1::new(&config));
         let longest = config.l2_ttl.as_secs_f64() * (1.0 + config.jitter.clamp(0.0, 0.9));
         invalidator.note_value_ttl(Duration::from_secs_f64(longest.ceil()));
         let evictions = Arc::new(Evictions::new());
@@ -265,6 +354,7 @@ where
         let cache = Arc::new(ReadThrough {
             name,
             l1,
+            flights: Mutex::default(),
             redis,
             config,
             metrics,
@@ -403,7 +493,7 @@ where
         Fut: Future<Output = Result<Loaded<T>, E>>,
         E: Send + Sync + 'static,
     {
-        if let Some(v) = self.cached(key).await {
+        if let Some(v) = self.cached(key) {
             return Ok(Some(v));
         }
         // Out of line and boxed: the miss path's state (Redis, the loader, the
@@ -415,13 +505,14 @@ where
     /// otherwise, counted as nothing (the caller's [`ReadThrough::get_or_fill`]
     /// counts what it does next). For batch reads that try every key in L1
     /// before starting any load.
-    pub async fn cached(&self, key: &str) -> Option<Arc<T>> {
-        let v = self.l1.get(key).await?;
+    pub fn cached(&self, key: &str) -> Option<Arc<T>> {
+        let v = self.l1.get(key)?;
         self.l1_hits.inc();
         Some(v)
     }
 
-    /// The rest of [`ReadThrough::get_or_fill`] after an L1 miss.
+    /// The rest of [`ReadThrough::get_or_fill`] after an L1 miss: join the key's
+    /// load under way, or run `load` as the key's load.
     async fn miss<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>
     where
         F: FnOnce() -> Fut,
@@ -429,85 +520,106 @@ where
         E: Send + Sync + 'static,
     {
         let _in_flight = InFlight::enter(&self.misses_in_flight);
-        // Set by the load if this call runs it (other callers of the key wait on
-        // it): the evictions it saw before reading Redis.
-        let mut ran_load: Option<(u64, u64)> = None;
-        let ran = &mut ran_load;
-        let result = self
-            .l1
-            .try_get_with(key.to_owned(), async {
-                let seen = self.evictions.snapshot(key);
-                *ran = Some(seen);
-                // Keep a value only if no eviction of the key reached L1 while it was
-                // being read (the message may arrive after Redis accepted the fill).
-                let keep = |v: Arc<T>| {
-                    if self.evictions.snapshot(key) == seen { Ok(v) } else { Err(Load::Stale(v)) }
-                };
-                let (value_key, gen_key) = (self.redis_key(key), self.generation_key(key));
-                // The value and its generation in one round trip.
-                let read = self
-                    .redis
-                    .run(|mut c| async move {
-                        redis::cmd("MGET")
-                            .arg(value_key)
-                            .arg(gen_key)
-                            .query_async::<(Option<Vec<u8>>, Option<String>)>(&mut c)
-                            .await
-                    })
-                    .await;
-                let generation = match read {
-                    Ok((Some(bytes), generation)) => match serde_json::from_slice::<T>(&bytes) {
-                        Ok(v) => {
-                            self.metrics.count(self.name, "l2_hit");
-                            return keep(Arc::new(v));
-                        }
-                        Err(e) => {
-                            tracing::warn!(cache = self.name, error = %e, "undecodable cache entry");
-                            self.generation_or_claim(key, generation).await
-                        }
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            flights.entry(key.to_owned()).or_default().clone()
+        };
+        let mut load = Some(load);
+        let outcome = flight
+            .get_or_init(|| async {
+                let _end = EndFlight { flights: &self.flights, key, flight: &flight };
+                let load = load.take().expect("a flight runs one loader per caller");
+                self.load(key, load).await
+            })
+            .await
+            .clone();
+        match outcome {
+            Outcome::Kept(v) | Outcome::Stale(v) => Ok(Some(v)),
+            Outcome::Missing => Ok(None),
+            Outcome::Failed(e) => match e.downcast::<E>() {
+                Ok(e) => Err(e),
+                // The load shared was another caller's, whose error is of
+                // another type: this caller's own loader decides (uncached).
+                Err(_) => match load.take() {
+                    Some(load) => match load().await {
+                        Ok(Loaded::Keep(v) | Loaded::ServeOnly(v)) => Ok(v.map(Arc::new)),
+                        Err(e) => Err(Arc::new(e)),
                     },
-                    Ok((None, generation)) => self.generation_or_claim(key, generation).await,
-                    Err(e) => {
-                        self.metrics.count(self.name, "error");
-                        tracing::warn!(cache = self.name, error = %e, "redis read failed; loading from the store");
-                        None
-                    }
-                };
-                self.metrics.count(self.name, "miss");
-                let value = match load().await {
-                    Ok(Loaded::Keep(Some(v))) => v,
-                    Ok(Loaded::Keep(None) | Loaded::ServeOnly(None)) => return Err(Load::Missing),
-                    Ok(Loaded::ServeOnly(Some(v))) => {
-                        self.metrics.count(self.name, "served_uncached");
-                        return Err(Load::Stale(Arc::new(v)));
-                    }
-                    Err(e) => return Err(Load::Failed(Arc::new(e))),
-                };
-                match self.fill_l2(key, generation, &value).await {
-                    Fill::Done => keep(Arc::new(value)),
-                    Fill::Refused => {
-                        self.metrics.count(self.name, "fill_refused");
-                        Err(Load::Stale(Arc::new(value)))
-                    }
-                }
+                    None => unreachable!("a caller whose own loader failed shares its error type"),
+                },
+            },
+        }
+    }
+
+    /// One load of `key` for every lookup sharing it: Redis (the value and its
+    /// generation in one round trip), else the loader, whose value is filled into
+    /// Redis if the generation is unchanged and kept in L1 if no eviction of the
+    /// key reached this process meanwhile.
+    async fn load<F, Fut, E>(&self, key: &str, load: F) -> Outcome<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let seen = self.evictions.snapshot(key);
+        // Keep a value only if no eviction of the key reached L1 while it was
+        // being read (the message may arrive after Redis accepted the fill), nor
+        // between the check and the insert (then the insert is undone).
+        let keep = |v: Arc<T>| {
+            if self.evictions.snapshot(key) != seen {
+                return Outcome::Stale(v);
+            }
+            self.l1.insert(key, v.clone());
+            if self.evictions.snapshot(key) != seen {
+                self.l1.remove(key);
+            }
+            Outcome::Kept(v)
+        };
+        let (value_key, gen_key) = (self.redis_key(key), self.generation_key(key));
+        let read = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("MGET")
+                    .arg(value_key)
+                    .arg(gen_key)
+                    .query_async::<(Option<Vec<u8>>, Option<String>)>(&mut c)
+                    .await
             })
             .await;
-        match result {
-            Ok(v) => {
-                // An eviction between the check above and moka's insert: undo it.
-                if let Some(seen) = ran_load
-                    && self.evictions.snapshot(key) != seen
-                {
-                    self.l1.invalidate(key).await;
+        let generation = match read {
+            Ok((Some(bytes), generation)) => match serde_json::from_slice::<T>(&bytes) {
+                Ok(v) => {
+                    self.metrics.count(self.name, "l2_hit");
+                    return keep(Arc::new(v));
                 }
-                Ok(Some(v))
-            }
-            // Waiters that shared the load share its outcome.
-            Err(shared) => match &*shared {
-                Load::Missing => Ok(None),
-                Load::Failed(e) => Err(e.clone()),
-                Load::Stale(v) => Ok(Some(v.clone())),
+                Err(e) => {
+                    tracing::warn!(cache = self.name, error = %e, "undecodable cache entry");
+                    self.generation_or_claim(key, generation).await
+                }
             },
+            Ok((None, generation)) => self.generation_or_claim(key, generation).await,
+            Err(e) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(cache = self.name, error = %e, "redis read failed; loading from the store");
+                None
+            }
+        };
+        self.metrics.count(self.name, "miss");
+        let value = match load().await {
+            Ok(Loaded::Keep(Some(v))) => v,
+            Ok(Loaded::Keep(None) | Loaded::ServeOnly(None)) => return Outcome::Missing,
+            Ok(Loaded::ServeOnly(Some(v))) => {
+                self.metrics.count(self.name, "served_uncached");
+                return Outcome::Stale(Arc::new(v));
+            }
+            Err(e) => return Outcome::Failed(Arc::new(e)),
+        };
+        match self.fill_l2(key, generation, &value).await {
+            Fill::Done => keep(Arc::new(value)),
+            Fill::Refused => {
+                self.metrics.count(self.name, "fill_refused");
+                Outcome::Stale(Arc::new(value))
+            }
         }
     }
 
@@ -518,7 +630,7 @@ where
     /// error: the write stands, and that Redis's entries expire by TTL.
     pub async fn invalidate(&self, key: &str) {
         self.evictions.note(key);
-        self.l1.invalidate(key).await;
+        self.l1.remove(key);
         match self.invalidator.invalidate(self.name, key).await {
             Ok(()) => {}
             Err(SpreadError::Local(_)) => {
@@ -533,19 +645,19 @@ where
 /// What the invalidation listener evicts from.
 struct LocalL1<T> {
     /// The cache's L1.
-    l1: moka::future::Cache<String, Arc<T>>,
+    l1: Arc<L1<T>>,
     /// Told of every eviction before it happens, so loads in flight notice.
     evictions: Arc<Evictions>,
 }
 
 impl<T: Send + Sync + 'static> crate::invalidation::LocalEvict for LocalL1<T> {
-    fn evict<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, ()> {
+    fn evict(&self, key: &str) {
         self.evictions.note(key);
-        Box::pin(self.l1.invalidate(key))
+        self.l1.remove(key);
     }
 
     fn clear(&self) {
         self.evictions.note_clear();
-        self.l1.invalidate_all();
+        self.l1.clear();
     }
 }

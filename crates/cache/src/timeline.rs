@@ -173,28 +173,50 @@ impl Timelines {
     /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
     /// if the timeline is cold (never built, lapsed, evicted, or not yet filled) and
     /// must be rebuilt. A read refreshes the timeline's lifetime (in the same
-    /// transaction), so the timelines of active readers stay warm.
+    /// round trip), so the timelines of active readers stay warm.
     pub async fn page(
         &self,
         user: i64,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<i64>>, RedisError> {
-        // Ids only: below the complete member, above the rebuilding one.
-        let max = before.map_or_else(|| format!("({COMPLETE}"), |b| format!("({}", member(b)));
         let ttl = self.ttl.as_secs().max(1);
         let key = self.key(user);
         let mut pipe = redis::pipe();
+        let Some(before) = before else {
+            // The first page, the common read, in one command: from the complete
+            // member down, so the reply starts with it if the timeline is complete,
+            // then the ids above the rebuilding member (one reply to parse, no
+            // transaction: a single command sees one state of the timeline).
+            pipe.cmd("ZREVRANGEBYLEX")
+                .arg(&key)
+                .arg(format!("[{COMPLETE}"))
+                .arg(format!("({REBUILDING}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit + 1)
+                // EXPIRE of a missing key does nothing: a cold timeline stays cold.
+                .expire(&key, ttl as i64)
+                .ignore();
+            let (members,): (Vec<String>,) =
+                self.redis.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+            let mut members = members.iter();
+            if members.next().map(String::as_str) != Some(COMPLETE) {
+                return Ok(None);
+            }
+            return Ok(Some(members.filter_map(|s| s.parse().ok()).collect()));
+        };
+        // A later page: whether the timeline is complete and the ids below the
+        // cursor, read in one transaction.
         pipe.atomic()
             .zscore(&key, COMPLETE)
             .cmd("ZREVRANGEBYLEX")
             .arg(&key)
-            .arg(max)
+            .arg(format!("({}", member(before)))
             .arg(format!("({REBUILDING}"))
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
-            // EXPIRE of a missing key does nothing: a cold timeline stays cold.
             .expire(&key, ttl as i64)
             .ignore();
         let (complete, ids): (Option<f64>, Vec<String>) =

@@ -68,6 +68,87 @@ async fn concurrent_misses_share_one_load_and_later_reads_hit() {
 }
 
 #[tokio::test]
+async fn concurrent_misses_share_one_failure_and_the_next_lookup_loads_again() {
+    let r = redis("stampede-fail:").await;
+    let (c, metrics, _) = cache(&r, "f");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let reads = (0..20).map(|_| {
+        let (c, loads) = (c.clone(), loads.clone());
+        async move {
+            let waiting = c.clone();
+            c.get_or_load("k", || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                testkit::eventually("all 20 lookups are in flight", || async {
+                    waiting.misses_in_flight() == 20
+                })
+                .await;
+                Err::<Option<String>, _>("db down".to_owned())
+            })
+            .await
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.as_str() == "db down")), "{results:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "one load failed for all 20");
+    assert_eq!(metrics.get("f", "miss"), 1);
+    // A failure is not remembered.
+    let v = c.get_or_load("k", || async { Ok::<_, String>(Some("back".to_owned())) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("back"));
+}
+
+#[tokio::test]
+async fn a_cancelled_load_hands_over_to_a_waiting_lookup() {
+    let r = redis("handover:").await;
+    let (c, _, _) = cache(&r, "h");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let first = {
+        let (c, started) = (c.clone(), started.clone());
+        tokio::spawn(async move {
+            c.get_or_load("k", || async move {
+                started.notify_one();
+                std::future::pending::<()>().await;
+                Ok::<_, String>(Some("never".to_owned()))
+            })
+            .await
+        })
+    };
+    started.notified().await;
+    let second = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.get_or_load("k", || async { Ok::<_, String>(Some("mine".to_owned())) }).await
+        })
+    };
+    testkit::eventually("the second lookup waits on the first's load", || async {
+        c.misses_in_flight() == 2
+    })
+    .await;
+    first.abort();
+    let v = second.await.unwrap().unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("mine"), "the waiter ran its own load");
+    assert_eq!(c.misses_in_flight(), 0);
+    let again = c.get_or_load("k", || async { Err::<Option<String>, _>("must not load".to_owned()) }).await;
+    assert_eq!(again.unwrap().as_deref().map(String::as_str), Some("mine"), "and kept it");
+}
+
+#[tokio::test]
+async fn an_l1_entry_lapses_after_its_ttl() {
+    let r = redis("l1ttl:").await;
+    let metrics = CacheMetrics::new(&telemetry::Registry::default());
+    let inv = Invalidator::new(r.clone());
+    let short = CacheConfig { l1_ttl: Duration::from_millis(50), ..config() };
+    let c = ReadThrough::<String>::new("l", r.clone(), short, metrics.clone(), inv);
+    c.get_or_load("k", || async { Ok::<_, String>(Some("v".to_owned())) }).await.unwrap();
+    assert!(c.cached("k").is_some(), "kept in L1");
+    testkit::eventually("the L1 entry lapses", || async { c.cached("k").is_none() }).await;
+    // The next lookup finds it in Redis.
+    let v =
+        c.get_or_load("k", || async { Err::<Option<String>, _>("must not load".to_owned()) }).await.unwrap();
+    assert_eq!(v.as_deref().map(String::as_str), Some("v"));
+    assert_eq!(metrics.get("l", "l2_hit"), 1);
+}
+
+#[tokio::test]
 async fn l2_entries_carry_a_jittered_ttl_and_missing_values_are_not_cached() {
     let r = redis("ttl:").await;
     let (c, _, _) = cache(&r, "t");
@@ -142,7 +223,10 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
         Some(vec![9_000_000_000_000_000_000, 110, 100]),
         "capped at 3, oldest dropped; 63-bit ids keep their order"
     );
+    assert_eq!(t.page(1, None, 2).await.unwrap(), Some(vec![9_000_000_000_000_000_000, 110]), "a page of 2");
     assert_eq!(t.page(1, Some(110), 10).await.unwrap(), Some(vec![100]), "older than the cursor");
+    warm(&t, 3, &[]).await;
+    assert_eq!(t.page(3, None, 10).await.unwrap(), Some(vec![]), "complete and empty is not cold");
     t.drop_timeline(1).await.unwrap();
     assert_eq!(t.page(1, None, 10).await.unwrap(), None);
 }

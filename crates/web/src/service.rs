@@ -901,12 +901,12 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiErr
     // (index in `views`, the post if L1 had it but not its author)
     let mut missing: Vec<(usize, Option<Arc<CachedPost>>)> = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
-        let Some(post) = caches.posts.cached(itoa::Buffer::new().format(id)).await else {
+        let Some(post) = caches.posts.cached(itoa::Buffer::new().format(id)) else {
             missing.push((i, None));
             views.push(None);
             continue;
         };
-        match caches.profiles.cached(itoa::Buffer::new().format(post.user_id)).await {
+        match caches.profiles.cached(itoa::Buffer::new().format(post.user_id)) {
             Some(author) => views.push(Some(shown(base, post, &author))),
             None => {
                 missing.push((i, Some(post)));
