@@ -120,7 +120,6 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{key}", axum::routing::get(media::serve))
         .merge(html::routes(&state))
         .merge(observe::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), viewer::session_scope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
