@@ -36,10 +36,12 @@ pub const CLAIM_JOBS_SQL: &str = "WITH ready AS ( \
  UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
     locked_until = now() + $2 * interval '1 millisecond' \
  FROM due WHERE j.job_id = due.job_id \
- RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts";
+ RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts, j.request_id";
 
 impl Data {
-    /// Enqueue a job on the owner's shard (for jobs not tied to another write).
+    /// Enqueue a job on the owner's shard (for jobs not tied to another write),
+    /// carrying the id of the request being served, if any
+    /// ([`telemetry::request_id::current`]).
     pub async fn enqueue(
         &self,
         kind: &str,
@@ -52,8 +54,9 @@ impl Data {
             .write_one(
                 "enqueue",
                 shard,
-                "INSERT INTO jobs (kind, user_id, payload, max_attempts) VALUES ($1, $2, $3, $4) RETURNING job_id",
-                &[&kind, &user_id, &Json(payload), &max_attempts],
+                "INSERT INTO jobs (kind, user_id, payload, max_attempts, request_id) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING job_id",
+                &[&kind, &user_id, &Json(payload), &max_attempts, &telemetry::request_id::current()],
             )
             .await?;
         Ok(row.ok_or(DataError::NotFound)?.get(0))
@@ -83,6 +86,7 @@ impl Data {
                 payload: r.get::<_, Json<serde_json::Value>>(3).0,
                 attempts: r.get(4),
                 max_attempts: r.get(5),
+                request_id: r.get(6),
             })
             .collect())
     }

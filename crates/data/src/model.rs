@@ -97,6 +97,9 @@ pub struct Job {
     pub attempts: i32,
     /// Attempts allowed before the job is dead.
     pub max_attempts: i32,
+    /// The request that enqueued it, if a request did: the worker's lines for the
+    /// job carry it, so the request's whole path shows in the logs.
+    pub request_id: Option<String>,
 }
 
 /// A job just enqueued, named so its producer can drop it before it runs.

@@ -58,7 +58,8 @@ impl Data {
     }
 
     /// Create a text post by `author`, count it on the author's profile, and
-    /// enqueue its fan-out job ([`FANOUT_JOB`], due after [`FANOUT_DELAY`]): one
+    /// enqueue its fan-out job ([`FANOUT_JOB`], due after [`FANOUT_DELAY`], carrying
+    /// the id of the request being served, if any): one
     /// statement, so the post and its outbox entry commit together. The caller
     /// fans the post out at once and then drops the job with
     /// [`Data::delete_queued_job`]; if it fails or dies first, a worker runs the job.
@@ -72,14 +73,19 @@ impl Data {
                         SELECT $1, user_id, $3 FROM users WHERE user_id = $2 RETURNING *), \
                   u AS (UPDATE users SET posts_count = posts_count + 1 \
                         WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
-                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts, run_at) \
+                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts, run_at, request_id) \
                         SELECT '{FANOUT_JOB}', user_id, jsonb_build_object('post_id', post_id), $4, \
-                               now() + $5 * interval '1 millisecond' FROM p RETURNING job_id) \
+                               now() + $5 * interval '1 millisecond', $6 FROM p RETURNING job_id) \
              SELECT {POST_COLUMNS}, (SELECT job_id FROM j) AS job_id FROM p"
         );
         let delay = millis(FANOUT_DELAY);
         let row = self
-            .insert_post(author, &sql, "create_post", &[&author, &caption, &FANOUT_MAX_ATTEMPTS, &delay])
+            .insert_post(
+                author,
+                &sql,
+                "create_post",
+                &[&author, &caption, &FANOUT_MAX_ATTEMPTS, &delay, &telemetry::request_id::current()],
+            )
             .await?;
         let shard = self.shard_map().shard_of_user(author);
         Ok((post_from(&row), QueuedJob { shard, job_id: row.get("job_id") }))
@@ -100,12 +106,17 @@ impl Data {
                         SELECT $1, user_id, $3, 'processing', $4 FROM users WHERE user_id = $2 RETURNING *), \
                   u AS (UPDATE users SET posts_count = posts_count + 1 \
                         WHERE user_id = $2 AND EXISTS (SELECT 1 FROM p)), \
-                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts) \
-                        SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5 FROM p) \
+                  j AS (INSERT INTO jobs (kind, user_id, payload, max_attempts, request_id) \
+                        SELECT '{PHOTO_JOB}', user_id, jsonb_build_object('post_id', post_id), $5, $6 FROM p) \
              SELECT {POST_COLUMNS} FROM p"
         );
         let row = self
-            .insert_post(author, &sql, "create_photo_post", &[&author, &caption, &photo, &max_attempts])
+            .insert_post(
+                author,
+                &sql,
+                "create_photo_post",
+                &[&author, &caption, &photo, &max_attempts, &telemetry::request_id::current()],
+            )
             .await?;
         Ok(post_from(&row))
     }

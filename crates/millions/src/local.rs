@@ -85,11 +85,18 @@ pub struct StatusArgs {
 pub struct LogsArgs {
     #[command(flatten)]
     home: HomeArgs,
-    /// The node (see `millions status`), or `control`.
-    node: String,
+    /// The node (see `millions status`), or `control`; with `--request`, only
+    /// that node's lines of the request.
+    #[arg(required_unless_present = "request")]
+    node: Option<String>,
     /// Keep printing as the log grows.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "request")]
     follow: bool,
+    /// One request's whole path, from every node's log in time order: the load
+    /// balancer's access line, the web server's lines, the jobs it enqueued as
+    /// workers ran them (the id is the `x-request-id` of the answer).
+    #[arg(long, value_name = "ID", value_parser = parse_request_id)]
+    request: Option<String>,
     /// Only lines at this level or above: error, warn, info, debug, trace (the JSON
     /// logs of millions' own processes; PostgreSQL's and Redis' lines are kept).
     #[arg(long, value_parser = parse_level)]
@@ -98,6 +105,18 @@ pub struct LogsArgs {
     /// timestamp).
     #[arg(long, value_parser = humantime::parse_duration)]
     since: Option<Duration>,
+}
+
+/// A request id as the system keeps them (`telemetry::request_id::is_sane`).
+fn parse_request_id(id: &str) -> Result<String, String> {
+    if telemetry::request_id::is_sane(id.as_bytes()) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!(
+            "{id:?} is not a request id: 1 to {} letters, digits or -_.:",
+            telemetry::request_id::MAX_LEN
+        ))
+    }
 }
 
 /// A log level's rank: error 0 … trace 4.
@@ -855,13 +874,41 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let home = &args.home.home;
     controller(home)?;
     let topology = topology::load(&topology_path(home))?;
-    if args.node != "control" && topology.node(&args.node).is_none() {
+    if let Some(node) = &args.node
+        && node != "control"
+        && topology.node(node).is_none()
+    {
         let names: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
-        bail!("no node named {:?}; nodes: control, {}", args.node, names.join(", "));
+        bail!("no node named {node:?}; nodes: control, {}", names.join(", "));
     }
-    let path = control::log_path(home, &args.node);
-    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let filter = LogFilter { level: args.level, since: args.since.map(|d| std::time::SystemTime::now() - d) };
+    if let Some(id) = &args.request {
+        let nodes: Vec<&str> = match &args.node {
+            Some(node) => vec![node.as_str()],
+            None => {
+                std::iter::once("control").chain(topology.nodes().iter().map(|n| n.name.as_str())).collect()
+            }
+        };
+        let mut found = Vec::new();
+        for node in nodes {
+            let path = control::log_path(home, node);
+            found.extend(
+                crate::request_log::search(node, &path, id, |line| filter.keep(line))
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+        }
+        if found.is_empty() {
+            bail!("no log line names request {id:?} (logs are kept per node under {})", home.display());
+        }
+        let mut out = std::io::stdout().lock();
+        for f in crate::request_log::in_time_order(found) {
+            writeln!(out, "{:<12} {}", f.node, f.line)?;
+        }
+        return Ok(());
+    }
+    let node = args.node.as_deref().expect("clap requires a node without --request");
+    let path = control::log_path(home, node);
+    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = std::io::stdout();
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod local;
+mod request_log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

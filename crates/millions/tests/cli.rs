@@ -417,6 +417,36 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     let o = millions(home, &["logs", "nope"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("nodes: control, shard0-pg-1"), "{}", text(&o));
+    // One request's path across the nodes, by the id it was sent with.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = app_client(home).build().unwrap();
+    let sent = rt.block_on(async {
+        let r = client
+            .get(format!("{app}/api/v1/users/nobody-here"))
+            .header("x-request-id", "cli-trace-1")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()))
+    });
+    assert_eq!(sent, (404, Some("cli-trace-1".to_owned())));
+    poll("the request's lines from the load balancer and the web server", || {
+        let o = millions(home, &["logs", "--request", "cli-trace-1"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        o.status.success()
+            && out.lines().any(|l| l.starts_with("dc1-lb-1 ") && l.contains("\"status\":404"))
+            && out
+                .lines()
+                .any(|l| l.starts_with("dc1-web-1 ") && l.contains("\"request_id\":\"cli-trace-1\""))
+    });
+    let o = millions(home, &["logs", "--request", "never-sent"]);
+    assert!(!o.status.success() && text(&o).contains("no log line names request"), "{}", text(&o));
+    let o = millions(home, &["logs", "--request", "bad id"]);
+    assert!(!o.status.success() && text(&o).contains("is not a request id"), "{}", text(&o));
+    let o = millions(home, &["logs", "--request", "cli-trace-1", "--follow"]);
+    assert!(!o.status.success() && text(&o).contains("cannot be used with"), "{}", text(&o));
+    let o = millions(home, &["logs"]);
+    assert!(!o.status.success() && text(&o).contains("required"), "{}", text(&o));
 
     // A crashed web server is started again.
     let web_pid = node(&status, "dc1-web-1")["pid"].as_u64().unwrap();

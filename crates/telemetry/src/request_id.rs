@@ -29,6 +29,23 @@ pub fn accept<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<&'a str>
     }
 }
 
+tokio::task_local! {
+    /// The id of the request this task is serving (see [`scope`]).
+    static CURRENT: String;
+}
+
+/// Run `fut` as the serving of request `id`: code it calls that outlives the
+/// request — a job it enqueues — can carry the id on ([`current`]), so one
+/// request's whole path can be found in the logs (`millions logs --request ID`).
+pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    CURRENT.scope(id, fut).await
+}
+
+/// The id of the request the calling task serves, if it runs in a [`scope`].
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 /// A new request id: 128 random bits as 32 lower-case hex digits.
 pub fn new() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -58,6 +75,14 @@ mod tests {
         assert_eq!(accept(ids(&[]).into_iter()), None, "absent");
         assert_eq!(accept(ids(&["a", "b"]).into_iter()), None, "given twice");
         assert_eq!(accept(ids(&["a b"]).into_iter()), None, "insane");
+    }
+
+    #[tokio::test]
+    async fn the_current_id_is_known_inside_its_scope_only() {
+        assert_eq!(current(), None);
+        let inside = scope("abc".to_owned(), async { current() }).await;
+        assert_eq!(inside, Some("abc".to_owned()));
+        assert_eq!(current(), None);
     }
 
     #[test]

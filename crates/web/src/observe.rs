@@ -75,7 +75,8 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
 
 /// The one middleware every request passes: give it a request id (taken from
 /// the client or made, and echoed in the response), run it in a `request` span
-/// carrying that id (so any line logged while serving it names it) and in its
+/// carrying that id (so any line logged while serving it names it, and any job
+/// it enqueues carries it: [`telemetry::request_id::scope`]) and in its
 /// session's scope ([`crate::viewer::session_scope`]), count it and its latency
 /// by route, method and status, and write its request line.
 ///
@@ -94,7 +95,9 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let uri = request.uri().clone();
     let id_text = id.to_str().unwrap_or("-");
     let span = tracing::info_span!("request", request_id = id_text);
-    let mut response = crate::viewer::session_scope(&state, request, next).instrument(span).await;
+    let serve = crate::viewer::session_scope(&state, request, next).instrument(span);
+    // Jobs the request enqueues carry its id (`telemetry::request_id::current`).
+    let mut response = telemetry::request_id::scope(id_text.to_owned(), serve).await;
     let elapsed = started.elapsed();
     response.headers_mut().insert(&REQUEST_ID, id.clone());
     let status = response.status().as_u16();

@@ -273,7 +273,19 @@ async fn claim_loop(
 
 /// Run one claimed job to an outcome recorded in its queue, in its own span.
 async fn run_job(ctx: &Context, job: Job, abandon: CancellationToken) {
-    let span = tracing::info_span!("job", shard = %job.shard, job_id = job.job_id, kind = %job.kind, attempt = job.attempts);
+    let span = tracing::info_span!(
+        "job",
+        shard = %job.shard,
+        job_id = job.job_id,
+        kind = %job.kind,
+        attempt = job.attempts,
+        request_id = tracing::field::Empty,
+    );
+    // The request that enqueued it: its id on every line of the job, so that
+    // `millions logs --request ID` follows the request into the worker.
+    if let Some(id) = &job.request_id {
+        span.record("request_id", id.as_str());
+    }
     run_job_in_span(ctx, job, abandon).instrument(span).await
 }
 

@@ -513,3 +513,47 @@ async fn a_text_post_committed_but_never_fanned_out_inline_is_fanned_out_by_a_wo
     eventually("the job to leave the queue", async || env.count("SELECT count(*) FROM jobs").await == 0)
         .await;
 }
+
+#[tokio::test]
+async fn a_job_carries_the_id_of_the_request_that_enqueued_it() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let user = signup(&app, "traced").await;
+    // Through the API: the upload's request id reaches its photo job.
+    let form = reqwest::multipart::Form::new()
+        .text("caption", "traced")
+        .part("photo", reqwest::multipart::Part::bytes(jpeg(64, 48)).file_name("p.jpg"));
+    let r = reqwest::Client::new()
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&user.token)
+        .header("x-request-id", "trace-me-1")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE kind = 'photo' AND request_id = 'trace-me-1'").await,
+        1
+    );
+    // And to the worker that claims it; a job enqueued outside a request has none.
+    let d =
+        data::Data::new(&data::DataConfig::new(env.shards.clone()), &telemetry::Registry::default()).unwrap();
+    let shard = d.shard_map().shard_of_user(user.id);
+    let claimed = d.claim_jobs(shard, "w", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].request_id.as_deref(), Some("trace-me-1"));
+    telemetry::request_id::scope("in-scope".to_owned(), d.enqueue("noop", user.id, json!({}), 5))
+        .await
+        .unwrap();
+    d.enqueue("noop", user.id, json!({}), 5).await.unwrap();
+    let mut ids: Vec<Option<String>> = d
+        .claim_jobs(shard, "w", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.request_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![None, Some("in-scope".to_owned())]);
+}
