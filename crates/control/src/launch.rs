@@ -76,6 +76,10 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> Result<(), Contro
             let mut child = Command::new(&shared.opts.exe)
                 .args([node.role.key(), "--config"])
                 .arg(&config)
+                // Its log lines into its log file, rotated by size
+                // (telemetry::output); stdout and stderr append there too, for
+                // what is written before logging starts or after a panic.
+                .env(telemetry::output::LOG_FILE_ENV, &log)
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)

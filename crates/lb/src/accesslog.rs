@@ -65,9 +65,10 @@ pub fn enabled() -> bool {
 }
 
 impl AccessLog {
-    /// Start the writer thread, writing to stdout.
+    /// Start the writer thread, writing where the process's log goes (stdout,
+    /// or its rotated log file: [`telemetry::output`]).
     pub fn start() -> std::io::Result<AccessLog> {
-        AccessLog::start_to(std::io::stdout())
+        AccessLog::start_to(telemetry::output::get())
     }
 
     /// Start the writer thread, writing to `out`.

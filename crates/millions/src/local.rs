@@ -597,6 +597,9 @@ fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let child = Command::new(exe)
         .args(args)
+        // Its log lines into `log`, rotated by size (stdout and stderr keep
+        // anything written before logging starts, such as a bad-config message).
+        .env(telemetry::output::LOG_FILE_ENV, log)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -891,11 +894,14 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         };
         let mut found = Vec::new();
         for node in nodes {
-            let path = control::log_path(home, node);
-            found.extend(
-                crate::request_log::search(node, &path, id, |line| filter.keep(line))
-                    .with_context(|| format!("reading {}", path.display()))?,
-            );
+            // The current file and the rotated ones (telemetry::output).
+            let current = control::log_path(home, node);
+            for path in telemetry::output::LogFile::all_paths(&current, telemetry::output::DEFAULT_KEEP) {
+                found.extend(
+                    crate::request_log::search(node, &path, id, |line| filter.keep(line))
+                        .with_context(|| format!("reading {}", path.display()))?,
+                );
+            }
         }
         if found.is_empty() {
             bail!("no log line names request {id:?} (logs are kept per node under {})", home.display());
@@ -925,7 +931,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         }
         let len = std::fs::metadata(&path)?.len();
         if len < pos {
-            pos = 0; // truncated or rotated
+            // Rotated (or truncated): the name is a new file now.
+            file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            pos = 0;
         }
         if len > pos {
             file.seek(SeekFrom::Start(pos))?;

@@ -115,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Seed(args) => bench::seed(args).await,
         Command::Control(args) => {
-            let _logs = telemetry::init_logging("control");
+            let _logs = telemetry::init_logging("control").map_err(anyhow::Error::msg)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             local::control(args, shutdown).await
@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Web { config } => {
             // Validate before anything is bound or logged.
             let config = web::WebConfig::load(&config)?;
-            let _logs = telemetry::init_logging("web");
+            let _logs = telemetry::init_logging("web").map_err(anyhow::Error::msg)?;
             let app = web::Application::build(config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -132,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lb { config } => {
             // Validate before anything is bound or logged.
             let config = lb::LbConfig::load(&config)?;
-            let _logs = telemetry::init_logging("lb");
+            let _logs = telemetry::init_logging("lb").map_err(anyhow::Error::msg)?;
             let running = tokio::task::block_in_place(|| lb::start(config))?;
             if let Some(certificates) = running.certificates.clone() {
                 tokio::spawn(reload_tls_on_sighup(certificates));
@@ -146,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dns { config } => {
             // Validate before anything is bound or logged.
             let config = dns::DnsConfig::load(&config)?;
-            let _logs = telemetry::init_logging("dns");
+            let _logs = telemetry::init_logging("dns").map_err(anyhow::Error::msg)?;
             let running = dns::start(config, None).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wan { config } => {
             // Validate before anything is bound or logged.
             let config = wan::WanConfig::load(&config)?;
-            let _logs = telemetry::init_logging("wan");
+            let _logs = telemetry::init_logging("wan").map_err(anyhow::Error::msg)?;
             let registry = telemetry::Registry::default();
             let running = wan::start(config, &registry)?;
             let shutdown = CancellationToken::new();
@@ -168,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { config } => {
             let config = worker::WorkerConfig::load(&config)?;
-            let _logs = telemetry::init_logging("worker");
+            let _logs = telemetry::init_logging("worker").map_err(anyhow::Error::msg)?;
             let w = worker::Worker::build(config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

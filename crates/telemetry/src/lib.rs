@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod line;
+pub mod output;
 pub mod request_id;
 
 use std::sync::{Arc, Mutex};
@@ -43,12 +44,20 @@ impl std::fmt::Debug for LogGuard {
 /// batches by a thread of their own every [`LOG_FLUSH_EVERY`] ([`batch`]), so a
 /// request never waits on a `write(2)` or wakes a thread; if stdout cannot keep up,
 /// lines are dropped (and counted) rather than slowing requests.
-pub fn init_logging(service: &'static str) -> LogGuard {
+///
+/// Lines go to stdout, or, when `MILLIONS_LOG_FILE` is set (the controller sets
+/// it for the nodes it starts), to that file rotated by size ([`output`]). A bad
+/// rotation setting is an error, before anything is logged.
+pub fn init_logging(service: &'static str) -> Result<LogGuard, String> {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let out = match output::LogFile::from_env()? {
+        Some(file) => output::set(output::LogOutput::file(&file)),
+        None => output::set(output::LogOutput::stdout()),
+    };
     let writer = Arc::new(
-        batch::BatchWriter::start("log-writer", LOG_FLUSH_EVERY, 16 * 1024 * 1024, std::io::stdout())
-            .expect("starting the log writer thread"),
+        batch::BatchWriter::start("log-writer", LOG_FLUSH_EVERY, 16 * 1024 * 1024, out)
+            .map_err(|e| format!("starting the log writer thread: {e}"))?,
     );
     line::set_writer(writer.clone());
     let _ = fmt()
@@ -61,7 +70,7 @@ pub fn init_logging(service: &'static str) -> LogGuard {
         .flatten_event(true)
         .try_init();
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
-    LogGuard(writer)
+    Ok(LogGuard(writer))
 }
 
 /// A process's metrics registry, cheap to clone and shared by its components.
