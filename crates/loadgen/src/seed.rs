@@ -581,7 +581,16 @@ fn generate(
         let _ = progress.send(m);
     };
 
-    // Pass 1: follow edges (both sides) and posts, counting followers.
+    // Pass 1: follow edges (both sides) and posts, counting followers. The edges
+    // are kept and written after both passes, each shard's sorted by its primary
+    // key: user ids are random, so edges in generation order land at random
+    // places of their tables' primary-key indexes, and once the indexes outgrow
+    // memory every insert is a random page read; in key order each insert goes
+    // to the index's right edge (as `pgbench -i`'s keys do). 16 bytes an edge
+    // per side: 640 MB for a million users' 20 million follows.
+    let shards = map.shard_count();
+    let mut edges_out: Vec<Vec<(i64, i64)>> = vec![Vec::new(); shards];
+    let mut edges_in: Vec<Vec<(i64, i64)>> = vec![Vec::new(); shards];
     let mut followers = vec![0u32; n as usize];
     let mut bucket_posts = vec![0u32; sharding::BUCKETS as usize];
     let mut chosen = Vec::new();
@@ -607,10 +616,8 @@ fn generate(
             let fid = g.id_of(j);
             let fshard = g.shard_of(fid);
             followers[j as usize] += 1;
-            let _ = writeln!(out.buf(shard, Table::FollowsOut), "{id}\t{fid}");
-            out.maybe_flush(shard, Table::FollowsOut)?;
-            let _ = writeln!(out.buf(fshard, Table::FollowsIn), "{fid}\t{id}");
-            out.maybe_flush(fshard, Table::FollowsIn)?;
+            edges_out[shard].push((id, fid));
+            edges_in[fshard].push((fid, id));
         }
         follows += k;
 
@@ -658,8 +665,33 @@ fn generate(
         buf.push(b'\n');
         out.maybe_flush(shard, Table::Users)?;
     }
-    out.flush_all()?;
     say(format!("users: {n}/{n}"));
+    say("follows: sorting each shard's edges by key".to_owned());
+    // Every (shard, side) stream, sorted; then written a batch of each in turn,
+    // so that every shard's two writers stay busy at once.
+    let mut streams: Vec<(usize, Table, Edges)> = Vec::new();
+    for (table, edges) in [(Table::FollowsOut, edges_out), (Table::FollowsIn, edges_in)] {
+        for (shard, mut edges) in edges.into_iter().enumerate() {
+            edges.sort_unstable();
+            streams.push((shard, table, edges.into_iter()));
+        }
+    }
+    while !streams.is_empty() {
+        streams.retain_mut(|(shard, table, edges)| {
+            let buf = out.buf(*shard, *table);
+            while buf.len() < BATCH_BYTES {
+                let Some((a, b)) = edges.next() else { return false };
+                let _ = writeln!(buf, "{a}\t{b}");
+            }
+            true
+        });
+        for shard in 0..shards {
+            for table in [Table::FollowsOut, Table::FollowsIn] {
+                out.maybe_flush(shard, table)?;
+            }
+        }
+    }
+    out.flush_all()?;
 
     let total: u64 = followers.iter().map(|&f| u64::from(f)).sum();
     let share = |held: u64| if total == 0 { 0.0 } else { held as f64 / total as f64 };
@@ -670,6 +702,9 @@ fn generate(
     let max_followers = u64::from(followers[..top].iter().copied().max().unwrap_or(0));
     Ok(Stats { follows, posts, celebrity_share, top_percent_share, max_followers })
 }
+
+/// One shard's follow edges of one side, in key order, as they are written.
+type Edges = std::vec::IntoIter<(i64, i64)>;
 
 /// The seeded name of user `i`.
 pub fn username(i: u64) -> String {
