@@ -1,7 +1,8 @@
 //! The controller as a whole: [`Controller::build`] checks the topology's
 //! configurations, prepares the run directory and binds the API;
 //! [`Controller::run`] starts every node, then supervises, watches the shards,
-//! renews the load balancers' certificates and serves the API until shutdown,
+//! renews the load balancers' certificates, scrapes every node's metrics for the
+//! dashboard and serves the API until shutdown,
 //! and stops every node.
 
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::Cluster;
 use crate::error::{Context as _, ControlError};
 use crate::files::{ControlFile, control_file, secrets, write_json};
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::shared::{ControlOptions, Managed, Shared};
-use crate::{api, dns, failover, launch, lb, renew, supervise};
+use crate::{api, dns, failover, launch, lb, renew, scrape, supervise};
 
 /// A controller, bound, not yet started.
 pub struct Controller {
@@ -39,6 +41,7 @@ impl Controller {
     ) -> Result<Controller, ControlError> {
         // Every node's configuration that can be checked without the network is,
         // before anything is written or bound.
+        opts.history.check().map_err(ControlError::Invalid)?;
         lb::check_configs(&opts.topology)?;
         dns::check_configs(&opts.topology)?;
         crate::wan::check_configs(&opts.topology)?;
@@ -58,6 +61,7 @@ impl Controller {
         let nodes = opts.topology.nodes().iter().cloned().map(Managed::new).collect();
         let metrics = Metrics::new(&opts.topology);
         let shard_ops = opts.topology.shards().iter().map(|_| Mutex::new(())).collect();
+        let dashboard = Arc::new(Recorder::new(opts.history.clone()));
         Ok(Controller {
             shared: Shared {
                 opts: Arc::new(opts),
@@ -69,6 +73,7 @@ impl Controller {
                 ready: Arc::new(AtomicBool::new(false)),
                 metrics,
                 shard_ops: Arc::new(shard_ops),
+                dashboard,
             },
             listener,
         })
@@ -94,7 +99,9 @@ impl Controller {
             let supervisor = tokio::spawn(supervise::supervise(shared.clone()));
             let watcher = tokio::spawn(failover::watch(shared.clone()));
             let renewer = tokio::spawn(renew::watch(shared.clone()));
+            let scraper = tokio::spawn(scrape::watch(shared.clone()));
             shared.shutdown.cancelled().await;
+            scraper.abort();
             supervisor.abort();
             watcher.abort();
             renewer.abort();
@@ -127,6 +134,7 @@ mod tests {
             api: "127.0.0.1:0".parse().unwrap(),
             exe: "/nonexistent".into(),
             durability: nodes::Durability::Fast,
+            history: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let controller = Controller::build(opts, shutdown.clone()).await.unwrap();
@@ -164,6 +172,86 @@ mod tests {
         // Shutting down: no longer ready.
         shutdown.cancel();
         assert_eq!(get(format!("{base}/readyz")).await, (503, "stopping".to_owned()));
+        api.abort();
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_and_its_json_need_no_token_and_refuse_bad_input_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ControlOptions {
+            run_dir: dir.path().to_owned(),
+            topology: topology::preset("test").unwrap(),
+            api: "127.0.0.1:0".parse().unwrap(),
+            exe: "/nonexistent".into(),
+            durability: nodes::Durability::Fast,
+            history: Default::default(),
+        };
+        let controller = Controller::build(opts, CancellationToken::new()).await.unwrap();
+        let shared = controller.shared.clone();
+        let base = format!("http://{}", shared.api_addr);
+        let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
+
+        // The page and its assets, uPlot included, are in the binary.
+        let (status, page) = get(format!("{base}/")).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("/dashboard/uPlot.iife.min.js") && page.contains("/dashboard/app.js"),
+            "{page}"
+        );
+        let (status, uplot) = get(format!("{base}/dashboard/uPlot.iife.min.js")).await;
+        assert_eq!(status, 200);
+        assert!(uplot.contains("uPlot"), "uPlot's script is served");
+        assert_eq!(get(format!("{base}/dashboard")).await.1, page);
+
+        // The state: every node of the topology (none started), the epoch.
+        let (status, text) = get(format!("{base}/api/dashboard/state")).await;
+        assert_eq!(status, 200, "{text}");
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["epoch"], 1);
+        let names: Vec<&str> =
+            state["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+        let expected: Vec<&str> = shared.topology().nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, expected);
+        assert!(state["nodes"].as_array().unwrap().iter().all(|n| n["health"] == "down"), "{state}");
+        assert_eq!(state["shards"][0]["primary"], "shard0-pg-1");
+
+        // The history, by name, node and time.
+        let sample =
+            |value| crate::history::Sample { name: "m_total".into(), labels: Default::default(), value };
+        shared.dashboard.record("dc1-web-1", 1000, [sample(1.0)]);
+        shared.dashboard.record("dc1-web-1", 2000, [sample(3.0)]);
+        let (status, text) =
+            get(format!("{base}/api/dashboard/series?names=m_total&since=1000&node=dc1-web-1")).await;
+        assert_eq!(status, 200, "{text}");
+        let series: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(series["series"][0]["points"], serde_json::json!([[2000, 3.0]]));
+        for (query, status, says) in [
+            ("names=nope,m_total", 404, "no series named nope; known: m_total"),
+            ("names=m_total&since=yesterday", 400, "since must be a time in unix milliseconds"),
+            ("names=m_total&since=-1", 400, "since must be a time in unix milliseconds"),
+            ("names=m_total&node=ghost", 404, "no node named \\\"ghost\\\""),
+            ("since=0", 400, "name the metrics"),
+        ] {
+            let (got, text) = get(format!("{base}/api/dashboard/series?{query}")).await;
+            assert_eq!(got, status, "{query}: {text}");
+            assert!(text.contains(says), "{query}: {text}");
+        }
+
+        // The live stream starts with the state (published by the scraper).
+        shared.dashboard.publish(serde_json::json!({"epoch": 1}));
+        let mut stream = reqwest::get(format!("{base}/api/dashboard/stream")).await.unwrap();
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        let first = stream.chunk().await.unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&first), "event: state\ndata: {\"epoch\":1}\n\n");
+
+        // Actions still need the token: refused, nothing done, nothing recorded.
+        let c = reqwest::Client::new();
+        let r = c.post(format!("{base}/api/nodes/dc1-web-1/kill")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let token = crate::admin_token(dir.path()).unwrap();
+        let r = c.post(format!("{base}/api/nodes/ghost/kill")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(shared.cluster.events().is_empty());
         api.abort();
     }
 }
