@@ -96,10 +96,12 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": {"message": message}}))).into_response()
 }
 
-/// An operator's action on a node: in the event log, and on the dashboard at once.
-fn acted(shared: &Shared, kind: &str, name: &str, detail: String) {
+/// An operator's action on a node: in the event log, and on the dashboard at
+/// once (a killed node shows as down before the supervisor restarts it).
+async fn acted(shared: &Shared, kind: &str, name: &str, detail: String) {
     shared.cluster.record(Event::node(kind, name, detail));
-    shared.dashboard.nudge();
+    let nodes = status::collect(shared).await;
+    shared.dashboard.publish(dashboard::state(shared, &nodes));
 }
 
 fn unknown(shared: &Shared, name: &str) -> Option<Response> {
@@ -168,7 +170,13 @@ async fn kill(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
     }
     match launch::kill_node(&shared, &name).await {
         Ok(pid) => {
-            acted(&shared, "killed", &name, format!("killed (pid {pid}) by an operator"));
+            // SIGKILL takes effect when the process is next scheduled: the
+            // dashboard is told once it is gone (or after a bound).
+            let deadline = Instant::now() + std::time::Duration::from_secs(2);
+            while shared.running(&name).await && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            acted(&shared, "killed", &name, format!("killed (pid {pid}) by an operator")).await;
             Json(json!({"killed": name, "pid": pid})).into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
@@ -184,7 +192,7 @@ async fn restart(State(shared): State<Shared>, Path(name): Path<String>) -> Resp
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => {
-            acted(&shared, "restarted", &name, "restarted by an operator".into());
+            acted(&shared, "restarted", &name, "restarted by an operator".into()).await;
             Json(json!({"restarted": name})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -199,7 +207,7 @@ async fn stop(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
     }
     match launch::stop_node(&shared, &name).await {
         Ok(()) => {
-            acted(&shared, "stopped", &name, "stopped by an operator".into());
+            acted(&shared, "stopped", &name, "stopped by an operator".into()).await;
             Json(json!({"stopped": name})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -216,7 +224,7 @@ async fn start(State(shared): State<Shared>, Path(name): Path<String>) -> Respon
     }
     match launch::start_node(&shared, &name).await {
         Ok(()) => {
-            acted(&shared, "started", &name, "started by an operator".into());
+            acted(&shared, "started", &name, "started by an operator".into()).await;
             Json(json!({"started": name})).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -224,8 +224,9 @@ pub(crate) fn disk_usage(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// One round: every node's status (published at once, so the page sees a
-/// killed node down without waiting for the scrapes), then the host metrics,
-/// the disk, and every node's `/metrics`; then the state again.
+/// node's health without waiting for the scrapes; published once, so a stale
+/// one never follows a newer one an action published), then the host
+/// metrics, the disk, and every node's `/metrics`.
 pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     let rec = &shared.dashboard;
     let nodes = status::collect(shared).await;
@@ -264,7 +265,6 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     let targets = targets(shared, &nodes);
     scrape_all(rec, client, targets, rec.opts.timeout).await;
     rec.prune(now_ms());
-    rec.publish(crate::dashboard::state(shared, &nodes));
 }
 
 /// The nodes that serve `/metrics` and run: name and address.
@@ -278,8 +278,8 @@ fn targets(shared: &Shared, nodes: &[NodeStatus]) -> Vec<(String, SocketAddr)> {
         .collect()
 }
 
-/// Scrape every interval (or at once when nudged: a node was killed,
-/// stopped, started) until shutdown.
+/// Scrape every interval (or at once when nudged: the supervisor restarted a
+/// node) until shutdown.
 pub(crate) async fn watch(shared: Shared) {
     let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
