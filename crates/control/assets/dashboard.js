@@ -15,6 +15,7 @@ const WANTED = [
   "millions_lb_backend_latency_seconds_count", "millions_cache_lookups_total",
   "millions_db_queries_total", "millions_db_query_errors_total", "millions_jobs_total",
   "millions_queue_jobs", "millions_queue_oldest_ready_seconds", "millions_dns_queries_total",
+  "millions_dns_app_answers_total",
   "host_cpu_seconds_total", "host_memory_rss_bytes", "host_open_fds",
   "host_disk_used_bytes", "host_disk_free_bytes", "scrape_up",
 ];
@@ -294,7 +295,10 @@ function drawAll() {
       duration = ratio(rates(pick("millions_lb_backend_latency_seconds_sum", of)),
         rates(pick("millions_lb_backend_latency_seconds_count", of)), 1000);
     }
-    if (role === "dns") requests = rates(pick("millions_dns_queries_total", of));
+    if (role === "dns") {
+      requests = rates(pick("millions_dns_queries_total", of));
+      if (!requests.size) requests = rates(pick("millions_dns_app_answers_total", of));
+    }
     chart(red, `rate-${role}`, `${role}: requests and errors per second`, [["requests/s", requests], ["errors/s", errors]], "");
     if (duration.size) chart(red, `duration-${role}`, `${role}: mean duration`, [["ms", duration]], " ms");
   }

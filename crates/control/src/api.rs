@@ -37,7 +37,6 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/cluster", get(cluster))
-        .route("/", get(dashboard::page))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))

@@ -50,7 +50,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /` and `/dashboard`.
+/// `GET /dashboard`.
 pub(crate) async fn page() -> Response {
     asset("text/html; charset=utf-8", PAGE)
 }

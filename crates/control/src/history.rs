@@ -145,7 +145,10 @@ impl History {
                     self.dropped += 1;
                     continue;
                 }
-                None => self.series.entry(key).or_insert_with(|| Ring { points: VecDeque::new() }),
+                None => self
+                    .series
+                    .entry(key)
+                    .or_insert_with(|| Ring { points: VecDeque::with_capacity(self.points) }),
             };
             if ring.points.len() == self.points {
                 ring.points.pop_front();

@@ -572,7 +572,7 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
         "  status: millions status    logs: millions logs NODE -f    crash a node: millions chaos kill NODE"
     );
     println!(
-        "  dashboard: http://{api}/    (read-only without a token; its actions ask for the admin token,"
+        "  dashboard: http://{api}/dashboard    (read-only without a token; its actions ask for the admin token,"
     );
     println!("      the \"admin\" field of {})", home.join("secrets.json").display());
     println!("  stop:   millions down");

@@ -120,7 +120,8 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         .find_map(|l| l.trim().strip_prefix("dashboard: "))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no dashboard line: {out}"))
-        .trim_end_matches('/')
+        .strip_suffix("/dashboard")
+        .unwrap_or_else(|| panic!("the dashboard is at /dashboard: {out}"))
         .to_owned();
 
     // The JSON for scripts, without a token: every node, healthy.
@@ -175,7 +176,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
 
     // The page lists every node and draws its charts.
     let (_driver, c) = browser(home).await;
-    c.goto(&format!("{url}/")).await.unwrap();
+    c.goto(&format!("{url}/dashboard")).await.unwrap();
     until("every node on the page", async || {
         for n in &nodes {
             let css = format!("tr.node[data-node='{n}'][data-health='healthy']");
