@@ -253,4 +253,33 @@ mod tests {
         assert!(shared.cluster.events().is_empty());
         api.abort();
     }
+
+    #[tokio::test]
+    async fn free_disk_below_the_threshold_is_one_event_per_crossing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ControlOptions {
+            run_dir: dir.path().to_owned(),
+            topology: topology::preset("test").unwrap(),
+            api: "127.0.0.1:0".parse().unwrap(),
+            exe: "/nonexistent".into(),
+            durability: nodes::Durability::Fast,
+            // No disk has this much free: always below.
+            history: crate::HistoryOptions { disk_free_warning_bytes: u64::MAX, ..Default::default() },
+        };
+        let controller = Controller::build(opts, CancellationToken::new()).await.unwrap();
+        let shared = controller.shared.clone();
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            scrape::round(&shared, &client).await;
+        }
+        let low: Vec<_> = shared.cluster.events().into_iter().filter(|e| e.kind == "disk-low").collect();
+        assert_eq!(low.len(), 1, "one event while it stays low: {low:?}");
+        assert!(low[0].detail.contains("MiB free on the run directory's filesystem"), "{:?}", low[0]);
+        let free = shared.dashboard.query(&["host_disk_free_bytes"], Some("host"), 0);
+        assert_eq!(free[0].points.len(), 3);
+        assert!(free[0].points.iter().all(|p| p.1 > 0.0));
+        // The state the page streams was published, every node in it.
+        let state = shared.dashboard.subscribe().borrow().clone();
+        assert_eq!(state["nodes"].as_array().unwrap().len(), shared.topology().nodes().len());
+    }
 }

@@ -14,7 +14,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 
-use crate::scrape::now_ms;
+use crate::history::now_ms;
 use crate::shared::Shared;
 use crate::status::{self, NodeStatus};
 

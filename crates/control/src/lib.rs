@@ -38,8 +38,9 @@
 //!   data center lost and brought back), `supervise`
 //!   (restarts with backoff), `renew` (the load balancers' certificates renewed
 //!   and reloaded before they expire) and `status` (what `millions status` shows);
-//! - `dashboard` (the page, its assets, its JSON and live stream) and `scrape`
-//!   (every node's `/metrics` and /proc, the disk, on an interval);
+//! - `dashboard` (the page, its assets, its JSON and live stream), then `scrape`
+//!   (every node's `/metrics` and /proc, the disk, on an interval; it publishes
+//!   the dashboard's state);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 

@@ -9,24 +9,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use topology::Role;
 
 use crate::cluster::Event;
-use crate::history::{Recorder, Sample};
+use crate::history::{Recorder, Sample, now_ms};
 use crate::shared::Shared;
 use crate::status::{self, NodeStatus};
 
 /// The most bytes of one node's `/metrics` read: past it, the scrape fails.
 const MAX_BODY: usize = 4 << 20;
-
-/// Now, in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Parse the Prometheus text format (and OpenMetrics' text, whose `# EOF` is a
 /// comment here): one sample per line, `name{label="value",...} value
