@@ -124,20 +124,29 @@ mod tests {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    #[tokio::test]
-    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let topology = topology::preset("test").unwrap();
+    /// A controller of the `test` preset in `dir`, its API on any port, no node
+    /// started (none can be: no binary).
+    async fn controller(
+        dir: &std::path::Path,
+        history: crate::HistoryOptions,
+        shutdown: CancellationToken,
+    ) -> Controller {
         let opts = ControlOptions {
-            run_dir: dir.path().to_owned(),
-            topology,
+            run_dir: dir.to_owned(),
+            topology: topology::preset("test").unwrap(),
             api: "127.0.0.1:0".parse().unwrap(),
             exe: "/nonexistent".into(),
             durability: nodes::Durability::Fast,
-            history: Default::default(),
+            history,
         };
+        Controller::build(opts, shutdown).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
+        let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
-        let controller = Controller::build(opts, shutdown.clone()).await.unwrap();
+        let controller = controller(dir.path(), Default::default(), shutdown.clone()).await;
         let shared = controller.shared.clone();
         let base = format!("http://{}", shared.api_addr);
         let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
@@ -178,15 +187,7 @@ mod tests {
     #[tokio::test]
     async fn the_dashboard_and_its_json_need_no_token_and_refuse_bad_input_clearly() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = ControlOptions {
-            run_dir: dir.path().to_owned(),
-            topology: topology::preset("test").unwrap(),
-            api: "127.0.0.1:0".parse().unwrap(),
-            exe: "/nonexistent".into(),
-            durability: nodes::Durability::Fast,
-            history: Default::default(),
-        };
-        let controller = Controller::build(opts, CancellationToken::new()).await.unwrap();
+        let controller = controller(dir.path(), Default::default(), CancellationToken::new()).await;
         let shared = controller.shared.clone();
         let base = format!("http://{}", shared.api_addr);
         let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
@@ -257,16 +258,9 @@ mod tests {
     #[tokio::test]
     async fn free_disk_below_the_threshold_is_one_event_per_crossing() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = ControlOptions {
-            run_dir: dir.path().to_owned(),
-            topology: topology::preset("test").unwrap(),
-            api: "127.0.0.1:0".parse().unwrap(),
-            exe: "/nonexistent".into(),
-            durability: nodes::Durability::Fast,
-            // No disk has this much free: always below.
-            history: crate::HistoryOptions { disk_free_warning_bytes: u64::MAX, ..Default::default() },
-        };
-        let controller = Controller::build(opts, CancellationToken::new()).await.unwrap();
+        // No disk has this much free: always below.
+        let history = crate::HistoryOptions { disk_free_warning_bytes: u64::MAX, ..Default::default() };
+        let controller = controller(dir.path(), history, CancellationToken::new()).await;
         let shared = controller.shared.clone();
         let client = reqwest::Client::new();
         for _ in 0..3 {
