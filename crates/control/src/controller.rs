@@ -218,13 +218,14 @@ mod tests {
         // The history, by name, node and time.
         let sample =
             |value| crate::history::Sample { name: "m_total".into(), labels: Default::default(), value };
-        shared.dashboard.record("dc1-web-1", 1000, [sample(1.0)]);
-        shared.dashboard.record("dc1-web-1", 2000, [sample(3.0)]);
-        let (status, text) =
-            get(format!("{base}/api/dashboard/series?names=m_total&since=1000&node=dc1-web-1")).await;
+        let first = shared.dashboard.record("dc1-web-1", [sample(1.0)]);
+        let second = shared.dashboard.record("dc1-web-1", [sample(3.0)]);
+        assert!(second > first, "every record is stamped later than the one before");
+        let url = format!("{base}/api/dashboard/series?names=m_total&since={first}&node=dc1-web-1");
+        let (status, text) = get(url).await;
         assert_eq!(status, 200, "{text}");
         let series: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(series["series"][0]["points"], serde_json::json!([[2000, 3.0]]));
+        assert_eq!(series["series"][0]["points"], serde_json::json!([[second, 3.0]]));
         for (query, status, says) in [
             ("names=nope,m_total", 404, "no series named nope; known: m_total"),
             ("names=m_total&since=yesterday", 400, "since must be a time in unix milliseconds"),

@@ -125,6 +125,8 @@ pub(crate) struct History {
     series: HashMap<Key, Ring>,
     /// Series not kept because the cap was reached (since the start).
     dropped: u64,
+    /// The newest time [`Recorder::record`] stamped (unix ms).
+    last_stamp: i64,
 }
 
 impl History {
@@ -136,6 +138,7 @@ impl History {
             retention_ms: opts.retention.as_millis() as i64,
             series: HashMap::new(),
             dropped: 0,
+            last_stamp: 0,
         }
     }
 
@@ -248,9 +251,15 @@ impl Recorder {
         self.history.lock().expect("history lock poisoned")
     }
 
-    /// [`History::record`].
-    pub(crate) fn record(&self, node: &str, at: i64, samples: impl IntoIterator<Item = Sample>) {
-        self.lock().record(node, at, samples);
+    /// [`History::record`], stamped now, under the lock, and later than any
+    /// earlier stamp: a reader that asks for the points after the newest it has
+    /// seen (`since`) misses none recorded after its read.
+    pub(crate) fn record(&self, node: &str, samples: impl IntoIterator<Item = Sample>) -> i64 {
+        let mut h = self.lock();
+        let at = now_ms().max(h.last_stamp + 1);
+        h.last_stamp = at;
+        h.record(node, at, samples);
+        at
     }
 
     /// [`History::prune`].

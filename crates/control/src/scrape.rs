@@ -140,13 +140,14 @@ pub(crate) async fn scrape_all(
         .collect();
     let mut failures = Vec::new();
     while let Some((name, result)) = pending.next().await {
-        let at = now_ms();
         let up = |v: f64| Sample { name: "scrape_up".into(), labels: BTreeMap::new(), value: v };
         match result {
-            Ok(samples) => recorder.record(&name, at, samples.into_iter().chain([up(1.0)])),
+            Ok(samples) => {
+                recorder.record(&name, samples.into_iter().chain([up(1.0)]));
+            }
             Err(e) => {
                 tracing::debug!(node = name, error = e, "scrape failed");
-                recorder.record(&name, at, [up(0.0)]);
+                recorder.record(&name, [up(0.0)]);
                 failures.push((name, e));
             }
         }
@@ -227,13 +228,12 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     let nodes = status::collect(shared).await;
     rec.publish(crate::dashboard::state(shared, &nodes));
 
-    let at = now_ms();
     let table = tokio::task::spawn_blocking(proc_table).await.unwrap_or_default();
     let tick_hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as f64;
     for n in nodes.iter().filter(|n| n.running) {
         if let Some(pid) = n.pid {
-            rec.record(&n.name, at, host_samples(&table, pid, tick_hz, page));
+            rec.record(&n.name, host_samples(&table, pid, tick_hz, page));
         }
     }
     if let Some((used, free)) = disk_usage(&shared.opts.run_dir) {
@@ -242,7 +242,7 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
             labels: BTreeMap::new(),
             value: value as f64,
         };
-        rec.record("host", at, [s("host_disk_used_bytes", used), s("host_disk_free_bytes", free)]);
+        rec.record("host", [s("host_disk_used_bytes", used), s("host_disk_free_bytes", free)]);
         let threshold = rec.opts.disk_free_warning_bytes;
         if rec.disk_low_changed(free < threshold) && free < threshold {
             shared.cluster.record(Event::node(
