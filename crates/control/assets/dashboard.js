@@ -15,7 +15,7 @@ const WANTED = [
   "millions_lb_backend_latency_seconds_count", "millions_cache_lookups_total",
   "millions_db_queries_total", "millions_db_query_errors_total", "millions_jobs_total",
   "millions_queue_jobs", "millions_queue_oldest_ready_seconds", "millions_dns_queries_total",
-  "millions_dns_app_answers_total",
+  "millions_dns_app_answers_total", "millions_db_reads_total",
   "host_cpu_seconds_total", "host_memory_rss_bytes", "host_open_fds",
   "host_disk_used_bytes", "host_disk_free_bytes", "scrape_up",
 ];
@@ -313,6 +313,26 @@ function drawAll() {
     const shards = [...new Set(db.map((s) => s.labels.shard))].sort();
     chart(red, "db", "database queries per second, by shard",
       shards.map((sh) => [`shard ${sh}`, rates(db.filter((s) => s.labels.shard === sh))]), "");
+  }
+  const reads = pick("millions_db_reads_total");
+  if (reads.length) {
+    const groups = [...new Set(reads.map((s) => `shard ${s.labels.shard} ${s.labels.target}`))].sort();
+    chart(red, "db-reads", "database reads per second, by shard and target",
+      groups.map((g) => [g, rates(reads.filter((s) => `shard ${s.labels.shard} ${s.labels.target}` === g))]), "");
+  }
+  // Every worker reports the whole queue of each shard: the max over workers, summed over shards.
+  const depth = pick("millions_queue_jobs");
+  if (depth.length) {
+    const states = [...new Set(depth.map((s) => s.labels.state))].sort();
+    chart(red, "queue-depth", "queue depth, by state", states.map((st) => {
+      const total = new Map();
+      for (const sh of new Set(depth.map((s) => s.labels.shard))) {
+        for (const [t, v] of maxes(depth.filter((s) => s.labels.state === st && s.labels.shard === sh))) {
+          total.set(t, (total.get(t) || 0) + v);
+        }
+      }
+      return [st, total];
+    }), "");
   }
   const jobs = pick("millions_jobs_total");
   if (jobs.length) {
