@@ -35,7 +35,8 @@ help:
 	@echo "make fuzz   run every fuzz target with many more cases (FUZZ_CASES=$(FUZZ_CASES) each)"
 	@echo "            (also: make down | status | build | setup | bench | clean)"
 
-# Install missing Debian packages (PostgreSQL, Redis, cmake, ...) and check Rust.
+# Install missing Debian packages (PostgreSQL, Redis, cmake, ...), check Rust, and
+# fetch uPlot for the dashboard from npm into .cache/ (checked against its pin).
 setup:
 	@bash scripts/setup.sh
 

@@ -8,6 +8,9 @@
 #   scripts/setup.sh test     the same, plus rustfmt and clippy, and headless Chromium
 #                             with chromedriver for the browser test (what `make test` needs)
 #
+# Also fetches uPlot (the dashboard's charts) from the npm registry into .cache/,
+# checked against crates/control/assets/uplot.pin (the build embeds it from there).
+#
 # Needs: PostgreSQL server 15+, redis-server, cmake, pkg-config, a C toolchain and
 # make (build-essential), curl, wrk (benchmarks), and a Rust toolchain (cargo).
 # Tests also need chromium and chromium-driver (crates/web/tests/browser.rs).
@@ -195,6 +198,37 @@ if [ "$MODE" = test ]; then
   say "rust: cargo $rust_ver with rustfmt and clippy"
 else
   say "rust: cargo $rust_ver"
+fi
+
+# ---------------------------------------------------------------- uPlot (dashboard charts)
+
+# The controller's dashboard embeds uPlot (crates/control/build.rs). It comes from
+# the npm registry at the version and integrity pinned in crates/control/assets/uplot.pin,
+# into .cache/ (ignored by git), never into the repository.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PIN="$ROOT/crates/control/assets/uplot.pin"
+uplot_version="$(sed -n 's/^version=//p' "$PIN")"
+uplot_integrity="$(sed -n 's/^integrity=//p' "$PIN")"
+[ -n "$uplot_version" ] && [[ "$uplot_integrity" == sha512-* ]] || die "$PIN must name a version and a sha512 integrity"
+uplot_dir="$ROOT/.cache/uplot-$uplot_version"
+if [ -f "$uplot_dir/uPlot.iife.min.js" ] && [ -f "$uplot_dir/uPlot.min.css" ]; then
+  say "uPlot $uplot_version: present ($uplot_dir)"
+else
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/millions-uplot.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  url="https://registry.npmjs.org/uplot/-/uplot-$uplot_version.tgz"
+  say "uPlot $uplot_version: fetching $url"
+  curl -fsSL --retry 3 -o "$tmp/uplot.tgz" "$url" || die "fetching $url failed"
+  want="$(printf '%s' "${uplot_integrity#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n')"
+  got="$(sha512sum "$tmp/uplot.tgz" | cut -d' ' -f1)"
+  [ "$want" = "$got" ] || die "uplot-$uplot_version.tgz does not match the integrity pinned in $PIN"
+  tar -xzf "$tmp/uplot.tgz" -C "$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css ||
+    die "uplot-$uplot_version.tgz lacks dist/uPlot.iife.min.js or dist/uPlot.min.css"
+  mkdir -p "$uplot_dir.part"
+  cp "$tmp/package/dist/uPlot.iife.min.js" "$tmp/package/dist/uPlot.min.css" "$uplot_dir.part/"
+  rm -rf "$uplot_dir"
+  mv "$uplot_dir.part" "$uplot_dir"
+  say "uPlot $uplot_version: checked and extracted into $uplot_dir"
 fi
 
 say "ready"

@@ -11,12 +11,14 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::cluster::Event;
 use crate::shared::Shared;
-use crate::{dcs, launch, status, switchover};
+use crate::{dashboard, dcs, launch, status, switchover};
 
 pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
-    // What changes or reveals the system needs the admin token; the probes and
-    // the shard map that every web server and worker follows stay open.
+    // What changes or reveals the system needs the admin token; the probes, the
+    // shard map that every web server and worker follows, and the dashboard's
+    // read-only view (its page, state, history and stream) stay open.
     let guarded = Router::new()
         .route("/api/nodes", get(nodes))
         .route("/api/events", get(events))
@@ -35,6 +37,14 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/cluster", get(cluster))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/dashboard/uPlot.iife.min.js", get(dashboard::uplot_js))
+        .route("/dashboard/uPlot.min.css", get(dashboard::uplot_css))
+        .route("/api/dashboard/state", get(dashboard::current))
+        .route("/api/dashboard/series", get(dashboard::series))
+        .route("/api/dashboard/stream", get(dashboard::stream))
         .merge(guard::protect(guarded, Some(&shared.secrets.admin)))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared);
@@ -83,6 +93,14 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": {"message": message}}))).into_response()
+}
+
+/// An operator's action on a node: in the event log, and on the dashboard at
+/// once (a killed node shows as down before the supervisor restarts it).
+async fn acted(shared: &Shared, kind: &str, name: &str, detail: String) {
+    shared.cluster.record(Event::node(kind, name, detail));
+    let nodes = status::collect(shared).await;
+    shared.dashboard.publish(dashboard::state(shared, &nodes));
 }
 
 fn unknown(shared: &Shared, name: &str) -> Option<Response> {
@@ -150,7 +168,16 @@ async fn kill(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
         return r;
     }
     match launch::kill_node(&shared, &name).await {
-        Ok(pid) => Json(json!({"killed": name, "pid": pid})).into_response(),
+        Ok(pid) => {
+            // SIGKILL takes effect when the process is next scheduled: the
+            // dashboard is told once it is gone (or after a bound).
+            let deadline = Instant::now() + std::time::Duration::from_secs(2);
+            while shared.running(&name).await && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            acted(&shared, "killed", &name, format!("killed (pid {pid}) by an operator")).await;
+            Json(json!({"killed": name, "pid": pid})).into_response()
+        }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
@@ -163,7 +190,10 @@ async fn restart(State(shared): State<Shared>, Path(name): Path<String>) -> Resp
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
     match launch::start_node(&shared, &name).await {
-        Ok(()) => Json(json!({"restarted": name})).into_response(),
+        Ok(()) => {
+            acted(&shared, "restarted", &name, "restarted by an operator".into()).await;
+            Json(json!({"restarted": name})).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -175,7 +205,10 @@ async fn stop(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
         return r;
     }
     match launch::stop_node(&shared, &name).await {
-        Ok(()) => Json(json!({"stopped": name})).into_response(),
+        Ok(()) => {
+            acted(&shared, "stopped", &name, "stopped by an operator".into()).await;
+            Json(json!({"stopped": name})).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -189,7 +222,10 @@ async fn start(State(shared): State<Shared>, Path(name): Path<String>) -> Respon
         return error(StatusCode::CONFLICT, format!("{name} is already running"));
     }
     match launch::start_node(&shared, &name).await {
-        Ok(()) => Json(json!({"started": name})).into_response(),
+        Ok(()) => {
+            acted(&shared, "started", &name, "started by an operator".into()).await;
+            Json(json!({"started": name})).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

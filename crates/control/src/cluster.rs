@@ -56,7 +56,9 @@ pub struct Event {
     /// no shard.
     pub shard: Option<u16>,
     /// `failover`, `replica-lost`, `replica-back`, `replica-rebuilt`, `rejoined`,
-    /// `primary-restarted`, the data center ones, `cert-renewed`.
+    /// `primary-restarted`, the data center ones, `cert-renewed`; about a node:
+    /// `killed`, `restarted`, `stopped`, `started` (by an operator, or
+    /// `restarted` by the supervisor); `disk-low` (about `host`).
     pub kind: String,
     /// The node it is about (for a failover: the promoted one).
     pub node: String,

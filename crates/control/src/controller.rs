@@ -1,7 +1,8 @@
 //! The controller as a whole: [`Controller::build`] checks the topology's
 //! configurations, prepares the run directory and binds the API;
 //! [`Controller::run`] starts every node, then supervises, watches the shards,
-//! renews the load balancers' certificates and serves the API until shutdown,
+//! renews the load balancers' certificates, scrapes every node's metrics for the
+//! dashboard and serves the API until shutdown,
 //! and stops every node.
 
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::Cluster;
 use crate::error::{Context as _, ControlError};
 use crate::files::{ControlFile, control_file, secrets, write_json};
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::shared::{ControlOptions, Managed, Shared};
-use crate::{api, dns, failover, launch, lb, renew, supervise};
+use crate::{api, dns, failover, launch, lb, renew, scrape, supervise};
 
 /// A controller, bound, not yet started.
 pub struct Controller {
@@ -39,6 +41,7 @@ impl Controller {
     ) -> Result<Controller, ControlError> {
         // Every node's configuration that can be checked without the network is,
         // before anything is written or bound.
+        opts.history.check().map_err(ControlError::Invalid)?;
         lb::check_configs(&opts.topology)?;
         dns::check_configs(&opts.topology)?;
         crate::wan::check_configs(&opts.topology)?;
@@ -58,6 +61,7 @@ impl Controller {
         let nodes = opts.topology.nodes().iter().cloned().map(Managed::new).collect();
         let metrics = Metrics::new(&opts.topology);
         let shard_ops = opts.topology.shards().iter().map(|_| Mutex::new(())).collect();
+        let dashboard = Arc::new(Recorder::new(opts.history.clone()));
         Ok(Controller {
             shared: Shared {
                 opts: Arc::new(opts),
@@ -69,6 +73,7 @@ impl Controller {
                 ready: Arc::new(AtomicBool::new(false)),
                 metrics,
                 shard_ops: Arc::new(shard_ops),
+                dashboard,
             },
             listener,
         })
@@ -94,7 +99,9 @@ impl Controller {
             let supervisor = tokio::spawn(supervise::supervise(shared.clone()));
             let watcher = tokio::spawn(failover::watch(shared.clone()));
             let renewer = tokio::spawn(renew::watch(shared.clone()));
+            let scraper = tokio::spawn(scrape::watch(shared.clone()));
             shared.shutdown.cancelled().await;
+            scraper.abort();
             supervisor.abort();
             watcher.abort();
             renewer.abort();
@@ -117,19 +124,29 @@ mod tests {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    #[tokio::test]
-    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let topology = topology::preset("test").unwrap();
+    /// A controller of the `test` preset in `dir`, its API on any port, no node
+    /// started (none can be: no binary).
+    async fn controller(
+        dir: &std::path::Path,
+        history: crate::HistoryOptions,
+        shutdown: CancellationToken,
+    ) -> Controller {
         let opts = ControlOptions {
-            run_dir: dir.path().to_owned(),
-            topology,
+            run_dir: dir.to_owned(),
+            topology: topology::preset("test").unwrap(),
             api: "127.0.0.1:0".parse().unwrap(),
             exe: "/nonexistent".into(),
             durability: nodes::Durability::Fast,
+            history,
         };
+        Controller::build(opts, shutdown).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_every_node_and_metrics_count_nodes_restarts_failovers_and_requests() {
+        let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
-        let controller = Controller::build(opts, shutdown.clone()).await.unwrap();
+        let controller = controller(dir.path(), Default::default(), shutdown.clone()).await;
         let shared = controller.shared.clone();
         let base = format!("http://{}", shared.api_addr);
         let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
@@ -165,5 +182,99 @@ mod tests {
         shutdown.cancel();
         assert_eq!(get(format!("{base}/readyz")).await, (503, "stopping".to_owned()));
         api.abort();
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_and_its_json_need_no_token_and_refuse_bad_input_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = controller(dir.path(), Default::default(), CancellationToken::new()).await;
+        let shared = controller.shared.clone();
+        let base = format!("http://{}", shared.api_addr);
+        let api = tokio::spawn(api::serve(controller.listener, shared.clone()));
+
+        // The page and its assets, uPlot included, are in the binary.
+        let (status, page) = get(format!("{base}/dashboard")).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("/dashboard/uPlot.iife.min.js") && page.contains("/dashboard/app.js"),
+            "{page}"
+        );
+        let (status, uplot) = get(format!("{base}/dashboard/uPlot.iife.min.js")).await;
+        assert_eq!(status, 200);
+        assert!(uplot.contains("uPlot"), "uPlot's script is served");
+
+        // The state: every node of the topology (none started), the epoch.
+        let (status, text) = get(format!("{base}/api/dashboard/state")).await;
+        assert_eq!(status, 200, "{text}");
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["epoch"], 1);
+        let names: Vec<&str> =
+            state["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+        let expected: Vec<&str> = shared.topology().nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, expected);
+        assert!(state["nodes"].as_array().unwrap().iter().all(|n| n["health"] == "down"), "{state}");
+        assert_eq!(state["shards"][0]["primary"], "shard0-pg-1");
+
+        // The history, by name, node and time.
+        let sample =
+            |value| crate::history::Sample { name: "m_total".into(), labels: Default::default(), value };
+        let first = shared.dashboard.record("dc1-web-1", [sample(1.0)]);
+        let second = shared.dashboard.record("dc1-web-1", [sample(3.0)]);
+        assert!(second > first, "every record is stamped later than the one before");
+        let url = format!("{base}/api/dashboard/series?names=m_total&since={first}&node=dc1-web-1");
+        let (status, text) = get(url).await;
+        assert_eq!(status, 200, "{text}");
+        let series: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(series["series"][0]["points"], serde_json::json!([[second, 3.0]]));
+        for (query, status, says) in [
+            ("names=nope,m_total", 404, "no series named nope; known: m_total"),
+            ("names=m_total&since=yesterday", 400, "since must be a time in unix milliseconds"),
+            ("names=m_total&since=-1", 400, "since must be a time in unix milliseconds"),
+            ("names=m_total&node=ghost", 404, "no node named \\\"ghost\\\""),
+            ("since=0", 400, "name the metrics"),
+        ] {
+            let (got, text) = get(format!("{base}/api/dashboard/series?{query}")).await;
+            assert_eq!(got, status, "{query}: {text}");
+            assert!(text.contains(says), "{query}: {text}");
+        }
+
+        // The live stream starts with the state (published by the scraper).
+        shared.dashboard.publish(serde_json::json!({"epoch": 1}));
+        let mut stream = reqwest::get(format!("{base}/api/dashboard/stream")).await.unwrap();
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        let first = stream.chunk().await.unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&first), "event: state\ndata: {\"epoch\":1}\n\n");
+
+        // Actions still need the token: refused, nothing done, nothing recorded.
+        let c = reqwest::Client::new();
+        let r = c.post(format!("{base}/api/nodes/dc1-web-1/kill")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let token = crate::admin_token(dir.path()).unwrap();
+        let r = c.post(format!("{base}/api/nodes/ghost/kill")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(shared.cluster.events().is_empty());
+        api.abort();
+    }
+
+    #[tokio::test]
+    async fn free_disk_below_the_threshold_is_one_event_per_crossing() {
+        let dir = tempfile::tempdir().unwrap();
+        // No disk has this much free: always below.
+        let history = crate::HistoryOptions { disk_free_warning_bytes: u64::MAX, ..Default::default() };
+        let controller = controller(dir.path(), history, CancellationToken::new()).await;
+        let shared = controller.shared.clone();
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            scrape::round(&shared, &client).await;
+        }
+        let low: Vec<_> = shared.cluster.events().into_iter().filter(|e| e.kind == "disk-low").collect();
+        assert_eq!(low.len(), 1, "one event while it stays low: {low:?}");
+        assert!(low[0].detail.contains("MiB free on the run directory's filesystem"), "{:?}", low[0]);
+        let free = shared.dashboard.query(&["host_disk_free_bytes"], Some("host"), 0);
+        assert_eq!(free[0].points.len(), 3);
+        assert!(free[0].points.iter().all(|p| p.1 > 0.0));
+        // The state the page streams was published, every node in it.
+        let state = shared.dashboard.subscribe().borrow().clone();
+        assert_eq!(state["nodes"].as_array().unwrap().len(), shared.topology().nodes().len());
     }
 }

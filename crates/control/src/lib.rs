@@ -18,8 +18,9 @@
 //! - `error` ([`ControlError`]) and `files` (the run directory's layout:
 //!   `control.json`, secrets, pid files, configurations, logs), then [`tls`]
 //!   (the run directory's CA and the load balancers' certificates);
-//! - `cluster` (the shard decisions, their file, their publication, the event log)
-//!   and `metrics` (the controller's own `/metrics`);
+//! - `cluster` (the shard decisions, their file, their publication, the event log),
+//!   `metrics` (the controller's own `/metrics`) and `history` (every node's
+//!   scraped series in bounded rings, for the dashboard);
 //! - `shared` (what a running controller shares: options, secrets, the nodes under
 //!   supervision, the decisions; questions about a node);
 //! - `pgadmin` (the controller's own SQL: probes, WAL positions, replication
@@ -37,6 +38,9 @@
 //!   data center lost and brought back), `supervise`
 //!   (restarts with backoff), `renew` (the load balancers' certificates renewed
 //!   and reloaded before they expire) and `status` (what `millions status` shows);
+//! - `dashboard` (the page, its assets, its JSON and live stream), then `scrape`
+//!   (every node's `/metrics` and /proc, the disk, on an interval; it publishes
+//!   the dashboard's state);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 
@@ -44,12 +48,14 @@ mod api;
 mod cluster;
 mod configs;
 mod controller;
+mod dashboard;
 mod dcs;
 mod decide;
 pub mod dns;
 mod error;
 mod failover;
 mod files;
+mod history;
 mod launch;
 pub mod lb;
 mod metrics;
@@ -57,6 +63,7 @@ mod pgadmin;
 mod postgres;
 mod processes;
 mod renew;
+mod scrape;
 mod shared;
 mod status;
 mod supervise;
@@ -72,6 +79,7 @@ pub use cluster::{ClusterState, Event, ShardState};
 pub use controller::Controller;
 pub use error::ControlError;
 pub use files::{ControlFile, Secrets, admin_token, control_file, log_path, running};
+pub use history::HistoryOptions;
 pub use processes::{orphans, stop_orphans};
 pub use shared::ControlOptions;
 pub use status::{NodeStatus, PgStatus, ShardStatus};

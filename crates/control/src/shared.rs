@@ -1,6 +1,6 @@
 //! What every part of a running controller shares: its options and secrets, the
-//! nodes under supervision, the shard decisions, its metrics, and questions about
-//! a node. Above `cluster`, `metrics` and `files` only.
+//! nodes under supervision, the shard decisions, its metrics and history, and
+//! questions about a node. Above `cluster`, `metrics`, `history` and `files` only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use topology::{Node, Topology};
 
 use crate::cluster::{Cluster, ClusterState};
 use crate::files::Secrets;
+use crate::history::Recorder;
 use crate::metrics::Metrics;
 
 /// The database every shard server holds.
@@ -34,6 +35,8 @@ pub struct ControlOptions {
     pub exe: PathBuf,
     /// PostgreSQL durability: `Fast` (no fsync) only for throw-away test stacks.
     pub durability: nodes::Durability,
+    /// How every node's metrics are scraped and kept for the dashboard.
+    pub history: crate::history::HistoryOptions,
 }
 
 /// One node under supervision.
@@ -107,6 +110,8 @@ pub(crate) struct Shared {
     /// One lock per shard, held by whatever changes its primary (a failover, a
     /// switchover), so two such changes never interleave.
     pub(crate) shard_ops: Arc<Vec<Mutex<()>>>,
+    /// Every node's scraped metrics and the dashboard's latest state.
+    pub(crate) dashboard: Arc<Recorder>,
 }
 
 impl Shared {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cluster::Event;
 use crate::launch;
 use crate::processes::forget_process;
 use crate::shared::Shared;
@@ -85,6 +86,8 @@ pub(crate) async fn supervise(shared: Shared) {
                         shared.metrics.restarted(&name, m.node.role);
                     }
                     tracing::info!(node = name, "node restarted");
+                    shared.cluster.record(Event::node("restarted", &name, "restarted after it died".into()));
+                    shared.dashboard.nudge();
                 }
                 Err(e) => tracing::error!(node = name, error = %e, "restarting failed; will retry"),
             }

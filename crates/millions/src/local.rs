@@ -55,6 +55,20 @@ pub struct UpArgs {
     /// throw-away stacks (tests) only.
     #[arg(long)]
     unsafe_fast_storage: bool,
+    /// See `control --scrape-interval`.
+    #[arg(long, default_value = "5s")]
+    scrape_interval: humantime::Duration,
+}
+
+impl UpArgs {
+    /// The flags `up` passes on to `millions control`.
+    fn control_flags(&self) -> Vec<String> {
+        let mut flags = vec!["--scrape-interval".to_owned(), self.scrape_interval.to_string()];
+        if self.unsafe_fast_storage {
+            flags.push("--unsafe-fast-storage".into());
+        }
+        flags
+    }
 }
 
 /// `millions control` (started by `up`).
@@ -68,6 +82,10 @@ pub struct ControlArgs {
     /// See `up --unsafe-fast-storage`.
     #[arg(long)]
     unsafe_fast_storage: bool,
+    /// How often every node's metrics are scraped for the dashboard's history
+    /// (two hours of it are kept).
+    #[arg(long, default_value = "5s")]
+    scrape_interval: humantime::Duration,
 }
 
 /// `millions status`.
@@ -375,7 +393,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             "the controller (pid {}) is gone; starting a new one, which adopts the running nodes",
             prev.pid
         );
-        return start_controller(&home, stored, prev.api, args.unsafe_fast_storage).await;
+        return start_controller(&home, stored, prev.api, &args.control_flags()).await;
     }
     if let Some(stored) = &stored {
         let orphans = control::orphans(home, stored);
@@ -403,7 +421,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::write(topology_path(&home), &text)?;
     let api =
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nodes::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?);
-    start_controller(&home, &topology, api, args.unsafe_fast_storage).await
+    start_controller(&home, &topology, api, &args.control_flags()).await
 }
 
 /// A run directory that holds the state of an earlier `up` (shard decisions,
@@ -445,15 +463,13 @@ async fn start_controller(
     home: &Path,
     topology: &topology::Topology,
     api: SocketAddr,
-    unsafe_fast_storage: bool,
+    flags: &[String],
 ) -> anyhow::Result<()> {
     let log = control::log_path(home, "control");
     let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
     let mut cmd_args = vec!["control".to_owned(), "--home".into(), home.display().to_string()];
     cmd_args.extend(["--api".to_owned(), api.to_string()]);
-    if unsafe_fast_storage {
-        cmd_args.push("--unsafe-fast-storage".into());
-    }
+    cmd_args.extend(flags.iter().cloned());
     let pid = spawn_detached(&cmd_args, &log)?;
     println!(
         "starting topology {:?} ({} nodes); controller pid {pid}",
@@ -487,7 +503,7 @@ async fn start_controller(
                 shown = up;
             }
             if up == reply.nodes.len() {
-                print_summary(home, topology, &reply.nodes);
+                print_summary(home, topology, api, &reply.nodes);
                 return Ok(());
             }
         }
@@ -522,7 +538,7 @@ fn startup_error(log: &Path, from: u64) -> String {
     failure.unwrap_or_else(|| nodes::log_tail(log).to_string())
 }
 
-fn print_summary(home: &Path, topology: &topology::Topology, nodes: &[NodeStatus]) {
+fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, nodes: &[NodeStatus]) {
     let https_port = topology.ports().https;
     println!();
     println!("Millions is up ({} topology).", topology.name());
@@ -574,6 +590,10 @@ fn print_summary(home: &Path, topology: &topology::Topology, nodes: &[NodeStatus
     println!(
         "  status: millions status    logs: millions logs NODE -f    crash a node: millions chaos kill NODE"
     );
+    println!(
+        "  dashboard: http://{api}/dashboard    (read-only without a token; its actions ask for the admin token,"
+    );
+    println!("      the \"admin\" field of {})", home.join("secrets.json").display());
     println!("  stop:   millions down");
 }
 
@@ -587,6 +607,11 @@ pub async fn control(args: ControlArgs, shutdown: tokio_util::sync::Cancellation
         api: args.api,
         exe: std::env::current_exe().context("locating this binary")?,
         durability: if args.unsafe_fast_storage { nodes::Durability::Fast } else { nodes::Durability::Full },
+        history: {
+            let defaults = control::HistoryOptions::default();
+            let interval: std::time::Duration = args.scrape_interval.into();
+            control::HistoryOptions { interval, timeout: defaults.timeout.min(interval), ..defaults }
+        },
     };
     Ok(control::Controller::build(opts, shutdown).await?.run().await?)
 }

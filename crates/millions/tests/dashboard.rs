@@ -1,0 +1,261 @@
+//! The controller's dashboard on a running topology (`millions up`, scraped
+//! every second): its JSON for scripts (every node, every process's host
+//! metrics, PostgreSQL and Redis included, the nodes' own metrics, clear 4xx
+//! for bad input), then the page in headless Chromium (driven over WebDriver by
+//! chromedriver, as `crates/web/tests/browser.rs` does): it lists every node,
+//! its charts draw data, and a node killed through its action shows as down,
+//! then restarted. One topology for the whole binary: one test.
+
+mod support;
+
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use support::{Stack, millions, own_ranges, text};
+
+/// How long any one condition may take to come true.
+const PATIENCE: Duration = Duration::from_secs(40);
+
+/// Polls `check` (async) until it yields `Some`, or fails with `what` and the last value.
+async fn until<T, F: AsyncFnMut() -> Result<T, String>>(what: &str, mut check: F) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// chromedriver in its own process group (its browsers with it), killed on drop.
+struct Driver(Child, String);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A headless Chromium session with a fresh profile in `dir`.
+async fn browser(dir: &Path) -> (Driver, Client) {
+    let port = nodes::free_port("127.0.0.1".parse().unwrap()).unwrap();
+    let child = Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect(
+            "starting /usr/bin/chromedriver (Debian's chromium-driver; scripts/setup.sh test installs it)",
+        );
+    let driver = Driver(child, format!("http://127.0.0.1:{port}"));
+    let status = reqwest::Client::new();
+    until("chromedriver to be ready", async || {
+        let r = status.get(format!("{}/status", driver.1)).send().await.map_err(|e| e.to_string())?;
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if v["value"]["ready"] == json!(true) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let args = [
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=1200,1000".into(),
+        format!("--user-data-dir={}", dir.join("profile").display()),
+    ];
+    let caps =
+        json!({"browserName": "chrome", "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}});
+    let Value::Object(caps) = caps else { unreachable!() };
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.1)
+        .await
+        .expect("a session");
+    (driver, client)
+}
+
+/// What the page shows, for failure messages.
+async fn body(c: &Client) -> String {
+    match c.find(Locator::Css("body")).await {
+        Ok(b) => b.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A number the page's script reads (`return ...`), or an error.
+async fn js_number(c: &Client, script: &str) -> Result<f64, String> {
+    let v = c.execute(script, vec![]).await.map_err(|e| e.to_string())?;
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).ok_or_else(|| v.to_string())
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let topo = own_ranges(home, topology::preset_text("test").unwrap());
+    let args =
+        ["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage", "--scrape-interval", "1s"];
+    let o = tokio::task::block_in_place(|| millions(home, &args));
+    let _stack = Stack(home);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let url = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dashboard: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no dashboard line: {out}"))
+        .strip_suffix("/dashboard")
+        .unwrap_or_else(|| panic!("the dashboard is at /dashboard: {out}"))
+        .to_owned();
+
+    // The JSON for scripts, without a token: every node, healthy.
+    let (status, state) = get_json(&format!("{url}/api/dashboard/state")).await;
+    assert_eq!(status, 200, "{state}");
+    let nodes: Vec<String> =
+        state["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(nodes.len(), 7, "{state}");
+    assert!(state["nodes"].as_array().unwrap().iter().all(|n| n["health"] == "healthy"), "{state}");
+    assert!(state["epoch"].as_u64().unwrap() >= 1);
+
+    // Every process's host metrics (PostgreSQL and Redis included), the
+    // disk, and the nodes' own metrics (a web server's requests) are kept.
+    let names = "host_cpu_seconds_total,host_memory_rss_bytes,host_open_fds";
+    until("every node's host metrics", async || {
+        let (_, v) = get_json(&format!("{url}/api/dashboard/series?names={names}")).await;
+        let series = v["series"].as_array().cloned().unwrap_or_default();
+        let missing: Vec<&String> =
+            nodes.iter().filter(|n| series.iter().filter(|s| s["node"] == n.as_str()).count() < 3).collect();
+        let rss_ok = series.iter().filter(|s| s["name"] == "host_memory_rss_bytes").all(|s| {
+            s["points"].as_array().and_then(|p| p.last()).and_then(|p| p[1].as_f64()).is_some_and(|v| v > 0.0)
+        });
+        if missing.is_empty() && rss_ok { Ok(()) } else { Err(format!("missing {missing:?}: {v}")) }
+    })
+    .await;
+    until("the disk and a web server's requests", async || {
+        let q = "names=host_disk_free_bytes,millions_http_requests_total,scrape_up";
+        let (status, v) = get_json(&format!("{url}/api/dashboard/series?{q}")).await;
+        let series = v["series"].as_array().cloned().unwrap_or_default();
+        let has = |name: &str, node: &str| series.iter().any(|s| s["name"] == name && s["node"] == node);
+        if status == 200
+            && has("host_disk_free_bytes", "host")
+            && has("millions_http_requests_total", "dc1-web-1")
+        {
+            Ok(())
+        } else {
+            Err(format!("{status}: {v}"))
+        }
+    })
+    .await;
+    for (query, want) in [
+        ("names=no_such_metric", 404),
+        ("names=host_open_fds&since=soon", 400),
+        ("names=host_open_fds&node=dc9-web-9", 404),
+    ] {
+        let (status, v) = get_json(&format!("{url}/api/dashboard/series?{query}")).await;
+        assert_eq!(status, want, "{query}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}: {v}");
+    }
+    let r = reqwest::Client::new().post(format!("{url}/api/nodes/dc1-web-1/kill")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "an action needs the admin token");
+
+    // The page lists every node and draws its charts.
+    let (_driver, c) = browser(home).await;
+    c.goto(&format!("{url}/dashboard")).await.unwrap();
+    until("every node on the page", async || {
+        for n in &nodes {
+            let css = format!("tr.node[data-node='{n}'][data-health='healthy']");
+            if c.find_all(Locator::Css(&css)).await.map_err(|e| e.to_string())?.is_empty() {
+                return Err(format!("no {css}; the page reads:\n{}", body(&c).await));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    until("the live stream", async || {
+        let live = c.find(Locator::Css("#live")).await.map_err(|e| e.to_string())?;
+        match live.attr("data-state").await.map_err(|e| e.to_string())? {
+            Some(s) if s == "live" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for chart in ["cpu", "memory", "fds", "rate-web", "disk"] {
+        let script = format!(
+            "const c = document.querySelector('#chart-{chart}'); \
+             return c && c.querySelector('canvas') ? Number(c.dataset.points || 0) : -1;"
+        );
+        until(&format!("chart {chart} to draw points"), async || match js_number(&c, &script).await {
+            Ok(n) if n > 0.0 => Ok(()),
+            other => Err(format!("{other:?}; the page reads:\n{}", body(&c).await)),
+        })
+        .await;
+    }
+
+    // Without the token, an action is not sent.
+    let kill = "tr.node[data-node='dc1-web-1'] button[data-action='kill']";
+    c.find(Locator::Css(kill)).await.unwrap().click().await.unwrap();
+    let said = c.find(Locator::Css("#message")).await.unwrap().text().await.unwrap();
+    assert!(said.contains("enter the admin token first"), "{said}");
+
+    // With it (kept for the tab), after a confirmation: the node goes down,
+    // then the supervisor brings it back, and both are on the event log.
+    let token = control::admin_token(home).unwrap();
+    let field = c.find(Locator::Css("#token")).await.unwrap();
+    field.send_keys(&token).await.unwrap();
+    c.find(Locator::Css("#token-form button")).await.unwrap().click().await.unwrap();
+    let kept = c.find(Locator::Css("#token-state")).await.unwrap().text().await.unwrap();
+    assert!(kept.contains("kept"), "{kept}");
+    let pid_before =
+        state["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "dc1-web-1").unwrap()["pid"]
+            .as_u64()
+            .unwrap();
+    c.find(Locator::Css(kill)).await.unwrap().click().await.unwrap();
+    until("the confirmation", async || c.accept_alert().await.map_err(|e| e.to_string())).await;
+    let row = "tr.node[data-node='dc1-web-1']";
+    until("the killed node to show as down", async || {
+        let r = c.find(Locator::Css(row)).await.map_err(|e| e.to_string())?;
+        match r.attr("data-health").await.map_err(|e| e.to_string())? {
+            Some(h) if h == "down" => Ok(()),
+            other => Err(format!("{other:?}; the page reads:\n{}", body(&c).await)),
+        }
+    })
+    .await;
+    until("the node restarted and healthy", async || {
+        let r = c.find(Locator::Css(row)).await.map_err(|e| e.to_string())?;
+        let health = r.attr("data-health").await.map_err(|e| e.to_string())?;
+        let restarts = r.find(Locator::Css(".restarts")).await.map_err(|e| e.to_string())?.text().await;
+        let pid = r.find(Locator::Css(".pid")).await.map_err(|e| e.to_string())?.text().await;
+        let (restarts, pid) = (restarts.map_err(|e| e.to_string())?, pid.map_err(|e| e.to_string())?);
+        if health.as_deref() == Some("healthy") && restarts == "1" && pid != pid_before.to_string() {
+            Ok(())
+        } else {
+            Err(format!("{health:?} restarts {restarts} pid {pid}"))
+        }
+    })
+    .await;
+    for kind in ["killed", "restarted"] {
+        let css = format!("#events li[data-kind='{kind}']");
+        until(&format!("a {kind} event"), async || {
+            let found = c.find_all(Locator::Css(&css)).await.map_err(|e| e.to_string())?;
+            if found.iter().len() > 0 { Ok(()) } else { Err(body(&c).await) }
+        })
+        .await;
+    }
+    let _ = c.close().await;
+}
