@@ -65,13 +65,16 @@ slowlog_reset() {
         rcli "$r" SLOWLOG RESET >/dev/null
     done
 }
-# slowlog_read: JSON {count, max_us} over every Redis since the reset.
+# slowlog_read: JSON {count, max_us, by} over every Redis since the reset (`by`:
+# the slow entries' counts by command name, the most frequent first).
 slowlog_read() {
     for r in "${REDIS[@]}"; do rcli "$r" --json SLOWLOG GET 1024; echo; done | python3 -c '
-import json, sys
+import collections, json, sys
 # Each entry: [id, timestamp, duration in microseconds, command, client, name].
-durations = [e[2] for line in sys.stdin if line.strip() for e in json.loads(line)]
-print(json.dumps({"count": len(durations), "max_us": max(durations, default=0)}))'
+entries = [e for line in sys.stdin if line.strip() for e in json.loads(line)]
+by = collections.Counter(str(e[3][0]).upper() if e[3] else "?" for e in entries)
+print(json.dumps({"count": len(entries), "max_us": max((e[2] for e in entries), default=0),
+                  "by": dict(by.most_common(3))}))'
 }
 
 # cpu_by_tier [GENERATOR_PID]: JSON {tier: clock ticks} for every node of the
@@ -186,7 +189,8 @@ for x in runs:
     print(f"| {x['rate']} | {x['achieved']:.0f} | {x['p50']:.1f} | {x['p99']:.1f} | {x['errors']} | "
           f"{'yes' if x['passed'] else 'no'} | " + " | ".join(f"{c.get(t, 0):.2f}" for t in tiers) +
           f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms"
-          f" | {x['slow']['count']} ({x['slow']['max_us'] / 1000:.1f} ms) |")
+          f" | {x['slow']['count']} ({x['slow']['max_us'] / 1000:.1f} ms"
+          + "".join(f"; {k} {v}" for k, v in x['slow'].get('by', {}).items()) + ") |")
 print()
 print("CPU in cores (CPU seconds per second of the run) by tier; a tier's figure sums its nodes in both DCs.")
 EOF
