@@ -49,13 +49,11 @@ MILLIONS="${MILLIONS:-$TARGET_DIR/release/millions}"
 say() { printf 'bench-dns: %s\n' "$*" >&2; }
 die() { printf 'bench-dns: error: %s\n' "$*" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin"
-for tool in dnsperf nsd dig python3 curl; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install dnsperf nsd bind9-dnsutils)"
-done
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
+require "apt-get install dnsperf nsd bind9-dnsutils" dnsperf nsd dig python3 curl
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-dns.XXXXXX")"
 PIDS=()

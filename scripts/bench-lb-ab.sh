@@ -36,15 +36,13 @@ BARE="${BARE:-$TARGET_DIR/release/examples/bare}"
 say() { printf 'bench-lb-ab: %s\n' "$*" >&2; }
 die() { printf 'bench-lb-ab: error: %s\n' "$*" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin"
-for tool in wrk curl python3 haproxy; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk haproxy)"
-done
 for bin in "$A" "$B"; do [ -x "$bin" ] || die "$bin is not an executable"; done
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
 TICKS="$(getconf CLK_TCK)"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
+require "apt-get install wrk haproxy" wrk curl python3 haproxy
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-lb-ab.XXXXXX")"
 PIDS=()

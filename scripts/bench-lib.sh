@@ -3,6 +3,23 @@
 # The sourcing script sets RUN (its run directory) before calling `port`, and
 # defines say/die.
 
+# require "HINT" TOOL...: die, naming the tool and HINT (how to install it), unless
+# every TOOL is on the PATH.
+require() {
+    local hint="$1" tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool is not installed ($hint)"
+    done
+}
+
+# addr_of NODE: the address of the stack's node NODE (from `millions status`).
+addr_of() {
+    "$MILLIONS" status --json | python3 -c '
+import json, sys
+print(next(n["address"] for n in json.load(sys.stdin)["nodes"] if n["name"] == sys.argv[1]))' "$1"
+}
+
 # A free port, never one handed out before in this run (the kernel may give the
 # same free port twice in a row; it is not in use until its process binds it).
 port() {

@@ -26,10 +26,8 @@ MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
 say() { printf 'bench-seed: %s\n' "$*" >&2; }
 die() { printf 'bench-seed: error: %s\n' "$*" >&2; exit 1; }
 
-for tool in python3 pgbench psql; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install python3 postgresql-client)"
-done
 source "$ROOT/scripts/bench-lib.sh"
+require "apt-get install python3 postgresql-client" python3 pgbench psql
 build_millions
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 own_stack bench-seed 127.0.237 127.0.238
@@ -39,9 +37,6 @@ say "starting the default topology"
 wait_whole healthy
 PGPASSWORD="$(secret postgres)"
 export PGPASSWORD PGUSER=millions PGDATABASE=postgres
-addr_of() { "$MILLIONS" status --json | python3 -c '
-import json, sys
-print(next(n["address"] for n in json.load(sys.stdin)["nodes"] if n["name"] == sys.argv[1]))' "$1"; }
 PRIMARIES=("$(addr_of shard0-pg-1)" "$(addr_of shard1-pg-1)")
 
 # The seed's rows: users + 2 × follows + posts, about 43.9 per user at the

@@ -45,9 +45,6 @@ BARE="${BARE:-$TARGET_DIR/release/examples/bare}"
 say() { printf 'bench-tls: %s\n' "$*" >&2; }
 die() { printf 'bench-tls: error: %s\n' "$*" >&2; exit 1; }
 export PATH="$PATH:/usr/sbin"
-for tool in wrk curl python3 openssl nginx haproxy; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk openssl nginx haproxy)"
-done
 [ -x "$MILLIONS" ] || die "$MILLIONS is missing; run: cargo build --release -p millions"
 if [ -n "$TLS_RATES$TLS_NEW_RATES" ] && ! command -v "$OHA" >/dev/null; then
     die "oha is not installed (cargo install oha --locked), or set OHA=path, or BENCH_TLS_RATES= BENCH_TLS_NEW_RATES= to skip part 2"
@@ -56,6 +53,7 @@ fi
 
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
+require "apt-get install wrk openssl nginx haproxy" wrk curl python3 openssl nginx haproxy
 
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/millions-bench-tls.XXXXXX")"
 PIDS=()

@@ -34,11 +34,9 @@ MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
 say() { printf 'bench-wan: %s\n' "$*" >&2; }
 die() { printf 'bench-wan: error: %s\n' "$*" >&2; exit 1; }
 
-for tool in python3 pgbench psql; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install postgresql-client)"
-done
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
+require "apt-get install postgresql-client" python3 pgbench psql
 build_millions
 own_stack bench-wan 127.0.241 127.0.242
 # Beside the run directory, which `down --wipe` empties between delays.
@@ -50,9 +48,6 @@ LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 echo 'INSERT INTO bench_commit (payload) VALUES (repeat($$x$$, 100));' >"$WORK/insert.sql"
 
-addr_of() { "$MILLIONS" status --json | python3 -c '
-import json, sys
-print(next(n["addr"] for n in json.load(sys.stdin)["nodes"] if n["name"] == sys.argv[1]))' "$1"; }
 
 for delay in $DELAYS; do
     python3 - "$TOPOLOGY" "$delay" <<'PY'

@@ -62,9 +62,7 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
 
-for tool in wrk curl python3 awk; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk)"
-done
+require "wrk: apt-get install wrk" wrk curl python3 awk
 
 build_millions -p web --bin millions --example bare
 [ -x "$BARE" ] || die "$BARE is missing; run: cargo build --release -p web --example bare"
