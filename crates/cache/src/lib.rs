@@ -21,6 +21,6 @@ mod redis_handle;
 pub mod timeline;
 
 pub use invalidation::{Invalidator, spawn_listener};
-pub use read_through::{CacheConfig, CacheMetrics, Loaded, ReadThrough};
+pub use read_through::{CacheConfig, CacheMetrics, Loaded, LoadedMany, ReadThrough};
 pub use redis_handle::{Redis, RedisConfig, RedisError, SpreadError};
 pub use timeline::Timelines;

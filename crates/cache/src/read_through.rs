@@ -47,6 +47,19 @@ pub enum Loaded<T> {
     ServeOnly(Option<T>),
 }
 
+/// What a [`ReadThrough::get_many_or_fill`] loader found for the keys it was
+/// given, and whether it may be kept (as [`Loaded`] says for one key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedMany<T> {
+    /// One entry per key asked for, in the order asked: its value, or `None`
+    /// (nothing there; never cached).
+    pub values: Vec<Option<T>>,
+    /// `true`: read from the source of truth, cached in both levels (unless an
+    /// invalidation overtook the load); `false`: read from a source that may be
+    /// behind, served and cached nowhere.
+    pub keep: bool,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
     /// The cache's name (`profile`, `post`, ...).
@@ -236,6 +249,32 @@ if g ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1";
 
+/// [`FILL_LUA`] for many keys in one call. KEYS: value, generation, for each key;
+/// ARGV: the generation read (or claimed), the value, its TTL, for each key.
+/// Returns 1 (stored) or 0 (refused) per key, in order.
+const FILL_MANY_LUA: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local j = (i - 1) * 3 / 2
+  local g = redis.call('GET', KEYS[i + 1]) or ''
+  if g == ARGV[j + 1] then
+    redis.call('SET', KEYS[i], ARGV[j + 2], 'EX', ARGV[j + 3])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out";
+
+/// Stores a value under a key no lookup or write has touched: only if the key
+/// has no generation yet, which it then gets. KEYS: value, generation; ARGV: the
+/// value, its TTL, the new generation, the generation's TTL.
+const PRIME_LUA: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1";
+
 /// Stripes of [`Evictions`]: more stripes, fewer values left out of L1 because
 /// another key sharing the stripe was evicted meanwhile.
 const EVICTION_STRIPES: usize = 1024;
@@ -315,6 +354,10 @@ pub struct ReadThrough<T> {
     evictions: Arc<Evictions>,
     /// The conditional fill (sent by hash; its text only when Redis lacks it).
     fill: Script,
+    /// The conditional fill of many keys at once, for batch lookups.
+    fill_many: Script,
+    /// The store of a value just created ([`ReadThrough::prime`]).
+    prime: Script,
 }
 
 /// Counts one lookup in [`ReadThrough::misses_in_flight`] while it lives (also when
@@ -370,6 +413,8 @@ where
             misses_in_flight: Arc::default(),
             evictions: evictions.clone(),
             fill: Script::new(FILL_LUA),
+            fill_many: Script::new(FILL_MANY_LUA),
+            prime: Script::new(PRIME_LUA),
         });
         invalidator.register(name, Box::new(LocalL1 { l1: cache.l1.clone(), evictions }));
         cache
@@ -630,6 +675,359 @@ where
         }
     }
 
+    /// The values of `keys`, as [`ReadThrough::get_or_fill`] would give each, but
+    /// with one round trip to Redis for every key L1 lacks, one claim of the
+    /// missing generations and one `load` call for every key Redis lacks too
+    /// (`load` gets the indices in `keys` of the keys to load, and answers in that
+    /// order), then one conditional fill: a cold page of twenty posts costs a few
+    /// round trips, not twenty times three. Keys another lookup is loading
+    /// already are awaited, not loaded again, and a lookup of a key this batch is
+    /// loading waits for the batch. A key given twice is looked up once. `load`
+    /// may be called again for a single key (when another lookup's load this one
+    /// waited on was cancelled, or failed with another error type).
+    pub async fn get_many_or_fill<F, Fut, E>(
+        &self,
+        keys: &[&str],
+        load: F,
+    ) -> Result<Vec<Option<Arc<T>>>, Arc<E>>
+    where
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<LoadedMany<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let mut out: Vec<Option<Arc<T>>> = keys.iter().map(|k| self.cached(k)).collect();
+        if out.iter().any(Option::is_none) {
+            Box::pin(self.miss_many(keys, &load, &mut out)).await?;
+        }
+        Ok(out)
+    }
+
+    /// The rest of [`ReadThrough::get_many_or_fill`] after the L1 pass: fills the
+    /// `None`s of `out`.
+    async fn miss_many<F, Fut, E>(
+        &self,
+        keys: &[&str],
+        load: &F,
+        out: &mut [Option<Arc<T>>],
+    ) -> Result<(), Arc<E>>
+    where
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<LoadedMany<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        // Each distinct missing key once: (its first index, copies at these indices).
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut copies: Vec<(usize, usize)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if out[i].is_none() {
+                match first.get(key) {
+                    Some(&f) => copies.push((i, f)),
+                    None => {
+                        first.insert(key, i);
+                    }
+                }
+            }
+        }
+        let _in_flight: Vec<InFlight<'_>> =
+            first.iter().map(|_| InFlight::enter(&self.misses_in_flight)).collect();
+        // Lead the keys no one is loading; join the others' loads.
+        let mut led: Vec<(usize, Flight<T>)> = Vec::new();
+        let mut joined: Vec<(usize, Flight<T>)> = Vec::new();
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            let mut distinct: Vec<usize> = first.values().copied().collect();
+            distinct.sort_unstable();
+            for i in distinct {
+                match flights.get(keys[i]) {
+                    Some(flight) => joined.push((i, flight.clone())),
+                    None => {
+                        let flight = Flight::<T>::default();
+                        flights.insert(keys[i].to_owned(), flight.clone());
+                        led.push((i, flight));
+                    }
+                }
+            }
+        }
+        let _ends: Vec<EndFlight<'_, T>> = led
+            .iter()
+            .map(|(i, flight)| EndFlight { flights: &self.flights, key: keys[*i], flight })
+            .collect();
+        // Each led key's flight is initialized by the batch's outcome for it (so a
+        // lookup of the key meanwhile waits for it), the batch running beside.
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            led.iter().map(|_| tokio::sync::oneshot::channel::<Outcome<T>>()).unzip();
+        let inits = led.iter().zip(receivers).map(|((_, flight), rx)| async move {
+            flight
+                .get_or_init(|| async move { rx.await.expect("the batch answers every key it leads") })
+                .await
+                .clone()
+        });
+        let batch = async {
+            let indices: Vec<usize> = led.iter().map(|(i, _)| *i).collect();
+            if indices.is_empty() {
+                return;
+            }
+            let outcomes = self.load_many(keys, &indices, load).await;
+            for (tx, outcome) in senders.into_iter().zip(outcomes) {
+                // A lookup that took the flight over answers it itself.
+                let _ = tx.send(outcome);
+            }
+        };
+        let joins = joined.iter().map(|(i, flight)| {
+            let key = keys[*i];
+            async move {
+                flight
+                    .get_or_init(|| async {
+                        let _end = EndFlight { flights: &self.flights, key, flight };
+                        self.load(key, || one_of(load, *i)).await
+                    })
+                    .await
+                    .clone()
+            }
+        });
+        let (led_out, (), joined_out) =
+            futures::join!(futures::future::join_all(inits), batch, futures::future::join_all(joins));
+        let outcomes =
+            led.iter().map(|(i, _)| *i).zip(led_out).chain(joined.iter().map(|(i, _)| *i).zip(joined_out));
+        for (i, outcome) in outcomes {
+            out[i] = match outcome {
+                Outcome::Kept(v) | Outcome::Stale(v) => Some(v),
+                Outcome::Missing => None,
+                Outcome::Failed(e) => match e.downcast::<E>() {
+                    Ok(e) => return Err(e),
+                    // Another caller's load, with another error type: this
+                    // caller's own loader decides (uncached).
+                    Err(_) => match one_of(load, i).await {
+                        Ok(Loaded::Keep(v) | Loaded::ServeOnly(v)) => v.map(Arc::new),
+                        Err(e) => return Err(Arc::new(e)),
+                    },
+                },
+            };
+        }
+        for (i, f) in copies {
+            out[i] = out[f].clone();
+        }
+        Ok(())
+    }
+
+    /// One load of the keys at `indices` for every lookup sharing them, as
+    /// [`ReadThrough::load`] does for one: their outcomes, in order.
+    async fn load_many<F, Fut, E>(&self, keys: &[&str], indices: &[usize], load: &F) -> Vec<Outcome<T>>
+    where
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<LoadedMany<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let n = indices.len();
+        let key = |j: usize| keys[indices[j]];
+        let seen: Vec<_> = (0..n).map(|j| self.evictions.snapshot(key(j))).collect();
+        let keep = |j: usize, v: Arc<T>| {
+            if self.evictions.snapshot(key(j)) != seen[j] {
+                return Outcome::Stale(v);
+            }
+            self.l1.insert(key(j), v.clone());
+            if self.evictions.snapshot(key(j)) != seen[j] {
+                self.l1.remove(key(j));
+            }
+            Outcome::Kept(v)
+        };
+        let mut outcomes: Vec<Option<Outcome<T>>> = (0..n).map(|_| None).collect();
+        // Every value, then every generation, in one MGET. `None`: the
+        // generation is unknown (Redis failed) and nothing is stored.
+        let mut generations: Vec<Option<String>> = vec![None; n];
+        let mut mget = redis::cmd("MGET");
+        for j in 0..n {
+            mget.arg(self.redis_key(key(j)));
+        }
+        for j in 0..n {
+            mget.arg(self.generation_key(key(j)));
+        }
+        let read = self
+            .redis
+            .run(|mut c| async move { mget.query_async::<Vec<Option<Vec<u8>>>>(&mut c).await })
+            .await;
+        let mut unclaimed: Vec<usize> = Vec::new();
+        match read {
+            Ok(replies) if replies.len() == 2 * n => {
+                let (values, gens) = replies.split_at(n);
+                for j in 0..n {
+                    if let Some(bytes) = &values[j] {
+                        match serde_json::from_slice::<T>(bytes) {
+                            Ok(v) => {
+                                self.metrics.count(self.name, "l2_hit");
+                                outcomes[j] = Some(keep(j, Arc::new(v)));
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(cache = self.name, error = %e, "undecodable cache entry")
+                            }
+                        }
+                    }
+                    match gens[j].as_deref().map(String::from_utf8_lossy) {
+                        Some(g) => generations[j] = Some(g.into_owned()),
+                        None => unclaimed.push(j),
+                    }
+                }
+            }
+            Ok(replies) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(
+                    cache = self.name,
+                    replies = replies.len(),
+                    asked = 2 * n,
+                    "redis answered MGET short; loading from the store"
+                );
+            }
+            Err(e) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(cache = self.name, error = %e, "redis read failed; loading from the store");
+            }
+        }
+        // Claim a generation for each key that has none, in one pipeline (see
+        // [`ReadThrough::generation_or_claim`]).
+        if !unclaimed.is_empty() {
+            let fresh: Vec<String> =
+                unclaimed.iter().map(|_| (rand::rng().random::<u64>() >> 2).to_string()).collect();
+            let ttl = self.invalidator.generation_ttl();
+            let mut pipe = redis::pipe();
+            for (j, claim) in unclaimed.iter().zip(&fresh) {
+                pipe.cmd("SET")
+                    .arg(self.generation_key(key(*j)))
+                    .arg(claim)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(ttl);
+            }
+            let set = self
+                .redis
+                .run(|mut c| async move { pipe.query_async::<Vec<Option<String>>>(&mut c).await })
+                .await;
+            match set {
+                Ok(existing) if existing.len() == unclaimed.len() => {
+                    for ((j, claim), existing) in unclaimed.iter().zip(fresh).zip(existing) {
+                        generations[*j] = Some(existing.unwrap_or(claim));
+                    }
+                }
+                Ok(_) => self.metrics.count(self.name, "error"),
+                Err(e) => {
+                    self.metrics.count(self.name, "error");
+                    tracing::warn!(cache = self.name, error = %e, "redis write failed; the values are not cached");
+                }
+            }
+        }
+        let to_load: Vec<usize> = (0..n).filter(|j| outcomes[*j].is_none()).collect();
+        for _ in &to_load {
+            self.metrics.count(self.name, "miss");
+        }
+        let loaded = load(to_load.iter().map(|j| indices[*j]).collect()).await;
+        match loaded {
+            Err(e) => {
+                let e: Arc<dyn Any + Send + Sync> = Arc::new(e);
+                for j in to_load {
+                    outcomes[j] = Some(Outcome::Failed(e.clone()));
+                }
+            }
+            Ok(LoadedMany { values, keep: may_keep }) => {
+                let mut values = values.into_iter();
+                // (index among the batch, value, its encoding) of what Redis may keep.
+                let mut fills: Vec<(usize, T, Vec<u8>)> = Vec::new();
+                for j in to_load {
+                    let Some(v) = values.next().flatten() else {
+                        outcomes[j] = Some(Outcome::Missing);
+                        continue;
+                    };
+                    if !may_keep {
+                        self.metrics.count(self.name, "served_uncached");
+                        outcomes[j] = Some(Outcome::Stale(Arc::new(v)));
+                        continue;
+                    }
+                    match (&generations[j], serde_json::to_vec(&v)) {
+                        (Some(_), Ok(bytes)) => fills.push((j, v, bytes)),
+                        (None, _) => outcomes[j] = Some(keep(j, Arc::new(v))),
+                        (_, Err(e)) => {
+                            tracing::warn!(cache = self.name, error = %e, "value not encodable");
+                            outcomes[j] = Some(keep(j, Arc::new(v)));
+                        }
+                    }
+                }
+                if !fills.is_empty() {
+                    let mut call = self.fill_many.prepare_invoke();
+                    for (j, _, bytes) in &fills {
+                        call.key(self.redis_key(key(*j))).key(self.generation_key(key(*j)));
+                        call.arg(generations[*j].as_deref().unwrap_or_default())
+                            .arg(bytes.as_slice())
+                            .arg(self.l2_ttl());
+                    }
+                    let stored = self
+                        .redis
+                        .run(|mut c| async move { call.invoke_async::<Vec<i64>>(&mut c).await })
+                        .await;
+                    let stored = match stored {
+                        Ok(stored) if stored.len() == fills.len() => stored,
+                        Ok(_) | Err(_) => {
+                            if let Err(e) = &stored {
+                                tracing::warn!(cache = self.name, error = %e, "redis write failed");
+                            }
+                            self.metrics.count(self.name, "error");
+                            // As for one key: not stored, kept in L1.
+                            vec![1; fills.len()]
+                        }
+                    };
+                    for ((j, v, _), stored) in fills.into_iter().zip(stored) {
+                        outcomes[j] = Some(if stored == 1 {
+                            keep(j, Arc::new(v))
+                        } else {
+                            self.metrics.count(self.name, "fill_refused");
+                            Outcome::Stale(Arc::new(v))
+                        });
+                    }
+                }
+            }
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Missing)).collect()
+    }
+
+    /// Keep `value`, just created in the store of record, under a `key` that no
+    /// lookup can have asked for before (a fresh random token, say), in both
+    /// levels and one Redis round trip: its first lookup, on any web server of
+    /// this data center, is then a hit instead of a load. Stored only if Redis
+    /// knows nothing of the key (no generation: never invalidated nor claimed by
+    /// a lookup); otherwise nothing is kept and lookups load it as usual.
+    /// Whether it was kept.
+    pub async fn prime(&self, key: &str, value: T) -> bool {
+        let bytes = match serde_json::to_vec(&value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(cache = self.name, error = %e, "value not encodable");
+                return false;
+            }
+        };
+        let seen = self.evictions.snapshot(key);
+        let generation = (rand::rng().random::<u64>() >> 2).to_string();
+        let mut call = self.prime.prepare_invoke();
+        call.key(self.redis_key(key)).key(self.generation_key(key));
+        call.arg(bytes).arg(self.l2_ttl()).arg(generation).arg(self.invalidator.generation_ttl());
+        match self.redis.run(|mut c| async move { call.invoke_async::<i64>(&mut c).await }).await {
+            Ok(1) => {}
+            Ok(_) => return false,
+            Err(e) => {
+                self.metrics.count(self.name, "error");
+                tracing::warn!(cache = self.name, error = %e, "redis write failed; the value is not primed");
+                return false;
+            }
+        }
+        if self.evictions.snapshot(key) != seen {
+            return false;
+        }
+        self.l1.insert(key, Arc::new(value));
+        if self.evictions.snapshot(key) != seen {
+            self.l1.remove(key);
+            return false;
+        }
+        true
+    }
+
     /// Forget `key` everywhere: Redis (this data center's and its peers'), this
     /// process's L1, and (by message) every other process's L1 in every data center.
     /// Call it after the write to the store has committed. A Redis that could not
@@ -647,6 +1045,18 @@ where
             Err(SpreadError::Peers(_)) => self.metrics.count_invalidation_failure(self.name, "peer"),
         }
     }
+}
+
+/// A batch loader's answer for the key at index `i` alone, as one key's loader
+/// answers (for a lookup that must load it by itself).
+async fn one_of<T, F, Fut, E>(load: &F, i: usize) -> Result<Loaded<T>, E>
+where
+    F: Fn(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<LoadedMany<T>, E>>,
+{
+    let LoadedMany { values, keep } = load(vec![i]).await?;
+    let v = values.into_iter().next().flatten();
+    Ok(if keep { Loaded::Keep(v) } else { Loaded::ServeOnly(v) })
 }
 
 /// What the invalidation listener evicts from.

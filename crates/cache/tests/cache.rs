@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cache::{CacheConfig, CacheMetrics, Invalidator, Loaded, ReadThrough, Redis, Timelines};
+use cache::{CacheConfig, CacheMetrics, Invalidator, Loaded, LoadedMany, ReadThrough, Redis, Timelines};
 use tokio_util::sync::CancellationToken;
 
 fn config() -> CacheConfig {
@@ -500,4 +500,188 @@ async fn a_serve_only_load_is_served_and_kept_in_neither_level() {
     assert_eq!(v.as_deref().map(String::as_str), Some("fresh"));
     let v = c.get_or_load("k", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
     assert_eq!(v.as_deref().map(String::as_str), Some("fresh"));
+}
+
+/// A batch loader over `db` (key → value; a key absent is not found) that counts
+/// its calls and records the keys it was asked for.
+fn batch_loader(
+    keys: &'static [&'static str],
+    db: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, String>>>,
+    asked: Arc<std::sync::Mutex<Vec<Vec<&'static str>>>>,
+) -> impl Fn(Vec<usize>) -> std::future::Ready<Result<LoadedMany<String>, String>> {
+    move |indices: Vec<usize>| {
+        let wanted: Vec<&'static str> = indices.iter().map(|i| keys[*i]).collect();
+        let db = db.lock().unwrap();
+        let values = wanted.iter().map(|k| db.get(k).cloned()).collect();
+        asked.lock().unwrap().push(wanted);
+        std::future::ready(Ok(LoadedMany { values, keep: true }))
+    }
+}
+
+#[tokio::test]
+async fn a_batch_reads_redis_once_loads_its_misses_in_one_call_and_fills_both_levels() {
+    let r = redis("batch:").await;
+    let (c, metrics, _) = cache(&r, "b");
+    let (other, _, _) = cache(&r, "b");
+    // `l1` is in this process's L1, `l2` only in Redis (another process filled it).
+    c.get_or_load("l1", || async { Ok::<_, ()>(Some("one".to_owned())) }).await.unwrap();
+    other.get_or_load("l2", || async { Ok::<_, ()>(Some("two".to_owned())) }).await.unwrap();
+    static KEYS: [&str; 6] = ["l1", "l2", "cold", "gone", "cold", "cold2"];
+    let db = Arc::new(std::sync::Mutex::new(std::collections::HashMap::from([
+        ("cold", "three".to_owned()),
+        ("cold2", "four".to_owned()),
+    ])));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = c.get_many_or_fill(&KEYS, batch_loader(&KEYS, db.clone(), asked.clone())).await.unwrap();
+    let got: Vec<Option<&str>> = got.iter().map(|v| v.as_deref().map(String::as_str)).collect();
+    assert_eq!(got, [Some("one"), Some("two"), Some("three"), None, Some("three"), Some("four")]);
+    assert_eq!(*asked.lock().unwrap(), [vec!["cold", "gone", "cold2"]], "one load, each missing key once");
+    assert_eq!(metrics.get("b", "l2_hit"), 1);
+    assert_eq!(metrics.get("b", "miss"), 4, "l1 and l2 (single lookups above), cold, gone, cold2");
+    assert_eq!(c.misses_in_flight(), 0, "every lookup left");
+    // Both levels hold what was found: this process from L1, another from Redis.
+    asked.lock().unwrap().clear();
+    let again = c.get_many_or_fill(&KEYS[..3], batch_loader(&KEYS, db.clone(), asked.clone())).await.unwrap();
+    assert_eq!(again[2].as_deref().map(String::as_str), Some("three"));
+    assert!(asked.lock().unwrap().is_empty(), "all from L1");
+    let (third, third_metrics, _) = cache(&r, "b");
+    let from_l2 =
+        third.get_or_load("cold2", || async { Err::<Option<String>, _>("must not load") }).await.unwrap();
+    assert_eq!(from_l2.as_deref().map(String::as_str), Some("four"));
+    assert_eq!(third_metrics.get("b", "l2_hit"), 1);
+    // What was not found is not cached: it is asked for again.
+    c.get_many_or_fill(&KEYS[3..4], batch_loader(&KEYS[3..4], db, asked.clone())).await.unwrap();
+    assert_eq!(*asked.lock().unwrap(), [vec!["gone"]]);
+}
+
+#[tokio::test]
+async fn a_lookup_of_a_key_a_batch_is_loading_waits_for_the_batch() {
+    let r = redis("batch-join:").await;
+    let (c, metrics, _) = cache(&r, "j");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let batch = tokio::spawn({
+        let (c, loads, loading, proceed) = (c.clone(), loads.clone(), loading.clone(), proceed.clone());
+        async move {
+            let load = |indices: Vec<usize>| {
+                let (loads, loading, proceed) = (loads.clone(), loading.clone(), proceed.clone());
+                async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    loading.notify_one();
+                    proceed.notified().await;
+                    Ok::<_, String>(LoadedMany {
+                        values: indices.iter().map(|i| Some(format!("v{i}"))).collect(),
+                        keep: true,
+                    })
+                }
+            };
+            c.get_many_or_fill(&["a", "b"], load).await.unwrap()
+        }
+    });
+    loading.notified().await;
+    // A single lookup of `b` while the batch loads it joins the batch's load.
+    let single = tokio::spawn({
+        let c = c.clone();
+        async move { c.get_or_load("b", || async { Err::<Option<String>, _>("must not load".to_owned()) }).await }
+    });
+    testkit::eventually("the single lookup waits on the batch", || async { c.misses_in_flight() == 3 }).await;
+    proceed.notify_one();
+    let got = batch.await.unwrap();
+    assert_eq!(got[1].as_deref().map(String::as_str), Some("v1"));
+    assert_eq!(single.await.unwrap().unwrap().as_deref().map(String::as_str), Some("v1"));
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(metrics.get("j", "miss"), 2);
+}
+
+#[tokio::test]
+async fn a_batch_load_overtaken_by_a_write_keeps_that_key_nowhere_and_a_failure_is_the_callers() {
+    let r = redis("batch-race:").await;
+    let (reader, metrics, _) = cache(&r, "r");
+    let (writer, _, _) = cache(&r, "r");
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let read = tokio::spawn({
+        let (reader, loading, proceed) = (reader.clone(), loading.clone(), proceed.clone());
+        async move {
+            let load = |indices: Vec<usize>| {
+                let (loading, proceed) = (loading.clone(), proceed.clone());
+                async move {
+                    loading.notify_one();
+                    proceed.notified().await;
+                    Ok::<_, String>(LoadedMany {
+                        values: indices.iter().map(|_| Some("old".to_owned())).collect(),
+                        keep: true,
+                    })
+                }
+            };
+            reader.get_many_or_fill(&["x", "y"], load).await.unwrap()
+        }
+    });
+    loading.notified().await;
+    writer.invalidate("y").await;
+    proceed.notify_one();
+    let got = read.await.unwrap();
+    assert!(
+        got.iter().all(|v| v.as_deref().map(String::as_str) == Some("old")),
+        "its callers get what it read"
+    );
+    assert_eq!(metrics.get("r", "fill_refused"), 1);
+    let mut conn = r.conn().await.unwrap();
+    let x: Option<String> = redis::cmd("GET").arg(r.key("c:r:x")).query_async(&mut conn).await.unwrap();
+    let y: Option<String> = redis::cmd("GET").arg(r.key("c:r:y")).query_async(&mut conn).await.unwrap();
+    assert!(x.is_some(), "the unraced key is stored");
+    assert_eq!(y, None, "the overtaken key is not");
+    // Not in L1 either: the next lookup of `y` loads again; `x` is a hit.
+    let fresh = |indices: Vec<usize>| {
+        std::future::ready(Ok::<_, String>(LoadedMany {
+            values: indices.iter().map(|_| Some("new".to_owned())).collect(),
+            keep: true,
+        }))
+    };
+    let got = reader.get_many_or_fill(&["x", "y"], fresh).await.unwrap();
+    assert_eq!(got[0].as_deref().map(String::as_str), Some("old"));
+    assert_eq!(got[1].as_deref().map(String::as_str), Some("new"));
+    // A failed load is the caller's error, and nothing is kept; a serve-only one
+    // is served and kept nowhere.
+    let failed = reader
+        .get_many_or_fill(&["f"], |_| std::future::ready(Err::<LoadedMany<String>, _>("db down".to_owned())))
+        .await;
+    assert_eq!(failed.unwrap_err().as_str(), "db down");
+    let behind = |indices: Vec<usize>| {
+        std::future::ready(Ok::<_, String>(LoadedMany {
+            values: indices.iter().map(|_| Some("behind".to_owned())).collect(),
+            keep: false,
+        }))
+    };
+    let got = reader.get_many_or_fill(&["f"], behind).await.unwrap();
+    assert_eq!(got[0].as_deref().map(String::as_str), Some("behind"));
+    assert_eq!(metrics.get("r", "served_uncached"), 1);
+    let f: Option<String> = redis::cmd("GET").arg(r.key("c:r:f")).query_async(&mut conn).await.unwrap();
+    assert_eq!(f, None);
+}
+
+#[tokio::test]
+async fn a_primed_value_is_a_hit_everywhere_and_a_key_redis_knows_is_never_primed() {
+    let r = redis("prime:").await;
+    let (c, metrics, _) = cache(&r, "p");
+    let (other, other_metrics, _) = cache(&r, "p");
+    assert!(c.prime("fresh", "created".to_owned()).await);
+    let must_not_load = || async { Err::<Option<String>, _>("must not load") };
+    assert_eq!(
+        c.get_or_load("fresh", must_not_load).await.unwrap().as_deref().map(String::as_str),
+        Some("created")
+    );
+    assert_eq!(metrics.get("p", "miss"), 0, "an L1 hit");
+    assert_eq!(
+        other.get_or_load("fresh", must_not_load).await.unwrap().as_deref().map(String::as_str),
+        Some("created")
+    );
+    assert_eq!(other_metrics.get("p", "l2_hit"), 1, "another process finds it in Redis");
+    // A key that was invalidated (or claimed by a lookup) has a generation:
+    // priming it would race that write, so nothing is kept anywhere.
+    other.invalidate("touched").await;
+    assert!(!c.prime("touched", "maybe stale".to_owned()).await);
+    let loaded =
+        c.get_or_load("touched", || async { Ok::<_, ()>(Some("from the store".to_owned())) }).await.unwrap();
+    assert_eq!(loaded.as_deref().map(String::as_str), Some("from the store"));
+    assert!(!c.prime("fresh", "again".to_owned()).await, "a primed key has a generation too");
 }
