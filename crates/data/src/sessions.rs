@@ -18,22 +18,26 @@ impl Data {
     /// Record a session of `user_id` whose token hashes to `token_hash`, living
     /// `ttl` from now. The row commits on the user's shard's primary (with the
     /// shard's replication rule), so an acknowledged login survives what the
-    /// shard survives.
+    /// shard survives. Returns the session as [`Data::session`] reads it (a
+    /// cache may hold it from the start).
     pub async fn create_session(
         &self,
         user_id: i64,
         token_hash: &[u8; 32],
         ttl: Duration,
-    ) -> Result<(), DataError> {
+    ) -> Result<SessionRecord, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
         let sql = "INSERT INTO sessions (token_hash, user_id, expires_at) \
-                   VALUES ($1, $2, now() + $3 * interval '1 millisecond')";
+                   VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+                   RETURNING (extract(epoch FROM expires_at) * 1000)::int8";
         let (hash, ms) = (token_hash.as_slice(), millis(ttl));
-        self.write("create_session", shard, Lsn::Skip, |c| async move {
-            opt_row(&c, sql, &[&hash, &user_id, &ms]).await?;
-            Ok(())
-        })
-        .await
+        let row = self
+            .write("create_session", shard, Lsn::Skip, |c| async move {
+                Ok(opt_row(&c, sql, &[&hash, &user_id, &ms]).await?)
+            })
+            .await?;
+        let row = row.ok_or(DataError::NotFound)?;
+        Ok(SessionRecord { user_id, expires_at_ms: row.get(0) })
     }
 
     /// The live session whose token (issued for a user of `bucket`) hashes to

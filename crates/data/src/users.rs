@@ -1,7 +1,9 @@
 //! Users: sign-up, credentials, names to ids, profiles with their counters, and
 //! the celebrities (users with many followers) from every shard.
 
-use sharding::{new_user_id, username_bucket};
+use std::collections::BTreeMap;
+
+use sharding::{ShardId, new_user_id, username_bucket};
 use tokio_postgres::Row;
 
 use crate::consistency;
@@ -90,6 +92,27 @@ impl Data {
         let sql = &format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
         let row = self.read("profile", shard, |c| async move { opt_row(&c, sql, &[&user_id]).await }).await?;
         Ok(row.as_ref().map(user_from))
+    }
+
+    /// Several users' profiles, with one query per shard involved; missing ones
+    /// are skipped.
+    pub async fn profiles(&self, user_ids: &[i64]) -> Result<Vec<UserRecord>, DataError> {
+        let map = self.shard_map();
+        let mut by_shard: BTreeMap<ShardId, Vec<i64>> = BTreeMap::new();
+        for id in user_ids {
+            by_shard.entry(map.shard_of_user(*id)).or_default().push(*id);
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = ANY($1)");
+        let per_shard = by_shard.into_iter().map(|(shard, ids)| {
+            let sql = &sql;
+            async move {
+                let ids = &ids;
+                let rows =
+                    self.read("profiles", shard, |c| async move { rows(&c, sql, &[ids]).await }).await?;
+                Ok::<_, DataError>(rows.iter().map(user_from).collect::<Vec<_>>())
+            }
+        });
+        Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
     }
 
     /// Users with at least `threshold` followers, from every shard.

@@ -180,14 +180,16 @@ async fn sessions_live_on_their_users_shard_until_they_expire_or_end() {
     let bucket = sharding::user_bucket(user);
     let shard = d.shard_map().shard_of_user(user);
     let (live, ended, expired) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let mut created = Vec::new();
     for hash in [&live, &ended, &expired] {
-        d.create_session(user, hash, std::time::Duration::from_secs(3600)).await.unwrap();
+        created.push(d.create_session(user, hash, std::time::Duration::from_secs(3600)).await.unwrap());
     }
     let url = &urls[shard.0 as usize];
     assert_eq!(query_i64(url, "SELECT count(*) FROM sessions").await, 3, "on the user's shard");
     let found = d.session(bucket, &live).await.unwrap().expect("live");
     assert_eq!(found.user_id, user);
     assert!(found.expires_at_ms > 0);
+    assert_eq!(created[0], found, "what creating it returned is what a read finds");
     assert!(d.delete_session(bucket, &ended).await.unwrap());
     assert!(!d.delete_session(bucket, &ended).await.unwrap(), "ending twice is a no-op");
     assert_eq!(d.session(bucket, &ended).await.unwrap(), None);

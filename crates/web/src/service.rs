@@ -36,8 +36,9 @@ pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=30;
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: usize = 20;
-/// How many of a celebrity's newest posts are kept for read-time merging.
-const CELEBRITY_RECENT: i64 = 200;
+/// How many of a user's newest post ids are cached: a first page of posts up to
+/// this long comes from the cache, and a celebrity's are merged into feeds.
+const RECENT_POSTS: usize = 200;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -801,10 +802,17 @@ pub async fn set_follow(
 pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result<PostView, ApiError> {
     let caption = check_caption(caption)?;
     let (post, job) = state.data().create_post_queued(author, &caption).await?;
-    state.caches().profiles.invalidate(&author.to_string()).await;
+    posted(state, author).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
     Ok(post_view(media_base(state), &post, &profile, Some(false)))
+}
+
+/// After `author`'s new post committed: their profile (its post count) and their
+/// newest posts changed; both caches forget them, everywhere, at once.
+async fn posted(state: &AppState, author: i64) {
+    let (caches, key) = (state.caches(), author.to_string());
+    futures::join!(caches.profiles.invalidate(&key), caches.recent_posts.invalidate(&key));
 }
 
 /// Fan a new text post out now and, once done, drop its outbox job; on failure the
@@ -850,7 +858,7 @@ pub async fn create_photo_post(
     let original = crate::media::store_upload(state, photo).await?;
     let max_attempts = state.config().media.max_attempts;
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
-    state.caches().profiles.invalidate(&author.to_string()).await;
+    posted(state, author).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
     Ok(post_view(media_base(state), &post, &profile, Some(false)))
@@ -893,61 +901,68 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
 ///
 /// Every post and author this process holds (L1) is taken first, one after the
 /// other: on a warm feed that is all of them, and no load's state is ever built.
-/// Only what L1 lacks is loaded, concurrently.
+/// What L1 lacks is looked up in two batches (the posts, then their authors),
+/// each one Redis round trip and, for what Redis lacks too, one query per shard.
 async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiError> {
-    let caches = state.caches();
+    let (caches, data) = (state.caches(), state.data());
     let base = media_base(state);
-    let mut views: Vec<Option<ShownPost>> = Vec::with_capacity(ids.len());
-    // (index in `views`, the post if L1 had it but not its author)
-    let mut missing: Vec<(usize, Option<Arc<CachedPost>>)> = Vec::new();
-    for (i, &id) in ids.iter().enumerate() {
-        let Some(post) = caches.posts.cached(itoa::Buffer::new().format(id)) else {
-            missing.push((i, None));
-            views.push(None);
-            continue;
-        };
-        match caches.profiles.cached(itoa::Buffer::new().format(post.user_id)) {
-            Some(author) => views.push(Some(shown(base, post, &author))),
-            None => {
-                missing.push((i, Some(post)));
-                views.push(None);
-            }
-        }
+    // The usual page is all in L1: no allocation beyond the views.
+    let mut posts: Vec<Option<Arc<CachedPost>>> =
+        ids.iter().map(|id| caches.posts.cached(itoa::Buffer::new().format(*id))).collect();
+    if posts.iter().any(Option::is_none) {
+        posts = batch_by_id(&caches.posts, ids, |ids| async move {
+            let valid: Vec<PostId> = ids.iter().filter_map(|id| PostId::from_i64(*id).ok()).collect();
+            Ok(data.posts(&valid).await?.into_iter().map(|p| (p.post_id, CachedPost::from(p))).collect())
+        })
+        .await?;
     }
-    if !missing.is_empty() {
-        let loads = missing.iter().map(|(i, post)| load_post_view(state, ids[*i], post.clone()));
-        let loaded = futures::future::try_join_all(loads).await?;
-        for ((i, _), view) in missing.iter().zip(loaded) {
-            views[*i] = view;
-        }
+    let mut authors: Vec<Option<Arc<UserRecord>>> = posts
+        .iter()
+        .map(|p| p.as_ref().and_then(|p| caches.profiles.cached(itoa::Buffer::new().format(p.user_id))))
+        .collect();
+    if posts.iter().zip(&authors).any(|(p, a)| p.is_some() && a.is_none()) {
+        let author_ids: Vec<i64> = posts.iter().map(|p| p.as_ref().map_or(0, |p| p.user_id)).collect();
+        authors = batch_by_id(&caches.profiles, &author_ids, |ids| async move {
+            Ok(data.profiles(&ids).await?.into_iter().map(|u| (u.user_id, u)).collect())
+        })
+        .await?;
     }
-    Ok(views.into_iter().flatten().collect())
+    // A post whose author is gone is left out, as one that is gone.
+    Ok(posts
+        .into_iter()
+        .zip(authors)
+        .filter_map(|(post, author)| Some(shown(base, post?, author.as_deref()?)))
+        .collect())
 }
 
-/// One post as [`hydrate`] shows it, through the caches (`post`: already found).
-async fn load_post_view(
-    state: &AppState,
-    id: i64,
-    post: Option<Arc<CachedPost>>,
-) -> Result<Option<ShownPost>, ApiError> {
-    let post = match post {
-        Some(post) => post,
-        None => {
-            let Ok(pid) = PostId::from_i64(id) else { return Ok(None) };
-            let data = state.data().clone();
-            let found = state
-                .caches()
-                .posts
-                .get_or_fill(itoa::Buffer::new().format(id), || {
-                    fill(async move { data.post(pid).await.map(|p| p.map(CachedPost::from)) })
-                })
-                .await?;
-            let Some(post) = found else { return Ok(None) };
-            post
-        }
-    };
-    let author = profile_by_id(state, post.user_id).await?;
-    Ok(Some(shown(media_base(state), post, &author)))
+/// The values of `cache` for `ids` (some not in L1), looked up as one batch (one
+/// Redis round trip; one query per shard for what Redis lacks too): `load` reads
+/// the records of the ids it is given, by id, on the shards' primaries, as
+/// [`fill`] does for one key.
+async fn batch_by_id<T, F, Fut>(
+    cache: &cache::ReadThrough<T>,
+    ids: &[i64],
+    load: F,
+) -> Result<Vec<Option<Arc<T>>>, ApiError>
+where
+    T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    F: Fn(Vec<i64>) -> Fut,
+    Fut: Future<Output = Result<std::collections::HashMap<i64, T>, DataError>>,
+{
+    let keys: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let load = &load;
+    Ok(cache
+        .get_many_or_fill(&keys, |asked| async move {
+            let asked: Vec<i64> = asked.iter().map(|i| ids[*i]).collect();
+            let (found, served) = data::fill_reads(load(asked.clone())).await;
+            let mut found = found?;
+            Ok::<_, DataError>(cache::LoadedMany {
+                values: asked.iter().map(|id| found.remove(id)).collect(),
+                keep: served == data::Served::Primary,
+            })
+        })
+        .await?)
 }
 
 fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
@@ -956,7 +971,8 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
     (ids, next)
 }
 
-/// A user's own posts.
+/// A user's own posts, newest first: the first page from the cache of their
+/// newest post ids, later pages from their shard.
 pub async fn user_posts(
     state: &AppState,
     username: &str,
@@ -964,8 +980,21 @@ pub async fn user_posts(
     limit: usize,
 ) -> Result<PostPage, ApiError> {
     let user_id = user_id_of(state, username).await?;
-    let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
-    let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
+    let ids = match cursor {
+        // The first page, most reads: from the cached newest ids (a user with
+        // more posts than the cache holds pages on from the shard).
+        None if limit < RECENT_POSTS => {
+            recent_posts_of(state, user_id).await?.iter().take(limit + 1).copied().collect()
+        }
+        _ => state
+            .data()
+            .user_posts(user_id, cursor, limit as i64 + 1)
+            .await?
+            .iter()
+            .map(|p| p.post_id)
+            .collect(),
+    };
+    let (ids, next_cursor) = page_of(ids, limit);
     Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
 }
 
@@ -1001,7 +1030,7 @@ pub async fn home_feed(
     if !followees.is_empty() {
         let celebrities = celebrities(state).await?;
         for celeb in followees.iter().filter(|f| celebrities.contains(f)) {
-            let recent = celebrity_recent(state, *celeb).await?;
+            let recent = recent_posts_of(state, *celeb).await?;
             ids.extend(recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1));
         }
     }
@@ -1051,14 +1080,16 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
         .unwrap_or_default())
 }
 
-async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+/// A user's newest post ids (up to [`RECENT_POSTS`]), newest first, through the
+/// cache (invalidated when the user posts).
+async fn recent_posts_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
     Ok(state
         .caches()
-        .celebrity_posts
+        .recent_posts
         .get_or_fill(&user_id.to_string(), || {
             fill(async move {
-                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT, None).await?;
+                let ids = data.recent_post_ids(&[user_id], RECENT_POSTS as i64, None).await?;
                 Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
             })
         })

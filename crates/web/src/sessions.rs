@@ -129,7 +129,10 @@ impl Sessions {
     pub async fn create(&self, user_id: i64) -> Result<String, ApiError> {
         let token = new_token(sharding::user_bucket(user_id));
         let parsed = Token::parse(&token).expect("a token we made parses");
-        self.data.create_session(user_id, &parsed.hash, self.ttl).await?;
+        let record = self.data.create_session(user_id, &parsed.hash, self.ttl).await?;
+        // Its first use, on whichever web server of this DC, finds it cached
+        // instead of reading the shard's primary.
+        self.cache.prime(&parsed.key(), record).await;
         // A new session has written nothing: its floor exists, empty. (If this
         // fails, the first lookup finds no floor and takes the primaries'.)
         if let Err(e) = self.store_floor(&parsed, &Lsns::new()).await {

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
+use sha2::Digest as _;
 use testkit::{TestEnv, spawn_app};
 
 #[tokio::test]
@@ -373,7 +374,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let app = spawn_app().await;
     let a = signup(&app, "victim").await;
     let post = post_text(&app, &a, "existing").await;
-    // A user whose session expired (its row's expiry passed; nothing cached it).
+    // A user whose session expired: its row's expiry passed, and its cached copy
+    // (kept since the login) is gone, as the copy's own expiry would drop it.
     let ghost = signup(&app, "ghost").await;
     exec_on_users_shard(
         &app,
@@ -381,6 +383,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         &format!("UPDATE sessions SET expires_at = now() WHERE user_id = {}", ghost.id),
     )
     .await;
+    let token_key: String =
+        sha2::Sha256::digest(ghost.token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    app.state.caches().sessions.invalidate(&token_key).await;
     // Tokens no server issued: junk, token-shaped, and a real one altered.
     let forged: Vec<User> = ["forged".to_owned(), "A".repeat(43), format!("{}x", &a.token[..42])]
         .into_iter()
@@ -1348,4 +1353,53 @@ async fn an_impossible_username_gets_no_counter_of_its_own() {
         // answer as a wrong password); an impossible one never becomes a key.
         assert_eq!(exists, name.len() < 31, "{}", &name[..name.len().min(20)]);
     }
+}
+
+/// `op`'s query count summed over the shards, from a server's `/metrics`.
+async fn queries(app: &testkit::TestApp, op: &str) -> u64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let prefix = format!("millions_db_queries_total{{op=\"{op}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn cold_pages_load_in_batches_first_pages_and_logins_are_cached() {
+    let env = TestEnv::new().await;
+    let (a, b) = (env.spawn().await, env.spawn().await);
+    let alice = signup(&a, "alice").await;
+    let mut posts = Vec::new();
+    for i in 0..5 {
+        posts.push(post_text(&a, &alice, &format!("post {i}")).await);
+    }
+    posts.reverse();
+    // A server that holds none of it reads her first page: her newest ids once,
+    // then the five posts in one query (not one each), then her profile.
+    let path = "/api/v1/users/alice/posts";
+    let body = call(&b, "GET", path, None, None, StatusCode::OK).await;
+    assert_eq!(page_ids(&body).0, posts);
+    assert_eq!(queries(&b, "recent_post_ids").await, 1);
+    assert_eq!(queries(&b, "posts").await, 1, "one batch for the five posts");
+    assert_eq!(queries(&b, "post").await, 0);
+    // Read again: all from L1, no query.
+    call(&b, "GET", path, None, None, StatusCode::OK).await;
+    assert_eq!(queries(&b, "recent_post_ids").await + queries(&b, "posts").await, 2);
+    // A new post is on her first page at once on the server that took it, and on
+    // the other once the invalidation message reached it (pub/sub, ADR 0003).
+    let newest = post_text(&a, &alice, "newest").await;
+    let body = call(&a, "GET", path, None, None, StatusCode::OK).await;
+    assert_eq!(page_ids(&body).0.first(), Some(&newest));
+    eventually("the other server shows the new post", || async {
+        let body = call(&b, "GET", path, None, None, StatusCode::OK).await;
+        page_ids(&body).0.first() == Some(&newest)
+    })
+    .await;
+    // A session is cached from its login: its first use, on the other server,
+    // reads no shard.
+    let sessions = queries(&b, "session").await;
+    call(&b, "GET", "/api/v1/feed", Some(&alice), None, StatusCode::OK).await;
+    assert_eq!(queries(&b, "session").await, sessions);
+    assert_eq!(b.state.caches().metrics.get("session", "l2_hit"), 1);
 }
