@@ -30,7 +30,8 @@
 //! four connections per shard (one per table), all shards in parallel; each
 //! connection's rows are one transaction, and the transactions commit only once every
 //! `COPY` has succeeded, so a failed seed leaves the shards empty (short of a failure
-//! between those commits). A seed goes in beside what the shards already hold (users
+//! between those commits). Then each loaded table is vacuumed and analyzed, as after
+//! any bulk load, so the first queries find statistics and a visibility map. A seed goes in beside what the shards already hold (users
 //! who signed up, an earlier seed of other names): it is refused, before anything is
 //! written, only if one of the names it would create is taken.
 
@@ -325,6 +326,18 @@ pub async fn seed(
         o.client.batch_execute("COMMIT").await.map_err(db(o.shard, format!("committing {}", o.table.name())))
     });
     for r in futures::future::join_all(commits).await {
+        r?;
+    }
+    // As `pgbench -i` and `pg_restore` do after a bulk load: vacuum (the
+    // visibility map, so index-only scans skip the heap) and analyze (the
+    // planner's statistics) each loaded table now, rather than leave it to
+    // autovacuum in the first minutes of the load that follows.
+    progress("vacuuming and analyzing the loaded tables");
+    let vacuums = open.iter().map(|o| async move {
+        let sql = format!("VACUUM (ANALYZE) {}", o.table.name());
+        o.client.batch_execute(&sql).await.map_err(db(o.shard, format!("vacuuming {}", o.table.name())))
+    });
+    for r in futures::future::join_all(vacuums).await {
         r?;
     }
     let mut shards = vec![ShardReport::default(); shard_urls.len()];

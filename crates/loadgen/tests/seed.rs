@@ -55,6 +55,16 @@ async fn seeds_a_consistent_power_law_graph_and_refuses_to_seed_twice() {
     );
     assert_eq!(env.count("SELECT count(*) FROM likes").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    // Every loaded table was vacuumed and analyzed on every shard, after the load.
+    assert!(lines.iter().any(|l| l.contains("vacuuming")), "{lines:?}");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('users', 'follows_out', 'follows_in', 'posts') \
+             AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"
+        )
+        .await,
+        4 * env.shards.len() as i64
+    );
     assert_eq!(env.count("SELECT count(*) FROM follows_out WHERE user_id = followee_id").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM follows_in WHERE user_id = follower_id").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM posts WHERE like_count <> 0 OR status <> 'ready'").await, 0);
