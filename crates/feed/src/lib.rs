@@ -15,10 +15,8 @@ use data::Data;
 /// Name of the cache of posts by id (invalidated when a worker finishes a photo).
 pub const POST_CACHE: &str = "post";
 
-/// Name of the cache of each user's newest post ids: the first page of their
-/// posts, and for celebrities what is merged into feeds at read time. The web
-/// tier invalidates it when the user posts; a celebrity's fan-out does too.
-pub const RECENT_POSTS_CACHE: &str = "recent_posts";
+/// Name of the cache of celebrities' newest post ids, merged into feeds at read time.
+pub const CELEBRITY_POSTS_CACHE: &str = "celeb_posts";
 
 /// What a fan-out did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +73,7 @@ pub async fn fan_out(
     let mut owners = vec![author];
     let outcome = if followers_count >= celebrity_threshold {
         invalidator
-            .invalidate(RECENT_POSTS_CACHE, &author.to_string())
+            .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
             .await
             .map_err(FanOutError::Invalidation)?;
         FanOut::Celebrity

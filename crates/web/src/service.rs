@@ -36,9 +36,8 @@ pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=30;
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: usize = 20;
-/// How many of a user's newest post ids are cached: a first page of posts up to
-/// this long comes from the cache, and a celebrity's are merged into feeds.
-const RECENT_POSTS: usize = 200;
+/// How many of a celebrity's newest posts are kept for read-time merging.
+const CELEBRITY_RECENT: i64 = 200;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -802,17 +801,10 @@ pub async fn set_follow(
 pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result<PostView, ApiError> {
     let caption = check_caption(caption)?;
     let (post, job) = state.data().create_post_queued(author, &caption).await?;
-    posted(state, author).await;
+    state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
     Ok(post_view(media_base(state), &post, &profile, Some(false)))
-}
-
-/// After `author`'s new post committed: their profile (its post count) and their
-/// newest posts changed; both caches forget them, everywhere, at once.
-async fn posted(state: &AppState, author: i64) {
-    let (caches, key) = (state.caches(), author.to_string());
-    futures::join!(caches.profiles.invalidate(&key), caches.recent_posts.invalidate(&key));
 }
 
 /// Fan a new text post out now and, once done, drop its outbox job; on failure the
@@ -858,7 +850,7 @@ pub async fn create_photo_post(
     let original = crate::media::store_upload(state, photo).await?;
     let max_attempts = state.config().media.max_attempts;
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
-    posted(state, author).await;
+    state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
     Ok(post_view(media_base(state), &post, &profile, Some(false)))
@@ -971,8 +963,7 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
     (ids, next)
 }
 
-/// A user's own posts, newest first: the first page from the cache of their
-/// newest post ids, later pages from their shard.
+/// A user's own posts.
 pub async fn user_posts(
     state: &AppState,
     username: &str,
@@ -980,21 +971,8 @@ pub async fn user_posts(
     limit: usize,
 ) -> Result<PostPage, ApiError> {
     let user_id = user_id_of(state, username).await?;
-    let ids = match cursor {
-        // The first page, most reads: from the cached newest ids (a user with
-        // more posts than the cache holds pages on from the shard).
-        None if limit < RECENT_POSTS => {
-            recent_posts_of(state, user_id).await?.iter().take(limit + 1).copied().collect()
-        }
-        _ => state
-            .data()
-            .user_posts(user_id, cursor, limit as i64 + 1)
-            .await?
-            .iter()
-            .map(|p| p.post_id)
-            .collect(),
-    };
-    let (ids, next_cursor) = page_of(ids, limit);
+    let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
+    let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
     Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
 }
 
@@ -1030,7 +1008,7 @@ pub async fn home_feed(
     if !followees.is_empty() {
         let celebrities = celebrities(state).await?;
         for celeb in followees.iter().filter(|f| celebrities.contains(f)) {
-            let recent = recent_posts_of(state, *celeb).await?;
+            let recent = celebrity_recent(state, *celeb).await?;
             ids.extend(recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1));
         }
     }
@@ -1080,16 +1058,14 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
         .unwrap_or_default())
 }
 
-/// A user's newest post ids (up to [`RECENT_POSTS`]), newest first, through the
-/// cache (invalidated when the user posts).
-async fn recent_posts_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
     Ok(state
         .caches()
-        .recent_posts
+        .celebrity_posts
         .get_or_fill(&user_id.to_string(), || {
             fill(async move {
-                let ids = data.recent_post_ids(&[user_id], RECENT_POSTS as i64, None).await?;
+                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT, None).await?;
                 Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
             })
         })
