@@ -71,9 +71,16 @@ mod switchover;
 pub mod tls;
 pub mod wan;
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use topology::Topology;
+
+/// Where the controller serves its API and dashboard unless told otherwise
+/// (`--dashboard`, `MILLIONS_DASHBOARD`): a fixed address, so a bookmark and a
+/// Prometheus scrape of the controller survive restarts. Loopback, outside every
+/// data center's range; 9900 is beside the roles' own defaults (8000s, 9100).
+pub const DEFAULT_DASHBOARD: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9900));
 
 pub use cluster::{ClusterState, Event, ShardState};
 pub use controller::Controller;

@@ -109,8 +109,12 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     let topo = own_ranges(home, topology::preset_text("test").unwrap());
+    // The dashboard at the address asked for (a free one: tests never take the
+    // fixed default).
+    let at = format!("127.0.0.1:{}", nodes::free_port("127.0.0.1".parse().unwrap()).unwrap());
+    let topo = topo.to_string_lossy();
     let args =
-        ["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage", "--scrape-interval", "1s"];
+        ["up", "--topology", &topo, "--unsafe-fast-storage", "--scrape-interval", "1s", "--dashboard", &at];
     let o = tokio::task::block_in_place(|| millions(home, &args));
     let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
@@ -123,6 +127,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         .strip_suffix("/dashboard")
         .unwrap_or_else(|| panic!("the dashboard is at /dashboard: {out}"))
         .to_owned();
+    assert_eq!(url, format!("http://{at}"), "the dashboard is where --dashboard put it");
 
     // The JSON for scripts, without a token: every node, healthy.
     let (status, state) = get_json(&format!("{url}/api/dashboard/state")).await;
