@@ -167,6 +167,38 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         }
     })
     .await;
+    // A user signs up, logs in and reads the feed (straight at the web server):
+    // the web tier's p99 and the active users of the day come from that.
+    let web = state["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "dc1-web-1").unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app = reqwest::Client::new();
+    let creds = json!({"username": "watcher", "password": "password123"});
+    let r = app.post(format!("http://{web}/api/v1/users")).json(&creds).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = app.post(format!("http://{web}/api/v1/sessions")).json(&creds).send().await.unwrap();
+    let session: Value = r.json().await.unwrap();
+    let token = session["token"].as_str().unwrap();
+    let r = app.get(format!("http://{web}/api/v1/feed")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    until("the web tier's p99 and one active user", async || {
+        let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+        let q = "names=tier_request_duration_p99_seconds&node=system";
+        let (_, v) = get_json(&format!("{url}/api/dashboard/series?{q}")).await;
+        let p99 =
+            v["series"].as_array().into_iter().flatten().any(|s| {
+                s["labels"]["role"] == "web" && s["points"].as_array().is_some_and(|p| !p.is_empty())
+            });
+        let a = &s["active_users"];
+        if p99 && a["day"] == 1 && a["month"] == 1 && a["counted"].as_array().is_some_and(|c| c.len() == 1) {
+            Ok(())
+        } else {
+            Err(format!("p99 {p99}; active users {a}"))
+        }
+    })
+    .await;
+
     for (query, want) in [
         ("names=no_such_metric", 404),
         ("names=host_open_fds&since=soon", 400),
@@ -200,7 +232,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         }
     })
     .await;
-    for chart in ["cpu", "memory", "fds", "rate-web", "disk"] {
+    for chart in ["cpu", "memory", "fds", "rate-web", "duration-web", "disk", "business", "active-users"] {
         let script = format!(
             "const c = document.querySelector('#chart-{chart}'); \
              return c && c.querySelector('canvas') ? Number(c.dataset.points || 0) : -1;"
@@ -211,6 +243,15 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         })
         .await;
     }
+
+    until("the active users on the page", async || {
+        let dau = c.find(Locator::Css("#dau")).await.map_err(|e| e.to_string())?;
+        match dau.text().await.map_err(|e| e.to_string())?.as_str() {
+            "1" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
 
     // Without the token, an action is not sent.
     let kill = "tr.node[data-node='dc1-web-1'] button[data-action='kill']";
