@@ -84,6 +84,11 @@ impl Controller {
     pub async fn run(self) -> Result<(), ControlError> {
         let shared = self.shared;
         let api = tokio::spawn(api::serve(self.listener, shared.clone()));
+        // For an operator's own Prometheus and Grafana (before control.json, so
+        // `up` finds them once it finds the controller).
+        if let Err(e) = crate::prometheus::write_all(&shared) {
+            tracing::warn!(error = %e, "could not write the Prometheus configuration");
+        }
         let file = ControlFile { pid: std::process::id(), api: shared.api_addr };
         write_json(&control_file(&shared.opts.run_dir), &file)?;
         tracing::info!(api = %shared.api_addr, topology = shared.topology().name(), "controller starting nodes");

@@ -38,7 +38,9 @@
 //!   data center lost and brought back), `supervise`
 //!   (restarts with backoff), `renew` (the load balancers' certificates renewed
 //!   and reloaded before they expire) and `status` (what `millions status` shows);
-//! - `dashboard` (the page, its assets, its JSON and live stream), then `scrape`
+//! - `dashboard` (the page, its assets, its JSON and live stream) and
+//!   [`prometheus`] (the Prometheus configuration with file-based discovery of
+//!   every node, the Grafana dashboard), then `scrape`
 //!   (every node's `/metrics` and /proc, the disk, on an interval; it publishes
 //!   the dashboard's state);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
@@ -62,6 +64,7 @@ mod metrics;
 mod pgadmin;
 mod postgres;
 mod processes;
+pub mod prometheus;
 mod renew;
 mod scrape;
 mod shared;

@@ -265,6 +265,9 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     scrape_all(rec, client, targets, rec.opts.timeout).await;
     rec.record(SYSTEM, tier_p99(shared, scraped_from));
     count_active(shared).await;
+    if let Err(e) = crate::prometheus::refresh_targets(shared) {
+        tracing::warn!(error = %e, "could not write Prometheus' targets");
+    }
     rec.prune(now_ms());
 }
 
@@ -359,6 +362,7 @@ async fn count_active(shared: &Shared) {
                 value: value as f64,
             };
             rec.record(SYSTEM, [s("day", counts.day), s("week", counts.week), s("month", counts.month)]);
+            shared.metrics.set_active_users(counts.day, counts.week, counts.month);
             counts.missing.extend(missing);
             counts
         }

@@ -627,6 +627,13 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
         "  dashboard: http://{api}/dashboard    (read-only without a token; its actions ask for the admin token,"
     );
     println!("      the \"admin\" field of {})", home.join("secrets.json").display());
+    let prom = control::prometheus::dir(home);
+    println!(
+        "  prometheus: {}    (every node by file-based discovery, {}; grafana: {})",
+        prom.join("prometheus.yml").display(),
+        prom.join("targets.json").display(),
+        prom.join("grafana-dashboard.json").display()
+    );
     println!("  stop:   millions down");
 }
 

@@ -104,6 +104,84 @@ async fn get_json(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// `promtool ARGS` (Debian's prometheus package), `stdin` written to it: whether
+/// it passed, and what it said.
+fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool (Debian's prometheus package; scripts/setup.sh test installs it)");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+/// What `up` wrote for an operator's own Prometheus and Grafana: the
+/// configuration passes `promtool check config`, its targets are every node
+/// serving `/metrics` (and the controller), each of which passes `promtool
+/// check metrics` (the exposition format's rules and Prometheus' naming), and
+/// every metric the Grafana dashboard names is served by some node (a typo in
+/// a panel's query fails here).
+async fn prometheus_files_check_out(up_output: &str) {
+    let config = up_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prometheus: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no prometheus line: {up_output}"))
+        .to_owned();
+    let dir = Path::new(&config).parent().unwrap().to_owned();
+    let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "config", &config], ""));
+    assert!(ok, "promtool check config {config}: {said}");
+    let targets: Value = serde_json::from_slice(&std::fs::read(dir.join("targets.json")).unwrap()).unwrap();
+    let mut nodes: Vec<(String, String, String)> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let name = g["labels"]["node"].as_str().unwrap().to_owned();
+            (
+                name,
+                g["labels"]["role"].as_str().unwrap().to_owned(),
+                g["targets"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    let roles: Vec<&str> = nodes.iter().map(|n| n.1.as_str()).collect();
+    assert_eq!(roles, ["control", "dns", "lb", "web", "worker"], "{targets}");
+    let mut served = String::new();
+    for (name, _, addr) in &nodes {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "metrics"], &text));
+        assert!(ok && said.trim().is_empty(), "promtool check metrics on {name}'s /metrics: {said}");
+        served.push_str(&text);
+    }
+    let grafana = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&grafana).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{grafana}");
+    for expr in
+        panels.iter().flat_map(|p| p["targets"].as_array().unwrap()).map(|t| t["expr"].as_str().unwrap())
+    {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            // A histogram with no observation yet shows only its family's name.
+            if word.starts_with("millions_") {
+                assert!(
+                    served.contains(word.trim_end_matches("_bucket")),
+                    "the Grafana dashboard's {word} is served by no node ({expr})"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,6 +276,8 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         }
     })
     .await;
+
+    prometheus_files_check_out(&out).await;
 
     for (query, want) in [
         ("names=no_such_metric", 404),
