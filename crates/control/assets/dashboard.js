@@ -109,6 +109,18 @@ function renderState(s) {
   }
   renderShardsAndEvents(s);
   renderActive(s.active_users);
+  renderAlerts(s.alerts || []);
+}
+
+function renderAlerts(alerts) {
+  const list = $("#alerts");
+  list.dataset.firing = alerts.length;
+  if (!alerts.length) {
+    list.replaceChildren(el("li", { class: "none", text: "none firing" }));
+    return;
+  }
+  list.replaceChildren(...alerts.map((a) => el("li", { "data-rule": a.rule, "data-severity": a.severity },
+    el("b", { text: `${a.rule} ` }), `${a.summary} (since ${new Date(a.since).toISOString().slice(11, 19)} UTC)`)));
 }
 
 function renderActive(a) {

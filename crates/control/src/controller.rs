@@ -74,6 +74,7 @@ impl Controller {
                 metrics,
                 shard_ops: Arc::new(shard_ops),
                 dashboard,
+                alerts: Arc::default(),
             },
             listener,
         })
@@ -320,6 +321,13 @@ mod tests {
         let free = shared.dashboard.query(&["host_disk_free_bytes"], Some("host"), 0);
         assert_eq!(free[0].points.len(), 3);
         assert!(free[0].points.iter().all(|p| p.1 > 0.0));
+        // The alert rule fired once (an event), and is in the state while it holds.
+        let fired: Vec<_> =
+            shared.cluster.events().into_iter().filter(|e| e.kind == "alert-firing").collect();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(fired[0].detail.starts_with("DiskFreeLow: ") && fired[0].node == "host", "{fired:?}");
+        let state = crate::dashboard::state(&shared, &crate::status::collect(&shared).await);
+        assert_eq!(state["alerts"][0]["rule"], "DiskFreeLow", "{state}");
         // The state the page streams was published, every node in it.
         let state = shared.dashboard.subscribe().borrow().clone();
         assert_eq!(state["nodes"].as_array().unwrap().len(), shared.topology().nodes().len());

@@ -131,6 +131,7 @@ pub(crate) fn state(shared: &Shared, nodes: &[NodeStatus]) -> Value {
         "events": recent,
         "history": shared.dashboard.stats(),
         "active_users": shared.dashboard.active(),
+        "alerts": shared.alerts.lock().expect("alerts poisoned").values().cloned().collect::<Vec<_>>(),
     })
 }
 

@@ -20,7 +20,8 @@
 //!   (the run directory's CA and the load balancers' certificates);
 //! - `cluster` (the shard decisions, their file, their publication, the event log),
 //!   `metrics` (the controller's own `/metrics`) and `history` (every node's
-//!   scraped series in bounded rings, for the dashboard);
+//!   scraped series in bounded rings, for the dashboard), then `alerts` (the
+//!   alert rules: evaluated on the history, followed, exported for Prometheus);
 //! - `shared` (what a running controller shares: options, secrets, the nodes under
 //!   supervision, the decisions; questions about a node);
 //! - `pgadmin` (the controller's own SQL: probes, WAL positions, replication
@@ -46,6 +47,7 @@
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod api;
 mod cluster;
 mod configs;

@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     /// Distinct signed-in users of the day, 7 days, 30 days, over every DC (at
     /// the last count), so Prometheus has them too.
     active_users: Family<WindowLabels, Gauge>,
+    /// Free bytes of the run directory's filesystem (what the `DiskFreeLow`
+    /// rule watches in Prometheus).
+    disk_free: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +71,7 @@ impl Metrics {
             restarts: Family::default(),
             failovers: Counter::default(),
             active_users: Family::default(),
+            disk_free: Gauge::default(),
             registry,
         };
         m.registry.register("control_nodes", "Nodes of the topology by health", m.nodes.clone());
@@ -85,6 +89,11 @@ impl Metrics {
             "control_active_users",
             "Distinct signed-in users of the window (day, week, month) over every data center, by HyperLogLog",
             m.active_users.clone(),
+        );
+        m.registry.register(
+            "control_disk_free_bytes",
+            "Free bytes of the run directory's filesystem, at the last scrape round",
+            m.disk_free.clone(),
         );
         for node in topology.nodes() {
             let _ = m
@@ -112,6 +121,11 @@ impl Metrics {
         for (window, n) in [("day", day), ("week", week), ("month", month)] {
             self.active_users.get_or_create(&WindowLabels { window }).set(n as i64);
         }
+    }
+
+    /// Free bytes of the run directory's filesystem now.
+    pub(crate) fn set_disk_free(&self, bytes: u64) {
+        self.disk_free.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Set the nodes-by-health gauge from every node's health (one of

@@ -1,8 +1,9 @@
 //! For those who run Prometheus and Grafana already: the run directory's
 //! `prometheus/` holds a Prometheus configuration (`prometheus.yml`) that
 //! discovers every node from a file (`targets.json`, file-based service
-//! discovery: each node's `/metrics` with labels `dc`, `role`, `node`) and a
-//! Grafana dashboard of the same
+//! discovery: each node's `/metrics` with labels `dc`, `role`, `node`), the alert
+//! rules (`alerts.yml`, the controller's own, `crate::alerts`) and a Grafana
+//! dashboard of the same
 //! panels as the controller's page (`grafana-dashboard.json`). Written when the
 //! controller starts; the targets are written again whenever they differ from
 //! the file (checked every scrape round), each file replaced in one rename so
@@ -39,8 +40,8 @@ pub(crate) fn targets(topology: &Topology, api: std::net::SocketAddr) -> Value {
     Value::Array(groups)
 }
 
-/// `prometheus.yml`: one job discovering [`targets`] from `targets.json`,
-/// scraped every `interval`.
+/// `prometheus.yml`: one job discovering [`targets`] from `targets.json`, the
+/// rules of `alerts.yml`, scraped and evaluated every `interval`.
 pub(crate) fn config(dir: &Path, interval: std::time::Duration, timeout: std::time::Duration) -> String {
     // JSON strings are YAML's double-quoted scalars: any path is quoted right.
     let quoted = |name: &str| Value::String(dir.join(name).display().to_string()).to_string();
@@ -49,11 +50,13 @@ pub(crate) fn config(dir: &Path, interval: std::time::Duration, timeout: std::ti
          # Run: prometheus --config.file={config}\n\
          # The nodes are discovered from targets.json (rewritten when they change).\n\
          global:\n  scrape_interval: {interval}ms\n  scrape_timeout: {timeout}ms\n  evaluation_interval: {interval}ms\n\
+         rule_files:\n  - {rules}\n\
          scrape_configs:\n  - job_name: millions\n    metrics_path: /metrics\n    file_sd_configs:\n      \
          - files:\n          - {targets}\n        refresh_interval: 10s\n",
         config = dir.join("prometheus.yml").display(),
         interval = interval.as_millis(),
         timeout = timeout.as_millis(),
+        rules = quoted("alerts.yml"),
         targets = quoted("targets.json"),
     )
 }
@@ -180,6 +183,7 @@ pub(crate) fn write_all(shared: &Shared) -> Result<PathBuf, ControlError> {
     std::fs::create_dir_all(&dir).file("creating", &dir)?;
     let h = &shared.opts.history;
     replace(&dir.join("prometheus.yml"), &config(&dir, h.interval, h.timeout))?;
+    replace(&dir.join("alerts.yml"), &crate::alerts::prometheus_rules(h))?;
     let dashboard = serde_json::to_string_pretty(&grafana_dashboard()).expect("JSON");
     replace(&dir.join("grafana-dashboard.json"), &dashboard)?;
     refresh_targets(shared)?;

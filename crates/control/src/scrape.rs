@@ -234,10 +234,15 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     let table = tokio::task::spawn_blocking(proc_table).await.unwrap_or_default();
     let tick_hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as f64;
-    for n in nodes.iter().filter(|n| n.running) {
-        if let Some(pid) = n.pid {
-            rec.record(&n.name, host_samples(&table, pid, tick_hz, page));
-        }
+    for n in &nodes {
+        let restarts =
+            Sample { name: "node_restarts_total".into(), labels: BTreeMap::new(), value: n.restarts.into() };
+        match n.pid.filter(|_| n.running) {
+            Some(pid) => {
+                rec.record(&n.name, host_samples(&table, pid, tick_hz, page).into_iter().chain([restarts]))
+            }
+            None => rec.record(&n.name, [restarts]),
+        };
     }
     if let Some((used, free)) = disk_usage(&shared.opts.run_dir) {
         let s = |name: &str, value: u64| Sample {
@@ -246,6 +251,7 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
             value: value as f64,
         };
         rec.record("host", [s("host_disk_used_bytes", used), s("host_disk_free_bytes", free)]);
+        shared.metrics.set_disk_free(free);
         let threshold = rec.opts.disk_free_warning_bytes;
         if rec.disk_low_changed(free < threshold) && free < threshold {
             shared.cluster.record(Event::node(
@@ -265,10 +271,32 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     scrape_all(rec, client, targets, rec.opts.timeout).await;
     rec.record(SYSTEM, tier_p99(shared, scraped_from));
     count_active(shared).await;
+    follow_alerts(shared);
     if let Err(e) = crate::prometheus::refresh_targets(shared) {
         tracing::warn!(error = %e, "could not write Prometheus' targets");
     }
     rec.prune(now_ms());
+}
+
+/// Evaluate the alert rules on the history now; what starts or stops firing
+/// goes to the event log (`alert-firing`, `alert-resolved`).
+fn follow_alerts(shared: &Shared) {
+    let rec = &shared.dashboard;
+    let now = now_ms();
+    let interval = rec.opts.interval.as_millis() as i64;
+    let series = rec.query(&crate::alerts::NAMES, None, now - crate::alerts::LOOKBACK_MS - interval);
+    let roles = shared.topology().nodes().iter().map(|n| (n.name.clone(), n.role.key().to_owned())).collect();
+    let limits = crate::alerts::Limits::new(&rec.opts);
+    let stale = 2 * interval + rec.opts.timeout.as_millis() as i64;
+    let now_firing = crate::alerts::evaluate(&series, &roles, now, stale, &limits);
+    let changes = crate::alerts::follow(&mut shared.alerts.lock().expect("alerts poisoned"), now_firing);
+    for (kind, alert) in changes {
+        shared.cluster.record(Event::node(
+            kind,
+            &alert.subject,
+            format!("{}: {}", alert.rule, alert.summary),
+        ));
+    }
 }
 
 /// The histogram each tier's p99 is taken from: what a load balancer measured

@@ -124,7 +124,8 @@ fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
 }
 
 /// What `up` wrote for an operator's own Prometheus and Grafana: the
-/// configuration passes `promtool check config`, its targets are every node
+/// configuration passes `promtool check config`, its alert rules `promtool
+/// check rules`, its targets are every node
 /// serving `/metrics` (and the controller), each of which passes `promtool
 /// check metrics` (the exposition format's rules and Prometheus' naming), and
 /// every metric the Grafana dashboard names is served by some node (a typo in
@@ -139,6 +140,9 @@ async fn prometheus_files_check_out(up_output: &str) {
     let dir = Path::new(&config).parent().unwrap().to_owned();
     let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "config", &config], ""));
     assert!(ok, "promtool check config {config}: {said}");
+    let rules = dir.join("alerts.yml").display().to_string();
+    let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "rules", &rules], ""));
+    assert!(ok && said.contains("SUCCESS: 7 rules found"), "promtool check rules {rules}: {said}");
     let targets: Value = serde_json::from_slice(&std::fs::read(dir.join("targets.json")).unwrap()).unwrap();
     let mut nodes: Vec<(String, String, String)> = targets
         .as_array()
@@ -324,6 +328,14 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         .await;
     }
 
+    // Nothing is wrong: no alert fires, and the page says so.
+    let (_, now) = get_json(&format!("{url}/api/dashboard/state")).await;
+    assert_eq!(now["alerts"], json!([]), "{now}");
+    until("the alerts area", async || {
+        let none = c.find_all(Locator::Css("#alerts li.none")).await.map_err(|e| e.to_string())?;
+        if none.len() == 1 { Ok(()) } else { Err(body(&c).await) }
+    })
+    .await;
     until("the active users on the page", async || {
         let dau = c.find(Locator::Css("#dau")).await.map_err(|e| e.to_string())?;
         match dau.text().await.map_err(|e| e.to_string())?.as_str() {
