@@ -3,8 +3,11 @@
 //! metrics, PostgreSQL and Redis included, the nodes' own metrics, clear 4xx
 //! for bad input), then the page in headless Chromium (driven over WebDriver by
 //! chromedriver, as `crates/web/tests/browser.rs` does): it lists every node,
-//! its charts draw data, and a node killed through its action shows as down,
-//! then restarted. One topology for the whole binary: one test.
+//! its charts draw data (each tier's p99, the business numbers, the active
+//! users), a node killed through its action shows as down, then restarted, and
+//! a node restarting in a loop fires an alert the page shows. Also the
+//! Prometheus files `up` writes, checked by promtool. One topology for the
+//! whole binary: one test.
 
 mod support;
 
@@ -395,5 +398,38 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         })
         .await;
     }
+
+    // A node restarting in a loop (killed three times, restarted by the
+    // supervisor each time) fires an alert: on the page and in the event log.
+    let restarts = async |node: &str| {
+        let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+        let n = s["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).cloned().unwrap();
+        (n["restarts"].as_u64().unwrap(), n["health"] == "healthy")
+    };
+    let api = reqwest::Client::new();
+    for round in 1..=3 {
+        let r =
+            api.post(format!("{url}/api/nodes/dc1-worker-1/kill")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        until(&format!("restart {round} of the worker"), async || match restarts("dc1-worker-1").await {
+            (n, true) if n == round => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+    }
+    until("the restart loop alert on the page", async || {
+        let css = "#alerts li[data-rule='NodeRestartLoop'][data-severity='page']";
+        let found = c.find_all(Locator::Css(css)).await.map_err(|e| e.to_string())?;
+        if found.len() == 1 { Ok(()) } else { Err(body(&c).await) }
+    })
+    .await;
+    let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+    assert_eq!(s["alerts"][0]["subject"], "dc1-worker-1", "{s}");
+    let fired = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "alert-firing" && e["node"] == "dc1-worker-1");
+    assert!(fired, "{s}");
     let _ = c.close().await;
 }
