@@ -107,25 +107,6 @@ async fn get_json(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// `promtool ARGS` (Debian's prometheus package), `stdin` written to it: whether
-/// it passed, and what it said.
-fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write as _;
-    let mut child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting promtool (Debian's prometheus package; scripts/setup.sh test installs it)");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-    )
-}
-
 /// What `up` wrote for an operator's own Prometheus and Grafana: the
 /// configuration passes `promtool check config`, its alert rules `promtool
 /// check rules`, its targets are every node
@@ -141,10 +122,10 @@ async fn prometheus_files_check_out(up_output: &str) {
         .unwrap_or_else(|| panic!("no prometheus line: {up_output}"))
         .to_owned();
     let dir = Path::new(&config).parent().unwrap().to_owned();
-    let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "config", &config], ""));
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "config", &config], ""));
     assert!(ok, "promtool check config {config}: {said}");
     let rules = dir.join("alerts.yml").display().to_string();
-    let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "rules", &rules], ""));
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "rules", &rules], ""));
     assert!(ok && said.contains("SUCCESS: 7 rules found"), "promtool check rules {rules}: {said}");
     let targets: Value = serde_json::from_slice(&std::fs::read(dir.join("targets.json")).unwrap()).unwrap();
     let mut nodes: Vec<(String, String, String)> = targets
@@ -166,7 +147,7 @@ async fn prometheus_files_check_out(up_output: &str) {
     let mut served = String::new();
     for (name, _, addr) in &nodes {
         let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-        let (ok, said) = tokio::task::block_in_place(|| promtool(&["check", "metrics"], &text));
+        let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "metrics"], &text));
         assert!(ok && said.trim().is_empty(), "promtool check metrics on {name}'s /metrics: {said}");
         served.push_str(&text);
     }
