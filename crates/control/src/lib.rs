@@ -41,7 +41,7 @@
 //!   and reloaded before they expire) and `status` (what `millions status` shows);
 //! - `dashboard` (the page, its assets, its JSON and live stream) and
 //!   [`prometheus`] (the Prometheus configuration with file-based discovery of
-//!   every node, the Grafana dashboard), then `scrape`
+//!   every node, the alert rules, the Grafana dashboard), then `scrape`
 //!   (every node's `/metrics` and /proc, the disk, on an interval; it publishes
 //!   the dashboard's state);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).

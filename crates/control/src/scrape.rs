@@ -3,8 +3,11 @@
 //! answers garbage holds up no other), every node's process tree from /proc
 //! (CPU seconds, resident memory, open files), and the run directory's disk,
 //! into the [`History`](crate::history::History); a `disk-low` event when free
-//! disk falls below the threshold. Also the parser of the Prometheus text format
-//! the nodes answer.
+//! disk falls below the threshold. Then what is derived from it: each tier's
+//! p99 over the interval (from the request-duration buckets), the active users
+//! over every DC's Redis (`cache::active`), the alert rules (`crate::alerts`),
+//! and Prometheus' targets file kept current. Also the parser of the Prometheus
+//! text format the nodes answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
