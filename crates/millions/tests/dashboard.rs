@@ -155,9 +155,23 @@ async fn prometheus_files_check_out(up_output: &str) {
     let dashboard: Value = serde_json::from_str(&grafana).unwrap();
     let panels = dashboard["panels"].as_array().unwrap();
     assert!(panels.len() >= 10, "{grafana}");
-    for expr in
-        panels.iter().flat_map(|p| p["targets"].as_array().unwrap()).map(|t| t["expr"].as_str().unwrap())
-    {
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    // Every panel's query is PromQL Prometheus parses: promtool checks them as
+    // the expressions of recording rules.
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        rules.push_str(&format!("      - record: grafana_panel_{i}\n        expr: {}\n", json!(expr)));
+    }
+    let queries = dir.parent().unwrap().join("grafana-queries.yml");
+    std::fs::write(&queries, &rules).unwrap();
+    let queries = queries.display().to_string();
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "rules", &queries], ""));
+    assert!(ok, "the Grafana dashboard's queries: {said}\n{rules}");
+    for expr in exprs {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             // A histogram with no observation yet shows only its family's name.
             if word.starts_with("millions_") {
