@@ -5,15 +5,18 @@
 # dpkg-query) and calls apt-get when something is missing.
 #
 #   scripts/setup.sh          what `make up` needs
-#   scripts/setup.sh test     the same, plus rustfmt and clippy, and headless Chromium
-#                             with chromedriver for the browser test (what `make test` needs)
+#   scripts/setup.sh test     the same, plus rustfmt and clippy, headless Chromium
+#                             with chromedriver for the browser test, and Prometheus'
+#                             promtool for the metrics checks (what `make test` needs)
 #
 # Also fetches uPlot (the dashboard's charts) from the npm registry into .cache/,
 # checked against crates/control/assets/uplot.pin (the build embeds it from there).
 #
 # Needs: PostgreSQL server 15+, redis-server, cmake, pkg-config, a C toolchain and
 # make (build-essential), curl, wrk (benchmarks), and a Rust toolchain (cargo).
-# Tests also need chromium and chromium-driver (crates/web/tests/browser.rs).
+# Tests also need chromium and chromium-driver (crates/web/tests/browser.rs), and
+# prometheus for its promtool (crates/millions/tests/dashboard.rs checks every node's
+# /metrics and the Prometheus files `up` writes with it).
 # The Rust toolchain is only checked: rustup must be installed by hand.
 #
 # Environment (mostly for testing this script):
@@ -77,6 +80,8 @@ if [ "$MODE" = test ]; then
   # crates/web/tests/browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver.
   [ -x /usr/bin/chromium ] || need chromium
   [ -x /usr/bin/chromedriver ] || need chromium-driver
+  # crates/millions/tests/dashboard.rs runs `promtool check metrics|config`.
+  have promtool || need prometheus
 fi
 for p in ${SETUP_REQUIRE_EXTRA:-}; do
   pkg_installed "$p" || need "$p"
@@ -85,7 +90,7 @@ done
 installed_postgresql=0
 if [ "${#missing[@]}" -eq 0 ]; then
   present="PostgreSQL $pg_before, redis-server, cmake, pkg-config, cc, make, curl, wrk"
-  [ "$MODE" = test ] && present="$present, chromium, chromedriver"
+  [ "$MODE" = test ] && present="$present, chromium, chromedriver, promtool"
   say "system packages: all present ($present)"
 else
   say "missing Debian packages: ${missing[*]}"

@@ -5,6 +5,8 @@
 //! - [`Invalidator`]: a write deletes the Redis entry and publishes the key; every
 //!   process's listener evicts it from its L1.
 //! - [`Timelines`]: home timelines as capped sorted sets in Redis.
+//! - [`active`]: daily, weekly and monthly active users in HyperLogLogs, noted
+//!   in memory, sent once a second, counted as a union over every data center.
 //!
 //! With several data centers, each has its own Redis, and a process knows the
 //! others' as *peers*: invalidations and timeline writes go to every one of them
@@ -15,6 +17,7 @@
 //! to the loader and the error is counted and logged.
 #![forbid(unsafe_code)]
 
+pub mod active;
 mod invalidation;
 mod read_through;
 mod redis_handle;
@@ -22,5 +25,5 @@ pub mod timeline;
 
 pub use invalidation::{Invalidator, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, Loaded, LoadedMany, ReadThrough};
-pub use redis_handle::{Redis, RedisConfig, RedisError, SpreadError};
+pub use redis_handle::{DEFAULT_PREFIX, Redis, RedisConfig, RedisError, SpreadError};
 pub use timeline::Timelines;

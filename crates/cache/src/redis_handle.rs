@@ -37,8 +37,11 @@ fn default_peer_retry_ms() -> u64 {
     3000
 }
 
+/// The prefix of every key and channel unless `redis.prefix` says otherwise.
+pub const DEFAULT_PREFIX: &str = "m:";
+
 fn default_prefix() -> String {
-    "m:".into()
+    DEFAULT_PREFIX.into()
 }
 
 fn default_timeout_ms() -> u64 {
@@ -362,6 +365,11 @@ impl Redis {
     /// The client, to open dedicated connections (pub/sub).
     pub fn client(&self) -> &redis::Client {
         &self.client
+    }
+
+    /// The prefix of this deployment's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// `prefix + key`.

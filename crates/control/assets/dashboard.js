@@ -7,6 +7,8 @@
 const TOKEN_KEY = "millions-admin-token";
 // The window drawn, in seconds.
 const WINDOW = 30 * 60;
+// What the users did, per minute (counters of the web servers).
+const BUSINESS = ["signups", "posts", "photos", "likes", "follows"];
 // The metrics drawn (those the history knows are asked for).
 const WANTED = [
   "millions_http_requests_total", "millions_http_request_duration_seconds_sum",
@@ -18,6 +20,8 @@ const WANTED = [
   "millions_dns_app_answers_total", "millions_db_reads_total",
   "host_cpu_seconds_total", "host_memory_rss_bytes", "host_open_fds",
   "host_disk_used_bytes", "host_disk_free_bytes", "scrape_up",
+  "tier_request_duration_p99_seconds", "active_users",
+  ...BUSINESS.map((b) => `millions_business_${b}_total`),
 ];
 
 const $ = (sel) => document.querySelector(sel);
@@ -104,6 +108,28 @@ function renderState(s) {
     renderNodes(s);
   }
   renderShardsAndEvents(s);
+  renderActive(s.active_users);
+  renderAlerts(s.alerts || []);
+}
+
+function renderAlerts(alerts) {
+  const list = $("#alerts");
+  list.dataset.firing = alerts.length;
+  if (!alerts.length) {
+    list.replaceChildren(el("li", { class: "none", text: "none firing" }));
+    return;
+  }
+  list.replaceChildren(...alerts.map((a) => el("li", { "data-rule": a.rule, "data-severity": a.severity },
+    el("b", { text: `${a.rule} ` }), `${a.summary} (since ${new Date(a.since).toISOString().slice(11, 19)} UTC)`)));
+}
+
+function renderActive(a) {
+  const show = (v) => (a && a.counted.length ? String(v) : "…");
+  $("#dau").textContent = show(a?.day);
+  $("#wau").textContent = show(a?.week);
+  $("#mau").textContent = show(a?.month);
+  const missing = (a?.missing || []).map(([name, why]) => `${name} (${why})`).join("; ");
+  $("#active-note").textContent = a ? `counted on ${a.counted.join(", ") || "no Redis"}${missing ? `; missing: ${missing}` : ""}` : "";
 }
 
 function renderNodes(s) {
@@ -300,7 +326,11 @@ function drawAll() {
       if (!requests.size) requests = rates(pick("millions_dns_app_answers_total", of));
     }
     chart(red, `rate-${role}`, `${role}: requests and errors per second`, [["requests/s", requests], ["errors/s", errors]], "");
-    if (duration.size) chart(red, `duration-${role}`, `${role}: mean duration`, [["ms", duration]], " ms");
+    // The p99 the controller derives from the tier's histogram buckets.
+    const p99 = scale(sums(pick("tier_request_duration_p99_seconds", (s) => s.node === "system" && s.labels.role === role)), 1000);
+    if (duration.size || p99.size) {
+      chart(red, `duration-${role}`, `${role}: duration, mean and p99`, [["mean ms", duration], ["p99 ms", p99]], " ms");
+    }
   }
   const lookups = (result) => rates(pick("millions_cache_lookups_total", (s) => s.labels.result === result));
   const total = new Map();
@@ -341,6 +371,12 @@ function drawAll() {
   }
   const oldest = pick("millions_queue_oldest_ready_seconds");
   if (oldest.length) chart(red, "queue", "oldest waiting job (max over workers)", [["s", maxes(oldest)]], " s");
+
+  const business = $("#business");
+  chart(business, "business", "what users did, per minute", BUSINESS.map((b) =>
+    [b, scale(rates(pick(`millions_business_${b}_total`)), 60)]), "");
+  const active = (w) => sums(pick("active_users", (s) => s.node === "system" && s.labels.window === w));
+  chart(business, "active-users", "active users: day, 7 days, 30 days", [["day", active("day")], ["week", active("week")], ["month", active("month")]], "");
 
   const use = $("#use");
   const nodes = (state.nodes || []).map((n) => n.name);

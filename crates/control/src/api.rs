@@ -84,11 +84,7 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 async fn metrics(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
     shared.metrics.set_health(nodes.iter().map(|n| n.health()));
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        shared.metrics.registry.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], shared.metrics.registry.render()).into_response()
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -74,6 +74,7 @@ impl Controller {
                 metrics,
                 shard_ops: Arc::new(shard_ops),
                 dashboard,
+                alerts: Arc::default(),
             },
             listener,
         })
@@ -84,6 +85,11 @@ impl Controller {
     pub async fn run(self) -> Result<(), ControlError> {
         let shared = self.shared;
         let api = tokio::spawn(api::serve(self.listener, shared.clone()));
+        // For an operator's own Prometheus and Grafana (before control.json, so
+        // `up` finds them once it finds the controller).
+        if let Err(e) = crate::prometheus::write_all(&shared) {
+            tracing::warn!(error = %e, "could not write the Prometheus configuration");
+        }
         let file = ControlFile { pid: std::process::id(), api: shared.api_addr };
         write_json(&control_file(&shared.opts.run_dir), &file)?;
         tracing::info!(api = %shared.api_addr, topology = shared.topology().name(), "controller starting nodes");
@@ -257,6 +263,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_tiers_p99_comes_from_the_increase_of_its_nodes_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = controller(dir.path(), Default::default(), CancellationToken::new()).await;
+        let shared = controller.shared.clone();
+        let rec = &shared.dashboard;
+        let bucket = |family: &str, le: &str, value: f64| crate::history::Sample {
+            name: format!("{family}_bucket"),
+            labels: [("le".to_owned(), le.to_owned())].into(),
+            value,
+        };
+        let up =
+            || crate::history::Sample { name: "scrape_up".into(), labels: Default::default(), value: 1.0 };
+        let (http, lb) = crate::history::QUANTILE_HISTOGRAMS.into();
+        // The round before: the web server had served 100 requests, the worker
+        // none (no buckets yet), the load balancer 10.
+        let web =
+            |fast, slow, all| [bucket(http, "0.1", fast), bucket(http, "1", slow), bucket(http, "+Inf", all)];
+        rec.record("dc1-web-1", web(100.0, 100.0, 100.0).into_iter().chain([up()]));
+        rec.record("dc1-worker-1", [up()]);
+        let lb_buckets = || [bucket(lb, "0.01", 10.0), bucket(lb, "+Inf", 10.0), bucket(http, "+Inf", 7.0)];
+        rec.record("dc1-lb-1", lb_buckets().into_iter().chain([up()]));
+        // This round: 100 more on the web server (50 within 0.1 s, 50 more
+        // within 1 s), the worker's first 4 (within 0.1 s), nothing new at the
+        // load balancer.
+        let from = rec.record("dc1-web-1", web(150.0, 200.0, 200.0).into_iter().chain([up()]));
+        let worker = [bucket(http, "0.1", 4.0), bucket(http, "+Inf", 4.0)];
+        rec.record("dc1-worker-1", worker.into_iter().chain([up()]));
+        rec.record("dc1-lb-1", lb_buckets().into_iter().chain([up()]));
+        let p99: Vec<(String, f64)> = scrape::tier_p99(&shared, from)
+            .into_iter()
+            .map(|s| (s.labels["role"].clone(), s.value))
+            .collect();
+        assert_eq!(p99.len(), 2, "web and worker; nothing new at the load balancer: {p99:?}");
+        assert_eq!(p99[0].0, "web");
+        assert!((p99[0].1 - (0.1 + 0.9 * 49.0 / 50.0)).abs() < 1e-9, "{p99:?}");
+        assert_eq!(p99[1].0, "worker");
+        assert!((p99[1].1 - 0.099).abs() < 1e-9, "{p99:?}");
+        // Only this round's scrapes count: a later start sees none.
+        assert!(scrape::tier_p99(&shared, crate::history::now_ms() + 1000).is_empty());
+    }
+
+    #[tokio::test]
     async fn free_disk_below_the_threshold_is_one_event_per_crossing() {
         let dir = tempfile::tempdir().unwrap();
         // No disk has this much free: always below.
@@ -273,6 +321,13 @@ mod tests {
         let free = shared.dashboard.query(&["host_disk_free_bytes"], Some("host"), 0);
         assert_eq!(free[0].points.len(), 3);
         assert!(free[0].points.iter().all(|p| p.1 > 0.0));
+        // The alert rule fired once (an event), and is in the state while it holds.
+        let fired: Vec<_> =
+            shared.cluster.events().into_iter().filter(|e| e.kind == "alert-firing").collect();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(fired[0].detail.starts_with("DiskFreeLow: ") && fired[0].node == "host", "{fired:?}");
+        let state = crate::dashboard::state(&shared, &crate::status::collect(&shared).await);
+        assert_eq!(state["alerts"][0]["rule"], "DiskFreeLow", "{state}");
         // The state the page streams was published, every node in it.
         let state = shared.dashboard.subscribe().borrow().clone();
         assert_eq!(state["nodes"].as_array().unwrap().len(), shared.topology().nodes().len());

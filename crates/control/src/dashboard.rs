@@ -130,6 +130,8 @@ pub(crate) fn state(shared: &Shared, nodes: &[NodeStatus]) -> Value {
         "shards": shards,
         "events": recent,
         "history": shared.dashboard.stats(),
+        "active_users": shared.dashboard.active(),
+        "alerts": shared.alerts.lock().expect("alerts poisoned").values().cloned().collect::<Vec<_>>(),
     })
 }
 
@@ -186,6 +188,7 @@ pub(crate) async fn series(State(shared): State<Shared>, Query(q): Query<SeriesQ
     };
     if let Some(node) = &q.node
         && node != "host"
+        && node != crate::history::SYSTEM
         && shared.topology().node(node).is_none()
     {
         return bad(StatusCode::NOT_FOUND, format!("no node named {node:?}"));

@@ -70,6 +70,73 @@ impl HistoryOptions {
     }
 }
 
+/// The series of the whole system, derived by the controller (each tier's p99,
+/// the active users), kept under this name in place of a node's.
+pub(crate) const SYSTEM: &str = "system";
+
+/// The histograms whose buckets are kept (summed over their other labels, per
+/// node), so the controller can derive each tier's p99; other buckets are left
+/// out (they would multiply the series kept).
+pub(crate) const QUANTILE_HISTOGRAMS: [&str; 2] =
+    ["millions_http_request_duration_seconds", "millions_lb_backend_latency_seconds"];
+
+/// The `q` quantile (0..=1) of a histogram given as cumulative bucket counts
+/// `(upper bound, count)`, as Prometheus' `histogram_quantile` computes it: the
+/// bucket holding the rank, linearly interpolated within it (from 0 for the
+/// first); a rank in the `+Inf` bucket is the largest finite bound. `None`
+/// without observations.
+pub(crate) fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let mut sorted: Vec<(f64, f64)> = buckets.iter().copied().filter(|(le, _)| !le.is_nan()).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = sorted.last().filter(|(le, _)| le.is_infinite())?.1;
+    if total <= 0.0 || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (i, &(le, count)) in sorted.iter().enumerate() {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(if i == 0 { 0.0 } else { sorted[i - 1].0 });
+            }
+            if count == below {
+                return Some(le);
+            }
+            return Some(lower + (le - lower) * (rank - below) / (count - below));
+        }
+        (lower, below) = (le, count);
+    }
+    None
+}
+
+/// Routes left out of the folded buckets: probes (every second from each load
+/// balancer, every interval from the controller) are not what users wait for.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// `samples` with the buckets of [`QUANTILE_HISTOGRAMS`] summed by `le` over
+/// their other labels (probes' left out), and every other histogram's buckets
+/// left out.
+pub(crate) fn fold_buckets(samples: Vec<Sample>) -> Vec<Sample> {
+    let mut folded: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let Some(family) = s.name.strip_suffix("_bucket") else {
+            out.push(s);
+            continue;
+        };
+        let probe = s.labels.get("route").is_some_and(|r| PROBES.contains(&r.as_str()));
+        if let (true, false, Some(le)) = (QUANTILE_HISTOGRAMS.contains(&family), probe, s.labels.get("le")) {
+            *folded.entry((s.name.clone(), le.clone())).or_default() += s.value;
+        }
+    }
+    out.extend(folded.into_iter().map(|((name, le), value)| Sample {
+        name,
+        labels: BTreeMap::from([("le".to_owned(), le)]),
+        value,
+    }));
+    out
+}
+
 /// One sample of a scrape: a metric's name, its labels, its value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Sample {
@@ -233,6 +300,11 @@ pub(crate) struct Recorder {
     nudge: Notify,
     /// Whether free disk was below the threshold at the last look.
     disk_low: AtomicBool,
+    /// Every data center's Redis, by node name, connected on first use: where
+    /// the active users are counted.
+    pub(crate) redis: tokio::sync::Mutex<HashMap<String, cache::Redis>>,
+    /// The active users at the last count (with whose Redis answered).
+    active: Mutex<Option<cache::active::ActiveCounts>>,
 }
 
 impl Recorder {
@@ -244,6 +316,8 @@ impl Recorder {
             state: watch::Sender::new(serde_json::Value::Null),
             nudge: Notify::new(),
             disk_low: AtomicBool::new(false),
+            redis: tokio::sync::Mutex::new(HashMap::new()),
+            active: Mutex::new(None),
         }
     }
 
@@ -312,6 +386,16 @@ impl Recorder {
         self.nudge.notified().await;
     }
 
+    /// The active users at the last count.
+    pub(crate) fn active(&self) -> Option<cache::active::ActiveCounts> {
+        self.active.lock().expect("active users poisoned").clone()
+    }
+
+    /// Keep `counts` as the last count.
+    pub(crate) fn set_active(&self, counts: cache::active::ActiveCounts) {
+        *self.active.lock().expect("active users poisoned") = Some(counts);
+    }
+
     /// Remember whether free disk is low now; whether that changed.
     pub(crate) fn disk_low_changed(&self, low: bool) -> bool {
         self.disk_low.swap(low, Ordering::SeqCst) != low
@@ -378,6 +462,49 @@ mod tests {
         // A series silent for the whole retention is forgotten.
         h.prune(3000 + 2 * 3600 * 1000);
         assert_eq!(h.names(), ["x"]);
+    }
+
+    #[test]
+    fn quantiles_come_from_buckets_as_prometheus_computes_them() {
+        let inf = f64::INFINITY;
+        // 100 observations: 50 up to 0.1 s, 40 more up to 0.5 s, 9 up to 1 s, 1 above.
+        let b = [(0.1, 50.0), (0.5, 90.0), (1.0, 99.0), (inf, 100.0)];
+        assert_eq!(quantile(0.5, &b), Some(0.1));
+        let p90 = quantile(0.9, &b).unwrap();
+        assert!((p90 - 0.5).abs() < 1e-9, "{p90}");
+        let p99 = quantile(0.99, &b).unwrap();
+        assert!((p99 - 1.0).abs() < 1e-9, "{p99}");
+        // Interpolated within the bucket holding the rank.
+        let p70 = quantile(0.7, &b).unwrap();
+        assert!((p70 - 0.3).abs() < 1e-9, "{p70}");
+        // A rank in +Inf: the largest finite bound.
+        assert_eq!(quantile(0.999, &b), Some(1.0));
+        // Order does not matter; nothing observed, no +Inf, a bad q: none.
+        let shuffled = [(inf, 100.0), (1.0, 99.0), (0.1, 50.0), (0.5, 90.0)];
+        assert_eq!(quantile(0.99, &shuffled), quantile(0.99, &b));
+        assert_eq!(quantile(0.99, &[(0.1, 0.0), (inf, 0.0)]), None);
+        assert_eq!(quantile(0.99, &[(0.1, 5.0)]), None);
+        assert_eq!(quantile(1.5, &b), None);
+    }
+
+    #[test]
+    fn buckets_are_folded_by_le_and_other_histograms_buckets_dropped() {
+        let http = "millions_http_request_duration_seconds_bucket";
+        let samples = vec![
+            sample(http, &[("route", "/a"), ("le", "0.1")], 3.0),
+            sample(http, &[("route", "/b"), ("le", "0.1")], 4.0),
+            sample(http, &[("route", "/a"), ("le", "+Inf")], 5.0),
+            sample("millions_db_query_duration_seconds_bucket", &[("le", "0.1")], 9.0),
+            sample("millions_http_requests_total", &[("route", "/a")], 5.0),
+        ];
+        let folded = fold_buckets(samples);
+        let names: Vec<(&str, Option<&String>, f64)> =
+            folded.iter().map(|s| (s.name.as_str(), s.labels.get("le"), s.value)).collect();
+        let (inf, tenth) = ("+Inf".to_owned(), "0.1".to_owned());
+        assert_eq!(
+            names,
+            [("millions_http_requests_total", None, 5.0), (http, Some(&inf), 5.0), (http, Some(&tenth), 7.0)]
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   (the run directory's CA and the load balancers' certificates);
 //! - `cluster` (the shard decisions, their file, their publication, the event log),
 //!   `metrics` (the controller's own `/metrics`) and `history` (every node's
-//!   scraped series in bounded rings, for the dashboard);
+//!   scraped series in bounded rings, for the dashboard), then `alerts` (the
+//!   alert rules: evaluated on the history, followed, exported for Prometheus);
 //! - `shared` (what a running controller shares: options, secrets, the nodes under
 //!   supervision, the decisions; questions about a node);
 //! - `pgadmin` (the controller's own SQL: probes, WAL positions, replication
@@ -38,12 +39,15 @@
 //!   data center lost and brought back), `supervise`
 //!   (restarts with backoff), `renew` (the load balancers' certificates renewed
 //!   and reloaded before they expire) and `status` (what `millions status` shows);
-//! - `dashboard` (the page, its assets, its JSON and live stream), then `scrape`
+//! - `dashboard` (the page, its assets, its JSON and live stream) and
+//!   [`prometheus`] (the Prometheus configuration with file-based discovery of
+//!   every node, the alert rules, the Grafana dashboard), then `scrape`
 //!   (every node's `/metrics` and /proc, the disk, on an interval; it publishes
 //!   the dashboard's state);
 //! - `api` (the HTTP API), then `controller` ([`Controller`]: build, run).
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod api;
 mod cluster;
 mod configs;
@@ -62,6 +66,7 @@ mod metrics;
 mod pgadmin;
 mod postgres;
 mod processes;
+pub mod prometheus;
 mod renew;
 mod scrape;
 mod shared;
@@ -71,9 +76,16 @@ mod switchover;
 pub mod tls;
 pub mod wan;
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use topology::Topology;
+
+/// Where the controller serves its API and dashboard unless told otherwise
+/// (`--dashboard`, `MILLIONS_DASHBOARD`): a fixed address, so a bookmark and a
+/// Prometheus scrape of the controller survive restarts. Loopback, outside every
+/// data center's range; 9900 is beside the roles' own defaults (8000s, 9100).
+pub const DEFAULT_DASHBOARD: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9900));
 
 pub use cluster::{ClusterState, Event, ShardState};
 pub use controller::Controller;

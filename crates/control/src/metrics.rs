@@ -14,6 +14,13 @@ struct HealthLabels {
     health: &'static str,
 }
 
+/// Labels of the active-users gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    /// `day`, `week` or `month`.
+    window: &'static str,
+}
+
 /// Labels of the per-node restart counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -36,6 +43,12 @@ pub(crate) struct Metrics {
     restarts: Family<NodeLabels, Counter>,
     /// Failovers completed (a replica promoted in place of a lost primary).
     failovers: Counter,
+    /// Distinct signed-in users of the day, 7 days, 30 days, over every DC (at
+    /// the last count), so Prometheus has them too.
+    active_users: Family<WindowLabels, Gauge>,
+    /// Free bytes of the run directory's filesystem (what the `DiskFreeLow`
+    /// rule watches in Prometheus).
+    disk_free: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -57,6 +70,8 @@ impl Metrics {
             nodes: Family::default(),
             restarts: Family::default(),
             failovers: Counter::default(),
+            active_users: Family::default(),
+            disk_free: Gauge::default(),
             registry,
         };
         m.registry.register("control_nodes", "Nodes of the topology by health", m.nodes.clone());
@@ -69,6 +84,16 @@ impl Metrics {
             "control_failovers",
             "Failovers completed (a replica promoted in place of a lost primary)",
             m.failovers.clone(),
+        );
+        m.registry.register(
+            "control_active_users",
+            "Distinct signed-in users of the window (day, week, month) over every data center, by HyperLogLog",
+            m.active_users.clone(),
+        );
+        m.registry.register(
+            "control_disk_free_bytes",
+            "Free bytes of the run directory's filesystem, at the last scrape round",
+            m.disk_free.clone(),
         );
         for node in topology.nodes() {
             let _ = m
@@ -89,6 +114,18 @@ impl Metrics {
     /// A failover completed.
     pub(crate) fn failed_over(&self) {
         self.failovers.inc();
+    }
+
+    /// The active users counted: of the day, the week, the month.
+    pub(crate) fn set_active_users(&self, day: u64, week: u64, month: u64) {
+        for (window, n) in [("day", day), ("week", week), ("month", month)] {
+            self.active_users.get_or_create(&WindowLabels { window }).set(n as i64);
+        }
+    }
+
+    /// Free bytes of the run directory's filesystem now.
+    pub(crate) fn set_disk_free(&self, bytes: u64) {
+        self.disk_free.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Set the nodes-by-health gauge from every node's health (one of

@@ -3,8 +3,11 @@
 //! answers garbage holds up no other), every node's process tree from /proc
 //! (CPU seconds, resident memory, open files), and the run directory's disk,
 //! into the [`History`](crate::history::History); a `disk-low` event when free
-//! disk falls below the threshold. Also the parser of the Prometheus text format
-//! the nodes answer.
+//! disk falls below the threshold. Then what is derived from it: each tier's
+//! p99 over the interval (from the request-duration buckets), the active users
+//! over every DC's Redis (`cache::active`), the alert rules (`crate::alerts`),
+//! and Prometheus' targets file kept current. Also the parser of the Prometheus
+//! text format the nodes answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use futures::stream::FuturesUnordered;
 use topology::Role;
 
 use crate::cluster::Event;
-use crate::history::{Recorder, Sample, now_ms};
+use crate::history::{QUANTILE_HISTOGRAMS, Recorder, SYSTEM, Sample, fold_buckets, now_ms, quantile};
 use crate::shared::Shared;
 use crate::status::{self, NodeStatus};
 
@@ -25,9 +28,10 @@ const MAX_BODY: usize = 4 << 20;
 
 /// Parse the Prometheus text format (and OpenMetrics' text, whose `# EOF` is a
 /// comment here): one sample per line, `name{label="value",...} value
-/// [timestamp]`. Histogram buckets and `_created` samples are left out (the
-/// dashboard draws means from `_sum` and `_count`; the buckets would multiply
-/// the series kept). Any other line that is not a sample is an error.
+/// [timestamp]`. `_created` samples and the buckets of histograms other than
+/// [`QUANTILE_HISTOGRAMS`] are left out (the dashboard draws their means from
+/// `_sum` and `_count`; their buckets would multiply the series kept). Any other
+/// line that is not a sample is an error.
 pub(crate) fn parse(text: &str) -> Result<Vec<Sample>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -36,7 +40,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Sample>, String> {
             continue;
         }
         let sample = parse_line(line).map_err(|e| format!("line {}: {e}: {line:.80}", i + 1))?;
-        if !sample.name.ends_with("_bucket") && !sample.name.ends_with("_created") {
+        let kept_bucket =
+            sample.name.strip_suffix("_bucket").is_none_or(|family| QUANTILE_HISTOGRAMS.contains(&family));
+        if kept_bucket && !sample.name.ends_with("_created") {
             out.push(sample);
         }
     }
@@ -118,7 +124,7 @@ pub(crate) async fn scrape(
             }
         }
         let text = String::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
-        parse(&text)
+        parse(&text).map(fold_buckets)
     };
     tokio::time::timeout(timeout, fetch)
         .await
@@ -231,10 +237,15 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     let table = tokio::task::spawn_blocking(proc_table).await.unwrap_or_default();
     let tick_hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as f64;
-    for n in nodes.iter().filter(|n| n.running) {
-        if let Some(pid) = n.pid {
-            rec.record(&n.name, host_samples(&table, pid, tick_hz, page));
-        }
+    for n in &nodes {
+        let restarts =
+            Sample { name: "node_restarts_total".into(), labels: BTreeMap::new(), value: n.restarts.into() };
+        match n.pid.filter(|_| n.running) {
+            Some(pid) => {
+                rec.record(&n.name, host_samples(&table, pid, tick_hz, page).into_iter().chain([restarts]))
+            }
+            None => rec.record(&n.name, [restarts]),
+        };
     }
     if let Some((used, free)) = disk_usage(&shared.opts.run_dir) {
         let s = |name: &str, value: u64| Sample {
@@ -243,6 +254,7 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
             value: value as f64,
         };
         rec.record("host", [s("host_disk_used_bytes", used), s("host_disk_free_bytes", free)]);
+        shared.metrics.set_disk_free(free);
         let threshold = rec.opts.disk_free_warning_bytes;
         if rec.disk_low_changed(free < threshold) && free < threshold {
             shared.cluster.record(Event::node(
@@ -258,8 +270,140 @@ pub(crate) async fn round(shared: &Shared, client: &reqwest::Client) {
     }
 
     let targets = targets(shared, &nodes);
+    let scraped_from = now_ms();
     scrape_all(rec, client, targets, rec.opts.timeout).await;
+    rec.record(SYSTEM, tier_p99(shared, scraped_from));
+    count_active(shared).await;
+    follow_alerts(shared);
+    if let Err(e) = crate::prometheus::refresh_targets(shared) {
+        tracing::warn!(error = %e, "could not write Prometheus' targets");
+    }
     rec.prune(now_ms());
+}
+
+/// Evaluate the alert rules on the history now; what starts or stops firing
+/// goes to the event log (`alert-firing`, `alert-resolved`).
+fn follow_alerts(shared: &Shared) {
+    let rec = &shared.dashboard;
+    let now = now_ms();
+    let interval = rec.opts.interval.as_millis() as i64;
+    let series = rec.query(&crate::alerts::NAMES, None, now - crate::alerts::LOOKBACK_MS - interval);
+    let roles = shared.topology().nodes().iter().map(|n| (n.name.clone(), n.role.key().to_owned())).collect();
+    let limits = crate::alerts::Limits::new(&rec.opts);
+    let stale = 2 * interval + rec.opts.timeout.as_millis() as i64;
+    let now_firing = crate::alerts::evaluate(&series, &roles, now, stale, &limits);
+    let changes = crate::alerts::follow(&mut shared.alerts.lock().expect("alerts poisoned"), now_firing);
+    for (kind, alert) in changes {
+        shared.cluster.record(Event::node(
+            kind,
+            &alert.subject,
+            format!("{}: {}", alert.rule, alert.summary),
+        ));
+    }
+}
+
+/// The histogram each tier's p99 is taken from: what a load balancer measured
+/// of its backends, the requests every other node served.
+fn p99_family(role: Role) -> &'static str {
+    if role == Role::LoadBalancer { QUANTILE_HISTOGRAMS[1] } else { QUANTILE_HISTOGRAMS[0] }
+}
+
+/// Each tier's p99 over the last interval (`tier_request_duration_p99_seconds
+/// {role}`): the increase of every bucket between each of its nodes' last two
+/// scrapes (those scraped since `scraped_from`), summed over the tier, then
+/// [`quantile`]. No sample for a tier that served nothing in the interval.
+pub(crate) fn tier_p99(shared: &Shared, scraped_from: i64) -> Vec<Sample> {
+    let rec = &shared.dashboard;
+    let since = scraped_from - 3 * rec.opts.interval.as_millis() as i64;
+    // Nodes scraped before this round: a bucket series new in this round is
+    // one whose labels (a route) were first used since, so it rose from zero.
+    let known: std::collections::HashSet<String> = rec
+        .query(&["scrape_up"], None, since)
+        .into_iter()
+        .filter(|s| s.points.len() >= 2)
+        .map(|s| s.node)
+        .collect();
+    let mut by_role: BTreeMap<&'static str, BTreeMap<String, f64>> = BTreeMap::new();
+    for family in QUANTILE_HISTOGRAMS {
+        let name = format!("{family}_bucket");
+        for series in rec.query(&[&name], None, since) {
+            let Some(node) = shared.topology().node(&series.node) else { continue };
+            let (v0, (t1, v1)) = match series.points.as_slice() {
+                [.., (_, v0), last] => (*v0, *last),
+                [only] if known.contains(&series.node) => (0.0, *only),
+                _ => continue,
+            };
+            let Some(le) = series.labels.get("le") else { continue };
+            if p99_family(node.role) != family || t1 < scraped_from {
+                continue;
+            }
+            // A counter that went down was restarted: its value is the increase.
+            let increase = if v1 >= v0 { v1 - v0 } else { v1 };
+            *by_role.entry(node.role.key()).or_default().entry(le.clone()).or_default() += increase;
+        }
+    }
+    by_role
+        .into_iter()
+        .filter_map(|(role, buckets)| {
+            let buckets: Vec<(f64, f64)> =
+                buckets.iter().filter_map(|(le, n)| Some((le.parse::<f64>().ok()?, *n))).collect();
+            Some(Sample {
+                name: "tier_request_duration_p99_seconds".into(),
+                labels: BTreeMap::from([("role".to_owned(), role.to_owned())]),
+                value: quantile(0.99, &buckets)?,
+            })
+        })
+        .collect()
+}
+
+/// Count the daily, weekly and monthly active users over every data center's
+/// Redis (`cache::active::count`: their union), into the history
+/// (`active_users{window}`) and the dashboard's state.
+async fn count_active(shared: &Shared) {
+    let rec = &shared.dashboard;
+    let mut servers = Vec::new();
+    let mut missing = Vec::new();
+    {
+        let mut handles = rec.redis.lock().await;
+        for node in shared.topology().nodes_of(Role::Redis) {
+            if !handles.contains_key(&node.name) {
+                let url = crate::configs::redis_spec(shared, node).url();
+                match cache::Redis::connect(&url, cache::DEFAULT_PREFIX, rec.opts.timeout).await {
+                    Ok(redis) => {
+                        handles.insert(node.name.clone(), redis);
+                    }
+                    Err(e) => missing.push((node.name.clone(), e.to_string())),
+                }
+            }
+            if let Some(redis) = handles.get(&node.name) {
+                servers.push((node.name.clone(), redis.clone()));
+            }
+        }
+    }
+    if servers.is_empty() && missing.is_empty() {
+        return;
+    }
+    let today = cache::active::day_of(std::time::SystemTime::now());
+    let tag = std::process::id().to_string();
+    let counts = match cache::active::count(&servers, today, &tag).await {
+        Ok(mut counts) => {
+            let s = |window: &str, value: u64| Sample {
+                name: "active_users".into(),
+                labels: BTreeMap::from([("window".to_owned(), window.to_owned())]),
+                value: value as f64,
+            };
+            rec.record(SYSTEM, [s("day", counts.day), s("week", counts.week), s("month", counts.month)]);
+            shared.metrics.set_active_users(counts.day, counts.week, counts.month);
+            counts.missing.extend(missing);
+            counts
+        }
+        Err(e) => {
+            tracing::debug!(error = e, "no active users counted");
+            missing.push(("every redis".into(), e));
+            cache::active::ActiveCounts { missing, ..Default::default() }
+        }
+    };
+    rec.set_active(counts);
 }
 
 /// The nodes that serve `/metrics` and run: name and address.
@@ -306,6 +450,7 @@ mod tests {
                     # TYPE millions_http_requests counter\n\
                     millions_http_requests_total{route=\"/a\",method=\"GET\",status=\"200\"} 12\n\
                     millions_http_request_duration_seconds_bucket{le=\"0.1\"} 3\n\
+                    millions_db_query_duration_seconds_bucket{le=\"0.1\"} 3\n\
                     millions_http_request_duration_seconds_sum 0.25\n\
                     odd{a=\"x\\\"y\\\\z\\n\", b = \"\",} +Inf 1700000000000\n\
                     up 1\n# EOF\n";
@@ -313,13 +458,19 @@ mod tests {
         let names: Vec<&str> = samples.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["millions_http_requests_total", "millions_http_request_duration_seconds_sum", "odd", "up"]
+            [
+                "millions_http_requests_total",
+                "millions_http_request_duration_seconds_bucket",
+                "millions_http_request_duration_seconds_sum",
+                "odd",
+                "up"
+            ]
         );
         assert_eq!(samples[0].labels["status"], "200");
         assert_eq!(samples[0].value, 12.0);
-        assert_eq!(samples[2].labels["a"], "x\"y\\z\n");
-        assert_eq!(samples[2].labels["b"], "");
-        assert!(samples[2].value.is_infinite());
+        assert_eq!(samples[3].labels["a"], "x\"y\\z\n");
+        assert_eq!(samples[3].labels["b"], "");
+        assert!(samples[3].value.is_infinite());
         for garbage in [
             "<html>oops</html>",
             "metric{a=\"1\" 2",

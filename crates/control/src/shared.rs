@@ -112,6 +112,9 @@ pub(crate) struct Shared {
     pub(crate) shard_ops: Arc<Vec<Mutex<()>>>,
     /// Every node's scraped metrics and the dashboard's latest state.
     pub(crate) dashboard: Arc<Recorder>,
+    /// The alerts firing, by rule and subject (followed every scrape round).
+    pub(crate) alerts:
+        Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), crate::alerts::Alert>>>,
 }
 
 impl Shared {

@@ -98,7 +98,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     s.metrics.refresh(&s.pool);
-    ([("content-type", "text/plain; version=0.0.4")], s.registry.render()).into_response()
+    ([("content-type", telemetry::CONTENT_TYPE)], s.registry.render()).into_response()
 }
 
 fn views(pool: &Pool) -> Vec<BackendView> {

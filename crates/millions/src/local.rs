@@ -6,7 +6,7 @@
 //! commands talk to the controller's API, found through `control.json`.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,6 +58,11 @@ pub struct UpArgs {
     /// See `control --scrape-interval`.
     #[arg(long, default_value = "5s")]
     scrape_interval: humantime::Duration,
+    /// Where the controller serves its dashboard (and API). A fixed address by
+    /// default (127.0.0.1:9900), refused if taken; port 0 picks any free port
+    /// (two stacks on one machine, tests).
+    #[arg(long, env = "MILLIONS_DASHBOARD", default_value_t = control::DEFAULT_DASHBOARD)]
+    dashboard: SocketAddr,
 }
 
 impl UpArgs {
@@ -76,8 +81,8 @@ impl UpArgs {
 pub struct ControlArgs {
     #[command(flatten)]
     home: HomeArgs,
-    /// Where the control API listens.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Where the control API and the dashboard listen (port 0: any free port).
+    #[arg(long, env = "MILLIONS_DASHBOARD", default_value_t = control::DEFAULT_DASHBOARD)]
     api: SocketAddr,
     /// See `up --unsafe-fast-storage`.
     #[arg(long)]
@@ -415,13 +420,41 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     check_state_matches(home, stored.as_ref(), &topology)?;
     control::lb::check_configs(&topology)?;
     topology.check_ports_free()?;
+    let api = dashboard_addr(&topology, args.dashboard)?;
 
     std::fs::create_dir_all(home.join("logs")).with_context(|| format!("creating {}", home.display()))?;
     let home = home.canonicalize()?;
     std::fs::write(topology_path(&home), &text)?;
-    let api =
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nodes::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?);
     start_controller(&home, &topology, api, &args.control_flags()).await
+}
+
+/// The address the controller will serve its dashboard and API on: `wanted`,
+/// checked to be no node's and free (nothing is bound here that stays bound),
+/// or with port 0 a free port of its IP.
+fn dashboard_addr(topology: &topology::Topology, wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let https = topology.ports().https;
+    if wanted.port() == 0 {
+        return Ok(SocketAddr::new(wanted.ip(), nodes::free_port(wanted.ip())?));
+    }
+    if let Some(node) = topology.nodes().iter().find(|n| n.listen_addrs(https).any(|(a, _)| a == wanted)) {
+        bail!(
+            "--dashboard {wanted} is {}'s address in the topology: choose another \
+             (--dashboard ADDR or MILLIONS_DASHBOARD)",
+            node.name
+        );
+    }
+    match std::net::TcpListener::bind(wanted) {
+        Ok(listener) => {
+            drop(listener);
+            Ok(wanted)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "the dashboard's address {wanted} is in use (another `millions up`, or another program): \
+             choose another with --dashboard ADDR or MILLIONS_DASHBOARD (port 0: any free port, \
+             printed once up)"
+        ),
+        Err(e) => bail!("the dashboard's address {wanted} cannot be bound: {e}"),
+    }
 }
 
 /// A run directory that holds the state of an earlier `up` (shard decisions,
@@ -594,6 +627,13 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
         "  dashboard: http://{api}/dashboard    (read-only without a token; its actions ask for the admin token,"
     );
     println!("      the \"admin\" field of {})", home.join("secrets.json").display());
+    let prom = control::prometheus::dir(home);
+    println!(
+        "  prometheus: {}    (every node by file-based discovery, {}; grafana: {})",
+        prom.join("prometheus.yml").display(),
+        prom.join("targets.json").display(),
+        prom.join("grafana-dashboard.json").display()
+    );
     println!("  stop:   millions down");
 }
 

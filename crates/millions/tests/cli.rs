@@ -154,6 +154,7 @@ fn millions_with_path(home: &Path, bin: &Path, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_millions"))
         .args(args)
         .env("MILLIONS_HOME", home)
+        .env("MILLIONS_DASHBOARD", "127.0.0.1:0")
         .env("PATH", path)
         .output()
         .expect("running millions")
@@ -627,6 +628,23 @@ fn up_refuses_bad_topologies_and_taken_addresses_and_starts_nothing() {
     assert!(!o.status.success());
     assert!(text(&o).contains("presets: single, default, test"), "{}", text(&o));
     assert!(!home.exists());
+
+    // The dashboard's fixed address: a bad value, a node's address, or one in
+    // use are refused before anything is written or started.
+    let path = dir.path().join("topology.toml");
+    std::fs::write(&path, &good).unwrap();
+    let lb = format!("{dc1}10:8000");
+    let taken_addr = format!("127.0.0.1:{port}");
+    for (dashboard, expected) in [
+        ("localhost-ish", "invalid value 'localhost-ish' for '--dashboard"),
+        (lb.as_str(), "is dc1-lb-1's address in the topology"),
+        (taken_addr.as_str(), &format!("the dashboard's address {taken_addr} is in use")),
+    ] {
+        let o = millions(home, &["up", "--topology", &path.to_string_lossy(), "--dashboard", dashboard]);
+        assert!(!o.status.success(), "{dashboard}");
+        assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
+        assert!(!home.exists(), "{dashboard}: the run directory was created");
+    }
 
     // A run directory holding the state of another topology (left by `down`),
     // or nodes of a crashed controller's topology: refused before anything

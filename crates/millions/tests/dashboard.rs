@@ -3,8 +3,11 @@
 //! metrics, PostgreSQL and Redis included, the nodes' own metrics, clear 4xx
 //! for bad input), then the page in headless Chromium (driven over WebDriver by
 //! chromedriver, as `crates/web/tests/browser.rs` does): it lists every node,
-//! its charts draw data, and a node killed through its action shows as down,
-//! then restarted. One topology for the whole binary: one test.
+//! its charts draw data (each tier's p99, the business numbers, the active
+//! users), a node killed through its action shows as down, then restarted, and
+//! a node restarting in a loop fires an alert the page shows. Also the
+//! Prometheus files `up` writes, checked by promtool. One topology for the
+//! whole binary: one test.
 
 mod support;
 
@@ -104,13 +107,94 @@ async fn get_json(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// What `up` wrote for an operator's own Prometheus and Grafana: the
+/// configuration passes `promtool check config`, its alert rules `promtool
+/// check rules`, its targets are every node
+/// serving `/metrics` (and the controller), each of which passes `promtool
+/// check metrics` (the exposition format's rules and Prometheus' naming), and
+/// every metric the Grafana dashboard names is served by some node (a typo in
+/// a panel's query fails here).
+async fn prometheus_files_check_out(up_output: &str) {
+    let config = up_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prometheus: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no prometheus line: {up_output}"))
+        .to_owned();
+    let dir = Path::new(&config).parent().unwrap().to_owned();
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "config", &config], ""));
+    assert!(ok, "promtool check config {config}: {said}");
+    let rules = dir.join("alerts.yml").display().to_string();
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "rules", &rules], ""));
+    assert!(ok && said.contains("SUCCESS: 7 rules found"), "promtool check rules {rules}: {said}");
+    let targets: Value = serde_json::from_slice(&std::fs::read(dir.join("targets.json")).unwrap()).unwrap();
+    let mut nodes: Vec<(String, String, String)> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let name = g["labels"]["node"].as_str().unwrap().to_owned();
+            (
+                name,
+                g["labels"]["role"].as_str().unwrap().to_owned(),
+                g["targets"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    let roles: Vec<&str> = nodes.iter().map(|n| n.1.as_str()).collect();
+    assert_eq!(roles, ["control", "dns", "lb", "web", "worker"], "{targets}");
+    let mut served = String::new();
+    for (name, _, addr) in &nodes {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "metrics"], &text));
+        assert!(ok && said.trim().is_empty(), "promtool check metrics on {name}'s /metrics: {said}");
+        served.push_str(&text);
+    }
+    let grafana = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&grafana).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{grafana}");
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    // Every panel's query is PromQL Prometheus parses: promtool checks them as
+    // the expressions of recording rules.
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        rules.push_str(&format!("      - record: grafana_panel_{i}\n        expr: {}\n", json!(expr)));
+    }
+    let queries = dir.parent().unwrap().join("grafana-queries.yml");
+    std::fs::write(&queries, &rules).unwrap();
+    let queries = queries.display().to_string();
+    let (ok, said) = tokio::task::block_in_place(|| testkit::promtool(&["check", "rules", &queries], ""));
+    assert!(ok, "the Grafana dashboard's queries: {said}\n{rules}");
+    for expr in exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            // A histogram with no observation yet shows only its family's name.
+            if word.starts_with("millions_") {
+                assert!(
+                    served.contains(word.trim_end_matches("_bucket")),
+                    "the Grafana dashboard's {word} is served by no node ({expr})"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     let topo = own_ranges(home, topology::preset_text("test").unwrap());
+    // The dashboard at the address asked for (a free one: tests never take the
+    // fixed default).
+    let at = format!("127.0.0.1:{}", nodes::free_port("127.0.0.1".parse().unwrap()).unwrap());
+    let topo = topo.to_string_lossy();
     let args =
-        ["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage", "--scrape-interval", "1s"];
+        ["up", "--topology", &topo, "--unsafe-fast-storage", "--scrape-interval", "1s", "--dashboard", &at];
     let o = tokio::task::block_in_place(|| millions(home, &args));
     let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
@@ -123,6 +207,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         .strip_suffix("/dashboard")
         .unwrap_or_else(|| panic!("the dashboard is at /dashboard: {out}"))
         .to_owned();
+    assert_eq!(url, format!("http://{at}"), "the dashboard is where --dashboard put it");
 
     // The JSON for scripts, without a token: every node, healthy.
     let (status, state) = get_json(&format!("{url}/api/dashboard/state")).await;
@@ -162,6 +247,40 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         }
     })
     .await;
+    // A user signs up, logs in and reads the feed (straight at the web server):
+    // the web tier's p99 and the active users of the day come from that.
+    let web = state["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "dc1-web-1").unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app = reqwest::Client::new();
+    let creds = json!({"username": "watcher", "password": "password123"});
+    let r = app.post(format!("http://{web}/api/v1/users")).json(&creds).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = app.post(format!("http://{web}/api/v1/sessions")).json(&creds).send().await.unwrap();
+    let session: Value = r.json().await.unwrap();
+    let token = session["token"].as_str().unwrap();
+    let r = app.get(format!("http://{web}/api/v1/feed")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    until("the web tier's p99 and one active user", async || {
+        let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+        let q = "names=tier_request_duration_p99_seconds&node=system";
+        let (_, v) = get_json(&format!("{url}/api/dashboard/series?{q}")).await;
+        let p99 =
+            v["series"].as_array().into_iter().flatten().any(|s| {
+                s["labels"]["role"] == "web" && s["points"].as_array().is_some_and(|p| !p.is_empty())
+            });
+        let a = &s["active_users"];
+        if p99 && a["day"] == 1 && a["month"] == 1 && a["counted"].as_array().is_some_and(|c| c.len() == 1) {
+            Ok(())
+        } else {
+            Err(format!("p99 {p99}; active users {a}"))
+        }
+    })
+    .await;
+
+    prometheus_files_check_out(&out).await;
+
     for (query, want) in [
         ("names=no_such_metric", 404),
         ("names=host_open_fds&since=soon", 400),
@@ -195,7 +314,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         }
     })
     .await;
-    for chart in ["cpu", "memory", "fds", "rate-web", "disk"] {
+    for chart in ["cpu", "memory", "fds", "rate-web", "duration-web", "disk", "business", "active-users"] {
         let script = format!(
             "const c = document.querySelector('#chart-{chart}'); \
              return c && c.querySelector('canvas') ? Number(c.dataset.points || 0) : -1;"
@@ -206,6 +325,23 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         })
         .await;
     }
+
+    // Nothing is wrong: no alert fires, and the page says so.
+    let (_, now) = get_json(&format!("{url}/api/dashboard/state")).await;
+    assert_eq!(now["alerts"], json!([]), "{now}");
+    until("the alerts area", async || {
+        let none = c.find_all(Locator::Css("#alerts li.none")).await.map_err(|e| e.to_string())?;
+        if none.len() == 1 { Ok(()) } else { Err(body(&c).await) }
+    })
+    .await;
+    until("the active users on the page", async || {
+        let dau = c.find(Locator::Css("#dau")).await.map_err(|e| e.to_string())?;
+        match dau.text().await.map_err(|e| e.to_string())?.as_str() {
+            "1" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
 
     // Without the token, an action is not sent.
     let kill = "tr.node[data-node='dc1-web-1'] button[data-action='kill']";
@@ -257,5 +393,38 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         })
         .await;
     }
+
+    // A node restarting in a loop (killed three times, restarted by the
+    // supervisor each time) fires an alert: on the page and in the event log.
+    let restarts = async |node: &str| {
+        let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+        let n = s["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).cloned().unwrap();
+        (n["restarts"].as_u64().unwrap(), n["health"] == "healthy")
+    };
+    let api = reqwest::Client::new();
+    for round in 1..=3 {
+        let r =
+            api.post(format!("{url}/api/nodes/dc1-worker-1/kill")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        until(&format!("restart {round} of the worker"), async || match restarts("dc1-worker-1").await {
+            (n, true) if n == round => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+    }
+    until("the restart loop alert on the page", async || {
+        let css = "#alerts li[data-rule='NodeRestartLoop'][data-severity='page']";
+        let found = c.find_all(Locator::Css(css)).await.map_err(|e| e.to_string())?;
+        if found.len() == 1 { Ok(()) } else { Err(body(&c).await) }
+    })
+    .await;
+    let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+    assert_eq!(s["alerts"][0]["subject"], "dc1-worker-1", "{s}");
+    let fired = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "alert-firing" && e["node"] == "dc1-worker-1");
+    assert!(fired, "{s}");
     let _ = c.close().await;
 }

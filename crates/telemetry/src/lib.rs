@@ -98,13 +98,68 @@ impl Registry {
         self.inner.lock().expect("metrics registry poisoned").register_collector(collector);
     }
 
-    /// The Prometheus text exposition of every registered metric.
+    /// Every registered metric in the Prometheus text format ([`CONTENT_TYPE`]),
+    /// which Prometheus scrapes and `promtool check metrics` checks.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let r = self.inner.lock().expect("metrics registry poisoned");
         prometheus_client::encoding::text::encode(&mut out, &r).expect("writing to a String cannot fail");
-        out
+        drop(r);
+        classic_text(&out)
     }
+}
+
+/// The content type of [`Registry::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text (what `prometheus_client` writes) as the Prometheus text
+/// format: a counter family's `HELP` and `TYPE` name its samples' name (with
+/// `_total`), and the `UNIT` and `# EOF` lines, which that format lacks, are left
+/// out. Samples are the same in both.
+fn classic_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len() + 256);
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(held) = help.replace(rest) {
+                push_line(&mut out, "# HELP ", held);
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let counter = rest.strip_suffix(" counter").filter(|name| !name.ends_with("_total"));
+            if let Some(held) = help.take() {
+                match (counter, held.split_once(' ')) {
+                    (Some(name), Some((of, text))) if of == name => {
+                        out.push_str(&format!("# HELP {name}_total {text}\n"));
+                    }
+                    _ => push_line(&mut out, "# HELP ", held),
+                }
+            }
+            match counter {
+                Some(name) => out.push_str(&format!("# TYPE {name}_total counter\n")),
+                None => push_line(&mut out, "# TYPE ", rest),
+            }
+            continue;
+        }
+        if let Some(held) = help.take() {
+            push_line(&mut out, "# HELP ", held);
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        push_line(&mut out, "", line);
+    }
+    if let Some(held) = help {
+        push_line(&mut out, "# HELP ", held);
+    }
+    out
+}
+
+fn push_line(out: &mut String, prefix: &str, line: &str) {
+    out.push_str(prefix);
+    out.push_str(line);
+    out.push('\n');
 }
 
 /// Labels of one HTTP request for the request metrics.
@@ -172,5 +227,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("millions_http_request_duration_seconds_bucket"), "{text}");
+        // The Prometheus text format: a counter's family is named as its samples.
+        assert!(text.contains("# HELP millions_http_requests_total HTTP requests served.\n"), "{text}");
+        assert!(text.contains("# TYPE millions_http_requests_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE millions_http_request_duration_seconds histogram\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn open_metrics_text_becomes_the_prometheus_text_format() {
+        let open = "# HELP a_seconds Time.\n# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds 1\n\
+                    # HELP b Things done.\n# TYPE b counter\nb_total{x=\"1\"} 2\n\
+                    # HELP c_total Odd.\n# TYPE c_total counter\nc_total_total 3\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP a_seconds Time.\n# TYPE a_seconds gauge\na_seconds 1\n\
+             # HELP b_total Things done.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\n\
+             # HELP c_total Odd.\n# TYPE c_total counter\nc_total_total 3\n"
+        );
     }
 }

@@ -19,6 +19,27 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// `promtool ARGS` (the official Prometheus checker, from Debian's prometheus
+/// package, which `scripts/setup.sh test` installs), `stdin` written to it:
+/// whether it passed, and all it said.
+pub fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool (Debian's prometheus package; scripts/setup.sh test installs it)");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writing to promtool");
+    let o = child.wait_with_output().expect("promtool's output");
+    (
+        o.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
 /// The names of the files below `dir`, recursively, sorted (an object store's
 /// keys: tests count and compare them to show nothing was stored, or twice).
 pub fn files_in(dir: &std::path::Path) -> Vec<String> {

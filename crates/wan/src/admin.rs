@@ -82,7 +82,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], s.registry.render()).into_response()
+    ([("content-type", telemetry::CONTENT_TYPE)], s.registry.render()).into_response()
 }
 
 async fn links(State(s): State<AdminState>) -> Json<Vec<LinkView>> {

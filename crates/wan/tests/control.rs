@@ -156,6 +156,9 @@ async fn the_admin_api_cuts_heals_and_refuses_bad_requests_changing_nothing() {
     let (_, metrics) = admin(&gw, Method::GET, "/metrics", None).await;
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(metrics.contains("wan_delay_seconds{peer_dc=\"dc2\"} 0.04"), "{metrics}");
+    // The exposition format's rules and Prometheus' naming, by the official checker.
+    let (ok, said) = testkit::promtool(&["check", "metrics"], &metrics);
+    assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}\n{metrics}");
 }
 
 /// A change that makes a configuration invalid.

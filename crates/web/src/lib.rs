@@ -82,6 +82,8 @@ impl Application {
         let subscribed = Arc::new(tokio::sync::Notify::new());
         let listener_task =
             cache::spawn_listener(state.caches().invalidator.clone(), shutdown.child_token(), subscribed);
+        // The signed-in users served, into the DC's HyperLogLogs once a second.
+        let active_task = state.active_users().clone().spawn(Duration::from_secs(1), shutdown.child_token());
         let grace = Duration::from_secs(state.config().http.shutdown_grace_secs);
         let app = router(state.clone());
         tracing::info!(addr = %self.local_addr, "web server listening");
@@ -104,6 +106,8 @@ impl Application {
             }
         }
         listener_task.abort();
+        // Its last flush, bounded by Redis' timeout.
+        let _ = active_task.await;
         tracing::info!("web server stopped");
         Ok(())
     }

@@ -51,10 +51,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.data().refresh_pool_metrics();
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.registry().render(),
-    )
+    ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], state.registry().render())
 }
 
 /// The request's id: the one it came with if the rule keeps it

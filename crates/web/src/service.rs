@@ -399,6 +399,7 @@ pub async fn signup(
         },
         e => e.into(),
     })?;
+    state.business().signups.inc();
     tracing::info!(user_id = user.user_id, "signup");
     Ok(user_view(&user, None))
 }
@@ -772,6 +773,9 @@ pub async fn set_follow(
             e => e.into(),
         })?;
     if change == Change::Changed {
+        if on {
+            state.business().follows.inc();
+        }
         let caches = state.caches();
         caches.profiles.invalidate(&viewer.to_string()).await;
         caches.profiles.invalidate(&target.to_string()).await;
@@ -801,6 +805,7 @@ pub async fn set_follow(
 pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result<PostView, ApiError> {
     let caption = check_caption(caption)?;
     let (post, job) = state.data().create_post_queued(author, &caption).await?;
+    state.business().posts.inc();
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
@@ -850,6 +855,8 @@ pub async fn create_photo_post(
     let original = crate::media::store_upload(state, photo).await?;
     let max_attempts = state.config().media.max_attempts;
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
+    state.business().posts.inc();
+    state.business().photos.inc();
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
@@ -884,6 +891,9 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
         e => e.into(),
     })?;
     if change == Change::Changed {
+        if on {
+            state.business().likes.inc();
+        }
         state.caches().posts.invalidate(&id.get().to_string()).await;
     }
     Ok(LikeView { liked: on, like_count })

@@ -95,6 +95,38 @@ impl TimelineReads {
     }
 }
 
+/// What the users did, counted where it succeeds (`millions_business_*_total`):
+/// the dashboard charts them per minute.
+#[derive(Clone, Debug, Default)]
+pub struct Business {
+    /// Accounts created.
+    pub signups: Counter,
+    /// Posts published, text or photo.
+    pub posts: Counter,
+    /// Photo posts accepted (also counted in `posts`).
+    pub photos: Counter,
+    /// Likes given (a repeated like changes nothing and is not counted).
+    pub likes: Counter,
+    /// Follows started (a repeated follow is not counted).
+    pub follows: Counter,
+}
+
+impl Business {
+    fn new(registry: &telemetry::Registry) -> Business {
+        let b = Business::default();
+        for (name, help, counter) in [
+            ("business_signups", "Accounts created", &b.signups),
+            ("business_posts", "Posts published, text or photo", &b.posts),
+            ("business_photos", "Photo posts accepted", &b.photos),
+            ("business_likes", "Likes given", &b.likes),
+            ("business_follows", "Follows started", &b.follows),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        b
+    }
+}
+
 /// Shared state of one web server; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -131,6 +163,11 @@ struct Inner {
     /// Home-feed timeline reads by outcome: how often a cold (never built, lapsed
     /// or evicted) timeline had to be rebuilt from the shards.
     timeline_reads: TimelineReads,
+    /// What the users did (signups, posts, photos, likes, follows).
+    business: Business,
+    /// The signed-in users served, sent once a second to the DC's Redis
+    /// HyperLogLogs (daily, weekly, monthly active users).
+    active_users: Arc<cache::active::ActiveUsers>,
     /// Set when shutdown begins, so `/readyz` fails and load balancers stop sending.
     draining: AtomicBool,
 }
@@ -159,6 +196,8 @@ impl AppState {
         let store: Arc<dyn media::ObjectStore> = Arc::new(media::LocalStore::open(&config.media.store_dir)?);
         let http_metrics = telemetry::HttpMetrics::new(&registry);
         let timeline_reads = TimelineReads::new(&registry);
+        let business = Business::new(&registry);
+        let active_users = Arc::new(cache::active::ActiveUsers::new(redis.clone(), &registry));
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -172,6 +211,8 @@ impl AppState {
                 registry,
                 http_metrics,
                 timeline_reads,
+                business,
+                active_users,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -220,6 +261,14 @@ impl AppState {
     /// Home-feed timeline reads by outcome.
     pub fn timeline_reads(&self) -> &TimelineReads {
         &self.inner.timeline_reads
+    }
+    /// What the users did.
+    pub fn business(&self) -> &Business {
+        &self.inner.business
+    }
+    /// The signed-in users served since the last flush.
+    pub fn active_users(&self) -> &Arc<cache::active::ActiveUsers> {
+        &self.inner.active_users
     }
     /// Whether shutdown has begun.
     pub fn draining(&self) -> bool {

@@ -80,6 +80,9 @@ pub async fn session_scope(state: &AppState, mut req: Request, next: Next) -> Re
         Err(e) => Err(Arc::new(e.to_string())),
     };
     let live = matches!(loaded, Ok(Some(_)));
+    if let Ok(Some(session)) = &loaded {
+        state.active_users().saw(session.user_id);
+    }
     req.extensions_mut().insert(Loaded(loaded));
     let (response, written) = if live {
         let (sessions, floor_token) = (state.sessions().clone(), token.clone());

@@ -1393,3 +1393,60 @@ async fn cold_pages_load_in_batches_and_logins_are_cached() {
     assert_eq!(queries(&b, "session").await, sessions);
     assert_eq!(b.state.caches().metrics.get("session", "l2_hit"), 1);
 }
+
+/// The value of the sample `line_start` (`name{labels}` or `name`) in `/metrics`.
+async fn metric(app: &testkit::TestApp, line_start: &str) -> f64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let value = text.lines().find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '));
+    value.unwrap_or_else(|| panic!("no {line_start} in:\n{text}")).parse().unwrap()
+}
+
+#[tokio::test]
+async fn business_counters_and_active_users_are_counted() {
+    let app = spawn_app().await;
+    let a = signup(&app, "maker").await;
+    let b = signup(&app, "taker").await;
+    let id = post_text(&app, &a, "count me").await;
+    let like = format!("/api/v1/posts/{id}/like");
+    for _ in 0..2 {
+        call(&app, "PUT", &like, Some(&b), None, StatusCode::OK).await;
+        call(&app, "PUT", "/api/v1/users/maker/follow", Some(&b), None, StatusCode::OK).await;
+    }
+    let photo = reqwest::multipart::Form::new()
+        .part("photo", reqwest::multipart::Part::bytes(jpeg(64, 48)).file_name("p.jpg"));
+    let r = reqwest::Client::new()
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&a.token)
+        .multipart(photo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", r.text().await.unwrap());
+    // A repeated like or follow changes nothing and is not counted.
+    for (name, want) in [("signups", 2.0), ("posts", 2.0), ("photos", 1.0), ("likes", 1.0), ("follows", 1.0)]
+    {
+        assert_eq!(metric(&app, &format!("millions_business_{name}_total")).await, want, "{name}");
+    }
+
+    // The signed-in users served reach the DC's HyperLogLog of the day within
+    // a flush (once a second), under a key that expires.
+    let redis = app.state.redis().clone();
+    let key = cache::active::day_key(redis.prefix(), cache::active::day_of(std::time::SystemTime::now()));
+    testkit::eventually("both users counted active today", || {
+        let (redis, key) = (redis.clone(), key.clone());
+        async move {
+            let n: u64 = redis
+                .run(|mut c| async move { ::redis::cmd("PFCOUNT").arg(&key).query_async(&mut c).await })
+                .await
+                .unwrap();
+            n == 2
+        }
+    })
+    .await;
+    assert!(metric(&app, "millions_active_users_flushes_total").await >= 1.0);
+    let ttl: i64 = redis
+        .run(|mut c| async move { ::redis::cmd("TTL").arg(&key).query_async(&mut c).await })
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the day key expires: {ttl}");
+}

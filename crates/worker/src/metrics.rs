@@ -119,8 +119,5 @@ async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
 async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
     ctx.inner.metrics.refresh(&ctx).await;
     ctx.data().refresh_pool_metrics();
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        ctx.inner.registry.render(),
-    )
+    ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], ctx.inner.registry.render())
 }

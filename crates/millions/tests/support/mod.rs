@@ -6,11 +6,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// Run `millions ARGS` with `home` as its run directory.
+/// Run `millions ARGS` with `home` as its run directory, its dashboard on a
+/// free port (tests never take the fixed default one, `--dashboard` overrides).
 pub fn millions(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_millions"))
         .args(args)
         .env("MILLIONS_HOME", home)
+        .env("MILLIONS_DASHBOARD", "127.0.0.1:0")
         .output()
         .expect("running millions")
 }
