@@ -3,6 +3,10 @@
 # The sourcing script sets RUN (its run directory) before calling `port`, and
 # defines say/die.
 
+# A benchmark's own stack serves its dashboard on any free port: the fixed default
+# address belongs to the user's `make up`, which a benchmark never touches.
+export MILLIONS_DASHBOARD="${MILLIONS_DASHBOARD:-127.0.0.1:0}"
+
 # require "HINT" TOOL...: die, naming the tool and HINT (how to install it), unless
 # every TOOL is on the PATH.
 require() {
