@@ -748,6 +748,8 @@ where
                 }
             }
         }
+        // Ends the led flights whose outcome never came (the batch cancelled
+        // before they started); each one that did is ended as it is answered.
         let _ends: Vec<EndFlight<'_, T>> = led
             .iter()
             .map(|(i, flight)| EndFlight { flights: &self.flights, key: keys[*i], flight })
@@ -756,11 +758,20 @@ where
         // lookup of the key meanwhile waits for it), the batch running beside.
         let (senders, receivers): (Vec<_>, Vec<_>) =
             led.iter().map(|_| tokio::sync::oneshot::channel::<Outcome<T>>()).unzip();
-        let inits = led.iter().zip(receivers).map(|((_, flight), rx)| async move {
-            flight
-                .get_or_init(|| async move { rx.await.expect("the batch answers every key it leads") })
-                .await
-                .clone()
+        let inits = led.iter().zip(receivers).map(|((i, flight), rx)| {
+            let key = keys[*i];
+            async move {
+                flight
+                    .get_or_init(|| async move {
+                        // The key's flight ends with its outcome, not with the
+                        // whole batch: a lookup after that (after an invalidation,
+                        // say) starts a load of its own.
+                        let _end = EndFlight { flights: &self.flights, key, flight };
+                        rx.await.expect("the batch answers every key it leads")
+                    })
+                    .await
+                    .clone()
+            }
         });
         let batch = async {
             let indices: Vec<usize> = led.iter().map(|(i, _)| *i).collect();

@@ -685,3 +685,57 @@ async fn a_primed_value_is_a_hit_everywhere_and_a_key_redis_knows_is_never_prime
     assert_eq!(loaded.as_deref().map(String::as_str), Some("from the store"));
     assert!(!c.prime("fresh", "again".to_owned()).await, "a primed key has a generation too");
 }
+
+#[tokio::test]
+async fn a_key_a_batch_answered_is_loaded_afresh_after_an_invalidation_while_the_batch_still_waits() {
+    let r = redis("batch-end:").await;
+    let (c, _, _) = cache(&r, "e");
+    let (loading, proceed) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    // A single lookup of `held` loads and is held back.
+    let single = tokio::spawn({
+        let (c, loading, proceed) = (c.clone(), loading.clone(), proceed.clone());
+        async move {
+            c.get_or_load("held", || async move {
+                loading.notify_one();
+                proceed.notified().await;
+                Ok::<_, String>(Some("held".to_owned()))
+            })
+            .await
+        }
+    });
+    loading.notified().await;
+    // A batch of `held` (joined: it waits) and `k` (led: answered at once).
+    let batch = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let load = |indices: Vec<usize>| {
+                std::future::ready(Ok::<_, String>(LoadedMany {
+                    values: indices.iter().map(|_| Some("old k".to_owned())).collect(),
+                    keep: true,
+                }))
+            };
+            c.get_many_or_fill(&["held", "k"], load).await.unwrap()
+        }
+    });
+    let stored = r.clone();
+    testkit::eventually("the batch stored k", || async {
+        let mut conn = stored.conn().await.unwrap();
+        let v: Option<String> =
+            redis::cmd("GET").arg(stored.key("c:e:k")).query_async(&mut conn).await.unwrap();
+        v.is_some()
+    })
+    .await;
+    // `k` changes while the batch still waits on `held`: a lookup now loads it.
+    c.invalidate("k").await;
+    let fresh = c.get_or_load("k", || async { Ok::<_, String>(Some("new k".to_owned())) }).await.unwrap();
+    assert_eq!(fresh.as_deref().map(String::as_str), Some("new k"), "not the answered batch's old value");
+    proceed.notify_one();
+    assert_eq!(single.await.unwrap().unwrap().as_deref().map(String::as_str), Some("held"));
+    let got = batch.await.unwrap();
+    assert_eq!(
+        got[0].as_deref().map(String::as_str),
+        Some("held"),
+        "the joined key: the single lookup's load"
+    );
+    assert_eq!(got[1].as_deref().map(String::as_str), Some("old k"), "the batch's callers get what it read");
+}
