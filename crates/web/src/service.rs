@@ -923,11 +923,17 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiErr
         .map(|p| p.as_ref().and_then(|p| caches.profiles.cached(itoa::Buffer::new().format(p.user_id))))
         .collect();
     if posts.iter().zip(&authors).any(|(p, a)| p.is_some() && a.is_none()) {
-        let author_ids: Vec<i64> = posts.iter().map(|p| p.as_ref().map_or(0, |p| p.user_id)).collect();
-        authors = batch_by_id(&caches.profiles, &author_ids, |ids| async move {
+        // The authors of the posts found (a post that is gone has none to ask for).
+        let found: Vec<(usize, i64)> =
+            posts.iter().enumerate().filter_map(|(i, p)| Some((i, p.as_ref()?.user_id))).collect();
+        let author_ids: Vec<i64> = found.iter().map(|(_, id)| *id).collect();
+        let loaded = batch_by_id(&caches.profiles, &author_ids, |ids| async move {
             Ok(data.profiles(&ids).await?.into_iter().map(|u| (u.user_id, u)).collect())
         })
         .await?;
+        for ((i, _), author) in found.into_iter().zip(loaded) {
+            authors[i] = author;
+        }
     }
     // A post whose author is gone is left out, as one that is gone.
     Ok(posts

@@ -1450,3 +1450,25 @@ async fn business_counters_and_active_users_are_counted() {
         .unwrap();
     assert!(ttl > 0, "the day key expires: {ttl}");
 }
+
+#[tokio::test]
+async fn a_post_gone_from_a_cold_feed_is_left_out_and_no_author_is_asked_for_it() {
+    let env = TestEnv::new().await;
+    let (a, b) = (env.spawn().await, env.spawn().await);
+    let (alice, bob) = (signup(&a, "alice").await, signup(&a, "bob").await);
+    call(&a, "PUT", "/api/v1/users/alice/follow", Some(&bob), None, StatusCode::OK).await;
+    let post = post_text(&a, &alice, "still here").await;
+    let body = call(&a, "GET", "/api/v1/feed", Some(&bob), None, StatusCode::OK).await;
+    assert_eq!(page_ids(&body).0, vec![post], "bob's timeline is built");
+    // An id in bob's timeline whose post is gone (a newer one, so it leads the page).
+    let gone = post + (1 << 22);
+    a.state.timelines().push(gone, &[bob.id]).await.unwrap();
+    // A server holding none of it in L1 shows the page without it...
+    let body = call(&b, "GET", "/api/v1/feed", Some(&bob), None, StatusCode::OK).await;
+    assert_eq!(page_ids(&body).0, vec![post]);
+    // ... and looked up no author for it (no profile key `0` claimed in Redis).
+    let mut redis = b.state.redis().conn().await.unwrap();
+    let key = b.state.redis().key("gen:profile:0");
+    let claimed: bool = ::redis::cmd("EXISTS").arg(key).query_async(&mut redis).await.unwrap();
+    assert!(!claimed);
+}
