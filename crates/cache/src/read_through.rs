@@ -614,19 +614,7 @@ where
         E: Send + Sync + 'static,
     {
         let seen = self.evictions.snapshot(key);
-        // Keep a value only if no eviction of the key reached L1 while it was
-        // being read (the message may arrive after Redis accepted the fill), nor
-        // between the check and the insert (then the insert is undone).
-        let keep = |v: Arc<T>| {
-            if self.evictions.snapshot(key) != seen {
-                return Outcome::Stale(v);
-            }
-            self.l1.insert(key, v.clone());
-            if self.evictions.snapshot(key) != seen {
-                self.l1.remove(key);
-            }
-            Outcome::Kept(v)
-        };
+        let keep = |v: Arc<T>| self.keep_in_l1(key, seen, v);
         let (value_key, gen_key) = (self.redis_key(key), self.generation_key(key));
         let read = self
             .redis
@@ -832,16 +820,7 @@ where
         let n = indices.len();
         let key = |j: usize| keys[indices[j]];
         let seen: Vec<_> = (0..n).map(|j| self.evictions.snapshot(key(j))).collect();
-        let keep = |j: usize, v: Arc<T>| {
-            if self.evictions.snapshot(key(j)) != seen[j] {
-                return Outcome::Stale(v);
-            }
-            self.l1.insert(key(j), v.clone());
-            if self.evictions.snapshot(key(j)) != seen[j] {
-                self.l1.remove(key(j));
-            }
-            Outcome::Kept(v)
-        };
+        let keep = |j: usize, v: Arc<T>| self.keep_in_l1(key(j), seen[j], v);
         let mut outcomes: Vec<Option<Outcome<T>>> = (0..n).map(|_| None).collect();
         // Every value, then every generation, in one MGET. `None`: the
         // generation is unknown (Redis failed) and nothing is stored.
@@ -1028,15 +1007,24 @@ where
                 return false;
             }
         }
+        // Not primed if an eviction came at any point: Redis no longer holds it.
+        matches!(self.keep_in_l1(key, seen, Arc::new(value)), Outcome::Kept(_))
+            && self.evictions.snapshot(key) == seen
+    }
+
+    /// Keep `v` in L1 only if no eviction of `key` reached this process since
+    /// `seen` (the message may arrive after Redis accepted the fill), nor between
+    /// the check and the insert (then the insert is undone, though the value is
+    /// still reported kept: the eviction came after it).
+    fn keep_in_l1(&self, key: &str, seen: (u64, u64), v: Arc<T>) -> Outcome<T> {
         if self.evictions.snapshot(key) != seen {
-            return false;
+            return Outcome::Stale(v);
         }
-        self.l1.insert(key, Arc::new(value));
+        self.l1.insert(key, v.clone());
         if self.evictions.snapshot(key) != seen {
             self.l1.remove(key);
-            return false;
         }
-        true
+        Outcome::Kept(v)
     }
 
     /// Forget `key` everywhere: Redis (this data center's and its peers'), this
