@@ -42,6 +42,8 @@ async fn watch_shard(shared: Shared, shard: u16) {
     let members: Vec<Node> = shared.topology().shard_nodes(topology::ShardId(shard)).cloned().collect();
     let names: Vec<String> = members.iter().map(|n| n.name.clone()).collect();
     let mut primary_watch = PrimaryWatch::default();
+    // The primary is probed over one kept connection, not a new one each time.
+    let mut prober = pgadmin::Prober::default();
     // Replicas known lost (so each loss is logged once).
     let mut lost: HashSet<String> = HashSet::new();
     // A failover that failed half-way (the map has no primary): the lost
@@ -72,7 +74,7 @@ async fn watch_shard(shared: Shared, shard: u16) {
             primary_watch.reset();
             continue;
         }
-        let probed = pgadmin::probe_primary(&pg_spec(&shared, primary)).await;
+        let probed = prober.probe_primary(&pg_spec(&shared, primary)).await;
         let outcome = match &probed {
             Ok(p) if !p.in_recovery => PrimaryProbe::Primary,
             Ok(_) => PrimaryProbe::InRecovery,

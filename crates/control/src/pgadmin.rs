@@ -3,10 +3,12 @@
 //! slots, checkpoints, the shard database). None of it touches the application's
 //! tables, which only `data` queries. Every call is bounded in time.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use nodes::PostgresSpec;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::error::ControlError;
 
@@ -70,12 +72,98 @@ pub(crate) struct PrimaryProbe {
     pub(crate) streaming: Vec<String>,
 }
 
-/// Is the server still a primary, and which standbys stream from it.
+/// The probe of a primary: its recovery state and its streaming standbys.
+const PROBE_PRIMARY: &str = "SELECT pg_is_in_recovery(), ARRAY(SELECT application_name::text \
+                             FROM pg_stat_replication WHERE state = 'streaming')";
+
+/// Is the server still a primary, and which standbys stream from it (on a fresh
+/// connection: for the occasional check; the failover watcher's steady probing
+/// goes through a [`Prober`]).
 pub(crate) async fn probe_primary(spec: &PostgresSpec) -> Result<PrimaryProbe, ControlError> {
-    const SQL: &str = "SELECT pg_is_in_recovery(), ARRAY(SELECT application_name::text \
-                       FROM pg_stat_replication WHERE state = 'streaming')";
-    let rows = rows(spec, SQL, PROBE_TIMEOUT).await?;
+    let rows = rows(spec, PROBE_PRIMARY, PROBE_TIMEOUT).await?;
     Ok(PrimaryProbe { in_recovery: rows[0].get(0), streaming: rows[0].get(1) })
+}
+
+/// Probes a shard's primary over a kept connection. The failover watcher asks five
+/// times a second; a fresh connection each time (a forked backend and an
+/// authentication on the server) cost each primary about 0.05 cores with the
+/// system at rest, more than all of a web server's idle work (docs/BENCHMARKS.md).
+///
+/// What a probe concludes is what a fresh connection would: a kept connection that
+/// broke (the server restarted, the socket was closed) is replaced by a fresh one
+/// within the same probe, so only a server that a new connection cannot reach
+/// either is reported unreachable. A probe that times out drops the kept
+/// connection: a hung server would hang a new one too, so it is not tried again
+/// in the same probe (which would double the time to detect a failure).
+#[derive(Default)]
+pub(crate) struct Prober {
+    /// The connection kept from the last successful probe, if any.
+    kept: Option<Kept>,
+}
+
+/// A kept probe connection.
+struct Kept {
+    /// The server it is connected to (a failover changes whom the watcher probes).
+    server: SocketAddr,
+    /// The client the probe is sent on.
+    client: Client,
+    /// The probe, prepared once: each probe is then one round trip.
+    statement: Statement,
+    /// The task driving the connection, stopped with it.
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Prober {
+    /// Is the server still a primary, and which standbys stream from it.
+    pub(crate) async fn probe_primary(&mut self, spec: &PostgresSpec) -> Result<PrimaryProbe, ControlError> {
+        let server = spec.addr();
+        let sql_error = |source| ControlError::Sql {
+            server: server.to_string(),
+            statement: PROBE_PRIMARY.to_owned(),
+            source,
+        };
+        let timed_out = || ControlError::SqlTimeout {
+            server: server.to_string(),
+            statement: PROBE_PRIMARY.to_owned(),
+            timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+        };
+        if let Some(kept) = self.kept.take().filter(|k| k.server == server && !k.client.is_closed()) {
+            match tokio::time::timeout(PROBE_TIMEOUT, kept.client.query_one(&kept.statement, &[])).await {
+                Ok(Ok(row)) => {
+                    self.kept = Some(kept);
+                    return Ok(PrimaryProbe { in_recovery: row.get(0), streaming: row.get(1) });
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%server, error = %e, "kept probe connection broke; probing on a new one")
+                }
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        let fresh = async {
+            let (client, connection) = tokio_postgres::connect(&spec.url("postgres"), NoTls).await?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let statement = client.prepare(PROBE_PRIMARY).await?;
+            let kept = Kept { server, client, statement, driver };
+            let row = kept.client.query_one(&kept.statement, &[]).await?;
+            Ok((kept, row))
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, fresh).await {
+            Ok(Ok((kept, row))) => {
+                self.kept = Some(kept);
+                Ok(PrimaryProbe { in_recovery: row.get(0), streaming: row.get(1) })
+            }
+            Ok(Err(e)) => Err(sql_error(e)),
+            Err(_) => Err(timed_out()),
+        }
+    }
 }
 
 /// How much WAL a failover candidate holds.
@@ -185,4 +273,71 @@ pub(crate) async fn ensure_database(spec: &PostgresSpec, name: &str) -> Result<(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pid of the backend that last ran the primary probe, if one is connected.
+    async fn probing_backend(observer: &Client) -> Option<i32> {
+        let rows = observer
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()",
+                &[&PROBE_PRIMARY],
+            )
+            .await
+            .unwrap();
+        assert!(rows.len() <= 1, "at most one probe connection at a time, found {}", rows.len());
+        rows.first().map(|r| r.get(0))
+    }
+
+    async fn observer(url: &str) -> Client {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_prober_keeps_one_connection_across_probes() {
+        let pg = testkit::fresh_postgres();
+        let observer = observer(&pg.url("postgres")).await;
+        let mut prober = Prober::default();
+        let first = prober.probe_primary(pg.spec()).await.unwrap();
+        assert_eq!(first, PrimaryProbe { in_recovery: false, streaming: vec![] });
+        let backend = probing_backend(&observer).await.expect("the probe's connection is kept");
+        for _ in 0..20 {
+            assert!(!prober.probe_primary(pg.spec()).await.unwrap().in_recovery);
+        }
+        assert_eq!(
+            probing_backend(&observer).await,
+            Some(backend),
+            "every probe went over the same connection"
+        );
+        drop(prober);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while probing_backend(&observer).await.is_some() {
+            assert!(std::time::Instant::now() < deadline, "a dropped prober closes its connection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_that_broke_is_replaced_within_the_probe() {
+        let mut pg = testkit::fresh_postgres();
+        let mut prober = Prober::default();
+        prober.probe_primary(pg.spec()).await.unwrap();
+        // The server crashes and comes back between two probes: the kept
+        // connection is dead, but the server is fine, and the probe says so.
+        pg.kill();
+        pg.restart();
+        let probe = prober.probe_primary(pg.spec()).await;
+        assert!(probe.as_ref().is_ok_and(|p| !p.in_recovery), "{probe:?}");
+        // While it is down, probes fail; once it is back, they succeed again.
+        pg.kill();
+        let down = prober.probe_primary(pg.spec()).await;
+        assert!(matches!(down, Err(ControlError::Sql { .. })), "{down:?}");
+        pg.restart();
+        assert!(!prober.probe_primary(pg.spec()).await.unwrap().in_recovery);
+    }
 }

@@ -281,6 +281,12 @@ impl OwnedPostgres {
         self.spec.addr().to_string()
     }
 
+    /// How the server was made: what a caller that speaks to servers by their
+    /// spec (the controller) needs.
+    pub fn spec(&self) -> &PostgresSpec {
+        &self.spec
+    }
+
     /// Kills the postmaster with SIGKILL (its backends notice and exit) and
     /// waits until it is gone.
     pub fn kill9(&mut self) {
