@@ -90,6 +90,8 @@ pub(crate) struct Connector {
     templates: Vec<tokio_postgres::Config>,
     /// Connections per server pool (`database.pool_size`).
     pool_size: usize,
+    /// Connections a new pool opens at once and keeps (`database.pool_warm`).
+    pool_warm: usize,
     /// How long a query waits for a connection (`database.acquire_timeout_ms`).
     acquire_timeout: Duration,
 }
@@ -123,7 +125,12 @@ impl Connector {
                 parse_url(config, url).map_err(|message| ConfigError::BadUrl { index, message })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Connector { templates, pool_size: config.pool_size, acquire_timeout: config.acquire_timeout() })
+        Ok(Connector {
+            templates,
+            pool_size: config.pool_size,
+            pool_warm: config.pool_warm.min(config.pool_size),
+            acquire_timeout: config.acquire_timeout(),
+        })
     }
 
     pub(crate) fn shards(&self) -> usize {
@@ -133,14 +140,34 @@ impl Connector {
     fn pool(&self, pg: tokio_postgres::Config) -> Result<Pool, String> {
         let manager =
             Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        Pool::builder(manager)
+        let pool = Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.acquire_timeout))
             .create_timeout(Some(self.acquire_timeout))
             .recycle_timeout(Some(self.acquire_timeout))
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.warm(&pool);
+        Ok(pool)
+    }
+
+    /// Open `pool_warm` connections of `pool` in the background and return them to
+    /// it idle, so the first queries find them made (deadpool keeps an idle
+    /// connection until it breaks). A server that cannot be reached now is only
+    /// logged: its connections are then made when queries need them, as before.
+    fn warm(&self, pool: &Pool) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if self.pool_warm == 0 {
+            return;
+        }
+        let (pool, n) = (pool.clone(), self.pool_warm);
+        rt.spawn(async move {
+            let opened = futures::future::join_all((0..n).map(|_| pool.get())).await;
+            if let Some(Err(e)) = opened.iter().find(|c| c.is_err()) {
+                tracing::debug!(error = %e, wanted = n, "a pool was not fully warmed; it opens connections on demand");
+            }
+        });
     }
 
     /// A server from a full URL (the configuration's static view).

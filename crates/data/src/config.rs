@@ -29,6 +29,14 @@ pub struct DataConfig {
     /// Connections per server pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Connections each server's pool opens as soon as the server is known, and
+    /// keeps: a new PostgreSQL connection costs the server a forked backend and an
+    /// authentication (about 6 ms of its CPU, 2 more of ours on this machine), so
+    /// a process that opened them only when a burst asked for them spent its first
+    /// seconds under load making connections (docs/BENCHMARKS.md, cold start).
+    /// Capped at `pool_size`; 0 opens connections only on demand.
+    #[serde(default = "default_pool_warm")]
+    pub pool_warm: usize,
     /// How long a query waits for a pooled connection (or a new one) before
     /// failing, in milliseconds.
     #[serde(default = "default_acquire_timeout_ms")]
@@ -46,7 +54,11 @@ fn default_primary_wait_ms() -> u64 {
 }
 
 fn default_pool_size() -> usize {
-    16
+    8
+}
+
+fn default_pool_warm() -> usize {
+    8
 }
 
 fn default_acquire_timeout_ms() -> u64 {
@@ -114,6 +126,7 @@ impl DataConfig {
             cluster_url: None,
             max_replica_lag_ms: default_max_replica_lag_ms(),
             pool_size: default_pool_size(),
+            pool_warm: default_pool_warm(),
             acquire_timeout_ms: default_acquire_timeout_ms(),
             primary_wait_ms: default_primary_wait_ms(),
         }

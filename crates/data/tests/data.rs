@@ -216,3 +216,31 @@ async fn sessions_live_on_their_users_shard_until_they_expire_or_end() {
     drop(client);
     let _ = conn.await;
 }
+
+/// Connections to `url`'s database other than the one asking.
+async fn connections(url: &str) -> i64 {
+    query_i64(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .await
+}
+
+#[tokio::test]
+async fn each_pool_opens_its_warm_connections_before_any_query_and_no_more_than_its_size() {
+    let urls = shards().await;
+    let warm = DataConfig { pool_size: 3, pool_warm: 3, ..DataConfig::new(urls.clone()) };
+    let data = Data::new(&warm, &telemetry::Registry::default()).unwrap();
+    for url in &urls {
+        testkit::eventually("three connections per shard, with no query asked", async || {
+            connections(url).await == 3
+        })
+        .await;
+    }
+    drop(data);
+    testkit::eventually("a dropped pool closes them", async || connections(&urls[0]).await == 0).await;
+
+    // More warm connections than the pool may hold: as many as it may.
+    let over = DataConfig { pool_size: 2, pool_warm: 5, ..DataConfig::new(urls.clone()) };
+    let data = Data::new(&over, &telemetry::Registry::default()).unwrap();
+    testkit::eventually("two connections", async || connections(&urls[1]).await == 2).await;
+    assert!(data.ping().await.is_ok());
+    assert_eq!(connections(&urls[1]).await, 2, "a query used a warm connection, not a new one");
+}
