@@ -128,7 +128,7 @@ impl Connector {
         Ok(Connector {
             templates,
             pool_size: config.pool_size,
-            pool_warm: config.pool_warm.min(config.pool_size),
+            pool_warm: config.pool_warm.unwrap_or(config.pool_size).min(config.pool_size),
             acquire_timeout: config.acquire_timeout(),
         })
     }

@@ -34,9 +34,10 @@ pub struct DataConfig {
     /// authentication (about 6 ms of its CPU, 2 more of ours on this machine), so
     /// a process that opened them only when a burst asked for them spent its first
     /// seconds under load making connections (docs/BENCHMARKS.md, cold start).
-    /// Capped at `pool_size`; 0 opens connections only on demand.
-    #[serde(default = "default_pool_warm")]
-    pub pool_warm: usize,
+    /// By default all of `pool_size` (a fixed-size pool); capped at it; 0 opens
+    /// connections only on demand.
+    #[serde(default)]
+    pub pool_warm: Option<usize>,
     /// How long a query waits for a pooled connection (or a new one) before
     /// failing, in milliseconds.
     #[serde(default = "default_acquire_timeout_ms")]
@@ -54,10 +55,6 @@ fn default_primary_wait_ms() -> u64 {
 }
 
 fn default_pool_size() -> usize {
-    8
-}
-
-fn default_pool_warm() -> usize {
     8
 }
 
@@ -126,7 +123,7 @@ impl DataConfig {
             cluster_url: None,
             max_replica_lag_ms: default_max_replica_lag_ms(),
             pool_size: default_pool_size(),
-            pool_warm: default_pool_warm(),
+            pool_warm: None,
             acquire_timeout_ms: default_acquire_timeout_ms(),
             primary_wait_ms: default_primary_wait_ms(),
         }
