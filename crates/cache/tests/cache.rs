@@ -268,6 +268,36 @@ async fn an_evicted_timeline_is_cold_never_wrong() {
 }
 
 #[tokio::test]
+async fn a_push_to_many_followers_reaches_every_read_timeline_over_several_trips_even_after_a_script_flush() {
+    use cache::timeline::{BATCH, CALLS_PER_TRIP};
+    // A server of its own: the test makes it forget its scripts.
+    let server = testkit::fresh_redis();
+    let r = Redis::connect(&server.url(), "tlmany:", Duration::from_secs(1)).await.unwrap();
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    // More followers than one round trip carries; a few read their timelines: the
+    // first, one in each trip, and the last.
+    let per_trip = (BATCH * CALLS_PER_TRIP) as i64;
+    let followers: Vec<i64> = (1..=2 * per_trip + 5).collect();
+    let readers = [1, per_trip, per_trip + 1, 2 * per_trip + 5];
+    for reader in readers {
+        warm(&t, reader, &[10]).await;
+    }
+    t.push(20, &followers).await.unwrap();
+    for reader in readers {
+        assert_eq!(t.page(reader, None, 10).await.unwrap(), Some(vec![20, 10]), "reader {reader}");
+    }
+    let mut conn = r.conn().await.unwrap();
+    let made: i64 = redis::cmd("EXISTS").arg(r.key("tl:2")).query_async(&mut conn).await.unwrap();
+    assert_eq!(made, 0, "a follower who does not read gets nothing");
+    // Redis forgot the script (as after a restart): the next push loads it again.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    t.push(30, &followers).await.unwrap();
+    for reader in readers {
+        assert_eq!(t.page(reader, None, 10).await.unwrap(), Some(vec![30, 20, 10]), "reader {reader}");
+    }
+}
+
+#[tokio::test]
 async fn reading_a_timeline_refreshes_its_lifetime() {
     let r = redis("tlttl:").await;
     let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
