@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p cache --example push_cost` (docs/BENCHMARKS.md, "Fan-out:
 //! the push's cost per post"). It starts a Redis of its own (the test harness's),
-//! and for each follower count makes half of the followers readers (a complete
+//! and for each follower count makes some of the followers readers (`READING`) (a complete
 //! timeline of `CAP` ids, as a read leaves it) and leaves the other half without a
 //! timeline (followers who do not read). It then pushes posts with
 //! [`Timelines::push`] and, as the anchor in the same run, with the plain push the
@@ -10,7 +10,9 @@
 //! pipelined 64 followers at a time, whether anyone reads it or not. For each it
 //! prints Redis's CPU per post (from `INFO cpu`), the wall time per post, and the
 //! longest single command or script (from `SLOWLOG`, which records what took over
-//! 1 ms). Arguments: follower counts (default 1 10 100 1000 10000).
+//! 1 ms). Arguments: follower counts (default 1 10 100 1000 10000). `READING`
+//! sets the percentage of followers who read (default 50; in the bench's mix about 2
+//! of a posting author's followers in 100 have a timeline).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,13 @@ async fn main() -> Result<(), Error> {
         Ok(_) => vec![1, 10, 100, 1000, 10_000],
         Err(e) => return Err(format!("follower counts must be whole numbers: {e}").into()),
     };
+    let share: i64 = match std::env::var("READING") {
+        Err(_) => 50,
+        Ok(v) => match v.parse() {
+            Ok(p) if (0..=100).contains(&p) => p,
+            _ => return Err(format!("READING must be a percentage from 0 to 100, not {v:?}").into()),
+        },
+    };
     let server = testkit::redis();
     let redis = Redis::connect(&server.url(), "", Duration::from_secs(5)).await?;
     let timelines = Timelines::new(redis.clone(), CAP, Duration::from_secs(3600));
@@ -44,7 +53,7 @@ async fn main() -> Result<(), Error> {
     for &n in &counts {
         let posts = (20_000 / n.max(1)).clamp(20, 2_000);
         let followers: Vec<i64> = (0..n as i64).collect();
-        let reading: Vec<i64> = followers.iter().copied().filter(|f| f % 2 == 0).collect();
+        let reading: Vec<i64> = followers.iter().copied().filter(|f| f % 100 < share).collect();
         let ids: Vec<i64> = (1..=CAP as i64).collect();
 
         prepare(&mut conn, &timelines, &reading, &ids).await?;
