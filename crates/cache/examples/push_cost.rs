@@ -2,9 +2,9 @@
 //!
 //! `cargo run --release -p cache --example push_cost` (docs/BENCHMARKS.md, "Fan-out:
 //! the push's cost per post"). It starts a Redis of its own (the test harness's),
-//! and for each follower count makes some of the followers readers (`READING`) (a complete
-//! timeline of `CAP` ids, as a read leaves it) and leaves the other half without a
-//! timeline (followers who do not read). It then pushes posts with
+//! and for each follower count makes some of the followers readers (`READING`; a
+//! complete timeline of `CAP` ids, as a read leaves it), spread evenly, and leaves
+//! the others without a timeline (followers who do not read). It then pushes posts with
 //! [`Timelines::push`] and, as the anchor in the same run, with the plain push the
 //! system first had: `ZADD` and `ZREMRANGEBYRANK` into every follower's timeline,
 //! pipelined 64 followers at a time, whether anyone reads it or not. For each it
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Error> {
     for &n in &counts {
         let posts = (20_000 / n.max(1)).clamp(20, 2_000);
         let followers: Vec<i64> = (0..n as i64).collect();
-        let reading: Vec<i64> = followers.iter().copied().filter(|f| f % 100 < share).collect();
+        let reading: Vec<i64> = followers.iter().copied().filter(|f| (f * share) % 100 < share).collect();
         let ids: Vec<i64> = (1..=CAP as i64).collect();
 
         prepare(&mut conn, &timelines, &reading, &ids).await?;
