@@ -91,7 +91,10 @@ impl Data {
             if in_row.is_none() && on {
                 return Err(DataError::NotFound);
             }
-            out_row.get::<_, i64>(0) > 0
+            // A retry after a failure between the two sides finds the follower's
+            // side done and changes only the followee's: still a change (its
+            // counter moved, its cached profile must go).
+            out_row.get::<_, i64>(0) > 0 || in_row.is_some_and(|r| r.get::<_, i64>(0) > 0)
         };
         Ok(if changed { Change::Changed } else { Change::Unchanged })
     }

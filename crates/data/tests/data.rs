@@ -84,7 +84,12 @@ async fn a_half_done_follow_is_completed_by_retrying_it() {
     drop(client);
     let _ = conn.await;
 
-    assert_eq!(d.follow(a.user_id, b.user_id).await.unwrap(), Change::Unchanged);
+    assert_eq!(
+        d.follow(a.user_id, b.user_id).await.unwrap(),
+        Change::Changed,
+        "the followee's side changed: its caller must invalidate what shows it"
+    );
+    assert_eq!(d.follow(a.user_id, b.user_id).await.unwrap(), Change::Unchanged, "and then nothing is left");
     let a2 = d.profile(a.user_id).await.unwrap().unwrap();
     let b2 = d.profile(b.user_id).await.unwrap().unwrap();
     assert_eq!(a2.following_count, 1, "not counted twice");

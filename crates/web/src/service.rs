@@ -772,10 +772,19 @@ pub async fn set_follow(
             DataError::NotFound => ApiError::NotFound("no such user"),
             e => e.into(),
         })?;
-    if change == Change::Changed {
-        if on {
-            state.business().follows.inc();
-        }
+    if change == Change::Changed && on {
+        state.business().follows.inc();
+    }
+    // An unchanged edge may still have left the caches behind: an earlier attempt
+    // of this request can have committed and then failed before invalidating
+    // (its primary lost mid-commit, its web server killed), and the client's retry
+    // finds nothing to change. If the viewer's cached followees disagree with the
+    // edge, the caches are mended as for a change.
+    let stale = change == Change::Unchanged && followees_of(state, viewer).await?.contains(&target) != on;
+    if stale {
+        tracing::info!(viewer, target, on, "a repeated follow change found stale caches; invalidating");
+    }
+    if change == Change::Changed || stale {
         let caches = state.caches();
         caches.profiles.invalidate(&viewer.to_string()).await;
         caches.profiles.invalidate(&target.to_string()).await;
@@ -786,7 +795,7 @@ pub async fn set_follow(
         }
     }
     let user = profile_by_id(state, target).await?;
-    if change == Change::Changed {
+    if change == Change::Changed || stale {
         let threshold = state.config().feed.celebrity_threshold;
         let crossed = if on { threshold } else { threshold - 1 };
         if user.followers_count == crossed {
@@ -890,12 +899,13 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
         DataError::NotFound => ApiError::NotFound("no such post"),
         e => e.into(),
     })?;
-    if change == Change::Changed {
-        if on {
-            state.business().likes.inc();
-        }
-        state.caches().posts.invalidate(&id.get().to_string()).await;
+    if change == Change::Changed && on {
+        state.business().likes.inc();
     }
+    // Also when unchanged: a retry of a like that committed and then failed before
+    // this invalidation finds nothing to change, and the cached count would stay
+    // behind. A repeated like is rare; one invalidation is cheap.
+    state.caches().posts.invalidate(&id.get().to_string()).await;
     Ok(LikeView { liked: on, like_count })
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use data::{Change, PostId};
 use reqwest::StatusCode;
 use serde_json::json;
 use sha2::Digest as _;
@@ -1073,6 +1074,48 @@ async fn followed_by_me_follows_the_viewers_own_follows_at_once() {
     assert_eq!(app.state.caches().metrics.get("followees", "miss"), misses + 3, "one load per change");
     let own = call(&app, "GET", "/api/v1/users/star", Some(&star), None, StatusCode::OK).await;
     assert_eq!(own["followed_by_me"], false, "one's own profile");
+}
+
+/// A follow or a like that committed and then failed before its invalidations
+/// (its primary lost mid-commit, its web server killed) is retried by the client
+/// and finds nothing to change: the retry still mends the caches, so the writer
+/// reads the write and the counts are right.
+#[tokio::test]
+async fn a_retried_write_that_had_committed_mends_the_caches() {
+    let app = TestEnv::new().await.spawn_with(|c| c.cache.l1_ttl_secs = 3600).await;
+    let (star, fan) = (signup(&app, "star").await, signup(&app, "fan").await);
+    let seen = async || call(&app, "GET", "/api/v1/users/star", Some(&fan), None, StatusCode::OK).await;
+    let before = seen().await;
+    assert_eq!(
+        (before["followed_by_me"].clone(), before["followers_count"].clone()),
+        (json!(false), json!(0))
+    );
+    // The first attempt: committed, caches untouched.
+    assert_eq!(app.state.data().follow(fan.id, star.id).await.unwrap(), Change::Changed);
+    assert_eq!(seen().await["followed_by_me"], false, "the caches are behind");
+    // The retry.
+    let r = call(&app, "PUT", "/api/v1/users/star/follow", Some(&fan), None, StatusCode::OK).await;
+    assert_eq!(r["following"], true);
+    let after = seen().await;
+    assert_eq!((after["followed_by_me"].clone(), after["followers_count"].clone()), (json!(true), json!(1)));
+    // A repeat with caches in agreement changes nothing and keeps them.
+    let misses = app.state.caches().metrics.get("followees", "miss");
+    call(&app, "PUT", "/api/v1/users/star/follow", Some(&fan), None, StatusCode::OK).await;
+    assert_eq!(seen().await["followed_by_me"], true);
+    assert_eq!(app.state.caches().metrics.get("followees", "miss"), misses, "no invalidation");
+
+    // The same for a like and its count.
+    let post =
+        call(&app, "POST", "/api/v1/posts", Some(&star), Some(json!({"caption": "hi"})), StatusCode::CREATED)
+            .await;
+    let path = format!("/api/v1/posts/{}", post["id"].as_str().unwrap());
+    assert_eq!(call(&app, "GET", &path, Some(&fan), None, StatusCode::OK).await["like_count"], 0);
+    let id = PostId::from_i64(post["id"].as_str().unwrap().parse().unwrap()).unwrap();
+    assert_eq!(app.state.data().like(id, fan.id).await.unwrap().0, Change::Changed);
+    assert_eq!(call(&app, "GET", &path, Some(&fan), None, StatusCode::OK).await["like_count"], 0, "behind");
+    call(&app, "PUT", &format!("{path}/like"), Some(&fan), None, StatusCode::OK).await;
+    let shown = call(&app, "GET", &path, Some(&fan), None, StatusCode::OK).await;
+    assert_eq!((shown["like_count"].clone(), shown["liked_by_me"].clone()), (json!(1), json!(true)));
 }
 
 #[tokio::test]
