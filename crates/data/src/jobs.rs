@@ -198,8 +198,18 @@ impl Data {
     /// worker has claimed it meanwhile (it then runs; handlers are idempotent) or
     /// it is gone. Not tracked for read-your-writes: nobody reads a job's absence
     /// from a replica, so no LSN is fetched after it.
+    ///
+    /// Committed asynchronously (`synchronous_commit = off` for this transaction
+    /// alone): it waits neither for the local WAL flush nor for a synchronous
+    /// standby, which on a DC-safe shard is a WAN round trip in every text post's
+    /// response. A deletion lost to a crash only lets a worker repeat an idempotent
+    /// fan-out 30 s later. The setting is made in the statement's own `WHERE`
+    /// (`set_config(..., true)` lasts until the end of the transaction), so the
+    /// deletion stays one round trip; when no row matches, nothing is committed
+    /// and there is nothing to wait for either way.
     pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
-        let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' RETURNING 1";
+        let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' \
+                   AND set_config('synchronous_commit', 'off', true) = 'off' RETURNING 1";
         let row = self
             .write("delete_queued_job", job.shard, Lsn::Skip, |c| async move {
                 Ok(opt_row(&c, sql, &[&job.job_id]).await?)

@@ -251,3 +251,50 @@ async fn each_pool_opens_its_warm_connections_before_any_query_and_no_more_than_
     testkit::eventually("one connection", async || connections(&urls[0]).await == 1).await;
     testkit::eventually("two connections", async || connections(&urls[1]).await == 2).await;
 }
+
+/// A text post's outbox job is dropped without waiting for a synchronous standby
+/// (a lost deletion only repeats an idempotent fan-out), while every other write
+/// still waits for one.
+#[tokio::test]
+async fn dropping_a_posts_outbox_job_does_not_wait_for_a_standby() {
+    let pg = testkit::fresh_postgres();
+    let url = pg.url("postgres");
+    data::migrate(std::slice::from_ref(&url)).await.unwrap();
+    let d = data(std::slice::from_ref(&url));
+    let author = d.create_user("ann", "ann", "hash").await.unwrap().user_id;
+    let (_, job) = d.create_post_queued(author, "hi").await.unwrap();
+
+    // A synchronous standby that never comes: every synchronous commit waits.
+    let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let set_standby = async |name: &str| {
+        admin.batch_execute(&format!("ALTER SYSTEM SET synchronous_standby_names = '{name}'")).await.unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        testkit::eventually("the setting to reach new sessions", || async {
+            let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let shown: String = c.query_one("SHOW synchronous_standby_names", &[]).await.unwrap().get(0);
+            shown == name
+        })
+        .await;
+    };
+    set_standby("nobody").await;
+    let waiting = tokio::spawn({
+        let d = d.clone();
+        async move { d.enqueue("test", author, serde_json::json!({}), 1).await }
+    });
+    testkit::eventually("a write to wait for the standby", || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+        admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
+
+    let deleted = tokio::time::timeout(std::time::Duration::from_secs(60), d.delete_queued_job(&job)).await;
+    assert!(matches!(deleted, Ok(Ok(true))), "the outbox job is dropped at once: {deleted:?}");
+    assert!(!waiting.is_finished(), "the other write still waits for the standby");
+
+    set_standby("").await;
+    waiting.await.unwrap().unwrap();
+    let kinds = admin.query("SELECT kind FROM jobs", &[]).await.unwrap();
+    assert_eq!(kinds.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), ["test"]);
+}
