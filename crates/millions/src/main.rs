@@ -58,6 +58,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a CDN edge (a caching reverse proxy in front of an origin: photos and
+    /// static assets).
+    Cdn {
+        /// The edge's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a DNS server (authoritative for the app's zone; answers the nearest
     /// healthy data center's load balancers).
     Dns {
@@ -141,6 +148,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(stop_on_signal(shutdown.clone()));
             shutdown.cancelled().await;
             tokio::task::block_in_place(|| running.stop(true));
+            Ok(())
+        }
+        Command::Cdn { config } => {
+            // Validate before anything is bound or logged.
+            let config = cdn::CdnConfig::load(&config)?;
+            let _logs = telemetry::init_logging("cdn").map_err(anyhow::Error::msg)?;
+            let running = cdn::start(config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            shutdown.cancelled().await;
+            running.stop().await;
             Ok(())
         }
         Command::Dns { config } => {

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cache", 1),
     ("lb", 1),
     ("dns", 1),
+    ("cdn", 1),
     ("wan", 1),
     // App logic shared by the web tier and the workers.
     ("feed", 2),

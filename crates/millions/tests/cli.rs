@@ -61,17 +61,25 @@ fn a_bad_config_exits_with_a_message_before_binding() {
         assert!(!o.status.success());
         assert!(text(&o).contains(expected), "{expected:?} not in {}", text(&o));
     }
-    let lb_cases = [
-        ("listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\nalgorithm = \"fastest\"\n", "unknown variant"),
-        ("listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\n[health]\ninterval_ms = 0\n", "health.interval_ms"),
+    // Roles that bind before they connect to anything: the message names the
+    // setting, and nothing was bound.
+    let role_cases = [
+        ("lb", "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\nalgorithm = \"fastest\"\n", "unknown variant"),
+        (
+            "lb",
+            "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\n[health]\ninterval_ms = 0\n",
+            "health.interval_ms",
+        ),
+        ("cdn", "listen = \"TAKEN\"\norigin = \"127.0.0.1:9\"\nmemory_bytes = 10\n", "memory_bytes"),
+        ("cdn", "listen = \"TAKEN\"\norigin = \"TAKEN\"\n", "must differ from listen"),
     ];
-    for (config, expected) in lb_cases {
+    for (role, config, expected) in role_cases {
         let o =
-            run_role(dir.path(), "lb", &config.replace("TAKEN", &taken.local_addr().unwrap().to_string()));
+            run_role(dir.path(), role, &config.replace("TAKEN", &taken.local_addr().unwrap().to_string()));
         assert!(!o.status.success());
         assert!(
             text(&o).contains(expected) && !text(&o).contains("cannot listen"),
-            "{expected:?}: {}",
+            "{role} {expected:?}: {}",
             text(&o)
         );
     }

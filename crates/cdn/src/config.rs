@@ -1,0 +1,142 @@
+//! An edge's configuration: read from TOML, validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use settings::invalid;
+
+use crate::store::MAX_OBJECT_BYTES;
+
+/// A configuration that cannot run.
+pub type ConfigError = settings::SettingsError;
+
+/// Everything an edge needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdnConfig {
+    /// Where clients connect (HTTP/1.1). Port 0 binds a free port
+    /// (`Running::addr` says which).
+    pub listen: SocketAddr,
+    /// The origin every miss and revalidation goes to (HTTP/1.1, cleartext): in a
+    /// topology the DC's load balancer; any HTTP server otherwise.
+    pub origin: SocketAddr,
+    /// Bytes the memory tier may hold, headers and bodies (TinyUFO admission and
+    /// eviction beyond it).
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: u64,
+    /// The largest response kept; a larger one is passed through, uncached.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: u64,
+    /// The size of a typical object, for sizing the store's index.
+    #[serde(default = "default_typical_object_bytes")]
+    pub typical_object_bytes: u64,
+    /// How long a request waits for another request's fetch of the same object
+    /// (request coalescing) before it fetches for itself.
+    #[serde(default = "default_coalesce_timeout_ms")]
+    pub coalesce_timeout_ms: u64,
+    /// Connecting to the origin.
+    #[serde(default = "default_origin_connect_timeout_ms")]
+    pub origin_connect_timeout_ms: u64,
+    /// Waiting for the origin's response, and between its reads.
+    #[serde(default = "default_origin_read_timeout_ms")]
+    pub origin_read_timeout_ms: u64,
+    /// The longest heuristic freshness (RFC 9111 §4.2.2) given to a response
+    /// without explicit freshness but with `Last-Modified`: a tenth of its age,
+    /// at most this. 0 turns heuristic freshness off.
+    #[serde(default = "default_max_heuristic_secs")]
+    pub max_heuristic_secs: u64,
+}
+
+fn default_memory_bytes() -> u64 {
+    256 << 20
+}
+fn default_max_object_bytes() -> u64 {
+    16 << 20
+}
+fn default_typical_object_bytes() -> u64 {
+    32 << 10
+}
+fn default_coalesce_timeout_ms() -> u64 {
+    5_000
+}
+fn default_origin_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_origin_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_heuristic_secs() -> u64 {
+    86_400
+}
+
+impl CdnConfig {
+    /// Read and validate a TOML file.
+    pub fn load(path: &Path) -> Result<CdnConfig, ConfigError> {
+        settings::load(path)
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<CdnConfig, ConfigError> {
+        settings::parse(text, origin)
+    }
+
+    /// The configuration as TOML (what the controller writes).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a CdnConfig always serializes")
+    }
+
+    /// A configuration with every default, for `listen` and `origin`.
+    pub fn new(listen: SocketAddr, origin: SocketAddr) -> CdnConfig {
+        CdnConfig {
+            listen,
+            origin,
+            memory_bytes: default_memory_bytes(),
+            max_object_bytes: default_max_object_bytes(),
+            typical_object_bytes: default_typical_object_bytes(),
+            coalesce_timeout_ms: default_coalesce_timeout_ms(),
+            origin_connect_timeout_ms: default_origin_connect_timeout_ms(),
+            origin_read_timeout_ms: default_origin_read_timeout_ms(),
+            max_heuristic_secs: default_max_heuristic_secs(),
+        }
+    }
+
+    /// [`CdnConfig::coalesce_timeout_ms`] as a duration.
+    pub fn coalesce_timeout(&self) -> Duration {
+        Duration::from_millis(self.coalesce_timeout_ms)
+    }
+}
+
+impl settings::Validate for CdnConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen == self.origin {
+            return Err(invalid("origin", "must differ from listen (the edge would fetch from itself)"));
+        }
+        if self.origin.port() == 0 {
+            return Err(invalid("origin", "needs a port"));
+        }
+        if self.memory_bytes < 1 << 20 {
+            return Err(invalid("memory_bytes", "must be at least 1 MiB"));
+        }
+        if self.max_object_bytes == 0 || self.max_object_bytes > MAX_OBJECT_BYTES as u64 {
+            return Err(invalid("max_object_bytes", format!("must be between 1 and {MAX_OBJECT_BYTES}")));
+        }
+        if self.max_object_bytes > self.memory_bytes {
+            return Err(invalid("max_object_bytes", "must not exceed memory_bytes"));
+        }
+        if self.typical_object_bytes == 0 || self.typical_object_bytes > self.max_object_bytes {
+            return Err(invalid("typical_object_bytes", "must be between 1 and max_object_bytes"));
+        }
+        for (field, ms) in [
+            ("coalesce_timeout_ms", self.coalesce_timeout_ms),
+            ("origin_connect_timeout_ms", self.origin_connect_timeout_ms),
+            ("origin_read_timeout_ms", self.origin_read_timeout_ms),
+        ] {
+            if !(1..=600_000).contains(&ms) {
+                return Err(invalid(field, "must be between 1 and 600000 ms"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! `millions cdn`: an edge cache in front of an origin, for photos and static
+//! assets.
+//!
+//! A caching reverse proxy on Cloudflare's pingora-proxy and pingora-cache
+//! (ADR 0019): [`proxy`] decides what is cacheable and for how long as RFC 9111
+//! says for a shared cache, and keeps objects in [`store`], a byte-budgeted
+//! memory tier on TinyUFO. Concurrent misses of one object make one origin fetch.
+//! Pointed at any HTTP origin it is a general HTTP cache; in a topology its
+//! origin is the data center's load balancer.
+//!
+//! [`start`] binds the listener before it returns; [`Running::stop`] stops
+//! accepting, lets the requests in flight finish (bounded by a grace period) and
+//! returns.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod proxy;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_cache::lock::CacheLock;
+use pingora_core::apps::ServerApp;
+use pingora_core::server::configuration::ServerConf;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{CdnConfig, ConfigError};
+pub use proxy::Stats;
+
+/// Why an edge cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum CdnError {
+    /// The listener's address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running edge.
+pub struct Running {
+    /// The address it accepts on (the configured one, with the port bound).
+    addr: SocketAddr,
+    /// Its counters.
+    stats: Arc<Stats>,
+    /// Its memory tier (for its size).
+    store: &'static store::EdgeStore,
+    /// Stops the accept loop.
+    stop: CancellationToken,
+    /// Tells connections in flight to finish (pingora's shutdown watch).
+    drain: tokio::sync::watch::Sender<bool>,
+    /// The accept loop and every connection.
+    tasks: TaskTracker,
+}
+
+/// How long [`Running::stop`] waits for requests in flight.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Bind `config.listen` and serve until stopped.
+pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| CdnError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| CdnError::Bind { addr: config.listen, source })?;
+    // pingora-cache's storage and lock are `&'static`: one per edge, for the
+    // process's life (an edge runs until its process ends).
+    let store: &'static store::EdgeStore = Box::leak(Box::new(store::EdgeStore::new(
+        config.memory_bytes as usize,
+        config.typical_object_bytes as usize,
+    )));
+    let lock = Box::leak(CacheLock::new_boxed(config.coalesce_timeout()));
+    let stats = Arc::new(Stats::default());
+    let edge = proxy::Edge {
+        origin: config.origin,
+        store,
+        lock,
+        max_object_bytes: config.max_object_bytes as usize,
+        connect_timeout: Duration::from_millis(config.origin_connect_timeout_ms),
+        read_timeout: Duration::from_millis(config.origin_read_timeout_ms),
+        max_heuristic: Duration::from_secs(config.max_heuristic_secs),
+        stats: stats.clone(),
+    };
+    let app = Arc::new(pingora_proxy::http_proxy(&Arc::new(ServerConf::default()), edge));
+    let (drain, watch) = tokio::sync::watch::channel(false);
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    tasks.spawn(accept(listener, app, watch, stop.clone(), tasks.clone()));
+    tracing::info!(%addr, origin = %config.origin, memory_bytes = config.memory_bytes, "edge listening");
+    Ok(Running { addr, stats, store, stop, drain, tasks })
+}
+
+/// Accept connections until `stop`; each is served by pingora's HTTP/1 session
+/// loop (keep-alive) until it closes or the edge drains.
+async fn accept<A: ServerApp + Send + Sync + 'static>(
+    listener: TcpListener,
+    app: Arc<A>,
+    watch: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, watch) = (app.clone(), watch.clone());
+        tasks.spawn(async move {
+            let mut stream: pingora_core::protocols::Stream =
+                Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+            while let Some(reused) = app.process_new(stream, &watch).await {
+                if *watch.borrow() {
+                    break;
+                }
+                stream = reused;
+            }
+        });
+    }
+}
+
+impl Running {
+    /// The address the edge accepts on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The edge's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes and objects in the memory tier.
+    pub fn stored(&self) -> (u64, u64) {
+        (self.store.bytes(), self.store.objects())
+    }
+
+    /// Stop accepting, let requests in flight finish for up to [`GRACE`], then
+    /// return.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.drain.send(true);
+        self.tasks.close();
+        if tokio::time::timeout(GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!("connections still open after the grace period; leaving them");
+        }
+    }
+}

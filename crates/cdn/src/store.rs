@@ -1,0 +1,256 @@
+//! The edge's memory tier: pingora-cache's [`Storage`] over TinyUFO.
+//!
+//! Objects are kept whole (headers and body) under their cache key's combined
+//! hash (the primary key and, for `Vary`, the variance), weighted by their size in
+//! bytes: TinyUFO admits a new object only if it is likely to be used more than
+//! what it would evict (TinyLFU), and evicts with S3-FIFO, so a scan of one-off
+//! objects does not flush the popular ones as it would from an LRU. A response is
+//! written here only once it is complete: a reader never sees half an object, and
+//! concurrent misses wait on pingora-cache's lock for the one fetch instead.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::storage::{HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeType};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, Storage};
+use pingora_error::{Error, ErrorType, Result};
+
+/// A stored response: its metadata (pingora-cache's serialized form) and body.
+struct Object {
+    /// `CacheMeta::serialize`'s two parts: freshness and the response header.
+    meta: (Vec<u8>, Vec<u8>),
+    /// The whole body; cloned cheaply into every hit.
+    body: Bytes,
+}
+
+impl Object {
+    /// What the object costs the byte budget.
+    fn size(&self) -> usize {
+        self.meta.0.len() + self.meta.1.len() + self.body.len()
+    }
+}
+
+/// TinyUFO weighs entries in `u16`: sizes are counted in units of this many bytes
+/// (rounded up), so an object of up to 64 MiB has its weight.
+pub const WEIGHT_UNIT: usize = 1024;
+
+/// The largest object the store can weigh.
+pub const MAX_OBJECT_BYTES: usize = WEIGHT_UNIT * u16::MAX as usize;
+
+/// An object's weight in [`WEIGHT_UNIT`]s, at least 1.
+fn weight_of(size: usize) -> u16 {
+    size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as usize) as u16
+}
+
+/// The memory tier of one edge.
+pub struct EdgeStore {
+    /// The objects by combined key hash, byte-weighted.
+    objects: tinyufo::TinyUfo<u128, Arc<Object>>,
+    /// Bytes held now (objects admitted minus those evicted or purged), for the
+    /// metrics: TinyUFO does not say.
+    bytes: AtomicU64,
+    /// Objects held now.
+    count: AtomicU64,
+}
+
+/// The key an object is stored under.
+fn slot(key: &impl CacheHashKey) -> u128 {
+    u128::from_be_bytes(key.combined_bin())
+}
+
+impl EdgeStore {
+    /// A store holding at most `budget` bytes (counted in [`WEIGHT_UNIT`]s),
+    /// sized for about `budget / typical_object` objects.
+    pub fn new(budget: usize, typical_object: usize) -> EdgeStore {
+        let estimated = (budget / typical_object.max(1)).max(16);
+        EdgeStore {
+            objects: tinyufo::TinyUfo::new((budget / WEIGHT_UNIT).max(1), estimated),
+            bytes: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Objects held now.
+    pub fn objects(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn put(&self, slot: u128, object: Object) {
+        let size = object.size();
+        // An object already there is replaced in place (its use count kept).
+        let old = self.objects.get(&slot);
+        let object = Arc::new(object);
+        let evicted = self.objects.put(slot, object.clone(), weight_of(size));
+        // Admitted unless it is among what TinyUFO evicted at once (a newcomer
+        // that lost against the victims it would have replaced).
+        let mut admitted = true;
+        for kv in evicted {
+            if Arc::ptr_eq(&kv.data, &object) {
+                admitted = false;
+            } else if !old.as_ref().is_some_and(|o| Arc::ptr_eq(&kv.data, o)) {
+                self.forget(&kv.data);
+            }
+        }
+        if let Some(old) = &old {
+            self.forget(old);
+        }
+        if admitted {
+            self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn forget(&self, object: &Object) {
+        self.bytes.fetch_sub(object.size() as u64, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Storage for EdgeStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(object) = self.objects.get(&slot(key)) else { return Ok(None) };
+        let meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
+        let hit = Hit { body: object.body.clone(), range: (0, object.body.len()), done: false };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(Miss { store: self, slot: slot(key), meta: meta.serialize()?, body: BytesMut::new() }))
+    }
+
+    async fn purge(
+        &'static self,
+        key: &CompactCacheKey,
+        _type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let removed = self.objects.remove(&slot(key));
+        if let Some(old) = &removed {
+            self.forget(old);
+        }
+        Ok(removed.is_some())
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        // A revalidation (304) refreshes the headers and freshness; the body stays.
+        let slot = slot(key);
+        let Some(old) = self.objects.get(&slot) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "updating the meta of an object not stored",
+            ));
+        };
+        self.put(slot, Object { meta: meta.serialize()?, body: old.body.clone() });
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Serving one hit: the body, or the part of it a range asked for.
+struct Hit {
+    /// The object's whole body.
+    body: Bytes,
+    /// The part to send, `[start, end)`.
+    range: (usize, usize),
+    /// Whether the part was sent.
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.range.0..self.range.1)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        let end = end.map_or(len, |e| e.min(len));
+        if start >= end && len > 0 {
+            return Err(Error::explain(ErrorType::InternalError, "seek beyond the body"));
+        }
+        self.range = (start, end);
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Writing one miss: the body gathers here and is stored when complete.
+struct Miss {
+    /// Where it goes.
+    store: &'static EdgeStore,
+    /// Under which key.
+    slot: u128,
+    /// Its serialized metadata.
+    meta: (Vec<u8>, Vec<u8>),
+    /// The body so far.
+    body: BytesMut,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let Miss { store, slot, meta, body } = *self;
+        let object = Object { meta, body: body.freeze() };
+        let size = object.size();
+        store.put(slot, object);
+        Ok(MissFinishType::Created(size))
+    }
+}
