@@ -19,6 +19,14 @@ pub struct CdnConfig {
     /// Where clients connect (HTTP/1.1). Port 0 binds a free port
     /// (`Running::addr` says which).
     pub listen: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics` and `POST
+    /// /admin/purge`, kept off the public port.
+    pub admin: SocketAddr,
+    /// The bearer token the `/admin` routes require (at least 16 characters); the
+    /// probes stay open. Absent: the admin routes are open to whoever reaches the
+    /// admin address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// The origin every miss and revalidation goes to (HTTP/1.1, cleartext): in a
     /// topology the DC's load balancer; any HTTP server otherwise.
     pub origin: SocketAddr,
@@ -87,10 +95,12 @@ impl CdnConfig {
         toml::to_string(self).expect("a CdnConfig always serializes")
     }
 
-    /// A configuration with every default, for `listen` and `origin`.
-    pub fn new(listen: SocketAddr, origin: SocketAddr) -> CdnConfig {
+    /// A configuration with every default, for `listen`, `admin` and `origin`.
+    pub fn new(listen: SocketAddr, admin: SocketAddr, origin: SocketAddr) -> CdnConfig {
         CdnConfig {
             listen,
+            admin,
+            admin_token: None,
             origin,
             memory_bytes: default_memory_bytes(),
             max_object_bytes: default_max_object_bytes(),
@@ -112,6 +122,12 @@ impl settings::Validate for CdnConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.listen == self.origin {
             return Err(invalid("origin", "must differ from listen (the edge would fetch from itself)"));
+        }
+        if self.listen == self.admin && self.listen.port() != 0 {
+            return Err(invalid("admin", "must differ from listen"));
+        }
+        if let Some(token) = &self.admin_token {
+            guard::check(token).map_err(|why| invalid("admin_token", why))?;
         }
         if self.origin.port() == 0 {
             return Err(invalid("origin", "needs a port"));

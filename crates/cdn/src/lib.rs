@@ -13,7 +13,9 @@
 //! returns.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod store;
 
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{CdnConfig, ConfigError};
-pub use proxy::Stats;
+pub use metrics::{Metrics, Outcome};
 
 /// Why an edge cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +51,10 @@ pub enum CdnError {
 pub struct Running {
     /// The address it accepts on (the configured one, with the port bound).
     addr: SocketAddr,
-    /// Its counters.
-    stats: Arc<Stats>,
+    /// The admin listener's address.
+    admin: SocketAddr,
+    /// What it counts.
+    metrics: Metrics,
     /// Its memory tier (for its size).
     store: &'static store::EdgeStore,
     /// Stops the accept loop.
@@ -64,12 +68,17 @@ pub struct Running {
 /// How long [`Running::stop`] waits for requests in flight.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// Bind `config.listen` and serve until stopped.
+/// Bind `config.listen` and `config.admin`, and serve until stopped.
 pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| CdnError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| CdnError::Bind { addr: config.listen, source })?;
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr).await.map_err(|source| CdnError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| CdnError::Bind { addr, source })?;
+        Ok::<_, CdnError>((listener, bound))
+    };
+    let (listener, addr) = bind(config.listen).await?;
+    let (admin_listener, admin) = bind(config.admin).await?;
+    let registry = telemetry::Registry::default();
+    let metrics = Metrics::new(&registry);
     // pingora-cache's storage and lock are `&'static`: one per edge, for the
     // process's life (an edge runs until its process ends).
     let store: &'static store::EdgeStore = Box::leak(Box::new(store::EdgeStore::new(
@@ -77,7 +86,6 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
         config.typical_object_bytes as usize,
     )));
     let lock = Box::leak(CacheLock::new_boxed(config.coalesce_timeout()));
-    let stats = Arc::new(Stats::default());
     let edge = proxy::Edge {
         origin: config.origin,
         store,
@@ -86,14 +94,23 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
         connect_timeout: Duration::from_millis(config.origin_connect_timeout_ms),
         read_timeout: Duration::from_millis(config.origin_read_timeout_ms),
         max_heuristic: Duration::from_secs(config.max_heuristic_secs),
-        stats: stats.clone(),
+        metrics: metrics.clone(),
     };
     let app = Arc::new(pingora_proxy::http_proxy(&Arc::new(ServerConf::default()), edge));
     let (drain, watch) = tokio::sync::watch::channel(false);
     let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
     tasks.spawn(accept(listener, app, watch, stop.clone(), tasks.clone()));
-    tracing::info!(%addr, origin = %config.origin, memory_bytes = config.memory_bytes, "edge listening");
-    Ok(Running { addr, stats, store, stop, drain, tasks })
+    let state = admin::AdminState { store, metrics: metrics.clone(), registry, stop: stop.clone() };
+    let router = admin::router(state, config.admin_token.as_deref());
+    let admin_stop = stop.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(admin_listener, router).with_graceful_shutdown(admin_stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the admin listener failed");
+        }
+    });
+    tracing::info!(%addr, %admin, origin = %config.origin, memory_bytes = config.memory_bytes, "edge listening");
+    Ok(Running { addr, admin, metrics, store, stop, drain, tasks })
 }
 
 /// Accept connections until `stop`; each is served by pingora's HTTP/1 session
@@ -138,9 +155,14 @@ impl Running {
         self.addr
     }
 
-    /// The edge's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// What the edge counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Bytes and objects in the memory tier.

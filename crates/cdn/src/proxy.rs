@@ -10,8 +10,6 @@
 //! served, and the invalidation an unsafe method causes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -19,32 +17,17 @@ use http::{HeaderValue, Method, header};
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
 use pingora_cache::key::HashBinary;
 use pingora_cache::lock::CacheKeyLockImpl;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora_cache::storage::HitHandler;
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, NoCacheReason, RespCacheable, VarianceBuilder,
+};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::store::EdgeStore;
-
-/// What the edge counts (exposed by [`crate::Running::stats`]).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Served from the cache, fresh.
-    pub hits: AtomicU64,
-    /// Fetched from the origin (cacheable, not in the cache).
-    pub misses: AtomicU64,
-    /// Served stale (while revalidating, or because the origin failed).
-    pub stale: AtomicU64,
-    /// Stale objects revalidated with the origin (304 or a new response).
-    pub revalidations: AtomicU64,
-    /// Requests passed to the origin without caching (methods, `no-store`, ...).
-    pub passes: AtomicU64,
-    /// Requests that waited on another request's fetch of the same object.
-    pub coalesced: AtomicU64,
-    /// Objects dropped because an unsafe method changed their URL.
-    pub invalidations: AtomicU64,
-}
+use crate::metrics::{BytesLabels, Kind, Metrics, Outcome, RequestLabels};
+use crate::store::{EdgeStore, Hit};
 
 /// The edge: where misses go and where objects are kept.
 pub struct Edge {
@@ -62,8 +45,8 @@ pub struct Edge {
     pub(crate) read_timeout: Duration,
     /// The cap on heuristic freshness (zero: none).
     pub(crate) max_heuristic: Duration,
-    /// Counters.
-    pub(crate) stats: Arc<Stats>,
+    /// What it counts.
+    pub(crate) metrics: Metrics,
 }
 
 /// The cache key's primary part: the request's authority and path with query.
@@ -189,6 +172,8 @@ fn unsafe_method(method: &Method) -> bool {
 pub struct Ctx {
     /// The request carried `Authorization`.
     authorization: bool,
+    /// What the cache did, once the response header is known.
+    outcome: Option<Outcome>,
 }
 
 #[async_trait]
@@ -211,7 +196,6 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         ctx.authorization = req.headers.contains_key(header::AUTHORIZATION);
         if !cacheable_method(&req.method) {
-            self.stats.passes.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         session.cache.enable(self.store, None, None, Some(self.lock), None);
@@ -251,11 +235,20 @@ impl ProxyHttp for Edge {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let verdict = freshness(resp, ctx.authorization, SystemTime::now(), self.max_heuristic);
-        if matches!(verdict, RespCacheable::Uncacheable(_)) {
-            self.stats.passes.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(verdict)
+        Ok(freshness(resp, ctx.authorization, SystemTime::now(), self.max_heuristic))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        hit: &mut HitHandler,
+        is_fresh: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        // A soft purge marked the object: fresh or not, it is revalidated first.
+        let purged = hit.as_any().downcast_ref::<Hit>().is_some_and(|h| h.purged);
+        Ok((purged && is_fresh).then_some(ForcedFreshness::ForceExpired))
     }
 
     fn should_serve_stale(&self, _session: &mut Session, _ctx: &mut Ctx, error: Option<&Error>) -> bool {
@@ -274,39 +267,34 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
-        let status = match session.cache.phase() {
-            CachePhase::Hit => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                "HIT"
-            }
-            CachePhase::Miss => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                "MISS"
-            }
-            CachePhase::Stale | CachePhase::StaleUpdating => {
-                self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                "STALE"
-            }
-            CachePhase::Expired => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                "EXPIRED"
-            }
-            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
-                self.stats.revalidations.fetch_add(1, Ordering::Relaxed);
-                "REVALIDATED"
-            }
-            _ => "PASS",
+        let outcome = match session.cache.phase() {
+            CachePhase::Hit => Outcome::hit,
+            CachePhase::Miss => Outcome::miss,
+            CachePhase::Stale | CachePhase::StaleUpdating => Outcome::stale,
+            CachePhase::Expired => Outcome::expired,
+            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::revalidated,
+            _ => Outcome::pass,
         };
+        ctx.outcome = Some(outcome);
+        let kind = Kind::of(resp.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+        self.metrics.requests.get_or_create(&RequestLabels { cache: outcome, kind }).inc();
         if session.cache.lock_duration().is_some() {
-            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            self.metrics.coalesced.inc();
         }
-        resp.insert_header("x-cache", HeaderValue::from_static(status))?;
+        // Surrogate keys are for the edge's purges, not for clients.
+        resp.remove_header("surrogate-key");
+        resp.insert_header("x-cache", HeaderValue::from_static(outcome.header()))?;
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, _ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let from = match ctx.outcome {
+            Some(Outcome::hit | Outcome::stale | Outcome::revalidated) => "cache",
+            _ => "origin",
+        };
+        self.metrics.bytes.get_or_create(&BytesLabels { from }).inc_by(session.body_bytes_sent() as u64);
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_none() && unsafe_method(&req.method) && (200..400).contains(&status) {
@@ -320,7 +308,7 @@ impl ProxyHttp for Edge {
             )
             .await
             {
-                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invalidations.inc();
             }
         }
     }

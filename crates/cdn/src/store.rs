@@ -7,10 +7,16 @@
 //! objects does not flush the popular ones as it would from an LRU. A response is
 //! written here only once it is complete: a reader never sees half an object, and
 //! concurrent misses wait on pingora-cache's lock for the one fetch instead.
+//!
+//! An index beside the objects knows each object's path and surrogate keys (the
+//! origin's `Surrogate-Key` header), so that a purge can name a path, a prefix of
+//! paths or a tag ([`EdgeStore::purge`]); hard purges drop objects, soft ones mark
+//! them stale so that their next use revalidates.
 
 use std::any::Any;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -22,10 +28,99 @@ use pingora_error::{Error, ErrorType, Result};
 
 /// A stored response: its metadata (pingora-cache's serialized form) and body.
 struct Object {
+    /// Where it is stored (TinyUFO hands back only the object when it evicts).
+    slot: u128,
+    /// The request path with query it answers, for purges by path or prefix.
+    path: String,
+    /// Its surrogate keys, for purges by tag.
+    tags: Vec<String>,
     /// `CacheMeta::serialize`'s two parts: freshness and the response header.
     meta: (Vec<u8>, Vec<u8>),
     /// The whole body; cloned cheaply into every hit.
     body: Bytes,
+    /// Soft-purged: served only after a revalidation.
+    stale: AtomicBool,
+}
+
+/// The most surrogate keys kept per object, and the longest; beyond, ignored.
+const MAX_TAGS: usize = 32;
+const MAX_TAG_BYTES: usize = 128;
+
+/// The surrogate keys of a response: its `Surrogate-Key` headers, split at
+/// whitespace.
+pub fn surrogate_keys(headers: &http::HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_ascii_whitespace)
+        .filter(|t| t.len() <= MAX_TAG_BYTES)
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags.truncate(MAX_TAGS);
+    tags
+}
+
+/// What a purge names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// Objects answering exactly this path (with its query), every variant.
+    Path(String),
+    /// Objects whose path starts with this.
+    Prefix(String),
+    /// Objects tagged with this surrogate key.
+    Tag(String),
+}
+
+/// Where each object is, by path and by tag.
+#[derive(Default)]
+struct Index {
+    /// Path → the slots answering it (one per `Vary` variant).
+    by_path: BTreeMap<String, HashSet<u128>>,
+    /// Surrogate key → slots.
+    by_tag: HashMap<String, HashSet<u128>>,
+}
+
+impl Index {
+    fn add(&mut self, o: &Object) {
+        self.by_path.entry(o.path.clone()).or_default().insert(o.slot);
+        for t in &o.tags {
+            self.by_tag.entry(t.clone()).or_default().insert(o.slot);
+        }
+    }
+
+    fn remove(&mut self, o: &Object) {
+        /// Drop `slot` from a set; true if the set is then empty.
+        fn drop_from(slots: Option<&mut HashSet<u128>>, slot: u128) -> bool {
+            slots.is_some_and(|s| {
+                s.remove(&slot);
+                s.is_empty()
+            })
+        }
+        if drop_from(self.by_path.get_mut(&o.path), o.slot) {
+            self.by_path.remove(&o.path);
+        }
+        for t in &o.tags {
+            if drop_from(self.by_tag.get_mut(t), o.slot) {
+                self.by_tag.remove(t);
+            }
+        }
+    }
+
+    fn slots(&self, purge: &Purge) -> Vec<u128> {
+        match purge {
+            Purge::Path(p) => self.by_path.get(p).into_iter().flatten().copied().collect(),
+            Purge::Prefix(p) => self
+                .by_path
+                .range::<str, _>((std::ops::Bound::Included(p.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(p.as_str()))
+                .flat_map(|(_, s)| s.iter().copied())
+                .collect(),
+            Purge::Tag(t) => self.by_tag.get(t).into_iter().flatten().copied().collect(),
+        }
+    }
 }
 
 impl Object {
@@ -56,6 +151,8 @@ pub struct EdgeStore {
     bytes: AtomicU64,
     /// Objects held now.
     count: AtomicU64,
+    /// Paths and tags of the objects held.
+    index: Mutex<Index>,
 }
 
 /// The key an object is stored under.
@@ -72,7 +169,31 @@ impl EdgeStore {
             objects: tinyufo::TinyUfo::new((budget / WEIGHT_UNIT).max(1), estimated),
             bytes: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            index: Mutex::default(),
         }
+    }
+
+    /// Drop (`soft` false) or mark stale (`soft` true) every object `purge`
+    /// names; returns how many.
+    pub fn purge(&self, purge: &Purge, soft: bool) -> usize {
+        let slots = self.index().slots(purge);
+        let mut n = 0;
+        for slot in slots {
+            if soft {
+                if let Some(o) = self.objects.get(&slot) {
+                    o.stale.store(true, Ordering::Release);
+                    n += 1;
+                }
+            } else if let Some(o) = self.objects.remove(&slot) {
+                self.forget(&o);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes held now.
@@ -107,12 +228,14 @@ impl EdgeStore {
         if admitted {
             self.bytes.fetch_add(size as u64, Ordering::Relaxed);
             self.count.fetch_add(1, Ordering::Relaxed);
+            self.index().add(&object);
         }
     }
 
     fn forget(&self, object: &Object) {
         self.bytes.fetch_sub(object.size() as u64, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
+        self.index().remove(object);
     }
 }
 
@@ -125,7 +248,12 @@ impl Storage for EdgeStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let Some(object) = self.objects.get(&slot(key)) else { return Ok(None) };
         let meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
-        let hit = Hit { body: object.body.clone(), range: (0, object.body.len()), done: false };
+        let hit = Hit {
+            body: object.body.clone(),
+            range: (0, object.body.len()),
+            done: false,
+            purged: object.stale.load(Ordering::Acquire),
+        };
         Ok(Some((meta, Box::new(hit))))
     }
 
@@ -135,7 +263,17 @@ impl Storage for EdgeStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(Miss { store: self, slot: slot(key), meta: meta.serialize()?, body: BytesMut::new() }))
+        let pk = key.primary_key_str().unwrap_or("");
+        // The primary key is the authority then the path: the path starts at its first `/`.
+        let path = pk.find('/').map_or("/", |i| &pk[i..]).to_owned();
+        Ok(Box::new(Miss {
+            store: self,
+            slot: slot(key),
+            path,
+            tags: surrogate_keys(meta.headers()),
+            meta: meta.serialize()?,
+            body: BytesMut::new(),
+        }))
     }
 
     async fn purge(
@@ -165,7 +303,17 @@ impl Storage for EdgeStore {
                 "updating the meta of an object not stored",
             ));
         };
-        self.put(slot, Object { meta: meta.serialize()?, body: old.body.clone() });
+        self.put(
+            slot,
+            Object {
+                slot,
+                path: old.path.clone(),
+                tags: surrogate_keys(meta.headers()),
+                meta: meta.serialize()?,
+                body: old.body.clone(),
+                stale: AtomicBool::new(false),
+            },
+        );
         Ok(true)
     }
 
@@ -175,13 +323,15 @@ impl Storage for EdgeStore {
 }
 
 /// Serving one hit: the body, or the part of it a range asked for.
-struct Hit {
+pub(crate) struct Hit {
     /// The object's whole body.
     body: Bytes,
     /// The part to send, `[start, end)`.
     range: (usize, usize),
     /// Whether the part was sent.
     done: bool,
+    /// The object was soft-purged: it must be revalidated before it is served.
+    pub(crate) purged: bool,
 }
 
 #[async_trait]
@@ -233,6 +383,10 @@ struct Miss {
     store: &'static EdgeStore,
     /// Under which key.
     slot: u128,
+    /// The path it answers.
+    path: String,
+    /// Its surrogate keys.
+    tags: Vec<String>,
     /// Its serialized metadata.
     meta: (Vec<u8>, Vec<u8>),
     /// The body so far.
@@ -247,8 +401,8 @@ impl HandleMiss for Miss {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let Miss { store, slot, meta, body } = *self;
-        let object = Object { meta, body: body.freeze() };
+        let Miss { store, slot, path, tags, meta, body } = *self;
+        let object = Object { slot, path, tags, meta, body: body.freeze(), stale: AtomicBool::new(false) };
         let size = object.size();
         store.put(slot, object);
         Ok(MissFinishType::Created(size))

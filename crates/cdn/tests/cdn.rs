@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use cdn::{CdnConfig, Running};
+use cdn::{CdnConfig, Outcome, Running};
 use tokio::sync::Semaphore;
 
 /// What the origin saw.
@@ -79,6 +79,28 @@ async fn origin(State(seen): State<Arc<Seen>>, method: Method, uri: Uri, headers
         }
         "/sie" => (cc("max-age=0, stale-if-error=60"), "kept for errors").into_response(),
         "/big" => (cc("max-age=60"), "0123456789abcdefghij").into_response(),
+        p if p.starts_with("/tagged/") => {
+            let (tags, etag) = match p {
+                "/tagged/a" => ("user-1 post-1", "\"a\""),
+                "/tagged/b" => ("user-1 post-2", "\"b\""),
+                _ => ("user-2", "\"c\""),
+            };
+            if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == etag) {
+                *seen.conditional.lock().unwrap().entry(path).or_default() += 1;
+                return (
+                    StatusCode::NOT_MODIFIED,
+                    cc("max-age=60"),
+                    [(header::ETAG, HeaderValue::from_static(etag))],
+                )
+                    .into_response();
+            }
+            let headers = [
+                (header::ETAG, HeaderValue::from_static(etag)),
+                (header::HeaderName::from_static("surrogate-key"), HeaderValue::from_static(tags)),
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            ];
+            (cc("max-age=60"), headers, format!("body of {p}")).into_response()
+        }
         "/slow" => {
             let _permit = seen.gate.acquire().await.unwrap();
             (cc("max-age=60"), "slow body").into_response()
@@ -98,8 +120,14 @@ async fn spawn_origin() -> (SocketAddr, Arc<Seen>, tokio::task::JoinHandle<()>) 
 }
 
 async fn spawn_edge(origin: SocketAddr) -> Running {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    cdn::start(CdnConfig::new(listen, origin)).await.unwrap()
+    spawn_edge_with(origin, |_| {}).await
+}
+
+async fn spawn_edge_with(origin: SocketAddr, adjust: impl FnOnce(&mut CdnConfig)) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = CdnConfig::new(any, any, origin);
+    adjust(&mut config);
+    cdn::start(config).await.unwrap()
 }
 
 /// One GET through the edge: status, `X-Cache`, body, headers.
@@ -138,7 +166,7 @@ async fn a_fresh_response_is_served_from_the_cache() {
     assert_eq!((status, cache.as_str(), body.as_str()), (StatusCode::OK, "HIT", "fresh body"));
     assert!(headers.contains_key(header::AGE), "a hit says its age: {headers:?}");
     assert_eq!(seen.requests("/fresh"), 1);
-    assert_eq!(edge.stats().hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(edge.metrics().count(Outcome::hit), 1);
     assert!(edge.stored().1 >= 1, "the object is in the memory tier");
     edge.stop().await;
 }
@@ -274,19 +302,121 @@ async fn head_and_ranges_are_answered_from_the_cached_object() {
     edge.stop().await;
 }
 
+/// `POST /admin/purge` on the edge's admin listener.
+async fn purge(
+    edge: &Running,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = reqwest::Client::new().post(format!("http://{}/admin/purge", edge.admin())).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or_default())
+}
+
+const TOKEN: &str = "a-token-long-enough-for-the-guard";
+
+#[tokio::test]
+async fn purges_by_path_prefix_and_tag_hard_and_soft() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let edge = spawn_edge_with(origin, |c| c.admin_token = Some(TOKEN.into())).await;
+    let warm = async || {
+        for p in ["/tagged/a", "/tagged/b", "/tagged/c", "/fresh"] {
+            get(&edge, p, &[]).await;
+        }
+    };
+    warm().await;
+    let cache = async |p: &str| get(&edge, p, &[]).await.1;
+    let (_, _, _, headers) = get(&edge, "/tagged/a", &[]).await;
+    assert!(!headers.contains_key("surrogate-key"), "tags stay in the edge: {headers:?}");
+
+    // Without the token: refused, nothing purged.
+    let (status, _) = purge(&edge, None, serde_json::json!({"tags": ["user-1"]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(cache("/tagged/a").await, "HIT");
+
+    // A tag: both of user-1's objects, not user-2's nor the untagged one.
+    let (status, body) = purge(&edge, Some(TOKEN), serde_json::json!({"tags": ["user-1"]})).await;
+    assert_eq!((status, body["purged"].as_u64()), (StatusCode::OK, Some(2)));
+    let got =
+        [cache("/tagged/a").await, cache("/tagged/b").await, cache("/tagged/c").await, cache("/fresh").await];
+    assert_eq!(got, ["MISS", "MISS", "HIT", "HIT"]);
+
+    // A path, then a prefix.
+    let (_, body) = purge(&edge, Some(TOKEN), serde_json::json!({"paths": ["/fresh"]})).await;
+    assert_eq!(body["purged"], 1);
+    assert_eq!(cache("/fresh").await, "MISS");
+    let (_, body) = purge(&edge, Some(TOKEN), serde_json::json!({"prefixes": ["/tagged/"]})).await;
+    assert_eq!(body["purged"], 3);
+    assert_eq!([cache("/tagged/a").await, cache("/fresh").await], ["MISS", "HIT"]);
+
+    // Soft: kept, but its next use asks the origin first (a 304 here).
+    assert_eq!(cache("/tagged/b").await, "MISS");
+    let conditional = seen.conditional("/tagged/b");
+    let (_, body) =
+        purge(&edge, Some(TOKEN), serde_json::json!({"paths": ["/tagged/b"], "soft": true})).await;
+    assert_eq!(body["purged"], 1);
+    assert_eq!(cache("/tagged/b").await, "REVALIDATED");
+    assert_eq!(seen.conditional("/tagged/b"), conditional + 1);
+    assert_eq!(cache("/tagged/b").await, "HIT", "fresh again after the revalidation");
+
+    // What was done shows in the metrics.
+    let text = reqwest::get(format!("http://{}/metrics", edge.admin())).await.unwrap().text().await.unwrap();
+    for line in [
+        "millions_cdn_purged_total{by=\"tag\",how=\"hard\"} 2",
+        "millions_cdn_purged_total{by=\"prefix\",how=\"hard\"} 3",
+        "millions_cdn_purged_total{by=\"path\",how=\"soft\"} 1",
+        "millions_cdn_requests_total{cache=\"revalidated\",kind=\"image\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(text.contains("millions_cdn_stored_objects 3"), "{text}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_purge_is_refused_with_a_message_and_purges_nothing() {
+    let (origin, _seen, _server) = spawn_origin().await;
+    let edge = spawn_edge(origin).await;
+    get(&edge, "/fresh", &[]).await;
+    for (body, says) in [
+        (serde_json::json!({}), "at least one"),
+        (serde_json::json!({"paths": ["fresh"]}), "must start with /"),
+        (serde_json::json!({"prefixes": ["x"]}), "must start with /"),
+        (serde_json::json!({"tags": ["two words"]}), "one word"),
+        (serde_json::json!({"tags": [""]}), "one word"),
+        (serde_json::json!({"paths": ["/fresh"], "everything": true}), "unknown field"),
+        (serde_json::json!({"paths": "/fresh"}), "invalid type"),
+        (serde_json::json!({"tags": vec!["t"; 1001]}), "at most 1000"),
+    ] {
+        let (status, reply) = purge(&edge, None, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply["error"]["code"], "invalid_purge");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    assert_eq!(get(&edge, "/fresh", &[]).await.1, "HIT", "nothing was purged");
+    edge.stop().await;
+}
+
 #[test]
 fn bad_configurations_are_refused_with_a_message() {
-    let ok = "listen = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n";
+    let ok = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n";
     assert!(CdnConfig::parse(ok, "t").is_ok());
     for (text, says) in [
-        ("listen = \"127.0.0.1:8080\"\norigin = \"127.0.0.1:8080\"\n", "origin"),
-        ("listen = \"127.0.0.1:0\"\norigin = \"127.0.0.1:0\"\n", "origin"),
+        ("listen = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n", "origin"),
+        ("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:0\"\n", "origin"),
+        ("listen = \"127.0.0.1:81\"\nadmin = \"127.0.0.1:81\"\norigin = \"127.0.0.1:80\"\n", "admin"),
+        ("listen = \"127.0.0.1:0\"\norigin = \"127.0.0.1:80\"\n", "admin"),
+        (&format!("{ok}admin_token = \"short\"\n"), "admin_token"),
         (&format!("{ok}memory_bytes = 1000\n"), "memory_bytes"),
         (&format!("{ok}max_object_bytes = 0\n"), "max_object_bytes"),
         (&format!("{ok}max_object_bytes = 100000000\n"), "max_object_bytes"),
         (&format!("{ok}coalesce_timeout_ms = 0\n"), "coalesce_timeout_ms"),
         (&format!("{ok}colour = \"blue\"\n"), "unknown field"),
-        ("listen = \"nowhere\"\norigin = \"127.0.0.1:8080\"\n", "listen"),
+        ("listen = \"nowhere\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n", "listen"),
     ] {
         let e = CdnConfig::parse(text, "t").unwrap_err().to_string();
         assert!(e.contains(says), "{text}: {e}");

@@ -70,8 +70,16 @@ fn a_bad_config_exits_with_a_message_before_binding() {
             "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\n[health]\ninterval_ms = 0\n",
             "health.interval_ms",
         ),
-        ("cdn", "listen = \"TAKEN\"\norigin = \"127.0.0.1:9\"\nmemory_bytes = 10\n", "memory_bytes"),
-        ("cdn", "listen = \"TAKEN\"\norigin = \"TAKEN\"\n", "must differ from listen"),
+        (
+            "cdn",
+            "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:9\"\nmemory_bytes = 10\n",
+            "memory_bytes",
+        ),
+        (
+            "cdn",
+            "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\norigin = \"TAKEN\"\n",
+            "must differ from listen",
+        ),
     ];
     for (role, config, expected) in role_cases {
         let o =

@@ -1,0 +1,150 @@
+//! What an edge counts, in the process's Prometheus registry.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values as Prometheus shows them
+pub enum Outcome {
+    /// Served from the cache, fresh.
+    hit,
+    /// Fetched from the origin and stored.
+    miss,
+    /// Stored but stale: fetched again.
+    expired,
+    /// Served stale (while revalidating, or because the origin failed).
+    stale,
+    /// Revalidated with the origin (a 304, or a new response).
+    revalidated,
+    /// Passed to the origin without caching.
+    pass,
+}
+
+impl Outcome {
+    /// The `X-Cache` header's value.
+    pub fn header(self) -> &'static str {
+        match self {
+            Outcome::hit => "HIT",
+            Outcome::miss => "MISS",
+            Outcome::expired => "EXPIRED",
+            Outcome::stale => "STALE",
+            Outcome::revalidated => "REVALIDATED",
+            Outcome::pass => "PASS",
+        }
+    }
+}
+
+/// A response's kind of content, for the hit ratio per kind.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Kind {
+    /// `image/*`.
+    image,
+    /// `text/css`.
+    css,
+    /// JavaScript.
+    js,
+    /// Fonts.
+    font,
+    /// `text/html`.
+    html,
+    /// JSON.
+    json,
+    /// Anything else, or no `Content-Type`.
+    other,
+}
+
+impl Kind {
+    /// The kind of a `Content-Type` value.
+    pub fn of(content_type: Option<&str>) -> Kind {
+        let Some(ct) = content_type else { return Kind::other };
+        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match ct.as_str() {
+            c if c.starts_with("image/") => Kind::image,
+            "text/css" => Kind::css,
+            "text/javascript" | "application/javascript" | "application/x-javascript" => Kind::js,
+            c if c.starts_with("font/") || c.contains("font-woff") => Kind::font,
+            "text/html" => Kind::html,
+            c if c == "application/json" || c.ends_with("+json") => Kind::json,
+            _ => Kind::other,
+        }
+    }
+}
+
+/// Labels of a request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// What the cache did.
+    pub cache: Outcome,
+    /// What the response holds.
+    pub kind: Kind,
+}
+
+/// Where a response's body bytes came from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// `cache` or `origin`.
+    pub from: &'static str,
+}
+
+/// How a purge was asked.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurgeLabels {
+    /// `path`, `prefix` or `tag`.
+    pub by: &'static str,
+    /// `hard` or `soft`.
+    pub how: &'static str,
+}
+
+/// The edge's metrics.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Requests by what the cache did and the content's kind.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Requests that waited on another request's fetch of the same object.
+    pub coalesced: Counter,
+    /// Objects dropped because an unsafe method changed their URL.
+    pub invalidations: Counter,
+    /// Objects purged, by how the purge named them and how hard.
+    pub purged: Family<PurgeLabels, Counter>,
+    /// Body bytes sent, by where they came from.
+    pub bytes: Family<BytesLabels, Counter>,
+    /// Bytes held by the memory tier (set when rendered).
+    pub stored_bytes: Gauge,
+    /// Objects held by the memory tier (set when rendered).
+    pub stored_objects: Gauge,
+}
+
+impl Metrics {
+    /// Metrics registered into `registry`.
+    pub fn new(registry: &telemetry::Registry) -> Metrics {
+        let m = Metrics::default();
+        registry.register("cdn_requests", "Requests by cache outcome and content kind", m.requests.clone());
+        registry.register(
+            "cdn_coalesced",
+            "Requests that waited on another request's origin fetch of the same object",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "cdn_invalidations",
+            "Objects dropped because an unsafe method changed their URL",
+            m.invalidations.clone(),
+        );
+        registry.register("cdn_purged", "Objects purged, by selector and how", m.purged.clone());
+        registry.register("cdn_body_bytes", "Body bytes sent, from the cache or the origin", m.bytes.clone());
+        registry.register("cdn_stored_bytes", "Bytes held by the memory tier", m.stored_bytes.clone());
+        registry.register("cdn_stored_objects", "Objects held by the memory tier", m.stored_objects.clone());
+        m
+    }
+
+    /// Requests with `outcome`, of every kind.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        [Kind::image, Kind::css, Kind::js, Kind::font, Kind::html, Kind::json, Kind::other]
+            .into_iter()
+            .map(|kind| self.requests.get_or_create(&RequestLabels { cache: outcome, kind }).get())
+            .sum()
+    }
+}
