@@ -44,6 +44,16 @@ pub struct CdnConfig {
     /// (request coalescing) before it fetches for itself.
     #[serde(default = "default_coalesce_timeout_ms")]
     pub coalesce_timeout_ms: u64,
+    /// Origin fetches in flight at most (misses, revalidations, passes); a
+    /// request waits up to `origin_queue_ms` for one, then gets a 503.
+    #[serde(default = "default_max_origin_fetches")]
+    pub max_origin_fetches: usize,
+    /// How long a request waits for an origin fetch slot.
+    #[serde(default = "default_origin_queue_ms")]
+    pub origin_queue_ms: u64,
+    /// The largest request head (target and headers) accepted; larger gets 431.
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: usize,
     /// Connecting to the origin.
     #[serde(default = "default_origin_connect_timeout_ms")]
     pub origin_connect_timeout_ms: u64,
@@ -68,6 +78,15 @@ fn default_typical_object_bytes() -> u64 {
 }
 fn default_coalesce_timeout_ms() -> u64 {
     5_000
+}
+fn default_max_origin_fetches() -> usize {
+    256
+}
+fn default_origin_queue_ms() -> u64 {
+    2_000
+}
+fn default_max_request_head_bytes() -> usize {
+    32 << 10
 }
 fn default_origin_connect_timeout_ms() -> u64 {
     2_000
@@ -106,6 +125,9 @@ impl CdnConfig {
             max_object_bytes: default_max_object_bytes(),
             typical_object_bytes: default_typical_object_bytes(),
             coalesce_timeout_ms: default_coalesce_timeout_ms(),
+            max_origin_fetches: default_max_origin_fetches(),
+            origin_queue_ms: default_origin_queue_ms(),
+            max_request_head_bytes: default_max_request_head_bytes(),
             origin_connect_timeout_ms: default_origin_connect_timeout_ms(),
             origin_read_timeout_ms: default_origin_read_timeout_ms(),
             max_heuristic_secs: default_max_heuristic_secs(),
@@ -144,8 +166,15 @@ impl settings::Validate for CdnConfig {
         if self.typical_object_bytes == 0 || self.typical_object_bytes > self.max_object_bytes {
             return Err(invalid("typical_object_bytes", "must be between 1 and max_object_bytes"));
         }
+        if !(1..=100_000).contains(&self.max_origin_fetches) {
+            return Err(invalid("max_origin_fetches", "must be between 1 and 100000"));
+        }
+        if !(1024..=1 << 20).contains(&self.max_request_head_bytes) {
+            return Err(invalid("max_request_head_bytes", "must be between 1024 and 1048576"));
+        }
         for (field, ms) in [
             ("coalesce_timeout_ms", self.coalesce_timeout_ms),
+            ("origin_queue_ms", self.origin_queue_ms),
             ("origin_connect_timeout_ms", self.origin_connect_timeout_ms),
             ("origin_read_timeout_ms", self.origin_read_timeout_ms),
         ] {

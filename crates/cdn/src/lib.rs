@@ -95,6 +95,9 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
         read_timeout: Duration::from_millis(config.origin_read_timeout_ms),
         max_heuristic: Duration::from_secs(config.max_heuristic_secs),
         metrics: metrics.clone(),
+        origin_slots: Arc::new(tokio::sync::Semaphore::new(config.max_origin_fetches)),
+        origin_queue: Duration::from_millis(config.origin_queue_ms),
+        max_request_head: config.max_request_head_bytes,
     };
     let app = Arc::new(pingora_proxy::http_proxy(&Arc::new(ServerConf::default()), edge));
     let (drain, watch) = tokio::sync::watch::channel(false);

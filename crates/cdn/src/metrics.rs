@@ -24,6 +24,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 6] =
+        [Outcome::hit, Outcome::miss, Outcome::expired, Outcome::stale, Outcome::revalidated, Outcome::pass];
+
     /// The `X-Cache` header's value.
     pub fn header(self) -> &'static str {
         match self {
@@ -58,6 +62,10 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 7] =
+        [Kind::image, Kind::css, Kind::js, Kind::font, Kind::html, Kind::json, Kind::other];
+
     /// The kind of a `Content-Type` value.
     pub fn of(content_type: Option<&str>) -> Kind {
         let Some(ct) = content_type else { return Kind::other };
@@ -104,10 +112,17 @@ pub struct PurgeLabels {
 pub struct Metrics {
     /// Requests by what the cache did and the content's kind.
     pub requests: Family<RequestLabels, Counter>,
+    /// Every series of `requests`, resolved once (`[outcome][kind]`): counting a
+    /// request is one atomic add, not a lookup of its labels.
+    request_slots: Vec<Vec<Counter>>,
+    /// The series of `bytes`: from the cache, from the origin.
+    bytes_from: [Counter; 2],
     /// Requests that waited on another request's fetch of the same object.
     pub coalesced: Counter,
     /// Objects dropped because an unsafe method changed their URL.
     pub invalidations: Counter,
+    /// Requests answered 503 because every origin slot stayed busy.
+    pub origin_busy: Counter,
     /// Objects purged, by how the purge named them and how hard.
     pub purged: Family<PurgeLabels, Counter>,
     /// Body bytes sent, by where they came from.
@@ -121,7 +136,17 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics registered into `registry`.
     pub fn new(registry: &telemetry::Registry) -> Metrics {
-        let m = Metrics::default();
+        let mut m = Metrics::default();
+        m.request_slots = Outcome::ALL
+            .iter()
+            .map(|&cache| {
+                Kind::ALL
+                    .iter()
+                    .map(|&kind| m.requests.get_or_create(&RequestLabels { cache, kind }).clone())
+                    .collect()
+            })
+            .collect();
+        m.bytes_from = ["cache", "origin"].map(|from| m.bytes.get_or_create(&BytesLabels { from }).clone());
         registry.register("cdn_requests", "Requests by cache outcome and content kind", m.requests.clone());
         registry.register(
             "cdn_coalesced",
@@ -133,6 +158,11 @@ impl Metrics {
             "Objects dropped because an unsafe method changed their URL",
             m.invalidations.clone(),
         );
+        registry.register(
+            "cdn_origin_busy",
+            "Requests answered 503 because every origin fetch slot stayed busy",
+            m.origin_busy.clone(),
+        );
         registry.register("cdn_purged", "Objects purged, by selector and how", m.purged.clone());
         registry.register("cdn_body_bytes", "Body bytes sent, from the cache or the origin", m.bytes.clone());
         registry.register("cdn_stored_bytes", "Bytes held by the memory tier", m.stored_bytes.clone());
@@ -140,11 +170,18 @@ impl Metrics {
         m
     }
 
+    /// Count a request.
+    pub fn request(&self, outcome: Outcome, kind: Kind) {
+        self.request_slots[outcome as usize][kind as usize].inc();
+    }
+
+    /// Count body bytes sent, from the cache (`true`) or the origin.
+    pub fn body_bytes(&self, from_cache: bool, n: u64) {
+        self.bytes_from[usize::from(!from_cache)].inc_by(n);
+    }
+
     /// Requests with `outcome`, of every kind.
     pub fn count(&self, outcome: Outcome) -> u64 {
-        [Kind::image, Kind::css, Kind::js, Kind::font, Kind::html, Kind::json, Kind::other]
-            .into_iter()
-            .map(|kind| self.requests.get_or_create(&RequestLabels { cache: outcome, kind }).get())
-            .sum()
+        self.request_slots[outcome as usize].iter().map(Counter::get).sum()
     }
 }

@@ -26,7 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::metrics::{BytesLabels, Kind, Metrics, Outcome, RequestLabels};
+use crate::metrics::{Kind, Metrics, Outcome};
 use crate::store::{EdgeStore, Hit};
 
 /// The edge: where misses go and where objects are kept.
@@ -47,6 +47,61 @@ pub struct Edge {
     pub(crate) max_heuristic: Duration,
     /// What it counts.
     pub(crate) metrics: Metrics,
+    /// Origin fetches in flight, bounded: a herd of misses for different objects
+    /// (after a purge, a cold start) cannot swamp the origin.
+    pub(crate) origin_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for an origin slot before it is answered 503.
+    pub(crate) origin_queue: Duration,
+    /// The largest request head (target and headers) accepted.
+    pub(crate) max_request_head: usize,
+}
+
+/// Why a request is refused before it reaches the cache or the origin.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A dot segment (`.`/`..`, raw or percent-encoded), a backslash or a control
+    /// character in the path: the same object could be named many ways, or a
+    /// path normalized differently by the origin (cache key confusion).
+    Path,
+    /// The request head is larger than allowed.
+    HeadTooLarge,
+}
+
+impl Refusal {
+    /// The status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Path => 400,
+            Refusal::HeadTooLarge => 431,
+        }
+    }
+}
+
+/// Whether a request may go on: its path is in one normal spelling and its head
+/// within `max_head` bytes.
+pub fn check_request(req: &RequestHeader, max_head: usize) -> Result<(), Refusal> {
+    let target = req.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let head =
+        target + req.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
+    if head > max_head {
+        return Err(Refusal::HeadTooLarge);
+    }
+    let path = req.uri.path();
+    if path.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
+        return Err(Refusal::Path);
+    }
+    let dot_segment = |p: &str| p.split('/').any(|segment| segment == "." || segment == "..");
+    // Percent-encoded dots and slashes would hide a dot segment (checked only
+    // when there is an escape: the usual path costs no allocation).
+    let hidden = || {
+        let lower = path.to_ascii_lowercase();
+        dot_segment(&lower.replace("%2e", ".").replace("%2f", "/").replace("%5c", "/"))
+    };
+    if dot_segment(path) || (path.contains('%') && hidden()) {
+        return Err(Refusal::Path);
+    }
+    Ok(())
 }
 
 /// The cache key's primary part: the request's authority and path with query.
@@ -174,6 +229,8 @@ pub struct Ctx {
     authorization: bool,
     /// What the cache did, once the response header is known.
     outcome: Option<Outcome>,
+    /// This request's origin slot, held until it ends.
+    origin_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 #[async_trait]
@@ -184,7 +241,29 @@ impl ProxyHttp for Edge {
         Ctx::default()
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        match check_request(session.req_header(), self.max_request_head) {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                tracing::debug!(?refusal, path = session.req_header().uri.path(), "request refused");
+                session.respond_error(refusal.status()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.origin_slot.is_none() {
+            let slot =
+                tokio::time::timeout(self.origin_queue, self.origin_slots.clone().acquire_owned()).await;
+            match slot {
+                Ok(Ok(permit)) => ctx.origin_slot = Some(permit),
+                _ => {
+                    self.metrics.origin_busy.inc();
+                    return Err(Error::explain(ErrorType::HTTPStatus(503), "every origin slot is busy"));
+                }
+            }
+        }
         let mut peer = HttpPeer::new(self.origin, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
@@ -279,7 +358,7 @@ impl ProxyHttp for Edge {
         };
         ctx.outcome = Some(outcome);
         let kind = Kind::of(resp.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
-        self.metrics.requests.get_or_create(&RequestLabels { cache: outcome, kind }).inc();
+        self.metrics.request(outcome, kind);
         if session.cache.lock_duration().is_some() {
             self.metrics.coalesced.inc();
         }
@@ -290,11 +369,8 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let from = match ctx.outcome {
-            Some(Outcome::hit | Outcome::stale | Outcome::revalidated) => "cache",
-            _ => "origin",
-        };
-        self.metrics.bytes.get_or_create(&BytesLabels { from }).inc_by(session.body_bytes_sent() as u64);
+        let from_cache = matches!(ctx.outcome, Some(Outcome::hit | Outcome::stale | Outcome::revalidated));
+        self.metrics.body_bytes(from_cache, session.body_bytes_sent() as u64);
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_none() && unsafe_method(&req.method) && (200..400).contains(&status) {

@@ -401,6 +401,86 @@ async fn a_bad_purge_is_refused_with_a_message_and_purges_nothing() {
     edge.stop().await;
 }
 
+/// One raw HTTP/1.1 request (what a client library would normalize first); the
+/// status and the whole answer.
+async fn raw(edge: &Running, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clean_4xx_and_never_reach_the_origin() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let edge = spawn_edge(origin).await;
+    get(&edge, "/big", &[]).await;
+    // The same Host as the client library's requests: the same cache key.
+    let close = format!("Host: {}\r\nConnection: close\r\n", edge.addr());
+    for (target, status) in [
+        ("/tagged/../fresh", 400),
+        ("/%2e%2e/fresh", 400),
+        ("/tagged/%2E/a", 400),
+        ("/tagged/.%2e/fresh", 400),
+        ("/tagged%2f..%2ffresh", 400),
+        ("/./fresh", 400),
+    ] {
+        let (got, answer) = raw(&edge, &format!("GET {target} HTTP/1.1\r\n{close}\r\n")).await;
+        assert_eq!(got, status, "{target}: {answer}");
+    }
+    let huge = "x".repeat(40 << 10);
+    let (got, answer) = raw(&edge, &format!("GET /fresh HTTP/1.1\r\n{close}X-Huge: {huge}\r\n\r\n")).await;
+    assert_eq!(got, 431, "{}", &answer[..answer.len().min(200)]);
+    assert_eq!(seen.requests("/fresh"), 0, "none of them reached the origin");
+
+    // Malformed or unsatisfiable ranges on a cached object: answered from the
+    // cache (the whole object, or 416), never an error of ours.
+    for (range, status) in [("bytes=abc", 200), ("bytes=5-2", 416), ("bytes=100-", 416), ("chars=1-2", 200)] {
+        let (got, answer) = raw(&edge, &format!("GET /big HTTP/1.1\r\n{close}Range: {range}\r\n\r\n")).await;
+        assert_eq!(got, status, "{range}: {answer}");
+    }
+    assert_eq!(seen.requests("/big"), 1);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn origin_fetches_are_bounded() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let edge = Arc::new(
+        spawn_edge_with(origin, |c| {
+            c.max_origin_fetches = 1;
+            c.origin_queue_ms = 200;
+        })
+        .await,
+    );
+    // One fetch holds the only slot (the origin keeps it waiting) ...
+    let held = tokio::spawn({
+        let edge = edge.clone();
+        async move { get(&edge, "/slow", &[]).await }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.requests("/slow") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the origin was never asked");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ... so a miss of another object waits for a slot, then gets a 503 without
+    // reaching the origin; a cached object is still served.
+    let (status, _, _, _) = get(&edge, "/fresh", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.requests("/fresh"), 0);
+    assert_eq!(edge.metrics().origin_busy.get(), 1);
+    seen.gate.add_permits(1);
+    assert_eq!(held.await.unwrap().0, StatusCode::OK);
+    let (status, cache, _, _) = get(&edge, "/fresh", &[]).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "the slot is free again");
+    assert_eq!(get(&edge, "/slow", &[]).await.1, "HIT");
+    Arc::into_inner(edge).unwrap().stop().await;
+}
+
 #[test]
 fn bad_configurations_are_refused_with_a_message() {
     let ok = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n";
@@ -415,6 +495,9 @@ fn bad_configurations_are_refused_with_a_message() {
         (&format!("{ok}max_object_bytes = 0\n"), "max_object_bytes"),
         (&format!("{ok}max_object_bytes = 100000000\n"), "max_object_bytes"),
         (&format!("{ok}coalesce_timeout_ms = 0\n"), "coalesce_timeout_ms"),
+        (&format!("{ok}max_origin_fetches = 0\n"), "max_origin_fetches"),
+        (&format!("{ok}origin_queue_ms = 0\n"), "origin_queue_ms"),
+        (&format!("{ok}max_request_head_bytes = 10\n"), "max_request_head_bytes"),
         (&format!("{ok}colour = \"blue\"\n"), "unknown field"),
         ("listen = \"nowhere\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n", "listen"),
     ] {
