@@ -83,8 +83,9 @@ listen = "127.0.0.1:$OURS_PORT"
 admin = "127.0.0.1:$OURS_ADMIN"
 origin = "127.0.0.1:$ORIGIN_PORT"
 memory_bytes = $((256 << 20))
+threads = $THREADS
 EOF
-TOKIO_WORKER_THREADS=$THREADS RUST_LOG=warn "$MILLIONS" cdn --config "$WORK/cdn.toml" > "$WORK/cdn.log" 2>&1 & PIDS+=($!)
+RUST_LOG=warn "$MILLIONS" cdn --config "$WORK/cdn.toml" > "$WORK/cdn.log" 2>&1 & PIDS+=($!)
 
 # Varnish: the origin as its backend, a memory store of the same size.
 cat > "$WORK/default.vcl" <<EOF

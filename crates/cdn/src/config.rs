@@ -27,6 +27,10 @@ pub struct CdnConfig {
     /// admin address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Serving threads, each a single-threaded runtime of its own; a connection
+    /// stays on one from accept to close.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
     /// The origin every miss and revalidation goes to (HTTP/1.1, cleartext): in a
     /// topology the DC's load balancer; any HTTP server otherwise.
     pub origin: SocketAddr,
@@ -67,6 +71,9 @@ pub struct CdnConfig {
     pub max_heuristic_secs: u64,
 }
 
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 fn default_memory_bytes() -> u64 {
     256 << 20
 }
@@ -120,6 +127,7 @@ impl CdnConfig {
             listen,
             admin,
             admin_token: None,
+            threads: default_threads(),
             origin,
             memory_bytes: default_memory_bytes(),
             max_object_bytes: default_max_object_bytes(),
@@ -150,6 +158,9 @@ impl settings::Validate for CdnConfig {
         }
         if let Some(token) = &self.admin_token {
             guard::check(token).map_err(|why| invalid("admin_token", why))?;
+        }
+        if !(1..=256).contains(&self.threads) {
+            return Err(invalid("threads", "must be between 1 and 256"));
         }
         if self.origin.port() == 0 {
             return Err(invalid("origin", "needs a port"));

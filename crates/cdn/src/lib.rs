@@ -23,12 +23,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pingora_cache::lock::CacheLock;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::configuration::ServerConf;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use config::{CdnConfig, ConfigError};
 pub use metrics::{Metrics, Outcome};
@@ -36,6 +37,9 @@ pub use metrics::{Metrics, Outcome};
 /// Why an edge cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum CdnError {
+    /// The serving threads could not be started.
+    #[error("cannot start the serving threads: {0}")]
+    Start(String),
     /// The listener's address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -57,26 +61,52 @@ pub struct Running {
     metrics: Metrics,
     /// Its memory tier (for its size).
     store: &'static store::EdgeStore,
-    /// Stops the accept loop.
+    /// Stops the acceptor and the admin listener.
     stop: CancellationToken,
+    /// Set before a stop: the serving threads let requests in flight finish.
+    graceful: Arc<AtomicBool>,
     /// Tells connections in flight to finish (pingora's shutdown watch).
     drain: tokio::sync::watch::Sender<bool>,
-    /// The accept loop and every connection.
-    tasks: TaskTracker,
+    /// The serving threads.
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The admin listener's task.
+    admin_task: tokio::task::JoinHandle<()>,
 }
 
 /// How long [`Running::stop`] waits for requests in flight.
-pub const GRACE: Duration = Duration::from_secs(5);
+pub const GRACE: Duration = acceptor::STOP_GRACE;
 
-/// Bind `config.listen` and `config.admin`, and serve until stopped.
+/// Serves one client connection: pingora's HTTP/1 session loop (keep-alive) until
+/// it closes or the edge drains.
+struct Connections(Arc<pingora_proxy::HttpProxy<proxy::Edge>>);
+
+impl acceptor::Serve for Connections {
+    async fn serve(&self, tcp: tokio::net::TcpStream, shutdown: &tokio::sync::watch::Receiver<bool>) {
+        let _ = tcp.set_nodelay(true);
+        let mut stream: pingora_core::protocols::Stream =
+            Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        while let Some(reused) = self.0.process_new(stream, shutdown).await {
+            if *shutdown.borrow() {
+                break;
+            }
+            stream = reused;
+        }
+    }
+}
+
+/// Bind `config.listen` and `config.admin`, and serve until stopped: the public
+/// listener on `config.threads` serving threads of its own ([`acceptor`]: one
+/// single-threaded runtime each, every connection on one of them from accept to
+/// close), the admin listener on the caller's runtime.
 pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
-    let bind = |addr: SocketAddr| async move {
-        let listener = TcpListener::bind(addr).await.map_err(|source| CdnError::Bind { addr, source })?;
-        let bound = listener.local_addr().map_err(|source| CdnError::Bind { addr, source })?;
-        Ok::<_, CdnError>((listener, bound))
-    };
-    let (listener, addr) = bind(config.listen).await?;
-    let (admin_listener, admin) = bind(config.admin).await?;
+    let listen = config.listen;
+    let listener = acceptor::bind(listen).map_err(|source| CdnError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| CdnError::Bind { addr: listen, source })?;
+    let admin_listener = TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| CdnError::Bind { addr: config.admin, source })?;
+    let admin =
+        admin_listener.local_addr().map_err(|source| CdnError::Bind { addr: config.admin, source })?;
     let registry = telemetry::Registry::default();
     let metrics = Metrics::new(&registry);
     // pingora-cache's storage and lock are `&'static`: one per edge, for the
@@ -101,55 +131,22 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
     };
     let app = Arc::new(pingora_proxy::http_proxy(&Arc::new(ServerConf::default()), edge));
     let (drain, watch) = tokio::sync::watch::channel(false);
-    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-    tasks.spawn(accept(listener, app, watch, stop.clone(), tasks.clone()));
+    let (stop, graceful) = (CancellationToken::new(), Arc::new(AtomicBool::new(false)));
+    let shared = acceptor::Shared { stop: stop.clone(), graceful: graceful.clone(), shutdown: watch };
+    let listeners = vec![(listener, Arc::new(Connections(app)))];
+    let threads = acceptor::spawn("cdn", listeners, config.threads, shared, |_| {})
+        .map_err(|e| CdnError::Start(e.to_string()))?;
     let state = admin::AdminState { store, metrics: metrics.clone(), registry, stop: stop.clone() };
     let router = admin::router(state, config.admin_token.as_deref());
     let admin_stop = stop.clone();
-    tasks.spawn(async move {
+    let admin_task = tokio::spawn(async move {
         let serve = axum::serve(admin_listener, router).with_graceful_shutdown(admin_stop.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "the admin listener failed");
         }
     });
     tracing::info!(%addr, %admin, origin = %config.origin, memory_bytes = config.memory_bytes, "edge listening");
-    Ok(Running { addr, admin, metrics, store, stop, drain, tasks })
-}
-
-/// Accept connections until `stop`; each is served by pingora's HTTP/1 session
-/// loop (keep-alive) until it closes or the edge drains.
-async fn accept<A: ServerApp + Send + Sync + 'static>(
-    listener: TcpListener,
-    app: Arc<A>,
-    watch: tokio::sync::watch::Receiver<bool>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-) {
-    loop {
-        let (tcp, _peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (app, watch) = (app.clone(), watch.clone());
-        tasks.spawn(async move {
-            let mut stream: pingora_core::protocols::Stream =
-                Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
-            while let Some(reused) = app.process_new(stream, &watch).await {
-                if *watch.borrow() {
-                    break;
-                }
-                stream = reused;
-            }
-        });
-    }
+    Ok(Running { addr, admin, metrics, store, stop, graceful, drain, threads, admin_task })
 }
 
 impl Running {
@@ -174,13 +171,20 @@ impl Running {
     }
 
     /// Stop accepting, let requests in flight finish for up to [`GRACE`], then
-    /// return.
+    /// return once every serving thread has ended.
     pub async fn stop(self) {
-        self.stop.cancel();
+        self.graceful.store(true, Ordering::Release);
         let _ = self.drain.send(true);
-        self.tasks.close();
-        if tokio::time::timeout(GRACE, self.tasks.wait()).await.is_err() {
-            tracing::warn!("connections still open after the grace period; leaving them");
+        self.stop.cancel();
+        let _ = self.admin_task.await;
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        if joined.await.is_err() {
+            tracing::warn!("a serving thread panicked");
         }
     }
 }

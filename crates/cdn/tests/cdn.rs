@@ -496,6 +496,7 @@ fn bad_configurations_are_refused_with_a_message() {
         (&format!("{ok}max_object_bytes = 100000000\n"), "max_object_bytes"),
         (&format!("{ok}coalesce_timeout_ms = 0\n"), "coalesce_timeout_ms"),
         (&format!("{ok}max_origin_fetches = 0\n"), "max_origin_fetches"),
+        (&format!("{ok}threads = 0\n"), "threads"),
         (&format!("{ok}origin_queue_ms = 0\n"), "origin_queue_ms"),
         (&format!("{ok}max_request_head_bytes = 10\n"), "max_request_head_bytes"),
         (&format!("{ok}colour = \"blue\"\n"), "unknown field"),
