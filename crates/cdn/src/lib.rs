@@ -5,12 +5,13 @@
 //! (ADR 0019): [`proxy`] decides what is cacheable and for how long as RFC 9111
 //! says for a shared cache, and keeps objects in [`store`], a byte-budgeted
 //! memory tier on TinyUFO. Concurrent misses of one object make one origin fetch.
-//! Pointed at any HTTP origin it is a general HTTP cache; in a topology its
-//! origin is the data center's load balancer.
+//! Pointed at any HTTP origin it is a general HTTP cache (in a topology, once
+//! edges join one, the origin will be the data center's load balancer). [`admin`]
+//! serves the probes, the metrics and the purge API on a listener of its own.
 //!
-//! [`start`] binds the listener before it returns; [`Running::stop`] stops
-//! accepting, lets the requests in flight finish (bounded by a grace period) and
-//! returns.
+//! [`start`] binds both listeners before it returns and serves the public one on
+//! threads of its own ([`acceptor`]); [`Running::stop`] stops accepting, lets the
+//! requests in flight finish (bounded by a grace period) and returns.
 #![forbid(unsafe_code)]
 
 pub mod admin;

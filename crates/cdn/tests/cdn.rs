@@ -448,6 +448,26 @@ async fn bad_requests_get_a_clean_4xx_and_never_reach_the_origin() {
 }
 
 #[tokio::test]
+async fn an_object_over_the_size_limit_is_served_but_not_kept() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let edge = spawn_edge_with(origin, |c| {
+        c.max_object_bytes = 16;
+        c.typical_object_bytes = 16;
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, _, body, _) = get(&edge, "/big", &[]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "0123456789abcdefghij"), "20 bytes, whole");
+    }
+    assert_eq!(seen.requests("/big"), 2, "fetched each time");
+    assert_eq!(edge.stored().1, 0);
+    // A small one still is.
+    get(&edge, "/fresh", &[]).await;
+    assert_eq!(get(&edge, "/fresh", &[]).await.1, "HIT");
+    edge.stop().await;
+}
+
+#[tokio::test]
 async fn origin_fetches_are_bounded() {
     let (origin, seen, _server) = spawn_origin().await;
     let edge = Arc::new(
