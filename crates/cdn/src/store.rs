@@ -221,7 +221,9 @@ impl EdgeStore {
     /// A store holding at most `budget` bytes (counted in [`WEIGHT_UNIT`]s),
     /// sized for about `budget / typical_object` objects.
     pub fn new(budget: usize, typical_object: usize) -> EdgeStore {
-        let estimated = (budget / typical_object.max(1)).max(16);
+        // Sized for the objects the budget can hold: every object weighs at least one
+        // unit, so a tiny `typical_object` must not size the sketch for more.
+        let estimated = (budget / typical_object.max(WEIGHT_UNIT)).max(16);
         EdgeStore {
             objects: tinyufo::TinyUfo::new((budget / WEIGHT_UNIT).max(1), estimated),
             bytes: AtomicU64::new(0),
