@@ -14,6 +14,7 @@
 //! requests in flight finish (bounded by a grace period) and returns.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod metrics;
@@ -83,9 +84,14 @@ struct Connections(Arc<pingora_proxy::HttpProxy<proxy::Edge>>);
 
 impl acceptor::Serve for Connections {
     async fn serve(&self, tcp: tokio::net::TcpStream, shutdown: &tokio::sync::watch::Receiver<bool>) {
+        use pingora_core::protocols::GetSocketDigest as _;
+        use std::os::fd::AsRawFd as _;
         let _ = tcp.set_nodelay(true);
-        let mut stream: pingora_core::protocols::Stream =
-            Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        // The socket digest gives the session its client's address (the access log).
+        let digest = pingora_core::protocols::SocketDigest::from_raw_fd(tcp.as_raw_fd());
+        let mut l4 = pingora_core::protocols::l4::stream::Stream::from(tcp);
+        l4.set_socket_digest(digest);
+        let mut stream: pingora_core::protocols::Stream = Box::new(l4);
         while let Some(reused) = self.0.process_new(stream, shutdown).await {
             if *shutdown.borrow() {
                 break;

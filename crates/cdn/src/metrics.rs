@@ -91,7 +91,7 @@ pub struct RequestLabels {
     pub kind: Kind,
 }
 
-/// Where a response's body bytes came from.
+/// Where a response sent to a client came from.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     /// `cache` or `origin`.
@@ -125,7 +125,7 @@ pub struct Metrics {
     pub origin_busy: Counter,
     /// Objects purged, by how the purge named them and how hard.
     pub purged: Family<PurgeLabels, Counter>,
-    /// Body bytes sent, by where they came from.
+    /// Bytes sent to clients (heads and bodies), by where the response came from.
     pub bytes: Family<BytesLabels, Counter>,
     /// Bytes held by the memory tier (set when rendered).
     pub stored_bytes: Gauge,
@@ -164,7 +164,11 @@ impl Metrics {
             m.origin_busy.clone(),
         );
         registry.register("cdn_purged", "Objects purged, by selector and how", m.purged.clone());
-        registry.register("cdn_body_bytes", "Body bytes sent, from the cache or the origin", m.bytes.clone());
+        registry.register(
+            "cdn_sent_bytes",
+            "Bytes sent to clients (heads and bodies), of responses from the cache or from the origin",
+            m.bytes.clone(),
+        );
         registry.register("cdn_stored_bytes", "Bytes held by the memory tier", m.stored_bytes.clone());
         registry.register("cdn_stored_objects", "Objects held by the memory tier", m.stored_objects.clone());
         m
@@ -175,7 +179,7 @@ impl Metrics {
         self.request_slots[outcome as usize][kind as usize].inc();
     }
 
-    /// Count body bytes sent, from the cache (`true`) or the origin.
+    /// Count bytes sent to a client, for a response from the cache (`true`) or the origin.
     pub fn body_bytes(&self, from_cache: bool, n: u64) {
         self.bytes_from[usize::from(!from_cache)].inc_by(n);
     }

@@ -231,6 +231,8 @@ pub struct Ctx {
     outcome: Option<Outcome>,
     /// This request's origin slot, held until it ends.
     origin_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// When the request's header was read (for the access log).
+    started: Option<std::time::Instant>,
 }
 
 #[async_trait]
@@ -241,7 +243,8 @@ impl ProxyHttp for Edge {
         Ctx::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.started = Some(std::time::Instant::now());
         match check_request(session.req_header(), self.max_request_head) {
             Ok(()) => Ok(false),
             Err(refusal) => {
@@ -371,6 +374,24 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let from_cache = matches!(ctx.outcome, Some(Outcome::hit | Outcome::stale | Outcome::revalidated));
         self.metrics.body_bytes(from_cache, session.body_bytes_sent() as u64);
+        if crate::accesslog::enabled() {
+            let req = session.req_header();
+            let response = session.response_written();
+            crate::accesslog::log(&crate::accesslog::Entry {
+                client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                method: req.method.as_str(),
+                path: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                status: response.map_or(0, |r| r.status.as_u16()),
+                cache: ctx.outcome,
+                content_type: response
+                    .and_then(|r| r.headers.get(header::CONTENT_TYPE))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                bytes_sent: session.body_bytes_sent(),
+                duration_ms: ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+                error: e,
+            });
+        }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_none() && unsafe_method(&req.method) && (200..400).contains(&status) {

@@ -111,12 +111,7 @@ fn format_line(out: &mut String, e: &Entry<'_>, now: SystemTime) {
     }
     let _ = write!(out, "\",\"attempts\":{},\"rejected\":", e.attempts);
     json_str(out, e.rejected);
-    out.push_str(",\"error\":");
-    match e.error {
-        Some(err) => json_str(out, &err.to_string()),
-        None => out.push_str("\"\""),
-    }
-    let _ = writeln!(out, ",\"duration_ms\":{}}}", e.duration_ms);
+    line::finish_access(out, e.error.map(|e| e as &dyn std::fmt::Display), e.duration_ms);
 }
 
 #[cfg(test)]

@@ -55,6 +55,19 @@ pub fn start(out: &mut String, now: SystemTime, level: &str, message: &str) {
     json_str(out, message);
 }
 
+/// Append `,"error":` (the error, or "" without one), `,"duration_ms":N` and the
+/// closing `}` and newline: the end every access line shares.
+pub fn finish_access(out: &mut String, error: Option<&dyn std::fmt::Display>, duration_ms: f64) {
+    out.push_str(",\"error\":");
+    match error {
+        Some(err) => json_str(out, &err.to_string()),
+        None => out.push_str("\"\""),
+    }
+    out.push_str(",\"duration_ms\":");
+    out.push_str(&duration_ms.to_string());
+    out.push_str("}\n");
+}
+
 /// Append `now` as RFC 3339 UTC with microseconds (`2023-11-14T22:13:20.123456Z`),
 /// the format of the `tracing` lines.
 pub fn timestamp(out: &mut String, now: SystemTime) {
