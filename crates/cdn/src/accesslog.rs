@@ -28,6 +28,9 @@ pub struct Entry<'a> {
     pub content_type: &'a str,
     /// Bytes sent to the client (head and body).
     pub bytes_sent: usize,
+    /// The origin the request's fetch went to last (`None`: answered by the
+    /// cache, or refused, without asking one).
+    pub origin: Option<std::net::SocketAddr>,
     /// From the request's start to the end, in milliseconds.
     pub duration_ms: f64,
     /// The error, if any.
@@ -62,7 +65,11 @@ pub fn format_line(out: &mut String, e: &Entry<'_>, now: SystemTime) {
     }
     out.push_str("\",\"content_type\":");
     json_str(out, e.content_type);
-    let _ = write!(out, ",\"bytes_sent\":{}", e.bytes_sent);
+    let _ = write!(out, ",\"bytes_sent\":{},\"origin\":\"", e.bytes_sent);
+    if let Some(origin) = e.origin {
+        let _ = write!(out, "{origin}");
+    }
+    out.push('"');
     line::finish_access(out, e.error.map(|e| e as &dyn std::fmt::Display), e.duration_ms);
 }
 
@@ -82,6 +89,7 @@ mod tests {
             cache: Some(Outcome::stale),
             content_type: "image/jpeg",
             bytes_sent: 1234,
+            origin: Some("10.0.0.7:8080".parse().unwrap()),
             duration_ms: 0.25,
             error: Some(&err),
         };
@@ -96,15 +104,16 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes_sent"], 1234);
         assert_eq!(v["client"], "127.0.0.1");
+        assert_eq!(v["origin"], "10.0.0.7:8080");
         assert!(v["error"].as_str().unwrap().contains("\"down\""));
         // Refused before the cache, no client known, no error.
-        let e = Entry { client: None, cache: None, error: None, ..e };
+        let e = Entry { client: None, cache: None, error: None, origin: None, ..e };
         let mut out = String::new();
         format_line(&mut out, &e, UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
-            (v["cache"].as_str(), v["client"].as_str(), v["error"].as_str()),
-            (Some(""), Some(""), Some(""))
+            (v["cache"].as_str(), v["client"].as_str(), v["error"].as_str(), v["origin"].as_str()),
+            (Some(""), Some(""), Some(""), Some(""))
         );
     }
 }

@@ -4,7 +4,11 @@
 //! - `GET /readyz`: the edge serves (503 once stopping);
 //! - `GET /metrics`: Prometheus text of the process's registry;
 //! - `POST /admin/purge`: drop or mark stale what a purge names (JSON below),
-//!   behind the admin token when one is configured.
+//!   behind the admin token when one is configured;
+//! - `POST /admin/tls/reload`: read the `[tls]` certificate and key files again
+//!   (new handshakes use them; a bad pair is refused, 422, and the one in force
+//!   stays); `GET /admin/tls`: the certificate in force. Both 404 without
+//!   `[tls]`, and both behind the admin token.
 //!
 //! A purge names paths (exact, with their query), prefixes of paths and
 //! surrogate keys (the origin's `Surrogate-Key` tags), and says whether it is
@@ -45,6 +49,8 @@ pub struct AdminState {
     pub registry: telemetry::Registry,
     /// Cancelled when the edge stops (then `/readyz` says so).
     pub stop: CancellationToken,
+    /// The TLS certificate in force, when HTTPS is configured.
+    pub certificates: Option<std::sync::Arc<tls::Certificates>>,
 }
 
 /// The whole admin router: the probes, open, and `/admin`, behind `token` when given.
@@ -54,7 +60,11 @@ pub fn router(state: AdminState, token: Option<&str>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
-    let admin = Router::new().route("/purge", post(purge)).with_state(state);
+    let admin = Router::new()
+        .route("/purge", post(purge))
+        .route("/tls", get(tls_info))
+        .route("/tls/reload", post(tls_reload))
+        .with_state(state);
     probes.nest("/admin", guard::protect(admin, token))
 }
 
@@ -69,6 +79,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     s.metrics.stored_bytes.set(s.store.bytes() as i64);
     s.metrics.stored_objects.set(s.store.objects() as i64);
+    if let Some(disk) = s.store.disk() {
+        s.metrics.disk_bytes.set(disk.bytes() as i64);
+        s.metrics.disk_objects.set(disk.objects() as i64);
+    }
     ([("content-type", telemetry::CONTENT_TYPE)], s.registry.render()).into_response()
 }
 
@@ -126,8 +140,38 @@ impl PurgeRequest {
 
 /// The error shape of the app's API: `{"error": {"code", "message"}}`.
 fn refuse(message: String) -> Response {
-    let body = serde_json::json!({"error": {"code": "invalid_purge", "message": message}});
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    coded_error(StatusCode::BAD_REQUEST, "invalid_purge", message)
+}
+
+fn coded_error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+fn no_tls() -> Response {
+    coded_error(StatusCode::NOT_FOUND, "tls_not_configured", "this edge has no [tls] section".into())
+}
+
+async fn tls_info(State(s): State<AdminState>) -> Response {
+    match &s.certificates {
+        Some(c) => Json(c.info()).into_response(),
+        None => no_tls(),
+    }
+}
+
+async fn tls_reload(State(s): State<AdminState>) -> Response {
+    let Some(certificates) = s.certificates.clone() else { return no_tls() };
+    // File reads: off the runtime's thread.
+    match tokio::task::spawn_blocking(move || certificates.reload()).await {
+        Ok(Ok(info)) => {
+            tracing::info!(sha256 = %info.sha256, "TLS certificate reloaded");
+            Json(info).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "TLS reload refused; the certificate in force stays");
+            coded_error(StatusCode::UNPROCESSABLE_ENTITY, "tls_reload_failed", e.to_string())
+        }
+        Err(e) => coded_error(StatusCode::INTERNAL_SERVER_ERROR, "tls_reload_failed", e.to_string()),
+    }
 }
 
 async fn purge(State(s): State<AdminState>, body: Result<Json<PurgeRequest>, JsonRejection>) -> Response {
@@ -142,7 +186,7 @@ async fn purge(State(s): State<AdminState>, body: Result<Json<PurgeRequest>, Jso
     let how = if request.soft { "soft" } else { "hard" };
     let mut purged = 0;
     for selector in &selectors {
-        let n = s.store.purge(selector, request.soft);
+        let n = s.store.purge(selector, request.soft).await;
         let by = match selector {
             Purge::Path(_) => "path",
             Purge::Prefix(_) => "prefix",

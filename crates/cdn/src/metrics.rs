@@ -98,6 +98,20 @@ pub struct BytesLabels {
     pub from: &'static str,
 }
 
+/// An origin server.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    /// Its `ip:port`.
+    pub origin: String,
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `timeout` or `error`.
+    pub reason: &'static str,
+}
+
 /// How a purge was asked.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PurgeLabels {
@@ -105,6 +119,15 @@ pub struct PurgeLabels {
     pub by: &'static str,
     /// `hard` or `soft`.
     pub how: &'static str,
+}
+
+/// What the disk tier failed to do.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiskErrorLabels {
+    /// `read` (a file that could not be read or failed its checks: removed),
+    /// `write`, `remove`, `mark` (a soft purge's mark), `scan` (a file skipped at
+    /// start, removed) or `queue_full` (a write dropped: the writer was behind).
+    pub op: &'static str,
 }
 
 /// The edge's metrics.
@@ -123,6 +146,11 @@ pub struct Metrics {
     pub invalidations: Counter,
     /// Requests answered 503 because every origin slot stayed busy.
     pub origin_busy: Counter,
+    /// Connections to an origin that could not be made, by origin (the fetch
+    /// then tries another origin, if one is left untried).
+    pub origin_connect_failures: Family<OriginLabels, Counter>,
+    /// TLS handshakes on the HTTPS listener that did not complete, by reason.
+    pub tls_handshake_failures: Family<HandshakeLabels, Counter>,
     /// Objects purged, by how the purge named them and how hard.
     pub purged: Family<PurgeLabels, Counter>,
     /// Bytes sent to clients (heads and bodies), by where the response came from.
@@ -131,6 +159,18 @@ pub struct Metrics {
     pub stored_bytes: Gauge,
     /// Objects held by the memory tier (set when rendered).
     pub stored_objects: Gauge,
+    /// Lookups that missed the memory tier and found the object on disk.
+    pub disk_hits: Counter,
+    /// Objects written to the disk tier (new ones and revalidated ones).
+    pub disk_writes: Counter,
+    /// Files removed from the disk tier to keep within its budget.
+    pub disk_evictions: Counter,
+    /// What the disk tier failed to do, by operation.
+    pub disk_errors: Family<DiskErrorLabels, Counter>,
+    /// Bytes held by the disk tier (set when rendered).
+    pub disk_bytes: Gauge,
+    /// Objects held by the disk tier (set when rendered).
+    pub disk_objects: Gauge,
 }
 
 impl Metrics {
@@ -163,6 +203,16 @@ impl Metrics {
             "Requests answered 503 because every origin fetch slot stayed busy",
             m.origin_busy.clone(),
         );
+        registry.register(
+            "cdn_origin_connect_failures",
+            "Connections to an origin that could not be made, by origin",
+            m.origin_connect_failures.clone(),
+        );
+        registry.register(
+            "cdn_tls_handshake_failures",
+            "TLS handshakes that did not complete, by reason",
+            m.tls_handshake_failures.clone(),
+        );
         registry.register("cdn_purged", "Objects purged, by selector and how", m.purged.clone());
         registry.register(
             "cdn_sent_bytes",
@@ -171,6 +221,20 @@ impl Metrics {
         );
         registry.register("cdn_stored_bytes", "Bytes held by the memory tier", m.stored_bytes.clone());
         registry.register("cdn_stored_objects", "Objects held by the memory tier", m.stored_objects.clone());
+        registry.register(
+            "cdn_disk_hits",
+            "Lookups that missed the memory tier and found the object on disk",
+            m.disk_hits.clone(),
+        );
+        registry.register("cdn_disk_writes", "Objects written to the disk tier", m.disk_writes.clone());
+        registry.register(
+            "cdn_disk_evictions",
+            "Files removed from the disk tier to keep within its budget",
+            m.disk_evictions.clone(),
+        );
+        registry.register("cdn_disk_errors", "Disk tier failures, by operation", m.disk_errors.clone());
+        registry.register("cdn_disk_stored_bytes", "Bytes held by the disk tier", m.disk_bytes.clone());
+        registry.register("cdn_disk_stored_objects", "Objects held by the disk tier", m.disk_objects.clone());
         m
     }
 
@@ -182,6 +246,22 @@ impl Metrics {
     /// Count bytes sent to a client, for a response from the cache (`true`) or the origin.
     pub fn body_bytes(&self, from_cache: bool, n: u64) {
         self.bytes_from[usize::from(!from_cache)].inc_by(n);
+    }
+
+    /// A connection to `origin` that could not be made.
+    pub fn origin_connect_failed(&self, origin: Option<std::net::SocketAddr>) {
+        let origin = origin.map_or_else(String::new, |o| o.to_string());
+        self.origin_connect_failures.get_or_create(&OriginLabels { origin }).inc();
+    }
+
+    /// A TLS handshake that did not complete, for `reason` (`timeout`, `error`).
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures.get_or_create(&HandshakeLabels { reason }).inc();
+    }
+
+    /// A disk tier failure of `op` (see [`DiskErrorLabels`]).
+    pub fn disk_error(&self, op: &'static str) {
+        self.disk_errors.get_or_create(&DiskErrorLabels { op }).inc();
     }
 
     /// Requests with `outcome`, of every kind.

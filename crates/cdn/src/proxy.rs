@@ -31,8 +31,8 @@ use crate::store::{EdgeStore, Hit};
 
 /// The edge: where misses go and where objects are kept.
 pub struct Edge {
-    /// The origin server.
-    pub(crate) origin: SocketAddr,
+    /// The origin servers (at least one), and which to ask next.
+    pub(crate) origins: OriginTurns,
     /// The memory tier.
     pub(crate) store: &'static EdgeStore,
     /// Coalesces concurrent misses of one object into one origin fetch.
@@ -54,6 +54,44 @@ pub struct Edge {
     pub(crate) origin_queue: Duration,
     /// The largest request head (target and headers) accepted.
     pub(crate) max_request_head: usize,
+}
+
+/// The origin servers, taken in turn.
+///
+/// Round robin rather than a hash of the cache key: the edge already makes one
+/// origin fetch per object (its cache, and its lock for concurrent misses), so
+/// sending an object's misses to the same origin would buy little, while a hash
+/// would pin a hot object that passes uncached (or its revalidations) to one
+/// server; the origins are the DC's stateless web servers, any of which serves
+/// any request. A request's fetch starts at the next origin in turn and, when
+/// connecting fails (nothing sent, so any request may be retried), moves on to
+/// the following one, trying each origin at most once.
+pub(crate) struct OriginTurns {
+    /// The addresses (at least one: the configuration is validated).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The number of fetches started: where the next one starts.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl OriginTurns {
+    /// Take turns among `addrs` (at least one).
+    pub(crate) fn new(addrs: Vec<SocketAddr>) -> OriginTurns {
+        assert!(!addrs.is_empty(), "validated: at least one origin");
+        OriginTurns { addrs, next: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    /// The origin a request's next attempt goes to: on its first, the next in
+    /// turn; on each retry, the one after the last it tried.
+    pub(crate) fn pick(&self, ctx: &mut Ctx) -> SocketAddr {
+        let n = self.addrs.len();
+        if ctx.origin_attempts == 0 && n > 1 {
+            ctx.origin_first = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        }
+        let addr = self.addrs[(ctx.origin_first + ctx.origin_attempts) % n];
+        ctx.origin_attempts += 1;
+        ctx.origin = Some(addr);
+        addr
+    }
 }
 
 /// Why a request is refused before it reaches the cache or the origin.
@@ -225,6 +263,12 @@ fn unsafe_method(method: &Method) -> bool {
 /// Per request.
 #[derive(Debug, Default)]
 pub struct Ctx {
+    /// The origin this request's fetch asks (the last one tried).
+    origin: Option<SocketAddr>,
+    /// The origins tried for it, in [`OriginTurns::pick`]'s order.
+    origin_attempts: usize,
+    /// Where in the origin list its attempts started.
+    origin_first: usize,
     /// The request carried `Authorization`.
     authorization: bool,
     /// What the cache did, once the response header is known.
@@ -267,11 +311,27 @@ impl ProxyHttp for Edge {
                 }
             }
         }
-        let mut peer = HttpPeer::new(self.origin, false, String::new());
+        let origin = self.origins.pick(ctx);
+        let mut peer = HttpPeer::new(origin, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.read_timeout);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.metrics.origin_connect_failed(ctx.origin);
+        // Nothing was sent: another origin may take it, each one tried at most once.
+        let again = ctx.origin_attempts < self.origins.addrs.len();
+        tracing::debug!(origin = %peer, error = %e, again, "cannot connect to an origin");
+        e.set_retry(again);
+        e
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -388,6 +448,7 @@ impl ProxyHttp for Edge {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
                 bytes_sent: session.body_bytes_sent(),
+                origin: ctx.origin,
                 duration_ms: ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
                 error: e,
             });
@@ -494,6 +555,22 @@ mod tests {
         assert_eq!(verdict(&resp(200, &[cc("s-maxage=60")]), true), Some((60, 0)));
         // no-cache: stored, stale at once (every use revalidates).
         assert!(verdict(&resp(200, &[cc("no-cache")]), false).unwrap().0 < 0);
+    }
+
+    #[test]
+    fn fetches_take_origins_in_turn_and_a_retry_moves_to_the_next() {
+        let addrs: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        let origins = OriginTurns::new(addrs.clone());
+        let firsts: Vec<u16> = (0..4).map(|_| origins.pick(&mut Ctx::default()).port()).collect();
+        assert_eq!(firsts, [1, 2, 3, 1]);
+        // A request starting at the second origin, every connect failing: each once.
+        let mut ctx = Ctx::default();
+        let tried: Vec<u16> = (0..3).map(|_| origins.pick(&mut ctx).port()).collect();
+        assert_eq!(tried, [2, 3, 1]);
+        assert_eq!((ctx.origin_attempts, ctx.origin), (3, Some(addrs[0])));
+        // One origin: always it.
+        let one = OriginTurns::new(vec![addrs[2]]);
+        assert!((0..3).all(|_| one.pick(&mut Ctx::default()) == addrs[2]));
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! origin's `Surrogate-Key` header), so that a purge can name a path, a prefix of
 //! paths or a tag ([`EdgeStore::purge`]); hard purges drop objects, soft ones mark
 //! them stale so that their next use revalidates.
+//!
+//! With a disk tier ([`crate::disk`]) under it, every object that completes (and
+//! every revalidated one) is also queued for writing to disk; a lookup that
+//! misses memory looks on disk and, on a hit, serves the object and offers it
+//! to the memory tier (TinyUFO admits it or not); purges reach both tiers.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,10 +32,12 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 
+use crate::disk::Disk;
+
 /// A response's metadata, kept as parts (not pingora-cache's serialized form,
 /// whose header is zstd-compressed: decompressing it on every hit was about a
 /// fifth of the edge's own CPU on small objects).
-struct Meta {
+pub(crate) struct Meta {
     /// Until when it is fresh.
     fresh_until: SystemTime,
     /// When it was stored.
@@ -50,7 +57,7 @@ struct Meta {
 }
 
 impl Meta {
-    fn of(meta: &CacheMeta) -> Meta {
+    pub(crate) fn of(meta: &CacheMeta) -> Meta {
         Meta {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
@@ -65,7 +72,7 @@ impl Meta {
 
     /// A `CacheMeta` equal to the one kept for what a hit uses: freshness, age
     /// (from `updated`, through the epoch override), stale windows, variance.
-    fn to_cache_meta(&self) -> CacheMeta {
+    pub(crate) fn to_cache_meta(&self) -> CacheMeta {
         let mut meta =
             CacheMeta::new(self.fresh_until, self.created, self.swr, self.sie, self.header.clone());
         if let Some(v) = self.variance {
@@ -84,19 +91,19 @@ impl Meta {
 }
 
 /// A stored response: its metadata and body.
-struct Object {
+pub(crate) struct Object {
     /// Where it is stored (TinyUFO hands back only the object when it evicts).
-    slot: u128,
+    pub(crate) slot: u128,
     /// The request path with query it answers, for purges by path or prefix.
-    path: String,
+    pub(crate) path: String,
     /// Its surrogate keys, for purges by tag.
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// Freshness and the response header.
-    meta: Meta,
+    pub(crate) meta: Meta,
     /// The whole body; cloned cheaply into every hit.
-    body: Bytes,
+    pub(crate) body: Bytes,
     /// Soft-purged: served only after a revalidation.
-    stale: AtomicBool,
+    pub(crate) stale: AtomicBool,
 }
 
 /// The most surrogate keys kept per object, and the longest; beyond, ignored.
@@ -131,9 +138,10 @@ pub enum Purge {
     Tag(String),
 }
 
-/// Where each object is, by path and by tag.
+/// Where each object is, by path and by tag (of the memory tier, and of the
+/// disk tier's files).
 #[derive(Default)]
-struct Index {
+pub(crate) struct Index {
     /// Path → the slots answering it (one per `Vary` variant).
     by_path: BTreeMap<String, HashSet<u128>>,
     /// Surrogate key → slots.
@@ -141,14 +149,14 @@ struct Index {
 }
 
 impl Index {
-    fn add(&mut self, o: &Object) {
-        self.by_path.entry(o.path.clone()).or_default().insert(o.slot);
-        for t in &o.tags {
-            self.by_tag.entry(t.clone()).or_default().insert(o.slot);
+    pub(crate) fn add(&mut self, slot: u128, path: &str, tags: &[String]) {
+        self.by_path.entry(path.to_owned()).or_default().insert(slot);
+        for t in tags {
+            self.by_tag.entry(t.clone()).or_default().insert(slot);
         }
     }
 
-    fn remove(&mut self, o: &Object) {
+    pub(crate) fn remove(&mut self, slot: u128, path: &str, tags: &[String]) {
         /// Drop `slot` from a set; true if the set is then empty.
         fn drop_from(slots: Option<&mut HashSet<u128>>, slot: u128) -> bool {
             slots.is_some_and(|s| {
@@ -156,17 +164,17 @@ impl Index {
                 s.is_empty()
             })
         }
-        if drop_from(self.by_path.get_mut(&o.path), o.slot) {
-            self.by_path.remove(&o.path);
+        if drop_from(self.by_path.get_mut(path), slot) {
+            self.by_path.remove(path);
         }
-        for t in &o.tags {
-            if drop_from(self.by_tag.get_mut(t), o.slot) {
+        for t in tags {
+            if drop_from(self.by_tag.get_mut(t), slot) {
                 self.by_tag.remove(t);
             }
         }
     }
 
-    fn slots(&self, purge: &Purge) -> Vec<u128> {
+    pub(crate) fn slots(&self, purge: &Purge) -> Vec<u128> {
         match purge {
             Purge::Path(p) => self.by_path.get(p).into_iter().flatten().copied().collect(),
             Purge::Prefix(p) => self
@@ -210,6 +218,28 @@ pub struct EdgeStore {
     count: AtomicU64,
     /// Paths and tags of the objects held.
     index: Mutex<Index>,
+    /// The disk tier, when configured.
+    disk: Option<Disk>,
+    /// Purges begun plus purges ended: odd while one runs. An object read from
+    /// disk while a purge ran is served to its request but not kept in memory
+    /// (it may be what the purge removed).
+    purges: AtomicU64,
+}
+
+/// Counts a purge's end, even if its caller gave up waiting.
+struct Purging<'a>(&'a AtomicU64);
+
+impl<'a> Purging<'a> {
+    fn begin(purges: &'a AtomicU64) -> Purging<'a> {
+        purges.fetch_add(1, Ordering::AcqRel);
+        Purging(purges)
+    }
+}
+
+impl Drop for Purging<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The key an object is stored under.
@@ -229,26 +259,51 @@ impl EdgeStore {
             bytes: AtomicU64::new(0),
             count: AtomicU64::new(0),
             index: Mutex::default(),
+            disk: None,
+            purges: AtomicU64::new(0),
         }
     }
 
+    /// This store over a disk tier.
+    pub fn with_disk(mut self, disk: Disk) -> EdgeStore {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The disk tier, when configured.
+    pub fn disk(&self) -> Option<&Disk> {
+        self.disk.as_ref()
+    }
+
     /// Drop (`soft` false) or mark stale (`soft` true) every object `purge`
-    /// names; returns how many.
-    pub fn purge(&self, purge: &Purge, soft: bool) -> usize {
+    /// names, in memory and on disk; returns how many. When it returns, their
+    /// files are gone (or marked, durably).
+    pub async fn purge(&self, purge: &Purge, soft: bool) -> usize {
+        let _purging = Purging::begin(&self.purges);
         let slots = self.index().slots(purge);
-        let mut n = 0;
+        let mut purged = HashSet::new();
         for slot in slots {
             if soft {
                 if let Some(o) = self.objects.get(&slot) {
                     o.stale.store(true, Ordering::Release);
-                    n += 1;
+                    purged.insert(slot);
                 }
             } else if let Some(o) = self.objects.remove(&slot) {
                 self.forget(&o);
-                n += 1;
+                purged.insert(slot);
             }
         }
-        n
+        if let Some(disk) = &self.disk {
+            purged.extend(disk.purge(purge.clone(), soft).await);
+        }
+        purged.len()
+    }
+
+    /// Finish the disk tier's queued writes and close it (at a stop).
+    pub async fn close(&self) {
+        if let Some(disk) = &self.disk {
+            disk.close().await;
+        }
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -265,7 +320,8 @@ impl EdgeStore {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn put(&self, slot: u128, object: Object) {
+    /// Keep `object` in memory if TinyUFO admits it; the object, shared.
+    fn put(&self, slot: u128, object: Object) -> Arc<Object> {
         let size = object.size();
         // An object already there is replaced in place (its use count kept).
         let old = self.objects.get(&slot);
@@ -279,6 +335,10 @@ impl EdgeStore {
                 admitted = false;
             } else if !old.as_ref().is_some_and(|o| Arc::ptr_eq(&kv.data, o)) {
                 self.forget(&kv.data);
+                // Leaving memory is a use, for the disk tier's order.
+                if let Some(disk) = &self.disk {
+                    disk.touch(kv.data.slot);
+                }
             }
         }
         if let Some(old) = &old {
@@ -287,14 +347,36 @@ impl EdgeStore {
         if admitted {
             self.bytes.fetch_add(size as u64, Ordering::Relaxed);
             self.count.fetch_add(1, Ordering::Relaxed);
-            self.index().add(&object);
+            self.index().add(slot, &object.path, &object.tags);
         }
+        object
     }
 
     fn forget(&self, object: &Object) {
         self.bytes.fetch_sub(object.size() as u64, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
-        self.index().remove(object);
+        self.index().remove(object.slot, &object.path, &object.tags);
+    }
+
+    /// A lookup that missed memory: the object from disk, if there, kept in
+    /// memory too unless a purge ran meanwhile.
+    async fn lookup_disk(&self, slot: u128) -> Option<Arc<Object>> {
+        let disk = self.disk.as_ref()?;
+        let before = self.purges.load(Ordering::Acquire);
+        let loaded = disk.lookup(slot).await?;
+        let object = Object {
+            slot,
+            path: loaded.path,
+            tags: loaded.tags,
+            meta: loaded.meta,
+            body: loaded.body,
+            stale: AtomicBool::new(loaded.stale),
+        };
+        if before & 1 == 0 && self.purges.load(Ordering::Acquire) == before {
+            Some(self.put(slot, object))
+        } else {
+            Some(Arc::new(object))
+        }
     }
 }
 
@@ -305,7 +387,14 @@ impl Storage for EdgeStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(object) = self.objects.get(&slot(key)) else { return Ok(None) };
+        let slot = slot(key);
+        let object = match self.objects.get(&slot) {
+            Some(object) => object,
+            None => match self.lookup_disk(slot).await {
+                Some(object) => object,
+                None => return Ok(None),
+            },
+        };
         let meta = object.meta.to_cache_meta();
         let hit = Hit {
             body: object.body.clone(),
@@ -341,11 +430,17 @@ impl Storage for EdgeStore {
         _type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let removed = self.objects.remove(&slot(key));
+        let _purging = Purging::begin(&self.purges);
+        let slot = slot(key);
+        let removed = self.objects.remove(&slot);
         if let Some(old) = &removed {
             self.forget(old);
         }
-        Ok(removed.is_some())
+        let on_disk = match &self.disk {
+            Some(disk) => disk.remove(slot).await,
+            None => false,
+        };
+        Ok(removed.is_some() || on_disk)
     }
 
     async fn update_meta(
@@ -356,23 +451,37 @@ impl Storage for EdgeStore {
     ) -> Result<bool> {
         // A revalidation (304) refreshes the headers and freshness; the body stays.
         let slot = slot(key);
+        let tags = surrogate_keys(meta.headers());
         let Some(old) = self.objects.get(&slot) else {
+            // Held on disk only (TinyUFO did not admit it from there): its file
+            // is rewritten with the new meta.
+            if let Some(disk) = self.disk.as_ref().filter(|d| d.contains(slot)) {
+                disk.rewrite(slot, Meta::of(meta), tags);
+                return Ok(true);
+            }
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "updating the meta of an object not stored",
             ));
         };
-        self.put(
+        let object = Object {
             slot,
-            Object {
-                slot,
-                path: old.path.clone(),
-                tags: surrogate_keys(meta.headers()),
-                meta: Meta::of(meta),
-                body: old.body.clone(),
-                stale: AtomicBool::new(false),
-            },
-        );
+            path: old.path.clone(),
+            tags,
+            meta: Meta::of(meta),
+            body: old.body.clone(),
+            stale: AtomicBool::new(false),
+        };
+        let object = self.put(slot, object);
+        if let Some(disk) = &self.disk {
+            // A file there gets the new head, its body copied file to file; else
+            // the whole object is written.
+            if disk.contains(slot) {
+                disk.rewrite(slot, Meta::of(meta), object.tags.clone());
+            } else {
+                disk.write(object);
+            }
+        }
         Ok(true)
     }
 
@@ -463,7 +572,10 @@ impl HandleMiss for Miss {
         let Miss { store, slot, path, tags, meta, body } = *self;
         let object = Object { slot, path, tags, meta, body: body.freeze(), stale: AtomicBool::new(false) };
         let size = object.size();
-        store.put(slot, object);
+        let object = store.put(slot, object);
+        if let Some(disk) = &store.disk {
+            disk.write(object);
+        }
         Ok(MissFinishType::Created(size))
     }
 }

@@ -119,11 +119,11 @@ async fn spawn_origin() -> (SocketAddr, Arc<Seen>, tokio::task::JoinHandle<()>) 
     (addr, seen, server)
 }
 
-async fn spawn_edge(origin: SocketAddr) -> Running {
+async fn spawn_edge(origin: impl Into<cdn::Origins>) -> Running {
     spawn_edge_with(origin, |_| {}).await
 }
 
-async fn spawn_edge_with(origin: SocketAddr, adjust: impl FnOnce(&mut CdnConfig)) -> Running {
+async fn spawn_edge_with(origin: impl Into<cdn::Origins>, adjust: impl FnOnce(&mut CdnConfig)) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = CdnConfig::new(any, any, origin);
     adjust(&mut config);
@@ -404,8 +404,13 @@ async fn a_bad_purge_is_refused_with_a_message_and_purges_nothing() {
 /// One raw HTTP/1.1 request (what a client library would normalize first); the
 /// status and the whole answer.
 async fn raw(edge: &Running, head: &str) -> (u16, String) {
+    raw_to(edge.addr(), head).await
+}
+
+/// [`raw`] to `addr`.
+async fn raw_to(addr: SocketAddr, head: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let _ = conn.read_to_end(&mut answer).await;
@@ -525,4 +530,319 @@ fn bad_configurations_are_refused_with_a_message() {
         let e = CdnConfig::parse(text, "t").unwrap_err().to_string();
         assert!(e.contains(says), "{text}: {e}");
     }
+}
+
+/// A test CA and the directory the edge reads its certificate and key from
+/// (made by rcgen; no key is ever committed).
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "edge test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        Pki { ca, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A new certificate for `localhost` and 127.0.0.1 and its key (PEM), and
+    /// the certificate's DER.
+    fn leaf(&self) -> (String, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn cert_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("edge.pem")
+    }
+
+    fn key_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("edge.key")
+    }
+
+    /// Write a certificate and key where the edge reads them.
+    fn install(&self, cert: &str, key: &str) {
+        std::fs::write(self.cert_path(), cert).unwrap();
+        std::fs::write(self.key_path(), key).unwrap();
+    }
+
+    /// A client trusting the CA.
+    fn client(&self) -> reqwest::ClientBuilder {
+        let root = reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap();
+        reqwest::Client::builder().add_root_certificate(root).tls_info(true)
+    }
+
+    fn section(&self) -> cdn::TlsSection {
+        cdn::TlsSection {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: self.cert_path(),
+            key: self.key_path(),
+        }
+    }
+}
+
+/// One GET over HTTPS: status, HTTP version, `X-Cache`, body, the server's certificate.
+async fn get_https(
+    client: &reqwest::Client,
+    edge: &Running,
+    path: &str,
+) -> (StatusCode, reqwest::Version, String, String, Vec<u8>) {
+    let port = edge.tls().expect("an HTTPS listener").port();
+    let r = client.get(format!("https://localhost:{port}{path}")).send().await.unwrap();
+    let shown = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap().peer_certificate().unwrap().to_vec();
+    let cache = r.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (r.status(), r.version(), cache, r.text().await.unwrap(), shown)
+}
+
+/// `POST /admin/tls/reload` with the token: status and body.
+async fn reload_tls(edge: &Running) -> (StatusCode, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/admin/tls/reload", edge.admin()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn https_through_the_edge_is_cached_and_its_certificate_reloads() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let pki = Pki::new();
+    let (cert, key, der) = pki.leaf();
+    pki.install(&cert, &key);
+    let edge = spawn_edge_with(origin, |c| {
+        c.tls = Some(pki.section());
+        c.admin_token = Some(TOKEN.into());
+    })
+    .await;
+    assert_ne!(edge.tls(), Some(edge.addr()));
+    // HTTP/1.1, then HTTP/2 (ALPN), then plain HTTP: one object, one origin fetch.
+    let h1 = pki.client().http1_only().build().unwrap();
+    let (status, version, cache, body, shown) = get_https(&h1, &edge, "/fresh").await;
+    assert_eq!((status, version), (StatusCode::OK, reqwest::Version::HTTP_11));
+    assert_eq!((cache.as_str(), body.as_str(), shown), ("MISS", "fresh body", der));
+    let h2 = pki.client().build().unwrap();
+    let (status, version, cache, body, _) = get_https(&h2, &edge, "/fresh").await;
+    assert_eq!((status, version), (StatusCode::OK, reqwest::Version::HTTP_2), "chosen by ALPN");
+    assert_eq!((cache.as_str(), body.as_str()), ("HIT", "fresh body"));
+    let (_, cache, _, _) = get(&edge, "/fresh", &[]).await;
+    assert_eq!(cache, "MISS", "the plain listener's Host differs: another key");
+    assert_eq!(seen.requests("/fresh"), 2);
+    assert_eq!(edge.metrics().count(Outcome::hit), 1);
+
+    // Not TLS on the HTTPS port: the handshake fails, counted.
+    let (status, _) = raw_to(edge.tls().unwrap(), "GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 0, "no HTTP answer on the HTTPS port");
+    // (The connection is dropped as the handshake fails, maybe before it is counted.)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text =
+            reqwest::get(format!("http://{}/metrics", edge.admin())).await.unwrap().text().await.unwrap();
+        if text.contains("millions_cdn_tls_handshake_failures_total{reason=\"error\"} 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the failed handshake was never counted:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // A reload: refused without the token; a key of another certificate is
+    // refused and the one in force stays; a new good pair is served.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/admin/tls/reload", edge.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (new_cert, new_key, new_der) = pki.leaf();
+    pki.install(&new_cert, &key);
+    let (status, body) = reload_tls(&edge).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not the certificate's"), "{body}");
+    let fresh_client = || pki.client().build().unwrap();
+    assert_ne!(get_https(&fresh_client(), &edge, "/fresh").await.4, new_der, "the old one stays");
+    pki.install(&new_cert, &new_key);
+    let (status, body) = reload_tls(&edge).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chain_len"], 1);
+    assert_eq!(get_https(&fresh_client(), &edge, "/fresh").await.4, new_der, "new handshakes use it");
+    assert_eq!(edge.certificates().unwrap().info().sha256, body["sha256"].as_str().unwrap());
+    // Both clients still hold their connections: a stop closes them (the
+    // HTTP/1.1 one idle between requests, the HTTP/2 one by GOAWAY) without
+    // waiting out the grace period.
+    let stopping = std::time::Instant::now();
+    edge.stop().await;
+    assert!(stopping.elapsed() < cdn::GRACE, "a stop waited {:?} on idle connections", stopping.elapsed());
+    drop((h1, h2));
+}
+
+#[tokio::test]
+async fn without_tls_the_reload_says_so() {
+    let (origin, _seen, _server) = spawn_origin().await;
+    let edge = spawn_edge_with(origin, |c| c.admin_token = Some(TOKEN.into())).await;
+    assert_eq!(edge.tls(), None);
+    assert!(edge.reload_tls().is_none());
+    let (status, body) = reload_tls(&edge).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("tls_not_configured")));
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_certificate_or_key_is_refused_before_any_port_is_bound() {
+    let pki = Pki::new();
+    let (cert, key, _) = pki.leaf();
+    let (other_cert, _, _) = pki.leaf();
+    // The public port is taken: an edge that bound before reading its
+    // certificate would fail to bind, not on the certificate.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for (cert_pem, key_pem, says) in [
+        (None, Some(key.as_str()), "cannot read certificate"),
+        (Some(cert.as_str()), None, "cannot read key"),
+        (Some("not a certificate"), Some(key.as_str()), "no CERTIFICATE"),
+        (Some(cert.as_str()), Some("not a key"), "not a PEM private key"),
+        (Some(other_cert.as_str()), Some(key.as_str()), "the key is not the certificate's"),
+    ] {
+        let _ = std::fs::remove_file(pki.cert_path());
+        let _ = std::fs::remove_file(pki.key_path());
+        if let Some(c) = cert_pem {
+            std::fs::write(pki.cert_path(), c).unwrap();
+        }
+        if let Some(k) = key_pem {
+            std::fs::write(pki.key_path(), k).unwrap();
+        }
+        let mut config =
+            CdnConfig::new(taken.local_addr().unwrap(), any, SocketAddr::from(([127, 0, 0, 1], 9)));
+        config.tls = Some(pki.section());
+        let e = match cdn::start(config).await {
+            Ok(_) => panic!("an edge started with {says}"),
+            Err(e) => e,
+        };
+        assert!(matches!(e, cdn::CdnError::Tls(_)), "{says}: {e}");
+        let message = e.to_string();
+        assert!(message.contains(says), "{message}");
+        assert!(message.contains(pki.dir.path().to_str().unwrap()), "names the file: {message}");
+    }
+}
+
+/// An address nothing listens on: a port bound, then let go.
+fn down() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn fetches_take_the_origins_in_turn() {
+    let (a, seen_a, _server_a) = spawn_origin().await;
+    let (b, seen_b, _server_b) = spawn_origin().await;
+    let edge = spawn_edge(vec![a, b]).await;
+    for p in ["/tagged/a", "/tagged/b", "/tagged/c", "/fresh"] {
+        let (status, cache, _, _) = get(&edge, p, &[]).await;
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "{p}");
+    }
+    let asked = |seen: &Seen| ["/tagged/a", "/tagged/b", "/tagged/c", "/fresh"].map(|p| seen.requests(p));
+    assert_eq!((asked(&seen_a), asked(&seen_b)), ([1, 0, 1, 0], [0, 1, 0, 1]));
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn an_origin_that_cannot_be_connected_to_is_passed_over() {
+    let (up, seen, _server) = spawn_origin().await;
+    let gone = down();
+    let edge = spawn_edge(vec![gone, up]).await;
+    // The first fetch starts at the dead origin and moves on; so does every
+    // other one, so each object is served.
+    for p in ["/tagged/a", "/tagged/b", "/tagged/c", "/fresh"] {
+        let (status, cache, _, _) = get(&edge, p, &[]).await;
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "{p}");
+        assert_eq!(seen.requests(p), 1, "{p}");
+        assert_eq!(get(&edge, p, &[]).await.1, "HIT", "{p}");
+    }
+    let text = reqwest::get(format!("http://{}/metrics", edge.admin())).await.unwrap().text().await.unwrap();
+    let line = format!("millions_cdn_origin_connect_failures_total{{origin=\"{gone}\"}} 2");
+    assert!(text.contains(&line), "two of the four fetches started at {gone}: {line} not in\n{text}");
+    edge.stop().await;
+
+    // Every origin down: each tried once, then a 502.
+    let (a, b) = (down(), down());
+    let edge = spawn_edge(vec![a, b]).await;
+    let (status, _, _, _) = get(&edge, "/fresh", &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let text = reqwest::get(format!("http://{}/metrics", edge.admin())).await.unwrap().text().await.unwrap();
+    for o in [a, b] {
+        let line = format!("millions_cdn_origin_connect_failures_total{{origin=\"{o}\"}} 1");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+    edge.stop().await;
+}
+
+#[test]
+fn origins_and_tls_in_the_configuration() {
+    let head = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+    let one = CdnConfig::parse(&format!("{head}origin = \"127.0.0.1:8080\"\n"), "t").unwrap();
+    assert_eq!(one.origin.addrs(), ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+    assert!(one.tls.is_none());
+    let text = format!(
+        "{head}origin = [\"10.0.0.1:8080\", \"10.0.0.2:8080\"]\n\
+         [tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"/etc/edge.pem\"\nkey = \"/etc/edge.key\"\n"
+    );
+    let two = CdnConfig::parse(&text, "t").unwrap();
+    let addrs: Vec<SocketAddr> = vec!["10.0.0.1:8080".parse().unwrap(), "10.0.0.2:8080".parse().unwrap()];
+    assert_eq!(two.origin.addrs(), addrs.as_slice());
+    let tls = two.tls.clone().unwrap();
+    assert_eq!(
+        (tls.listen.port(), tls.cert.to_str(), tls.key.to_str()),
+        (8443, Some("/etc/edge.pem"), Some("/etc/edge.key"))
+    );
+    // Written back as read: one origin as a string, several as a list.
+    for c in [&one, &two] {
+        let again = CdnConfig::parse(&c.to_toml(), "t").unwrap();
+        assert_eq!((&again.origin, &again.tls), (&c.origin, &c.tls));
+    }
+    assert!(one.to_toml().contains("origin = \"127.0.0.1:8080\""), "{}", one.to_toml());
+
+    let tls = |body: &str| format!("{head}origin = \"127.0.0.1:8080\"\n[tls]\n{body}");
+    for (text, says) in [
+        (format!("{head}origin = []\n"), "origin: names no origin"),
+        (format!("{head}origin = [\"127.0.0.1:80\", \"127.0.0.1:80\"]\n"), "listed twice"),
+        (format!("{head}origin = [\"127.0.0.1:80\", \"nowhere\"]\n"), "\"nowhere\" is not ip:port"),
+        (format!("{head}origin = \"nowhere\"\n"), "\"nowhere\" is not ip:port"),
+        (format!("{head}origin = 80\n"), "an address \"ip:port\" or an array of them"),
+        (format!("{head}origin = [\"127.0.0.1:80\", \"127.0.0.1:0\"]\n"), "needs a port"),
+        (
+            "listen = \"127.0.0.1:81\"\nadmin = \"127.0.0.1:0\"\norigin = [\"127.0.0.1:80\", \"127.0.0.1:81\"]\n"
+                .to_owned(),
+            "127.0.0.1:81 is the edge's own listener",
+        ),
+        (tls("listen = \"127.0.0.1:8443\"\ncert = \"c\"\n"), "missing field `key`"),
+        (tls("listen = \"127.0.0.1:8443\"\ncert = \"\"\nkey = \"k\"\n"), "tls.cert"),
+        (tls("listen = \"127.0.0.1:8443\"\ncert = \"c\"\nkey = \"k\"\nhsts_max_age_secs = 1\n"), "unknown field"),
+        (
+            "listen = \"127.0.0.1:81\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:80\"\n[tls]\nlisten = \"127.0.0.1:81\"\ncert = \"c\"\nkey = \"k\"\n".to_owned(),
+            "tls.listen",
+        ),
+        (
+            format!("{head}origin = \"127.0.0.1:8443\"\n[tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"c\"\nkey = \"k\"\n"),
+            "the edge's own listener",
+        ),
+    ] {
+        let e = CdnConfig::parse(&text, "t").unwrap_err().to_string();
+        assert!(e.contains(says), "{text}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn start_refuses_a_configuration_that_cannot_run() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let e = match cdn::start(CdnConfig::new(any, any, Vec::<SocketAddr>::new())).await {
+        Ok(_) => panic!("an edge started without an origin"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, cdn::CdnError::Config(_)), "{e}");
+    assert!(e.to_string().contains("origin: names no origin"), "{e}");
 }

@@ -162,16 +162,11 @@ impl Front {
     async fn serve_tls(&self, acceptor: &TlsAcceptor, tcp: TcpStream, shutdown: &ShutdownWatch) {
         let peer = tcp.peer_addr().ok().map(|a| a.ip());
         let deadline = Duration::from_millis(self.proxy.config.limits.header_timeout_ms);
-        let tls = match pingora_timeout::fast_timeout::fast_timeout(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                self.proxy.metrics.tls_handshake_failed("error");
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.proxy.metrics.tls_handshake_failed("timeout");
-                tracing::debug!("TLS handshake not complete within the header timeout");
+        let tls = match crate::tls::handshake(acceptor, tcp, deadline).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.proxy.metrics.tls_handshake_failed(e.reason());
+                tracing::debug!(error = %e, "TLS handshake failed (the header timeout bounds it)");
                 return;
             }
         };

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("nodes", 0),
     ("guard", 0),
     ("acceptor", 0),
+    ("tls", 0),
     // Building blocks: the data layer, the cache tier, the topology file, the proxy.
     ("topology", 1),
     ("data", 1),
