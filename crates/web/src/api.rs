@@ -16,6 +16,7 @@ use crate::body::{
     ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
 };
 use crate::client::Client;
+use crate::edges::MediaUrls;
 use crate::error::ApiError;
 use crate::service;
 use crate::state::AppState;
@@ -220,11 +221,12 @@ async fn unfollow(
 
 async fn user_posts(
     State(state): State<AppState>,
+    media: MediaUrls,
     ApiPath(username): ApiPath<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (cursor, limit) = page_params(query)?;
-    Ok(Json(service::user_posts(&state, &username, cursor, limit).await?).into_response())
+    Ok(Json(service::user_posts(&state, &media, &username, cursor, limit).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +254,7 @@ async fn limit_body(request: Request, limit: usize) -> Result<Request, ApiError>
 async fn create_post(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
+    media: MediaUrls,
     request: Request,
 ) -> Result<Response, ApiError> {
     if !is_multipart(request.headers()) {
@@ -272,7 +275,8 @@ async fn create_post(
     let Some(photo) = upload.photo else {
         return Err(ApiError::bad_request("missing_photo", "a multipart post needs a `photo` part"));
     };
-    let post = service::create_photo_post(&state, s.user_id, upload.caption.as_deref(), photo).await?;
+    let post =
+        service::create_photo_post(&state, &media, s.user_id, upload.caption.as_deref(), photo).await?;
     let location = format!("/api/v1/posts/{}", post.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(post)).into_response())
 }
@@ -345,10 +349,11 @@ async fn read_upload(multipart: &mut Multipart, max_photo: usize) -> Result<Uplo
 async fn get_post(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
+    media: MediaUrls,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = service::parse_post_id(&id)?;
-    Ok(Json(service::post(&state, id, viewer.map(|s| s.user_id)).await?).into_response())
+    Ok(Json(service::post(&state, &media, id, viewer.map(|s| s.user_id)).await?).into_response())
 }
 
 async fn like(
@@ -372,8 +377,9 @@ async fn unlike(
 async fn feed(
     State(state): State<AppState>,
     Authenticated(s): Authenticated,
+    media: MediaUrls,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (cursor, limit) = page_params(query)?;
-    Ok(Json(service::home_feed(&state, s.user_id, cursor, limit).await?).into_response())
+    Ok(Json(service::home_feed(&state, &media, s.user_id, cursor, limit).await?).into_response())
 }

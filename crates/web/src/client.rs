@@ -54,10 +54,7 @@ impl FromRequestParts<AppState> for Client {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         // The server always records the peer; were it missing, the unspecified
         // address is one shared key, limited rather than unlimited.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let peer = peer_of(parts);
         let config = state.config();
         let addr = ClientAddr(client_ip(peer, &parts.headers, &config.http.trusted_proxies));
         let operator = match (&config.abuse.bypass_token, parts.headers.get(BYPASS_HEADER)) {
@@ -90,6 +87,26 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// Whether the request reached the site over HTTPS: `X-Forwarded-Proto: https`,
+/// believed only when `peer` is a trusted proxy (the load balancer that ended TLS
+/// sets it); from anyone else the header is the client's to write, and the
+/// request is taken as plain HTTP. Of several values, the last one (what the
+/// nearest proxy said) counts.
+pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return false;
+    }
+    let Some(last) = headers.get_all("x-forwarded-proto").iter().next_back() else { return false };
+    let last = last.to_str().ok().and_then(|v| v.rsplit(',').next()).unwrap_or_default();
+    last.trim().eq_ignore_ascii_case("https")
+}
+
+/// The peer of a request (the unspecified address should the server not have
+/// recorded it: trusted by no configuration that names real proxies).
+pub fn peer_of(parts: &Parts) -> IpAddr {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 /// One `X-Forwarded-For` entry: an address, perhaps with a port
@@ -136,6 +153,29 @@ mod tests {
         assert_eq!(client_ip(lb, &headers(&["garbage, 127.0.0.9"]), &lbs), ip("127.0.0.9"));
         // Nothing trusted: the peer, whatever the header says.
         assert_eq!(client_ip(lb, &headers(&["198.51.100.7"]), &[]), lb);
+    }
+
+    #[test]
+    fn https_is_believed_only_from_a_trusted_proxy() {
+        let lbs: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let proto = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-proto", v.parse().unwrap());
+            }
+            h
+        };
+        let lb = ip("10.0.0.5");
+        assert!(forwarded_https(lb, &proto(&["https"]), &lbs));
+        assert!(forwarded_https(lb, &proto(&["HTTPS"]), &lbs));
+        assert!(!forwarded_https(lb, &proto(&["http"]), &lbs));
+        assert!(!forwarded_https(lb, &proto(&[]), &lbs), "no header: plain HTTP");
+        // The nearest proxy's word counts.
+        assert!(forwarded_https(lb, &proto(&["http, https"]), &lbs));
+        assert!(!forwarded_https(lb, &proto(&["https", "http"]), &lbs));
+        // Anyone else's header is ignored.
+        assert!(!forwarded_https(ip("198.51.100.7"), &proto(&["https"]), &lbs));
+        assert!(!forwarded_https(lb, &proto(&["https"]), &[]));
     }
 
     #[test]

@@ -54,6 +54,68 @@ pub struct MediaConfig {
     pub public_base: String,
     /// Attempts a photo's processing job gets before it is a dead letter.
     pub max_attempts: i32,
+    /// The CDN edges photo URLs point at while they are healthy (`[media.cdn]`);
+    /// with none, every photo URL is under `public_base`.
+    pub cdn: CdnConfig,
+}
+
+/// The CDN edges of the topology (`[media.cdn]`): caching proxies in each data
+/// center serving the same `/media/{key}` paths as this origin. Pages run no
+/// script, so which edge (or the origin) a photo's URL names is decided here, at
+/// render time, from health checks this server runs itself ([`crate::edges`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdnConfig {
+    /// This web server's data center: its own edges are preferred (the nearest
+    /// cache to the users this DC serves); the other DCs' edges are used only
+    /// when none of its own is healthy. None: every edge is equally near.
+    pub dc: Option<String>,
+    /// How often every edge's `health` URL is probed, milliseconds.
+    pub probe_interval_ms: u64,
+    /// How long a probe may take before it counts as failed, milliseconds.
+    pub probe_timeout_ms: u64,
+    /// Failed probes in a row that withdraw a healthy edge (one lost probe is
+    /// not an outage worth moving every photo URL for).
+    pub unhealthy_after: u32,
+    /// Passing probes in a row that (re)admit an edge. Edges start unhealthy:
+    /// a page rendered before an edge's first passing probe names the origin.
+    pub healthy_after: u32,
+    /// The edges (`[[media.cdn.edges]]`), at most 64.
+    pub edges: Vec<CdnEdge>,
+}
+
+impl Default for CdnConfig {
+    fn default() -> Self {
+        CdnConfig {
+            dc: None,
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 500,
+            unhealthy_after: 2,
+            healthy_after: 1,
+            edges: Vec::new(),
+        }
+    }
+}
+
+/// One CDN edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdnEdge {
+    /// Its unique name: metrics and logs name it, and rendezvous hashing keys on
+    /// it (renaming an edge moves the photos it caches).
+    pub name: String,
+    /// Its data center (compared with `media.cdn.dc`).
+    pub dc: String,
+    /// Its public HTTP address, `host:port`: photo URLs on pages served over
+    /// HTTP, and over HTTPS when it has no `https`.
+    pub http: String,
+    /// Its public HTTPS address, `host:port`, if it has one: photo URLs on pages
+    /// the load balancer received over HTTPS (no mixed content).
+    #[serde(default)]
+    pub https: Option<String>,
+    /// The URL probed for its health (`http://…`, usually its admin `/readyz`):
+    /// any 2xx answer within `probe_timeout_ms` passes.
+    pub health: String,
 }
 
 impl Default for MediaConfig {
@@ -64,6 +126,7 @@ impl Default for MediaConfig {
             store_dir: "objects".into(),
             public_base: "/media/".into(),
             max_attempts: 5,
+            cdn: CdnConfig::default(),
         }
     }
 }
@@ -330,8 +393,82 @@ impl settings::Validate for WebConfig {
         if self.http.request_timeout_secs == 0 {
             return Err(invalid("http.request_timeout_secs", "must be positive"));
         }
+        self.media.cdn.validate()
+    }
+}
+
+/// The most edges `[media.cdn]` may name (their health is one 64-bit mask).
+pub const MAX_EDGES: usize = 64;
+
+impl CdnConfig {
+    /// Check the edges and the probe settings.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.probe_interval_ms == 0 {
+            return Err(invalid("media.cdn.probe_interval_ms", "must be positive"));
+        }
+        if self.probe_timeout_ms == 0 {
+            return Err(invalid("media.cdn.probe_timeout_ms", "must be positive"));
+        }
+        if self.unhealthy_after == 0 {
+            return Err(invalid("media.cdn.unhealthy_after", "must be at least 1"));
+        }
+        if self.healthy_after == 0 {
+            return Err(invalid("media.cdn.healthy_after", "must be at least 1"));
+        }
+        if self.dc.as_deref().is_some_and(|dc| dc.trim().is_empty()) {
+            return Err(invalid("media.cdn.dc", "must not be empty"));
+        }
+        if self.edges.len() > MAX_EDGES {
+            return Err(invalid("media.cdn.edges", format!("at most {MAX_EDGES} edges")));
+        }
+        let mut names = std::collections::HashSet::new();
+        for edge in &self.edges {
+            let name = &edge.name;
+            if name.trim().is_empty() {
+                return Err(invalid("media.cdn.edges", "an edge has an empty name"));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid("media.cdn.edges", format!("two edges are named {name:?}")));
+            }
+            if edge.dc.trim().is_empty() {
+                return Err(invalid("media.cdn.edges", format!("edge {name:?} has an empty dc")));
+            }
+            if !is_host_port(&edge.http) {
+                return Err(invalid(
+                    "media.cdn.edges",
+                    format!("edge {name:?}: http = {:?} is not host:port", edge.http),
+                ));
+            }
+            if let Some(https) = edge.https.as_deref().filter(|a| !is_host_port(a)) {
+                return Err(invalid(
+                    "media.cdn.edges",
+                    format!("edge {name:?}: https = {https:?} is not host:port"),
+                ));
+            }
+            let health = edge.health.strip_prefix("http://").unwrap_or_default();
+            let authority = health.split(['/', '?', '#']).next().unwrap_or_default();
+            if !is_host_port(authority) || health.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "media.cdn.edges",
+                    format!("edge {name:?}: health = {:?} is not an http://host:port/path URL", edge.health),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `host:port` with a plain host (letters, digits, `.`, `-`, or a bracketed IPv6
+/// address) and a port from 1 to 65535: safe to put in a URL and a CSP source.
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else { return false };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0) && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl WebConfig {
@@ -406,6 +543,79 @@ url = "redis://:pw@127.0.0.1:6379/"
             let err = WebConfig::parse(&text, "test").unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
+    }
+
+    const CDN: &str = r#"
+[media.cdn]
+dc = "dc1"
+[[media.cdn.edges]]
+name = "dc1-cdn-1"
+dc = "dc1"
+http = "127.0.1.50:8000"
+https = "127.0.1.50:8443"
+health = "http://127.0.1.50:8001/readyz"
+[[media.cdn.edges]]
+name = "dc2-cdn-1"
+dc = "dc2"
+http = "cdn2.example:80"
+health = "http://[::1]:8001/readyz"
+"#;
+
+    #[test]
+    fn cdn_edges_are_optional_and_defaulted() {
+        let c = WebConfig::parse(GOOD, "t").unwrap();
+        assert!(c.media.cdn.edges.is_empty(), "no edges: photos at public_base");
+        let c = WebConfig::parse(&format!("{GOOD}{CDN}"), "t").unwrap();
+        let cdn = &c.media.cdn;
+        assert_eq!(cdn.dc.as_deref(), Some("dc1"));
+        assert_eq!((cdn.probe_interval_ms, cdn.probe_timeout_ms), (1000, 500));
+        assert_eq!((cdn.unhealthy_after, cdn.healthy_after), (2, 1));
+        assert_eq!(cdn.edges.len(), 2);
+        assert_eq!(cdn.edges[0].https.as_deref(), Some("127.0.1.50:8443"));
+        assert_eq!(cdn.edges[1].https, None);
+    }
+
+    #[test]
+    fn bad_cdn_settings_say_what_is_wrong() {
+        let with = |extra: &str| format!("{GOOD}{CDN}{extra}");
+        let cases = [
+            (CDN.replace("dc2-cdn-1", "dc1-cdn-1"), "two edges are named \"dc1-cdn-1\""),
+            (
+                CDN.replace("dc = \"dc1\"\n[[", "dc = \"dc1\"\nprobe_interval_ms = 0\n[["),
+                "media.cdn.probe_interval_ms",
+            ),
+            (
+                CDN.replace("dc = \"dc1\"\n[[", "dc = \"dc1\"\nprobe_timeout_ms = 0\n[["),
+                "media.cdn.probe_timeout_ms",
+            ),
+            (
+                CDN.replace("dc = \"dc1\"\n[[", "dc = \"dc1\"\nunhealthy_after = 0\n[["),
+                "media.cdn.unhealthy_after",
+            ),
+            (
+                CDN.replace("dc = \"dc1\"\n[[", "dc = \"dc1\"\nhealthy_after = 0\n[["),
+                "media.cdn.healthy_after",
+            ),
+            (CDN.replace("127.0.1.50:8000", "127.0.1.50"), "http = \"127.0.1.50\" is not host:port"),
+            (CDN.replace("127.0.1.50:8443", "a b:1"), "https"),
+            (CDN.replace("cdn2.example:80", "cdn2.example:0"), "is not host:port"),
+            (CDN.replace("http://127.0.1.50:8001/readyz", "https://127.0.1.50:8001/readyz"), "health"),
+            (CDN.replace("http://[::1]:8001/readyz", "http:///readyz"), "health"),
+            (CDN.replace("name = \"dc2-cdn-1\"", "name = \"\""), "empty name"),
+            (CDN.replace("dc = \"dc2\"", "dc = \"\""), "empty dc"),
+            (CDN.replace("health = \"http://[::1]:8001/readyz\"\n", ""), "missing field `health`"),
+            (CDN.replace("http = \"cdn2.example:80\"", "htp = \"cdn2.example:80\""), "unknown field"),
+        ];
+        for (cdn, expected) in cases {
+            let err = WebConfig::parse(&format!("{GOOD}{cdn}"), "test").unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+        let many: String = (0..=MAX_EDGES)
+            .map(|i| format!("[[media.cdn.edges]]\nname = \"e{i}\"\ndc = \"d\"\nhttp = \"h:1\"\nhealth = \"http://h:2/\"\n"))
+            .collect();
+        let err = WebConfig::parse(&format!("{GOOD}{many}"), "t").unwrap_err().to_string();
+        assert!(err.contains("at most 64 edges"), "{err}");
+        assert!(WebConfig::parse(&with(""), "t").is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod edges;
 pub mod error;
 pub mod html;
 pub mod media;
@@ -84,6 +85,8 @@ impl Application {
             cache::spawn_listener(state.caches().invalidator.clone(), shutdown.child_token(), subscribed);
         // The signed-in users served, into the DC's HyperLogLogs once a second.
         let active_task = state.active_users().clone().spawn(Duration::from_secs(1), shutdown.child_token());
+        // The CDN edges' health, probed until shutdown (photo URLs name the healthy).
+        let probe_task = state.edges().clone().spawn(shutdown.child_token());
         let grace = Duration::from_secs(state.config().http.shutdown_grace_secs);
         let app = router(state.clone());
         tracing::info!(addr = %self.local_addr, "web server listening");
@@ -108,6 +111,7 @@ impl Application {
         listener_task.abort();
         // Its last flush, bounded by Redis' timeout.
         let _ = active_task.await;
+        let _ = probe_task.await;
         tracing::info!("web server stopped");
         Ok(())
     }

@@ -21,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Lane;
 use crate::client::Client;
+use crate::edges::MediaUrls;
 use crate::error::{ApiError, Limit};
 use crate::state::AppState;
 
@@ -99,7 +100,8 @@ pub struct PostView {
 /// An image with its immutable, versioned URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageView {
-    /// Content-addressed URL: never changes, cacheable forever.
+    /// Content-addressed URL, cacheable forever: `/media/{key}` at a healthy CDN
+    /// edge, or at the origin while none is ([`MediaUrls`]).
     pub url: String,
     /// Width in pixels.
     pub width: u32,
@@ -118,31 +120,148 @@ pub struct PhotoView {
 }
 
 /// One page of posts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PostPage {
     /// Newest first.
     pub posts: Vec<ShownPost>,
     /// Pass as `cursor` for the next page; `null` at the end.
     pub next_cursor: Option<String>,
+    /// Where the posts' photo URLs point, chosen for this request (not
+    /// serialized: the photos' URLs are).
+    pub media: MediaUrls,
+}
+
+impl Serialize for PostPage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut page = serializer.serialize_struct("PostPage", 2)?;
+        page.serialize_field("posts", &PostsJson(&self.posts, &self.media))?;
+        page.serialize_field("next_cursor", &self.next_cursor)?;
+        page.end()
+    }
+}
+
+/// A page's posts as JSON, with their photos' URLs.
+struct PostsJson<'a>(&'a [ShownPost], &'a MediaUrls);
+
+impl Serialize for PostsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|post| PostJson(post, self.1)))
+    }
+}
+
+/// One post of a page as JSON: its kept JSON as it is (no photo), or its kept
+/// fields and then its photo with URLs chosen now.
+struct PostJson<'a>(&'a ShownPost, &'a MediaUrls);
+
+impl Serialize for PostJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let PostJson(post, media) = *self;
+        match (&post.rendered().json, &post.record().photo) {
+            (RenderedJson::Fields(fields), Some(photo)) => {
+                let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
+                for (name, value) in fields {
+                    map.serialize_entry(name, value)?;
+                }
+                map.serialize_entry("photo", &PhotoJson(photo, media))?;
+                map.end()
+            }
+            (RenderedJson::Whole(json), _) => json.serialize(serializer),
+            (RenderedJson::Fields(_), None) => unreachable!("fields are kept only for photo posts"),
+        }
+    }
+}
+
+/// A photo as JSON ([`PhotoView`]'s shape), its URLs written as they are chosen.
+struct PhotoJson<'a>(&'a data::Photo, &'a MediaUrls);
+
+impl Serialize for PhotoJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let PhotoJson(photo, media) = *self;
+        let mut json = serializer.serialize_struct("PhotoView", 2)?;
+        json.serialize_field("original", &ImageJson(&photo.original, media))?;
+        json.serialize_field("thumbnails", &ImagesJson(&photo.thumbnails, media))?;
+        json.end()
+    }
+}
+
+struct ImagesJson<'a>(&'a [data::StoredImage], &'a MediaUrls);
+
+impl Serialize for ImagesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|image| ImageJson(image, self.1)))
+    }
+}
+
+/// An image as JSON ([`ImageView`]'s shape), its URL formatted straight into
+/// the output.
+struct ImageJson<'a>(&'a data::StoredImage, &'a MediaUrls);
+
+impl Serialize for ImageJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Url<'a>(crate::edges::MediaUrl<'a>);
+        impl Serialize for Url<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(&self.0)
+            }
+        }
+        let ImageJson(image, media) = *self;
+        let mut json = serializer.serialize_struct("ImageView", 3)?;
+        json.serialize_field("url", &Url(media.display(&image.key)))?;
+        json.serialize_field("width", &image.width)?;
+        json.serialize_field("height", &image.height)?;
+        json.end()
+    }
 }
 
 /// A post's view with its JSON, made once per version of the post (see
-/// [`CachedPost`]).
+/// [`CachedPost`]), without its photo: which CDN edge (or the origin) a photo's
+/// URL names depends on the edges' health and the request's scheme, so photo
+/// URLs are made per request ([`PostJson`], [`ShownPost::photo`]) and never kept.
 ///
 /// Profiling the home feed showed building each post's view (string copies,
 /// its time formatted) and serializing it on every read as a tenth of the
 /// request's CPU; a page now copies each post's JSON as it is.
 #[derive(Debug)]
 struct Rendered {
-    /// What the HTML pages read.
+    /// What the HTML pages read (`photo` is always `None`).
     view: PostView,
     /// `view` as JSON, what the API writes.
-    json: Box<serde_json::value::RawValue>,
+    json: RenderedJson,
+}
+
+/// A post's kept JSON.
+#[derive(Debug)]
+enum RenderedJson {
+    /// The whole post (it has no photo).
+    Whole(Box<serde_json::value::RawValue>),
+    /// Each field but the photo, in the view's order (the photo comes last).
+    Fields(Box<[(&'static str, Box<serde_json::value::RawValue>)]>),
 }
 
 impl Rendered {
-    fn new(view: PostView) -> Rendered {
-        let json = serde_json::value::to_raw_value(&view).expect("a post view serializes");
+    /// `view` (without its photo) rendered; `has_photo`: the post has one, to be
+    /// added to its JSON per request.
+    fn new(view: PostView, has_photo: bool) -> Rendered {
+        debug_assert!(view.photo.is_none() && view.liked_by_me.is_none());
+        fn raw<T: Serialize + ?Sized>(value: &T) -> Box<serde_json::value::RawValue> {
+            serde_json::value::to_raw_value(value).expect("a post view serializes")
+        }
+        let json = if has_photo {
+            RenderedJson::Fields(Box::new([
+                ("id", raw(&view.id)),
+                ("author", raw(&view.author)),
+                ("caption", raw(&view.caption)),
+                ("like_count", raw(&view.like_count)),
+                ("created_at", raw(&view.created_at)),
+                ("status", raw(&view.status)),
+            ]))
+        } else {
+            RenderedJson::Whole(raw(&view))
+        };
         Rendered { view, json }
     }
 }
@@ -160,15 +279,27 @@ enum Shown {
     /// Made for this read: the entry was rendered before its author changed
     /// their name or shown name (until the entry is refreshed, at most the L1
     /// lifetime).
-    Made(Arc<Rendered>),
+    Made(Arc<Rendered>, Arc<CachedPost>),
 }
 
 impl ShownPost {
     fn rendered(&self) -> &Rendered {
         match &self.0 {
             Shown::Kept(post) => post.shown.get().expect("kept only once rendered"),
-            Shown::Made(rendered) => rendered,
+            Shown::Made(rendered, _) => rendered,
         }
+    }
+
+    fn record(&self) -> &PostRecord {
+        match &self.0 {
+            Shown::Kept(post) | Shown::Made(_, post) => &post.record,
+        }
+    }
+
+    /// The post's photo, its URLs chosen by `media` (the view this derefs to
+    /// has none: URLs are never kept).
+    pub fn photo(&self, media: &MediaUrls) -> Option<PhotoView> {
+        self.record().photo.as_ref().map(|photo| photo_view(media, photo))
     }
 }
 
@@ -177,12 +308,6 @@ impl std::ops::Deref for ShownPost {
 
     fn deref(&self) -> &PostView {
         &self.rendered().view
-    }
-}
-
-impl Serialize for ShownPost {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.rendered().json.serialize(serializer)
     }
 }
 
@@ -215,14 +340,19 @@ impl std::ops::Deref for CachedPost {
     }
 }
 
-/// `post` as shown with `author` (its current profile).
-fn shown(base: &str, post: Arc<CachedPost>, author: &UserRecord) -> ShownPost {
-    let kept = post.shown.get_or_init(|| Rendered::new(post_view(base, &post.record, author, None)));
+/// `post` as shown with `author` (its current profile), its photo aside.
+fn shown(post: Arc<CachedPost>, author: &UserRecord) -> ShownPost {
+    let render = || {
+        let view = post_view_without_photo(&post.record, author, None);
+        Rendered::new(view, post.record.photo.is_some())
+    };
+    let kept = post.shown.get_or_init(render);
     let with = &kept.view.author;
     if with.username == author.username && with.display_name == author.display_name {
         return ShownPost(Shown::Kept(post));
     }
-    ShownPost(Shown::Made(Arc::new(Rendered::new(post_view(base, &post.record, author, None)))))
+    let made = Arc::new(render());
+    ShownPost(Shown::Made(made, post))
 }
 
 /// Result of a follow or unfollow.
@@ -263,11 +393,27 @@ fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserView {
     }
 }
 
-fn image_view(base: &str, image: &data::StoredImage) -> ImageView {
-    ImageView { url: format!("{base}{}", image.key), width: image.width, height: image.height }
+fn image_view(media: &MediaUrls, image: &data::StoredImage) -> ImageView {
+    ImageView { url: media.url(&image.key), width: image.width, height: image.height }
 }
 
-fn post_view(base: &str, p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
+fn photo_view(media: &MediaUrls, photo: &data::Photo) -> PhotoView {
+    PhotoView {
+        original: image_view(media, &photo.original),
+        thumbnails: photo.thumbnails.iter().map(|t| image_view(media, t)).collect(),
+    }
+}
+
+/// `p` as the API shows it, its photo's URLs chosen by `media`.
+fn post_view(media: &MediaUrls, p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
+    PostView {
+        photo: p.photo.as_ref().map(|photo| photo_view(media, photo)),
+        ..post_view_without_photo(p, author, liked_by_me)
+    }
+}
+
+/// `p` as the API shows it but for its photo (`None`).
+fn post_view_without_photo(p: &PostRecord, author: &UserRecord, liked_by_me: Option<bool>) -> PostView {
     PostView {
         id: p.post_id.to_string(),
         author: AuthorView {
@@ -279,17 +425,9 @@ fn post_view(base: &str, p: &PostRecord, author: &UserRecord, liked_by_me: Optio
         like_count: p.like_count,
         created_at: rfc3339(p.created_ms),
         status: p.status.clone(),
-        photo: p.photo.as_ref().map(|photo| PhotoView {
-            original: image_view(base, &photo.original),
-            thumbnails: photo.thumbnails.iter().map(|t| image_view(base, t)).collect(),
-        }),
+        photo: None,
         liked_by_me,
     }
-}
-
-/// Where photo URLs point: the origin's `/media/`, or a CDN.
-fn media_base(state: &AppState) -> &str {
-    &state.config().media.public_base
 }
 
 fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
@@ -818,7 +956,7 @@ pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
-    Ok(post_view(media_base(state), &post, &profile, Some(false)))
+    Ok(post_view_without_photo(&post, &profile, Some(false)))
 }
 
 /// Fan a new text post out now and, once done, drop its outbox job; on failure the
@@ -850,9 +988,11 @@ async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord, job: 
 
 /// Publish a photo post: validate and store the photo, then write the post (state
 /// `processing`) and its processing job in one shard transaction. A worker makes the
-/// thumbnails, marks the post ready and fans it out.
+/// thumbnails, marks the post ready and fans it out. The answer's photo URL is
+/// chosen by `media`.
 pub async fn create_photo_post(
     state: &AppState,
+    media: &MediaUrls,
     author: i64,
     caption: Option<&str>,
     photo: Vec<u8>,
@@ -869,11 +1009,16 @@ pub async fn create_photo_post(
     state.caches().profiles.invalidate(&author.to_string()).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
-    Ok(post_view(media_base(state), &post, &profile, Some(false)))
+    Ok(post_view(media, &post, &profile, Some(false)))
 }
 
-/// One post as seen by `viewer`.
-pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<PostView, ApiError> {
+/// One post as seen by `viewer`, its photo's URLs chosen by `media`.
+pub async fn post(
+    state: &AppState,
+    media: &MediaUrls,
+    id: PostId,
+    viewer: Option<i64>,
+) -> Result<PostView, ApiError> {
     let data = state.data().clone();
     let post = state
         .caches()
@@ -888,7 +1033,7 @@ pub async fn post(state: &AppState, id: PostId, viewer: Option<i64>) -> Result<P
         Some(v) => Some(state.data().likes(id, v).await?),
         None => None,
     };
-    Ok(post_view(media_base(state), &post, &author, liked))
+    Ok(post_view(media, &post, &author, liked))
 }
 
 /// Like (`on`) or unlike a post; idempotent.
@@ -917,7 +1062,6 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
 /// each one Redis round trip and, for what Redis lacks too, one query per shard.
 async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiError> {
     let (caches, data) = (state.caches(), state.data());
-    let base = media_base(state);
     // The usual page is all in L1: no allocation beyond the views.
     let mut posts: Vec<Option<Arc<CachedPost>>> =
         ids.iter().map(|id| caches.posts.cached(itoa::Buffer::new().format(*id))).collect();
@@ -949,7 +1093,7 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiErr
     Ok(posts
         .into_iter()
         .zip(authors)
-        .filter_map(|(post, author)| Some(shown(base, post?, author.as_deref()?)))
+        .filter_map(|(post, author)| Some(shown(post?, author.as_deref()?)))
         .collect())
 }
 
@@ -989,9 +1133,11 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
     (ids, next)
 }
 
-/// A user's own posts.
+/// A user's own posts; the page's photo URLs are chosen by `media` when it is
+/// rendered or serialized.
 pub async fn user_posts(
     state: &AppState,
+    media: &MediaUrls,
     username: &str,
     cursor: Option<PostId>,
     limit: usize,
@@ -999,13 +1145,15 @@ pub async fn user_posts(
     let user_id = user_id_of(state, username).await?;
     let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
     let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
-    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
+    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor, media: media.clone() })
 }
 
 /// The viewer's home feed: the cached timeline (rebuilt from the database when cold)
-/// merged with the newest posts of the celebrities the viewer follows.
+/// merged with the newest posts of the celebrities the viewer follows; the page's
+/// photo URLs are chosen by `media` when it is rendered or serialized.
 pub async fn home_feed(
     state: &AppState,
+    media: &MediaUrls,
     viewer: i64,
     cursor: Option<PostId>,
     limit: usize,
@@ -1041,7 +1189,7 @@ pub async fn home_feed(
     let merged: BTreeSet<i64> = ids.into_iter().collect();
     let ids: Vec<i64> = merged.into_iter().rev().take(limit + 1).collect();
     let (ids, next_cursor) = page_of(ids, limit);
-    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor })
+    Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor, media: media.clone() })
 }
 
 /// Rebuild `viewer`'s cached timeline from the shards (its followees' and its own
@@ -1103,6 +1251,15 @@ async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 mod tests {
     use super::*;
 
+    fn origin_only() -> MediaUrls {
+        Arc::new(crate::edges::Edges::new(&crate::config::MediaConfig::default(), &Default::default()))
+            .urls(false)
+    }
+
+    fn page(posts: Vec<ShownPost>, media: &MediaUrls) -> serde_json::Value {
+        serde_json::to_value(PostPage { posts, next_cursor: None, media: media.clone() }).unwrap()
+    }
+
     #[test]
     fn a_post_is_rendered_once_and_again_only_for_an_author_who_changed_their_names() {
         let author = UserRecord {
@@ -1123,20 +1280,77 @@ mod tests {
             status: "ready".into(),
             photo: None,
         };
+        let media = origin_only();
         let post = Arc::new(CachedPost::from(record.clone()));
-        let first = shown("/media/", post.clone(), &author);
-        let expected = serde_json::to_value(post_view("/media/", &record, &author, None)).unwrap();
-        assert_eq!(serde_json::to_value(&first).unwrap(), expected, "the kept JSON is the view's");
+        let first = shown(post.clone(), &author);
+        let expected = serde_json::to_value(post_view(&media, &record, &author, None)).unwrap();
+        assert_eq!(page(vec![first.clone()], &media)["posts"][0], expected, "the kept JSON is the view's");
         assert_eq!(first.caption, "hi \"there\"", "pages read the view");
         // The profile refreshed with other counters: the rendering stays valid.
         let refreshed = UserRecord { followers_count: 100, ..author.clone() };
-        assert!(matches!(shown("/media/", post.clone(), &refreshed).0, Shown::Kept(_)));
+        assert!(matches!(shown(post.clone(), &refreshed).0, Shown::Kept(_)));
         // A new shown name: rendered for this read, with it.
         let renamed = UserRecord { display_name: "Ada L.".into(), ..author.clone() };
-        let again = shown("/media/", post.clone(), &renamed);
-        assert!(matches!(again.0, Shown::Made(_)));
-        assert_eq!(serde_json::to_value(&again).unwrap()["author"]["display_name"], "Ada L.");
-        assert_eq!(serde_json::to_value(&first).unwrap()["author"]["display_name"], "Ada", "kept as it was");
+        let again = shown(post.clone(), &renamed);
+        assert!(matches!(again.0, Shown::Made(..)));
+        assert_eq!(page(vec![again], &media)["posts"][0]["author"]["display_name"], "Ada L.");
+        assert_eq!(page(vec![first], &media)["posts"][0]["author"]["display_name"], "Ada", "kept as it was");
+    }
+
+    #[test]
+    fn a_kept_photo_post_names_the_edge_chosen_for_each_read() {
+        let author = UserRecord {
+            user_id: 7,
+            username: "ada".into(),
+            display_name: "Ada".into(),
+            followers_count: 1,
+            following_count: 2,
+            posts_count: 3,
+            created_ms: 1_700_000_000_000,
+        };
+        let image = |key: &str, side| data::StoredImage { key: key.into(), width: side, height: side };
+        let record = PostRecord {
+            post_id: 99,
+            user_id: 7,
+            caption: "a <cat>".into(),
+            like_count: 4,
+            created_ms: 1_700_000_000_000,
+            status: "ready".into(),
+            photo: Some(data::Photo {
+                original: image("aa.jpg", 2000),
+                thumbnails: vec![image("bb.jpg", 160), image("cc.jpg", 640)],
+            }),
+        };
+        let media = crate::config::MediaConfig {
+            cdn: crate::config::CdnConfig {
+                edges: vec![crate::config::CdnEdge {
+                    name: "e".into(),
+                    dc: "dc1".into(),
+                    http: "10.0.0.1:8000".into(),
+                    https: Some("10.0.0.1:8443".into()),
+                    health: "http://10.0.0.1:8001/readyz".into(),
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let edges = Arc::new(crate::edges::Edges::new(&media, &Default::default()));
+        let post = Arc::new(CachedPost::from(record.clone()));
+        let check = |media: &MediaUrls, url: &str| {
+            let shown = shown(post.clone(), &author);
+            let json = page(vec![shown.clone()], media);
+            let expected = serde_json::to_value(post_view(media, &record, &author, None)).unwrap();
+            assert_eq!(json["posts"][0], expected, "a page's post is the single post's view");
+            assert_eq!(json["posts"][0]["photo"]["thumbnails"][1]["url"], url);
+            assert_eq!(shown.photo(media).unwrap().thumbnails[1].url, url, "pages name the same");
+            assert!(shown.photo.is_none(), "the kept view holds no URL");
+        };
+        check(&edges.urls(true), "/media/cc.jpg");
+        edges.set_health("e", true);
+        check(&edges.urls(true), "https://10.0.0.1:8443/media/cc.jpg");
+        check(&edges.urls(false), "http://10.0.0.1:8000/media/cc.jpg");
+        edges.set_health("e", false);
+        check(&edges.urls(false), "/media/cc.jpg");
     }
 
     #[test]

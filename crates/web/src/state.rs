@@ -168,6 +168,8 @@ struct Inner {
     /// The signed-in users served, sent once a second to the DC's Redis
     /// HyperLogLogs (daily, weekly, monthly active users).
     active_users: Arc<cache::active::ActiveUsers>,
+    /// The CDN edges photo URLs may name, and their health.
+    edges: Arc<crate::edges::Edges>,
     /// Set when shutdown begins, so `/readyz` fails and load balancers stop sending.
     draining: AtomicBool,
 }
@@ -198,6 +200,7 @@ impl AppState {
         let timeline_reads = TimelineReads::new(&registry);
         let business = Business::new(&registry);
         let active_users = Arc::new(cache::active::ActiveUsers::new(redis.clone(), &registry));
+        let edges = Arc::new(crate::edges::Edges::new(&config.media, &registry));
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -213,6 +216,7 @@ impl AppState {
                 timeline_reads,
                 business,
                 active_users,
+                edges,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -269,6 +273,10 @@ impl AppState {
     /// The signed-in users served since the last flush.
     pub fn active_users(&self) -> &Arc<cache::active::ActiveUsers> {
         &self.inner.active_users
+    }
+    /// The CDN edges and their health (probed by a task of `run_until_stopped`).
+    pub fn edges(&self) -> &Arc<crate::edges::Edges> {
+        &self.inner.edges
     }
     /// Whether shutdown has begun.
     pub fn draining(&self) -> bool {

@@ -65,6 +65,23 @@ max_pixels = 40000000
 store_dir = "/tmp/media"
 public_base = "/media/"
 max_attempts = 5
+[media.cdn]
+dc = "dc1"
+probe_interval_ms = 1000
+probe_timeout_ms = 500
+unhealthy_after = 2
+healthy_after = 1
+[[media.cdn.edges]]
+name = "dc1-cdn-1"
+dc = "dc1"
+http = "127.0.1.50:8000"
+https = "127.0.1.50:8443"
+health = "http://127.0.1.50:8001/readyz"
+[[media.cdn.edges]]
+name = "dc2-cdn-1"
+dc = "dc2"
+http = "127.0.2.50:8000"
+health = "http://127.0.2.50:8001/readyz"
 "#;
 
 proptest! {

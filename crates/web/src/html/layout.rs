@@ -189,8 +189,8 @@ pub(crate) fn is_processing(p: &PostView) -> bool {
 /// A post's photo, or what stands in for it while it is processed or if that
 /// failed. On a post's own page (`single`) the image loads at once; in lists it
 /// loads lazily and links to the post.
-fn photo_block(p: &PostView, single: bool, own: bool) -> Markup {
-    match (p.status.as_str(), &p.photo) {
+fn photo_block(p: &PostView, photo: Option<&PhotoView>, single: bool, own: bool) -> Markup {
+    match (p.status.as_str(), photo) {
         ("processing", _) => html! {
             p.notice role="status" {
                 @if own { "Processing your photo…" } @else { "Processing this photo…" }
@@ -226,18 +226,25 @@ fn photo_block(p: &PostView, single: bool, own: bool) -> Markup {
     }
 }
 
-/// One post; `extra` goes at the end of its meta line (the like button on a post
-/// page). `viewer` is who is looking (to word the processing notice).
-pub(crate) fn post_card(p: &PostView, single: bool, viewer: Option<&Me>, extra: Markup) -> Markup {
+/// One post with its `photo` (its URLs chosen for this request: a post in a
+/// list keeps none); `extra` goes at the end of its meta line (the like button
+/// on a post page). `viewer` is who is looking (to word the processing notice).
+pub(crate) fn post_card(
+    p: &PostView,
+    photo: Option<&PhotoView>,
+    single: bool,
+    viewer: Option<&Me>,
+    extra: Markup,
+) -> Markup {
     let own = viewer.is_some_and(|me| me.id.to_string() == p.author.id);
-    let original = p.photo.as_ref().filter(|_| single && p.status == "ready").map(|ph| &ph.original);
+    let original = photo.filter(|_| single && p.status == "ready").map(|ph| &ph.original);
     html! {
         article.card.post.single[single] {
             a.who href={ "/u/" (p.author.username) } {
                 strong { (p.author.display_name) }
                 span.muted { "@" (p.author.username) }
             }
-            (photo_block(p, single, own))
+            (photo_block(p, photo, single, own))
             @if !p.caption.is_empty() {
                 p.caption { (p.caption) }
             }
@@ -257,14 +264,15 @@ pub(crate) fn post_card(p: &PostView, single: bool, viewer: Option<&Me>, extra: 
     }
 }
 
-/// A list of posts with an "Older posts" link to `base?cursor=…` when there are more.
+/// A list of posts with an "Older posts" link to `base?cursor=…` when there are
+/// more; photo URLs as `page.media` chooses them.
 pub(crate) fn post_list(page: &PostPage, base: &str, viewer: Option<&Me>, empty: Markup) -> Markup {
     html! {
         @if page.posts.is_empty() {
             div.card.muted { (empty) }
         }
         @for p in &page.posts {
-            (post_card(p, false, viewer, html! {}))
+            (post_card(p, p.photo(&page.media).as_ref(), false, viewer, html! {}))
         }
         @if let Some(cursor) = &page.next_cursor {
             p.pager {
@@ -361,7 +369,7 @@ mod tests {
     #[test]
     fn a_ready_photo_is_shown_with_its_thumbnails() {
         let p = photo_post("ready", vec![image(160), image(640), image(1280)], "a <cat>");
-        let single = post_card(&p, true, None, html! {}).into_string();
+        let single = post_card(&p, p.photo.as_ref(), true, None, html! {}).into_string();
         assert!(
             single.contains(
                 r#"<img src="/media/640.jpg" srcset="/media/160.jpg 160w, /media/640.jpg 640w, /media/1280.jpg 1280w" sizes="(max-width: 640px) calc(100vw - 2rem), 606px" width="640" height="480" alt="a &lt;cat&gt;" decoding="async">"#
@@ -370,7 +378,7 @@ mod tests {
         );
         assert!(!single.contains("loading="), "the post's own page loads its photo at once");
         assert!(single.contains(r#"href="/media/3000.jpg""#), "links to the original: {single}");
-        let listed = post_card(&p, false, None, html! {}).into_string();
+        let listed = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
         assert!(listed.contains(r#"loading="lazy""#) && listed.contains(r#"<a href="/p/42""#), "{listed}");
         assert!(!listed.contains(r#"href="/media/3000.jpg""#));
     }
@@ -378,24 +386,24 @@ mod tests {
     #[test]
     fn the_shown_image_is_the_640_one_or_the_largest() {
         let p = photo_post("ready", vec![image(160), image(500)], "");
-        let html = post_card(&p, false, None, html! {}).into_string();
+        let html = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
         assert!(html.contains(r#"src="/media/500.jpg""#) && html.contains(r#"width="500""#), "{html}");
         assert!(html.contains(r#"alt="Photo by @ann""#), "{html}");
         assert!(!html.contains("class=\"caption\""), "no empty caption: {html}");
         let p = photo_post("ready", vec![], "");
-        let html = post_card(&p, false, None, html! {}).into_string();
+        let html = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
         assert!(html.contains(r#"src="/media/3000.jpg""#) && !html.contains("srcset"), "{html}");
     }
 
     #[test]
     fn processing_and_failed_photos_say_so() {
         let p = photo_post("processing", vec![], "soon");
-        let own = post_card(&p, true, Some(&ann()), html! {}).into_string();
+        let own = post_card(&p, p.photo.as_ref(), true, Some(&ann()), html! {}).into_string();
         assert!(own.contains("Processing your photo…") && !own.contains("<img"), "{own}");
-        let other = post_card(&p, false, None, html! {}).into_string();
+        let other = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
         assert!(other.contains("Processing this photo…"), "{other}");
         let p = photo_post("failed", vec![], "oops");
-        let html = post_card(&p, true, Some(&ann()), html! {}).into_string();
+        let html = post_card(&p, p.photo.as_ref(), true, Some(&ann()), html! {}).into_string();
         assert!(html.contains("This photo could not be processed.") && !html.contains("<img"), "{html}");
     }
 

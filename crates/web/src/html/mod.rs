@@ -36,10 +36,11 @@ pub(crate) use layout::Me;
 
 /// Routes of the HTML pages. `state` gives the limits and the photo URLs'
 /// origin: `/upload` takes bodies up to [`crate::body::upload_body_limit`] (a photo),
-/// and the pages' Content-Security-Policy lets images load from `media.public_base`.
+/// and the pages' Content-Security-Policy lets images load from `media.public_base`
+/// and from every CDN edge of `media.cdn`.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let upload_limit = crate::body::upload_body_limit(state);
-    let csp = content_security_policy(&state.config().media.public_base);
+    let csp = content_security_policy(&state.config().media.public_base, &state.edges().csp_sources());
     let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(FALLBACK_CSP));
     Router::new()
         .route("/", get(pages::home))
@@ -65,10 +66,15 @@ const FALLBACK_CSP: &str = "default-src 'self'; img-src 'self' https: http: data
      script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The pages' Content-Security-Policy: no script at all, styles inline only, and
-/// images from this site (photos under `/media/`) or from the photo URLs' origin
-/// when `public_base` points elsewhere (a CDN).
-fn content_security_policy(public_base: &str) -> String {
-    let media = media_source(public_base).map(|s| format!(" {s}")).unwrap_or_default();
+/// images from this site (photos under `/media/`), from the photo URLs' origin
+/// when `public_base` points elsewhere (a CDN), and from `edges` (every CDN
+/// edge's `http://` and `https://` origin: a page names whichever is healthy).
+fn content_security_policy(public_base: &str, edges: &[String]) -> String {
+    let mut media = media_source(public_base).map(|s| format!(" {s}")).unwrap_or_default();
+    for edge in edges {
+        media.push(' ');
+        media.push_str(edge);
+    }
     format!(
         "default-src 'self'; img-src 'self' data:{media}; style-src 'unsafe-inline'; script-src 'none'; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -360,12 +366,18 @@ mod tests {
         assert_eq!(media_source("//cdn.example/"), Some("cdn.example".into()));
         assert_eq!(media_source("https://a;b/"), Some("https:".into()));
         assert_eq!(media_source("https://x y/"), Some("https:".into()));
-        let csp = content_security_policy("/media/");
+        let csp = content_security_policy("/media/", &[]);
         assert!(csp.contains("img-src 'self' data:;"), "{csp}");
         assert!(csp.contains("script-src 'none'"), "{csp}");
-        let csp = content_security_policy("https://cdn.example/media/");
+        let csp = content_security_policy("https://cdn.example/media/", &[]);
         assert!(csp.contains("img-src 'self' data: https://cdn.example;"), "{csp}");
-        assert!(HeaderValue::from_str(&content_security_policy("https://cdn.example/\n")).is_ok());
+        assert!(HeaderValue::from_str(&content_security_policy("https://cdn.example/\n", &[])).is_ok());
+        let edges = ["http://127.0.1.50:8000".to_owned(), "https://127.0.1.50:8443".to_owned()];
+        let csp = content_security_policy("/media/", &edges);
+        assert!(
+            csp.contains("img-src 'self' data: http://127.0.1.50:8000 https://127.0.1.50:8443;"),
+            "every edge's origins: {csp}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::layout::{
     PROCESSING_REFRESH_SECS, csrf_field, is_processing, new_post_form, post_card, post_list,
 };
 use super::{CsrfForm, Ctx, HtmlError, LoggedIn, path_rejection, query_rejection};
+use crate::edges::MediaUrls;
 use crate::service;
 use crate::state::AppState;
 
@@ -29,6 +30,7 @@ fn cursor_of(q: Result<Query<PageQuery>, QueryRejection>) -> Result<Option<data:
 pub(super) async fn home(
     State(state): State<AppState>,
     ctx: Ctx,
+    media: MediaUrls,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, HtmlError> {
     let Some(me) = &ctx.me else {
@@ -45,7 +47,7 @@ pub(super) async fn home(
         return Ok(ctx.render(StatusCode::OK, "Welcome", body));
     };
     let cursor = cursor_of(query)?;
-    let feed = service::home_feed(&state, me.id, cursor, service::DEFAULT_LIMIT).await?;
+    let feed = service::home_feed(&state, &media, me.id, cursor, service::DEFAULT_LIMIT).await?;
     let body = html! {
         @if cursor.is_none() {
             h1 { "Hi, " (me.display_name) }
@@ -64,6 +66,7 @@ pub(super) async fn home(
 pub(super) async fn profile(
     State(state): State<AppState>,
     ctx: Ctx,
+    media: MediaUrls,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, HtmlError> {
@@ -75,7 +78,7 @@ pub(super) async fn profile(
         // `/u/Alice` and `/u/alice` are the same page; keep one address.
         return Ok(Redirect::permanent(&format!("/u/{}", user.username)).into_response());
     }
-    let posts = service::user_posts(&state, &user.username, cursor, service::DEFAULT_LIMIT).await?;
+    let posts = service::user_posts(&state, &media, &user.username, cursor, service::DEFAULT_LIMIT).await?;
     let own = me.is_some_and(|m| m.username == user.username);
     let initial = user.display_name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
     let base = format!("/u/{}", user.username);
@@ -155,12 +158,13 @@ pub(super) async fn follow(
 pub(super) async fn post(
     State(state): State<AppState>,
     ctx: Ctx,
+    media: MediaUrls,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HtmlError> {
     let Path(raw) = path.map_err(path_rejection)?;
     let id = service::parse_post_id(&raw)?;
     let me = ctx.me.as_ref();
-    let p = service::post(&state, id, me.map(|m| m.id)).await?;
+    let p = service::post(&state, &media, id, me.map(|m| m.id)).await?;
     let like = html! {
         @if me.is_some() {
             form method="post" action={ "/p/" (p.id) "/like" } {
@@ -177,7 +181,7 @@ pub(super) async fn post(
             a.btn.secondary href={ "/login?next=/p/" (p.id) } { "Log in to like" }
         }
     };
-    let body = post_card(&p, true, me, like);
+    let body = post_card(&p, p.photo.as_ref(), true, me, like);
     let title = format!("Post by @{}", p.author.username);
     // While the photo is processed, the page reloads itself until it is ready.
     let head = html! {

@@ -91,7 +91,9 @@ async fn publish(
     photo: Option<Vec<u8>>,
 ) -> Result<Response, HtmlError> {
     let created = match photo {
-        Some(photo) => service::create_photo_post(state, me.id, Some(&caption), photo).await,
+        Some(photo) => {
+            service::create_photo_post(state, &state.edges().urls(false), me.id, Some(&caption), photo).await
+        }
         None => service::create_post(state, me.id, &caption).await,
     };
     match created {
