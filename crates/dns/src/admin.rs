@@ -4,7 +4,9 @@
 //! - `GET /readyz`: the DNS listeners are serving (503 once stopping); answers
 //!   never depend on a DC being up (every DC down fails open), so neither does this;
 //! - `GET /metrics`: Prometheus text of the process's registry;
-//! - `GET /admin/health`: every DC and entry with its state (JSON).
+//! - `GET /admin/health`: every DC and entry with its state (JSON): a list of
+//!   DCs, the app's load balancers first (`"service": "app"`), then, with a CDN
+//!   name, the DCs' CDN edges (`"service": "cdn"`).
 //!
 //! The probes and the `/admin` routes are separate routers ([`probes`],
 //! [`admin_routes`]): a token check for `/admin` is one layer on the latter.
@@ -23,7 +25,7 @@ use crate::health::{DcView, HealthTable};
 /// What the admin handlers share.
 #[derive(Clone, Debug)]
 pub struct AdminState {
-    /// The entries' health.
+    /// The load balancers' and CDN edges' health.
     pub health: Arc<HealthTable>,
     /// The registry `/metrics` renders.
     pub registry: telemetry::Registry,

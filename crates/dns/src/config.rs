@@ -55,6 +55,21 @@ pub struct DnsConfig {
     /// The data centers (`[[dc]]`), each with the load balancers answered for it.
     #[serde(default, rename = "dc")]
     pub dcs: Vec<DcSection>,
+    /// The CDN's name, relative to the zone (`cdn`) or absolute with a final dot;
+    /// absent (the default), the zone has no CDN name and nothing below changes.
+    /// It exists so photo URLs can name one host that DNS sends to the nearest
+    /// healthy CDN edges, with the load balancers (which serve the same `/media/`
+    /// paths on the same port) as the health-checked fallback when no edge is
+    /// healthy anywhere. Set together with `[[cdn_dc]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdn: Option<String>,
+    /// The CDN's edges by DC (`[[cdn_dc]]`, shaped like `[[dc]]`: `name` and
+    /// `entry = [{ address, health_url }]`). Each name must be a `[[dc]]`'s: the
+    /// CDN name is placed with the app's DC orders, so an edge is only ever
+    /// preferred as its DC is. A DC may have no edges (then the CDN name skips it).
+    /// Edges are probed like load balancers (`[health]`), on their own `/readyz`.
+    #[serde(default, rename = "cdn_dc", skip_serializing_if = "Vec::is_empty")]
+    pub cdn_dcs: Vec<DcSection>,
     /// Client regions (`[[region]]`): address ranges and the DCs they prefer.
     #[serde(default, rename = "region")]
     pub regions: Vec<RegionSection>,
@@ -62,7 +77,7 @@ pub struct DnsConfig {
     /// DCs it does not name follow in the order of `[[dc]]`.
     #[serde(default)]
     pub default_order: Vec<String>,
-    /// Probing the load balancers.
+    /// Probing the load balancers (and the CDN edges, alike).
     #[serde(default)]
     pub health: HealthSection,
     /// The TCP listener's limits.
@@ -138,18 +153,20 @@ pub struct StaticRecord {
     pub aaaa: Vec<IpAddr>,
 }
 
-/// A data center (`[[dc]]`).
+/// A data center (`[[dc]]`), or a DC's CDN edges (`[[cdn_dc]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DcSection {
-    /// Its name (`dc1`), as regions and metrics name it.
+    /// Its name (`dc1`), as regions and metrics name it (in `[[cdn_dc]]`, the
+    /// name of the `[[dc]]` its edges belong to).
     pub name: String,
-    /// Its load balancers.
+    /// Its load balancers (in `[[cdn_dc]]`, its CDN edges).
     #[serde(default, rename = "entry")]
     pub entries: Vec<Entry>,
 }
 
-/// One load balancer of a DC (`[[dc.entry]]`).
+/// One load balancer of a DC (`[[dc.entry]]`), or one CDN edge
+/// (`[[cdn_dc.entry]]`: its public address, and its private `/readyz`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
@@ -272,6 +289,20 @@ impl DnsConfig {
     /// The DC names in `[[dc]]` order.
     pub fn dc_names(&self) -> Vec<&str> {
         self.dcs.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    /// The CDN's edges laid out like `[[dc]]`: one list per DC, in `[[dc]]`
+    /// order, empty for a DC without edges (and for every DC without `cdn`).
+    /// Placements index DCs by their `[[dc]]` position, so the CDN's health and
+    /// answers use this layout. A `[[cdn_dc]]` naming no `[[dc]]` (refused by
+    /// validation) is left out.
+    pub fn cdn_edges_by_dc(&self) -> Vec<Vec<&Entry>> {
+        self.dcs
+            .iter()
+            .map(|dc| {
+                self.cdn_dcs.iter().filter(|c| c.name == dc.name).flat_map(|c| c.entries.iter()).collect()
+            })
+            .collect()
     }
 }
 

@@ -1,10 +1,17 @@
-//! Active health checks of every DC's entries (its load balancers).
+//! Active health checks of every DC's entries: its load balancers, and its CDN
+//! edges when the zone has a CDN name.
 //!
-//! Every `interval_ms` each entry's health URL (the load balancer's private
-//! `/readyz`, 200 only while it has a healthy web server) is fetched with a
-//! timeout; `unhealthy_threshold` failures in a row withdraw the entry,
-//! `healthy_threshold` passes in a row readmit it. A DC is healthy while any of
-//! its entries is.
+//! Every `interval_ms` each entry's health URL (a load balancer's private
+//! `/readyz`, 200 only while it has a healthy web server; an edge's own
+//! `/readyz`) is fetched with a timeout; `unhealthy_threshold` failures in a row
+//! withdraw the entry, `healthy_threshold` passes in a row readmit it. Load
+//! balancers and edges are probed alike, in the same rounds, with the same
+//! `[health]` settings: only what their health means differs.
+//!
+//! The table holds two groups, one per [`Service`], each laid out by `[[dc]]`
+//! (the indices placements use): the app's load balancers, and the CDN's edges
+//! (a DC without edges has an empty list, and is never healthy for the CDN). A
+//! DC is healthy for a service while any of its entries in that group is.
 //!
 //! Entries start healthy, and the first round of probes runs at once: a server
 //! that just started answers with every DC rather than with nothing, and a dead
@@ -15,17 +22,42 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DnsConfig, HealthSection};
+use crate::config::{DnsConfig, Entry, HealthSection};
 use crate::metrics::DnsMetrics;
 
-/// The health of every entry of every DC, in `[[dc]]` order.
+/// Which name a group of entries answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// The app's name: the DCs' load balancers (`[[dc]]`).
+    #[default]
+    App,
+    /// The CDN's name: the DCs' CDN edges (`[[cdn_dc]]`).
+    Cdn,
+}
+
+impl Service {
+    /// Both services, in the order the table, the prober and the admin API use.
+    pub const ALL: [Service; 2] = [Service::App, Service::Cdn];
+
+    /// Its name in metrics, logs and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Service::App => "app",
+            Service::Cdn => "cdn",
+        }
+    }
+}
+
+/// The health of every entry of every DC, by service, in `[[dc]]` order.
 #[derive(Debug)]
 pub struct HealthTable {
-    /// The DCs, in configuration order (the indices placements use).
-    dcs: Vec<DcHealth>,
+    /// One group per [`Service`] (indexed by it), each with every DC in
+    /// configuration order (the indices placements use).
+    groups: [Vec<DcHealth>; 2],
 }
 
 /// One DC's entries.
@@ -48,11 +80,15 @@ struct EntryHealth {
     healthy: AtomicBool,
 }
 
-/// One DC as `GET /admin/health` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+/// One DC's entries of one service as `GET /admin/health` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DcView {
     /// The DC's name.
     pub name: String,
+    /// Whose entries these are: `app` (load balancers) or `cdn` (CDN edges);
+    /// a view without it (an older server's) is the app's.
+    #[serde(default)]
+    pub service: Service,
     /// Whether any of its entries is healthy.
     pub healthy: bool,
     /// Its entries.
@@ -60,7 +96,7 @@ pub struct DcView {
 }
 
 /// One entry as `GET /admin/health` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryView {
     /// The address answered for it.
     pub address: IpAddr,
@@ -71,72 +107,90 @@ pub struct EntryView {
 }
 
 impl HealthTable {
-    /// Every entry of the configuration, all healthy.
+    /// Every entry of the configuration (load balancers, and CDN edges when
+    /// configured), all healthy.
     pub fn new(config: &DnsConfig) -> HealthTable {
-        let dcs = config
-            .dcs
-            .iter()
-            .map(|dc| DcHealth {
-                name: dc.name.clone(),
-                entries: dc
-                    .entries
-                    .iter()
-                    .map(|e| EntryHealth {
-                        address: e.address,
-                        health_url: e.health_url.clone(),
-                        healthy: AtomicBool::new(true),
-                    })
-                    .collect(),
-            })
-            .collect();
-        HealthTable { dcs }
+        let group = |entries: Vec<Vec<&Entry>>| -> Vec<DcHealth> {
+            config
+                .dcs
+                .iter()
+                .zip(entries)
+                .map(|(dc, entries)| DcHealth {
+                    name: dc.name.clone(),
+                    entries: entries
+                        .into_iter()
+                        .map(|e| EntryHealth {
+                            address: e.address,
+                            health_url: e.health_url.clone(),
+                            healthy: AtomicBool::new(true),
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let app = group(config.dcs.iter().map(|dc| dc.entries.iter().collect()).collect());
+        let cdn = group(config.cdn_edges_by_dc());
+        HealthTable { groups: [app, cdn] }
     }
 
-    /// How many DCs there are.
+    fn group(&self, service: Service) -> &[DcHealth] {
+        &self.groups[service as usize]
+    }
+
+    /// How many DCs there are (`[[dc]]`; the same for both services).
     pub fn dc_count(&self) -> usize {
-        self.dcs.len()
+        self.group(Service::App).len()
     }
 
-    /// How many entries DC `dc` has.
-    pub fn entry_count(&self, dc: usize) -> usize {
-        self.dcs[dc].entries.len()
+    /// How many entries DC `dc` has for `service` (0: a DC without CDN edges).
+    pub fn entry_count(&self, service: Service, dc: usize) -> usize {
+        self.group(service)[dc].entries.len()
     }
 
     /// A DC's name.
     pub fn dc_name(&self, dc: usize) -> &str {
-        &self.dcs[dc].name
+        &self.group(Service::App)[dc].name
     }
 
-    /// Whether entry `entry` of DC `dc` is answered.
-    pub fn entry_healthy(&self, dc: usize, entry: usize) -> bool {
-        self.dcs[dc].entries[entry].healthy.load(Ordering::Relaxed)
+    /// Whether entry `entry` of DC `dc` is answered for `service`.
+    pub fn entry_healthy(&self, service: Service, dc: usize, entry: usize) -> bool {
+        self.group(service)[dc].entries[entry].healthy.load(Ordering::Relaxed)
     }
 
-    /// Whether any entry of DC `dc` is healthy.
-    pub fn dc_healthy(&self, dc: usize) -> bool {
-        self.dcs[dc].entries.iter().any(|e| e.healthy.load(Ordering::Relaxed))
+    /// Whether any of DC `dc`'s entries for `service` is healthy (never, for a
+    /// DC without CDN edges).
+    pub fn dc_healthy(&self, service: Service, dc: usize) -> bool {
+        self.group(service)[dc].entries.iter().any(|e| e.healthy.load(Ordering::Relaxed))
     }
 
-    /// Whether any DC is healthy (the server is ready; else it fails open).
-    pub fn any_healthy(&self) -> bool {
-        (0..self.dcs.len()).any(|d| self.dc_healthy(d))
+    /// Whether any DC is healthy for `service` (for the app: else its name
+    /// fails open; for the CDN: else its name answers the load balancers).
+    pub fn any_healthy(&self, service: Service) -> bool {
+        (0..self.dc_count()).any(|d| self.dc_healthy(service, d))
     }
 
-    /// Every DC and entry with its state.
+    /// Every DC with its entries and their state: the app's (every DC) first,
+    /// then the CDN's (only DCs with edges), each marked with its service.
     pub fn views(&self) -> Vec<DcView> {
-        (0..self.dcs.len())
-            .map(|d| DcView {
-                name: self.dcs[d].name.clone(),
-                healthy: self.dc_healthy(d),
-                entries: self.dcs[d]
-                    .entries
-                    .iter()
-                    .map(|e| EntryView {
-                        address: e.address,
-                        health_url: e.health_url.clone(),
-                        healthy: e.healthy.load(Ordering::Relaxed),
-                    })
-                    .collect(),
+        Service::ALL
+            .into_iter()
+            .flat_map(|service| {
+                self.group(service).iter().enumerate().filter(|(_, dc)| !dc.entries.is_empty()).map(
+                    move |(d, dc)| DcView {
+                        name: dc.name.clone(),
+                        service,
+                        healthy: self.dc_healthy(service, d),
+                        entries: dc
+                            .entries
+                            .iter()
+                            .map(|e| EntryView {
+                                address: e.address,
+                                health_url: e.health_url.clone(),
+                                healthy: e.healthy.load(Ordering::Relaxed),
+                            })
+                            .collect(),
+                    },
+                )
             })
             .collect()
     }
@@ -170,8 +224,11 @@ pub async fn run(
             return;
         }
     };
-    let mut streaks: Vec<Vec<Streak>> =
-        table.dcs.iter().map(|dc| vec![Streak::default(); dc.entries.len()]).collect();
+    let mut streaks: Vec<Vec<Vec<Streak>>> = table
+        .groups
+        .iter()
+        .map(|group| group.iter().map(|dc| vec![Streak::default(); dc.entries.len()]).collect())
+        .collect();
     refresh_gauges(&table, &metrics);
     let mut ticks = tokio::time::interval(health.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,24 +237,32 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let probes = table.dcs.iter().flat_map(|dc| dc.entries.iter()).map(|e| probe(&client, &e.health_url));
+        let probes = table
+            .groups
+            .iter()
+            .flatten()
+            .flat_map(|dc| dc.entries.iter())
+            .map(|e| probe(&client, &e.health_url));
         let results = tokio::select! {
             _ = stop.cancelled() => return,
             results = futures::future::join_all(probes) => results,
         };
         let mut results = results.into_iter();
-        for (d, dc) in table.dcs.iter().enumerate() {
-            let was_healthy = table.dc_healthy(d);
-            for (i, entry) in dc.entries.iter().enumerate() {
-                let passed = results.next().unwrap_or(false);
-                record(&dc.name, entry, &mut streaks[d][i], passed, &health);
-            }
-            let healthy = table.dc_healthy(d);
-            if healthy != was_healthy {
-                if healthy {
-                    tracing::info!(dc = %dc.name, "dc healthy: answered again");
-                } else {
-                    tracing::warn!(dc = %dc.name, "dc unhealthy: withdrawn from answers");
+        for service in Service::ALL {
+            for (d, dc) in table.group(service).iter().enumerate() {
+                let was_healthy = table.dc_healthy(service, d);
+                for (i, entry) in dc.entries.iter().enumerate() {
+                    let passed = results.next().unwrap_or(false);
+                    record(service, &dc.name, entry, &mut streaks[service as usize][d][i], passed, &health);
+                }
+                let healthy = table.dc_healthy(service, d);
+                if healthy != was_healthy {
+                    let service = service.label();
+                    if healthy {
+                        tracing::info!(dc = %dc.name, service, "dc healthy: answered again");
+                    } else {
+                        tracing::warn!(dc = %dc.name, service, "dc unhealthy: withdrawn from answers");
+                    }
                 }
             }
         }
@@ -214,7 +279,15 @@ async fn probe(client: &reqwest::Client, url: &str) -> bool {
 }
 
 /// Apply one probe result to an entry; log a change of state.
-fn record(dc: &str, entry: &EntryHealth, streak: &mut Streak, passed: bool, health: &HealthSection) {
+fn record(
+    service: Service,
+    dc: &str,
+    entry: &EntryHealth,
+    streak: &mut Streak,
+    passed: bool,
+    health: &HealthSection,
+) {
+    let service = service.label();
     if passed {
         streak.passes = streak.passes.saturating_add(1);
         streak.failures = 0;
@@ -225,17 +298,19 @@ fn record(dc: &str, entry: &EntryHealth, streak: &mut Streak, passed: bool, heal
     let healthy = entry.healthy.load(Ordering::Relaxed);
     if !healthy && streak.passes >= health.healthy_threshold {
         entry.healthy.store(true, Ordering::Relaxed);
-        tracing::info!(dc, entry = %entry.address, health_url = %entry.health_url, "entry healthy");
+        tracing::info!(dc, service, entry = %entry.address, health_url = %entry.health_url, "entry healthy");
     } else if healthy && streak.failures >= health.unhealthy_threshold {
         entry.healthy.store(false, Ordering::Relaxed);
-        tracing::warn!(dc, entry = %entry.address, health_url = %entry.health_url, "entry unhealthy");
+        tracing::warn!(dc, service, entry = %entry.address, health_url = %entry.health_url, "entry unhealthy");
     }
 }
 
 fn refresh_gauges(table: &HealthTable, metrics: &DnsMetrics) {
-    for (d, dc) in table.dcs.iter().enumerate() {
-        for (i, e) in dc.entries.iter().enumerate() {
-            metrics.set_entry_health(d, i, e.healthy.load(Ordering::Relaxed));
+    for service in Service::ALL {
+        for (d, dc) in table.group(service).iter().enumerate() {
+            for (i, e) in dc.entries.iter().enumerate() {
+                metrics.set_entry_health(service, d, i, e.healthy.load(Ordering::Relaxed));
+            }
         }
     }
 }

@@ -12,18 +12,21 @@
 //!   hickory-server's `Server`: it answers malformed packets itself, where they
 //!   cannot be counted, and logs every query at `info`).
 //! - [`zone`] holds the static names: the apex SOA and NS records, `ns1`, `ns2`,
-//!   … with their addresses (glue), `[[record]]`s, and the app's name (`app`,
-//!   default `www`); [`answer`] applies the DNS rules (NXDOMAIN and NODATA with
-//!   the SOA, REFUSED outside the zone, AA=1, RA=0, ANY with what exists).
+//!   … with their addresses (glue), `[[record]]`s, the app's name (`app`,
+//!   default `www`) and, when configured, the CDN's name (`cdn`); [`answer`]
+//!   applies the DNS rules (NXDOMAIN and NODATA with the SOA, REFUSED outside
+//!   the zone, AA=1, RA=0, ANY with what exists).
 //! - [`geo`] places a client by its EDNS Client Subnet (RFC 7871) when the query
 //!   has one, else by the packet's source address, into a region (address
 //!   ranges, non-overlapping) with its DC order; the answer's ECS scope says for
 //!   how many bits of the address it holds.
 //! - [`health`] probes every DC's entries (load balancers, through their private
-//!   `/readyz`) with rise/fall thresholds. The app's name answers the healthy
-//!   entries of the first healthy DC in the client's order.
+//!   `/readyz`; CDN edges, through theirs) with rise/fall thresholds. The app's
+//!   name answers the healthy entries of the first healthy DC in the client's
+//!   order.
 //! - [`admin`] serves `/healthz`, `/readyz`, `/metrics` ([`metrics`]) and
-//!   `GET /admin/health` on a private address.
+//!   `GET /admin/health` (load balancers and CDN edges, each DC marked with its
+//!   service) on a private address.
 //! - [`config`] is the TOML schema; [`validate`] checks it, building the zone
 //!   and the regions as the server will, so every refusal names its setting.
 //!
@@ -45,6 +48,20 @@
 //! entries is. If every DC is unhealthy, the app's name answers every entry of
 //! every DC (fail open) and `millions_dns_fail_open_total` counts it: the
 //! probes may be what is broken, and an answer that might work beats none.
+//!
+//! # The CDN's name: edges, with the origin as the fallback
+//!
+//! With `cdn` (e.g. `cdn`, so `cdn.<zone>`) and `[[cdn_dc]]` (each a `[[dc]]`'s
+//! CDN edges), photo URLs can name one host that DNS sends to the nearest
+//! healthy edges: the first DC in the client's order (the app's placement,
+//! scope and rotation) that has a healthy edge answers its healthy edges. When
+//! no edge is healthy anywhere, the CDN's name answers what the app's name
+//! would: the load balancers serve the same `/media/` paths on the same port,
+//! so photos keep coming from the origin (the CDN's health-checked DNS
+//! fallback, `millions_dns_cdn_fallback_total`); only with every load balancer
+//! down too does it fail open, as the app's name does. Edges are probed with
+//! the same `[health]` settings and its TTL is `ttl_secs`, so it fails over as
+//! fast as the app's name. Without `cdn` nothing of this exists.
 //!
 //! # Sizes and truncation
 //!
@@ -82,7 +99,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::DnsConfig;
-pub use health::{DcView, EntryView};
+pub use health::{DcView, EntryView, Service};
 
 /// Why the DNS server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +128,7 @@ pub struct Running {
     pub tcp: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
-    /// The entries' health (tests and the controller look inside).
+    /// The load balancers' and CDN edges' health (tests and the controller look inside).
     pub health: Arc<health::HealthTable>,
     /// Stops every task.
     stop: CancellationToken,
@@ -147,13 +164,22 @@ pub async fn start(config: DnsConfig, registry: Option<telemetry::Registry>) -> 
         .iter()
         .map(|dc| (dc.name.clone(), dc.entries.iter().map(|e| e.address.to_string()).collect()))
         .collect();
-    let metrics = metrics::DnsMetrics::new(&registry, &labels);
+    let edges_by_dc = config.cdn_edges_by_dc();
+    let edge_labels: Vec<(String, Vec<String>)> = config
+        .dcs
+        .iter()
+        .zip(&edges_by_dc)
+        .map(|(dc, edges)| (dc.name.clone(), edges.iter().map(|e| e.address.to_string()).collect()))
+        .collect();
+    let metrics =
+        metrics::DnsMetrics::new(&registry, &labels, config.cdn.is_some().then_some(&edge_labels[..]));
     let health = Arc::new(health::HealthTable::new(&config));
     let answerer = answer::Answerer::new(answer::Parts {
         zone,
         geo,
         health: health.clone(),
         entries: config.dcs.iter().map(|dc| dc.entries.iter().map(|e| e.address).collect()).collect(),
+        cdn_entries: edges_by_dc.iter().map(|edges| edges.iter().map(|e| e.address).collect()).collect(),
         ttl_secs: config.ttl_secs,
         max_udp_payload: config.max_udp_payload,
         metrics: metrics.clone(),
@@ -181,7 +207,7 @@ pub async fn start(config: DnsConfig, registry: Option<telemetry::Registry>) -> 
             tracing::error!(error = %e, "dns admin server failed");
         }
     }));
-    tracing::info!(%udp, %tcp, %admin, zone = %config.zone, "dns server listening");
+    tracing::info!(%udp, %tcp, %admin, zone = %config.zone, cdn = ?config.cdn, "dns server listening");
     Ok(Running {
         udp,
         tcp,

@@ -7,8 +7,19 @@
 //!   dropped; `format`: answered FORMERR);
 //! - `millions_dns_app_answers_total{dc}`: the app's name answered with a DC's
 //!   entries (`dc="all"` when every DC is down and the answer fails open);
-//! - `millions_dns_fail_open_total`: answers given while every DC was down;
+//! - `millions_dns_fail_open_total`: answers given while every DC was down
+//!   (the app's name's, and the CDN's name's when it fell back to them);
 //! - `millions_dns_entry_healthy{dc, entry}`: 1 while an entry is answered.
+//!
+//! With a CDN name (`cdn`) only, so a server without one shows exactly what it
+//! always did:
+//!
+//! - `millions_dns_cdn_answers_total{dc}`: the CDN's name answered with a DC's
+//!   edges;
+//! - `millions_dns_cdn_fallback_total{dc}`: the CDN's name answered with the
+//!   load balancers (of DC `dc`, or `all` failing open) because no edge was
+//!   healthy anywhere: the CDN's health-checked fallback to the origin;
+//! - `millions_dns_cdn_edge_healthy{dc, edge}`: 1 while an edge is answered.
 //!
 //! Queries only touch atomics: each label set's counter is looked up in its
 //! family once, then kept in a slot of its own.
@@ -21,6 +32,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::health::Service;
 
 /// How a query arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +154,15 @@ struct EntryLabels {
     entry: String,
 }
 
+/// Labels naming a CDN edge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabels {
+    /// The DC's name.
+    dc: String,
+    /// The edge's answered address.
+    edge: String,
+}
+
 /// The DNS server's metrics, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
@@ -165,12 +187,74 @@ struct Inner {
     fail_open: Counter,
     /// Entry health, by DC then entry.
     entry_healthy: Vec<Vec<Gauge>>,
+    /// The CDN name's metrics, when it has one.
+    cdn: Option<CdnMetrics>,
+}
+
+/// The CDN name's metrics, by `[[dc]]` index.
+#[derive(Debug)]
+struct CdnMetrics {
+    /// CDN answers with a DC's edges (`None` for a DC without edges, which
+    /// never answers the CDN's name).
+    answers: Vec<Option<Counter>>,
+    /// CDN answers with a DC's load balancers; the last slot is `all` (fail open).
+    fallback: Vec<Counter>,
+    /// Edge health, by DC then edge (empty for a DC without edges).
+    edge_healthy: Vec<Vec<Gauge>>,
+}
+
+impl CdnMetrics {
+    /// Register the CDN's families; `edges` names each DC (every `[[dc]]`, in
+    /// order) with its edges' addresses.
+    fn new(registry: &telemetry::Registry, edges: &[(String, Vec<String>)]) -> CdnMetrics {
+        let answers = Family::<DcLabels, Counter>::default();
+        let fallback = Family::<DcLabels, Counter>::default();
+        let healthy = Family::<EdgeLabels, Gauge>::default();
+        registry.register(
+            "dns_cdn_answers",
+            "Answers for the CDN's name with a DC's CDN edges, by DC",
+            answers.clone(),
+        );
+        registry.register(
+            "dns_cdn_fallback",
+            "Answers for the CDN's name with the load balancers, no edge being healthy (by DC; all: fail open)",
+            fallback.clone(),
+        );
+        registry.register("dns_cdn_edge_healthy", "1 while a DC's CDN edge is answered", healthy.clone());
+        let counter =
+            |f: &Family<DcLabels, Counter>, dc: &str| f.get_or_create(&DcLabels { dc: dc.into() }).clone();
+        let mut fallback_slots: Vec<Counter> = edges.iter().map(|(dc, _)| counter(&fallback, dc)).collect();
+        fallback_slots.push(counter(&fallback, "all"));
+        CdnMetrics {
+            answers: edges
+                .iter()
+                .map(|(dc, list)| (!list.is_empty()).then(|| counter(&answers, dc)))
+                .collect(),
+            fallback: fallback_slots,
+            edge_healthy: edges
+                .iter()
+                .map(|(dc, list)| {
+                    list.iter()
+                        .map(|e| {
+                            healthy.get_or_create(&EdgeLabels { dc: dc.clone(), edge: e.clone() }).clone()
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
 }
 
 impl DnsMetrics {
     /// Create and register the metrics; `dcs` names each DC with its entries'
-    /// addresses, in `[[dc]]` order.
-    pub fn new(registry: &telemetry::Registry, dcs: &[(String, Vec<String>)]) -> DnsMetrics {
+    /// addresses, in `[[dc]]` order; `cdn_edges`, with a CDN name only, names
+    /// each DC (every one, in the same order) with its CDN edges' addresses
+    /// (none for a DC without edges).
+    pub fn new(
+        registry: &telemetry::Registry,
+        dcs: &[(String, Vec<String>)],
+        cdn_edges: Option<&[(String, Vec<String>)]>,
+    ) -> DnsMetrics {
         let queries = Family::<QueryLabels, Counter>::default();
         let truncated = Counter::default();
         let malformed = Family::<MalformedLabels, Counter>::default();
@@ -195,7 +279,7 @@ impl DnsMetrics {
         );
         registry.register(
             "dns_fail_open",
-            "App answers given with every DC's entries, every DC being down",
+            "Answers (the app's name's, or the CDN's falling back) given with every DC's entries, every DC being down",
             fail_open.clone(),
         );
         registry.register(
@@ -225,6 +309,7 @@ impl DnsMetrics {
             })
             .collect();
         let query_slots = (0..QTYPES.len() * RCODES.len() * 2).map(|_| OnceLock::new()).collect();
+        let cdn = cdn_edges.map(|edges| CdnMetrics::new(registry, edges));
         DnsMetrics {
             inner: Arc::new(Inner {
                 queries,
@@ -234,6 +319,7 @@ impl DnsMetrics {
                 app_answers,
                 fail_open,
                 entry_healthy,
+                cdn,
             }),
         }
     }
@@ -272,8 +358,37 @@ impl DnsMetrics {
         }
     }
 
-    /// Set an entry's health gauge.
-    pub fn set_entry_health(&self, dc: usize, entry: usize, healthy: bool) {
-        self.inner.entry_healthy[dc][entry].set(i64::from(healthy));
+    /// Count an answer for the CDN's name with DC `dc`'s edges.
+    pub fn cdn_answer(&self, dc: usize) {
+        if let Some(Some(counter)) = self.inner.cdn.as_ref().map(|c| &c.answers[dc]) {
+            counter.inc();
+        }
+    }
+
+    /// Count an answer for the CDN's name with the load balancers, no edge being
+    /// healthy: DC `dc`'s (`None`: every DC's, failing open, which is also
+    /// counted as a fail-open answer).
+    pub fn cdn_fallback(&self, dc: Option<usize>) {
+        let Some(cdn) = &self.inner.cdn else { return };
+        match dc {
+            Some(d) => {
+                cdn.fallback[d].inc();
+            }
+            None => {
+                cdn.fallback.last().expect("the fail-open slot is always there").inc();
+                self.inner.fail_open.inc();
+            }
+        }
+    }
+
+    /// Set an entry's health gauge (a load balancer's, or a CDN edge's).
+    pub fn set_entry_health(&self, service: Service, dc: usize, entry: usize, healthy: bool) {
+        let gauge = match service {
+            Service::App => Some(&self.inner.entry_healthy[dc][entry]),
+            Service::Cdn => self.inner.cdn.as_ref().map(|c| &c.edge_healthy[dc][entry]),
+        };
+        if let Some(g) = gauge {
+            g.set(i64::from(healthy));
+        }
     }
 }

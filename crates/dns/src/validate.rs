@@ -39,6 +39,7 @@ impl settings::Validate for DnsConfig {
             return Err(invalid("soa.minimum", "must be at most 86400 (RFC 2308 advises hours at most)"));
         }
         validate_dcs(self)?;
+        validate_cdn(self)?;
         let h = &self.health;
         if h.interval_ms == 0 {
             return Err(invalid("health.interval_ms", "must be positive"));
@@ -94,19 +95,77 @@ fn validate_dcs(config: &DnsConfig) -> Result<(), ConfigError> {
                 return Err(invalid("dc.entry.address", format!("{} is listed twice", e.address)));
             }
             addresses.push(e.address);
-            check_health_url(&dc.name, &e.health_url)?;
+            check_health_url("dc.entry.health_url", &dc.name, &e.health_url)?;
         }
     }
     Ok(())
 }
 
-fn check_health_url(dc: &str, url: &str) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| invalid("dc.entry.health_url", format!("dc {dc}: {url:?}: {e}")))?;
-    // Plain HTTP only: the load balancers' admin listeners are private and
-    // cleartext, and the prober has no TLS.
+/// `cdn` and `[[cdn_dc]]` come together; each `[[cdn_dc]]` names a `[[dc]]`
+/// (the CDN name is placed with the DCs' orders, which index `[[dc]]`) once,
+/// with edges of its own: answerable addresses that are no load balancer's and
+/// no other edge's. The name itself is checked with the zone's names.
+fn validate_cdn(config: &DnsConfig) -> Result<(), ConfigError> {
+    match (&config.cdn, config.cdn_dcs.is_empty()) {
+        (None, true) => return Ok(()),
+        (Some(name), true) => {
+            return Err(invalid(
+                "cdn_dc",
+                format!("cdn = {name:?} needs its edges: at least one [[cdn_dc]] with an entry"),
+            ));
+        }
+        (None, false) => {
+            return Err(invalid("cdn", "[[cdn_dc]] lists CDN edges but cdn (the CDN's name) is not set"));
+        }
+        (Some(_), false) => {}
+    }
+    let lbs: Vec<IpAddr> = config.dcs.iter().flat_map(|d| d.entries.iter().map(|e| e.address)).collect();
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for (i, dc) in config.cdn_dcs.iter().enumerate() {
+        if !config.dcs.iter().any(|d| d.name == dc.name) {
+            return Err(invalid(
+                "cdn_dc.name",
+                format!("cdn_dc {:?} names an unknown DC (every [[cdn_dc]] must be a [[dc]]'s)", dc.name),
+            ));
+        }
+        if config.cdn_dcs[..i].iter().any(|d| d.name == dc.name) {
+            return Err(invalid("cdn_dc.name", format!("{} is listed twice", dc.name)));
+        }
+        if dc.entries.is_empty() {
+            return Err(invalid("cdn_dc.entry", format!("cdn_dc {} has no entry", dc.name)));
+        }
+        for e in &dc.entries {
+            if !is_answerable(e.address) {
+                return Err(invalid(
+                    "cdn_dc.entry.address",
+                    format!(
+                        "cdn_dc {}: {} cannot be answered (unspecified or multicast)",
+                        dc.name, e.address
+                    ),
+                ));
+            }
+            if lbs.contains(&e.address) {
+                return Err(invalid(
+                    "cdn_dc.entry.address",
+                    format!("cdn_dc {}: {} is a load balancer's address ([[dc]])", dc.name, e.address),
+                ));
+            }
+            if addresses.contains(&e.address) {
+                return Err(invalid("cdn_dc.entry.address", format!("{} is listed twice", e.address)));
+            }
+            addresses.push(e.address);
+            check_health_url("cdn_dc.entry.health_url", &dc.name, &e.health_url)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_health_url(field: &'static str, dc: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(field, format!("dc {dc}: {url:?}: {e}")))?;
+    // Plain HTTP only: the load balancers' and edges' admin listeners are
+    // private and cleartext, and the prober has no TLS.
     if parsed.scheme() != "http" || parsed.host().is_none() {
-        return Err(invalid("dc.entry.health_url", format!("dc {dc}: {url:?} is not an http:// URL")));
+        return Err(invalid(field, format!("dc {dc}: {url:?} is not an http:// URL")));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The zone's static contents: its apex (SOA, NS), the name servers' glue, the
-//! static records, and which names exist. The app's name exists here too, but
-//! its addresses are chosen per query ([`crate::answer`]).
+//! static records, and which names exist. The app's name and the CDN's (when
+//! `cdn` is set) exist here too, but their addresses are chosen per query
+//! ([`crate::answer`]).
 //!
 //! Names compare case-insensitively (hickory's `Name` does), so a query in mixed
 //! case (0x20) finds its name; records are stored lower case.
@@ -21,6 +22,8 @@ pub struct Zone {
     origin: Name,
     /// The app's name (lower case, absolute).
     app: Name,
+    /// The CDN's name (lower case, absolute), when configured.
+    cdn: Option<Name>,
     /// The SOA record as an SOA query gets it.
     soa: Record,
     /// The SOA record sent with negative answers: its TTL is the SOA minimum
@@ -28,8 +31,8 @@ pub struct Zone {
     negative_soa: Record,
     /// The A/AAAA records of the name servers, added to NS answers.
     glue: Vec<Record>,
-    /// Every name that exists, with its static records (empty for the app's name
-    /// and for names that only have names below them).
+    /// Every name that exists, with its static records (empty for the app's and
+    /// the CDN's names and for names that only have names below them).
     names: HashMap<Name, Vec<Record>>,
 }
 
@@ -42,6 +45,9 @@ pub enum Found<'z> {
     NxDomain,
     /// The app's name: addresses of the nearest healthy DC.
     App,
+    /// The CDN's name: the nearest healthy DC's edges, else what the app's name
+    /// answers.
+    Cdn,
     /// A name with static records (perhaps none: then every type is NODATA).
     Static {
         /// Its records.
@@ -82,6 +88,22 @@ impl Zone {
         if names.contains_key(&app) {
             return Err(invalid("app", format!("{app} is a name server's name")));
         }
+        let cdn = match &config.cdn {
+            None => None,
+            Some(text) => {
+                let cdn = in_zone(text, &origin).map_err(|m| invalid("cdn", m))?;
+                if cdn == origin {
+                    return Err(invalid("cdn", "must be a name below the zone's apex"));
+                }
+                if cdn == app {
+                    return Err(invalid("cdn", format!("{cdn} is the app's name")));
+                }
+                if names.contains_key(&cdn) {
+                    return Err(invalid("cdn", format!("{cdn} is a name server's name")));
+                }
+                Some(cdn)
+            }
+        };
         let soa_data = SOA::new(
             names_of(&ns_records)[0].clone(),
             in_zone(&config.soa.hostmaster, &origin).map_err(|m| invalid("soa.hostmaster", m))?,
@@ -100,10 +122,12 @@ impl Zone {
 
         for r in &config.records {
             let name = in_zone(&r.name, &origin).map_err(|m| invalid("record.name", m))?;
-            if name == origin || name == app || names.contains_key(&name) {
+            if name == origin || name == app || cdn.as_ref() == Some(&name) || names.contains_key(&name) {
                 return Err(invalid(
                     "record.name",
-                    format!("{name} is already taken (the apex, the app, a name server or another record)"),
+                    format!(
+                        "{name} is already taken (the apex, the app, the CDN, a name server or another record)"
+                    ),
                 ));
             }
             if r.a.is_empty() && r.aaaa.is_empty() {
@@ -125,6 +149,9 @@ impl Zone {
             names.insert(name, records);
         }
         names.insert(app.clone(), Vec::new());
+        if let Some(cdn) = &cdn {
+            names.insert(cdn.clone(), Vec::new());
+        }
         // Names between a name and the apex exist (empty non-terminals, RFC 8020):
         // they answer NODATA, never NXDOMAIN.
         let owners: Vec<Name> = names.keys().cloned().collect();
@@ -135,7 +162,7 @@ impl Zone {
                 parent = parent.base_name();
             }
         }
-        Ok(Zone { origin, app, soa, negative_soa, glue, names })
+        Ok(Zone { origin, app, cdn, soa, negative_soa, glue, names })
     }
 
     /// What the zone holds for `name` (any case).
@@ -145,6 +172,9 @@ impl Zone {
         }
         if *name == self.app {
             return Found::App;
+        }
+        if self.cdn.as_ref() == Some(name) {
+            return Found::Cdn;
         }
         match self.names.get(name) {
             None => Found::NxDomain,
@@ -160,6 +190,11 @@ impl Zone {
     /// The app's name.
     pub fn app(&self) -> &Name {
         &self.app
+    }
+
+    /// The CDN's name, when configured.
+    pub fn cdn(&self) -> Option<&Name> {
+        self.cdn.as_ref()
     }
 
     /// The SOA for the authority section of a negative answer.
@@ -290,6 +325,33 @@ entry = [{{ address = "127.0.1.1", health_url = "http://127.0.1.1:8001/readyz" }
         assert!(matches!(z.find(&name("test.")), Found::OutOfZone));
         assert_eq!(z.negative_soa().ttl, 60);
         assert_eq!(z.glue().len(), 2);
+    }
+
+    #[test]
+    fn the_cdn_name_exists_only_when_configured() {
+        let z = zone("");
+        assert!(z.cdn().is_none());
+        assert!(matches!(z.find(&name("cdn.millions.test.")), Found::NxDomain));
+        let edges = "cdn = \"CDN.eu\"\n[[cdn_dc]]\nname = \"dc1\"\n\
+                     entry = [{ address = \"127.0.1.50\", health_url = \"http://127.0.1.50:8001/readyz\" }]\n";
+        let text = format!(
+            r#"
+zone = "millions.test"
+listen = "127.0.0.1:5300"
+admin = "127.0.0.1:5301"
+nameservers = ["127.0.0.53"]
+{edges}
+[[dc]]
+name = "dc1"
+entry = [{{ address = "127.0.1.1", health_url = "http://127.0.1.1:8001/readyz" }}]
+"#
+        );
+        let z = Zone::build(&DnsConfig::parse(&text, "t").unwrap()).unwrap();
+        assert_eq!(z.cdn().map(ToString::to_string).as_deref(), Some("cdn.eu.millions.test."));
+        assert!(matches!(z.find(&name("cDn.Eu.millions.test.")), Found::Cdn));
+        assert!(matches!(z.find(&name("www.millions.test.")), Found::App));
+        // Its parent is an empty non-terminal.
+        assert!(matches!(z.find(&name("eu.millions.test.")), Found::Static { records: [], .. }));
     }
 
     #[test]

@@ -204,6 +204,113 @@ async fn static_records_must_match_their_family_and_not_collide() {
         .await;
 }
 
+/// A CDN name with an edge in dc1 (top-level key first, table last).
+fn with_cdn(text: String) -> String {
+    format!(
+        "cdn = \"cdn\"\n{text}\n[[cdn_dc]]\nname = \"dc1\"\n\
+         entry = [{{ address = \"127.0.1.51\", health_url = \"http://127.0.1.51:8001/readyz\" }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_cdn_name_and_its_edges_start_and_round_trip() {
+    let (listen, admin) = free_ports();
+    let config = DnsConfig::parse(&with_cdn(good(listen, admin)), "dns.toml").unwrap();
+    assert_eq!(config.cdn.as_deref(), Some("cdn"));
+    let again = DnsConfig::parse(&config.to_toml(), "again").unwrap();
+    assert_eq!(again.cdn.as_deref(), Some("cdn"));
+    assert_eq!(again.cdn_dcs[0].name, "dc1");
+    assert_eq!(again.cdn_dcs[0].entries[0].address.to_string(), "127.0.1.51");
+    // Without a CDN, the TOML a controller writes has no trace of one.
+    let plain = DnsConfig::parse(&good(listen, admin), "dns.toml").unwrap().to_toml();
+    assert!(!plain.contains("cdn"), "{plain}");
+    dns::start(config, None).await.unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn the_cdn_name_and_its_edges_come_together() {
+    refused(
+        prepend(r#"cdn = "cdn""#),
+        r#"invalid setting cdn_dc: cdn = "cdn" needs its edges: at least one [[cdn_dc]] with an entry"#,
+    )
+    .await;
+    refused(
+        append("[[cdn_dc]]\nname = \"dc1\"\nentry = [{ address = \"127.0.1.51\", health_url = \"http://127.0.1.51:8001/readyz\" }]"),
+        "invalid setting cdn: [[cdn_dc]] lists CDN edges but cdn (the CDN's name) is not set",
+    )
+    .await;
+    refused(
+        |text| {
+            with_cdn(text).replace(
+                r#"entry = [{ address = "127.0.1.51", health_url = "http://127.0.1.51:8001/readyz" }]"#,
+                "entry = []",
+            )
+        },
+        "invalid setting cdn_dc.entry: cdn_dc dc1 has no entry",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cdn_edges_must_belong_to_known_dcs_with_their_own_addresses() {
+    refused(
+        |text| {
+            with_cdn(text).replace(
+                r#"name = "dc1"
+entry = [{ address = "127.0.1.51""#,
+                r#"name = "dc9"
+entry = [{ address = "127.0.1.51""#,
+            )
+        },
+        r#"invalid setting cdn_dc.name: cdn_dc "dc9" names an unknown DC"#,
+    )
+    .await;
+    refused(
+        |text| {
+            format!(
+                "{}\n[[cdn_dc]]\nname = \"dc1\"\nentry = [{{ address = \"127.0.1.52\", health_url = \"http://127.0.1.52:1/readyz\" }}]",
+                with_cdn(text)
+            )
+        },
+        "invalid setting cdn_dc.name: dc1 is listed twice",
+    )
+    .await;
+    refused(
+        |text| with_cdn(text).replace(r#"address = "127.0.1.51""#, r#"address = "127.0.2.1""#),
+        "invalid setting cdn_dc.entry.address: cdn_dc dc1: 127.0.2.1 is a load balancer's address",
+    )
+    .await;
+    refused(
+        |text| with_cdn(text).replace(r#"address = "127.0.1.51""#, r#"address = "224.0.0.1""#),
+        "invalid setting cdn_dc.entry.address: cdn_dc dc1: 224.0.0.1 cannot be answered",
+    )
+    .await;
+    refused(
+        |text| with_cdn(text).replace("http://127.0.1.51:8001/readyz", "https://127.0.1.51/readyz"),
+        "invalid setting cdn_dc.entry.health_url: dc dc1: \"https://127.0.1.51/readyz\" is not an http:// URL",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_cdn_name_must_not_clash_with_the_zones_other_names() {
+    let cdn_named = |name: &'static str| {
+        move |text: String| with_cdn(text).replacen(r#"cdn = "cdn""#, &format!("cdn = {name:?}"), 1)
+    };
+    refused(cdn_named("www"), "invalid setting cdn: www.millions.test. is the app's name").await;
+    refused(cdn_named("WWW.millions.test."), "invalid setting cdn: www.millions.test. is the app's name")
+        .await;
+    refused(cdn_named("millions.test."), "invalid setting cdn: must be a name below the zone's apex").await;
+    refused(cdn_named("ns1"), "invalid setting cdn: ns1.millions.test. is a name server's name").await;
+    refused(cdn_named("cdn.example.com."), "invalid setting cdn: cdn.example.com. is outside the zone").await;
+    refused(cdn_named("c d n"), "invalid setting cdn").await;
+    refused(
+        |text| format!("{}\n[[record]]\nname = \"cdn\"\na = [\"192.0.2.1\"]", with_cdn(text)),
+        "invalid setting record.name: cdn.millions.test. is already taken",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn numbers_must_be_in_range() {
     refused(prepend("ttl_secs = 0"), "invalid setting ttl_secs: must be positive").await;
