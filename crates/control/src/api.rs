@@ -31,6 +31,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/dcs/{dc}/up", post(dc_up))
         .route("/api/dcs/{dc}/wan-cut", post(wan_cut))
         .route("/api/dcs/{dc}/wan-heal", post(wan_heal))
+        .route("/api/cdn/purge", post(cdn_purge))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -262,6 +263,26 @@ fn dc_result<T: serde::Serialize>(r: Result<T, crate::ControlError>) -> Response
     match r {
         Ok(done) => Json(done).into_response(),
         Err(e @ crate::ControlError::UnknownNode(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /api/cdn/purge` (`{"paths", "prefixes", "tags", "soft"}`, as an edge's
+/// own purge takes): purged from every edge of every DC, answered once each has
+/// answered; 502 naming the edges it did not reach. A bad request reaches none (400).
+async fn cdn_purge(
+    State(shared): State<Shared>,
+    body: Result<Json<cdn::admin::PurgeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::cdn::purge(&shared, &request).await {
+        Ok(report) if report.complete => Json(report).into_response(),
+        Ok(report) => (StatusCode::BAD_GATEWAY, Json(report)).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -160,6 +160,8 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
         // `millions bench` sends the run directory's admin token past the
         // per-address limits: every user it makes comes from one address.
         text.push_str(&format!("\n[abuse]\nbypass_token = {:?}\n", shared.secrets.admin));
+        // Photo URLs point at the healthy CDN edges (the web server probes them).
+        text.push_str(&crate::cdn::web_section(shared.topology(), &node.dc));
     }
     let path = config_path(run_dir, &node.name);
     write_private(&path, &text)?;

@@ -44,6 +44,7 @@ impl Controller {
         opts.history.check().map_err(ControlError::Invalid)?;
         lb::check_configs(&opts.topology)?;
         dns::check_configs(&opts.topology)?;
+        crate::cdn::check_configs(&opts.topology)?;
         crate::wan::check_configs(&opts.topology)?;
         let logs = opts.run_dir.join("logs");
         std::fs::create_dir_all(&logs).file("creating", &logs)?;
@@ -173,7 +174,7 @@ mod tests {
         let (status, text) = get(format!("{base}/metrics")).await;
         assert_eq!(status, 200);
         for line in [
-            "millions_control_nodes{health=\"down\"} 7",
+            "millions_control_nodes{health=\"down\"} 8",
             "millions_control_nodes{health=\"healthy\"} 0",
             "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 1",
             "millions_control_node_restarts_total{node=\"shard0-pg-2\",role=\"postgres\"} 0",

@@ -105,9 +105,18 @@ pub(crate) async fn up(shared: &Shared, dc: &str) -> Result<DcChange, ControlErr
     }
     let mut order = nodes.clone();
     let rank = |n: &Node| {
-        [Role::Wan, Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns]
-            .iter()
-            .position(|r| *r == n.role)
+        [
+            Role::Wan,
+            Role::Postgres,
+            Role::Redis,
+            Role::Worker,
+            Role::Web,
+            Role::LoadBalancer,
+            Role::Cdn,
+            Role::Dns,
+        ]
+        .iter()
+        .position(|r| *r == n.role)
     };
     order.sort_by_key(rank);
     let mut started_nodes = Vec::new();

@@ -1,6 +1,6 @@
 //! The DNS servers' configuration, from the topology: the zone and its name
-//! servers, every DC's load balancers with their private health checks, and the
-//! client regions. Checked by the DNS server's own rules before anything starts.
+//! servers, every DC's load balancers and CDN edges with their private health
+//! checks, and the client regions. Checked by the DNS server's own rules before anything starts.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,9 @@ use topology::{Node, Role, Topology};
 use crate::error::ControlError;
 use crate::files::{config_path, write_private};
 use crate::shared::Shared;
+
+/// The CDN's name in the zone: `cdn.millions.test`.
+pub const CDN_LABEL: &str = "cdn";
 
 /// `node`'s configuration (a DNS server of `t`).
 pub fn config(t: &Topology, node: &Node) -> Result<dns::DnsConfig, ControlError> {
@@ -56,6 +59,28 @@ pub fn config(t: &Topology, node: &Node) -> Result<dns::DnsConfig, ControlError>
         .map_err(|e| ControlError::Invalid(format!("{}'s DNS configuration: {e}", node.name)))?;
     config.dcs = dcs;
     config.regions = regions;
+    // `cdn.` in the zone: the nearest healthy DC's edges, else the load
+    // balancers (which serve the same `/media/` on the same HTTPS port).
+    config.cdn_dcs = t
+        .dcs()
+        .iter()
+        .filter(|dc| t.count(&dc.name, Role::Cdn) > 0)
+        .map(|dc| dns::config::DcSection {
+            name: dc.name.clone(),
+            entries: t
+                .nodes_in(&dc.name)
+                .filter(|n| n.role == Role::Cdn)
+                .map(|edge| dns::config::Entry {
+                    address: edge.addr.ip(),
+                    health_url: format!(
+                        "http://{}/readyz",
+                        edge.admin_addr().expect("a CDN edge has an admin address")
+                    ),
+                })
+                .collect(),
+        })
+        .collect();
+    config.cdn = (!config.cdn_dcs.is_empty()).then(|| CDN_LABEL.to_owned());
     settings::Validate::validate(&config)
         .map_err(|e| ControlError::Invalid(format!("{}'s DNS configuration: {e}", node.name)))?;
     Ok(config)

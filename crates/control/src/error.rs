@@ -70,6 +70,9 @@ pub enum ControlError {
     /// The topology, or a configuration made from it, cannot run.
     #[error("{0}")]
     Invalid(String),
+    /// A request to the controller is malformed (nothing was done).
+    #[error("{0}")]
+    BadRequest(String),
     /// The run directory's CA or a certificate cannot be made or read.
     #[error("certificates in {}: {why}", dir.display())]
     Certificate {

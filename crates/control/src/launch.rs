@@ -14,17 +14,17 @@ use crate::error::{Context as _, ControlError, process};
 use crate::files::{log_path, pid_file};
 use crate::processes::{STOP_GRACE, forget_process, running_process};
 use crate::shared::{DATABASE, Shared};
-use crate::{dns, lb, pgadmin, postgres, wan};
+use crate::{cdn, dns, lb, pgadmin, postgres, wan};
 
 /// How long a started process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Where `node` answers `/readyz`: a DNS server and a load balancer on their
-/// admin listener (a load balancer's public entry refuses internal paths), the
-/// others on their own address.
+/// Where `node` answers `/readyz`: a DNS server, a load balancer and a CDN edge
+/// on their admin listener (a public entry refuses internal paths), the others
+/// on their own address.
 pub(crate) fn readyz_addr(node: &Node) -> std::net::SocketAddr {
     match node.role {
-        Role::Dns | Role::LoadBalancer => node.admin_addr().unwrap_or(node.addr),
+        Role::Dns | Role::LoadBalancer | Role::Cdn => node.admin_addr().unwrap_or(node.addr),
         _ => node.addr,
     }
 }
@@ -62,9 +62,10 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> Result<(), Contro
             }
             (Some(id), None)
         }
-        Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns | Role::Wan => {
+        Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns | Role::Wan | Role::Cdn => {
             let config = match node.role {
                 Role::LoadBalancer => lb::write_config(shared, &node)?,
+                Role::Cdn => cdn::write_config(shared, &node)?,
                 Role::Dns => dns::write_config(shared, &node)?,
                 Role::Wan => wan::write_config(shared, &node)?,
                 _ => write_process_config(shared, &node)?,
@@ -207,7 +208,7 @@ pub(crate) async fn kill_node(shared: &Shared, name: &str) -> Result<u32, Contro
 
 /// Start every node, in order: WAN gateways, primaries (then migrate), replicas (then switch
 /// synchronous shards to synchronous commit), Redis, workers, web servers, load
-/// balancers. A node still running from an earlier controller is adopted, not
+/// balancers, CDN edges, DNS servers. A node still running from an earlier controller is adopted, not
 /// restarted.
 pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
     let topology = shared.topology().clone();
@@ -262,7 +263,7 @@ pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
             }
         }
     }
-    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns] {
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Cdn, Role::Dns] {
         for node in topology.nodes_of(role) {
             go_on()?;
             if !adopt(shared, node).await {

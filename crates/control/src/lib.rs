@@ -49,6 +49,7 @@
 
 mod alerts;
 mod api;
+pub mod cdn;
 mod cluster;
 mod configs;
 mod controller;

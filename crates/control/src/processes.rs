@@ -46,11 +46,20 @@ pub(crate) fn running_process(run_dir: &Path, node: &Node) -> Option<nodes::Proc
 /// servers, load balancers, web servers, workers, Redis, PostgreSQL, then the
 /// WAN gateways.
 pub fn orphans(run_dir: &Path, topology: &Topology) -> Vec<(String, nodes::ProcessId)> {
-    [Role::Dns, Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Wan]
-        .into_iter()
-        .flat_map(|role| topology.nodes_of(role))
-        .filter_map(|node| running_process(run_dir, node).map(|p| (node.name.clone(), p)))
-        .collect()
+    [
+        Role::Dns,
+        Role::Cdn,
+        Role::LoadBalancer,
+        Role::Web,
+        Role::Worker,
+        Role::Redis,
+        Role::Postgres,
+        Role::Wan,
+    ]
+    .into_iter()
+    .flat_map(|role| topology.nodes_of(role))
+    .filter_map(|node| running_process(run_dir, node).map(|p| (node.name.clone(), p)))
+    .collect()
 }
 
 /// Stop every node [`orphans`] finds (PostgreSQL with a fast shutdown, the

@@ -210,7 +210,11 @@ mod tests {
         let v = targets(&t, "127.0.0.1:9900".parse().unwrap());
         let groups = v.as_array().unwrap();
         let named: Vec<&str> = groups.iter().map(|g| g["labels"]["node"].as_str().unwrap()).collect();
-        assert_eq!(named, ["dc1-worker-1", "dc1-web-1", "dc1-lb-1", "dc1-dns-1", "control"], "{v}");
+        assert_eq!(
+            named,
+            ["dc1-worker-1", "dc1-web-1", "dc1-lb-1", "dc1-cdn-1", "dc1-dns-1", "control"],
+            "{v}"
+        );
         let lb = &groups[2];
         assert_eq!(lb["targets"][0], "127.0.201.10:8001", "the admin listener serves /metrics");
         assert_eq!((&lb["labels"]["dc"], &lb["labels"]["role"]), (&json!("dc1"), &json!("lb")));

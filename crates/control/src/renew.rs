@@ -1,5 +1,5 @@
-//! Renewing the load balancers' certificates in a running topology: at start and
-//! then every `[tls] renew_check_secs`, each load balancer's certificate is
+//! Renewing the load balancers' and CDN edges' certificates in a running
+//! topology: at start and then every `[tls] renew_check_secs`, each one's certificate is
 //! checked ([`tls::renew_if_due`]); one within `[tls] renew_before_secs` of its
 //! expiry is made anew from the run directory's CA, and the load balancer is
 //! told to read it (`POST /admin/tls/reload` with the admin token): no restart,
@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 use topology::{Node, Role};
 
 use crate::cluster::Event;
-use crate::lb::admin_addr;
 use crate::shared::Shared;
 use crate::tls::{self, Checked};
 
@@ -28,8 +27,14 @@ pub(crate) async fn watch(shared: Shared) {
     // Renewed, and not yet read by their load balancer (with the new expiry).
     let mut unread: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
-        let lbs: Vec<Node> =
-            shared.topology().nodes().iter().filter(|n| n.role == Role::LoadBalancer).cloned().collect();
+        // Load balancers and CDN edges: the servers with certificates.
+        let lbs: Vec<Node> = shared
+            .topology()
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.role, Role::LoadBalancer | Role::Cdn))
+            .cloned()
+            .collect();
         for lb in &lbs {
             check(&shared, lb, &mut unread).await;
         }
@@ -80,7 +85,8 @@ async fn check(shared: &Shared, lb: &Node, unread: &mut BTreeSet<(String, String
 /// Tell `lb` to read its certificate files again; the fingerprint it then serves.
 async fn reload(shared: &Shared, lb: &Node) -> Result<String, String> {
     let client = reqwest::Client::builder().timeout(RELOAD_TIMEOUT).build().map_err(|e| e.to_string())?;
-    let url = format!("http://{}/admin/tls/reload", admin_addr(lb));
+    let admin = lb.admin_addr().ok_or_else(|| format!("{} has no admin listener", lb.name))?;
+    let url = format!("http://{admin}/admin/tls/reload");
     let r = client.post(&url).bearer_auth(&shared.secrets.admin).send().await.map_err(|e| e.to_string())?;
     let status = r.status();
     let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;

@@ -179,7 +179,7 @@ pub(crate) async fn collect(shared: &Shared) -> Vec<NodeStatus> {
     for (node, pid, running, stopped, restarts) in snapshot {
         let healthy = running
             && match node.role {
-                Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns | Role::Wan => {
+                Role::Web | Role::Worker | Role::LoadBalancer | Role::Dns | Role::Wan | Role::Cdn => {
                     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
                     match client {
                         Ok(c) => c

@@ -88,10 +88,18 @@ pub(crate) fn ensure_ca(run_dir: &Path) -> Result<Issuer<'static, KeyPair>, Cont
     Ok(Issuer::new(ca_params(), key_pair))
 }
 
-/// The names `lb`'s certificate is for: the app's DNS name, `localhost`, its IP.
-pub fn server_names(t: &Topology, lb: &Node) -> Vec<String> {
+/// The names a server's certificate is for: `cdn.` in the zone for a CDN edge;
+/// for a load balancer the app's DNS name and `cdn.` too (DNS answers the CDN's
+/// name with the load balancers when no edge is healthy); `localhost`; its IP.
+pub fn server_names(t: &Topology, server: &Node) -> Vec<String> {
     let dns = t.dns();
-    vec![format!("{}.{}", dns.app, dns.zone), "localhost".to_owned(), lb.addr.ip().to_string()]
+    let cdn = format!("{}.{}", crate::dns::CDN_LABEL, dns.zone);
+    let mut names = match server.role {
+        topology::Role::Cdn => vec![cdn],
+        _ => vec![format!("{}.{}", dns.app, dns.zone), cdn],
+    };
+    names.extend(["localhost".to_owned(), server.addr.ip().to_string()]);
+    names
 }
 
 /// Make `lb`'s certificate and key, signed by the run directory's CA, unless a
@@ -250,6 +258,14 @@ mod tests {
             names.contains(&"localhost".to_owned()) && names.contains(&lb.addr.ip().to_string()),
             "{names:?}"
         );
+        // The CDN's name too: DNS answers it with the load balancers when no edge is healthy.
+        assert!(names.contains(&"www.millions.test".to_owned()), "{names:?}");
+        assert!(names.contains(&"cdn.millions.test".to_owned()), "{names:?}");
+        let edge = t.node("dc1-cdn-1").unwrap();
+        let edge_names = server_names(&t, edge);
+        assert_eq!(edge_names, ["cdn.millions.test", "localhost", &edge.addr.ip().to_string()]);
+        let (edge_cert, edge_key) = ensure_server(run, &t, edge).unwrap();
+        lb::tls::Certificates::load(&edge_cert, &edge_key).unwrap();
     }
 
     #[test]

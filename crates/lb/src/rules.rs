@@ -116,7 +116,7 @@ pub fn error_body(code: &str) -> String {
 /// serves it: `lb`'s `tests/internal.rs` scans every route registered in the
 /// workspace and fails for one that is neither internal by this list nor
 /// listed there as public.
-pub const INTERNAL_PATHS: [&str; 12] = [
+pub const INTERNAL_PATHS: [&str; 13] = [
     // Every process's probes and metrics (web servers, workers, the load
     // balancers', DNS servers' and WAN gateways' admin listeners, the controller).
     "/metrics",
@@ -124,7 +124,8 @@ pub const INTERNAL_PATHS: [&str; 12] = [
     "/healthz",
     // Admin APIs: the load balancers' (`/admin/backends`, drain, resume,
     // `/admin/tls`, `/admin/tls/reload`), the WAN gateways' (links,
-    // conditions, cut, heal), the DNS servers' (`/admin/health`).
+    // conditions, cut, heal), the DNS servers' (`/admin/health`), the CDN
+    // edges' (`/admin/purge`, `/admin/tls`).
     "/admin",
     // Reserved for internal routes to come.
     "/internal",
@@ -133,6 +134,7 @@ pub const INTERNAL_PATHS: [&str; 12] = [
     "/api/events",
     "/api/dcs",
     "/api/shutdown",
+    "/api/cdn",
     // The controller's dashboard: its page and assets, its JSON and stream.
     "/dashboard",
     "/api/dashboard",

@@ -205,6 +205,26 @@ pub struct ChaosArgs {
     action: ChaosAction,
 }
 
+/// `millions purge`.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// An exact path (with its query) to purge, e.g. `/media/ab12….jpg`; repeatable.
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// A path prefix: every object under it; repeatable.
+    #[arg(long = "prefix")]
+    prefixes: Vec<String>,
+    /// A surrogate key the origin tagged responses with (`Surrogate-Key`); repeatable.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Mark stale (revalidated with the origin before the next use) instead of
+    /// dropping.
+    #[arg(long)]
+    soft: bool,
+}
+
 /// `millions shard`.
 #[derive(Debug, clap::Args)]
 pub struct ShardArgs {
@@ -592,6 +612,16 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
         }
         let names: Vec<String> = webs.iter().map(|w| format!("{} {}", w.name, w.addr)).collect();
         println!("      behind it, on private addresses: {}", names.join(", "));
+        for edge in in_dc("cdn") {
+            let https = match edge.addr.parse::<SocketAddr>() {
+                Ok(a) => SocketAddr::new(a.ip(), https_port).to_string(),
+                Err(_) => edge.addr.clone(),
+            };
+            println!(
+                "      CDN edge {}: https://{https}/media/…  http://{}/media/…  (the pages' photos come from it)",
+                edge.name, edge.addr
+            );
+        }
     }
     let name_servers: Vec<(String, &topology::Node)> = topology.name_servers().collect();
     if let Some((_, first)) = name_servers.first() {
@@ -601,6 +631,12 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
             "  DNS: {app} answers the nearest healthy data center's load balancer (TTL {} s)",
             dns.ttl_secs
         );
+        if topology.nodes_of(topology::Role::Cdn).next().is_some() {
+            println!(
+                "  DNS: cdn.{} answers the nearest healthy CDN edge (the load balancer when no edge is)",
+                dns.zone
+            );
+        }
         for (ns, node) in &name_servers {
             println!("      {ns}.{}  {}  ({}, UDP and TCP)", dns.zone, node.addr, node.name);
         }
@@ -910,6 +946,46 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
     }
     println!("{what} {body}");
+    Ok(())
+}
+
+/// `millions purge`: through the controller, which purges every edge at once;
+/// fails (naming the edges) unless every edge that runs purged.
+pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let ctl = controller(&args.home.home)?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let token = admin_token(&args.home.home)?;
+    let body = serde_json::json!({
+        "paths": args.paths, "prefixes": args.prefixes, "tags": args.tags, "soft": args.soft,
+    });
+    let r = client
+        .post(format!("http://{}/api/cdn/purge", ctl.api))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let Some(edges) = body["edges"].as_array() else {
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+    };
+    for e in edges {
+        let detail = match (e["purged"].as_u64(), e["error"].as_str()) {
+            (Some(n), _) => format!("{n} purged"),
+            (None, Some(why)) => why.to_owned(),
+            (None, None) => "holds nothing (its memory tier starts empty)".to_owned(),
+        };
+        println!(
+            "  {:<14} {:<4} {:<12} {detail}",
+            e["edge"].as_str().unwrap_or("?"),
+            e["dc"].as_str().unwrap_or("?"),
+            e["outcome"].as_str().unwrap_or("?")
+        );
+    }
+    if !status.is_success() {
+        bail!("the purge did not reach every edge: those marked failed may still serve what it named");
+    }
+    println!("purged {} object(s) from every edge", body["purged"].as_u64().unwrap_or(0));
     Ok(())
 }
 

@@ -44,6 +44,10 @@ enum Command {
     Chaos(local::ChaosArgs),
     /// Shard operations: move a shard's primary on purpose (`promote`).
     Shard(local::ShardArgs),
+    /// Purge objects from every CDN edge of every data center (by path, path
+    /// prefix or surrogate-key tag; hard, or `--soft`: marked stale and
+    /// revalidated); returns once every edge has answered.
+    Purge(local::PurgeArgs),
     /// Run a topology's controller (started by `up`).
     Control(local::ControlArgs),
     /// Run a web server (the stateless web tier).
@@ -119,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => local::logs(args).await,
         Command::Chaos(args) => local::chaos(args).await,
         Command::Shard(args) => local::shard(args).await,
+        Command::Purge(args) => local::purge(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Seed(args) => bench::seed(args).await,
         Command::Control(args) => {
@@ -155,6 +160,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = cdn::CdnConfig::load(&config)?;
             let _logs = telemetry::init_logging("cdn").map_err(anyhow::Error::msg)?;
             let running = cdn::start(config).await?;
+            if let Some(certificates) = running.certificates().cloned() {
+                tokio::spawn(reload_tls_on_sighup(certificates));
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             shutdown.cancelled().await;

@@ -78,7 +78,7 @@ fn a_bad_config_exits_with_a_message_before_binding() {
         (
             "cdn",
             "listen = \"TAKEN\"\nadmin = \"127.0.0.1:0\"\norigin = \"TAKEN\"\n",
-            "must differ from listen",
+            "is the edge's own listener",
         ),
     ];
     for (role, config, expected) in role_cases {
@@ -291,7 +291,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
 
     let status = status_json(home);
     let nodes = status["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 7, "every node runs: {status}");
+    assert_eq!(nodes.len(), 8, "every node runs: {status}");
     // The app's address is the load balancer's, and the app answers through it.
     let lb = node(&status, "dc1-lb-1")["addr"].as_str().unwrap().to_owned();
     let app = https_base(home, &lb);
@@ -404,7 +404,7 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     assert_eq!(http_status(&format!("http://{api}/api/cluster")), Some(200));
     let metrics = http_text(&format!("http://{api}/metrics"));
     for line in [
-        "millions_control_nodes{health=\"healthy\"} 7",
+        "millions_control_nodes{health=\"healthy\"} 8",
         "millions_control_node_restarts_total{node=\"dc1-web-1\",role=\"web\"} 0",
         "millions_control_failovers_total 0",
     ] {

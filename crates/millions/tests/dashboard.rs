@@ -5,7 +5,9 @@
 //! chromedriver, as `crates/web/tests/browser.rs` does): it lists every node,
 //! its charts draw data (each tier's p99, the business numbers, the active
 //! users), a node killed through its action shows as down, then restarted, and
-//! a node restarting in a loop fires an alert the page shows. Also the
+//! a node restarting in a loop fires an alert the page shows; a photo comes
+//! from the CDN edge (JSON, page, DNS), is purged from it, and comes from the
+//! origin while the edge is stopped. Also the
 //! Prometheus files `up` writes, checked by promtool. One topology for the
 //! whole binary: one test.
 
@@ -75,6 +77,9 @@ async fn browser(dir: &Path) -> (Driver, Client) {
         "--disable-gpu".into(),
         "--disable-dev-shm-usage".into(),
         "--window-size=1200,1000".into(),
+        // The app's pages come over HTTPS with the run directory's CA, which
+        // this fresh profile does not know.
+        "--ignore-certificate-errors".into(),
         format!("--user-data-dir={}", dir.join("profile").display()),
     ];
     let caps =
@@ -143,7 +148,7 @@ async fn prometheus_files_check_out(up_output: &str) {
         .collect();
     nodes.sort();
     let roles: Vec<&str> = nodes.iter().map(|n| n.1.as_str()).collect();
-    assert_eq!(roles, ["control", "dns", "lb", "web", "worker"], "{targets}");
+    assert_eq!(roles, ["control", "cdn", "dns", "lb", "web", "worker"], "{targets}");
     let mut served = String::new();
     for (name, _, addr) in &nodes {
         let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
@@ -214,7 +219,7 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
     assert_eq!(status, 200, "{state}");
     let nodes: Vec<String> =
         state["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(nodes.len(), 7, "{state}");
+    assert_eq!(nodes.len(), 8, "{state}");
     assert!(state["nodes"].as_array().unwrap().iter().all(|n| n["health"] == "healthy"), "{state}");
     assert!(state["epoch"].as_u64().unwrap() >= 1);
 
@@ -426,5 +431,163 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         .iter()
         .any(|e| e["kind"] == "alert-firing" && e["node"] == "dc1-worker-1");
     assert!(fired, "{s}");
+
+    photos_come_from_the_cdn_edge_and_from_the_origin_without_it(home, &url, &state, token_of(&session), &c)
+        .await;
     let _ = c.close().await;
+}
+
+fn token_of(session: &Value) -> &str {
+    session["token"].as_str().expect("a session token")
+}
+
+/// The address of node `name` in the dashboard's state.
+fn addr_of(state: &Value, name: &str) -> String {
+    let node = state["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name);
+    node.and_then(|n| n["addr"].as_str()).unwrap_or_else(|| panic!("no {name} in {state}")).to_owned()
+}
+
+/// The CDN edge in front of dc1's web servers: once the web server has seen it
+/// healthy, a photo's URLs (JSON and page) point at it, over HTTPS when the page
+/// came over HTTPS, and it serves them (a miss, then a hit, the origin's bytes).
+/// With every edge stopped, the same page shows the photo from the origin, with
+/// nothing asked of the user; started again, the edge is used again.
+async fn photos_come_from_the_cdn_edge_and_from_the_origin_without_it(
+    home: &Path,
+    url: &str,
+    state: &Value,
+    token: &str,
+    c: &Client,
+) {
+    let (web, edge, lb) =
+        (addr_of(state, "dc1-web-1"), addr_of(state, "dc1-cdn-1"), addr_of(state, "dc1-lb-1"));
+    let edge_ip = edge.parse::<std::net::SocketAddr>().unwrap().ip();
+    let https_port = topology::load(&home.join("topology.toml")).unwrap().ports().https;
+    let edge_https = format!("https://{}", std::net::SocketAddr::new(edge_ip, https_port));
+    let mut photo = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    }))
+    .write_to(&mut photo, image::ImageFormat::Jpeg)
+    .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("photo", reqwest::multipart::Part::bytes(photo.into_inner()).file_name("p.jpg"));
+    let app = reqwest::Client::new();
+    let r = app
+        .post(format!("http://{web}/api/v1/posts"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let post: Value = r.json().await.unwrap();
+    let id = post["id"].as_str().unwrap().to_owned();
+    let original = async |prefix: &str| -> Result<String, String> {
+        let r = app.get(format!("http://{web}/api/v1/posts/{id}")).send().await.map_err(|e| e.to_string())?;
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        let url = v["photo"]["original"]["url"].as_str().unwrap_or_default().to_owned();
+        if url.starts_with(prefix) { Ok(url) } else { Err(format!("wanted {prefix}…: {v}")) }
+    };
+    let at_edge =
+        until("the photo's URL at the edge", async || original(&format!("http://{edge}/media/")).await).await;
+    let key = at_edge.rsplit('/').next().unwrap().to_owned();
+    let from_origin =
+        app.get(format!("http://{web}/media/{key}")).send().await.unwrap().bytes().await.unwrap();
+    for want in ["miss", "hit"] {
+        let r = app.get(&at_edge).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let outcome = r.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(outcome.eq_ignore_ascii_case(want), "wanted {want}, got {outcome:?}");
+        assert_eq!(r.bytes().await.unwrap(), from_origin, "the edge serves the origin's bytes");
+    }
+
+    // `millions purge` empties every edge of it (the next request is a miss);
+    // a purge that names nothing is refused and reaches no edge.
+    let key_path = format!("/media/{key}");
+    let o = tokio::task::block_in_place(|| millions(home, &["purge", "--path", &key_path]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("dc1-cdn-1") && text(&o).contains("1 purged"), "{}", text(&o));
+    let r = app.get(&at_edge).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"].to_str().unwrap().to_ascii_lowercase(), "miss", "purged");
+    let o = tokio::task::block_in_place(|| millions(home, &["purge"]));
+    assert!(
+        !o.status.success() && text(&o).contains("name at least one path, prefix or tag"),
+        "{}",
+        text(&o)
+    );
+    let o = tokio::task::block_in_place(|| millions(home, &["purge", "--prefix", "media/"]));
+    assert!(!o.status.success() && text(&o).contains("must start with /"), "{}", text(&o));
+
+    // The page over HTTPS: its photo comes from the edge's HTTPS listener.
+    let page = format!("{}/p/{id}", support::https_base(home, &lb));
+    let loaded = |prefix: String| {
+        format!(
+            "const i = [...document.images].filter(i => i.currentSrc.startsWith('{prefix}')); \
+             return i.length > 0 && i.every(i => i.complete && i.naturalWidth > 0) ? i.length : 0;"
+        )
+    };
+    let shows = async |prefix: String| {
+        let script = loaded(prefix.clone());
+        until(&format!("the page's photo loaded from {prefix}"), async || {
+            c.goto(&page).await.map_err(|e| e.to_string())?;
+            match js_number(c, &script).await {
+                Ok(n) if n > 0.0 => Ok(()),
+                other => Err(format!("{other:?}; the page reads:\n{}", body(c).await)),
+            }
+        })
+        .await;
+    };
+    shows(format!("{edge_https}/media/")).await;
+    // DNS names the edge as `cdn.` in the zone.
+    let dns: std::net::SocketAddr = addr_of(state, "dc1-dns-1").parse().unwrap();
+    let lb_ip = lb.parse::<std::net::SocketAddr>().unwrap().ip();
+    let cdn_name = async |want: std::net::IpAddr| {
+        until(&format!("cdn.millions.test to answer {want}"), async || {
+            match tokio::task::block_in_place(|| support::dns_a(dns, "cdn.millions.test")) {
+                Ok(a) if a == [want] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    };
+    cdn_name(edge_ip).await;
+
+    // Every edge down: the origin serves the page's photo, and DNS answers the
+    // CDN's name with the load balancer.
+    let o = tokio::task::block_in_place(|| millions(home, &["chaos", "stop", "dc1-cdn-1"]));
+    assert!(o.status.success(), "{}", text(&o));
+    until("the photo's URL back at the origin", async || original("/media/").await).await;
+    shows(format!("{}/media/", support::https_base(home, &lb))).await;
+    cdn_name(lb_ip).await;
+    // A purge with the edge stopped: complete, and the edge's disk tier (which
+    // holds the photo) is dropped before it starts again: a miss, not a stale hit.
+    let o = tokio::task::block_in_place(|| millions(home, &["purge", "--prefix", "/media/"]));
+    assert!(o.status.success() && text(&o).contains("not-running"), "{}", text(&o));
+    let o = tokio::task::block_in_place(|| millions(home, &["chaos", "start", "dc1-cdn-1"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let outcome = async || {
+        let r = app.get(&at_edge).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-cache"].to_str().unwrap().to_ascii_lowercase()
+    };
+    assert_eq!(outcome().await, "miss", "the purge that missed the edge still holds");
+    assert_eq!(outcome().await, "hit");
+    shows(format!("{edge_https}/media/")).await;
+    cdn_name(edge_ip).await;
+
+    // A crash keeps the disk tier: after the supervisor's restart the photo is a
+    // hit from disk, not a miss.
+    let o = tokio::task::block_in_place(|| millions(home, &["chaos", "kill", "dc1-cdn-1"]));
+    assert!(o.status.success(), "{}", text(&o));
+    until("the edge restarted", async || {
+        let (_, s) = get_json(&format!("{url}/api/dashboard/state")).await;
+        let n = s["nodes"].as_array().and_then(|n| n.iter().find(|n| n["name"] == "dc1-cdn-1").cloned());
+        match n {
+            Some(n) if n["restarts"].as_u64() >= Some(1) && n["health"] == "healthy" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(outcome().await, "hit", "served from the disk tier after a crash");
 }

@@ -26,14 +26,14 @@ struct DcPlan {
     place: String,
     /// The DC as the topology will hold it.
     dc: Dc,
-    /// Addresses of the lb, web, worker, redis and dns nodes, in that order.
-    addrs: [Vec<IpAddr>; 5],
+    /// Addresses of the lb, web, worker, redis, dns and cdn nodes, in that order.
+    addrs: [Vec<IpAddr>; 6],
     /// `postgres.first`, as an offset in the range, if set.
     postgres_first: Option<u128>,
 }
 
 /// The roles a DC section lists (PostgreSQL nodes come from the shards).
-const DC_ROLES: [Role; 5] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Dns];
+const DC_ROLES: [Role; 6] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Dns, Role::Cdn];
 
 pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
     check_name(&raw.name).map_err(|m| format!("name \"{}\" {m}", raw.name))?;
@@ -87,7 +87,7 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
             });
         }
     }
-    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns] {
+    for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Cdn, Role::Dns] {
         for plan in &plans {
             for (k, ip) in plan.addrs[role_index(role)].iter().enumerate() {
                 nodes.push(Node {
@@ -351,7 +351,20 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
     };
     if https == lb || https == lb + 1 {
         return Err(format!(
-            "ports.https = {https}: a load balancer listens on ports.lb ({lb}) and its admin listener on the next              port; the HTTPS port must be another"
+            "ports.https = {https}: a load balancer listens on ports.lb ({lb}) and its admin listener on the next \
+             port; the HTTPS port must be another"
+        ));
+    }
+    let cdn = port(Role::Cdn, raw.cdn)?;
+    if cdn == u16::MAX {
+        return Err(format!(
+            "ports.cdn = {cdn}: a CDN edge's admin listener takes the next port, so ports.cdn must be below {cdn}"
+        ));
+    }
+    if https == cdn || https == cdn + 1 {
+        return Err(format!(
+            "ports.https = {https}: a CDN edge listens on ports.cdn ({cdn}) and its admin listener on the next port; \
+             the HTTPS port must be another"
         ));
     }
     Ok(Ports {
@@ -363,6 +376,7 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
         postgres: port(Role::Postgres, raw.postgres)?,
         dns,
         wan: port(Role::Wan, raw.wan)?,
+        cdn,
     })
 }
 
@@ -388,8 +402,15 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
 
     let lb = raw.lb.as_ref().map(|lb| lb.role());
     let redis = raw.redis.as_ref().map(|r| r.role());
-    let sections = [lb.as_ref(), raw.web.as_ref(), raw.worker.as_ref(), redis.as_ref(), raw.dns.as_ref()];
-    let mut addrs: [Vec<IpAddr>; 5] = Default::default();
+    let sections = [
+        lb.as_ref(),
+        raw.web.as_ref(),
+        raw.worker.as_ref(),
+        redis.as_ref(),
+        raw.dns.as_ref(),
+        raw.cdn.as_ref(),
+    ];
+    let mut addrs: [Vec<IpAddr>; 6] = Default::default();
     for ((role, section), out) in DC_ROLES.into_iter().zip(sections).zip(&mut addrs) {
         if let Some(section) = section {
             *out = role_addrs(&place, &cidr, role, section)?;
@@ -537,6 +558,11 @@ fn check_roles(plan: &DcPlan) -> Result<(), String> {
         return Err(format!(
             "{place}: redis.count must be at least 1: the DC has web servers, which keep sessions and caches in \
              their DC's Redis"
+        ));
+    }
+    if n(Role::Cdn) > 0 && n(Role::Web) == 0 {
+        return Err(format!(
+            "{place}: web.count must be at least 1: the DC has CDN edges, whose origin is the DC's web servers"
         ));
     }
     if n(Role::Worker) > 0 && n(Role::Redis) == 0 {

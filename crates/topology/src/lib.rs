@@ -9,7 +9,7 @@
 //! Presets ship inside the binary ([`preset`], [`PRESETS`]).
 //!
 //! Every node gets its own IP, drawn from its DC's range by a fixed rule (offsets
-//! `.10` load balancers, `.20` web, `.60` workers, `.80` Redis, `.100` PostgreSQL,
+//! `.10` load balancers, `.20` web, `.50` CDN edges, `.60` workers, `.80` Redis, `.100` PostgreSQL,
 //! each overridable), so all nodes of a role share one port and a node is found,
 //! killed or cut off by its address alone.
 //!
@@ -97,12 +97,23 @@ pub enum Role {
     /// node of this DC sends to another DC goes through one of its relays, which
     /// adds the WAN's delay, loss and cuts and leaves from this DC's range.
     Wan,
+    /// `millions cdn`: an edge cache of the DC, in front of its web servers, that
+    /// serves photos to browsers over HTTP and HTTPS.
+    Cdn,
 }
 
 impl Role {
     /// Every role, in the order of the file's keys.
-    pub const ALL: [Role; 7] =
-        [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Postgres, Role::Dns, Role::Wan];
+    pub const ALL: [Role; 8] = [
+        Role::LoadBalancer,
+        Role::Web,
+        Role::Worker,
+        Role::Redis,
+        Role::Postgres,
+        Role::Dns,
+        Role::Wan,
+        Role::Cdn,
+    ];
 
     /// The role's key in the file, in node names and on the command line.
     pub fn key(self) -> &'static str {
@@ -114,6 +125,7 @@ impl Role {
             Role::Postgres => "postgres",
             Role::Dns => "dns",
             Role::Wan => "wan",
+            Role::Cdn => "cdn",
         }
     }
 
@@ -129,6 +141,9 @@ impl Role {
             Role::Dns => 8053,
             // The gateway's admin API; its relays listen on ports of their own.
             Role::Wan => 7000,
+            // A public entry like a load balancer's (on its own address); its admin
+            // listener takes the next port.
+            Role::Cdn => 8000,
         }
     }
 
@@ -138,7 +153,8 @@ impl Role {
     pub fn default_block(self) -> (u128, Option<u128>) {
         match self {
             Role::LoadBalancer => (10, Some(10)),
-            Role::Web => (20, Some(40)),
+            Role::Web => (20, Some(30)),
+            Role::Cdn => (50, Some(10)),
             Role::Worker => (60, Some(20)),
             Role::Redis => (80, Some(20)),
             Role::Postgres => (100, None),
@@ -258,6 +274,9 @@ pub struct Ports {
     pub dns: u16,
     /// WAN gateways' admin port (their relays listen from [`WAN_LINK_PORTS`] up).
     pub wan: u16,
+    /// CDN edges' public HTTP port; their admin listener takes the next one, and
+    /// their HTTPS listener is at [`Ports::https`].
+    pub cdn: u16,
     /// Load balancers' HTTPS port (the app's public entry; their plain port
     /// redirects to it).
     pub https: u16,
@@ -281,6 +300,7 @@ impl Ports {
             Role::Postgres => self.postgres,
             Role::Dns => self.dns,
             Role::Wan => self.wan,
+            Role::Cdn => self.cdn,
         }
     }
 }
@@ -540,19 +560,20 @@ pub struct Node {
 }
 
 impl Node {
-    /// A load balancer's or DNS server's admin listener (health, metrics, and a
-    /// load balancer's backends and drain): its own IP, the next port after its
-    /// public one. `None` for other roles.
+    /// A load balancer's, DNS server's or CDN edge's admin listener (health,
+    /// metrics, and a load balancer's backends and drain, an edge's purges): its
+    /// own IP, the next port after its public one. `None` for other roles.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        matches!(self.role, Role::LoadBalancer | Role::Dns)
+        matches!(self.role, Role::LoadBalancer | Role::Dns | Role::Cdn)
             .then(|| self.addr.port().checked_add(1).map(|p| SocketAddr::new(self.addr.ip(), p)))
             .flatten()
     }
 
-    /// A load balancer's HTTPS listener at `https_port` ([`Ports::https`]): its
-    /// own IP. `None` for other roles.
+    /// A load balancer's or CDN edge's HTTPS listener at `https_port`
+    /// ([`Ports::https`]): its own IP. `None` for other roles.
     pub fn https_addr(&self, https_port: u16) -> Option<SocketAddr> {
-        (self.role == Role::LoadBalancer).then(|| SocketAddr::new(self.addr.ip(), https_port))
+        matches!(self.role, Role::LoadBalancer | Role::Cdn)
+            .then(|| SocketAddr::new(self.addr.ip(), https_port))
     }
 
     /// Every address the node listens on (a load balancer's HTTPS listener at

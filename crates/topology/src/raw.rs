@@ -103,6 +103,8 @@ pub(crate) struct RawDc {
     pub redis: Option<RawRedis>,
     /// DNS servers.
     pub dns: Option<RawRole>,
+    /// CDN edges.
+    pub cdn: Option<RawRole>,
     /// Where the DC's PostgreSQL nodes' addresses start.
     pub postgres: Option<RawPostgres>,
 }
@@ -234,6 +236,8 @@ pub(crate) struct RawPorts {
     pub dns: Option<i64>,
     /// WAN gateways' admin port.
     pub wan: Option<i64>,
+    /// CDN edges' public HTTP port.
+    pub cdn: Option<i64>,
     /// Load balancers' HTTPS port.
     pub https: Option<i64>,
 }

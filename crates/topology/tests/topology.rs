@@ -89,9 +89,18 @@ fn check_invariants(t: &Topology) {
         assert_eq!(primaries.len(), 1);
         assert_eq!(primaries[0].dc, shard.primary_dc);
     }
-    // Start order: WAN gateways, PostgreSQL, Redis, workers, web servers, load balancers, DNS.
-    let order =
-        [Role::Wan, Role::Postgres, Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Dns];
+    // Start order: WAN gateways, PostgreSQL, Redis, workers, web servers, load
+    // balancers, CDN edges, DNS.
+    let order = [
+        Role::Wan,
+        Role::Postgres,
+        Role::Redis,
+        Role::Worker,
+        Role::Web,
+        Role::LoadBalancer,
+        Role::Cdn,
+        Role::Dns,
+    ];
     let ranks: Vec<_> = t.nodes().iter().map(|n| order.iter().position(|r| *r == n.role).unwrap()).collect();
     assert!(ranks.is_sorted(), "nodes are in start order");
 }
@@ -125,7 +134,48 @@ fn the_single_preset_has_one_of_everything() {
     assert_eq!(t.shards().len(), 1);
     assert_eq!(t.shards()[0].replica_dcs, Vec::<String>::new());
     assert_eq!(t.shards()[0].replication, Replication::Async);
-    assert_eq!(t.nodes().len(), 6);
+    assert_eq!(t.nodes().len(), 7);
+}
+
+#[test]
+fn cdn_edges_take_their_block_an_admin_port_and_the_https_port() {
+    let t = ok(&base_with("redis = { count = 1 }", "redis = { count = 1 }\ncdn = { count = 2 }"));
+    assert_eq!(t.count("dc1", Role::Cdn), 2);
+    assert_eq!(t.count("dc2", Role::Cdn), 0);
+    let edge = t.node("dc1-cdn-2").expect("the second edge");
+    assert_eq!(edge.role, Role::Cdn);
+    assert_eq!(edge.addr, "127.0.1.51:8000".parse().unwrap());
+    assert_eq!(edge.admin_addr(), Some("127.0.1.51:8001".parse().unwrap()));
+    assert_eq!(edge.https_addr(t.ports().https), Some("127.0.1.51:8443".parse().unwrap()));
+    let listens: Vec<SocketAddr> = edge.listen_addrs(t.ports().https).map(|(a, _)| a).collect();
+    assert_eq!(listens.len(), 3, "public, admin and HTTPS: {listens:?}");
+    check_invariants(&t);
+    let moved = ok(&format!(
+        "{}\n[ports]\ncdn = 9000\n",
+        base_with(
+            "redis = { count = 1 }",
+            "redis = { count = 1 }\ncdn = { count = 1, first = \"127.0.1.200\" }"
+        )
+    ));
+    assert_eq!(addr(&moved, "dc1-cdn-1"), "127.0.1.200:9000".parse().unwrap());
+}
+
+#[test]
+fn cdn_edges_need_web_servers_and_ports_of_their_own() {
+    let dc2 = "cidr = \"127.0.2.0/24\"\nlb = { count = 1 }\nweb = { count = 1 }\n";
+    let e = err(&base_with(dc2, "cidr = \"127.0.2.0/24\"\ncdn = { count = 1 }\n"));
+    assert_contains(
+        &e,
+        "dc[1] (dc2): web.count must be at least 1: the DC has CDN edges, whose origin is the DC's web servers",
+    );
+    let e = err(&format!("{BASE}\n[ports]\ncdn = 8442\n"));
+    assert_contains(&e, "ports.https = 8443: a CDN edge listens on ports.cdn (8442)");
+    let e = err(&format!("{BASE}\n[ports]\ncdn = 65535\n"));
+    assert_contains(&e, "ports.cdn = 65535: a CDN edge's admin listener takes the next port");
+    let e = err(&format!("{BASE}\n[ports]\ncdn = 0\n"));
+    assert_contains(&e, "ports.cdn = 0: a port must be between 1 and 65535");
+    let e = err(&base_with("redis = { count = 1 }", "redis = { count = 1 }\ncdn = { count = 11 }"));
+    assert_contains(&e, "11 cdn nodes do not fit cdn's default block 127.0.1.50-127.0.1.59 (10 addresses)");
 }
 
 #[test]
@@ -149,7 +199,8 @@ fn the_default_preset_has_two_dcs_and_two_synchronous_shards() {
         assert_eq!(shard.members.len(), 3);
     }
     assert_ne!(t.shards()[0].primary_dc, t.shards()[1].primary_dc, "primaries are spread over the DCs");
-    assert_eq!(t.nodes().len(), 2 * 7 + 2 * 3);
+    assert_eq!(t.nodes().len(), 2 * 8 + 2 * 3);
+    assert_eq!(addr(&t, "dc2-cdn-1"), "127.0.2.50:8000".parse().unwrap());
 
     // The documented addresses.
     assert_eq!(addr(&t, "dc1-lb-1"), "127.0.1.10:8000".parse().unwrap());
@@ -326,12 +377,21 @@ cidr = "10.2.0.0/24"
 #[test]
 fn the_test_preset_is_small_and_spans_two_dcs() {
     let t = preset("test").unwrap();
-    assert_eq!(t.nodes().len(), 7);
+    assert_eq!(t.nodes().len(), 8);
     assert_eq!(t.dcs().len(), 2);
     let names: Vec<_> = t.nodes().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(
         names,
-        ["shard0-pg-1", "shard0-pg-2", "dc1-redis-1", "dc1-worker-1", "dc1-web-1", "dc1-lb-1", "dc1-dns-1"]
+        [
+            "shard0-pg-1",
+            "shard0-pg-2",
+            "dc1-redis-1",
+            "dc1-worker-1",
+            "dc1-web-1",
+            "dc1-lb-1",
+            "dc1-cdn-1",
+            "dc1-dns-1"
+        ]
     );
     assert_eq!(addr(&t, "shard0-pg-2"), "127.0.202.100:5432".parse().unwrap());
     assert_eq!(t.nodes_in("dc2").count(), 1);
@@ -538,10 +598,10 @@ fn a_range_too_small_for_its_nodes_is_refused() {
         &e,
         "web needs 2 addresses from 127.0.1.254, but the range's last usable address is 127.0.1.254",
     );
-    let e = err(&base_with("web = { count = 2 }", "web = { count = 41 }"));
+    let e = err(&base_with("web = { count = 2 }", "web = { count = 31 }"));
     assert_contains(
         &e,
-        "dc[0] (dc1): 41 web nodes do not fit web's default block 127.0.1.20-127.0.1.59 (40 addresses); \
+        "dc[0] (dc1): 31 web nodes do not fit web's default block 127.0.1.20-127.0.1.49 (30 addresses); \
          set web.first",
     );
 }
@@ -604,7 +664,7 @@ fn roles_have_keys() {
     }
     assert_eq!(
         "cache".parse::<Role>().unwrap_err(),
-        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres, dns, wan"
+        "unknown role \"cache\"; the roles are lb, web, worker, redis, postgres, dns, wan, cdn"
     );
 }
 
