@@ -60,6 +60,18 @@ pub struct CdnConfig {
     /// The largest request head (target and headers) accepted; larger gets 431.
     #[serde(default = "default_max_request_head_bytes")]
     pub max_request_head_bytes: usize,
+    /// The path prefixes this edge serves (`["/media/"]` in a topology: the
+    /// photos, not the app's pages or its web servers' probes and metrics); a
+    /// request for any other path is answered 404 and never reaches the origin.
+    /// Empty (the default): every path, a general HTTP cache.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Whether the request's `Host` is part of the cache key (the default: an
+    /// edge in front of several sites keeps their objects apart). Off when the
+    /// edge fronts one site under several names or addresses — its IP over HTTP
+    /// and HTTPS, `cdn.` in the zone — so an object is stored once.
+    #[serde(default = "default_host_in_key")]
+    pub host_in_key: bool,
     /// Connecting to the origin.
     #[serde(default = "default_origin_connect_timeout_ms")]
     pub origin_connect_timeout_ms: u64,
@@ -192,6 +204,9 @@ pub struct DiskSection {
     pub bytes: u64,
 }
 
+fn default_host_in_key() -> bool {
+    true
+}
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -258,6 +273,8 @@ impl CdnConfig {
             max_origin_fetches: default_max_origin_fetches(),
             origin_queue_ms: default_origin_queue_ms(),
             max_request_head_bytes: default_max_request_head_bytes(),
+            paths: Vec::new(),
+            host_in_key: default_host_in_key(),
             origin_connect_timeout_ms: default_origin_connect_timeout_ms(),
             origin_read_timeout_ms: default_origin_read_timeout_ms(),
             max_heuristic_secs: default_max_heuristic_secs(),
@@ -343,6 +360,20 @@ impl settings::Validate for CdnConfig {
         }
         if !(1024..=1 << 20).contains(&self.max_request_head_bytes) {
             return Err(invalid("max_request_head_bytes", "must be between 1024 and 1048576"));
+        }
+        if self.paths.len() > 64 {
+            return Err(invalid("paths", "at most 64 prefixes"));
+        }
+        for prefix in &self.paths {
+            let bad = prefix.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b == b'%');
+            if !prefix.starts_with('/') || bad || prefix.split('/').any(|s| s == "." || s == "..") {
+                return Err(invalid(
+                    "paths",
+                    format!(
+                        "{prefix:?} is not a path prefix: it starts with /, in one plain spelling (no dot segments, escapes, spaces or backslashes)"
+                    ),
+                ));
+            }
         }
         for (field, ms) in [
             ("coalesce_timeout_ms", self.coalesce_timeout_ms),

@@ -221,6 +221,8 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
         origin_slots: Arc::new(tokio::sync::Semaphore::new(config.max_origin_fetches)),
         origin_queue: Duration::from_millis(config.origin_queue_ms),
         max_request_head: config.max_request_head_bytes,
+        paths: config.paths.clone(),
+        host_in_key: config.host_in_key,
     };
     let app = Arc::new(pingora_proxy::http_proxy(&Arc::new(ServerConf::default()), edge));
     let (drain, watch) = tokio::sync::watch::channel(false);

@@ -54,6 +54,11 @@ pub struct Edge {
     pub(crate) origin_queue: Duration,
     /// The largest request head (target and headers) accepted.
     pub(crate) max_request_head: usize,
+    /// The path prefixes the edge serves (empty: every path); others are
+    /// answered 404 without reaching the origin.
+    pub(crate) paths: Vec<String>,
+    /// Whether the request's host is part of the cache key.
+    pub(crate) host_in_key: bool,
 }
 
 /// The origin servers, taken in turn.
@@ -103,6 +108,9 @@ pub enum Refusal {
     Path,
     /// The request head is larger than allowed.
     HeadTooLarge,
+    /// The path is outside every prefix the edge serves (`paths`): not the
+    /// origin's to answer through this edge.
+    NotServed,
 }
 
 impl Refusal {
@@ -111,13 +119,14 @@ impl Refusal {
         match self {
             Refusal::Path => 400,
             Refusal::HeadTooLarge => 431,
+            Refusal::NotServed => 404,
         }
     }
 }
 
-/// Whether a request may go on: its path is in one normal spelling and its head
-/// within `max_head` bytes.
-pub fn check_request(req: &RequestHeader, max_head: usize) -> Result<(), Refusal> {
+/// Whether a request may go on: its path is in one normal spelling, under one of
+/// `served` (any path when it is empty), and its head within `max_head` bytes.
+pub fn check_request(req: &RequestHeader, max_head: usize, served: &[String]) -> Result<(), Refusal> {
     let target = req.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
         + req.uri.authority().map_or(0, |a| a.as_str().len());
     let head =
@@ -139,18 +148,25 @@ pub fn check_request(req: &RequestHeader, max_head: usize) -> Result<(), Refusal
     if dot_segment(path) || (path.contains('%') && hidden()) {
         return Err(Refusal::Path);
     }
+    if !served.is_empty() && !served.iter().any(|prefix| path.starts_with(prefix.as_str())) {
+        return Err(Refusal::NotServed);
+    }
     Ok(())
 }
 
-/// The cache key's primary part: the request's authority and path with query.
-fn primary_key(req: &RequestHeader) -> String {
+/// The cache key's primary part: the request's authority (unless `with_host` is
+/// off) and path with query.
+fn primary_key(req: &RequestHeader, with_host: bool) -> String {
+    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !with_host {
+        return path.to_owned();
+    }
     let host = req
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     format!("{}{path}", host.to_ascii_lowercase())
 }
 
@@ -289,7 +305,7 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.started = Some(std::time::Instant::now());
-        match check_request(session.req_header(), self.max_request_head) {
+        match check_request(session.req_header(), self.max_request_head, &self.paths) {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 tracing::debug!(?refusal, path = session.req_header().uri.path(), "request refused");
@@ -346,7 +362,7 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, _ctx: &mut Ctx) -> Result<CacheKey> {
-        Ok(CacheKey::new("", primary_key(session.req_header()), ""))
+        Ok(CacheKey::new("", primary_key(session.req_header(), self.host_in_key), ""))
     }
 
     fn cache_vary_filter(&self, meta: &CacheMeta, _ctx: &mut Ctx, req: &RequestHeader) -> Option<HashBinary> {
@@ -457,7 +473,7 @@ impl ProxyHttp for Edge {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_none() && unsafe_method(&req.method) && (200..400).contains(&status) {
             // Whatever the cache holds for this URL is no longer what the origin has.
-            let key = CacheKey::new("", primary_key(req), "").to_compact();
+            let key = CacheKey::new("", primary_key(req, self.host_in_key), "").to_compact();
             if let Ok(true) = pingora_cache::Storage::purge(
                 self.store,
                 &key,

@@ -452,6 +452,39 @@ async fn bad_requests_get_a_clean_4xx_and_never_reach_the_origin() {
     edge.stop().await;
 }
 
+/// With `paths`, only those prefixes reach the origin: an edge in front of the
+/// app's web servers serves their photos, not their pages, probes or metrics.
+#[tokio::test]
+async fn paths_outside_the_served_prefixes_are_not_found_and_never_reach_the_origin() {
+    let (origin, seen, _server) = spawn_origin().await;
+    let edge = spawn_edge_with(origin, |c| c.paths = vec!["/fresh".into(), "/tagged/".into()]).await;
+    assert_eq!(get(&edge, "/fresh", &[]).await.0, 200);
+    let close = format!("Host: {}\r\nConnection: close\r\n", edge.addr());
+    for target in ["/big", "/metrics", "/", "/Fresh", "/tagged", "/admin/purge"] {
+        let (got, answer) = raw(&edge, &format!("GET {target} HTTP/1.1\r\n{close}\r\n")).await;
+        assert_eq!(got, 404, "{target}: {answer}");
+        assert_eq!(seen.requests(target), 0, "{target} reached the origin");
+    }
+    edge.stop().await;
+}
+
+/// Without the host in the cache key, one site under two names stores an object
+/// once; with it (the default), twice.
+#[tokio::test]
+async fn the_host_is_part_of_the_cache_key_unless_turned_off() {
+    let (origin, seen, _server) = spawn_origin().await;
+    for (host_in_key, fetches) in [(true, 2), (false, 1)] {
+        let edge = spawn_edge_with(origin, |c| c.host_in_key = host_in_key).await;
+        let path = if host_in_key { "/fresh" } else { "/tagged/a" };
+        for host in ["cdn.example", "127.0.0.1"] {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            assert_eq!(raw(&edge, &head).await.0, 200);
+        }
+        assert_eq!(seen.requests(path), fetches, "host in key: {host_in_key}");
+        edge.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn an_object_over_the_size_limit_is_served_but_not_kept() {
     let (origin, seen, _server) = spawn_origin().await;
@@ -525,6 +558,9 @@ fn bad_configurations_are_refused_with_a_message() {
         (&format!("{ok}origin_queue_ms = 0\n"), "origin_queue_ms"),
         (&format!("{ok}max_request_head_bytes = 10\n"), "max_request_head_bytes"),
         (&format!("{ok}colour = \"blue\"\n"), "unknown field"),
+        (&format!("{ok}paths = [\"media/\"]\n"), "paths"),
+        (&format!("{ok}paths = [\"/a/../b/\"]\n"), "paths"),
+        (&format!("{ok}paths = [\"/a%2f\"]\n"), "paths"),
         ("listen = \"nowhere\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n", "listen"),
     ] {
         let e = CdnConfig::parse(text, "t").unwrap_err().to_string();

@@ -12,6 +12,9 @@ use crate::error::ControlError;
 use crate::files::{config_path, node_dir, write_private};
 use crate::shared::Shared;
 
+/// The paths an edge serves: the web servers' photos (`/media/{key}`).
+pub const SERVED: &str = "/media/";
+
 /// Bytes each edge's disk tier may take.
 pub const DISK_BYTES: u64 = 256 << 20;
 
@@ -43,7 +46,14 @@ pub fn config(
     let admin = edge.admin_addr().ok_or_else(|| invalid(&"no room for its admin port"))?;
     let origins: Vec<String> =
         t.nodes_in(&edge.dc).filter(|n| n.role == Role::Web).map(|n| n.addr.to_string()).collect();
-    let mut text = format!("listen = \"{}\"\nadmin = \"{admin}\"\norigin = {origins:?}\n", edge.addr);
+    // Only the photos: the web servers' pages, probes and metrics are never
+    // reachable through an edge (the load balancer is the app's entry). One app
+    // under every name of the edge (its IP over HTTP and HTTPS, `cdn.` in the
+    // zone): the host is not part of the cache key.
+    let mut text = format!(
+        "listen = \"{}\"\nadmin = \"{admin}\"\norigin = {origins:?}\npaths = [{SERVED:?}]\nhost_in_key = false\n",
+        edge.addr
+    );
     if let Some((cert, key)) = tls {
         let https = edge.https_addr(t.ports().https).ok_or_else(|| invalid(&"no HTTPS address"))?;
         text.push_str(&format!("\n[tls]\nlisten = \"{https}\"\ncert = {cert:?}\nkey = {key:?}\n"));
@@ -274,6 +284,8 @@ mod tests {
         let text = c.to_toml();
         assert!(text.contains("127.0.2.20:8080") && text.contains("127.0.2.21:8080"), "{text}");
         assert!(!text.contains("127.0.1.2"), "no other DC's web server: {text}");
+        assert_eq!(c.paths, ["/media/"], "only the photos");
+        assert!(!c.host_in_key, "one site under several names");
         assert!(text.contains("127.0.2.50:8443"), "HTTPS on the topology's port: {text}");
         assert!(
             text.contains("/run/x/cache") && text.contains(&DISK_BYTES.to_string()),

@@ -653,6 +653,11 @@ fn print_summary(home: &Path, topology: &topology::Topology, api: SocketAddr, no
     println!(
         "      browsers keep their own list: import it there as an authority; {app} needs the DNS servers above"
     );
+    if topology.nodes_of(topology::Role::Cdn).next().is_some() {
+        println!(
+            "      (or accept the browser's warning for the load balancer, and once for a CDN edge above: the pages' photos come from it)"
+        );
+    }
     println!(
         "  JSON API under /api/v1 (OpenAPI: /api/v1/openapi.json), /metrics, /healthz and /readyz on every process"
     );

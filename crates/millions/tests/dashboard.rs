@@ -519,6 +519,14 @@ async fn photos_come_from_the_cdn_edge_and_from_the_origin_without_it(
     let o = tokio::task::block_in_place(|| millions(home, &["purge", "--prefix", "media/"]));
     assert!(!o.status.success() && text(&o).contains("must start with /"), "{}", text(&o));
 
+    // The edge serves the photos only: the web servers' pages, probes and metrics
+    // are not reachable through it.
+    let https_app = support::app_client(home).build().unwrap();
+    for path in ["/", "/metrics", "/readyz", "/api/v1/feed", "/login"] {
+        let r = https_app.get(format!("{edge_https}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} through the edge");
+    }
+
     // The page over HTTPS: its photo comes from the edge's HTTPS listener.
     let page = format!("{}/p/{id}", support::https_base(home, &lb));
     let loaded = |prefix: String| {
