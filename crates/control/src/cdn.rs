@@ -24,8 +24,9 @@ pub fn disk_dir(run_dir: &std::path::Path, edge: &str) -> PathBuf {
 }
 
 /// Present while `edge` may hold an object a purge named but did not reach it
-/// with (it was not running, or did not answer): its disk tier is dropped before
-/// it starts again.
+/// with (it was not running, or did not answer), one purge's JSON per line: its
+/// disk tier is dropped before it starts again, and the purges that missed it
+/// while it was starting are sent once it is ready ([`replay_missed`]).
 fn missed_purge(run_dir: &std::path::Path, edge: &str) -> PathBuf {
     node_dir(run_dir, edge).join("missed-purge")
 }
@@ -128,6 +129,47 @@ pub(crate) fn web_section(t: &Topology, dc: &str) -> String {
     text
 }
 
+/// Once `edge` is ready after a start: send it the purges that missed it while it
+/// was starting (its disk tier was dropped before the start for those that came
+/// earlier), then forget them. Those it does not take stay marked, so its disk
+/// tier is dropped at its next start.
+pub(crate) async fn replay_missed(shared: &Shared, edge: &Node) {
+    let Some(admin) = edge.admin_addr() else { return };
+    let path = missed_purge(&shared.opts.run_dir, &edge.name);
+    if let Err(e) = replay(&path, admin, &shared.secrets.admin).await {
+        tracing::warn!(
+            edge = edge.name,
+            error = e,
+            "purges that missed the edge while it started were not all sent"
+        );
+    }
+}
+
+/// Send every purge in the marker at `path` to the edge at `admin`, and remove the
+/// marker once each was taken.
+async fn replay(path: &std::path::Path, admin: std::net::SocketAddr, token: &str) -> Result<(), String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let client = reqwest::Client::builder().timeout(PURGE_TIMEOUT).build().map_err(|e| e.to_string())?;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let body: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{line}: {e}"))?;
+        let r = client
+            .post(format!("http://{admin}/admin/purge"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("{line}: {}", r.status()));
+        }
+    }
+    std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// How long one edge may take to answer a purge.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -222,10 +264,11 @@ async fn purge_edges(edges: &[Target], token: &str, request: &cdn::admin::PurgeR
             };
             let mark_missed = || {
                 if let Some(path) = &edge.missed {
-                    let written = path
-                        .parent()
-                        .map_or(Ok(()), std::fs::create_dir_all)
-                        .and_then(|()| std::fs::write(path, body.to_string()));
+                    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                        use std::io::Write as _;
+                        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                        writeln!(file, "{body}")
+                    });
                     if let Err(e) = written {
                         tracing::error!(edge = edge.name, error = %e, "cannot mark a missed purge");
                     }
@@ -396,6 +439,21 @@ mod tests {
         assert!(report.edges[0].error.is_some());
         assert_eq!(report.edges[1].outcome, "not-running");
         assert!(marker(0).exists() && marker(1).exists(), "both missed it");
+        // A second purge that misses them is kept too; once an edge is ready, both
+        // are sent to it and the marker goes.
+        let report = purge_edges(&broken, token, &request(serde_json::json!({"tags": ["t-b/1"]}))).await;
+        assert!(!report.complete);
+        assert_eq!(std::fs::read_to_string(marker(1)).unwrap().lines().count(), 2, "one purge per line");
+        let url = format!("http://{}/b/1", edges[1].addr());
+        outcome(&url).await;
+        assert_eq!(outcome(&url).await, "hit", "cached before the replay");
+        replay(&marker(1), edges[1].admin(), token).await.unwrap();
+        assert!(!marker(1).exists(), "taken: forgotten");
+        assert_eq!(outcome(&url).await, "miss", "the replayed tag purge reached the edge");
+        std::fs::write(marker(0), "{\"paths\": [\"/a/1\"]}\n").unwrap();
+        assert!(replay(&marker(0), edges[0].admin(), "not-the-token-at-all-no").await.is_err());
+        assert!(marker(0).exists(), "refused: kept for the next start");
+        replay(&markers.path().join("none"), edges[0].admin(), token).await.unwrap();
         // A wrong token is refused by the edge: failed, nothing purged.
         let live: Vec<Target> = edges
             .iter()

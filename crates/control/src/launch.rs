@@ -113,6 +113,9 @@ pub(crate) async fn start_node(shared: &Shared, name: &str) -> Result<(), Contro
     if node.role == Role::Web {
         lb::resume(shared, &node).await;
     }
+    if node.role == Role::Cdn {
+        cdn::replay_missed(shared, &node).await;
+    }
     Ok(())
 }
 
