@@ -420,8 +420,8 @@ mod tests {
             }
         }
         // An edge that does not answer: the purge says so and is not complete; one
-        // that does not run holds nothing.
-        // Either way it is marked, so its disk tier is dropped before it starts.
+        // that does not run cannot serve until it starts again. Either way it is
+        // marked, so its disk tier is dropped before it starts.
         let markers = tempfile::tempdir().unwrap();
         let marker = |i: usize| markers.path().join(format!("edge-{i}")).join("missed-purge");
         let mut broken = targets;

@@ -978,7 +978,7 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
         let detail = match (e["purged"].as_u64(), e["error"].as_str()) {
             (Some(n), _) => format!("{n} purged"),
             (None, Some(why)) => why.to_owned(),
-            (None, None) => "holds nothing (its memory tier starts empty)".to_owned(),
+            (None, None) => "not running: it drops its disk tier before it starts again".to_owned(),
         };
         println!(
             "  {:<14} {:<4} {:<12} {detail}",
