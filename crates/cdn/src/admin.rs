@@ -49,6 +49,8 @@ pub struct AdminState {
     pub registry: telemetry::Registry,
     /// Cancelled when the edge stops (then `/readyz` says so).
     pub stop: CancellationToken,
+    /// Cancelled when a stop begins, before its delay (`/readyz` says so too).
+    pub draining: CancellationToken,
     /// The TLS certificate in force, when HTTPS is configured.
     pub certificates: Option<std::sync::Arc<tls::Certificates>>,
 }
@@ -69,7 +71,7 @@ pub fn router(state: AdminState, token: Option<&str>) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.stop.is_cancelled() {
+    if s.stop.is_cancelled() || s.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
     } else {
         "ready".into_response()

@@ -72,6 +72,12 @@ pub struct CdnConfig {
     /// and HTTPS, `cdn.` in the zone — so an object is stored once.
     #[serde(default = "default_host_in_key")]
     pub host_in_key: bool,
+    /// How long a stop keeps serving after `/readyz` turned 503, so that
+    /// whoever probes it (a topology's web servers, which name healthy edges in
+    /// their pages) stops sending clients here before the listeners close. 0
+    /// (the default): none.
+    #[serde(default)]
+    pub stop_delay_ms: u64,
     /// Connecting to the origin.
     #[serde(default = "default_origin_connect_timeout_ms")]
     pub origin_connect_timeout_ms: u64,
@@ -275,6 +281,7 @@ impl CdnConfig {
             max_request_head_bytes: default_max_request_head_bytes(),
             paths: Vec::new(),
             host_in_key: default_host_in_key(),
+            stop_delay_ms: 0,
             origin_connect_timeout_ms: default_origin_connect_timeout_ms(),
             origin_read_timeout_ms: default_origin_read_timeout_ms(),
             max_heuristic_secs: default_max_heuristic_secs(),
@@ -360,6 +367,9 @@ impl settings::Validate for CdnConfig {
         }
         if !(1024..=1 << 20).contains(&self.max_request_head_bytes) {
             return Err(invalid("max_request_head_bytes", "must be between 1024 and 1048576"));
+        }
+        if self.stop_delay_ms > 60_000 {
+            return Err(invalid("stop_delay_ms", "must be at most 60000 ms"));
         }
         if self.paths.len() > 64 {
             return Err(invalid("paths", "at most 64 prefixes"));

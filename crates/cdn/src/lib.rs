@@ -108,6 +108,12 @@ pub struct Running {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// The admin listener's task.
     admin_task: tokio::task::JoinHandle<()>,
+    /// Cancelled when a stop begins: `/readyz` answers 503 while the edge still
+    /// serves for `stop_delay`, so whoever names it (the web servers' pages)
+    /// stops doing so before it closes.
+    draining: CancellationToken,
+    /// How long a stop keeps serving after `/readyz` turned 503.
+    stop_delay: Duration,
 }
 
 /// How long [`Running::stop`] waits for requests in flight.
@@ -238,11 +244,13 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
     }
     let threads = acceptor::spawn("cdn", listeners, config.threads, shared, |_| {})
         .map_err(|e| CdnError::Start(e.to_string()))?;
+    let draining = CancellationToken::new();
     let state = admin::AdminState {
         store,
         metrics: metrics.clone(),
         registry,
         stop: stop.clone(),
+        draining: draining.clone(),
         certificates: certificates.clone(),
     };
     let router = admin::router(state, config.admin_token.as_deref());
@@ -267,6 +275,8 @@ pub async fn start(config: CdnConfig) -> Result<Running, CdnError> {
         app,
         threads,
         admin_task,
+        draining,
+        stop_delay: Duration::from_millis(config.stop_delay_ms),
     })
 }
 
@@ -318,6 +328,16 @@ impl Running {
     /// requests in flight finish for up to [`GRACE`], then return once every
     /// serving thread has ended and the disk tier's queued writes are done.
     pub async fn stop(self) {
+        // Not ready first, still serving: whoever probes `/readyz` stops sending
+        // clients here before the listeners close.
+        self.draining.cancel();
+        if !self.stop_delay.is_zero() {
+            tracing::info!(
+                delay_ms = self.stop_delay.as_millis() as u64,
+                "not ready; serving until the stop delay ends"
+            );
+            tokio::time::sleep(self.stop_delay).await;
+        }
         self.graceful.store(true, Ordering::Release);
         let _ = self.drain.send(true);
         // Idle keep-alive connections (waiting for a next request) close now

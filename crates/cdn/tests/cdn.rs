@@ -468,6 +468,28 @@ async fn paths_outside_the_served_prefixes_are_not_found_and_never_reach_the_ori
     edge.stop().await;
 }
 
+/// A stop with a delay: `/readyz` turns 503 at once while the edge still serves,
+/// then it closes.
+#[tokio::test]
+async fn a_stop_delay_says_not_ready_while_still_serving() {
+    let (origin, _seen, _server) = spawn_origin().await;
+    let edge = spawn_edge_with(origin, |c| c.stop_delay_ms = 3000).await;
+    let (addr, admin) = (edge.addr(), edge.admin());
+    let ready =
+        async || reqwest::get(format!("http://{admin}/readyz")).await.map(|r| r.status().as_u16()).ok();
+    assert_eq!(ready().await, Some(200));
+    let stopping = tokio::spawn(edge.stop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ready().await != Some(503) {
+        assert!(std::time::Instant::now() < deadline, "/readyz did not turn 503");
+        tokio::task::yield_now().await;
+    }
+    let r = reqwest::get(format!("http://{addr}/fresh")).await.expect("still serving during the delay");
+    assert_eq!(r.status(), 200);
+    stopping.await.unwrap();
+    assert!(reqwest::get(format!("http://{addr}/fresh")).await.is_err(), "closed after the delay");
+}
+
 /// Without the host in the cache key, one site under two names stores an object
 /// once; with it (the default), twice.
 #[tokio::test]
@@ -559,6 +581,7 @@ fn bad_configurations_are_refused_with_a_message() {
         (&format!("{ok}max_request_head_bytes = 10\n"), "max_request_head_bytes"),
         (&format!("{ok}colour = \"blue\"\n"), "unknown field"),
         (&format!("{ok}paths = [\"media/\"]\n"), "paths"),
+        (&format!("{ok}stop_delay_ms = 60001\n"), "stop_delay_ms"),
         (&format!("{ok}paths = [\"/a/../b/\"]\n"), "paths"),
         (&format!("{ok}paths = [\"/a%2f\"]\n"), "paths"),
         ("listen = \"nowhere\"\nadmin = \"127.0.0.1:0\"\norigin = \"127.0.0.1:8080\"\n", "listen"),

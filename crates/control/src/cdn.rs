@@ -15,6 +15,11 @@ use crate::shared::Shared;
 /// The paths an edge serves: the web servers' photos (`/media/{key}`).
 pub const SERVED: &str = "/media/";
 
+/// How long a stopping edge keeps serving after its `/readyz` turned 503: longer
+/// than the web servers take to withdraw it from their pages (two failed probes
+/// a second apart), so no page names an edge that has closed.
+pub const STOP_DELAY_MS: u64 = 3000;
+
 /// Bytes each edge's disk tier may take.
 pub const DISK_BYTES: u64 = 256 << 20;
 
@@ -52,7 +57,7 @@ pub fn config(
     // under every name of the edge (its IP over HTTP and HTTPS, `cdn.` in the
     // zone): the host is not part of the cache key.
     let mut text = format!(
-        "listen = \"{}\"\nadmin = \"{admin}\"\norigin = {origins:?}\npaths = [{SERVED:?}]\nhost_in_key = false\n",
+        "listen = \"{}\"\nadmin = \"{admin}\"\norigin = {origins:?}\npaths = [{SERVED:?}]\nhost_in_key = false\nstop_delay_ms = {STOP_DELAY_MS}\n",
         edge.addr
     );
     if let Some((cert, key)) = tls {
@@ -329,6 +334,7 @@ mod tests {
         assert!(!text.contains("127.0.1.2"), "no other DC's web server: {text}");
         assert_eq!(c.paths, ["/media/"], "only the photos");
         assert!(!c.host_in_key, "one site under several names");
+        assert_eq!(c.stop_delay_ms, STOP_DELAY_MS, "withdrawn from the pages before it closes");
         assert!(text.contains("127.0.2.50:8443"), "HTTPS on the topology's port: {text}");
         assert!(
             text.contains("/run/x/cache") && text.contains(&DISK_BYTES.to_string()),
