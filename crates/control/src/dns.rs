@@ -103,3 +103,33 @@ pub(crate) fn write_config(shared: &Shared, node: &Node) -> Result<PathBuf, Cont
     write_private(&path, &config.to_toml())?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cdn_name_answers_each_dc_s_edges_with_their_admin_probes() {
+        let t = topology::preset("default").unwrap();
+        let c = config(&t, t.node("dc2-dns-1").unwrap()).unwrap();
+        assert_eq!(c.cdn.as_deref(), Some(CDN_LABEL));
+        let edges: Vec<(String, String, String)> = c
+            .cdn_dcs
+            .iter()
+            .flat_map(|dc| {
+                dc.entries.iter().map(|e| (dc.name.clone(), e.address.to_string(), e.health_url.clone()))
+            })
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                ("dc1".into(), "127.0.1.50".into(), "http://127.0.1.50:8001/readyz".into()),
+                ("dc2".into(), "127.0.2.50".into(), "http://127.0.2.50:8001/readyz".into()),
+            ]
+        );
+        let text = topology::preset_text("single").unwrap().replace("cdn = { count = 1 }", "");
+        let without = topology::parse(&text, "single").unwrap();
+        let c = config(&without, without.node("dc1-dns-1").unwrap()).unwrap();
+        assert_eq!((c.cdn, c.cdn_dcs.len()), (None, 0), "no edges: no CDN name");
+    }
+}
