@@ -63,11 +63,10 @@ pub fn router(state: AdminState, token: Option<&str>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     let admin = Router::new()
-        .route("/purge", post(purge))
-        .route("/tls", get(tls_info))
-        .route("/tls/reload", post(tls_reload))
+        .route("/admin/purge", post(purge))
+        .merge(tls::admin::routes(state.certificates.clone(), "edge"))
         .with_state(state);
-    probes.nest("/admin", guard::protect(admin, token))
+    probes.merge(guard::protect(admin, token))
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -147,33 +146,6 @@ fn refuse(message: String) -> Response {
 
 fn coded_error(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
-}
-
-fn no_tls() -> Response {
-    coded_error(StatusCode::NOT_FOUND, "tls_not_configured", "this edge has no [tls] section".into())
-}
-
-async fn tls_info(State(s): State<AdminState>) -> Response {
-    match &s.certificates {
-        Some(c) => Json(c.info()).into_response(),
-        None => no_tls(),
-    }
-}
-
-async fn tls_reload(State(s): State<AdminState>) -> Response {
-    let Some(certificates) = s.certificates.clone() else { return no_tls() };
-    // File reads: off the runtime's thread.
-    match tokio::task::spawn_blocking(move || certificates.reload()).await {
-        Ok(Ok(info)) => {
-            tracing::info!(sha256 = %info.sha256, "TLS certificate reloaded");
-            Json(info).into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "TLS reload refused; the certificate in force stays");
-            coded_error(StatusCode::UNPROCESSABLE_ENTITY, "tls_reload_failed", e.to_string())
-        }
-        Err(e) => coded_error(StatusCode::INTERNAL_SERVER_ERROR, "tls_reload_failed", e.to_string()),
-    }
 }
 
 async fn purge(State(s): State<AdminState>, body: Result<Json<PurgeRequest>, JsonRejection>) -> Response {

@@ -78,8 +78,7 @@ pub fn router(state: AdminState, token: Option<&str>) -> Router {
         .route("/admin/backends", get(list).put(replace))
         .route("/admin/backends/{addr}/drain", post(drain))
         .route("/admin/backends/{addr}/resume", post(resume))
-        .route("/admin/tls", get(tls_info))
-        .route("/admin/tls/reload", post(tls_reload));
+        .merge(tls::admin::routes(state.certificates.clone(), "load balancer"));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -126,33 +125,6 @@ fn error(status: StatusCode, message: String) -> Response {
 
 fn coded_error(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
-}
-
-fn no_tls() -> Response {
-    coded_error(StatusCode::NOT_FOUND, "tls_not_configured", "this load balancer has no [tls] section".into())
-}
-
-async fn tls_info(State(s): State<AdminState>) -> Response {
-    match &s.certificates {
-        Some(c) => Json(c.info()).into_response(),
-        None => no_tls(),
-    }
-}
-
-async fn tls_reload(State(s): State<AdminState>) -> Response {
-    let Some(certificates) = s.certificates.clone() else { return no_tls() };
-    // File reads: off the runtime's thread.
-    match tokio::task::spawn_blocking(move || certificates.reload()).await {
-        Ok(Ok(info)) => {
-            tracing::info!(sha256 = %info.sha256, "TLS certificate reloaded");
-            Json(info).into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "TLS reload refused; the certificate in force stays");
-            coded_error(StatusCode::UNPROCESSABLE_ENTITY, "tls_reload_failed", e.to_string())
-        }
-        Err(e) => coded_error(StatusCode::INTERNAL_SERVER_ERROR, "tls_reload_failed", e.to_string()),
-    }
 }
 
 async fn replace(State(s): State<AdminState>, Json(body): Json<BackendList>) -> Response {

@@ -12,6 +12,8 @@
 //!   outlive a reload).
 //! - [`handshake`]: the server side of a handshake under a deadline, so a client
 //!   that never finishes it cannot hold a connection.
+//! - [`admin::routes`]: `GET /admin/tls` and `POST /admin/tls/reload` for a
+//!   server's admin API.
 //! - [`TlsClient`]: an established connection as pingora's `Stream`, with the
 //!   socket's digest (the client's address) and the protocol ALPN chose, so
 //!   pingora's sessions (HTTP/1.1 or HTTP/2) serve it like a plain one.
@@ -20,6 +22,7 @@
 //! private addresses (ADR 0016).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod certificates;
 mod handshake;
 mod stream;
