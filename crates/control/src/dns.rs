@@ -13,31 +13,36 @@ use crate::shared::Shared;
 /// The CDN's name in the zone: `cdn.millions.test`.
 pub const CDN_LABEL: &str = "cdn";
 
+/// Every DC's nodes of `role` (load balancers, CDN edges) as DNS entries, each
+/// probed at its admin listener's `/readyz`; DCs without one are left out.
+fn sections(t: &Topology, role: Role) -> Vec<dns::config::DcSection> {
+    t.dcs()
+        .iter()
+        .filter(|dc| t.count(&dc.name, role) > 0)
+        .map(|dc| dns::config::DcSection {
+            name: dc.name.clone(),
+            entries: t
+                .nodes_in(&dc.name)
+                .filter(|n| n.role == role)
+                .map(|n| dns::config::Entry {
+                    address: n.addr.ip(),
+                    health_url: format!(
+                        "http://{}/readyz",
+                        n.admin_addr().expect("load balancers and CDN edges have an admin address")
+                    ),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// `node`'s configuration (a DNS server of `t`).
 pub fn config(t: &Topology, node: &Node) -> Result<dns::DnsConfig, ControlError> {
     let admin = node
         .admin_addr()
         .ok_or_else(|| ControlError::Invalid(format!("{} has no admin address", node.name)))?;
     let settings = t.dns();
-    let dcs = t
-        .dcs()
-        .iter()
-        .filter(|dc| t.count(&dc.name, Role::LoadBalancer) > 0)
-        .map(|dc| dns::config::DcSection {
-            name: dc.name.clone(),
-            entries: t
-                .nodes_in(&dc.name)
-                .filter(|n| n.role == Role::LoadBalancer)
-                .map(|lb| dns::config::Entry {
-                    address: lb.addr.ip(),
-                    health_url: format!(
-                        "http://{}/readyz",
-                        lb.admin_addr().expect("a load balancer has an admin address")
-                    ),
-                })
-                .collect(),
-        })
-        .collect();
+    let dcs = sections(t, Role::LoadBalancer);
     let regions = t
         .regions()
         .iter()
@@ -61,25 +66,7 @@ pub fn config(t: &Topology, node: &Node) -> Result<dns::DnsConfig, ControlError>
     config.regions = regions;
     // `cdn.` in the zone: the nearest healthy DC's edges, else the load
     // balancers (which serve the same `/media/` on the same HTTPS port).
-    config.cdn_dcs = t
-        .dcs()
-        .iter()
-        .filter(|dc| t.count(&dc.name, Role::Cdn) > 0)
-        .map(|dc| dns::config::DcSection {
-            name: dc.name.clone(),
-            entries: t
-                .nodes_in(&dc.name)
-                .filter(|n| n.role == Role::Cdn)
-                .map(|edge| dns::config::Entry {
-                    address: edge.addr.ip(),
-                    health_url: format!(
-                        "http://{}/readyz",
-                        edge.admin_addr().expect("a CDN edge has an admin address")
-                    ),
-                })
-                .collect(),
-        })
-        .collect();
+    config.cdn_dcs = sections(t, Role::Cdn);
     config.cdn = (!config.cdn_dcs.is_empty()).then(|| CDN_LABEL.to_owned());
     settings::Validate::validate(&config)
         .map_err(|e| ControlError::Invalid(format!("{}'s DNS configuration: {e}", node.name)))?;

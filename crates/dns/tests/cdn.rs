@@ -66,37 +66,7 @@ entry = [{{ address = "127.0.1.51", health_url = "{e1a}" }}, {{ address = "127.0
     } else {
         (String::new(), String::new())
     };
-    let text = format!(
-        r#"{top}
-zone = "millions.test"
-listen = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-nameservers = ["127.0.0.53"]
-default_order = ["dc3"]
-[health]
-interval_ms = 50
-[[dc]]
-name = "dc1"
-entry = [{{ address = "127.0.1.1", health_url = "{a}" }}, {{ address = "127.0.1.2", health_url = "{a}" }}]
-[[dc]]
-name = "dc2"
-entry = [{{ address = "127.0.2.1", health_url = "{b}" }}, {{ address = "127.0.2.2", health_url = "{b}" }}]
-[[dc]]
-name = "dc3"
-entry = [{{ address = "127.0.3.1", health_url = "{c}" }}, {{ address = "127.0.3.2", health_url = "{c}" }}]
-[[region]]
-name = "one"
-ranges = ["127.0.11.0/24"]
-order = ["dc1", "dc2"]
-[[region]]
-name = "two"
-ranges = ["127.0.12.0/24"]
-order = ["dc2", "dc1"]
-{edges}"#,
-        a = f.lbs[0].url,
-        b = f.lbs[1].url,
-        c = f.lbs[2].url,
-    );
+    let text = config_text_by_dc([&f.lbs[0].url, &f.lbs[1].url, &f.lbs[2].url], &top, &edges);
     let config = DnsConfig::parse(&text, "test").unwrap();
     // What a controller writes reads back the same.
     let again = DnsConfig::parse(&config.to_toml(), "again").unwrap();

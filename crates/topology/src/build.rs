@@ -330,18 +330,19 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
                 .ok_or_else(|| format!("ports.{} = {p}: a port must be between 1 and 65535", role.key())),
         }
     };
-    let lb = port(Role::LoadBalancer, raw.lb)?;
-    if lb == u16::MAX {
-        return Err(format!(
-            "ports.lb = {lb}: a load balancer's admin listener takes the next port, so ports.lb must be below {lb}"
-        ));
-    }
-    let dns = port(Role::Dns, raw.dns)?;
-    if dns == u16::MAX {
-        return Err(format!(
-            "ports.dns = {dns}: a DNS server's admin listener takes the next port, so ports.dns must be below {dns}"
-        ));
-    }
+    // A role whose admin listener takes the port after its own.
+    let with_admin = |role: Role, value: Option<i64>, who: &str| -> Result<u16, String> {
+        let p = port(role, value)?;
+        if p == u16::MAX {
+            let key = role.key();
+            return Err(format!(
+                "ports.{key} = {p}: {who}'s admin listener takes the next port, so ports.{key} must be below {p}"
+            ));
+        }
+        Ok(p)
+    };
+    let lb = with_admin(Role::LoadBalancer, raw.lb, "a load balancer")?;
+    let dns = with_admin(Role::Dns, raw.dns, "a DNS server")?;
     let https = match raw.https {
         None => crate::DEFAULT_HTTPS_PORT,
         Some(p) => u16::try_from(p)
@@ -349,24 +350,21 @@ fn ports(raw: &RawPorts) -> Result<Ports, String> {
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("ports.https = {p}: a port must be between 1 and 65535"))?,
     };
-    if https == lb || https == lb + 1 {
-        return Err(format!(
-            "ports.https = {https}: a load balancer listens on ports.lb ({lb}) and its admin listener on the next \
-             port; the HTTPS port must be another"
-        ));
-    }
-    let cdn = port(Role::Cdn, raw.cdn)?;
-    if cdn == u16::MAX {
-        return Err(format!(
-            "ports.cdn = {cdn}: a CDN edge's admin listener takes the next port, so ports.cdn must be below {cdn}"
-        ));
-    }
-    if https == cdn || https == cdn + 1 {
-        return Err(format!(
-            "ports.https = {https}: a CDN edge listens on ports.cdn ({cdn}) and its admin listener on the next port; \
-             the HTTPS port must be another"
-        ));
-    }
+    // The HTTPS listener shares its IP with a load balancer's or an edge's
+    // public and admin listeners.
+    let apart_from_https = |p: u16, role: Role, who: &str| -> Result<(), String> {
+        if https == p || https == p + 1 {
+            return Err(format!(
+                "ports.https = {https}: {who} listens on ports.{} ({p}) and its admin listener on the next \
+                 port; the HTTPS port must be another",
+                role.key()
+            ));
+        }
+        Ok(())
+    };
+    apart_from_https(lb, Role::LoadBalancer, "a load balancer")?;
+    let cdn = with_admin(Role::Cdn, raw.cdn, "a CDN edge")?;
+    apart_from_https(cdn, Role::Cdn, "a CDN edge")?;
     Ok(Ports {
         lb,
         https,

@@ -26,6 +26,13 @@ pub const ANSWER_BOUND: Duration = Duration::from_secs(20);
 /// dc2) and dc3 first for everyone else. `top` goes in front (top-level keys
 /// must come before any table), `tables` at the end.
 pub fn config_text(health: &str, top: &str, tables: &str) -> String {
+    config_text_by_dc([health; 3], top, tables)
+}
+
+/// [`config_text`] with each DC's two entries probed at a URL of their own
+/// (`health[0]` dc1's, and so on).
+pub fn config_text_by_dc(health: [&str; 3], top: &str, tables: &str) -> String {
+    let [h1, h2, h3] = health;
     format!(
         r#"{top}
 zone = "millions.test"
@@ -39,13 +46,13 @@ interval_ms = 50
 
 [[dc]]
 name = "dc1"
-entry = [{{ address = "127.0.1.1", health_url = "{health}" }}, {{ address = "127.0.1.2", health_url = "{health}" }}]
+entry = [{{ address = "127.0.1.1", health_url = "{h1}" }}, {{ address = "127.0.1.2", health_url = "{h1}" }}]
 [[dc]]
 name = "dc2"
-entry = [{{ address = "127.0.2.1", health_url = "{health}" }}, {{ address = "127.0.2.2", health_url = "{health}" }}]
+entry = [{{ address = "127.0.2.1", health_url = "{h2}" }}, {{ address = "127.0.2.2", health_url = "{h2}" }}]
 [[dc]]
 name = "dc3"
-entry = [{{ address = "127.0.3.1", health_url = "{health}" }}, {{ address = "127.0.3.2", health_url = "{health}" }}]
+entry = [{{ address = "127.0.3.1", health_url = "{h3}" }}, {{ address = "127.0.3.2", health_url = "{h3}" }}]
 
 [[region]]
 name = "one"
