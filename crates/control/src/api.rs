@@ -32,6 +32,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/dcs/{dc}/wan-cut", post(wan_cut))
         .route("/api/dcs/{dc}/wan-heal", post(wan_heal))
         .route("/api/cdn/purge", post(cdn_purge))
+        .route("/api/shards/move", post(move_buckets))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -282,6 +283,36 @@ async fn cdn_purge(
     match crate::cdn::purge(&shared, &request).await {
         Ok(report) if report.complete => Json(report).into_response(),
         Ok(report) => (StatusCode::BAD_GATEWAY, Json(report)).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A request to move buckets.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    /// The buckets, each 0 to 4095, all on one shard.
+    buckets: Vec<u16>,
+    /// The shard they go to.
+    to: u16,
+}
+
+/// `POST /api/shards/move` (`{"buckets": [..], "to": N}`): the buckets moved to
+/// shard `to` under writes, answered when the move is done (its report). A bad
+/// request changes nothing (400); buckets another move holds, 409; a move that
+/// failed and was rolled back, 409 with the reason.
+async fn move_buckets(
+    State(shared): State<Shared>,
+    body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::reshard::start(&shared, &request.buckets, request.to).await {
+        Ok(report) => Json(report).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use sharding::{ClusterMap, ShardServers};
+use sharding::{BucketRange, ClusterMap, ShardServers};
 use tokio::sync::watch;
 use topology::Topology;
 
@@ -31,6 +31,63 @@ pub struct ClusterState {
     /// until `wan-heal`): a WAN gateway starting meanwhile starts cut.
     #[serde(default)]
     pub wan_cut: Vec<String>,
+    /// Which shard owns each bucket, once a bucket has moved (`millions shard
+    /// move`); until then the even split over the shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<Vec<BucketRange>>,
+    /// The bucket moves under way, each with the step it reached: a restarted
+    /// controller rolls back or finishes each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<MoveState>,
+    /// The id the next move gets (ids are never reused: the shards record them).
+    #[serde(default)]
+    pub next_move: i64,
+}
+
+/// A bucket move under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveState {
+    /// Its id, recorded on the shards beside its buckets and changes.
+    pub id: i64,
+    /// The buckets that move.
+    pub buckets: Vec<u16>,
+    /// The shard they leave.
+    pub from: u16,
+    /// The shard they go to.
+    pub to: u16,
+    /// The step reached.
+    pub phase: MovePhase,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+}
+
+/// The steps of a move, in order. Up to `CatchUp` a move that stops is rolled
+/// back; from `Fenced` on it can only be finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MovePhase {
+    /// Capturing the buckets' changes on the source.
+    Capture,
+    /// Copying their rows to the target.
+    Copy,
+    /// Replaying the changes made meanwhile.
+    CatchUp,
+    /// Writes refused on the source for the cutover.
+    Fenced,
+    /// The directory names the target; the source's rows wait to be deleted.
+    Published,
+}
+
+impl std::fmt::Display for MovePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MovePhase::Capture => "capture",
+            MovePhase::Copy => "copy",
+            MovePhase::CatchUp => "catch-up",
+            MovePhase::Fenced => "fenced",
+            MovePhase::Published => "published",
+        })
+    }
 }
 
 /// One shard's decisions.
@@ -112,6 +169,9 @@ impl Cluster {
                         .collect(),
                     lost_dcs: Vec::new(),
                     wan_cut: Vec::new(),
+                    directory: None,
+                    moves: Vec::new(),
+                    next_move: 1,
                 },
                 true,
             ),
@@ -261,6 +321,11 @@ pub(crate) fn read_state(run_dir: &Path, topology: &Topology) -> Result<Option<C
             topology.shards().len()
         )));
     }
+    if let Some(ranges) = &state.directory {
+        sharding::ShardMap::from_ranges(state.epoch, state.shards.len(), ranges).map_err(|e| {
+            ControlError::Invalid(format!("{}: its bucket directory is not whole: {e}", path.display()))
+        })?;
+    }
     Ok(Some(state))
 }
 
@@ -316,6 +381,7 @@ fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterM
                 replicas: s.replicas.iter().filter_map(addr).collect(),
             })
             .collect(),
+        directory: state.directory.clone(),
     }
 }
 

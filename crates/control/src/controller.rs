@@ -17,7 +17,7 @@ use crate::files::{ControlFile, control_file, secrets, write_json};
 use crate::history::Recorder;
 use crate::metrics::Metrics;
 use crate::shared::{ControlOptions, Managed, Shared};
-use crate::{api, dns, failover, launch, lb, renew, scrape, supervise};
+use crate::{api, dns, failover, launch, lb, renew, reshard, scrape, supervise};
 
 /// A controller, bound, not yet started.
 pub struct Controller {
@@ -107,7 +107,9 @@ impl Controller {
             let watcher = tokio::spawn(failover::watch(shared.clone()));
             let renewer = tokio::spawn(renew::watch(shared.clone()));
             let scraper = tokio::spawn(scrape::watch(shared.clone()));
+            let moves = tokio::spawn(reshard::resume(shared.clone()));
             shared.shutdown.cancelled().await;
+            moves.abort();
             scraper.abort();
             supervisor.abort();
             watcher.abort();

@@ -69,6 +69,7 @@ mod postgres;
 mod processes;
 pub mod prometheus;
 mod renew;
+mod reshard;
 mod scrape;
 mod shared;
 mod status;
@@ -88,7 +89,7 @@ use topology::Topology;
 /// data center's range; 9900 is beside the roles' own defaults (8000s, 9100).
 pub const DEFAULT_DASHBOARD: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9900));
 
-pub use cluster::{ClusterState, Event, ShardState};
+pub use cluster::{ClusterState, Event, MovePhase, MoveState, ShardState};
 pub use controller::Controller;
 pub use error::ControlError;
 pub use files::{ControlFile, Secrets, admin_token, control_file, log_path, running};
@@ -96,6 +97,17 @@ pub use history::HistoryOptions;
 pub use processes::{orphans, stop_orphans};
 pub use shared::ControlOptions;
 pub use status::{NodeStatus, PgStatus, ShardStatus};
+
+/// The bucket directory the decisions in `run_dir` hold (the even split before
+/// any bucket moved), for tools that write to the shards directly (`millions
+/// seed`).
+pub fn directory(run_dir: &Path, topology: &Topology) -> Result<sharding::ShardMap, ControlError> {
+    match cluster::read_state(run_dir, topology)? {
+        Some(state) => reshard::directory(&state),
+        None => sharding::ShardMap::even(topology.shards().len())
+            .map_err(|e| ControlError::Invalid(e.to_string())),
+    }
+}
 
 /// Connection URLs of each shard's current primary, in shard order, for tools
 /// that write to the shards directly (`millions seed`).

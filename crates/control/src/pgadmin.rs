@@ -51,6 +51,31 @@ where
     }
 }
 
+/// A connection to `spec`'s database `db`, kept by the caller: what a bucket
+/// move hands to `data::moves`, whose steps are the only statements it runs
+/// (this module itself never touches the application's tables).
+pub(crate) async fn connection(spec: &PostgresSpec, db: &str) -> Result<Client, ControlError> {
+    let server = spec.addr().to_string();
+    let url = spec.url(db);
+    let connect = tokio_postgres::connect(&url, NoTls);
+    let (client, conn) = match tokio::time::timeout(STATUS_TIMEOUT, connect).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(source)) => {
+            return Err(ControlError::Sql { server, statement: "connect".into(), source });
+        }
+        Err(_) => {
+            let timeout_ms = STATUS_TIMEOUT.as_millis() as u64;
+            return Err(ControlError::SqlTimeout { server, statement: "connect".into(), timeout_ms });
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "a kept connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// Rows of `sql` (no parameters) on database `postgres`.
 async fn rows(spec: &PostgresSpec, sql: &str, timeout: Duration) -> Result<Vec<Row>, ControlError> {
     let owned = sql.to_owned();

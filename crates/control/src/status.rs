@@ -92,12 +92,16 @@ pub struct ShardStatus {
     pub degraded: bool,
     /// What an operator should know (writes waiting, a degraded promise).
     pub warnings: Vec<String>,
+    /// How many of the 4096 buckets it owns in the directory in force.
+    #[serde(default)]
+    pub buckets: usize,
 }
 
 /// Every shard's durability, from the decisions and the standbys streaming now.
 pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> {
     let state = shared.cluster.snapshot();
     let lost: Vec<&str> = state.lost_dcs.iter().map(String::as_str).collect();
+    let directory = crate::reshard::directory(&state).ok();
     let streaming = |name: &str| {
         nodes.iter().any(|n| {
             n.name == name && n.pg.as_ref().is_some_and(|p| p.replication.as_deref() == Some("streaming"))
@@ -147,6 +151,7 @@ pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> 
                 quorum_streaming: live,
                 degraded,
                 warnings,
+                buckets: directory.as_ref().map_or(0, |d| d.buckets_of(shard.id).len()),
             }
         })
         .collect()

@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use sharding::{ClusterMap, ShardId};
+use sharding::{ClusterMap, ShardId, ShardMap};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +81,9 @@ pub(crate) struct Routes {
     pub(crate) epoch: u64,
     /// Each shard's servers, indexed by shard.
     pub(crate) shards: Vec<ShardRoute>,
+    /// Which shard owns each bucket at this epoch: the even split until the
+    /// controller publishes a directory (a bucket moved).
+    pub(crate) directory: Arc<ShardMap>,
 }
 
 /// How a shard's servers are connected to: the shard URL's settings, with each
@@ -242,7 +245,9 @@ impl Routes {
             let near = replicas.len();
             shards.push(ShardRoute { primary: Some(primary), replicas, near, next: AtomicUsize::new(0) });
         }
-        Ok(Routes { epoch: 0, shards })
+        let directory = ShardMap::even(shards.len())
+            .map_err(|e| ConfigError::Pool { index: 0, message: e.to_string() })?;
+        Ok(Routes { epoch: 0, shards, directory: Arc::new(directory) })
     }
 
     /// The view `map` describes, reusing this view's pools for addresses it keeps.
@@ -273,7 +278,12 @@ impl Routes {
             let near = new.near.unwrap_or(replicas.len()).min(replicas.len());
             shards.push(ShardRoute { primary, replicas, near, next: AtomicUsize::new(0) });
         }
-        Ok(Routes { epoch: map.epoch, shards })
+        let directory = match &map.directory {
+            None => ShardMap::even(shards.len()),
+            Some(ranges) => ShardMap::from_ranges(map.epoch, shards.len(), ranges),
+        }
+        .map_err(|e| format!("the map's directory: {e}"))?;
+        Ok(Routes { epoch: map.epoch, shards, directory: Arc::new(directory) })
     }
 
     pub(crate) fn shard(&self, shard: ShardId) -> &ShardRoute {
@@ -544,6 +554,7 @@ mod tests {
                 replicas: replicas(&["127.0.0.2:1", "127.0.0.3:1", "127.0.0.4:1"]),
                 near,
             }],
+            directory: None,
         };
         let usable = |r: &Replica| {
             r.health.usable.store(true, Ordering::Release);

@@ -50,7 +50,7 @@ pub enum DataError {
 
 /// The driver's error with the server's message and SQLSTATE, which its own
 /// `Display` leaves out.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({}: {})", e, db.code().code(), db.message()),
         None => match std::error::Error::source(e) {
@@ -70,7 +70,8 @@ impl DataError {
             DataError::Db { source, .. } => match source.code() {
                 None => true, // connection-level: closed, reset, timed out
                 Some(code) => {
-                    code == &SqlState::T_R_SERIALIZATION_FAILURE
+                    code.code() == crate::moves::FENCED_SQLSTATE
+                        || code == &SqlState::T_R_SERIALIZATION_FAILURE
                         || code == &SqlState::T_R_DEADLOCK_DETECTED
                         || code == &SqlState::ADMIN_SHUTDOWN
                         || code == &SqlState::CANNOT_CONNECT_NOW
@@ -97,6 +98,14 @@ impl DataError {
             },
             _ => false,
         }
+    }
+
+    /// Whether the write was refused because its bucket is being moved to
+    /// another shard (the move's cutover): nothing was changed, and the write
+    /// succeeds on the bucket's new owner.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, DataError::Db { source, .. }
+            if source.code().map(|c| c.code()) == Some(crate::moves::FENCED_SQLSTATE))
     }
 
     pub(crate) fn db(shard: ShardId) -> impl FnOnce(tokio_postgres::Error) -> DataError {

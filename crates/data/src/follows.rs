@@ -8,7 +8,7 @@
 use crate::consistency;
 use crate::error::DataError;
 use crate::model::Change;
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::{opt_row, rows};
 
 impl Data {
@@ -27,7 +27,23 @@ impl Data {
         self.set_follow(follower, followee, false).await
     }
 
+    /// [`Data::set_follow_once`], run again while a bucket of the two users is
+    /// fenced for a move: the two sides' shards are worked out again from the
+    /// newest map, since one transaction on one shard may no longer hold both.
     async fn set_follow(&self, follower: i64, followee: i64, on: bool) -> Result<Change, DataError> {
+        let deadline = std::time::Instant::now() + crate::route::FENCE_WAIT;
+        loop {
+            let epoch = self.cluster_epoch();
+            match self.set_follow_once(follower, followee, on).await {
+                Err(e) if e.is_fenced() && std::time::Instant::now() < deadline => {
+                    self.after_fence(epoch).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn set_follow_once(&self, follower: i64, followee: i64, on: bool) -> Result<Change, DataError> {
         let map = self.shard_map();
         let (out_shard, in_shard) = (map.shard_of_user(follower), map.shard_of_user(followee));
         // Each side: touch the edge, then move the owner's counter by what changed.
@@ -78,13 +94,13 @@ impl Data {
             .await?
         } else {
             let out_row = self
-                .write(op, out_shard, Lsn::Track, |c| async move {
+                .write(op, Place::user(follower), Lsn::Track, |c| async move {
                     Ok(c.query_opt(out_sql, &[&follower, &followee]).await?)
                 })
                 .await?;
             let Some(out_row) = out_row else { return Err(DataError::NotFound) };
             let in_row = self
-                .write(op, in_shard, Lsn::Track, |c| async move {
+                .write(op, Place::user(followee), Lsn::Track, |c| async move {
                     Ok(c.query_opt(in_sql, &[&followee, &follower]).await?)
                 })
                 .await?;

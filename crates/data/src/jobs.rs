@@ -14,7 +14,7 @@ use tokio_postgres::types::Json;
 
 use crate::error::DataError;
 use crate::model::{DeadJob, Job, QueueStats, QueuedJob};
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::{Params, millis, opt_row, rows};
 
 /// The claim statement of [`Data::claim_jobs`] (public so the queue benchmark
@@ -49,11 +49,10 @@ impl Data {
         payload: serde_json::Value,
         max_attempts: i32,
     ) -> Result<i64, DataError> {
-        let shard = self.shard_map().shard_of_user(user_id);
         let row = self
             .write_one(
                 "enqueue",
-                shard,
+                Place::user(user_id),
                 "INSERT INTO jobs (kind, user_id, payload, max_attempts, request_id) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING job_id",
                 &[&kind, &user_id, &Json(payload), &max_attempts, &telemetry::request_id::current()],

@@ -24,6 +24,8 @@
 //!   write, with the jobs written with a post), `jobs` (the queue: enqueue, claim,
 //!   complete, renew, fail, release, stats, dead letters, dropping a queued job);
 //!   below them `rows`, the statement helpers they share.
+//! - [`moves`]: the steps of moving buckets between shards under writes
+//!   (capture, copy, catch-up, fence, jobs, drop), which the controller runs.
 //! - [`bulk`]: the schema's columns, for bulk loaders (the seed's `COPY`s).
 //! - `model` (the rows as the rest of the system sees them) and `error`
 //!   ([`DataError`]).
@@ -40,6 +42,7 @@ mod likes;
 mod metrics;
 mod migrate;
 mod model;
+pub mod moves;
 mod posts;
 mod route;
 mod rows;

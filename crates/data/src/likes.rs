@@ -5,7 +5,7 @@ use sharding::PostId;
 
 use crate::error::DataError;
 use crate::model::Change;
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::opt_row;
 
 impl Data {
@@ -45,9 +45,8 @@ impl Data {
         sql: &str,
         op: &'static str,
     ) -> Result<(Change, i64), DataError> {
-        let shard = self.shard_map().shard_of_post(post);
-        let row =
-            self.write(op, shard, Lsn::Track, |c| async move {
+        let row = self
+            .write(op, Place::post(post), Lsn::Track, |c| async move {
                 Ok(opt_row(&c, sql, &[&post.get(), &liker]).await?)
             })
             .await?;

@@ -86,6 +86,9 @@ pub(crate) struct Metrics {
     pub(crate) waiting_for_primary: Family<ShardLabels, Gauge>,
     /// Tasks waiting for a connection per shard pool.
     pool_waiting: Family<ShardLabels, Gauge>,
+    /// Writes refused by a fenced bucket (a move's cutover) and run again: how
+    /// often moves made writes wait.
+    pub(crate) fenced_retries: Counter,
     /// Reads by shard and where they were served.
     reads: Family<ReadLabels, Counter>,
     /// The cluster map's epoch in force.
@@ -107,6 +110,7 @@ impl Metrics {
             pool_available: Family::default(),
             pool_waiting: Family::default(),
             waiting_for_primary: Family::default(),
+            fenced_retries: Counter::default(),
             reads: Family::default(),
             epoch: Gauge::default(),
             replica_lag: Family::default(),
@@ -126,6 +130,11 @@ impl Metrics {
             "db_writes_waiting_for_primary",
             "Writes waiting for their shard to have a reachable primary again, by shard",
             m.waiting_for_primary.clone(),
+        );
+        registry.register(
+            "db_writes_fenced_retries",
+            "Writes refused by a bucket being moved (its cutover), run again",
+            m.fenced_retries.clone(),
         );
         registry.register("db_reads", "Reads by shard and target (primary or replica)", m.reads.clone());
         registry.register("db_cluster_epoch", "Epoch of the cluster map in force", m.epoch.clone());

@@ -14,7 +14,7 @@ use tokio_postgres::types::Json;
 
 use crate::error::{DataError, QueryError};
 use crate::model::{Change, Photo, PostRecord, QueuedJob, StoredImage};
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::{millis, opt_row, rows};
 
 /// The job kind that makes a photo's thumbnails.
@@ -132,8 +132,7 @@ impl Data {
         op: &'static str,
         rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Row, DataError> {
-        let shard = self.shard_map().shard_of_user(author);
-        self.write(op, shard, Lsn::Track, |client| async move {
+        self.write(op, Place::user(author), Lsn::Track, |client| async move {
             let stmt = client.prepare_cached(sql).await?;
             for _ in 0..4 {
                 let id = self.next_post_id(author);
@@ -154,12 +153,11 @@ impl Data {
     /// Record a processed photo's thumbnails and mark its post ready. Idempotent:
     /// only the first call for a post changes it, so a job run twice records one set.
     pub async fn finish_photo(&self, post: PostId, thumbnails: &[StoredImage]) -> Result<Change, DataError> {
-        let shard = self.shard_map().shard_of_post(post);
         let thumbs = Json(thumbnails);
         let row = self
             .write_one(
                 "finish_photo",
-                shard,
+                Place::post(post),
                 "UPDATE posts SET status = 'ready', photo = jsonb_set(photo, '{thumbnails}', $2) \
                  WHERE post_id = $1 AND status = 'processing' RETURNING 1",
                 &[&post.get(), &thumbs],
@@ -170,11 +168,10 @@ impl Data {
 
     /// Mark a photo post as failed (its job is dead).
     pub async fn fail_photo(&self, post: PostId) -> Result<Change, DataError> {
-        let shard = self.shard_map().shard_of_post(post);
         let row = self
             .write_one(
                 "fail_photo",
-                shard,
+                Place::post(post),
                 "UPDATE posts SET status = 'failed' WHERE post_id = $1 AND status = 'processing' RETURNING 1",
                 &[&post.get()],
             )

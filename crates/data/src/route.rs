@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use deadpool_postgres::Object;
-use sharding::{ClusterMap, PostIdGenerator, ShardId, ShardMap};
+use sharding::{Bucket, ClusterMap, PostIdGenerator, ShardId, ShardMap};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster;
@@ -33,8 +33,6 @@ pub struct Data {
 
 /// The state behind every [`Data`] handle of one process.
 pub(crate) struct Inner {
-    /// The current bucket→shard directory; replaced when a newer epoch arrives.
-    map: RwLock<Arc<ShardMap>>,
     /// Every shard's servers at the epoch in force.
     routes: RwLock<Arc<cluster::Routes>>,
     /// Builds pools for servers a new map names.
@@ -112,13 +110,10 @@ impl Data {
     /// follower (both stop when the last handle is dropped).
     pub fn new(config: &DataConfig, registry: &telemetry::Registry) -> Result<Data, ConfigError> {
         config.validate()?;
-        let map = ShardMap::even(config.shards.len())
-            .map_err(|e| ConfigError::Pool { index: 0, message: e.to_string() })?;
         let connector = cluster::Connector::new(config)?;
         let routes = cluster::Routes::from_config(config, &connector)?;
         let cluster_url = config.cluster_url()?;
         let inner = Arc::new(Inner {
-            map: RwLock::new(Arc::new(map)),
             routes: RwLock::new(Arc::new(routes)),
             history: (0..connector.shards()).map(|_| Mutex::default()).collect(),
             connector,
@@ -152,9 +147,10 @@ impl Data {
         Ok(Data { inner })
     }
 
-    /// The shard map in force.
+    /// The bucket directory in force (it changes with the cluster map when
+    /// buckets move).
     pub fn shard_map(&self) -> Arc<ShardMap> {
-        self.inner.map.read().expect("shard map lock poisoned").clone()
+        self.inner.routes().directory.clone()
     }
 
     /// The epoch of the cluster map in force (0: the configuration's own view).
@@ -266,6 +262,15 @@ impl Data {
         }
     }
 
+    /// After a write met a fenced bucket under the map of `epoch`: ask for the
+    /// map now and wait for a newer one, or a moment (the move may have been
+    /// rolled back, lifting the fence).
+    pub(crate) async fn after_fence(&self, epoch: u64) {
+        self.inner.metrics.fenced_retries.inc();
+        self.inner.refresh.notify_one();
+        self.newer_map(epoch, Instant::now() + FENCE_POLL).await;
+    }
+
     /// Wait until a map newer than `epoch` is installed (true) or `deadline` (false).
     async fn newer_map(&self, epoch: u64, deadline: Instant) -> bool {
         loop {
@@ -280,26 +285,58 @@ impl Data {
         }
     }
 
-    /// The one write path: run `f` on `shard`'s primary, then account for it.
+    /// The one write path: run `f` on the primary of the shard `place` names,
+    /// then account for it.
     ///
     /// `f` gets a pooled connection and runs its statements (a transaction if it
     /// needs one), using `?` on the driver's errors; they become
-    /// [`DataError::Db`] of `shard` here. With [`Lsn::Track`], inside a
+    /// [`DataError::Db`] of the shard here. With [`Lsn::Track`], inside a
     /// [`consistency::scope`], the commit's LSN raises the scope's floor. A
     /// success is counted and timed as `op`, a failure counted as `op`'s error; a
     /// failure that suggests the primary moved (unreachable, read-only) makes the
     /// map follower fetch the map now. The error is retryable and the write is
     /// never retried here once sent; before it is sent, while the shard has no
     /// reachable primary, it waits for the next map ([`Data::primary_connection`]).
+    ///
+    /// The one exception: a write to a bucket that is being moved is refused by
+    /// the source whole, before it changes anything (its transaction aborted), so
+    /// it is run again — against the bucket's owner in the newest map, the new
+    /// owner once the controller publishes it — for up to [`FENCE_WAIT`].
     pub(crate) async fn write<T, F, Fut>(
         &self,
         op: &'static str,
-        shard: ShardId,
+        place: impl Into<Place>,
         lsn: Lsn,
         f: F,
     ) -> Result<T, DataError>
     where
-        F: FnOnce(Object) -> Fut,
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        let place = place.into();
+        let deadline = Instant::now() + FENCE_WAIT;
+        loop {
+            let routes = self.inner.routes();
+            let shard = place.shard(&routes.directory);
+            match self.write_on(op, shard, lsn, &f).await {
+                Err(e) if e.is_fenced() && place.follows_moves() && Instant::now() < deadline => {
+                    self.after_fence(routes.epoch).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Data::write`] on `shard`.
+    async fn write_on<T, F, Fut>(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        lsn: Lsn,
+        f: &F,
+    ) -> Result<T, DataError>
+    where
+        F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
@@ -335,11 +372,11 @@ impl Data {
     pub(crate) async fn write_one(
         &self,
         op: &'static str,
-        shard: ShardId,
+        place: impl Into<Place>,
         sql: &str,
         params: Params<'_>,
     ) -> Result<Option<tokio_postgres::Row>, DataError> {
-        self.write(op, shard, Lsn::Track, |c| async move { Ok(opt_row(&c, sql, params).await?) }).await
+        self.write(op, place, Lsn::Track, |c| async move { Ok(opt_row(&c, sql, params).await?) }).await
     }
 
     /// Run a read of `shard` on a replica that may serve it (lag within bound,
@@ -442,6 +479,54 @@ impl Data {
 async fn connect(server: &cluster::Server, shard: ShardId) -> Result<Object, DataError> {
     server.pool.get().await.map_err(|source| DataError::Unavailable { shard, source })
 }
+
+/// Where a write goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A shard as such (a job claimed there, a shard's expired sessions): not
+    /// re-routed when buckets move.
+    Shard(ShardId),
+    /// Whichever shard owns the bucket in the map in force: re-routed when the
+    /// bucket moves.
+    Bucket(Bucket),
+}
+
+impl Place {
+    /// The place of a user's rows.
+    pub(crate) fn user(user_id: i64) -> Place {
+        Place::Bucket(sharding::user_bucket(user_id))
+    }
+
+    /// The place of a post's rows.
+    pub(crate) fn post(post: sharding::PostId) -> Place {
+        Place::Bucket(post.bucket())
+    }
+
+    fn shard(self, directory: &ShardMap) -> ShardId {
+        match self {
+            Place::Shard(shard) => shard,
+            Place::Bucket(bucket) => directory.shard_of_bucket(bucket),
+        }
+    }
+
+    fn follows_moves(self) -> bool {
+        matches!(self, Place::Bucket(_))
+    }
+}
+
+impl From<ShardId> for Place {
+    fn from(shard: ShardId) -> Place {
+        Place::Shard(shard)
+    }
+}
+
+/// How long a write to a fenced bucket is tried again before its error is
+/// returned: longer than a move's cutover takes.
+pub(crate) const FENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a write to a fenced bucket waits for a newer map before it tries
+/// again anyway (the move may have been rolled back, lifting the fence).
+const FENCE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What a write's commit does to the read-your-writes floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

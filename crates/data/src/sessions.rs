@@ -11,7 +11,7 @@ use sharding::{Bucket, ShardId};
 
 use crate::error::DataError;
 use crate::model::SessionRecord;
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::{millis, opt_row};
 
 impl Data {
@@ -26,13 +26,12 @@ impl Data {
         token_hash: &[u8; 32],
         ttl: Duration,
     ) -> Result<SessionRecord, DataError> {
-        let shard = self.shard_map().shard_of_user(user_id);
         let sql = "INSERT INTO sessions (token_hash, user_id, expires_at) \
                    VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
                    RETURNING (extract(epoch FROM expires_at) * 1000)::int8";
         let (hash, ms) = (token_hash.as_slice(), millis(ttl));
         let row = self
-            .write("create_session", shard, Lsn::Skip, |c| async move {
+            .write("create_session", Place::user(user_id), Lsn::Skip, |c| async move {
                 Ok(opt_row(&c, sql, &[&hash, &user_id, &ms]).await?)
             })
             .await?;
@@ -57,11 +56,10 @@ impl Data {
 
     /// End a session (idempotent): whether there was one.
     pub async fn delete_session(&self, bucket: Bucket, token_hash: &[u8; 32]) -> Result<bool, DataError> {
-        let shard = self.shard_map().shard_of_bucket(bucket);
         let sql = "DELETE FROM sessions WHERE token_hash = $1 RETURNING 1";
         let hash = token_hash.as_slice();
-        let row =
-            self.write("delete_session", shard, Lsn::Skip, |c| async move {
+        let row = self
+            .write("delete_session", Place::Bucket(bucket), Lsn::Skip, |c| async move {
                 Ok(opt_row(&c, sql, &[&hash]).await?)
             })
             .await?;

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use crate::consistency;
 use crate::error::DataError;
 use crate::model::{Credentials, UserRecord};
-use crate::route::{Data, Lsn};
+use crate::route::{Data, Lsn, Place};
 use crate::rows::{opt_row, rows};
 
 /// What a profile query selects, in the names [`user_from`] reads.
@@ -40,14 +40,14 @@ impl Data {
         password_hash: &str,
     ) -> Result<UserRecord, DataError> {
         let user_id = new_user_id(username_bucket(username));
-        let shard = self.shard_map().shard_of_user(user_id);
         let sql = format!(
             "INSERT INTO users (user_id, username, display_name, password_hash) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (username) DO NOTHING RETURNING {USER_COLUMNS}"
         );
+        let sql = sql.as_str();
         let row = self
-            .write("create_user", shard, Lsn::Track, |c| async move {
-                Ok(opt_row(&c, &sql, &[&user_id, &username, &display_name, &password_hash]).await?)
+            .write("create_user", Place::user(user_id), Lsn::Track, |c| async move {
+                Ok(opt_row(&c, sql, &[&user_id, &username, &display_name, &password_hash]).await?)
             })
             .await?;
         row.as_ref().map(user_from).ok_or(DataError::Conflict("username is taken"))

@@ -171,7 +171,8 @@ async fn the_cluster_map_repoints_writes_and_a_failover_makes_them_wait_then_ref
         replicas: vec![replica.clone()],
         near: None,
     };
-    let map = |epoch, p: Option<&str>| ClusterMap { epoch, shards: vec![servers(p), servers(p)] };
+    let map =
+        |epoch, p: Option<&str>| ClusterMap { epoch, shards: vec![servers(p), servers(p)], directory: None };
     let (publish, rx) = tokio::sync::watch::channel(map(1, Some(&primary)));
     let url = controller(rx).await;
     // Writes give up quickly in this test unless told otherwise below.

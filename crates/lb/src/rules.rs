@@ -116,7 +116,7 @@ pub fn error_body(code: &str) -> String {
 /// serves it: `lb`'s `tests/internal.rs` scans every route registered in the
 /// workspace and fails for one that is neither internal by this list nor
 /// listed there as public.
-pub const INTERNAL_PATHS: [&str; 13] = [
+pub const INTERNAL_PATHS: [&str; 14] = [
     // Every process's probes and metrics (web servers, workers, the load
     // balancers', DNS servers' and WAN gateways' admin listeners, the controller).
     "/metrics",
@@ -135,6 +135,7 @@ pub const INTERNAL_PATHS: [&str; 13] = [
     "/api/dcs",
     "/api/shutdown",
     "/api/cdn",
+    "/api/shards",
     // The controller's dashboard: its page and assets, its JSON and stream.
     "/dashboard",
     "/api/dashboard",

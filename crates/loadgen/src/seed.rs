@@ -240,12 +240,33 @@ pub async fn seed(
     config: &SeedConfig,
     progress: impl Fn(&str),
 ) -> Result<SeedReport, SeedError> {
+    if shard_urls.is_empty() {
+        return Err(SeedError::NoShards);
+    }
+    let map = ShardMap::even(shard_urls.len()).map_err(|e| SeedError::InvalidConfig(e.to_string()))?;
+    seed_into(shard_urls, &map, config, progress).await
+}
+
+/// [`seed`] by the bucket directory `map` (a running topology's, where buckets
+/// may have moved).
+pub async fn seed_into(
+    shard_urls: &[String],
+    map: &ShardMap,
+    config: &SeedConfig,
+    progress: impl Fn(&str),
+) -> Result<SeedReport, SeedError> {
     let started = Instant::now();
     config.validate()?;
     if shard_urls.is_empty() {
         return Err(SeedError::NoShards);
     }
-    let map = ShardMap::even(shard_urls.len()).map_err(|e| SeedError::InvalidConfig(e.to_string()))?;
+    if map.shard_count() != shard_urls.len() {
+        return Err(SeedError::InvalidConfig(format!(
+            "the directory has {} shards, the URLs {}",
+            map.shard_count(),
+            shard_urls.len()
+        )));
+    }
 
     // Connect everything first: four writers per shard, and check emptiness.
     let mut clients = Vec::new();
@@ -295,6 +316,7 @@ pub async fn seed(
 
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
     let gen_config = config.clone();
+    let map = map.clone();
     let generator =
         tokio::task::spawn_blocking(move || generate(&gen_config, &map, &hash, senders, progress_tx));
     while let Some(line) = progress_rx.recv().await {

@@ -62,8 +62,10 @@ pub struct BenchArgs {
     /// kill-web, kill-worker, kill-redis, kill-replica or kill-primary (SIGKILL
     /// through the controller, which restarts the node), or dc-down[:DC] (a whole
     /// data center lost, by default the one of shard 0's primary; it stays down:
-    /// `millions chaos dc-up DC` brings it back). What each claims about the
-    /// requests after it is below.
+    /// `millions chaos dc-up DC` brings it back), or reshard[:N] (N buckets, 64
+    /// by default, moved from shard 0 to the last shard, 16 per move, under the
+    /// load; the outcome gives each move's write pause). What each claims about
+    /// the requests after it is below.
     #[arg(long)]
     scenario: Option<String>,
     /// Reach the load balancers by address even when the topology has DNS servers.
@@ -97,7 +99,9 @@ requests are reported; where the claim allows them, they do not fail the run):
   kill-primary  no read may fail (replicas serve them); writes may fail until a
                 replica is promoted
   dc-down[:DC]  requests may fail until every user is served by the other data
-                centers again (DNS withdraws the lost one; its shards fail over)";
+                centers again (DNS withdraws the lost one; its shards fail over)
+  reshard[:N]   no request may fail (a write to a moving bucket waits for the
+                cutover and goes to the bucket's new shard)";
 
 /// A `--scenario`: the node it kills, and what it claims.
 struct Scenario {
@@ -179,16 +183,27 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(s) => s.strip_prefix("dc-down:").map(|dc| Some(dc.to_owned())),
         None => None,
     };
+    // `reshard` or `reshard:N`: N buckets (64 by default) moved under the load.
+    let reshard: Option<u16> = match args.scenario.as_deref() {
+        Some("reshard") => Some(RESHARD_BUCKETS),
+        Some(s) => match s.strip_prefix("reshard:") {
+            Some(n) => Some(n.parse().ok().filter(|n| (1..=4096).contains(n)).with_context(|| {
+                format!("scenario {s:?}: the number of buckets to move must be 1 to 4096")
+            })?),
+            None => None,
+        },
+        None => None,
+    };
     let scenario = match &args.scenario {
-        Some(_) if dc_down.is_some() => None,
+        Some(_) if dc_down.is_some() || reshard.is_some() => None,
         Some(name) => Some(SCENARIOS.iter().find(|s| s.name == name).with_context(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-            format!("no scenario named {name:?}; scenarios: {}, dc-down[:DC]", names.join(", "))
+            format!("no scenario named {name:?}; scenarios: {}, dc-down[:DC], reshard[:N]", names.join(", "))
         })?),
         None => None,
     };
     let ctl = control::running(&args.home);
-    if (scenario.is_some() || dc_down.is_some()) && ctl.is_none() {
+    if (scenario.is_some() || dc_down.is_some() || reshard.is_some()) && ctl.is_none() {
         bail!("a scenario needs a running topology (nothing is running in {})", args.home.display());
     }
     // The controller's API asks for the run directory's admin token.
@@ -308,9 +323,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }),
             })
         }
-        _ => match (&dc_down, &ctl) {
-            (Some(dc), Some(ctl)) => {
+        _ => match (&dc_down, reshard, &ctl) {
+            (Some(dc), _, Some(ctl)) => {
                 Some(dc_down_fault(dc.clone(), &nodes, ctl, token.clone(), config.duration / 3)?)
+            }
+            (None, Some(n), Some(ctl)) => {
+                Some(reshard_fault(n, &nodes, ctl, token.clone(), config.duration / 3)?)
             }
             _ => None,
         },
@@ -367,6 +385,82 @@ fn dns_mode(t: &topology::Topology) -> Option<loadgen::bench::DnsMode> {
 
 /// The `dc-down` fault: `dc`, or the DC of shard 0's current primary, taken down
 /// through the controller at `at`.
+/// Buckets `--scenario reshard` moves when it names no number.
+const RESHARD_BUCKETS: u16 = 64;
+
+/// Buckets per move of `--scenario reshard`: each move pauses its own buckets'
+/// writes once, so the report gives a pause per move.
+const RESHARD_BATCH: usize = 16;
+
+/// `--scenario reshard:N`: the first `n` buckets of shard 0 moved to the last
+/// shard, [`RESHARD_BATCH`] at a time, one move after the other, while the load
+/// runs; no request may fail. The outcome lists each move's write pause.
+fn reshard_fault(
+    n: u16,
+    nodes: &serde_json::Value,
+    ctl: &control::ControlFile,
+    token: String,
+    at: Duration,
+) -> anyhow::Result<loadgen::bench::Fault> {
+    let cluster: control::ClusterState =
+        serde_json::from_value(nodes["cluster"].clone()).context("the controller's cluster state")?;
+    if cluster.shards.len() < 2 {
+        bail!("scenario reshard needs at least two shards; the topology has {}", cluster.shards.len());
+    }
+    let to = (cluster.shards.len() - 1) as u16;
+    let directory = match &cluster.directory {
+        Some(ranges) => sharding::ShardMap::from_ranges(cluster.epoch, cluster.shards.len(), ranges),
+        None => sharding::ShardMap::even(cluster.shards.len()),
+    }
+    .map_err(|e| anyhow::anyhow!("the bucket directory: {e}"))?;
+    let buckets: Vec<u16> = directory
+        .buckets_of(sharding::ShardId(0))
+        .into_iter()
+        .take(usize::from(n))
+        .map(|b| b.get())
+        .collect();
+    if buckets.len() < usize::from(n) {
+        bail!("scenario reshard: shard 0 owns {} buckets, fewer than {n}", buckets.len());
+    }
+    let url = format!("http://{}/api/shards/move", ctl.api);
+    Ok(loadgen::bench::Fault {
+        tolerance: Tolerance::NoRequestFails,
+        action: format!("reshard {n} buckets from shard 0 to shard {to}"),
+        at,
+        run: Box::pin(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut pauses = vec![];
+            for batch in buckets.chunks(RESHARD_BATCH) {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "buckets": batch, "to": to }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(r.text().await.unwrap_or_default());
+                }
+                let report: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                pauses.push(report["write_pause_ms"].as_u64().unwrap_or(0));
+            }
+            let mut sorted = pauses.clone();
+            sorted.sort_unstable();
+            let list: Vec<String> = pauses.iter().map(u64::to_string).collect();
+            Ok(format!(
+                "{} moves; writes paused p50 {} ms, max {} ms (per move: {} ms)",
+                pauses.len(),
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1],
+                list.join(", ")
+            ))
+        }),
+    })
+}
+
 fn dc_down_fault(
     dc: Option<String>,
     nodes: &serde_json::Value,
@@ -456,7 +550,9 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         config.seed = s;
     }
     config.validate()?;
-    let report = loadgen::seed::seed(&urls, &config, |line| eprintln!("{line}")).await?;
+    // Where buckets moved, their users go to their new shard.
+    let directory = control::directory(home, &topology)?;
+    let report = loadgen::seed::seed_into(&urls, &directory, &config, |line| eprintln!("{line}")).await?;
     println!("{report}");
     Ok(())
 }

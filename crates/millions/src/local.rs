@@ -244,6 +244,39 @@ enum ShardAction {
         /// The node to promote (`shard0-pg-3`).
         node: String,
     },
+    /// Move buckets to another shard while they take writes: their rows copied,
+    /// the changes made meanwhile replayed, their writes fenced for a short
+    /// cutover, the new directory published, then their rows deleted from the
+    /// source. Prints the move's report (rows, jobs, the writes' pause).
+    Move {
+        /// The buckets, all on one shard: numbers 0 to 4095 and ranges, comma
+        /// separated (`7,100-163`).
+        buckets: String,
+        /// The shard they go to.
+        #[arg(long)]
+        to: u16,
+    },
+}
+
+/// `7,100-163` as the buckets it names, in order, or why not.
+fn parse_buckets(text: &str) -> anyhow::Result<Vec<u16>> {
+    let mut out = vec![];
+    for part in text.split(',').map(str::trim) {
+        let number = |s: &str| {
+            s.trim().parse::<u16>().map_err(|_| anyhow::anyhow!("{s:?} is not a bucket number (0 to 4095)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    bail!("the range {part} runs backwards");
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(number(part)?),
+        }
+    }
+    Ok(out)
 }
 
 /// What to break.
@@ -336,7 +369,7 @@ struct NodesReply {
 }
 
 /// A data center as the controller sees it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 struct DcState {
     /// Its name.
     name: String,
@@ -845,6 +878,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "controller": ctl,
             "nodes": reply.nodes,
             "cluster": reply.cluster,
+            "shards": reply.shards,
+            "dcs": reply.dcs,
             "events": reply.events,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -881,7 +916,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for (i, shard) in reply.cluster.shards.iter().enumerate() {
         let primary = shard.primary.as_deref().unwrap_or("(failing over)");
         let replicas = if shard.replicas.is_empty() { "none".to_owned() } else { shard.replicas.join(", ") };
-        println!("  shard{i}: primary {primary}   read replicas {replicas}");
+        let buckets = reply.shards.get(i).map_or(String::new(), |s| format!("   {} buckets", s.buckets));
+        println!("  shard{i}: primary {primary}   read replicas {replicas}{buckets}");
         if let Some(s) = reply.shards.get(i) {
             let survives = match (s.survives.as_str(), s.promise.as_str()) {
                 ("dc", _) => "the loss of a data center",
@@ -907,6 +943,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 println!("          WARNING: {w}");
             }
         }
+    }
+    for m in &reply.cluster.moves {
+        println!(
+            "  move {}: {} buckets from shard{} to shard{}, at step {} (since {})",
+            m.id,
+            m.buckets.len(),
+            m.from,
+            m.to,
+            m.phase,
+            m.started
+        );
     }
     let down: Vec<&str> = reply.dcs.iter().filter(|d| d.state == "down").map(|d| d.name.as_str()).collect();
     if !down.is_empty() {
@@ -997,7 +1044,10 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
 /// `millions shard`.
 pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let ctl = controller(&args.home.home)?;
-    let ShardAction::Promote { node } = &args.action;
+    let node = match &args.action {
+        ShardAction::Promote { node } => node,
+        ShardAction::Move { buckets, to } => return move_buckets(&args.home.home, &ctl, buckets, *to).await,
+    };
     // The target may take a while to receive the old primary's last WAL.
     let slow = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
     let token = admin_token(&args.home.home)?;
@@ -1014,6 +1064,37 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
         body["new"].as_str().unwrap_or("?"),
         body["old"].as_str().unwrap_or("?"),
         body["write_pause_ms"]
+    );
+    Ok(())
+}
+
+/// `millions shard move`: the controller runs the move and answers when it is done.
+async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to: u16) -> anyhow::Result<()> {
+    let buckets = parse_buckets(buckets).context("BUCKETS")?;
+    // A move copies every row of its buckets: large ones take a while.
+    let slow = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
+    let r = slow
+        .post(format!("http://{}/api/shards/move", ctl.api))
+        .bearer_auth(admin_token(home)?)
+        .json(&serde_json::json!({ "buckets": buckets, "to": to }))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+    }
+    println!(
+        "move {}: {} buckets from shard {} to shard {}; {} rows copied, {} jobs moved; writes paused {} ms; took {} ms (epoch {})",
+        body["id"],
+        body["buckets"],
+        body["from"],
+        body["to"],
+        body["rows"],
+        body["jobs"],
+        body["write_pause_ms"],
+        body["took_ms"],
+        body["epoch"]
     );
     Ok(())
 }
@@ -1095,6 +1176,16 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_numbers_and_ranges() {
+        assert_eq!(parse_buckets("7").unwrap(), vec![7]);
+        assert_eq!(parse_buckets("7, 10-12,4095").unwrap(), vec![7, 10, 11, 12, 4095]);
+        assert!(parse_buckets("12-10").unwrap_err().to_string().contains("backwards"));
+        assert!(parse_buckets("x").unwrap_err().to_string().contains("not a bucket number"));
+        assert!(parse_buckets("70000").is_err());
+        assert!(parse_buckets("").is_err());
+    }
 
     #[test]
     fn logs_are_filtered_by_level_and_time_and_other_lines_are_kept() {

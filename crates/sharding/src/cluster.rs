@@ -16,6 +16,10 @@ pub struct ClusterMap {
     pub epoch: u64,
     /// One entry per shard, in shard order.
     pub shards: Vec<ShardServers>,
+    /// Which shard owns each bucket, as runs of buckets (`ShardMap::ranges`);
+    /// absent while no bucket has moved (the even split over `shards`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<Vec<crate::BucketRange>>,
 }
 
 /// One shard's servers. Addresses are `host:port`; credentials and the
@@ -49,8 +53,8 @@ mod tests {
 
     #[test]
     fn newer_epochs_win_and_unknown_fields_are_refused() {
-        let a = ClusterMap { epoch: 3, shards: vec![] };
-        let b = ClusterMap { epoch: 4, shards: vec![] };
+        let a = ClusterMap { epoch: 3, shards: vec![], directory: None };
+        let b = ClusterMap { epoch: 4, shards: vec![], directory: None };
         assert!(a.is_superseded_by(&b));
         assert!(!b.is_superseded_by(&a));
         assert!(!a.is_superseded_by(&a.clone()));

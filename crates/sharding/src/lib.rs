@@ -19,7 +19,7 @@ mod map;
 
 pub use cluster::{ClusterMap, ShardServers};
 pub use ids::{IdError, PostId, PostIdGenerator, new_user_id};
-pub use map::{ShardId, ShardMap, ShardMapError};
+pub use map::{BucketRange, ShardId, ShardMap, ShardMapError};
 
 /// Number of logical buckets. Fixed forever: it is baked into every post id.
 pub const BUCKETS: u16 = 4096;

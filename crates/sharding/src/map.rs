@@ -26,6 +26,14 @@ pub enum ShardMapError {
     /// The assignment's length must be [`BUCKETS`].
     #[error("the assignment names {0} buckets, not {BUCKETS}")]
     WrongLength(usize),
+    /// A run of buckets does not start where the previous one ended.
+    #[error("bucket range {first}..={last} does not follow the previous one")]
+    BadRange {
+        /// The run's first bucket.
+        first: u16,
+        /// The run's last bucket.
+        last: u16,
+    },
     /// A bucket points past the list of shards.
     #[error("bucket {bucket} is assigned to shard {shard}, but there are only {shards} shards")]
     UnknownShard {
@@ -118,6 +126,57 @@ impl ShardMap {
     pub fn shard_of_post(&self, post: PostId) -> ShardId {
         self.shard_of_bucket(post.bucket())
     }
+
+    /// The buckets `shard` owns, in order.
+    pub fn buckets_of(&self, shard: ShardId) -> Vec<Bucket> {
+        (0..BUCKETS).filter(|b| self.assignment[*b as usize] == shard).map(Bucket).collect()
+    }
+
+    /// The directory written down as runs of consecutive buckets with one owner,
+    /// in bucket order: how the controller keeps and publishes it.
+    pub fn ranges(&self) -> Vec<BucketRange> {
+        let mut out: Vec<BucketRange> = vec![];
+        for (b, shard) in self.assignment.iter().enumerate() {
+            match out.last_mut() {
+                Some(r) if r.shard == shard.0 && usize::from(r.last) + 1 == b => r.last = b as u16,
+                _ => out.push(BucketRange { first: b as u16, last: b as u16, shard: shard.0 }),
+            }
+        }
+        out
+    }
+
+    /// A map from runs of buckets, which must cover every bucket once, in order.
+    pub fn from_ranges(epoch: u64, shards: usize, ranges: &[BucketRange]) -> Result<ShardMap, ShardMapError> {
+        let mut assignment = Vec::with_capacity(BUCKETS as usize);
+        for r in ranges {
+            if usize::from(r.first) != assignment.len() || r.last < r.first {
+                return Err(ShardMapError::BadRange { first: r.first, last: r.last });
+            }
+            assignment.extend((r.first..=r.last).map(|_| ShardId(r.shard)));
+        }
+        ShardMap::from_assignment(epoch, shards, assignment)
+    }
+
+    /// This map with `buckets` given to `to`, at `epoch`.
+    pub fn with_moved(&self, buckets: &[Bucket], to: ShardId, epoch: u64) -> Result<ShardMap, ShardMapError> {
+        let mut assignment = self.assignment.clone();
+        for b in buckets {
+            assignment[b.get() as usize] = to;
+        }
+        ShardMap::from_assignment(epoch, self.shards, assignment)
+    }
+}
+
+/// Buckets `first..=last`, owned by shard `shard`: one run of the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketRange {
+    /// The run's first bucket.
+    pub first: u16,
+    /// The run's last bucket (inclusive).
+    pub last: u16,
+    /// The shard owning them.
+    pub shard: u16,
 }
 
 #[cfg(test)]
@@ -145,6 +204,34 @@ mod tests {
             ShardMap::from_assignment(1, 2, a),
             Err(ShardMapError::UnknownShard { bucket: 9, shard: 2, shards: 2 })
         );
+    }
+
+    #[test]
+    fn ranges_round_trip_and_moves_change_only_their_buckets() {
+        let m = ShardMap::even(2).unwrap();
+        assert_eq!(
+            m.ranges(),
+            vec![
+                BucketRange { first: 0, last: 2047, shard: 0 },
+                BucketRange { first: 2048, last: 4095, shard: 1 }
+            ]
+        );
+        let moved = m.with_moved(&[Bucket(5), Bucket(6), Bucket(4095)], ShardId(1), 7).unwrap();
+        assert_eq!(moved.epoch(), 7);
+        assert_eq!(moved.ranges().len(), 4);
+        assert_eq!(ShardMap::from_ranges(7, 2, &moved.ranges()).unwrap(), moved);
+        assert_eq!(moved.buckets_of(ShardId(1)).len(), 2050);
+        assert_eq!(moved.shard_of_bucket(Bucket(4)), ShardId(0));
+        assert_eq!(moved.shard_of_bucket(Bucket(6)), ShardId(1));
+        assert!(matches!(
+            ShardMap::from_ranges(1, 2, &[BucketRange { first: 1, last: 4095, shard: 0 }]),
+            Err(ShardMapError::BadRange { .. })
+        ));
+        assert!(matches!(
+            ShardMap::from_ranges(1, 2, &[BucketRange { first: 0, last: 10, shard: 0 }]),
+            Err(ShardMapError::WrongLength(11))
+        ));
+        assert!(moved.with_moved(&[Bucket(1)], ShardId(2), 8).is_err(), "no such shard");
     }
 
     #[test]

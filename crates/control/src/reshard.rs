@@ -1,0 +1,480 @@
+//! Moving buckets between shards while they take writes (`millions shard move
+//! BUCKETS --to SHARD`; ADR 0020): the controller drives `data::moves`' steps on
+//! the source's and the target's current primaries, keeps the step reached in
+//! `cluster.json`, and publishes the new directory at the cutover.
+//!
+//! Up to the catch-up, a move that fails (or whose controller died) is rolled
+//! back: the target's copies deleted, the source's capture lifted. From the
+//! fence on it can only go forward, and is retried until it is done: its
+//! buckets' writes wait meanwhile (and fail retryably after the data layer's
+//! wait). A primary that fails over mid-move is simply reconnected to: with the
+//! durable topology a failover loses no commit, of the application or of the
+//! move.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use data::moves::{self, Client, Move, MoveError};
+use serde::Serialize;
+use sharding::{BUCKETS, Bucket, ShardId, ShardMap};
+use topology::Role;
+
+use crate::cluster::{ClusterState, Event, MovePhase, MoveState};
+use crate::configs::pg_spec;
+use crate::error::ControlError;
+use crate::pgadmin;
+use crate::shared::{DATABASE, Shared};
+
+/// How long a step waits for transactions older than it (capture, fence).
+const OLDER_TRANSACTIONS: Duration = Duration::from_secs(30);
+/// How long a failing step is retried before a move that may still roll back is
+/// rolled back.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// Catch-up rounds before the fence: the fence is taken once what is left is
+/// under [`FENCE_BELOW`] changes, or after this many rounds.
+const CATCH_UP_ROUNDS: usize = 20;
+/// The captured changes under which the fence is taken.
+const FENCE_BELOW: u64 = 500;
+/// How long the controller waits for every web server and worker to route by
+/// the new directory before the source's rows are deleted.
+const FOLLOW_WAIT: Duration = Duration::from_secs(30);
+
+/// What a finished move did, for the CLI.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MoveReport {
+    /// The move's id.
+    pub(crate) id: i64,
+    /// How many buckets moved.
+    pub(crate) buckets: usize,
+    /// The shard they left.
+    pub(crate) from: u16,
+    /// The shard they went to.
+    pub(crate) to: u16,
+    /// Rows copied, then rewritten by the catch-up.
+    pub(crate) rows: u64,
+    /// Queued jobs moved at the cutover.
+    pub(crate) jobs: u64,
+    /// From the fence to the new directory published: how long the buckets'
+    /// writes waited, in milliseconds (unknown for a move a restarted
+    /// controller finished).
+    pub(crate) write_pause_ms: Option<u64>,
+    /// The whole move, in milliseconds.
+    pub(crate) took_ms: u64,
+    /// The epoch of the map naming the new owner.
+    pub(crate) epoch: u64,
+}
+
+/// Check a request to move `buckets` to shard `to` against the decisions in
+/// force: the source shard they all come from, and the buckets without repeats.
+/// Refuses, naming the first problem: a bad request (no bucket, a bucket out of
+/// range, an unknown shard, a bucket already on `to`, buckets of several
+/// shards), or a conflict (a bucket another move holds).
+pub(crate) fn check(state: &ClusterState, buckets: &[u16], to: u16) -> Result<(u16, Vec<u16>), ControlError> {
+    let refuse = |why: String| Err(ControlError::BadRequest(why));
+    let shards = state.shards.len();
+    if buckets.is_empty() {
+        return refuse("no bucket to move".into());
+    }
+    if let Some(b) = buckets.iter().find(|b| **b >= BUCKETS) {
+        return refuse(format!("bucket {b} is out of range: buckets are 0 to {}", BUCKETS - 1));
+    }
+    if usize::from(to) >= shards {
+        return refuse(format!("there is no shard {to}: the shards are 0 to {}", shards - 1));
+    }
+    let directory = directory(state)?;
+    let unique: Vec<u16> = buckets.iter().copied().collect::<BTreeSet<u16>>().into_iter().collect();
+    let owner = |b: u16| directory.shard_of_bucket(Bucket::new(b).expect("checked above")).0;
+    if let Some(b) = unique.iter().find(|b| owner(**b) == to) {
+        return refuse(format!("bucket {b} is already on shard {to}"));
+    }
+    let sources: BTreeSet<u16> = unique.iter().map(|b| owner(*b)).collect();
+    if sources.len() > 1 {
+        let list: Vec<String> = sources.iter().map(u16::to_string).collect();
+        return refuse(format!(
+            "the buckets are on shards {}: move the buckets of one shard at a time",
+            list.join(" and ")
+        ));
+    }
+    for m in &state.moves {
+        if let Some(b) = unique.iter().find(|b| m.buckets.contains(b)) {
+            let why = format!("bucket {b} is being moved already (move {}, {})", m.id, m.phase);
+            return Err(ControlError::Refused(why));
+        }
+    }
+    let from = *sources.iter().next().expect("at least one bucket");
+    Ok((from, unique))
+}
+
+/// The directory in force: the published one, or the even split.
+pub(crate) fn directory(state: &ClusterState) -> Result<ShardMap, ControlError> {
+    let map = match &state.directory {
+        Some(ranges) => ShardMap::from_ranges(state.epoch, state.shards.len(), ranges),
+        None => ShardMap::even(state.shards.len()),
+    };
+    map.map_err(|e| ControlError::Invalid(format!("the bucket directory in cluster.json: {e}")))
+}
+
+/// Move `buckets` to shard `to`: checked, recorded, then run to its end.
+pub(crate) async fn start(shared: &Shared, buckets: &[u16], to: u16) -> Result<MoveReport, ControlError> {
+    let mut planned = None;
+    let mut refused = None;
+    shared.cluster.update(|state| match check(state, buckets, to) {
+        Ok((from, buckets)) => {
+            let id = state.next_move.max(1);
+            state.next_move = id + 1;
+            let started = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            state.moves.push(MoveState { id, buckets, from, to, phase: MovePhase::Capture, started });
+            planned = Some(id);
+        }
+        Err(e) => refused = Some(e),
+    })?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    let id = planned.expect("either planned or refused");
+    run(shared, id).await
+}
+
+/// At the controller's start: each move left by the previous one rolled back
+/// (if it had not reached its fence) or finished.
+pub(crate) async fn resume(shared: Shared) {
+    for m in shared.cluster.snapshot().moves {
+        let outcome = if m.phase < MovePhase::Fenced {
+            roll_back(&shared, &m, "the controller restarted during the move").await
+        } else {
+            run(&shared, m.id).await.map(|_| ())
+        };
+        if let Err(e) = outcome {
+            tracing::error!(id = m.id, error = %e, "resuming a bucket move");
+        }
+    }
+}
+
+/// Run move `id` from the step it reached to its end.
+async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
+    let started = Instant::now();
+    let mut report = None;
+    let mut rows = 0;
+    let mut jobs = 0;
+    let mut fenced_at = None;
+    let mut write_pause_ms = None;
+    loop {
+        let Some(m) = shared.cluster.snapshot().moves.into_iter().find(|m| m.id == id) else {
+            return report.ok_or_else(|| ControlError::Refused(format!("move {id} is not under way")));
+        };
+        let spec =
+            Move { id, buckets: m.buckets.iter().map(|b| Bucket::new(*b).expect("checked")).collect() };
+        let next = match m.phase {
+            MovePhase::Capture => step(shared, &m, |c| {
+                let spec = spec.clone();
+                async move { moves::begin_capture(&c.source, &spec, OLDER_TRANSACTIONS).await }
+            })
+            .await
+            .map(|()| MovePhase::Copy),
+            MovePhase::Copy => step(shared, &m, |mut c| {
+                let spec = spec.clone();
+                async move { moves::copy(&mut c.source, &mut c.target, &spec).await }
+            })
+            .await
+            .map(|copied| {
+                rows += copied.rows;
+                MovePhase::CatchUp
+            }),
+            MovePhase::CatchUp => step(shared, &m, |mut c| {
+                let spec = spec.clone();
+                async move {
+                    let mut rows = 0;
+                    for _ in 0..CATCH_UP_ROUNDS {
+                        rows += moves::catch_up(&mut c.source, &mut c.target, &spec).await?.rows;
+                        if moves::backlog(&c.source, &spec).await? < FENCE_BELOW {
+                            break;
+                        }
+                    }
+                    Ok(rows)
+                }
+            })
+            .await
+            .map(|n| {
+                rows += n;
+                MovePhase::Fenced
+            }),
+            MovePhase::Fenced => {
+                let fence = Instant::now();
+                fenced_at.get_or_insert(fence);
+                let done = forward(shared, &m, |mut c| {
+                    let spec = spec.clone();
+                    async move {
+                        moves::fence(&c.source, &spec, OLDER_TRANSACTIONS).await?;
+                        let rows = moves::catch_up(&mut c.source, &mut c.target, &spec).await?.rows;
+                        let jobs = moves::move_jobs(&mut c.source, &mut c.target, &spec).await?;
+                        moves::adopt(&c.target, &spec).await?;
+                        Ok((rows, jobs))
+                    }
+                })
+                .await?;
+                rows += done.0;
+                jobs += done.1;
+                Ok(MovePhase::Published)
+            }
+            MovePhase::Published => {
+                let epoch = shared.cluster.snapshot().epoch;
+                wait_for_followers(shared, epoch).await;
+                let deleted = forward(shared, &m, |mut c| {
+                    let spec = spec.clone();
+                    async move { moves::drop_source(&mut c.source, &spec).await }
+                })
+                .await?;
+                shared.cluster.update(|s| s.moves.retain(|x| x.id != id))?;
+                let r = MoveReport {
+                    id,
+                    buckets: m.buckets.len(),
+                    from: m.from,
+                    to: m.to,
+                    rows,
+                    jobs,
+                    write_pause_ms,
+                    took_ms: started.elapsed().as_millis() as u64,
+                    epoch,
+                };
+                shared.cluster.record(Event::new(
+                    m.to,
+                    "bucket-move",
+                    &format!("shard{}", m.to),
+                    format!(
+                        "move {id}: {} buckets from shard {} to shard {} ({rows} rows copied, {jobs} jobs, \
+                         {deleted} rows deleted from the source; writes paused {}, took {} ms)",
+                        m.buckets.len(),
+                        m.from,
+                        m.to,
+                        write_pause_ms.map_or("an unknown time (resumed)".into(), |ms| format!("{ms} ms")),
+                        r.took_ms
+                    ),
+                ));
+                report = Some(r);
+                continue;
+            }
+        };
+        match next {
+            Ok(MovePhase::Published) => {
+                // The cutover: the directory names the target from this epoch.
+                let moved: Vec<Bucket> = spec.buckets.clone();
+                let mut published = Ok(());
+                shared.cluster.update(|s| match directory(s) {
+                    Ok(d) => match d.with_moved(&moved, ShardId(m.to), s.epoch + 1) {
+                        Ok(next) => {
+                            s.directory = Some(next.ranges());
+                            set_phase(s, id, MovePhase::Published);
+                        }
+                        Err(e) => published = Err(ControlError::Invalid(e.to_string())),
+                    },
+                    Err(e) => published = Err(e),
+                })?;
+                published?;
+                write_pause_ms = fenced_at.map(|f| f.elapsed().as_millis() as u64);
+            }
+            Ok(phase) => {
+                shared.cluster.update(|s| set_phase(s, id, phase))?;
+            }
+            Err(e) if m.phase < MovePhase::Fenced => {
+                let why = e.to_string();
+                if let Err(again) = roll_back(shared, &m, &why).await {
+                    tracing::error!(id, error = %again, "rolling back a bucket move; the next controller start retries");
+                }
+                return Err(ControlError::Refused(format!("move {id} failed and was rolled back: {why}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn set_phase(state: &mut ClusterState, id: i64, phase: MovePhase) {
+    if let Some(m) = state.moves.iter_mut().find(|m| m.id == id) {
+        m.phase = phase;
+    }
+}
+
+/// Undo a move that had not reached its fence, then forget it.
+async fn roll_back(shared: &Shared, m: &MoveState, why: &str) -> Result<(), ControlError> {
+    let spec = Move { id: m.id, buckets: m.buckets.iter().filter_map(|b| Bucket::new(*b)).collect() };
+    step(shared, m, |mut c| {
+        let spec = spec.clone();
+        async move { moves::abandon(&c.source, &mut c.target, &spec).await }
+    })
+    .await?;
+    shared.cluster.update(|s| s.moves.retain(|x| x.id != m.id))?;
+    shared.cluster.record(Event::new(
+        m.from,
+        "bucket-move-rolled-back",
+        &format!("shard{}", m.from),
+        format!("move {}: {} buckets stay on shard {} ({why})", m.id, m.buckets.len(), m.from),
+    ));
+    Ok(())
+}
+
+/// Connections to a move's two current primaries.
+struct Sides {
+    /// The source shard's primary, on the application's database.
+    source: Client,
+    /// The target shard's primary.
+    target: Client,
+}
+
+async fn connect(shared: &Shared, shard: u16) -> Result<Client, String> {
+    let name = shared
+        .cluster
+        .primary(shard)
+        .ok_or_else(|| format!("shard {shard} has no primary (failing over)"))?;
+    let node = shared.topology().node(&name).cloned().ok_or_else(|| format!("unknown node {name}"))?;
+    pgadmin::connection(&pg_spec(shared, &node), DATABASE).await.map_err(|e| e.to_string())
+}
+
+/// Run `work` on fresh connections to the move's primaries; a failure that may
+/// pass (a connection lost, a primary failing over) is retried on new
+/// connections for up to [`RETRY_FOR`].
+async fn step<T, F, Fut>(shared: &Shared, m: &MoveState, work: F) -> Result<T, ControlError>
+where
+    F: Fn(Sides) -> Fut,
+    Fut: Future<Output = Result<T, MoveError>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    loop {
+        let attempt = async {
+            // Not reaching a primary is worth retrying: it may be failing over.
+            let source = connect(shared, m.from).await.map_err(|e| (true, e))?;
+            let target = connect(shared, m.to).await.map_err(|e| (true, e))?;
+            work(Sides { source, target }).await.map_err(|e| (e.is_retryable(), e.to_string()))
+        };
+        let err = match attempt.await {
+            Ok(out) => return Ok(out),
+            Err((retryable, e)) => (retryable, e),
+        };
+        if !err.0 || Instant::now() >= deadline || shared.shutdown.is_cancelled() {
+            return Err(ControlError::Refused(format!("move {}: {}", m.id, err.1)));
+        }
+        tracing::warn!(id = m.id, error = err.1, "a bucket move's step failed; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// [`step`] for the steps after the fence, which cannot be undone: retried until
+/// they succeed or the controller stops.
+async fn forward<T, F, Fut>(shared: &Shared, m: &MoveState, work: F) -> Result<T, ControlError>
+where
+    F: Fn(Sides) -> Fut,
+    Fut: Future<Output = Result<T, MoveError>>,
+{
+    loop {
+        match step(shared, m, &work).await {
+            Ok(out) => return Ok(out),
+            Err(e) if shared.shutdown.is_cancelled() => return Err(e),
+            Err(e) => {
+                tracing::error!(id = m.id, error = %e, "a bucket move past its fence failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Wait until every running web server and worker routes by a map of at least
+/// `epoch` (their `db_cluster_epoch`), or [`FOLLOW_WAIT`]. A process that does
+/// not answer is waited for too; one still on an older map after the wait can
+/// only meet the source's refusal (its buckets are marked gone there).
+async fn wait_for_followers(shared: &Shared, epoch: u64) {
+    let Ok(client) = reqwest::Client::builder().no_proxy().build() else { return };
+    let deadline = Instant::now() + FOLLOW_WAIT;
+    loop {
+        let mut behind = vec![];
+        for node in shared.topology().nodes().iter().filter(|n| matches!(n.role, Role::Web | Role::Worker)) {
+            if !shared.running(&node.name).await {
+                continue;
+            }
+            let addr = crate::launch::readyz_addr(node);
+            let seen =
+                crate::scrape::scrape(&client, addr, Duration::from_secs(2)).await.ok().and_then(|samples| {
+                    samples.iter().find(|s| s.name.ends_with("db_cluster_epoch")).map(|s| s.value as u64)
+                });
+            if seen.is_none_or(|e| e < epoch) {
+                behind.push(node.name.clone());
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ?behind,
+                epoch,
+                "processes still on an older map; the source refuses their writes"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ShardState;
+
+    fn state(shards: usize) -> ClusterState {
+        ClusterState {
+            epoch: 3,
+            shards: (0..shards)
+                .map(|_| ShardState { primary: Some("p".into()), replicas: vec![], sync_active: true })
+                .collect(),
+            lost_dcs: vec![],
+            wan_cut: vec![],
+            directory: None,
+            moves: vec![],
+            next_move: 1,
+        }
+    }
+
+    fn refused(r: Result<(u16, Vec<u16>), ControlError>) -> String {
+        match r {
+            Err(ControlError::BadRequest(why) | ControlError::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_request_names_its_source_and_drops_repeats() {
+        let s = state(2);
+        assert_eq!(check(&s, &[7, 3, 7], 1).unwrap(), (0, vec![3, 7]));
+        assert_eq!(check(&s, &[4095], 0).unwrap(), (1, vec![4095]));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_reason() {
+        let mut s = state(2);
+        assert_eq!(refused(check(&s, &[], 1)), "no bucket to move");
+        assert!(refused(check(&s, &[1, 4096], 1)).contains("bucket 4096 is out of range"));
+        assert!(refused(check(&s, &[1], 2)).contains("there is no shard 2"));
+        assert!(refused(check(&s, &[1, 2], 0)).contains("bucket 1 is already on shard 0"));
+        assert!(refused(check(&s, &[1, 4000], 1)).contains("bucket 4000 is already on shard 1"));
+        let s3 = state(3);
+        assert!(refused(check(&s3, &[1, 4000], 1)).contains("on shards 0 and 2"));
+        s.moves.push(MoveState {
+            id: 9,
+            buckets: vec![5, 6],
+            from: 0,
+            to: 1,
+            phase: MovePhase::Copy,
+            started: String::new(),
+        });
+        assert!(refused(check(&s, &[4, 6], 1)).contains("bucket 6 is being moved already (move 9, copy)"));
+    }
+
+    #[test]
+    fn the_directory_follows_what_was_published() {
+        let mut s = state(2);
+        let moved = ShardMap::even(2).unwrap().with_moved(&[Bucket::new(1).unwrap()], ShardId(1), 4).unwrap();
+        s.directory = Some(moved.ranges());
+        assert_eq!(directory(&s).unwrap().shard_of_bucket(Bucket::new(1).unwrap()), ShardId(1));
+        assert!(refused(check(&s, &[1], 1)).contains("already on shard 1"));
+        assert_eq!(check(&s, &[1], 0).unwrap(), (1, vec![1]));
+        s.directory = Some(vec![sharding::BucketRange { first: 0, last: 3, shard: 0 }]);
+        assert!(matches!(directory(&s), Err(ControlError::Invalid(_))));
+    }
+}
