@@ -11,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Redis, SpreadError};
 
-/// Something holding entries in this process that an invalidation must reach.
-pub(crate) trait LocalEvict: Send + Sync {
-    /// Drop one key.
+/// Something holding entries in this process that an invalidation must reach:
+/// each cache's L1, and whatever else registers under a name of its own
+/// ([`Invalidator::register`]; the web tier's hot-key copies hear of writers
+/// this way, [`Invalidator::announce`]).
+pub trait LocalEvict: Send + Sync {
+    /// Drop one key (a message naming it arrived).
     fn evict(&self, key: &str);
     /// Drop everything (after missing messages while disconnected).
     fn clear(&self);
@@ -101,7 +104,10 @@ impl Invalidator {
         channel_of(&self.redis)
     }
 
-    pub(crate) fn register(&self, name: &'static str, local: Box<dyn LocalEvict>) {
+    /// Have the listener ([`spawn_listener`]) hand every message for `name` to
+    /// `local`. One receiver per name: a cache registers its own name; anything
+    /// else registers a name no cache of the process uses.
+    pub fn register(&self, name: &'static str, local: Box<dyn LocalEvict>) {
         self.locals.write().expect("invalidator lock poisoned").insert(name, Arc::from(local));
     }
 
@@ -140,6 +146,31 @@ impl Invalidator {
             .await;
         if let Err(e) = &done {
             tracing::warn!(cache = name, error = %e, "invalidation failed; entries expire by TTL");
+        }
+        done.map(|_| ())
+    }
+
+    /// Tell every process's receiver of `name` about `key` ([`Invalidator::register`]),
+    /// in every data center at once, without touching any cached value: one
+    /// `PUBLISH` per Redis. Published after an [`Invalidator::invalidate`] on the
+    /// same Redis, it reaches each listener after that invalidation (one channel,
+    /// delivered in order). An error says which Redis could not be told.
+    pub async fn announce(&self, name: &str, key: &str) -> Result<(), SpreadError> {
+        let message = format!("{name}\n{key}");
+        let message = &message;
+        let done = self
+            .redis
+            .run_everywhere("announcement", |server| async move {
+                let channel = channel_of(&server);
+                server
+                    .run(|mut c| async move {
+                        redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut c).await
+                    })
+                    .await
+            })
+            .await;
+        if let Err(e) = &done {
+            tracing::debug!(name, error = %e, "announcement not delivered everywhere");
         }
         done.map(|_| ())
     }

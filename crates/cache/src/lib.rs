@@ -23,7 +23,7 @@ mod read_through;
 mod redis_handle;
 pub mod timeline;
 
-pub use invalidation::{Invalidator, spawn_listener};
+pub use invalidation::{Invalidator, LocalEvict, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, Loaded, LoadedMany, ReadThrough};
 pub use redis_handle::{DEFAULT_PREFIX, Redis, RedisConfig, RedisError, SpreadError};
 pub use timeline::Timelines;

@@ -563,6 +563,13 @@ where
         Some(v)
     }
 
+    /// `key`'s value if this process holds it (L1), counted as nothing: for
+    /// callers that look without serving a request (what a lookup just returned
+    /// is the one kept, or was served but not kept).
+    pub fn peek(&self, key: &str) -> Option<Arc<T>> {
+        self.l1.get(key)
+    }
+
     /// The rest of [`ReadThrough::get_or_fill`] after an L1 miss: join the key's
     /// load under way, or run `load` as the key's load.
     async fn miss<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>

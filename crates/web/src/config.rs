@@ -38,6 +38,75 @@ pub struct WebConfig {
     /// Photos: limits, storage, public URLs.
     #[serde(default)]
     pub media: MediaConfig,
+    /// Counting the hottest keys, and the copies that protect them.
+    #[serde(default)]
+    pub hotkeys: HotKeysConfig,
+}
+
+/// The hottest keys (`[hotkeys]`): which users' profiles and which posts this
+/// server reads most ([`crate::hotkeys`]), exposed in `/metrics` and
+/// `/internal/hotkeys`, and the copies that keep a celebrity's read storm off
+/// the shared cache and the shards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotKeysConfig {
+    /// How many of the hottest keys of each kind `/metrics` and
+    /// `/internal/hotkeys` show (the metrics' label sets are bounded by it).
+    pub top_n: usize,
+    /// Keys of each kind the summary tracks (Space-Saving counters): more, the
+    /// more accurate the top of the list under a long tail; memory is fixed by it.
+    pub tracked: usize,
+    /// Seconds after which a read counts half: yesterday's celebrity fades.
+    pub half_life_secs: u64,
+    /// The hottest keys of each kind kept as hot copies and refreshed ahead of
+    /// their expiry, so their reads touch neither Redis nor the shards. 0: no
+    /// protection (the keys are still counted and shown).
+    pub protect: usize,
+    /// Least reads per second (the decayed average) a key needs to be protected:
+    /// a quiet server protects nothing.
+    pub min_rate: f64,
+    /// Milliseconds a hot copy is served: what another server's write may take
+    /// to show here (writes through this server show at once, and a viewer's own
+    /// writes to that viewer at once, wherever they were made).
+    pub hot_ttl_ms: u64,
+}
+
+impl Default for HotKeysConfig {
+    fn default() -> Self {
+        HotKeysConfig {
+            top_n: 10,
+            tracked: 256,
+            half_life_secs: 30,
+            protect: 16,
+            min_rate: 10.0,
+            hot_ttl_ms: 1000,
+        }
+    }
+}
+
+impl HotKeysConfig {
+    /// Check the values; the message names the bad one.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.top_n) {
+            return Err(invalid("hotkeys.top_n", "must be between 1 and 100"));
+        }
+        if !(self.top_n..=65_536).contains(&self.tracked) {
+            return Err(invalid("hotkeys.tracked", "must be between hotkeys.top_n and 65536"));
+        }
+        if !(1..=7 * 86_400).contains(&self.half_life_secs) {
+            return Err(invalid("hotkeys.half_life_secs", "must be between 1 and 604800"));
+        }
+        if self.protect > self.tracked.min(1024) {
+            return Err(invalid("hotkeys.protect", "must be at most hotkeys.tracked and at most 1024"));
+        }
+        if !self.min_rate.is_finite() || self.min_rate < 0.0 {
+            return Err(invalid("hotkeys.min_rate", "must be a number of reads per second, 0 or more"));
+        }
+        if !(200..=10_000).contains(&self.hot_ttl_ms) {
+            return Err(invalid("hotkeys.hot_ttl_ms", "must be between 200 and 10000"));
+        }
+        Ok(())
+    }
 }
 
 /// Photo uploads.
@@ -393,6 +462,7 @@ impl settings::Validate for WebConfig {
         if self.http.request_timeout_secs == 0 {
             return Err(invalid("http.request_timeout_secs", "must be positive"));
         }
+        self.hotkeys.validate()?;
         self.media.cdn.validate()
     }
 }
@@ -503,6 +573,7 @@ url = "redis://:pw@127.0.0.1:6379/"
         assert_eq!(c.passwords.memory_kib, 19_456);
         assert!(c.http.trusted_proxies.is_empty(), "no proxy is trusted unless named");
         assert_eq!(c.abuse.signups_per_addr, 20);
+        assert_eq!((c.hotkeys.top_n, c.hotkeys.protect, c.hotkeys.hot_ttl_ms), (10, 16, 1000));
         // A proxy is named by its network or, as a /32 or /128, by its address.
         let c = WebConfig::parse(
             &format!("{GOOD}[http]\ntrusted_proxies = [\"127.0.1.5\", \"10.0.0.0/24\"]\n"),
@@ -538,6 +609,14 @@ url = "redis://:pw@127.0.0.1:6379/"
             (format!("{GOOD}[abuse]\nbypass_token = \"short\"\n"), "abuse.bypass_token"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "trusted_proxies"),
             (format!("{GOOD}[http]\ntrusted_proxies = [\"lb.example\"]\n"), "trusted_proxies"),
+            (format!("{GOOD}[hotkeys]\ntop_n = 0\n"), "hotkeys.top_n"),
+            (format!("{GOOD}[hotkeys]\ntop_n = 20\ntracked = 10\n"), "hotkeys.tracked"),
+            (format!("{GOOD}[hotkeys]\nhalf_life_secs = 0\n"), "hotkeys.half_life_secs"),
+            (format!("{GOOD}[hotkeys]\nprotect = 5000\n"), "hotkeys.protect"),
+            (format!("{GOOD}[hotkeys]\nmin_rate = -1.0\n"), "hotkeys.min_rate"),
+            (format!("{GOOD}[hotkeys]\nmin_rate = nan\n"), "hotkeys.min_rate"),
+            (format!("{GOOD}[hotkeys]\nhot_ttl_ms = 50\n"), "hotkeys.hot_ttl_ms"),
+            (format!("{GOOD}[hotkeys]\nprotekt = 5\n"), "unknown field"),
         ];
         for (text, expected) in cases {
             let err = WebConfig::parse(&text, "test").unwrap_err().to_string();

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod edges;
 pub mod error;
+pub mod hotkeys;
 pub mod html;
 pub mod media;
 pub mod observe;
@@ -87,6 +88,8 @@ impl Application {
         let active_task = state.active_users().clone().spawn(Duration::from_secs(1), shutdown.child_token());
         // The CDN edges' health, probed until shutdown (photo URLs name the healthy).
         let probe_task = state.edges().clone().spawn(shutdown.child_token());
+        // The hottest keys counted, and their copies refreshed, every tick.
+        let hot_task = hotkeys::spawn(state.clone(), shutdown.child_token());
         let grace = Duration::from_secs(state.config().http.shutdown_grace_secs);
         let app = router(state.clone());
         tracing::info!(addr = %self.local_addr, "web server listening");
@@ -112,6 +115,7 @@ impl Application {
         // Its last flush, bounded by Redis' timeout.
         let _ = active_task.await;
         let _ = probe_task.await;
+        let _ = hot_task.await;
         tracing::info!("web server stopped");
         Ok(())
     }
@@ -128,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{key}", axum::routing::get(media::serve))
         .merge(html::routes(&state))
         .merge(observe::routes())
+        .merge(hotkeys::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

@@ -51,6 +51,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.data().refresh_pool_metrics();
+    state.hotkeys().publish_metrics(&state);
     ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], state.registry().render())
 }
 

@@ -23,6 +23,7 @@ use crate::auth::Lane;
 use crate::client::Client;
 use crate::edges::MediaUrls;
 use crate::error::{ApiError, Limit};
+use crate::hotkeys::Kind;
 use crate::state::AppState;
 
 /// Longest caption, in characters (Instagram's limit).
@@ -858,6 +859,48 @@ pub async fn profile_by_id(state: &AppState, user_id: i64) -> Result<Arc<UserRec
         .ok_or(ApiError::NotFound("no such user"))
 }
 
+/// A profile by id for `viewer`: its hot copy if it has one the viewer may be
+/// served ([`crate::hotkeys::HotKeys::profile`]), else through the cache. The
+/// read is counted.
+async fn hot_profile(
+    state: &AppState,
+    user_id: i64,
+    viewer: Option<i64>,
+) -> Result<Arc<UserRecord>, ApiError> {
+    let hot = state.hotkeys();
+    hot.note(Kind::Profile, user_id);
+    match hot.profile(user_id, viewer) {
+        Some(user) => Ok(user),
+        None => profile_by_id(state, user_id).await,
+    }
+}
+
+/// A post by id, through the cache (404 if none).
+pub async fn post_by_id(state: &AppState, id: PostId) -> Result<Arc<CachedPost>, ApiError> {
+    let data = state.data().clone();
+    state
+        .caches()
+        .posts
+        .get_or_fill(itoa::Buffer::new().format(id.get()), || {
+            fill(async move { data.post(id).await.map(|p| p.map(CachedPost::from)) })
+        })
+        .await?
+        .ok_or(ApiError::NotFound("no such post"))
+}
+
+/// Forget a profile this process changed: the shared cache everywhere, then its
+/// hot copy here (after, so that no refresh reads the old value back).
+async fn invalidate_profile(state: &AppState, user_id: i64) {
+    state.caches().profiles.invalidate(itoa::Buffer::new().format(user_id)).await;
+    state.hotkeys().forget(Kind::Profile, user_id);
+}
+
+/// Forget a post this process changed, as [`invalidate_profile`].
+async fn invalidate_post(state: &AppState, post_id: i64) {
+    state.caches().posts.invalidate(itoa::Buffer::new().format(post_id)).await;
+    state.hotkeys().forget(Kind::Post, post_id);
+}
+
 /// Whom a user follows, through the cache.
 pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
@@ -882,9 +925,12 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 /// both cache levels. What remains: another web server answers from its L1 until
 /// the invalidation message reaches it (pub/sub latency, normally well under a
 /// client's next round trip).
+///
+/// The read is counted ([`crate::hotkeys`]); a protected profile is served from
+/// its hot copy unless the viewer wrote since it was read.
 pub async fn profile(state: &AppState, username: &str, viewer: Option<i64>) -> Result<UserView, ApiError> {
     let user_id = user_id_of(state, username).await?;
-    let user = profile_by_id(state, user_id).await?;
+    let user = hot_profile(state, user_id, viewer).await?;
     let followed = match viewer {
         Some(v) if v != user_id => Some(followees_of(state, v).await?.contains(&user_id)),
         Some(_) => Some(false),
@@ -923,10 +969,9 @@ pub async fn set_follow(
         tracing::info!(viewer, target, on, "a repeated follow change found stale caches; invalidating");
     }
     if change == Change::Changed || stale {
-        let caches = state.caches();
-        caches.profiles.invalidate(&viewer.to_string()).await;
-        caches.profiles.invalidate(&target.to_string()).await;
-        caches.followees.invalidate(&viewer.to_string()).await;
+        invalidate_profile(state, viewer).await;
+        invalidate_profile(state, target).await;
+        state.caches().followees.invalidate(&viewer.to_string()).await;
         // The viewer's feed gains or loses this user's posts: rebuild it on next read.
         if let Err(e) = state.timelines().drop_timeline(viewer).await {
             tracing::warn!(error = %e, "could not drop a timeline after a follow change");
@@ -953,7 +998,7 @@ pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result
     let caption = check_caption(caption)?;
     let (post, job) = state.data().create_post_queued(author, &caption).await?;
     state.business().posts.inc();
-    state.caches().profiles.invalidate(&author.to_string()).await;
+    invalidate_profile(state, author).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
     Ok(post_view_without_photo(&post, &profile, Some(false)))
@@ -1006,29 +1051,30 @@ pub async fn create_photo_post(
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
     state.business().posts.inc();
     state.business().photos.inc();
-    state.caches().profiles.invalidate(&author.to_string()).await;
+    invalidate_profile(state, author).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
     Ok(post_view(media, &post, &profile, Some(false)))
 }
 
-/// One post as seen by `viewer`, its photo's URLs chosen by `media`.
+/// One post as seen by `viewer`, its photo's URLs chosen by `media`. The reads of
+/// the post and of its author are counted ([`crate::hotkeys`]); a protected post,
+/// and a protected author, are served from their hot copies unless the viewer
+/// wrote since they were read.
 pub async fn post(
     state: &AppState,
     media: &MediaUrls,
     id: PostId,
     viewer: Option<i64>,
 ) -> Result<PostView, ApiError> {
-    let data = state.data().clone();
-    let post = state
-        .caches()
-        .posts
-        .get_or_fill(itoa::Buffer::new().format(id.get()), || {
-            fill(async move { data.post(id).await.map(|p| p.map(CachedPost::from)) })
-        })
-        .await?
-        .ok_or(ApiError::NotFound("no such post"))?;
-    let author = profile_by_id(state, post.user_id).await?;
+    let hot = state.hotkeys();
+    hot.note(Kind::Post, id.get());
+    let post = match hot.post(id.get(), viewer) {
+        Some(post) => post,
+        None => post_by_id(state, id).await?,
+    };
+    // The author is read with every post: a hot post makes its author hot.
+    let author = hot_profile(state, post.user_id, viewer).await?;
     let liked = match viewer {
         Some(v) => Some(state.data().likes(id, v).await?),
         None => None,
@@ -1050,7 +1096,7 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
     // Also when unchanged: a retry of a like that committed and then failed before
     // this invalidation finds nothing to change, and the cached count would stay
     // behind. A repeated like is rare; one invalidation is cheap.
-    state.caches().posts.invalidate(&id.get().to_string()).await;
+    invalidate_post(state, id.get()).await;
     Ok(LikeView { liked: on, like_count })
 }
 

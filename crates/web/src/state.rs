@@ -170,6 +170,9 @@ struct Inner {
     active_users: Arc<cache::active::ActiveUsers>,
     /// The CDN edges photo URLs may name, and their health.
     edges: Arc<crate::edges::Edges>,
+    /// The hottest profiles and posts this server reads, and their hot copies
+    /// (refreshed by a task of `run_until_stopped`).
+    hotkeys: crate::hotkeys::HotKeys,
     /// Set when shutdown begins, so `/readyz` fails and load balancers stop sending.
     draining: AtomicBool,
 }
@@ -201,6 +204,9 @@ impl AppState {
         let business = Business::new(&registry);
         let active_users = Arc::new(cache::active::ActiveUsers::new(redis.clone(), &registry));
         let edges = Arc::new(crate::edges::Edges::new(&config.media, &registry));
+        let hotkeys = crate::hotkeys::HotKeys::new(&config.hotkeys, &registry);
+        // Writers announced by any web server reach this one's hot copies.
+        caches.invalidator.register(crate::hotkeys::WRITERS, hotkeys.receiver());
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -217,6 +223,7 @@ impl AppState {
                 business,
                 active_users,
                 edges,
+                hotkeys,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -277,6 +284,10 @@ impl AppState {
     /// The CDN edges and their health (probed by a task of `run_until_stopped`).
     pub fn edges(&self) -> &Arc<crate::edges::Edges> {
         &self.inner.edges
+    }
+    /// The hottest keys and their hot copies.
+    pub fn hotkeys(&self) -> &crate::hotkeys::HotKeys {
+        &self.inner.hotkeys
     }
     /// Whether shutdown has begun.
     pub fn draining(&self) -> bool {

@@ -66,7 +66,9 @@ impl FromRequestParts<AppState> for Viewer {
 /// the session's read-your-writes floor, read from Redis only if a read of the
 /// request may go to a replica (a request served from caches or by primaries
 /// never reads it), and raise the session's floor to where the request's writes
-/// committed. Anonymous requests run with no floor.
+/// committed, and mark its user as a writer for the hot copies
+/// ([`crate::hotkeys`]: here, and announced to every web server). Anonymous
+/// requests run with no floor.
 ///
 /// Called by [`crate::observe::track`], the one middleware, rather than being a
 /// layer of its own: each `from_fn` layer clones and boxes the services below
@@ -79,9 +81,13 @@ pub async fn session_scope(state: &AppState, mut req: Request, next: Next) -> Re
         Ok(None) => Ok(None),
         Err(e) => Err(Arc::new(e.to_string())),
     };
-    let live = matches!(loaded, Ok(Some(_)));
-    if let Ok(Some(session)) = &loaded {
-        state.active_users().saw(session.user_id);
+    let user_id = match &loaded {
+        Ok(Some(session)) => Some(session.user_id),
+        _ => None,
+    };
+    let live = user_id.is_some();
+    if let Some(user_id) = user_id {
+        state.active_users().saw(user_id);
     }
     req.extensions_mut().insert(Loaded(loaded));
     let (response, written) = if live {
@@ -94,13 +100,23 @@ pub async fn session_scope(state: &AppState, mut req: Request, next: Next) -> Re
     } else {
         data::consistency::scope(Lsns::new(), next.run(req)).await
     };
-    if live
+    if let Some(user_id) = user_id
         && !written.is_empty()
-        && let Err(e) = state.sessions().raise_floor(&token, &written).await
     {
-        // The write stands; this session's next reads may be served by
-        // the primary's replicas without it for up to the lag bound.
-        tracing::warn!(error = %e, "could not record the session's read-your-writes floor");
+        // No hot copy read before this write is served to its writer: here at
+        // once, and on every other web server once the announcement (sent after
+        // the write's invalidations, beside the floor) reaches it.
+        let hot = state.hotkeys();
+        hot.wrote(user_id);
+        let (raised, ()) = tokio::join!(
+            state.sessions().raise_floor(&token, &written),
+            hot.announce(&state.caches().invalidator, user_id)
+        );
+        if let Err(e) = raised {
+            // The write stands; this session's next reads may be served by
+            // the primary's replicas without it for up to the lag bound.
+            tracing::warn!(error = %e, "could not record the session's read-your-writes floor");
+        }
     }
     response
 }
