@@ -49,6 +49,7 @@
 
 mod alerts;
 mod api;
+pub mod autoscale;
 pub mod cdn;
 mod cluster;
 mod configs;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod local;
+mod plan;
 mod request_log;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     Seed(bench::SeedArgs),
     /// Open-loop load against the web tier, then check every acknowledged write.
     Bench(bench::BenchArgs),
+    /// Plan capacity: nodes per tier and per DC, storage per year and bandwidth for
+    /// N daily active users, from measured costs, every assumption shown.
+    Plan(plan::PlanArgs),
     /// Break things on purpose: kill or restart a node.
     Chaos(local::ChaosArgs),
     /// Shard operations: move a shard's primary on purpose (`promote`).
@@ -126,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Purge(args) => local::purge(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Seed(args) => bench::seed(args).await,
+        Command::Plan(args) => plan::run(args),
         Command::Control(args) => {
             let _logs = telemetry::init_logging("control").map_err(anyhow::Error::msg)?;
             let shutdown = CancellationToken::new();
