@@ -164,6 +164,7 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
         };
         let spec =
             Move { id, buckets: m.buckets.iter().map(|b| Bucket::new(*b).expect("checked")).collect() };
+        hold(shared, m.phase).await;
         let next = match m.phase {
             MovePhase::Capture => step(shared, &m, |c| {
                 let spec = spec.clone();
@@ -284,6 +285,30 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The environment variable that lets drills hold a move (set to `1` in the
+/// controller's environment), so that a process can be killed mid-move.
+const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
+
+/// The file of the run directory naming the step (`copy`, `catch-up`, …) at
+/// which a move waits while the file is there; removing it lets the move go on.
+const HOLD_FILE: &str = "move.hold";
+
+/// For drills: with [`HOLD_VAR`] set, wait before running `phase` while
+/// [`HOLD_FILE`] names it (or until the controller stops).
+async fn hold(shared: &Shared, phase: MovePhase) {
+    if std::env::var(HOLD_VAR).is_err() {
+        return;
+    }
+    let file = shared.opts.run_dir.join(HOLD_FILE);
+    let named = || std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == phase.to_string());
+    if named() {
+        tracing::warn!(%phase, file = %file.display(), "a bucket move holds for a drill");
+    }
+    while named() && !shared.shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

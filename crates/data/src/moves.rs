@@ -95,7 +95,16 @@ impl MoveError {
     /// primary restarting, old transactions) rather than never.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MoveError::Sql { source, .. } => source.code().is_none() || source.as_db_error().is_none(),
+            // A connection lost, a server shutting down or starting up (a crash,
+            // a failover), a transaction rolled back, resources short, or a
+            // primary turned read-only (demoted): a later attempt may succeed.
+            MoveError::Sql { source, .. } => match source.code() {
+                None => true,
+                Some(code) => {
+                    let code = code.code();
+                    ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "25006"
+                }
+            },
             MoveError::AlreadyMoving { .. } => false,
             MoveError::OldTransactions { .. } => true,
         }

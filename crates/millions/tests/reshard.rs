@@ -4,7 +4,9 @@
 
 mod support;
 
-use support::{Stack, assert_verified, bench, millions, own_ranges, status_json, text};
+use std::path::Path;
+
+use support::{Stack, assert_verified, bench, millions, millions_with, own_ranges, poll, status_json, text};
 
 /// Two shards of one primary each, in one data center.
 const TOPOLOGY: &str = r#"
@@ -25,6 +27,37 @@ primary = "dc1"
 primary = "dc1"
 "#;
 
+/// The controller's drill hook: a move waits at the step the run directory's
+/// `move.hold` names, so a process can be killed there.
+const HOLD: (&str, &str) = ("MILLIONS_MOVE_HOLD", "1");
+
+fn up(home: &Path, topo: &Path) -> std::process::Output {
+    millions_with(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"], &[HOLD])
+}
+
+/// `millions shard move BUCKETS --to 1` on a thread of its own: it waits for the move.
+fn start_move(home: &Path, buckets: &str) -> std::thread::JoinHandle<std::process::Output> {
+    let (home, buckets) = (home.to_path_buf(), buckets.to_owned());
+    std::thread::spawn(move || millions(&home, &["shard", "move", &buckets, "--to", "1"]))
+}
+
+/// The phase of the one move under way, if any.
+fn phase(home: &Path) -> Option<String> {
+    let s = status_json(home);
+    let moves = s["cluster"]["moves"].as_array()?.clone();
+    moves.first().and_then(|m| m["phase"].as_str().map(str::to_owned))
+}
+
+fn events(status: &serde_json::Value, kind: &str) -> usize {
+    status["events"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).count()
+}
+
+fn kill_controller(home: &Path) {
+    let pid = status_json(home)["controller"]["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    poll("the killed controller to be gone", || !nodes::pid_alive(pid as u32));
+}
+
 fn buckets(status: &serde_json::Value) -> Vec<u64> {
     status["shards"].as_array().unwrap().iter().map(|s| s["buckets"].as_u64().unwrap()).collect()
 }
@@ -34,7 +67,7 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     let topo = own_ranges(home, TOPOLOGY);
-    let o = millions(home, &["up", "--topology", &topo.to_string_lossy(), "--unsafe-fast-storage"]);
+    let o = up(home, &topo);
     let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
     let before = status_json(home);
@@ -94,4 +127,61 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
         after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "bucket-move").collect();
     assert_eq!(moved.len(), 2, "{moved:?}");
     assert!(moved[0]["detail"].as_str().unwrap().contains("writes paused"), "{}", moved[0]);
+
+    // Kill points, under load again.
+    let load = {
+        let home = home.to_path_buf();
+        std::thread::spawn(move || {
+            bench(&home, &["--rate", "60", "--duration", "20s", "--warmup", "500ms", "--users", "100"])
+        })
+    };
+    let hold = home.join("move.hold");
+    // The controller dies while copying: the next one rolls the move back.
+    std::fs::write(&hold, "copy").unwrap();
+    let cli = start_move(home, "256-271");
+    poll("the move to reach its copy", || phase(home).as_deref() == Some("copy"));
+    kill_controller(home);
+    assert!(!cli.join().unwrap().status.success(), "the CLI lost its controller");
+    std::fs::remove_file(&hold).unwrap();
+    let o = up(home, &topo);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("the move to be rolled back", || {
+        let s = status_json(home);
+        events(&s, "bucket-move-rolled-back") == 1 && phase(home).is_none()
+    });
+    assert_eq!(buckets(&status_json(home)), [2048 - 256, 2048 + 256], "nothing moved");
+
+    // The controller dies once the move is about to fence: the next one finishes it.
+    std::fs::write(&hold, "fenced").unwrap();
+    let cli = start_move(home, "272-287");
+    poll("the move to reach its fence", || phase(home).as_deref() == Some("fenced"));
+    kill_controller(home);
+    assert!(!cli.join().unwrap().status.success(), "the CLI lost its controller");
+    std::fs::remove_file(&hold).unwrap();
+    let o = up(home, &topo);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("the move to be finished", || {
+        events(&status_json(home), "bucket-move") == 3 && phase(home).is_none()
+    });
+    assert_eq!(buckets(&status_json(home)), [2048 - 272, 2048 + 272]);
+    let (o, report) = load.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "no request failed: {}", report["errors_by_kind"]);
+    assert_verified(&report);
+
+    // Both primaries crash during the catch-up: the move reconnects and finishes.
+    std::fs::write(&hold, "catch-up").unwrap();
+    let cli = start_move(home, "288-303");
+    poll("the move to reach its catch-up", || phase(home).as_deref() == Some("catch-up"));
+    for primary in ["shard0-pg-1", "shard1-pg-1"] {
+        let o = millions(home, &["chaos", "kill", primary]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    std::fs::remove_file(&hold).unwrap();
+    let o = cli.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // And the rolled-back buckets move cleanly now.
+    let o = millions(home, &["shard", "move", "256-271", "--to", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(buckets(&status_json(home)), [2048 - 304, 2048 + 304]);
 }

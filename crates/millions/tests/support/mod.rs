@@ -9,10 +9,17 @@ use std::time::{Duration, Instant};
 /// Run `millions ARGS` with `home` as its run directory, its dashboard on a
 /// free port (tests never take the fixed default one, `--dashboard` overrides).
 pub fn millions(home: &Path, args: &[&str]) -> Output {
+    millions_with(home, args, &[])
+}
+
+/// [`millions`] with more environment variables (which `up` passes on to the
+/// controller it starts).
+pub fn millions_with(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_millions"))
         .args(args)
         .env("MILLIONS_HOME", home)
         .env("MILLIONS_DASHBOARD", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .output()
         .expect("running millions")
 }
