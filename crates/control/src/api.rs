@@ -33,6 +33,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/dcs/{dc}/wan-heal", post(wan_heal))
         .route("/api/cdn/purge", post(cdn_purge))
         .route("/api/shards/move", post(move_buckets))
+        .route("/api/shards/rebalance", post(rebalance))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -313,6 +314,38 @@ async fn move_buckets(
     };
     match crate::reshard::start(&shared, &request.buckets, request.to).await {
         Ok(report) => Json(report).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A request to rebalance.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceRequest {
+    /// What to even out.
+    by: crate::reshard::Weight,
+    /// Most buckets per move.
+    batch: usize,
+    /// Most moves.
+    max_moves: usize,
+}
+
+/// `POST /api/shards/rebalance` (`{"by": "buckets"|"rows", "batch", "max_moves"}`):
+/// moves from the heaviest shard to the lightest, one after the other, until
+/// they are even; answered with each move's report. A bad request moves nothing
+/// (400); a move under way, 409.
+async fn rebalance(
+    State(shared): State<Shared>,
+    body: Result<Json<RebalanceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::reshard::rebalance(&shared, request.by, request.batch, request.max_moves).await {
+        Ok(reports) => Json(json!({ "moves": reports })).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -135,6 +135,120 @@ pub(crate) async fn start(shared: &Shared, buckets: &[u16], to: u16) -> Result<M
     run(shared, id).await
 }
 
+/// What `millions shard rebalance` evens out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Weight {
+    /// Every bucket counts the same.
+    Buckets,
+    /// A bucket weighs the rows of its users (every table), counted on the shards.
+    Rows,
+}
+
+/// One move a rebalance plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Planned {
+    /// The buckets.
+    pub(crate) buckets: Vec<u16>,
+    /// From the heaviest shard of the moment.
+    pub(crate) from: u16,
+    /// To the lightest.
+    pub(crate) to: u16,
+}
+
+/// The moves that even the shards' weights out, at most `batch` buckets each and
+/// at most `max_moves` of them: each from the heaviest shard to the lightest, of
+/// the heaviest shard's buckets that fit in half the gap between them (so no
+/// move overshoots), until no bucket fits. Pure.
+pub(crate) fn plan_rebalance(
+    directory: &ShardMap,
+    weight: &dyn Fn(u16) -> u64,
+    batch: usize,
+    max_moves: usize,
+) -> Vec<Planned> {
+    let mut owner: Vec<u16> =
+        (0..BUCKETS).map(|b| directory.shard_of_bucket(Bucket::new(b).expect("in range")).0).collect();
+    let shards = directory.shard_count();
+    let mut plan = vec![];
+    while plan.len() < max_moves {
+        let mut load = vec![0u64; shards];
+        for (b, s) in owner.iter().enumerate() {
+            load[usize::from(*s)] += weight(b as u16);
+        }
+        let heavy = (0..shards).max_by_key(|s| (load[*s], std::cmp::Reverse(*s))).expect("a shard");
+        let light = (0..shards).min_by_key(|s| (load[*s], *s)).expect("a shard");
+        let mut room = (load[heavy] - load[light]) / 2;
+        let mut buckets = vec![];
+        for b in 0..BUCKETS {
+            if buckets.len() == batch {
+                break;
+            }
+            let w = weight(b);
+            if usize::from(owner[usize::from(b)]) == heavy && w > 0 && w <= room {
+                room -= w;
+                buckets.push(b);
+            }
+        }
+        if buckets.is_empty() {
+            break;
+        }
+        for b in &buckets {
+            owner[usize::from(*b)] = light as u16;
+        }
+        plan.push(Planned { buckets, from: heavy as u16, to: light as u16 });
+    }
+    plan
+}
+
+/// `millions shard rebalance`: the moves [`plan_rebalance`] gives, run one after
+/// the other; their reports. Stops at the first that fails.
+pub(crate) async fn rebalance(
+    shared: &Shared,
+    by: Weight,
+    batch: usize,
+    max_moves: usize,
+) -> Result<Vec<MoveReport>, ControlError> {
+    if batch == 0 || batch > usize::from(BUCKETS) {
+        return Err(ControlError::BadRequest(format!("a batch is 1 to {BUCKETS} buckets, not {batch}")));
+    }
+    if max_moves == 0 {
+        return Err(ControlError::BadRequest("at most 0 moves moves nothing".into()));
+    }
+    let state = shared.cluster.snapshot();
+    if let Some(m) = state.moves.first() {
+        return Err(ControlError::Refused(format!(
+            "move {} is under way ({}); rebalance after it",
+            m.id, m.phase
+        )));
+    }
+    let directory = directory(&state)?;
+    let weights: Vec<u64> = match by {
+        Weight::Buckets => vec![1; usize::from(BUCKETS)],
+        Weight::Rows => {
+            let mut w = vec![0; usize::from(BUCKETS)];
+            for shard in 0..state.shards.len() as u16 {
+                let client = connect(shared, shard).await.map_err(ControlError::Refused)?;
+                let rows = moves::rows_by_bucket(&client)
+                    .await
+                    .map_err(|e| ControlError::Refused(format!("counting shard {shard}'s rows: {e}")))?;
+                for (b, n) in rows {
+                    // Only the owner's rows count (a source keeps none once a move is done).
+                    if directory.shard_of_bucket(Bucket::new(b).expect("in range")).0 == shard {
+                        w[usize::from(b)] = n;
+                    }
+                }
+            }
+            w
+        }
+    };
+    let plan = plan_rebalance(&directory, &|b| weights[usize::from(b)], batch, max_moves);
+    let mut reports = vec![];
+    for planned in plan {
+        reports.push(start(shared, &planned.buckets, planned.to).await?);
+    }
+    Ok(reports)
+}
+
 /// At the controller's start: each move left by the previous one rolled back
 /// (if it had not reached its fence) or finished.
 pub(crate) async fn resume(shared: Shared) {
@@ -489,6 +603,45 @@ mod tests {
             started: String::new(),
         });
         assert!(refused(check(&s, &[4, 6], 1)).contains("bucket 6 is being moved already (move 9, copy)"));
+    }
+
+    #[test]
+    fn a_rebalance_evens_buckets_out_without_overshooting() {
+        let even = ShardMap::even(2).unwrap();
+        assert!(plan_rebalance(&even, &|_| 1, 64, 100).is_empty(), "even already");
+        let lopsided = even
+            .with_moved(&(0..300).map(|b| Bucket::new(b).unwrap()).collect::<Vec<_>>(), ShardId(1), 2)
+            .unwrap();
+        let plan = plan_rebalance(&lopsided, &|_| 1, 64, 100);
+        // 2,348 against 1,748: half the gap moves back.
+        assert_eq!(plan.iter().map(|p| p.buckets.len()).sum::<usize>(), 300);
+        assert!(plan.iter().all(|p| p.from == 1 && p.to == 0 && p.buckets.len() <= 64));
+        assert_eq!(plan.len(), 5);
+        assert_eq!(plan_rebalance(&lopsided, &|_| 1, 64, 2).len(), 2, "bounded");
+    }
+
+    #[test]
+    fn a_rebalance_by_rows_moves_light_buckets_to_even_heavy_ones() {
+        let even = ShardMap::even(3).unwrap();
+        // Shard 0 holds a celebrity's bucket (bucket 5) of 10,000 rows; every other
+        // bucket weighs 10.
+        let weight = |b: u16| if b == 5 { 10_000 } else { 10 };
+        let plan = plan_rebalance(&even, &weight, 4096, 100);
+        assert!(!plan.iter().any(|p| p.buckets.contains(&5)), "the heavy bucket stays: moving it overshoots");
+        let mut load = [0u64; 3];
+        let mut owner: Vec<u16> =
+            (0..BUCKETS).map(|b| even.shard_of_bucket(Bucket::new(b).unwrap()).0).collect();
+        for p in &plan {
+            for b in &p.buckets {
+                owner[usize::from(*b)] = p.to;
+            }
+        }
+        for (b, s) in owner.iter().enumerate() {
+            load[usize::from(*s)] += weight(b as u16);
+        }
+        let (max, min) = (*load.iter().max().unwrap(), *load.iter().min().unwrap());
+        assert!(max - min <= 20, "{load:?}");
+        assert!(plan_rebalance(&even, &|_| 0, 64, 10).is_empty(), "nothing to weigh, nothing to move");
     }
 
     #[test]

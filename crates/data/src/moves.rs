@@ -447,6 +447,23 @@ pub async fn abandon(source: &Client, target: &mut Client, m: &Move) -> Result<(
         .map_err(sql(STEP, "source"))
 }
 
+/// The rows of every owned table (and `jobs`) per bucket on one shard: the
+/// weights `millions shard rebalance --by rows` evens out. Scans every table.
+pub async fn rows_by_bucket(c: &Client) -> Result<Vec<(u16, u64)>, MoveError> {
+    let counts = TABLES
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(["jobs"])
+        .map(|t| format!("SELECT millions_bucket(user_id) AS b, count(*) AS n FROM {t} GROUP BY 1"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = c
+        .query(&format!("SELECT b, sum(n)::int8 FROM ({counts}) c GROUP BY b ORDER BY b"), &[])
+        .await
+        .map_err(sql("rows by bucket", "server"))?;
+    Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as u16, r.get::<_, i64>(1) as u64)).collect())
+}
+
 /// How many rows of each table (and `jobs`) the buckets hold on one side, for
 /// checks and `millions status`.
 pub async fn count_rows(c: &Client, buckets: &[Bucket]) -> Result<Vec<(&'static str, u64)>, MoveError> {

@@ -264,5 +264,9 @@ async fn overlapping_moves_are_refused_and_an_abandoned_move_leaves_nothing_behi
     assert_eq!(count(&urls[0], "SELECT count(*) FROM bucket_moves").await, 0);
     assert_eq!(count(&urls[0], "SELECT count(*) FROM bucket_changes").await, 0);
     d.create_post(user, "after").await.expect("the fence is lifted");
+    // The user's bucket weighs its user, its posts with their fan-out jobs.
+    let weights = moves::rows_by_bucket(&source).await.unwrap();
+    let mine = weights.iter().find(|(b, _)| *b == bucket.get()).map(|(_, n)| *n);
+    assert!(mine >= Some(1 + 3 + 3), "{weights:?}");
     assert_eq!(d.profile(user).await.unwrap().unwrap().posts_count, 3);
 }

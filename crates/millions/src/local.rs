@@ -256,6 +256,20 @@ enum ShardAction {
         #[arg(long)]
         to: u16,
     },
+    /// Move buckets from the heaviest shard to the lightest, one move at a time,
+    /// until the shards are even (no move overshoots); prints each move.
+    Rebalance {
+        /// What to even out: `buckets` (each counts the same) or `rows` (a
+        /// bucket weighs its users' rows in every table, counted on the shards).
+        #[arg(long, default_value = "buckets", value_parser = ["buckets", "rows"])]
+        by: String,
+        /// Most buckets per move (each move pauses its buckets' writes once).
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Most moves.
+        #[arg(long, default_value_t = 1000)]
+        max_moves: usize,
+    },
 }
 
 /// `7,100-163` as the buckets it names, in order, or why not.
@@ -1047,6 +1061,9 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let node = match &args.action {
         ShardAction::Promote { node } => node,
         ShardAction::Move { buckets, to } => return move_buckets(&args.home.home, &ctl, buckets, *to).await,
+        ShardAction::Rebalance { by, batch, max_moves } => {
+            return rebalance(&args.home.home, &ctl, by, *batch, *max_moves).await;
+        }
     };
     // The target may take a while to receive the old primary's last WAL.
     let slow = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
@@ -1084,6 +1101,12 @@ async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to
     if !status.is_success() {
         bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
     }
+    print_move(&body);
+    Ok(())
+}
+
+/// One move's report, as `shard move` and `shard rebalance` print it.
+fn print_move(body: &serde_json::Value) {
     println!(
         "move {}: {} buckets from shard {} to shard {}; {} rows copied, {} jobs moved; writes paused {} ms; took {} ms (epoch {})",
         body["id"],
@@ -1096,6 +1119,33 @@ async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to
         body["took_ms"],
         body["epoch"]
     );
+}
+
+/// `millions shard rebalance`: the controller plans and runs the moves.
+async fn rebalance(
+    home: &Path,
+    ctl: &control::ControlFile,
+    by: &str,
+    batch: usize,
+    max_moves: usize,
+) -> anyhow::Result<()> {
+    let slow = reqwest::Client::builder().timeout(Duration::from_secs(6 * 3600)).build()?;
+    let r = slow
+        .post(format!("http://{}/api/shards/rebalance", ctl.api))
+        .bearer_auth(admin_token(home)?)
+        .json(&serde_json::json!({ "by": by, "batch": batch, "max_moves": max_moves }))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+    }
+    let moves = body["moves"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for m in moves {
+        print_move(m);
+    }
+    println!("rebalanced by {by}: {} moves", moves.len());
     Ok(())
 }
 

@@ -184,4 +184,22 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let o = millions(home, &["shard", "move", "256-271", "--to", "1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(buckets(&status_json(home)), [2048 - 304, 2048 + 304]);
+
+    // A rebalance evens the buckets out again, 64 at a time; bad ones change nothing.
+    for (args, says) in [
+        (vec!["shard", "rebalance", "--batch", "0"], "a batch is 1 to 4096 buckets"),
+        (vec!["shard", "rebalance", "--by", "load"], "invalid value"),
+        (vec!["shard", "rebalance", "--max-moves", "0"], "moves nothing"),
+    ] {
+        let o = millions(home, &args);
+        assert!(!o.status.success() && text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    assert_eq!(buckets(&status_json(home)), [2048 - 304, 2048 + 304]);
+    let o = millions(home, &["shard", "rebalance", "--batch", "64"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rebalanced by buckets: 5 moves"), "{}", text(&o));
+    assert_eq!(buckets(&status_json(home)), [2048, 2048]);
+    let o = millions(home, &["shard", "rebalance", "--by", "rows"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rebalanced by rows"), "{}", text(&o));
 }
