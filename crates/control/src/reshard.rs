@@ -279,6 +279,7 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
         let spec =
             Move { id, buckets: m.buckets.iter().map(|b| Bucket::new(*b).expect("checked")).collect() };
         hold(shared, m.phase).await;
+        let step_started = Instant::now();
         let next = match m.phase {
             MovePhase::Capture => step(shared, &m, |c| {
                 let spec = spec.clone();
@@ -369,27 +370,8 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 continue;
             }
         };
-        match next {
-            Ok(MovePhase::Published) => {
-                // The cutover: the directory names the target from this epoch.
-                let moved: Vec<Bucket> = spec.buckets.clone();
-                let mut published = Ok(());
-                shared.cluster.update(|s| match directory(s) {
-                    Ok(d) => match d.with_moved(&moved, ShardId(m.to), s.epoch + 1) {
-                        Ok(next) => {
-                            s.directory = Some(next.ranges());
-                            set_phase(s, id, MovePhase::Published);
-                        }
-                        Err(e) => published = Err(ControlError::Invalid(e.to_string())),
-                    },
-                    Err(e) => published = Err(e),
-                })?;
-                published?;
-                write_pause_ms = fenced_at.map(|f| f.elapsed().as_millis() as u64);
-            }
-            Ok(phase) => {
-                shared.cluster.update(|s| set_phase(s, id, phase))?;
-            }
+        let phase = match next {
+            Ok(phase) => phase,
             Err(e) if m.phase < MovePhase::Fenced => {
                 let why = e.to_string();
                 if let Err(again) = roll_back(shared, &m, &why).await {
@@ -398,7 +380,32 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 return Err(ControlError::Refused(format!("move {id} failed and was rolled back: {why}")));
             }
             Err(e) => return Err(e),
+        };
+        if phase == MovePhase::Published {
+            // The cutover: the directory names the target from this epoch.
+            let mut published = Ok(());
+            shared.cluster.update(|s| match directory(s) {
+                Ok(d) => match d.with_moved(&spec.buckets, ShardId(m.to), s.epoch + 1) {
+                    Ok(next) => {
+                        s.directory = Some(next.ranges());
+                        set_phase(s, id, MovePhase::Published);
+                    }
+                    Err(e) => published = Err(ControlError::Invalid(e.to_string())),
+                },
+                Err(e) => published = Err(e),
+            })?;
+            published?;
+            write_pause_ms = fenced_at.map(|f| f.elapsed().as_millis() as u64);
+        } else {
+            shared.cluster.update(|s| set_phase(s, id, phase))?;
         }
+        let ms = step_started.elapsed().as_millis();
+        shared.cluster.record(Event::new(
+            m.from,
+            "bucket-move-step",
+            &format!("shard{}", m.from),
+            format!("move {id}: {} done in {ms} ms; next: {phase}", m.phase),
+        ));
     }
 }
 

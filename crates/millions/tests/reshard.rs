@@ -126,6 +126,11 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let moved: Vec<&serde_json::Value> =
         after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "bucket-move").collect();
     assert_eq!(moved.len(), 2, "{moved:?}");
+    // Each step of each move is in the event log with its time.
+    let steps = after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "bucket-move-step");
+    let steps: Vec<&str> = steps.map(|e| e["detail"].as_str().unwrap()).collect();
+    assert_eq!(steps.len(), 2 * 4, "capture, copy, catch-up and fence of each: {steps:?}");
+    assert!(steps[0].starts_with("move 1: capture done in ") && steps[0].ends_with("next: copy"), "{steps:?}");
     assert!(moved[0]["detail"].as_str().unwrap().contains("writes paused"), "{}", moved[0]);
 
     // Kill points, under load again.
