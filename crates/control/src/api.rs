@@ -34,6 +34,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/cdn/purge", post(cdn_purge))
         .route("/api/shards/move", post(move_buckets))
         .route("/api/shards/rebalance", post(rebalance))
+        .route("/api/shards/moves/{id}/cancel", post(cancel_move))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -314,6 +315,17 @@ async fn move_buckets(
     };
     match crate::reshard::start(&shared, &request.buckets, request.to).await {
         Ok(report) => Json(report).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /api/shards/moves/{id}/cancel`: the move rolls back after its step under
+/// way. 400 for no such move, 409 for one past its fence.
+async fn cancel_move(State(shared): State<Shared>, Path(id): Path<i64>) -> Response {
+    match crate::reshard::cancel(&shared, id) {
+        Ok(message) => Json(json!({ "cancelled": id, "message": message })).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

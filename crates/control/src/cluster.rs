@@ -59,6 +59,10 @@ pub struct MoveState {
     pub phase: MovePhase,
     /// When it started (RFC 3339, UTC).
     pub started: String,
+    /// An operator asked to cancel it (`millions shard cancel`): it is rolled
+    /// back after the step under way, unless that step was its fence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 /// The steps of a move, in order. Up to `CatchUp` a move that stops is rolled

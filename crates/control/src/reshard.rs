@@ -123,7 +123,15 @@ pub(crate) async fn start(shared: &Shared, buckets: &[u16], to: u16) -> Result<M
             let id = state.next_move.max(1);
             state.next_move = id + 1;
             let started = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-            state.moves.push(MoveState { id, buckets, from, to, phase: MovePhase::Capture, started });
+            state.moves.push(MoveState {
+                id,
+                buckets,
+                from,
+                to,
+                phase: MovePhase::Capture,
+                started,
+                cancel: false,
+            });
             planned = Some(id);
         }
         Err(e) => refused = Some(e),
@@ -278,7 +286,15 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
         };
         let spec =
             Move { id, buckets: m.buckets.iter().map(|b| Bucket::new(*b).expect("checked")).collect() };
-        hold(shared, m.phase).await;
+        hold(shared, id, m.phase).await;
+        let m = match shared.cluster.snapshot().moves.into_iter().find(|m| m.id == id) {
+            Some(m) if m.cancel && m.phase < MovePhase::Fenced => {
+                roll_back(shared, &m, "cancelled").await?;
+                return Err(ControlError::Refused(format!("move {id} was cancelled and rolled back")));
+            }
+            Some(m) => m,
+            None => continue,
+        };
         let step_started = Instant::now();
         let next = match m.phase {
             MovePhase::Capture => step(shared, &m, |c| {
@@ -418,8 +434,9 @@ const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
 const HOLD_FILE: &str = "move.hold";
 
 /// For drills: with [`HOLD_VAR`] set, wait before running `phase` while
-/// [`HOLD_FILE`] names it (or until the controller stops).
-async fn hold(shared: &Shared, phase: MovePhase) {
+/// [`HOLD_FILE`] names it (or until the controller stops, or move `id` is
+/// cancelled).
+async fn hold(shared: &Shared, id: i64, phase: MovePhase) {
     if std::env::var(HOLD_VAR).is_err() {
         return;
     }
@@ -428,15 +445,41 @@ async fn hold(shared: &Shared, phase: MovePhase) {
     if named() {
         tracing::warn!(%phase, file = %file.display(), "a bucket move holds for a drill");
     }
-    while named() && !shared.shutdown.is_cancelled() {
+    let cancelled = || shared.cluster.snapshot().moves.iter().any(|m| m.id == id && m.cancel);
+    while named() && !shared.shutdown.is_cancelled() && !cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// Record that move `id` reached `phase` — but a cancelled move does not reach
+/// its fence: it stays before it, to be rolled back.
 fn set_phase(state: &mut ClusterState, id: i64, phase: MovePhase) {
-    if let Some(m) = state.moves.iter_mut().find(|m| m.id == id) {
+    if let Some(m) = state.moves.iter_mut().find(|m| m.id == id)
+        && !(m.cancel && phase >= MovePhase::Fenced && m.phase < MovePhase::Fenced)
+    {
         m.phase = phase;
     }
+}
+
+/// `millions shard cancel ID`: ask move `id` to roll back after the step under
+/// way. Refused for a move that is not under way, or past its fence (it can only
+/// finish).
+pub(crate) fn cancel(shared: &Shared, id: i64) -> Result<String, ControlError> {
+    let mut outcome = Err(ControlError::BadRequest(format!("no move {id} is under way")));
+    shared.cluster.update(|s| {
+        if let Some(m) = s.moves.iter_mut().find(|m| m.id == id) {
+            if m.phase >= MovePhase::Fenced {
+                outcome = Err(ControlError::Refused(format!(
+                    "move {id} is past its fence ({}): it can only finish",
+                    m.phase
+                )));
+            } else {
+                m.cancel = true;
+                outcome = Ok(format!("move {id} is cancelled: it rolls back after its {} step", m.phase));
+            }
+        }
+    })?;
+    outcome
 }
 
 /// Undo a move that had not reached its fence, then forget it.
@@ -608,6 +651,7 @@ mod tests {
             to: 1,
             phase: MovePhase::Copy,
             started: String::new(),
+            cancel: false,
         });
         assert!(refused(check(&s, &[4, 6], 1)).contains("bucket 6 is being moved already (move 9, copy)"));
     }
@@ -649,6 +693,30 @@ mod tests {
         let (max, min) = (*load.iter().max().unwrap(), *load.iter().min().unwrap());
         assert!(max - min <= 20, "{load:?}");
         assert!(plan_rebalance(&even, &|_| 0, 64, 10).is_empty(), "nothing to weigh, nothing to move");
+    }
+
+    #[test]
+    fn a_cancelled_move_never_reaches_its_fence_but_one_past_it_goes_on() {
+        let mut s = state(2);
+        let m = |id, phase, cancel| MoveState {
+            id,
+            buckets: vec![1],
+            from: 0,
+            to: 1,
+            phase,
+            started: String::new(),
+            cancel,
+        };
+        s.moves = vec![
+            m(1, MovePhase::CatchUp, true),
+            m(2, MovePhase::Fenced, true),
+            m(3, MovePhase::CatchUp, false),
+        ];
+        set_phase(&mut s, 1, MovePhase::Fenced);
+        set_phase(&mut s, 2, MovePhase::Published);
+        set_phase(&mut s, 3, MovePhase::Fenced);
+        let phases: Vec<MovePhase> = s.moves.iter().map(|m| m.phase).collect();
+        assert_eq!(phases, [MovePhase::CatchUp, MovePhase::Published, MovePhase::Fenced]);
     }
 
     #[test]

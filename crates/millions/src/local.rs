@@ -256,6 +256,13 @@ enum ShardAction {
         #[arg(long)]
         to: u16,
     },
+    /// Cancel a move under way (`millions status` lists them): it rolls back
+    /// after the step it is in, unless it is past its fence, when it can only
+    /// finish.
+    Cancel {
+        /// The move's id.
+        id: i64,
+    },
     /// Move buckets from the heaviest shard to the lightest, one move at a time,
     /// until the shards are even (no move overshoots); prints each move.
     Rebalance {
@@ -1061,6 +1068,20 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let node = match &args.action {
         ShardAction::Promote { node } => node,
         ShardAction::Move { buckets, to } => return move_buckets(&args.home.home, &ctl, buckets, *to).await,
+        ShardAction::Cancel { id } => {
+            let r = client()
+                .post(format!("http://{}/api/shards/moves/{id}/cancel", ctl.api))
+                .bearer_auth(admin_token(&args.home.home)?)
+                .send()
+                .await?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+            }
+            println!("{}", body["message"].as_str().unwrap_or("cancelled"));
+            return Ok(());
+        }
         ShardAction::Rebalance { by, batch, max_moves } => {
             return rebalance(&args.home.home, &ctl, by, *batch, *max_moves).await;
         }

@@ -130,7 +130,10 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let steps = after["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "bucket-move-step");
     let steps: Vec<&str> = steps.map(|e| e["detail"].as_str().unwrap()).collect();
     assert_eq!(steps.len(), 2 * 4, "capture, copy, catch-up and fence of each: {steps:?}");
-    assert!(steps[0].starts_with("move 1: capture done in ") && steps[0].ends_with("next: copy"), "{steps:?}");
+    assert!(
+        steps[0].starts_with("move 1: capture done in ") && steps[0].ends_with("next: copy"),
+        "{steps:?}"
+    );
     assert!(moved[0]["detail"].as_str().unwrap().contains("writes paused"), "{}", moved[0]);
 
     // Kill points, under load again.
@@ -185,6 +188,19 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     std::fs::remove_file(&hold).unwrap();
     let o = cli.join().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    // A move cancelled during its copy rolls back; cancelling nothing is refused.
+    std::fs::write(&hold, "copy").unwrap();
+    let cli = start_move(home, "304-319");
+    poll("the move to reach its copy", || phase(home).as_deref() == Some("copy"));
+    let id = status_json(home)["cluster"]["moves"][0]["id"].as_u64().unwrap().to_string();
+    let o = millions(home, &["shard", "cancel", &id]);
+    assert!(o.status.success() && text(&o).contains("rolls back after its copy step"), "{}", text(&o));
+    let o = cli.join().unwrap();
+    assert!(!o.status.success() && text(&o).contains("cancelled and rolled back"), "{}", text(&o));
+    std::fs::remove_file(&hold).unwrap();
+    assert_eq!(events(&status_json(home), "bucket-move-rolled-back"), 2);
+    let o = millions(home, &["shard", "cancel", &id]);
+    assert!(!o.status.success() && text(&o).contains(&format!("no move {id} is under way")), "{}", text(&o));
     // And the rolled-back buckets move cleanly now.
     let o = millions(home, &["shard", "move", "256-271", "--to", "1"]);
     assert!(o.status.success(), "{}", text(&o));
