@@ -147,83 +147,208 @@ if [ "$MOVE_BUCKETS" -gt 0 ]; then
     while kill -0 "$gen" 2>/dev/null && ! grep -q "^sending " "$RUN/move-bench.txt" 2>/dev/null; do sleep 0.1; done
     sleep "$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]) / 3)' \
         "$(secs "$WARMUP")" "$(secs "$MOVE_DURATION")")"
-    move_start="$(date +%s.%N)"
     "$MILLIONS" shard move "$range" --to 1 >"$RUN/move.txt" 2>&1 || { rc=1; say "the move failed: $(cat "$RUN/move.txt")"; }
-    move_end="$(date +%s.%N)"
-    printf '%s %s\n' "$move_start" "$move_end" >"$RUN/move-times"
     if ! wait "$gen"; then rc=1; say "move-bench: the run's verdict is FAILED; $(tail -1 "$RUN/move-bench.txt")"; fi
 fi
 
-# Each move's event (its end and length), for where the time went.
-cp "$HOME_DIR/events.jsonl" "$RUN/events-copy.jsonl" 2>/dev/null || "$MILLIONS" status --json >"$RUN/status.json"
+# 4. A celebrity's profile read storm, with and without hot-key protection: two
+# web servers of our own beside the topology's (dc1-web-1's configuration, with
+# `[hotkeys] protect` = 16, the default, or 0, on addresses of dc1's range no node
+# has), each stormed in turn with anonymous reads of the most followed of the
+# first 50 users (wrk, closed loop, HOT_CONNECTIONS connections, HOT_DURATION)
+# while HOT_FOLLOWS users follow and unfollow them through dc1-web-1 at
+# HOT_FOLLOW_RATE writes a second: each write changes the celebrity's follower
+# count, so every web server's cached profile is invalidated. Counted from each
+# server's own /metrics: the profile loads it sent to the shards.
+EXTRA_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${EXTRA_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    own_stack_cleanup
+}
+trap cleanup EXIT
+# metric ADDR REGEX: the sum of ADDR's /metrics samples whose line matches REGEX.
+metric() {
+    curl -fs "http://$1/metrics" | awk -v re="$2" '$0 ~ re && $0 !~ /^#/ { s += $NF } END { printf "%d\n", s }'
+}
+if [ "${BENCH_HOTKEYS:-1}" = 1 ]; then
+    require "apt-get install wrk" wrk
+    HOT_DURATION="${BENCH_HOT_DURATION:-30s}"
+    HOT_CONNECTIONS="${BENCH_HOT_CONNECTIONS:-8}"
+    HOT_FOLLOW_RATE="${BENCH_HOT_FOLLOW_RATE:-20}"
+    HOT_FOLLOWS="${BENCH_HOT_FOLLOWS:-20}"
+    web1="$(addr_of dc1-web-1)"
+    range_of_dc1="${web1%.*}"
+    celeb="$(python3 - "$web1" <<'EOF'
+import json, sys, urllib.request
+best = max(((json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/api/v1/users/user{i}"))["followers_count"], i)
+            for i in range(50)))
+print(f"user{best[1]}")
+EOF
+)"
+    say "hot keys: the celebrity is $celeb"
+    for protect in 16 0; do
+        addr="$range_of_dc1.$((protect == 0 ? 31 : 30)):${web1##*:}"
+        sed "s/^listen = .*/listen = \"$addr\"/" "$HOME_DIR/nodes/dc1-web-1.toml" >"$RUN/hot-$protect.toml"
+        printf '\n[hotkeys]\nprotect = %d\n' "$protect" >>"$RUN/hot-$protect.toml"
+        MILLIONS_LOG_FILE="$RUN/hot-$protect.log" "$MILLIONS" web --config "$RUN/hot-$protect.toml" \
+            >"$RUN/hot-$protect.out" 2>&1 &
+        EXTRA_PIDS+=($!)
+        for _ in $(seq 600); do curl -fs -o /dev/null "http://$addr/readyz" && break; sleep 0.1; done
+        curl -fs -o /dev/null "http://$addr/readyz" || die "the web server with protect = $protect is not ready"
+        HOT_ADDR[$protect]="$addr"
+    done
+    : >"$RUN/hot.tsv"
+    for protect in 16 0; do
+        addr="${HOT_ADDR[$protect]}"
+        wait_quiet "hot-$protect"
+        url="http://$addr/api/v1/users/$celeb"
+        wrk -t1 -c"$HOT_CONNECTIONS" -d5s "$url" >/dev/null # the key becomes hot
+        q0="$(metric "$addr" '^millions_db_queries_total[{].*operation="profiles?"')"
+        h0="$(metric "$addr" '^millions_hot_copy_reads_total[{].*kind="profile".*result="hit"')"
+        python3 - "$web1" "$celeb" "$HOT_FOLLOWS" "$HOT_FOLLOW_RATE" "$(secs "$HOT_DURATION")" \
+            "$(secret admin)" >"$RUN/hot-follows-$protect.txt" 2>&1 <<'EOF' &
+import json, sys, time, urllib.request
+web, celeb, users, rate, secs, bypass = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+def call(method, path, body=None, token=None):
+    h = {"content-type": "application/json", "x-bypass-limits": bypass}
+    if token:
+        h["authorization"] = f"Bearer {token}"
+    r = urllib.request.Request(f"http://{web}{path}", method=method, headers=h,
+                               data=json.dumps(body).encode() if body is not None else None)
+    return json.load(urllib.request.urlopen(r, timeout=10))
+fans = [f"user{i}" for i in range(1000, 1000 + users)]
+tokens = [call("POST", "/api/v1/sessions", {"username": u, "password": "password123"})["token"] for u in fans]
+following = [call("GET", f"/api/v1/users/{celeb}", token=t)["followed_by_me"] for t in tokens]
+start, done, errors = time.monotonic(), 0, 0
+while time.monotonic() - start < secs:
+    i = done % users
+    try:
+        call("DELETE" if following[i] else "PUT", f"/api/v1/users/{celeb}/follow", token=tokens[i])
+        following[i] = not following[i]
+    except Exception as e:
+        errors += 1
+    done += 1
+    time.sleep(max(0, start + done / rate - time.monotonic()))
+print(done, errors, time.monotonic() - start)
+EOF
+        writer=$!
+        read -r reads < <(wrk -t1 -c"$HOT_CONNECTIONS" -d"$HOT_DURATION" "$url" | awk '/requests in/ { print $1 }')
+        wait "$writer" || die "the follow writer failed: $(tail -3 "$RUN/hot-follows-$protect.txt")"
+        q1="$(metric "$addr" '^millions_db_queries_total[{].*operation="profiles?"')"
+        h1="$(metric "$addr" '^millions_hot_copy_reads_total[{].*kind="profile".*result="hit"')"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$protect" "$reads" "$((q1 - q0))" "$((h1 - h0))" \
+            "$(cat "$RUN/hot-follows-$protect.txt")" >>"$RUN/hot.tsv"
+    done
+fi
 
 echo
 echo "Resharding under load, $USERS users, the default mix at $RATE/s" \
     "($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown commit), $(nproc) CPUs," \
     "$([ "${BENCH_FAST_STORAGE:-0}" = 1 ] && echo "fsync off" || echo "fsync on"))"
 echo
-python3 - "$RUN" "$MOVE_BUCKETS" <<'EOF'
-import glob, json, os, re, sys
-run, move_buckets = sys.argv[1], int(sys.argv[2])
+# The controller's events: each move's end (`bucket-move`: rows, pause, length)
+# and each of its steps' length (`bucket-move-step`).
+python3 - "$RUN" "$HOME_DIR/events.jsonl" <<'EOF'
+import collections, json, os, re, sys
+run, events_path = sys.argv[1], sys.argv[2]
 loads = dict(l.rstrip("\n").split("\t") for l in open(f"{run}/loads.tsv"))
-reports = {n: json.load(open(f"{run}/{n}.json")) for n in ["before", "during", "move-bench"]
-           if os.path.exists(f"{run}/{n}.json")}
 names = {"before": "before (no move)", "during": "during the rebalance", "move-bench": "during one large move"}
+reports = {n: json.load(open(f"{run}/{n}.json")) for n in names if os.path.exists(f"{run}/{n}.json")}
 
-def pct(xs, q):
+def pct(xs, q):  # nearest rank
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * len(xs) + 0.5)) - 1)] if xs else float("nan")
+    return xs[max(0, min(len(xs) - 1, -(-len(xs) * q // 100) - 1))] if xs else float("nan")
 
 base = reports["before"]
-print("| run | load avg | achieved req/s | ÷ before | p50 ms | p99 ms | ÷ before | max ms | errors |"
+print("| run | load avg before | achieved req/s | ÷ before | p50 ms | p99 ms | ÷ before | max ms | errors |"
       " writes verified / acknowledged | verdict |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for n, r in reports.items():
     l, c = r["latency_ms"], r["checker"]
+    verdict = "passed" if r["verdict"]["passed"] else "FAILED: " + "; ".join(r["verdict"].get("reasons", []))
     print(f"| {names[n]} | {loads.get('move' if n == 'move-bench' else n, '?')} | {r['achieved_rate']:.1f} |"
           f" {r['achieved_rate'] / base['achieved_rate']:.2f}× | {l['p50']:.1f} | {l['p99']:.1f} |"
           f" {l['p99'] / base['latency_ms']['p99']:.2f}× | {l['max']:.0f} | {r['errors']} |"
-          f" {c['verified']} / {c['writes_acknowledged'] + c['posts_acknowledged']} |"
-          f" {'passed' if r['verdict']['passed'] else 'FAILED: ' + '; '.join(r['verdict'].get('reasons', []))} |")
+          f" {c['verified']} / {c['writes_acknowledged'] + c['posts_acknowledged']} | {verdict} |")
 print()
-print("p99 per operation, ms (before → during the rebalance → during one large move):")
+print("p99 (max) per operation, ms:")
 print()
-ops = sorted(base["ops"])
 print("| operation | " + " | ".join(names[n] for n in reports) + " |")
 print("|---|" + "---:|" * len(reports))
-for op in ops:
-    print(f"| {op} | " + " | ".join(
-        f"{reports[n]['ops'][op]['latency_ms']['p99']:.1f} (max {reports[n]['ops'][op]['latency_ms']['max']:.0f})"
-        if op in reports[n]["ops"] else "–" for n in reports) + " |")
+for op in sorted(base["ops"]):
+    cells = []
+    for n in reports:
+        o = reports[n]["ops"].get(op)
+        cells.append(f"{o['latency_ms']['p99']:.1f} ({o['latency_ms']['max']:.0f})" if o else "–")
+    print(f"| {op} | " + " | ".join(cells) + " |")
 print()
 
+moves, steps = {}, collections.defaultdict(dict)
+for line in open(events_path) if os.path.exists(events_path) else []:
+    e = json.loads(line)
+    m = re.match(r"move (\d+): (.*)", e.get("detail", ""))
+    if not m:
+        continue
+    i, rest = int(m.group(1)), m.group(2)
+    if e["kind"] == "bucket-move":
+        g = re.search(r"(\d+) buckets .*\((\d+) rows copied, (\d+) jobs, (\d+) rows deleted.*paused (\d+) ms, took (\d+) ms", rest)
+        if g:
+            moves[i] = dict(zip(["buckets", "rows", "jobs", "deleted", "pause", "took"], map(int, g.groups())), at=e["at"])
+    elif e["kind"] == "bucket-move-step":
+        g = re.match(r"(\S+) done in (\d+) ms", rest)
+        if g:
+            steps[i][g.group(1)] = int(g.group(2))
+ids = sorted(moves)
 during = reports["during"]
 fault = during.get("fault") or {}
-print(f"Rebalance: {fault.get('action')} from {fault.get('at_secs', 0):.1f} s of the"
+print(f"Rebalance: {fault.get('action')}, from {fault.get('at_secs', 0):.1f} s into the"
       f" {during['duration_secs']:.0f} s window: {fault.get('outcome')}")
 pauses = [int(x) for x in re.findall(r"\d+", (fault.get("outcome") or "").split("per move:")[-1])]
-events = []
-path = f"{run}/events-copy.jsonl"
-if os.path.exists(path):
-    events = [json.loads(l) for l in open(path) if '"bucket-move"' in l]
-took = [int(m.group(1)) for e in events for m in [re.search(r"took (\d+) ms", e["detail"])] if m]
-rows = [int(m.group(1)) for e in events for m in [re.search(r"\((\d+) rows copied", e["detail"])] if m]
 n = len(pauses)
 if pauses:
-    print(f"Write pause per move (each move's 16 buckets), over {n} moves: p50 {pct(pauses, 50)} ms,"
-          f" p99 {pct(pauses, 99)} ms, max {max(pauses)} ms")
-if took[:n]:
-    t = took[:n]
-    print(f"Move length: p50 {pct(t, 50) / 1000:.1f} s, max {max(t) / 1000:.1f} s, all {n} moves"
-          f" {sum(t) / 1000:.0f} s; rows copied per move p50 {pct(rows[:n], 50)}"
-          f" (ending {fault.get('at_secs', 0) + sum(t) / 1000:.0f} s into the {during['duration_secs']:.0f} s"
-          f" window{'' if fault.get('at_secs', 0) + sum(t) / 1000 <= during['duration_secs'] else ': PAST ITS END'})")
-if move_buckets and os.path.exists(f"{run}/move.txt"):
+    print(f"Write pause per move (its buckets' writes refused, fence to the new directory published),"
+          f" {n} moves: p50 {pct(pauses, 50)} ms, p99 {pct(pauses, 99)} ms, max {max(pauses)} ms")
+reb = ids[:n]
+if reb:
+    took = [moves[i]["took"] for i in reb]
+    end = fault.get("at_secs", 0) + sum(took) / 1000
+    print(f"Move length: p50 {pct(took, 50) / 1000:.1f} s, max {max(took) / 1000:.1f} s; all {n} moves"
+          f" {sum(took) / 1000:.0f} s, so the last ended about {end:.0f} s into the"
+          f" {during['duration_secs']:.0f} s window{'' if end <= during['duration_secs'] else ' (PAST ITS END: not all under load)'};"
+          f" rows copied per move p50 {pct([moves[i]['rows'] for i in reb], 50)}")
+print()
+print("Steps, ms (p50 / max over the moves; `published`: waiting for every process to hold the new map,"
+      " then the source's rows deleted = the move's length less the other steps):")
+print()
+print("| moves | capture | copy | catch-up | fenced (the pause) | published |")
+print("|---|---:|---:|---:|---:|---:|")
+groups = [("the rebalance's", reb), ("the one large move", ids[n:])]
+for label, group in groups:
+    if not group:
+        continue
+    cols = []
+    for phase in ["capture", "copy", "catch-up", "fenced"]:
+        v = [steps[i][phase] for i in group if phase in steps[i]]
+        cols.append(f"{pct(v, 50)} / {max(v)}" if v else "–")
+    rest = [moves[i]["took"] - sum(steps[i].values()) for i in group]
+    cols.append(f"{pct(rest, 50)} / {max(rest)}")
+    print(f"| {label} ({len(group)}) | " + " | ".join(cols) + " |")
+if os.path.exists(f"{run}/move.txt"):
     print()
     print("One move:", open(f"{run}/move.txt").read().strip())
-    mb = reports.get("move-bench")
-    if mb and os.path.exists(f"{run}/move-times"):
-        print(f"  (measured window {mb['duration_secs']:.0f} s, the move began"
-              f" {mb['duration_secs'] / 3:.0f} s into it)")
+if os.path.exists(f"{run}/hot.tsv") and os.path.getsize(f"{run}/hot.tsv"):
+    print()
+    print("A celebrity's profile read storm (one web server at a time, follows of the celebrity through another):")
+    print()
+    print("| hotkeys.protect | load avg before | profile reads | follows + unfollows (errors) | profile loads from the shards"
+          " | per second | per 1000 reads | served from the hot copy |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for line in open(f"{run}/hot.tsv"):
+        protect, reads, queries, hits, writes = line.rstrip("\n").split("\t")
+        done, errors, secs = writes.split()
+        reads, queries, hits, secs = int(reads), int(queries), int(hits), float(secs)
+        print(f"| {protect} | {loads.get('hot-' + protect, '?')} | {reads} | {done} ({errors}) | {queries} |"
+              f" {queries / secs:.1f} | {1000 * queries / max(reads, 1):.2f} | {hits} |")
 EOF
 exit "$rc"

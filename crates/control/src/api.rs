@@ -35,6 +35,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/shards/move", post(move_buckets))
         .route("/api/shards/rebalance", post(rebalance))
         .route("/api/shards/moves/{id}/cancel", post(cancel_move))
+        .route("/api/shards/isolate", post(isolate))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -326,6 +327,35 @@ async fn move_buckets(
 async fn cancel_move(State(shared): State<Shared>, Path(id): Path<i64>) -> Response {
     match crate::reshard::cancel(&shared, id) {
         Ok(message) => Json(json!({ "cancelled": id, "message": message })).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A request to isolate a user's bucket.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IsolateRequest {
+    /// The user.
+    username: String,
+    /// The shard the bucket goes to.
+    to: u16,
+}
+
+/// `POST /api/shards/isolate` (`{"username", "to"}`): the user's bucket moved,
+/// answered with the bucket, its users and the move's report. 400 for no such
+/// user or a bad shard, 409 for a bucket already moving.
+async fn isolate(
+    State(shared): State<Shared>,
+    body: Result<Json<IsolateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::reshard::isolate(&shared, &request.username, request.to).await {
+        Ok(done) => Json(done).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -257,6 +257,39 @@ pub(crate) async fn rebalance(
     Ok(reports)
 }
 
+/// What `millions shard isolate` did.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Isolated {
+    /// The user's bucket.
+    pub(crate) bucket: u16,
+    /// The users who share it, and so moved with the user (the user included).
+    pub(crate) bucket_mates: Vec<String>,
+    /// The move.
+    pub(crate) moved: MoveReport,
+}
+
+/// `millions shard isolate USERNAME --to SHARD`: the user's bucket moved to
+/// `to`, with the users who share it, who are listed. (A shard of the user's
+/// own needs `shard add`, still to come: `to` is a shard the topology has.)
+pub(crate) async fn isolate(shared: &Shared, username: &str, to: u16) -> Result<Isolated, ControlError> {
+    let name = username.trim().to_lowercase();
+    if name.is_empty() {
+        return Err(ControlError::BadRequest("no username".into()));
+    }
+    let bucket = sharding::username_bucket(&name);
+    let state = shared.cluster.snapshot();
+    let owner = directory(&state)?.shard_of_bucket(bucket).0;
+    let client = connect(shared, owner).await.map_err(ControlError::Refused)?;
+    let mates = moves::usernames_in(&client, bucket)
+        .await
+        .map_err(|e| ControlError::Refused(format!("listing bucket {}'s users: {e}", bucket.get())))?;
+    if !mates.contains(&name) {
+        return Err(ControlError::BadRequest(format!("no user named {name:?}")));
+    }
+    let moved = start(shared, &[bucket.get()], to).await?;
+    Ok(Isolated { bucket: bucket.get(), bucket_mates: mates, moved })
+}
+
 /// At the controller's start: each move left by the previous one rolled back
 /// (if it had not reached its fence) or finished.
 pub(crate) async fn resume(shared: Shared) {

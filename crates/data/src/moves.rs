@@ -464,6 +464,19 @@ pub async fn rows_by_bucket(c: &Client) -> Result<Vec<(u16, u64)>, MoveError> {
     Ok(rows.iter().map(|r| (r.get::<_, i32>(0) as u16, r.get::<_, i64>(1) as u64)).collect())
 }
 
+/// The usernames of the users of `bucket` on one shard, in order: who moves
+/// with a user whose bucket moves (`millions shard isolate`).
+pub async fn usernames_in(c: &Client, bucket: Bucket) -> Result<Vec<String>, MoveError> {
+    let rows = c
+        .query(
+            "SELECT username FROM users WHERE millions_bucket(user_id) = $1 ORDER BY username",
+            &[&i32::from(bucket.get())],
+        )
+        .await
+        .map_err(sql("usernames in a bucket", "server"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// How many rows of each table (and `jobs`) the buckets hold on one side, for
 /// checks and `millions status`.
 pub async fn count_rows(c: &Client, buckets: &[Bucket]) -> Result<Vec<(&'static str, u64)>, MoveError> {

@@ -256,6 +256,15 @@ enum ShardAction {
         #[arg(long)]
         to: u16,
     },
+    /// Move a user's bucket (a celebrity's) to a shard, with the users who share
+    /// the bucket, who are listed.
+    Isolate {
+        /// The user.
+        username: String,
+        /// The shard the bucket goes to.
+        #[arg(long)]
+        to: u16,
+    },
     /// Cancel a move under way (`millions status` lists them): it rolls back
     /// after the step it is in, unless it is past its fence, when it can only
     /// finish.
@@ -1068,6 +1077,25 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let node = match &args.action {
         ShardAction::Promote { node } => node,
         ShardAction::Move { buckets, to } => return move_buckets(&args.home.home, &ctl, buckets, *to).await,
+        ShardAction::Isolate { username, to } => {
+            let slow = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
+            let r = slow
+                .post(format!("http://{}/api/shards/isolate", ctl.api))
+                .bearer_auth(admin_token(&args.home.home)?)
+                .json(&serde_json::json!({ "username": username, "to": to }))
+                .send()
+                .await?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
+            }
+            let mates: Vec<&str> =
+                body["bucket_mates"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
+            println!("bucket {} moved with its {} users: {}", body["bucket"], mates.len(), mates.join(", "));
+            print_move(&body["moved"]);
+            return Ok(());
+        }
         ShardAction::Cancel { id } => {
             let r = client()
                 .post(format!("http://{}/api/shards/moves/{id}/cancel", ctl.api))

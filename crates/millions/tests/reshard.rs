@@ -181,8 +181,8 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     std::fs::write(&hold, "catch-up").unwrap();
     let cli = start_move(home, "288-303");
     poll("the move to reach its catch-up", || phase(home).as_deref() == Some("catch-up"));
-    for primary in ["shard0-pg-1", "shard1-pg-1"] {
-        let o = millions(home, &["chaos", "kill", primary]);
+    for node in ["shard0-pg-1", "shard1-pg-1", "dc1-web-1"] {
+        let o = millions(home, &["chaos", "kill", node]);
         assert!(o.status.success(), "{}", text(&o));
     }
     std::fs::remove_file(&hold).unwrap();
@@ -223,4 +223,30 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let o = millions(home, &["shard", "rebalance", "--by", "rows"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("rebalanced by rows"), "{}", text(&o));
+
+    // A celebrity's bucket moves with its bucket-mates, who are named.
+    let before = buckets(&status_json(home));
+    let from_shard = |s: &serde_json::Value, user: &str| {
+        let directory: control::ClusterState = serde_json::from_value(s["cluster"].clone()).unwrap();
+        let map = match &directory.directory {
+            Some(r) => sharding::ShardMap::from_ranges(directory.epoch, 2, r).unwrap(),
+            None => sharding::ShardMap::even(2).unwrap(),
+        };
+        map.shard_of_username(user).0
+    };
+    let celebrity = "user7";
+    let there = from_shard(&status_json(home), celebrity);
+    let to = (1 - there).to_string();
+    let o = millions(home, &["shard", "isolate", celebrity, "--to", &to]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("moved with its") && text(&o).contains(celebrity), "{}", text(&o));
+    assert_eq!(from_shard(&status_json(home), celebrity), 1 - there);
+    assert_ne!(buckets(&status_json(home)), before);
+    for (args, says) in [
+        (vec!["shard", "isolate", "nobody-at-all", "--to", "0"], "no user named"),
+        (vec!["shard", "isolate", celebrity, "--to", &to], "already on shard"),
+    ] {
+        let o = millions(home, &args);
+        assert!(!o.status.success() && text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
 }
