@@ -114,6 +114,8 @@ fn unknown(shared: &Shared, name: &str) -> Option<Response> {
 
 async fn nodes(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
+    let mut shards = status::shards(&shared, &nodes);
+    status::fill_sizes(&shared, &mut shards).await;
     let lost = shared.cluster.lost_dcs();
     let dcs: Vec<_> = shared
         .topology()
@@ -123,7 +125,7 @@ async fn nodes(State(shared): State<Shared>) -> Response {
         .collect();
     Json(json!({
         "topology": shared.topology().name(),
-        "shards": status::shards(&shared, &nodes),
+        "shards": shards,
         "dcs": dcs,
         "nodes": nodes,
         "cluster": shared.cluster.snapshot(),

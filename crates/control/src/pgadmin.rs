@@ -286,6 +286,18 @@ pub(crate) async fn timeline(spec: &PostgresSpec) -> Result<u32, ControlError> {
     Ok(u32::try_from(timeline).unwrap_or(0))
 }
 
+/// A shard's size on disk and its rows, estimated from the planner's statistics
+/// (`reltuples`, kept by autovacuum and ANALYZE; no table is scanned), of the
+/// application's database on its primary `spec`: for `millions status`.
+pub(crate) async fn shard_size(spec: &PostgresSpec, db: &str) -> Result<(u64, u64), ControlError> {
+    const SQL: &str = "SELECT pg_database_size(current_database()), \
+                       coalesce(sum(greatest(c.reltuples, 0)), 0)::int8 FROM pg_class c \
+                       WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace \
+                       AND c.relname NOT LIKE 'bucket%' AND c.relname <> 'refinery_schema_history'";
+    let rows = with_client(spec, db, SQL, STATUS_TIMEOUT, |c| async move { c.query(SQL, &[]).await }).await?;
+    Ok((rows[0].get::<_, i64>(0) as u64, rows[0].get::<_, i64>(1) as u64))
+}
+
 /// Create database `name` unless it exists.
 pub(crate) async fn ensure_database(spec: &PostgresSpec, name: &str) -> Result<(), ControlError> {
     let owned = name.to_owned();

@@ -95,6 +95,35 @@ pub struct ShardStatus {
     /// How many of the 4096 buckets it owns in the directory in force.
     #[serde(default)]
     pub buckets: usize,
+    /// Its database's size on its primary, in bytes (absent while the primary
+    /// does not answer).
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// Its rows, estimated from the planner's statistics.
+    #[serde(default)]
+    pub rows_estimate: Option<u64>,
+}
+
+/// Each shard's size and rows, asked of its primary (all at once, each bounded
+/// in time); a shard whose primary does not answer keeps `None`.
+pub(crate) async fn fill_sizes(shared: &Shared, shards: &mut [ShardStatus]) {
+    let asks: Vec<_> = shards
+        .iter()
+        .map(|s| {
+            let node = s.primary.as_ref().and_then(|p| shared.topology().node(p)).cloned();
+            async move {
+                let node = node?;
+                pgadmin::shard_size(&pg_spec(shared, &node), crate::shared::DATABASE).await.ok()
+            }
+        })
+        .collect();
+    let sizes = futures::future::join_all(asks).await;
+    for (shard, size) in shards.iter_mut().zip(sizes) {
+        if let Some((bytes, rows)) = size {
+            shard.size_bytes = Some(bytes);
+            shard.rows_estimate = Some(rows);
+        }
+    }
 }
 
 /// Every shard's durability, from the decisions and the standbys streaming now.
@@ -152,6 +181,8 @@ pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> 
                 degraded,
                 warnings,
                 buckets: directory.as_ref().map_or(0, |d| d.buckets_of(shard.id).len()),
+                size_bytes: None,
+                rows_estimate: None,
             }
         })
         .collect()

@@ -946,7 +946,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for (i, shard) in reply.cluster.shards.iter().enumerate() {
         let primary = shard.primary.as_deref().unwrap_or("(failing over)");
         let replicas = if shard.replicas.is_empty() { "none".to_owned() } else { shard.replicas.join(", ") };
-        let buckets = reply.shards.get(i).map_or(String::new(), |s| format!("   {} buckets", s.buckets));
+        let buckets = reply.shards.get(i).map_or(String::new(), |s| {
+            let size = match (s.size_bytes, s.rows_estimate) {
+                (Some(bytes), Some(rows)) => format!(", ~{rows} rows, {} MiB", bytes / (1 << 20)),
+                _ => String::new(),
+            };
+            format!("   {} buckets{size}", s.buckets)
+        });
         println!("  shard{i}: primary {primary}   read replicas {replicas}{buckets}");
         if let Some(s) = reply.shards.get(i) {
             let survives = match (s.survives.as_str(), s.promise.as_str()) {

@@ -72,6 +72,10 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     assert!(o.status.success(), "{}", text(&o));
     let before = status_json(home);
     assert_eq!(buckets(&before), [2048, 2048]);
+    for shard in before["shards"].as_array().unwrap() {
+        assert!(shard["size_bytes"].as_u64() > Some(1 << 20), "each shard's size is known: {shard}");
+        assert!(shard["rows_estimate"].as_u64().is_some(), "{shard}");
+    }
 
     // Bad requests: a clear message, a failed exit, nothing changed.
     for (args, says) in [
