@@ -216,6 +216,19 @@ pub(crate) async fn receive_lsn(spec: &PostgresSpec) -> Result<Option<i64>, Cont
     Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
 }
 
+/// A primary's WAL write position now (`pg_current_wal_lsn`), as a number.
+pub(crate) async fn current_lsn(spec: &PostgresSpec) -> Result<i64, ControlError> {
+    const SQL: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8";
+    Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
+}
+
+/// How far a standby has replayed WAL (`pg_last_wal_replay_lsn`), as a number;
+/// `None` if it has replayed none.
+pub(crate) async fn replay_lsn(spec: &PostgresSpec) -> Result<Option<i64>, ControlError> {
+    const SQL: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8";
+    Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
+}
+
 /// Whether the server is a standby.
 pub(crate) async fn in_recovery(spec: &PostgresSpec) -> Result<bool, ControlError> {
     Ok(rows(spec, "SELECT pg_is_in_recovery()", STATUS_TIMEOUT).await?[0].get(0))

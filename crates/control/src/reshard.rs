@@ -38,6 +38,9 @@ const FENCE_BELOW: u64 = 500;
 /// How long the controller waits for every web server and worker to route by
 /// the new directory before the source's rows are deleted.
 const FOLLOW_WAIT: Duration = Duration::from_secs(30);
+/// How long the controller waits for the target's read replicas to replay what
+/// the move wrote there, before its fence and again before it publishes.
+const REPLICAS_WAIT: Duration = Duration::from_secs(10);
 
 /// What a finished move did, for the CLI.
 #[derive(Debug, Clone, Serialize)]
@@ -345,24 +348,31 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 rows += copied.rows;
                 MovePhase::CatchUp
             }),
-            MovePhase::CatchUp => step(shared, &m, |mut c| {
-                let spec = spec.clone();
-                async move {
-                    let mut rows = 0;
-                    for _ in 0..CATCH_UP_ROUNDS {
-                        rows += moves::catch_up(&mut c.source, &mut c.target, &spec).await?.rows;
-                        if moves::backlog(&c.source, &spec).await? < FENCE_BELOW {
-                            break;
+            MovePhase::CatchUp => {
+                let caught = step(shared, &m, |mut c| {
+                    let spec = spec.clone();
+                    async move {
+                        let mut rows = 0;
+                        for _ in 0..CATCH_UP_ROUNDS {
+                            rows += moves::catch_up(&mut c.source, &mut c.target, &spec).await?.rows;
+                            if moves::backlog(&c.source, &spec).await? < FENCE_BELOW {
+                                break;
+                            }
                         }
+                        Ok(rows)
                     }
-                    Ok(rows)
+                })
+                .await;
+                if caught.is_ok() {
+                    // The copy reaches the target's replicas before the fence, so
+                    // that the wait after it (writes paused) is short.
+                    replicas_replayed(shared, m.to).await;
                 }
-            })
-            .await
-            .map(|n| {
-                rows += n;
-                MovePhase::Fenced
-            }),
+                caught.map(|n| {
+                    rows += n;
+                    MovePhase::Fenced
+                })
+            }
             MovePhase::Fenced => {
                 let fence = Instant::now();
                 fenced_at.get_or_insert(fence);
@@ -379,6 +389,9 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 .await?;
                 rows += done.0;
                 jobs += done.1;
+                // Reads of the buckets go to the target's replicas from the
+                // publication on: they must hold the rows first.
+                replicas_replayed(shared, m.to).await;
                 Ok(MovePhase::Published)
             }
             MovePhase::Published => {
@@ -575,6 +588,34 @@ where
         }
         tracing::warn!(id = m.id, error = err.1, "a bucket move's step failed; retrying");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait (up to [`REPLICAS_WAIT`]) until every read replica of `shard` has
+/// replayed its primary's WAL position of now. One that does not is left to the
+/// data layer's lag bound (a replica lagging more than it serves no read), and
+/// logged.
+async fn replicas_replayed(shared: &Shared, shard: u16) {
+    let Some(primary) = shared.cluster.primary(shard).and_then(|p| shared.topology().node(&p).cloned())
+    else {
+        return;
+    };
+    let Ok(target) = pgadmin::current_lsn(&pg_spec(shared, &primary)).await else { return };
+    let replicas = shared.cluster.snapshot().shards[usize::from(shard)].replicas.clone();
+    let deadline = Instant::now() + REPLICAS_WAIT;
+    for name in replicas {
+        let Some(node) = shared.topology().node(&name).cloned() else { continue };
+        let spec = pg_spec(shared, &node);
+        loop {
+            if matches!(pgadmin::replay_lsn(&spec).await, Ok(Some(lsn)) if lsn >= target) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(shard, replica = name, "a read replica has not replayed a bucket move's rows");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

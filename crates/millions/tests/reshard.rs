@@ -8,7 +8,9 @@ use std::path::Path;
 
 use support::{Stack, assert_verified, bench, millions, millions_with, own_ranges, poll, status_json, text};
 
-/// Two shards of one primary each, in one data center.
+/// Two shards in one data center: shard 0 a lone primary, shard 1 a primary
+/// with a synchronous read replica (reads of moved buckets go to it; its primary
+/// fails over mid-move).
 const TOPOLOGY: &str = r#"
 name = "reshard"
 
@@ -24,7 +26,9 @@ redis = { count = 1 }
 primary = "dc1"
 
 [[shard]]
+replication = "sync"
 primary = "dc1"
+replicas = ["dc1"]
 "#;
 
 /// The controller's drill hook: a move waits at the step the run directory's
@@ -70,6 +74,9 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     let o = up(home, &topo);
     let _stack = Stack(home);
     assert!(o.status.success(), "{}", text(&o));
+    poll("shard 1's replica to serve reads", || {
+        status_json(home)["cluster"]["shards"][1]["replicas"].as_array().is_some_and(|r| r.len() == 1)
+    });
     let before = status_json(home);
     assert_eq!(buckets(&before), [2048, 2048]);
     for shard in before["shards"].as_array().unwrap() {
@@ -92,6 +99,7 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     }
     let unchanged = status_json(home);
     assert_eq!(unchanged["cluster"]["epoch"], before["cluster"]["epoch"], "a refused move publishes nothing");
+    assert!(unchanged["cluster"]["directory"].is_null(), "{}", unchanged["cluster"]);
     assert_eq!(buckets(&unchanged), [2048, 2048]);
 
     // Under the default mix, two moves one after the other.
@@ -181,7 +189,9 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     assert_eq!(report["errors"], 0, "no request failed: {}", report["errors_by_kind"]);
     assert_verified(&report);
 
-    // Both primaries crash during the catch-up: the move reconnects and finishes.
+    // Both primaries and a web server crash during the catch-up: shard 0's
+    // primary restarts, shard 1's fails over to its replica, and the move
+    // reconnects to each and finishes.
     std::fs::write(&hold, "catch-up").unwrap();
     let cli = start_move(home, "288-303");
     poll("the move to reach its catch-up", || phase(home).as_deref() == Some("catch-up"));
@@ -192,6 +202,9 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     std::fs::remove_file(&hold).unwrap();
     let o = cli.join().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    let s = status_json(home);
+    assert_eq!(events(&s, "failover"), 1, "shard 1's primary failed over mid-move");
+    assert_eq!(s["cluster"]["shards"][1]["primary"], "shard1-pg-2");
     // A move cancelled during its copy rolls back; cancelling nothing is refused.
     std::fs::write(&hold, "copy").unwrap();
     let cli = start_move(home, "304-319");
