@@ -58,6 +58,20 @@ pub const ALL: [Table; 5] = [USERS, POSTS, FOLLOWS_OUT, FOLLOWS_IN, LIKES];
 /// shard already has, if any: a loader writes beside what is there, never over it.
 pub const USERNAME_TAKEN_SQL: &str = "SELECT username FROM users WHERE username = ANY($1::text[]) LIMIT 1";
 
+/// First in each copy's transaction: no bucket move may start on the shard
+/// until the copy commits (a move lists its buckets in `bucket_moves`; ADR 0020).
+pub const LOCK_MOVES_SQL: &str = "LOCK TABLE bucket_moves IN SHARE MODE";
+
+/// Then: whether the copy may skip the tables' triggers (`true` or `false`).
+/// The only ones are the bucket-move capture triggers, which cost each row a few
+/// µs and have nothing to capture or refuse while no bucket ever left the shard;
+/// skipping them needs a superuser.
+pub const MAY_SKIP_TRIGGERS_SQL: &str = "SELECT coalesce((SELECT rolsuper FROM pg_roles \
+     WHERE rolname = current_user), false) AND NOT EXISTS (SELECT 1 FROM bucket_moves)";
+
+/// Then, if it may: the rest of the transaction fires no trigger.
+pub const SKIP_TRIGGERS_SQL: &str = "SET LOCAL session_replication_role = replica";
+
 impl Table {
     /// The table's name.
     pub fn name(&self) -> &'static str {

@@ -458,6 +458,14 @@ async fn write_table(
 ) -> Result<Open, SeedError> {
     let what = || format!("copying into {}", table.name());
     client.batch_execute("BEGIN").await.map_err(db(shard, what()))?;
+    // No bucket move starts here until this copy commits; while none ever left
+    // the shard, the copy skips the move-capture triggers (`data::bulk`).
+    client.batch_execute(data::bulk::LOCK_MOVES_SQL).await.map_err(db(shard, what()))?;
+    let skip: bool =
+        client.query_one(data::bulk::MAY_SKIP_TRIGGERS_SQL, &[]).await.map_err(db(shard, what()))?.get(0);
+    if skip {
+        client.batch_execute(data::bulk::SKIP_TRIGGERS_SQL).await.map_err(db(shard, what()))?;
+    }
     let mut rows = 0;
     if let Some(first) = rx.recv().await {
         let sink = client.copy_in::<_, Bytes>(table.copy_sql()).await.map_err(db(shard, what()))?;
