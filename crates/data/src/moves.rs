@@ -51,6 +51,55 @@ const TABLES: [(&str, &[&str]); 6] = [
     ("sessions", &["token_hash"]),
 ];
 
+/// The rows of `table` (aliased `t`) owned by the users `$1` (a `bigint[]`):
+/// found through each table's index on its owner (a like through its post's),
+/// rather than by hashing every row's owner into its bucket.
+fn owned_by(table: &str) -> &'static str {
+    match table {
+        "likes" => "t.post_id IN (SELECT post_id FROM posts WHERE user_id = ANY($1))",
+        _ => "t.user_id = ANY($1)",
+    }
+}
+
+/// The users of the buckets on one side: every row of a bucket belongs to one
+/// of them (no user is ever deleted while rows of theirs remain).
+async fn users_of<C: tokio_postgres::GenericClient>(
+    c: &C,
+    buckets: &[i32],
+    step: &'static str,
+    side: &'static str,
+) -> Result<Vec<i64>, MoveError> {
+    let rows = c
+        .query("SELECT user_id FROM users WHERE millions_bucket(user_id) = ANY($1)", &[&buckets])
+        .await
+        .map_err(sql(step, side))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Every table with rows of a bucket, in an order that deletes a like before the
+/// post it is found through.
+const DELETE_ORDER: [&str; 7] = ["likes", "posts", "users", "follows_out", "follows_in", "sessions", "jobs"];
+
+/// Delete the rows of the users `users` from every table, in one transaction
+/// (with the mover's marks set on `c`); how many.
+async fn delete_owned(
+    c: &mut Client,
+    users: &[i64],
+    step: &'static str,
+    side: &'static str,
+) -> Result<u64, MoveError> {
+    let tx = c.transaction().await.map_err(sql(step, side))?;
+    let mut deleted = 0;
+    for table in DELETE_ORDER {
+        deleted += tx
+            .execute(&format!("DELETE FROM {table} t WHERE {}", owned_by(table)), &[&users])
+            .await
+            .map_err(sql(step, side))?;
+    }
+    tx.commit().await.map_err(sql(step, side))?;
+    Ok(deleted)
+}
+
 /// Rows per batch of [`copy`] and keys per round of [`catch_up`].
 const BATCH: i32 = 2_000;
 
@@ -218,12 +267,13 @@ pub async fn copy(source: &mut Client, target: &mut Client, m: &Move) -> Result<
         .await
         .map_err(sql(STEP, "source"))?;
     let mut copied = Copied::default();
+    let users = users_of(&tx, &buckets, STEP, "source").await?;
     for (table, key) in TABLES {
         let stmt = tx
-            .prepare(&format!("SELECT to_jsonb(t) FROM {table} t WHERE millions_bucket(t.user_id) = ANY($1)"))
+            .prepare(&format!("SELECT to_jsonb(t) FROM {table} t WHERE {}", owned_by(table)))
             .await
             .map_err(sql(STEP, "source"))?;
-        let portal = tx.bind(&stmt, &[&buckets]).await.map_err(sql(STEP, "source"))?;
+        let portal = tx.bind(&stmt, &[&users]).await.map_err(sql(STEP, "source"))?;
         loop {
             let rows = tx.query_portal(&portal, BATCH).await.map_err(sql(STEP, "source"))?;
             if rows.is_empty() {
@@ -353,8 +403,9 @@ pub async fn move_jobs(source: &mut Client, target: &mut Client, m: &Move) -> Re
     as_mover(source, STEP, "source").await?;
     as_mover(target, STEP, "target").await?;
     let buckets = m.bucket_param();
+    let users = users_of(source, &buckets, STEP, "source").await?;
     let jobs: Vec<Value> = source
-        .query("SELECT to_jsonb(j) FROM jobs j WHERE millions_bucket(j.user_id) = ANY($1)", &[&buckets])
+        .query("SELECT to_jsonb(t) FROM jobs t WHERE t.user_id = ANY($1)", &[&users])
         .await
         .map_err(sql(STEP, "source"))?
         .iter()
@@ -382,7 +433,7 @@ pub async fn move_jobs(source: &mut Client, target: &mut Client, m: &Move) -> Re
     }
     tx.commit().await.map_err(sql(STEP, "target"))?;
     source
-        .execute("DELETE FROM jobs WHERE millions_bucket(user_id) = ANY($1)", &[&buckets])
+        .execute("DELETE FROM jobs t WHERE t.user_id = ANY($1)", &[&users])
         .await
         .map_err(sql(STEP, "source"))?;
     Ok(if fresh == 1 { count } else { 0 })
@@ -404,22 +455,18 @@ pub async fn adopt(target: &Client, m: &Move) -> Result<(), MoveError> {
 pub async fn drop_source(source: &mut Client, m: &Move) -> Result<u64, MoveError> {
     const STEP: &str = "drop source rows";
     as_mover(source, STEP, "source").await?;
-    let buckets = m.bucket_param();
-    let tx = source.transaction().await.map_err(sql(STEP, "source"))?;
-    let mut deleted = 0;
-    for table in TABLES.iter().map(|(t, _)| *t).chain(["jobs"]) {
-        deleted += tx
-            .execute(&format!("DELETE FROM {table} WHERE millions_bucket(user_id) = ANY($1)"), &[&buckets])
-            .await
-            .map_err(sql(STEP, "source"))?;
-    }
-    tx.execute("DELETE FROM bucket_changes WHERE move_id = $1", &[&m.id])
+    let users = users_of(source, &m.bucket_param(), STEP, "source").await?;
+    // The rows first, then the marks: a crash between them leaves the move to be
+    // dropped again, which finds nothing more to delete.
+    let deleted = delete_owned(source, &users, STEP, "source").await?;
+    source
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM bucket_changes WHERE move_id = {id}; \
+             UPDATE bucket_moves SET gone = true WHERE move_id = {id}; COMMIT",
+            id = m.id
+        ))
         .await
         .map_err(sql(STEP, "source"))?;
-    tx.execute("UPDATE bucket_moves SET gone = true WHERE move_id = $1", &[&m.id])
-        .await
-        .map_err(sql(STEP, "source"))?;
-    tx.commit().await.map_err(sql(STEP, "source"))?;
     Ok(deleted)
 }
 
@@ -429,14 +476,8 @@ pub async fn drop_source(source: &mut Client, m: &Move) -> Result<u64, MoveError
 pub async fn abandon(source: &Client, target: &mut Client, m: &Move) -> Result<(), MoveError> {
     const STEP: &str = "abandon";
     as_mover(target, STEP, "target").await?;
-    let buckets = m.bucket_param();
-    let tx = target.transaction().await.map_err(sql(STEP, "target"))?;
-    for (table, _) in TABLES {
-        tx.execute(&format!("DELETE FROM {table} WHERE millions_bucket(user_id) = ANY($1)"), &[&buckets])
-            .await
-            .map_err(sql(STEP, "target"))?;
-    }
-    tx.commit().await.map_err(sql(STEP, "target"))?;
+    let users = users_of(target, &m.bucket_param(), STEP, "target").await?;
+    delete_owned(target, &users, STEP, "target").await?;
     source
         .batch_execute(&format!(
             "BEGIN; DELETE FROM bucket_changes WHERE move_id = {id}; \
