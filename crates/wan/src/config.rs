@@ -70,7 +70,9 @@ pub struct WanConfig {
 }
 
 /// One relayed link: local clients connect to `listen`, and each connection is
-/// relayed to `target` from `source` through the peer DC's conditions.
+/// relayed to `target` from `source` through the peer DC's conditions. The same
+/// shape, with the same rules, is what `POST /admin/links` takes to add links to a
+/// running gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
@@ -167,33 +169,62 @@ impl settings::Validate for WanConfig {
             }
             conditions.check().map_err(|e| invalid(e.setting(), format!("peer DC {peer}: {}", e.message)))?;
         }
-        for (i, link) in self.links.iter().enumerate() {
-            check_link(self, i, link)?;
-        }
+        check_links(&self.dc, self.admin, |peer| self.conditions.contains_key(peer), &self.links)?;
         Ok(())
     }
 }
 
-/// One link's rules; `i` is its position in `links`, named in every message.
-fn check_link(config: &WanConfig, i: usize, link: &LinkConfig) -> Result<(), ConfigError> {
-    let at = format!("link {i} (listen {})", link.listen);
-    if link.peer_dc == config.dc {
+/// How a link is named in messages: its position among the links checked (the
+/// configuration's `links`, or the links of one `POST /admin/links`) and its listen
+/// address.
+pub(crate) fn link_name(i: usize, link: &LinkConfig) -> String {
+    format!("link {i} (listen {})", link.listen)
+}
+
+/// The rules of links, the same for a configuration's `links` and for links added
+/// at runtime ([`crate::Handle::add_links`]): `dc` is the gateway's own DC,
+/// `admin` its admin address, `has_peer` whether a peer DC has conditions (a link
+/// to a DC without them has none to follow). Each error names the setting and the
+/// link by its position in `links`.
+pub(crate) fn check_links(
+    dc: &str,
+    admin: SocketAddr,
+    has_peer: impl Fn(&str) -> bool,
+    links: &[LinkConfig],
+) -> Result<(), ConfigError> {
+    for (i, link) in links.iter().enumerate() {
+        check_link(dc, admin, &has_peer, &links[..i], i, link)?;
+    }
+    Ok(())
+}
+
+/// One link's rules; `before` are the links listed ahead of it, `i` its position.
+fn check_link(
+    dc: &str,
+    admin: SocketAddr,
+    has_peer: &impl Fn(&str) -> bool,
+    before: &[LinkConfig],
+    i: usize,
+    link: &LinkConfig,
+) -> Result<(), ConfigError> {
+    let at = link_name(i, link);
+    if link.peer_dc == dc {
         return Err(invalid(
             "links.peer_dc",
             format!("{at} goes to {}, this gateway's own DC", link.peer_dc),
         ));
     }
-    if !config.conditions.contains_key(&link.peer_dc) {
+    if !has_peer(&link.peer_dc) {
         return Err(invalid(
             "links.peer_dc",
             format!("{at} goes to {} but there is no [conditions.{}]", link.peer_dc, link.peer_dc),
         ));
     }
     if link.listen.port() != 0 {
-        if link.listen == config.admin {
+        if link.listen == admin {
             return Err(invalid("links.listen", format!("{at} is also the admin address")));
         }
-        if config.links[..i].iter().any(|other| other.listen == link.listen) {
+        if before.iter().any(|other| other.listen == link.listen) {
             return Err(invalid("links.listen", format!("{at}: {} is listed twice", link.listen)));
         }
     }

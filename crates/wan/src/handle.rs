@@ -1,6 +1,6 @@
 //! In-process control of a running gateway: the conditions per peer DC, cut and
-//! heal, and what every link carries. The admin API is a thin layer over it;
-//! tests and a process embedding the gateway use it directly.
+//! heal, what every link carries, and links added at runtime. The admin API is a
+//! thin layer over it; tests and a process embedding the gateway use it directly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,20 +8,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::BoundLink;
 use crate::conditions::{Conditions, ConditionsUpdate, InvalidCondition};
-use crate::link::Link;
+use crate::config::LinkConfig;
+use crate::gateway::Gateway;
 use crate::peer::Peer;
-
-/// What a gateway is made of, shared by its handles.
-#[derive(Debug)]
-pub(crate) struct Gateway {
-    /// This gateway's DC.
-    pub(crate) dc: String,
-    /// Every peer DC with conditions, by name.
-    pub(crate) peers: BTreeMap<String, Arc<Peer>>,
-    /// Every link, in the configuration's order.
-    pub(crate) links: Vec<Arc<Link>>,
-}
 
 /// Controls a running gateway; cheap to clone.
 #[derive(Debug, Clone)]
@@ -44,6 +35,46 @@ pub enum ControlError {
         /// What is wrong.
         error: InvalidCondition,
     },
+    /// A link asked for breaks the rules a configuration's links follow; the
+    /// error names the setting and the link by its position in the request.
+    #[error(transparent)]
+    InvalidLink(settings::SettingsError),
+    /// A link asks for a listen address the gateway serves already, but for
+    /// another target, source or peer DC: a link is never changed in place.
+    #[error("{link}: that address relays {served} already, not {asked}; a link is not changed in place")]
+    Conflict {
+        /// The link asked for, by position and listen address.
+        link: String,
+        /// Where the address relays to now.
+        served: String,
+        /// Where the request would have it relay to.
+        asked: String,
+    },
+    /// A new link's listen address cannot be bound: taken by another process, or
+    /// not one of this machine's.
+    #[error("{link}: cannot listen there: {source}")]
+    Bind {
+        /// The link asked for, by position and listen address.
+        link: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gateway is stopping or stopped: no link is added.
+    #[error("the WAN gateway is stopping")]
+    Stopping,
+}
+
+/// What an add of links did ([`Handle::add_links`], `POST /admin/links`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinksAdded {
+    /// Every link served now, the configured ones first, then those added, in
+    /// order: the request's links among them, so a caller sees the whole state.
+    pub links: Vec<BoundLink>,
+    /// The links this add started (port 0 resolved), in the request's order; empty
+    /// when every link asked for was served already.
+    pub added: Vec<BoundLink>,
 }
 
 /// One link as the admin API shows it.
@@ -111,10 +142,12 @@ impl Handle {
         self.set_cut(peer, false)
     }
 
-    /// Every link with its conditions and statistics, in the configuration's order.
+    /// Every link with its conditions and statistics: the configured ones in the
+    /// configuration's order, then those added at runtime, in the order they were
+    /// added.
     pub fn links(&self) -> Vec<LinkView> {
         self.gateway
-            .links
+            .links()
             .iter()
             .map(|l| LinkView {
                 listen: l.listen,
@@ -130,6 +163,30 @@ impl Handle {
                 held_bytes: l.stats.held.get().max(0) as u64,
             })
             .collect()
+    }
+
+    /// Every link served as bound (listen, target, peer DC), in the order of
+    /// [`Handle::links`].
+    pub fn bound_links(&self) -> Vec<BoundLink> {
+        self.gateway.bound_links()
+    }
+
+    /// Serve `links` besides those served, without disturbing any open
+    /// connection: each is checked by the rules of a configuration's links (its
+    /// peer DC must be one the gateway has conditions for), a link whose listen
+    /// address is served already with the same target, source and peer DC is left
+    /// alone (so a caller may send its whole list every time; port 0 always binds a
+    /// new port), and every new listener is bound before any is served. A new link
+    /// follows its peer DC's conditions in force (a cut holds it until the heal)
+    /// and stops with the gateway. All or nothing: on an error nothing of the
+    /// request is served or left bound.
+    pub fn add_links(&self, links: &[LinkConfig]) -> Result<LinksAdded, ControlError> {
+        self.gateway.add_links(links)
+    }
+
+    /// Signal every acceptor and connection to stop ([`crate::Running::stop`]).
+    pub(crate) fn stop(&self) {
+        self.gateway.stop();
     }
 
     fn peer(&self, peer: &str) -> Result<&Arc<Peer>, ControlError> {

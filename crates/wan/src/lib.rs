@@ -64,6 +64,16 @@
 //! spawns the relay on the current Tokio runtime. [`Running::handle`] controls it
 //! in process; [`Running::stop`] stops accepting and closes open connections
 //! within `stop_grace_ms`.
+//!
+//! Links can be added while it runs, without a restart that would break every
+//! open connection (replication streams among them): [`Handle::add_links`], or
+//! `POST /admin/links` ([`admin`]), takes links in the configuration's shape,
+//! checks them by the configuration's rules, leaves alone those served already as
+//! asked (a caller may send its whole list every time), binds every new listener
+//! and only then serves them, all or nothing. A new link follows its peer DC's
+//! conditions in force — a cut holds it too — and stops with the gateway. The peer
+//! DCs are fixed at start: a link to a DC without `[conditions]` is refused, and
+//! no link is removed or changed in place.
 #![forbid(unsafe_code)]
 
 mod accept;
@@ -71,6 +81,7 @@ pub mod admin;
 pub mod conditions;
 pub mod config;
 mod delay_line;
+mod gateway;
 mod handle;
 mod link;
 mod metrics;
@@ -78,26 +89,20 @@ mod peer;
 mod relay;
 mod schedule;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use settings::Validate;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
 pub use conditions::{Conditions, ConditionsUpdate, InvalidCondition};
 pub use config::{LinkConfig, WanConfig};
-pub use handle::{ControlError, Handle, LinkView};
+pub use handle::{ControlError, Handle, LinkView, LinksAdded};
 
-use handle::Gateway;
-use link::Link;
-use peer::Peer;
+use gateway::{BoundListener, Gateway};
 use relay::Shutdown;
-
-/// Connections a listener's kernel queue holds before the gateway accepts them.
-const BACKLOG: u32 = 1024;
 
 /// Why a gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +125,9 @@ pub enum WanError {
     NoRuntime,
 }
 
-/// One link's addresses as bound.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One link's addresses as bound; what [`Running::links`] and `POST /admin/links`
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundLink {
     /// Where this DC's clients connect (port 0 resolved).
     pub listen: SocketAddr,
@@ -135,15 +141,16 @@ pub struct BoundLink {
 /// closes gracefully.
 #[derive(Debug)]
 pub struct Running {
-    /// Every link's bound addresses, in the configuration's order.
-    links: Vec<BoundLink>,
     /// The admin listener's bound address.
     admin: SocketAddr,
-    /// In-process control.
+    /// In-process control; also how [`Running::links`] sees the links added at
+    /// runtime and how the stop reaches them.
     handle: Handle,
-    /// Stop and abort signals for the acceptors, the connections and the admin server.
+    /// Stop and abort signals for the acceptors, the connections and the admin
+    /// server (the gateway's own, which links added at runtime follow too).
     shutdown: Shutdown,
-    /// Every task: acceptors, connections, the admin server.
+    /// Every task: acceptors, connections, the admin server, those of links added
+    /// at runtime included.
     tasks: TaskTracker,
     /// How long connections get to deliver what they hold on stop.
     stop_grace: Duration,
@@ -156,39 +163,22 @@ pub fn start(config: WanConfig, registry: &telemetry::Registry) -> Result<Runnin
     config.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| WanError::NoRuntime)?;
     let _entered = runtime.enter();
-    let admin_listener = bind("admin".to_owned(), config.admin)?;
+    let bind_error = |what: String, addr| move |source| WanError::Bind { what, addr, source };
+    let admin_listener =
+        gateway::listen(config.admin).map_err(bind_error("admin".to_owned(), config.admin))?;
     let mut link_listeners = Vec::with_capacity(config.links.len());
     for (i, link) in config.links.iter().enumerate() {
-        link_listeners.push(bind(format!("link {i}"), link.listen)?);
+        link_listeners.push(BoundListener::bind(link).map_err(bind_error(format!("link {i}"), link.listen))?);
     }
-    let admin = local_addr("admin", &admin_listener, config.admin)?;
+    let admin = admin_listener.local_addr().map_err(bind_error("admin".to_owned(), config.admin))?;
 
     let metrics = metrics::WanMetrics::new(registry);
-    let peers: BTreeMap<String, Arc<Peer>> = config
-        .conditions
-        .iter()
-        .map(|(name, c)| (name.clone(), Arc::new(Peer::new(name, *c, metrics.peer(name)))))
-        .collect();
-    let mut links = Vec::with_capacity(config.links.len());
-    for (i, (link, listener)) in config.links.iter().zip(&link_listeners).enumerate() {
-        let listen = local_addr(&format!("link {i}"), listener, link.listen)?;
-        links.push(Arc::new(Link {
-            listen,
-            config: link.clone(),
-            peer: peers[&link.peer_dc].clone(),
-            window: config.window_bytes,
-            connect_timeout: config.connect_timeout(),
-            stats: metrics.link(listen, &link.peer_dc, link.target),
-        }));
-    }
-    let gateway = Arc::new(Gateway { dc: config.dc.clone(), peers, links });
-    let handle = Handle::new(gateway.clone());
     let shutdown = Shutdown::default();
     let tasks = TaskTracker::new();
+    let gateway = Arc::new(Gateway::new(&config, admin, metrics, runtime, tasks.clone(), shutdown.clone()));
+    let bound = gateway.serve(link_listeners);
+    let handle = Handle::new(gateway);
 
-    for (listener, link) in link_listeners.into_iter().zip(&gateway.links) {
-        tasks.spawn(accept::run(listener, link.clone(), tasks.clone(), shutdown.clone()));
-    }
     let token = config.admin_token.clone();
     let state = admin::AdminState {
         handle: handle.clone(),
@@ -207,34 +197,16 @@ pub fn start(config: WanConfig, registry: &telemetry::Registry) -> Result<Runnin
         }
     });
 
-    let bound: Vec<BoundLink> = gateway
-        .links
-        .iter()
-        .map(|l| BoundLink { listen: l.listen, target: l.config.target, peer_dc: l.config.peer_dc.clone() })
-        .collect();
     tracing::info!(dc = %config.dc, %admin, links = bound.len(), "WAN gateway listening");
-    Ok(Running { links: bound, admin, handle, shutdown, tasks, stop_grace: config.stop_grace() })
-}
-
-/// A listener on `addr` (`what` names it in the error).
-fn bind(what: String, addr: SocketAddr) -> Result<TcpListener, WanError> {
-    let listen = || {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(BACKLOG)
-    };
-    listen().map_err(|source| WanError::Bind { what, addr, source })
-}
-
-fn local_addr(what: &str, listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, WanError> {
-    listener.local_addr().map_err(|source| WanError::Bind { what: what.to_owned(), addr, source })
+    Ok(Running { admin, handle, shutdown, tasks, stop_grace: config.stop_grace() })
 }
 
 impl Running {
-    /// Every link's bound addresses, in the configuration's order.
-    pub fn links(&self) -> &[BoundLink] {
-        &self.links
+    /// Every link's bound addresses now: the configured ones in the
+    /// configuration's order, then those added at runtime ([`Handle::add_links`],
+    /// `POST /admin/links`) in the order they were added.
+    pub fn links(&self) -> Vec<BoundLink> {
+        self.handle.bound_links()
     }
 
     /// The admin listener's address.
@@ -247,11 +219,13 @@ impl Running {
         self.handle.clone()
     }
 
-    /// Stop: the listeners close at once; open connections stop reading and get
-    /// `stop_grace_ms` to deliver what they hold (each side then sees its stream
-    /// end), then whatever is left is closed. Returns once every task has ended.
+    /// Stop: the listeners close at once, those of links added at runtime too
+    /// (an add racing the stop is refused, [`ControlError::Stopping`]); open
+    /// connections stop reading and get `stop_grace_ms` to deliver what they hold
+    /// (each side then sees its stream end), then whatever is left is closed.
+    /// Returns once every task has ended.
     pub async fn stop(self) {
-        self.shutdown.stop.cancel();
+        self.handle.stop();
         self.tasks.close();
         if tokio::time::timeout(self.stop_grace, self.tasks.wait()).await.is_err() {
             tracing::info!("closing the connections still open after the stop grace");
