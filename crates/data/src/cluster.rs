@@ -4,7 +4,9 @@
 //! number of streaming replicas. [`Routes`] is one immutable view of them at an
 //! epoch: the static one from the configuration, then each newer
 //! [`ClusterMap`] the controller publishes. Pools are kept per address, so a
-//! new map reuses the pools of servers it still names.
+//! new map reuses the pools of servers it still names. A newer map may name
+//! more shards than the routes in force (a shard cluster added to a running
+//! topology, with a directory that says which buckets it owns), never fewer.
 //!
 //! A lag monitor samples every shard's primary WAL position and each replica's
 //! replay position every [`PROBE_EVERY`]; a replica's lag is how long ago the
@@ -15,7 +17,7 @@
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -73,13 +75,19 @@ pub(crate) struct ShardRoute {
     near: usize,
     /// Round-robin cursor over usable replicas.
     next: AtomicUsize,
+    /// Recent samples of the shard's primary WAL position, which date its
+    /// replicas' replay positions: kept across maps like the replicas' health, so
+    /// a new map does not make every replica's lag unknown for a moment, and
+    /// made with the route, so a shard a newer map adds has one.
+    pub(crate) history: Arc<Mutex<History>>,
 }
 
 /// Every shard's servers at one epoch.
 pub(crate) struct Routes {
     /// The controller's epoch; 0 for the configuration's own view.
     pub(crate) epoch: u64,
-    /// Each shard's servers, indexed by shard.
+    /// Each shard's servers, indexed by shard: the configuration's shards, and
+    /// any a newer map added (a map never has fewer).
     pub(crate) shards: Vec<ShardRoute>,
     /// Which shard owns each bucket at this epoch: the even split until the
     /// controller publishes a directory (a bucket moved).
@@ -88,8 +96,14 @@ pub(crate) struct Routes {
 
 /// How a shard's servers are connected to: the shard URL's settings, with each
 /// server's host and port substituted.
+///
+/// Every shard of a topology shares its user, password and database name (the
+/// controller gives them all the same): a shard a cluster map adds beyond the
+/// configuration's `database.shards` is connected to with shard 0's URL's
+/// settings.
 pub(crate) struct Connector {
-    /// Parsed shard URLs, in shard order.
+    /// Parsed shard URLs, in shard order; the first also serves the shards a
+    /// cluster map adds beyond them.
     templates: Vec<tokio_postgres::Config>,
     /// Connections per server pool (`database.pool_size`).
     pool_size: usize,
@@ -136,10 +150,6 @@ impl Connector {
         })
     }
 
-    pub(crate) fn shards(&self) -> usize {
-        self.templates.len()
-    }
-
     fn pool(&self, pg: tokio_postgres::Config) -> Result<Pool, String> {
         let manager =
             Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -178,9 +188,10 @@ impl Connector {
         Ok(Arc::new(Server { addr: address_of(&pg), pool: self.pool(pg)? }))
     }
 
-    /// A server of `shard` at `addr`, with the shard URL's credentials and database.
+    /// A server of `shard` at `addr`, with the shard URL's credentials and
+    /// database (shard 0's for a shard beyond the configuration's URLs).
     fn at(&self, shard: usize, addr: &str) -> Result<Arc<Server>, String> {
-        let t = &self.templates[shard];
+        let t = self.templates.get(shard).unwrap_or(&self.templates[0]);
         let (host, port) = split_address(addr).ok_or_else(|| format!("bad server address {addr:?}"))?;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&host).port(port).ssl_mode(t.get_ssl_mode());
@@ -243,25 +254,44 @@ impl Routes {
                 replicas.push(Replica { server, health: Arc::default() });
             }
             let near = replicas.len();
-            shards.push(ShardRoute { primary: Some(primary), replicas, near, next: AtomicUsize::new(0) });
+            shards.push(ShardRoute {
+                primary: Some(primary),
+                replicas,
+                near,
+                next: AtomicUsize::new(0),
+                history: Arc::default(),
+            });
         }
         let directory = ShardMap::even(shards.len())
             .map_err(|e| ConfigError::Pool { index: 0, message: e.to_string() })?;
         Ok(Routes { epoch: 0, shards, directory: Arc::new(directory) })
     }
 
-    /// The view `map` describes, reusing this view's pools for addresses it keeps.
+    /// The view `map` describes, reusing this view's pools (and replica health,
+    /// and primary history) for addresses (and shards) it keeps.
+    ///
+    /// The map may add shards (a shard cluster joined the topology), if it says
+    /// which buckets each owns: without a directory the even split over the new
+    /// count would give almost every bucket a new owner that lacks its rows. It
+    /// may never drop one (rows would become unreachable).
     pub(crate) fn apply(&self, map: &ClusterMap, connector: &Connector) -> Result<Routes, String> {
-        if map.shards.len() != self.shards.len() {
+        let (had, has) = (self.shards.len(), map.shards.len());
+        if has < had {
             return Err(format!(
-                "the map has {} shards, this process {}",
-                map.shards.len(),
-                self.shards.len()
+                "the map has {has} shards, fewer than the {had} this process routes to: shards are never removed"
+            ));
+        }
+        if has > had && map.directory.is_none() {
+            return Err(format!(
+                "the map adds shards ({had} to {has}) but has no bucket directory: \
+                 the even split over {has} shards would move almost every bucket"
             ));
         }
         let mut shards = Vec::new();
-        for (i, (old, new)) in self.shards.iter().zip(&map.shards).enumerate() {
+        for (i, new) in map.shards.iter().enumerate() {
+            let old = self.shards.get(i);
             let known = |addr: &str| {
+                let old = old?;
                 old.primary
                     .iter()
                     .chain(old.replicas.iter().map(|r| &r.server))
@@ -272,11 +302,14 @@ impl Routes {
             let primary = new.primary.as_deref().map(server).transpose()?;
             let mut replicas = Vec::new();
             for addr in &new.replicas {
-                let health = old.replicas.iter().find(|r| r.server.addr == *addr).map(|r| r.health.clone());
+                let health = old
+                    .and_then(|old| old.replicas.iter().find(|r| r.server.addr == *addr))
+                    .map(|r| r.health.clone());
                 replicas.push(Replica { server: server(addr)?, health: health.unwrap_or_default() });
             }
             let near = new.near.unwrap_or(replicas.len()).min(replicas.len());
-            shards.push(ShardRoute { primary, replicas, near, next: AtomicUsize::new(0) });
+            let history = old.map(|old| old.history.clone()).unwrap_or_default();
+            shards.push(ShardRoute { primary, replicas, near, next: AtomicUsize::new(0), history });
         }
         let directory = match &map.directory {
             None => ShardMap::even(shards.len()),
@@ -286,8 +319,10 @@ impl Routes {
         Ok(Routes { epoch: map.epoch, shards, directory: Arc::new(directory) })
     }
 
-    pub(crate) fn shard(&self, shard: ShardId) -> &ShardRoute {
-        &self.shards[shard.0 as usize]
+    /// `shard`'s servers; `None` for a shard this view does not have (one a
+    /// newer map, not yet installed here, added).
+    pub(crate) fn shard(&self, shard: ShardId) -> Option<&ShardRoute> {
+        self.shards.get(usize::from(shard.0))
     }
 }
 
@@ -423,7 +458,6 @@ pub(crate) async fn current_lsns(routes: &Routes) -> crate::Lsns {
 /// The monitor does it every [`PROBE_EVERY`]; a read whose primary is lost does it
 /// at once when no replica is marked usable (a probe may have timed out under load).
 pub(crate) async fn probe_replicas(inner: &Inner, shard: ShardId, route: &ShardRoute) {
-    let i = usize::from(shard.0);
     let replicas = route.replicas.iter().map(|r| async move {
         let answer = probe(&r.server, REPLAY_LSN_SQL).await;
         let now = Instant::now();
@@ -431,7 +465,7 @@ pub(crate) async fn probe_replicas(inner: &Inner, shard: ShardId, route: &ShardR
         let lag = match answer {
             Ok(Some(replay)) => {
                 h.replay_lsn.store(replay as u64, Ordering::Relaxed);
-                inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).lag(replay as u64, now)
+                route.history.lock().unwrap_or_else(|e| e.into_inner()).lag(replay as u64, now)
             }
             // Not in recovery (promoted?) or not answering.
             Ok(None) | Err(_) => None,
@@ -463,7 +497,7 @@ pub(crate) async fn monitor(inner: Weak<Inner>, stop: CancellationToken) {
                 if let Some(primary) = &shard.primary
                     && let Ok(Some(lsn)) = probe(primary, PRIMARY_LSN_SQL).await
                 {
-                    inner.history[i].lock().unwrap_or_else(|e| e.into_inner()).push(
+                    shard.history.lock().unwrap_or_else(|e| e.into_inner()).push(
                         Instant::now(),
                         lsn as u64,
                         keep,
@@ -502,10 +536,15 @@ pub(crate) async fn follow(inner: Weak<Inner>, url: reqwest::Url, stop: Cancella
         let Some(inner) = inner.upgrade() else { return };
         match result {
             Ok(map) => {
-                if let Err(e) = inner.install(&map) {
-                    tracing::error!(error = %e, epoch = map.epoch, "cannot use the cluster map");
-                }
-                after = Some(inner.routes().epoch);
+                // A refused map is not asked for again (it would be answered at
+                // once, over and over): the next one asked for is newer than it.
+                after = Some(match inner.install(&map) {
+                    Ok(_) => inner.routes().epoch,
+                    Err(e) => {
+                        tracing::error!(error = %e, epoch = map.epoch, "cannot use the cluster map");
+                        map.epoch.max(inner.routes().epoch)
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the cluster map; retrying");
@@ -564,7 +603,7 @@ mod tests {
         };
         // Two near ones: reads alternate between them, never the far one.
         let near = routes.apply(&map(Some(2)), &connector).unwrap();
-        let route = near.shard(ShardId(0));
+        let route = near.shard(ShardId(0)).unwrap();
         route.replicas.iter().for_each(usable);
         let got = picks(route);
         assert!(got.iter().all(|a| a != "127.0.0.4:1"), "{got:?}");
@@ -574,10 +613,52 @@ mod tests {
         assert!(picks(route).iter().all(|a| a == "127.0.0.4:1"));
         // No preference: every replica in turn.
         let any = routes.apply(&map(None), &connector).unwrap();
-        let route = any.shard(ShardId(0));
+        let route = any.shard(ShardId(0)).unwrap();
         route.replicas.iter().for_each(usable);
         let got: std::collections::HashSet<String> = picks(route).into_iter().collect();
         assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_map_may_add_shards_with_a_directory_and_never_drop_one() {
+        let config = DataConfig::new(vec!["postgres://u:p@127.0.0.1:1/db".into()]);
+        let connector = Connector::new(&config).unwrap();
+        let routes = Routes::from_config(&config, &connector).unwrap();
+        let servers = |primary: &str| sharding::ShardServers {
+            primary: Some(primary.into()),
+            replicas: vec![],
+            near: None,
+        };
+        let one = vec![servers("127.0.0.1:1")];
+        let two = vec![servers("127.0.0.1:1"), servers("127.0.0.2:1")];
+        let all_on_0 = vec![sharding::BucketRange { first: 0, last: 4095, shard: 0 }];
+        let map = |epoch, shards: &Vec<_>, directory: Option<&Vec<_>>| ClusterMap {
+            epoch,
+            shards: shards.clone(),
+            directory: directory.cloned(),
+        };
+
+        let err = routes.apply(&map(1, &two, None), &connector).err().unwrap();
+        assert!(err.contains("no bucket directory"), "{err}");
+        let grown = routes.apply(&map(1, &two, Some(&all_on_0)), &connector).unwrap();
+        assert_eq!(grown.shards.len(), 2);
+        assert_eq!(grown.directory.shard_count(), 2);
+        assert!(grown.directory.buckets_of(ShardId(1)).is_empty());
+        assert_eq!(grown.shard(ShardId(1)).unwrap().primary.as_ref().unwrap().addr, "127.0.0.2:1");
+        assert!(grown.shard(ShardId(2)).is_none());
+        // Shard 0 keeps its pool and its primary's history; shard 1 has its own.
+        let (old, new) = (routes.shard(ShardId(0)).unwrap(), grown.shard(ShardId(0)).unwrap());
+        assert!(Arc::ptr_eq(old.primary.as_ref().unwrap(), new.primary.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(&old.history, &new.history));
+        assert!(!Arc::ptr_eq(&new.history, &grown.shard(ShardId(1)).unwrap().history));
+
+        let err = grown.apply(&map(2, &one, Some(&all_on_0)), &connector).err().unwrap();
+        assert!(err.contains("fewer than the 2"), "{err}");
+        let same = grown.apply(&map(2, &two, None), &connector).unwrap();
+        assert!(Arc::ptr_eq(
+            &grown.shard(ShardId(1)).unwrap().history,
+            &same.shard(ShardId(1)).unwrap().history
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use deadpool_postgres::Object;
@@ -37,14 +37,14 @@ pub(crate) struct Inner {
     routes: RwLock<Arc<cluster::Routes>>,
     /// Builds pools for servers a new map names.
     connector: cluster::Connector,
-    /// Per shard, recent samples of the primary's WAL position.
-    pub(crate) history: Vec<Mutex<cluster::History>>,
     /// The lag bound, in milliseconds.
     pub(crate) max_lag_ms: u64,
     /// Asks the map follower to fetch the map now (a write met a demoted or
     /// unreachable primary).
     pub(crate) refresh: Arc<tokio::sync::Notify>,
-    /// Wakes writes waiting for a newer map (their shard had no reachable primary).
+    /// Wakes writes waiting for a newer map (their shard had no reachable
+    /// primary), and whoever follows the map's changes ([`Data::newer_cluster_map`]:
+    /// a worker starting to claim on a shard the map added).
     installed: tokio::sync::Notify,
     /// How long such a write waits; zero without a map to follow.
     primary_wait: std::time::Duration,
@@ -75,6 +75,14 @@ impl Inner {
             return Ok(false);
         }
         let next = routes.apply(map, &self.connector)?;
+        if next.shards.len() > routes.shards.len() {
+            tracing::info!(
+                epoch = map.epoch,
+                from = routes.shards.len(),
+                to = next.shards.len(),
+                "the cluster map adds shards"
+            );
+        }
         *routes = Arc::new(next);
         self.installed.notify_waiters();
         self.metrics.observe_epoch(map.epoch);
@@ -93,7 +101,8 @@ impl Inner {
 
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Data").field("shards", &self.inner.connector.shards()).finish()
+        let routes = self.inner.routes();
+        f.debug_struct("Data").field("epoch", &routes.epoch).field("shards", &routes.shards.len()).finish()
     }
 }
 
@@ -115,7 +124,6 @@ impl Data {
         let cluster_url = config.cluster_url()?;
         let inner = Arc::new(Inner {
             routes: RwLock::new(Arc::new(routes)),
-            history: (0..connector.shards()).map(|_| Mutex::default()).collect(),
             connector,
             max_lag_ms: config.max_replica_lag_ms,
             refresh: Arc::new(tokio::sync::Notify::new()),
@@ -159,20 +167,36 @@ impl Data {
     }
 
     /// Use `map` if its epoch is larger than the one in force (what the map
-    /// follower does with each map it fetches). Returns whether it was used.
+    /// follower does with each map it fetches). Returns whether it was used. A
+    /// map with fewer shards than the one in force is refused, and so is one with
+    /// more but no bucket directory.
     pub fn install_cluster_map(&self, map: &ClusterMap) -> Result<bool, String> {
         self.inner.install(map)
     }
 
-    /// How many queries of operation `op` ran, over all shards. Tests use it to prove
-    /// what the cache saves.
-    pub fn query_count(&self, op: &'static str) -> u64 {
-        self.inner.metrics.queries_of(op, self.inner.connector.shards())
+    /// Wait until a cluster map newer than `epoch` is in force (at once if one
+    /// already is). How a caller follows the map's changes without polling: read
+    /// [`Data::cluster_epoch`] first, then what it needs of the map in force
+    /// ([`Data::shard_map`]), then wait here with that epoch.
+    pub async fn newer_cluster_map(&self, epoch: u64) {
+        loop {
+            let installed = self.inner.installed.notified();
+            if self.inner.routes().epoch > epoch {
+                return;
+            }
+            installed.await;
+        }
     }
 
-    /// How many reads were served by `target`, over all shards.
+    /// How many queries of operation `op` ran, over every shard of the map in
+    /// force. Tests use it to prove what the cache saves.
+    pub fn query_count(&self, op: &'static str) -> u64 {
+        self.inner.metrics.queries_of(op, self.inner.routes().shards.len())
+    }
+
+    /// How many reads were served by `target`, over every shard of the map in force.
     pub fn reads_on(&self, target: ReadTarget) -> u64 {
-        self.inner.metrics.reads_on(target, self.inner.connector.shards())
+        self.inner.metrics.reads_on(target, self.inner.routes().shards.len())
     }
 
     /// How many writes of `shard` wait for it to have a reachable primary again.
@@ -180,11 +204,12 @@ impl Data {
         self.inner.metrics.waiting_for_primary.get_or_create(&shard.into()).get()
     }
 
-    /// How many of `shard`'s replicas may serve a read with no floor right now.
+    /// How many of `shard`'s replicas may serve a read with no floor right now
+    /// (none, for a shard the map in force does not have).
     pub fn usable_replicas(&self, shard: ShardId) -> usize {
         let routes = self.inner.routes();
-        routes
-            .shard(shard)
+        let Some(route) = routes.shard(shard) else { return 0 };
+        route
             .replicas
             .iter()
             .filter(|r| {
@@ -207,8 +232,8 @@ impl Data {
     /// failover one of its replicas).
     pub async fn ping(&self) -> Result<(), DataError> {
         let routes = self.inner.routes();
-        let checks = self.shard_map().shards().map(|shard| {
-            let route = routes.shard(shard);
+        let checks = routes.shards.iter().enumerate().map(|(i, route)| {
+            let shard = ShardId(i as u16);
             let server = route.primary.clone().or_else(|| route.replicas.first().map(|r| r.server.clone()));
             async move {
                 let server = server.ok_or(DataError::NoPrimary { shard })?;
@@ -225,9 +250,10 @@ impl Data {
         self.inner.post_ids.next(author).get()
     }
 
-    /// `shard`'s primary; none while a failover is in progress.
+    /// `shard`'s primary; none while a failover is in progress, or while the map
+    /// in force lacks the shard (a newer map added it): both wait for a newer map.
     fn primary_server(&self, shard: ShardId) -> Result<Arc<cluster::Server>, DataError> {
-        let server = self.inner.routes().shard(shard).primary.clone();
+        let server = self.inner.routes().shard(shard).and_then(|route| route.primary.clone());
         server.ok_or_else(|| {
             self.inner.refresh.notify_one();
             DataError::NoPrimary { shard }
@@ -404,7 +430,9 @@ impl Data {
             // a lazy floor is not loaded for it.
             let primary_only = consistency::primary_only();
             let floor = if primary_only { None } else { consistency::floor(shard).await };
-            if !primary_only && let Some(replica) = route.pick_replica(floor, self.inner.max_lag_ms) {
+            if !primary_only
+                && let Some(replica) = route.and_then(|r| r.pick_replica(floor, self.inner.max_lag_ms))
+            {
                 match run(replica.server.clone()).await {
                     Ok(out) => return Ok((out, ReadTarget::Replica)),
                     Err(e) if e.is_retryable() => {
@@ -425,9 +453,9 @@ impl Data {
                 },
                 Err(e) => e,
             };
-            if !consistency::may_read_replica_without_primary() {
+            let Some(route) = route.filter(|_| consistency::may_read_replica_without_primary()) else {
                 return Err(lost);
-            }
+            };
             if route.most_advanced_replica().is_none() {
                 // The monitor may have missed a beat (a probe timed out under load):
                 // ask the replicas now rather than refuse.

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use data::{Data, DataConfig, DataError, Lsns, ReadTarget, ShardId, consistency};
 use sharding::{ClusterMap, ShardServers};
@@ -139,26 +138,7 @@ async fn killing_the_replica_under_reads_causes_no_read_errors() {
 
 /// A stand-in for `millions control`'s map endpoint: `GET /cluster[?after=N]`.
 async fn controller(map: tokio::sync::watch::Receiver<ClusterMap>) -> String {
-    use axum::extract::{Query, State};
-    #[derive(serde::Deserialize)]
-    struct After {
-        after: Option<u64>,
-    }
-    async fn get(
-        State(mut map): State<tokio::sync::watch::Receiver<ClusterMap>>,
-        Query(q): Query<After>,
-    ) -> axum::Json<ClusterMap> {
-        if let Some(after) = q.after {
-            let wait = map.wait_for(|m| m.epoch > after);
-            let _ = tokio::time::timeout(Duration::from_secs(20), wait).await;
-        }
-        axum::Json(map.borrow().clone())
-    }
-    let app = axum::Router::new().route("/cluster", axum::routing::get(get)).with_state(map);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/cluster")
+    testkit::map_server(map, |m| m.epoch).await.0
 }
 
 #[tokio::test]

@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod map;
 mod servers;
 
 pub use app::{BYPASS_TOKEN, TEST_SHARDS, TestApp, TestEnv, TestWorker, spawn_app};
+pub use map::map_server;
 pub use servers::*;
 
 /// Poll `check` until it holds; fail the test, naming `what`, if it still does

@@ -1,7 +1,8 @@
 //! Workers: the consumers of the durable job queue.
 //!
 //! A [`Worker`] claims jobs from every shard's queue (`FOR UPDATE SKIP LOCKED`, so
-//! workers side by side never hold the same job), runs them, and completes them, or
+//! workers side by side never hold the same job; a shard a newer cluster map adds
+//! is claimed from as soon as the map is installed), runs them, and completes them, or
 //! fails them: retried with exponential backoff, then dead letters with their reason.
 //! A running job's lease is renewed by a heartbeat; a worker that dies loses its
 //! leases and its jobs run again elsewhere, and a worker that finds its lease lost
@@ -162,27 +163,19 @@ impl Worker {
         // Cancelled when the grace period is over: unfinished jobs are released.
         let abandon = CancellationToken::new();
         let permits = Arc::new(Semaphore::new(ctx.config().worker.concurrency));
-        let loops: Vec<_> = ctx
-            .data()
-            .shard_map()
-            .shards()
-            .map(|shard| {
-                tokio::spawn(claim_loop(
-                    ctx.clone(),
-                    shard,
-                    permits.clone(),
-                    jobs.clone(),
-                    shutdown.clone(),
-                    abandon.clone(),
-                ))
-            })
-            .collect();
+        // The claim loops, and the task that starts them (one per shard, more as
+        // the cluster map adds shards): waited for together at shutdown.
+        let loops = TaskTracker::new();
+        loops.spawn(claim_every_shard(
+            ctx.clone(),
+            loops.clone(),
+            Claiming { permits, jobs: jobs.clone(), shutdown: shutdown.clone(), abandon: abandon.clone() },
+        ));
+        loops.close();
         let janitor = tokio::spawn(purge_expired_sessions(ctx.clone(), shutdown.clone()));
         shutdown.cancelled().await;
         ctx.inner.draining.store(true, Ordering::Relaxed);
-        for l in loops {
-            let _ = l.await;
-        }
+        loops.wait().await;
         let _ = janitor.await;
         jobs.close();
         let grace = Duration::from_secs(ctx.config().worker.shutdown_grace_secs);
@@ -233,15 +226,45 @@ async fn purge_expired_sessions(ctx: Context, shutdown: CancellationToken) {
     }
 }
 
-/// Claim and start jobs of one shard while permits are free.
-async fn claim_loop(
-    ctx: Context,
-    shard: ShardId,
+/// What every shard's claim loop shares.
+#[derive(Clone)]
+struct Claiming {
+    /// The concurrency limit over every shard's jobs.
     permits: Arc<Semaphore>,
+    /// The running jobs, given the grace period at shutdown.
     jobs: TaskTracker,
+    /// Stops claiming.
     shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: unfinished jobs are released.
     abandon: CancellationToken,
-) {
+}
+
+/// Until `shutdown`: a [`claim_loop`] for every shard of the cluster map in force,
+/// and for every shard a newer map adds (a shard cluster joined the topology) as
+/// soon as the data layer installs it. The loops run on `loops`, which this task
+/// is on too, so a wait for `loops` covers every loop it started.
+async fn claim_every_shard(ctx: Context, loops: TaskTracker, claiming: Claiming) {
+    let mut started = 0;
+    loop {
+        // The epoch before the map: a map installed in between ends the wait below.
+        let epoch = ctx.data().cluster_epoch();
+        for shard in ctx.data().shard_map().shards().skip(started) {
+            if started > 0 {
+                tracing::info!(%shard, "claiming jobs on a shard the cluster map added");
+            }
+            loops.spawn(claim_loop(ctx.clone(), shard, claiming.clone()));
+            started += 1;
+        }
+        tokio::select! {
+            _ = claiming.shutdown.cancelled() => return,
+            () = ctx.data().newer_cluster_map(epoch) => {}
+        }
+    }
+}
+
+/// Claim and start jobs of one shard while permits are free.
+async fn claim_loop(ctx: Context, shard: ShardId, claiming: Claiming) {
+    let Claiming { permits, jobs, shutdown, abandon } = claiming;
     let poll = Duration::from_millis(ctx.config().worker.poll_ms);
     loop {
         let permit = tokio::select! {
