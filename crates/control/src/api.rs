@@ -36,6 +36,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/shards/rebalance", post(rebalance))
         .route("/api/shards/moves/{id}/cancel", post(cancel_move))
         .route("/api/shards/isolate", post(isolate))
+        .route("/api/shards/add", post(add_shard))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -108,7 +109,8 @@ fn unknown(shared: &Shared, name: &str) -> Option<Response> {
     if shared.topology().node(name).is_some() {
         return None;
     }
-    let names: Vec<&str> = shared.topology().nodes().iter().map(|n| n.name.as_str()).collect();
+    let topology = shared.topology();
+    let names: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
     Some(error(StatusCode::NOT_FOUND, format!("no node named {name:?}; nodes: {}", names.join(", "))))
 }
 
@@ -329,6 +331,27 @@ async fn move_buckets(
 async fn cancel_move(State(shared): State<Shared>, Path(id): Path<i64>) -> Response {
     match crate::reshard::cancel(&shared, id) {
         Ok(message) => Json(json!({ "cancelled": id, "message": message })).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /api/shards/add` (`{"primary": DC, "replicas": [DC..], "replication",
+/// "survives"}`, each defaulting to the last shard's): a shard cluster built and
+/// joined to the published map with no bucket, answered when it has joined. A
+/// bad request changes nothing (400); a taken address or another add under way,
+/// 409.
+async fn add_shard(
+    State(shared): State<Shared>,
+    body: Result<Json<crate::grow::AddRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match crate::grow::add(&shared, &request).await {
+        Ok(added) => Json(added).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

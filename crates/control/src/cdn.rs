@@ -85,7 +85,7 @@ pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
 pub(crate) fn write_config(shared: &Shared, edge: &Node) -> Result<PathBuf, ControlError> {
     let t = shared.topology();
     let run_dir = &shared.opts.run_dir;
-    let tls = crate::tls::ensure_server(run_dir, t, edge)?;
+    let tls = crate::tls::ensure_server(run_dir, &t, edge)?;
     let disk = disk_dir(run_dir, &edge.name);
     let missed = missed_purge(run_dir, &edge.name);
     if missed.exists() {
@@ -103,7 +103,7 @@ pub(crate) fn write_config(shared: &Shared, edge: &Node) -> Result<PathBuf, Cont
             "a purge missed this edge: its disk tier was dropped before it starts"
         );
     }
-    let mut config = config(t, edge, Some(tls), Some(disk))?;
+    let mut config = config(&t, edge, Some(tls), Some(disk))?;
     config.admin_token = Some(shared.secrets.admin.clone());
     let path = config_path(&shared.opts.run_dir, &edge.name);
     write_private(&path, &config.to_toml())?;

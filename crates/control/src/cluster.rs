@@ -105,6 +105,19 @@ pub struct ShardState {
     /// (off only while the shard is first built: with no standby yet, every
     /// commit would wait).
     pub sync_active: bool,
+    /// Added by `millions shard add` and still being built: not yet in the
+    /// published map (no process routes to it), no bucket may move onto it.
+    /// Only the last shards can be joining.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joining: bool,
+}
+
+impl ClusterState {
+    /// How many shards the published map has: those before the first one still
+    /// joining.
+    pub fn published(&self) -> usize {
+        self.shards.iter().take_while(|s| !s.joining).count()
+    }
 }
 
 /// Something the controller did to a shard, a data center or a node, for
@@ -134,6 +147,34 @@ pub struct Event {
     pub failover_ms: Option<u64>,
 }
 
+/// What the published map is made from besides the decisions.
+#[derive(Debug)]
+struct Layout {
+    /// Every PostgreSQL node's address, to turn names into the published map.
+    addrs: HashMap<String, SocketAddr>,
+    /// The topology: each node's DC, and where a node of one DC reaches it.
+    topology: Topology,
+}
+
+impl Layout {
+    fn of(topology: &Topology) -> Layout {
+        let addrs =
+            topology.nodes().iter().filter(|n| n.shard.is_some()).map(|n| (n.name.clone(), n.addr)).collect();
+        Layout { addrs, topology: topology.clone() }
+    }
+}
+
+/// A shard's decisions before it first started: its initial primary, nothing
+/// streaming yet.
+fn initial(topology: &Topology, shard: topology::ShardId, joining: bool) -> ShardState {
+    ShardState {
+        primary: Some(topology.initial_primary(shard).name.clone()),
+        replicas: vec![],
+        sync_active: false,
+        joining,
+    }
+}
+
 /// The decisions in memory, their file, and their publication.
 #[derive(Debug)]
 pub(crate) struct Cluster {
@@ -142,10 +183,9 @@ pub(crate) struct Cluster {
     path: PathBuf,
     /// `events.jsonl`: the event log, appended.
     events_path: PathBuf,
-    /// Every PostgreSQL node's address, to turn names into the published map.
-    addrs: HashMap<String, SocketAddr>,
-    /// The topology: each node's DC, and where a node of one DC reaches it.
-    topology: Topology,
+    /// The topology's PostgreSQL nodes and the topology itself, replaced when a
+    /// shard is added.
+    layout: std::sync::RwLock<Layout>,
     /// The current decisions.
     state: Mutex<ClusterState>,
     /// Publishes the map; the API's long poll waits on it.
@@ -158,19 +198,16 @@ impl Cluster {
     pub(crate) fn load(run_dir: &Path, topology: &Topology) -> Result<Cluster, ControlError> {
         let path = run_dir.join("cluster.json");
         let (state, fresh) = match read_state(run_dir, topology)? {
-            Some(state) => (state, false),
+            // More shards in the topology: `millions shard add` wrote the
+            // topology and stopped before it recorded them here; they join now.
+            Some(mut state) => {
+                let grown = !grow(&mut state, topology).is_empty();
+                (state, grown)
+            }
             None => (
                 ClusterState {
                     epoch: 1,
-                    shards: topology
-                        .shards()
-                        .iter()
-                        .map(|s| ShardState {
-                            primary: Some(topology.initial_primary(s.id).name.clone()),
-                            replicas: vec![],
-                            sync_active: false,
-                        })
-                        .collect(),
+                    shards: topology.shards().iter().map(|s| initial(topology, s.id, false)).collect(),
                     lost_dcs: Vec::new(),
                     wan_cut: Vec::new(),
                     directory: None,
@@ -180,14 +217,12 @@ impl Cluster {
                 true,
             ),
         };
-        let addrs =
-            topology.nodes().iter().filter(|n| n.shard.is_some()).map(|n| (n.name.clone(), n.addr)).collect();
-        let map = to_map(&state, &addrs);
+        let layout = Layout::of(topology);
+        let map = to_map(&state, &layout.addrs);
         let cluster = Cluster {
             path,
             events_path: run_dir.join("events.jsonl"),
-            addrs,
-            topology: topology.clone(),
+            layout: std::sync::RwLock::new(layout),
             state: Mutex::new(state),
             tx: watch::Sender::new(map),
         };
@@ -224,10 +259,22 @@ impl Cluster {
         next.epoch = state.epoch + 1;
         self.persist(&next)?;
         *state = next;
-        let map = to_map(&state, &self.addrs);
+        let map = to_map(&state, &self.layout.read().expect("layout lock poisoned").addrs);
         let epoch = map.epoch;
         self.tx.send_replace(map);
         Ok(Some(epoch))
+    }
+
+    /// Take `topology`, which adds shards to the one in force, and the decisions
+    /// of its new shards: each joining, with its initial primary. The directory
+    /// is written down first if it was the even split, so that the buckets stay
+    /// where they are. Returns the new shards' ids.
+    pub(crate) fn add_shards(&self, topology: &Topology) -> Result<Vec<u16>, ControlError> {
+        // A superset of the addresses in force: the map published meanwhile is the same.
+        *self.layout.write().expect("layout lock poisoned") = Layout::of(topology);
+        let mut added = vec![];
+        self.update(|state| added = grow(state, topology))?;
+        Ok(added)
     }
 
     /// The published map.
@@ -241,7 +288,8 @@ impl Cluster {
     pub(crate) fn map_for(&self, dc: &str) -> ClusterMap {
         let mut map = self.map();
         let state = self.snapshot();
-        let t = &self.topology;
+        let layout = self.layout.read().expect("layout lock poisoned");
+        let t = &layout.topology;
         let from_dc = |name: &String| t.node(name).map(|n| t.address_from(dc, n).to_string());
         for (servers, decided) in map.shards.iter_mut().zip(&state.shards) {
             if let Some(primary) = servers.primary.take() {
@@ -317,7 +365,7 @@ pub(crate) fn read_state(run_dir: &Path, topology: &Topology) -> Result<Option<C
         path: path.clone(),
         source,
     })?;
-    if state.shards.len() != topology.shards().len() {
+    if state.shards.len() > topology.shards().len() {
         return Err(ControlError::Invalid(format!(
             "{} describes {} shards but the topology has {}",
             path.display(),
@@ -372,6 +420,23 @@ impl Event {
     }
 }
 
+/// Give `state` a joining shard for each shard of `topology` it lacks, the
+/// directory written down first if it was the even split; returns their ids.
+fn grow(state: &mut ClusterState, topology: &Topology) -> Vec<u16> {
+    let known = state.shards.len();
+    if topology.shards().len() <= known {
+        return vec![];
+    }
+    if state.directory.is_none()
+        && let Ok(even) = sharding::ShardMap::even(known)
+    {
+        state.directory = Some(even.ranges());
+    }
+    let new = &topology.shards()[known..];
+    state.shards.extend(new.iter().map(|s| initial(topology, s.id, true)));
+    new.iter().map(|s| s.id.0).collect()
+}
+
 fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterMap {
     let addr = |name: &String| addrs.get(name).map(|a| a.to_string());
     ClusterMap {
@@ -379,6 +444,7 @@ fn to_map(state: &ClusterState, addrs: &HashMap<String, SocketAddr>) -> ClusterM
         shards: state
             .shards
             .iter()
+            .take(state.published())
             .map(|s| ShardServers {
                 near: None,
                 primary: s.primary.as_ref().and_then(addr),
@@ -452,6 +518,67 @@ mod tests {
         std::fs::write(&path, two).unwrap();
         let err = format!("{:#}", Cluster::load(dir.path(), &t).unwrap_err());
         assert!(err.contains("2 shards but the topology has 1"), "{err}");
+    }
+
+    #[test]
+    fn an_added_shard_joins_unpublished_and_no_bucket_changes_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = topology::preset("default").unwrap();
+        let cluster = Cluster::load(dir.path(), &two).unwrap();
+        let before = cluster.map();
+        assert_eq!((before.shards.len(), before.directory.clone()), (2, None));
+        let even = sharding::ShardMap::even(2).unwrap();
+
+        let text = format!(
+            "{}\n[[shard]]\nprimary = \"dc1\"\nreplicas = [\"dc2\"]\nsurvives = \"dc\"\n",
+            topology::preset_text("default").unwrap()
+        );
+        let three = topology::parse(&text, "test").unwrap();
+        assert_eq!(cluster.add_shards(&three).unwrap(), [2]);
+        let state = cluster.snapshot();
+        assert!(state.shards[2].joining && !state.shards[1].joining);
+        assert_eq!(state.shards[2].primary.as_deref(), Some("shard2-pg-1"));
+        assert_eq!(state.published(), 2);
+        // Published: the same two shards, the directory written down as it was.
+        let map = cluster.map();
+        assert_eq!(map.shards.len(), 2);
+        assert!(map.epoch > before.epoch);
+        assert_eq!(map.directory.as_deref(), Some(even.ranges().as_slice()));
+        // Adding what is there adds nothing.
+        assert!(cluster.add_shards(&three).unwrap().is_empty());
+
+        // Once it is built it joins the map.
+        cluster.update(|s| s.shards[2].joining = false).unwrap();
+        assert_eq!(cluster.map().shards.len(), 3);
+        let directory =
+            sharding::ShardMap::from_ranges(1, 3, cluster.map().directory.as_ref().unwrap()).unwrap();
+        assert!(directory.buckets_of(sharding::ShardId(2)).is_empty());
+    }
+
+    #[test]
+    fn a_topology_written_before_its_shard_was_recorded_adds_the_shard_as_joining() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = topology::preset("default").unwrap();
+        let epoch = Cluster::load(dir.path(), &two).unwrap().map().epoch;
+        // `millions shard add` wrote the topology, then the controller died.
+        let text = format!(
+            "{}\n[[shard]]\nprimary = \"dc2\"\nreplicas = [\"dc1\"]\n",
+            topology::preset_text("default").unwrap()
+        );
+        let three = topology::parse(&text, "test").unwrap();
+        let again = Cluster::load(dir.path(), &three).unwrap();
+        let state = again.snapshot();
+        assert_eq!((state.shards.len(), state.published()), (3, 2));
+        assert!(state.shards[2].joining);
+        assert!(state.directory.is_some(), "the even split over two, written down");
+        assert_eq!(again.map().shards.len(), 2);
+        // Kept: a third controller reads the same.
+        assert_eq!(read_state(dir.path(), &three).unwrap().unwrap(), state);
+        assert!(state.epoch >= epoch);
+        // A topology with fewer shards than the decisions is refused.
+        let one = topology::preset("test").unwrap();
+        let err = Cluster::load(dir.path(), &one).unwrap_err().to_string();
+        assert!(err.contains("3 shards but the topology has 1"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub(crate) fn pg_spec(shared: &Shared, node: &Node) -> PostgresSpec {
 pub(crate) fn pg_run_spec(shared: &Shared, node: &Node, follow: Option<&Node>) -> PostgresSpec {
     let mut spec = pg_spec(shared, node);
     if let Some(member) = node.shard {
-        let shard = &shared.topology().shards()[member.shard.0 as usize];
+        let topology = shared.topology();
+        let shard = &topology.shards()[member.shard.0 as usize];
         let state = shared.cluster.snapshot();
         let lost: Vec<&str> = state.lost_dcs.iter().map(String::as_str).collect();
         if state.shards[member.shard.0 as usize].sync_active
@@ -79,16 +80,20 @@ fn redis_spec_at(shared: &Shared, node: &Node, addr: std::net::SocketAddr) -> Re
     spec
 }
 
-/// Connection URL of each shard's initial primary, in shard order, as a node of
-/// `dc` reaches it (through its WAN gateway if the primary is elsewhere): the
-/// credentials and database a process uses; it routes by the published map.
+/// Connection URL of each published shard's initial primary, in shard order, as
+/// a node of `dc` reaches it (through its WAN gateway if the primary is
+/// elsewhere): the credentials and database a process uses; it routes by the
+/// published map (which a shard still joining is not in).
 pub(crate) fn initial_urls(shared: &Shared, dc: &str) -> Vec<String> {
-    primary_urls_with(shared.topology(), None, &shared.secrets.postgres, Some(dc))
+    let published = shared.cluster.snapshot().published();
+    primary_urls_with(&shared.topology(), None, published, &shared.secrets.postgres, Some(dc))
 }
 
-/// Connection URL of each shard's current primary, in shard order.
+/// Connection URL of each shard's current primary, in shard order (those still
+/// joining included).
 pub(crate) fn shard_urls(shared: &Shared) -> Vec<String> {
-    primary_urls_with(shared.topology(), Some(&shared.cluster.snapshot()), &shared.secrets.postgres, None)
+    let state = shared.cluster.snapshot();
+    primary_urls_with(&shared.topology(), Some(&state), state.shards.len(), &shared.secrets.postgres, None)
 }
 
 /// The Redis node a node of `dc` uses: its DC's first, else the first anywhere.
@@ -115,14 +120,14 @@ pub(crate) fn redis_peer_nodes<'t>(t: &'t Topology, dc: &str) -> Vec<&'t Node> {
 
 /// The URL of the Redis a node of `dc` uses.
 fn redis_for(shared: &Shared, dc: &str) -> String {
-    redis_spec(shared, redis_node_for(shared.topology(), dc)).url()
+    redis_spec(shared, redis_node_for(&shared.topology(), dc)).url()
 }
 
 /// The URLs (with their passwords) of the other DCs' Redis servers, as a node of
 /// `dc` reaches them: through its WAN gateway.
 fn redis_peers_for(shared: &Shared, dc: &str) -> Vec<String> {
     let t = shared.topology();
-    redis_peer_nodes(t, dc)
+    redis_peer_nodes(&t, dc)
         .into_iter()
         .map(|n| redis_spec_at(shared, n, t.address_from(dc, n)).url())
         .collect()
@@ -161,7 +166,7 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
         // per-address limits: every user it makes comes from one address.
         text.push_str(&format!("\n[abuse]\nbypass_token = {:?}\n", shared.secrets.admin));
         // Photo URLs point at the healthy CDN edges (the web server probes them).
-        text.push_str(&crate::cdn::web_section(shared.topology(), &node.dc));
+        text.push_str(&crate::cdn::web_section(&shared.topology(), &node.dc));
     }
     let path = config_path(run_dir, &node.name);
     write_private(&path, &text)?;

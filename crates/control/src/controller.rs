@@ -61,7 +61,7 @@ impl Controller {
             .map_err(|source| ControlError::Io { what: "reading the API's address".into(), source })?;
         let nodes = opts.topology.nodes().iter().cloned().map(Managed::new).collect();
         let metrics = Metrics::new(&opts.topology);
-        let shard_ops = opts.topology.shards().iter().map(|_| Mutex::new(())).collect();
+        let topology = Arc::new(std::sync::RwLock::new(Arc::new(opts.topology.clone())));
         let dashboard = Arc::new(Recorder::new(opts.history.clone()));
         Ok(Controller {
             shared: Shared {
@@ -73,7 +73,9 @@ impl Controller {
                 shutdown,
                 ready: Arc::new(AtomicBool::new(false)),
                 metrics,
-                shard_ops: Arc::new(shard_ops),
+                shard_ops: Arc::default(),
+                topology,
+                adding: Arc::default(),
                 dashboard,
                 alerts: Arc::default(),
             },
@@ -219,7 +221,8 @@ mod tests {
         assert_eq!(state["epoch"], 1);
         let names: Vec<&str> =
             state["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
-        let expected: Vec<&str> = shared.topology().nodes().iter().map(|n| n.name.as_str()).collect();
+        let topology = shared.topology();
+        let expected: Vec<&str> = topology.nodes().iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, expected);
         assert!(state["nodes"].as_array().unwrap().iter().all(|n| n["health"] == "down"), "{state}");
         assert_eq!(state["shards"][0]["primary"], "shard0-pg-1");

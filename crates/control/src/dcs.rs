@@ -44,7 +44,8 @@ pub(crate) struct DcChange {
 
 fn nodes_of(shared: &Shared, dc: &str) -> Result<Vec<Node>, ControlError> {
     if shared.topology().dc(dc).is_none() {
-        let names: Vec<&str> = shared.topology().dcs().iter().map(|d| d.name.as_str()).collect();
+        let topology = shared.topology();
+        let names: Vec<&str> = topology.dcs().iter().map(|d| d.name.as_str()).collect();
         return Err(ControlError::UnknownNode(format!(
             "{dc} (no such data center; they are {})",
             names.join(", ")

@@ -84,7 +84,7 @@ pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
 
 /// Write `node`'s configuration ([`config`]) where its process reads it.
 pub(crate) fn write_config(shared: &Shared, node: &Node) -> Result<PathBuf, ControlError> {
-    let mut config = config(shared.topology(), node)?;
+    let mut config = config(&shared.topology(), node)?;
     config.admin_token = Some(shared.secrets.admin.clone());
     let path = config_path(&shared.opts.run_dir, &node.name);
     write_private(&path, &config.to_toml())?;

@@ -38,7 +38,7 @@ pub(crate) async fn watch(shared: Shared) {
     }
 }
 
-async fn watch_shard(shared: Shared, shard: u16) {
+pub(crate) async fn watch_shard(shared: Shared, shard: u16) {
     let members: Vec<Node> = shared.topology().shard_nodes(topology::ShardId(shard)).cloned().collect();
     let names: Vec<String> = members.iter().map(|n| n.name.clone()).collect();
     let mut primary_watch = PrimaryWatch::default();
@@ -160,7 +160,8 @@ async fn failover(
     members: &[Node],
     since: Instant,
 ) -> Result<(), ControlError> {
-    let _changing = shared.shard_ops[shard as usize].lock().await;
+    let op = shared.shard_op(shard);
+    let _changing = op.lock().await;
     match shared.cluster.primary(shard) {
         // A switchover replaced it meanwhile.
         Some(p) if p != old.name => return Ok(()),

@@ -35,6 +35,12 @@ pub struct Secrets {
     pub admin: String,
 }
 
+/// The topology a run directory runs: written by `millions up`, a shard
+/// appended by `millions shard add`; what a restarted controller reads.
+pub fn topology_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("topology.toml")
+}
+
 /// The file naming the running controller.
 pub fn control_file(run_dir: &Path) -> PathBuf {
     run_dir.join("control.json")

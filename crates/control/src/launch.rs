@@ -230,41 +230,13 @@ pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
     // Primaries.
     for shard in topology.shards() {
         go_on()?;
-        let name = shared.cluster.primary(shard.id.0).ok_or_else(|| {
-            ControlError::Refused(format!("shard {} has no primary: run `millions down`", shard.id.0))
-        })?;
-        let node = node(shared, &name)?;
-        if !adopt(shared, &node).await {
-            let spec = pg_spec(shared, &node);
-            tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL primary");
-            tokio::task::spawn_blocking(move || nodes::init_postgres(&spec))
-                .await?
-                .map_err(process(&name))?;
-            go_on()?;
-            start_node(shared, &node.name).await?;
-        }
-        pgadmin::ensure_database(&pg_spec(shared, &node), DATABASE).await?;
+        start_primary(shared, shard.id.0).await?;
     }
     go_on()?;
     data::migrate(&shard_urls(shared)).await.map_err(ControlError::Migrate)?;
     // Replicas.
     for shard in topology.shards() {
-        let primary = shared.cluster.primary(shard.id.0);
-        for node in topology.shard_nodes(shard.id).filter(|n| Some(&n.name) != primary.as_ref()) {
-            go_on()?;
-            if !adopt(shared, node).await {
-                tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL replica");
-                start_node(shared, &node.name).await?;
-            }
-        }
-        if shard.synchronous_standby_names("").is_some() {
-            // Only now: with no replica connected, every commit would wait.
-            shared.cluster.update(|s| s.shards[shard.id.0 as usize].sync_active = true)?;
-            for node in topology.shard_nodes(shard.id) {
-                let follow = primary.as_ref().filter(|p| **p != node.name).and_then(|p| topology.node(p));
-                postgres::reload(&node.name, pg_run_spec(shared, node, follow)).await?;
-            }
-        }
+        start_replicas(shared, shard.id.0, &go_on).await?;
     }
     for role in [Role::Redis, Role::Worker, Role::Web, Role::LoadBalancer, Role::Cdn, Role::Dns] {
         for node in topology.nodes_of(role) {
@@ -274,6 +246,58 @@ pub(crate) async fn start_all(shared: &Shared) -> Result<(), ControlError> {
                 start_node(shared, &node.name).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Start (or adopt) `shard`'s primary, made with initdb the first time, and
+/// make sure it holds the database.
+pub(crate) async fn start_primary(shared: &Shared, shard: u16) -> Result<(), ControlError> {
+    let name = shared
+        .cluster
+        .primary(shard)
+        .ok_or_else(|| ControlError::Refused(format!("shard {shard} has no primary: run `millions down`")))?;
+    let node = node(shared, &name)?;
+    if !adopt(shared, &node).await {
+        let spec = pg_spec(shared, &node);
+        tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL primary");
+        tokio::task::spawn_blocking(move || nodes::init_postgres(&spec)).await?.map_err(process(&name))?;
+        if shared.shutdown.is_cancelled() {
+            return Err(ControlError::ShutDown);
+        }
+        start_node(shared, &node.name).await?;
+    }
+    pgadmin::ensure_database(&pg_spec(shared, &node), DATABASE).await
+}
+
+/// Start (or adopt) `shard`'s replicas once its primary runs and is migrated,
+/// then switch a synchronous shard to synchronous commit; a shard still joining
+/// then joins the published map. `go_on` says whether to go on between steps.
+pub(crate) async fn start_replicas(
+    shared: &Shared,
+    shard: u16,
+    go_on: &impl Fn() -> Result<(), ControlError>,
+) -> Result<(), ControlError> {
+    let topology = shared.topology();
+    let id = topology::ShardId(shard);
+    let primary = shared.cluster.primary(shard);
+    for node in topology.shard_nodes(id).filter(|n| Some(&n.name) != primary.as_ref()) {
+        go_on()?;
+        if !adopt(shared, node).await {
+            tracing::info!(node = node.name, addr = %node.addr, "starting PostgreSQL replica");
+            start_node(shared, &node.name).await?;
+        }
+    }
+    if topology.shards()[usize::from(shard)].synchronous_standby_names("").is_some() {
+        // Only now: with no replica connected, every commit would wait.
+        shared.cluster.update(|s| s.shards[usize::from(shard)].sync_active = true)?;
+        for node in topology.shard_nodes(id) {
+            let follow = primary.as_ref().filter(|p| **p != node.name).and_then(|p| topology.node(p));
+            postgres::reload(&node.name, pg_run_spec(shared, node, follow)).await?;
+        }
+    }
+    if let Some(epoch) = shared.cluster.update(|s| s.shards[usize::from(shard)].joining = false)? {
+        tracing::info!(shard, epoch, "the shard joined the published map");
     }
     Ok(())
 }

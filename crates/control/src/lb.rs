@@ -79,9 +79,9 @@ const LOCAL_HSTS_SECS: u64 = 3600;
 /// made when missing).
 pub(crate) fn write_config(shared: &Shared, lb: &Node) -> Result<PathBuf, ControlError> {
     let t = shared.topology();
-    let mut config = config(t, lb)?;
+    let mut config = config(&t, lb)?;
     config.admin_token = Some(shared.secrets.admin.clone());
-    let (cert, key) = crate::tls::ensure_server(&shared.opts.run_dir, t, lb)?;
+    let (cert, key) = crate::tls::ensure_server(&shared.opts.run_dir, &t, lb)?;
     let https = lb.https_addr(t.ports().https).expect("a load balancer has an HTTPS address");
     let mut tls = lb::config::TlsSection::new(https, cert, key);
     tls.hsts_max_age_secs = LOCAL_HSTS_SECS;
@@ -91,8 +91,8 @@ pub(crate) fn write_config(shared: &Shared, lb: &Node) -> Result<PathBuf, Contro
     Ok(path)
 }
 
-fn lbs_of<'a>(shared: &'a Shared, web: &'a Node) -> impl Iterator<Item = &'a Node> + 'a {
-    shared.topology().nodes_in(&web.dc).filter(|n| n.role == Role::LoadBalancer)
+fn lbs_of(shared: &Shared, web: &Node) -> Vec<Node> {
+    shared.topology().nodes_in(&web.dc).filter(|n| n.role == Role::LoadBalancer).cloned().collect()
 }
 
 fn client(timeout: Duration) -> Option<reqwest::Client> {
@@ -107,7 +107,7 @@ pub(crate) async fn drain(shared: &Shared, web: &Node) {
     for lb in lbs_of(shared, web) {
         let url = format!(
             "http://{}/admin/backends/{}/drain?timeout_ms={}",
-            admin_addr(lb),
+            admin_addr(&lb),
             web.addr,
             DRAIN_TIMEOUT.as_millis()
         );
@@ -125,7 +125,7 @@ pub(crate) async fn drain(shared: &Shared, web: &Node) {
 pub(crate) async fn resume(shared: &Shared, web: &Node) {
     let Some(client) = client(Duration::from_secs(2)) else { return };
     for lb in lbs_of(shared, web) {
-        let url = format!("http://{}/admin/backends/{}/resume", admin_addr(lb), web.addr);
+        let url = format!("http://{}/admin/backends/{}/resume", admin_addr(&lb), web.addr);
         if let Err(e) = client.post(&url).bearer_auth(&shared.secrets.admin).send().await {
             tracing::debug!(lb = lb.name, web = web.name, error = %e, "no resume (load balancer down)");
         }

@@ -61,6 +61,7 @@ pub mod dns;
 mod error;
 mod failover;
 mod files;
+mod grow;
 mod history;
 mod launch;
 pub mod lb;
@@ -93,7 +94,7 @@ pub const DEFAULT_DASHBOARD: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4A
 pub use cluster::{ClusterState, Event, MovePhase, MoveState, ShardState};
 pub use controller::Controller;
 pub use error::ControlError;
-pub use files::{ControlFile, Secrets, admin_token, control_file, log_path, running};
+pub use files::{ControlFile, Secrets, admin_token, control_file, log_path, running, topology_file};
 pub use history::HistoryOptions;
 pub use processes::{orphans, stop_orphans};
 pub use shared::ControlOptions;
@@ -110,10 +111,12 @@ pub fn directory(run_dir: &Path, topology: &Topology) -> Result<sharding::ShardM
     }
 }
 
-/// Connection URLs of each shard's current primary, in shard order, for tools
+/// Connection URLs of each published shard's current primary, in shard order, for tools
 /// that write to the shards directly (`millions seed`).
 pub fn primary_urls(run_dir: &Path, topology: &Topology) -> Result<Vec<String>, ControlError> {
     let secrets = files::read_secrets(run_dir)?;
     let state = cluster::read_state(run_dir, topology)?;
-    Ok(shared::primary_urls_with(topology, state.as_ref(), &secrets.postgres, None))
+    // The published shards: the directory's (a shard still joining has no bucket).
+    let count = state.as_ref().map_or(topology.shards().len(), ClusterState::published);
+    Ok(shared::primary_urls_with(topology, state.as_ref(), count, &secrets.postgres, None))
 }

@@ -193,7 +193,7 @@ pub(crate) fn write_all(shared: &Shared) -> Result<PathBuf, ControlError> {
 /// Write `targets.json` if it is not what it should be.
 pub(crate) fn refresh_targets(shared: &Shared) -> Result<(), ControlError> {
     let path = dir(&shared.opts.run_dir).join("targets.json");
-    let text = serde_json::to_string_pretty(&targets(shared.topology(), shared.api_addr)).expect("JSON");
+    let text = serde_json::to_string_pretty(&targets(&shared.topology(), shared.api_addr)).expect("JSON");
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());
     }

@@ -74,15 +74,20 @@ pub(crate) struct MoveReport {
 /// shards), or a conflict (a bucket another move holds).
 pub(crate) fn check(state: &ClusterState, buckets: &[u16], to: u16) -> Result<(u16, Vec<u16>), ControlError> {
     let refuse = |why: String| Err(ControlError::BadRequest(why));
-    let shards = state.shards.len();
+    let shards = state.published();
     if buckets.is_empty() {
         return refuse("no bucket to move".into());
     }
     if let Some(b) = buckets.iter().find(|b| **b >= BUCKETS) {
         return refuse(format!("bucket {b} is out of range: buckets are 0 to {}", BUCKETS - 1));
     }
+    if usize::from(to) >= state.shards.len() {
+        return refuse(format!("there is no shard {to}: the shards are 0 to {}", state.shards.len() - 1));
+    }
     if usize::from(to) >= shards {
-        return refuse(format!("there is no shard {to}: the shards are 0 to {}", shards - 1));
+        return Err(ControlError::Refused(format!(
+            "shard {to} is still joining: `millions shard add` finishes adding it"
+        )));
     }
     let directory = directory(state)?;
     let unique: Vec<u16> = buckets.iter().copied().collect::<BTreeSet<u16>>().into_iter().collect();
@@ -111,8 +116,8 @@ pub(crate) fn check(state: &ClusterState, buckets: &[u16], to: u16) -> Result<(u
 /// The directory in force: the published one, or the even split.
 pub(crate) fn directory(state: &ClusterState) -> Result<ShardMap, ControlError> {
     let map = match &state.directory {
-        Some(ranges) => ShardMap::from_ranges(state.epoch, state.shards.len(), ranges),
-        None => ShardMap::even(state.shards.len()),
+        Some(ranges) => ShardMap::from_ranges(state.epoch, state.published(), ranges),
+        None => ShardMap::even(state.published()),
     };
     map.map_err(|e| ControlError::Invalid(format!("the bucket directory in cluster.json: {e}")))
 }
@@ -237,7 +242,7 @@ pub(crate) async fn rebalance(
         Weight::Buckets => vec![1; usize::from(BUCKETS)],
         Weight::Rows => {
             let mut w = vec![0; usize::from(BUCKETS)];
-            for shard in 0..state.shards.len() as u16 {
+            for shard in 0..state.published() as u16 {
                 let client = connect(shared, shard).await.map_err(ControlError::Refused)?;
                 let rows = moves::rows_by_bucket(&client)
                     .await
@@ -473,11 +478,11 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
 
 /// The environment variable that lets drills hold a move (set to `1` in the
 /// controller's environment), so that a process can be killed mid-move.
-const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
+pub(crate) const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
 
 /// The file of the run directory naming the step (`copy`, `catch-up`, …) at
 /// which a move waits while the file is there; removing it lets the move go on.
-const HOLD_FILE: &str = "move.hold";
+pub(crate) const HOLD_FILE: &str = "move.hold";
 
 /// For drills: with [`HOLD_VAR`] set, wait before running `phase` while
 /// [`HOLD_FILE`] names it (or until the controller stops, or move `id` is
@@ -680,11 +685,28 @@ mod tests {
     use super::*;
     use crate::cluster::ShardState;
 
+    #[test]
+    fn no_bucket_moves_onto_a_shard_still_joining() {
+        let mut s = state(3);
+        s.shards[2].joining = true;
+        s.directory = Some(ShardMap::even(2).unwrap().ranges());
+        let e = check(&s, &[1], 2).unwrap_err();
+        assert!(matches!(e, ControlError::Refused(_)) && e.to_string().contains("still joining"), "{e}");
+        assert!(check(&s, &[1], 3).unwrap_err().to_string().contains("no shard 3"));
+        s.shards[2].joining = false;
+        assert_eq!(check(&s, &[1], 2).unwrap(), (0, vec![1]));
+    }
+
     fn state(shards: usize) -> ClusterState {
         ClusterState {
             epoch: 3,
             shards: (0..shards)
-                .map(|_| ShardState { primary: Some("p".into()), replicas: vec![], sync_active: true })
+                .map(|_| ShardState {
+                    primary: Some("p".into()),
+                    replicas: vec![],
+                    sync_active: true,
+                    joining: false,
+                })
                 .collect(),
             lost_dcs: vec![],
             wan_cut: vec![],

@@ -326,8 +326,9 @@ pub(crate) fn tier_p99(shared: &Shared, scraped_from: i64) -> Vec<Sample> {
     let mut by_role: BTreeMap<&'static str, BTreeMap<String, f64>> = BTreeMap::new();
     for family in QUANTILE_HISTOGRAMS {
         let name = format!("{family}_bucket");
+        let topology = shared.topology();
         for series in rec.query(&[&name], None, since) {
-            let Some(node) = shared.topology().node(&series.node) else { continue };
+            let Some(node) = topology.node(&series.node) else { continue };
             let (v0, (t1, v1)) = match series.points.as_slice() {
                 [.., (_, v0), last] => (*v0, *last),
                 [only] if known.contains(&series.node) => (0.0, *only),
@@ -411,9 +412,9 @@ fn targets(shared: &Shared, nodes: &[NodeStatus]) -> Vec<(String, SocketAddr)> {
     nodes
         .iter()
         .filter(|n| n.running)
-        .filter_map(|n| shared.topology().node(&n.name))
+        .filter_map(|n| shared.topology().node(&n.name).cloned())
         .filter(|n| !matches!(n.role, Role::Postgres | Role::Redis))
-        .map(|n| (n.name.clone(), crate::launch::readyz_addr(n)))
+        .map(|n| (n.name.clone(), crate::launch::readyz_addr(&n)))
         .collect()
 }
 

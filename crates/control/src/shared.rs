@@ -108,8 +108,14 @@ pub(crate) struct Shared {
     /// What `/metrics` shows.
     pub(crate) metrics: Metrics,
     /// One lock per shard, held by whatever changes its primary (a failover, a
-    /// switchover), so two such changes never interleave.
-    pub(crate) shard_ops: Arc<Vec<Mutex<()>>>,
+    /// switchover), so two such changes never interleave; grown with the shards
+    /// (`shard_op`).
+    pub(crate) shard_ops: Arc<std::sync::Mutex<Vec<Arc<Mutex<()>>>>>,
+    /// The topology being run: the options' one, replaced (never changed in
+    /// place) when `millions shard add` adds a shard.
+    pub(crate) topology: Arc<std::sync::RwLock<Arc<Topology>>>,
+    /// Held while a shard is being added: one at a time.
+    pub(crate) adding: Arc<Mutex<()>>,
     /// Every node's scraped metrics and the dashboard's latest state.
     pub(crate) dashboard: Arc<Recorder>,
     /// The alerts firing, by rule and subject (followed every scrape round).
@@ -118,9 +124,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The topology being run.
-    pub(crate) fn topology(&self) -> &Topology {
-        &self.opts.topology
+    /// The topology being run now (a shard added since start-up included).
+    pub(crate) fn topology(&self) -> Arc<Topology> {
+        self.topology.read().expect("topology lock poisoned").clone()
+    }
+
+    /// Run the topology `next` from now on (it has the shards and nodes of the
+    /// one in force, and more).
+    pub(crate) fn set_topology(&self, next: Topology) {
+        *self.topology.write().expect("topology lock poisoned") = Arc::new(next);
+    }
+
+    /// The lock of `shard`, held by whatever changes its primary.
+    pub(crate) fn shard_op(&self, shard: u16) -> Arc<Mutex<()>> {
+        let mut ops = self.shard_ops.lock().expect("shard locks poisoned");
+        while ops.len() <= usize::from(shard) {
+            ops.push(Arc::default());
+        }
+        ops[usize::from(shard)].clone()
     }
 
     /// Whether node `name` was stopped on purpose (and is not to be replaced or restarted).
@@ -140,21 +161,25 @@ impl Shared {
     }
 }
 
-/// Connection URLs of each shard's primary in `state` (the initial one with no
-/// state, or while a failover is under way), given the PostgreSQL password; as
-/// a node of `from_dc` reaches them (through its WAN gateway), or directly.
+/// Connection URLs of the primaries of the first `count` shards in `state`
+/// (the initial one with no state, or while a failover is under way), given the
+/// PostgreSQL password; as a node of `from_dc` reaches them (through its WAN
+/// gateway), or directly.
 pub(crate) fn primary_urls_with(
     topology: &Topology,
     state: Option<&ClusterState>,
+    count: usize,
     password: &str,
     from_dc: Option<&str>,
 ) -> Vec<String> {
     topology
         .shards()
         .iter()
+        .take(count)
         .map(|shard| {
             let node = state
-                .and_then(|s| s.shards[shard.id.0 as usize].primary.as_deref())
+                .and_then(|s| s.shards.get(shard.id.0 as usize))
+                .and_then(|s| s.primary.as_deref())
                 .and_then(|name| topology.node(name))
                 .unwrap_or_else(|| topology.initial_primary(shard.id));
             let addr = from_dc.map_or(node.addr, |dc| topology.address_from(dc, node));

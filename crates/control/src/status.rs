@@ -110,7 +110,7 @@ pub(crate) async fn fill_sizes(shared: &Shared, shards: &mut [ShardStatus]) {
     let asks: Vec<_> = shards
         .iter()
         .map(|s| {
-            let node = s.primary.as_ref().and_then(|p| shared.topology().node(p)).cloned();
+            let node = s.primary.as_ref().and_then(|p| shared.topology().node(p).cloned());
             async move {
                 let node = node?;
                 pgadmin::shard_size(&pg_spec(shared, &node), crate::shared::DATABASE).await.ok()
@@ -155,6 +155,11 @@ pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> 
             let names = quorum.map(|q| q.standbys).unwrap_or_default();
             let live: Vec<String> = names.iter().filter(|n| streaming(n)).cloned().collect();
             let mut warnings = Vec::new();
+            if decided.joining {
+                warnings.push(
+                    "joining: being built by `millions shard add`, not in the published map yet".to_owned(),
+                );
+            }
             if decided.primary.is_none() {
                 warnings.push("no primary: a failover is under way, writes wait".to_owned());
             } else if promise != "nothing" && !names.is_empty() && live.is_empty() {

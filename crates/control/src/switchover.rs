@@ -43,7 +43,8 @@ pub(crate) async fn switchover(shared: &Shared, target: &str) -> Result<Switchov
         ControlError::Refused(format!("{} is not a PostgreSQL node of a shard", target.name))
     })?;
     let shard = member.shard.0;
-    let _changing = shared.shard_ops[shard as usize].lock().await;
+    let op = shared.shard_op(shard);
+    let _changing = op.lock().await;
     let old_name = shared.cluster.primary(shard).ok_or_else(|| {
         ControlError::Refused(format!("shard {shard} is failing over; try again once it has a primary"))
     })?;

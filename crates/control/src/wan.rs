@@ -74,11 +74,48 @@ pub fn check_configs(t: &Topology) -> Result<(), ControlError> {
 
 /// Write `node`'s configuration ([`config`]) where its process reads it.
 pub(crate) fn write_config(shared: &Shared, node: &Node) -> Result<PathBuf, ControlError> {
-    let mut config = config(shared.topology(), node, &shared.cluster.snapshot().wan_cut)?;
+    let mut config = config(&shared.topology(), node, &shared.cluster.snapshot().wan_cut)?;
     config.admin_token = Some(shared.secrets.admin.clone());
     let path = config_path(&shared.opts.run_dir, &node.name);
     write_private(&path, &config.to_toml())?;
     Ok(path)
+}
+
+/// After the topology grew (`millions shard add`): every gateway's configuration
+/// written again, and every running gateway given its links live (those it has
+/// are left as they are, open connections included). A gateway that does not
+/// answer is restarting and reads the new configuration.
+pub(crate) async fn add_links(shared: &Shared) -> Result<(), ControlError> {
+    let t = shared.topology();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ControlError::Invalid(format!("an HTTP client: {e}")))?;
+    for gw in t.nodes_of(Role::Wan) {
+        write_config(shared, gw)?;
+        if !shared.running(&gw.name).await {
+            continue;
+        }
+        let links = config(&t, gw, &shared.cluster.snapshot().wan_cut)?.links;
+        let url = format!("http://{}/admin/links", gw.addr);
+        match client.post(&url).bearer_auth(&shared.secrets.admin).json(&links).send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(node = gw.name, links = links.len(), "WAN gateway relays the new nodes")
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                return Err(ControlError::Refused(format!(
+                    "{} refused the new links: {status} {body}",
+                    gw.name
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(node = gw.name, error = %e, "a WAN gateway did not answer; it starts with them")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Cut `dc` off from every other DC (`cut`), or heal it: every byte between them

@@ -256,6 +256,25 @@ enum ShardAction {
         #[arg(long)]
         to: u16,
     },
+    /// Add a shard cluster to the running topology: its primary and replicas
+    /// placed where the last shard's are unless told otherwise, built, supervised
+    /// and watched like the others, then joined to the published map with no
+    /// bucket (`millions shard rebalance` moves buckets onto it). Run again with
+    /// no placement, it finishes a shard an interrupted add left joining.
+    Add {
+        /// The data center of its primary.
+        #[arg(long)]
+        primary: Option<String>,
+        /// The data center of each replica, comma separated (empty: none).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        replicas: Option<Vec<String>>,
+        /// `sync` (commits wait for a replica) or `async`.
+        #[arg(long)]
+        replication: Option<String>,
+        /// What a synchronous shard's acknowledged writes survive: `node` or `dc`.
+        #[arg(long)]
+        survives: Option<String>,
+    },
     /// Move a user's bucket (a celebrity's) to a shard, with the users who share
     /// the bucket, who are listed.
     Isolate {
@@ -359,7 +378,7 @@ enum ChaosAction {
 }
 
 fn topology_path(home: &Path) -> PathBuf {
-    home.join("topology.toml")
+    control::topology_file(home)
 }
 
 /// Why a command found nothing to talk to: where it looked, as an absolute path
@@ -438,6 +457,16 @@ fn requested_topology(args: &UpArgs) -> anyhow::Result<Option<(String, topology:
     Ok(Some((text, topology)))
 }
 
+/// Whether the run directory's topology file is `text` with more written after
+/// it (the shards `millions shard add` appends), and still parses.
+fn grown_from(home: &Path, text: &str) -> bool {
+    let Ok(stored) = std::fs::read_to_string(topology_path(home)) else { return false };
+    let (stored, text) = (stored.trim_end(), text.trim_end());
+    stored.len() > text.len()
+        && stored.starts_with(text)
+        && topology::parse(stored, "the run directory's topology").is_ok()
+}
+
 /// The topology stored in the run directory by an earlier `up`, if any.
 fn stored_topology(home: &Path) -> anyhow::Result<Option<topology::Topology>> {
     let path = topology_path(home);
@@ -465,8 +494,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(prev) = crashed
         && let Some(stored) = &stored
     {
-        if let Some((_, wanted)) = &requested
+        if let Some((text, wanted)) = &requested
             && wanted != stored
+            && !grown_from(home, text)
         {
             bail!(
                 "the controller of topology {:?} (pid {}) is gone and its nodes may still run; \
@@ -499,6 +529,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             let text = topology::preset_text("default").expect("the default preset ships with the binary");
             (text.to_owned(), topology::parse(text, "preset \"default\"")?)
         }
+    };
+    // The run directory's topology is this one with shards `millions shard add`
+    // appended: that is the one to run.
+    let (text, topology) = match (&stored, grown_from(home, &text)) {
+        (Some(stored), true) => (std::fs::read_to_string(topology_path(home))?, stored.clone()),
+        _ => (text, topology),
     };
     check_state_matches(home, stored.as_ref(), &topology)?;
     control::lb::check_configs(&topology)?;
@@ -1084,22 +1120,59 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
         ShardAction::Promote { node } => node,
         ShardAction::Move { buckets, to } => return move_buckets(&args.home.home, &ctl, buckets, *to).await,
         ShardAction::Isolate { username, to } => {
-            let slow = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
-            let r = slow
-                .post(format!("http://{}/api/shards/isolate", ctl.api))
-                .bearer_auth(admin_token(&args.home.home)?)
-                .json(&serde_json::json!({ "username": username, "to": to }))
-                .send()
-                .await?;
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if !status.is_success() {
-                bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
-            }
+            let request = serde_json::json!({ "username": username, "to": to });
+            let wait = Duration::from_secs(3600);
+            let body = post_shard_op(&args.home.home, &ctl, "/api/shards/isolate", &request, wait).await?;
             let mates: Vec<&str> =
                 body["bucket_mates"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
             println!("bucket {} moved with its {} users: {}", body["bucket"], mates.len(), mates.join(", "));
             print_move(&body["moved"]);
+            return Ok(());
+        }
+        ShardAction::Add { primary, replicas, replication, survives } => {
+            let mut request = serde_json::Map::new();
+            let mut put = |key: &str, value: serde_json::Value| request.insert(key.to_owned(), value);
+            if let Some(dc) = primary {
+                put("primary", dc.as_str().into());
+            }
+            if let Some(dcs) = replicas {
+                let dcs: Vec<&str> = dcs.iter().map(String::as_str).filter(|d| !d.is_empty()).collect();
+                put("replicas", dcs.into());
+            }
+            if let Some(r) = replication {
+                put("replication", r.as_str().into());
+            }
+            if let Some(s) = survives {
+                put("survives", s.as_str().into());
+            }
+            // initdb and a base backup per replica: well under a minute here.
+            let request = serde_json::Value::Object(request);
+            let wait = Duration::from_secs(900);
+            let body = post_shard_op(&args.home.home, &ctl, "/api/shards/add", &request, wait).await?;
+            let nodes: Vec<String> = body["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    format!(
+                        "{} ({}, {})",
+                        n["name"].as_str().unwrap_or("?"),
+                        n["dc"].as_str().unwrap_or("?"),
+                        n["addr"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            println!(
+                "shard {} {} in {:.1} s: {}; {} replication{}; in the map at epoch {} with no bucket \
+                 (`millions shard rebalance` moves buckets onto it)",
+                body["shard"],
+                if body["resumed"].as_bool() == Some(true) { "finished joining" } else { "added" },
+                body["took_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                nodes.join(", "),
+                body["replication"].as_str().unwrap_or("?"),
+                body["survives"].as_str().map(|s| format!(", survives a {s}")).unwrap_or_default(),
+                body["epoch"],
+            );
             return Ok(());
         }
         ShardAction::Cancel { id } => {
@@ -1140,15 +1213,21 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `millions shard move`: the controller runs the move and answers when it is done.
-async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to: u16) -> anyhow::Result<()> {
-    let buckets = parse_buckets(buckets).context("BUCKETS")?;
-    // A move copies every row of its buckets: large ones take a while.
-    let slow = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
-    let r = slow
-        .post(format!("http://{}/api/shards/move", ctl.api))
+/// POST `body` to the controller's `path` with the admin token, waiting up to
+/// `wait` for the answer (shard operations answer when they are done); the
+/// answer's JSON, or the controller's message as the error.
+async fn post_shard_op(
+    home: &Path,
+    ctl: &control::ControlFile,
+    path: &str,
+    body: &serde_json::Value,
+    wait: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::builder().timeout(wait).build()?;
+    let r = client
+        .post(format!("http://{}{path}", ctl.api))
         .bearer_auth(admin_token(home)?)
-        .json(&serde_json::json!({ "buckets": buckets, "to": to }))
+        .json(body)
         .send()
         .await?;
     let status = r.status();
@@ -1156,6 +1235,15 @@ async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to
     if !status.is_success() {
         bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
     }
+    Ok(body)
+}
+
+/// `millions shard move`: the controller runs the move and answers when it is done.
+async fn move_buckets(home: &Path, ctl: &control::ControlFile, buckets: &str, to: u16) -> anyhow::Result<()> {
+    let buckets = parse_buckets(buckets).context("BUCKETS")?;
+    // A move copies every row of its buckets: large ones take a while.
+    let request = serde_json::json!({ "buckets": buckets, "to": to });
+    let body = post_shard_op(home, ctl, "/api/shards/move", &request, Duration::from_secs(3600)).await?;
     print_move(&body);
     Ok(())
 }
@@ -1184,18 +1272,9 @@ async fn rebalance(
     batch: usize,
     max_moves: usize,
 ) -> anyhow::Result<()> {
-    let slow = reqwest::Client::builder().timeout(Duration::from_secs(6 * 3600)).build()?;
-    let r = slow
-        .post(format!("http://{}/api/shards/rebalance", ctl.api))
-        .bearer_auth(admin_token(home)?)
-        .json(&serde_json::json!({ "by": by, "batch": batch, "max_moves": max_moves }))
-        .send()
-        .await?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{}", body["error"]["message"].as_str().unwrap_or("the controller refused"));
-    }
+    let request = serde_json::json!({ "by": by, "batch": batch, "max_moves": max_moves });
+    let body =
+        post_shard_op(home, ctl, "/api/shards/rebalance", &request, Duration::from_secs(6 * 3600)).await?;
     let moves = body["moves"].as_array().map(Vec::as_slice).unwrap_or_default();
     for m in moves {
         print_move(m);

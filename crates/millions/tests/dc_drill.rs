@@ -5,7 +5,8 @@
 //! (`survives = "node"`) said so beforehand, and loses the posts acknowledged
 //! during the cut. DNS answers only dc2 while dc1 is lost, and dc1 again once it
 //! is back; a DC whose load balancer stops is withdrawn from DNS the same way.
-//! Then dc1 comes back and serves everything.
+//! Then dc1 comes back and serves everything, a shard is added across the WAN,
+//! and dc1 is lost again under load.
 
 mod support;
 
@@ -338,6 +339,23 @@ fn a_wan_cut_then_the_loss_of_the_primarys_dc_loses_no_acknowledged_write_of_a_d
     let o = millions(home, &["chaos", "start", "dc1-lb-1"]);
     assert!(o.status.success(), "{}", text(&o));
     poll("DNS to answer dc1 with its load balancer back", || www(&s, "dc1-dns-1") == [ip(&s, "dc1-lb-1")]);
+
+    // A third shard joins, its replica in dc2 streaming through dc2's gateway,
+    // which relays to the new primary without a restart (the other shards'
+    // streams through it are not broken); buckets move onto it.
+    let restarts = |s: &serde_json::Value| node(s, "dc2-wan-1")["restarts"].clone();
+    let before = status_json(home);
+    let o = millions(home, &["shard", "add", "--survives", "dc"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shard 2 added") && text(&o).contains("survives a dc"), "{}", text(&o));
+    poll("shard 2's replicas to stream, one of them across the WAN", || {
+        status_json(home)["cluster"]["shards"][2]["replicas"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    let after = status_json(home);
+    assert_eq!(restarts(&after), restarts(&before), "the gateway took the new links live");
+    assert_eq!(node(&after, "dc2-wan-1")["pid"], node(&before, "dc2-wan-1")["pid"]);
+    let o = millions(home, &["shard", "move", "0-15", "--to", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
 
     // Users who reach the site by name, from both regions, while dc1 is lost under
     // load: they move to dc2 as DNS withdraws dc1, stay signed in (no 401), and

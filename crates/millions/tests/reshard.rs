@@ -1,6 +1,6 @@
 //! Buckets moved between two shards of a running topology while the load
-//! generator writes: nothing acknowledged is lost, no request fails, and bad
-//! requests change nothing.
+//! generator writes, then shards added to it and filled: nothing acknowledged
+//! is lost, no request fails, and bad requests change nothing.
 
 mod support;
 
@@ -266,4 +266,86 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
         let o = millions(home, &args);
         assert!(!o.status.success() && text(&o).contains(says), "{args:?}: {}", text(&o));
     }
+
+    // A third shard: bad adds are refused and change nothing.
+    let before = status_json(home);
+    let topology_text = std::fs::read_to_string(home.join("topology.toml")).unwrap();
+    for (args, says) in [
+        (vec!["shard", "add", "--primary", "dc9"], "\"dc9\" is not a data center"),
+        (vec!["shard", "add", "--replication", "fast"], "not one of sync, async"),
+        (vec!["shard", "add", "--survives", "dc"], "needs a replica in another DC"),
+    ] {
+        let o = millions(home, &args);
+        assert!(!o.status.success() && text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let unchanged = status_json(home);
+    assert_eq!(unchanged["cluster"]["epoch"], before["cluster"]["epoch"], "a refused add publishes nothing");
+    assert_eq!(unchanged["cluster"]["shards"].as_array().unwrap().len(), 2);
+    assert_eq!(std::fs::read_to_string(home.join("topology.toml")).unwrap(), topology_text);
+
+    // Added under the default mix, placed like shard 1 (a synchronous replica
+    // beside it), then filled by a rebalance: no request fails, every
+    // acknowledged write is found.
+    let load = {
+        let home = home.to_path_buf();
+        std::thread::spawn(move || {
+            bench(&home, &["--rate", "60", "--duration", "25s", "--warmup", "500ms", "--users", "100"])
+        })
+    };
+    let o = millions(home, &["shard", "add"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shard 2 added") && text(&o).contains("shard2-pg-2"), "{}", text(&o));
+    let s = status_json(home);
+    assert_eq!(buckets(&s).len(), 3);
+    assert_eq!(buckets(&s)[2], 0, "it joins with no bucket");
+    assert_eq!(events(&s, "shard-added"), 1);
+    poll("shard 2's replica to serve reads", || {
+        status_json(home)["cluster"]["shards"][2]["replicas"].as_array().is_some_and(|r| r.len() == 1)
+    });
+    let o = millions(home, &["shard", "rebalance", "--batch", "512"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let even = buckets(&status_json(home));
+    let (most, least) = (even.iter().max().unwrap(), even.iter().min().unwrap());
+    assert!(most - least <= 1, "even over three shards: {even:?}");
+    let (o, report) = load.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "no request failed: {}", report["errors_by_kind"]);
+    assert_verified(&report);
+    // A celebrity's bucket moves onto the new shard (unless the rebalance put it there).
+    let o = millions(home, &["shard", "isolate", celebrity, "--to", "2"]);
+    assert!(o.status.success() || text(&o).contains("already on shard 2"), "{}", text(&o));
+
+    // The controller dies while a fourth shard is being built: the next one
+    // reads the grown topology (`up` with the original file) and finishes it.
+    std::fs::write(&hold, "add").unwrap();
+    let cli = {
+        let home = home.to_path_buf();
+        std::thread::spawn(move || millions(&home, &["shard", "add", "--replicas", ""]))
+    };
+    poll("shard 3 to be declared", || {
+        status_json(home)["cluster"]["shards"].as_array().is_some_and(|s| s.len() == 4)
+    });
+    assert_eq!(status_json(home)["cluster"]["shards"][3]["joining"], true);
+    let o = millions(home, &["shard", "move", "0", "--to", "3"]);
+    assert!(!o.status.success() && text(&o).contains("still joining"), "{}", text(&o));
+    kill_controller(home);
+    assert!(!cli.join().unwrap().status.success(), "the CLI lost its controller");
+    std::fs::remove_file(&hold).unwrap();
+    let o = up(home, &topo);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = status_json(home);
+    assert!(s["cluster"]["shards"][3]["joining"].is_null(), "joined: {}", s["cluster"]);
+    assert_eq!(buckets(&s).len(), 4);
+    // Its writes go through every web server and worker.
+    let directory: control::ClusterState = serde_json::from_value(s["cluster"].clone()).unwrap();
+    let directory = sharding::ShardMap::from_ranges(1, 4, directory.directory.as_ref().unwrap()).unwrap();
+    let of_shard_0: Vec<String> =
+        directory.buckets_of(sharding::ShardId(0)).iter().take(16).map(|b| b.get().to_string()).collect();
+    let o = millions(home, &["shard", "move", &of_shard_0.join(","), "--to", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, report) =
+        bench(home, &["--rate", "40", "--duration", "5s", "--warmup", "500ms", "--users", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(report["errors"], 0, "no request failed: {}", report["errors_by_kind"]);
+    assert_verified(&report);
 }

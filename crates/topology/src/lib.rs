@@ -689,9 +689,19 @@ impl Topology {
         self.wan.is_some() && matches!(node.role, Role::Postgres | Role::Redis)
     }
 
-    /// The port of the relays that lead to `node` (on every other DC's gateway).
+    /// The port of the relays that lead to `node` (on every other DC's gateway):
+    /// the Redis nodes' first, then the PostgreSQL nodes' in shard order, so that
+    /// a shard added to the end (`millions shard add`) leaves every existing
+    /// relay's port as it was.
     pub fn relay_port(&self, node: &Node) -> Option<u16> {
-        let i = self.nodes.iter().position(|n| n.name == node.name)?;
+        let i = match node.role {
+            Role::Redis => self.nodes_of(Role::Redis).position(|n| n.name == node.name)?,
+            Role::Postgres => {
+                self.nodes_of(Role::Redis).count()
+                    + self.nodes_of(Role::Postgres).position(|n| n.name == node.name)?
+            }
+            _ => return None,
+        };
         u16::try_from(i).ok().and_then(|i| WAN_LINK_PORTS.checked_add(i))
     }
 
