@@ -62,10 +62,11 @@ pub struct BenchArgs {
     /// kill-web, kill-worker, kill-redis, kill-replica or kill-primary (SIGKILL
     /// through the controller, which restarts the node), or dc-down[:DC] (a whole
     /// data center lost, by default the one of shard 0's primary; it stays down:
-    /// `millions chaos dc-up DC` brings it back), or reshard[:N] (N buckets, 64
-    /// by default, moved from shard 0 to the last shard, 16 per move, under the
-    /// load; the outcome gives each move's write pause). What each claims about
-    /// the requests after it is below.
+    /// `millions chaos dc-up DC` brings it back), reshard (a shard added, then a
+    /// rebalance moves buckets onto it, 64 per move; the outcome gives the
+    /// buckets' write pauses) or reshard:N (N buckets moved from shard 0 to the
+    /// last shard, 16 per move), under the load. What each claims about the
+    /// requests after it is below.
     #[arg(long)]
     scenario: Option<String>,
     /// Reach the load balancers by address even when the topology has DNS servers.
@@ -101,7 +102,8 @@ requests are reported; where the claim allows them, they do not fail the run):
   dc-down[:DC]  requests may fail until every user is served by the other data
                 centers again (DNS withdraws the lost one; its shards fail over)
   reshard[:N]   no request may fail (a write to a moving bucket waits for the
-                cutover and goes to the bucket's new shard)";
+                cutover and goes to the bucket's new shard); without N a shard
+                is added first and the rebalance fills it";
 
 /// A `--scenario`: the node it kills, and what it claims.
 struct Scenario {
@@ -183,13 +185,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(s) => s.strip_prefix("dc-down:").map(|dc| Some(dc.to_owned())),
         None => None,
     };
-    // `reshard` or `reshard:N`: N buckets (64 by default) moved under the load.
-    let reshard: Option<u16> = match args.scenario.as_deref() {
-        Some("reshard") => Some(RESHARD_BUCKETS),
+    // `reshard` (a shard added and filled) or `reshard:N` (N buckets moved) under the load.
+    let reshard: Option<Reshard> = match args.scenario.as_deref() {
+        Some("reshard") => Some(Reshard::AddShard),
         Some(s) => match s.strip_prefix("reshard:") {
-            Some(n) => Some(n.parse().ok().filter(|n| (1..=4096).contains(n)).with_context(|| {
-                format!("scenario {s:?}: the number of buckets to move must be 1 to 4096")
-            })?),
+            Some(n) => {
+                Some(Reshard::Buckets(n.parse().ok().filter(|n| (1..=4096).contains(n)).with_context(
+                    || format!("scenario {s:?}: the number of buckets to move must be 1 to 4096"),
+                )?))
+            }
             None => None,
         },
         None => None,
@@ -327,8 +331,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (Some(dc), _, Some(ctl)) => {
                 Some(dc_down_fault(dc.clone(), &nodes, ctl, token.clone(), config.duration / 3)?)
             }
-            (None, Some(n), Some(ctl)) => {
+            (None, Some(Reshard::Buckets(n)), Some(ctl)) => {
                 Some(reshard_fault(n, &nodes, ctl, token.clone(), config.duration / 3)?)
+            }
+            (None, Some(Reshard::AddShard), Some(ctl)) => {
+                Some(add_shard_fault(ctl, token.clone(), config.duration / 5))
             }
             _ => None,
         },
@@ -385,10 +392,79 @@ fn dns_mode(t: &topology::Topology) -> Option<loadgen::bench::DnsMode> {
 
 /// The `dc-down` fault: `dc`, or the DC of shard 0's current primary, taken down
 /// through the controller at `at`.
-/// Buckets `--scenario reshard` moves when it names no number.
-const RESHARD_BUCKETS: u16 = 64;
+/// What `--scenario reshard[:N]` does.
+#[derive(Debug, Clone, Copy)]
+enum Reshard {
+    /// `reshard`: a shard added, then a rebalance onto it.
+    AddShard,
+    /// `reshard:N`: N buckets of shard 0 moved to the last shard.
+    Buckets(u16),
+}
 
-/// Buckets per move of `--scenario reshard`: each move pauses its own buckets'
+/// Buckets per move of `--scenario reshard`'s rebalance onto the new shard.
+const GROW_BATCH: usize = 64;
+
+/// `--scenario reshard`: a shard added (placed like the last one) while the load
+/// runs, then buckets moved onto it by a rebalance, [`GROW_BATCH`] per move; no
+/// request may fail. The outcome gives the time to add the shard and the write
+/// pause every moved bucket saw: p50, p99 and max over the buckets, and per move.
+fn add_shard_fault(ctl: &control::ControlFile, token: String, at: Duration) -> loadgen::bench::Fault {
+    let api = ctl.api;
+    loadgen::bench::Fault {
+        tolerance: Tolerance::NoRequestFails,
+        action: "reshard: a shard added, then a rebalance onto it".into(),
+        at,
+        run: Box::pin(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(1800))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let post = |path: &str, body: serde_json::Value| {
+                client.post(format!("http://{api}{path}")).bearer_auth(&token).json(&body).send()
+            };
+            let r = post("/api/shards/add", serde_json::json!({})).await.map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("adding a shard: {}", r.text().await.unwrap_or_default()));
+            }
+            let added: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            let body = serde_json::json!({ "by": "buckets", "batch": GROW_BATCH, "max_moves": 4096 });
+            let r = post("/api/shards/rebalance", body).await.map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("the rebalance: {}", r.text().await.unwrap_or_default()));
+            }
+            let moves: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            let moves = moves["moves"].as_array().cloned().unwrap_or_default();
+            // Each bucket waited as long as its move's cutover.
+            let mut per_bucket: Vec<u64> = vec![];
+            let mut per_move: Vec<String> = vec![];
+            for m in &moves {
+                let pause = m["write_pause_ms"].as_u64().unwrap_or(0);
+                let n = m["buckets"].as_u64().unwrap_or(0);
+                per_bucket.extend(std::iter::repeat_n(pause, n as usize));
+                per_move.push(pause.to_string());
+            }
+            per_bucket.sort_unstable();
+            let at = |q: f64| {
+                per_bucket
+                    .get(((per_bucket.len() as f64 * q) as usize).min(per_bucket.len().saturating_sub(1)))
+            };
+            Ok(format!(
+                "shard {} added in {:.1} s; {} buckets moved onto it in {} moves; each bucket's writes paused \
+                 p50 {} ms, p99 {} ms, max {} ms (per move: {} ms)",
+                added["shard"],
+                added["took_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                per_bucket.len(),
+                moves.len(),
+                at(0.5).copied().unwrap_or(0),
+                at(0.99).copied().unwrap_or(0),
+                per_bucket.last().copied().unwrap_or(0),
+                per_move.join(", ")
+            ))
+        }),
+    }
+}
+
+/// Buckets per move of `--scenario reshard:N`: each move pauses its own buckets'
 /// writes once, so the report gives a pause per move.
 const RESHARD_BATCH: usize = 16;
 
