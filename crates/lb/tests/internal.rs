@@ -101,7 +101,13 @@ fn registered_routes() -> Vec<Route> {
     let root = root();
     let mut files = Vec::new();
     for krate in std::fs::read_dir(root.join("crates")).unwrap() {
-        let src = krate.unwrap().path().join("src");
+        let krate = krate.unwrap().path();
+        // The test harness's stand-ins (a cluster-map endpoint) serve tests only,
+        // never behind a load balancer.
+        if krate.ends_with("testkit") {
+            continue;
+        }
+        let src = krate.join("src");
         if src.is_dir() {
             rust_files(&src, &mut files);
         }
