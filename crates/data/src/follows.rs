@@ -5,8 +5,11 @@
 //! (or removed) edge, so repeating a call that failed half-way completes it
 //! without double counting.
 
+use sharding::user_bucket;
+
 use crate::consistency;
 use crate::error::DataError;
+use crate::load::ReadOf;
 use crate::model::Change;
 use crate::route::{Data, Lsn, Place};
 use crate::rows::{opt_row, rows};
@@ -80,6 +83,9 @@ impl Data {
             return Err(DataError::NotFound);
         }
         let changed = if out_shard == in_shard {
+            // One transaction on the shard for both users' rows: a write of each bucket.
+            self.count_write(user_bucket(follower));
+            self.count_write(user_bucket(followee));
             self.write(op, out_shard, Lsn::Track, |mut client| async move {
                 let tx = client.transaction().await?;
                 let in_row = tx.query_opt(in_sql, &[&followee, &follower]).await?;
@@ -120,7 +126,9 @@ impl Data {
         let shard = self.shard_map().shard_of_user(follower);
         let sql = "SELECT 1 FROM follows_out WHERE user_id = $1 AND followee_id = $2";
         let row = self
-            .read("is_following", shard, |c| async move { opt_row(&c, sql, &[&follower, &followee]).await })
+            .read("is_following", shard, ReadOf::Bucket(user_bucket(follower)), |c| async move {
+                opt_row(&c, sql, &[&follower, &followee]).await
+            })
             .await?;
         Ok(row.is_some())
     }
@@ -137,7 +145,8 @@ impl Data {
 
     async fn edge_list(&self, user_id: i64, sql: &str, op: &'static str) -> Result<Vec<i64>, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
-        let rows = self.read(op, shard, |c| async move { rows(&c, sql, &[&user_id]).await }).await?;
+        let of = ReadOf::Bucket(user_bucket(user_id));
+        let rows = self.read(op, shard, of, |c| async move { rows(&c, sql, &[&user_id]).await }).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

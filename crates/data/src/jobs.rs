@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use sharding::ShardId;
+use sharding::{ShardId, user_bucket};
 use tokio_postgres::types::Json;
 
 use crate::error::DataError;
+use crate::load::ReadOf;
 use crate::model::{DeadJob, Job, QueueStats, QueuedJob};
 use crate::route::{Data, Lsn, Place};
 use crate::rows::{Params, millis, opt_row, rows};
@@ -63,6 +64,10 @@ impl Data {
 
     /// Claim up to `limit` due jobs of `shard` for `worker`, leased for `lease`. Jobs
     /// whose lease lapsed (their worker died) are due again.
+    ///
+    /// Counted as one write of each claimed job's user's bucket
+    /// ([`Data::bucket_load`]: a bucket's jobs move with it); a claim that finds
+    /// nothing is the shard's polling, no bucket's, and is not counted.
     pub async fn claim_jobs(
         &self,
         shard: ShardId,
@@ -75,6 +80,10 @@ impl Data {
                 Ok(rows(&c, CLAIM_JOBS_SQL, &[&worker, &millis(lease), &limit]).await?)
             })
             .await?;
+        // The shard's scan is no bucket's; each job claimed is its user's.
+        for r in &rows {
+            self.count_write(user_bucket(r.get(2)));
+        }
         Ok(rows
             .iter()
             .map(|r| Job {
@@ -153,6 +162,8 @@ impl Data {
         .await
     }
 
+    /// One statement on a claimed job, on the shard whose queue holds it, counted
+    /// as a write of the job's user's bucket ([`Data::bucket_load`]).
     async fn job_update(
         &self,
         job: &Job,
@@ -160,6 +171,7 @@ impl Data {
         params: Params<'_>,
         op: &'static str,
     ) -> Result<bool, DataError> {
+        self.count_write(user_bucket(job.user_id));
         Ok(self.write_one(op, job.shard, sql, params).await?.is_some())
     }
 
@@ -169,8 +181,9 @@ impl Data {
                         count(*) FILTER (WHERE state = 'dead'), \
                         coalesce(extract(epoch from now() - min(created_at) FILTER (WHERE state = 'ready')), 0)::float8 \
                  FROM jobs";
-        let rows =
-            self.read_primary("queue_stats", shard, |c| async move { rows(&c, sql, &[]).await }).await?;
+        let rows = self
+            .read_primary("queue_stats", shard, ReadOf::Shard, |c| async move { rows(&c, sql, &[]).await })
+            .await?;
         let r = rows.first().ok_or(DataError::NotFound)?;
         Ok(QueueStats { ready: r.get(0), running: r.get(1), dead: r.get(2), oldest_ready_secs: r.get(3) })
     }
@@ -179,7 +192,9 @@ impl Data {
     pub async fn dead_jobs(&self, shard: ShardId) -> Result<Vec<DeadJob>, DataError> {
         let sql = "SELECT job_id, kind, payload, attempts, last_error FROM jobs WHERE state = 'dead' \
                    ORDER BY job_id DESC LIMIT 1000";
-        let rows = self.read_primary("dead_jobs", shard, |c| async move { rows(&c, sql, &[]).await }).await?;
+        let rows = self
+            .read_primary("dead_jobs", shard, ReadOf::Shard, |c| async move { rows(&c, sql, &[]).await })
+            .await?;
         Ok(rows
             .iter()
             .map(|r| DeadJob {
@@ -206,9 +221,13 @@ impl Data {
     /// (`set_config(..., true)` lasts until the end of the transaction), so the
     /// deletion stays one round trip; when no row matches, nothing is committed
     /// and there is nothing to wait for either way.
+    ///
+    /// Counted as a write of the job's user's bucket ([`Data::bucket_load`]),
+    /// though routed by the shard that holds it.
     pub async fn delete_queued_job(&self, job: &QueuedJob) -> Result<bool, DataError> {
         let sql = "DELETE FROM jobs WHERE job_id = $1 AND state = 'ready' \
                    AND set_config('synchronous_commit', 'off', true) = 'off' RETURNING 1";
+        self.count_write(user_bucket(job.user_id));
         let row = self
             .write("delete_queued_job", job.shard, Lsn::Skip, |c| async move {
                 Ok(opt_row(&c, sql, &[&job.job_id]).await?)

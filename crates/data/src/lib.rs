@@ -17,6 +17,9 @@
 //! - `cluster`: each shard's servers at an epoch, the lag monitor, the cluster
 //!   map follower, the replica choice.
 //! - [`consistency`]: read-your-writes scopes.
+//! - `load`: the queries sent per bucket, reads and writes apart
+//!   ([`Data::bucket_load`], [`BucketLoad`]): what the controller weighs buckets
+//!   by to even the shards' load.
 //! - `metrics`: the data layer's Prometheus metrics.
 //! - `migrate`: the embedded migrations ([`migrate()`]).
 //! - the queries, by entity: `users`, `sessions` (the store of record of who is
@@ -39,6 +42,7 @@ mod error;
 mod follows;
 mod jobs;
 mod likes;
+mod load;
 mod metrics;
 mod migrate;
 mod model;
@@ -53,6 +57,7 @@ pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, Served, fill_reads, primary_reads};
 pub use error::DataError;
 pub use jobs::CLAIM_JOBS_SQL;
+pub use load::{BucketLoad, BucketLoadReport};
 pub use metrics::ReadTarget;
 pub use migrate::migrate;
 pub use model::{

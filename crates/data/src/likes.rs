@@ -4,6 +4,7 @@
 use sharding::PostId;
 
 use crate::error::DataError;
+use crate::load::ReadOf;
 use crate::model::Change;
 use crate::route::{Data, Lsn, Place};
 use crate::rows::opt_row;
@@ -61,7 +62,9 @@ impl Data {
         let shard = self.shard_map().shard_of_post(post);
         let sql = "SELECT 1 FROM likes WHERE post_id = $1 AND liker_id = $2";
         let row = self
-            .read("likes", shard, |c| async move { opt_row(&c, sql, &[&post.get(), &user]).await })
+            .read("likes", shard, ReadOf::Bucket(post.bucket()), |c| async move {
+                opt_row(&c, sql, &[&post.get(), &user]).await
+            })
             .await?;
         Ok(row.is_some())
     }

@@ -109,6 +109,9 @@ pub struct QueuedJob {
     pub shard: sharding::ShardId,
     /// Id within that shard.
     pub job_id: i64,
+    /// The owner of what the job is about (the post's author): dropping the job
+    /// is counted as a write of this user's bucket ([`crate::Data::bucket_load`]).
+    pub user_id: i64,
 }
 
 /// A shard queue's state, for metrics.

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sharding::{PostId, ShardId};
+use sharding::{PostId, ShardId, user_bucket};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 use crate::error::{DataError, QueryError};
+use crate::load::ReadOf;
 use crate::model::{Change, Photo, PostRecord, QueuedJob, StoredImage};
 use crate::route::{Data, Lsn, Place};
 use crate::rows::{millis, opt_row, rows};
@@ -88,7 +89,7 @@ impl Data {
             )
             .await?;
         let shard = self.shard_map().shard_of_user(author);
-        Ok((post_from(&row), QueuedJob { shard, job_id: row.get("job_id") }))
+        Ok((post_from(&row), QueuedJob { shard, job_id: row.get("job_id"), user_id: author }))
     }
 
     /// Create a photo post in `processing` state together with its processing job,
@@ -183,7 +184,9 @@ impl Data {
     pub async fn post(&self, id: PostId) -> Result<Option<PostRecord>, DataError> {
         let shard = self.shard_map().shard_of_post(id);
         let sql = &format!("SELECT {POST_COLUMNS} FROM posts WHERE post_id = $1");
-        let row = self.read("post", shard, |c| async move { opt_row(&c, sql, &[&id.get()]).await }).await?;
+        let of = ReadOf::Bucket(id.bucket());
+        let row =
+            self.read("post", shard, of, |c| async move { opt_row(&c, sql, &[&id.get()]).await }).await?;
         Ok(row.as_ref().map(post_from))
     }
 
@@ -199,7 +202,9 @@ impl Data {
             let sql = &sql;
             async move {
                 let ids = &ids;
-                let rows = self.read("posts", shard, |c| async move { rows(&c, sql, &[ids]).await }).await?;
+                let of = ReadOf::Posts(ids);
+                let rows =
+                    self.read("posts", shard, of, |c| async move { rows(&c, sql, &[ids]).await }).await?;
                 Ok::<_, DataError>(rows.iter().map(post_from).collect::<Vec<_>>())
             }
         });
@@ -219,8 +224,11 @@ impl Data {
             "SELECT {POST_COLUMNS} FROM posts WHERE user_id = $1 AND post_id < $2 \
              ORDER BY post_id DESC LIMIT $3"
         );
-        let rows = self
-            .read("user_posts", shard, |c| async move { rows(&c, sql, &[&user_id, &before, &limit]).await })
+        let of = ReadOf::Bucket(user_bucket(user_id));
+        let rows =
+            self.read("user_posts", shard, of, |c| async move {
+                rows(&c, sql, &[&user_id, &before, &limit]).await
+            })
             .await?;
         Ok(rows.iter().map(post_from).collect())
     }
@@ -247,7 +255,7 @@ impl Data {
                           AND ($3::int8 IS NULL OR post_id < $3) ORDER BY post_id DESC LIMIT $2) p \
                        ORDER BY p.post_id DESC LIMIT $2";
             let rows = self
-                .read("recent_post_ids", shard, |c| async move {
+                .read("recent_post_ids", shard, ReadOf::Users(authors), |c| async move {
                     rows(&c, sql, &[authors, &limit, &before]).await
                 })
                 .await?;

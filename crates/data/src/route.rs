@@ -4,7 +4,9 @@
 //! [`Data::write`] runs on the shard's primary; [`Data::read`] on a replica that
 //! may serve it (answered its last probe, lag within bound, the scope's
 //! read-your-writes floor replayed), else on the primary. Both count, time and
-//! count failures of each operation by name and shard ([`Metrics`]); the write
+//! count failures of each operation by name and shard ([`Metrics`]), and count
+//! it for the buckets whose rows it is about ([`LoadCounts`]: a write by the
+//! bucket it is routed by, a read by the [`ReadOf`] it names); the write
 //! path also raises the session's floor and asks for a fresh cluster map when a
 //! primary seems to have moved. Which servers each shard has is [`cluster`]'s.
 
@@ -21,6 +23,7 @@ use crate::cluster;
 use crate::config::{ConfigError, DataConfig};
 use crate::consistency;
 use crate::error::{DataError, QueryError};
+use crate::load::{BucketLoad, LoadCounts, ReadOf};
 use crate::metrics::{Metrics, ReadTarget};
 use crate::rows::{Params, opt_row};
 
@@ -54,6 +57,9 @@ pub(crate) struct Inner {
     post_ids: PostIdGenerator,
     /// Every metric of the data layer (query counts and latency, failures, pools, replicas).
     pub(crate) metrics: Metrics,
+    /// Queries sent per bucket, reads and writes apart: what the controller
+    /// weighs buckets by to even the shards' load ([`Data::bucket_load`]).
+    load: LoadCounts,
 }
 
 impl Drop for Inner {
@@ -136,6 +142,7 @@ impl Data {
             stop: CancellationToken::new(),
             post_ids: PostIdGenerator::default(),
             metrics: Metrics::new(registry),
+            load: LoadCounts::new(),
         });
         let has_replicas = config.replicas.iter().any(|r| !r.is_empty());
         if has_replicas || cluster_url.is_some() {
@@ -192,6 +199,22 @@ impl Data {
     /// force. Tests use it to prove what the cache saves.
     pub fn query_count(&self, op: &'static str) -> u64 {
         self.inner.metrics.queries_of(op, self.inner.routes().shards.len())
+    }
+
+    /// The queries this process sent about each bucket's rows since it started,
+    /// reads and writes apart: every bucket with a nonzero count, in bucket
+    /// order (what `GET /internal/bucket-load` serves; the crate's `load` module
+    /// says what is counted). Cumulative: a rate is the difference of two calls.
+    pub fn bucket_load(&self) -> Vec<BucketLoad> {
+        self.inner.load.snapshot()
+    }
+
+    /// Count one write of `bucket`'s rows by a write routed by shard
+    /// ([`Place::Shard`]) that is nevertheless about known buckets (a job's, a
+    /// follow's two sides on one shard). A write routed by bucket is counted by
+    /// [`Data::write`] itself.
+    pub(crate) fn count_write(&self, bucket: Bucket) {
+        self.inner.load.wrote(bucket);
     }
 
     /// How many reads were served by `target`, over every shard of the map in force.
@@ -328,6 +351,10 @@ impl Data {
     /// the source whole, before it changes anything (its transaction aborted), so
     /// it is run again — against the bucket's owner in the newest map, the new
     /// owner once the controller publishes it — for up to [`FENCE_WAIT`].
+    ///
+    /// A write to [`Place::Bucket`] is counted for its bucket as each attempt
+    /// starts ([`Data::bucket_load`]); one to [`Place::Shard`] is not (its
+    /// caller counts the buckets it knows, [`Data::count_write`]).
     pub(crate) async fn write<T, F, Fut>(
         &self,
         op: &'static str,
@@ -344,6 +371,9 @@ impl Data {
         loop {
             let routes = self.inner.routes();
             let shard = place.shard(&routes.directory);
+            if let Place::Bucket(bucket) = place {
+                self.inner.load.wrote(bucket);
+            }
             match self.write_on(op, shard, lsn, &f).await {
                 Err(e) if e.is_fenced() && place.follows_moves() && Instant::now() < deadline => {
                     self.after_fence(routes.epoch).await;
@@ -413,11 +443,21 @@ impl Data {
     /// primary-only one) runs on the most advanced replica that replayed the
     /// scope's floor instead of failing. A success is counted and timed as `op`
     /// (and by where it was served), a failure counted as `op`'s error.
-    pub(crate) async fn read<T, F, Fut>(&self, op: &'static str, shard: ShardId, f: F) -> Result<T, DataError>
+    ///
+    /// `of` says whose rows it reads: counted once for each bucket it names as
+    /// the read starts ([`Data::bucket_load`]), whether it then succeeds or not.
+    pub(crate) async fn read<T, F, Fut>(
+        &self,
+        op: &'static str,
+        shard: ShardId,
+        of: ReadOf<'_>,
+        f: F,
+    ) -> Result<T, DataError>
     where
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
+        self.inner.load.reads(of);
         let started = Instant::now();
         let run = |server: Arc<cluster::Server>| {
             let f = &f;
@@ -493,13 +533,14 @@ impl Data {
         &self,
         op: &'static str,
         shard: ShardId,
+        of: ReadOf<'_>,
         f: F,
     ) -> Result<T, DataError>
     where
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        consistency::primary_reads(self.read(op, shard, f)).await
+        consistency::primary_reads(self.read(op, shard, of, f)).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sharding::{Bucket, ShardId};
 
 use crate::error::DataError;
+use crate::load::ReadOf;
 use crate::model::SessionRecord;
 use crate::route::{Data, Lsn, Place};
 use crate::rows::{millis, opt_row};
@@ -50,7 +51,9 @@ impl Data {
         let sql = "SELECT user_id, (extract(epoch FROM expires_at) * 1000)::int8 FROM sessions \
                    WHERE token_hash = $1 AND expires_at > now()";
         let hash = token_hash.as_slice();
-        let row = self.read("session", shard, |c| async move { opt_row(&c, sql, &[&hash]).await }).await?;
+        let of = ReadOf::Bucket(bucket);
+        let row =
+            self.read("session", shard, of, |c| async move { opt_row(&c, sql, &[&hash]).await }).await?;
         Ok(row.map(|r| SessionRecord { user_id: r.get(0), expires_at_ms: r.get(1) }))
     }
 

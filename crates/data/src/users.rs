@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use sharding::{ShardId, new_user_id, username_bucket};
+use sharding::{ShardId, new_user_id, user_bucket, username_bucket};
 use tokio_postgres::Row;
 
 use crate::consistency;
 use crate::error::DataError;
+use crate::load::ReadOf;
 use crate::model::{Credentials, UserRecord};
 use crate::route::{Data, Lsn, Place};
 use crate::rows::{opt_row, rows};
@@ -60,19 +61,20 @@ impl Data {
     pub async fn credentials(&self, username: &str) -> Result<Option<Credentials>, DataError> {
         let shard = self.shard_map().shard_of_username(username);
         let sql = "SELECT user_id, password_hash FROM users WHERE username = $1";
-        let found =
-            self.read("credentials", shard, |c| async move { opt_row(&c, sql, &[&username]).await }).await?;
-        let row =
-            match found {
-                Some(row) => Some(row),
-                None if !consistency::primary_only() => {
-                    self.read_primary("credentials", shard, |c| async move {
-                        opt_row(&c, sql, &[&username]).await
-                    })
-                    .await?
-                }
-                None => None,
-            };
+        let of = ReadOf::Bucket(username_bucket(username));
+        let found = self
+            .read("credentials", shard, of, |c| async move { opt_row(&c, sql, &[&username]).await })
+            .await?;
+        let row = match found {
+            Some(row) => Some(row),
+            None if !consistency::primary_only() => {
+                self.read_primary("credentials", shard, of, |c| async move {
+                    opt_row(&c, sql, &[&username]).await
+                })
+                .await?
+            }
+            None => None,
+        };
         Ok(row.map(|r| Credentials { user_id: r.get(0), password_hash: r.get(1) }))
     }
 
@@ -80,8 +82,9 @@ impl Data {
     pub async fn user_id_by_username(&self, username: &str) -> Result<Option<i64>, DataError> {
         let shard = self.shard_map().shard_of_username(username);
         let sql = "SELECT user_id FROM users WHERE username = $1";
+        let of = ReadOf::Bucket(username_bucket(username));
         let row = self
-            .read("user_id_by_username", shard, |c| async move { opt_row(&c, sql, &[&username]).await })
+            .read("user_id_by_username", shard, of, |c| async move { opt_row(&c, sql, &[&username]).await })
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -90,7 +93,9 @@ impl Data {
     pub async fn profile(&self, user_id: i64) -> Result<Option<UserRecord>, DataError> {
         let shard = self.shard_map().shard_of_user(user_id);
         let sql = &format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
-        let row = self.read("profile", shard, |c| async move { opt_row(&c, sql, &[&user_id]).await }).await?;
+        let of = ReadOf::Bucket(user_bucket(user_id));
+        let row =
+            self.read("profile", shard, of, |c| async move { opt_row(&c, sql, &[&user_id]).await }).await?;
         Ok(row.as_ref().map(user_from))
     }
 
@@ -107,8 +112,9 @@ impl Data {
             let sql = &sql;
             async move {
                 let ids = &ids;
+                let of = ReadOf::Users(ids);
                 let rows =
-                    self.read("profiles", shard, |c| async move { rows(&c, sql, &[ids]).await }).await?;
+                    self.read("profiles", shard, of, |c| async move { rows(&c, sql, &[ids]).await }).await?;
                 Ok::<_, DataError>(rows.iter().map(user_from).collect::<Vec<_>>())
             }
         });
@@ -119,8 +125,10 @@ impl Data {
     pub async fn celebrities(&self, threshold: i64) -> Result<Vec<i64>, DataError> {
         let per_shard = self.shard_map().shards().map(|shard| async move {
             let sql = "SELECT user_id FROM users WHERE followers_count >= $1";
-            let rows = self
-                .read("celebrities", shard, |c| async move { rows(&c, sql, &[&threshold]).await })
+            let rows =
+                self.read("celebrities", shard, ReadOf::Shard, |c| async move {
+                    rows(&c, sql, &[&threshold]).await
+                })
                 .await?;
             Ok::<_, DataError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
         });

@@ -1,5 +1,7 @@
 //! The data layer against real PostgreSQL shards.
 
+use std::collections::BTreeMap;
+
 use data::{Change, Data, DataConfig, DataError, Lsns, PostId, consistency};
 use tokio_postgres::NoTls;
 
@@ -297,4 +299,146 @@ async fn dropping_a_posts_outbox_job_does_not_wait_for_a_standby() {
     waiting.await.unwrap().unwrap();
     let kinds = admin.query("SELECT kind FROM jobs", &[]).await.unwrap();
     assert_eq!(kinds.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), ["test"]);
+}
+
+/// Each bucket's `(reads, writes)` as `Data::bucket_load` has them.
+fn load(d: &Data) -> BTreeMap<u16, (u64, u64)> {
+    let listed = d.bucket_load();
+    assert!(listed.windows(2).all(|w| w[0].bucket < w[1].bucket), "in bucket order: {listed:?}");
+    assert!(listed.iter().all(|l| l.reads + l.writes > 0), "no zero listed: {listed:?}");
+    listed.into_iter().map(|l| (l.bucket, (l.reads, l.writes))).collect()
+}
+
+/// What grew from `before` to `after`, bucket by bucket (unchanged ones left out).
+fn grown(before: &BTreeMap<u16, (u64, u64)>, after: &BTreeMap<u16, (u64, u64)>) -> BTreeMap<u16, (u64, u64)> {
+    after
+        .iter()
+        .map(|(b, (r, w))| {
+            let (r0, w0) = before.get(b).copied().unwrap_or_default();
+            (*b, (r - r0, w - w0))
+        })
+        .filter(|(_, d)| *d != (0, 0))
+        .collect()
+}
+
+/// Users named `{prefix}{i}`, each in a bucket of its own.
+async fn users_in_distinct_buckets(d: &Data, prefix: &str, n: usize) -> Vec<i64> {
+    let mut users: Vec<i64> = vec![];
+    for i in 0.. {
+        let u = d.create_user(&format!("{prefix}{i}"), "u", "h").await.unwrap().user_id;
+        if users.iter().all(|o| sharding::user_bucket(*o) != sharding::user_bucket(u)) {
+            users.push(u);
+        }
+        if users.len() == n {
+            return users;
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_users_reads_and_writes_count_on_their_bucket_and_no_other() {
+    let urls = shards().await;
+    let d = data(&urls);
+    assert_eq!(d.bucket_load(), vec![], "nothing sent yet");
+    let ann = d.create_user("load_ann", "Ann", "h").await.unwrap().user_id;
+    let bucket = sharding::user_bucket(ann);
+    let b = bucket.get();
+    assert_eq!(load(&d), BTreeMap::from([(b, (0, 1))]), "signing up: one write of the user's bucket");
+
+    // Reads by id, by name (the name's bucket is the user's), by post, by session.
+    d.profile(ann).await.unwrap().unwrap();
+    d.credentials("load_ann").await.unwrap().unwrap();
+    d.user_id_by_username("load_ann").await.unwrap().unwrap();
+    let post = PostId::from_i64(d.create_post(ann, "hi").await.unwrap().post_id).unwrap();
+    assert_eq!(post.bucket(), bucket, "a post is in its author's bucket");
+    d.post(post).await.unwrap().unwrap();
+    assert_eq!(d.user_posts(ann, None, 10).await.unwrap().len(), 1);
+    d.like(post, ann).await.unwrap();
+    assert!(d.likes(post, ann).await.unwrap());
+    let hash = [9u8; 32];
+    d.create_session(ann, &hash, std::time::Duration::from_secs(60)).await.unwrap();
+    d.session(bucket, &hash).await.unwrap().unwrap();
+    assert!(d.delete_session(bucket, &hash).await.unwrap());
+    assert!(d.followers(ann).await.unwrap().is_empty());
+    assert!(!d.is_following(ann, ann).await.unwrap());
+    assert_eq!(
+        load(&d),
+        BTreeMap::from([(b, (9, 5))]),
+        "9 reads (profile, credentials, name, post, user's posts, like, session, followers, \
+         following) and 5 writes (sign-up, post, like, session, its end), all of the user's bucket"
+    );
+
+    d.celebrities(1).await.unwrap();
+    assert_eq!(load(&d), BTreeMap::from([(b, (9, 5))]), "a scan of every shard is no bucket's");
+
+    // Another user's queries are that user's bucket's alone.
+    let mut bob = d.create_user("load_bob", "Bob", "h").await.unwrap().user_id;
+    for i in 0.. {
+        if sharding::user_bucket(bob) != bucket {
+            break;
+        }
+        bob = d.create_user(&format!("load_bob{i}"), "Bob", "h").await.unwrap().user_id;
+    }
+    let before = load(&d);
+    d.profile(bob).await.unwrap().unwrap();
+    d.create_post(bob, "hello").await.unwrap();
+    let bob_bucket = sharding::user_bucket(bob).get();
+    assert_eq!(
+        grown(&before, &load(&d)),
+        BTreeMap::from([(bob_bucket, (1, 1))]),
+        "the first user's did not move"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_read_counts_each_ids_bucket_and_a_job_its_users() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let users = users_in_distinct_buckets(&d, "batch", 3).await;
+    let [u1, u2, u3] = users[..] else { unreachable!() };
+    let [b1, b2, b3] = [u1, u2, u3].map(|u| sharding::user_bucket(u).get());
+    let mut posts = vec![];
+    for author in [u1, u1, u2] {
+        posts.push(PostId::from_i64(d.create_post(author, "p").await.unwrap().post_id).unwrap());
+    }
+
+    // One query per shard, one read counted per id.
+    let before = load(&d);
+    assert_eq!(d.profiles(&[u1, u2, u3]).await.unwrap().len(), 3);
+    assert_eq!(d.posts(&posts).await.unwrap().len(), 3);
+    assert_eq!(d.recent_post_ids(&[u1, u2], 10, None).await.unwrap().len(), 3);
+    assert_eq!(
+        grown(&before, &load(&d)),
+        BTreeMap::from([(b1, (1 + 2 + 1, 0)), (b2, (1 + 1 + 1, 0)), (b3, (1, 0))]),
+        "profiles: one each; posts: two of the first user's, one of the second's; newest posts: one per author"
+    );
+
+    // A follow writes both users' buckets, whether their sides share a shard or not.
+    let before = load(&d);
+    assert_eq!(d.follow(u1, u3).await.unwrap(), Change::Changed);
+    let follow = grown(&before, &load(&d));
+    assert_eq!((follow[&b1].1, follow[&b3].1), (1, 1), "{follow:?}");
+    assert_eq!(follow.keys().copied().collect::<Vec<_>>(), [b1.min(b3), b1.max(b3)]);
+
+    // A job: enqueued, claimed, completed — each a write of its user's bucket; the
+    // other shard's claim found nothing and counts for no bucket.
+    let shard = d.shard_map().shard_of_user(u3);
+    let before = load(&d);
+    d.enqueue("test", u3, serde_json::json!({}), 3).await.unwrap();
+    for s in d.shard_map().shards().filter(|s| *s != shard) {
+        assert!(d.claim_jobs(s, "w", 10, std::time::Duration::from_secs(60)).await.unwrap().is_empty());
+    }
+    let claimed = d.claim_jobs(shard, "w", 10, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the text posts' jobs are not due yet: {claimed:?}");
+    assert!(d.complete_job(&claimed[0], "w").await.unwrap());
+    d.queue_stats(shard).await.unwrap();
+    assert_eq!(grown(&before, &load(&d)), BTreeMap::from([(b3, (0, 3))]));
+
+    // A text post and the drop of its outbox job: two writes of the author's bucket.
+    let before = load(&d);
+    let (_, job) = d.create_post_queued(u2, "queued").await.unwrap();
+    assert_eq!(job.user_id, u2);
+    assert!(d.delete_queued_job(&job).await.unwrap());
+    assert_eq!(grown(&before, &load(&d)), BTreeMap::from([(b2, (0, 2))]));
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod bucket_load;
 pub mod client;
 pub mod config;
 pub mod edges;
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(html::routes(&state))
         .merge(observe::routes())
         .merge(hotkeys::routes())
+        .merge(bucket_load::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

@@ -938,6 +938,55 @@ async fn observability_endpoints_and_request_ids() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 }
 
+/// `GET /internal/bucket-load` as `bucket → (reads, writes)`, checking its shape:
+/// `{"buckets": [[bucket, reads, writes], ...]}`, in bucket order, no zero listed.
+async fn bucket_load(app: &testkit::TestApp) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    let body = call(app, "GET", "/internal/bucket-load", None, None, StatusCode::OK).await;
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    let mut load = std::collections::BTreeMap::new();
+    for entry in body["buckets"].as_array().unwrap() {
+        let [bucket, reads, writes] = entry.as_array().unwrap().as_slice() else { panic!("{entry}") };
+        let (bucket, counts) =
+            (bucket.as_u64().unwrap(), (reads.as_u64().unwrap(), writes.as_u64().unwrap()));
+        assert!(bucket < 4096 && counts != (0, 0), "{entry}");
+        assert!(load.last_key_value().is_none_or(|(b, _)| *b < bucket), "in bucket order: {body}");
+        load.insert(bucket, counts);
+    }
+    load
+}
+
+#[tokio::test]
+async fn bucket_load_counts_each_users_queries_on_their_bucket() {
+    let app = spawn_app().await;
+    assert_eq!(bucket_load(&app).await, Default::default(), "no query sent yet");
+    let ann = signup(&app, "loaded_ann").await;
+    let bucket = |u: &User| u64::from(sharding::user_bucket(u.id).get());
+    let mut bob = signup(&app, "loaded_bob").await;
+    for i in 0.. {
+        if bucket(&bob) != bucket(&ann) {
+            break;
+        }
+        bob = signup(&app, &format!("loaded_bob{i}")).await;
+    }
+    let before = bucket_load(&app).await;
+    let (reads, writes) = before[&bucket(&ann)];
+    assert!(reads >= 1 && writes >= 2, "signing up and logging in: {before:?}");
+
+    // Ann posts and her posts are read: her bucket's counts grow, Bob's do not.
+    post_text(&app, &ann, "counted").await;
+    call(&app, "GET", "/api/v1/users/loaded_ann/posts", None, None, StatusCode::OK).await;
+    let after = bucket_load(&app).await;
+    let (more_reads, more_writes) = after[&bucket(&ann)];
+    assert!(more_writes >= writes + 2, "the post and the drop of its outbox job: {before:?} → {after:?}");
+    assert!(more_reads > reads, "the user's posts: {before:?} → {after:?}");
+    assert_eq!(after[&bucket(&bob)], before[&bucket(&bob)], "another bucket's counts stay");
+    let listed: std::collections::BTreeMap<u64, (u64, u64)> =
+        app.state.data().bucket_load().iter().map(|l| (u64::from(l.bucket), (l.reads, l.writes))).collect();
+    assert_eq!(after, listed, "the data layer's counts, as they are");
+    let r = send(&app, "POST", "/internal/bucket-load", None, None).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
 #[tokio::test]
 async fn readiness_fails_while_draining_and_the_server_stops() {
     let app = spawn_app().await;

@@ -1,4 +1,5 @@
-//! The worker's `/healthz`, `/readyz` and `/metrics`.
+//! The worker's `/healthz`, `/readyz`, `/metrics` and `/internal/bucket-load`
+//! (the queries its jobs sent about each bucket's rows: [`data::Data::bucket_load`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -94,6 +95,8 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Context, shutdown: Cancell
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Internal like the rest (`lb::rules::INTERNAL_PATHS` holds `/internal`).
+        .route("/internal/bucket-load", get(bucket_load))
         .with_state(ctx);
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(e) = result {
@@ -120,4 +123,14 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
     ctx.inner.metrics.refresh(&ctx).await;
     ctx.data().refresh_pool_metrics();
     ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], ctx.inner.registry.render())
+}
+
+/// `{"buckets": [[bucket, reads, writes], ...]}`: the queries this worker sent
+/// about each bucket's rows since it started — its jobs' reads and writes, their
+/// claims, completions, renewals and failures counted for each job's user's
+/// bucket — every bucket with a nonzero count, in bucket order. What the
+/// controller weighs buckets by (`millions shard rebalance --by load`), with the
+/// web servers'.
+async fn bucket_load(State(ctx): State<Context>) -> axum::Json<data::BucketLoadReport> {
+    axum::Json(data::BucketLoadReport { buckets: ctx.data().bucket_load() })
 }

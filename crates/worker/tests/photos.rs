@@ -557,3 +557,28 @@ async fn a_job_carries_the_id_of_the_request_that_enqueued_it() {
     ids.sort();
     assert_eq!(ids, vec![None, Some("in-scope".to_owned())]);
 }
+
+#[tokio::test]
+async fn the_worker_serves_the_queries_its_jobs_sent_per_bucket() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let author = signup(&app, "load_photographer").await;
+    let id = upload_id(&app, &author, jpeg(80, 60)).await;
+    // A lease long enough that no heartbeat renews it while the job runs.
+    let worker = env.spawn_worker_with(|c| c.worker.lease_secs = 600).await;
+    let load = async || -> Value {
+        let r = reqwest::get(format!("http://{}/internal/bucket-load", worker.addr)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    };
+    await_status(&app, &id, "ready").await;
+    eventually("the job to be completed", async || env.count("SELECT count(*) FROM jobs").await == 0).await;
+    let bucket = data::PostId::from_i64(id.parse().unwrap()).unwrap().bucket().get();
+    // Reads: the post, its author's profile, the author's followers (fan-out).
+    // Writes: the claim, the thumbnails recorded, the job completed. All of the
+    // author's bucket (a post's is its author's); the claims that found nothing
+    // are the shards', not counted.
+    assert_eq!(load().await, json!({"buckets": [[bucket, 3, 3]]}));
+    let listed = worker.ctx.data().bucket_load();
+    assert_eq!(listed, [data::BucketLoad { bucket, reads: 3, writes: 3 }]);
+}
