@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Resharding under load (issue 16's benchmark, as far as it can be measured
 # today): the bench's default mix at a fixed rate before any bucket moves, then
-# the same load while buckets move from shard 0 to shard 1, 16 per move
-# (`millions bench --scenario reshard:N`), then one larger move
+# the same load while a third shard is added and a rebalance moves buckets onto
+# it, 64 per move (`millions bench --scenario reshard`), then one larger move
 # (`millions shard move`) under the same load, then a celebrity's read storm with
 # and without hot-key protection (docs/BENCHMARKS.md, "Resharding: bucket moves
 # under load").
@@ -17,13 +17,16 @@
 # and for every node to be healthy and every shard whole:
 #
 #   1. before:  `millions bench --rate RATE --duration BENCH_BEFORE_DURATION`
-#   2. during:  the same with `--scenario reshard:BENCH_BUCKETS` and
-#               BENCH_DURING_DURATION: the first BENCH_BUCKETS buckets of shard 0
-#               move to shard 1 one move of 16 after the other, starting a third
-#               into the measured window; the bench waits for the last move
-#               before its checker runs. Each move's write pause (fence to the new
-#               directory published) is in the fault's outcome; each move's end
-#               and length are in the controller's events (`bucket-move`).
+#   2. during:  the same with `--scenario BENCH_SCENARIO` and
+#               BENCH_DURING_DURATION: by default `reshard`, a shard added (placed
+#               like shard 1: a primary in dc2, a replica in dc2 and one in dc1)
+#               a fifth into the measured window, then `rebalance --by buckets`
+#               onto it, one move of 64 after the other (`reshard:N` instead: the
+#               first N buckets of shard 0 moved to shard 1, 16 per move); the
+#               bench waits for the last move before its checker runs. Each
+#               move's write pause (fence to the new directory published) is in
+#               the fault's outcome, with p50/p99/max over the moved buckets; each
+#               move's end and length are in the controller's events.
 #   3. one move: a bench of BENCH_MOVE_DURATION at the same rate and, a third
 #               into it, `millions shard move` of the next BENCH_MOVE_BUCKETS
 #               buckets of shard 0 in one move, while BENCH_MOVE_WRITERS users of
@@ -38,13 +41,11 @@
 #               through dc1-web-1; the profile loads each sent to the shards
 #               (see the comment at step 4 below).
 #
-# A shard cannot be added yet (`millions shard add` does not exist), so the moves
-# go to the default topology's second shard, not onto a new one. No move may fail
-# a request: every run's verdict must pass with no error.
+# No move may fail a request: every run's verdict must pass with no error.
 #
 # Environment (all optional):
 #   BENCH_USERS=100000  BENCH_RATE=300  BENCH_WARMUP=5s
-#   BENCH_BEFORE_DURATION=60s  BENCH_BUCKETS=512  BENCH_DURING_DURATION=1200s
+#   BENCH_BEFORE_DURATION=60s  BENCH_SCENARIO=reshard  BENCH_DURING_DURATION=360s
 #   BENCH_MOVE_BUCKETS=512  BENCH_MOVE_DURATION=180s  (BENCH_MOVE_BUCKETS=0: skip 3)
 #   BENCH_MOVE_WRITERS=16  BENCH_MOVE_WRITE_RATE=20
 #   BENCH_HOTKEYS=1 (0: skip 4)  BENCH_HOT_DURATION=30s  BENCH_HOT_CONNECTIONS=8
@@ -62,8 +63,8 @@ USERS="${BENCH_USERS:-100000}"
 RATE="${BENCH_RATE:-300}"
 WARMUP="${BENCH_WARMUP:-5s}"
 BEFORE_DURATION="${BENCH_BEFORE_DURATION:-60s}"
-BUCKETS="${BENCH_BUCKETS:-512}"
-DURING_DURATION="${BENCH_DURING_DURATION:-1200s}"
+SCENARIO="${BENCH_SCENARIO:-reshard}"
+DURING_DURATION="${BENCH_DURING_DURATION:-360s}"
 MOVE_BUCKETS="${BENCH_MOVE_BUCKETS:-512}"
 MOVE_DURATION="${BENCH_MOVE_DURATION:-180s}"
 MOVE_WRITERS="${BENCH_MOVE_WRITERS:-16}"
@@ -219,7 +220,7 @@ fenced_retries() {
         awk '{ s += $1 } END { print s + 0 }'
 }
 f0="$(fenced_retries)"
-bench during "$DURING_DURATION" --scenario "reshard:$BUCKETS"
+bench during "$DURING_DURATION" --scenario "$SCENARIO"
 echo "$(($(fenced_retries) - f0))" >"$RUN/fenced-retries"
 
 if [ "$MOVE_BUCKETS" -gt 0 ]; then

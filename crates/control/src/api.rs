@@ -118,6 +118,7 @@ async fn nodes(State(shared): State<Shared>) -> Response {
     let nodes = status::collect(&shared).await;
     let mut shards = status::shards(&shared, &nodes);
     status::fill_sizes(&shared, &mut shards).await;
+    status::fill_load(&shared, &mut shards);
     let lost = shared.cluster.lost_dcs();
     let dcs: Vec<_> = shared
         .topology()
@@ -364,11 +365,23 @@ async fn add_shard(
 struct IsolateRequest {
     /// The user.
     username: String,
-    /// The shard the bucket goes to.
-    to: u16,
+    /// The shard the bucket goes to: a number, or `"new"` for a shard added
+    /// for it (placed like the last one).
+    to: IsolateTarget,
 }
 
-/// `POST /api/shards/isolate` (`{"username", "to"}`): the user's bucket moved,
+/// Where `isolate` moves a bucket.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum IsolateTarget {
+    /// A shard of the topology.
+    Shard(u16),
+    /// `"new"`: a shard added first.
+    New(String),
+}
+
+/// `POST /api/shards/isolate` (`{"username", "to"}`, `to` a shard or `"new"` for a
+/// shard added for it first): the user's bucket moved,
 /// answered with the bucket, its users and the move's report. 400 for no such
 /// user or a bad shard, 409 for a bucket already moving.
 async fn isolate(
@@ -379,7 +392,17 @@ async fn isolate(
         Ok(Json(r)) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match crate::reshard::isolate(&shared, &request.username, request.to).await {
+    let to = match request.to {
+        IsolateTarget::Shard(n) => crate::reshard::IsolateTo::Shard(n),
+        IsolateTarget::New(word) if word == "new" => crate::reshard::IsolateTo::NewShard,
+        IsolateTarget::New(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("to: {other:?} is neither a shard number nor \"new\""),
+            );
+        }
+    };
+    match crate::reshard::isolate(&shared, &request.username, to).await {
         Ok(done) => Json(done).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
@@ -397,9 +420,13 @@ struct RebalanceRequest {
     batch: usize,
     /// Most moves.
     max_moves: usize,
+    /// With `by: load`, how long to measure it, in seconds (10 by default).
+    #[serde(default)]
+    window_secs: Option<u64>,
 }
 
-/// `POST /api/shards/rebalance` (`{"by": "buckets"|"rows", "batch", "max_moves"}`):
+/// `POST /api/shards/rebalance` (`{"by": "buckets"|"rows"|"load", "batch",
+/// "max_moves", "window_secs"}`; the load measured over `window_secs`):
 /// moves from the heaviest shard to the lightest, one after the other, until
 /// they are even; answered with each move's report. A bad request moves nothing
 /// (400); a move under way, 409.
@@ -411,7 +438,8 @@ async fn rebalance(
         Ok(Json(r)) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match crate::reshard::rebalance(&shared, request.by, request.batch, request.max_moves).await {
+    let window = std::time::Duration::from_secs(request.window_secs.unwrap_or(10));
+    match crate::reshard::rebalance(&shared, request.by, request.batch, request.max_moves, window).await {
         Ok(reports) => Json(json!({ "moves": reports })).into_response(),
         Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),

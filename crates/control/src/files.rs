@@ -41,6 +41,15 @@ pub fn topology_file(run_dir: &Path) -> PathBuf {
     run_dir.join("topology.toml")
 }
 
+/// For drills: with this variable in the controller's environment, a bucket
+/// move (or a shard add) waits before the step the run directory's
+/// [`HOLD_FILE`] names while the file is there, so a process can be killed there.
+pub(crate) const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
+
+/// The run directory's file naming the step (`copy`, `catch-up`, …, or `add`)
+/// at which a move or an add waits; removing it lets it go on.
+pub(crate) const HOLD_FILE: &str = "move.hold";
+
 /// The file naming the running controller.
 pub fn control_file(run_dir: &Path) -> PathBuf {
     run_dir.join("control.json")

@@ -223,14 +223,14 @@ pub(crate) async fn add(shared: &Shared, request: &AddRequest) -> Result<Added, 
     Ok(added)
 }
 
-/// For drills, as a bucket move's ([`crate::reshard::HOLD_VAR`]): once its shard
+/// For drills, as a bucket move's ([`crate::files::HOLD_VAR`]): once its shard
 /// is declared, an add waits while the run directory's hold file says `add`
 /// (or until the controller stops), so the controller can be killed there.
 async fn hold(shared: &Shared) {
-    if std::env::var(crate::reshard::HOLD_VAR).is_err() {
+    if std::env::var(crate::files::HOLD_VAR).is_err() {
         return;
     }
-    let file = shared.opts.run_dir.join(crate::reshard::HOLD_FILE);
+    let file = shared.opts.run_dir.join(crate::files::HOLD_FILE);
     let named = || std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == "add");
     if named() {
         tracing::warn!(file = %file.display(), "a shard add holds for a drill");

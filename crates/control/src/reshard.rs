@@ -11,7 +11,7 @@
 //! durable topology a failover loses no commit, of the application or of the
 //! move.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use data::moves::{self, Client, Move, MoveError};
@@ -159,6 +159,85 @@ pub(crate) enum Weight {
     Buckets,
     /// A bucket weighs the rows of its users (every table), counted on the shards.
     Rows,
+    /// A bucket weighs the queries every web server and worker sent for it
+    /// over a window ([`measure_load`]).
+    Load,
+}
+
+/// The longest window `rebalance --by load` measures over.
+const MAX_LOAD_WINDOW: Duration = Duration::from_secs(600);
+
+/// Each bucket's load: the queries (reads and writes) every running web server
+/// and worker sent for it during `window`, from their `/internal/bucket-load`
+/// counts read at its start and its end. A process that answered only at the
+/// end (started meanwhile) or whose counts went down (restarted) counts what it
+/// has. Refused when no process answers or nothing was measured.
+pub(crate) async fn measure_load(shared: &Shared, window: Duration) -> Result<Vec<u64>, ControlError> {
+    let before = sample_load(shared).await?;
+    tokio::select! {
+        _ = shared.shutdown.cancelled() => return Err(ControlError::ShutDown),
+        _ = tokio::time::sleep(window) => {}
+    }
+    let after = sample_load(shared).await?;
+    let mut load = vec![0u64; usize::from(BUCKETS)];
+    for (node, counts) in &after {
+        let earlier = before.get(node);
+        for (bucket, n) in counts {
+            let then = earlier.and_then(|e| e.get(bucket)).copied().unwrap_or(0);
+            let since = if *n >= then { n - then } else { *n };
+            if let Some(w) = load.get_mut(usize::from(*bucket)) {
+                *w += since;
+            }
+        }
+    }
+    if load.iter().all(|w| *w == 0) {
+        return Err(ControlError::Refused(format!(
+            "no query was measured in {}: no load to even out",
+            humantime::format_duration(window)
+        )));
+    }
+    Ok(load)
+}
+
+/// Every running web server's and worker's per-bucket query counts (reads plus
+/// writes), by node.
+async fn sample_load(shared: &Shared) -> Result<HashMap<String, HashMap<u16, u64>>, ControlError> {
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        /// (bucket, reads, writes).
+        buckets: Vec<(u16, u64, u64)>,
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ControlError::Invalid(format!("an HTTP client: {e}")))?;
+    let topology = shared.topology();
+    let mut asks = vec![];
+    for node in topology.nodes().iter().filter(|n| matches!(n.role, Role::Web | Role::Worker)) {
+        if !shared.running(&node.name).await {
+            continue;
+        }
+        let url = format!("http://{}/internal/bucket-load", crate::launch::readyz_addr(node));
+        let client = client.clone();
+        asks.push(async move {
+            let counts =
+                async { client.get(&url).send().await?.error_for_status()?.json::<Counts>().await }.await;
+            (node.name.clone(), counts)
+        });
+    }
+    let mut out = HashMap::new();
+    for (name, counts) in futures::future::join_all(asks).await {
+        match counts {
+            Ok(c) => {
+                out.insert(name, c.buckets.into_iter().map(|(b, r, w)| (b, r + w)).collect());
+            }
+            Err(e) => tracing::warn!(node = name, error = %e, "no bucket load from this node"),
+        }
+    }
+    if out.is_empty() {
+        return Err(ControlError::Refused("no web server or worker answered with its bucket load".into()));
+    }
+    Ok(out)
 }
 
 /// One move a rebalance plans.
@@ -223,7 +302,14 @@ pub(crate) async fn rebalance(
     by: Weight,
     batch: usize,
     max_moves: usize,
+    window: Duration,
 ) -> Result<Vec<MoveReport>, ControlError> {
+    if by == Weight::Load && (window.is_zero() || window > MAX_LOAD_WINDOW) {
+        return Err(ControlError::BadRequest(format!(
+            "a load window is more than 0 s and at most {} s",
+            MAX_LOAD_WINDOW.as_secs()
+        )));
+    }
     if batch == 0 || batch > usize::from(BUCKETS) {
         return Err(ControlError::BadRequest(format!("a batch is 1 to {BUCKETS} buckets, not {batch}")));
     }
@@ -256,6 +342,7 @@ pub(crate) async fn rebalance(
             }
             w
         }
+        Weight::Load => measure_load(shared, window).await?,
     };
     let plan = plan_rebalance(&directory, &|b| weights[usize::from(b)], batch, max_moves);
     let mut reports = vec![];
@@ -276,10 +363,24 @@ pub(crate) struct Isolated {
     pub(crate) moved: MoveReport,
 }
 
-/// `millions shard isolate USERNAME --to SHARD`: the user's bucket moved to
-/// `to`, with the users who share it, who are listed. (A shard of the user's
-/// own needs `shard add`, still to come: `to` is a shard the topology has.)
-pub(crate) async fn isolate(shared: &Shared, username: &str, to: u16) -> Result<Isolated, ControlError> {
+/// Where `isolate` moves a user's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IsolateTo {
+    /// A shard of the topology.
+    Shard(u16),
+    /// A shard added for it first (placed like the last one): the user's bucket
+    /// is then its only one.
+    NewShard,
+}
+
+/// `millions shard isolate USERNAME --to SHARD|new`: the user's bucket moved to
+/// `to`, with the users who share it, who are listed. The user is looked up
+/// before anything changes (no shard is added for a user who does not exist).
+pub(crate) async fn isolate(
+    shared: &Shared,
+    username: &str,
+    to: IsolateTo,
+) -> Result<Isolated, ControlError> {
     let name = username.trim().to_lowercase();
     if name.is_empty() {
         return Err(ControlError::BadRequest("no username".into()));
@@ -294,6 +395,10 @@ pub(crate) async fn isolate(shared: &Shared, username: &str, to: u16) -> Result<
     if !mates.contains(&name) {
         return Err(ControlError::BadRequest(format!("no user named {name:?}")));
     }
+    let to = match to {
+        IsolateTo::Shard(n) => n,
+        IsolateTo::NewShard => crate::grow::add(shared, &crate::grow::AddRequest::default()).await?.shard,
+    };
     let moved = start(shared, &[bucket.get()], to).await?;
     Ok(Isolated { bucket: bucket.get(), bucket_mates: mates, moved })
 }
@@ -476,22 +581,14 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
     }
 }
 
-/// The environment variable that lets drills hold a move (set to `1` in the
-/// controller's environment), so that a process can be killed mid-move.
-pub(crate) const HOLD_VAR: &str = "MILLIONS_MOVE_HOLD";
-
-/// The file of the run directory naming the step (`copy`, `catch-up`, …) at
-/// which a move waits while the file is there; removing it lets the move go on.
-pub(crate) const HOLD_FILE: &str = "move.hold";
-
-/// For drills: with [`HOLD_VAR`] set, wait before running `phase` while
-/// [`HOLD_FILE`] names it (or until the controller stops, or move `id` is
+/// For drills: with [`crate::files::HOLD_VAR`] set, wait before running `phase` while
+/// [`crate::files::HOLD_FILE`] names it (or until the controller stops, or move `id` is
 /// cancelled).
 async fn hold(shared: &Shared, id: i64, phase: MovePhase) {
-    if std::env::var(HOLD_VAR).is_err() {
+    if std::env::var(crate::files::HOLD_VAR).is_err() {
         return;
     }
-    let file = shared.opts.run_dir.join(HOLD_FILE);
+    let file = shared.opts.run_dir.join(crate::files::HOLD_FILE);
     let named = || std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == phase.to_string());
     if named() {
         tracing::warn!(%phase, file = %file.display(), "a bucket move holds for a drill");

@@ -102,6 +102,10 @@ pub struct ShardStatus {
     /// Its rows, estimated from the planner's statistics.
     #[serde(default)]
     pub rows_estimate: Option<u64>,
+    /// Its load: the queries per second every web server and worker sent it
+    /// over the last minute of scraped metrics (absent before two scrapes).
+    #[serde(default)]
+    pub queries_per_sec: Option<f64>,
 }
 
 /// Each shard's size and rows, asked of its primary (all at once, each bounded
@@ -123,6 +127,31 @@ pub(crate) async fn fill_sizes(shared: &Shared, shards: &mut [ShardStatus]) {
             shard.size_bytes = Some(bytes);
             shard.rows_estimate = Some(rows);
         }
+    }
+}
+
+/// How far back a shard's load is measured.
+const LOAD_WINDOW_MS: i64 = 60_000;
+
+/// Each shard's queries per second over the last [`LOAD_WINDOW_MS`]: the
+/// increase of every web server's and worker's `millions_db_queries_total` of
+/// that shard in the scraped history, over the time it covers. A shard no
+/// process has queried twice in the window keeps `None`.
+pub(crate) fn fill_load(shared: &Shared, shards: &mut [ShardStatus]) {
+    let since = crate::history::now_ms() - LOAD_WINDOW_MS;
+    let mut per: HashMap<u16, f64> = HashMap::new();
+    for series in shared.dashboard.query(&["millions_db_queries_total"], None, since) {
+        let Some(shard) = series.labels.get("shard").and_then(|s| s.parse::<u16>().ok()) else { continue };
+        if let [(t0, v0), .., (t1, v1)] = series.points.as_slice()
+            && t1 > t0
+        {
+            // A counter that went down: its process restarted; what it counted since.
+            let increase = if v1 >= v0 { v1 - v0 } else { *v1 };
+            *per.entry(shard).or_default() += increase * 1000.0 / (t1 - t0) as f64;
+        }
+    }
+    for s in shards {
+        s.queries_per_sec = per.get(&s.shard).copied();
     }
 }
 
@@ -188,6 +217,7 @@ pub(crate) fn shards(shared: &Shared, nodes: &[NodeStatus]) -> Vec<ShardStatus> 
                 buckets: directory.as_ref().map_or(0, |d| d.buckets_of(shard.id).len()),
                 size_bytes: None,
                 rows_estimate: None,
+                queries_per_sec: None,
             }
         })
         .collect()

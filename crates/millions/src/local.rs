@@ -280,9 +280,10 @@ enum ShardAction {
     Isolate {
         /// The user.
         username: String,
-        /// The shard the bucket goes to.
-        #[arg(long)]
-        to: u16,
+        /// The shard the bucket goes to, or `new`: a shard added for it (placed
+        /// like the last one), whose only bucket it then is.
+        #[arg(long, value_parser = parse_isolate_to)]
+        to: serde_json::Value,
     },
     /// Cancel a move under way (`millions status` lists them): it rolls back
     /// after the step it is in, unless it is past its fence, when it can only
@@ -294,10 +295,15 @@ enum ShardAction {
     /// Move buckets from the heaviest shard to the lightest, one move at a time,
     /// until the shards are even (no move overshoots); prints each move.
     Rebalance {
-        /// What to even out: `buckets` (each counts the same) or `rows` (a
-        /// bucket weighs its users' rows in every table, counted on the shards).
-        #[arg(long, default_value = "buckets", value_parser = ["buckets", "rows"])]
+        /// What to even out: `buckets` (each counts the same), `rows` (a bucket
+        /// weighs its users' rows in every table, counted on the shards) or
+        /// `load` (a bucket weighs the queries every web server and worker sent
+        /// for it during `--window`).
+        #[arg(long, default_value = "buckets", value_parser = ["buckets", "rows", "load"])]
         by: String,
+        /// With `--by load`: how long to measure the load.
+        #[arg(long, default_value = "10s")]
+        window: humantime::Duration,
         /// Most buckets per move (each move pauses its buckets' writes once).
         #[arg(long, default_value_t = 64)]
         batch: usize,
@@ -987,7 +993,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 (Some(bytes), Some(rows)) => format!(", ~{rows} rows, {} MiB", bytes / (1 << 20)),
                 _ => String::new(),
             };
-            format!("   {} buckets{size}", s.buckets)
+            let load = s.queries_per_sec.map_or(String::new(), |q| format!(", {q:.0} queries/s"));
+            format!("   {} buckets{size}{load}", s.buckets)
         });
         println!("  shard{i}: primary {primary}   read replicas {replicas}{buckets}");
         if let Some(s) = reply.shards.get(i) {
@@ -1189,8 +1196,8 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
             println!("{}", body["message"].as_str().unwrap_or("cancelled"));
             return Ok(());
         }
-        ShardAction::Rebalance { by, batch, max_moves } => {
-            return rebalance(&args.home.home, &ctl, by, *batch, *max_moves).await;
+        ShardAction::Rebalance { by, batch, max_moves, window } => {
+            return rebalance(&args.home.home, &ctl, by, *batch, *max_moves, (*window).into()).await;
         }
     };
     // The target may take a while to receive the old primary's last WAL.
@@ -1211,6 +1218,16 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
         body["write_pause_ms"]
     );
     Ok(())
+}
+
+/// `--to` of `shard isolate`: a shard number, or `new`.
+fn parse_isolate_to(text: &str) -> Result<serde_json::Value, String> {
+    match text {
+        "new" => Ok("new".into()),
+        n => {
+            n.parse::<u16>().map(Into::into).map_err(|_| format!("{n:?} is neither a shard number nor `new`"))
+        }
+    }
 }
 
 /// POST `body` to the controller's `path` with the admin token, waiting up to
@@ -1271,8 +1288,14 @@ async fn rebalance(
     by: &str,
     batch: usize,
     max_moves: usize,
+    window: Duration,
 ) -> anyhow::Result<()> {
-    let request = serde_json::json!({ "by": by, "batch": batch, "max_moves": max_moves });
+    if by == "load" && window < Duration::from_secs(1) {
+        bail!("--window {}: measure the load for at least a second", humantime::format_duration(window));
+    }
+    let request = serde_json::json!({
+        "by": by, "batch": batch, "max_moves": max_moves, "window_secs": window.as_secs(),
+    });
     let body =
         post_shard_op(home, ctl, "/api/shards/rebalance", &request, Duration::from_secs(6 * 3600)).await?;
     let moves = body["moves"].as_array().map(Vec::as_slice).unwrap_or_default();
