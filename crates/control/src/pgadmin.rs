@@ -76,6 +76,37 @@ pub(crate) async fn connection(spec: &PostgresSpec, db: &str) -> Result<Client, 
     Ok(client)
 }
 
+/// A kept connection on which the controller asks its own questions (WAL
+/// positions), one round trip each, bounded by [`PROBE_TIMEOUT`].
+pub(crate) struct KeptClient(pub(crate) Client);
+
+impl KeptClient {
+    async fn one(&self, sql: &str) -> Result<Option<i64>, ControlError> {
+        let server = "a kept connection".to_owned();
+        match tokio::time::timeout(PROBE_TIMEOUT, self.0.query_one(sql, &[])).await {
+            Ok(Ok(row)) => Ok(row.get(0)),
+            Ok(Err(source)) => Err(ControlError::Sql { server, statement: sql.into(), source }),
+            Err(_) => Err(ControlError::SqlTimeout {
+                server,
+                statement: sql.into(),
+                timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The primary's WAL position now (`pg_current_wal_lsn`), as a number.
+    pub(crate) async fn current_lsn(&self) -> Result<i64, ControlError> {
+        const SQL: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8";
+        self.one(SQL).await?.ok_or_else(|| ControlError::Invalid("no WAL position".into()))
+    }
+
+    /// How far a standby has replayed WAL (`pg_last_wal_replay_lsn`), as a
+    /// number; `None` if it has replayed none.
+    pub(crate) async fn replay_lsn(&self) -> Result<Option<i64>, ControlError> {
+        self.one("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8").await
+    }
+}
+
 /// Rows of `sql` (no parameters) on database `postgres`.
 async fn rows(spec: &PostgresSpec, sql: &str, timeout: Duration) -> Result<Vec<Row>, ControlError> {
     let owned = sql.to_owned();
@@ -213,19 +244,6 @@ pub(crate) async fn wal_position(spec: &PostgresSpec) -> Result<WalPosition, Con
 /// `None` if it has received none through streaming.
 pub(crate) async fn receive_lsn(spec: &PostgresSpec) -> Result<Option<i64>, ControlError> {
     const SQL: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8";
-    Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
-}
-
-/// A primary's WAL write position now (`pg_current_wal_lsn`), as a number.
-pub(crate) async fn current_lsn(spec: &PostgresSpec) -> Result<i64, ControlError> {
-    const SQL: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8";
-    Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
-}
-
-/// How far a standby has replayed WAL (`pg_last_wal_replay_lsn`), as a number;
-/// `None` if it has replayed none.
-pub(crate) async fn replay_lsn(spec: &PostgresSpec) -> Result<Option<i64>, ControlError> {
-    const SQL: &str = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::int8";
     Ok(rows(spec, SQL, PROBE_TIMEOUT).await?[0].get(0))
 }
 

@@ -426,6 +426,10 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
     let mut jobs = 0;
     let mut fenced_at = None;
     let mut write_pause_ms = None;
+    // Kept from the wait before the fence to the one after it.
+    let mut watch: Option<ReplicaWatch> = None;
+    // What the fenced step spent where, for its event.
+    let mut parts = String::new();
     loop {
         let Some(m) = shared.cluster.snapshot().moves.into_iter().find(|m| m.id == id) else {
             return report.ok_or_else(|| ControlError::Refused(format!("move {id} is not under way")));
@@ -475,8 +479,11 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 .await;
                 if caught.is_ok() {
                     // The copy reaches the target's replicas before the fence, so
-                    // that the wait after it (writes paused) is short.
-                    replicas_replayed(shared, m.to).await;
+                    // that the wait after it (writes paused) is short; the
+                    // connections stay open for that wait.
+                    let w = ReplicaWatch::open(shared, m.to).await;
+                    w.replayed(m.to).await;
+                    watch = Some(w);
                 }
                 caught.map(|n| {
                     rows += n;
@@ -484,24 +491,45 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
                 })
             }
             MovePhase::Fenced => {
-                let fence = Instant::now();
-                fenced_at.get_or_insert(fence);
+                // Connections are made before the fence: the pause starts with
+                // the fence's statement (the first attempt's, if one is retried).
+                let watch = match watch.take() {
+                    Some(w) => w,
+                    None => ReplicaWatch::open(shared, m.to).await,
+                };
+                let first_fence = std::sync::OnceLock::new();
                 let done = forward(shared, &m, |mut c| {
-                    let spec = spec.clone();
+                    let (spec, first_fence) = (spec.clone(), &first_fence);
                     async move {
+                        let t0 = *first_fence.get_or_init(Instant::now);
+                        let fenced = Instant::now();
                         moves::fence(&c.source, &spec, OLDER_TRANSACTIONS).await?;
+                        let t1 = Instant::now();
                         let rows = moves::catch_up(&mut c.source, &mut c.target, &spec).await?.rows;
+                        let t2 = Instant::now();
                         let jobs = moves::move_jobs(&mut c.source, &mut c.target, &spec).await?;
+                        let t3 = Instant::now();
                         moves::adopt(&c.target, &spec).await?;
-                        Ok((rows, jobs))
+                        let ms = |a: Instant, b: Instant| b.duration_since(a).as_millis();
+                        let parts = format!(
+                            "fence {} ms, catch-up {} ms, jobs {} ms, adopt {} ms",
+                            ms(fenced, t1),
+                            ms(t1, t2),
+                            ms(t2, t3),
+                            ms(t3, Instant::now())
+                        );
+                        Ok((rows, jobs, t0, parts))
                     }
                 })
                 .await?;
                 rows += done.0;
                 jobs += done.1;
+                fenced_at.get_or_insert(done.2);
                 // Reads of the buckets go to the target's replicas from the
                 // publication on: they must hold the rows first.
-                replicas_replayed(shared, m.to).await;
+                let waited = Instant::now();
+                watch.replayed(m.to).await;
+                parts = format!("{}, replicas {} ms", done.3, waited.elapsed().as_millis());
                 Ok(MovePhase::Published)
             }
             MovePhase::Published => {
@@ -576,7 +604,11 @@ async fn run(shared: &Shared, id: i64) -> Result<MoveReport, ControlError> {
             m.from,
             "bucket-move-step",
             &format!("shard{}", m.from),
-            format!("move {id}: {} done in {ms} ms; next: {phase}", m.phase),
+            format!(
+                "move {id}: {} done in {ms} ms; next: {phase}{}",
+                m.phase,
+                if parts.is_empty() { String::new() } else { format!(" ({})", std::mem::take(&mut parts)) }
+            ),
         ));
     }
 }
@@ -693,30 +725,61 @@ where
     }
 }
 
-/// Wait (up to [`REPLICAS_WAIT`]) until every read replica of `shard` has
-/// replayed its primary's WAL position of now. One that does not is left to the
-/// data layer's lag bound (a replica lagging more than it serves no read), and
-/// logged.
-async fn replicas_replayed(shared: &Shared, shard: u16) {
-    let Some(primary) = shared.cluster.primary(shard).and_then(|p| shared.topology().node(&p).cloned())
-    else {
-        return;
-    };
-    let Ok(target) = pgadmin::current_lsn(&pg_spec(shared, &primary)).await else { return };
-    let replicas = shared.cluster.snapshot().shards[usize::from(shard)].replicas.clone();
-    let deadline = Instant::now() + REPLICAS_WAIT;
-    for name in replicas {
-        let Some(node) = shared.topology().node(&name).cloned() else { continue };
-        let spec = pg_spec(shared, &node);
-        loop {
-            if matches!(pgadmin::replay_lsn(&spec).await, Ok(Some(lsn)) if lsn >= target) {
-                break;
+/// Kept connections to a shard's primary and its read replicas (those in the
+/// map when opened), so that the wait for the replicas while a move's writes
+/// are paused makes no connection. One that could not be opened is skipped and
+/// logged (the data layer's lag bound still keeps a lagging replica from
+/// serving reads).
+struct ReplicaWatch {
+    /// The primary: where the position to reach is read.
+    primary: Option<pgadmin::KeptClient>,
+    /// Each read replica, by name.
+    replicas: Vec<(String, pgadmin::KeptClient)>,
+}
+
+impl ReplicaWatch {
+    async fn open(shared: &Shared, shard: u16) -> ReplicaWatch {
+        let open = |name: String| async move {
+            let node = shared.topology().node(&name).cloned()?;
+            match pgadmin::connection(&pg_spec(shared, &node), "postgres").await {
+                Ok(c) => Some((name, pgadmin::KeptClient(c))),
+                Err(e) => {
+                    tracing::warn!(shard, node = name, error = %e, "no connection to watch a replica's replay");
+                    None
+                }
             }
-            if Instant::now() >= deadline {
-                tracing::warn!(shard, replica = name, "a read replica has not replayed a bucket move's rows");
-                break;
+        };
+        let primary = match shared.cluster.primary(shard) {
+            Some(name) => open(name).await.map(|(_, c)| c),
+            None => None,
+        };
+        let names = shared.cluster.snapshot().shards[usize::from(shard)].replicas.clone();
+        let replicas =
+            futures::future::join_all(names.into_iter().map(open)).await.into_iter().flatten().collect();
+        ReplicaWatch { primary, replicas }
+    }
+
+    /// Wait (up to [`REPLICAS_WAIT`]) until every watched replica has replayed
+    /// the primary's WAL position of now. One that does not is logged.
+    async fn replayed(&self, shard: u16) {
+        let Some(primary) = &self.primary else { return };
+        let Ok(target) = primary.current_lsn().await else { return };
+        let deadline = Instant::now() + REPLICAS_WAIT;
+        for (name, replica) in &self.replicas {
+            loop {
+                if matches!(replica.replay_lsn().await, Ok(Some(lsn)) if lsn >= target) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        shard,
+                        replica = name,
+                        "a read replica has not replayed a bucket move's rows"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

@@ -402,10 +402,12 @@ pub async fn move_jobs(source: &mut Client, target: &mut Client, m: &Move) -> Re
     const STEP: &str = "move jobs";
     as_mover(source, STEP, "source").await?;
     as_mover(target, STEP, "target").await?;
+    // The queue holds only jobs not yet done: hashing each job's user is cheaper
+    // than finding the buckets' users (a scan of every user), and this step runs
+    // while the buckets' writes are paused.
     let buckets = m.bucket_param();
-    let users = users_of(source, &buckets, STEP, "source").await?;
     let jobs: Vec<Value> = source
-        .query("SELECT to_jsonb(t) FROM jobs t WHERE t.user_id = ANY($1)", &[&users])
+        .query("SELECT to_jsonb(t) FROM jobs t WHERE millions_bucket(t.user_id) = ANY($1)", &[&buckets])
         .await
         .map_err(sql(STEP, "source"))?
         .iter()
@@ -433,7 +435,7 @@ pub async fn move_jobs(source: &mut Client, target: &mut Client, m: &Move) -> Re
     }
     tx.commit().await.map_err(sql(STEP, "target"))?;
     source
-        .execute("DELETE FROM jobs t WHERE t.user_id = ANY($1)", &[&users])
+        .execute("DELETE FROM jobs t WHERE millions_bucket(t.user_id) = ANY($1)", &[&buckets])
         .await
         .map_err(sql(STEP, "source"))?;
     Ok(if fresh == 1 { count } else { 0 })
