@@ -162,7 +162,7 @@ pub(crate) async fn add(shared: &Shared, request: &AddRequest) -> Result<Added, 
         Some(shard) => (shard as u16, true),
         None => (declare(shared, request)?, false),
     };
-    hold(shared).await;
+    hold(shared, "add").await;
     let topology = shared.topology();
     let members: Vec<Node> = topology.shard_nodes(topology::ShardId(shard)).cloned().collect();
     {
@@ -183,6 +183,7 @@ pub(crate) async fn add(shared: &Shared, request: &AddRequest) -> Result<Added, 
     let url = crate::configs::shard_urls(shared).swap_remove(usize::from(shard));
     data::migrate(&[url]).await.map_err(ControlError::Migrate)?;
     let go_on = || if shared.shutdown.is_cancelled() { Err(ControlError::ShutDown) } else { Ok(()) };
+    hold(shared, "replicas").await;
     launch::start_replicas(shared, shard, &go_on).await?;
     let epoch = shared.cluster.map().epoch;
     tokio::spawn(failover::watch_shard(shared.clone(), shard));
@@ -223,17 +224,18 @@ pub(crate) async fn add(shared: &Shared, request: &AddRequest) -> Result<Added, 
     Ok(added)
 }
 
-/// For drills, as a bucket move's ([`crate::files::HOLD_VAR`]): once its shard
-/// is declared, an add waits while the run directory's hold file says `add`
-/// (or until the controller stops), so the controller can be killed there.
-async fn hold(shared: &Shared) {
+/// For drills, as a bucket move's ([`crate::files::HOLD_VAR`]): an add waits
+/// while the run directory's hold file names `step` (or until the controller
+/// stops) — `add` once its shard is declared, `replicas` once its primary runs
+/// and is migrated — so a process can be killed there.
+async fn hold(shared: &Shared, step: &str) {
     if std::env::var(crate::files::HOLD_VAR).is_err() {
         return;
     }
     let file = shared.opts.run_dir.join(crate::files::HOLD_FILE);
-    let named = || std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == "add");
+    let named = || std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == step);
     if named() {
-        tracing::warn!(file = %file.display(), "a shard add holds for a drill");
+        tracing::warn!(step, file = %file.display(), "a shard add holds for a drill");
     }
     while named() && !shared.shutdown.is_cancelled() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

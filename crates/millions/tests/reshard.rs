@@ -365,4 +365,34 @@ fn buckets_move_under_load_and_bad_moves_are_refused() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(report["errors"], 0, "no request failed: {}", report["errors_by_kind"]);
     assert_verified(&report);
+
+    // The new primary crashes before its replica is made: the add fails, the
+    // shard stays joining (another placement is refused meanwhile), and
+    // `shard add` again finishes it.
+    std::fs::write(&hold, "replicas").unwrap();
+    let cli = {
+        let home = home.to_path_buf();
+        std::thread::spawn(move || {
+            millions(&home, &["shard", "add", "--replicas", "dc1", "--replication", "async"])
+        })
+    };
+    let runs = |name: &str| {
+        let s = status_json(home);
+        s["nodes"].as_array().unwrap().iter().any(|n| n["name"] == name && n["running"] == true)
+    };
+    poll("shard 5's primary to run", || runs("shard5-pg-1"));
+    let o = millions(home, &["chaos", "kill", "shard5-pg-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    poll("shard 5's primary to be gone", || !runs("shard5-pg-1"));
+    std::fs::remove_file(&hold).unwrap();
+    let o = cli.join().unwrap();
+    assert!(!o.status.success(), "the add fails with its primary gone: {}", text(&o));
+    assert_eq!(status_json(home)["cluster"]["shards"][5]["joining"], true);
+    let o = millions(home, &["shard", "add", "--primary", "dc1"]);
+    assert!(!o.status.success() && text(&o).contains("shard 5 is still joining"), "{}", text(&o));
+    let o = millions(home, &["shard", "add"]);
+    assert!(o.status.success() && text(&o).contains("shard 5 finished joining"), "{}", text(&o));
+    poll("shard 5's replica to serve reads", || {
+        status_json(home)["cluster"]["shards"][5]["replicas"].as_array().is_some_and(|r| r.len() == 1)
+    });
 }
