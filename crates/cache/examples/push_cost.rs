@@ -59,7 +59,7 @@ async fn main() -> Result<(), Error> {
         prepare(&mut conn, &timelines, &reading, &ids).await?;
         let ours = measure(&mut conn, posts, |post| {
             let (timelines, followers) = (&timelines, &followers);
-            async move { timelines.push(post, followers).await.map_err(|e| e.to_string().into()) }
+            async move { timelines.push(post, followers).await.map(|_| ()).map_err(|e| e.to_string().into()) }
         })
         .await?;
 

@@ -44,7 +44,7 @@ pub struct Timelines {
     /// Lifetime of a timeline since it was last read or rebuilt; a lapsed (or
     /// evicted) one is rebuilt.
     ttl: Duration,
-    /// Adds one post to the timelines, of many, that exist.
+    /// Adds one post to the timelines, of many, that exist; answers how many.
     push: Script,
     /// Marks a timeline as being rebuilt, creating it if need be.
     begin: Script,
@@ -152,7 +152,13 @@ impl Timelines {
     /// once (a reader may use any data center). Each server gets the batches in
     /// turn and stops at its first failure. Idempotent: a caller told of a failure
     /// (local or peer) pushes again.
-    pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<(), SpreadError> {
+    ///
+    /// Returns how many of `owners`' timelines were written in this data center's
+    /// Redis (those that exist there; a timeline already holding the post counts
+    /// too). The count is per data center: every peer gets the same pushes, into
+    /// its own timelines, and its count is not gathered — a fan-out's writes in
+    /// all data centers are about this number times their count.
+    pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<usize, SpreadError> {
         let m = member(post_id);
         let batches: Vec<_> = owners
             .chunks(BATCH)
@@ -174,28 +180,32 @@ impl Timelines {
             .map(|calls| {
                 let mut pipe = redis::pipe();
                 for inv in calls {
-                    pipe.invoke_script(inv).ignore();
+                    pipe.invoke_script(inv);
                 }
                 pipe
             })
             .collect();
+        // Each call answers how many of its timelines it wrote; the sum over the
+        // trips is this server's count (only the local one's is returned).
         let (trips, script) = (&trips, &self.push);
         self.redis
             .run_everywhere("timeline push", |server| async move {
+                let mut written = 0;
                 for pipe in trips {
-                    server
+                    let counts = server
                         .run(|mut c| async move {
-                            match pipe.query_async::<()>(&mut c).await {
+                            match pipe.query_async::<Vec<i64>>(&mut c).await {
                                 Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                                     script.load_async(&mut c).await?;
-                                    pipe.query_async::<()>(&mut c).await
+                                    pipe.query_async::<Vec<i64>>(&mut c).await
                                 }
                                 done => done,
                             }
                         })
                         .await?;
+                    written += counts.iter().map(|&n| usize::try_from(n).unwrap_or(0)).sum::<usize>();
                 }
-                Ok(())
+                Ok(written)
             })
             .await
     }

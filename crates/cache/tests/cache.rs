@@ -232,6 +232,33 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
 }
 
 #[tokio::test]
+async fn a_push_counts_the_timelines_it_wrote() {
+    let r = redis("pushcount:").await;
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    warm(&t, 1, &[]).await;
+    warm(&t, 2, &[]).await;
+    assert_eq!(t.push(7, &[1, 2, 3]).await.unwrap(), 2, "the two existing timelines");
+    assert_eq!(t.page(3, None, 10).await.unwrap(), None, "the third not created");
+    assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![7]));
+    assert_eq!(t.push(7, &[]).await.unwrap(), 0, "no owners");
+
+    // Many owners: several calls per trip and several trips, summed.
+    let owners: Vec<i64> =
+        (100..100 + 2 * (cache::timeline::BATCH * cache::timeline::CALLS_PER_TRIP) as i64 + 5).collect();
+    let read = [100, 164, 1200, owners[owners.len() - 1]];
+    for u in read {
+        warm(&t, u, &[]).await;
+    }
+    assert_eq!(t.push(8, &owners).await.unwrap(), read.len());
+
+    // A Redis that lost the script (restarted) still answers the count.
+    let mut conn = r.conn().await.unwrap();
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    assert_eq!(t.push(9, &owners).await.unwrap(), read.len(), "after NOSCRIPT");
+    assert_eq!(t.page(164, None, 10).await.unwrap(), Some(vec![9, 8]));
+}
+
+#[tokio::test]
 async fn an_evicted_timeline_is_cold_never_wrong() {
     let r = redis("tlevict:").await;
     let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));

@@ -18,15 +18,73 @@ pub const POST_CACHE: &str = "post";
 /// Name of the cache of celebrities' newest post ids, merged into feeds at read time.
 pub const CELEBRITY_POSTS_CACHE: &str = "celeb_posts";
 
-/// What a fan-out did.
+/// What a fan-out did, and what it cost: its timeline writes, counted in this
+/// data center's Redis (every data center's Redis gets the same pushes, into its
+/// own timelines, so the count is per data center).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FanOut {
-    /// Pushed into this many timelines (the author's own included).
-    Pushed(usize),
+    /// Pushed to the author's followers and the author.
+    Pushed {
+        /// Timelines offered the post: the followers and the author.
+        offered: usize,
+        /// Those written: the offered timelines that exist (someone reads them).
+        written: usize,
+    },
     /// The author is a celebrity: only the author's own timeline got it, and the
     /// cached list of the author's newest posts was invalidated for read-time merging.
-    Celebrity,
+    Celebrity {
+        /// The author's timeline, if it exists: 0 or 1.
+        written: usize,
+    },
 }
+
+impl FanOut {
+    /// `push` (into followers' timelines) or `pull` (a celebrity's post, merged
+    /// into feeds at read time): the `mode` label of the fan-out metrics.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            FanOut::Pushed { .. } => "push",
+            FanOut::Celebrity { .. } => "pull",
+        }
+    }
+
+    /// Timelines offered the post: followers and the author (a celebrity's: the
+    /// author only).
+    pub fn offered(&self) -> usize {
+        match *self {
+            FanOut::Pushed { offered, .. } => offered,
+            FanOut::Celebrity { .. } => 1,
+        }
+    }
+
+    /// Timelines written in this data center's Redis.
+    pub fn written(&self) -> usize {
+        match *self {
+            FanOut::Pushed { written, .. } | FanOut::Celebrity { written } => written,
+        }
+    }
+}
+
+/// The fan-out metrics' names (without the `millions_` prefix the registry adds)
+/// and help, the same in the web servers (inline fan-out) and the workers (photo
+/// posts, outbox jobs): posts fanned out by `mode`, timelines offered, timelines
+/// written. Write amplification per post = writes ÷ posts.
+pub const METRICS: [(&str, &str); 3] = [
+    (
+        "fanout_posts",
+        "Posts fanned out, by mode: push (into followers' timelines) or pull (a celebrity's, merged at read time); \
+         write amplification per post = millions_fanout_timeline_writes_total / this",
+    ),
+    (
+        "fanout_timelines_offered",
+        "Timelines offered a fanned-out post: its author's followers (none for a celebrity) and the author",
+    ),
+    (
+        "fanout_timeline_writes",
+        "Timelines a fan-out wrote in this data center's Redis (those that exist: someone reads them); \
+         write amplification per post = this / millions_fanout_posts_total",
+    ),
+];
 
 /// Why a fan-out did not reach every reader. The post is committed; fan-out is
 /// idempotent, so the caller retries it (a worker job) rather than lose it until
@@ -56,6 +114,8 @@ pub enum FanOutError {
 /// `celebrity_threshold` followers are not fanned out: their cached list of
 /// newest posts is invalidated instead. Any failure is returned: the caller
 /// must make sure the fan-out runs again (it is idempotent: a timeline is a set).
+/// On success, what it did and the timelines it offered and wrote (in this data
+/// center's Redis), for the caller's fan-out metrics ([`METRICS`]).
 ///
 /// The timelines and invalidations reach every data center's Redis (the
 /// `Timelines` and `Invalidator` carry the peers), in parallel; a peer that
@@ -71,19 +131,22 @@ pub async fn fan_out(
     followers_count: i64,
 ) -> Result<FanOut, FanOutError> {
     let mut owners = vec![author];
-    let outcome = if followers_count >= celebrity_threshold {
+    let celebrity = followers_count >= celebrity_threshold;
+    if celebrity {
         invalidator
             .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
             .await
             .map_err(FanOutError::Invalidation)?;
-        FanOut::Celebrity
     } else {
         owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
-        FanOut::Pushed(owners.len())
-    };
-    timelines
+    }
+    let written = timelines
         .push(post_id, &owners)
         .await
         .map_err(|source| FanOutError::Timelines { readers: owners.len(), source })?;
-    Ok(outcome)
+    Ok(if celebrity {
+        FanOut::Celebrity { written }
+    } else {
+        FanOut::Pushed { offered: owners.len(), written }
+    })
 }

@@ -1020,7 +1020,8 @@ async fn fan_out(state: &AppState, post: &PostRecord, author: &UserRecord, job: 
     )
     .await;
     match fanned {
-        Ok(_) => {
+        Ok(done) => {
+            state.business().fan_out.record(&done);
             if let Err(e) = data.delete_queued_job(job).await {
                 tracing::warn!(error = %e, job_id = job.job_id, "could not drop a done fan-out job; a worker repeats it (harmless)");
             }

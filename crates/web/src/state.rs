@@ -109,11 +109,53 @@ pub struct Business {
     pub likes: Counter,
     /// Follows started (a repeated follow is not counted).
     pub follows: Counter,
+    /// What this server's inline fan-outs of text posts cost (`millions_fanout_*`,
+    /// named as the workers' for photo posts and outbox jobs).
+    pub fan_out: FanOutCounters,
+}
+
+/// The fan-out's counters (`feed::METRICS`): posts by mode, timelines offered,
+/// timelines written in this data center's Redis. Write amplification per post
+/// = writes ÷ posts.
+#[derive(Clone, Debug, Default)]
+pub struct FanOutCounters {
+    /// Posts pushed into followers' timelines (`mode="push"`).
+    pub push: Counter,
+    /// Celebrities' posts, merged at read time (`mode="pull"`).
+    pub pull: Counter,
+    /// Timelines offered: followers and the author.
+    pub offered: Counter,
+    /// Timelines written in this data center's Redis.
+    pub written: Counter,
+}
+
+impl FanOutCounters {
+    fn new(registry: &telemetry::Registry) -> FanOutCounters {
+        let [(posts, posts_help), (offered, offered_help), (written, written_help)] = feed::METRICS;
+        let modes = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(posts, posts_help, modes.clone());
+        // Each guard dropped before the next insertion takes the family's lock.
+        let get = |mode| modes.get_or_create(&[("mode", mode)]).clone();
+        let c = FanOutCounters { push: get("push"), pull: get("pull"), ..FanOutCounters::default() };
+        registry.register(offered, offered_help, c.offered.clone());
+        registry.register(written, written_help, c.written.clone());
+        c
+    }
+
+    /// Count one post's fan-out.
+    pub fn record(&self, done: &feed::FanOut) {
+        match done {
+            feed::FanOut::Pushed { .. } => self.push.inc(),
+            feed::FanOut::Celebrity { .. } => self.pull.inc(),
+        };
+        self.offered.inc_by(done.offered() as u64);
+        self.written.inc_by(done.written() as u64);
+    }
 }
 
 impl Business {
     fn new(registry: &telemetry::Registry) -> Business {
-        let b = Business::default();
+        let b = Business { fan_out: FanOutCounters::new(registry), ..Business::default() };
         for (name, help, counter) in [
             ("business_signups", "Accounts created", &b.signups),
             ("business_posts", "Posts published, text or photo", &b.posts),

@@ -127,9 +127,18 @@ async fn fan_out(ctx: &Context, id: PostId, author: i64) -> Result<(), JobError>
     let followers = profile.map_or(0, |a| a.followers_count);
     let threshold = ctx.config().feed.celebrity_threshold;
     let (timelines, invalidator) = (&ctx.inner.timelines, &ctx.inner.invalidator);
-    data::primary_reads(feed::fan_out(data, timelines, invalidator, threshold, id.get(), author, followers))
-        .await
-        .map_err(|e| JobError::Retry(format!("fan-out: {e}")))?;
+    let done = data::primary_reads(feed::fan_out(
+        data,
+        timelines,
+        invalidator,
+        threshold,
+        id.get(),
+        author,
+        followers,
+    ))
+    .await
+    .map_err(|e| JobError::Retry(format!("fan-out: {e}")))?;
+    ctx.inner.metrics.fanned_out(&done);
     Ok(())
 }
 

@@ -52,6 +52,19 @@ pub(crate) struct Metrics {
     depth: Family<QueueLabels, Gauge>,
     /// Age of the oldest waiting job per shard, seconds (refreshed when scraped).
     oldest: Family<ShardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Posts fanned out (photo posts, outbox jobs), by mode: `push` or `pull`.
+    fanout_posts: Family<ModeLabels, Counter>,
+    /// Timelines offered those posts: followers and authors.
+    fanout_offered: Counter,
+    /// Timelines written in this data center's Redis. Write amplification per
+    /// post = this ÷ `fanout_posts`.
+    fanout_written: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    /// `push` (into followers' timelines) or `pull` (a celebrity's post).
+    mode: &'static str,
 }
 
 impl Metrics {
@@ -61,7 +74,18 @@ impl Metrics {
             duration: Family::new_with_constructor(|| Histogram::new(telemetry::latency_buckets())),
             depth: Family::default(),
             oldest: Family::default(),
+            fanout_posts: Family::default(),
+            fanout_offered: Counter::default(),
+            fanout_written: Counter::default(),
         };
+        // The web servers' names (`feed::METRICS`): one series per process role.
+        let [(posts, posts_help), (offered, offered_help), (written, written_help)] = feed::METRICS;
+        registry.register(posts, posts_help, m.fanout_posts.clone());
+        registry.register(offered, offered_help, m.fanout_offered.clone());
+        registry.register(written, written_help, m.fanout_written.clone());
+        for mode in ["push", "pull"] {
+            let _ = m.fanout_posts.get_or_create(&ModeLabels { mode });
+        }
         registry.register("jobs", "Job attempts finished, by kind and outcome", m.jobs.clone());
         registry.register("job_duration_seconds", "Job attempt duration", m.duration.clone());
         registry.register("queue_jobs", "Jobs in the queue, by shard and state", m.depth.clone());
@@ -73,6 +97,13 @@ impl Metrics {
         let labels = JobLabels { kind: kind.to_owned(), outcome };
         self.jobs.get_or_create(&labels).inc();
         self.duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// Count one post's fan-out.
+    pub(crate) fn fanned_out(&self, done: &feed::FanOut) {
+        self.fanout_posts.get_or_create(&ModeLabels { mode: done.mode() }).inc();
+        self.fanout_offered.inc_by(done.offered() as u64);
+        self.fanout_written.inc_by(done.written() as u64);
     }
 
     async fn refresh(&self, ctx: &Context) {

@@ -506,12 +506,23 @@ async fn a_text_post_committed_but_never_fanned_out_inline_is_fanned_out_by_a_wo
         1,
         "the outbox job waits, giving the web server time to do it first"
     );
-    let _worker = env.spawn_worker().await;
+    let worker = env.spawn_worker().await;
     // Its time comes.
     exec_all(&env, "UPDATE jobs SET run_at = now()").await;
     eventually("the worker to fan the post out", async || feed_ids(&app, &fan).await.contains(&id)).await;
     eventually("the job to leave the queue", async || env.count("SELECT count(*) FROM jobs").await == 0)
         .await;
+    // Counted by the worker, under the web servers' names: the follower and the
+    // author offered, the follower's timeline (the one that exists) written.
+    let text = metrics(worker.addr).await;
+    for line in [
+        r#"millions_fanout_posts_total{mode="push"} 1"#,
+        r#"millions_fanout_posts_total{mode="pull"} 0"#,
+        "millions_fanout_timelines_offered_total 2",
+        "millions_fanout_timeline_writes_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 }
 
 #[tokio::test]

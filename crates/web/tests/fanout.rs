@@ -1,0 +1,84 @@
+//! The fan-out's cost per post in `/metrics`: posts by mode, timelines offered,
+//! timelines written in this data center's Redis.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use testkit::TestEnv;
+
+/// The value of the sample `line_start` (`name{labels}` or `name`) in `/metrics`.
+async fn metric(app: &testkit::TestApp, line_start: &str) -> u64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let value = text.lines().find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '));
+    value.unwrap_or_else(|| panic!("no {line_start} in:\n{text}")).parse().unwrap()
+}
+
+/// (push posts, pull posts, timelines offered, timelines written).
+async fn fanout(app: &testkit::TestApp) -> (u64, u64, u64, u64) {
+    (
+        metric(app, r#"millions_fanout_posts_total{mode="push"}"#).await,
+        metric(app, r#"millions_fanout_posts_total{mode="pull"}"#).await,
+        metric(app, "millions_fanout_timelines_offered_total").await,
+        metric(app, "millions_fanout_timeline_writes_total").await,
+    )
+}
+
+#[tokio::test]
+async fn a_post_counts_the_timelines_offered_and_those_written() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let author = signup(&app, "author").await;
+    let readers = [signup(&app, "reader_one").await, signup(&app, "reader_two").await];
+    let idle = signup(&app, "idle").await;
+    for f in readers.iter().chain([&idle]) {
+        call(&app, "PUT", "/api/v1/users/author/follow", Some(f), None, StatusCode::OK).await;
+    }
+    // Two followers read their feeds (their timelines exist); one never does,
+    // nor does the author.
+    for r in &readers {
+        assert!(feed_ids(&app, r, "").await.0.is_empty());
+    }
+    assert_eq!(fanout(&app).await, (0, 0, 0, 0), "nothing fanned out yet");
+
+    // The fan-out runs inline, before the answer: counted by then.
+    let post = post_text(&app, &author, "hello").await;
+    assert_eq!(fanout(&app).await, (1, 0, 4, 2), "3 followers and the author offered, 2 written");
+    for r in &readers {
+        assert_eq!(feed_ids(&app, r, "").await.0, vec![post]);
+    }
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("# TYPE millions_fanout_timeline_writes_total counter\n"), "{text}");
+    assert!(text.contains("write amplification per post"), "{text}");
+
+    // The author reads their feed too: the next post writes 3.
+    feed_ids(&app, &author, "").await;
+    post_text(&app, &author, "again").await;
+    assert_eq!(fanout(&app).await, (2, 0, 8, 5));
+}
+
+#[tokio::test]
+async fn a_celebritys_post_is_pulled_and_writes_no_follower_timeline() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_with(|c| c.feed.celebrity_threshold = 2).await;
+    let star = signup(&app, "star").await;
+    let fans = [signup(&app, "fan_one").await, signup(&app, "fan_two").await];
+    for f in &fans {
+        call(&app, "PUT", "/api/v1/users/star/follow", Some(f), None, StatusCode::OK).await;
+        assert!(feed_ids(&app, f, "").await.0.is_empty(), "the fan's timeline exists");
+    }
+    let post = post_text(&app, &star, "from the stage").await;
+    assert_eq!(
+        fanout(&app).await,
+        (0, 1, 1, 0),
+        "pulled: only the author offered, whose timeline does not exist"
+    );
+    for f in &fans {
+        assert_eq!(app.state.timelines().page(f.id, None, 10).await.unwrap(), Some(vec![]), "not pushed");
+        assert_eq!(feed_ids(&app, f, "").await.0, vec![post], "merged at read time");
+    }
+    // With the star's own timeline read, a post writes that one only.
+    feed_ids(&app, &star, "").await;
+    post_text(&app, &star, "encore").await;
+    assert_eq!(fanout(&app).await, (0, 2, 2, 1));
+}
