@@ -42,7 +42,7 @@ use tokio_postgres::IsolationLevel;
 
 /// The tables whose rows belong to a bucket through their `user_id`, with the
 /// columns of their primary key. `jobs` is apart: it moves at the cutover.
-const TABLES: [(&str, &[&str]); 6] = [
+const TABLES: &[(&str, &[&str])] = &[
     ("users", &["user_id"]),
     ("follows_out", &["user_id", "followee_id"]),
     ("follows_in", &["user_id", "follower_id"]),
@@ -78,7 +78,7 @@ async fn users_of<C: tokio_postgres::GenericClient>(
 
 /// Every table with rows of a bucket, in an order that deletes a like before the
 /// post it is found through.
-const DELETE_ORDER: [&str; 7] = ["likes", "posts", "users", "follows_out", "follows_in", "sessions", "jobs"];
+const DELETE_ORDER: &[&str] = &["likes", "posts", "users", "follows_out", "follows_in", "sessions", "jobs"];
 
 /// Delete the rows of the users `users` from every table, in one transaction
 /// (with the mover's marks set on `c`); how many.
@@ -90,7 +90,7 @@ async fn delete_owned(
 ) -> Result<u64, MoveError> {
     let tx = c.transaction().await.map_err(sql(step, side))?;
     let mut deleted = 0;
-    for table in DELETE_ORDER {
+    for &table in DELETE_ORDER {
         deleted += tx
             .execute(&format!("DELETE FROM {table} t WHERE {}", owned_by(table)), &[&users])
             .await
@@ -268,7 +268,7 @@ pub async fn copy(source: &mut Client, target: &mut Client, m: &Move) -> Result<
         .map_err(sql(STEP, "source"))?;
     let mut copied = Copied::default();
     let users = users_of(&tx, &buckets, STEP, "source").await?;
-    for (table, key) in TABLES {
+    for &(table, key) in TABLES {
         let stmt = tx
             .prepare(&format!("SELECT to_jsonb(t) FROM {table} t WHERE {}", owned_by(table)))
             .await
@@ -341,7 +341,7 @@ pub async fn catch_up(source: &mut Client, target: &mut Client, m: &Move) -> Res
             return Ok(done);
         }
         let seqs: Vec<i64> = changes.iter().map(|r| r.get(0)).collect();
-        for (table, key) in TABLES {
+        for &(table, key) in TABLES {
             let keys: Vec<Value> =
                 changes.iter().filter(|r| r.get::<_, &str>(1) == table).map(|r| r.get(2)).collect();
             if keys.is_empty() {
