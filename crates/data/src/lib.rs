@@ -24,9 +24,14 @@
 //! - `migrate`: the embedded migrations ([`migrate()`]).
 //! - the queries, by entity: `users`, `sessions` (the store of record of who is
 //!   logged in, routed by the bucket a token carries), `follows`, `likes`, `posts` (every post
-//!   write, with the jobs written with a post), `jobs` (the queue: enqueue, claim,
+//!   write, with the jobs written with a post), `comments` (each on its
+//!   commenter's shard, counted on its post's), `post_deletion` (a post and what
+//!   hangs on it), `jobs` (the queue: enqueue, claim,
 //!   complete, renew, fail, release, stats, dead letters, dropping a queued job);
 //!   below them `rows`, the statement helpers they share.
+//! - `notifications`: a user's notifications (delivered by a worker, idempotently;
+//!   paged; the unread count; marking read) and the `notify` job's payload
+//!   ([`Notify`]) that follows, likes and comments enqueue with their rows.
 //! - [`moves`]: the steps of moving buckets between shards under writes
 //!   (capture, copy, catch-up, fence, jobs, drop), which the controller runs.
 //! - [`bulk`]: the schema's columns, for bulk loaders (the seed's `COPY`s).
@@ -36,26 +41,35 @@
 
 pub mod bulk;
 mod cluster;
+mod comments;
 mod config;
 pub mod consistency;
 mod error;
 mod follows;
 mod jobs;
+mod liked;
 mod likes;
 mod load;
 mod metrics;
 mod migrate;
 mod model;
 pub mod moves;
+mod notifications;
+mod post_deletion;
 mod posts;
 mod route;
 mod rows;
 mod sessions;
 mod users;
 
+pub use comments::{
+    COMMENT_COUNT_DELAY, COMMENT_COUNT_JOB, COMMENT_COUNT_MAX_ATTEMPTS, CommentCount, CommentRecord,
+    DeleteRefusal, DeletedComment, MAX_COMMENT_CHARS, NewComment,
+};
 pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, Served, fill_reads, primary_reads};
 pub use error::DataError;
+pub use follows::{EdgeCursor, FollowEdge};
 pub use jobs::CLAIM_JOBS_SQL;
 pub use load::{BucketLoad, BucketLoadReport};
 pub use metrics::ReadTarget;
@@ -64,6 +78,10 @@ pub use model::{
     Change, Credentials, DeadJob, Job, Photo, PostRecord, QueueStats, QueuedJob, SessionRecord, StoredImage,
     UserRecord,
 };
+pub use notifications::{
+    NOTIFY_JOB, NOTIFY_MAX_ATTEMPTS, NotificationKind, NotificationRecord, Notify, UNREAD_CACHE, UNREAD_CAP,
+};
+pub use post_deletion::{DeletedPost, POST_DELETED_JOB, POST_DELETED_MAX_ATTEMPTS, PostDeleted};
 pub use posts::{FANOUT_DELAY, FANOUT_JOB, FANOUT_MAX_ATTEMPTS, PHOTO_JOB};
 pub use route::Data;
 pub use sharding::{PostId, ShardId};

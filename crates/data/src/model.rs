@@ -11,6 +11,10 @@ pub struct UserRecord {
     pub username: String,
     /// Free-form name shown beside the username.
     pub display_name: String,
+    /// What the user says about themselves (at most 300 characters; empty when
+    /// none). Defaulted when absent, so profiles cached before it existed still read.
+    #[serde(default)]
+    pub bio: String,
     /// How many users follow this one.
     pub followers_count: i64,
     /// How many users this one follows.
@@ -51,6 +55,9 @@ pub struct PostRecord {
     pub caption: String,
     /// Denormalized like counter.
     pub like_count: i64,
+    /// Denormalized comment counter (the comments are on their commenters' shards).
+    #[serde(default)]
+    pub comment_count: i64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
     /// `processing` (a photo not yet processed), `ready` or `failed`.

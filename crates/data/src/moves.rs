@@ -49,6 +49,9 @@ const TABLES: &[(&str, &[&str])] = &[
     ("posts", &["post_id"]),
     ("likes", &["post_id", "liker_id"]),
     ("sessions", &["token_hash"]),
+    ("notifications", &["user_id", "dedup"]),
+    ("comments", &["comment_id"]),
+    ("comment_counts", &["post_id", "comment_id"]),
 ];
 
 /// The rows of `table` (aliased `t`) owned by the users `$1` (a `bigint[]`):
@@ -56,7 +59,7 @@ const TABLES: &[(&str, &[&str])] = &[
 /// rather than by hashing every row's owner into its bucket.
 fn owned_by(table: &str) -> &'static str {
     match table {
-        "likes" => "t.post_id IN (SELECT post_id FROM posts WHERE user_id = ANY($1))",
+        "likes" | "comment_counts" => "t.post_id IN (SELECT post_id FROM posts WHERE user_id = ANY($1))",
         _ => "t.user_id = ANY($1)",
     }
 }
@@ -78,7 +81,18 @@ async fn users_of<C: tokio_postgres::GenericClient>(
 
 /// Every table with rows of a bucket, in an order that deletes a like before the
 /// post it is found through.
-const DELETE_ORDER: &[&str] = &["likes", "posts", "users", "follows_out", "follows_in", "sessions", "jobs"];
+const DELETE_ORDER: &[&str] = &[
+    "likes",
+    "comment_counts",
+    "posts",
+    "comments",
+    "users",
+    "follows_out",
+    "follows_in",
+    "sessions",
+    "notifications",
+    "jobs",
+];
 
 /// Delete the rows of the users `users` from every table, in one transaction
 /// (with the mover's marks set on `c`); how many.

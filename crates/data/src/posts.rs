@@ -34,16 +34,17 @@ pub const FANOUT_DELAY: Duration = Duration::from_secs(30);
 pub const FANOUT_MAX_ATTEMPTS: i32 = 10;
 
 /// What a post query selects, in the names [`post_from`] reads.
-const POST_COLUMNS: &str = "post_id, user_id, caption, like_count, \
+pub(crate) const POST_COLUMNS: &str = "post_id, user_id, caption, like_count, comment_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms, status, photo";
 
 /// A row selected with [`POST_COLUMNS`] as a post.
-fn post_from(row: &Row) -> PostRecord {
+pub(crate) fn post_from(row: &Row) -> PostRecord {
     PostRecord {
         post_id: row.get("post_id"),
         user_id: row.get("user_id"),
         caption: row.get("caption"),
         like_count: row.get("like_count"),
+        comment_count: row.get("comment_count"),
         created_ms: row.get("created_ms"),
         status: row.get("status"),
         photo: row.get::<_, Option<Json<Photo>>>("photo").map(|Json(p)| p),

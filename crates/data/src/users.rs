@@ -14,7 +14,7 @@ use crate::route::{Data, Lsn, Place};
 use crate::rows::{opt_row, rows};
 
 /// What a profile query selects, in the names [`user_from`] reads.
-const USER_COLUMNS: &str = "user_id, username, display_name, followers_count, following_count, posts_count, \
+const USER_COLUMNS: &str = "user_id, username, display_name, bio, followers_count, following_count, posts_count, \
      (extract(epoch from created_at) * 1000)::int8 AS created_ms";
 
 /// A row selected with [`USER_COLUMNS`] as a user.
@@ -23,6 +23,7 @@ fn user_from(row: &Row) -> UserRecord {
         user_id: row.get("user_id"),
         username: row.get("username"),
         display_name: row.get("display_name"),
+        bio: row.get("bio"),
         followers_count: row.get("followers_count"),
         following_count: row.get("following_count"),
         posts_count: row.get("posts_count"),
@@ -52,6 +53,25 @@ impl Data {
             })
             .await?;
         row.as_ref().map(user_from).ok_or(DataError::Conflict("username is taken"))
+    }
+
+    /// Change a user's shown name and bio (each only if given); the updated
+    /// profile, or [`DataError::NotFound`] if there is no such user. Values must
+    /// already be validated (the table refuses a bio over 300 characters).
+    pub async fn update_profile(
+        &self,
+        user_id: i64,
+        display_name: Option<&str>,
+        bio: Option<&str>,
+    ) -> Result<UserRecord, DataError> {
+        let sql = format!(
+            "UPDATE users SET display_name = coalesce($2, display_name), bio = coalesce($3, bio) \
+             WHERE user_id = $1 RETURNING {USER_COLUMNS}"
+        );
+        let row = self
+            .write_one("update_profile", Place::user(user_id), &sql, &[&user_id, &display_name, &bio])
+            .await?;
+        row.as_ref().map(user_from).ok_or(DataError::NotFound)
     }
 
     /// Id and password hash of the user with this (normalized) name.

@@ -421,6 +421,12 @@ async fn a_batch_read_counts_each_ids_bucket_and_a_job_its_users() {
     assert_eq!((follow[&b1].1, follow[&b3].1), (1, 1), "{follow:?}");
     assert_eq!(follow.keys().copied().collect::<Vec<_>>(), [b1.min(b3), b1.max(b3)]);
 
+    // (The follow queued u3's notification job: out of the way first.)
+    let queued = d.claim_jobs(d.shard_map().shard_of_user(u3), "w", 10, std::time::Duration::from_secs(60));
+    let queued = queued.await.unwrap();
+    assert_eq!(queued.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), [data::NOTIFY_JOB]);
+    assert!(d.complete_job(&queued[0], "w").await.unwrap());
+
     // A job: enqueued, claimed, completed — each a write of its user's bucket; the
     // other shard's claim found nothing and counts for no bucket.
     let shard = d.shard_map().shard_of_user(u3);

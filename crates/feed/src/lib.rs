@@ -86,7 +86,7 @@ pub const METRICS: [(&str, &str); 3] = [
     ),
 ];
 
-/// Why a fan-out did not reach every reader. The post is committed; fan-out is
+/// Why a fan-out (or its retraction) did not reach every reader. The post is committed; fan-out is
 /// idempotent, so the caller retries it (a worker job) rather than lose it until
 /// the timelines' TTL.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,19 @@ pub enum FanOutError {
         #[source]
         source: cache::SpreadError,
     },
+    /// Taking a deleted post out of the timelines failed, in this data center's
+    /// Redis or in a peer's.
+    #[error("taking the post out of {readers} timelines: {source}")]
+    Retraction {
+        /// How many timelines were to lose the post.
+        readers: usize,
+        /// Which Redis failed, and how.
+        #[source]
+        source: cache::SpreadError,
+    },
+    /// A deleted post's cached copy could not be dropped in every data center.
+    #[error("invalidating the cached post: {0}")]
+    PostInvalidation(#[source] cache::SpreadError),
     /// The cached list of a celebrity's newest posts could not be invalidated in
     /// every data center.
     #[error("invalidating the celebrity's cached posts: {0}")]
@@ -149,4 +162,34 @@ pub async fn fan_out(
     } else {
         FanOut::Pushed { offered: owners.len(), written }
     })
+}
+
+/// Take a deleted post out of where fan-out put it: the author's and (unless a
+/// celebrity's, never pushed) every follower's timeline, in every data center;
+/// the cached copy of the post and the author's cached newest posts are dropped
+/// everywhere. Idempotent, like the fan-out it undoes; any failure is returned
+/// for the caller (the post's clean-up job) to run it again.
+pub async fn retract(
+    data: &Data,
+    timelines: &Timelines,
+    invalidator: &Invalidator,
+    celebrity_threshold: i64,
+    post_id: i64,
+    author: i64,
+    followers_count: i64,
+) -> Result<(), FanOutError> {
+    let mut owners = vec![author];
+    if followers_count < celebrity_threshold {
+        owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
+    }
+    timelines
+        .retract(post_id, &owners)
+        .await
+        .map_err(|source| FanOutError::Retraction { readers: owners.len(), source })?;
+    invalidator.invalidate(POST_CACHE, &post_id.to_string()).await.map_err(FanOutError::PostInvalidation)?;
+    invalidator
+        .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
+        .await
+        .map_err(FanOutError::Invalidation)?;
+    Ok(())
 }

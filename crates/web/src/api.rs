@@ -16,8 +16,12 @@ use crate::body::{
     ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
 };
 use crate::client::Client;
+use crate::comments;
 use crate::edges::MediaUrls;
 use crate::error::ApiError;
+use crate::notifications;
+use crate::people;
+use crate::post_deletion;
 use crate::service;
 use crate::state::AppState;
 use crate::viewer::{Authenticated, Viewer};
@@ -31,15 +35,23 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/users", post(signup))
+        .route("/users/me", get(people::me).patch(people::edit_me))
         .route("/users/{username}", get(get_user))
         .route("/users/{username}/follow", put(follow).delete(unfollow))
         .route("/users/{username}/posts", get(user_posts))
+        .route("/users/{username}/followers", get(people::followers))
+        .route("/users/{username}/following", get(people::following))
         .route("/sessions", post(login))
         .route("/sessions/current", axum::routing::delete(logout))
         .route("/posts", post(create_post).layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
-        .route("/posts/{id}", get(get_post))
+        .route("/posts/{id}", get(get_post).delete(post_deletion::delete_handler))
         .route("/posts/{id}/like", put(like).delete(unlike))
+        .route("/posts/{id}/comments", get(comments::list_handler).post(comments::create_handler))
+        .route("/comments/{id}", axum::routing::delete(comments::delete_handler))
         .route("/feed", get(feed))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/unread", get(notifications::unread))
+        .route("/notifications/read", post(notifications::read))
         .fallback(|| async { ApiError::NotFound("no such API route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
@@ -125,14 +137,14 @@ fn json_rejection(r: JsonRejection) -> ApiError {
 
 /// `limit` and `cursor` of paged reads.
 #[derive(Debug, Deserialize)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     /// Page size.
     limit: Option<String>,
     /// Opaque position from a previous page.
     cursor: Option<String>,
 }
 
-fn page_params(
+pub(crate) fn page_params(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<(Option<data::PostId>, usize), ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;

@@ -1,7 +1,7 @@
 //! Where photo URLs point: a healthy CDN edge of the topology, else this origin.
 //!
-//! Pages run no script (`script-src 'none'`), so a browser cannot fall back from
-//! a dead edge by itself: the server decides, when it renders a page or a JSON
+//! Pages run no script that could pick an edge (their one script only sends
+//! forms in place), so a browser cannot fall back from a dead edge by itself: the server decides, when it renders a page or a JSON
 //! answer, from health checks it runs itself ([`Edges::spawn`]). Every photo
 //! object is named at one edge, chosen by rendezvous (highest-random-weight)
 //! hashing of its key among the healthy edges of this server's data center —

@@ -1251,6 +1251,7 @@ mod tests {
             user_id: id,
             username: format!("u{id}"),
             display_name: "U".into(),
+            bio: String::new(),
             followers_count: followers,
             following_count: 0,
             posts_count: 0,

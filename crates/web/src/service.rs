@@ -50,6 +50,8 @@ pub struct UserView {
     pub username: String,
     /// Shown name.
     pub display_name: String,
+    /// What the user says about themselves (empty when nothing).
+    pub bio: String,
     /// Followers.
     pub followers_count: i64,
     /// Followees.
@@ -85,6 +87,8 @@ pub struct PostView {
     pub caption: String,
     /// Likes.
     pub like_count: i64,
+    /// Comments (counted on the post's shard as they are written: see ADR 0024).
+    pub comment_count: i64,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// `processing` (a photo being processed), `ready` or `failed`; text posts are
@@ -257,6 +261,7 @@ impl Rendered {
                 ("author", raw(&view.author)),
                 ("caption", raw(&view.caption)),
                 ("like_count", raw(&view.like_count)),
+                ("comment_count", raw(&view.comment_count)),
                 ("created_at", raw(&view.created_at)),
                 ("status", raw(&view.status)),
             ]))
@@ -374,18 +379,19 @@ pub struct LikeView {
     pub like_count: i64,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 
-fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserView {
+pub(crate) fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserView {
     UserView {
         id: u.user_id.to_string(),
         username: u.username.clone(),
         display_name: u.display_name.clone(),
+        bio: u.bio.clone(),
         followers_count: u.followers_count,
         following_count: u.following_count,
         posts_count: u.posts_count,
@@ -424,6 +430,7 @@ fn post_view_without_photo(p: &PostRecord, author: &UserRecord, liked_by_me: Opt
         },
         caption: p.caption.clone(),
         like_count: p.like_count,
+        comment_count: p.comment_count,
         created_at: rfc3339(p.created_ms),
         status: p.status.clone(),
         photo: None,
@@ -431,7 +438,7 @@ fn post_view_without_photo(p: &PostRecord, author: &UserRecord, liked_by_me: Opt
     }
 }
 
-fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
+pub(crate) fn has_control_chars(s: &str, allow_newlines: bool) -> bool {
     s.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
 }
 
@@ -457,7 +464,7 @@ fn check_password(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_display_name(d: &str) -> Result<String, ApiError> {
+pub(crate) fn check_display_name(d: &str) -> Result<String, ApiError> {
     let d = d.trim();
     if d.is_empty() || d.chars().count() > MAX_DISPLAY_NAME || has_control_chars(d, false) {
         return Err(ApiError::invalid(
@@ -503,7 +510,7 @@ pub fn parse_cursor(raw: Option<&str>) -> Result<Option<PostId>, ApiError> {
     PostId::from_i64(i64::from_be_bytes(bytes)).map(Some).map_err(|_| bad())
 }
 
-fn encode_cursor(id: i64) -> String {
+pub(crate) fn encode_cursor(id: i64) -> String {
     URL_SAFE_NO_PAD.encode(id.to_be_bytes())
 }
 
@@ -823,7 +830,9 @@ pub async fn logout(state: &AppState, token: &str) -> Result<(), ApiError> {
 /// Run a shared-cache loader's reads ([`data::fill_reads`]): on the primaries,
 /// or, while a shard's primary is being replaced, on one of its replicas — then
 /// the value is served but cached nowhere ([`cache::Loaded::ServeOnly`]).
-async fn fill<T, E>(load: impl Future<Output = Result<Option<T>, E>>) -> Result<cache::Loaded<T>, E> {
+pub(crate) async fn fill<T, E>(
+    load: impl Future<Output = Result<Option<T>, E>>,
+) -> Result<cache::Loaded<T>, E> {
     let (found, served) = data::fill_reads(load).await;
     let found = found?;
     Ok(match served {
@@ -890,13 +899,13 @@ pub async fn post_by_id(state: &AppState, id: PostId) -> Result<Arc<CachedPost>,
 
 /// Forget a profile this process changed: the shared cache everywhere, then its
 /// hot copy here (after, so that no refresh reads the old value back).
-async fn invalidate_profile(state: &AppState, user_id: i64) {
+pub(crate) async fn invalidate_profile(state: &AppState, user_id: i64) {
     state.caches().profiles.invalidate(itoa::Buffer::new().format(user_id)).await;
     state.hotkeys().forget(Kind::Profile, user_id);
 }
 
 /// Forget a post this process changed, as [`invalidate_profile`].
-async fn invalidate_post(state: &AppState, post_id: i64) {
+pub(crate) async fn invalidate_post(state: &AppState, post_id: i64) {
     state.caches().posts.invalidate(itoa::Buffer::new().format(post_id)).await;
     state.hotkeys().forget(Kind::Post, post_id);
 }
@@ -1101,6 +1110,21 @@ pub async fn set_like(state: &AppState, viewer: i64, id: PostId, on: bool) -> Re
     Ok(LikeView { liked: on, like_count })
 }
 
+/// The ids (as the views spell them) of the posts of `page` that `viewer`
+/// likes: the feed's like buttons. One query per shard the page's posts are on.
+pub async fn liked_among(
+    state: &AppState,
+    viewer: i64,
+    page: &PostPage,
+) -> Result<std::collections::HashSet<String>, ApiError> {
+    let ids: Vec<PostId> =
+        page.posts.iter().filter_map(|p| p.id.parse().ok().and_then(|n| PostId::from_i64(n).ok())).collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(state.data().liked_among(viewer, &ids).await?.into_iter().map(|id| id.to_string()).collect())
+}
+
 /// Posts by ids, newest first, through the cache; missing ones are skipped.
 ///
 /// Every post and author this process holds (L1) is taken first, one after the
@@ -1148,7 +1172,7 @@ async fn hydrate(state: &AppState, ids: &[i64]) -> Result<Vec<ShownPost>, ApiErr
 /// Redis round trip; one query per shard for what Redis lacks too): `load` reads
 /// the records of the ids it is given, by id, on the shards' primaries, as
 /// [`fill`] does for one key.
-async fn batch_by_id<T, F, Fut>(
+pub(crate) async fn batch_by_id<T, F, Fut>(
     cache: &cache::ReadThrough<T>,
     ids: &[i64],
     load: F,
@@ -1313,6 +1337,7 @@ mod tests {
             user_id: 7,
             username: "ada".into(),
             display_name: "Ada".into(),
+            bio: String::new(),
             followers_count: 1,
             following_count: 2,
             posts_count: 3,
@@ -1323,6 +1348,7 @@ mod tests {
             user_id: 7,
             caption: "hi \"there\"".into(),
             like_count: 4,
+            comment_count: 0,
             created_ms: 1_700_000_000_000,
             status: "ready".into(),
             photo: None,
@@ -1350,6 +1376,7 @@ mod tests {
             user_id: 7,
             username: "ada".into(),
             display_name: "Ada".into(),
+            bio: String::new(),
             followers_count: 1,
             following_count: 2,
             posts_count: 3,
@@ -1361,6 +1388,7 @@ mod tests {
             user_id: 7,
             caption: "a <cat>".into(),
             like_count: 4,
+            comment_count: 0,
             created_ms: 1_700_000_000_000,
             status: "ready".into(),
             photo: Some(data::Photo {

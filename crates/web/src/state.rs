@@ -31,6 +31,9 @@ pub struct Caches {
     /// Live sessions by the hex SHA-256 of their token (copies of the shards'
     /// rows; a logout invalidates them everywhere).
     pub sessions: Arc<ReadThrough<SessionRecord>>,
+    /// Each user's unread notification count, by user id (the top bar's badge;
+    /// invalidated by the worker that delivers one and by marking them read).
+    pub unread: Arc<ReadThrough<i64>>,
     /// Lookup counters.
     pub metrics: cache::CacheMetrics,
     /// Spreads invalidations to every web server's L1.
@@ -54,6 +57,7 @@ impl Caches {
             followees: build(with("followees", config.clone())),
             celebrities: build(with("celebrities", short)),
             celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config.clone())),
+            unread: build(with(data::UNREAD_CACHE, config.clone())),
             sessions: build(with("session", config)),
             metrics,
             invalidator,

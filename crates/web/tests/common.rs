@@ -176,3 +176,50 @@ pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
         .expect("encoding a JPEG");
     out.into_inner()
 }
+
+/// A browser-like client logged in as `username` (cookies kept: the session's,
+/// and the CSRF token's once a page sets it; redirects not followed).
+pub async fn browser(app: &TestApp, username: &str) -> Client {
+    let client = app.client();
+    let r = client
+        .post(app.url("/api/v1/sessions"))
+        .json(&json!({"username": username, "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    client
+}
+
+/// `GET path` as `client`, expecting 200; the page's HTML.
+pub async fn page(app: &TestApp, client: &Client, path: &str) -> String {
+    let r = client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.text().await.unwrap()
+}
+
+/// The value of the first hidden `csrf` input of a page.
+pub fn csrf_of(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).unwrap_or_else(|| panic!("no csrf field in:\n{html}")) + marker.len();
+    let len = html[start..].find('"').expect("end of the csrf value");
+    html[start..start + len].to_owned()
+}
+
+/// Files in the deployment's object store folder (at any depth), sorted.
+pub fn stored_files(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("reading the store folder") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(app.env.store.path(), &mut out);
+    out.sort();
+    out
+}

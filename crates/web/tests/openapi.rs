@@ -12,17 +12,28 @@ use testkit::spawn_app;
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("POST", "/users"),
+    ("GET", "/users/me"),
+    ("PATCH", "/users/me"),
     ("GET", "/users/{username}"),
     ("PUT", "/users/{username}/follow"),
     ("DELETE", "/users/{username}/follow"),
     ("GET", "/users/{username}/posts"),
+    ("GET", "/users/{username}/followers"),
+    ("GET", "/users/{username}/following"),
     ("POST", "/sessions"),
     ("DELETE", "/sessions/current"),
     ("POST", "/posts"),
     ("GET", "/posts/{id}"),
+    ("DELETE", "/posts/{id}"),
     ("PUT", "/posts/{id}/like"),
     ("DELETE", "/posts/{id}/like"),
+    ("GET", "/posts/{id}/comments"),
+    ("POST", "/posts/{id}/comments"),
+    ("DELETE", "/comments/{id}"),
     ("GET", "/feed"),
+    ("GET", "/notifications"),
+    ("GET", "/notifications/unread"),
+    ("POST", "/notifications/read"),
 ];
 
 /// Path-item keys that are HTTP methods.

@@ -10,9 +10,12 @@
 //! running jobs finish within a grace period, and releases the rest.
 #![forbid(unsafe_code)]
 
+mod comments;
 pub mod config;
 mod handlers;
 mod metrics;
+mod notify;
+mod post_deleted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -411,6 +414,9 @@ async fn execute(ctx: &Context, job: &Job) -> Result<(), JobError> {
     match job.kind.as_str() {
         data::PHOTO_JOB => handlers::photo(ctx, job).await,
         data::FANOUT_JOB => handlers::fanout(ctx, job).await,
+        data::NOTIFY_JOB => notify::notify(ctx, job).await,
+        data::COMMENT_COUNT_JOB => comments::count(ctx, job).await,
+        data::POST_DELETED_JOB => post_deleted::clean_up(ctx, job).await,
         other => Err(JobError::Permanent(format!("no handler for job kind {other:?}"))),
     }
 }

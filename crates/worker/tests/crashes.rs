@@ -61,7 +61,9 @@ async fn a_fan_out_while_redis_does_not_answer_is_retried_until_it_reaches_the_t
     signal(redis.pid(), Signal::SIGSTOP);
     let id = photo_post_direct(&env, worker.ctx.data(), author.id, 640, 480, 50).await;
     eventually("an attempt to fail on Redis and be scheduled again", async || {
-        env.count("SELECT count(*) FROM jobs WHERE state <> 'dead' AND last_error IS NOT NULL").await == 1
+        let failed =
+            "SELECT count(*) FROM jobs WHERE kind = 'photo' AND state <> 'dead' AND last_error IS NOT NULL";
+        env.count(failed).await == 1
     })
     .await;
     signal(redis.pid(), Signal::SIGCONT);

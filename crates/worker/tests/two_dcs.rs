@@ -70,8 +70,9 @@ async fn a_photo_job_while_the_peer_dcs_redis_hangs_retries_until_the_post_reach
     signal(dc2_redis.pid(), Signal::SIGSTOP);
     let id = photo_post_direct(&env, worker.ctx.data(), author.id, 640, 480, 50).await;
     eventually("an attempt to fail on dc2's Redis and be scheduled again", async || {
-        env.count("SELECT count(*) FROM jobs WHERE state <> 'dead' AND last_error LIKE '%peer redis%'").await
-            == 1
+        let failed =
+            "SELECT count(*) FROM jobs WHERE kind = 'photo' AND state <> 'dead' AND last_error LIKE '%peer redis%'";
+        env.count(failed).await == 1
     })
     .await;
     assert_eq!(post_on_primary(worker.ctx.data(), id).await.status, "ready", "the post is ready meanwhile");

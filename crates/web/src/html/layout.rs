@@ -15,6 +15,9 @@ pub(crate) struct Me {
     pub display_name: String,
     /// Their session token (to log out).
     pub token: String,
+    /// Their unread notifications for the top bar's badge (cached; `None` if it
+    /// could not be read).
+    pub unread: Option<i64>,
 }
 
 /// The whole style sheet, inlined in every page (one request per page, no asset
@@ -32,6 +35,9 @@ a{color:inherit}
 .topbar a.nav,.topbar button.nav{font:inherit;font-size:.95rem;text-decoration:none;color:var(--text);background:none;border:0;padding:.35rem .6rem;border-radius:8px;cursor:pointer}
 .topbar a.nav:hover,.topbar button.nav:hover{background:var(--line)}
 .topbar form{margin:0;display:inline}
+.notifications{list-style:none;padding:.25rem 1.1rem}.notification{padding:.6rem 0;border-top:1px solid var(--line)}.notification:first-child{border-top:0}.notification.unread{font-weight:600}
+.bio{white-space:pre-wrap;overflow-wrap:anywhere;margin:.5rem 0 0}.counts a{text-decoration:none}
+.badge{display:inline-block;min-width:1.3em;padding:0 .35em;border-radius:999px;background:var(--accent);color:#fff;font-size:.75rem;font-weight:700;text-align:center}
 main{max-width:640px;margin:0 auto;padding:1rem}
 h1{font-size:1.5rem;line-height:1.25;margin:.5rem 0 1rem}
 h2{font-size:1.1rem;margin:1.5rem 0 .75rem}
@@ -57,6 +63,11 @@ textarea{min-height:6rem;resize:vertical}
 .meta a{color:var(--muted);text-decoration:none}
 .meta a:hover{text-decoration:underline}
 .meta form{margin:0 0 0 auto}
+.comment-form{display:flex;gap:.5rem;margin:.75rem 0 0}.comment-form input[type=text]{flex:1;min-width:0}
+.comment-list{list-style:none;margin:.5rem 0 0;padding:0}.comment{padding:.5rem 0;border-top:1px solid var(--line)}
+.comment .body{white-space:pre-wrap;overflow-wrap:anywhere}.comment .meta form{margin:0 0 0 .5rem}
+button.link{background:none;border:0;padding:0;color:var(--muted);font:inherit;cursor:pointer;text-decoration:underline}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .profile-head{display:flex;gap:1rem;align-items:center}
 .avatar{flex:none;width:64px;height:64px;border-radius:50%;display:grid;place-items:center;font-weight:800;font-size:1.6rem;color:#fff;background:linear-gradient(135deg,var(--accent),var(--accent-2))}
 .profile-head h1{margin:0}
@@ -70,6 +81,7 @@ textarea{min-height:6rem;resize:vertical}
 .photo{margin:.75rem -1.1rem;background:var(--line)}
 .photo a{display:block}
 .photo img{display:block;width:100%;height:auto;max-height:85vh;object-fit:contain}
+.photo img.tall{aspect-ratio:4/5;object-fit:cover;max-height:none}
 .notice{border:1px dashed var(--line);border-radius:10px;padding:1.25rem .9rem;margin:.75rem 0;text-align:center;color:var(--muted)}
 .notice.failed{border-style:solid;border-color:var(--bad);background:var(--bad-bg);color:var(--bad)}
 input[type=file]{display:block;width:100%;font:inherit;font-size:.9rem;color:var(--muted)}
@@ -99,6 +111,7 @@ pub(crate) fn page_with_head(
                 meta name="color-scheme" content="light dark";
                 title { (title) " · Millions" }
                 style { (PreEscaped(CSS)) }
+                script src=(super::SCRIPT_PATH) defer {}
                 (head)
             }
             body {
@@ -108,6 +121,7 @@ pub(crate) fn page_with_head(
                         @if let Some(me) = me {
                             a.nav href="/" { "Home" }
                             a.nav href="/upload" { "New post" }
+                            (notifications_link(me.unread))
                             a.nav href={ "/u/" (me.username) } title=(me.display_name) { "@" (me.username) }
                             @if let Some(csrf) = csrf {
                                 form method="post" action="/logout" {
@@ -123,6 +137,24 @@ pub(crate) fn page_with_head(
                 }
                 main { (body) }
                 footer.site { "Millions · a photo-sharing network, from zero to millions of users" }
+            }
+        }
+    }
+}
+
+/// The top bar's link to the notifications, with the unread count ("99+" at
+/// the cap) when there are any.
+fn notifications_link(unread: Option<i64>) -> Markup {
+    let badge = match unread {
+        Some(n) if n >= data::UNREAD_CAP => Some(format!("{}+", data::UNREAD_CAP - 1)),
+        Some(n) if n > 0 => Some(n.to_string()),
+        _ => None,
+    };
+    html! {
+        a.nav href="/notifications" {
+            "Notifications"
+            @if let Some(badge) = badge {
+                " " span.badge aria-label={ (badge) " unread" } { (badge) }
             }
         }
     }
@@ -147,6 +179,36 @@ pub(crate) fn readable_time(rfc3339: &str) -> String {
     match (rfc3339.get(..10), rfc3339.get(10..11), rfc3339.get(11..16)) {
         (Some(date), Some("T"), Some(time)) if rfc3339.ends_with('Z') => format!("{date} {time} UTC"),
         _ => rfc3339.to_owned(),
+    }
+}
+
+/// A time as pages show it: how long ago ("now", "5 m", "3 h", "2 d"), then the
+/// day ("Mar 5", with the year when it is not `now`'s), its exact time on hover.
+pub(crate) fn time_ago(rfc3339: &str) -> Markup {
+    let now = time::OffsetDateTime::now_utc();
+    html! { time datetime=(rfc3339) title=(readable_time(rfc3339)) { (relative_time(rfc3339, now)) } }
+}
+
+/// "now", "5 m", "3 h", "2 d", then "Mar 5" (or "Mar 5, 2023" in another year):
+/// `rfc3339` seen at `now`; anything unreadable as [`readable_time`] has it.
+pub(crate) fn relative_time(rfc3339: &str, now: time::OffsetDateTime) -> String {
+    let Ok(at) = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) else {
+        return readable_time(rfc3339);
+    };
+    let secs = (now - at).whole_seconds().max(0);
+    match secs {
+        0..60 => "now".to_owned(),
+        60..3_600 => format!("{} m", secs / 60),
+        3_600..86_400 => format!("{} h", secs / 3_600),
+        86_400..604_800 => format!("{} d", secs / 86_400),
+        _ => {
+            let month = &format!("{}", at.month())[..3];
+            if at.year() == now.year() {
+                format!("{month} {}", at.day())
+            } else {
+                format!("{month} {}, {}", at.day(), at.year())
+            }
+        }
     }
 }
 
@@ -212,8 +274,10 @@ fn photo_block(p: &PostView, photo: Option<&PhotoView>, single: bool, own: bool)
                 caption => caption.to_owned(),
             };
             let lazy = (!single).then_some("lazy");
+            // In lists a photo taller than 4:5 is cropped to 4:5 (its page shows it whole).
+            let tall = !single && u64::from(shown.height) * 4 > u64::from(shown.width) * 5;
             let img = html! {
-                img src=(shown.url) srcset=[srcset] sizes=[sizes] width=(shown.width) height=(shown.height)
+                img class=[tall.then_some("tall")] src=(shown.url) srcset=[srcset] sizes=[sizes] width=(shown.width) height=(shown.height)
                     alt=(alt) loading=[lazy] decoding="async";
             };
             html! {
@@ -236,10 +300,22 @@ pub(crate) fn post_card(
     viewer: Option<&Me>,
     extra: Markup,
 ) -> Markup {
+    post_card_with(p, photo, single, viewer, extra, html! {})
+}
+
+/// [`post_card`] with `footer` below its meta line (a feed card's comment form).
+pub(crate) fn post_card_with(
+    p: &PostView,
+    photo: Option<&PhotoView>,
+    single: bool,
+    viewer: Option<&Me>,
+    extra: Markup,
+    footer: Markup,
+) -> Markup {
     let own = viewer.is_some_and(|me| me.id.to_string() == p.author.id);
     let original = photo.filter(|_| single && p.status == "ready").map(|ph| &ph.original);
     html! {
-        article.card.post.single[single] {
+        article.card.post.single[single] id={ "p" (p.id) } data-post=(p.id) {
             a.who href={ "/u/" (p.author.username) } {
                 strong { (p.author.display_name) }
                 span.muted { "@" (p.author.username) }
@@ -250,16 +326,19 @@ pub(crate) fn post_card(
             }
             div.meta {
                 a href={ "/p/" (p.id) } {
-                    time datetime=(p.created_at) { (readable_time(&p.created_at)) }
+                    (time_ago(&p.created_at))
                 }
                 span aria-hidden="true" { "·" }
                 span.likes { (likes_label(p.like_count)) }
+                span aria-hidden="true" { "·" }
+                a.comment-count href={ "/p/" (p.id) "#comments" } { (super::comments::comments_label(p.comment_count)) }
                 @if let Some(original) = original {
                     span aria-hidden="true" { "·" }
                     a.original href=(original.url) { "Original (" (original.width) "×" (original.height) ")" }
                 }
                 (extra)
             }
+            (footer)
         }
     }
 }
@@ -267,12 +346,25 @@ pub(crate) fn post_card(
 /// A list of posts with an "Older posts" link to `base?cursor=…` when there are
 /// more; photo URLs as `page.media` chooses them.
 pub(crate) fn post_list(page: &PostPage, base: &str, viewer: Option<&Me>, empty: Markup) -> Markup {
+    post_list_with(page, base, viewer, empty, &|_| html! {}, &|_| html! {})
+}
+
+/// [`post_list`] with `extra(post)` at the end of each card's meta line and
+/// `footer(post)` below it (the feed's like button and comment form).
+pub(crate) fn post_list_with(
+    page: &PostPage,
+    base: &str,
+    viewer: Option<&Me>,
+    empty: Markup,
+    extra: &dyn Fn(&PostView) -> Markup,
+    footer: &dyn Fn(&PostView) -> Markup,
+) -> Markup {
     html! {
         @if page.posts.is_empty() {
             div.card.muted { (empty) }
         }
         @for p in &page.posts {
-            (post_card(p, p.photo(&page.media).as_ref(), false, viewer, html! {}))
+            (post_card_with(p, p.photo(&page.media).as_ref(), false, viewer, extra(p), footer(p)))
         }
         @if let Some(cursor) = &page.next_cursor {
             p.pager {
@@ -331,6 +423,19 @@ mod tests {
         assert_eq!(readable_time("2024-05-01T12:34:56.789Z"), "2024-05-01 12:34 UTC");
         assert_eq!(readable_time("2024-05-01T12:34:56Z"), "2024-05-01 12:34 UTC");
         assert_eq!(readable_time("whenever"), "whenever");
+        let now = time::macros::datetime!(2026-12-06 12:00:00 UTC);
+        for (at, shown) in [
+            ("2026-12-06T11:59:30Z", "now"),
+            ("2026-12-06T12:00:30Z", "now"),
+            ("2026-12-06T11:55:00Z", "5 m"),
+            ("2026-12-06T09:00:00Z", "3 h"),
+            ("2026-12-04T12:00:00Z", "2 d"),
+            ("2026-03-05T12:00:00Z", "Mar 5"),
+            ("2023-03-05T12:00:00Z", "Mar 5, 2023"),
+            ("whenever", "whenever"),
+        ] {
+            assert_eq!(relative_time(at, now), shown, "{at}");
+        }
         assert_eq!(readable_time(""), "");
     }
 
@@ -355,6 +460,7 @@ mod tests {
             },
             caption: caption.into(),
             like_count: 0,
+            comment_count: 0,
             created_at: "2024-05-01T12:34:56Z".into(),
             status: status.into(),
             photo: Some(PhotoView { original: image(3000), thumbnails }),
@@ -363,7 +469,24 @@ mod tests {
     }
 
     fn ann() -> Me {
-        Me { id: 7, username: "ann".into(), display_name: "Ann".into(), token: String::new() }
+        Me { id: 7, username: "ann".into(), display_name: "Ann".into(), token: String::new(), unread: None }
+    }
+
+    #[test]
+    fn a_tall_photo_is_cropped_to_four_by_five_in_lists_only() {
+        let tall = ImageView { url: "/media/t.jpg".into(), width: 600, height: 1200 };
+        let mut p = photo_post("ready", vec![tall], "");
+        let listed = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
+        assert!(listed.contains(r#"<img class="tall" src="/media/t.jpg""#), "{listed}");
+        let single = post_card(&p, p.photo.as_ref(), true, None, html! {}).into_string();
+        assert!(!single.contains("tall"), "whole on its page: {single}");
+        // 4:5 exactly is not cropped.
+        p.photo = Some(PhotoView {
+            original: image(3000),
+            thumbnails: vec![ImageView { url: "/media/f.jpg".into(), width: 800, height: 1000 }],
+        });
+        let listed = post_card(&p, p.photo.as_ref(), false, None, html! {}).into_string();
+        assert!(!listed.contains("tall"), "{listed}");
     }
 
     #[test]
@@ -417,12 +540,32 @@ mod tests {
 
     #[test]
     fn the_page_escapes_what_it_shows() {
-        let me = Me { id: 1, username: "a_b".into(), display_name: "<b>x</b>".into(), token: String::new() };
+        let me = Me {
+            id: 1,
+            username: "a_b".into(),
+            display_name: "<b>x</b>".into(),
+            token: String::new(),
+            unread: Some(3),
+        };
         let html = page(Some(&me), Some("tok\"en"), "<t>", html! { p { "<script>" } }).into_string();
         assert!(html.contains("&lt;t&gt; · Millions"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
         assert!(!html.contains("<b>x</b>"));
         assert!(html.contains("value=\"tok&quot;en\""));
         assert!(html.contains("name=\"viewport\""));
+    }
+
+    #[test]
+    fn the_top_bar_shows_the_unread_count() {
+        let bar = |unread| notifications_link(unread).into_string();
+        assert!(
+            bar(Some(3)).contains(r#"<span class="badge" aria-label="3 unread">3</span>"#),
+            "{}",
+            bar(Some(3))
+        );
+        assert!(bar(Some(data::UNREAD_CAP)).contains(">99+<"), "{}", bar(Some(data::UNREAD_CAP)));
+        for none in [Some(0), None] {
+            assert!(!bar(none).contains("badge") && bar(none).contains("/notifications"), "{}", bar(none));
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! Server-rendered HTML pages (maud), working with plain HTML forms and no JavaScript.
 //!
 //! Pages: `/`, `/signup`, `/login`, `/logout` (POST), `/u/{username}`,
-//! `/u/{username}/follow` (POST), `/p/{id}`, `/p/{id}/like` (POST), `/upload`.
+//! `/u/{username}/follow` (POST), `/p/{id}`, `/p/{id}/like` (POST), `/p/{id}/delete`
+//! (POST), `/p/{id}/comments`
+//! (POST), `/p/{id}/comments/{comment}/delete` (POST), `/upload`.
+//! `/u/{username}/followers`, `/u/{username}/following`, `/settings/profile` (GET,
+//! POST), `/notifications` (visiting it marks them read).
 //!
 //! Every state-changing form carries the double-submit CSRF token ([`CsrfToken`]);
 //! [`CsrfForm`] checks it before the form is even deserialized, so a forged form
@@ -11,8 +15,11 @@
 //! behind them.
 
 mod account;
+mod comments;
 mod layout;
+mod notifications;
 mod pages;
+mod people;
 mod upload;
 
 use axum::Router;
@@ -49,23 +56,54 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/logout", post(account::logout))
         .route("/u/{username}", get(pages::profile))
         .route("/u/{username}/follow", post(pages::follow))
+        .route("/u/{username}/followers", get(people::followers))
+        .route("/u/{username}/following", get(people::following))
+        .route("/settings/profile", get(people::edit_page).post(people::edit))
+        .route("/notifications", get(notifications::page))
         .route("/p/{id}", get(pages::post))
         .route("/p/{id}/like", post(pages::like))
+        .route("/p/{id}/delete", post(pages::delete))
+        .route("/static/app.js", get(script)) // SCRIPT_PATH
+        .route("/p/{id}/comments", post(comments::create))
+        .route("/p/{id}/comments/{comment}/delete", post(comments::delete))
         .route(
             "/upload",
             get(upload::upload_page).post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .method_not_allowed_fallback(|| async { HtmlError(ApiError::MethodNotAllowed) })
         .fallback(|| async { HtmlError(ApiError::NotFound("there is no page at this address")) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), with_viewer_menu))
         .layer(axum::middleware::map_response_with_state(csp, security_headers))
+}
+
+/// The pages' only script: progressive enhancement of the like buttons and
+/// comment forms (every page works without it).
+pub(crate) const SCRIPT: &str = include_str!("static/app.js");
+
+/// Where [`SCRIPT`] is served (the route spells it out: the load balancer's
+/// route scan reads literals).
+pub(crate) const SCRIPT_PATH: &str = "/static/app.js";
+
+/// `GET /static/app.js`: [`SCRIPT`], cacheable for a few minutes (its address is
+/// not versioned, so not for long).
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+        ],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 /// The policy used should the configured one not make a header value (it always
 /// does: [`media_source`] only lets plain host characters through).
 const FALLBACK_CSP: &str = "default-src 'self'; img-src 'self' https: http: data:; style-src 'unsafe-inline'; \
-     script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+     script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The pages' Content-Security-Policy: no script at all, styles inline only, and
+/// The pages' Content-Security-Policy: no script but our own ([`SCRIPT`], served
+/// from this site, no inline script), styles inline only, and
 /// images from this site (photos under `/media/`), from the photo URLs' origin
 /// when `public_base` points elsewhere (a CDN), and from `edges` (every CDN
 /// edge's `http://` and `https://` origin: a page names whichever is healthy).
@@ -76,7 +114,7 @@ fn content_security_policy(public_base: &str, edges: &[String]) -> String {
         media.push_str(edge);
     }
     format!(
-        "default-src 'self'; img-src 'self' data:{media}; style-src 'unsafe-inline'; script-src 'none'; \
+        "default-src 'self'; img-src 'self' data:{media}; style-src 'unsafe-inline'; script-src 'self'; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
@@ -108,7 +146,7 @@ fn media_source(public_base: &str) -> Option<String> {
 }
 
 /// Headers every HTML response carries: pages are per-viewer (never cached by a
-/// shared cache), may not be framed, and run no script at all.
+/// shared cache), may not be framed, and run no script but this site's own.
 async fn security_headers(State(csp): State<HeaderValue>, mut response: Response) -> Response {
     let h = response.headers_mut();
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private, no-store"));
@@ -137,24 +175,70 @@ impl IntoResponse for HtmlError {
             ApiError::Unavailable { reason } => tracing::warn!(%reason, "dependency unavailable"),
             _ => tracing::debug!(code, "page refused"),
         }
-        let reason = status.canonical_reason().unwrap_or("Error");
-        let message = self.0.to_string();
-        let body = html! {
+        let page = ErrorPage { status, message: self.0.to_string() };
+        let mut response = (status, layout::page(None, None, page.title(), page.body())).into_response();
+        crate::error::set_retry_after(&mut response, &self.0);
+        response.extensions_mut().insert(page);
+        response
+    }
+}
+
+/// What an error page says, kept on its response: [`with_viewer_menu`] renders
+/// it again with the signed-in viewer's top bar (an error is made where the
+/// viewer is not known).
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    /// The response's status.
+    status: StatusCode,
+    /// The error, for people.
+    message: String,
+}
+
+impl ErrorPage {
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+
+    fn body(&self) -> maud::Markup {
+        html! {
             div.card.error-page {
-                h1 { (status.as_u16()) " · " (reason) }
-                p { (message) }
+                h1 { (self.status.as_u16()) " · " (self.title()) }
+                p { (self.message) }
                 div.actions {
                     a.btn href="/" { "Go to the home page" }
-                    @if status == StatusCode::FORBIDDEN {
+                    @if self.status == StatusCode::FORBIDDEN {
                         span.muted.small { "Reload the page you came from and submit it again." }
                     }
                 }
             }
-        };
-        let mut response = (status, layout::page(None, None, reason, body)).into_response();
-        crate::error::set_retry_after(&mut response, &self.0);
-        response
+        }
     }
+}
+
+/// An error page for a signed-in viewer keeps their top bar (their menu,
+/// notifications, log-out): the page is rendered again with it. Only error
+/// pages pay for the look-up; if it fails, the plain error page stands.
+async fn with_viewer_menu(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (uri, headers) = (request.uri().clone(), request.headers().clone());
+    let response = next.run(request).await;
+    let Some(page) = response.extensions().get::<ErrorPage>().cloned() else { return response };
+    let mut head = Request::new(());
+    *head.uri_mut() = uri;
+    *head.headers_mut() = headers;
+    let (mut parts, ()) = head.into_parts();
+    let Ok(ctx) = Ctx::from_request_parts(&mut parts, &state).await else { return response };
+    if ctx.me.is_none() {
+        return response;
+    }
+    let mut again = ctx.render(page.status, page.title(), page.body());
+    if let Some(retry) = response.headers().get(header::RETRY_AFTER) {
+        again.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+    }
+    again
 }
 
 /// What every page handler knows about the request: who is looking (if anyone)
@@ -185,6 +269,7 @@ impl FromRequestParts<AppState> for Ctx {
                     username: u.username.clone(),
                     display_name: u.display_name.clone(),
                     token: s.token,
+                    unread: crate::notifications::badge(state, u.user_id).await,
                 }),
                 // A session whose user is gone is no session.
                 Err(ApiError::NotFound(_)) => None,
@@ -368,7 +453,7 @@ mod tests {
         assert_eq!(media_source("https://x y/"), Some("https:".into()));
         let csp = content_security_policy("/media/", &[]);
         assert!(csp.contains("img-src 'self' data:;"), "{csp}");
-        assert!(csp.contains("script-src 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "our own script only: {csp}");
         let csp = content_security_policy("https://cdn.example/media/", &[]);
         assert!(csp.contains("img-src 'self' data: https://cdn.example;"), "{csp}");
         assert!(HeaderValue::from_str(&content_security_policy("https://cdn.example/\n", &[])).is_ok());

@@ -2,13 +2,14 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
+use super::comments::{Back, comment_form, comments_section, like_button, wants_json};
 use super::layout::{
-    PROCESSING_REFRESH_SECS, csrf_field, is_processing, new_post_form, post_card, post_list,
+    PROCESSING_REFRESH_SECS, csrf_field, is_processing, new_post_form, post_card, post_list, post_list_with,
 };
 use super::{CsrfForm, Ctx, HtmlError, LoggedIn, path_rejection, query_rejection};
 use crate::edges::MediaUrls;
@@ -48,6 +49,8 @@ pub(super) async fn home(
     };
     let cursor = cursor_of(query)?;
     let feed = service::home_feed(&state, &media, me.id, cursor, service::DEFAULT_LIMIT).await?;
+    let liked = service::liked_among(&state, me.id, &feed).await?;
+    let csrf = ctx.csrf.token.as_str();
     let body = html! {
         @if cursor.is_none() {
             h1 { "Hi, " (me.display_name) }
@@ -56,8 +59,11 @@ pub(super) async fn home(
         } @else {
             h1 { "Your feed" }
         }
-        (post_list(&feed, "/", Some(me), html! {
+        (post_list_with(&feed, "/", Some(me), html! {
             "Nothing here yet. Write your first post above, or find people to follow."
+        }, &|p| like_button(csrf, &p.id, liked.contains(&p.id), Back::Feed), &|p| html! {
+            ul.comment-list {}
+            (comment_form(csrf, &p.id, Back::Feed))
         }))
     };
     Ok(ctx.render(StatusCode::OK, "Home", body))
@@ -91,14 +97,18 @@ pub(super) async fn profile(
                     div.muted { "@" (user.username) }
                 }
             }
+            @if !user.bio.is_empty() {
+                p.bio { (user.bio) }
+            }
             ul.counts {
                 li { strong { (user.posts_count) } span.muted { @if user.posts_count == 1 { "post" } @else { "posts" } } }
-                li { strong { (user.followers_count) } span.muted { @if user.followers_count == 1 { "follower" } @else { "followers" } } }
-                li { strong { (user.following_count) } span.muted { "following" } }
+                li { a href={ (base) "/followers" } { strong { (user.followers_count) } span.muted { @if user.followers_count == 1 { "follower" } @else { "followers" } } } }
+                li { a href={ (base) "/following" } { strong { (user.following_count) } span.muted { "following" } } }
             }
             div.actions {
                 @if own {
                     a.btn.secondary href="/upload" { "New post" }
+                    a.btn.secondary href="/settings/profile" { "Edit profile" }
                 } @else if me.is_some() {
                     @let following = user.followed_by_me.unwrap_or(false);
                     form method="post" action={ (base) "/follow" } {
@@ -155,33 +165,46 @@ pub(super) async fn follow(
     Ok(Redirect::to(&format!("/u/{}", result.user.username)).into_response())
 }
 
+/// `?comments=` of a post page: where its comment list starts.
+#[derive(Debug, Deserialize)]
+pub(super) struct PostQuery {
+    /// Opaque position from an "Older comments" link.
+    comments: Option<String>,
+}
+
 pub(super) async fn post(
     State(state): State<AppState>,
     ctx: Ctx,
     media: MediaUrls,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PostQuery>, QueryRejection>,
 ) -> Result<Response, HtmlError> {
     let Path(raw) = path.map_err(path_rejection)?;
     let id = service::parse_post_id(&raw)?;
+    let Query(query) = query.map_err(query_rejection)?;
+    let comments_cursor = service::parse_cursor(query.comments.as_deref())?;
     let me = ctx.me.as_ref();
     let p = service::post(&state, &media, id, me.map(|m| m.id)).await?;
+    let comments =
+        crate::comments::page(&state, id, comments_cursor, service::DEFAULT_LIMIT, me.map(|m| m.id)).await?;
     let like = html! {
         @if me.is_some() {
-            form method="post" action={ "/p/" (p.id) "/like" } {
-                (csrf_field(&ctx.csrf.token))
-                @if p.liked_by_me.unwrap_or(false) {
-                    input type="hidden" name="action" value="unlike";
-                    button.btn.secondary type="submit" aria-pressed="true" { "♥ Unlike" }
-                } @else {
-                    input type="hidden" name="action" value="like";
-                    button.btn type="submit" aria-pressed="false" { "♡ Like" }
-                }
-            }
+            (like_button(&ctx.csrf.token, &p.id, p.liked_by_me.unwrap_or(false), Back::Post))
         } @else {
             a.btn.secondary href={ "/login?next=/p/" (p.id) } { "Log in to like" }
         }
     };
-    let body = post_card(&p, p.photo.as_ref(), true, me, like);
+    let own = me.is_some_and(|m| m.id.to_string() == p.author.id);
+    let body = html! {
+        (post_card(&p, p.photo.as_ref(), true, me, like))
+        @if own {
+            form.delete-post method="post" action={ "/p/" (p.id) "/delete" } {
+                (csrf_field(&ctx.csrf.token))
+                button.link type="submit" { "Delete this post" }
+            }
+        }
+        (comments_section(&p, &comments, me, &ctx.csrf.token))
+    };
     let title = format!("Post by @{}", p.author.username);
     // While the photo is processed, the page reloads itself until it is ready.
     let head = html! {
@@ -210,16 +233,44 @@ pub(super) struct LikeForm {
     #[serde(rename = "csrf")]
     _csrf: String,
     action: LikeAction,
+    /// Where to go afterwards (the post's page when absent).
+    back: Option<Back>,
 }
 
 pub(super) async fn like(
     State(state): State<AppState>,
     LoggedIn { me, .. }: LoggedIn,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     CsrfForm(form): CsrfForm<LikeForm>,
 ) -> Result<Response, HtmlError> {
     let Path(raw) = path.map_err(path_rejection)?;
     let id = service::parse_post_id(&raw)?;
-    service::set_like(&state, me.id, id, matches!(form.action, LikeAction::Like)).await?;
-    Ok(Redirect::to(&format!("/p/{}", id.get())).into_response())
+    let done = service::set_like(&state, me.id, id, matches!(form.action, LikeAction::Like)).await?;
+    if wants_json(&headers) {
+        return Ok(axum::Json(done).into_response());
+    }
+    Ok(Redirect::to(&form.back.unwrap_or(Back::Post).url(id.get(), None)).into_response())
+}
+
+/// The post page's delete button.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeletePostForm {
+    /// Checked by [`CsrfForm`].
+    #[serde(rename = "csrf")]
+    _csrf: String,
+}
+
+/// `POST /p/{id}/delete`: the viewer deletes their post, then sees their profile.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    LoggedIn { me, .. }: LoggedIn,
+    path: Result<Path<String>, PathRejection>,
+    CsrfForm(_): CsrfForm<DeletePostForm>,
+) -> Result<Response, HtmlError> {
+    let Path(raw) = path.map_err(path_rejection)?;
+    let id = service::parse_post_id(&raw)?;
+    crate::post_deletion::delete_post(&state, me.id, id).await?;
+    Ok(Redirect::to(&format!("/u/{}", me.username)).into_response())
 }
