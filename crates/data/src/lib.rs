@@ -32,6 +32,9 @@
 //! - `notifications`: a user's notifications (delivered by a worker, idempotently;
 //!   paged; the unread count; marking read) and the `notify` job's payload
 //!   ([`Notify`]) that follows, likes and comments enqueue with their rows.
+//! - `directory`: finding people and photos — a name prefix's users from every
+//!   shard (bounded index range scans), friends of friends, popular accounts,
+//!   recent popular photo posts (ADR 0023).
 //! - [`moves`]: the steps of moving buckets between shards under writes
 //!   (capture, copy, catch-up, fence, jobs, drop), which the controller runs.
 //! - [`bulk`]: the schema's columns, for bulk loaders (the seed's `COPY`s).
@@ -39,11 +42,13 @@
 //!   ([`DataError`]).
 #![forbid(unsafe_code)]
 
+mod avatars;
 pub mod bulk;
 mod cluster;
 mod comments;
 mod config;
 pub mod consistency;
+mod directory;
 mod error;
 mod follows;
 mod jobs;
@@ -62,12 +67,14 @@ mod rows;
 mod sessions;
 mod users;
 
+pub use avatars::{AVATAR_JOB, AvatarJob};
 pub use comments::{
     COMMENT_COUNT_DELAY, COMMENT_COUNT_JOB, COMMENT_COUNT_MAX_ATTEMPTS, CommentCount, CommentRecord,
     DeleteRefusal, DeletedComment, MAX_COMMENT_CHARS, NewComment,
 };
 pub use config::{ConfigError, DataConfig};
 pub use consistency::{Lsns, Served, fill_reads, primary_reads};
+pub use directory::{DirectoryEntry, Ranked, prefix_end};
 pub use error::DataError;
 pub use follows::{EdgeCursor, FollowEdge};
 pub use jobs::CLAIM_JOBS_SQL;

@@ -23,6 +23,10 @@ pub struct UserRecord {
     pub posts_count: i64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
+    /// The profile's photo, if any (its thumbnails empty until a worker made
+    /// them). Defaulted when absent, so profiles cached before it existed still read.
+    #[serde(default)]
+    pub avatar: Option<Photo>,
 }
 
 /// What logging in needs.

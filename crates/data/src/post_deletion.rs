@@ -109,13 +109,16 @@ impl Data {
         Ok(futures::future::try_join_all(per_shard).await?.into_iter().sum())
     }
 
-    /// Which of the object `keys` a post on any shard still names (as its
-    /// original or a thumbnail), read on the primaries: an object not named may
-    /// be removed.
+    /// Which of the object `keys` a post or an avatar on any shard still names
+    /// (as its original or a thumbnail), read on the primaries: an object not
+    /// named may be removed.
     pub async fn photo_keys_in_use(&self, keys: &[String]) -> Result<HashSet<String>, DataError> {
         let sql = "SELECT k FROM unnest($1::text[]) AS k WHERE EXISTS (SELECT 1 FROM posts \
                    WHERE photo @> jsonb_build_object('original', jsonb_build_object('key', k)) \
-                      OR photo @> jsonb_build_object('thumbnails', jsonb_build_array(jsonb_build_object('key', k))))";
+                      OR photo @> jsonb_build_object('thumbnails', jsonb_build_array(jsonb_build_object('key', k)))) \
+                   OR EXISTS (SELECT 1 FROM users \
+                   WHERE avatar @> jsonb_build_object('original', jsonb_build_object('key', k)) \
+                      OR avatar @> jsonb_build_object('thumbnails', jsonb_build_array(jsonb_build_object('key', k))))";
         let per_shard = self.shard_map().shards().map(|shard: ShardId| async move {
             let found = self
                 .read_primary("photo_keys_in_use", shard, ReadOf::Shard, |c| async move {

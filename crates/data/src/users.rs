@@ -15,7 +15,7 @@ use crate::rows::{opt_row, rows};
 
 /// What a profile query selects, in the names [`user_from`] reads.
 const USER_COLUMNS: &str = "user_id, username, display_name, bio, followers_count, following_count, posts_count, \
-     (extract(epoch from created_at) * 1000)::int8 AS created_ms";
+     (extract(epoch from created_at) * 1000)::int8 AS created_ms, avatar";
 
 /// A row selected with [`USER_COLUMNS`] as a user.
 fn user_from(row: &Row) -> UserRecord {
@@ -28,6 +28,7 @@ fn user_from(row: &Row) -> UserRecord {
         following_count: row.get("following_count"),
         posts_count: row.get("posts_count"),
         created_ms: row.get("created_ms"),
+        avatar: row.get::<_, Option<tokio_postgres::types::Json<crate::model::Photo>>>("avatar").map(|j| j.0),
     }
 }
 

@@ -46,7 +46,11 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("crates/web/src/api.rs", "/posts/{id}/like"),
     ("crates/web/src/api.rs", "/posts/{id}/comments"),
     ("crates/web/src/api.rs", "/comments/{id}"),
+    ("crates/web/src/api.rs", "/users/me/avatar"),
     ("crates/web/src/api.rs", "/feed"),
+    ("crates/web/src/api.rs", "/search/users"),
+    ("crates/web/src/api.rs", "/suggestions"),
+    ("crates/web/src/api.rs", "/explore"),
     ("crates/web/src/html/mod.rs", "/"),
     ("crates/web/src/html/mod.rs", "/signup"),
     ("crates/web/src/html/mod.rs", "/login"),
@@ -60,10 +64,13 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("crates/web/src/html/mod.rs", "/p/{id}"),
     ("crates/web/src/html/mod.rs", "/p/{id}/like"),
     ("crates/web/src/html/mod.rs", "/p/{id}/delete"),
+    ("crates/web/src/html/mod.rs", "/settings/avatar"),
     ("crates/web/src/html/mod.rs", "/static/app.js"),
     ("crates/web/src/html/mod.rs", "/p/{id}/comments"),
     ("crates/web/src/html/mod.rs", "/p/{id}/comments/{comment}/delete"),
     ("crates/web/src/html/mod.rs", "/upload"),
+    ("crates/web/src/html/mod.rs", "/search"),
+    ("crates/web/src/html/mod.rs", "/explore"),
 ];
 
 /// The workspace's root.

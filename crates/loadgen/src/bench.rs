@@ -18,7 +18,11 @@
 //!
 //! Read-your-writes: right after an acknowledged write, the writer reads it back
 //! with the same session through the same entry, on a read replicas serve under
-//! the session's floor ([`read_back`]); violations are counted per kind.
+//! the session's floor ([`read_back`]); violations are counted per kind. A
+//! comment must be in its post's first page of comments; a post deletion (only
+//! of a post this run created, by its author) must make the post answer 404.
+//! A post, like or comment on a post this run deleted went with it: neither the
+//! read-back nor the checker requires it.
 //!
 //! A run, in order: `setup` (users signed up and logged in before the clock),
 //! `load` (the open-loop send loop over the seeded `schedule`), `ops` (one
@@ -54,8 +58,8 @@ pub use dns::{ClientRegion, DcRange, DnsMode, TrafficReport};
 pub use error::BenchError;
 pub use faults::{Fault, RECOVERY_QUIET};
 pub use report::{
-    AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag, LISTED_LOST, Latency,
-    OpReport, Report, RywKind, Writes,
+    AckedComment, AckedDeletion, AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag,
+    LISTED_LOST, Latency, OpReport, Report, RywKind, Writes,
 };
 pub use summary::GENERATOR_LAG_WARN;
 pub use verdict::{Breach, Tolerance, Verdict};

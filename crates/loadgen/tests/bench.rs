@@ -243,12 +243,36 @@ fn nonsense_configurations_are_refused_with_a_message() {
 
 #[test]
 fn mixes_parse_and_refuse_nonsense() {
-    let m = Mix::parse("feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2").unwrap();
+    let m = Mix::parse(
+        "feed=57,timeline=28,post=3,photo_post=1,like=2.7,follow=2,comment=1,comments=2,notifications=2,delete_post=0.3,search=1",
+    )
+    .unwrap();
     assert_eq!(m, Mix::default());
-    // 10% writes, a photo post among them.
-    let writes = m.post + m.photo_post + m.like + m.follow;
-    assert_eq!((m.feed / m.total(), m.timeline / m.total(), writes / m.total()), (0.6, 0.3, 0.1));
-    assert!(m.photo_post > 0.0);
+    // 90% reads, 10% writes, a photo post, a comment and a deletion among them.
+    let writes: f64 = Op::ALL.iter().filter(|op| !op.is_read()).map(|&op| m.weight(op)).sum();
+    assert!((writes / m.total() - 0.1).abs() < 1e-9, "writes {writes} of {}", m.total());
+    assert!((m.feed + m.timeline) / m.total() >= 0.85);
+    assert!(m.photo_post > 0.0 && m.comment > 0.0 && m.delete_post > 0.0);
+    assert!(m.comments > 0.0 && m.notifications > 0.0 && m.search > 0.0);
+    // Every operation is parsed by its name, and printed so.
+    for op in Op::ALL {
+        let parsed = Mix::parse(&format!("{op}=1.5")).unwrap();
+        assert_eq!(parsed.weight(op), 1.5, "{op}");
+        assert_eq!(parsed.total(), 1.5, "{op}");
+        assert_eq!(parsed.pick(0.5), op);
+        assert_eq!(Op::from_name(op.name()), Some(op));
+    }
+    assert_eq!(Op::from_name("tweet"), None);
+    let m = Mix::parse("comment=1,comments=2,notifications=3,delete_post=0.5").unwrap();
+    assert_eq!((m.comment, m.comments, m.notifications, m.delete_post), (1.0, 2.0, 3.0, 0.5));
+    assert_eq!(m.to_string(), "comment=1,comments=2,notifications=3,delete_post=0.5");
+    assert!(Op::Comments.is_read() && Op::Notifications.is_read() && Op::Search.is_read());
+    assert!(!Op::Comment.is_read() && !Op::DeletePost.is_read());
+    let err = Mix::parse("feed=1,tweet=1").unwrap_err().to_string();
+    for name in ["comment", "comments", "notifications", "delete_post", "search", "view_photo"] {
+        assert!(err.contains(name), "{err:?} should list {name}");
+    }
+    let m = Mix::default();
     assert_eq!(Mix::parse(&m.to_string()).unwrap(), m);
     let m = Mix::parse(" post = 1 , view_photo=2 ").unwrap();
     assert_eq!((m.post, m.view_photo, m.feed), (1.0, 2.0, 0.0));
@@ -463,6 +487,7 @@ async fn photo_posts_are_checked_until_processed() {
         report.verdict.breaches,
         [Breach::CheckFailed {
             lost: 0,
+            lost_by_kind: Default::default(),
             unverifiable: 0,
             photos_not_ready: c.photos_acknowledged,
             short_follower_counts: 0,
@@ -651,4 +676,130 @@ async fn a_starved_generator_reports_its_own_lag() {
         text.lines().any(|l| l.starts_with("WARNING: the load generator fell behind its own schedule")),
         "{text}"
     );
+}
+
+/// Comments, comment pages, notifications, post deletions and user searches in
+/// the mix: each is sent and answered, every comment and deletion is read back
+/// by its writer and verified by the checker, and a deleted post's writes are
+/// not required.
+/// Then the checker, on the same writes, catches a comment deleted behind its
+/// back and a deletion that did not happen.
+#[tokio::test]
+async fn comments_and_deletions_are_sent_read_back_and_verified() {
+    let env = testkit::TestEnv::new().await;
+    let app = env.spawn().await;
+    // Few users, so each has posts of this run to delete.
+    let mut cfg = config(vec![app.base.clone()], "talk_");
+    cfg.users = 5;
+    cfg.rate = 40.0;
+    cfg.duration = Duration::from_secs(2);
+    cfg.warmup = Duration::from_millis(500);
+    cfg.mix =
+        Mix::parse("post=4,like=1,comment=4,comments=2,notifications=2,delete_post=2,search=2").unwrap();
+    let report = bench::run(&cfg, |_| {}).await.expect("the bench runs");
+    eprintln!("{report}");
+    assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    for op in ["comment", "comments", "notifications", "delete_post", "search"] {
+        let r = &report.ops[op];
+        assert!(r.ok > 0 && r.ok == r.count, "{op}: {r:?}");
+    }
+    let writes = &report.writes;
+    let c = &report.checker;
+    assert!(c.ran && c.passed, "checker: {c:?}");
+    assert_eq!((c.lost, c.unverifiable), (0, 0), "{c:?}");
+    assert!(c.lost_by_kind.is_empty(), "{c:?}");
+    // Required: every write but those gone with a post the run deleted.
+    let deleted_posts = writes.deleted_posts();
+    let on_kept = |post: &str| !deleted_posts.contains(post);
+    let comments_kept = writes.comments.iter().filter(|cm| on_kept(&cm.post_id)).count() as u64;
+    assert_eq!(c.comments_acknowledged, comments_kept, "{c:?}");
+    assert_eq!(c.deletions_acknowledged, writes.deletions.len() as u64);
+    assert!(c.comments_acknowledged > 0 && c.deletions_acknowledged > 0, "{c:?}");
+    assert_eq!(c.verified, c.writes_acknowledged, "{c:?}");
+    let posts_gone = writes.posts.len() as u64 - c.posts_acknowledged;
+    let comments_gone = writes.comments.len() as u64 - c.comments_acknowledged;
+    assert_eq!(posts_gone, c.deletions_acknowledged, "{c:?}");
+    let distinct_likes: std::collections::BTreeSet<_> = writes.likes.iter().collect();
+    let likes_gone = distinct_likes.len() as u64 - c.likes_acknowledged;
+    assert_eq!(c.gone_with_deleted_posts, posts_gone + comments_gone + likes_gone, "{c:?}");
+    // Every deleted post is one this run created, deleted by its author, once.
+    let authors: std::collections::HashMap<&str, &str> =
+        writes.posts.iter().map(|p| (p.id.as_str(), p.author.as_str())).collect();
+    let mut deleted = std::collections::BTreeSet::new();
+    for d in &writes.deletions {
+        assert_eq!(authors.get(d.post_id.as_str()), Some(&d.author.as_str()), "{d:?}");
+        assert!(deleted.insert(d.post_id.as_str()), "deleted twice: {d:?}");
+        let gone = reqwest::get(app.url(&format!("/api/v1/posts/{}", d.post_id))).await.unwrap();
+        assert_eq!(gone.status(), 404, "{d:?}");
+    }
+    // Each comment and deletion was read back by its writer, none missing.
+    for (kind, n) in [("comment", writes.comments.len()), ("delete_post", writes.deletions.len())] {
+        let k = &c.read_your_writes_by_kind[kind];
+        assert_eq!(k.checked, n as u64, "{kind}: {k:?}");
+        assert_eq!(k.violations, 0, "{kind}: {k:?}");
+    }
+    assert_eq!(c.read_your_writes_checked, writes.len() as u64, "{c:?}");
+    // Reported per kind in the text and the JSON.
+    let text = report.to_string();
+    let line = format!("{} comments, {} deletions", c.comments_acknowledged, c.deletions_acknowledged);
+    assert!(text.contains(&line), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    report.write_json(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let checker = &json["checker"];
+    assert_eq!(checker["comments_acknowledged"], c.comments_acknowledged);
+    assert_eq!(checker["deletions_acknowledged"], c.deletions_acknowledged);
+    assert_eq!(checker["gone_with_deleted_posts"], c.gone_with_deleted_posts);
+    assert!(checker["lost_comments"].is_array() && checker["lost_deletions"].is_array(), "{checker}");
+    assert!(checker["lost_by_kind"].is_object(), "{checker}");
+    for op in ["comment", "comments", "notifications", "delete_post", "search"] {
+        assert!(json["ops"][op]["count"].as_u64().unwrap() > 0, "{op}");
+    }
+
+    // Behind the checker's back: a comment deleted by its writer, and a
+    // deletion recorded of a post that still exists.
+    let gone = writes.deleted_posts();
+    let victim = writes
+        .comments
+        .iter()
+        .find(|cm| !gone.contains(cm.post_id.as_str()))
+        .expect("a comment on a post that is still there")
+        .clone();
+    let survivor = writes
+        .posts
+        .iter()
+        .find(|p| !gone.contains(p.id.as_str()) && p.id != victim.post_id)
+        .expect("another post that is still there")
+        .clone();
+    let http = reqwest::Client::new();
+    let token = login(&http, &app.base, &victim.author).await;
+    let resp = http
+        .delete(app.url(&format!("/api/v1/comments/{}", victim.id)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let mut tampered = writes.clone();
+    // Its comments and likes now count as gone; keep the victim's post intact.
+    tampered
+        .deletions
+        .push(bench::AckedDeletion { post_id: survivor.id.clone(), author: survivor.author.clone() });
+    let options =
+        VerifyOptions { concurrency: 8, settle: Duration::from_millis(500), ..VerifyOptions::default() };
+    let check = bench::verify(&tampered, std::slice::from_ref(&app.base), PASSWORD, &options)
+        .await
+        .expect("the checker runs");
+    assert!(!check.passed, "{check:?}");
+    assert_eq!(check.lost, 2, "{check:?}");
+    assert_eq!(check.lost_comments, vec![format!("{} on {}", victim.id, victim.post_id)], "{check:?}");
+    assert_eq!(check.lost_deletions.len(), 1, "{check:?}");
+    assert!(check.lost_deletions[0].starts_with(&survivor.id), "{check:?}");
+    assert_eq!(
+        check.lost_by_kind,
+        [("comment".to_owned(), 1), ("delete_post".to_owned(), 1)].into_iter().collect(),
+        "{check:?}"
+    );
+    assert_eq!(check.unverifiable, 0, "{check:?}");
 }

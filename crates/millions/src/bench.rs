@@ -30,8 +30,9 @@ pub struct BenchArgs {
     /// Load before measuring (not recorded).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Operation weights, e.g.
-    /// feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2,view_photo=0 (the default).
+    /// Operation weights, e.g. (the default)
+    /// feed=57,timeline=28,post=3,photo_post=1,like=2.7,follow=2,comment=1,comments=2,notifications=2,
+    /// delete_post=0.3,search=1,view_photo=0.
     #[arg(long)]
     mix: Option<String>,
     /// User accounts to spread the load over (Zipf-distributed).

@@ -2,7 +2,9 @@
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{AppendHeaders, IntoResponse, Response};
@@ -12,6 +14,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth;
+use crate::avatars;
 use crate::body::{
     ReadError, content_length, is_multipart, multipart_error, read_limited, upload_body_limit,
 };
@@ -36,6 +39,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .route("/openapi.json", get(openapi))
         .route("/users", post(signup))
         .route("/users/me", get(people::me).patch(people::edit_me))
+        .route("/users/me/avatar", put(avatars::put_handler).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/users/{username}", get(get_user))
         .route("/users/{username}/follow", put(follow).delete(unfollow))
         .route("/users/{username}/posts", get(user_posts))
@@ -43,12 +47,15 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .route("/users/{username}/following", get(people::following))
         .route("/sessions", post(login))
         .route("/sessions/current", axum::routing::delete(logout))
-        .route("/posts", post(create_post).layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
+        .route("/posts", post(create_post).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/posts/{id}", get(get_post).delete(post_deletion::delete_handler))
         .route("/posts/{id}/like", put(like).delete(unlike))
         .route("/posts/{id}/comments", get(comments::list_handler).post(comments::create_handler))
         .route("/comments/{id}", axum::routing::delete(comments::delete_handler))
         .route("/feed", get(feed))
+        .route("/search/users", get(crate::directory::search_handler))
+        .route("/suggestions", get(crate::directory::suggestions_handler))
+        .route("/explore", get(crate::directory::explore_handler))
         .route("/notifications", get(notifications::list))
         .route("/notifications/unread", get(notifications::unread))
         .route("/notifications/read", post(notifications::read))
@@ -209,9 +216,10 @@ async fn logout(
 async fn get_user(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
+    media: MediaUrls,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let user = service::profile(&state, &username, viewer.map(|s| s.user_id)).await?;
+    let user = service::profile(&state, &media, &username, viewer.map(|s| s.user_id)).await?;
     Ok(Json(user).into_response())
 }
 

@@ -1256,6 +1256,7 @@ mod tests {
             following_count: 0,
             posts_count: 0,
             created_ms: 0,
+            avatar: None,
         }
     }
 

@@ -8,11 +8,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod avatars;
 pub mod body;
 pub mod bucket_load;
 pub mod client;
 pub mod comments;
 pub mod config;
+pub mod directory;
 pub mod edges;
 pub mod error;
 pub mod hotkeys;

@@ -61,7 +61,8 @@ pub async fn edit_profile(
     service::invalidate_profile(state, user_id).await;
     if let Some(name) = &display_name {
         tracing::info!(user_id, display_name = %name, "display name changed");
-        // directory: record the new display name
+        // Found under the new name at once (the old one is dropped when read).
+        crate::directory::record_user(state, user_id, &user.username, name).await;
     }
     Ok(service::user_view(&user, Some(false)))
 }

@@ -63,6 +63,10 @@ pub struct UserView {
     /// Whether the viewer follows this user (absent when not logged in).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub followed_by_me: Option<bool>,
+    /// The profile's photo (absent when there is none, and in lists), its URLs
+    /// chosen for the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<PhotoView>,
 }
 
 /// A post's author, as embedded in a post.
@@ -397,6 +401,7 @@ pub(crate) fn user_view(u: &UserRecord, followed_by_me: Option<bool>) -> UserVie
         posts_count: u.posts_count,
         created_at: rfc3339(u.created_ms),
         followed_by_me,
+        avatar: None,
     }
 }
 
@@ -404,7 +409,7 @@ fn image_view(media: &MediaUrls, image: &data::StoredImage) -> ImageView {
     ImageView { url: media.url(&image.key), width: image.width, height: image.height }
 }
 
-fn photo_view(media: &MediaUrls, photo: &data::Photo) -> PhotoView {
+pub(crate) fn photo_view(media: &MediaUrls, photo: &data::Photo) -> PhotoView {
     PhotoView {
         original: image_view(media, &photo.original),
         thumbnails: photo.thumbnails.iter().map(|t| image_view(media, t)).collect(),
@@ -546,6 +551,7 @@ pub async fn signup(
         e => e.into(),
     })?;
     state.business().signups.inc();
+    crate::directory::record_user(state, user.user_id, &user.username, &user.display_name).await;
     tracing::info!(user_id = user.user_id, "signup");
     Ok(user_view(&user, None))
 }
@@ -937,7 +943,13 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 ///
 /// The read is counted ([`crate::hotkeys`]); a protected profile is served from
 /// its hot copy unless the viewer wrote since it was read.
-pub async fn profile(state: &AppState, username: &str, viewer: Option<i64>) -> Result<UserView, ApiError> {
+/// The avatar's URLs are chosen by `media`.
+pub async fn profile(
+    state: &AppState,
+    media: &MediaUrls,
+    username: &str,
+    viewer: Option<i64>,
+) -> Result<UserView, ApiError> {
     let user_id = user_id_of(state, username).await?;
     let user = hot_profile(state, user_id, viewer).await?;
     let followed = match viewer {
@@ -945,7 +957,7 @@ pub async fn profile(state: &AppState, username: &str, viewer: Option<i64>) -> R
         Some(_) => Some(false),
         None => None,
     };
-    Ok(user_view(&user, followed))
+    Ok(crate::avatars::with_avatar(user_view(&user, followed), &user, media))
 }
 
 /// Follow (`on`) or unfollow a user; idempotent.
@@ -1342,6 +1354,7 @@ mod tests {
             following_count: 2,
             posts_count: 3,
             created_ms: 1_700_000_000_000,
+            avatar: None,
         };
         let record = PostRecord {
             post_id: 99,
@@ -1381,6 +1394,7 @@ mod tests {
             following_count: 2,
             posts_count: 3,
             created_ms: 1_700_000_000_000,
+            avatar: None,
         };
         let image = |key: &str, side| data::StoredImage { key: key.into(), width: side, height: side };
         let record = PostRecord {

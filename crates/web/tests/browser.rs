@@ -450,3 +450,128 @@ async fn chromium_signs_up_posts_likes_follows_and_logs_out() {
     drop(driver);
     eprintln!("browser test took {:?}", started.elapsed());
 }
+
+/// A screenshot of what `browser` shows, checked: a PNG of the window's size that
+/// is not blank (a page was painted), kept outside the repository as `name`.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.client.screenshot().await.expect("a screenshot");
+    let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{name}: the screenshot is not a PNG: {e}"))
+        .to_rgb8();
+    assert!(image.width() > 300 && image.height() > 300, "{name}: {}x{}", image.width(), image.height());
+    let first = *image.get_pixel(0, 0);
+    let differing = image.pixels().filter(|p| **p != first).count();
+    assert!(differing > 1000, "{name}: the screenshot is blank ({differing} pixels differ)");
+    let path = std::env::temp_dir().join(format!("millions-walk-{name}.png"));
+    std::fs::write(&path, &png).expect("writing the screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Types `prefix` into the top bar's search box, submits it (Enter), and opens
+/// `username`'s profile from the results.
+async fn find_and_open_profile(browser: &Browser, prefix: &str, username: &str) {
+    browser.type_into("header form.topsearch input[name='q']", &format!("{prefix}\u{E007}")).await;
+    let result = format!("article.person a.who[href='/u/{username}']");
+    browser.wait_for(&result).await;
+    assert!(browser.path().await.starts_with("/search?q="), "{}", browser.describe().await);
+    browser.click(&result).await;
+    browser.wait_for_path(&format!("/u/{username}")).await;
+}
+
+/// Whether the element matching `css` is on the page and shown.
+async fn shown(browser: &Browser, css: &str) -> bool {
+    browser.wait_for(css).await.is_displayed().await.unwrap_or_else(|e| panic!("is `{css}` shown: {e}"))
+}
+
+/// Whether the page fits the window's width (nothing to scroll sideways).
+async fn fits_width(browser: &Browser) -> bool {
+    let fits = browser
+        .client
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![])
+        .await
+        .expect("measuring the page");
+    fits == json!(true)
+}
+
+/// The walk of issue 17, as people would take it, on a phone-sized window for
+/// one of them: find someone, follow, comment and like from the feed without a
+/// page load, see the notifications, delete a post. Screenshots at each step.
+#[tokio::test]
+async fn chromium_walks_search_follow_comment_like_notify_and_delete() {
+    let app = testkit::spawn_app().await;
+    let worker = app.env.spawn_worker().await;
+    let driver = ChromeDriver::start().await;
+
+    // Bob signs up and posts.
+    let bob = driver.browser(&app).await;
+    bob.sign_up("bob").await;
+    let post = bob.publish("Bob's first post").await;
+    let post_id = post.strip_prefix("/p/").unwrap().to_owned();
+
+    // Carol, on a phone-sized window, finds him by searching.
+    let carol = driver.browser(&app).await;
+    carol.client.set_window_size(390, 844).await.expect("a phone-sized window");
+    carol.sign_up("carol").await;
+    assert!(fits_width(&carol).await, "the home page fits a phone's width");
+    find_and_open_profile(&carol, "bo", "bob").await;
+    screenshot(&carol, "1-found").await;
+    carol.click("form[action='/u/bob/follow'] button[type='submit']").await;
+    carol.wait_for("form[action='/u/bob/follow'] input[name='action'][value='unfollow']").await;
+
+    // From her feed: a comment and a like on Bob's post, each without a page load.
+    carol.click("header a[href='/']").await;
+    carol.wait_for_path("/").await;
+    let card = format!("article.post[data-post='{post_id}']");
+    carol.wait_for(&card).await;
+    assert!(fits_width(&carol).await, "the feed fits a phone's width");
+    // A marker on the page's window: a page load would drop it.
+    carol.client.execute("window.stayed = true", vec![]).await.unwrap();
+    carol.type_into(&format!("{card} form.comment-form input[name='body']"), "Nice one, Bob!").await;
+    carol.click(&format!("{card} form.comment-form button[type='submit']")).await;
+    carol.wait_for(&format!("{card} .comment-list li.comment")).await;
+    testkit::eventually("the card counts the comment", || async {
+        carol.text(&format!("{card} .comment-count")).await == "1 comment"
+    })
+    .await;
+    carol.click(&format!("{card} form.like-form button[type='submit']")).await;
+    carol.wait_for(&format!("{card} form.like-form button[aria-pressed='true']")).await;
+    assert_eq!(carol.text(&format!("{card} .likes")).await, "1 like");
+    let stayed = carol.client.execute("return window.stayed === true", vec![]).await.unwrap();
+    assert_eq!(stayed, json!(true), "the comment and the like were sent in place");
+    assert!(shown(&carol, &format!("{card} .comment-list li.comment")).await);
+    screenshot(&carol, "2-commented-and-liked").await;
+
+    // Bob is told: follow, comment and like, through the queue.
+    testkit::eventually("bob's top bar counts three notifications", || async {
+        bob.open("/").await;
+        match bob.client.find(Locator::Css("header .badge")).await {
+            Ok(badge) => badge.text().await.is_ok_and(|t| t == "3"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    screenshot(&bob, "3-badge").await;
+    bob.click("header a[href='/notifications']").await;
+    bob.wait_for_path("/notifications").await;
+    let list = bob.text("main").await;
+    for what in ["started following you", "liked your post", "commented on your post"] {
+        assert!(list.contains(what), "`{what}` in: {list}");
+    }
+    screenshot(&bob, "4-notifications").await;
+    bob.open("/").await;
+    assert_eq!(bob.count("header .badge").await, 0, "seen: the badge is gone");
+
+    // Bob deletes his post from its page; it leaves Carol's feed.
+    bob.open(&post).await;
+    bob.click("form.delete-post button[type='submit']").await;
+    bob.wait_for_path("/u/bob").await;
+    assert_eq!(bob.text("ul.counts li:nth-child(1)").await.replace('\n', " "), "0 posts");
+    screenshot(&bob, "5-deleted").await;
+    carol.open("/").await;
+    carol.wait_for("form[action='/logout']").await;
+    assert_eq!(carol.count(&card).await, 0, "gone from the follower's feed");
+
+    worker.stop().await;
+    bob.close().await;
+    carol.close().await;
+}

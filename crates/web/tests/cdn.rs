@@ -112,17 +112,7 @@ health = "http://{edge_addr}/readyz"
 
     // A photo post, made ready by a worker.
     let ann = signup(&app, "ann").await;
-    let form = reqwest::multipart::Form::new()
-        .part("photo", reqwest::multipart::Part::bytes(jpeg(800, 600)).file_name("p.jpg"));
-    let r = reqwest::Client::new()
-        .post(app.url("/api/v1/posts"))
-        .bearer_auth(&ann.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = post_photo(&app, &ann, jpeg(800, 600), "").await["id"].as_str().unwrap().to_owned();
     let worker = env.spawn_worker().await;
     testkit::eventually("the worker processes the photo", || async {
         json(&app, &format!("/api/v1/posts/{id}"), None, &[]).await["status"] == "ready"

@@ -223,3 +223,19 @@ pub fn stored_files(app: &TestApp) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// A photo post of `bytes` (a JPEG) by `user` through the API, with `caption`;
+/// the 202 answer's JSON (status `processing`).
+pub async fn post_photo(app: &TestApp, user: &User, bytes: Vec<u8>, caption: &str) -> Value {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("p.jpg").mime_str("image/jpeg").unwrap();
+    let form = reqwest::multipart::Form::new().text("caption", caption.to_owned()).part("photo", part);
+    let r = Client::new()
+        .post(app.url("/api/v1/posts"))
+        .bearer_auth(&user.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "a photo post");
+    r.json().await.unwrap()
+}

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use data::PostId;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{TestApp, TestEnv};
 
 /// The ids in `user`'s cached timeline (`None`: cold).
@@ -21,19 +21,7 @@ async fn posts_count(app: &TestApp, username: &str) -> i64 {
 }
 
 async fn photo_post(app: &TestApp, user: &User, bytes: Vec<u8>) -> i64 {
-    let form = reqwest::multipart::Form::new().part(
-        "photo",
-        reqwest::multipart::Part::bytes(bytes).file_name("p.jpg").mime_str("image/jpeg").unwrap(),
-    );
-    let r = reqwest::Client::new()
-        .post(app.url("/api/v1/posts"))
-        .bearer_auth(&user.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    r.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap()
+    post_photo(app, user, bytes, "").await["id"].as_str().unwrap().parse().unwrap()
 }
 
 async fn status(app: &TestApp, post: i64) -> String {

@@ -34,6 +34,46 @@ async fn load_post(ctx: &Context, id: PostId) -> Result<PostRecord, JobError> {
         .ok_or_else(|| JobError::Retry(format!("post {id} not found on its shard's primary")))
 }
 
+/// Make and store the thumbnails of the stored `original` (a post's photo, an
+/// avatar). A missing or undecodable original is permanent; storing is retried.
+pub(crate) async fn make_thumbnails(
+    ctx: &Context,
+    original: &StoredImage,
+) -> Result<Vec<StoredImage>, JobError> {
+    let key = media::ObjectKey::parse(&original.key)
+        .map_err(|e| JobError::Permanent(format!("bad original key: {e}")))?;
+    let store: Arc<dyn media::ObjectStore> = ctx.inner.store.clone();
+    // The original was checked against the upload limits when it was accepted
+    // (and normalizing may have made it larger): only the pixel limit guards
+    // the decoder here.
+    let limits = media::Limits {
+        max_pixels: ctx.config().media.max_pixels,
+        max_bytes: usize::MAX,
+        ..media::Limits::default()
+    };
+    tokio::task::spawn_blocking(move || -> Result<Vec<StoredImage>, JobError> {
+        let original = store
+            .get(&key)
+            .map_err(|e| JobError::Retry(format!("reading the original: {e}")))?
+            .ok_or_else(|| JobError::Permanent(format!("the original {key} is missing")))?;
+        let thumbs = media::thumbnails_with_limits(&original, &limits).map_err(|e| match e {
+            media::MediaError::Encode(m) => JobError::Retry(m),
+            e => JobError::Permanent(e.to_string()),
+        })?;
+        thumbs
+            .into_iter()
+            .map(|t| {
+                let key = store
+                    .put(&t.bytes, t.format)
+                    .map_err(|e| JobError::Retry(format!("storing a thumbnail: {e}")))?;
+                Ok(StoredImage { key: key.as_str().to_owned(), width: t.width, height: t.height })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| JobError::Retry(format!("thumbnail task: {e}")))?
+}
+
 /// Make a photo's thumbnails, record them, mark the post ready, fan it out.
 pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
     let id = post_id(job)?;
@@ -43,38 +83,7 @@ pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
         return Err(JobError::Permanent(format!("post {id} has no photo")));
     };
     if post.status == "processing" {
-        let key = media::ObjectKey::parse(&photo.original.key)
-            .map_err(|e| JobError::Permanent(format!("bad original key: {e}")))?;
-        let store: Arc<dyn media::ObjectStore> = ctx.inner.store.clone();
-        // The original was checked against the upload limits when it was accepted
-        // (and normalizing may have made it larger): only the pixel limit guards
-        // the decoder here.
-        let limits = media::Limits {
-            max_pixels: ctx.config().media.max_pixels,
-            max_bytes: usize::MAX,
-            ..media::Limits::default()
-        };
-        let thumbs = tokio::task::spawn_blocking(move || -> Result<Vec<StoredImage>, JobError> {
-            let original = store
-                .get(&key)
-                .map_err(|e| JobError::Retry(format!("reading the original: {e}")))?
-                .ok_or_else(|| JobError::Permanent(format!("the original {key} is missing")))?;
-            let thumbs = media::thumbnails_with_limits(&original, &limits).map_err(|e| match e {
-                media::MediaError::Encode(m) => JobError::Retry(m),
-                e => JobError::Permanent(e.to_string()),
-            })?;
-            thumbs
-                .into_iter()
-                .map(|t| {
-                    let key = store
-                        .put(&t.bytes, t.format)
-                        .map_err(|e| JobError::Retry(format!("storing a thumbnail: {e}")))?;
-                    Ok(StoredImage { key: key.as_str().to_owned(), width: t.width, height: t.height })
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| JobError::Retry(format!("thumbnail task: {e}")))??;
+        let thumbs = make_thumbnails(ctx, &photo.original).await?;
         hold_before_finish(ctx).await;
         let change = data.finish_photo(id, &thumbs).await.map_err(retry("recording thumbnails"))?;
         if change == Change::Unchanged {

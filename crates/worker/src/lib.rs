@@ -10,6 +10,7 @@
 //! running jobs finish within a grace period, and releases the rest.
 #![forbid(unsafe_code)]
 
+mod avatars;
 mod comments;
 pub mod config;
 mod handlers;
@@ -417,6 +418,7 @@ async fn execute(ctx: &Context, job: &Job) -> Result<(), JobError> {
         data::NOTIFY_JOB => notify::notify(ctx, job).await,
         data::COMMENT_COUNT_JOB => comments::count(ctx, job).await,
         data::POST_DELETED_JOB => post_deleted::clean_up(ctx, job).await,
+        data::AVATAR_JOB => avatars::avatar(ctx, job).await,
         other => Err(JobError::Permanent(format!("no handler for job kind {other:?}"))),
     }
 }

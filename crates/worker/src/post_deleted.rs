@@ -42,10 +42,10 @@ pub(crate) async fn clean_up(ctx: &Context, job: &Job) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Remove `photo`'s objects (original and thumbnails) that no post on any
-/// shard names any more; how many. The store is content-addressed, so another
-/// post of the same bytes shares them.
-async fn remove_unused_objects(ctx: &Context, photo: &data::Photo) -> Result<usize, JobError> {
+/// Remove `photo`'s objects (original and thumbnails) that no post and no
+/// avatar on any shard names any more; how many. The store is content-addressed,
+/// so another post (or avatar) of the same bytes shares them.
+pub(crate) async fn remove_unused_objects(ctx: &Context, photo: &data::Photo) -> Result<usize, JobError> {
     let keys: Vec<String> =
         std::iter::once(&photo.original).chain(&photo.thumbnails).map(|i| i.key.clone()).collect();
     let in_use = ctx

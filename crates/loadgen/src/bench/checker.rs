@@ -14,6 +14,13 @@
 //!   follow), and the followee's `followers_count` from its cached profile: the
 //!   API has no uncached read of a follow edge, so both sides are checked
 //!   through those.
+//! - a comment: `GET /posts/{id}/comments` merges the post's comments from every
+//!   shard (replicas within the lag bound, under the session's floor), newest
+//!   first, paged down to the comment's id.
+//! - a deletion: `GET /posts/{id}` answers 404 (its cache entry is invalidated
+//!   on deletion) and the author's timeline (a query, as for a post) no longer
+//!   lists it. A deleted post's likes and comments go with it: a post, like or
+//!   comment on a post this run deleted is not required.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -27,7 +34,7 @@ use super::config::VerifyOptions;
 use super::error::BenchError;
 use super::failure::Failure;
 use super::http::Http;
-use super::report::{AckedPost, CheckReport, LISTED_LOST, Writes};
+use super::report::{AckedComment, AckedPost, CheckReport, LISTED_LOST, Writes};
 
 /// How many times in a row a read may fail (other than "not there") before the
 /// write is called unverifiable.
@@ -209,6 +216,111 @@ async fn check_author(
     out
 }
 
+/// The ids of post `post_id`'s comments from the newest down to (at least)
+/// comment id `oldest`, with their texts; `None` when the post does not exist.
+async fn post_comments(
+    http: &Http,
+    (entry, target): (u64, &str),
+    post_id: &str,
+    oldest: i64,
+) -> Result<Option<HashMap<i64, String>>, Failure> {
+    let mut found = HashMap::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut url = format!("{target}/api/v1/posts/{post_id}/comments?limit={PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let page = match http.json(http.client(entry).get(url)).await {
+            Ok(page) => page,
+            Err(Failure::Status(StatusCode::NOT_FOUND)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (listed, last) = comment_ids(&page)?;
+        found.extend(listed);
+        match page["next_cursor"].as_str() {
+            Some(next) if last > oldest => cursor = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The comments of a page of `GET /posts/{id}/comments` (id to text) and the
+/// oldest id on it (`i64::MAX` for an empty page); a page without `comments`
+/// is refused.
+fn comment_ids(page: &serde_json::Value) -> Result<(HashMap<i64, String>, i64), Failure> {
+    let comments =
+        page["comments"].as_array().ok_or_else(|| Failure::BadBody("no comments in the page".into()))?;
+    let mut last = i64::MAX;
+    let mut found = HashMap::new();
+    for c in comments {
+        let Some(id) = c["id"].as_str().and_then(|s| s.parse::<i64>().ok()) else { continue };
+        last = last.min(id);
+        found.insert(id, c["body"].as_str().unwrap_or_default().to_owned());
+    }
+    Ok((found, last))
+}
+
+/// Verify the acknowledged comments on one post: each must be listed under it
+/// with its text (re-read until `settle` passes).
+async fn check_post_comments(
+    http: &Http,
+    target: (u64, &str),
+    post_id: &str,
+    comments: &[&AckedComment],
+    settle: Instant,
+) -> Vec<WriteVerdict> {
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for &c in comments {
+        match c.id.parse::<i64>() {
+            Ok(id) => pending.push((c, id)),
+            Err(_) => out.push(WriteVerdict::Lost(format!("{} (not a comment id)", c.id))),
+        }
+    }
+    let mut failures = 0;
+    let mut wait = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let oldest = pending.iter().map(|(_, id)| *id).min().unwrap_or(0);
+        match post_comments(http, target, post_id, oldest).await {
+            Ok(listed) => {
+                failures = 0;
+                let now = Instant::now();
+                let gone = if listed.is_none() { " (the post is gone)" } else { "" };
+                let listed = listed.unwrap_or_default();
+                pending.retain(|&(c, id)| {
+                    let verdict = match listed.get(&id) {
+                        None if now >= settle => WriteVerdict::Lost(format!("{} on {post_id}{gone}", c.id)),
+                        None => return true,
+                        Some(body) if *body != c.body => {
+                            WriteVerdict::Lost(format!("{} on {post_id} (body {body:?})", c.id))
+                        }
+                        Some(_) => WriteVerdict::Verified,
+                    };
+                    out.push(verdict);
+                    false
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    for (c, _) in pending.drain(..) {
+                        out.push(WriteVerdict::Unverifiable(format!("comment {} on {post_id}: {e}", c.id)));
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+    out
+}
+
 /// Verify every write in `writes` through the API at `targets`. Likers and
 /// followers are logged in with `password` (their sessions from the run may be
 /// gone). The read-your-writes fields of the result are left at zero.
@@ -238,8 +350,14 @@ pub(crate) async fn verify_via(
     let start = Instant::now();
     let settle = start + options.settle;
     let photo_deadline = start + options.photo_ready_timeout.max(options.settle);
-    let likes: BTreeSet<_> = writes.likes.iter().collect();
+    let deleted = writes.deleted_posts();
+    // A post this run deleted takes its likes and comments along.
+    let all_likes: BTreeSet<_> = writes.likes.iter().collect();
+    let likes: BTreeSet<_> =
+        all_likes.iter().copied().filter(|l| !deleted.contains(l.post_id.as_str())).collect();
     let follows: BTreeSet<_> = writes.follows.iter().collect();
+    let deletions: BTreeSet<_> = writes.deletions.iter().collect();
+    let mut gone = (all_likes.len() - likes.len()) as u64;
 
     // Log in everyone whose view is checked.
     let mut names: BTreeSet<&str> = likes.iter().map(|l| l.liker.as_str()).collect();
@@ -271,6 +389,10 @@ pub(crate) async fn verify_via(
     // Posts, by author.
     let mut by_author: BTreeMap<&str, Vec<(usize, &AckedPost)>> = BTreeMap::new();
     for (i, p) in writes.posts.iter().enumerate() {
+        if deleted.contains(p.id.as_str()) {
+            gone += 1;
+            continue;
+        }
         by_author.entry(p.author.as_str()).or_default().push((i, p));
     }
     let post_verdicts: Vec<Vec<(usize, WriteVerdict)>> = futures::stream::iter(by_author.iter().enumerate())
@@ -349,27 +471,93 @@ pub(crate) async fn verify_via(
         .collect()
         .await;
 
-    let photos = writes.posts.iter().filter(|p| p.photo).count() as u64;
+    // Comments, by post: listed under it, read without a session.
+    let mut by_post: BTreeMap<&str, Vec<&AckedComment>> = BTreeMap::new();
+    for c in &writes.comments {
+        if deleted.contains(c.post_id.as_str()) {
+            gone += 1;
+            continue;
+        }
+        by_post.entry(c.post_id.as_str()).or_default().push(c);
+    }
+    let comment_verdicts: Vec<Vec<WriteVerdict>> = futures::stream::iter(by_post.iter().enumerate())
+        .map(|(k, (post_id, comments))| {
+            let entry = k % targets.len();
+            check_post_comments(http, (entry as u64, targets[entry].as_str()), post_id, comments, settle)
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+
+    // Deletions: the post answers 404 and is not in its author's timeline.
+    let deletion_verdicts: Vec<WriteVerdict> = futures::stream::iter(deletions.iter().enumerate())
+        .map(|(k, d)| {
+            let entry = k % targets.len();
+            let target = targets[entry].as_str();
+            let what = format!("{} by {}", d.post_id, d.author);
+            async move {
+                let Ok(id) = d.post_id.parse::<i64>() else {
+                    return WriteVerdict::Lost(format!("{what} (not a post id)"));
+                };
+                let url = format!("{target}/api/v1/posts/{}", d.post_id);
+                until_seen(settle, || {
+                    let (url, what) = (&url, &what);
+                    async move {
+                        match http.send(http.client(entry as u64).get(url)).await {
+                            Ok(_) => return Ok(Seen::No(format!("{what} (the post still answers)"))),
+                            Err(Failure::Status(StatusCode::NOT_FOUND)) => {}
+                            Err(e) => return Err(format!("{what}: {e}")),
+                        }
+                        match author_posts(http, (entry as u64, target), &d.author, id, None).await {
+                            Ok(listed) if listed.contains_key(&id) => {
+                                Ok(Seen::No(format!("{what} (still in the author's timeline)")))
+                            }
+                            Ok(_) => Ok(Seen::Yes(())),
+                            Err(e) => Err(format!("{what}: {e}")),
+                        }
+                    }
+                })
+                .await
+                .0
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+
+    let photos = writes.posts.iter().filter(|p| p.photo && !deleted.contains(p.id.as_str())).count() as u64;
     let mut report = CheckReport {
         ran: true,
-        posts_acknowledged: writes.posts.len() as u64,
+        posts_acknowledged: by_author.values().map(|p| p.len() as u64).sum(),
         photos_acknowledged: photos,
         likes_acknowledged: likes.len() as u64,
         follows_acknowledged: follows.len() as u64,
+        comments_acknowledged: by_post.values().map(|c| c.len() as u64).sum(),
+        deletions_acknowledged: deletions.len() as u64,
+        gone_with_deleted_posts: gone,
         ..CheckReport::default()
     };
-    report.writes_acknowledged =
-        report.posts_acknowledged + report.likes_acknowledged + report.follows_acknowledged;
+    report.writes_acknowledged = report.posts_acknowledged
+        + report.likes_acknowledged
+        + report.follows_acknowledged
+        + report.comments_acknowledged
+        + report.deletions_acknowledged;
     let mut post_verdicts: Vec<(usize, WriteVerdict)> = post_verdicts.into_iter().flatten().collect();
     post_verdicts.sort_by_key(|(i, _)| *i);
     for (i, verdict) in post_verdicts {
         if writes.posts[i].photo && matches!(verdict, WriteVerdict::Verified) {
             report.photos_ready += 1;
         }
-        tally(&mut report, verdict, |r| &mut r.lost_posts);
+        tally(&mut report, "post", verdict, |r| &mut r.lost_posts);
     }
     for verdict in like_verdicts {
-        tally(&mut report, verdict, |r| &mut r.lost_likes);
+        tally(&mut report, "like", verdict, |r| &mut r.lost_likes);
+    }
+    for verdict in comment_verdicts.into_iter().flatten() {
+        tally(&mut report, "comment", verdict, |r| &mut r.lost_comments);
+    }
+    for verdict in deletion_verdicts {
+        tally(&mut report, "delete_post", verdict, |r| &mut r.lost_deletions);
     }
     // The followee's side: at least as many followers as distinct followers
     // whose follow was acknowledged (nobody unfollows during a bench).
@@ -378,7 +566,7 @@ pub(crate) async fn verify_via(
         let e = counts.entry(f.followee.as_str()).or_default();
         e.0 += 1;
         e.1 = e.1.max(count.unwrap_or(i64::MAX));
-        tally(&mut report, verdict, |r| &mut r.lost_follows);
+        tally(&mut report, "follow", verdict, |r| &mut r.lost_follows);
     }
     for (followee, (acknowledged, counted)) in counts {
         if counted < acknowledged as i64 {
@@ -392,8 +580,11 @@ pub(crate) async fn verify_via(
     Ok(report)
 }
 
+/// Count one write of `kind` (`post`, `like`, `follow`, `comment`,
+/// `delete_post`) by its verdict, a lost one also in its kind's `lost` list.
 fn tally(
     report: &mut CheckReport,
+    kind: &str,
     verdict: WriteVerdict,
     lost: impl Fn(&mut CheckReport) -> &mut Vec<String>,
 ) {
@@ -401,6 +592,7 @@ fn tally(
         WriteVerdict::Verified => report.verified += 1,
         WriteVerdict::Lost(what) => {
             report.lost += 1;
+            *report.lost_by_kind.entry(kind.to_owned()).or_default() += 1;
             let list = lost(report);
             if list.len() < LISTED_LOST {
                 list.push(what);
@@ -449,16 +641,40 @@ pub enum Written {
         /// Whom the reader followed.
         followee: String,
     },
+    /// A comment `id` by the reader on `post_id`.
+    Comment {
+        /// The post commented on (whose first page must list it).
+        post_id: String,
+        /// The new comment.
+        id: String,
+    },
+    /// The deletion of the reader's post `post_id`.
+    Deletion {
+        /// The deleted post (which must answer 404).
+        post_id: String,
+    },
 }
 
 impl Written {
-    /// Its kind in reports: `post`, `photo_post`, `like` or `follow`.
+    /// Its kind in reports: `post`, `photo_post`, `like`, `follow`, `comment`
+    /// or `delete_post`.
     pub fn kind(&self) -> &'static str {
         match self {
             Written::Post { photo: false, .. } => "post",
             Written::Post { photo: true, .. } => "photo_post",
             Written::Like { .. } => "like",
             Written::Follow { .. } => "follow",
+            Written::Comment { .. } => "comment",
+            Written::Deletion { .. } => "delete_post",
+        }
+    }
+
+    /// The post a post, like or comment is on (which this run may delete).
+    pub fn on_post(&self) -> Option<&str> {
+        match self {
+            Written::Post { id, .. } => Some(id),
+            Written::Like { post_id } | Written::Comment { post_id, .. } => Some(post_id),
+            Written::Follow { .. } | Written::Deletion { .. } => None,
         }
     }
 
@@ -468,6 +684,8 @@ impl Written {
             Written::Post { id, .. } => id,
             Written::Like { post_id } => post_id,
             Written::Follow { followee } => followee,
+            Written::Comment { id, .. } => id,
+            Written::Deletion { post_id } => post_id,
         }
     }
 }
@@ -487,7 +705,8 @@ pub enum ReadBack {
 /// Read `written` back at once as its writer (session `token`) through
 /// `target`, on the read that replicas serve under the session's
 /// read-your-writes floor: the post in the author's own timeline; the like in
-/// `liked_by_me` (the likes table); the follow in `followed_by_me`.
+/// `liked_by_me` (the likes table); the follow in `followed_by_me`; the comment
+/// in its post's first page of comments; the deletion as a 404 of the post.
 pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, written: &Written) -> ReadBack {
     let http = Http::with_client(client.clone());
     match written {
@@ -534,5 +753,125 @@ pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, writ
                 Err(e) => ReadBack::Failed(format!("{followee}: {e}")),
             }
         }
+        Written::Comment { post_id, id } => {
+            let Ok(num) = id.parse::<i64>() else {
+                return ReadBack::Failed(format!("{id} is not a comment id"));
+            };
+            let url = format!("{target}/api/v1/posts/{post_id}/comments?limit={PAGE}");
+            match http.json(client.get(url).bearer_auth(token)).await {
+                Ok(page) => match comment_ids(&page) {
+                    Ok((listed, oldest)) => {
+                        first_page_verdict(listed.contains_key(&num), listed.len(), oldest, num, || {
+                            format!("comment {id} is not in post {post_id}'s comments")
+                        })
+                    }
+                    Err(e) => ReadBack::Failed(format!("{id}: {e}")),
+                },
+                // The post's author may have deleted it since (its comments went along).
+                Err(Failure::Status(StatusCode::NOT_FOUND)) => {
+                    ReadBack::Failed(format!("{id}: post {post_id} is gone"))
+                }
+                Err(e) => ReadBack::Failed(format!("{id}: {e}")),
+            }
+        }
+        Written::Deletion { post_id } => {
+            let url = format!("{target}/api/v1/posts/{post_id}");
+            match http.send(client.get(url).bearer_auth(token)).await {
+                Err(Failure::Status(StatusCode::NOT_FOUND)) => ReadBack::Seen,
+                Ok(_) => ReadBack::Violation(format!("deleted post {post_id} still answers")),
+                Err(e) => ReadBack::Failed(format!("{post_id}: {e}")),
+            }
+        }
+    }
+}
+
+/// What a first page of `len` items down to id `oldest` tells of item `id`:
+/// seen if `found`; hidden behind newer ones (not a violation) if the page is
+/// full and all newer; else missing, as `missing` says.
+fn first_page_verdict(
+    found: bool,
+    len: usize,
+    oldest: i64,
+    id: i64,
+    missing: impl FnOnce() -> String,
+) -> ReadBack {
+    if found {
+        ReadBack::Seen
+    } else if len >= PAGE && oldest > id {
+        ReadBack::Failed(format!("{id}: {PAGE} newer items hide it"))
+    } else {
+        ReadBack::Violation(missing())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::{AckedComment, AckedDeletion, AckedLike};
+    use super::*;
+
+    #[test]
+    fn a_page_of_comments_gives_its_ids_texts_and_oldest_id() {
+        let page = serde_json::json!({
+            "comments": [
+                {"id": "30", "body": "newest"},
+                {"id": "not a number", "body": "skipped"},
+                {"id": "12", "body": "oldest"},
+            ],
+            "next_cursor": null,
+        });
+        let (listed, oldest) = comment_ids(&page).unwrap();
+        assert_eq!(oldest, 12);
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[&30], "newest");
+        let (empty, oldest) = comment_ids(&serde_json::json!({"comments": []})).unwrap();
+        assert!(empty.is_empty() && oldest == i64::MAX);
+        assert!(comment_ids(&serde_json::json!({"posts": []})).is_err());
+    }
+
+    #[test]
+    fn a_first_page_without_the_item_is_a_violation_unless_full_of_newer_ones() {
+        let missing = || "missing".to_owned();
+        assert_eq!(first_page_verdict(true, 1, 5, 5, missing), ReadBack::Seen);
+        assert_eq!(first_page_verdict(false, 3, 1, 5, missing), ReadBack::Violation("missing".into()));
+        assert!(matches!(first_page_verdict(false, PAGE, 6, 5, missing), ReadBack::Failed(_)));
+        // A full page reaching below the item: it should have been there.
+        assert_eq!(first_page_verdict(false, PAGE, 4, 5, missing), ReadBack::Violation("missing".into()));
+    }
+
+    #[test]
+    fn writes_on_deleted_posts_are_known_and_lost_ones_counted_by_kind() {
+        let mut writes = Writes::default();
+        writes.deletions.push(AckedDeletion { post_id: "1".into(), author: "a".into() });
+        writes.maybe_deleted.push("2".into());
+        writes.likes.push(AckedLike { post_id: "1".into(), liker: "b".into() });
+        writes.comments.push(AckedComment {
+            id: "9".into(),
+            post_id: "3".into(),
+            author: "b".into(),
+            body: "hi".into(),
+        });
+        // A failed deletion is not a write; the like, comment and deletion are.
+        assert_eq!(writes.len(), 3);
+        assert_eq!(writes.deleted_posts().into_iter().collect::<Vec<_>>(), ["1", "2"]);
+
+        let mut report = CheckReport::default();
+        tally(&mut report, "comment", WriteVerdict::Lost("9 on 3".into()), |r| &mut r.lost_comments);
+        tally(&mut report, "delete_post", WriteVerdict::Lost("1 by a".into()), |r| &mut r.lost_deletions);
+        tally(&mut report, "comment", WriteVerdict::Verified, |r| &mut r.lost_comments);
+        assert_eq!((report.lost, report.verified), (2, 1));
+        assert_eq!(report.lost_comments, ["9 on 3"]);
+        assert_eq!(report.lost_deletions, ["1 by a"]);
+        assert_eq!(report.lost_by_kind, BTreeMap::from([("comment".into(), 1), ("delete_post".into(), 1)]));
+    }
+
+    #[test]
+    fn comments_and_deletions_name_their_kind_and_post() {
+        let c = Written::Comment { post_id: "7".into(), id: "70".into() };
+        assert_eq!((c.kind(), c.subject(), c.on_post()), ("comment", "70", Some("7")));
+        let d = Written::Deletion { post_id: "8".into() };
+        assert_eq!((d.kind(), d.subject(), d.on_post()), ("delete_post", "8", None));
+        let l = Written::Like { post_id: "9".into() };
+        assert_eq!(l.on_post(), Some("9"));
+        assert_eq!(Written::Follow { followee: "x".into() }.on_post(), None);
     }
 }

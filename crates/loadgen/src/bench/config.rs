@@ -34,12 +34,36 @@ pub enum Op {
     Follow,
     /// `GET` of a thumbnail URL seen in a feed or timeline.
     ViewPhoto,
+    /// `POST /api/v1/posts/{id}/comments` on a known post.
+    Comment,
+    /// `GET /api/v1/posts/{id}/comments`: a known post's first page of comments.
+    Comments,
+    /// `GET /api/v1/notifications`: the acting user's first page of notifications.
+    Notifications,
+    /// `DELETE /api/v1/posts/{id}` of one of the acting user's own posts
+    /// acknowledged earlier in this run (never a seeded one).
+    DeletePost,
+    /// `GET /api/v1/search/users?q=` of the first 2–4 characters of a
+    /// Zipf-drawn user's name (the directory's prefix search).
+    Search,
 }
 
 impl Op {
     /// Every operation, in report order.
-    pub const ALL: [Op; 7] =
-        [Op::Feed, Op::Timeline, Op::Post, Op::PhotoPost, Op::Like, Op::Follow, Op::ViewPhoto];
+    pub const ALL: [Op; 12] = [
+        Op::Feed,
+        Op::Timeline,
+        Op::Post,
+        Op::PhotoPost,
+        Op::Like,
+        Op::Follow,
+        Op::ViewPhoto,
+        Op::Comment,
+        Op::Comments,
+        Op::Notifications,
+        Op::DeletePost,
+        Op::Search,
+    ];
 
     /// Its name in mixes and reports.
     pub fn name(self) -> &'static str {
@@ -51,13 +75,27 @@ impl Op {
             Op::Like => "like",
             Op::Follow => "follow",
             Op::ViewPhoto => "view_photo",
+            Op::Comment => "comment",
+            Op::Comments => "comments",
+            Op::Notifications => "notifications",
+            Op::DeletePost => "delete_post",
+            Op::Search => "search",
         }
     }
 
-    /// Whether it only reads (a feed, a timeline, a photo): what a scenario may
-    /// promise never fails while a redundant node is lost.
+    /// The operation named `name` in a mix, if any.
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// Whether it only reads (a feed, a timeline, a photo, a page of comments or
+    /// of notifications, a search): what a scenario may promise never fails
+    /// while a redundant node is lost.
     pub fn is_read(self) -> bool {
-        matches!(self, Op::Feed | Op::Timeline | Op::ViewPhoto)
+        matches!(
+            self,
+            Op::Feed | Op::Timeline | Op::ViewPhoto | Op::Comments | Op::Notifications | Op::Search
+        )
     }
 }
 
@@ -84,30 +122,66 @@ pub struct Mix {
     pub follow: f64,
     /// Photo (thumbnail) views.
     pub view_photo: f64,
+    /// Comments written.
+    pub comment: f64,
+    /// Reads of a post's first page of comments.
+    pub comments: f64,
+    /// Reads of one's notifications page.
+    pub notifications: f64,
+    /// Deletions of one's own posts written in this run.
+    pub delete_post: f64,
+    /// Prefix searches of the user directory.
+    pub search: f64,
 }
 
 impl Default for Mix {
-    /// 60% home feed, 30% user timeline, 10% writes (3 text post, 1 photo post,
-    /// 4 like, 2 follow); no photo views (ask for them with `view_photo=N`).
+    /// 90% reads, 10% writes, as before comments, deletions and search existed,
+    /// so numbers measured with the default mix stay comparable: reads are 57
+    /// home feed, 28 user timeline, 2 comment pages, 2 notification pages, 1
+    /// user search (the five points of the new reads taken from feed and
+    /// timeline: opening a post's comments and the bell are frequent but rarer
+    /// than scrolling, and looking someone up rarer still); writes are
+    /// 3 text post, 1 photo post, 2.7 like, 1 comment, 2 follow, 0.3 post
+    /// deletion (the comment and the deletion taken from likes: commenting is
+    /// rarer than liking, and deleting much rarer than posting, yet often
+    /// enough that a short run deletes a few posts and the checker sees them).
+    /// No photo views (ask for them with `view_photo=N`).
     fn default() -> Mix {
         Mix {
-            feed: 60.0,
-            timeline: 30.0,
+            feed: 57.0,
+            timeline: 28.0,
             post: 3.0,
             photo_post: 1.0,
-            like: 4.0,
+            like: 2.7,
             follow: 2.0,
             view_photo: 0.0,
+            comment: 1.0,
+            comments: 2.0,
+            notifications: 2.0,
+            delete_post: 0.3,
+            search: 1.0,
         }
     }
 }
 
 impl Mix {
     /// Every weight zero (a starting point for building a mix).
-    pub const ZERO: Mix =
-        Mix { feed: 0.0, timeline: 0.0, post: 0.0, photo_post: 0.0, like: 0.0, follow: 0.0, view_photo: 0.0 };
+    pub const ZERO: Mix = Mix {
+        feed: 0.0,
+        timeline: 0.0,
+        post: 0.0,
+        photo_post: 0.0,
+        like: 0.0,
+        follow: 0.0,
+        view_photo: 0.0,
+        comment: 0.0,
+        comments: 0.0,
+        notifications: 0.0,
+        delete_post: 0.0,
+        search: 0.0,
+    };
 
-    /// Parse `feed=60,timeline=30,post=3,photo_post=1,like=4,follow=2,view_photo=0`; operations
+    /// Parse `feed=57,timeline=28,post=3,photo_post=1,like=2.7,follow=2,comment=1,comments=2,notifications=2,delete_post=0.3,search=1`; operations
     /// left out weigh 0. Refuses unknown names, repeated names, weights that are
     /// not finite non-negative numbers, and a mix whose weights are all zero.
     pub fn parse(s: &str) -> Result<Mix, BenchError> {
@@ -126,19 +200,12 @@ impl Mix {
                 )));
             };
             let name = name.trim().to_ascii_lowercase();
-            let op = match name.as_str() {
-                "feed" => Op::Feed,
-                "timeline" => Op::Timeline,
-                "post" => Op::Post,
-                "photo_post" => Op::PhotoPost,
-                "like" => Op::Like,
-                "follow" => Op::Follow,
-                "view_photo" => Op::ViewPhoto,
-                _ => {
-                    return Err(BenchError::Invalid(format!(
-                        "unknown operation `{name}` in the mix (known: feed, timeline, post, photo_post, like, follow, view_photo)"
-                    )));
-                }
+            let Some(op) = Op::from_name(&name) else {
+                let known: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+                return Err(BenchError::Invalid(format!(
+                    "unknown operation `{name}` in the mix (known: {})",
+                    known.join(", ")
+                )));
             };
             if seen.contains(&op) {
                 return Err(BenchError::Invalid(format!("operation `{op}` appears twice in the mix")));
@@ -163,6 +230,11 @@ impl Mix {
             Op::Like => self.like,
             Op::Follow => self.follow,
             Op::ViewPhoto => self.view_photo,
+            Op::Comment => self.comment,
+            Op::Comments => self.comments,
+            Op::Notifications => self.notifications,
+            Op::DeletePost => self.delete_post,
+            Op::Search => self.search,
         }
     }
 
@@ -175,6 +247,11 @@ impl Mix {
             Op::Like => &mut self.like,
             Op::Follow => &mut self.follow,
             Op::ViewPhoto => &mut self.view_photo,
+            Op::Comment => &mut self.comment,
+            Op::Comments => &mut self.comments,
+            Op::Notifications => &mut self.notifications,
+            Op::DeletePost => &mut self.delete_post,
+            Op::Search => &mut self.search,
         }
     }
 

@@ -104,6 +104,28 @@ pub struct AckedFollow {
     pub followee: String,
 }
 
+/// An acknowledged comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckedComment {
+    /// Its id (the checker pages through the post's comments down to it).
+    pub id: String,
+    /// The post it is on (a post this run deleted takes it along).
+    pub post_id: String,
+    /// Who wrote it.
+    pub author: String,
+    /// The text it was created with, compared with the one listed.
+    pub body: String,
+}
+
+/// An acknowledged deletion of a post this run created.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AckedDeletion {
+    /// The deleted post.
+    pub post_id: String,
+    /// Its author, who deleted it (the post must be gone from their timeline).
+    pub author: String,
+}
+
 /// Every write the system acknowledged during a run (warm-up included).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Writes {
@@ -113,12 +135,33 @@ pub struct Writes {
     pub likes: Vec<AckedLike>,
     /// Follows set.
     pub follows: Vec<AckedFollow>,
+    /// Comments written.
+    #[serde(default)]
+    pub comments: Vec<AckedComment>,
+    /// Posts deleted (each one this run created).
+    #[serde(default)]
+    pub deletions: Vec<AckedDeletion>,
+    /// Posts whose deletion was sent but failed: perhaps deleted anyway (an
+    /// answer lost after the commit), so neither they nor their likes and
+    /// comments are required. Not writes: not counted in [`Writes::len`].
+    #[serde(default)]
+    pub maybe_deleted: Vec<String>,
 }
 
 impl Writes {
     /// How many writes were acknowledged.
     pub fn len(&self) -> usize {
-        self.posts.len() + self.likes.len() + self.follows.len()
+        self.posts.len() + self.likes.len() + self.follows.len() + self.comments.len() + self.deletions.len()
+    }
+
+    /// The ids of the posts this run deleted (or perhaps deleted): their posts, likes and comments
+    /// went with them and are not required.
+    pub fn deleted_posts(&self) -> std::collections::BTreeSet<&str> {
+        self.deletions
+            .iter()
+            .map(|d| d.post_id.as_str())
+            .chain(self.maybe_deleted.iter().map(String::as_str))
+            .collect()
     }
 
     /// Whether none was.
@@ -184,24 +227,43 @@ pub struct RywKind {
 pub struct CheckReport {
     /// Whether the final verification ran.
     pub ran: bool,
-    /// Acknowledged writes (distinct likes and follows).
+    /// Acknowledged writes the checker requires (distinct likes and follows;
+    /// every post, comment and deletion; not those gone with a post this run
+    /// deleted): `verified + lost + unverifiable + photos not ready`.
     pub writes_acknowledged: u64,
-    /// Acknowledged posts.
+    /// Acknowledged posts (not deleted by this run).
     pub posts_acknowledged: u64,
-    /// Acknowledged likes.
+    /// Acknowledged likes (not on a post this run deleted).
     pub likes_acknowledged: u64,
     /// Acknowledged follows.
     pub follows_acknowledged: u64,
+    /// Acknowledged comments (not on a post this run deleted).
+    pub comments_acknowledged: u64,
+    /// Acknowledged post deletions.
+    pub deletions_acknowledged: u64,
     /// Found as written.
     pub verified: u64,
+    /// Acknowledged posts, likes and comments not required because this run
+    /// deleted their post afterwards (they went with it); left out of
+    /// `writes_acknowledged` and the per-kind counts, neither verified nor lost.
+    pub gone_with_deleted_posts: u64,
     /// Missing or different.
     pub lost: u64,
+    /// [`CheckReport::lost`] by kind of write (`post`, `like`, `follow`,
+    /// `comment`, `delete_post`): which path lost them.
+    pub lost_by_kind: BTreeMap<String, u64>,
     /// Lost posts (missing, or another caption), the first [`LISTED_LOST`] ids.
     pub lost_posts: Vec<String>,
     /// Lost likes, `post_id by liker`, the first [`LISTED_LOST`].
     pub lost_likes: Vec<String>,
     /// Lost follows, `follower -> followee`, the first [`LISTED_LOST`].
     pub lost_follows: Vec<String>,
+    /// Lost comments (not listed under their post, or another text), `id on
+    /// post_id`, the first [`LISTED_LOST`].
+    pub lost_comments: Vec<String>,
+    /// Deletions not in effect (the post still answers, or is still in its
+    /// author's timeline), the first [`LISTED_LOST`].
+    pub lost_deletions: Vec<String>,
     /// Acknowledged photo posts (also counted in `posts_acknowledged`).
     pub photos_acknowledged: u64,
     /// Of those, processed (`ready`) before the checker's photo deadline.
@@ -231,7 +293,8 @@ pub struct CheckReport {
     pub read_your_writes_violation_ids: Vec<String>,
     /// Read-backs that failed for another reason (not counted as violations).
     pub read_your_writes_errors: u64,
-    /// The same, per kind of write (`post`, `photo_post`, `like`, `follow`).
+    /// The same, per kind of write (`post`, `photo_post`, `like`, `follow`,
+    /// `comment`, `delete_post`).
     pub read_your_writes_by_kind: BTreeMap<String, RywKind>,
     /// No write lost, none unverifiable, every photo ready, no follower count
     /// short, no read-your-writes violation.
@@ -289,8 +352,10 @@ pub struct Report {
     /// How late the generator sent requests (measured window).
     pub generator_lag: GeneratorLag,
     /// Operations that became another for want of a target, `from->to`
-    /// (a like with no post known yet → post; a photo view with no photo
-    /// known → timeline), over the whole run, warm-up included.
+    /// (a like or comment with no post known yet → post; a photo view with no
+    /// photo known, or a comment read with no post known → timeline; a
+    /// deletion by a user with no post of this run left → post), over the
+    /// whole run, warm-up included.
     pub substitutions: BTreeMap<String, u64>,
     /// Things that make the numbers less than they seem (the generator fell
     /// behind, operations substituted); printed first.
@@ -355,7 +420,7 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<11} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<13} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "operation",
             "count",
             "ok/s",
@@ -370,7 +435,7 @@ impl fmt::Display for Report {
         let row = |f: &mut fmt::Formatter<'_>, name: &str, count: u64, tput: f64, errs: u64, l: &Latency| {
             writeln!(
                 f,
-                "{:<11} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                "{:<13} {:>9} {:>9.1} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 name, count, tput, errs, l.p50, l.p90, l.p99, l.p999, l.max, l.mean
             )
         };
@@ -383,7 +448,7 @@ impl fmt::Display for Report {
             writeln!(f, "errors by kind:")?;
             for (name, op) in &self.ops {
                 for (kind, n) in &op.errors {
-                    writeln!(f, "  {name:<11} {kind:<12} {n}")?;
+                    writeln!(f, "  {name:<13} {kind:<12} {n}")?;
                 }
             }
         }
@@ -438,15 +503,19 @@ impl Report {
         }
         writeln!(
             f,
-            "checker: {}: {} writes acknowledged ({} posts, {} likes, {} follows), {} verified, {} lost, {} unverifiable",
+            "checker: {}: {} writes acknowledged ({} posts, {} likes, {} follows, {} comments, {} deletions), \
+             {} verified, {} lost, {} unverifiable, {} gone with deleted posts",
             if c.passed { "PASSED" } else { "FAILED" },
             c.writes_acknowledged,
             c.posts_acknowledged,
             c.likes_acknowledged,
             c.follows_acknowledged,
+            c.comments_acknowledged,
+            c.deletions_acknowledged,
             c.verified,
             c.lost,
-            c.unverifiable
+            c.unverifiable,
+            c.gone_with_deleted_posts
         )?;
         if c.photos_acknowledged > 0 {
             writeln!(
@@ -463,7 +532,7 @@ impl Report {
         for (kind, k) in &c.read_your_writes_by_kind {
             writeln!(
                 f,
-                "  {kind:<11} {} checked, {} violations, {} errors",
+                "  {kind:<13} {} checked, {} violations, {} errors",
                 k.checked, k.violations, k.errors
             )?;
         }
@@ -473,6 +542,8 @@ impl Report {
         list(f, "lost posts", &c.lost_posts)?;
         list(f, "lost likes", &c.lost_likes)?;
         list(f, "lost follows", &c.lost_follows)?;
+        list(f, "lost comments", &c.lost_comments)?;
+        list(f, "deletions not in effect", &c.lost_deletions)?;
         list(f, "photos not ready", &c.photos_not_ready)?;
         list(f, "follower counts short", &c.short_follower_counts)?;
         list(f, "unverifiable", &c.unverifiable_reasons)?;

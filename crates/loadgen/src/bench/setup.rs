@@ -1,5 +1,6 @@
 //! Before the clock starts: the users signed up (if asked), every user the run
-//! will act as logged in, and posts and photos known for likes and photo views.
+//! will act as logged in, and posts and photos known for likes, comments and
+//! photo views.
 
 use futures::StreamExt;
 
@@ -10,8 +11,8 @@ use super::state::Shared;
 
 /// Concurrent requests while creating and logging in users.
 const SETUP_CONCURRENCY: usize = 16;
-/// Users whose timelines are read before the run (when the mix likes posts or
-/// views photos) so that likes and photo views have targets from the start.
+/// Users whose timelines are read before the run (when the mix likes, comments,
+/// reads comments or views photos) so that those have targets from the start.
 const PRIME_USERS: u64 = 50;
 /// Tries of one signup or login before the run is refused.
 const TRIES: usize = 3;
@@ -26,7 +27,8 @@ pub(super) async fn set_up_users(
         create_users(config, shared, progress).await?;
     }
     log_in_acting_users(config, shared, progress).await?;
-    if config.mix.like > 0.0 || config.mix.view_photo > 0.0 {
+    let mix = &config.mix;
+    if mix.like > 0.0 || mix.view_photo > 0.0 || mix.comment > 0.0 || mix.comments > 0.0 {
         prime_pool(config, shared, progress).await;
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! histograms, the known posts and photos, the acknowledged writes and the
 //! read-your-writes tallies, and the counters of the progress line.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -122,6 +122,15 @@ pub(super) struct Shared {
     pub(super) posted: AtomicU64,
     /// Posts and photos seen, for likes and photo views.
     pub(super) pool: Mutex<Pool>,
+    /// Comments written: numbers each comment's text.
+    pub(super) commented: AtomicU64,
+    /// Per user, their posts acknowledged in this run and not yet picked for
+    /// deletion: the only posts a `delete_post` may delete (never a seeded one).
+    pub(super) own_posts: Mutex<HashMap<u64, Vec<String>>>,
+    /// Posts this run is deleting or deleted: kept out of the pool, and a 404
+    /// from them to a like, comment or comment read that raced the deletion is
+    /// the right answer, not a failure.
+    pub(super) deleting: Mutex<HashSet<String>>,
     /// Every acknowledged write, for the checker.
     pub(super) writes: Mutex<Writes>,
     /// Read-your-writes tallies of the writers' read-backs.
@@ -166,6 +175,9 @@ impl Shared {
             failed: AtomicU64::new(0),
             posted: AtomicU64::new(0),
             pool: Mutex::new(Pool::default()),
+            commented: AtomicU64::new(0),
+            own_posts: Mutex::new(HashMap::new()),
+            deleting: Mutex::new(HashSet::new()),
             writes: Mutex::new(Writes::default()),
             ryw: Mutex::new(Ryw::default()),
             failure_times: Mutex::new(Vec::new()),
@@ -240,11 +252,15 @@ impl Shared {
     /// Remember the posts and photos in a page of posts.
     pub(super) fn harvest(&self, page: &Value) {
         let Some(posts) = page["posts"].as_array() else { return };
+        let deleting = lock(&self.deleting);
         let mut pool = lock(&self.pool);
         for p in posts {
-            if let Some(id) = p["id"].as_str() {
-                Pool::push(&mut pool.posts, id.to_owned());
+            let Some(id) = p["id"].as_str() else { continue };
+            // A feed may list a post this run deleted until it is retracted.
+            if deleting.contains(id) {
+                continue;
             }
+            Pool::push(&mut pool.posts, id.to_owned());
             if let Some(thumbs) = p["photo"]["thumbnails"].as_array() {
                 for t in thumbs {
                     if let Some(url) = t["url"].as_str() {
@@ -253,6 +269,25 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Take one of `user`'s own posts of this run (drawn with `r`) to delete:
+    /// it leaves the pool, and is marked as being deleted.
+    pub(super) fn take_own_post(&self, user: u64, r: u64) -> Option<String> {
+        let id = {
+            let mut own = lock(&self.own_posts);
+            let list = own.get_mut(&user).filter(|l| !l.is_empty())?;
+            let i = (r % list.len() as u64) as usize;
+            list.swap_remove(i)
+        };
+        lock(&self.deleting).insert(id.clone());
+        lock(&self.pool).posts.retain(|p| *p != id);
+        Some(id)
+    }
+
+    /// Whether `post_id` is one this run is deleting or deleted.
+    pub(super) fn is_deleting(&self, post_id: &str) -> bool {
+        lock(&self.deleting).contains(post_id)
     }
 
     /// Count an operation that became another for want of a target.

@@ -120,10 +120,12 @@ fn warnings(lag: GeneratorLag, substitutions: &BTreeMap<String, u64>) -> Vec<Str
         ));
     }
     for (what, n) in substitutions {
-        let why = if what.starts_with("like") {
-            "no post was known yet to like"
-        } else {
-            "no photo was known yet to view"
+        let why = match what.split("->").next().unwrap_or_default() {
+            "like" => "no post was known yet to like",
+            "comment" => "no post was known yet to comment on",
+            "comments" => "no post was known yet to read the comments of",
+            "delete_post" => "the user had no post of this run left to delete",
+            _ => "no photo was known yet to view",
         };
         warnings.push(format!(
             "{n} operations were substituted {what} ({why}): the mix sent is not the mix asked"
@@ -161,4 +163,34 @@ fn add_ops(report: &mut Report, shared: &Shared, wall: f64) {
     report.offered_rate = report.requests as f64 / report.duration_secs;
     report.achieved_rate = ok as f64 / wall;
     report.latency_ms = Latency::from_histogram(&all);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_substitution_is_warned_about_with_its_reason() {
+        let subs: BTreeMap<String, u64> = [
+            ("like->post", 1),
+            ("comment->post", 2),
+            ("comments->timeline", 3),
+            ("delete_post->post", 4),
+            ("view_photo->timeline", 5),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+        let w = warnings(GeneratorLag::default(), &subs);
+        assert_eq!(w.len(), 5, "{w:?}");
+        for (needle, why) in [
+            ("1 operations were substituted like->post", "to like"),
+            ("2 operations were substituted comment->post", "to comment on"),
+            ("3 operations were substituted comments->timeline", "the comments of"),
+            ("4 operations were substituted delete_post->post", "no post of this run left to delete"),
+            ("5 operations were substituted view_photo->timeline", "to view"),
+        ] {
+            assert!(w.iter().any(|l| l.starts_with(needle) && l.contains(why)), "{needle}: {w:?}");
+        }
+    }
 }

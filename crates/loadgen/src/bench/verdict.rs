@@ -13,6 +13,7 @@
 //!
 //! A run that passes exits 0, one that fails exits 1 (usage errors are clap's 2).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -101,6 +102,9 @@ pub enum Breach {
     CheckFailed {
         /// Acknowledged writes not found.
         lost: u64,
+        /// Of those, how many of each kind (`post`, `like`, `follow`,
+        /// `comment`, `delete_post`).
+        lost_by_kind: BTreeMap<String, u64>,
         /// Writes whose reads kept failing.
         unverifiable: u64,
         /// Photo posts not processed by the deadline.
@@ -138,15 +142,22 @@ impl fmt::Display for Breach {
             }
             Breach::CheckFailed {
                 lost,
+                lost_by_kind,
                 unverifiable,
                 photos_not_ready,
                 short_follower_counts,
                 read_your_writes_violations,
             } => write!(
                 f,
-                "the checker failed: {lost} writes lost, {unverifiable} unverifiable, {photos_not_ready} photos \
+                "the checker failed: {lost} writes lost{}, {unverifiable} unverifiable, {photos_not_ready} photos \
                  not processed, {short_follower_counts} follower counts short, {read_your_writes_violations} \
-                 read-your-writes violations"
+                 read-your-writes violations",
+                if lost_by_kind.is_empty() {
+                    String::new()
+                } else {
+                    let kinds: Vec<String> = lost_by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                    format!(" ({})", kinds.join(", "))
+                }
             ),
         }
     }
@@ -228,6 +239,7 @@ impl Verdict {
         if (c.ran && !c.passed) || c.read_your_writes_violations > 0 {
             breaches.push(Breach::CheckFailed {
                 lost: c.lost,
+                lost_by_kind: c.lost_by_kind.clone(),
                 unverifiable: c.unverifiable,
                 photos_not_ready: c.photos_not_ready_count,
                 short_follower_counts: c.short_follower_counts_count,
@@ -324,10 +336,12 @@ mod tests {
         let lost = |mut r: Report| {
             r.checker.passed = false;
             r.checker.lost = 1;
+            r.checker.lost_by_kind.insert("comment".into(), 1);
             r
         };
         let expected = Breach::CheckFailed {
             lost: 1,
+            lost_by_kind: BTreeMap::from([("comment".to_owned(), 1)]),
             unverifiable: 0,
             photos_not_ready: 0,
             short_follower_counts: 0,

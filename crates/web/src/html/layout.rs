@@ -35,6 +35,7 @@ a{color:inherit}
 .topbar a.nav,.topbar button.nav{font:inherit;font-size:.95rem;text-decoration:none;color:var(--text);background:none;border:0;padding:.35rem .6rem;border-radius:8px;cursor:pointer}
 .topbar a.nav:hover,.topbar button.nav:hover{background:var(--line)}
 .topbar form{margin:0;display:inline}
+.topbar .topsearch input{width:9rem;padding:.3rem .5rem;margin:0 .25rem}
 .notifications{list-style:none;padding:.25rem 1.1rem}.notification{padding:.6rem 0;border-top:1px solid var(--line)}.notification:first-child{border-top:0}.notification.unread{font-weight:600}
 .bio{white-space:pre-wrap;overflow-wrap:anywhere;margin:.5rem 0 0}.counts a{text-decoration:none}
 .badge{display:inline-block;min-width:1.3em;padding:0 .35em;border-radius:999px;background:var(--accent);color:#fff;font-size:.75rem;font-weight:700;text-align:center}
@@ -71,6 +72,9 @@ button.link{background:none;border:0;padding:0;color:var(--muted);font:inherit;c
 .profile-head{display:flex;gap:1rem;align-items:center}
 .avatar{flex:none;width:64px;height:64px;border-radius:50%;display:grid;place-items:center;font-weight:800;font-size:1.6rem;color:#fff;background:linear-gradient(135deg,var(--accent),var(--accent-2))}
 .profile-head h1{margin:0}
+img.avatar{object-fit:cover;padding:0;background:var(--line)}
+.grid{display:grid;grid-template-columns:repeat(3,1fr);gap:4px;margin-bottom:1rem}.grid a{display:block;aspect-ratio:1}
+.grid img{width:100%;height:100%;object-fit:cover;display:block;border-radius:4px}
 .counts{display:flex;gap:1.25rem;margin:.75rem 0 0;padding:0;list-style:none}
 .counts strong{display:block;font-size:1.1rem}
 .pager{text-align:center;margin:1rem 0 2rem}
@@ -118,6 +122,10 @@ pub(crate) fn page_with_head(
                 header.topbar {
                     nav aria-label="Main" {
                         a.brand href="/" { "Millions" }
+                        form.topsearch method="get" action="/search" role="search" {
+                            input type="search" name="q" placeholder="Find people" aria-label="Find people"
+                                minlength="2" maxlength="50" required;
+                        }
                         @if let Some(me) = me {
                             a.nav href="/" { "Home" }
                             a.nav href="/upload" { "New post" }

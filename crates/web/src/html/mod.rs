@@ -4,8 +4,9 @@
 //! `/u/{username}/follow` (POST), `/p/{id}`, `/p/{id}/like` (POST), `/p/{id}/delete`
 //! (POST), `/p/{id}/comments`
 //! (POST), `/p/{id}/comments/{comment}/delete` (POST), `/upload`.
-//! `/u/{username}/followers`, `/u/{username}/following`, `/settings/profile` (GET,
-//! POST), `/notifications` (visiting it marks them read).
+//! `/u/{username}/followers`, `/u/{username}/following`, `/settings/avatar` (POST, multipart), `/settings/profile` (GET,
+//! POST), `/notifications` (visiting it marks them read), `/search` (find people,
+//! suggestions), `/explore` (recent popular photos).
 //!
 //! Every state-changing form carries the double-submit CSRF token ([`CsrfToken`]);
 //! [`CsrfForm`] checks it before the form is even deserialized, so a forged form
@@ -16,6 +17,7 @@
 
 mod account;
 mod comments;
+mod discover;
 mod layout;
 mod notifications;
 mod pages;
@@ -59,7 +61,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/u/{username}/followers", get(people::followers))
         .route("/u/{username}/following", get(people::following))
         .route("/settings/profile", get(people::edit_page).post(people::edit))
+        .route("/settings/avatar", post(people::avatar).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/notifications", get(notifications::page))
+        .route("/search", get(discover::search_page))
+        .route("/explore", get(discover::explore_page))
         .route("/p/{id}", get(pages::post))
         .route("/p/{id}/like", post(pages::like))
         .route("/p/{id}/delete", post(pages::delete))

@@ -9,7 +9,7 @@ use data::NotificationKind;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::readable_time;
+use super::layout::time_ago;
 use super::{HtmlError, LoggedIn, query_rejection};
 use crate::notifications::{self, NotificationView};
 use crate::service;
@@ -80,7 +80,7 @@ fn item(n: &NotificationView) -> Markup {
                 (_, None) => { "did something" }
             }
             " "
-            span.muted.small { "· " (readable_time(&n.created_at)) }
+            span.muted.small { "· " (time_ago(&n.created_at)) }
             @if !n.read {
                 " " span.badge { "new" }
             }

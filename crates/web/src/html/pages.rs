@@ -79,7 +79,7 @@ pub(super) async fn profile(
     let Path(username) = path.map_err(path_rejection)?;
     let cursor = cursor_of(query)?;
     let me = ctx.me.as_ref();
-    let user = service::profile(&state, &username, me.map(|m| m.id)).await?;
+    let user = service::profile(&state, &media, &username, me.map(|m| m.id)).await?;
     if user.username != username {
         // `/u/Alice` and `/u/alice` are the same page; keep one address.
         return Ok(Redirect::permanent(&format!("/u/{}", user.username)).into_response());
@@ -91,7 +91,12 @@ pub(super) async fn profile(
     let body = html! {
         section.card {
             div.profile-head {
-                div.avatar aria-hidden="true" { (initial) }
+                @if let Some(avatar) = &user.avatar {
+                    @let img = crate::avatars::avatar_image(avatar, 128);
+                    img.avatar src=(img.url) width="64" height="64" alt={ "@" (user.username) };
+                } @else {
+                    div.avatar aria-hidden="true" { (initial) }
+                }
                 div {
                     h1 { (user.display_name) }
                     div.muted { "@" (user.username) }
@@ -123,6 +128,19 @@ pub(super) async fn profile(
                     }
                 } @else {
                     a.btn href={ "/login?next=" (base) } { "Log in to follow" }
+                }
+            }
+        }
+        @let photos: Vec<_> = posts.posts.iter().filter_map(|p| Some((p, p.photo(&posts.media)?))).collect();
+        @if !photos.is_empty() {
+            h2 { "Photos" }
+            div.grid {
+                @for (p, photo) in &photos {
+                    @let thumb = photo.thumbnails.first().unwrap_or(&photo.original);
+                    a href={ "/p/" (p.id) } {
+                        img src=(thumb.url) width=(thumb.width) height=(thumb.height) loading="lazy" decoding="async"
+                            alt=(if p.caption.trim().is_empty() { format!("Photo by @{}", p.author.username) } else { p.caption.clone() });
+                    }
                 }
             }
         }

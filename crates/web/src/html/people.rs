@@ -18,6 +18,13 @@ use crate::state::AppState;
 fn edit_form(ctx: &Ctx, display_name: &str, bio: &str, error: Option<&str>) -> Markup {
     html! {
         h1 { "Edit your profile" }
+        // The photo's form: multipart, its token first (checked before anything is stored).
+        form.card method="post" action="/settings/avatar" enctype="multipart/form-data" {
+            (csrf_field(&ctx.csrf.token))
+            label for="avatar" { "Profile photo " span.muted { "(JPEG, PNG or WebP)" } }
+            input #avatar type="file" name="photo" accept="image/jpeg,image/png,image/webp" required;
+            div.actions { button.btn type="submit" { "Upload photo" } }
+        }
         form.card method="post" action="/settings/profile" {
             (alert(error))
             (csrf_field(&ctx.csrf.token))
@@ -115,7 +122,8 @@ async fn list(
     let Query(q) = query.map_err(query_rejection)?;
     let cursor = people::parse_edge_cursor(q.cursor.as_deref())?;
     let viewer = ctx.me.as_ref().map(|m| m.id);
-    let user = service::profile(&state, &username, viewer).await?;
+    // (The list's page shows no avatar: any photo URLs will do.)
+    let user = service::profile(&state, &state.edges().urls(false), &username, viewer).await?;
     let page = people::edges(&state, &user.username, side, cursor, service::DEFAULT_LIMIT, viewer).await?;
     let (what, path) = match side {
         Side::Followers => ("Followers", "followers"),
@@ -163,4 +171,35 @@ fn person(u: &UserView) -> Markup {
             }
         }
     }
+}
+
+/// `POST /settings/avatar`: the profile photo's form (multipart: `csrf`, then
+/// `photo`). The token is checked before anything is stored; then the photo
+/// goes through the upload pipeline and the browser to the profile.
+pub(super) async fn avatar(
+    State(state): State<AppState>,
+    LoggedIn { me, .. }: LoggedIn,
+    media: crate::edges::MediaUrls,
+    request: axum::extract::Request,
+) -> Result<Response, HtmlError> {
+    use axum::extract::FromRequest as _;
+    let headers = request.headers().clone();
+    if !crate::body::is_multipart(&headers) {
+        return Err(
+            ApiError::UnsupportedMediaType("expected the photo form (multipart/form-data)".into()).into()
+        );
+    }
+    let mut multipart = axum::extract::Multipart::from_request(request, &state)
+        .await
+        .map_err(crate::body::multipart_error)?;
+    let upload =
+        crate::api::read_upload_with(&mut multipart, state.config().media.max_upload_bytes, &["csrf"])
+            .await?;
+    let submitted = upload.other.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
+    crate::auth::CsrfToken::verify(&headers, submitted)?;
+    let Some(photo) = upload.photo.filter(|p| !p.is_empty()) else {
+        return Err(ApiError::bad_request("missing_photo", "choose a photo to upload").into());
+    };
+    crate::avatars::set_avatar(&state, &media, me.id, photo).await?;
+    Ok(Redirect::to(&format!("/u/{}", me.username)).into_response())
 }

@@ -10,7 +10,9 @@ function plural(n, one, many) {
 }
 
 async function sendInline(form) {
-  const response = await fetch(form.action, {
+  // The attribute, not `form.action`: the like form has an input named
+  // `action`, which that property would return instead.
+  const response = await fetch(form.getAttribute("action"), {
     method: "POST",
     body: new URLSearchParams(new FormData(form)),
     headers: { Accept: "application/json" },
