@@ -149,6 +149,15 @@ pub(crate) fn write_process_config(shared: &Shared, node: &Node) -> Result<std::
         store = store.display().to_string(),
     );
     if node.role == Role::Worker {
+        // Still in `[media]`: removed photos are purged from every CDN edge, through
+        // this controller, with the run directory's admin token.
+        if shared.topology().nodes_of(Role::Cdn).next().is_some() {
+            text.push_str(&format!(
+                "cdn_purge_url = \"http://{api}/api/cdn/purge\"\ncdn_purge_token = {token:?}\n",
+                api = shared.api_addr,
+                token = shared.secrets.admin,
+            ));
+        }
         text.push_str(&format!("\n[worker]\nid = \"{}\"\n", node.name));
     }
     if node.role == Role::Web {

@@ -451,7 +451,8 @@ fn addr_of(state: &Value, name: &str) -> String {
 /// healthy, a photo's URLs (JSON and page) point at it, over HTTPS when the page
 /// came over HTTPS, and it serves them (a miss, then a hit, the origin's bytes).
 /// With every edge stopped, the same page shows the photo from the origin, with
-/// nothing asked of the user; started again, the edge is used again.
+/// nothing asked of the user; started again, the edge is used again. Deleting the
+/// post takes the photo off the edge.
 async fn photos_come_from_the_cdn_edge_and_from_the_origin_without_it(
     home: &Path,
     url: &str,
@@ -598,4 +599,18 @@ async fn photos_come_from_the_cdn_edge_and_from_the_origin_without_it(
     })
     .await;
     assert_eq!(outcome().await, "hit", "served from the disk tier after a crash");
+
+    // Deleting the post removes its photo's objects from the store and purges
+    // them from every edge (a worker's clean-up job, through the controller's
+    // purge): the edge no longer serves the photo.
+    let r = app.delete(format!("http://{web}/api/v1/posts/{id}")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    until("the deleted post's photo gone from the edge", async || {
+        let r = app.get(&at_edge).send().await.map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            404 => Ok(()),
+            s => Err(format!("{s}, x-cache {:?}", r.headers().get("x-cache"))),
+        }
+    })
+    .await;
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use data::PostId;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::{TestApp, TestEnv};
 
 /// The ids in `user`'s cached timeline (`None`: cold).
@@ -211,5 +211,80 @@ async fn the_clean_up_job_finishes_what_the_server_did_not_and_keeps_shared_phot
         assert!(left.iter().any(|p| p.file_name().unwrap().to_str().unwrap() == key), "{key} kept");
     }
     worker.stop().await;
+    assert_eq!(env.count("SELECT count(*) FROM jobs WHERE state = 'dead'").await, 0);
+}
+
+/// What a stand-in for the controller's `POST /api/cdn/purge` received: each
+/// request's `Authorization` and body. Its first answer is a 502 (an edge not
+/// reached), then 200s.
+#[derive(Clone, Default)]
+struct Purges(std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>);
+
+async fn purge_endpoint(purges: Purges) -> String {
+    use axum::http::{HeaderMap, StatusCode as Status};
+    let app = axum::Router::new().route(
+        "/api/cdn/purge",
+        axum::routing::post(move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let purges = purges.clone();
+            async move {
+                let auth =
+                    headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let mut seen = purges.0.lock().unwrap();
+                seen.push((auth, body));
+                if seen.len() == 1 { Status::BAD_GATEWAY } else { Status::OK }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/api/cdn/purge")
+}
+
+/// A deleted photo's removed objects are purged from the CDN (through the
+/// controller's purge, here a stand-in), with the token; a purge the controller
+/// could not complete retries the job until it does. Objects still named are not.
+#[tokio::test]
+async fn removed_objects_are_purged_from_the_cdn_and_a_failed_purge_is_retried() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let ann = signup(&app, "ann").await;
+    let purges = Purges::default();
+    let url = purge_endpoint(purges.clone()).await;
+    let token = "purge-token-0123456789";
+    let worker = env
+        .spawn_worker_with(|c| {
+            c.media.cdn_purge_url = Some(url.clone());
+            c.media.cdn_purge_token = Some(token.to_owned());
+        })
+        .await;
+    let post = photo_post(&app, &ann, jpeg(320, 240)).await;
+    eventually("the photo is processed", async || status(&app, post).await == "ready").await;
+    let body = call(&app, "GET", &format!("/api/v1/posts/{post}"), None, None, StatusCode::OK).await;
+    let mut paths: Vec<String> = std::iter::once(&body["photo"]["original"])
+        .chain(body["photo"]["thumbnails"].as_array().unwrap())
+        .map(|i| format!("/media/{}", i["url"].as_str().unwrap().rsplit('/').next().unwrap()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert!(purges.0.lock().unwrap().is_empty(), "nothing purged for a new post");
+
+    call(&app, "DELETE", &format!("/api/v1/posts/{post}"), Some(&ann), None, StatusCode::NO_CONTENT).await;
+    eventually("the clean-up purged the objects, again after the 502", async || {
+        purges.0.lock().unwrap().len() >= 2
+            && env.count("SELECT count(*) FROM jobs WHERE kind = 'post_deleted'").await == 0
+    })
+    .await;
+    worker.stop().await;
+    let seen = purges.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one failed purge, one that went through: {seen:?}");
+    for (auth, body) in &seen {
+        assert_eq!(auth, &format!("Bearer {token}"));
+        let mut sent: Vec<String> =
+            body["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        sent.sort();
+        assert_eq!(sent, paths, "every removed object, once");
+    }
+    assert!(stored_files(&app).is_empty(), "removed from the store too");
     assert_eq!(env.count("SELECT count(*) FROM jobs WHERE state = 'dead'").await, 0);
 }

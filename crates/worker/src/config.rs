@@ -39,11 +39,24 @@ pub struct MediaSection {
     pub store_dir: PathBuf,
     /// Largest photo in pixels (as the web tier accepted).
     pub max_pixels: u64,
+    /// Where objects removed from the store are purged from the CDN: the
+    /// controller's `POST /api/cdn/purge` (every edge of every DC; an edge that
+    /// is down drops its disk tier before it starts again). None: no CDN, or
+    /// nothing to purge (photo URLs are content-addressed and cached forever,
+    /// so a deleted photo would stay on the edges until evicted).
+    pub cdn_purge_url: Option<String>,
+    /// The bearer token that purge URL takes (the run directory's admin token).
+    pub cdn_purge_token: Option<String>,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
-        MediaSection { store_dir: "objects".into(), max_pixels: 40_000_000 }
+        MediaSection {
+            store_dir: "objects".into(),
+            max_pixels: 40_000_000,
+            cdn_purge_url: None,
+            cdn_purge_token: None,
+        }
     }
 }
 
@@ -154,6 +167,26 @@ impl settings::Validate for WorkerConfig {
         if self.media.max_pixels == 0 {
             return Err(invalid("media.max_pixels", "must be positive"));
         }
+        match (&self.media.cdn_purge_url, &self.media.cdn_purge_token) {
+            (None, None) => {}
+            (Some(url), Some(token)) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| invalid("media.cdn_purge_url", format!("not a URL ({e}): {url}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(invalid(
+                        "media.cdn_purge_url",
+                        format!("must be an http(s) URL with a host: {url}"),
+                    ));
+                }
+                guard::check(token).map_err(|m| invalid("media.cdn_purge_token", m))?;
+            }
+            (Some(_), None) => {
+                return Err(invalid("media.cdn_purge_token", "is required with media.cdn_purge_url"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("media.cdn_purge_url", "is required with media.cdn_purge_token"));
+            }
+        }
         if let Some(id) = &w.id
             && (id.is_empty() || id.len() > 100)
         {
@@ -210,6 +243,16 @@ url = "redis://:pw@127.0.0.1:6379/"
     }
 
     #[test]
+    fn a_cdn_purge_needs_its_url_and_token_together() {
+        let text = format!(
+            "{GOOD}[media]\ncdn_purge_url = \"http://127.0.0.1:9900/api/cdn/purge\"\ncdn_purge_token = \"0123456789abcdef\"\n"
+        );
+        let c = WorkerConfig::parse(&text, "t").unwrap();
+        assert_eq!(c.media.cdn_purge_url.as_deref(), Some("http://127.0.0.1:9900/api/cdn/purge"));
+        assert!(WorkerConfig::parse(GOOD, "t").unwrap().media.cdn_purge_url.is_none(), "none by default");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (extra, field) in [
             ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
@@ -217,6 +260,20 @@ url = "redis://:pw@127.0.0.1:6379/"
             ("[worker]\nbackoff_base_ms = 10\nbackoff_max_ms = 5\n", "worker.backoff_base_ms"),
             ("peers = [\"http://127.0.2.80/\"]\n", "redis.peers[0] must start with redis://"),
             ("[chaos]\nexplode = true\n", "unknown field"),
+            ("[media]\ncdn_purge_url = \"http://127.0.0.1:9900/api/cdn/purge\"\n", "media.cdn_purge_token"),
+            ("[media]\ncdn_purge_token = \"0123456789abcdef\"\n", "media.cdn_purge_url"),
+            (
+                "[media]\ncdn_purge_url = \"http://h/p\"\ncdn_purge_token = \"short\"\n",
+                "media.cdn_purge_token",
+            ),
+            (
+                "[media]\ncdn_purge_url = \"ftp://h/p\"\ncdn_purge_token = \"0123456789abcdef\"\n",
+                "media.cdn_purge_url",
+            ),
+            (
+                "[media]\ncdn_purge_url = \"not a url\"\ncdn_purge_token = \"0123456789abcdef\"\n",
+                "media.cdn_purge_url",
+            ),
         ] {
             let err = WorkerConfig::parse(&format!("{GOOD}{extra}"), "t").unwrap_err().to_string();
             assert!(err.contains(field), "{err}");

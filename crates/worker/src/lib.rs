@@ -66,6 +66,9 @@ struct Inner {
     invalidator: cache::Invalidator,
     /// Photos.
     store: Arc<dyn media::ObjectStore>,
+    /// Sends the CDN purges of removed objects (`media.cdn_purge_url`), with a
+    /// bounded timeout: a purge that cannot be sent retries its job.
+    http: reqwest::Client,
     /// Metrics registry served at `/metrics`.
     registry: telemetry::Registry,
     /// Job counters and queue gauges.
@@ -137,6 +140,10 @@ impl Worker {
                 data,
                 redis,
                 store,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .context("building the HTTP client")?,
                 registry,
                 metrics,
                 draining: AtomicBool::new(false),

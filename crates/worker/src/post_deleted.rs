@@ -43,11 +43,14 @@ pub(crate) async fn clean_up(ctx: &Context, job: &Job) -> Result<(), JobError> {
 }
 
 /// Remove `photo`'s objects (original and thumbnails) that no post and no
-/// avatar on any shard names any more; how many. The store is content-addressed,
+/// avatar on any shard names any more, and purge them from the CDN; how many. The store is content-addressed,
 /// so another post (or avatar) of the same bytes shares them.
 pub(crate) async fn remove_unused_objects(ctx: &Context, photo: &data::Photo) -> Result<usize, JobError> {
-    let keys: Vec<String> =
+    let mut keys: Vec<String> =
         std::iter::once(&photo.original).chain(&photo.thumbnails).map(|i| i.key.clone()).collect();
+    // A small photo's thumbnails may be the same bytes as each other: one object.
+    keys.sort_unstable();
+    keys.dedup();
     let in_use = ctx
         .data()
         .photo_keys_in_use(&keys)
@@ -65,12 +68,46 @@ pub(crate) async fn remove_unused_objects(ctx: &Context, photo: &data::Photo) ->
         })
         .collect();
     let store: Arc<dyn media::ObjectStore> = ctx.inner.store.clone();
+    let removed = unused.clone();
     tokio::task::spawn_blocking(move || {
-        for key in &unused {
+        for key in &removed {
             store.delete(key).map_err(|e| JobError::Retry(format!("removing {}: {e}", key.as_str())))?;
         }
-        Ok(unused.len())
+        Ok::<_, JobError>(())
     })
     .await
-    .map_err(|e| JobError::Retry(format!("the removal task failed: {e}")))?
+    .map_err(|e| JobError::Retry(format!("the removal task failed: {e}")))??;
+    purge_from_cdn(ctx, &unused).await?;
+    Ok(unused.len())
+}
+
+/// Purge the removed objects' URLs from every CDN edge (through the controller,
+/// `media.cdn_purge_url`): they are cached forever (content-addressed), so a
+/// deleted photo would otherwise stay on the edges until evicted. Anything but a
+/// 2xx — an edge the controller could not reach — retries the job, which removes
+/// nothing again (already gone) and sends the purge again.
+async fn purge_from_cdn(ctx: &Context, removed: &[media::ObjectKey]) -> Result<(), JobError> {
+    let media = &ctx.config().media;
+    let (Some(url), Some(token)) = (&media.cdn_purge_url, &media.cdn_purge_token) else { return Ok(()) };
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = removed.iter().map(|k| format!("/media/{}", k.as_str())).collect();
+    let body = serde_json::json!({ "paths": paths });
+    let answer = ctx
+        .inner
+        .http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| JobError::Retry(format!("purging from the CDN: {e}")))?;
+    let status = answer.status();
+    if !status.is_success() {
+        let text = answer.text().await.unwrap_or_default();
+        return Err(JobError::Retry(format!("purging from the CDN: {status}: {text}")));
+    }
+    tracing::info!(objects = paths.len(), "removed objects purged from the CDN");
+    Ok(())
 }
