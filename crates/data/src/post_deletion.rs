@@ -14,7 +14,7 @@ use crate::load::ReadOf;
 use crate::model::{Photo, PostRecord, QueuedJob};
 use crate::posts::POST_COLUMNS;
 use crate::route::{Data, Lsn, Place};
-use crate::rows::{opt_row, rows};
+use crate::rows::rows;
 
 /// The job kind that cleans up after a deleted post.
 pub const POST_DELETED_JOB: &str = "post_deleted";
@@ -128,16 +128,5 @@ impl Data {
             Ok::<_, DataError>(found.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
         });
         Ok(futures::future::try_join_all(per_shard).await?.into_iter().flatten().collect())
-    }
-
-    /// Whether post `id` exists, on its shard's primary (a clean-up's check).
-    pub async fn post_exists(&self, id: PostId) -> Result<bool, DataError> {
-        let shard = self.shard_map().shard_of_post(id);
-        let row = self
-            .read_primary("post_exists", shard, ReadOf::Bucket(id.bucket()), |c| async move {
-                opt_row(&c, "SELECT 1 FROM posts WHERE post_id = $1", &[&id.get()]).await
-            })
-            .await?;
-        Ok(row.is_some())
     }
 }

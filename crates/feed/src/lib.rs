@@ -12,6 +12,10 @@
 use cache::{Invalidator, Timelines};
 use data::Data;
 
+/// Name of the cache of profiles by user id (invalidated when a worker records an
+/// avatar's thumbnails).
+pub const PROFILE_CACHE: &str = "profile";
+
 /// Name of the cache of posts by id (invalidated when a worker finishes a photo).
 pub const POST_CACHE: &str = "post";
 

@@ -51,7 +51,7 @@ impl Caches {
         short.l1_ttl = short.l1_ttl.min(Duration::from_secs(5));
         short.l2_ttl = short.l2_ttl.min(Duration::from_secs(30));
         Caches {
-            profiles: build(with("profile", config.clone())),
+            profiles: build(with(feed::PROFILE_CACHE, config.clone())),
             user_ids: build(with("uid", config.clone())),
             posts: build(with(feed::POST_CACHE, config.clone())),
             followees: build(with("followees", config.clone())),

@@ -9,9 +9,6 @@ use crate::handlers::make_thumbnails;
 use crate::post_deleted::remove_unused_objects;
 use crate::{Context, JobError};
 
-/// The name of the web tier's cache of profiles by user id.
-const PROFILE_CACHE: &str = "profile";
-
 /// Make and record the avatar's thumbnails, drop the cached profile everywhere,
 /// and remove what the replaced avatar left behind.
 pub(crate) async fn avatar(ctx: &Context, job: &Job) -> Result<(), JobError> {
@@ -25,7 +22,7 @@ pub(crate) async fn avatar(ctx: &Context, job: &Job) -> Result<(), JobError> {
         .map_err(|e| JobError::Retry(format!("recording the avatar's thumbnails: {e}")))?;
     ctx.inner
         .invalidator
-        .invalidate(PROFILE_CACHE, &job.user_id.to_string())
+        .invalidate(feed::PROFILE_CACHE, &job.user_id.to_string())
         .await
         .map_err(|e| JobError::Retry(format!("invalidating the cached profile: {e}")))?;
     let removed = match &work.previous {
