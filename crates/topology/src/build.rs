@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use sharding::{BUCKETS, ShardId};
 
-use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawTls, RawTopology, RawWan};
+use crate::raw::{RawDc, RawDns, RawPorts, RawRegion, RawRole, RawScaled, RawTls, RawTopology, RawWan};
 use crate::{
     Cidr, Dc, DnsSettings, LbSettings, MAX_CERT_LIFETIME_SECS, MIN_CERT_LIFETIME_SECS, MIN_REDIS_MB, Node,
-    Ports, RedisMemory, Region, Replication, Role, Shard, ShardMember, Survives, TlsSettings, Topology,
-    WanSettings, default_check,
+    Ports, RedisMemory, Region, Replication, Role, Scale, Shard, ShardMember, Survives, TlsSettings,
+    Topology, WanSettings, default_check,
 };
 
 /// Most nodes of one role one DC may have; far more than one machine can run, and a
@@ -34,6 +34,9 @@ struct DcPlan {
 
 /// The roles a DC section lists (PostgreSQL nodes come from the shards).
 const DC_ROLES: [Role; 6] = [Role::LoadBalancer, Role::Web, Role::Worker, Role::Redis, Role::Dns, Role::Cdn];
+
+/// The roles that scale within a range (`min`, `max`).
+const SCALED_ROLES: [Role; 2] = [Role::Web, Role::Worker];
 
 pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
     check_name(&raw.name).map_err(|m| format!("name \"{}\" {m}", raw.name))?;
@@ -136,6 +139,7 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
             return Err(format!("two nodes are named {}", node.name));
         }
     }
+    check_spares(&plans, &by_ip)?;
 
     let dns = dns(&raw.dns)?;
     let tls = tls(&raw.tls)?;
@@ -151,6 +155,32 @@ pub(crate) fn build(raw: RawTopology) -> Result<Topology, String> {
         wan,
         tls,
     })
+}
+
+/// The spare addresses of the scaled roles (those of the nodes between `count` and
+/// `max`) are reserved for the nodes the controller may add: no node may have one.
+/// (Two roles' spare addresses cannot overlap unless one's nodes have the other's
+/// spare addresses: each role's addresses are consecutive, its nodes' first.)
+fn check_spares(plans: &[DcPlan], by_ip: &HashMap<IpAddr, &str>) -> Result<(), String> {
+    for plan in plans {
+        for role in SCALED_ROLES {
+            let scale = plan.dc.scale(role).expect("a scaled role");
+            let running = plan.addrs[role_index(role)].len();
+            for (k, ip) in scale.addrs.iter().enumerate().skip(running) {
+                if let Some(other) = by_ip.get(ip) {
+                    return Err(format!(
+                        "address {ip} is reserved for {}-{key}-{} ({key}.max = {}) and used by {other}; a \
+                         scaled role's addresses up to its max are kept for the nodes it may scale to",
+                        plan.dc.name,
+                        k + 1,
+                        scale.max,
+                        key = role.key(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[tls]`: a lifetime between [`MIN_CERT_LIFETIME_SECS`] and
@@ -400,16 +430,24 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
 
     let lb = raw.lb.as_ref().map(|lb| lb.role());
     let redis = raw.redis.as_ref().map(|r| r.role());
-    let sections = [
-        lb.as_ref(),
-        raw.web.as_ref(),
-        raw.worker.as_ref(),
-        redis.as_ref(),
-        raw.dns.as_ref(),
-        raw.cdn.as_ref(),
-    ];
     let mut addrs: [Vec<IpAddr>; 6] = Default::default();
-    for ((role, section), out) in DC_ROLES.into_iter().zip(sections).zip(&mut addrs) {
+    let (mut web, mut worker) = (Scale::default(), Scale::default());
+    for (role, out) in DC_ROLES.into_iter().zip(&mut addrs) {
+        let section = match role {
+            Role::LoadBalancer => lb.as_ref(),
+            Role::Web => {
+                (*out, web) = scaled(&place, &cidr, role, raw.web.as_ref())?;
+                continue;
+            }
+            Role::Worker => {
+                (*out, worker) = scaled(&place, &cidr, role, raw.worker.as_ref())?;
+                continue;
+            }
+            Role::Redis => redis.as_ref(),
+            Role::Dns => raw.dns.as_ref(),
+            Role::Cdn => raw.cdn.as_ref(),
+            Role::Postgres | Role::Wan => None,
+        };
         if let Some(section) = section {
             *out = role_addrs(&place, &cidr, role, section)?;
         }
@@ -423,10 +461,90 @@ fn plan_dc(i: usize, raw: &RawDc, earlier: &[DcPlan]) -> Result<DcPlan, String> 
     let redis_memory = redis_memory(&place, raw.redis.as_ref())?;
     Ok(DcPlan {
         place,
-        dc: Dc { name: raw.name.clone(), cidr, lb_algorithm, lb_settings, redis_memory },
+        dc: Dc { name: raw.name.clone(), cidr, lb_algorithm, lb_settings, redis_memory, web, worker },
         addrs,
         postgres_first,
     })
+}
+
+/// A scaled role's running nodes' addresses and its range, from its section (none:
+/// no node, and [`Scale::default`]). Without `min` and `max` the range is the count;
+/// with them, `count` starts within it (`min` when absent) and the addresses of all
+/// `max` nodes, consecutive from `first` or the role's block, must fit.
+fn scaled(
+    place: &str,
+    cidr: &Cidr,
+    role: Role,
+    raw: Option<&RawScaled>,
+) -> Result<(Vec<IpAddr>, Scale), String> {
+    let Some(raw) = raw else { return Ok((Vec::new(), Scale::default())) };
+    let key = role.key();
+    let (min, max) = match (raw.min, raw.max) {
+        (None, None) => {
+            if raw.autoscale.is_some() {
+                return Err(format!(
+                    "{place}: {key}.autoscale needs {key}.min and {key}.max: only a role with a range autoscales"
+                ));
+            }
+            let addrs = role_addrs(place, cidr, role, &raw.role())?;
+            let n = addrs.len() as u32;
+            let scale =
+                Scale { min: n, max: n, auto: false, addrs: addrs.clone(), autoscale: toml::Table::new() };
+            return Ok((addrs, scale));
+        }
+        (Some(min), Some(max)) => (min, max),
+        _ => {
+            return Err(format!(
+                "{place}: {key}.min and {key}.max go together: give both for a scaling range, or neither"
+            ));
+        }
+    };
+    if raw.addrs.is_some() {
+        return Err(format!(
+            "{place}: a scaled role's addresses are consecutive: give {key}.first, not {key}.addrs"
+        ));
+    }
+    if min < 1 {
+        return Err(format!("{place}: {key}.min = {min}: a scaled role keeps at least one node"));
+    }
+    if min > max {
+        return Err(format!("{place}: {key}.min = {min} is above {key}.max = {max}"));
+    }
+    if max > MAX_COUNT {
+        return Err(format!("{place}: {key}.max = {max} must be at most {MAX_COUNT}"));
+    }
+    let count = raw.count.unwrap_or(min);
+    if !(min..=max).contains(&count) {
+        return Err(format!("{place}: {key}.count = {count} is outside {key}.min..{key}.max = {min}..{max}"));
+    }
+    let autoscale = raw.autoscale.clone().unwrap_or_default();
+    for (name, value) in &autoscale {
+        finite(place, &format!("{key}.autoscale.{name}"), value)?;
+    }
+    let first = match &raw.first {
+        Some(text) => Some(address_in(place, cidr, &format!("{key}.first"), text)?.1),
+        None => None,
+    };
+    let all = consecutive_because(place, cidr, role, first, max as u128, &format!(" ({key}.max)"))?;
+    let running = all[..count as usize].to_vec();
+    Ok((running, Scale { min: min as u32, max: max as u32, auto: true, addrs: all, autoscale }))
+}
+
+/// Refuse a NaN or infinite float anywhere in `value` (the value of `what`): what
+/// the controller reads must be numbers, and a NaN would not equal itself.
+fn finite(place: &str, what: &str, value: &toml::Value) -> Result<(), String> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => {
+            Err(format!("{place}: {what} = {f} is not a finite number"))
+        }
+        toml::Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(j, v)| finite(place, &format!("{what}[{j}]"), v))
+        }
+        toml::Value::Table(table) => {
+            table.iter().try_for_each(|(name, v)| finite(place, &format!("{what}.{name}"), v))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A DC's Redis memory bound from its `[dc.redis]` section.
@@ -508,6 +626,19 @@ fn consecutive(
     first: Option<u128>,
     count: u128,
 ) -> Result<Vec<IpAddr>, String> {
+    consecutive_because(place, cidr, role, first, count, "")
+}
+
+/// As [`consecutive`], the messages saying after the count why that many
+/// (`because`: ` (web.max)`, or empty).
+fn consecutive_because(
+    place: &str,
+    cidr: &Cidr,
+    role: Role,
+    first: Option<u128>,
+    count: u128,
+    because: &str,
+) -> Result<Vec<IpAddr>, String> {
     if count == 0 {
         return Ok(Vec::new());
     }
@@ -520,7 +651,7 @@ fn consecutive(
         let from = cidr.host(start).map_or_else(|| format!("offset {start}"), |ip| ip.to_string());
         let last = cidr.host(*usable.end()).expect("usable offsets are in the range");
         return Err(format!(
-            "{place}: the range {cidr} is too small for its nodes: {key} needs {count} address{} from {from}, \
+            "{place}: the range {cidr} is too small for its nodes: {key} needs {count} address{}{because} from {from}, \
              but the range's last usable address is {last}; use a larger range{}",
             if count == 1 { "" } else { "es" },
             if first.is_none() { format!(" or set {key}.first") } else { String::new() }
@@ -530,7 +661,7 @@ fn consecutive(
         let (a, b) = (cidr.host(start), cidr.host(start + block - 1));
         let (a, b) = (a.expect("checked above"), b.expect("checked above"));
         return Err(format!(
-            "{place}: {count} {key} nodes do not fit {key}'s default block {a}-{b} ({block} addresses); \
+            "{place}: {count} {key} nodes{because} do not fit {key}'s default block {a}-{b} ({block} addresses); \
              set {key}.first to place them elsewhere in the range"
         ));
     }

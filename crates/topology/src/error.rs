@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::PRESETS;
+use crate::{PRESETS, Role};
 
 /// A topology that cannot run, or a node that cannot bind its address.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,17 @@ pub enum TopologyError {
         origin: String,
         /// What is wrong, starting with where (`dc[1] (dc2): …`, `shard 0: …`).
         message: String,
+    },
+    /// A topology file's text could not be edited as asked ([`crate::set_count`]).
+    #[error("cannot set {role}.count of DC \"{dc}\": {reason}")]
+    Edit {
+        /// The DC whose section was to change.
+        dc: String,
+        /// The role whose count was to change.
+        role: Role,
+        /// Why not: the text is not TOML, no such DC, a role that does not scale, no
+        /// section for the role.
+        reason: String,
     },
     /// No preset has this name.
     #[error("unknown preset \"{name}\"; the presets are: {}", PRESETS.join(", "))]

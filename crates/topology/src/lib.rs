@@ -25,6 +25,7 @@
 
 mod build;
 mod cidr;
+mod edit;
 mod error;
 mod raw;
 
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use sharding::ShardId;
 
 pub use cidr::{Cidr, CidrError};
+pub use edit::set_count;
 pub use error::TopologyError;
 
 /// The presets that ship with the binary, by name.
@@ -319,7 +321,45 @@ pub struct Dc {
     pub lb_settings: LbSettings,
     /// How its Redis servers bound their memory.
     pub redis_memory: RedisMemory,
+    /// Its web servers' scaling range and the addresses reserved for it.
+    pub web: Scale,
+    /// Its workers' scaling range and the addresses reserved for it.
+    pub worker: Scale,
 }
+
+impl Dc {
+    /// The scaling range of `role` in this DC: `Some` for web servers and workers
+    /// (the roles that scale), `None` for the others.
+    pub fn scale(&self, role: Role) -> Option<&Scale> {
+        match role {
+            Role::Web => Some(&self.web),
+            Role::Worker => Some(&self.worker),
+            _ => None,
+        }
+    }
+}
+
+/// A role's scaling range in one DC (web servers and workers). `Default` is a DC
+/// without the role: no node, no address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Scale {
+    /// The fewest nodes the controller scales the role down to (at least 1 with a
+    /// range).
+    pub min: u32,
+    /// The most nodes it scales the role up to; their addresses are reserved, so
+    /// scaling up never takes another node's address.
+    pub max: u32,
+    /// Whether the file gave a range (the controller autoscales the role); without one min == max == count.
+    pub auto: bool,
+    /// The addresses of all `max` nodes, in node order (node k, 1-based, has addrs[k-1]); the first `count` are the running nodes.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// The `autoscale` table as written (policy overrides), interpreted by the controller.
+    pub autoscale: toml::Table,
+}
+
+// The only value not equal to itself would be a NaN float, and the file's
+// `autoscale` tables are refused with one (or an infinity) when it is read.
+impl Eq for Scale {}
 
 /// How a DC's Redis servers bound their memory (`[dc.redis]`'s `maxmemory_mb` and
 /// `eviction`). Everything the system keeps in Redis may be evicted safely — an

@@ -95,10 +95,10 @@ pub(crate) struct RawDc {
     pub cidr: String,
     /// Load balancers.
     pub lb: Option<RawLb>,
-    /// Web servers.
-    pub web: Option<RawRole>,
-    /// Workers.
-    pub worker: Option<RawRole>,
+    /// Web servers, and the range they may scale within.
+    pub web: Option<RawScaled>,
+    /// Workers, and the range they may scale within.
+    pub worker: Option<RawScaled>,
     /// Redis servers, and their memory budget.
     pub redis: Option<RawRedis>,
     /// DNS servers.
@@ -119,6 +119,36 @@ pub(crate) struct RawRole {
     pub first: Option<String>,
     /// Every node's address, instead of consecutive ones.
     pub addrs: Option<Vec<String>>,
+}
+
+/// `[dc.web]` and `[dc.worker]`: a role section plus the range the controller may
+/// scale the role within. Only these two roles scale (the others hold state, or are
+/// entries whose addresses clients know), so only they accept the keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScaled {
+    /// As [`RawRole::count`]; with a range, the starting count (`min` when absent).
+    pub count: Option<i64>,
+    /// As [`RawRole::first`].
+    pub first: Option<String>,
+    /// As [`RawRole::addrs`]; refused with a range, whose spare addresses follow
+    /// the running nodes' consecutively.
+    pub addrs: Option<Vec<String>>,
+    /// The fewest nodes the role scales down to (signed, so a negative one gets our
+    /// message); given with `max` or not at all.
+    pub min: Option<i64>,
+    /// The most nodes the role scales up to; their addresses are reserved.
+    pub max: Option<i64>,
+    /// The autoscaler's policy overrides, passed through whole ([`crate::Scale::autoscale`]):
+    /// the controller knows their names and rules.
+    pub autoscale: Option<toml::Table>,
+}
+
+impl RawScaled {
+    /// The section's node placement, as for any role.
+    pub fn role(&self) -> RawRole {
+        RawRole { count: self.count, first: self.first.clone(), addrs: self.addrs.clone() }
+    }
 }
 
 /// `[dc.redis]`: a role section plus each server's memory budget.

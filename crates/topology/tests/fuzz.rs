@@ -47,6 +47,26 @@ fn keeps_its_promises(t: &Topology) -> Result<(), TestCaseError> {
             let _ = t.address_from(&dc.name, node);
         }
     }
+    // A scaled role's nodes have the first of its range's addresses, the range's
+    // other addresses are no node's, and min <= count <= max.
+    let ips: HashSet<IpAddr> = t.nodes().iter().map(|n| n.addr.ip()).collect();
+    for dc in t.dcs() {
+        for role in [Role::Web, Role::Worker] {
+            let scale = dc.scale(role);
+            prop_assert!(scale.is_some(), "{} has no {} range", dc.name, role);
+            let scale = scale.unwrap();
+            let nodes: Vec<IpAddr> =
+                t.nodes_in(&dc.name).filter(|n| n.role == role).map(|n| n.addr.ip()).collect();
+            prop_assert!(
+                scale.min as usize <= nodes.len() && nodes.len() <= scale.max as usize,
+                "{:?}",
+                scale
+            );
+            prop_assert_eq!(scale.addrs.len(), scale.max as usize);
+            prop_assert_eq!(&scale.addrs[..nodes.len()], &nodes[..]);
+            prop_assert!(scale.addrs[nodes.len()..].iter().all(|ip| !ips.contains(ip)), "{:?}", scale);
+        }
+    }
     for (i, shard) in t.shards().iter().enumerate() {
         let primaries = t
             .nodes()

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use topology::{
-    LbAlgorithm, PRESETS, Replication, Role, ShardId, Survives, Topology, TopologyError, parse, preset,
-    preset_text,
+    LbAlgorithm, PRESETS, Replication, Role, Scale, ShardId, Survives, Topology, TopologyError, parse,
+    preset, preset_text, set_count,
 };
 
 /// A small valid topology; tests replace parts of it to break it one way at a time.
@@ -79,6 +79,23 @@ fn check_invariants(t: &Topology) {
         assert!(dc.cidr.contains(node.addr.ip()), "{} is in its DC's range", node.name);
         assert_eq!(node.addr.port(), t.ports().of(node.role));
         assert_eq!(node.shard.is_some(), node.role == Role::Postgres);
+    }
+    // A scaled role's nodes have the first of its range's addresses; the others are
+    // no node's.
+    for dc in t.dcs() {
+        for role in Role::ALL {
+            let Some(scale) = dc.scale(role) else { continue };
+            let nodes: Vec<_> =
+                t.nodes_in(&dc.name).filter(|n| n.role == role).map(|n| n.addr.ip()).collect();
+            assert!(scale.min as usize <= nodes.len() && nodes.len() <= scale.max as usize, "{scale:?}");
+            assert_eq!(scale.addrs.len(), scale.max as usize);
+            assert_eq!(scale.addrs[..nodes.len()], nodes[..]);
+            assert!(scale.addrs[nodes.len()..].iter().all(|ip| !ips.contains(ip)), "spares are free");
+            if !scale.auto {
+                assert_eq!((scale.min, scale.max), (nodes.len() as u32, nodes.len() as u32));
+                assert!(scale.autoscale.is_empty());
+            }
+        }
     }
     for (i, shard) in t.shards().iter().enumerate() {
         assert_eq!(shard.id, ShardId(i as u16));
@@ -893,4 +910,296 @@ fn certificate_renewal_settings_have_defaults_and_bad_ones_are_refused() {
     ] {
         assert_contains(&err(&format!("{BASE}\n[tls]\n{section}\n")), expected);
     }
+}
+
+#[test]
+fn web_servers_and_workers_may_scale_within_a_range_whose_addresses_are_reserved() {
+    let t = ok(&base_with(
+        "web = { count = 2 }",
+        "web = { min = 2, max = 4, autoscale = { cpu_per_server = 0.5, interval_secs = 1 } }",
+    ));
+    check_invariants(&t);
+    let dc1 = t.dc("dc1").unwrap();
+    assert_eq!(t.count("dc1", Role::Web), 2, "count defaults to min");
+    assert_eq!(addr(&t, "dc1-web-1").ip(), ip("127.0.1.20"));
+    assert_eq!(addr(&t, "dc1-web-2").ip(), ip("127.0.1.21"));
+    assert!(t.node("dc1-web-3").is_none(), "only the first count addresses are nodes");
+    let web = dc1.scale(Role::Web).unwrap();
+    assert_eq!((web.min, web.max, web.auto), (2, 4, true));
+    let expected: Vec<IpAddr> = (20..24).map(|o| ip(&format!("127.0.1.{o}"))).collect();
+    assert_eq!(web.addrs, expected, "the addresses of all max nodes, in node order");
+    assert_eq!(web.autoscale.len(), 2, "{:?}", web.autoscale);
+    assert_eq!(web.autoscale["cpu_per_server"].as_float(), Some(0.5));
+    assert_eq!(web.autoscale["interval_secs"].as_integer(), Some(1));
+    assert_eq!(dc1.web, *web);
+    // Without a range: min == max == count, the nodes' addresses, nothing to autoscale.
+    let worker = dc1.scale(Role::Worker).unwrap();
+    assert_eq!(
+        *worker,
+        Scale { min: 1, max: 1, auto: false, addrs: vec![ip("127.0.1.60")], autoscale: toml::Table::new() }
+    );
+    let dc2_web = t.dc("dc2").unwrap().scale(Role::Web).unwrap();
+    assert_eq!((dc2_web.min, dc2_web.max, dc2_web.auto), (1, 1, false));
+    assert_eq!(dc2_web.addrs, vec![ip("127.0.2.20")]);
+    for role in [Role::LoadBalancer, Role::Redis, Role::Postgres, Role::Dns, Role::Wan, Role::Cdn] {
+        assert!(dc1.scale(role).is_none(), "{role} does not scale");
+    }
+    assert_ne!(t, ok(BASE), "a range makes another topology");
+
+    // A starting count within the range, a first address, a worker range; explicit
+    // addresses without a range still work and are the role's addresses.
+    let t = ok(&base_with(
+        "web = { count = 2 }
+worker = { count = 1 }",
+        "web = { count = 3, min = 1, max = 5, first = \"127.0.1.200\" }
+worker = { min = 1, max = 3 }",
+    )
+    .replacen("worker = { count = 1 }", r#"worker = { addrs = ["127.0.2.7", "127.0.2.3"] }"#, 1));
+    check_invariants(&t);
+    let dc1 = t.dc("dc1").unwrap();
+    assert_eq!(t.count("dc1", Role::Web), 3);
+    assert_eq!(addr(&t, "dc1-web-3").ip(), ip("127.0.1.202"));
+    assert_eq!(dc1.web.addrs.last(), Some(&ip("127.0.1.204")));
+    assert_eq!((dc1.worker.min, dc1.worker.max, dc1.worker.addrs.len()), (1, 3, 3));
+    assert!(dc1.worker.autoscale.is_empty(), "no overrides: the controller's defaults");
+    let dc2 = t.dc("dc2").unwrap();
+    assert_eq!(dc2.worker.addrs, vec![ip("127.0.2.7"), ip("127.0.2.3")]);
+    assert_eq!((dc2.worker.min, dc2.worker.max, dc2.worker.auto), (2, 2, false));
+
+    // A DC without the role: an empty range.
+    let t = ok(&format!(
+        "{BASE}\n[[dc]]\nname = \"dr\"\ncidr = \"10.9.0.0/24\"\n[[shard]]\nprimary = \"dc2\"\nreplicas = [\"dr\"]\n"
+    ));
+    let dr = t.dc("dr").unwrap();
+    assert_eq!((dr.web.clone(), dr.worker.clone()), (Scale::default(), Scale::default()));
+    assert_eq!(dr.web, Scale { min: 0, max: 0, auto: false, addrs: vec![], autoscale: toml::Table::new() });
+}
+
+#[test]
+fn bad_scaling_ranges_are_refused_naming_the_dc_and_the_key() {
+    for (section, expected) in [
+        ("web = { min = 3, max = 2 }", "dc[0] (dc1): web.min = 3 is above web.max = 2"),
+        ("worker = { min = 2, max = 1 }", "dc[0] (dc1): worker.min = 2 is above worker.max = 1"),
+        ("web = { min = 0, max = 2 }", "dc[0] (dc1): web.min = 0: a scaled role keeps at least one node"),
+        ("web = { count = 1, min = -1, max = 2 }", "dc[0] (dc1): web.min = -1: a scaled role keeps"),
+        ("web = { min = 1 }", "dc[0] (dc1): web.min and web.max go together"),
+        ("web = { count = 2, max = 4 }", "dc[0] (dc1): web.min and web.max go together"),
+        ("worker = { count = 1, min = 1 }", "dc[0] (dc1): worker.min and worker.max go together"),
+        (
+            "web = { count = 5, min = 1, max = 4 }",
+            "dc[0] (dc1): web.count = 5 is outside web.min..web.max = 1..4",
+        ),
+        (
+            "web = { count = 0, min = 1, max = 4 }",
+            "dc[0] (dc1): web.count = 0 is outside web.min..web.max = 1..4",
+        ),
+        (
+            r#"web = { min = 1, max = 2, addrs = ["127.0.1.20", "127.0.1.21"] }"#,
+            "dc[0] (dc1): a scaled role's addresses are consecutive: give web.first, not web.addrs",
+        ),
+        (
+            "web = { count = 2, autoscale = { cpu_per_server = 0.5 } }",
+            "dc[0] (dc1): web.autoscale needs web.min and web.max",
+        ),
+        (
+            "worker = { count = 1, autoscale = {} }",
+            "dc[0] (dc1): worker.autoscale needs worker.min and worker.max",
+        ),
+        (
+            "web = { min = 1, max = 1001, first = \"127.0.1.2\" }",
+            "dc[0] (dc1): web.max = 1001 must be at most 1000",
+        ),
+        (
+            "web = { min = 1, max = 31 }",
+            "dc[0] (dc1): 31 web nodes (web.max) do not fit web's default block 127.0.1.20-127.0.1.49 \
+             (30 addresses); set web.first",
+        ),
+        (
+            "web = { min = 1, max = 60, first = \"127.0.1.200\" }",
+            "dc[0] (dc1): the range 127.0.1.0/24 is too small for its nodes: web needs 60 addresses (web.max) \
+             from 127.0.1.200, but the range's last usable address is 127.0.1.254; use a larger range",
+        ),
+        (
+            "web = { min = 1, max = 2, autoscale = { cpu_per_server = nan } }",
+            "dc[0] (dc1): web.autoscale.cpu_per_server = NaN is not a finite number",
+        ),
+        (
+            "web = { min = 1, max = 2, autoscale = { steps = [1.0, inf] } }",
+            "dc[0] (dc1): web.autoscale.steps[1] = inf is not a finite number",
+        ),
+        ("web = { min = 1, max = 2, autoscale = 5 }", "invalid type: integer `5`, expected a map"),
+        ("redis = { count = 1, min = 1, max = 2 }", "unknown field `min`"),
+        ("lb = { count = 1, max = 2 }", "unknown field `max`"),
+        ("redis = { count = 1, autoscale = {} }", "unknown field `autoscale`"),
+    ] {
+        // Replaces dc1's section of the role.
+        let role = section.split(' ').next().unwrap();
+        let from = BASE.lines().find(|l| l.starts_with(&format!("{role} = "))).unwrap();
+        assert_contains(&err(&base_with(from, section)), expected);
+    }
+
+    // A range too big for a small DC range: the nodes alone would fit, the range not.
+    let small = base_with("127.0.1.0/24", "127.0.1.0/27")
+        .replacen("worker = { count = 1 }", "worker = { count = 1, first = \"127.0.1.5\" }", 1)
+        .replacen(
+            "redis = { count = 1 }",
+            "redis = { count = 1, first = \"127.0.1.6\" }\npostgres = { first = \"127.0.1.7\" }",
+            1,
+        );
+    ok(&small.replacen("web = { count = 2 }", "web = { count = 2, min = 2, max = 11 }", 1));
+    assert_contains(
+        &err(&small.replacen("web = { count = 2 }", "web = { count = 2, min = 2, max = 12 }", 1)),
+        "dc[0] (dc1): the range 127.0.1.0/27 is too small for its nodes: web needs 12 addresses (web.max) from \
+         127.0.1.20, but the range's last usable address is 127.0.1.30; use a larger range or set web.first",
+    );
+
+    // The spare addresses are reserved: another node on one is refused.
+    let e = err(&base_with(
+        "web = { count = 2 }\nworker = { count = 1 }",
+        "web = { count = 1, min = 1, max = 4 }\nworker = { count = 1, first = \"127.0.1.23\" }",
+    ));
+    assert_contains(
+        &e,
+        "address 127.0.1.23 is reserved for dc1-web-4 (web.max = 4) and used by dc1-worker-1",
+    );
+    let e = err(&base_with(
+        "worker = { count = 1 }",
+        "worker = { count = 2, min = 1, max = 30, first = \"127.0.1.60\" }",
+    ));
+    assert_contains(
+        &e,
+        "address 127.0.1.80 is reserved for dc1-worker-21 (worker.max = 30) and used by dc1-redis-1",
+    );
+    // Spare addresses of one DC may equal addresses of nobody else's range.
+    ok(&base_with("web = { count = 2 }", "web = { count = 2, min = 1, max = 30 }"));
+}
+
+/// The default preset with dc1's web servers given a range (the rest of the line,
+/// its comment, kept).
+fn default_with_range(range: &str) -> String {
+    let text = preset_text("default").unwrap();
+    assert!(text.contains("web = { count = 2 }         # 127.0.1.20"));
+    text.replacen("web = { count = 2 }", range, 1)
+}
+
+#[test]
+fn set_count_changes_one_count_and_keeps_the_rest_of_the_file() {
+    let text = default_with_range("web = { count = 2, min = 1, max = 4 }");
+    assert_eq!(ok(&text).count("dc1", Role::Web), 2);
+    let out = set_count(&text, "dc1", Role::Web, 3).unwrap();
+    let changed: Vec<(&str, &str)> = text.lines().zip(out.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(
+        changed,
+        [(
+            "web = { count = 2, min = 1, max = 4 }         # 127.0.1.20, .21  dc1-web-1, dc1-web-2",
+            "web = { count = 3, min = 1, max = 4 }         # 127.0.1.20, .21  dc1-web-1, dc1-web-2"
+        )]
+    );
+    assert_eq!(text.lines().count(), out.lines().count(), "comments and layout survive");
+    let t = ok(&out);
+    check_invariants(&t);
+    assert_eq!(t.count("dc1", Role::Web), 3);
+    assert_eq!(addr(&t, "dc1-web-3").ip(), ip("127.0.1.22"));
+    assert_eq!(t.count("dc2", Role::Web), 2, "other DCs keep theirs");
+
+    // A range without a count gets one, inside the braces.
+    let text = default_with_range("web = { min = 1, max = 4 }");
+    let out = set_count(&text, "dc1", Role::Web, 4).unwrap();
+    assert_contains(&out, "web = { min = 1, max = 4, count = 4 }         # 127.0.1.20");
+    assert_eq!(ok(&out).count("dc1", Role::Web), 4);
+
+    // Workers too, in another DC, without a range (parse then holds it to the count).
+    let out = set_count(preset_text("default").unwrap(), "dc2", Role::Worker, 3).unwrap();
+    assert_contains(&out, "worker = { count = 3 }      # 127.0.2.60");
+    assert_eq!(ok(&out).count("dc2", Role::Worker), 3);
+
+    // Outside the range: written, and refused by parse with the range's message.
+    let out =
+        set_count(&default_with_range("web = { count = 2, min = 1, max = 4 }"), "dc1", Role::Web, 5).unwrap();
+    let e = parse(&out, "t.toml").unwrap_err().to_string();
+    assert_contains(&e, "dc[0] (dc1): web.count = 5 is outside web.min..web.max = 1..4");
+}
+
+#[test]
+fn set_count_edits_role_sub_tables() {
+    let text = r#"# A topology with sub-tables.
+name = "tables"
+
+[[dc]]
+name = "dc1"
+cidr = "127.0.1.0/24"
+[dc.lb]
+count = 1
+[dc.web]          # the web servers
+count = 2         # to start with
+min = 1
+max = 3
+[dc.worker]
+min = 1           # no count: min
+max = 2
+[dc.redis]
+count = 1
+
+[[shard]]
+primary = "dc1"
+"#;
+    assert_eq!(ok(text).count("dc1", Role::Worker), 1);
+    let out = set_count(text, "dc1", Role::Web, 3).unwrap();
+    assert_eq!(
+        out,
+        text.replacen("count = 2         # to start with", "count = 3         # to start with", 1)
+    );
+    let out = set_count(&out, "dc1", Role::Worker, 2).unwrap();
+    assert_contains(&out, "[dc.worker]\nmin = 1           # no count: min\nmax = 2\ncount = 2\n[dc.redis]");
+    assert_contains(&out, "# A topology with sub-tables.");
+    let t = ok(&out);
+    check_invariants(&t);
+    assert_eq!((t.count("dc1", Role::Web), t.count("dc1", Role::Worker)), (3, 2));
+
+    // Dotted keys in the DC's table.
+    let dotted = "name = \"dotted\"\n[[dc]]\nname = \"dc1\"\ncidr = \"127.0.1.0/24\"\nlb.count = 1\n\
+                  web.count = 1 # one\nweb.min = 1\nweb.max = 2\nworker.min = 1\nworker.max = 2\nredis.count = 1\n\
+                  [[shard]]\nprimary = \"dc1\"\n";
+    let out = set_count(dotted, "dc1", Role::Web, 2).unwrap();
+    assert_eq!(out, dotted.replacen("web.count = 1 # one", "web.count = 2 # one", 1));
+    let out = set_count(&out, "dc1", Role::Worker, 2).unwrap();
+    assert_eq!((ok(&out).count("dc1", Role::Web), ok(&out).count("dc1", Role::Worker)), (2, 2));
+}
+
+#[test]
+fn set_count_refuses_what_it_cannot_set() {
+    let text = preset_text("default").unwrap();
+    let e = set_count(text, "dc9", Role::Web, 2).unwrap_err();
+    assert!(matches!(&e, TopologyError::Edit { dc, role: Role::Web, .. } if dc == "dc9"), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot set web.count of DC \"dc9\": no [[dc]] is named \"dc9\" (the DCs are \"dc1\", \"dc2\")"
+    );
+    let e = set_count(text, "dc1", Role::LoadBalancer, 2).unwrap_err().to_string();
+    assert_eq!(e, "cannot set lb.count of DC \"dc1\": only web servers and workers scale, not lb nodes");
+    let no_worker = text.replacen("worker = { count = 1 }      # 127.0.1.60       dc1-worker-1\n", "", 1);
+    let e = set_count(&no_worker, "dc1", Role::Worker, 1).unwrap_err().to_string();
+    assert_eq!(e, "cannot set worker.count of DC \"dc1\": the DC has no worker section to set the count in");
+    let e = set_count("name = \"x\"\n[[dc]\n", "dc1", Role::Web, 1).unwrap_err().to_string();
+    assert_contains(
+        &e,
+        "cannot set web.count of DC \"dc1\": the text is not TOML: TOML parse error at line 2",
+    );
+    let e = set_count("name = \"x\"\n", "dc1", Role::Web, 1).unwrap_err().to_string();
+    assert_contains(&e, "no [[dc]] is named \"dc1\" (the text has none)");
+}
+
+#[test]
+fn the_documented_scaling_range_holds() {
+    let doc = include_str!("../../../docs/TOPOLOGY.md");
+    let example = doc
+        .split("```toml\n")
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("autoscale = "))
+        .expect("docs/TOPOLOGY.md shows a scaling range");
+    let t = ok(&format!("name = \"doc\"\n{example}[[shard]]\nprimary = \"dc1\"\n"));
+    check_invariants(&t);
+    let web = &t.dc("dc1").unwrap().web;
+    assert_eq!((t.count("dc1", Role::Web), web.min, web.max, web.auto), (2, 2, 6, true));
+    assert_eq!(web.autoscale["cpu_per_server"].as_float(), Some(0.5));
 }
