@@ -37,6 +37,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         .route("/api/shards/moves/{id}/cancel", post(cancel_move))
         .route("/api/shards/isolate", post(isolate))
         .route("/api/shards/add", post(add_shard))
+        .route("/api/scale", get(scale_status).post(scale))
         .route("/api/shutdown", post(shutdown));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -133,8 +134,47 @@ async fn nodes(State(shared): State<Shared>) -> Response {
         "nodes": nodes,
         "cluster": shared.cluster.snapshot(),
         "events": shared.cluster.events(),
+        "scaling": crate::scale::status(&shared),
     }))
     .into_response()
+}
+
+/// `POST /api/scale`'s body: `millions scale DC ROLE N`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleRequest {
+    /// The DC.
+    dc: String,
+    /// `web` or `worker`.
+    role: String,
+    /// The count wanted, within the DC's range for the role.
+    count: u32,
+}
+
+async fn scale(
+    State(shared): State<Shared>,
+    body: Result<Json<ScaleRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let role = match crate::scale::scaled_role(&request.role) {
+        Ok(role) => role,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match crate::scale::scale_to(&shared, &request.dc, role, request.count, "set by hand (millions scale)")
+        .await
+    {
+        Ok(scaled) => Json(scaled).into_response(),
+        Err(e @ crate::ControlError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ControlError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn scale_status(State(shared): State<Shared>) -> Response {
+    Json(crate::scale::status(&shared)).into_response()
 }
 
 /// How long `GET /api/cluster?after=N` waits for a newer map.

@@ -50,8 +50,11 @@ pub fn config(
     let invalid =
         |e: &dyn std::fmt::Display| ControlError::Invalid(format!("{}'s CDN configuration: {e}", edge.name));
     let admin = edge.admin_addr().ok_or_else(|| invalid(&"no room for its admin port"))?;
+    // Only the web servers no scale removes (the first `web.min`): an edge
+    // has no list to be told of changes, and an origin gone would fail misses.
+    let kept = t.dc(&edge.dc).and_then(|d| d.scale(Role::Web)).map_or(usize::MAX, |s| s.min as usize);
     let origins: Vec<String> =
-        t.nodes_in(&edge.dc).filter(|n| n.role == Role::Web).map(|n| n.addr.to_string()).collect();
+        t.nodes_in(&edge.dc).filter(|n| n.role == Role::Web).take(kept).map(|n| n.addr.to_string()).collect();
     // Only the photos: the web servers' pages, probes and metrics are never
     // reachable through an edge (the load balancer is the app's entry). One app
     // under every name of the edge (its IP over HTTP and HTTPS, `cdn.` in the
@@ -332,6 +335,15 @@ mod tests {
         let text = c.to_toml();
         assert!(text.contains("127.0.2.20:8080") && text.contains("127.0.2.21:8080"), "{text}");
         assert!(!text.contains("127.0.1.2"), "no other DC's web server: {text}");
+        // With a scaling range, only the web servers no scale removes.
+        let scaled = topology::preset_text("default").unwrap().replacen(
+            "web = { count = 2 }",
+            "web = { count = 3, min = 1, max = 4 }",
+            2,
+        );
+        let t2 = topology::parse(&scaled, "t").unwrap();
+        let text2 = config(&t2, t2.node("dc2-cdn-1").unwrap(), None, None).unwrap().to_toml();
+        assert!(text2.contains("127.0.2.20:8080") && !text2.contains("127.0.2.21:8080"), "{text2}");
         assert_eq!(c.paths, ["/media/"], "only the photos");
         assert!(!c.host_in_key, "one site under several names");
         assert_eq!(c.stop_delay_ms, STOP_DELAY_MS, "withdrawn from the pages before it closes");

@@ -46,6 +46,7 @@ impl Controller {
         dns::check_configs(&opts.topology)?;
         crate::cdn::check_configs(&opts.topology)?;
         crate::wan::check_configs(&opts.topology)?;
+        crate::scale::check_policies(&opts.topology)?;
         let logs = opts.run_dir.join("logs");
         std::fs::create_dir_all(&logs).file("creating", &logs)?;
         let secrets = secrets(&opts.run_dir)?;
@@ -78,6 +79,7 @@ impl Controller {
                 adding: Arc::default(),
                 dashboard,
                 alerts: Arc::default(),
+                scaling: Arc::default(),
             },
             listener,
         })
@@ -110,7 +112,9 @@ impl Controller {
             let renewer = tokio::spawn(renew::watch(shared.clone()));
             let scraper = tokio::spawn(scrape::watch(shared.clone()));
             let moves = tokio::spawn(reshard::resume(shared.clone()));
+            let autoscaler = tokio::spawn(crate::scale::watch(shared.clone()));
             shared.shutdown.cancelled().await;
+            autoscaler.abort();
             moves.abort();
             scraper.abort();
             supervisor.abort();

@@ -120,6 +120,25 @@ pub(crate) async fn drain(shared: &Shared, web: &Node) {
     }
 }
 
+/// Tell `dc`'s load balancers its web servers as the topology has them now
+/// (after a scale): a new one gets requests once their own probe passes, one
+/// gone gets none. A load balancer that is down reads the list from its
+/// configuration when it starts again.
+pub(crate) async fn set_backends(shared: &Shared, dc: &str) {
+    let Some(client) = client(Duration::from_secs(5)) else { return };
+    let t = shared.topology();
+    let backends: Vec<SocketAddr> = t.nodes_in(dc).filter(|n| n.role == Role::Web).map(|n| n.addr).collect();
+    for lb in t.nodes_in(dc).filter(|n| n.role == Role::LoadBalancer) {
+        let url = format!("http://{}/admin/backends", admin_addr(lb));
+        let body = serde_json::json!({ "backends": backends });
+        match client.put(&url).bearer_auth(&shared.secrets.admin).json(&body).send().await {
+            Ok(r) if r.status().is_success() => tracing::info!(lb = lb.name, ?backends, "backends set"),
+            Ok(r) => tracing::warn!(lb = lb.name, status = r.status().as_u16(), "backends refused"),
+            Err(e) => tracing::debug!(lb = lb.name, error = %e, "backends not set (load balancer down)"),
+        }
+    }
+}
+
 /// After `web` (re)started: its DC's load balancers take it back (a drain is
 /// undone; the health checks readmit it).
 pub(crate) async fn resume(shared: &Shared, web: &Node) {

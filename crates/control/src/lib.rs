@@ -72,6 +72,7 @@ mod processes;
 pub mod prometheus;
 mod renew;
 mod reshard;
+pub mod scale;
 mod scrape;
 mod shared;
 mod status;

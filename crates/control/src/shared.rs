@@ -121,6 +121,9 @@ pub(crate) struct Shared {
     /// The alerts firing, by rule and subject (followed every scrape round).
     pub(crate) alerts:
         Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), crate::alerts::Alert>>>,
+    /// One scale at a time per DC and role, and each autoscaled tier's last
+    /// decision.
+    pub(crate) scaling: Arc<crate::scale::Scaling>,
 }
 
 impl Shared {

@@ -116,7 +116,7 @@ pub fn error_body(code: &str) -> String {
 /// serves it: `lb`'s `tests/internal.rs` scans every route registered in the
 /// workspace and fails for one that is neither internal by this list nor
 /// listed there as public.
-pub const INTERNAL_PATHS: [&str; 14] = [
+pub const INTERNAL_PATHS: [&str; 15] = [
     // Every process's probes and metrics (web servers, workers, the load
     // balancers', DNS servers' and WAN gateways' admin listeners, the controller).
     "/metrics",
@@ -136,6 +136,7 @@ pub const INTERNAL_PATHS: [&str; 14] = [
     "/api/shutdown",
     "/api/cdn",
     "/api/shards",
+    "/api/scale",
     // The controller's dashboard: its page and assets, its JSON and stream.
     "/dashboard",
     "/api/dashboard",

@@ -205,6 +205,19 @@ pub struct ChaosArgs {
     action: ChaosAction,
 }
 
+/// `millions scale`.
+#[derive(Debug, clap::Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// The data center (`dc1`).
+    dc: String,
+    /// `web` or `worker`.
+    role: String,
+    /// How many it should run, within the topology's `min` and `max` for the role.
+    count: u32,
+}
+
 /// `millions purge`.
 #[derive(Debug, clap::Args)]
 pub struct PurgeArgs {
@@ -421,6 +434,28 @@ struct NodesReply {
     /// Each data center, `up` or `down`.
     #[serde(default)]
     dcs: Vec<DcState>,
+    /// Each DC's web servers and workers: count, range, the last decision.
+    #[serde(default)]
+    scaling: Vec<control::scale::RoleStatus>,
+}
+
+/// `millions status`'s lines about scaling: each scaled role's count, the
+/// count wanted, its range and the autoscaler's last decision.
+fn print_scaling(roles: &[control::scale::RoleStatus]) {
+    if roles.iter().all(|r| !r.autoscaled && r.min == r.max) {
+        return;
+    }
+    println!();
+    println!("{:<5} {:<7} {:>7} {:>7} {:>6}  last decision", "DC", "ROLE", "CURRENT", "DESIRED", "RANGE");
+    for r in roles {
+        let range = format!("{}-{}", r.min, r.max);
+        let last = match (&r.last_decision, r.autoscaled) {
+            (Some(d), _) => format!("{} {} → {}: {}", d.at, d.from, d.to, d.reason),
+            (None, true) => "none yet".to_owned(),
+            (None, false) => "not autoscaled (no range in the topology)".to_owned(),
+        };
+        println!("{:<5} {:<7} {:>7} {:>7} {:>6}  {last}", r.dc, r.role, r.current, r.desired, range);
+    }
 }
 
 /// A data center as the controller sees it.
@@ -544,6 +579,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     check_state_matches(home, stored.as_ref(), &topology)?;
     control::lb::check_configs(&topology)?;
+    control::scale::check_policies(&topology)?;
     topology.check_ports_free()?;
     let api = dashboard_addr(&topology, args.dashboard)?;
 
@@ -953,6 +989,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "shards": reply.shards,
             "dcs": reply.dcs,
             "events": reply.events,
+            "scaling": reply.scaling,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
@@ -1034,6 +1071,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             m.started
         );
     }
+    print_scaling(&reply.scaling);
     let down: Vec<&str> = reply.dcs.iter().filter(|d| d.state == "down").map(|d| d.name.as_str()).collect();
     if !down.is_empty() {
         println!("data centers down: {}", down.join(", "));
@@ -1117,6 +1155,42 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
         bail!("the purge did not reach every edge: those marked failed may still serve what it named");
     }
     println!("purged {} object(s) from every edge", body["purged"].as_u64().unwrap_or(0));
+    Ok(())
+}
+
+/// `millions scale`: the controller starts the new nodes (each ready before its
+/// load balancers send it anything) or drains and stops the highest ones.
+pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let ctl = controller(&args.home.home)?;
+    let request = serde_json::json!({ "dc": args.dc, "role": args.role, "count": args.count });
+    // Starting a node waits for it to be ready (up to 90 s each); draining one
+    // for its requests in flight.
+    let body = post_shard_op(&args.home.home, &ctl, "/api/scale", &request, Duration::from_secs(900)).await?;
+    let names = |key: &str| {
+        body[key]
+            .as_array()
+            .map_or(String::new(), |a| a.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+    };
+    let (from, to) = (body["from"].as_u64().unwrap_or(0), body["to"].as_u64().unwrap_or(0));
+    match from.cmp(&to) {
+        std::cmp::Ordering::Equal => println!("{}'s {} nodes: already {to}", args.dc, args.role),
+        std::cmp::Ordering::Less => {
+            println!(
+                "{}'s {} nodes: {from} → {to} (started {}; {} ms)",
+                args.dc,
+                args.role,
+                names("added"),
+                body["took_ms"]
+            )
+        }
+        std::cmp::Ordering::Greater => println!(
+            "{}'s {} nodes: {from} → {to} (drained and stopped {}; {} ms)",
+            args.dc,
+            args.role,
+            names("removed"),
+            body["took_ms"]
+        ),
+    }
     Ok(())
 }
 

@@ -52,6 +52,10 @@ enum Command {
     /// prefix or surrogate-key tag; hard, or `--soft`: marked stale and
     /// revalidated); returns once every edge has answered.
     Purge(local::PurgeArgs),
+    /// Set how many web servers or workers a data center runs, within the
+    /// topology's range for the role (`web = { count = 2, min = 2, max = 6 }`);
+    /// returns once the nodes are started and ready, or drained and stopped.
+    Scale(local::ScaleArgs),
     /// Run a topology's controller (started by `up`).
     Control(local::ControlArgs),
     /// Run a web server (the stateless web tier).
@@ -124,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => local::up(args).await,
         Command::Down(args) => local::down(args).await,
         Command::Status(args) => local::status(args).await,
+        Command::Scale(args) => local::scale(args).await,
         Command::Logs(args) => local::logs(args).await,
         Command::Chaos(args) => local::chaos(args).await,
         Command::Shard(args) => local::shard(args).await,

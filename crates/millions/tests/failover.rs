@@ -4,8 +4,8 @@
 mod support;
 
 use support::{
-    Stack, SteadyGets, assert_verified, bench, https_base, millions, node, own_ranges, poll, status_json,
-    text,
+    Stack, SteadyGets, assert_verified, backend_requests, bench, https_base, millions, node, own_ranges,
+    poll, status_json, text,
 };
 
 /// One synchronous shard: a primary and a replica in dc1, a replica in dc2.
@@ -327,19 +327,6 @@ fn posts_served(web: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with("millions_http_requests_total{") && l.contains("route=\"/api/v1/posts\""))
         .filter(|l| l.contains("method=\"POST\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Requests the load balancer (admin address `admin`) sent to `backend`, from
-/// its `/metrics`.
-fn backend_requests(admin: &str, backend: &str) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let text = rt.block_on(async {
-        reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap()
-    });
-    text.lines()
-        .filter(|l| l.contains("lb_backend_requests_total{") && l.contains(&format!("\"{backend}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -232,3 +232,16 @@ pub fn dns_a(server: std::net::SocketAddr, name: &str) -> Result<Vec<std::net::I
     }
     Ok(ips)
 }
+
+/// Requests the load balancer (admin address `admin`) sent to `backend`, from
+/// its `/metrics`.
+pub fn backend_requests(admin: &str, backend: &str) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    text.lines()
+        .filter(|l| l.contains("lb_backend_requests_total{") && l.contains(&format!("\"{backend}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
