@@ -25,12 +25,14 @@
 //! read-back nor the checker requires it.
 //!
 //! A run, in order: `setup` (users signed up and logged in before the clock),
-//! `load` (the open-loop send loop over the seeded `schedule`), `ops` (one
-//! function per operation of the mix, over the shared run `state`), `faults`
-//! (a `--scenario` fault injected under load, and the recovery measured),
-//! `checker` (every acknowledged write read back), `summary` (the tallies into
-//! a [`Report`]), `verdict` (whether the run passed: its exit status). At the
-//! bottom, shared by all: `error`, `failure`, `http`, `config`, `report`.
+//! `load` (the open-loop send loop over the seeded `schedule`, which follows a
+//! step in the rate if one is asked), `ops` (one function per operation of the
+//! mix, over the shared run `state` and, with a step, its `timeline` second by
+//! second), `faults` (a `--scenario` fault injected under load, and the
+//! recovery measured), `checker` (every acknowledged write read back),
+//! `summary` (the tallies into a [`Report`]), `verdict` (whether the run
+//! passed: its exit status). At the bottom, shared by all: `error`, `failure`,
+//! `http`, `config`, `report`.
 
 mod checker;
 mod config;
@@ -47,19 +49,20 @@ mod schedule;
 mod setup;
 mod state;
 mod summary;
+mod timeline;
 mod verdict;
 mod zipf;
 
 use std::sync::Arc;
 
 pub use checker::{ReadBack, Written, read_back, verify};
-pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, VerifyOptions};
+pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, Step, VerifyOptions};
 pub use dns::{ClientRegion, DcRange, DnsMode, TrafficReport};
 pub use error::BenchError;
 pub use faults::{Fault, RECOVERY_QUIET};
 pub use report::{
     AckedComment, AckedDeletion, AckedFollow, AckedLike, AckedPost, CheckReport, FaultReport, GeneratorLag,
-    LISTED_LOST, Latency, OpReport, Report, RywKind, Writes,
+    LISTED_LOST, Latency, OpReport, Phase, Report, RywKind, Second, StepReport, Writes,
 };
 pub use summary::GENERATOR_LAG_WARN;
 pub use verdict::{Breach, Tolerance, Verdict};
@@ -93,6 +96,10 @@ pub async fn run_with_fault(
     setup::set_up_users(config, &shared, &progress).await?;
 
     let clock = load::Clock::starting_now(config);
+    let measured_from_unix_ms = (std::time::SystemTime::now()
+        + clock.measure_from.saturating_duration_since(tokio::time::Instant::now()))
+    .duration_since(std::time::UNIX_EPOCH)
+    .map_or(0, |d| d.as_millis() as i64);
     shared.measure_from = clock.measure_from;
     let shared = Arc::new(shared);
     let pending = fault.map(|fault| faults::inject_at(fault, clock.measure_from));
@@ -107,5 +114,7 @@ pub async fn run_with_fault(
     }
     let writes = state::lock(&shared.writes).clone();
     let checker = summary::check(config, &shared, &writes, &progress).await?;
-    Ok(summary::report(config, &shared, summary::Findings { checker, writes, fault }))
+    let mut report = summary::report(config, &shared, summary::Findings { checker, writes, fault });
+    report.measured_from_unix_ms = measured_from_unix_ms;
+    Ok(report)
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use loadgen::bench::{
-    self, BenchConfig, BenchError, Breach, Fault, Mix, Op, ReadBack, Tolerance, VerifyOptions, Written, Zipf,
+    self, BenchConfig, BenchError, Breach, Fault, Mix, Op, ReadBack, Step, Tolerance, VerifyOptions, Written,
+    Zipf,
 };
 
 const PASSWORD: &str = "bench-password-1";
@@ -74,6 +75,10 @@ async fn a_short_bench_has_no_errors_and_the_checker_passes() {
     assert_eq!(json["verdict"]["breaches"], serde_json::json!([]));
     assert!(json["verdict"]["rule"].as_str().is_some_and(|r| !r.is_empty()), "{}", json["verdict"]);
     assert!(json["fault"].is_null());
+    // Without a step in the rate, no timeline and no step.
+    assert!(json.get("timeline").is_none() && json.get("step").is_none(), "{json}");
+    assert!(report.timeline.is_empty() && report.step.is_none());
+    assert!(!report.to_string().contains("step:"), "{report}");
     for key in ["requests", "offered_rate", "achieved_rate", "wall_secs", "target_rate"] {
         assert!(json[key].is_number(), "{key}: {json}");
     }
@@ -235,6 +240,27 @@ fn nonsense_configurations_are_refused_with_a_message() {
         "`feed` is not finite",
     );
 
+    // A step in the rate: inside the measured window, above the base rate (50/s).
+    let step = |from: u64, to: u64, rate: f64, op: Option<Op>| BenchConfig {
+        step: Some(Step { from: Duration::from_secs(from), to: Duration::from_secs(to), rate, op }),
+        ..good.clone()
+    };
+    step(1, 3, 100.0, None).validate().expect("a step inside the window");
+    step(0, 1, 50.5, Some(Op::PhotoPost)).validate().expect("a step of photo posts");
+    refused(&step(2, 1, 100.0, None), "the step must start before it ends");
+    refused(&step(1, 1, 100.0, None), "the step must start before it ends");
+    refused(&step(1, 4, 100.0, None), "the step ends at 4s, after the measured duration 3s");
+    for rate in [f64::NAN, f64::INFINITY] {
+        refused(&step(1, 2, rate, None), "the step's rate must be a finite number");
+    }
+    for rate in [50.0, 10.0, -1.0] {
+        refused(&step(1, 2, rate, None), "must be above the base rate 50");
+    }
+    refused(&step(1, 2, 2_000_000.0, None), "the step's rate 2000000 is above the most");
+    let one_user =
+        BenchConfig { users: 1, mix: Mix::parse("feed=1").unwrap(), ..step(1, 2, 100.0, Some(Op::Follow)) };
+    refused(&one_user, "a step of follows needs at least 2 users");
+
     // A run refuses before sending anything.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let err = rt.block_on(bench::run(&BenchConfig { rate: 0.0, ..good.clone() }, |_| {})).unwrap_err();
@@ -327,6 +353,61 @@ fn zipf_draws_favour_low_ranks_in_the_right_proportion() {
     }
     assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
     assert_eq!(Zipf::new(1, 1.0).sample(|| rng.random()), 0);
+}
+
+/// A step in the rate: the schedule follows it, and the report has every second
+/// of the measured window and the requests before, during and after the step.
+#[tokio::test]
+async fn a_step_in_the_rate_is_sent_and_reported_second_by_second() {
+    let env = testkit::TestEnv::new().await;
+    let app = env.spawn().await;
+    let mut cfg = config(vec![app.base.clone()], "step_");
+    cfg.rate = 20.0;
+    cfg.mix = Mix::parse("feed=4,timeline=4,post=2").unwrap();
+    // 20/s, 80/s of which 60/s added posts from 1 s to 2 s, 20/s again.
+    cfg.step = Some(Step {
+        from: Duration::from_secs(1),
+        to: Duration::from_secs(2),
+        rate: 80.0,
+        op: Some(Op::Post),
+    });
+    let report = bench::run(&cfg, |line| eprintln!("{line}")).await.expect("the bench runs");
+    eprintln!("{report}");
+    assert_eq!(report.errors, 0, "errors: {:?}", report.errors_by_kind);
+    assert!(report.checker.passed, "{:?}", report.checker);
+
+    let seconds: Vec<(u32, u64)> = report.timeline.iter().map(|s| (s.second, s.requests)).collect();
+    assert_eq!(seconds.len(), 3, "{seconds:?}");
+    for ((second, requests), want) in seconds.iter().zip([20, 80, 20]) {
+        assert!(requests.abs_diff(want) <= 1, "second {second}: {seconds:?}");
+    }
+    assert_eq!(seconds.iter().map(|s| s.1).sum::<u64>(), report.requests);
+    assert!(report.timeline.iter().all(|s| s.errors == 0 && s.p99_ms >= s.p50_ms && s.p50_ms > 0.0));
+
+    let step = report.step.as_ref().expect("the step is reported");
+    assert_eq!((step.from_secs, step.to_secs, step.base_rate, step.step_rate), (1.0, 2.0, 20.0, 80.0));
+    assert_eq!(step.op.as_deref(), Some("post"));
+    let phases = [step.before, step.during, step.after];
+    assert_eq!(phases.iter().map(|p| p.requests).sum::<u64>(), report.requests);
+    for (phase, want) in phases.iter().zip([20, 80, 20]) {
+        assert!(phase.requests.abs_diff(want) <= 1 && phase.errors == 0, "{step:?}");
+        assert!(
+            phase.max_ms >= phase.p99_ms && phase.p99_ms >= phase.p50_ms && phase.p50_ms > 0.0,
+            "{step:?}"
+        );
+    }
+    // Posts: about 60 added in the step, and a fifth of the other 60.
+    let posts = report.ops["post"].count;
+    assert!((55..=90).contains(&posts), "{posts} posts");
+
+    let text = report.to_string();
+    assert!(text.contains("step: 20.0/s → 80.0/s from 1.0 s to 2.0 s (added: post)"), "{text}");
+    assert!(text.contains("0-3 s"), "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["timeline"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(json["timeline"][1]["second"], 1);
+    assert_eq!(json["step"]["during"]["requests"], step.during.requests);
+    assert_eq!(json["step"]["op"], "post");
 }
 
 /// A server that answers logins and never answers anything else.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use loadgen::bench::{BenchConfig, Mix, Report, Tolerance};
+use loadgen::bench::{BenchConfig, Mix, Op, Report, Step, Tolerance};
 
 /// `millions bench`.
 #[derive(Debug, clap::Args)]
@@ -67,9 +67,19 @@ pub struct BenchArgs {
     /// rebalance moves buckets onto it, 64 per move; the outcome gives the
     /// buckets' write pauses) or reshard:N (N buckets moved from shard 0 to the
     /// last shard, 16 per move), under the load. What each claims about the
-    /// requests after it is below.
+    /// requests after it is below. Or a step in the load, for the autoscaler:
+    /// spike[:FACTOR] (the rate times FACTOR, 4 by default, through the middle
+    /// third of the run) or queue-burst[:RATE] (RATE photo posts per second,
+    /// 20 by default, added through the middle third); the report then gives
+    /// latency before, during and after the step and when web servers and
+    /// workers were added and removed.
     #[arg(long)]
     scenario: Option<String>,
+    /// With spike or queue-burst: after the run, keep following the scaled
+    /// roles until they are back at their starting counts, up to this long (the
+    /// autoscaler's default scale-in waits out a 300 s window), e.g. 400s.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    scale_in_wait: Duration,
     /// Reach the load balancers by address even when the topology has DNS servers.
     #[arg(long)]
     no_dns: bool,
@@ -104,7 +114,11 @@ requests are reported; where the claim allows them, they do not fail the run):
                 centers again (DNS withdraws the lost one; its shards fail over)
   reshard[:N]   no request may fail (a write to a moving bucket waits for the
                 cutover and goes to the bucket's new shard); without N a shard
-                is added first and the rebalance fills it";
+                is added first and the rebalance fills it
+  spike[:F], queue-burst[:R]
+                a step in the load, not a fault: as without a scenario, no
+                request may fail, the autoscaler adding and removing nodes
+                included";
 
 /// A `--scenario`: the node it kills, and what it claims.
 struct Scenario {
@@ -199,16 +213,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         },
         None => None,
     };
+    let step = step_of(args.scenario.as_deref(), args.rate, args.duration)?;
     let scenario = match &args.scenario {
-        Some(_) if dc_down.is_some() || reshard.is_some() => None,
+        Some(_) if dc_down.is_some() || reshard.is_some() || step.is_some() => None,
         Some(name) => Some(SCENARIOS.iter().find(|s| s.name == name).with_context(|| {
             let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-            format!("no scenario named {name:?}; scenarios: {}, dc-down[:DC], reshard[:N]", names.join(", "))
+            format!(
+                "no scenario named {name:?}; scenarios: {}, dc-down[:DC], reshard[:N], spike[:FACTOR], queue-burst[:RATE]",
+                names.join(", ")
+            )
         })?),
         None => None,
     };
     let ctl = control::running(&args.home);
-    if (scenario.is_some() || dc_down.is_some() || reshard.is_some()) && ctl.is_none() {
+    if (scenario.is_some() || dc_down.is_some() || reshard.is_some() || step.is_some()) && ctl.is_none() {
         bail!("a scenario needs a running topology (nothing is running in {})", args.home.display());
     }
     // The controller's API asks for the run directory's admin token.
@@ -282,6 +300,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         dns,
         ca_pem,
         bypass_token: (!token.is_empty()).then(|| token.clone()),
+        step: step.clone(),
         ..BenchConfig::default()
     };
     config.validate()?;
@@ -342,15 +361,70 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         },
     };
     let lost_dc = fault.as_ref().and_then(|f| f.action.strip_prefix("dc-down ").map(str::to_owned));
+    let watch = match (&step, &ctl) {
+        (Some(_), Some(ctl)) => Some(crate::scaling::Watch::start(ctl.api, token.clone())),
+        _ => None,
+    };
     let report = loadgen::bench::run_with_fault(&config, |line| eprintln!("{line}"), fault).await?;
     if let Some(dc) = lost_dc {
         eprintln!("{dc} stays down: `millions chaos dc-up {dc}` brings it back");
     }
     println!("{report}");
+    let scaling = match watch {
+        Some(watch) => {
+            if !args.scale_in_wait.is_zero() {
+                eprintln!("following the scaled roles until they are back (up to {:?})", args.scale_in_wait);
+            }
+            let (changes, back) = watch.finish(args.scale_in_wait).await;
+            let window = step.as_ref().map(|s| (s.from.as_secs_f64(), s.to.as_secs_f64()));
+            let from = report.measured_from_unix_ms;
+            print!("{}", crate::scaling::render(&changes, back, from, config.duration.as_secs_f64(), window));
+            Some(serde_json::json!({ "changes": changes, "back": back }))
+        }
+        None => None,
+    };
     if let Some(path) = &args.json {
-        report.write_json(path)?;
+        match scaling {
+            None => report.write_json(path)?,
+            Some(scaling) => {
+                let mut json = serde_json::to_value(&report)?;
+                json["scaling"] = scaling;
+                std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
     }
     outcome(&report)
+}
+
+/// The step in the load that `--scenario spike[:FACTOR]` or
+/// `queue-burst[:RATE]` asks for (through the middle third of the measured
+/// window), `None` for another scenario.
+fn step_of(scenario: Option<&str>, rate: f64, duration: Duration) -> anyhow::Result<Option<Step>> {
+    let Some(s) = scenario else { return Ok(None) };
+    let (name, value) = s.split_once(':').map_or((s, None), |(n, v)| (n, Some(v)));
+    let number = |default: f64, what: &str| -> anyhow::Result<f64> {
+        match value {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .with_context(|| format!("scenario {s:?}: {what} must be a positive number, not {v:?}")),
+        }
+    };
+    let (rate, op) = match name {
+        "spike" => {
+            let factor = number(4.0, "the factor")?;
+            if factor <= 1.0 {
+                bail!("scenario {s:?}: the factor must be above 1 (a step up)");
+            }
+            (rate * factor, None)
+        }
+        "queue-burst" => (rate + number(20.0, "the rate of photo posts")?, Some(Op::PhotoPost)),
+        _ => return Ok(None),
+    };
+    Ok(Some(Step { from: duration / 3, to: duration * 2 / 3, rate, op }))
 }
 
 /// How to reach the app by name in `t`: through its DNS servers, from each client
@@ -670,6 +744,34 @@ mod tests {
         failed.checker.passed = false;
         failed.verdict = Verdict::judge(&failed);
         assert!(outcome(&failed).is_err());
+    }
+
+    #[test]
+    fn a_spike_or_a_queue_burst_is_a_step_through_the_middle_third() {
+        use std::time::Duration;
+
+        use loadgen::bench::Op;
+
+        use super::step_of;
+        let d = Duration::from_secs(60);
+        let spike = step_of(Some("spike"), 100.0, d).unwrap().unwrap();
+        assert_eq!((spike.from, spike.to, spike.rate, spike.op), (d / 3, d * 2 / 3, 400.0, None));
+        assert_eq!(step_of(Some("spike:2.5"), 100.0, d).unwrap().unwrap().rate, 250.0);
+        let burst = step_of(Some("queue-burst:50"), 100.0, d).unwrap().unwrap();
+        assert_eq!((burst.rate, burst.op), (150.0, Some(Op::PhotoPost)));
+        assert_eq!(step_of(Some("queue-burst"), 100.0, d).unwrap().unwrap().rate, 120.0);
+        for (bad, says) in [
+            ("spike:1", "the factor must be above 1"),
+            ("spike:x", "the factor must be a positive number"),
+            ("spike:-2", "the factor must be a positive number"),
+            ("queue-burst:0", "the rate of photo posts must be a positive number"),
+            ("queue-burst:NaN", "must be a positive number"),
+        ] {
+            let e = step_of(Some(bad), 100.0, d).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(step_of(Some("kill-web"), 100.0, d).unwrap().is_none());
+        assert!(step_of(None, 100.0, d).unwrap().is_none());
     }
 
     fn claim(name: &str) -> Claim {

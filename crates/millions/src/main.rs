@@ -8,6 +8,7 @@ mod bench;
 mod local;
 mod plan;
 mod request_log;
+mod scaling;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -313,6 +313,64 @@ impl fmt::Display for Mix {
     }
 }
 
+/// A step in the offered rate: `rate` from the start, `step.rate` between
+/// `step.from` and `step.to` (counted from the end of the warm-up, like a
+/// fault's time), `rate` again after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// When the step starts, into the measured window.
+    pub from: Duration,
+    /// When it ends.
+    pub to: Duration,
+    /// Requests per second during the step, above the base rate.
+    pub rate: f64,
+    /// The operation of the requests the step adds (`None`: drawn from the
+    /// mix like the others): a queue burst adds photo posts.
+    pub op: Option<Op>,
+}
+
+impl Step {
+    /// Refuse a step that makes no sense for a run of `config`'s base rate,
+    /// duration and users, naming the problem.
+    fn validate(&self, config: &BenchConfig) -> Result<(), BenchError> {
+        let bad = |m: String| Err(BenchError::Invalid(m));
+        if self.from >= self.to {
+            return bad(format!(
+                "the step must start before it ends (from {:?}, to {:?})",
+                self.from, self.to
+            ));
+        }
+        if self.to > config.duration {
+            return bad(format!(
+                "the step ends at {:?}, after the measured duration {:?}",
+                self.to, config.duration
+            ));
+        }
+        if !self.rate.is_finite() {
+            return bad(format!(
+                "the step's rate must be a finite number of requests per second, not {}",
+                self.rate
+            ));
+        }
+        if self.rate <= config.rate {
+            return bad(format!(
+                "the step's rate {} must be above the base rate {} (a step adds requests)",
+                self.rate, config.rate
+            ));
+        }
+        if self.rate > MAX_RATE {
+            return bad(format!(
+                "the step's rate {} is above the most this generator sends ({MAX_RATE}/s)",
+                self.rate
+            ));
+        }
+        if self.op == Some(Op::Follow) && config.users < 2 {
+            return bad("a step of follows needs at least 2 users (users cannot follow themselves)".into());
+        }
+        Ok(())
+    }
+}
+
 /// A bench run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -376,6 +434,10 @@ pub struct BenchConfig {
     /// up` sets to the run directory's admin token): every request comes from one
     /// address.
     pub bypass_token: Option<String>,
+    /// A step in the offered rate during the measured window (a spike, a
+    /// burst of photo posts); `None`: `rate` throughout. With a step the
+    /// report also has a per-second timeline and the step's phases.
+    pub step: Option<Step>,
 }
 
 impl Default for BenchConfig {
@@ -403,6 +465,7 @@ impl Default for BenchConfig {
             dns: None,
             ca_pem: None,
             bypass_token: None,
+            step: None,
         }
     }
 }
@@ -476,6 +539,9 @@ impl BenchConfig {
         }
         if self.users == 0 {
             return bad("the number of users must be at least 1".into());
+        }
+        if let Some(step) = &self.step {
+            step.validate(self)?;
         }
         if self.users < 2 && self.mix.follow > 0.0 {
             return bad("follows need at least 2 users (users cannot follow themselves)".into());

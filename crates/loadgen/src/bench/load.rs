@@ -43,15 +43,24 @@ pub(super) async fn send_load(
     progress: &impl Fn(&str),
 ) {
     let mut schedule = Schedule::new(config);
-    let mut offset = 0.0f64; // seconds after `start`
     let mut next_progress = clock.start + Duration::from_secs(1);
+    let step = match &config.step {
+        Some(s) => format!(
+            ", {:.1} requests/s from {:?} to {:?} into it (added: {})",
+            s.rate,
+            s.from,
+            s.to,
+            s.op.map_or("the mix", |op| op.name())
+        ),
+        None => String::new(),
+    };
     progress(&format!(
-        "sending {:.1} requests/s for {:?} after {:?} of warm-up, mix {}",
+        "sending {:.1} requests/s for {:?} after {:?} of warm-up{step}, mix {}",
         config.rate, config.duration, config.warmup, config.mix
     ));
     let mut behind = 0u32;
     loop {
-        let intended = clock.start + Duration::from_secs_f64(offset);
+        let intended = clock.start + Duration::from_secs_f64(schedule.due());
         if intended >= clock.end {
             break;
         }
@@ -78,8 +87,7 @@ pub(super) async fn send_load(
             continue;
         }
         // Due: draw the request, then send it (or drop it as overloaded).
-        let (gap, job) = schedule.next(config);
-        offset += gap;
+        let job = schedule.next(config);
         send_due(config, shared, job, intended);
     }
     drain(shared, clock, next_progress, progress).await;
@@ -88,6 +96,7 @@ pub(super) async fn send_load(
 /// Start `job`, due at `intended`, unless `max_in_flight` requests are already
 /// outstanding: then it counts as `overloaded` (the generator never waits).
 fn send_due(config: &BenchConfig, shared: &Arc<Shared>, job: Job, intended: Instant) {
+    shared.due(intended);
     if shared.in_flight.load(Ordering::Acquire) >= config.max_in_flight {
         shared.record(job.op, intended, Err("overloaded"), None);
         return;

@@ -323,6 +323,61 @@ pub struct GeneratorLag {
     pub max_ms: f64,
 }
 
+/// One second of the measured window of a run with a step in its rate, by the
+/// requests' intended (scheduled) time: latency is measured from it, so a
+/// stall shows in the seconds whose requests it delayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Second {
+    /// Which second, from the end of the warm-up.
+    pub second: u32,
+    /// Requests due in it (sent or dropped as `overloaded`).
+    pub requests: u64,
+    /// Of those, failed.
+    pub errors: u64,
+    /// Median latency of its answered requests, milliseconds (0 without any).
+    pub p50_ms: f64,
+    /// Their 99th percentile, milliseconds.
+    pub p99_ms: f64,
+}
+
+/// The requests of one phase of a step in the rate, by intended time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phase {
+    /// Requests due in it (sent or dropped as `overloaded`).
+    pub requests: u64,
+    /// Of those, failed.
+    pub errors: u64,
+    /// Median latency of its answered requests, milliseconds (0 without any).
+    pub p50_ms: f64,
+    /// Their 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// The slowest, milliseconds.
+    pub max_ms: f64,
+}
+
+/// A step in the offered rate (`--scenario spike`, `queue-burst`), and how the
+/// system answered before, during and after it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepReport {
+    /// When the step started, seconds into the measured window.
+    pub from_secs: f64,
+    /// When it ended.
+    pub to_secs: f64,
+    /// Requests per second outside the step.
+    pub base_rate: f64,
+    /// Requests per second during it.
+    pub step_rate: f64,
+    /// The operation of the requests it added (`None`: drawn from the mix).
+    pub op: Option<String>,
+    /// Requests due in the measured window before the step.
+    pub before: Phase,
+    /// Requests due during it.
+    pub during: Phase,
+    /// Requests due after it, to the end of the measured window: whether the
+    /// system came back to its latency before the step.
+    pub after: Phase,
+}
+
 /// A bench run's results.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -336,6 +391,10 @@ pub struct Report {
     pub duration_secs: f64,
     /// Warm-up seconds (not recorded).
     pub warmup_secs: f64,
+    /// When the measured window started (unix ms): to place what others saw
+    /// (a controller's scaling, its events) against the run's seconds.
+    #[serde(default)]
+    pub measured_from_unix_ms: i64,
     /// Requests due in the measured window.
     pub requests: u64,
     /// Requests due per second in the measured window.
@@ -372,6 +431,14 @@ pub struct Report {
     pub checker: CheckReport,
     /// The fault injected during the run, if any, and how the system took it.
     pub fault: Option<FaultReport>,
+    /// With a step in the rate: every second of the measured window, by the
+    /// requests' intended time (empty, and left out of the JSON, without one).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub timeline: Vec<Second>,
+    /// The step in the rate, if any, and the requests before, during and after
+    /// it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub step: Option<StepReport>,
     /// Whether the run passed, and why not (the exit status of `millions
     /// bench`).
     pub verdict: Verdict,
@@ -467,6 +534,7 @@ impl fmt::Display for Report {
             }
             writeln!(f)?;
         }
+        self.fmt_step(f)?;
         if let Some(fault) = &self.fault {
             let recovery = if !fault.done {
                 "NOT injected: nothing was measured".to_owned()
@@ -494,7 +562,60 @@ impl fmt::Display for Report {
     }
 }
 
+/// Seconds of the text report's timeline windows (the JSON has every second).
+const TIMELINE_WINDOW: usize = 5;
+/// Timeline windows per line of the text report.
+const WINDOWS_PER_LINE: usize = 4;
+
 impl Report {
+    /// The step's lines, if the run had one: its phases, and the timeline in
+    /// [`TIMELINE_WINDOW`] windows.
+    fn fmt_step(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(step) = &self.step else { return Ok(()) };
+        writeln!(
+            f,
+            "step: {:.1}/s → {:.1}/s from {:.1} s to {:.1} s (added: {})",
+            step.base_rate,
+            step.step_rate,
+            step.from_secs,
+            step.to_secs,
+            step.op.as_deref().unwrap_or("the mix")
+        )?;
+        writeln!(
+            f,
+            "  {:<8} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "phase", "requests", "errors", "p50 ms", "p99 ms", "max ms"
+        )?;
+        for (name, p) in [("before", &step.before), ("during", &step.during), ("after", &step.after)] {
+            writeln!(
+                f,
+                "  {name:<8} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2}",
+                p.requests, p.errors, p.p50_ms, p.p99_ms, p.max_ms
+            )?;
+        }
+        let windows: Vec<String> = self
+            .timeline
+            .chunks(TIMELINE_WINDOW)
+            .map(|w| {
+                let (first, last) = (w[0].second, w[w.len() - 1].second + 1);
+                let requests: u64 = w.iter().map(|s| s.requests).sum();
+                let errors: u64 = w.iter().map(|s| s.errors).sum();
+                let p99 = w.iter().map(|s| s.p99_ms).fold(0.0, f64::max);
+                format!("{first}-{last} s {requests} req {errors} err p99 {p99:.1} ms")
+            })
+            .collect();
+        if !windows.is_empty() {
+            writeln!(
+                f,
+                "  timeline ({TIMELINE_WINDOW} s windows: requests due, errors, the worst second's p99):"
+            )?;
+            for line in windows.chunks(WINDOWS_PER_LINE) {
+                writeln!(f, "    {}", line.join(" | "))?;
+            }
+        }
+        writeln!(f)
+    }
+
     /// The checker's lines.
     fn fmt_checker(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.checker;
@@ -549,5 +670,77 @@ impl Report {
         list(f, "unverifiable", &c.unverifiable_reasons)?;
         list(f, "read-your-writes violations", &c.read_your_writes_violation_ids)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step from 2 s to 4 s of a 12 s window, every second 10 requests and
+    /// a p99 of its number in ms (second 7: 30 ms and 2 errors).
+    fn stepped() -> Report {
+        let timeline = (0..12)
+            .map(|i| Second {
+                second: i,
+                requests: 10,
+                errors: if i == 7 { 2 } else { 0 },
+                p50_ms: 1.0,
+                p99_ms: if i == 7 { 30.0 } else { f64::from(i) },
+            })
+            .collect();
+        let phase = |requests, errors| Phase { requests, errors, p50_ms: 1.5, p99_ms: 9.25, max_ms: 31.0 };
+        let step = StepReport {
+            from_secs: 2.0,
+            to_secs: 4.0,
+            base_rate: 10.0,
+            step_rate: 40.0,
+            op: Some("photo_post".into()),
+            before: phase(20, 0),
+            during: phase(80, 1),
+            after: phase(80, 2),
+        };
+        Report { timeline, step: Some(step), ..Report::default() }
+    }
+
+    #[test]
+    fn a_step_is_printed_with_its_phases_and_the_timeline_in_windows() {
+        let text = stepped().to_string();
+        let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("step: ")).take(7).collect();
+        assert_eq!(
+            lines,
+            [
+                "step: 10.0/s → 40.0/s from 2.0 s to 4.0 s (added: photo_post)",
+                "  phase     requests   errors    p50 ms    p99 ms    max ms",
+                "  before          20        0      1.50      9.25     31.00",
+                "  during          80        1      1.50      9.25     31.00",
+                "  after           80        2      1.50      9.25     31.00",
+                "  timeline (5 s windows: requests due, errors, the worst second's p99):",
+                "    0-5 s 50 req 0 err p99 4.0 ms | 5-10 s 50 req 2 err p99 30.0 ms | 10-12 s 20 req 0 err p99 11.0 ms",
+            ],
+            "{text}"
+        );
+        let mix = Report { step: stepped().step.map(|s| StepReport { op: None, ..s }), ..stepped() };
+        assert!(mix.to_string().contains("from 2.0 s to 4.0 s (added: the mix)\n"), "{mix}");
+    }
+
+    #[test]
+    fn the_json_has_a_timeline_and_a_step_only_with_a_step() {
+        let json = serde_json::to_value(Report::default()).unwrap();
+        assert!(json.get("timeline").is_none() && json.get("step").is_none(), "{json}");
+        assert!(json.get("checker").is_some(), "{json}");
+        let json = serde_json::to_value(stepped()).unwrap();
+        assert_eq!(json["timeline"].as_array().map(Vec::len), Some(12));
+        assert_eq!(
+            json["timeline"][7],
+            serde_json::json!({
+                "second": 7, "requests": 10, "errors": 2, "p50_ms": 1.0, "p99_ms": 30.0
+            })
+        );
+        assert_eq!(json["step"]["op"], "photo_post");
+        assert_eq!(json["step"]["during"]["requests"], 80);
+        assert_eq!(json["step"]["after"]["max_ms"], 31.0);
+        let no_step = Report { step: None, ..stepped() };
+        assert!(!no_step.to_string().contains("step:"), "{no_step}");
     }
 }

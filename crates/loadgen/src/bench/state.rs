@@ -16,6 +16,7 @@ use super::config::{BenchConfig, Op};
 use super::failure::Failure;
 use super::http::Http;
 use super::report::{RywKind, Writes};
+use super::timeline::Timeline;
 
 /// Largest latency the histograms hold, in microseconds (an hour).
 pub(super) const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -149,6 +150,10 @@ pub(super) struct Shared {
     pub(super) last_ok: Mutex<Option<Instant>>,
     /// Distinguishes this run's photos from every other run's.
     pub(super) photo_salt: u64,
+    /// With a step in the rate: the measured window second by second and the
+    /// step's phases, by intended time (`None` without a step: the report
+    /// stays as it was).
+    pub(super) timeline: Option<Mutex<Timeline>>,
 }
 
 impl Shared {
@@ -189,6 +194,7 @@ impl Shared {
                 ^ std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64),
+            timeline: config.step.as_ref().map(|step| Mutex::new(Timeline::new(config.duration, step))),
         }
     }
 
@@ -208,6 +214,16 @@ impl Shared {
         let cell = lock(&self.sessions).entry(user).or_default().clone();
         let name = self.username(user);
         cell.get_or_try_init(|| self.http.login((user, target), &name, &self.password)).await.cloned()
+    }
+
+    /// Note a request due at `intended`, before it is sent or dropped: the
+    /// timeline's seconds before it get no more requests.
+    pub(super) fn due(&self, intended: Instant) {
+        if let Some(timeline) = &self.timeline
+            && intended >= self.measure_from
+        {
+            lock(timeline).due((intended - self.measure_from).as_secs_f64());
+        }
     }
 
     /// Count a due request of `op` (in the measured window only).
@@ -241,11 +257,16 @@ impl Shared {
                 lock(&self.failure_times).push(Failed { due, done, op });
             }
         }
-        if let Some(latency) = latency {
-            let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        let us = latency.map(|latency| (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US));
+        if let Some(us) = us {
             s.latency.saturating_record(us);
-            drop(stats);
+        }
+        drop(stats);
+        if let Some(us) = us {
             lock(&self.window).saturating_record(us);
+        }
+        if let Some(timeline) = &self.timeline {
+            lock(timeline).record((intended - self.measure_from).as_secs_f64(), result.is_err(), us);
         }
     }
 

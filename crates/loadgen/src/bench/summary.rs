@@ -93,6 +93,11 @@ pub(super) fn report(config: &BenchConfig, shared: &Shared, findings: Findings) 
         ..Report::default()
     };
     add_ops(&mut report, shared, wall);
+    if let (Some(step), Some(timeline)) = (&config.step, &shared.timeline) {
+        let (seconds, step) = lock(timeline).finish(step, config.rate);
+        report.timeline = seconds;
+        report.step = Some(step);
+    }
     report.verdict = Verdict::judge(&report);
     report
 }
