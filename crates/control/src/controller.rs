@@ -77,6 +77,7 @@ impl Controller {
                 shard_ops: Arc::default(),
                 topology,
                 adding: Arc::default(),
+                topology_edit: Arc::default(),
                 dashboard,
                 alerts: Arc::default(),
                 scaling: Arc::default(),

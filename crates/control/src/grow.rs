@@ -247,6 +247,7 @@ async fn hold(shared: &Shared, step: &str) {
 /// the shard's id. Refused, changing nothing, for a bad request or a taken
 /// address.
 fn declare(shared: &Shared, request: &AddRequest) -> Result<u16, ControlError> {
+    let _edit = shared.topology_edit.lock().expect("topology edit lock poisoned");
     let current = shared.topology();
     let path = topology_file(&shared.opts.run_dir);
     let text = std::fs::read_to_string(&path).file("reading", &path)?;

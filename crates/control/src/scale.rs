@@ -35,7 +35,7 @@ use crate::autoscale::{self, Decision, Metric, Policy, Signal, Target};
 use crate::cluster::Event;
 use crate::error::{Context as _, ControlError};
 use crate::files::topology_file;
-use crate::history::now_ms;
+use crate::history::{Recorder, now_ms};
 use crate::launch;
 use crate::shared::{Managed, Shared};
 
@@ -249,14 +249,19 @@ fn with_count(shared: &Shared, dc: &str, role: Role, count: u32) -> Result<(Stri
     Ok((next_text, next))
 }
 
-/// Write the topology file and put `next` in force.
-fn commit(shared: &Shared, text: &str, next: Topology) -> Result<(), ControlError> {
+/// Set `dc`'s count of `role` in the run directory's topology file and put
+/// what it describes in force, as one step under the topology's edit lock:
+/// the file is read, changed and written back whole, and another scale (of
+/// another DC or role) or a shard add edits the same file.
+fn put_count(shared: &Shared, dc: &str, role: Role, count: u32) -> Result<Topology, ControlError> {
+    let _edit = shared.topology_edit.lock().expect("topology edit lock poisoned");
+    let (text, next) = with_count(shared, dc, role, count)?;
     let path = topology_file(&shared.opts.run_dir);
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).file("writing", &tmp)?;
     std::fs::rename(&tmp, &path).file("writing", &path)?;
-    shared.set_topology(next);
-    Ok(())
+    shared.set_topology(next.clone());
+    Ok(next)
 }
 
 fn role_nodes<'a>(t: &'a Topology, dc: &'a str, role: Role) -> impl Iterator<Item = &'a Node> + 'a {
@@ -270,15 +275,17 @@ async fn grow(
     count: u32,
     scaled: &mut Scaled,
 ) -> Result<(), ControlError> {
-    let (text, next) = with_count(shared, dc, role, count)?;
+    // What the change would be, checked before anything is written.
+    let (_, preview) = with_count(shared, dc, role, count)?;
     let before: Vec<String> = role_nodes(&shared.topology(), dc, role).map(|n| n.name.clone()).collect();
-    let new: Vec<Node> = role_nodes(&next, dc, role).filter(|n| !before.contains(&n.name)).cloned().collect();
+    let new: Vec<Node> =
+        role_nodes(&preview, dc, role).filter(|n| !before.contains(&n.name)).cloned().collect();
     for node in &new {
         if let Err(e) = std::net::TcpListener::bind(node.addr) {
             return Err(ControlError::Refused(format!("{} cannot listen on {}: {e}", node.name, node.addr)));
         }
     }
-    commit(shared, &text, next)?;
+    put_count(shared, dc, role, count)?;
     {
         let mut nodes = shared.nodes.lock().await;
         for node in &new {
@@ -307,12 +314,12 @@ async fn grow(
         // Back to what did start: the nodes that did not leave the file, the
         // topology and supervision.
         tracing::error!(dc, role = %role, error = %e, "a scale-out failed; keeping the nodes that started");
-        let (text, next) = with_count(shared, dc, role, scaled.to)?;
-        let keep: Vec<String> = role_nodes(&next, dc, role).map(|n| n.name.clone()).collect();
+        let (_, preview) = with_count(shared, dc, role, scaled.to)?;
+        let keep: Vec<String> = role_nodes(&preview, dc, role).map(|n| n.name.clone()).collect();
         for node in new.iter().filter(|n| !keep.contains(&n.name)) {
             let _ = launch::stop_node(shared, &node.name).await;
         }
-        commit(shared, &text, next)?;
+        put_count(shared, dc, role, scaled.to)?;
         forget(shared, new.iter().filter(|n| !keep.contains(&n.name)).map(|n| n.name.as_str())).await;
         if role == Role::Web {
             crate::lb::set_backends(shared, dc).await;
@@ -332,8 +339,8 @@ async fn shrink(
     count: u32,
     scaled: &mut Scaled,
 ) -> Result<(), ControlError> {
-    let (text, next) = with_count(shared, dc, role, count)?;
-    let keep: Vec<String> = role_nodes(&next, dc, role).map(|n| n.name.clone()).collect();
+    let (_, preview) = with_count(shared, dc, role, count)?;
+    let keep: Vec<String> = role_nodes(&preview, dc, role).map(|n| n.name.clone()).collect();
     let mut leaving: Vec<Node> =
         role_nodes(&shared.topology(), dc, role).filter(|n| !keep.contains(&n.name)).cloned().collect();
     // The highest first.
@@ -342,7 +349,7 @@ async fn shrink(
         // Drained from the load balancers first (a web server), then stopped.
         launch::stop_node(shared, &node.name).await?;
     }
-    commit(shared, &text, next)?;
+    put_count(shared, dc, role, count)?;
     forget(shared, leaving.iter().map(|n| n.name.as_str())).await;
     if role == Role::Web {
         crate::lb::set_backends(shared, dc).await;
@@ -427,8 +434,7 @@ pub fn check_policies(t: &Topology) -> Result<(), ControlError> {
 }
 
 /// The load of `dc`'s `role` tier as the history has it now.
-fn signal(shared: &Shared, t: &Topology, dc: &str, role: Role, now: i64) -> Signal {
-    let rec = &shared.dashboard;
+fn signal(rec: &Recorder, t: &Topology, dc: &str, role: Role, now: i64) -> Signal {
     // Enough history for two scrapes of every node.
     let since = now - 3 * rec.opts.interval.as_millis() as i64 - rec.opts.timeout.as_millis() as i64;
     let mut at = 0i64;
@@ -480,28 +486,27 @@ fn signal(shared: &Shared, t: &Topology, dc: &str, role: Role, now: i64) -> Sign
             }
         }
         _ => {
-            // Every worker reports every shard's queue: the largest report
-            // per shard is the freshest view of it.
-            let mut ready: BTreeMap<String, (i64, f64)> = BTreeMap::new();
-            for series in rec.query(&["millions_queue_jobs"], None, since) {
-                let Some(shard) = series.labels.get("shard") else { continue };
-                if series.labels.get("state").is_none_or(|s| s != "ready") {
-                    continue;
-                }
-                if let Some((t1, v)) = series.points.last() {
-                    let e = ready.entry(shard.clone()).or_insert((*t1, *v));
-                    if *t1 > e.0 {
-                        *e = (*t1, *v);
+            // Every worker reports every shard's queue (a worker removed
+            // lately too, until its series leaves the window): per shard, the
+            // latest report is the view of it.
+            let latest = |name: &str, state: Option<&str>| -> BTreeMap<String, (i64, f64)> {
+                let mut by_shard: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+                for series in rec.query(&[name], None, since) {
+                    let Some(shard) = series.labels.get("shard") else { continue };
+                    if state.is_some_and(|want| series.labels.get("state").is_none_or(|s| s != want)) {
+                        continue;
+                    }
+                    if let Some(&(t1, v)) = series.points.last() {
+                        let e = by_shard.entry(shard.clone()).or_insert((t1, v));
+                        if t1 > e.0 {
+                            *e = (t1, v);
+                        }
                     }
                 }
-            }
-            let mut oldest: Option<f64> = None;
-            for series in rec.query(&["millions_queue_oldest_ready_seconds"], None, since) {
-                if let Some((t1, v)) = series.points.last() {
-                    oldest = Some(oldest.map_or(*v, |o| o.max(*v)));
-                    at = at.max(*t1);
-                }
-            }
+                by_shard
+            };
+            let ready = latest("millions_queue_jobs", Some("ready"));
+            let oldest = latest("millions_queue_oldest_ready_seconds", None);
             if !ready.is_empty() {
                 // Every DC's workers take from the same queues: this DC's share
                 // is in proportion to its workers.
@@ -509,9 +514,9 @@ fn signal(shared: &Shared, t: &Topology, dc: &str, role: Role, now: i64) -> Sign
                 let here = t.count(dc, Role::Worker) as f64;
                 let all = t.nodes_of(Role::Worker).count().max(1) as f64;
                 s.queue_depth = Some(total * here / all);
-                at = at.max(ready.values().map(|(t, _)| *t).max().unwrap_or(0));
             }
-            s.oldest_job_seconds = oldest;
+            s.oldest_job_seconds = oldest.values().map(|(_, v)| *v).reduce(f64::max);
+            at = ready.values().chain(oldest.values()).map(|(t, _)| *t).max().unwrap_or(0);
         }
     }
     s.at_ms = at;
@@ -560,7 +565,7 @@ async fn follow(shared: Shared, dc: String, role: Role, policy: Policy) {
         if actual != state.current() {
             state = autoscale::State::new(actual, now);
         }
-        let decision: Decision = state.step(&policy, &signal(&shared, &t, &dc, role, now), now);
+        let decision: Decision = state.step(&policy, &signal(&shared.dashboard, &t, &dc, role, now), now);
         let view = DecisionView {
             at: rfc3339(now),
             from: actual,
@@ -650,6 +655,67 @@ mod tests {
             let e = check_policies(&t).unwrap_err().to_string();
             assert!(e.starts_with("dc1's web.autoscale: ") && e.contains(says), "{autoscale}: {e}");
         }
+    }
+
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> crate::history::Sample {
+        crate::history::Sample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn the_signal_is_the_dcs_tier_as_the_history_has_it() {
+        let t = with("web = { count = 2, min = 1, max = 4 }", "worker = { count = 1, min = 1, max = 2 }")
+            .unwrap();
+        let rec = Recorder::new(Default::default());
+        let cpu = |v| [sample("host_cpu_seconds_total", &[], v)];
+        // dc1-web-1 scraped twice, dc1-web-2 once: no CPU (a node with one
+        // point would look idle).
+        rec.record("dc1-web-1", cpu(10.0));
+        rec.record("dc1-web-2", cpu(3.0));
+        rec.record("dc1-web-1", cpu(10.5));
+        let now = now_ms();
+        assert_eq!(signal(&rec, &t, "dc1", Role::Web, now).cpu_cores, None);
+        rec.record("dc1-web-2", cpu(3.5));
+        let s = signal(&rec, &t, "dc1", Role::Web, now_ms());
+        assert!(s.cpu_cores.is_some_and(|c| c > 0.0) && s.at_ms > 0, "{s:?}");
+        // Requests in flight: the DC's load balancer's, to its web servers only.
+        let web1 = t.node("dc1-web-1").unwrap().addr.to_string();
+        let in_flight =
+            |backend: &str, v| [sample("millions_lb_backend_in_flight", &[("backend", backend)], v)];
+        rec.record("dc1-lb-1", in_flight(&web1, 7.0));
+        rec.record("dc1-lb-1", in_flight("127.9.9.9:8080", 50.0));
+        assert_eq!(signal(&rec, &t, "dc1", Role::Web, now_ms()).in_flight, Some(7.0));
+        // The tier's p99, from the pseudo-node the scrape writes it to.
+        rec.record(
+            crate::history::SYSTEM,
+            [sample("tier_request_duration_p99_seconds", &[("role", "web")], 0.2)],
+        );
+        assert_eq!(signal(&rec, &t, "dc1", Role::Web, now_ms()).p99_seconds, Some(0.2));
+
+        // The queue: per shard, the latest report of any worker; the DC's share
+        // in proportion to its workers (dc1 has the only one here).
+        let queue = |shard, ready, oldest| {
+            [
+                sample("millions_queue_jobs", &[("shard", shard), ("state", "ready")], ready),
+                sample("millions_queue_jobs", &[("shard", shard), ("state", "running")], 99.0),
+                sample("millions_queue_oldest_ready_seconds", &[("shard", shard)], oldest),
+            ]
+        };
+        rec.record("dc1-worker-1", queue("0", 40.0, 12.0));
+        rec.record("dc1-worker-2", queue("0", 30.0, 8.0));
+        let s = signal(&rec, &t, "dc1", Role::Worker, now_ms());
+        assert_eq!(
+            (s.queue_depth, s.oldest_job_seconds),
+            (Some(30.0), Some(8.0)),
+            "the latest report: {s:?}"
+        );
+        assert_eq!(signal(&rec, &t, "dc2", Role::Worker, now_ms()).cpu_cores, None);
+        // Nothing recorded: no signal at all (not a load of zero).
+        let empty = signal(&Recorder::new(Default::default()), &t, "dc1", Role::Worker, now_ms());
+        assert_eq!((empty.queue_depth, empty.oldest_job_seconds, empty.at_ms), (None, None, 0));
     }
 
     #[test]

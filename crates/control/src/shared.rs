@@ -116,6 +116,11 @@ pub(crate) struct Shared {
     pub(crate) topology: Arc<std::sync::RwLock<Arc<Topology>>>,
     /// Held while a shard is being added: one at a time.
     pub(crate) adding: Arc<Mutex<()>>,
+    /// Held across each read-modify-write of the run directory's topology file
+    /// and the topology in force (a shard added, a DC's role scaled): two
+    /// scales of different DCs or roles at once would otherwise each write
+    /// back the file they read, and the second undo the first.
+    pub(crate) topology_edit: Arc<std::sync::Mutex<()>>,
     /// Every node's scraped metrics and the dashboard's latest state.
     pub(crate) dashboard: Arc<Recorder>,
     /// The alerts firing, by rule and subject (followed every scrape round).

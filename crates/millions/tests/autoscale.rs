@@ -24,7 +24,7 @@ name = "dc1"
 cidr = "127.0.201.0/24"
 lb = { count = 1 }
 web = { count = 2, min = 1, max = 3, autoscale = { cpu_per_server = 100.0, scale_in_window_ms = 3600000, cooldown_ms = 3600000 } }
-worker = { count = 1, min = 1, max = 2, autoscale = { queue_depth_per_worker = 3, interval_ms = 1000, stale_ms = 5000, scale_in_window_ms = 4000, cooldown_ms = 4000 } }
+worker = { count = 1, min = 1, max = 2, autoscale = { queue_depth_per_worker = 3, interval_ms = 1000, stale_ms = 5000, scale_in_window_ms = 10000, cooldown_ms = 4000 } }
 redis = { count = 1 }
 
 [[shard]]
@@ -155,11 +155,21 @@ fn by_hand_under_load(home: &Path, before: &Value, file: &str) {
     let kept = topology::load(&home.join("topology.toml")).unwrap();
     assert_eq!(kept.count("dc1", topology::Role::Web), 3, "the run directory's topology has the count");
 
-    let o = millions(home, &["scale", "dc1", "web", "1"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("3 → 1 (drained and stopped dc1-web-3, dc1-web-2"), "{}", text(&o));
+    // Two roles at once, one of them draining for a while: each change
+    // rewrites the same topology file, and neither undoes the other.
+    let (web, worker) = std::thread::scope(|scope| {
+        let web = scope.spawn(|| millions(home, &["scale", "dc1", "web", "1"]));
+        let worker = scope.spawn(|| millions(home, &["scale", "dc1", "worker", "2"]));
+        (web.join().unwrap(), worker.join().unwrap())
+    });
+    assert!(web.status.success(), "{}", text(&web));
+    assert!(text(&web).contains("3 → 1 (drained and stopped dc1-web-3, dc1-web-2"), "{}", text(&web));
+    assert!(worker.status.success(), "{}", text(&worker));
+    assert!(text(&worker).contains("1 → 2 (started dc1-worker-2"), "{}", text(&worker));
     let s = status_json(home);
     assert_eq!(names(&s, "dc1-web-"), ["dc1-web-1"]);
+    let both = topology::load(&home.join("topology.toml")).unwrap();
+    assert_eq!((both.count("dc1", topology::Role::Web), both.count("dc1", topology::Role::Worker)), (1, 2));
     let seen = load.ok();
     poll("GETs after the scale-in", || load.ok() >= seen + 100);
     let (ok, failed) = load.finish();
@@ -171,10 +181,18 @@ fn by_hand_under_load(home: &Path, before: &Value, file: &str) {
         &failed[..failed.len().min(5)]
     );
     let events = scaled_events(&s);
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events.iter().all(|e| e.contains("set by hand")), "{events:?}");
+    for change in ["web nodes 2 → 3", "worker nodes 1 → 2", "web nodes 3 → 1"] {
+        assert!(
+            events.iter().any(|e| e.contains(change) && e.contains("set by hand")),
+            "{change}: {events:?}"
+        );
+    }
     let o = millions(home, &["scale", "dc1", "web", "1"]);
     assert!(o.status.success() && text(&o).contains("already 1"), "{}", text(&o));
+    // Back to one worker (by hand, or by the autoscaler first: the queue is idle).
+    let o = millions(home, &["scale", "dc1", "worker", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(names(&status_json(home), "dc1-worker-"), ["dc1-worker-1"]);
 }
 
 /// A burst of photo posts: the queue grows past its target, a worker is
@@ -183,6 +201,14 @@ fn by_hand_under_load(home: &Path, before: &Value, file: &str) {
 /// from the event log, not waited for as states.)
 fn on_the_queue(home: &Path) {
     let s = status_json(home);
+    let by_autoscaler = |says: &str| {
+        scaled_events(&status_json(home))
+            .iter()
+            .filter(|e| e.contains(says) && e.contains("autoscaler"))
+            .count()
+    };
+    let (added_before, removed_before) =
+        (by_autoscaler("1 → 2 (added: dc1-worker-2"), by_autoscaler("2 → 1 (removed: dc1-worker-2"));
     let web = node(&s, "dc1-web-1")["addr"].as_str().unwrap().to_owned();
     let mut jpeg = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_fn(1600, 1200, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]))
@@ -217,10 +243,7 @@ fn on_the_queue(home: &Path) {
         }
         ids
     });
-    let by_autoscaler = |says: &str| {
-        scaled_events(&status_json(home)).iter().any(|e| e.contains(says) && e.contains("autoscaler"))
-    };
-    poll("the autoscaler to add a worker", || by_autoscaler("1 → 2 (added: dc1-worker-2"));
+    poll("the autoscaler to add a worker", || by_autoscaler("1 → 2 (added: dc1-worker-2") > added_before);
     let ready = |id: &String| {
         rt.block_on(async {
             let v: Value =
@@ -230,7 +253,7 @@ fn on_the_queue(home: &Path) {
     };
     poll("every photo processed", || ids.iter().all(ready));
     poll("the autoscaler to remove the worker once the queue is idle", || {
-        by_autoscaler("2 → 1 (removed: dc1-worker-2")
+        by_autoscaler("2 → 1 (removed: dc1-worker-2") > removed_before
     });
     let s = status_json(home);
     assert_eq!(names(&s, "dc1-worker-"), ["dc1-worker-1"]);
