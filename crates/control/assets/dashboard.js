@@ -110,6 +110,18 @@ function renderState(s) {
   renderShardsAndEvents(s);
   renderActive(s.active_users);
   renderAlerts(s.alerts || []);
+  renderScaling(s.scaling || []);
+}
+
+function renderScaling(roles) {
+  $("#scaling tbody").replaceChildren(...roles.map((r) => {
+    const d = r.last_decision;
+    const last = d ? `${d.at.slice(11, 19)} UTC ${d.from} → ${d.to}: ${d.reason}`
+      : (r.autoscaled ? "none yet" : "fixed (no range)");
+    return el("tr", { "data-dc": r.dc, "data-role": r.role }, el("td", { text: r.dc }),
+      el("td", { text: r.role }), el("td", { class: "current", text: r.current }),
+      el("td", { text: r.desired }), el("td", { text: `${r.min}–${r.max}` }), el("td", { text: last }));
+  }));
 }
 
 function renderAlerts(alerts) {

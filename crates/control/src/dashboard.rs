@@ -132,6 +132,7 @@ pub(crate) fn state(shared: &Shared, nodes: &[NodeStatus]) -> Value {
         "history": shared.dashboard.stats(),
         "active_users": shared.dashboard.active(),
         "alerts": shared.alerts.lock().expect("alerts poisoned").values().cloned().collect::<Vec<_>>(),
+        "scaling": crate::scale::status(shared),
     })
 }
 

@@ -145,11 +145,12 @@ pub fn render(
     for c in changes {
         let t = (c.at_ms - measured_from_ms) as f64 / 1000.0;
         let against = match step {
-            Some((from, _)) if c.to > c.from && t >= from => format!(", {:.1} s after the step up", t - from),
-            Some((_, to)) if c.to < c.from && t >= to && t < duration_secs => {
-                format!(", {:.1} s after the step down", t - to)
-            }
             _ if t >= duration_secs => format!(", {:.1} s after the load ended", t - duration_secs),
+            _ if t < 0.0 => ", before the measured window (the run's logins)".to_owned(),
+            Some((from, to)) if c.to > c.from && t >= from && t < to => {
+                format!(", {:.1} s after the step up", t - from)
+            }
+            Some((_, to)) if c.to < c.from && t >= to => format!(", {:.1} s after the step down", t - to),
             _ => String::new(),
         };
         out.push_str(&format!("  {t:>7.1} s  {} {}: {} → {}{against}\n", c.dc, c.role, c.from, c.to));
@@ -210,6 +211,11 @@ mod tests {
         assert!(text.contains("13.0 s  dc1 web: 2 → 3, 3.0 s after the step up"), "{text}");
         assert!(text.contains("40.0 s  dc1 web: 4 → 3, 10.0 s after the step down"), "{text}");
         assert!(text.contains("70.0 s  dc1 web: 3 → 2, 10.0 s after the load ended"), "{text}");
+        let early = Change { at_ms: -5_000, dc: "dc1".into(), role: "web".into(), from: 2, to: 4 };
+        let late = Change { at_ms: 61_000, dc: "dc1".into(), role: "web".into(), from: 2, to: 3 };
+        let text = render(&[early, late], true, 0, 60.0, Some((10.0, 30.0)));
+        assert!(text.contains("-5.0 s  dc1 web: 2 → 4, before the measured window"), "{text}");
+        assert!(text.contains("61.0 s  dc1 web: 2 → 3, 1.0 s after the load ended"), "{text}");
         assert!(!text.contains("not every role"), "{text}");
         let none = render(&[], false, 0, 60.0, None);
         assert!(

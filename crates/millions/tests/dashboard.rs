@@ -339,6 +339,24 @@ async fn the_dashboard_shows_every_node_live_and_its_actions_work() {
         if none.len() == 1 { Ok(()) } else { Err(body(&c).await) }
     })
     .await;
+    // Each DC's web servers and workers with their counts (fixed here: no range).
+    let scaled: Vec<(String, String, u64, bool)> = now["scaling"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_owned();
+            (text("dc"), text("role"), r["current"].as_u64().unwrap(), r["autoscaled"].as_bool().unwrap())
+        })
+        .collect();
+    let fixed = |role: &str| ("dc1".to_owned(), role.to_owned(), 1, false);
+    assert_eq!(scaled, [fixed("web"), fixed("worker")], "{now}");
+    until("the scaling table", async || {
+        let rows =
+            c.find_all(Locator::Css("#scaling tbody tr[data-dc='dc1']")).await.map_err(|e| e.to_string())?;
+        if rows.len() == 2 { Ok(()) } else { Err(body(&c).await) }
+    })
+    .await;
     until("the active users on the page", async || {
         let dau = c.find(Locator::Css("#dau")).await.map_err(|e| e.to_string())?;
         match dau.text().await.map_err(|e| e.to_string())?.as_str() {
