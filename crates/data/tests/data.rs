@@ -448,3 +448,28 @@ async fn a_batch_read_counts_each_ids_bucket_and_a_job_its_users() {
     assert!(d.delete_queued_job(&job).await.unwrap());
     assert_eq!(grown(&before, &load(&d)), BTreeMap::from([(b2, (0, 2))]));
 }
+
+#[tokio::test]
+async fn which_photo_objects_are_in_use_is_read_from_the_key_indexes_not_by_scanning_posts() {
+    let urls = shards().await;
+    let d = data(&urls);
+    let author = d.create_user("snap", "S", "hash").await.unwrap().user_id;
+    let image = |key: &str| data::StoredImage { key: key.into(), width: 10, height: 10 };
+    let post = d.create_photo_post(author, "a", image("orig.jpg"), 3).await.unwrap();
+    let post = PostId::from_i64(post.post_id).unwrap();
+    assert_eq!(d.finish_photo(post, &[image("thumb.jpg")]).await.unwrap(), Change::Changed);
+    d.create_post(author, "text only").await.unwrap();
+
+    let keys: Vec<String> = ["orig.jpg", "thumb.jpg", "gone.jpg"].map(String::from).into();
+    let in_use = d.photo_keys_in_use(&keys).await.unwrap();
+    let expected: std::collections::HashSet<String> = ["orig.jpg", "thumb.jpg"].map(String::from).into();
+    assert_eq!(in_use, expected);
+
+    // On a table of two posts the planner would scan it for the correlated
+    // EXISTS; the lookup goes through the indexes whatever the table's size.
+    for shard in d.shard_map().shards() {
+        let plan = d.photo_keys_in_use_plan(shard, &keys).await.unwrap();
+        assert!(plan.contains("posts_photo_keys") && plan.contains("users_avatar_keys"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+}
