@@ -20,10 +20,19 @@
 # tier, in cores, the whole system's CPU per request (every tier but the load
 # generator, which is shown apart), and how many Redis commands or scripts took
 # more than 5 ms (Redis's SLOWLOG over both DCs' servers, reset before each run).
+# PostgreSQL's CPU is also split by process kind (backends serving queries,
+# WAL senders, recovery on standbys, background writers, autovacuum), and Redis's
+# commands are counted per request of the run (INFO commandstats), by command:
+# what each request asks of the caches, and what their time is.
+#
+# BENCH_PREWARM (a duration, e.g. 120s) runs the mix at BENCH_PREWARM_RATE first,
+# unmeasured, so that the search starts on warm caches and timelines: on a
+# million users the first, cold run otherwise decides the search (every acting
+# user's first feed rebuilds its timeline at once).
 #
 # Environment (all optional):
 #   BENCH_USERS=100000  BENCH_START=200  BENCH_MAX=6400  BENCH_P99_MS=50
-#   BENCH_DURATION=20s  BENCH_WARMUP=5s
+#   BENCH_DURATION=20s  BENCH_WARMUP=5s  BENCH_PREWARM=0s  BENCH_PREWARM_RATE=BENCH_START
 #   BENCH_BUILD=1  (0: do not run cargo build)   BENCH_KEEP=0 (1: keep the run directory)
 #   MILLIONS=target/release/millions
 set -euo pipefail
@@ -37,6 +46,8 @@ MAX="${BENCH_MAX:-6400}"
 P99_MS="${BENCH_P99_MS:-50}"
 DURATION="${BENCH_DURATION:-20s}"
 WARMUP="${BENCH_WARMUP:-5s}"
+PREWARM="${BENCH_PREWARM:-0s}"
+PREWARM_RATE="${BENCH_PREWARM_RATE:-$START}"
 MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
 
 say() { printf 'bench-capacity: %s\n' "$*" >&2; }
@@ -104,12 +115,49 @@ def ticks(pid, tree):
     if tree:  # a node: its children too (live, and reaped), e.g. PostgreSQL backends
         t += int(f[13]) + int(f[14]) + sum(ticks(c, True) for c in children.get(pid, []))
     return t
+# The kind of a PostgreSQL process, from its title ("postgres: walsender ...",
+# "postgres: checkpointer", a backend: "postgres: USER DB HOST(PORT) STATE").
+KINDS = {"walsender": "walsender", "walreceiver": "recovery", "startup": "recovery",
+         "checkpointer": "writers", "background": "writers", "walwriter": "writers",
+         "autovacuum": "autovacuum", "logical": "other", "archiver": "other", "stats": "other"}
+def kind(pid):
+    try:
+        title = open(f"/proc/{pid}/cmdline").read().replace("\0", " ").split()
+    except OSError:
+        return "other"
+    if len(title) < 2 or title[0] != "postgres:":
+        return "other"
+    return KINDS.get(title[1], "backend")
 out = {}
 for role, pid in procs:
     if pid:
         # The controller has the nodes as children: its own CPU only.
         out[role] = out.get(role, 0) + ticks(int(pid), role != "control")
+        if role == "postgres":
+            # The postmaster itself and what its exited children used.
+            try:
+                f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                key = "pg:postmaster and exited"
+                out[key] = out.get(key, 0) + sum(int(x) for x in f[11:15])
+            except OSError:
+                pass
+            for c in children.get(int(pid), []):
+                key = "pg:" + kind(c)
+                out[key] = out.get(key, 0) + ticks(c, True)
 print(json.dumps(out))' "${1:-}"
+}
+
+# redis_stats: JSON {command: [calls, usec]} summed over every Redis of the stack.
+redis_stats() {
+    for r in "${REDIS[@]}"; do rcli "$r" INFO commandstats; done | python3 -c '
+import json, re, sys
+out = {}
+for line in sys.stdin:
+    m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line.strip())
+    if m:
+        c = out.setdefault(m.group(1), [0, 0])
+        c[0] += int(m.group(2)); c[1] += int(m.group(3))
+print(json.dumps(out))'
 }
 
 : >"$HOME_DIR/runs.jsonl"
@@ -131,34 +179,48 @@ probe() {
     when_printed "$out" "^sending " "$gen"
     sleep "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")))' "$WARMUP")" # the warm-up is not measured
     slowlog_reset
+    rbefore="$(redis_stats)"
     before="$(cpu_by_tier "$gen")"
     t0="$(date +%s.%N)"
     when_printed "$out" "^verifying " "$gen"
     after="$(cpu_by_tier "$gen")"
     t1="$(date +%s.%N)"
+    rafter="$(redis_stats)"
     slow="$(slowlog_read)"
     wait "$gen" || true
     [ -s "$json" ] || die "no report at $rate/s: $(tail -5 "$out")"
     python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" "$slow" \
-        >>"$HOME_DIR/runs.jsonl" <<'EOF'
+        "$rbefore" "$rafter" >>"$HOME_DIR/runs.jsonl" <<'EOF'
 import json, sys
-rate, before, after, t0, t1, hz, report, p99_max, slow = sys.argv[1:10]
+rate, before, after, t0, t1, hz, report, p99_max, slow, rbefore, rafter = sys.argv[1:12]
 before, after, hz = json.loads(before), json.loads(after), int(hz)
+rbefore, rafter = json.loads(rbefore), json.loads(rafter)
 window = float(t1) - float(t0)
 r = json.load(open(report))
 cores = {k: (after[k] - before.get(k, 0)) / hz / window for k in after}
-system = sum(v for k, v in cores.items() if k != "generator")
+system = sum(v for k, v in cores.items() if k != "generator" and not k.startswith("pg:"))
+# Redis commands per request of the window: calls and microseconds, by command.
+served = r["achieved_rate"] * window
+redis = {k: [(v[0] - rbefore.get(k, [0, 0])[0]) / served, (v[1] - rbefore.get(k, [0, 0])[1]) / served]
+         for k, v in rafter.items()} if served else {}
 ok = (r["verdict"]["passed"] and r["errors"] == 0 and r["latency_ms"]["p99"] <= float(p99_max)
       and r["achieved_rate"] >= 0.98 * float(rate))
 print(json.dumps({"rate": int(rate), "achieved": r["achieved_rate"], "p50": r["latency_ms"]["p50"],
                   "p99": r["latency_ms"]["p99"], "errors": r["errors"], "passed": ok,
                   "verdict": r["verdict"]["passed"], "cores": cores, "window_secs": window,
-                  "slow": json.loads(slow),
+                  "slow": json.loads(slow), "redis_per_request": redis,
                   "system_ms_per_req": system * 1000 / r["achieved_rate"] if r["achieved_rate"] else None}))
 EOF
     python3 -c 'import json,sys; x=json.loads(open(sys.argv[1]).readlines()[-1]); sys.exit(0 if x["passed"] else 1)' \
         "$HOME_DIR/runs.jsonl"
 }
+
+if [ "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")) > 0)' "$PREWARM")" = True ]; then
+    wait_whole healthy
+    say "prewarming: $PREWARM_RATE/s for $PREWARM, not measured"
+    "$MILLIONS" bench --rate "$PREWARM_RATE" --duration "$PREWARM" --warmup 0s --users "$USERS" \
+        >"$HOME_DIR/prewarm.txt" 2>&1 || say "the prewarm run did not pass: $(tail -3 "$HOME_DIR/prewarm.txt")"
+fi
 
 lo=0 hi=0 rate="$START"
 while [ "$rate" -le "$MAX" ]; do
@@ -185,7 +247,7 @@ print("| rate | achieved | p50 ms | p99 ms | errors | passed | " + " | ".join(ti
 print("|" + "---:|" * 6 + "---:|" * (len(tiers) + 4))
 for x in runs:
     c = x["cores"]
-    system = sum(v for k, v in c.items() if k != "generator")
+    system = sum(v for k, v in c.items() if k != "generator" and not k.startswith("pg:"))
     print(f"| {x['rate']} | {x['achieved']:.0f} | {x['p50']:.1f} | {x['p99']:.1f} | {x['errors']} | "
           f"{'yes' if x['passed'] else 'no'} | " + " | ".join(f"{c.get(t, 0):.2f}" for t in tiers) +
           f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms"
@@ -193,4 +255,24 @@ for x in runs:
           + "".join(f"; {k} {v}" for k, v in x['slow'].get('by', {}).items()) + ") |")
 print()
 print("CPU in cores (CPU seconds per second of the run) by tier; a tier's figure sums its nodes in both DCs.")
+print()
+kinds = ["backend", "walsender", "recovery", "writers", "autovacuum", "other", "postmaster and exited"]
+print("PostgreSQL's CPU by process kind, in cores:")
+print()
+print("| rate | " + " | ".join(kinds) + " |")
+print("|" + "---:|" * (len(kinds) + 1))
+for x in runs:
+    c = x["cores"]
+    print(f"| {x['rate']} | " + " | ".join(f"{c.get('pg:' + k, 0):.3f}" for k in kinds) + " |")
+print()
+print("Redis per request (both DCs' servers): commands and microseconds of command time, the ten most called:")
+print()
+print("| rate | all commands | all µs | by command: calls (µs) |")
+print("|---:|---:|---:|---|")
+for x in runs:
+    rp = x.get("redis_per_request", {})
+    calls = sum(v[0] for v in rp.values()); us = sum(v[1] for v in rp.values())
+    top = sorted(rp.items(), key=lambda kv: -kv[1][0])[:10]
+    print(f"| {x['rate']} | {calls:.2f} | {us:.1f} | " +
+          "; ".join(f"{k} {v[0]:.2f} ({v[1]:.1f})" for k, v in top) + " |")
 EOF
