@@ -82,6 +82,13 @@ pub(crate) fn pid_file(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join("nodes").join(format!("{name}.pid"))
 }
 
+/// Write `text` to `path` in one rename (a reader sees the old file or the new).
+pub(crate) fn replace(path: &Path, text: &str) -> Result<(), ControlError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).file("writing", &tmp)?;
+    std::fs::rename(&tmp, path).file("renaming into place", path)
+}
+
 /// Write `text` to `path`, readable by its owner only (it may hold passwords).
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), ControlError> {
     if let Some(dir) = path.parent() {

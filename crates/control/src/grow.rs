@@ -257,9 +257,7 @@ fn declare(shared: &Shared, request: &AddRequest) -> Result<u16, ControlError> {
         .map_err(|e| ControlError::BadRequest(format!("the topology with the new shard is refused: {e}")))?;
     let shard = current.shards().len() as u16;
     check_free(&current, &next, shard)?;
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, &next_text).file("writing", &tmp)?;
-    std::fs::rename(&tmp, &path).file("writing", &path)?;
+    crate::files::replace(&path, &next_text)?;
     shared.set_topology(next.clone());
     shared.cluster.add_shards(&next)?;
     tracing::info!(shard, "a shard was added to the topology; building it");

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use topology::{Role, Topology};
 
 use crate::error::{Context as _, ControlError};
+use crate::files::replace;
 use crate::shared::Shared;
 
 /// The directory of the files, in the run directory.
@@ -168,13 +169,6 @@ pub(crate) fn grafana_dashboard() -> Value {
         "time": {"from": "now-30m", "to": "now"},
         "panels": panels,
     })
-}
-
-/// Write `text` to `path` in one rename (a reader sees the old file or the new).
-fn replace(path: &Path, text: &str) -> Result<(), ControlError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).file("writing", &tmp)?;
-    std::fs::rename(&tmp, path).file("renaming into place", path)
 }
 
 /// Write every file (at start).

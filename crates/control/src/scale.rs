@@ -256,10 +256,7 @@ fn with_count(shared: &Shared, dc: &str, role: Role, count: u32) -> Result<(Stri
 fn put_count(shared: &Shared, dc: &str, role: Role, count: u32) -> Result<Topology, ControlError> {
     let _edit = shared.topology_edit.lock().expect("topology edit lock poisoned");
     let (text, next) = with_count(shared, dc, role, count)?;
-    let path = topology_file(&shared.opts.run_dir);
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).file("writing", &tmp)?;
-    std::fs::rename(&tmp, &path).file("writing", &path)?;
+    crate::files::replace(&topology_file(&shared.opts.run_dir), &text)?;
     shared.set_topology(next.clone());
     Ok(next)
 }
