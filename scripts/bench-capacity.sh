@@ -30,9 +30,18 @@
 # million users the first, cold run otherwise decides the search (every acting
 # user's first feed rebuilds its timeline at once).
 #
+# BENCH_RATES (e.g. "600 600") runs those rates in that order instead of the
+# search; BENCH_MIX (`millions bench --mix`, e.g. feed=60,timeline=30,post=10)
+# replaces the default mix in every run, so that one operation's cost is the
+# difference between two such runs. BENCH_PG_STATEMENTS=1 loads
+# pg_stat_statements into every PostgreSQL server (before the seed) and prints,
+# after the runs, the statements that took the most of the primaries' and
+# replicas' execution time over the measured windows.
+#
 # Environment (all optional):
 #   BENCH_USERS=100000  BENCH_START=200  BENCH_MAX=6400  BENCH_P99_MS=50
 #   BENCH_DURATION=20s  BENCH_WARMUP=5s  BENCH_PREWARM=0s  BENCH_PREWARM_RATE=BENCH_START
+#   BENCH_RATES=  BENCH_MIX=  BENCH_PG_STATEMENTS=0
 #   BENCH_BUILD=1  (0: do not run cargo build)   BENCH_KEEP=0 (1: keep the run directory)
 #   MILLIONS=target/release/millions
 set -euo pipefail
@@ -48,6 +57,9 @@ DURATION="${BENCH_DURATION:-20s}"
 WARMUP="${BENCH_WARMUP:-5s}"
 PREWARM="${BENCH_PREWARM:-0s}"
 PREWARM_RATE="${BENCH_PREWARM_RATE:-$START}"
+RATES="${BENCH_RATES:-}"
+MIX="${BENCH_MIX:-}"
+PG_STATEMENTS="${BENCH_PG_STATEMENTS:-0}"
 MILLIONS="${MILLIONS:-$ROOT/target/release/millions}"
 
 say() { printf 'bench-capacity: %s\n' "$*" >&2; }
@@ -61,6 +73,17 @@ own_stack bench-capacity 127.0.235 127.0.236
 
 say "starting the default topology"
 "$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
+if [ "$PG_STATEMENTS" = 1 ]; then
+    # postgresql.auto.conf is the server's own (millions rewrites millions.conf at
+    # every start, not it), so the library stays loaded through the restart.
+    say "loading pg_stat_statements into every PostgreSQL server"
+    for conf in "$HOME_DIR"/nodes/*/data/postgresql.auto.conf; do
+        echo "shared_preload_libraries = 'pg_stat_statements'" >>"$conf"
+    done
+    "$MILLIONS" down >/dev/null
+    "$MILLIONS" up --topology "$HOME_DIR/topology.toml" >/dev/null
+    wait_whole healthy
+fi
 say "seeding $USERS users"
 seed_start=$SECONDS
 "$MILLIONS" seed --users "$USERS" >/dev/null 2>&1
@@ -69,6 +92,39 @@ say "seeded in $((SECONDS - seed_start)) s"
 # Redis's slow commands: every command or script that held a Redis for more than
 # 5 ms is logged (SLOWLOG, reset before each run); the table counts them per run.
 mapfile -t REDIS < <(nodes_of redis)
+MIX_ARGS=()
+[ -n "$MIX" ] && MIX_ARGS=(--mix "$MIX")
+
+# pg_sql ADDR SQL: psql against the stack's PostgreSQL server at ADDR, unaligned.
+pg_sql() {
+    PGPASSWORD="$(secret postgres)" psql -X -q -At -h "${1%:*}" -p "${1##*:}" -U millions -d millions -c "$2"
+}
+mapfile -t PG < <(nodes_of postgres)
+if [ "$PG_STATEMENTS" = 1 ]; then
+    require "the postgresql-client package" psql
+    for a in "${PG[@]}"; do
+        # A standby has it from its primary's WAL; creating it there fails, harmlessly.
+        pg_sql "$a" "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null 2>&1 || true
+    done
+fi
+statements_reset() {
+    [ "$PG_STATEMENTS" = 1 ] || return 0
+    for a in "${PG[@]}"; do pg_sql "$a" "SELECT pg_stat_statements_reset()" >/dev/null; done
+}
+# statements_read: JSON [[query, calls, ms]] summed over every server, the most
+# expensive first (the first 12).
+statements_read() {
+    [ "$PG_STATEMENTS" = 1 ] || { echo '[]'; return 0; }
+    for a in "${PG[@]}"; do
+        pg_sql "$a" "SELECT json_agg(json_build_array(regexp_replace(query, '\s+', ' ', 'g'), calls, total_exec_time)) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    done | python3 -c '
+import json, sys
+out = {}
+for line in sys.stdin:
+    for q, calls, ms in json.loads(line) if line.strip() and line.strip() != "" else []:
+        c = out.setdefault(q, [0, 0.0]); c[0] += calls; c[1] += ms
+print(json.dumps(sorted(([q, c, ms] for q, (c, ms) in out.items()), key=lambda x: -x[2])[:12]))'
+}
 slowlog_reset() {
     for r in "${REDIS[@]}"; do
         rcli "$r" CONFIG SET slowlog-log-slower-than 5000 >/dev/null
@@ -174,11 +230,12 @@ probe() {
     wait_whole healthy
     say "$rate/s for $DURATION (after $WARMUP of warm-up)"
     "$MILLIONS" bench --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" \
-        --json "$json" >"$out" 2>&1 &
+        "${MIX_ARGS[@]}" --json "$json" >"$out" 2>&1 &
     gen=$!
     when_printed "$out" "^sending " "$gen"
     sleep "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")))' "$WARMUP")" # the warm-up is not measured
     slowlog_reset
+    statements_reset
     rbefore="$(redis_stats)"
     before="$(cpu_by_tier "$gen")"
     t0="$(date +%s.%N)"
@@ -187,12 +244,13 @@ probe() {
     t1="$(date +%s.%N)"
     rafter="$(redis_stats)"
     slow="$(slowlog_read)"
+    stmts="$(statements_read)"
     wait "$gen" || true
     [ -s "$json" ] || die "no report at $rate/s: $(tail -5 "$out")"
     python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" "$slow" \
-        "$rbefore" "$rafter" >>"$HOME_DIR/runs.jsonl" <<'EOF'
+        "$rbefore" "$rafter" "$stmts" >>"$HOME_DIR/runs.jsonl" <<'EOF'
 import json, sys
-rate, before, after, t0, t1, hz, report, p99_max, slow, rbefore, rafter = sys.argv[1:12]
+rate, before, after, t0, t1, hz, report, p99_max, slow, rbefore, rafter, stmts = sys.argv[1:13]
 before, after, hz = json.loads(before), json.loads(after), int(hz)
 rbefore, rafter = json.loads(rbefore), json.loads(rafter)
 window = float(t1) - float(t0)
@@ -209,6 +267,7 @@ print(json.dumps({"rate": int(rate), "achieved": r["achieved_rate"], "p50": r["l
                   "p99": r["latency_ms"]["p99"], "errors": r["errors"], "passed": ok,
                   "verdict": r["verdict"]["passed"], "cores": cores, "window_secs": window,
                   "slow": json.loads(slow), "redis_per_request": redis,
+                  "statements": [[q, c / served, ms * 1000 / served] for q, c, ms in json.loads(stmts)] if served else [],
                   "system_ms_per_req": system * 1000 / r["achieved_rate"] if r["achieved_rate"] else None}))
 EOF
     python3 -c 'import json,sys; x=json.loads(open(sys.argv[1]).readlines()[-1]); sys.exit(0 if x["passed"] else 1)' \
@@ -219,14 +278,20 @@ if [ "$(python3 -c 'import sys; print(float(sys.argv[1].rstrip("s")) > 0)' "$PRE
     wait_whole healthy
     say "prewarming: $PREWARM_RATE/s for $PREWARM, not measured"
     "$MILLIONS" bench --rate "$PREWARM_RATE" --duration "$PREWARM" --warmup 0s --users "$USERS" \
-        >"$HOME_DIR/prewarm.txt" 2>&1 || say "the prewarm run did not pass: $(tail -3 "$HOME_DIR/prewarm.txt")"
+        "${MIX_ARGS[@]}" >"$HOME_DIR/prewarm.txt" 2>&1 || say "the prewarm run did not pass: $(tail -3 "$HOME_DIR/prewarm.txt")"
 fi
 
 lo=0 hi=0 rate="$START"
-while [ "$rate" -le "$MAX" ]; do
-    if probe "$rate"; then lo="$rate"; rate=$((rate * 2)); else hi="$rate"; break; fi
-done
-if [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ]; then
+if [ -n "$RATES" ]; then
+    for rate in $RATES; do
+        if probe "$rate"; then [ "$rate" -gt "$lo" ] && lo="$rate"; fi
+    done
+else
+    while [ "$rate" -le "$MAX" ]; do
+        if probe "$rate"; then lo="$rate"; rate=$((rate * 2)); else hi="$rate"; break; fi
+    done
+fi
+if [ -z "$RATES" ] && [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ]; then
     while [ $(((hi - lo) * 10)) -gt "$lo" ]; do
         mid=$(((lo + hi) / 2))
         if probe "$mid"; then lo="$mid"; else hi="$mid"; fi
@@ -234,8 +299,10 @@ if [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ]; then
 fi
 
 echo
-echo "Capacity of the default topology, $USERS users, the default mix, p99 <= $P99_MS ms and no error:" \
-    "$([ "$lo" -gt 0 ] && echo "$lo requests/s" || echo "below $START requests/s")" \
+echo "Capacity of the default topology, $USERS users, ${MIX:+the mix $MIX}${MIX:-the default mix}, p99 <= $P99_MS ms and no error:" \
+    "$(if [ "$lo" -gt 0 ]; then echo "$lo requests/s${RATES:+ (the highest of the rates run that passed)}";
+       elif [ -n "$RATES" ]; then echo "none of the rates run ($RATES) passed";
+       else echo "below $START requests/s"; fi)" \
     "($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown commit), $(nproc) CPUs)"
 echo
 python3 - "$HOME_DIR/runs.jsonl" <<'EOF'
@@ -275,4 +342,13 @@ for x in runs:
     top = sorted(rp.items(), key=lambda kv: -kv[1][0])[:10]
     print(f"| {x['rate']} | {calls:.2f} | {us:.1f} | " +
           "; ".join(f"{k} {v[0]:.2f} ({v[1]:.1f})" for k, v in top) + " |")
+if any(x.get("statements") for x in runs):
+    print()
+    print("PostgreSQL statements per request (every server, pg_stat_statements), the most execution time first:")
+    print()
+    print("| rate | calls per request | µs per request | statement |")
+    print("|---:|---:|---:|---|")
+    for x in runs:
+        for q, calls, us in x.get("statements", [])[:8]:
+            print(f"| {x['rate']} | {calls:.3f} | {us:.1f} | `{q[:140]}` |")
 EOF

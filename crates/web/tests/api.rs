@@ -1486,6 +1486,85 @@ async fn cold_pages_load_in_batches_and_logins_are_cached() {
     assert_eq!(b.state.caches().metrics.get("session", "l2_hit"), 1);
 }
 
+/// Every id of `username`'s posts page by page of `limit` through `app`, read as
+/// `viewer`, newest first; and how many pages.
+async fn all_user_posts(
+    app: &testkit::TestApp,
+    username: &str,
+    viewer: Option<&User>,
+    limit: usize,
+) -> (Vec<i64>, usize) {
+    let (mut all, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut path = format!("/api/v1/users/{username}/posts?limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (ids, next) = page_ids(&call(app, "GET", &path, viewer, None, StatusCode::OK).await);
+        all.extend(ids);
+        pages += 1;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return (all, pages),
+        }
+    }
+}
+
+/// Others read a user's posts within their newest `RECENT_POSTS` from the cached
+/// ids and older pages from the shard, the pages joining up across the edge; the
+/// author, and a `Cache-Control: no-cache` request, read the shard; a post and a
+/// deletion show on the next read.
+#[tokio::test]
+async fn a_users_posts_come_from_the_cached_newest_ids_and_the_shard_beyond_them() {
+    let env = TestEnv::new().await;
+    let (a, b) = (env.spawn().await, env.spawn().await);
+    let alice = signup(&a, "alice").await;
+    let reader = signup(&b, "reader").await;
+    let mut posts = Vec::new();
+    for i in 0..web::service::RECENT_POSTS + 3 {
+        posts.push(post_text(&a, &alice, &format!("post {i}")).await);
+    }
+    posts.reverse();
+    let before = queries(&b, "user_posts").await;
+    let (all, pages) = all_user_posts(&b, "alice", Some(&reader), 50).await;
+    assert_eq!(all, posts, "every post once, newest first, across the cached window's edge");
+    assert_eq!(pages, 5);
+    // 50 + 50 + 50 from the 200 cached ids; the fourth page needs 51 (its
+    // cursor's) and the cache holds 50 below the cursor: it and the fifth
+    // come from the shard.
+    assert_eq!(queries(&b, "user_posts").await - before, 2, "only the pages beyond the cached window");
+    let before = queries(&b, "user_posts").await;
+    call(&b, "GET", "/api/v1/users/alice/posts?limit=5", None, None, StatusCode::OK).await;
+    assert_eq!(queries(&b, "user_posts").await, before, "anonymous first page from the cache");
+
+    // The author's own read, and a no-cache one, come from the shard.
+    call(&b, "GET", "/api/v1/users/alice/posts?limit=5", Some(&alice), None, StatusCode::OK).await;
+    assert_eq!(queries(&b, "user_posts").await, before + 1, "the author's read");
+    let r = reqwest::Client::new()
+        .get(b.url("/api/v1/users/alice/posts?limit=5"))
+        .header("cache-control", "max-age=0, No-Cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (ids, _) = page_ids(&r.json().await.unwrap());
+    assert_eq!(ids, posts[..5]);
+    assert_eq!(queries(&b, "user_posts").await, before + 2, "the no-cache read");
+
+    // A new post, then its deletion, through the other server: the next read of
+    // the cached list (on the server that wrote, at once; on the other once its
+    // memory has the invalidation) shows each.
+    let newest = post_text(&a, &alice, "newest").await;
+    let first = |app| async move {
+        page_ids(&call(app, "GET", "/api/v1/users/alice/posts?limit=3", None, None, StatusCode::OK).await).0
+    };
+    assert_eq!(first(&a).await, [vec![newest], posts[..2].to_vec()].concat());
+    eventually("the other server shows the new post", || async { first(&b).await[0] == newest }).await;
+    call(&a, "DELETE", &format!("/api/v1/posts/{newest}"), Some(&alice), None, StatusCode::NO_CONTENT).await;
+    assert_eq!(first(&a).await, posts[..3]);
+    eventually("the other server drops the deleted post", || async { first(&b).await == posts[..3] }).await;
+}
+
 /// The value of the sample `line_start` (`name{labels}` or `name`) in `/metrics`.
 async fn metric(app: &testkit::TestApp, line_start: &str) -> f64 {
     let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
