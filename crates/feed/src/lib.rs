@@ -19,10 +19,8 @@ pub const PROFILE_CACHE: &str = "profile";
 /// Name of the cache of posts by id (invalidated when a worker finishes a photo).
 pub const POST_CACHE: &str = "post";
 
-/// Name of the cache of each user's newest post ids: the first pages of the
-/// user's posts, and a celebrity's posts merged into feeds at read time. Every
-/// fan-out and retraction invalidates the author's entry.
-pub const RECENT_POSTS_CACHE: &str = "recent_posts";
+/// Name of the cache of celebrities' newest post ids, merged into feeds at read time.
+pub const CELEBRITY_POSTS_CACHE: &str = "celeb_posts";
 
 /// What a fan-out did, and what it cost: its timeline writes, counted in this
 /// data center's Redis (every data center's Redis gets the same pushes, into its
@@ -123,20 +121,18 @@ pub enum FanOutError {
     /// A deleted post's cached copy could not be dropped in every data center.
     #[error("invalidating the cached post: {0}")]
     PostInvalidation(#[source] cache::SpreadError),
-    /// The author's cached newest posts could not be invalidated in every data
-    /// center.
-    #[error("invalidating the author's cached newest posts: {0}")]
+    /// The cached list of a celebrity's newest posts could not be invalidated in
+    /// every data center.
+    #[error("invalidating the celebrity's cached posts: {0}")]
     Invalidation(#[source] cache::SpreadError),
 }
 
-/// Put `post_id` by `author` into its readers' timelines, and drop the author's
-/// cached newest posts (their posts' first pages, and a celebrity's posts merged
-/// into feeds) in every data center. Users with at least `celebrity_threshold`
-/// followers are not fanned out: their posts are merged into feeds at read time
-/// from that cached list. Any failure is returned: the caller must make sure the
-/// fan-out runs again (it is idempotent: a timeline is a set). On success, what
-/// it did and the timelines it offered and wrote (in this data center's Redis),
-/// for the caller's fan-out metrics ([`METRICS`]).
+/// Put `post_id` by `author` into its readers' timelines. Users with at least
+/// `celebrity_threshold` followers are not fanned out: their cached list of
+/// newest posts is invalidated instead. Any failure is returned: the caller
+/// must make sure the fan-out runs again (it is idempotent: a timeline is a set).
+/// On success, what it did and the timelines it offered and wrote (in this data
+/// center's Redis), for the caller's fan-out metrics ([`METRICS`]).
 ///
 /// The timelines and invalidations reach every data center's Redis (the
 /// `Timelines` and `Invalidator` carry the peers), in parallel; a peer that
@@ -151,30 +147,25 @@ pub async fn fan_out(
     author: i64,
     followers_count: i64,
 ) -> Result<FanOut, FanOutError> {
+    let mut owners = vec![author];
     let celebrity = followers_count >= celebrity_threshold;
-    let invalidated = async {
+    if celebrity {
         invalidator
-            .invalidate(RECENT_POSTS_CACHE, itoa::Buffer::new().format(author))
+            .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
             .await
-            .map_err(FanOutError::Invalidation)
-    };
-    let pushed = async {
-        let mut owners = vec![author];
-        if !celebrity {
-            owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
-        }
-        let written = timelines
-            .push(post_id, &owners)
-            .await
-            .map_err(|source| FanOutError::Timelines { readers: owners.len(), source })?;
-        Ok((owners.len(), written))
-    };
-    // Both run to the end, so that a failed push still leaves the author's own
-    // posts page showing the post (and a failed invalidation the timelines).
-    let (invalidated, pushed) = tokio::join!(invalidated, pushed);
-    let (offered, written) = pushed?;
-    invalidated?;
-    Ok(if celebrity { FanOut::Celebrity { written } } else { FanOut::Pushed { offered, written } })
+            .map_err(FanOutError::Invalidation)?;
+    } else {
+        owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
+    }
+    let written = timelines
+        .push(post_id, &owners)
+        .await
+        .map_err(|source| FanOutError::Timelines { readers: owners.len(), source })?;
+    Ok(if celebrity {
+        FanOut::Celebrity { written }
+    } else {
+        FanOut::Pushed { offered: owners.len(), written }
+    })
 }
 
 /// Take a deleted post out of where fan-out put it: the author's and (unless a
@@ -201,7 +192,7 @@ pub async fn retract(
         .map_err(|source| FanOutError::Retraction { readers: owners.len(), source })?;
     invalidator.invalidate(POST_CACHE, &post_id.to_string()).await.map_err(FanOutError::PostInvalidation)?;
     invalidator
-        .invalidate(RECENT_POSTS_CACHE, &author.to_string())
+        .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
         .await
         .map_err(FanOutError::Invalidation)?;
     Ok(())

@@ -239,25 +239,14 @@ async fn unfollow(
     Ok(Json(service::set_follow(&state, s.user_id, &username, false).await?).into_response())
 }
 
-/// `GET /users/{username}/posts`. A request with `Cache-Control: no-cache` reads
-/// the list from the user's shard, as the author's own does (the bench's checker
-/// verifies posts so).
 async fn user_posts(
     State(state): State<AppState>,
-    Viewer(viewer): Viewer,
     media: MediaUrls,
-    headers: HeaderMap,
     ApiPath(username): ApiPath<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (cursor, limit) = page_params(query)?;
-    let no_cache = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")));
-    let read = service::PostsRead { viewer: viewer.map(|s| s.user_id), no_cache };
-    Ok(Json(service::user_posts(&state, &media, &username, read, cursor, limit).await?).into_response())
+    Ok(Json(service::user_posts(&state, &media, &username, cursor, limit).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]

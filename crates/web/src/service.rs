@@ -38,9 +38,8 @@ pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=30;
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: usize = 20;
-/// How many of a user's newest post ids are cached: the pages of the user's
-/// posts within them, and a celebrity's posts merged into feeds at read time.
-pub const RECENT_POSTS: usize = 200;
+/// How many of a celebrity's newest posts are kept for read-time merging.
+const CELEBRITY_RECENT: i64 = 200;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -1074,11 +1073,7 @@ pub async fn create_photo_post(
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
     state.business().posts.inc();
     state.business().photos.inc();
-    // The author's posts show it at once (processing); the worker's fan-out
-    // drops the cached list again when it is ready, until that succeeds.
-    let mut key = itoa::Buffer::new();
-    let recent = state.caches().recent_posts.invalidate(key.format(author));
-    tokio::join!(invalidate_profile(state, author), recent);
+    invalidate_profile(state, author).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
     Ok(post_view(media, &post, &profile, Some(false)))
@@ -1221,54 +1216,18 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
     (ids, next)
 }
 
-/// Who reads a user's posts, and how: what decides whether the list of their
-/// ids may come from the cache ([`user_posts`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PostsRead {
-    /// The signed-in reader: the author reads their own list from the shard.
-    pub viewer: Option<i64>,
-    /// The request asked for no cached answer (`Cache-Control: no-cache`).
-    pub no_cache: bool,
-}
-
-/// A user's own posts as `read` asks; the page's photo URLs are chosen by
-/// `media` when it is rendered or serialized.
-///
-/// Anyone but the author reads a page within the user's newest [`RECENT_POSTS`]
-/// posts from their cached ids (invalidated in every data center by each post
-/// and deletion before either is answered; another web server's memory may
-/// hold the list it replaces for the moment the invalidation takes to reach
-/// it). The author, a `no_cache` request and older pages read the user's
-/// shard, under the reader's read-your-writes floor: an author sees their own
-/// post at once on any web server, and the bench's checker verifies posts from
-/// the database.
+/// A user's own posts; the page's photo URLs are chosen by `media` when it is
+/// rendered or serialized.
 pub async fn user_posts(
     state: &AppState,
     media: &MediaUrls,
     username: &str,
-    read: PostsRead,
     cursor: Option<PostId>,
     limit: usize,
 ) -> Result<PostPage, ApiError> {
     let user_id = user_id_of(state, username).await?;
-    let cached = if read.no_cache || read.viewer == Some(user_id) {
-        None
-    } else {
-        let recent = recent_posts(state, user_id).await?;
-        let before = cursor.map(PostId::get);
-        let ids: Vec<i64> =
-            recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1).collect();
-        // Fewer than RECENT_POSTS cached: the user has no older posts than those.
-        (ids.len() > limit || recent.len() < RECENT_POSTS).then_some(ids)
-    };
-    let ids = match cached {
-        Some(ids) => ids,
-        None => {
-            let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
-            rows.iter().map(|p| p.post_id).collect()
-        }
-    };
-    let (ids, next_cursor) = page_of(ids, limit);
+    let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
+    let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
     Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor, media: media.clone() })
 }
 
@@ -1306,7 +1265,7 @@ pub async fn home_feed(
     if !followees.is_empty() {
         let celebrities = celebrities(state).await?;
         for celeb in followees.iter().filter(|f| celebrities.contains(f)) {
-            let recent = recent_posts(state, *celeb).await?;
+            let recent = celebrity_recent(state, *celeb).await?;
             ids.extend(recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1));
         }
     }
@@ -1356,15 +1315,14 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
         .unwrap_or_default())
 }
 
-/// A user's newest [`RECENT_POSTS`] post ids, newest first, through the cache.
-async fn recent_posts(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
     Ok(state
         .caches()
-        .recent_posts
-        .get_or_fill(itoa::Buffer::new().format(user_id), || {
+        .celebrity_posts
+        .get_or_fill(&user_id.to_string(), || {
             fill(async move {
-                let ids = data.recent_post_ids(&[user_id], RECENT_POSTS as i64, None).await?;
+                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT, None).await?;
                 Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
             })
         })

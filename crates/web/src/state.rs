@@ -26,10 +26,8 @@ pub struct Caches {
     pub followees: Arc<ReadThrough<Vec<i64>>>,
     /// The set of celebrities (one entry, key `all`).
     pub celebrities: Arc<ReadThrough<Vec<i64>>>,
-    /// Each user's newest post ids (up to `service::RECENT_POSTS`): the first
-    /// pages of the user's posts, and a celebrity's posts merged into followers'
-    /// feeds at read time. Invalidated by every post and deletion of the user.
-    pub recent_posts: Arc<ReadThrough<Vec<i64>>>,
+    /// Each celebrity's newest post ids, merged into followers' feeds at read time.
+    pub celebrity_posts: Arc<ReadThrough<Vec<i64>>>,
     /// Live sessions by the hex SHA-256 of their token (copies of the shards'
     /// rows; a logout invalidates them everywhere).
     pub sessions: Arc<ReadThrough<SessionRecord>>,
@@ -58,7 +56,7 @@ impl Caches {
             posts: build(with(feed::POST_CACHE, config.clone())),
             followees: build(with("followees", config.clone())),
             celebrities: build(with("celebrities", short)),
-            recent_posts: build(with(feed::RECENT_POSTS_CACHE, config.clone())),
+            celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config.clone())),
             unread: build(with(data::UNREAD_CACHE, config.clone())),
             sessions: build(with("session", config)),
             metrics,

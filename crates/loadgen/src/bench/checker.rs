@@ -4,10 +4,8 @@
 //!
 //! Which read shows what (see `crates/web/src/service.rs`):
 //! - a post: `GET /users/{author}/posts` lists post ids from a query on the
-//!   author's shard (a replica within the lag bound, under the session's floor)
-//!   when the author reads it or the request says `Cache-Control: no-cache`, as
-//!   the checker's do (others get the author's cached newest posts); only the
-//!   posts' contents come from the post cache. A post deleted in the
+//!   author's shard (a replica within the lag bound, under the session's floor);
+//!   only the posts' contents come from the post cache. A post deleted in the
 //!   database is missing from that list at once, cached or not.
 //! - a like: `liked_by_me` of `GET /posts/{id}` reads the `likes` table (a
 //!   replica, under the floor), never a cache.
@@ -123,8 +121,7 @@ async fn author_posts(
             url.push_str("&cursor=");
             url.push_str(c);
         }
-        // The list from the author's shard, not the cached newest posts.
-        let mut req = http.client(entry).get(url).header(reqwest::header::CACHE_CONTROL, "no-cache");
+        let mut req = http.client(entry).get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

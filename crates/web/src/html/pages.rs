@@ -84,9 +84,7 @@ pub(super) async fn profile(
         // `/u/Alice` and `/u/alice` are the same page; keep one address.
         return Ok(Redirect::permanent(&format!("/u/{}", user.username)).into_response());
     }
-    let read = service::PostsRead { viewer: me.map(|m| m.id), no_cache: false };
-    let posts =
-        service::user_posts(&state, &media, &user.username, read, cursor, service::DEFAULT_LIMIT).await?;
+    let posts = service::user_posts(&state, &media, &user.username, cursor, service::DEFAULT_LIMIT).await?;
     let own = me.is_some_and(|m| m.username == user.username);
     let initial = user.display_name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
     let base = format!("/u/{}", user.username);
