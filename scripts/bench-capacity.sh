@@ -23,7 +23,9 @@
 # PostgreSQL's CPU is also split by process kind (backends serving queries,
 # WAL senders, recovery on standbys, background writers, autovacuum), and Redis's
 # commands are counted per request of the run (INFO commandstats), by command:
-# what each request asks of the caches, and what their time is.
+# what each request asks of the caches, and what their time is. The whole
+# machine's CPU (/proc/stat) is shown beside it: soft interrupts (the loopback
+# network's packet work) are in no process's own time.
 #
 # BENCH_PREWARM (a duration, e.g. 120s) runs the mix at BENCH_PREWARM_RATE first,
 # unmeasured, so that the search starts on warm caches and timelines: on a
@@ -238,9 +240,11 @@ probe() {
     statements_reset
     rbefore="$(redis_stats)"
     before="$(cpu_by_tier "$gen")"
+    mbefore="$(head -1 /proc/stat)"
     t0="$(date +%s.%N)"
     when_printed "$out" "^verifying " "$gen"
     after="$(cpu_by_tier "$gen")"
+    mafter="$(head -1 /proc/stat)"
     t1="$(date +%s.%N)"
     rafter="$(redis_stats)"
     slow="$(slowlog_read)"
@@ -248,9 +252,9 @@ probe() {
     wait "$gen" || true
     [ -s "$json" ] || die "no report at $rate/s: $(tail -5 "$out")"
     python3 - "$rate" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$json" "$P99_MS" "$slow" \
-        "$rbefore" "$rafter" "$stmts" >>"$HOME_DIR/runs.jsonl" <<'EOF'
+        "$rbefore" "$rafter" "$stmts" "$mbefore" "$mafter" >>"$HOME_DIR/runs.jsonl" <<'EOF'
 import json, sys
-rate, before, after, t0, t1, hz, report, p99_max, slow, rbefore, rafter, stmts = sys.argv[1:13]
+rate, before, after, t0, t1, hz, report, p99_max, slow, rbefore, rafter, stmts, mbefore, mafter = sys.argv[1:15]
 before, after, hz = json.loads(before), json.loads(after), int(hz)
 rbefore, rafter = json.loads(rbefore), json.loads(rafter)
 window = float(t1) - float(t0)
@@ -267,6 +271,12 @@ print(json.dumps({"rate": int(rate), "achieved": r["achieved_rate"], "p50": r["l
                   "p99": r["latency_ms"]["p99"], "errors": r["errors"], "passed": ok,
                   "verdict": r["verdict"]["passed"], "cores": cores, "window_secs": window,
                   "slow": json.loads(slow), "redis_per_request": redis,
+                  # The whole machine's CPU (/proc/stat), in cores: what no process's
+                  # own time holds shows here too, chiefly the loopback network's
+                  # soft interrupts, charged to no process.
+                  "machine": {k: (int(b) - int(a)) / hz / window for k, a, b in
+                              zip(["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"],
+                                  mbefore.split()[1:9], mafter.split()[1:9])},
                   "statements": [[q, c / served, ms * 1000 / served] for q, c, ms in json.loads(stmts)] if served else [],
                   "system_ms_per_req": system * 1000 / r["achieved_rate"] if r["achieved_rate"] else None}))
 EOF
@@ -322,6 +332,20 @@ for x in runs:
           + "".join(f"; {k} {v}" for k, v in x['slow'].get('by', {}).items()) + ") |")
 print()
 print("CPU in cores (CPU seconds per second of the run) by tier; a tier's figure sums its nodes in both DCs.")
+print()
+print("The whole machine (/proc/stat), in cores: busy is everything but idle and I/O wait, the generator")
+print("included; soft interrupts (the loopback network's packet work) are charged to no process:")
+print()
+print("| rate | busy | user | system | softirq | idle | busy per request | processes' own (all but the generator) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+for x in runs:
+    m, c = x.get("machine"), x["cores"]
+    if not m:
+        continue
+    busy = sum(v for k, v in m.items() if k not in ("idle", "iowait"))
+    system = sum(v for k, v in c.items() if k != "generator" and not k.startswith("pg:"))
+    print(f"| {x['rate']} | {busy:.2f} | {m['user'] + m['nice']:.2f} | {m['system']:.2f} | {m['softirq'] + m['irq']:.2f} | "
+          f"{m['idle']:.2f} | {busy * 1000 / x['achieved']:.2f} ms | {system:.2f} |")
 print()
 kinds = ["backend", "walsender", "recovery", "writers", "autovacuum", "other", "postmaster and exited"]
 print("PostgreSQL's CPU by process kind, in cores:")
