@@ -72,6 +72,10 @@ die() { printf 'bench-capacity: error: %s\n' "$*" >&2; exit 1; }
 
 command -v python3 >/dev/null || die "python3 is not installed"
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT must be a whole number of runs, at least 1 (got '$REPEAT')"
+[[ "$PG_STATEMENTS" =~ ^[01]$ ]] || die "BENCH_PG_STATEMENTS must be 0 or 1 (got '$PG_STATEMENTS')"
+for r in $RATES; do
+    [[ "$r" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RATES must list whole rates per second, e.g. \"600 600\" (got '$r')"
+done
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
 build_millions
@@ -127,7 +131,7 @@ statements_read() {
 import json, sys
 out = {}
 for line in sys.stdin:
-    for q, calls, ms in json.loads(line) if line.strip() and line.strip() != "" else []:
+    for q, calls, ms in json.loads(line) if line.strip() else []:
         c = out.setdefault(q, [0, 0.0]); c[0] += calls; c[1] += ms
 print(json.dumps(sorted(([q, c, ms] for q, (c, ms) in out.items()), key=lambda x: -x[2])[:12]))'
 }
