@@ -105,9 +105,11 @@ mapfile -t REDIS < <(nodes_of redis)
 MIX_ARGS=()
 [ -n "$MIX" ] && MIX_ARGS=(--mix "$MIX")
 
-# pg_sql ADDR SQL: psql against the stack's PostgreSQL server at ADDR, unaligned.
+# pg_sql ADDR SQL: psql against the stack's PostgreSQL server at ADDR, unaligned,
+# with its password (read once).
 pg_sql() {
-    PGPASSWORD="$(secret postgres)" psql -X -q -At -h "${1%:*}" -p "${1##*:}" -U millions -d millions -c "$2"
+    : "${PG_PASSWORD:=$(secret postgres)}"
+    PGPASSWORD="$PG_PASSWORD" psql -X -q -At -h "${1%:*}" -p "${1##*:}" -U millions -d millions -c "$2"
 }
 mapfile -t PG < <(nodes_of postgres)
 if [ "$PG_STATEMENTS" = 1 ]; then
