@@ -26,4 +26,4 @@ pub mod timeline;
 pub use invalidation::{Invalidator, LocalEvict, spawn_listener};
 pub use read_through::{CacheConfig, CacheMetrics, Loaded, LoadedMany, ReadThrough};
 pub use redis_handle::{DEFAULT_PREFIX, Redis, RedisConfig, RedisError, SpreadError};
-pub use timeline::Timelines;
+pub use timeline::{PushError, Pushed, Timelines};

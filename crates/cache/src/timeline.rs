@@ -23,10 +23,24 @@
 //! at most [`BATCH`] followers, so no call holds a Redis long whatever a user's
 //! follower count, and [`CALLS_PER_TRIP`] calls travel in one round trip.
 //!
+//! Which timelines exist is kept per author too, so that a push need not ask of
+//! every follower: a set of the author's *readers* ([`Timelines::push_to_readers`]).
+//! A reader registers with every followee's set when its timeline is rebuilt
+//! ([`Timelines::register`], between [`Timelines::begin_rebuild`] and the rebuild's
+//! read of the posts) and when it follows someone; an unfollow takes it out. A push
+//! trusts a set only while it holds the [`COMPLETE`] member, which only a *full*
+//! push adds: one that listed every follower from the database, wrote (and
+//! registered) each one whose timeline exists, and found its own building member
+//! still there at the end, so a set evicted or expired half-way is never trusted.
+//! A set lives [`READERS_LIFETIME`] from its making, never lengthened, so members
+//! whose timelines lapsed since go with it; the next push rebuilds it. Anything
+//! lost (an evicted set, a Redis restart) costs one full push, never a missed post.
+//!
 //! Every data center keeps its own timelines in its own Redis. Writes (pushes,
 //! drops) go to all of them at once, since a follower may read through any data
 //! center; reads and rebuilds stay in the local one (ADR 0008).
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::Script;
@@ -44,12 +58,22 @@ pub struct Timelines {
     /// Lifetime of a timeline since it was last read or rebuilt; a lapsed (or
     /// evicted) one is rebuilt.
     ttl: Duration,
-    /// Adds one post to the timelines, of many, that exist; answers how many.
+    /// Adds one post to the timelines, of many, that exist; answers how many. In
+    /// a full push it also registers each written owner in the author's readers
+    /// set.
     push: Script,
     /// Marks a timeline as being rebuilt, creating it if need be.
     begin: Script,
     /// Merges a rebuilt list into a timeline and marks it complete.
     fill: Script,
+    /// Starts a full push: makes the readers set (with its lifetime) if missing
+    /// and adds the push's building member.
+    readers_begin: Script,
+    /// Ends a full push: marks the readers set complete if its building member is
+    /// still there (the set was not evicted or expired meanwhile).
+    readers_complete: Script,
+    /// Adds a reader to those of many authors' readers sets that exist.
+    register: Script,
 }
 
 impl std::fmt::Debug for Timelines {
@@ -78,6 +102,15 @@ pub const COMPLETE: &str = "~";
 /// The member that says a timeline is being rebuilt: sorts before every id.
 pub const REBUILDING: &str = "!";
 
+/// How long an author's readers set lives from its making (never lengthened): it
+/// bounds how long members whose timelines lapsed or were evicted are still tried
+/// (an `EXISTS` each), at the price of one full push per author per lifetime.
+pub const READERS_LIFETIME: Duration = Duration::from_secs(600);
+
+/// A readers set's members that are not user ids: [`COMPLETE`], and a full push's
+/// building member, which starts with this.
+const BUILDING: &str = "!";
+
 /// How long a timeline created by [`Timelines::begin_rebuild`] lives unless filled:
 /// longer than a rebuild's database read.
 const REBUILD_MARK: Duration = Duration::from_secs(30);
@@ -89,17 +122,24 @@ fn member(post_id: i64) -> String {
 impl Timelines {
     /// Timelines of at most `cap` posts, each living `ttl` since last read or rebuilt.
     pub fn new(redis: Redis, cap: usize, ttl: Duration) -> Timelines {
-        // KEYS: timelines; ARGV: the member, the cap. Keeps the newest `cap` ids
-        // plus the complete member (the rebuilding one, lowest, goes first).
+        // KEYS: [the author's readers set,] timelines; ARGV: the member, the cap,
+        // 1 if KEYS[1] is the readers set (else 0), then, with the set, the
+        // timelines' owners (one per timeline key). Keeps the newest `cap` ids plus
+        // the complete member (the rebuilding one, lowest, goes first). With the
+        // set, every written owner joins it while it exists (never made here: a
+        // set without its lifetime would outlive the timelines it lists).
         let push = Script::new(
             r"
             local keep = tonumber(ARGV[2]) + 1
+            local first = 1 + tonumber(ARGV[3])
+            local set = first == 2 and redis.call('EXISTS', KEYS[1]) == 1
             local pushed = 0
-            for i = 1, #KEYS do
+            for i = first, #KEYS do
               local k = KEYS[i]
               if redis.call('EXISTS', k) == 1 then
                 redis.call('ZADD', k, 0, ARGV[1])
                 redis.call('ZREMRANGEBYRANK', k, 0, -(keep + 1))
+                if set then redis.call('SADD', KEYS[1], ARGV[i + 2]) end
                 pushed = pushed + 1
               end
             end
@@ -129,7 +169,39 @@ impl Timelines {
             redis.call('EXPIRE', KEYS[1], ARGV[2])
             return 1",
         );
-        Timelines { redis, cap, ttl, push, begin, fill }
+        // KEYS: the readers set; ARGV: the building member, the lifetime.
+        let readers_begin = Script::new(
+            r"
+            if redis.call('EXISTS', KEYS[1]) == 0 then
+              redis.call('SADD', KEYS[1], ARGV[1])
+              redis.call('EXPIRE', KEYS[1], ARGV[2])
+            else
+              redis.call('SADD', KEYS[1], ARGV[1])
+            end
+            return 1",
+        );
+        // KEYS: the readers set; ARGV: the building member, the complete member.
+        let readers_complete = Script::new(
+            r"
+            if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+              redis.call('SADD', KEYS[1], ARGV[2])
+              return 1
+            end
+            return 0",
+        );
+        // KEYS: readers sets; ARGV: the reader.
+        let register = Script::new(
+            r"
+            local n = 0
+            for i = 1, #KEYS do
+              if redis.call('EXISTS', KEYS[i]) == 1 then
+                redis.call('SADD', KEYS[i], ARGV[1])
+                n = n + 1
+              end
+            end
+            return n",
+        );
+        Timelines { redis, cap, ttl, push, begin, fill, readers_begin, readers_complete, register }
     }
 
     /// Most ids a timeline holds.
@@ -139,6 +211,10 @@ impl Timelines {
 
     fn key(&self, user: i64) -> String {
         self.redis.key(&format!("tl:{user}"))
+    }
+
+    fn readers_key(&self, author: i64) -> String {
+        self.redis.key(&format!("rd:{author}"))
     }
 
     /// Mark `user`'s timeline as being rebuilt, before the rebuild reads the
@@ -163,23 +239,172 @@ impl Timelines {
     /// its own timelines, and its count is not gathered — a fan-out's writes in
     /// all data centers are about this number times their count.
     pub async fn push(&self, post_id: i64, owners: &[i64]) -> Result<usize, SpreadError> {
+        let trips = self.push_trips(&member(post_id), owners, None);
+        let (trips, script) = (&trips, &self.push);
+        self.redis
+            .run_everywhere("timeline push", |server| async move { send_trips(&server, trips, script).await })
+            .await
+    }
+
+    /// Add `post_id` by `author` to the timelines of the author's readers that
+    /// exist, in this data center's Redis and every peer's, asking each Redis for
+    /// its readers set of the author rather than offering every follower. Where
+    /// that set is missing or not complete (never made, lapsed, evicted, or being
+    /// made by another push), the push there is a full one: `followers` (called
+    /// once, whichever Redis needs it, unless it fails) lists every follower from the database,
+    /// each is offered the post as [`Timelines::push`] does, and the set is
+    /// (re)made of those whose timelines exist. Idempotent like `push`.
+    ///
+    /// Returns what this data center's Redis was offered and wrote.
+    pub async fn push_to_readers<F, Fut, E>(
+        &self,
+        post_id: i64,
+        author: i64,
+        followers: F,
+    ) -> Result<Pushed, PushError<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Vec<i64>, E>>,
+        E: std::error::Error + 'static,
+    {
         let m = member(post_id);
-        let batches: Vec<_> = owners
+        let listed: tokio::sync::OnceCell<Vec<i64>> = tokio::sync::OnceCell::new();
+        let unlisted: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
+        let (m, listed, unlisted, followers) = (&m, &listed, &unlisted, &followers);
+        let pushed = self
+            .redis
+            .run_everywhere("timeline push", |server| async move {
+                let set = self.readers_key(author);
+                let members: Vec<String> = server
+                    .run(|mut c| {
+                        let set = set.clone();
+                        async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await }
+                    })
+                    .await?;
+                if members.iter().any(|x| x == COMPLETE) {
+                    let mut owners: Vec<i64> = members.iter().filter_map(|x| x.parse().ok()).collect();
+                    if !owners.contains(&author) {
+                        owners.push(author);
+                    }
+                    let trips = self.push_trips(m, &owners, None);
+                    let written = send_trips(&server, &trips, &self.push).await?;
+                    return Ok(Pushed { offered: owners.len(), written, full: false });
+                }
+                let building = format!("{BUILDING}{}", rand::random::<u64>());
+                let mut begin = self.readers_begin.prepare_invoke();
+                begin.key(&set).arg(&building).arg(READERS_LIFETIME.as_secs());
+                server.run(|mut c| async move { begin.invoke_async::<i64>(&mut c).await }).await?;
+                let all = match listed.get_or_try_init(followers).await {
+                    Ok(all) => all,
+                    Err(e) => {
+                        unlisted.lock().expect("push error slot poisoned").get_or_insert(e);
+                        return Err(RedisError::from(std::io::Error::other(
+                            "the followers could not be listed",
+                        )));
+                    }
+                };
+                let mut owners = Vec::with_capacity(all.len() + 1);
+                owners.push(author);
+                owners.extend(all.iter().copied().filter(|f| *f != author));
+                let trips = self.push_trips(m, &owners, Some(&set));
+                let written = send_trips(&server, &trips, &self.push).await?;
+                let mut complete = self.readers_complete.prepare_invoke();
+                complete.key(&set).arg(&building).arg(COMPLETE);
+                server.run(|mut c| async move { complete.invoke_async::<i64>(&mut c).await }).await?;
+                Ok(Pushed { offered: owners.len(), written, full: true })
+            })
+            .await;
+        if let Some(e) = unlisted.lock().expect("push error slot poisoned").take() {
+            return Err(PushError::Followers(e));
+        }
+        pushed.map_err(PushError::Timelines)
+    }
+
+    /// Register `reader` with the readers sets of `authors` that exist, in this
+    /// data center's Redis: done by a rebuild of `reader`'s timeline (after
+    /// [`Timelines::begin_rebuild`], before it reads the posts), so every later
+    /// push by those authors reaches it. A set that does not exist is left so:
+    /// the author's next push is a full one, which finds the timeline.
+    pub async fn register(&self, reader: i64, authors: &[i64]) -> Result<(), RedisError> {
+        let r = reader.to_string();
+        let trips: Vec<redis::Pipeline> = authors
+            .chunks(BATCH)
+            .collect::<Vec<_>>()
+            .chunks(CALLS_PER_TRIP)
+            .map(|calls| {
+                let mut pipe = redis::pipe();
+                for chunk in calls {
+                    let mut inv = self.register.prepare_invoke();
+                    for author in *chunk {
+                        inv.key(self.readers_key(*author));
+                    }
+                    inv.arg(&r);
+                    pipe.invoke_script(&inv);
+                }
+                pipe
+            })
+            .collect();
+        send_trips(&self.redis, &trips, &self.register).await.map(|_| ())
+    }
+
+    /// A follow: register `reader` with `author`'s readers set, where it exists,
+    /// in this data center's Redis and every peer's — the reader's next rebuild
+    /// registers it too, but may read a followee list cached from before the
+    /// follow.
+    pub async fn add_reader(&self, author: i64, reader: i64) -> Result<(), SpreadError> {
+        let trips = {
+            let mut inv = self.register.prepare_invoke();
+            inv.key(self.readers_key(author)).arg(reader);
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&inv);
+            vec![pipe]
+        };
+        let (trips, script) = (&trips, &self.register);
+        self.redis
+            .run_everywhere("readers add", |server| async move {
+                send_trips(&server, trips, script).await.map(|_| ())
+            })
+            .await
+    }
+
+    /// An unfollow: take `reader` out of `author`'s readers set in this data
+    /// center's Redis and every peer's, so the author's pushes stop reaching the
+    /// reader's (rebuilt) timeline.
+    pub async fn remove_reader(&self, author: i64, reader: i64) -> Result<(), SpreadError> {
+        let mut srem = redis::cmd("SREM");
+        srem.arg(self.readers_key(author)).arg(reader);
+        let srem = &srem;
+        self.redis
+            .run_everywhere("readers remove", |server| async move {
+                server.run(|mut c| async move { srem.query_async::<i64>(&mut c).await }).await.map(|_| ())
+            })
+            .await
+    }
+
+    /// The calls of a push of member `m` to `owners`, [`BATCH`] owners each and
+    /// [`CALLS_PER_TRIP`] calls to a round trip: of the plain push script, or, given
+    /// the author's readers set, of the one that also registers those written.
+    fn push_trips(&self, m: &str, owners: &[i64], readers: Option<&str>) -> Vec<redis::Pipeline> {
+        let calls: Vec<_> = owners
             .chunks(BATCH)
             .map(|chunk| {
                 let mut inv = self.push.prepare_invoke();
+                if let Some(set) = readers {
+                    inv.key(set);
+                }
                 for owner in chunk {
                     inv.key(self.key(*owner));
                 }
-                inv.arg(&m).arg(self.cap);
+                inv.arg(m).arg(self.cap).arg(u8::from(readers.is_some()));
+                if readers.is_some() {
+                    for owner in chunk {
+                        inv.arg(*owner);
+                    }
+                }
                 inv
             })
             .collect();
-        // Up to CALLS_PER_TRIP calls per round trip. Pipelined calls cannot load
-        // the script themselves: a Redis that lost it (restarted) answers NOSCRIPT,
-        // and the trip is sent again once it is loaded (pushes are idempotent).
-        // Loading it ahead of every trip instead cost Redis 20 µs per post.
-        let trips: Vec<redis::Pipeline> = batches
+        calls
             .chunks(CALLS_PER_TRIP)
             .map(|calls| {
                 let mut pipe = redis::pipe();
@@ -188,30 +413,7 @@ impl Timelines {
                 }
                 pipe
             })
-            .collect();
-        // Each call answers how many of its timelines it wrote; the sum over the
-        // trips is this server's count (only the local one's is returned).
-        let (trips, script) = (&trips, &self.push);
-        self.redis
-            .run_everywhere("timeline push", |server| async move {
-                let mut written = 0;
-                for pipe in trips {
-                    let counts = server
-                        .run(|mut c| async move {
-                            match pipe.query_async::<Vec<i64>>(&mut c).await {
-                                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                                    script.load_async(&mut c).await?;
-                                    pipe.query_async::<Vec<i64>>(&mut c).await
-                                }
-                                done => done,
-                            }
-                        })
-                        .await?;
-                    written += counts.iter().map(|&n| usize::try_from(n).unwrap_or(0)).sum::<usize>();
-                }
-                Ok(written)
-            })
-            .await
+            .collect()
     }
 
     /// Up to `limit` ids of `user`'s timeline older than `before`, newest first; `None`
@@ -328,4 +530,52 @@ impl Timelines {
             })
             .await
     }
+}
+
+/// What a push did in one data center's Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Timelines offered the post: the author's readers (or, in a full push,
+    /// every follower) and the author.
+    pub offered: usize,
+    /// Those written: the offered timelines that exist.
+    pub written: usize,
+    /// Whether the author's readers set was missing or incomplete, so every
+    /// follower was listed and offered the post (and the set made again).
+    pub full: bool,
+}
+
+/// Why [`Timelines::push_to_readers`] did not reach every reader.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError<E: std::error::Error + 'static> {
+    /// A full push needed the followers, and they could not be listed.
+    #[error("listing the followers: {0}")]
+    Followers(#[source] E),
+    /// A Redis (this data center's or a peer's) failed.
+    #[error(transparent)]
+    Timelines(SpreadError),
+}
+
+/// Send `trips` of `script`'s calls to `server` in turn, stopping at the first
+/// failure; answer the sum of the calls' counts. Pipelined calls cannot load the
+/// script themselves: a Redis that lost it (restarted) answers NOSCRIPT, and the
+/// trip is sent again once it is loaded (every script here is idempotent).
+/// Loading it ahead of every trip instead cost Redis 20 µs per post.
+async fn send_trips(server: &Redis, trips: &[redis::Pipeline], script: &Script) -> Result<usize, RedisError> {
+    let mut total = 0;
+    for pipe in trips {
+        let counts = server
+            .run(|mut c| async move {
+                match pipe.query_async::<Vec<i64>>(&mut c).await {
+                    Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                        script.load_async(&mut c).await?;
+                        pipe.query_async::<Vec<i64>>(&mut c).await
+                    }
+                    done => done,
+                }
+            })
+            .await?;
+        total += counts.iter().map(|&n| usize::try_from(n).unwrap_or(0)).sum::<usize>();
+    }
+    Ok(total)
 }

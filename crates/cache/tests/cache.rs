@@ -796,3 +796,134 @@ async fn a_key_a_batch_answered_is_loaded_afresh_after_an_invalidation_while_the
     );
     assert_eq!(got[1].as_deref().map(String::as_str), Some("old k"), "the batch's callers get what it read");
 }
+
+/// A follower list for `Timelines::push_to_readers` that counts how often it is read.
+fn listing(
+    followers: &[i64],
+    reads: &Arc<AtomicUsize>,
+) -> impl Fn() -> futures::future::Ready<Result<Vec<i64>, std::io::Error>> {
+    let (followers, reads) = (followers.to_vec(), reads.clone());
+    move || {
+        reads.fetch_add(1, Ordering::SeqCst);
+        futures::future::ready(Ok(followers.clone()))
+    }
+}
+
+async fn readers_set(r: &Redis, author: i64) -> Vec<String> {
+    let mut conn = r.conn().await.unwrap();
+    let mut members: Vec<String> =
+        redis::cmd("SMEMBERS").arg(r.key(&format!("rd:{author}"))).query_async(&mut conn).await.unwrap();
+    members.sort();
+    members
+}
+
+#[tokio::test]
+async fn a_push_lists_the_followers_once_then_asks_the_authors_readers() {
+    let r = redis("readers:").await;
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    let (author, followers) = (1, [2, 3, 4, 5]);
+    warm(&t, 2, &[]).await;
+    warm(&t, 3, &[]).await;
+    let reads = Arc::new(AtomicUsize::new(0));
+
+    // The first push knows no readers: it lists the followers and offers each one.
+    let first = t.push_to_readers(10, author, listing(&followers, &reads)).await.unwrap();
+    assert_eq!(first, cache::Pushed { offered: 5, written: 2, full: true });
+    assert_eq!(reads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        readers_set(&r, author).await,
+        ["2", "3", "~"],
+        "made of the timelines that exist, and complete"
+    );
+    let mut conn = r.conn().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+    assert!((1..=cache::timeline::READERS_LIFETIME.as_secs() as i64).contains(&ttl), "it lapses (ttl {ttl})");
+
+    // The next asks the set: no listing, the readers and the author offered.
+    let second = t.push_to_readers(11, author, listing(&followers, &reads)).await.unwrap();
+    assert_eq!(second, cache::Pushed { offered: 3, written: 2, full: false });
+    assert_eq!(reads.load(Ordering::SeqCst), 1, "the followers were not listed again");
+    for reader in [2, 3] {
+        assert_eq!(t.page(reader, None, 10).await.unwrap(), Some(vec![11, 10]), "reader {reader}");
+    }
+    assert_eq!(t.page(4, None, 10).await.unwrap(), None, "a follower who does not read gets nothing");
+
+    // A follower whose timeline is rebuilt registers (after marking it, before
+    // reading the posts) and gets the next push; the rebuild of a user who follows
+    // an author without a set leaves it missing.
+    t.begin_rebuild(4).await.unwrap();
+    t.register(4, &[author, 99]).await.unwrap();
+    assert!(t.fill(4, &[11, 10]).await.unwrap());
+    assert!(readers_set(&r, 99).await.is_empty(), "no set made by a registration");
+    let third = t.push_to_readers(12, author, listing(&followers, &reads)).await.unwrap();
+    assert_eq!(third, cache::Pushed { offered: 4, written: 3, full: false });
+    assert_eq!(t.page(4, None, 10).await.unwrap(), Some(vec![12, 11, 10]));
+
+    // An unfollow takes the reader out; a follow puts one in (where the set exists).
+    t.remove_reader(author, 3).await.unwrap();
+    t.add_reader(author, 5).await.unwrap();
+    t.add_reader(99, 5).await.unwrap();
+    assert_eq!(readers_set(&r, author).await, ["2", "4", "5", "~"]);
+    assert!(readers_set(&r, 99).await.is_empty(), "no set made by a follow");
+    t.push_to_readers(13, author, listing(&followers, &reads)).await.unwrap();
+    assert_eq!(t.page(3, None, 10).await.unwrap(), Some(vec![12, 11, 10]), "the unfollower got nothing more");
+    assert_eq!(reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_lost_readers_set_costs_a_full_push_never_a_missed_post() {
+    let r = redis("readerslost:").await;
+    let t = Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    let (author, followers) = (1, [2, 3]);
+    warm(&t, 2, &[]).await;
+    let reads = Arc::new(AtomicUsize::new(0));
+    t.push_to_readers(10, author, listing(&followers, &reads)).await.unwrap();
+    warm(&t, 3, &[]).await; // rebuilt without registering: only a full push finds it now
+    let mut conn = r.conn().await.unwrap();
+
+    // Evicted (or a Redis restarted): the next push lists the followers again.
+    let _: i64 = redis::cmd("DEL").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+    let pushed = t.push_to_readers(11, author, listing(&followers, &reads)).await.unwrap();
+    assert_eq!(pushed, cache::Pushed { offered: 3, written: 2, full: true });
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
+    assert_eq!(t.page(3, None, 10).await.unwrap(), Some(vec![11]));
+
+    // Evicted while a full push is under way (here: while it lists the followers):
+    // the set it leaves is not complete, so the next push is a full one too.
+    let _: i64 = redis::cmd("DEL").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+    let evicting = {
+        let (r, reads) = (r.clone(), reads.clone());
+        move || {
+            let (r, reads) = (r.clone(), reads.clone());
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let mut conn = r.conn().await.unwrap();
+                let _: i64 = redis::cmd("DEL").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+                Ok::<_, std::io::Error>(vec![2, 3])
+            }
+        }
+    };
+    t.push_to_readers(12, author, evicting).await.unwrap();
+    assert!(
+        !readers_set(&r, author).await.contains(&"~".to_owned()),
+        "not trusted: {:?}",
+        readers_set(&r, author).await
+    );
+    let after = t.push_to_readers(13, author, listing(&followers, &reads)).await.unwrap();
+    assert!(after.full, "listed again");
+    assert_eq!(t.page(2, None, 10).await.unwrap(), Some(vec![13, 12, 11, 10]));
+    assert_eq!(t.page(3, None, 10).await.unwrap(), Some(vec![13, 12, 11]));
+
+    // Followers that cannot be listed: an error for the caller to retry, and the
+    // set stays untrusted.
+    let _: i64 = redis::cmd("DEL").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+    let failing = || futures::future::ready(Err::<Vec<i64>, _>(std::io::Error::other("the shard is down")));
+    let err = t.push_to_readers(14, author, failing).await.unwrap_err();
+    assert!(matches!(err, cache::PushError::Followers(_)), "{err}");
+    assert!(!readers_set(&r, author).await.contains(&"~".to_owned()));
+    assert!(
+        t.push_to_readers(14, author, listing(&followers, &reads)).await.unwrap().full,
+        "the retry lists them"
+    );
+    assert_eq!(t.page(3, None, 10).await.unwrap(), Some(vec![14, 13, 12, 11]));
+}

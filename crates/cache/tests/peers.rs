@@ -161,6 +161,49 @@ async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
 }
 
 #[tokio::test]
+async fn each_dc_knows_its_own_readers_and_the_followers_are_listed_once_for_both() {
+    let dc2_server = testkit::fresh_redis();
+    let dc1 = connect(testkit::redis().url(), "twodc-rd:", vec![dc2_server.url()]).await;
+    let dc2 = connect(dc2_server.url(), "twodc-rd:", vec![]).await;
+    let (t1, t2) = (
+        Timelines::new(dc1.clone(), 10, Duration::from_secs(600)),
+        Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
+    );
+    // 7 reads through dc2, 8 through dc1.
+    warm(&t2, 7, &[]).await;
+    warm(&t1, 8, &[]).await;
+    let listed = Arc::new(AtomicUsize::new(0));
+    let followers = || {
+        listed.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::io::Error>(vec![7, 8, 9]) }
+    };
+    // Neither DC knows the author's readers: one listing serves both full pushes.
+    let first = t1.push_to_readers(80, 1, followers).await.unwrap();
+    assert_eq!(first, cache::Pushed { offered: 4, written: 1, full: true }, "dc1's part");
+    assert_eq!(listed.load(Ordering::SeqCst), 1);
+    // Each DC's set names the timelines it holds.
+    let set = |r: Redis| async move {
+        let mut conn = r.conn().await.unwrap();
+        let mut m: Vec<String> =
+            redis::cmd("SMEMBERS").arg(r.key("rd:1")).query_async(&mut conn).await.unwrap();
+        m.sort();
+        m
+    };
+    assert_eq!(set(dc1.clone()).await, ["8", "~"]);
+    assert_eq!(set(dc2.clone()).await, ["7", "~"]);
+
+    // dc2 loses its set (evicted): only dc2 lists the followers again.
+    let mut conn = dc2.conn().await.unwrap();
+    let _: i64 = redis::cmd("DEL").arg(dc2.key("rd:1")).query_async(&mut conn).await.unwrap();
+    let second = t1.push_to_readers(81, 1, followers).await.unwrap();
+    assert_eq!(second, cache::Pushed { offered: 2, written: 1, full: false }, "dc1 asked its set");
+    assert_eq!(listed.load(Ordering::SeqCst), 2, "dc2 listed them");
+    assert_eq!(t2.page(7, None, 10).await.unwrap(), Some(vec![81, 80]));
+    assert_eq!(t1.page(8, None, 10).await.unwrap(), Some(vec![81, 80]));
+    assert!(members(&dc1, "tl:9").await.is_empty() && members(&dc2, "tl:9").await.is_empty());
+}
+
+#[tokio::test]
 async fn a_peer_that_is_down_fails_only_its_part_and_is_reported() {
     let mut dc2_server = testkit::fresh_redis();
     dc2_server.kill();

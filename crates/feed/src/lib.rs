@@ -1,5 +1,9 @@
 //! Fan-out on write: a new post's id goes into its readers' cached timelines.
 //!
+//! A push asks each data center's Redis for the author's readers (those of the
+//! followers whose timelines it holds) and lists every follower from the database
+//! only where one does not know them ([`cache::Timelines::push_to_readers`]).
+//!
 //! Used by the web tier for text posts (at once, with a `fanout` job written with
 //! the post as its outbox: a worker runs it if the web's fan-out failed or the web
 //! server died) and by the workers for photo posts (once processed) and for those
@@ -27,12 +31,18 @@ pub const CELEBRITY_POSTS_CACHE: &str = "celeb_posts";
 /// own timelines, so the count is per data center).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FanOut {
-    /// Pushed to the author's followers and the author.
+    /// Pushed to the author's readers and the author.
     Pushed {
-        /// Timelines offered the post: the followers and the author.
+        /// Timelines offered the post in this data center's Redis: the author's
+        /// registered readers and the author, or, in a full push, every follower
+        /// and the author.
         offered: usize,
         /// Those written: the offered timelines that exist (someone reads them).
         written: usize,
+        /// Whether this data center's Redis did not know the author's readers, so
+        /// every follower was listed and offered the post
+        /// ([`cache::Timelines::push_to_readers`]).
+        full: bool,
     },
     /// The author is a celebrity: only the author's own timeline got it, and the
     /// cached list of the author's newest posts was invalidated for read-time merging.
@@ -52,13 +62,19 @@ impl FanOut {
         }
     }
 
-    /// Timelines offered the post: followers and the author (a celebrity's: the
-    /// author only).
+    /// Timelines offered the post: the author's readers (every follower in a full
+    /// push) and the author; a celebrity's: the author only.
     pub fn offered(&self) -> usize {
         match *self {
             FanOut::Pushed { offered, .. } => offered,
             FanOut::Celebrity { .. } => 1,
         }
+    }
+
+    /// Whether every follower was listed (this data center's Redis did not know
+    /// the author's readers).
+    pub fn full(&self) -> bool {
+        matches!(self, FanOut::Pushed { full: true, .. })
     }
 
     /// Timelines written in this data center's Redis.
@@ -72,8 +88,9 @@ impl FanOut {
 /// The fan-out metrics' names (without the `millions_` prefix the registry adds)
 /// and help, the same in the web servers (inline fan-out) and the workers (photo
 /// posts, outbox jobs): posts fanned out by `mode`, timelines offered, timelines
-/// written. Write amplification per post = writes ÷ posts.
-pub const METRICS: [(&str, &str); 3] = [
+/// written, pushes that listed every follower. Write amplification per post =
+/// writes ÷ posts.
+pub const METRICS: [(&str, &str); 4] = [
     (
         "fanout_posts",
         "Posts fanned out, by mode: push (into followers' timelines) or pull (a celebrity's, merged at read time); \
@@ -81,12 +98,18 @@ pub const METRICS: [(&str, &str); 3] = [
     ),
     (
         "fanout_timelines_offered",
-        "Timelines offered a fanned-out post: its author's followers (none for a celebrity) and the author",
+        "Timelines offered a fanned-out post: its author's known readers (every follower where a data center's Redis \
+         did not know them; none for a celebrity) and the author",
     ),
     (
         "fanout_timeline_writes",
         "Timelines a fan-out wrote in this data center's Redis (those that exist: someone reads them); \
          write amplification per post = this / millions_fanout_posts_total",
+    ),
+    (
+        "fanout_full_pushes",
+        "Pushes that listed every follower from the database because this data center's Redis did not know the \
+         author's readers (no readers set, or one not yet complete); the rest offered the post to the known readers only",
     ),
 ];
 
@@ -147,25 +170,29 @@ pub async fn fan_out(
     author: i64,
     followers_count: i64,
 ) -> Result<FanOut, FanOutError> {
-    let mut owners = vec![author];
-    let celebrity = followers_count >= celebrity_threshold;
-    if celebrity {
+    if followers_count >= celebrity_threshold {
         invalidator
             .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
             .await
             .map_err(FanOutError::Invalidation)?;
-    } else {
-        owners.extend(data.followers(author).await.map_err(FanOutError::Followers)?);
+        let written = timelines
+            .push(post_id, &[author])
+            .await
+            .map_err(|source| FanOutError::Timelines { readers: 1, source })?;
+        return Ok(FanOut::Celebrity { written });
     }
-    let written = timelines
-        .push(post_id, &owners)
-        .await
-        .map_err(|source| FanOutError::Timelines { readers: owners.len(), source })?;
-    Ok(if celebrity {
-        FanOut::Celebrity { written }
-    } else {
-        FanOut::Pushed { offered: owners.len(), written }
-    })
+    // Each Redis is asked for the author's readers (the followers whose timelines
+    // it holds); only where it does not know them are the followers listed — on
+    // the primary: the readers set made from that list is trusted until it lapses,
+    // so it must not miss a follow a lagging replica has not replayed yet.
+    let followers = || data::primary_reads(data.followers(author));
+    let pushed = timelines.push_to_readers(post_id, author, followers).await.map_err(|e| match e {
+        cache::PushError::Followers(e) => FanOutError::Followers(e),
+        cache::PushError::Timelines(source) => {
+            FanOutError::Timelines { readers: usize::try_from(followers_count).unwrap_or(0) + 1, source }
+        }
+    })?;
+    Ok(FanOut::Pushed { offered: pushed.offered, written: pushed.written, full: pushed.full })
 }
 
 /// Take a deleted post out of where fan-out put it: the author's and (unless a

@@ -993,6 +993,17 @@ pub async fn set_follow(
         invalidate_profile(state, viewer).await;
         invalidate_profile(state, target).await;
         state.caches().followees.invalidate(&viewer.to_string()).await;
+        // The target's pushes reach the viewer's timeline from now on, or no
+        // longer (the rebuild below registers it too, but its followee list may be
+        // a cached one from before this change).
+        let readers = if on {
+            state.timelines().add_reader(target, viewer).await
+        } else {
+            state.timelines().remove_reader(target, viewer).await
+        };
+        if let Err(e) = readers {
+            tracing::warn!(error = %e, "could not update the target's readers after a follow change");
+        }
         // The viewer's feed gains or loses this user's posts: rebuild it on next read.
         if let Err(e) = state.timelines().drop_timeline(viewer).await {
             tracing::warn!(error = %e, "could not drop a timeline after a follow change");
@@ -1291,15 +1302,30 @@ async fn rebuild_timeline(
     }
     let mut authors = followees_of(state, viewer).await?.as_ref().clone();
     authors.push(viewer);
+    // And from here on, pushes that ask their author's readers find this one
+    // (before the read below, so a post it misses is pushed). Unregistered, the
+    // timeline must not be stored: those authors' pushes would pass it by.
+    let registered = match state.timelines().register(viewer, &authors).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, user_id = viewer, "timeline reader not registered; the rebuild is served, not stored");
+            false
+        }
+    };
     let cap = state.timelines().cap() as i64;
     let ids: Vec<i64> =
         state.data().recent_post_ids(&authors, cap, None).await?.into_iter().map(PostId::get).collect();
-    match state.timelines().fill(viewer, &ids).await {
-        Ok(true) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
-        Ok(false) => {
-            tracing::debug!(user_id = viewer, "timeline dropped or evicted during its rebuild; not stored")
+    if registered {
+        match state.timelines().fill(viewer, &ids).await {
+            Ok(true) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
+            Ok(false) => {
+                tracing::debug!(
+                    user_id = viewer,
+                    "timeline dropped or evicted during its rebuild; not stored"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, user_id = viewer, "rebuilt timeline not stored"),
         }
-        Err(e) => tracing::warn!(error = %e, user_id = viewer, "rebuilt timeline not stored"),
     }
     Ok(ids.into_iter().filter(|id| before.is_none_or(|b| *id < b)).take(limit).collect())
 }

@@ -127,15 +127,19 @@ pub struct FanOutCounters {
     pub push: Counter,
     /// Celebrities' posts, merged at read time (`mode="pull"`).
     pub pull: Counter,
-    /// Timelines offered: followers and the author.
+    /// Timelines offered: the author's readers (or every follower) and the author.
     pub offered: Counter,
     /// Timelines written in this data center's Redis.
     pub written: Counter,
+    /// Pushes that listed every follower (this DC's Redis did not know the
+    /// author's readers).
+    pub full: Counter,
 }
 
 impl FanOutCounters {
     fn new(registry: &telemetry::Registry) -> FanOutCounters {
-        let [(posts, posts_help), (offered, offered_help), (written, written_help)] = feed::METRICS;
+        let [(posts, posts_help), (offered, offered_help), (written, written_help), (full, full_help)] =
+            feed::METRICS;
         let modes = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(posts, posts_help, modes.clone());
         // Each guard dropped before the next insertion takes the family's lock.
@@ -143,6 +147,7 @@ impl FanOutCounters {
         let c = FanOutCounters { push: get("push"), pull: get("pull"), ..FanOutCounters::default() };
         registry.register(offered, offered_help, c.offered.clone());
         registry.register(written, written_help, c.written.clone());
+        registry.register(full, full_help, c.full.clone());
         c
     }
 
@@ -154,6 +159,9 @@ impl FanOutCounters {
         };
         self.offered.inc_by(done.offered() as u64);
         self.written.inc_by(done.written() as u64);
+        if done.full() {
+            self.full.inc();
+        }
     }
 }
 

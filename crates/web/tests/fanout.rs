@@ -51,10 +51,30 @@ async fn a_post_counts_the_timelines_offered_and_those_written() {
     assert!(text.contains("# TYPE millions_fanout_timeline_writes_total counter\n"), "{text}");
     assert!(text.contains("write amplification per post"), "{text}");
 
-    // The author reads their feed too: the next post writes 3.
+    // The first post made the author's readers set; the author reads their feed
+    // too (its rebuild registers it): the next post is offered to those three
+    // only, not to the follower who never reads.
     feed_ids(&app, &author, "").await;
     post_text(&app, &author, "again").await;
-    assert_eq!(fanout(&app).await, (2, 0, 8, 5));
+    assert_eq!(fanout(&app).await, (2, 0, 7, 5));
+    assert_eq!(
+        metric(&app, "millions_fanout_full_pushes_total").await,
+        1,
+        "only the first listed the followers"
+    );
+
+    // An unfollow takes reader_two out; a new follower who reads is in: the
+    // next post reaches reader_one, the newcomer and the author.
+    call(&app, "DELETE", "/api/v1/users/author/follow", Some(&readers[1]), None, StatusCode::OK).await;
+    let newcomer = signup(&app, "newcomer").await;
+    call(&app, "PUT", "/api/v1/users/author/follow", Some(&newcomer), None, StatusCode::OK).await;
+    assert_eq!(feed_ids(&app, &newcomer, "").await.0.len(), 2, "rebuilt from the shards");
+    assert!(feed_ids(&app, &readers[1], "").await.0.is_empty(), "rebuilt without the author's posts");
+    let third = post_text(&app, &author, "third").await;
+    assert_eq!(fanout(&app).await, (3, 0, 10, 8), "3 readers offered (the unfollower not), 3 written");
+    assert_eq!(feed_ids(&app, &newcomer, "").await.0[0], third);
+    assert_eq!(feed_ids(&app, &readers[0], "").await.0[0], third);
+    assert!(feed_ids(&app, &readers[1], "").await.0.is_empty(), "the unfollower's timeline got nothing");
 }
 
 #[tokio::test]

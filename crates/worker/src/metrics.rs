@@ -54,11 +54,14 @@ pub(crate) struct Metrics {
     oldest: Family<ShardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Posts fanned out (photo posts, outbox jobs), by mode: `push` or `pull`.
     fanout_posts: Family<ModeLabels, Counter>,
-    /// Timelines offered those posts: followers and authors.
+    /// Timelines offered those posts: the authors' readers (or every follower) and the authors.
     fanout_offered: Counter,
     /// Timelines written in this data center's Redis. Write amplification per
     /// post = this ÷ `fanout_posts`.
     fanout_written: Counter,
+    /// Pushes that listed every follower (this data center's Redis did not know
+    /// the author's readers).
+    fanout_full: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,12 +80,15 @@ impl Metrics {
             fanout_posts: Family::default(),
             fanout_offered: Counter::default(),
             fanout_written: Counter::default(),
+            fanout_full: Counter::default(),
         };
         // The web servers' names (`feed::METRICS`): one series per process role.
-        let [(posts, posts_help), (offered, offered_help), (written, written_help)] = feed::METRICS;
+        let [(posts, posts_help), (offered, offered_help), (written, written_help), (full, full_help)] =
+            feed::METRICS;
         registry.register(posts, posts_help, m.fanout_posts.clone());
         registry.register(offered, offered_help, m.fanout_offered.clone());
         registry.register(written, written_help, m.fanout_written.clone());
+        registry.register(full, full_help, m.fanout_full.clone());
         for mode in ["push", "pull"] {
             let _ = m.fanout_posts.get_or_create(&ModeLabels { mode });
         }
@@ -104,6 +110,9 @@ impl Metrics {
         self.fanout_posts.get_or_create(&ModeLabels { mode: done.mode() }).inc();
         self.fanout_offered.inc_by(done.offered() as u64);
         self.fanout_written.inc_by(done.written() as u64);
+        if done.full() {
+            self.fanout_full.inc();
+        }
     }
 
     async fn refresh(&self, ctx: &Context) {
