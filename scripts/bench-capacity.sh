@@ -269,7 +269,9 @@ before, after, hz = json.loads(before), json.loads(after), int(hz)
 rbefore, rafter = json.loads(rbefore), json.loads(rafter)
 window = float(t1) - float(t0)
 r = json.load(open(report))
-cores = {k: (after[k] - before.get(k, 0)) / hz / window for k in after}
+# A process that ended between the two samples (the generator, once it has
+# verified) reads 0 at the end: left out rather than shown as negative CPU.
+cores = {k: (after[k] - before.get(k, 0)) / hz / window for k in after if after[k] >= before.get(k, 0)}
 system = sum(v for k, v in cores.items() if k != "generator" and not k.startswith("pg:"))
 # Redis commands per request of the window: calls and microseconds, by command.
 served = r["achieved_rate"] * window
@@ -326,7 +328,7 @@ if [ -z "$RATES" ] && [ "$hi" -gt 0 ] && [ "$lo" -gt 0 ]; then
 fi
 
 echo
-echo "Capacity of the default topology, $USERS users, ${MIX:+the mix $MIX}${MIX:-the default mix}, p99 <= $P99_MS ms and no error:" \
+echo "Capacity of the default topology, $USERS users, $(if [ -n "$MIX" ]; then echo "the mix $MIX"; else echo "the default mix"; fi), p99 <= $P99_MS ms and no error:" \
     "$(if [ "$lo" -gt 0 ]; then echo "$lo requests/s${RATES:+ (the highest of the rates run that passed)}";
        elif [ -n "$RATES" ]; then echo "none of the rates run ($RATES) passed";
        else echo "below $START requests/s"; fi)" \
@@ -342,9 +344,10 @@ print("|" + "---:|" * 6 + "---:|" * (len(tiers) + 4))
 for x in runs:
     c = x["cores"]
     system = sum(v for k, v in c.items() if k != "generator" and not k.startswith("pg:"))
+    generator = f"{c['generator']:.2f}" if "generator" in c else "ended"
     print(f"| {x['rate']} | {x['achieved']:.0f} | {x['p50']:.1f} | {x['p99']:.1f} | {x['errors']} | "
           f"{'yes' if x['passed'] else 'no'} | " + " | ".join(f"{c.get(t, 0):.2f}" for t in tiers) +
-          f" | {system:.2f} | {c.get('generator', 0):.2f} | {x['system_ms_per_req'] or 0:.2f} ms"
+          f" | {system:.2f} | {generator} | {x['system_ms_per_req'] or 0:.2f} ms"
           f" | {x['slow']['count']} ({x['slow']['max_us'] / 1000:.1f} ms"
           + "".join(f"; {k} {v}" for k, v in x['slow'].get('by', {}).items()) + ") |")
 print()
