@@ -103,13 +103,13 @@ pub(crate) async fn photo(ctx: &Context, job: &Job) -> Result<(), JobError> {
     // out. Repeating either is harmless, so both run again on every retry. Both
     // reach every data center's Redis; a data center that missed either (its
     // Redis down) would show `processing`, or miss the post, so that is a retry
-    // too, until the data center is back or the job's attempts run out.
-    ctx.inner
-        .invalidator
-        .invalidate(feed::POST_CACHE, &id.get().to_string())
-        .await
-        .map_err(|e| JobError::Retry(format!("invalidating the cached post: {e}")))?;
-    fan_out(ctx, id, post.user_id).await?;
+    // too, until the data center is back or the job's attempts run out. The
+    // fan-out runs even when the invalidation failed: a data center that is down
+    // must not keep the post from the timelines of those that are up.
+    let invalidated = ctx.inner.invalidator.invalidate(feed::POST_CACHE, &id.get().to_string()).await;
+    let fanned = fan_out(ctx, id, post.user_id).await;
+    invalidated.map_err(|e| JobError::Retry(format!("invalidating the cached post: {e}")))?;
+    fanned?;
     tracing::info!(post_id = id.get(), "photo ready");
     Ok(())
 }

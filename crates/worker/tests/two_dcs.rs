@@ -1,6 +1,7 @@
 //! Workers in a two-DC deployment: a worker attached to dc1's Redis, with dc2's as
 //! its peer (as `millions control` configures it), makes its writes seen through
-//! dc2 too; while dc2's Redis hangs, its jobs retry until dc2 has them (ADR 0008).
+//! dc2 too; while dc2's Redis hangs, its jobs retry until dc2 has them (ADR 0008),
+//! and dc1 has their writes meanwhile.
 
 mod common;
 
@@ -64,6 +65,12 @@ async fn a_photo_job_while_the_peer_dcs_redis_hangs_retries_until_the_post_reach
     let fan = signup(&dc2, "west_reader").await;
     follow_and_warm(&dc2, &fan, "west_author").await;
     let worker = env.spawn_worker_with(|c| c.redis.peers = vec![dc2_redis.url()]).await;
+    // The reader reads through dc1 too: a complete timeline in dc1's Redis.
+    let dc1 =
+        cache::Redis::connect(&env.redis_url, &env.prefix, std::time::Duration::from_secs(1)).await.unwrap();
+    let dc1_timelines = cache::Timelines::new(dc1, 800, std::time::Duration::from_secs(600));
+    dc1_timelines.begin_rebuild(fan.id).await.unwrap();
+    assert!(dc1_timelines.fill(fan.id, &[]).await.unwrap());
 
     // dc2's Redis hangs (its data, the warm timeline, stays); a photo post arrives
     // (dc2's web tier needs its Redis for sessions, so it is written directly).
@@ -76,6 +83,11 @@ async fn a_photo_job_while_the_peer_dcs_redis_hangs_retries_until_the_post_reach
     })
     .await;
     assert_eq!(post_on_primary(worker.ctx.data(), id).await.status, "ready", "the post is ready meanwhile");
+    assert_eq!(
+        dc1_timelines.page(fan.id, None, 10).await.unwrap(),
+        Some(vec![id]),
+        "a DC whose Redis hangs does not keep the post from dc1's timelines meanwhile"
+    );
     signal(dc2_redis.pid(), Signal::SIGCONT);
 
     eventually("the job to complete", async || env.count("SELECT count(*) FROM jobs").await == 0).await;
