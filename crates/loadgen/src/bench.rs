@@ -56,7 +56,9 @@ mod zipf;
 use std::sync::Arc;
 
 pub use checker::{ReadBack, Written, read_back, verify};
-pub use config::{BenchConfig, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, Step, VerifyOptions};
+pub use config::{
+    BenchConfig, FEED_SETTLE, MAX_CREATED_USERS, MAX_DURATION, MAX_RATE, Mix, Op, Step, VerifyOptions,
+};
 pub use dns::{ClientRegion, DcRange, DnsMode, TrafficReport};
 pub use error::BenchError;
 pub use faults::{Fault, RECOVERY_QUIET};

@@ -192,6 +192,99 @@ async fn the_checker_reports_a_post_deleted_behind_its_back() {
     assert_eq!(check.verified, check.writes_acknowledged - 1);
 }
 
+/// Posts must reach the home feeds of their authors' followers: after a run of
+/// follows, a run of posts and feed reads passes with deliveries checked; a
+/// post then taken out of one follower's cached timeline behind the checker's
+/// back (its post row, author timeline and caches untouched) is reported
+/// missing from that feed, and only there.
+#[tokio::test]
+async fn the_checker_finds_a_post_missing_from_a_followers_feed() {
+    let env = testkit::TestEnv::new().await;
+    let app = env.spawn().await;
+    let mut cfg = config(vec![app.base.clone()], "feeds_");
+    cfg.users = 6;
+    cfg.rate = 30.0;
+    cfg.duration = Duration::from_secs(2);
+    cfg.warmup = Duration::ZERO;
+    cfg.mix = Mix::parse("follow=100").unwrap();
+    let follows = bench::run(&cfg, |_| {}).await.expect("the follows run");
+    assert!(follows.checker.passed && follows.checker.follows_acknowledged > 0, "{:?}", follows.checker);
+    cfg.mix = Mix::parse("post=50,feed=50").unwrap();
+    let report = bench::run(&cfg, |_| {}).await.expect("the posts run");
+    let c = &report.checker;
+    assert!(c.passed, "{c:?}");
+    assert!(c.feed_deliveries_checked > 0, "{c:?}");
+    assert_eq!((c.feed_deliveries_missing_count, c.feeds_unverifiable), (0, 0), "{c:?}");
+    assert!(report.to_string().lines().any(|l| l.starts_with("feeds: ") && l.contains(" 0 missing")));
+
+    // A reader (one of the run's writers) who follows the author of a post of
+    // the run by someone else.
+    let http = reqwest::Client::new();
+    let following = |name: String| {
+        let http = http.clone();
+        let url = app.url(&format!("/api/v1/users/{name}/following?limit=100"));
+        async move {
+            let page: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            page["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut victim = None;
+    'search: for reader in report.writes.posts.iter().map(|p| p.author.clone()) {
+        let followees = following(reader.clone()).await;
+        for post in &report.writes.posts {
+            if post.author != reader && followees.contains(&post.author) {
+                victim = Some((reader, post.clone()));
+                break 'search;
+            }
+        }
+    }
+    let (reader, post) = victim.expect("a writer follows another writer of the run");
+    let token = login(&http, &app.base, &reader).await;
+    let feed = |token: String| {
+        let (http, url) = (http.clone(), app.url("/api/v1/feed?limit=100"));
+        async move {
+            let page: serde_json::Value =
+                http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            page["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Read once so the reader's timeline is cached, then take the post out of it.
+    assert!(feed(token.clone()).await.contains(&post.id), "the post is in {reader}'s feed");
+    let me: serde_json::Value =
+        http.get(app.url(&format!("/api/v1/users/{reader}"))).send().await.unwrap().json().await.unwrap();
+    let reader_id: i64 = me["id"].as_str().unwrap().parse().unwrap();
+    app.state.timelines().retract(post.id.parse().unwrap(), &[reader_id]).await.expect("retracting");
+    assert!(!feed(token).await.contains(&post.id), "the post is gone from {reader}'s feed");
+
+    let options = VerifyOptions {
+        concurrency: 8,
+        settle: Duration::from_millis(500),
+        feed_settle: Duration::from_millis(500),
+        ..VerifyOptions::default()
+    };
+    let check = bench::verify(&report.writes, std::slice::from_ref(&app.base), PASSWORD, &options)
+        .await
+        .expect("the checker runs");
+    assert!(!check.passed, "{check:?}");
+    assert_eq!(check.lost, 0, "the post itself is still found: {check:?}");
+    assert_eq!(check.feed_deliveries_missing_count, 1, "{check:?}");
+    assert_eq!(
+        check.feed_deliveries_missing,
+        [format!("{} by {} from {reader}'s feed", post.id, post.author)],
+        "{check:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_target_fails_setup_instead_of_hanging() {
     let mut cfg = config(vec!["http://127.0.0.1:1".into()], "nobody_");
@@ -572,6 +665,7 @@ async fn photo_posts_are_checked_until_processed() {
             unverifiable: 0,
             photos_not_ready: c.photos_acknowledged,
             short_follower_counts: 0,
+            feeds_missing: 0,
             read_your_writes_violations: 0,
         }]
     );

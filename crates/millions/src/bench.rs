@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Poisson arrivals instead of a fixed interval.
     #[arg(long)]
     poisson: bool,
+    /// Seed of the run's random draws (operations, users, whom they follow, like
+    /// or comment on): the same seed repeats the same requests, so a second run's
+    /// follows find their edges made by the first; another seed draws anew.
+    #[arg(long, default_value_t = BenchConfig::default().seed)]
+    seed: u64,
     /// Skip the final check that every acknowledged write is readable.
     #[arg(long)]
     no_verify: bool,
@@ -296,6 +301,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         password: args.password,
         max_in_flight: args.max_in_flight,
         poisson: args.poisson,
+        seed: args.seed,
         verify: !args.no_verify,
         dns,
         ca_pem,

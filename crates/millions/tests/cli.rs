@@ -569,6 +569,9 @@ fn up_runs_a_topology_with_streaming_replicas_restarts_what_dies_and_down_leaves
     // each exit status means and what each scenario claims.
     let o = millions(home, &["bench", "--rate", "fast"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = millions(home, &["bench", "--seed", "seven"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--seed"), "{}", text(&o));
     let o = millions(home, &["bench", "--help"]);
     assert!(o.status.success(), "{}", text(&o));
     let help = text(&o);

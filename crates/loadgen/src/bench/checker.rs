@@ -21,8 +21,14 @@
 //!   on deletion) and the author's timeline (a query, as for a post) no longer
 //!   lists it. A deleted post's likes and comments go with it: a post, like or
 //!   comment on a post this run deleted is not required.
+//!
+//! And a post's delivery, which no write's own read shows: the home feeds (`GET
+//! /feed`, the cached timelines the fan-out pushes into) of the run's most active
+//! writers — under Zipf the users who read their feeds most, so theirs are the
+//! cached ones — must list every post found above whose author they followed
+//! before the run, and their own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -45,6 +51,10 @@ const PAGE: usize = 100;
 const MAX_PAGES: usize = 1000;
 /// Longest pause between two re-reads of a write not seen yet.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most readers whose home feeds are checked.
+const FEED_READERS: usize = 16;
+/// Most pages of a reader's followee list read (a longer list is checked in part).
+const MAX_FOLLOWING_PAGES: usize = 50;
 
 /// What the checker concluded about one acknowledged write.
 enum WriteVerdict {
@@ -321,6 +331,168 @@ async fn check_post_comments(
     out
 }
 
+/// The usernames `reader` follows, newest edge first, up to
+/// [`MAX_FOLLOWING_PAGES`] pages of them.
+async fn followees(
+    http: &Http,
+    (entry, target): (u64, &str),
+    reader: &str,
+) -> Result<HashSet<String>, Failure> {
+    let mut found = HashSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_FOLLOWING_PAGES {
+        let mut url = format!("{target}/api/v1/users/{reader}/following?limit={PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let page = http.json(http.client(entry).get(url)).await?;
+        let users =
+            page["users"].as_array().ok_or_else(|| Failure::BadBody("no users in the page".into()))?;
+        found.extend(users.iter().filter_map(|u| u["username"].as_str().map(str::to_owned)));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(found)
+}
+
+/// What a home feed's first page (`page`: its post ids, newest first; `more`:
+/// whether a next page follows) shows of the `required` post ids: how many are
+/// below it (older than its oldest post, with more pages to come: not required,
+/// as for a writer's read-back) and which are missing. The page's length says
+/// nothing: posts gone since they were pushed are left out of it.
+fn feed_gaps(page: &[i64], more: bool, required: &[i64]) -> (u64, Vec<i64>) {
+    let shown: HashSet<i64> = page.iter().copied().collect();
+    let oldest = page.iter().copied().min().unwrap_or(i64::MAX);
+    let (mut hidden, mut missing) = (0, Vec::new());
+    for &id in required {
+        if shown.contains(&id) {
+            continue;
+        }
+        if more && oldest > id {
+            hidden += 1;
+        } else {
+            missing.push(id);
+        }
+    }
+    (hidden, missing)
+}
+
+/// One reader's home feed checked against the posts it must list.
+#[derive(Default)]
+struct FeedCheck {
+    /// Posts the feed had to list (or hide below its first page).
+    checked: u64,
+    /// Of those, below the first page (more pages follow): not required.
+    hidden: u64,
+    /// Missing at the deadline, `post_id by author from reader's feed`.
+    missing: Vec<String>,
+    /// The reads kept failing, why.
+    unverifiable: Option<String>,
+}
+
+/// Check `reader`'s home feed (read with `token`) against `posts`, acknowledged
+/// posts found in their authors' timelines: those by the reader and by the
+/// users it follows must be listed, re-read until `deadline`. Those by a user it
+/// followed during this run are left out (the follow has its own check, and the
+/// feed is rebuilt after it).
+async fn check_feed(
+    http: &Http,
+    (entry, target): (u64, &str),
+    reader: &str,
+    token: Result<String, String>,
+    posts: &[&AckedPost],
+    followed_in_run: &HashSet<&str>,
+    deadline: Instant,
+) -> FeedCheck {
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => return FeedCheck { unverifiable: Some(e), ..FeedCheck::default() },
+    };
+    let mut failures = 0;
+    let follows = loop {
+        match followees(http, (entry, target), reader).await {
+            Ok(f) => break f,
+            Err(e) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    let why = format!("{reader}'s followees: {e}");
+                    return FeedCheck { unverifiable: Some(why), ..FeedCheck::default() };
+                }
+            }
+        }
+    };
+    let required: Vec<(i64, &str)> = posts
+        .iter()
+        .filter(|p| {
+            p.author == reader
+                || (follows.contains(&p.author) && !followed_in_run.contains(p.author.as_str()))
+        })
+        .filter_map(|p| Some((p.id.parse::<i64>().ok()?, p.author.as_str())))
+        .collect();
+    if required.is_empty() {
+        return FeedCheck::default();
+    }
+    let ids: Vec<i64> = required.iter().map(|(id, _)| *id).collect();
+    let url = format!("{target}/api/v1/feed?limit={PAGE}");
+    let gaps = std::sync::Mutex::new(Vec::new());
+    let (verdict, hidden) = until_seen(deadline, || {
+        let (url, token, ids, gaps) = (&url, &token, &ids, &gaps);
+        async move {
+            let page = http
+                .json(http.client(entry).get(url).bearer_auth(token))
+                .await
+                .map_err(|e| format!("{reader}'s feed: {e}"))?;
+            let shown: Vec<i64> = page["posts"]
+                .as_array()
+                .ok_or_else(|| format!("{reader}'s feed: no posts in the page"))?
+                .iter()
+                .filter_map(|p| p["id"].as_str()?.parse().ok())
+                .collect();
+            let (hidden, missing) = feed_gaps(&shown, page["next_cursor"].is_string(), ids);
+            let seen = if missing.is_empty() { Seen::Yes(hidden) } else { Seen::No(String::new()) };
+            *gaps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
+            Ok(seen)
+        }
+    })
+    .await;
+    let mut check =
+        FeedCheck { checked: ids.len() as u64, hidden: hidden.unwrap_or(0), ..FeedCheck::default() };
+    match verdict {
+        WriteVerdict::Verified => {}
+        WriteVerdict::Unverifiable(why) => check.unverifiable = Some(why),
+        WriteVerdict::Lost(_) | WriteVerdict::NotReady(_) => {
+            let author = |id: i64| required.iter().find(|(p, _)| *p == id).map_or("?", |(_, a)| *a);
+            check.missing = gaps
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .into_iter()
+                .map(|id| format!("{id} by {} from {reader}'s feed", author(id)))
+                .collect();
+        }
+    }
+    check
+}
+
+/// The run's most active writers (by acknowledged writes, then by name), up to
+/// [`FEED_READERS`]: whose home feeds are checked.
+fn feed_readers(writes: &Writes) -> Vec<&str> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    let actors = (writes.posts.iter().map(|p| p.author.as_str()))
+        .chain(writes.likes.iter().map(|l| l.liker.as_str()))
+        .chain(writes.follows.iter().map(|f| f.follower.as_str()))
+        .chain(writes.comments.iter().map(|c| c.author.as_str()))
+        .chain(writes.deletions.iter().map(|d| d.author.as_str()));
+    for name in actors {
+        *count.entry(name).or_default() += 1;
+    }
+    let mut ranked: Vec<(&str, usize)> = count.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.into_iter().take(FEED_READERS).map(|(name, _)| name).collect()
+}
+
 /// Verify every write in `writes` through the API at `targets`. Likers and
 /// followers are logged in with `password` (their sessions from the run may be
 /// gone). The read-your-writes fields of the result are left at zero.
@@ -362,6 +534,8 @@ pub(crate) async fn verify_via(
     // Log in everyone whose view is checked.
     let mut names: BTreeSet<&str> = likes.iter().map(|l| l.liker.as_str()).collect();
     names.extend(follows.iter().map(|f| f.follower.as_str()));
+    let readers = feed_readers(writes);
+    names.extend(readers.iter().copied());
     let order: HashMap<&str, usize> = names.iter().enumerate().map(|(i, name)| (*name, i)).collect();
     let tokens: HashMap<&str, Result<String, String>> = futures::stream::iter(names)
         .map(|name| {
@@ -401,6 +575,28 @@ pub(crate) async fn verify_via(
             check_author(http, (entry as u64, targets[entry].as_str()), author, posts, settle, photo_deadline)
         })
         .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut post_verdicts: Vec<(usize, WriteVerdict)> = post_verdicts.into_iter().flatten().collect();
+    post_verdicts.sort_by_key(|(i, _)| *i);
+
+    // Deliveries: the readers' home feeds list the posts found above (a
+    // photo post once ready) by themselves and by whom they followed.
+    let found: Vec<&AckedPost> = post_verdicts
+        .iter()
+        .filter(|(_, v)| matches!(v, WriteVerdict::Verified))
+        .map(|(i, _)| &writes.posts[*i])
+        .collect();
+    let feed_deadline = start + options.feed_settle.max(options.settle);
+    let feed_checks: Vec<FeedCheck> = futures::stream::iter(readers.iter())
+        .map(|reader| {
+            let followed: HashSet<&str> =
+                follows.iter().filter(|f| f.follower == *reader).map(|f| f.followee.as_str()).collect();
+            let (found, token) = (&found, token_of(reader, &format!("{reader}'s feed")));
+            let target = login_target(targets, &order, reader);
+            async move { check_feed(http, target, reader, token, found, &followed, feed_deadline).await }
+        })
+        .buffered(concurrency)
         .collect()
         .await;
 
@@ -542,8 +738,6 @@ pub(crate) async fn verify_via(
         + report.follows_acknowledged
         + report.comments_acknowledged
         + report.deletions_acknowledged;
-    let mut post_verdicts: Vec<(usize, WriteVerdict)> = post_verdicts.into_iter().flatten().collect();
-    post_verdicts.sort_by_key(|(i, _)| *i);
     for (i, verdict) in post_verdicts {
         if writes.posts[i].photo && matches!(verdict, WriteVerdict::Verified) {
             report.photos_ready += 1;
@@ -552,6 +746,19 @@ pub(crate) async fn verify_via(
     }
     for verdict in like_verdicts {
         tally(&mut report, "like", verdict, |r| &mut r.lost_likes);
+    }
+    for check in feed_checks {
+        report.feed_deliveries_checked += check.checked;
+        report.feed_deliveries_hidden += check.hidden;
+        report.feed_deliveries_missing_count += check.missing.len() as u64;
+        let room = LISTED_LOST.saturating_sub(report.feed_deliveries_missing.len());
+        report.feed_deliveries_missing.extend(check.missing.into_iter().take(room));
+        if let Some(why) = check.unverifiable {
+            report.feeds_unverifiable += 1;
+            if report.unverifiable_reasons.len() < LISTED_LOST {
+                report.unverifiable_reasons.push(why);
+            }
+        }
     }
     for verdict in comment_verdicts.into_iter().flatten() {
         tally(&mut report, "comment", verdict, |r| &mut r.lost_comments);
@@ -836,6 +1043,45 @@ mod tests {
         assert!(matches!(first_page_verdict(false, PAGE, 6, 5, missing), ReadBack::Failed(_)));
         // A full page reaching below the item: it should have been there.
         assert_eq!(first_page_verdict(false, PAGE, 4, 5, missing), ReadBack::Violation("missing".into()));
+    }
+
+    #[test]
+    fn a_feed_page_shows_its_posts_and_hides_older_ones_only_when_more_pages_follow() {
+        // Newest first: 50..40, the last page.
+        let page: Vec<i64> = (40..=50).rev().collect();
+        assert_eq!(feed_gaps(&page, false, &[50, 45, 40]), (0, vec![]));
+        // Not on the last page: missing, older or newer than what it shows.
+        assert_eq!(feed_gaps(&page, false, &[51, 44, 39, 12]), (0, vec![51, 39, 12]));
+        assert_eq!(feed_gaps(&[], false, &[7]), (0, vec![7]));
+        // With more pages to come, an older one is below this page (short of
+        // PAGE or not: posts gone since are left out of it); a newer one, or one
+        // inside the page's range, is still missing.
+        assert_eq!(feed_gaps(&[50, 48, 46, 40], true, &[39, 5, 60, 47]), (2, vec![60, 47]));
+        let full: Vec<i64> = (1000..1000 + PAGE as i64).rev().collect();
+        assert_eq!(feed_gaps(&full, true, &[999, 1001, 1050]), (1, vec![]));
+    }
+
+    #[test]
+    fn the_most_active_writers_are_the_feeds_checked() {
+        let post = |author: &str| AckedPost {
+            id: "1".into(),
+            author: author.into(),
+            caption: String::new(),
+            photo: false,
+        };
+        let mut writes = Writes::default();
+        writes.posts.extend([post("b"), post("c"), post("c")]);
+        writes.likes.push(AckedLike { post_id: "1".into(), liker: "a".into() });
+        writes.deletions.push(AckedDeletion { post_id: "1".into(), author: "c".into() });
+        // c: 3 writes, then a and b (1 each) by name.
+        assert_eq!(feed_readers(&writes), ["c", "a", "b"]);
+        for i in 0..FEED_READERS + 5 {
+            writes.posts.push(post(&format!("u{i:02}")));
+        }
+        let readers = feed_readers(&writes);
+        assert_eq!(readers.len(), FEED_READERS);
+        assert_eq!(readers[0], "c");
+        assert_eq!(feed_readers(&Writes::default()), Vec::<&str>::new());
     }
 
     #[test]

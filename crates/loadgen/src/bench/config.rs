@@ -603,6 +603,7 @@ impl BenchConfig {
             concurrency: self.verify_concurrency,
             settle: self.verify_settle,
             photo_ready_timeout: self.photo_ready_timeout,
+            feed_settle: FEED_SETTLE,
         }
     }
 }
@@ -616,7 +617,16 @@ pub struct VerifyOptions {
     pub settle: Duration,
     /// See [`BenchConfig::photo_ready_timeout`].
     pub photo_ready_timeout: Duration,
+    /// How long a post may take to reach a reader's home feed ([`FEED_SETTLE`]
+    /// by default; `settle` if longer).
+    pub feed_settle: Duration,
 }
+
+/// How long a post may take to reach its readers' home feeds: a push normally
+/// lands before the post is acknowledged, but one that failed is the outbox
+/// job's, which a worker runs 30 s after the post (`data::FANOUT_DELAY`); the
+/// rest is a worker's claim interval and the job's run.
+pub const FEED_SETTLE: Duration = Duration::from_secs(40);
 
 impl Default for VerifyOptions {
     fn default() -> VerifyOptions {

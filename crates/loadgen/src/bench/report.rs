@@ -280,6 +280,27 @@ pub struct CheckReport {
     pub short_follower_counts: Vec<String>,
     /// How many followees were short.
     pub short_follower_counts_count: u64,
+    /// Posts the checked readers' home feeds had to list: every post found
+    /// above by the reader or by a user it followed before the run, per reader
+    /// (the run's most active writers, up to 16).
+    #[serde(default)]
+    pub feed_deliveries_checked: u64,
+    /// Of those, below the feed's first page of 100 (older than its oldest, with
+    /// more pages to come): not required.
+    #[serde(default)]
+    pub feed_deliveries_hidden: u64,
+    /// Of those, missing from the reader's feed: a push that did not reach a
+    /// timeline its reader reads.
+    #[serde(default)]
+    pub feed_deliveries_missing_count: u64,
+    /// The missing deliveries, `post_id by author from reader's feed`, the first
+    /// [`LISTED_LOST`].
+    #[serde(default)]
+    pub feed_deliveries_missing: Vec<String>,
+    /// Readers whose feed or followee list could not be read (the reasons are
+    /// in `unverifiable_reasons`).
+    #[serde(default)]
+    pub feeds_unverifiable: u64,
     /// Could not be checked (the reads kept failing).
     pub unverifiable: u64,
     /// Why, the first [`LISTED_LOST`] reasons.
@@ -308,6 +329,8 @@ impl CheckReport {
             && self.unverifiable == 0
             && self.photos_not_ready_count == 0
             && self.short_follower_counts_count == 0
+            && self.feed_deliveries_missing_count == 0
+            && self.feeds_unverifiable == 0
             && self.read_your_writes_violations == 0;
     }
 }
@@ -647,6 +670,14 @@ impl Report {
         }
         writeln!(
             f,
+            "feeds: {} deliveries checked, {} missing, {} below the first page, {} feeds unreadable",
+            c.feed_deliveries_checked,
+            c.feed_deliveries_missing_count,
+            c.feed_deliveries_hidden,
+            c.feeds_unverifiable
+        )?;
+        writeln!(
+            f,
             "read-your-writes: {} checked, {} violations, {} errors",
             c.read_your_writes_checked, c.read_your_writes_violations, c.read_your_writes_errors
         )?;
@@ -667,6 +698,7 @@ impl Report {
         list(f, "deletions not in effect", &c.lost_deletions)?;
         list(f, "photos not ready", &c.photos_not_ready)?;
         list(f, "follower counts short", &c.short_follower_counts)?;
+        list(f, "missing from feeds", &c.feed_deliveries_missing)?;
         list(f, "unverifiable", &c.unverifiable_reasons)?;
         list(f, "read-your-writes violations", &c.read_your_writes_violation_ids)?;
         Ok(())

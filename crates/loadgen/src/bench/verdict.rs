@@ -111,6 +111,9 @@ pub enum Breach {
         photos_not_ready: u64,
         /// Followees counting fewer followers than acknowledged.
         short_follower_counts: u64,
+        /// Posts missing from a checked reader's home feed, and readers whose
+        /// feed could not be read.
+        feeds_missing: u64,
         /// Writes their writer did not see right after the acknowledgement.
         read_your_writes_violations: u64,
     },
@@ -146,12 +149,13 @@ impl fmt::Display for Breach {
                 unverifiable,
                 photos_not_ready,
                 short_follower_counts,
+                feeds_missing,
                 read_your_writes_violations,
             } => write!(
                 f,
                 "the checker failed: {lost} writes lost{}, {unverifiable} unverifiable, {photos_not_ready} photos \
-                 not processed, {short_follower_counts} follower counts short, {read_your_writes_violations} \
-                 read-your-writes violations",
+                 not processed, {short_follower_counts} follower counts short, {feeds_missing} posts missing from \
+                 followers' feeds (or feeds unreadable), {read_your_writes_violations} read-your-writes violations",
                 if lost_by_kind.is_empty() {
                     String::new()
                 } else {
@@ -243,6 +247,7 @@ impl Verdict {
                 unverifiable: c.unverifiable,
                 photos_not_ready: c.photos_not_ready_count,
                 short_follower_counts: c.short_follower_counts_count,
+                feeds_missing: c.feed_deliveries_missing_count + c.feeds_unverifiable,
                 read_your_writes_violations: c.read_your_writes_violations,
             });
         }
@@ -345,6 +350,7 @@ mod tests {
             unverifiable: 0,
             photos_not_ready: 0,
             short_follower_counts: 0,
+            feeds_missing: 0,
             read_your_writes_violations: 0,
         };
         assert_eq!(breaches(&lost(run(0))), std::slice::from_ref(&expected));
