@@ -6,8 +6,9 @@
 //! invalidation that emptied the entry, and a lagging replica could serve
 //! exactly that. While a shard's primary is being replaced, its reads go to a
 //! replica instead of failing, and what they found is served but not cached.
-//! Reads that fill nothing shared (a user's posts, likes, timeline rebuilds) may
-//! use replicas, under the session's read-your-writes floor.
+//! A timeline rebuild reads the same way (it fills a timeline shared by every
+//! later read). Reads that fill nothing shared (a user's posts, likes) may use
+//! replicas, under the session's read-your-writes floor.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -1312,10 +1313,17 @@ async fn rebuild_timeline(
             false
         }
     };
+    // On the primaries, as a cache fill reads (ADR 0006): a post pushed before
+    // the mark above did not reach this timeline, so the read must hold it, and a
+    // lagging replica may not. Read from a replica (a primary being replaced),
+    // the page is served but not stored.
     let cap = state.timelines().cap() as i64;
-    let ids: Vec<i64> =
-        state.data().recent_post_ids(&authors, cap, None).await?.into_iter().map(PostId::get).collect();
-    if registered {
+    let (read, served) = data::fill_reads(state.data().recent_post_ids(&authors, cap, None)).await;
+    let ids: Vec<i64> = read?.into_iter().map(PostId::get).collect();
+    if served == data::Served::Replica {
+        tracing::debug!(user_id = viewer, "timeline rebuilt from a replica; served, not stored");
+    }
+    if registered && served == data::Served::Primary {
         match state.timelines().fill(viewer, &ids).await {
             Ok(true) => tracing::debug!(user_id = viewer, posts = ids.len(), "timeline rebuilt"),
             Ok(false) => {
