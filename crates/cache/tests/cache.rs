@@ -231,6 +231,33 @@ async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     assert_eq!(t.page(1, None, 10).await.unwrap(), None);
 }
 
+/// A followee's posts merged on a follow: into a complete timeline (capped,
+/// ordered), into one being rebuilt (the fill keeps them), never into a missing
+/// one.
+#[tokio::test]
+async fn a_merge_adds_to_timelines_that_exist_and_a_rebuild_keeps_it() {
+    let r = redis("tlmerge:").await;
+    let t = Timelines::new(r.clone(), 4, Duration::from_secs(60));
+    warm(&t, 1, &[50, 40]).await;
+    t.merge(1, &[70, 45, 10, 5]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![70, 50, 45, 40]), "merged, capped at 4");
+    // Idempotent.
+    t.merge(1, &[70, 45]).await.unwrap();
+    assert_eq!(t.page(1, None, 10).await.unwrap(), Some(vec![70, 50, 45, 40]));
+    // A rebuild under way (its followee list read before the follow): the merge
+    // lands and the fill, which only adds, keeps it.
+    t.begin_rebuild(2).await.unwrap();
+    t.merge(2, &[30]).await.unwrap();
+    assert!(t.fill(2, &[20]).await.unwrap());
+    assert_eq!(t.page(2, None, 10).await.unwrap(), Some(vec![30, 20]));
+    // No timeline: none made, the next read rebuilds.
+    t.merge(3, &[30]).await.unwrap();
+    assert_eq!(t.page(3, None, 10).await.unwrap(), None);
+    let mut conn = r.conn().await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg(r.key("tl:3")).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "no timeline is made by a merge");
+}
+
 #[tokio::test]
 async fn a_push_counts_the_timelines_it_wrote() {
     let r = redis("pushcount:").await;

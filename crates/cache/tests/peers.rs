@@ -129,7 +129,7 @@ async fn an_invalidation_in_one_dc_evicts_the_other_dcs_l1_and_refuses_its_racin
 }
 
 #[tokio::test]
-async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
+async fn timeline_pushes_merges_and_drops_reach_every_dc_and_fills_stay_local() {
     let dc2_server = testkit::fresh_redis();
     let dc1 = connect(testkit::redis().url(), "twodc-tl:", vec![dc2_server.url()]).await;
     let dc2 = connect(dc2_server.url(), "twodc-tl:", vec![]).await;
@@ -154,7 +154,13 @@ async fn timeline_pushes_and_drops_reach_every_dc_and_fills_stay_local() {
     assert!(members(&dc1, "tl:5").await.is_empty() && members(&dc2, "tl:5").await.is_empty());
     assert!(members(&dc1, "tl:7").await.is_empty());
 
-    // A follow change through dc1 drops 7's timeline in both DCs.
+    // A follow through dc1 merges the followee's posts into 7's timeline where
+    // it exists (dc2), and makes none in dc1, where 7 does not read.
+    t1.merge(7, &[75, 60]).await.unwrap();
+    assert_eq!(t2.page(7, None, 10).await.unwrap(), Some(vec![80, 75, 70, 60]), "merged in dc2");
+    assert!(members(&dc1, "tl:7").await.is_empty(), "nothing made in dc1");
+
+    // An unfollow through dc1 drops 7's timeline in both DCs.
     t1.drop_timeline(7).await.unwrap();
     assert_eq!(t2.page(7, None, 10).await.unwrap(), None, "cold in dc2: rebuilt on next read");
     assert!(members(&dc2, "tl:7").await.is_empty());

@@ -1002,11 +1002,17 @@ pub async fn set_follow(
         } else {
             state.timelines().remove_reader(target, viewer).await
         };
-        if let Err(e) = readers {
-            tracing::warn!(error = %e, "could not update the target's readers after a follow change");
-        }
-        // The viewer's feed gains or loses this user's posts: rebuild it on next read.
-        if let Err(e) = state.timelines().drop_timeline(viewer).await {
+        let registered = match readers {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not update the target's readers after a follow change");
+                false
+            }
+        };
+        // The viewer's feed gains this user's posts (merged into its timeline
+        // where it exists, no rebuild), or loses them (rebuilt on next read).
+        let merged = on && registered && merge_followed(state, viewer, target).await;
+        if !merged && let Err(e) = state.timelines().drop_timeline(viewer).await {
             tracing::warn!(error = %e, "could not drop a timeline after a follow change");
         }
     }
@@ -1019,6 +1025,29 @@ pub async fn set_follow(
         }
     }
     Ok(FollowView { following: on, user: user_view(&user, Some(on)) })
+}
+
+/// After `viewer` followed `target` and joined its readers: `target`'s newest
+/// posts, read from its shard's primary (so none committed before the
+/// registration is missed, as a replica might), merged into `viewer`'s timeline
+/// wherever it exists. `false` if either step failed: the caller drops the
+/// timeline instead, and the next read rebuilds it.
+async fn merge_followed(state: &AppState, viewer: i64, target: i64) -> bool {
+    let cap = state.timelines().cap() as i64;
+    let ids = match data::primary_reads(state.data().recent_post_ids(&[target], cap, None)).await {
+        Ok(ids) => ids.into_iter().map(PostId::get).collect::<Vec<i64>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, viewer, target, "could not read a new followee's posts; the timeline is rebuilt");
+            return false;
+        }
+    };
+    match state.timelines().merge(viewer, &ids).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, viewer, target, "could not merge a new followee's posts; the timeline is rebuilt");
+            false
+        }
+    }
 }
 
 /// Publish a text post and fan it out.

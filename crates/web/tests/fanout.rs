@@ -102,3 +102,44 @@ async fn a_celebritys_post_is_pulled_and_writes_no_follower_timeline() {
     post_text(&app, &star, "encore").await;
     assert_eq!(fanout(&app).await, (0, 2, 2, 1));
 }
+
+/// A follow merges the followee's posts into the follower's timeline where it
+/// exists: the next read is a warm one (no rebuild from the shards) and lists
+/// them, and the followee's later posts are pushed to it. Where the follower has
+/// no timeline, none is made: its first read rebuilds, followee included. An
+/// unfollow still drops the timeline.
+#[tokio::test]
+async fn a_follow_merges_the_followees_posts_into_a_timeline_that_exists() {
+    let env = TestEnv::new().await;
+    let app = env.spawn().await;
+    let author = signup(&app, "merged_author").await;
+    let older: Vec<i64> = [post_text(&app, &author, "one").await, post_text(&app, &author, "two").await]
+        .into_iter()
+        .rev()
+        .collect();
+    let reader = signup(&app, "merged_reader").await;
+    let idle = signup(&app, "merged_idle").await;
+    assert!(feed_ids(&app, &reader, "").await.0.is_empty(), "the reader's timeline is built, empty");
+    let reads = app.state.timeline_reads();
+    let (warm, cold) = (reads.warm.get(), reads.cold.get());
+
+    for u in [&reader, &idle] {
+        call(&app, "PUT", "/api/v1/users/merged_author/follow", Some(u), None, StatusCode::OK).await;
+    }
+    assert_eq!(
+        app.state.timelines().page(reader.id, None, 10).await.unwrap(),
+        Some(older.clone()),
+        "merged into the cached timeline"
+    );
+    assert_eq!(app.state.timelines().page(idle.id, None, 10).await.unwrap(), None, "no timeline made");
+    assert_eq!(feed_ids(&app, &reader, "").await.0, older);
+    assert_eq!((reads.warm.get(), reads.cold.get()), (warm + 1, cold), "a warm read, no rebuild");
+    assert_eq!(feed_ids(&app, &idle, "").await.0, older, "rebuilt with the new followee");
+    assert_eq!(reads.cold.get(), cold + 1);
+
+    let newer = post_text(&app, &author, "three").await;
+    assert_eq!(feed_ids(&app, &reader, "").await.0, [vec![newer], older.clone()].concat(), "pushed");
+    call(&app, "DELETE", "/api/v1/users/merged_author/follow", Some(&reader), None, StatusCode::OK).await;
+    assert_eq!(app.state.timelines().page(reader.id, None, 10).await.unwrap(), None, "dropped on unfollow");
+    assert!(feed_ids(&app, &reader, "").await.0.is_empty());
+}
