@@ -587,7 +587,9 @@ pub(crate) async fn verify_via(
         .filter(|(_, v)| matches!(v, WriteVerdict::Verified))
         .map(|(i, _)| &writes.posts[*i])
         .collect();
-    let feed_deadline = start + options.feed_settle.max(options.settle);
+    // From now, not from the checker's start: the photos' checks above may have
+    // taken longer than that, and a photo seen `ready` is fanned out just after.
+    let feed_deadline = Instant::now() + options.feed_settle.max(options.settle);
     let feed_checks: Vec<FeedCheck> = futures::stream::iter(readers.iter())
         .map(|reader| {
             let followed: HashSet<&str> =
