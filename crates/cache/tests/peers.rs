@@ -66,6 +66,17 @@ async fn warm(t: &Timelines, user: i64, ids: &[i64]) {
     assert!(t.fill(user, ids).await.unwrap(), "stored");
 }
 
+/// Two DCs' timelines under `prefix` (a cap of 10): dc1 on the shared test Redis,
+/// writing to dc2's too; dc2 on a fresh server (kept alive by the returned one).
+async fn two_dcs(prefix: &str) -> (testkit::OwnedRedis, (Redis, Timelines), (Redis, Timelines)) {
+    let dc2_server = testkit::fresh_redis();
+    let dc1 = connect(testkit::redis().url(), prefix, vec![dc2_server.url()]).await;
+    let dc2 = connect(dc2_server.url(), prefix, vec![]).await;
+    let timelines = |r: &Redis| Timelines::new(r.clone(), 10, Duration::from_secs(600));
+    let (t1, t2) = (timelines(&dc1), timelines(&dc2));
+    (dc2_server, (dc1, t1), (dc2, t2))
+}
+
 #[tokio::test]
 async fn an_invalidation_in_one_dc_evicts_the_other_dcs_l1_and_refuses_its_racing_fill() {
     let dc2_server = testkit::fresh_redis();
@@ -130,13 +141,7 @@ async fn an_invalidation_in_one_dc_evicts_the_other_dcs_l1_and_refuses_its_racin
 
 #[tokio::test]
 async fn timeline_pushes_merges_and_drops_reach_every_dc_and_fills_stay_local() {
-    let dc2_server = testkit::fresh_redis();
-    let dc1 = connect(testkit::redis().url(), "twodc-tl:", vec![dc2_server.url()]).await;
-    let dc2 = connect(dc2_server.url(), "twodc-tl:", vec![]).await;
-    let (t1, t2) = (
-        Timelines::new(dc1.clone(), 10, Duration::from_secs(600)),
-        Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
-    );
+    let (_dc2_server, (dc1, t1), (dc2, t2)) = two_dcs("twodc-tl:").await;
     // User 7 reads through dc2: a warm timeline there; user 300 reads in both.
     warm(&t2, 7, &[70]).await;
     assert_eq!(t1.page(7, None, 10).await.unwrap(), None, "a fill stays in its own DC");
@@ -168,13 +173,7 @@ async fn timeline_pushes_merges_and_drops_reach_every_dc_and_fills_stay_local() 
 
 #[tokio::test]
 async fn each_dc_knows_its_own_readers_and_the_followers_are_listed_once_for_both() {
-    let dc2_server = testkit::fresh_redis();
-    let dc1 = connect(testkit::redis().url(), "twodc-rd:", vec![dc2_server.url()]).await;
-    let dc2 = connect(dc2_server.url(), "twodc-rd:", vec![]).await;
-    let (t1, t2) = (
-        Timelines::new(dc1.clone(), 10, Duration::from_secs(600)),
-        Timelines::new(dc2.clone(), 10, Duration::from_secs(600)),
-    );
+    let (_dc2_server, (dc1, t1), (dc2, t2)) = two_dcs("twodc-rd:").await;
     // 7 reads through dc2, 8 through dc1.
     warm(&t2, 7, &[]).await;
     warm(&t1, 8, &[]).await;

@@ -118,28 +118,13 @@ struct Listed {
 /// `oldest`, read with `token` if given. A user that does not exist has none.
 async fn author_posts(
     http: &Http,
-    (entry, target): (u64, &str),
+    target: (u64, &str),
     author: &str,
     oldest: i64,
     token: Option<&str>,
 ) -> Result<HashMap<i64, Listed>, Failure> {
     let mut found = HashMap::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut url = format!("{target}/api/v1/users/{author}/posts?limit={PAGE}");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let mut req = http.client(entry).get(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let page = match http.json(req).await {
-            Ok(page) => page,
-            Err(Failure::Status(StatusCode::NOT_FOUND)) => return Ok(found),
-            Err(e) => return Err(e),
-        };
+    let read = read_pages(http, target, &format!("/api/v1/users/{author}/posts"), token, MAX_PAGES, |page| {
         let posts =
             page["posts"].as_array().ok_or_else(|| Failure::BadBody("no posts in the page".into()))?;
         let mut last = i64::MAX;
@@ -154,12 +139,45 @@ async fn author_posts(
                 },
             );
         }
+        Ok(last > oldest)
+    })
+    .await;
+    match read {
+        Ok(()) | Err(Failure::Status(StatusCode::NOT_FOUND)) => Ok(found),
+        Err(e) => Err(e),
+    }
+}
+
+/// Read the pages of `path` (under `target`, taking `limit` and `cursor`) up to
+/// `max` of them, with `token` if given: `each` takes a page and says whether to
+/// read on (when the page names a next one). The first failure ends the reading.
+async fn read_pages(
+    http: &Http,
+    (entry, target): (u64, &str),
+    path: &str,
+    token: Option<&str>,
+    max: usize,
+    mut each: impl FnMut(&serde_json::Value) -> Result<bool, Failure>,
+) -> Result<(), Failure> {
+    let mut cursor: Option<String> = None;
+    for _ in 0..max {
+        let mut url = format!("{target}{path}?limit={PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let mut req = http.client(entry).get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let page = http.json(req).await?;
+        let read_on = each(&page)?;
         match page["next_cursor"].as_str() {
-            Some(next) if last > oldest => cursor = Some(next.to_owned()),
+            Some(next) if read_on => cursor = Some(next.to_owned()),
             _ => break,
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Verify one author's acknowledged posts: each must be listed in the author's
@@ -230,31 +248,23 @@ async fn check_author(
 /// comment id `oldest`, with their texts; `None` when the post does not exist.
 async fn post_comments(
     http: &Http,
-    (entry, target): (u64, &str),
+    target: (u64, &str),
     post_id: &str,
     oldest: i64,
 ) -> Result<Option<HashMap<i64, String>>, Failure> {
     let mut found = HashMap::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut url = format!("{target}/api/v1/posts/{post_id}/comments?limit={PAGE}");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page = match http.json(http.client(entry).get(url)).await {
-            Ok(page) => page,
-            Err(Failure::Status(StatusCode::NOT_FOUND)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let (listed, last) = comment_ids(&page)?;
-        found.extend(listed);
-        match page["next_cursor"].as_str() {
-            Some(next) if last > oldest => cursor = Some(next.to_owned()),
-            _ => break,
-        }
+    let read =
+        read_pages(http, target, &format!("/api/v1/posts/{post_id}/comments"), None, MAX_PAGES, |page| {
+            let (listed, last) = comment_ids(page)?;
+            found.extend(listed);
+            Ok(last > oldest)
+        })
+        .await;
+    match read {
+        Ok(()) => Ok(Some(found)),
+        Err(Failure::Status(StatusCode::NOT_FOUND)) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(found))
 }
 
 /// The comments of a page of `GET /posts/{id}/comments` (id to text) and the
@@ -333,28 +343,16 @@ async fn check_post_comments(
 
 /// The usernames `reader` follows, newest edge first, up to
 /// [`MAX_FOLLOWING_PAGES`] pages of them.
-async fn followees(
-    http: &Http,
-    (entry, target): (u64, &str),
-    reader: &str,
-) -> Result<HashSet<String>, Failure> {
+async fn followees(http: &Http, target: (u64, &str), reader: &str) -> Result<HashSet<String>, Failure> {
     let mut found = HashSet::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_FOLLOWING_PAGES {
-        let mut url = format!("{target}/api/v1/users/{reader}/following?limit={PAGE}");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page = http.json(http.client(entry).get(url)).await?;
+    let path = format!("/api/v1/users/{reader}/following");
+    read_pages(http, target, &path, None, MAX_FOLLOWING_PAGES, |page| {
         let users =
             page["users"].as_array().ok_or_else(|| Failure::BadBody("no users in the page".into()))?;
         found.extend(users.iter().filter_map(|u| u["username"].as_str().map(str::to_owned)));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+        Ok(true)
+    })
+    .await?;
     Ok(found)
 }
 
