@@ -1028,13 +1028,23 @@ pub async fn set_follow(
 }
 
 /// After `viewer` followed `target` and joined its readers: `target`'s newest
-/// posts, read from its shard's primary (so none committed before the
-/// registration is missed, as a replica might), merged into `viewer`'s timeline
-/// wherever it exists. `false` if either step failed: the caller drops the
+/// posts, read as a rebuild reads them (on its shard's primary, so none committed
+/// before the registration is missed, as a lagging replica might), merged into
+/// `viewer`'s timeline wherever it exists. `false` if either step failed or the
+/// read came from a replica (a primary being replaced): the caller drops the
 /// timeline instead, and the next read rebuilds it.
 async fn merge_followed(state: &AppState, viewer: i64, target: i64) -> bool {
     let cap = state.timelines().cap() as i64;
-    let ids = match data::primary_reads(state.data().recent_post_ids(&[target], cap, None)).await {
+    let (read, served) = data::fill_reads(state.data().recent_post_ids(&[target], cap, None)).await;
+    let ids = match read {
+        Ok(_) if served == data::Served::Replica => {
+            tracing::debug!(
+                viewer,
+                target,
+                "a new followee's posts read from a replica; the timeline is rebuilt"
+            );
+            return false;
+        }
         Ok(ids) => ids.into_iter().map(PostId::get).collect::<Vec<i64>>(),
         Err(e) => {
             tracing::warn!(error = %e, viewer, target, "could not read a new followee's posts; the timeline is rebuilt");
