@@ -27,6 +27,13 @@ use crate::rows::{Params, millis, opt_row, rows};
 /// An `OR` of the two conditions in one `SELECT` would keep PostgreSQL from
 /// using either partial index and scan and sort every due job (11 ms per claim
 /// at 20k jobs).
+///
+/// Committed asynchronously (`synchronous_commit = off` for its transaction, set
+/// in its own `WHERE` as [`Data::delete_queued_job`] does): a claim is not an
+/// acknowledged write, and one lost to a crash or a failover only leaves its jobs
+/// due again, to be run again (handlers are idempotent). A durable, synchronously
+/// replicated commit costs the machine about 0.7 ms of CPU more than this
+/// (docs/BENCHMARKS.md, "What a durable commit costs").
 pub const CLAIM_JOBS_SQL: &str = "WITH ready AS ( \
     SELECT job_id FROM jobs WHERE state = 'ready' AND run_at <= now() \
     ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
@@ -36,7 +43,7 @@ pub const CLAIM_JOBS_SQL: &str = "WITH ready AS ( \
  due AS (SELECT job_id FROM lapsed UNION ALL SELECT job_id FROM ready LIMIT $3) \
  UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, locked_by = $1, \
     locked_until = now() + $2 * interval '1 millisecond' \
- FROM due WHERE j.job_id = due.job_id \
+ FROM due WHERE j.job_id = due.job_id AND set_config('synchronous_commit', 'off', true) = 'off' \
  RETURNING j.job_id, j.kind, j.user_id, j.payload, j.attempts, j.max_attempts, j.request_id";
 
 impl Data {
@@ -100,10 +107,17 @@ impl Data {
     }
 
     /// A finished job leaves the queue. False if `worker` no longer holds it.
+    ///
+    /// Committed asynchronously, as a claim is ([`CLAIM_JOBS_SQL`]): a deletion
+    /// lost to a crash or a failover leaves the job running under a lease that
+    /// lapses, and it runs again (handlers are idempotent). What the handler wrote
+    /// before it was committed before it: on the job's own shard the WAL keeps that
+    /// order, and a handler's writes on other shards waited for their own commits.
     pub async fn complete_job(&self, job: &Job, worker: &str) -> Result<bool, DataError> {
         self.job_update(
             job,
-            "DELETE FROM jobs WHERE job_id = $1 AND locked_by = $2 AND state = 'running' RETURNING 1",
+            "DELETE FROM jobs WHERE job_id = $1 AND locked_by = $2 AND state = 'running' \
+             AND set_config('synchronous_commit', 'off', true) = 'off' RETURNING 1",
             &[&job.job_id, &worker],
             "complete_job",
         )

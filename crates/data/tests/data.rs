@@ -254,33 +254,44 @@ async fn each_pool_opens_its_warm_connections_before_any_query_and_no_more_than_
     testkit::eventually("two connections", async || connections(&urls[1]).await == 2).await;
 }
 
-/// A text post's outbox job is dropped without waiting for a synchronous standby
-/// (a lost deletion only repeats an idempotent fan-out), while every other write
-/// still waits for one.
-#[tokio::test]
-async fn dropping_a_posts_outbox_job_does_not_wait_for_a_standby() {
+/// A PostgreSQL server of the test's own (its settings are changed), migrated:
+/// the server (kept alive by the caller), its URL, and one shard over it.
+async fn server_of_its_own() -> (testkit::OwnedPostgres, String, Data) {
     let pg = testkit::fresh_postgres();
     let url = pg.url("postgres");
     data::migrate(std::slice::from_ref(&url)).await.unwrap();
     let d = data(std::slice::from_ref(&url));
-    let author = d.create_user("ann", "ann", "hash").await.unwrap().user_id;
-    let (_, job) = d.create_post_queued(author, "hi").await.unwrap();
+    (pg, url, d)
+}
 
-    // A synchronous standby that never comes: every synchronous commit waits.
-    let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+/// A superuser connection to the server at `url`.
+async fn admin_of(url: &str) -> tokio_postgres::Client {
+    let (admin, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(conn);
-    let set_standby = async |name: &str| {
-        admin.batch_execute(&format!("ALTER SYSTEM SET synchronous_standby_names = '{name}'")).await.unwrap();
-        admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
-        testkit::eventually("the setting to reach new sessions", || async {
-            let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-            tokio::spawn(conn);
-            let shown: String = c.query_one("SHOW synchronous_standby_names", &[]).await.unwrap().get(0);
-            shown == name
-        })
-        .await;
-    };
-    set_standby("nobody").await;
+    admin
+}
+
+/// Name the server's synchronous standby (`nobody`: one that never comes, so
+/// every synchronous commit waits; empty: none) and wait for new sessions to
+/// have the setting.
+async fn set_standby(admin: &tokio_postgres::Client, url: &str, name: &str) {
+    admin.batch_execute(&format!("ALTER SYSTEM SET synchronous_standby_names = '{name}'")).await.unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    testkit::eventually("the setting to reach new sessions", || async {
+        let c = admin_of(url).await;
+        let shown: String = c.query_one("SHOW synchronous_standby_names", &[]).await.unwrap().get(0);
+        shown == name
+    })
+    .await;
+}
+
+/// Starts an enqueue on `d` (a synchronous commit) and returns once it waits for
+/// the standby.
+async fn write_waiting_for_standby(
+    d: &Data,
+    admin: &tokio_postgres::Client,
+    author: i64,
+) -> tokio::task::JoinHandle<Result<i64, DataError>> {
     let waiting = tokio::spawn({
         let d = d.clone();
         async move { d.enqueue("test", author, serde_json::json!({}), 1).await }
@@ -290,15 +301,60 @@ async fn dropping_a_posts_outbox_job_does_not_wait_for_a_standby() {
         admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) == 1
     })
     .await;
+    waiting
+}
+
+/// A text post's outbox job is dropped without waiting for a synchronous standby
+/// (a lost deletion only repeats an idempotent fan-out), while every other write
+/// still waits for one.
+#[tokio::test]
+async fn dropping_a_posts_outbox_job_does_not_wait_for_a_standby() {
+    let (_pg, url, d) = server_of_its_own().await;
+    let author = d.create_user("ann", "ann", "hash").await.unwrap().user_id;
+    let (_, job) = d.create_post_queued(author, "hi").await.unwrap();
+
+    let admin = admin_of(&url).await;
+    set_standby(&admin, &url, "nobody").await;
+    let waiting = write_waiting_for_standby(&d, &admin, author).await;
 
     let deleted = tokio::time::timeout(std::time::Duration::from_secs(60), d.delete_queued_job(&job)).await;
     assert!(matches!(deleted, Ok(Ok(true))), "the outbox job is dropped at once: {deleted:?}");
     assert!(!waiting.is_finished(), "the other write still waits for the standby");
 
-    set_standby("").await;
+    set_standby(&admin, &url, "").await;
     waiting.await.unwrap().unwrap();
     let kinds = admin.query("SELECT kind FROM jobs", &[]).await.unwrap();
     assert_eq!(kinds.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), ["test"]);
+}
+
+/// A worker's claim and its completion do not wait for a synchronous standby (a
+/// lost one only runs an idempotent job again), while the writes that enqueue
+/// jobs still do.
+#[tokio::test]
+async fn claiming_and_completing_a_job_do_not_wait_for_a_standby() {
+    let (_pg, url, d) = server_of_its_own().await;
+    let author = d.create_user("bea", "bea", "hash").await.unwrap().user_id;
+    let job_id = d.enqueue("work", author, serde_json::json!({"n": 1}), 3).await.unwrap();
+    let shard = d.shard_map().shard_of_user(author);
+
+    let admin = admin_of(&url).await;
+    set_standby(&admin, &url, "nobody").await;
+    let waiting = write_waiting_for_standby(&d, &admin, author).await;
+
+    let lease = std::time::Duration::from_secs(60);
+    let at_once = std::time::Duration::from_secs(60);
+    let claimed = tokio::time::timeout(at_once, d.claim_jobs(shard, "w", 10, lease)).await;
+    let claimed = claimed.expect("the claim waited for the standby").unwrap();
+    assert_eq!(claimed.iter().map(|j| j.job_id).collect::<Vec<_>>(), [job_id], "only the committed job");
+    let done = tokio::time::timeout(at_once, d.complete_job(&claimed[0], "w")).await;
+    assert!(matches!(done, Ok(Ok(true))), "completed at once: {done:?}");
+    assert!(!waiting.is_finished(), "the enqueue still waits for the standby");
+
+    // Committed all the same: the job is gone for good, and the other is due.
+    set_standby(&admin, &url, "").await;
+    let other = waiting.await.unwrap().unwrap();
+    let left = admin.query("SELECT job_id FROM jobs", &[]).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), [other]);
 }
 
 /// Each bucket's `(reads, writes)` as `Data::bucket_load` has them.
