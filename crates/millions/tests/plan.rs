@@ -241,7 +241,7 @@ fn a_costs_file_replaces_the_defaults_and_is_named_as_their_source() {
     let o = plan(&["--print-costs"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut costs: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(costs["measured_capacity_rps"], 800.0);
+    assert_eq!(costs["measured_capacity_rps"], 975.0);
     let file = dir.path().join("costs.json");
     std::fs::write(&file, serde_json::to_string(&costs).unwrap()).unwrap();
     let file_text = file.to_string_lossy().into_owned();
@@ -269,15 +269,15 @@ fn the_check_predicts_the_default_topologys_capacity_beside_the_measured_one() {
     let p = plan_json(&["--check"]);
     assert!(p.get("tiers").is_none(), "--check alone plans nothing: {p:#}");
     let c = &p["check"];
-    assert_eq!(c["measured_per_sec"], 800.0);
+    assert_eq!(c["measured_per_sec"], 975.0);
     assert_eq!(c["machine_cores"], 2.0);
     let predicted = c["predicted_per_sec"].as_f64().unwrap();
     let full = c["predicted_per_sec_at_full_cpu"].as_f64().unwrap();
     assert!((predicted - full * 0.6).abs() < 1e-6, "{c:#}");
-    assert!((c["predicted_over_measured"].as_f64().unwrap() - predicted / 800.0).abs() < 1e-9);
+    assert!((c["predicted_over_measured"].as_f64().unwrap() - predicted / 975.0).abs() < 1e-9);
     // The model's rate at the knee's utilization is the measured rate.
     let knee = c["utilization_at_measured"].as_f64().unwrap();
-    assert!((full * knee - 800.0).abs() < 1e-6, "{c:#}");
+    assert!((full * knee - 975.0).abs() < 1e-6, "{c:#}");
     assert!(knee > 0.0 && knee < 1.0, "{knee}");
     let dedicated = c["dedicated"].as_array().unwrap();
     assert_eq!(dedicated.len(), 5);
@@ -285,7 +285,7 @@ fn the_check_predicts_the_default_topologys_capacity_beside_the_measured_one() {
     // At the knee's utilization the model gives the measured rate.
     let at_knee = plan_json(&["--check", "--utilization", &knee.to_string()]);
     let predicted_at_knee = at_knee["check"]["predicted_per_sec"].as_f64().unwrap();
-    assert!((predicted_at_knee - 800.0).abs() < 1e-6, "{predicted_at_knee}");
+    assert!((predicted_at_knee - 975.0).abs() < 1e-6, "{predicted_at_knee}");
     // With a plan, in words.
     let o = plan(&["--dau", "1M", "--check"]);
     assert!(o.status.success(), "{}", stderr(&o));
