@@ -553,6 +553,29 @@ where
         Box::pin(self.miss(key, load)).await
     }
 
+    /// [`ReadThrough::get_or_fill`] past this process's L1: from Redis, else from
+    /// `load`, kept in both levels as a miss's value is. For a read that must see
+    /// every write already acknowledged: a write's invalidation reaches Redis before
+    /// the write is acknowledged, but another process's L1 only when its message
+    /// arrives, which under load can be after the writer's next request. Joins no
+    /// load under way (one may have read Redis before the invalidation). One Redis
+    /// round trip more than an L1 hit.
+    pub async fn get_or_fill_shared<F, Fut, E>(&self, key: &str, load: F) -> Result<Option<Arc<T>>, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let _in_flight = InFlight::enter(&self.misses_in_flight);
+        match Box::pin(self.load(key, load)).await {
+            Outcome::Kept(v) | Outcome::Stale(v) => Ok(Some(v)),
+            Outcome::Missing => Ok(None),
+            Outcome::Failed(e) => {
+                Err(e.downcast::<E>().unwrap_or_else(|_| unreachable!("the load was this caller's own")))
+            }
+        }
+    }
+
     /// `key`'s value if this process holds it (L1), counted as an `l1_hit`; `None`
     /// otherwise, counted as nothing (the caller's [`ReadThrough::get_or_fill`]
     /// counts what it does next). For batch reads that try every key in L1

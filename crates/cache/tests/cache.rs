@@ -194,6 +194,36 @@ async fn invalidation_reaches_another_process_l1() {
     task.await.unwrap();
 }
 
+/// A read past L1 sees a write's invalidation as soon as Redis has it, before the
+/// invalidation message reaches this process (here never: no listener runs).
+#[tokio::test]
+async fn a_read_past_l1_sees_an_invalidation_this_process_has_not_heard() {
+    let r = redis("shared:").await;
+    let (writer, _, _) = cache(&r, "p");
+    let (reader, metrics, _) = cache(&r, "p");
+    let value = |v: Option<Arc<String>>| v.as_deref().cloned();
+    let old = reader.get_or_load("k", || async { Ok::<_, ()>(Some("old".to_owned())) }).await.unwrap();
+    assert_eq!(value(old).as_deref(), Some("old"));
+    writer.invalidate("k").await;
+
+    // L1 still serves the old value: the message never came ...
+    let l1 = reader.get_or_load("k", || async { Ok::<_, ()>(Some("new".to_owned())) }).await.unwrap();
+    assert_eq!(value(l1).as_deref(), Some("old"));
+    // ... a read past it loads the new one and keeps it in both levels.
+    let load = || async { Ok::<_, ()>(cache::Loaded::Keep(Some("new".to_owned()))) };
+    let fresh = reader.get_or_fill_shared("k", load).await.unwrap();
+    assert_eq!(value(fresh).as_deref(), Some("new"));
+    assert_eq!(value(reader.peek("k")).as_deref(), Some("new"), "kept in L1");
+    let unused = || async { Ok::<_, ()>(cache::Loaded::Keep(Some("unused".to_owned()))) };
+    let again = reader.get_or_fill_shared("k", unused).await.unwrap();
+    assert_eq!(value(again).as_deref(), Some("new"), "kept in Redis");
+    assert_eq!(metrics.get("p", "l2_hit"), 1);
+    // A loader's failure is its caller's, and nothing is kept.
+    writer.invalidate("k").await;
+    let err = reader.get_or_fill_shared("k", || async { Err::<cache::Loaded<String>, _>("db down") }).await;
+    assert_eq!(*err.unwrap_err(), "db down");
+}
+
 #[tokio::test]
 async fn timelines_are_capped_ordered_and_know_when_they_are_cold() {
     let r = redis("tl:").await;

@@ -429,7 +429,7 @@ pub async fn search(
         }
     }
     let followees = match viewer {
-        Some(v) => Some(service::followees_of(state, v).await?),
+        Some(v) => Some(service::viewer_followees(state, v).await?),
         None => None,
     };
     let mut shown = HashSet::new();

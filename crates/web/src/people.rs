@@ -109,7 +109,7 @@ fn encode_edge_cursor(edge: FollowEdge) -> String {
 }
 
 /// A page of `username`'s followers or followees as `viewer` sees them
-/// (`followed_by_me` from the viewer's cached followee list), newest edge first.
+/// (`followed_by_me` from [`service::viewer_followees`]), newest edge first.
 pub async fn edges(
     state: &AppState,
     username: &str,
@@ -132,7 +132,7 @@ pub async fn edges(
     })
     .await?;
     let followees = match viewer {
-        Some(v) => Some(service::followees_of(state, v).await?),
+        Some(v) => Some(service::viewer_followees(state, v).await?),
         None => None,
     };
     // A user whose account is gone is left out.

@@ -930,17 +930,30 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
         .unwrap_or_default())
 }
 
-/// A user's profile as seen by `viewer`.
-///
-/// `followed_by_me` comes from the viewer's cached followee list, not from a query
-/// of the edge (`Data::is_following`): that would add a database query to every
-/// signed-in profile view, the hottest read, which the caches otherwise serve
-/// without one. The list is exact enough because only the viewer's own follow or
-/// unfollow changes it, and that write invalidates it (`set_follow`) before it is
-/// acknowledged; generations (ADR 0003) keep a load that raced the write out of
-/// both cache levels. What remains: another web server answers from its L1 until
-/// the invalidation message reaches it (pub/sub latency, normally well under a
-/// client's next round trip).
+/// The users `viewer` follows, for showing them their own follows
+/// (`followed_by_me`): read past this process's L1 ([`cache::ReadThrough::get_or_fill_shared`]),
+/// so that it holds every follow and unfollow of theirs already acknowledged.
+/// Only the viewer's own follow or unfollow changes the list, and that write
+/// invalidates it in Redis (`set_follow`) before it is acknowledged; generations
+/// (ADR 0003) keep a load that raced the write out of both cache levels. From L1,
+/// another web server would answer from its copy until the invalidation message
+/// reached it, which under load was seen to come after the client's next request
+/// (a read-your-writes violation in a bench run). One Redis round trip, not a
+/// query of the edge (`Data::is_following`) per user shown.
+pub async fn viewer_followees(state: &AppState, viewer: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+    let data = state.data().clone();
+    Ok(state
+        .caches()
+        .followees
+        .get_or_fill_shared(itoa::Buffer::new().format(viewer), || {
+            fill(async move { data.followees(viewer).await.map(Some) })
+        })
+        .await?
+        .unwrap_or_default())
+}
+
+/// A user's profile as seen by `viewer` (`followed_by_me` from
+/// [`viewer_followees`]).
 ///
 /// The read is counted ([`crate::hotkeys`]); a protected profile is served from
 /// its hot copy unless the viewer wrote since it was read.
@@ -954,7 +967,7 @@ pub async fn profile(
     let user_id = user_id_of(state, username).await?;
     let user = hot_profile(state, user_id, viewer).await?;
     let followed = match viewer {
-        Some(v) if v != user_id => Some(followees_of(state, v).await?.contains(&user_id)),
+        Some(v) if v != user_id => Some(viewer_followees(state, v).await?.contains(&user_id)),
         Some(_) => Some(false),
         None => None,
     };
