@@ -919,15 +919,29 @@ pub(crate) async fn invalidate_post(state: &AppState, post_id: i64) {
 
 /// Whom a user follows, through the cache.
 pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+    followees(state, user_id, Level::L1).await
+}
+
+/// Where a cached read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// This process's copy, if it holds one.
+    L1,
+    /// Redis, past this process's copy ([`cache::ReadThrough::get_or_fill_shared`]).
+    Shared,
+}
+
+/// Whom `user_id` follows, read from `level` down.
+async fn followees(state: &AppState, user_id: i64, level: Level) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
-    Ok(state
-        .caches()
-        .followees
-        .get_or_fill(itoa::Buffer::new().format(user_id), || {
-            fill(async move { data.followees(user_id).await.map(Some) })
-        })
-        .await?
-        .unwrap_or_default())
+    let load = || fill(async move { data.followees(user_id).await.map(Some) });
+    let mut buffer = itoa::Buffer::new();
+    let (cache, key) = (&state.caches().followees, buffer.format(user_id));
+    let found = match level {
+        Level::L1 => cache.get_or_fill(key, load).await?,
+        Level::Shared => cache.get_or_fill_shared(key, load).await?,
+    };
+    Ok(found.unwrap_or_default())
 }
 
 /// The users `viewer` follows, for showing them their own follows
@@ -941,15 +955,7 @@ pub async fn followees_of(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>
 /// (a read-your-writes violation in a bench run). One Redis round trip, not a
 /// query of the edge (`Data::is_following`) per user shown.
 pub async fn viewer_followees(state: &AppState, viewer: i64) -> Result<Arc<Vec<i64>>, ApiError> {
-    let data = state.data().clone();
-    Ok(state
-        .caches()
-        .followees
-        .get_or_fill_shared(itoa::Buffer::new().format(viewer), || {
-            fill(async move { data.followees(viewer).await.map(Some) })
-        })
-        .await?
-        .unwrap_or_default())
+    followees(state, viewer, Level::Shared).await
 }
 
 /// A user's profile as seen by `viewer` (`followed_by_me` from
