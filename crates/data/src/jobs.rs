@@ -191,15 +191,22 @@ impl Data {
 
     /// Depth and age of a shard's queue.
     pub async fn queue_stats(&self, shard: ShardId) -> Result<QueueStats, DataError> {
-        let sql = "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FILTER (WHERE state = 'running'), \
-                        count(*) FILTER (WHERE state = 'dead'), \
-                        coalesce(extract(epoch from now() - min(created_at) FILTER (WHERE state = 'ready')), 0)::float8 \
+        let sql = "SELECT count(*) FILTER (WHERE state = 'ready' AND run_at <= now()), \
+                        count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'dead'), \
+                        coalesce(extract(epoch from now() - min(run_at) FILTER (WHERE state = 'ready' AND run_at <= now())), 0)::float8, \
+                        count(*) FILTER (WHERE state = 'ready' AND run_at > now()) \
                  FROM jobs";
         let rows = self
             .read_primary("queue_stats", shard, ReadOf::Shard, |c| async move { rows(&c, sql, &[]).await })
             .await?;
         let r = rows.first().ok_or(DataError::NotFound)?;
-        Ok(QueueStats { ready: r.get(0), running: r.get(1), dead: r.get(2), oldest_ready_secs: r.get(3) })
+        Ok(QueueStats {
+            ready: r.get(0),
+            running: r.get(1),
+            dead: r.get(2),
+            oldest_ready_secs: r.get(3),
+            scheduled: r.get(4),
+        })
     }
 
     /// A shard's dead letters, newest first.

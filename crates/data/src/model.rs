@@ -128,13 +128,18 @@ pub struct QueuedJob {
 /// A shard queue's state, for metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStats {
-    /// Jobs waiting to run (due or scheduled for retry).
+    /// Jobs due to run, waiting for a worker (what more workers would take).
     pub ready: i64,
+    /// Jobs waiting for a later time: a retry's backoff, or a text post's
+    /// outbox job, due 30 s after its post unless its web server drops it first.
+    /// No worker can take them yet, so they are not `ready`.
+    pub scheduled: i64,
     /// Jobs claimed by a worker.
     pub running: i64,
     /// Dead letters.
     pub dead: i64,
-    /// Age of the oldest waiting job, in seconds (0 if none).
+    /// How long the longest-waiting `ready` job has been due, in seconds (0 if
+    /// none): the queue's delay, which a job scheduled for later does not have yet.
     pub oldest_ready_secs: f64,
 }
 

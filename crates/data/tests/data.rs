@@ -357,6 +357,36 @@ async fn claiming_and_completing_a_job_do_not_wait_for_a_standby() {
     assert_eq!(left.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), [other]);
 }
 
+/// A shard's queue as the workers' metrics show it: due jobs are ready, jobs due
+/// later (a text post's outbox job) are scheduled, and a ready job's delay counts
+/// from when it became due, not from when it was made (a retried job is old).
+#[tokio::test]
+async fn queue_stats_tell_due_jobs_from_scheduled_ones() {
+    let (_pg, url, d) = server_of_its_own().await;
+    let admin = admin_of(&url).await;
+    let u = d.create_user("cy", "cy", "hash").await.unwrap().user_id;
+    let shard = d.shard_map().shard_of_user(u);
+    assert_eq!(d.queue_stats(shard).await.unwrap(), data::QueueStats::default());
+
+    d.create_post_queued(u, "later").await.unwrap();
+    let s = d.queue_stats(shard).await.unwrap();
+    assert_eq!((s.ready, s.scheduled, s.oldest_ready_secs), (0, 1, 0.0), "the outbox job is not due: {s:?}");
+    d.enqueue("now", u, serde_json::json!({}), 3).await.unwrap();
+    let s = d.queue_stats(shard).await.unwrap();
+    assert_eq!((s.ready, s.scheduled, s.running, s.dead), (1, 1, 0, 0), "{s:?}");
+
+    // Made an hour ago, due for 90 s (a retry's backoff lapsed): it has waited 90 s.
+    let aged = "UPDATE jobs SET created_at = now() - interval '1 hour', run_at = now() - interval '90 seconds' \
+                WHERE kind = 'now'";
+    assert_eq!(admin.execute(aged, &[]).await.unwrap(), 1);
+    let s = d.queue_stats(shard).await.unwrap();
+    assert!(s.oldest_ready_secs >= 90.0 && s.oldest_ready_secs < 1800.0, "{s:?}");
+    let claimed = d.claim_jobs(shard, "w", 10, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only the due job: {claimed:?}");
+    let s = d.queue_stats(shard).await.unwrap();
+    assert_eq!((s.ready, s.scheduled, s.running, s.oldest_ready_secs), (0, 1, 1, 0.0), "{s:?}");
+}
+
 /// Each bucket's `(reads, writes)` as `Data::bucket_load` has them.
 fn load(d: &Data) -> BTreeMap<u16, (u64, u64)> {
     let listed = d.bucket_load();

@@ -31,7 +31,7 @@ struct JobLabels {
 struct QueueLabels {
     /// The shard.
     shard: u16,
-    /// `ready`, `running` or `dead`.
+    /// `ready` (due), `scheduled` (due later), `running` or `dead`.
     state: &'static str,
 }
 
@@ -50,7 +50,8 @@ pub(crate) struct Metrics {
     duration: Family<JobLabels, Histogram>,
     /// Jobs per queue state, per shard (refreshed when scraped).
     depth: Family<QueueLabels, Gauge>,
-    /// Age of the oldest waiting job per shard, seconds (refreshed when scraped).
+    /// How long the longest-waiting due job has been due, per shard, seconds
+    /// (refreshed when scraped).
     oldest: Family<ShardLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Posts fanned out (photo posts, outbox jobs), by mode: `push` or `pull`.
     fanout_posts: Family<ModeLabels, Counter>,
@@ -95,7 +96,11 @@ impl Metrics {
         registry.register("jobs", "Job attempts finished, by kind and outcome", m.jobs.clone());
         registry.register("job_duration_seconds", "Job attempt duration", m.duration.clone());
         registry.register("queue_jobs", "Jobs in the queue, by shard and state", m.depth.clone());
-        registry.register("queue_oldest_ready_seconds", "Age of the oldest waiting job", m.oldest.clone());
+        registry.register(
+            "queue_oldest_ready_seconds",
+            "How long the longest-waiting due job has been due",
+            m.oldest.clone(),
+        );
         m
     }
 
@@ -119,7 +124,13 @@ impl Metrics {
         for shard in ctx.data().shard_map().shards() {
             match ctx.data().queue_stats(shard).await {
                 Ok(s) => {
-                    for (state, n) in [("ready", s.ready), ("running", s.running), ("dead", s.dead)] {
+                    let states = [
+                        ("ready", s.ready),
+                        ("scheduled", s.scheduled),
+                        ("running", s.running),
+                        ("dead", s.dead),
+                    ];
+                    for (state, n) in states {
                         self.depth.get_or_create(&QueueLabels { shard: shard.0, state }).set(n);
                     }
                     self.oldest.get_or_create(&ShardLabels { shard: shard.0 }).set(s.oldest_ready_secs);
