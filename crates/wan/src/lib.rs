@@ -18,7 +18,7 @@
 //!   target is made one delay after the client connected (the SYN's trip).
 //! - **Jitter**: each chunk's delay varies uniformly by ± `jitter_ms`, but a chunk
 //!   is never due before the one ahead of it: bytes keep their order
-//!   ([`schedule`]).
+//!   (`schedule`).
 //! - **Loss as retransmission delay**: both ends speak TCP, so a lost segment is
 //!   resent, not missing. A chunk is "lost" with probability `loss` and then
 //!   waits `loss_penalty_ms` more, and everything behind it in its direction waits
@@ -30,7 +30,7 @@
 //!   the heal (a client sees a connect that "succeeded" and then silence, or gives
 //!   up, which the gateway notices: it then never connects for it).
 //! - **Backpressure window**: each direction of each connection holds at most
-//!   `window_bytes` read but not delivered ([`delay_line`]); beyond, the gateway
+//!   `window_bytes` read but not delivered (`delay_line`); beyond, the gateway
 //!   stops reading that side, so the sender's socket buffers fill and it blocks,
 //!   as behind a real link's full buffers. A cut or a long delay thus throttles
 //!   the sender instead of growing the gateway's memory.

@@ -1,7 +1,7 @@
 //! What the app does, shared by the JSON API and the HTML pages: validation, the
 //! data layer, cache reads and invalidations, fan-out and feeds.
 //!
-//! Every shared-cache loader reads through [`fill`] ([`data::fill_reads`]): on
+//! Every shared-cache loader reads through `fill` ([`data::fill_reads`]): on
 //! the primaries, because a fill must never store a value older than the
 //! invalidation that emptied the entry, and a lagging replica could serve
 //! exactly that. While a shard's primary is being replaced, its reads go to a

@@ -2,7 +2,7 @@
 //! [`Authenticated`]) and the middleware that loads it once per request and runs
 //! the request under the session's read-your-writes floor ([`session_scope`]).
 //!
-//! The session store itself ([`crate::auth::Sessions`]) knows nothing of requests;
+//! The session store itself ([`crate::sessions::Sessions`]) knows nothing of requests;
 //! this module sits above it and above [`AppState`].
 
 use std::sync::Arc;

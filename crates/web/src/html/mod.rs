@@ -9,7 +9,7 @@
 //! suggestions), `/explore` (recent popular photos).
 //!
 //! Every state-changing form carries the double-submit CSRF token ([`CsrfToken`]);
-//! [`CsrfForm`] checks it before the form is even deserialized, so a forged form
+//! `CsrfForm` checks it before the form is even deserialized, so a forged form
 //! changes nothing. The new-post form is multipart (it carries a photo): there the
 //! token must arrive before the photo and is checked before the photo is read (see
 //! `upload`). Failures render as HTML pages with the status of the [`ApiError`]
