@@ -99,6 +99,35 @@ pub const CALLS_PER_TRIP: usize = 16;
 /// two, so a trip holds a Redis well under a millisecond.
 pub const RETRACT_PER_TRIP: usize = 256;
 
+/// Most members of one `ZADD` in the scripts that add many ids to one timeline
+/// (a rebuild's fill, a follow's merge): it bounds the Lua stack `unpack` needs.
+pub const ZADD_CHUNK: usize = 256;
+
+/// A Lua function the scripts that add many ids to one timeline start with:
+/// `zadd_all(key, from)` adds `ARGV[from..]`, each with score 0, in variadic
+/// `ZADD`s of at most [`ZADD_CHUNK`] members. One call per id (as a rebuild's
+/// 800 once were) costs a command dispatch each: a fifth to a third of a fill's
+/// time in Redis, the rest being the sorted set's own inserts (docs/BENCHMARKS.md,
+/// "A timeline's fill in one `ZADD` per 256 ids").
+fn zadd_all() -> String {
+    format!(
+        r"
+            local function zadd_all(key, from)
+              local args = {{}}
+              for i = from, #ARGV do
+                args[#args + 1] = 0
+                args[#args + 1] = ARGV[i]
+                if #args == {pairs} then
+                  redis.call('ZADD', key, unpack(args))
+                  args = {{}}
+                end
+              end
+              if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+            end",
+        pairs = 2 * ZADD_CHUNK
+    )
+}
+
 /// The member that says a timeline is complete: sorts after every id.
 pub const COMPLETE: &str = "~";
 
@@ -169,17 +198,18 @@ impl Timelines {
         // into a timeline that still exists: one dropped (a follow change) or
         // evicted since the rebuild began may have missed pushes, or hold a
         // followee list the rebuild did not read.
-        let fill = Script::new(
-            r"
+        let fill = Script::new(&format!(
+            r"{zadd_all}
             if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
             local keep = tonumber(ARGV[1]) + 1
-            for i = 5, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
+            zadd_all(KEYS[1], 5)
             redis.call('ZREM', KEYS[1], ARGV[4])
             redis.call('ZADD', KEYS[1], 0, ARGV[3])
             redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1))
             redis.call('EXPIRE', KEYS[1], ARGV[2])
             return 1",
-        );
+            zadd_all = zadd_all()
+        ));
         // KEYS: the readers set; ARGV: the building member, the lifetime.
         let readers_begin = Script::new(
             r"
@@ -214,14 +244,15 @@ impl Timelines {
         );
         // KEYS: the timeline; ARGV: the cap, then the members. Into a timeline
         // being rebuilt too: a fill only adds, so what is merged stays.
-        let merge = Script::new(
-            r"
+        let merge = Script::new(&format!(
+            r"{zadd_all}
             if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
             local keep = tonumber(ARGV[1]) + 1
-            for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
+            zadd_all(KEYS[1], 2)
             redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1))
             return 1",
-        );
+            zadd_all = zadd_all()
+        ));
         Timelines { redis, cap, ttl, push, begin, fill, readers_begin, readers_complete, register, merge }
     }
 

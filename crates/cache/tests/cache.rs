@@ -288,6 +288,29 @@ async fn a_merge_adds_to_timelines_that_exist_and_a_rebuild_keeps_it() {
     assert_eq!(exists, 0, "no timeline is made by a merge");
 }
 
+/// A rebuild's fill and a follow's merge write their ids in chunks of
+/// `ZADD_CHUNK`: lists longer than two chunks (and not a multiple of one) are
+/// stored whole, capped, newest first, and complete.
+#[tokio::test]
+async fn fills_and_merges_longer_than_a_chunk_are_stored_whole() {
+    let chunk = cache::timeline::ZADD_CHUNK as i64;
+    let r = redis("tlchunk:").await;
+    let t = Timelines::new(r.clone(), 5_000, Duration::from_secs(60));
+    let rebuilt: Vec<i64> = (1..=2 * chunk + 7).rev().collect();
+    warm(&t, 1, &rebuilt).await;
+    assert_eq!(t.page(1, None, 5_000).await.unwrap(), Some(rebuilt.clone()), "every id, newest first");
+    let followed: Vec<i64> = (10_000..10_000 + 3 * chunk + 1).rev().collect();
+    t.merge(1, &followed).await.unwrap();
+    let page = t.page(1, None, 5_000).await.unwrap().expect("still complete");
+    assert_eq!(page.len(), rebuilt.len() + followed.len(), "the merge added every id");
+    assert_eq!(page, followed.iter().chain(&rebuilt).copied().collect::<Vec<_>>());
+    // Capped below the fill's length: the newest `cap` stay.
+    let capped = Timelines::new(r.clone(), chunk as usize + 3, Duration::from_secs(60));
+    warm(&capped, 2, &rebuilt).await;
+    let page = capped.page(2, None, 5_000).await.unwrap().expect("complete");
+    assert_eq!(page, rebuilt[..chunk as usize + 3].to_vec(), "the newest cap ids");
+}
+
 #[tokio::test]
 async fn a_push_counts_the_timelines_it_wrote() {
     let r = redis("pushcount:").await;
