@@ -23,8 +23,11 @@ pub const PROFILE_CACHE: &str = "profile";
 /// Name of the cache of posts by id (invalidated when a worker finishes a photo).
 pub const POST_CACHE: &str = "post";
 
-/// Name of the cache of celebrities' newest post ids, merged into feeds at read time.
-pub const CELEBRITY_POSTS_CACHE: &str = "celeb_posts";
+/// Name of the cache of each author's newest post ids: a celebrity's are merged
+/// into feeds at read time, and an author's pages are served from them. The web
+/// tier invalidates it where a post is written or deleted; a celebrity's fan-out
+/// and every retraction invalidate it too.
+pub const AUTHOR_POSTS_CACHE: &str = "author_posts";
 
 /// What a fan-out did, and what it cost: its timeline writes, counted in this
 /// data center's Redis (every data center's Redis gets the same pushes, into its
@@ -144,9 +147,9 @@ pub enum FanOutError {
     /// A deleted post's cached copy could not be dropped in every data center.
     #[error("invalidating the cached post: {0}")]
     PostInvalidation(#[source] cache::SpreadError),
-    /// The cached list of a celebrity's newest posts could not be invalidated in
+    /// The cached list of the author's newest posts could not be invalidated in
     /// every data center.
-    #[error("invalidating the celebrity's cached posts: {0}")]
+    #[error("invalidating the author's cached posts: {0}")]
     Invalidation(#[source] cache::SpreadError),
 }
 
@@ -172,7 +175,7 @@ pub async fn fan_out(
 ) -> Result<FanOut, FanOutError> {
     if followers_count >= celebrity_threshold {
         invalidator
-            .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
+            .invalidate(AUTHOR_POSTS_CACHE, &author.to_string())
             .await
             .map_err(FanOutError::Invalidation)?;
         let written = timelines
@@ -219,7 +222,7 @@ pub async fn retract(
         .map_err(|source| FanOutError::Retraction { readers: owners.len(), source })?;
     invalidator.invalidate(POST_CACHE, &post_id.to_string()).await.map_err(FanOutError::PostInvalidation)?;
     invalidator
-        .invalidate(CELEBRITY_POSTS_CACHE, &author.to_string())
+        .invalidate(AUTHOR_POSTS_CACHE, &author.to_string())
         .await
         .map_err(FanOutError::Invalidation)?;
     Ok(())

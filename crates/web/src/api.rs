@@ -241,12 +241,28 @@ async fn unfollow(
 
 async fn user_posts(
     State(state): State<AppState>,
+    Viewer(viewer): Viewer,
+    headers: HeaderMap,
     media: MediaUrls,
     ApiPath(username): ApiPath<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (cursor, limit) = page_params(query)?;
-    Ok(Json(service::user_posts(&state, &media, &username, cursor, limit).await?).into_response())
+    let viewer = viewer.map(|s| s.user_id);
+    let source =
+        if asks_no_cache(&headers) { service::PageSource::Shard } else { service::PageSource::Cache };
+    let page = service::user_posts(&state, &media, &username, viewer, source, cursor, limit).await?;
+    Ok(Json(page).into_response())
+}
+
+/// Whether the request's `Cache-Control` has the `no-cache` directive.
+fn asks_no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,7 +27,7 @@ pub async fn delete_post(state: &AppState, viewer: i64, id: PostId) -> Result<()
         }
     };
     service::invalidate_post(state, id.get()).await;
-    service::invalidate_profile(state, viewer).await;
+    service::invalidate_author(state, viewer).await;
     // Its notifications went with it: the author's unread count may have dropped.
     state.caches().unread.invalidate(itoa::Buffer::new().format(viewer)).await;
     let author = service::profile_by_id(state, viewer).await?;

@@ -39,8 +39,10 @@ pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=30;
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: usize = 20;
-/// How many of a celebrity's newest posts are kept for read-time merging.
-const CELEBRITY_RECENT: i64 = 200;
+/// How many of an author's newest post ids are cached ([`author_recent`]): a
+/// celebrity's are merged into followers' feeds at read time from them, and an
+/// author's pages are served from them as far as they reach.
+const AUTHOR_RECENT: i64 = 200;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -911,6 +913,14 @@ pub(crate) async fn invalidate_profile(state: &AppState, user_id: i64) {
     state.hotkeys().forget(Kind::Profile, user_id);
 }
 
+/// Forget what an author's new or deleted post changed: their profile (its post
+/// count) and their cached newest post ids ([`author_recent`]), before the write
+/// is acknowledged.
+pub(crate) async fn invalidate_author(state: &AppState, author: i64) {
+    invalidate_profile(state, author).await;
+    state.caches().author_posts.invalidate(itoa::Buffer::new().format(author)).await;
+}
+
 /// Forget a post this process changed, as [`invalidate_profile`].
 pub(crate) async fn invalidate_post(state: &AppState, post_id: i64) {
     state.caches().posts.invalidate(itoa::Buffer::new().format(post_id)).await;
@@ -934,9 +944,27 @@ enum Level {
 /// Whom `user_id` follows, read from `level` down.
 async fn followees(state: &AppState, user_id: i64, level: Level) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
-    let load = || fill(async move { data.followees(user_id).await.map(Some) });
+    id_list(&state.caches().followees, user_id, level, move || async move {
+        data.followees(user_id).await.map(Some)
+    })
+    .await
+}
+
+/// The list of ids `cache` holds for `id`, read from `level` down; on a miss
+/// `load` reads it as a cache fill does ([`fill`]). No list is an empty one.
+async fn id_list<F, Fut>(
+    cache: &cache::ReadThrough<Vec<i64>>,
+    id: i64,
+    level: Level,
+    load: F,
+) -> Result<Arc<Vec<i64>>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<Vec<i64>>, DataError>>,
+{
+    let load = || fill(load());
     let mut buffer = itoa::Buffer::new();
-    let (cache, key) = (&state.caches().followees, buffer.format(user_id));
+    let key = buffer.format(id);
     let found = match level {
         Level::L1 => cache.get_or_fill(key, load).await?,
         Level::Shared => cache.get_or_fill_shared(key, load).await?,
@@ -1089,7 +1117,7 @@ pub async fn create_post(state: &AppState, author: i64, caption: &str) -> Result
     let caption = check_caption(caption)?;
     let (post, job) = state.data().create_post_queued(author, &caption).await?;
     state.business().posts.inc();
-    invalidate_profile(state, author).await;
+    invalidate_author(state, author).await;
     let profile = profile_by_id(state, author).await?;
     fan_out(state, &post, &profile, &job).await;
     Ok(post_view_without_photo(&post, &profile, Some(false)))
@@ -1143,7 +1171,7 @@ pub async fn create_photo_post(
     let post = state.data().create_photo_post(author, &caption, original, max_attempts).await?;
     state.business().posts.inc();
     state.business().photos.inc();
-    invalidate_profile(state, author).await;
+    invalidate_author(state, author).await;
     let profile = profile_by_id(state, author).await?;
     tracing::info!(post_id = post.post_id, "photo post accepted");
     Ok(post_view(media, &post, &profile, Some(false)))
@@ -1286,19 +1314,64 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
     (ids, next)
 }
 
-/// A user's own posts; the page's photo URLs are chosen by `media` when it is
-/// rendered or serialized.
+/// A user's own posts as `viewer` sees them; the page's photo URLs are chosen by
+/// `media` when it is rendered or serialized.
+///
+/// A page within the author's cached newest ids ([`author_recent`]; the usual
+/// first page) is served from them, with no query; a deeper one reads the
+/// author's shard. The author's own read starts past L1, in Redis, which their
+/// post or deletion invalidated before it was acknowledged, as
+/// [`viewer_followees`] does for follows: another web server's copy may not have
+/// heard of it yet.
 pub async fn user_posts(
     state: &AppState,
     media: &MediaUrls,
     username: &str,
+    viewer: Option<i64>,
+    source: PageSource,
     cursor: Option<PostId>,
     limit: usize,
 ) -> Result<PostPage, ApiError> {
     let user_id = user_id_of(state, username).await?;
-    let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
-    let (ids, next_cursor) = page_of(rows.iter().map(|p| p.post_id).collect(), limit);
+    let cached = match source {
+        PageSource::Cache => {
+            let level = if viewer == Some(user_id) { Level::Shared } else { Level::L1 };
+            page_within(&author_recent(state, user_id, level).await?, cursor.map(PostId::get), limit + 1)
+        }
+        PageSource::Shard => None,
+    };
+    let ids = match cached {
+        Some(ids) => ids,
+        None => {
+            let rows = state.data().user_posts(user_id, cursor, limit as i64 + 1).await?;
+            rows.iter().map(|p| p.post_id).collect()
+        }
+    };
+    let (ids, next_cursor) = page_of(ids, limit);
     Ok(PostPage { posts: hydrate(state, &ids).await?, next_cursor, media: media.clone() })
+}
+
+/// Where the ids of a page of an author's posts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageSource {
+    /// The author's cached newest ids while the page is within them, else the
+    /// author's shard.
+    Cache,
+    /// The author's shard, always: what a client asking with `Cache-Control:
+    /// no-cache` gets. The bench's checker asks so: its proof that no
+    /// acknowledged post was lost must rest on the shards, not on a cache.
+    Shard,
+}
+
+/// The `want` ids of `recent` (an author's newest, newest first, as
+/// [`author_recent`] keeps them) older than `before`, if `recent` holds them all:
+/// it holds every id it reaches down to, and all of the author's posts when it is
+/// shorter than [`AUTHOR_RECENT`]. `None`: the page reaches past it.
+fn page_within(recent: &[i64], before: Option<i64>, want: usize) -> Option<Vec<i64>> {
+    let start = before.map_or(0, |b| recent.partition_point(|id| *id >= b));
+    let rest = &recent[start..];
+    let all = (recent.len() as i64) < AUTHOR_RECENT;
+    (rest.len() >= want || all).then(|| rest.iter().take(want).copied().collect())
 }
 
 /// The viewer's home feed: the cached timeline (rebuilt from the database when cold)
@@ -1335,7 +1408,7 @@ pub async fn home_feed(
     if !followees.is_empty() {
         let celebrities = celebrities(state).await?;
         for celeb in followees.iter().filter(|f| celebrities.contains(f)) {
-            let recent = celebrity_recent(state, *celeb).await?;
+            let recent = author_recent(state, *celeb, Level::L1).await?;
             ids.extend(recent.iter().copied().filter(|id| before.is_none_or(|b| *id < b)).take(limit + 1));
         }
     }
@@ -1407,24 +1480,34 @@ async fn celebrities(state: &AppState) -> Result<Arc<Vec<i64>>, ApiError> {
         .unwrap_or_default())
 }
 
-async fn celebrity_recent(state: &AppState, user_id: i64) -> Result<Arc<Vec<i64>>, ApiError> {
+/// An author's newest [`AUTHOR_RECENT`] post ids, newest first, read from `level`
+/// down. Invalidated where a post is written or deleted ([`invalidate_author`]),
+/// by a celebrity's fan-out and by a deletion's retraction (`feed`).
+async fn author_recent(state: &AppState, user_id: i64, level: Level) -> Result<Arc<Vec<i64>>, ApiError> {
     let data = state.data().clone();
-    Ok(state
-        .caches()
-        .celebrity_posts
-        .get_or_fill(&user_id.to_string(), || {
-            fill(async move {
-                let ids = data.recent_post_ids(&[user_id], CELEBRITY_RECENT, None).await?;
-                Ok::<_, DataError>(Some(ids.into_iter().map(PostId::get).collect()))
-            })
-        })
-        .await?
-        .unwrap_or_default())
+    id_list(&state.caches().author_posts, user_id, level, move || async move {
+        let ids = data.recent_post_ids(&[user_id], AUTHOR_RECENT, None).await?;
+        Ok(Some(ids.into_iter().map(PostId::get).collect()))
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_comes_from_the_cached_ids_while_they_reach() {
+        let full: Vec<i64> = (1..=AUTHOR_RECENT).rev().collect();
+        assert_eq!(page_within(&full, None, 3), Some(vec![200, 199, 198]));
+        assert_eq!(page_within(&full, Some(5), 4), Some(vec![4, 3, 2, 1]));
+        assert_eq!(page_within(&full, Some(5), 5), None, "older posts may exist past the cached ids");
+        let all = [30, 20, 10];
+        assert_eq!(page_within(&all, Some(20), 5), Some(vec![10]), "fewer than cached: all of them");
+        assert_eq!(page_within(&all, Some(10), 5), Some(vec![]));
+        assert_eq!(page_within(&all, Some(25), 1), Some(vec![20]), "a cursor not listed (a deleted post)");
+        assert_eq!(page_within(&[], None, 21), Some(vec![]), "no posts");
+    }
 
     fn origin_only() -> MediaUrls {
         Arc::new(crate::edges::Edges::new(&crate::config::MediaConfig::default(), &Default::default()))

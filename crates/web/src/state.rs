@@ -26,8 +26,9 @@ pub struct Caches {
     pub followees: Arc<ReadThrough<Vec<i64>>>,
     /// The set of celebrities (one entry, key `all`).
     pub celebrities: Arc<ReadThrough<Vec<i64>>>,
-    /// Each celebrity's newest post ids, merged into followers' feeds at read time.
-    pub celebrity_posts: Arc<ReadThrough<Vec<i64>>>,
+    /// Each author's newest post ids: a celebrity's are merged into followers'
+    /// feeds at read time, and an author's pages are served from them.
+    pub author_posts: Arc<ReadThrough<Vec<i64>>>,
     /// Live sessions by the hex SHA-256 of their token (copies of the shards'
     /// rows; a logout invalidates them everywhere).
     pub sessions: Arc<ReadThrough<SessionRecord>>,
@@ -56,7 +57,7 @@ impl Caches {
             posts: build(with(feed::POST_CACHE, config.clone())),
             followees: build(with("followees", config.clone())),
             celebrities: build(with("celebrities", short)),
-            celebrity_posts: build(with(feed::CELEBRITY_POSTS_CACHE, config.clone())),
+            author_posts: build(with(feed::AUTHOR_POSTS_CACHE, config.clone())),
             unread: build(with(data::UNREAD_CACHE, config.clone())),
             sessions: build(with("session", config)),
             metrics,

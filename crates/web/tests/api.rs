@@ -1486,6 +1486,90 @@ async fn cold_pages_load_in_batches_and_logins_are_cached() {
     assert_eq!(b.state.caches().metrics.get("session", "l2_hit"), 1);
 }
 
+/// An author's pages are served from their cached newest post ids: two pages,
+/// one read of the shard; a new post and a deletion are in the next read, on
+/// any server; a page past what is cached reads the shard.
+#[tokio::test]
+async fn an_authors_pages_come_from_their_cached_newest_posts() {
+    let env = TestEnv::new().await;
+    let (a, b) = (env.spawn().await, env.spawn().await);
+    let alice = signup(&a, "alice").await;
+    let mut posts = Vec::new();
+    for i in 0..3 {
+        posts.push(post_text(&a, &alice, &format!("post {i}")).await);
+    }
+    posts.reverse();
+    let path = "/api/v1/users/alice/posts?limit=2";
+    let (first, cursor) = page_ids(&call(&b, "GET", path, None, None, StatusCode::OK).await);
+    let next = format!("{path}&cursor={}", cursor.unwrap());
+    let (second, end) = page_ids(&call(&b, "GET", &next, None, None, StatusCode::OK).await);
+    assert_eq!([first, second].concat(), posts);
+    assert_eq!(end, None, "the cached ids are all of hers: the last page is known");
+    assert_eq!(queries(&b, "recent_post_ids").await, 1, "her newest ids, read once for both pages");
+    assert_eq!(queries(&b, "user_posts").await, 0, "no page read the shard");
+    // Asked with `Cache-Control: no-cache` (however spelled), the page is read
+    // from her shard; any other directive leaves it to the cache.
+    for (value, from_shard) in [
+        ("no-cache", true),
+        ("max-age=0, No-Cache", true),
+        ("no-store", false),
+        ("no-cache=x", false),
+        ("", false),
+    ] {
+        let before = queries(&b, "user_posts").await;
+        let r = reqwest::Client::new()
+            .get(b.url(path))
+            .header(reqwest::header::CACHE_CONTROL, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{value:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(page_ids(&body).0, posts[..2], "{value:?}");
+        assert_eq!(queries(&b, "user_posts").await - before, u64::from(from_shard), "{value:?}");
+    }
+
+    // Written through `a`, read on `b`: by her (past b's copy) and by anyone.
+    let new = post_text(&a, &alice, "post 3").await;
+    let (mine, _) = page_ids(&call(&b, "GET", path, Some(&alice), None, StatusCode::OK).await);
+    assert_eq!(mine, [new, posts[0]]);
+    call(&a, "DELETE", &format!("/api/v1/posts/{new}"), Some(&alice), None, StatusCode::NO_CONTENT).await;
+    let (mine, _) = page_ids(&call(&b, "GET", path, Some(&alice), None, StatusCode::OK).await);
+    assert_eq!(mine, posts[..2], "the deleted post is gone from her page");
+    testkit::eventually("b's own copy hears of the deletion", async || {
+        page_ids(&call(&b, "GET", path, None, None, StatusCode::OK).await).0 == posts[..2]
+    })
+    .await;
+
+    // More posts than are cached (written before any read of them): the pages
+    // within the cached ids come from them, the ones past them from the shard.
+    let carol = signup(&a, "carol").await;
+    let data = a.state.data();
+    for i in 0..205 {
+        data.create_post_queued(carol.id, &format!("bulk {i}")).await.unwrap();
+    }
+    let before = queries(&b, "user_posts").await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            None => "/api/v1/users/carol/posts?limit=100".to_string(),
+            Some(c) => format!("/api/v1/users/carol/posts?limit=100&cursor={c}"),
+        };
+        let (ids, next) = page_ids(&call(&b, "GET", &page, Some(&alice), None, StatusCode::OK).await);
+        seen.extend(ids);
+        let Some(next) = next else { break };
+        cursor = Some(next);
+    }
+    assert_eq!(seen.len(), 205, "every post, once");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert_eq!(
+        queries(&b, "user_posts").await - before,
+        2,
+        "the pages past the 200 cached ids read the shard"
+    );
+}
+
 /// The value of the sample `line_start` (`name{labels}` or `name`) in `/metrics`.
 async fn metric(app: &testkit::TestApp, line_start: &str) -> f64 {
     let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();

@@ -3,10 +3,12 @@
 //! read-your-writes read-back a writer makes right after an acknowledgement.
 //!
 //! Which read shows what (see `crates/web/src/service.rs`):
-//! - a post: `GET /users/{author}/posts` lists post ids from a query on the
-//!   author's shard (a replica within the lag bound, under the session's floor);
-//!   only the posts' contents come from the post cache. A post deleted in the
-//!   database is missing from that list at once, cached or not.
+//! - a post: `GET /users/{author}/posts`, asked with `Cache-Control: no-cache`
+//!   (as every read of the checker is), lists post ids from a query on the
+//!   author's shard (a replica within the lag bound, under the session's floor)
+//!   rather than from the author's cached newest ids; only the posts' contents
+//!   come from the post cache. A post deleted in the database is missing from
+//!   that list at once, cached or not.
 //! - a like: `liked_by_me` of `GET /posts/{id}` reads the `likes` table (a
 //!   replica, under the floor), never a cache.
 //! - a follow: `followed_by_me` of `GET /users/{name}` comes from the follower's
@@ -149,8 +151,10 @@ async fn author_posts(
 }
 
 /// Read the pages of `path` (under `target`, taking `limit` and `cursor`) up to
-/// `max` of them, with `token` if given: `each` takes a page and says whether to
-/// read on (when the page names a next one). The first failure ends the reading.
+/// `max` of them, with `token` if given and `Cache-Control: no-cache` (a page the
+/// server could serve from a cache is read from the shards): `each` takes a page
+/// and says whether to read on (when the page names a next one). The first
+/// failure ends the reading.
 async fn read_pages(
     http: &Http,
     (entry, target): (u64, &str),
@@ -166,7 +170,7 @@ async fn read_pages(
             url.push_str("&cursor=");
             url.push_str(c);
         }
-        let mut req = http.client(entry).get(url);
+        let mut req = http.client(entry).get(url).header(reqwest::header::CACHE_CONTROL, "no-cache");
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -922,7 +926,8 @@ pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, writ
                 return ReadBack::Failed(format!("{id} is not a post id"));
             };
             let url = format!("{target}/api/v1/users/{author}/posts?limit={PAGE}");
-            match http.json(client.get(url).bearer_auth(token)).await {
+            let req = client.get(url).bearer_auth(token).header(reqwest::header::CACHE_CONTROL, "no-cache");
+            match http.json(req).await {
                 Ok(page) => {
                     let ids: Vec<i64> = page["posts"]
                         .as_array()

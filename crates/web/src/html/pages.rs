@@ -84,7 +84,16 @@ pub(super) async fn profile(
         // `/u/Alice` and `/u/alice` are the same page; keep one address.
         return Ok(Redirect::permanent(&format!("/u/{}", user.username)).into_response());
     }
-    let posts = service::user_posts(&state, &media, &user.username, cursor, service::DEFAULT_LIMIT).await?;
+    let posts = service::user_posts(
+        &state,
+        &media,
+        &user.username,
+        me.map(|m| m.id),
+        service::PageSource::Cache,
+        cursor,
+        service::DEFAULT_LIMIT,
+    )
+    .await?;
     let own = me.is_some_and(|m| m.username == user.username);
     let initial = user.display_name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
     let base = format!("/u/{}", user.username);
