@@ -4,11 +4,13 @@
 //!
 //! Which read shows what (see `crates/web/src/service.rs`):
 //! - a post: `GET /users/{author}/posts`, asked with `Cache-Control: no-cache`
-//!   (as every read of the checker is), lists post ids from a query on the
+//!   (as every read of the verification is), lists post ids from a query on the
 //!   author's shard (a replica within the lag bound, under the session's floor)
 //!   rather than from the author's cached newest ids; only the posts' contents
 //!   come from the post cache. A post deleted in the database is missing from
-//!   that list at once, cached or not.
+//!   that list at once, cached or not. The writer's read-back asks as a user
+//!   does, without it: what the author sees of their own post is the cached ids,
+//!   read past the web server's own copy.
 //! - a like: `liked_by_me` of `GET /posts/{id}` reads the `likes` table (a
 //!   replica, under the floor), never a cache.
 //! - a follow: `followed_by_me` of `GET /users/{name}` comes from the follower's
@@ -914,10 +916,11 @@ pub enum ReadBack {
 }
 
 /// Read `written` back at once as its writer (session `token`) through
-/// `target`, on the read that replicas serve under the session's
-/// read-your-writes floor: the post in the author's own timeline; the like in
-/// `liked_by_me` (the likes table); the follow in `followed_by_me`; the comment
-/// in its post's first page of comments; the deletion as a 404 of the post.
+/// `target`, as a user reads it: the post in the author's own timeline (their
+/// cached newest ids, read past the web server's copy); the like in
+/// `liked_by_me` (the likes table, on a replica under the session's
+/// read-your-writes floor); the follow in `followed_by_me`; the comment in its
+/// post's first page of comments; the deletion as a 404 of the post.
 pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, written: &Written) -> ReadBack {
     let http = Http::with_client(client.clone());
     match written {
@@ -926,8 +929,7 @@ pub async fn read_back(client: &reqwest::Client, target: &str, token: &str, writ
                 return ReadBack::Failed(format!("{id} is not a post id"));
             };
             let url = format!("{target}/api/v1/users/{author}/posts?limit={PAGE}");
-            let req = client.get(url).bearer_auth(token).header(reqwest::header::CACHE_CONTROL, "no-cache");
-            match http.json(req).await {
+            match http.json(client.get(url).bearer_auth(token)).await {
                 Ok(page) => {
                     let ids: Vec<i64> = page["posts"]
                         .as_array()
