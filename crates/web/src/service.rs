@@ -1317,7 +1317,7 @@ fn page_of(mut ids: Vec<i64>, limit: usize) -> (Vec<i64>, Option<String>) {
 /// A user's own posts as `viewer` sees them; the page's photo URLs are chosen by
 /// `media` when it is rendered or serialized.
 ///
-/// A page within the author's cached newest ids ([`author_recent`]; the usual
+/// A page within the author's cached newest ids (`author_recent`; the usual
 /// first page) is served from them, with no query; a deeper one reads the
 /// author's shard. The author's own read starts past L1, in Redis, which their
 /// post or deletion invalidated before it was acknowledged, as
