@@ -99,6 +99,16 @@ pub async fn feed_ids(app: &TestApp, user: &User, query: &str) -> (Vec<i64>, Opt
     page_ids(&body)
 }
 
+/// The usernames of a list of users (a page's `users`, search results).
+pub fn usernames(users: &Value) -> Vec<String> {
+    users
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of users: {users}"))
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn page_ids(body: &Value) -> (Vec<i64>, Option<String>) {
     let ids = body["posts"]
         .as_array()

@@ -50,15 +50,6 @@ async fn search(app: &TestApp, query: &str) -> Vec<String> {
     usernames(&body["users"])
 }
 
-fn usernames(users: &Value) -> Vec<String> {
-    users
-        .as_array()
-        .unwrap_or_else(|| panic!("a list of users: {users}"))
-        .iter()
-        .map(|u| u["username"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Shard queries the directory's fills sent (one per shard per fill).
 fn shard_reads(app: &TestApp) -> u64 {
     app.state.data().query_count("users_with_prefix")
